@@ -1,0 +1,126 @@
+/* arena.c — see arena.h. Blocks are malloc'd; the request arena keeps its
+ * first block across resets, so steady-state requests never call malloc. */
+#include "core/arena.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+struct pt_arena_block {
+    struct pt_arena_block *next;
+    size_t size; /* usable bytes in data[] */
+    size_t used;
+    _Alignas(16) char data[];
+};
+
+void pt_arena_init(struct pt_arena *a, size_t block_size)
+{
+    a->head = NULL;
+    a->block_size = block_size ? block_size : 4096;
+    a->total = 0;
+}
+
+void *pt_arena_alloc(struct pt_arena *a, size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    struct pt_arena_block *b = a->head;
+    if (pt_unlikely(!b || b->size - b->used < n)) {
+        size_t sz = n > a->block_size ? n : a->block_size;
+        struct pt_arena_block *nb = malloc(sizeof(*nb) + sz);
+        if (!nb)
+            return NULL;
+        nb->size = sz;
+        nb->used = 0;
+        a->total += sz;
+        /* A big one-off allocation goes behind the current block so the
+         * current block's free space stays usable. */
+        if (b && n > a->block_size) {
+            nb->next = b->next;
+            b->next = nb;
+        } else {
+            nb->next = b;
+            a->head = nb;
+        }
+        b = nb;
+    }
+    void *p = b->data + b->used;
+    b->used += n;
+    return p;
+}
+
+void *pt_arena_zalloc(struct pt_arena *a, size_t n)
+{
+    void *p = pt_arena_alloc(a, n);
+    if (p)
+        memset(p, 0, n);
+    return p;
+}
+
+char *pt_arena_strndup(struct pt_arena *a, const char *s, size_t n)
+{
+    char *p = pt_arena_alloc(a, n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = 0;
+    }
+    return p;
+}
+
+char *pt_arena_strdup(struct pt_arena *a, const char *s)
+{
+    return pt_arena_strndup(a, s, strlen(s));
+}
+
+char *pt_arena_sprintf(struct pt_arena *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    char *p = pt_arena_alloc(a, (size_t)n + 1);
+    if (!p)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+void pt_arena_reset(struct pt_arena *a)
+{
+    struct pt_arena_block *b = a->head;
+    if (!b)
+        return;
+    /* Keep the last (oldest) normal-sized block: it is the one a fresh
+     * request would allocate first anyway. */
+    struct pt_arena_block *keep = NULL;
+    while (b) {
+        struct pt_arena_block *next = b->next;
+        if (!keep && !next && b->size == a->block_size) {
+            keep = b;
+        } else {
+            a->total -= b->size;
+            free(b);
+        }
+        b = next;
+    }
+    a->head = keep;
+    if (keep) {
+        keep->next = NULL;
+        keep->used = 0;
+    }
+}
+
+void pt_arena_destroy(struct pt_arena *a)
+{
+    struct pt_arena_block *b = a->head;
+    while (b) {
+        struct pt_arena_block *next = b->next;
+        free(b);
+        b = next;
+    }
+    a->head = NULL;
+    a->total = 0;
+}

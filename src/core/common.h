@@ -1,0 +1,49 @@
+/*
+ * common.h — the few definitions every floor shares: byte slices,
+ * branch hints, container_of, array sizes.
+ *
+ * Ownership: a pt_slice never owns its bytes; it borrows them from a
+ * buffer or arena whose lifetime the caller guarantees.
+ */
+#ifndef PT_CORE_COMMON_H
+#define PT_CORE_COMMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* A borrowed run of bytes (not NUL-terminated). */
+typedef struct pt_slice {
+    const char *p;
+    size_t len;
+} pt_slice;
+
+#define PT_SLICE(lit) ((pt_slice){(lit), sizeof(lit) - 1})
+#define PT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define pt_likely(x) __builtin_expect(!!(x), 1)
+#define pt_unlikely(x) __builtin_expect(!!(x), 0)
+#define pt_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define PT_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define PT_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+static inline bool pt_slice_eq(pt_slice a, pt_slice b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
+
+static inline bool pt_slice_eq_cstr(pt_slice a, const char *s)
+{
+    size_t n = strlen(s);
+    return a.len == n && memcmp(a.p, s, n) == 0;
+}
+
+/* ASCII case-insensitive comparison (header names, hosts). */
+bool pt_slice_ieq(pt_slice a, pt_slice b);
+bool pt_slice_ieq_cstr(pt_slice a, const char *s);
+
+/* Monotonic milliseconds / nanoseconds (vDSO clock_gettime). */
+uint64_t pt_now_ms(void);
+uint64_t pt_now_ns(void);
+
+#endif

@@ -1,0 +1,138 @@
+/*
+ * generation.h — one immutable configuration generation (DESIGN.md §3).
+ *
+ * The control thread parses YAML into a generation: every string, route,
+ * upstream, compiled regex and filter config lives in `arena` (regexes are
+ * PCRE2 objects freed by pt_generation_free). Workers only read it. A
+ * request pins the generation it started on until its log phase; the
+ * control thread frees an old generation once every worker has moved past
+ * it (quiescent-state reclamation, see gateway/worker.c).
+ */
+#ifndef PT_GATEWAY_GENERATION_H
+#define PT_GATEWAY_GENERATION_H
+
+#include "core/arena.h"
+#include "filters/filter.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+struct pt_router;
+
+/* Where a config value came from, for error messages and /debug output. */
+struct pt_src_pos {
+    int line, col; /* 1-based */
+};
+
+struct pt_listener_cfg {
+    const char *name;
+    const char *address; /* as written: "0.0.0.0:8080" */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+};
+
+struct pt_limits {
+    uint64_t max_header_bytes;  /* default 16 KiB → 431 */
+    uint64_t max_headers;       /* default 100 → 431 */
+    uint64_t max_body_bytes;    /* default 8 MiB → 413 */
+    uint64_t max_uri_bytes;     /* default 8 KiB → 414 */
+    uint64_t header_timeout_ms; /* default 10 s → 408 + close */
+    uint64_t idle_timeout_ms;   /* default 60 s */
+    uint64_t max_connections;   /* default 20000 (per process) */
+    uint64_t drain_timeout_ms;  /* default 30 s: shutdown grace for in-flight requests */
+};
+
+enum pt_access_log_mode { PT_ALOG_OFF, PT_ALOG_STDOUT, PT_ALOG_FILE };
+
+struct pt_access_log_cfg {
+    enum pt_access_log_mode mode;
+    const char *path; /* for PT_ALOG_FILE */
+};
+
+struct pt_target {
+    const char *address; /* "127.0.0.1:9001" as written */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int weight; /* default 1 */
+    uint32_t index;
+};
+
+enum pt_balance { PT_BALANCE_ROUND_ROBIN = 0 };
+
+struct pt_upstream {
+    const char *name;
+    uint32_t index;
+    struct pt_target *targets;
+    uint32_t ntargets;
+    enum pt_balance balance;
+    uint64_t connect_timeout_ms; /* default 1 s → 504 */
+    uint64_t read_timeout_ms;    /* default 30 s → 504 */
+    uint32_t keepalive;          /* idle pooled connections per worker per target; default 64 */
+    struct pt_src_pos pos;
+};
+
+/* A header or query predicate: exact value, or regex when written "~re". */
+struct pt_kv_match {
+    const char *name;
+    int token;           /* header token (headers only) */
+    const char *value;   /* exact value (NULL when regex) */
+    pcre2_code *re;      /* compiled with JIT when value was "~..." */
+};
+
+struct pt_route_match {
+    const char **hosts; /* exact "api.example.com" or wildcard "*.example.com"; lowercase */
+    uint32_t nhosts;
+    /* At most one of the four path forms is set; none = any path. */
+    const char *path;          /* exact */
+    const char *path_prefix;   /* segment boundary: /v1 matches /v1 and /v1/x, not /v1x */
+    const char *path_template; /* "/v1/users/{id}": {name} matches one segment */
+    const char *path_regex;    /* PCRE2, JIT; named groups become params */
+    pcre2_code *regex;
+    uint32_t methods; /* bitmask of 1u << enum pt_method; 0 = any */
+    struct pt_kv_match *headers;
+    uint32_t nheaders;
+    struct pt_kv_match *query;
+    uint32_t nquery;
+};
+
+struct pt_route {
+    const char *name;
+    uint32_t index; /* file order */
+    int priority;   /* default 0; higher first among equally specific routes */
+    struct pt_route_match match;
+    struct pt_upstream *upstream;
+    const char *strip_prefix; /* removed from the front of the path (segment boundary) */
+    const char *rewrite;      /* replaces the path; "{param}" expands route params */
+    uint64_t timeout_ms;      /* 0 = upstream read_timeout */
+    uint64_t max_body_bytes;  /* 0 = limits.max_body_bytes */
+    struct pt_chain chain;    /* compiled filters */
+    struct pt_src_pos pos;
+};
+
+struct pt_generation {
+    uint64_t id;
+    struct pt_arena arena;
+    const char *source_path;
+    int workers; /* resolved: "auto" → number of CPUs */
+    struct pt_listener_cfg *listeners;
+    uint32_t nlisteners;
+    struct pt_listener_cfg admin; /* admin listener (address); name "admin" */
+    bool has_admin;
+    struct pt_limits limits;
+    struct pt_access_log_cfg access_log;
+    struct pt_upstream *upstreams;
+    uint32_t nupstreams;
+    struct pt_route *routes;
+    uint32_t nroutes;
+    struct pt_router *router;
+    /* regexes to free with the generation */
+    pcre2_code **regexes;
+    uint32_t nregexes, capregexes;
+};
+
+void pt_generation_free(struct pt_generation *g);
+
+#endif

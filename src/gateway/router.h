@@ -1,0 +1,55 @@
+/*
+ * router.h — the compiled router (DESIGN.md §4).
+ *
+ * Built once per generation from its routes; lookups are lock-free and
+ * allocation-free. Structure: host table (exact hosts hashed, wildcard
+ * suffixes longest first, then host-less routes) → per-host path index
+ * (exact paths hashed, prefixes in a segment trie, templates in a segment
+ * trie with {param} edges, regexes in order) → predicates (methods,
+ * headers, query).
+ *
+ * Match order (deterministic, documented in docs/configuration.md):
+ *   1. host specificity: exact host > longest wildcard > no host;
+ *   2. path specificity: exact path > template (more literal segments
+ *      first) > longest prefix > regex > no path;
+ *   3. more predicates (methods, headers, query) before fewer;
+ *   4. higher `priority` first;
+ *   5. file order.
+ * The first candidate in that order whose every predicate matches wins.
+ * When none matches but some route matched all but its methods, the result
+ * is 405 with the union of those routes' methods (for Allow); else 404.
+ */
+#ifndef PT_GATEWAY_ROUTER_H
+#define PT_GATEWAY_ROUTER_H
+
+#include "gateway/generation.h"
+#include "http/headers.h"
+
+#define PT_ROUTE_MAX_PARAMS 16
+
+struct pt_route_input {
+    pt_slice host;  /* Host without port, any case */
+    pt_slice path;  /* raw path, no query */
+    pt_slice query; /* raw query, no '?' */
+    int method_id;
+    const struct pt_headers *headers;
+};
+
+struct pt_route_result {
+    const struct pt_route *route; /* NULL when status is 404/405 */
+    int status;                   /* 0 on match, 404 or 405 */
+    uint32_t allow_methods;       /* for 405: bitmask of 1u << enum pt_method */
+    uint32_t nparams;
+    pt_slice param_names[PT_ROUTE_MAX_PARAMS];
+    pt_slice param_values[PT_ROUTE_MAX_PARAMS]; /* slices into input.path */
+};
+
+/* Builds the router in the generation's arena; on error writes `err` and
+ * returns NULL. */
+struct pt_router *pt_router_build(struct pt_generation *g, char *err, size_t errlen);
+
+/* Looks a request up. Returns 0 when a route matched, else 404 or 405. */
+int pt_router_match(const struct pt_router *r, const struct pt_route_input *in,
+                    struct pt_route_result *out);
+
+#endif
