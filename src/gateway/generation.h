@@ -13,6 +13,7 @@
 
 #include "core/arena.h"
 #include "filters/filter.h"
+#include "proxy/upstream_types.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -21,11 +22,6 @@
 #include <pcre2.h>
 
 struct pt_router;
-
-/* Where a config value came from, for error messages and /debug output. */
-struct pt_src_pos {
-    int line, col; /* 1-based */
-};
 
 struct pt_listener_cfg {
     const char *name;
@@ -50,28 +46,6 @@ enum pt_access_log_mode { PT_ALOG_OFF, PT_ALOG_STDOUT, PT_ALOG_FILE };
 struct pt_access_log_cfg {
     enum pt_access_log_mode mode;
     const char *path; /* for PT_ALOG_FILE */
-};
-
-struct pt_target {
-    const char *address; /* "127.0.0.1:9001" as written */
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
-    int weight; /* default 1 */
-    uint32_t index;
-};
-
-enum pt_balance { PT_BALANCE_ROUND_ROBIN = 0 };
-
-struct pt_upstream {
-    const char *name;
-    uint32_t index;
-    struct pt_target *targets;
-    uint32_t ntargets;
-    enum pt_balance balance;
-    uint64_t connect_timeout_ms; /* default 1 s → 504 */
-    uint64_t read_timeout_ms;    /* default 30 s → 504 */
-    uint32_t keepalive;          /* idle pooled connections per worker per target; default 64 */
-    struct pt_src_pos pos;
 };
 
 /* A header or query predicate: exact value, or regex when written "~re". */

@@ -1,0 +1,195 @@
+/*
+ * runtime.c — see runtime.h.
+ *
+ * Reclamation: after publishing a new generation the control thread wakes
+ * every worker; a retired generation is freed once each worker has begun
+ * a loop turn on a newer one (it can no longer pick the old one up) and no
+ * request pins it (every request that started on it has been logged).
+ */
+#include "control/runtime.h"
+
+#include "control/config.h"
+#include "core/log.h"
+#include "gateway/worker.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#define MAX_RETIRED (PT_MAX_PINNED - 2)
+
+struct runtime {
+    const char *path;
+    struct pt_worker *workers;
+    int nworkers;
+    struct pt_alog_logger *logger;
+    struct pt_generation *retired[MAX_RETIRED];
+    int nretired;
+    uint64_t next_id;
+    uint64_t reloads_ok, reloads_failed;
+};
+
+static void apply_access_log(struct runtime *rt, const struct pt_generation *g,
+                             const struct pt_generation *old)
+{
+    if (old && old->access_log.mode == g->access_log.mode &&
+        (g->access_log.mode != PT_ALOG_FILE || strcmp(old->access_log.path, g->access_log.path) == 0))
+        return;
+    pt_alog_set_target(rt->logger, (int)g->access_log.mode, g->access_log.path);
+}
+
+static void reclaim(struct runtime *rt)
+{
+    for (int i = 0; i < rt->nretired;) {
+        struct pt_generation *g = rt->retired[i];
+        bool busy = false;
+        for (int w = 0; w < rt->nworkers && !busy; w++) {
+            uint64_t seen = atomic_load_explicit(&rt->workers[w].seen_gen, memory_order_acquire);
+            uint64_t oldest =
+                atomic_load_explicit(&rt->workers[w].oldest_pinned, memory_order_acquire);
+            busy = seen <= g->id || oldest <= g->id;
+        }
+        if (busy) {
+            i++;
+            continue;
+        }
+        pt_generation_free(g);
+        rt->retired[i] = rt->retired[--rt->nretired];
+    }
+}
+
+static void reload(struct runtime *rt)
+{
+    reclaim(rt);
+    if (rt->nretired >= MAX_RETIRED) {
+        rt->reloads_failed++;
+        pt_error("config reload failed: %d older generations still have requests in flight",
+                 rt->nretired);
+        return;
+    }
+    struct pt_diag diag;
+    pt_diag_init(&diag);
+    struct pt_generation *g = pt_config_load(rt->path, rt->next_id, &diag);
+    if (!g) {
+        rt->reloads_failed++;
+        pt_error("config reload failed: %s rejected, generation %llu keeps serving", rt->path,
+                 (unsigned long long)(rt->next_id - 1));
+        for (size_t i = 0; i < diag.n; i++)
+            pt_error("  %s", diag.lines[i]);
+        pt_diag_free(&diag);
+        return;
+    }
+    pt_diag_free(&diag);
+    rt->next_id++;
+    struct pt_generation *old = atomic_load(&pt_gen_current);
+    if (g->workers != rt->nworkers)
+        pt_warn("workers: %d → %d takes effect at the next restart", rt->nworkers, g->workers);
+    apply_access_log(rt, g, old);
+    atomic_store_explicit(&pt_gen_current, g, memory_order_release);
+    rt->retired[rt->nretired++] = old;
+    for (int i = 0; i < rt->nworkers; i++)
+        pt_worker_wake(&rt->workers[i]);
+    rt->reloads_ok++;
+    pt_info("config reloaded: generation %llu (%u routes, %u upstreams)",
+            (unsigned long long)g->id, g->nroutes, g->nupstreams);
+}
+
+int pt_runtime_run(const char *config_path)
+{
+    struct runtime rt = {.path = config_path, .next_id = 1};
+    int rc = 1;
+    struct pt_diag diag;
+    pt_diag_init(&diag);
+    struct pt_generation *g = pt_config_load(config_path, rt.next_id++, &diag);
+    if (!g) {
+        pt_diag_print(&diag, stderr);
+        pt_diag_free(&diag);
+        return 1;
+    }
+    pt_diag_free(&diag);
+
+    /* Signals are handled on this thread only, via signalfd; workers
+     * inherit the blocked mask. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    if (sfd < 0) {
+        pt_error("signalfd: %s", strerror(errno));
+        pt_generation_free(g);
+        return 1;
+    }
+
+    atomic_store(&pt_gen_current, g);
+    rt.nworkers = g->workers;
+    rt.workers = calloc((size_t)rt.nworkers, sizeof(*rt.workers));
+    struct pt_alog_ring **rings = calloc((size_t)rt.nworkers, sizeof(*rings));
+    if (!rt.workers || !rings)
+        goto out;
+    int started = 0;
+    for (int i = 0; i < rt.nworkers; i++) {
+        int e = pt_worker_start(&rt.workers[i], i);
+        if (e < 0) {
+            pt_error("cannot start worker %d: %s", i, strerror(-e));
+            for (int j = 0; j < started; j++)
+                pt_worker_drain(&rt.workers[j]);
+            for (int j = 0; j < started; j++)
+                pt_worker_join(&rt.workers[j]);
+            goto out;
+        }
+        rings[i] = &rt.workers[i].alog;
+        started++;
+    }
+    rt.logger = pt_alog_start(rings, rt.nworkers);
+    if (!rt.logger)
+        goto out_stop;
+    apply_access_log(&rt, g, NULL);
+    for (uint32_t i = 0; i < g->nlisteners; i++)
+        pt_info("listening on %s (%s)", g->listeners[i].address, g->listeners[i].name);
+    pt_info("portico ready: generation %llu, %d workers, %u routes", (unsigned long long)g->id,
+            rt.nworkers, g->nroutes);
+
+    for (;;) {
+        struct pollfd pfd = {.fd = sfd, .events = POLLIN};
+        int n = poll(&pfd, 1, rt.nretired ? 50 : 1000);
+        if (rt.nretired)
+            reclaim(&rt);
+        if (n <= 0)
+            continue;
+        struct signalfd_siginfo si;
+        if (read(sfd, &si, sizeof(si)) != sizeof(si))
+            continue;
+        if (si.ssi_signo == SIGHUP) {
+            reload(&rt);
+        } else {
+            pt_info("shutting down: draining in-flight requests (up to %llu ms)",
+                    (unsigned long long)atomic_load(&pt_gen_current)->limits.drain_timeout_ms);
+            break;
+        }
+    }
+    rc = 0;
+out_stop:
+    for (int i = 0; i < rt.nworkers; i++)
+        pt_worker_drain(&rt.workers[i]);
+    for (int i = 0; i < rt.nworkers; i++)
+        pt_worker_join(&rt.workers[i]);
+    pt_alog_stop(rt.logger);
+    for (int i = 0; i < rt.nworkers; i++)
+        pt_alog_ring_free(&rt.workers[i].alog);
+    pt_info("stopped");
+out:
+    for (int i = 0; i < rt.nretired; i++)
+        pt_generation_free(rt.retired[i]);
+    pt_generation_free(atomic_load(&pt_gen_current));
+    free(rt.workers);
+    free(rings);
+    close(sfd);
+    return rc;
+}

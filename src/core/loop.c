@@ -1,0 +1,152 @@
+/*
+ * loop.c — see loop.h.
+ *
+ * The timer wheel is hashed by expiry tick: arming and cancelling are O(1)
+ * list operations. A timer further away than one wheel turn (~33 s) sits in
+ * its slot and is skipped until its turn comes round; connection timeouts
+ * are re-armed far more often than they fire, which is the case this shape
+ * is good at.
+ */
+#include "core/loop.h"
+
+#include <errno.h>
+#include <unistd.h>
+
+#define MAX_EVENTS 256
+
+static void slot_init(struct pt_timer *head)
+{
+    head->next = head->prev = head;
+}
+
+int pt_loop_init(struct pt_loop *loop)
+{
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->epfd < 0)
+        return -errno;
+    loop->now_ms = pt_now_ms();
+    loop->wheel_ms = loop->now_ms;
+    loop->armed = 0;
+    for (uint32_t i = 0; i < PT_WHEEL_SLOTS; i++)
+        slot_init(&loop->slots[i]);
+    return 0;
+}
+
+void pt_loop_destroy(struct pt_loop *loop)
+{
+    if (loop->epfd >= 0)
+        close(loop->epfd);
+    loop->epfd = -1;
+}
+
+int pt_loop_add(struct pt_loop *loop, struct pt_io *io, uint32_t events)
+{
+    struct epoll_event ev = {.events = events | EPOLLET, .data.ptr = io};
+    return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev) < 0 ? -errno : 0;
+}
+
+int pt_loop_mod(struct pt_loop *loop, struct pt_io *io, uint32_t events)
+{
+    struct epoll_event ev = {.events = events | EPOLLET, .data.ptr = io};
+    return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) < 0 ? -errno : 0;
+}
+
+void pt_loop_del(struct pt_loop *loop, struct pt_io *io)
+{
+    if (io->fd >= 0)
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+}
+
+static struct pt_timer *slot_of(struct pt_loop *loop, uint64_t ms)
+{
+    return &loop->slots[(ms / PT_WHEEL_TICK_MS) & (PT_WHEEL_SLOTS - 1)];
+}
+
+void pt_timer_cancel(struct pt_loop *loop, struct pt_timer *t)
+{
+    if (!t->next)
+        return;
+    t->prev->next = t->next;
+    t->next->prev = t->prev;
+    t->next = t->prev = NULL;
+    loop->armed--;
+}
+
+void pt_timer_arm(struct pt_loop *loop, struct pt_timer *t, uint64_t delay_ms, pt_timer_cb cb)
+{
+    pt_timer_cancel(loop, t);
+    t->cb = cb;
+    t->expires_ms = loop->now_ms + delay_ms;
+    /* Never place a timer in a slot the wheel has already passed. */
+    uint64_t at = t->expires_ms < loop->wheel_ms ? loop->wheel_ms : t->expires_ms;
+    struct pt_timer *head = slot_of(loop, at);
+    t->next = head;
+    t->prev = head->prev;
+    head->prev->next = t;
+    head->prev = t;
+    loop->armed++;
+}
+
+/* Walks the slots between the last processed tick and now, firing what is
+ * due. A callback may arm or cancel any timer, including the next one in
+ * the slot, so the walk restarts from the head after each firing. */
+static void run_timers(struct pt_loop *loop)
+{
+    uint64_t now = loop->now_ms;
+    if (loop->armed == 0) {
+        loop->wheel_ms = now;
+        return;
+    }
+    uint64_t steps = (now - loop->wheel_ms) / PT_WHEEL_TICK_MS + 1;
+    if (steps > PT_WHEEL_SLOTS)
+        steps = PT_WHEEL_SLOTS;
+    uint64_t tick_ms = loop->wheel_ms;
+    for (uint64_t s = 0; s < steps; s++, tick_ms += PT_WHEEL_TICK_MS) {
+        struct pt_timer *head = slot_of(loop, tick_ms);
+        bool fired = true;
+        while (fired) {
+            fired = false;
+            for (struct pt_timer *t = head->next; t != head; t = t->next) {
+                if (t->expires_ms <= now) {
+                    pt_timer_cancel(loop, t);
+                    t->cb(loop, t);
+                    fired = true;
+                    break;
+                }
+            }
+        }
+    }
+    loop->wheel_ms = now - (now % PT_WHEEL_TICK_MS);
+}
+
+/* Milliseconds until the earliest timer could be due, capped. Scans ahead
+ * slot by slot; cheap because it stops at the first non-empty slot. */
+static int next_timeout(struct pt_loop *loop, int max_wait_ms)
+{
+    if (loop->armed == 0)
+        return max_wait_ms;
+    uint64_t limit = (uint64_t)(max_wait_ms < 0 ? 60000 : max_wait_ms);
+    for (uint64_t d = 0; d <= limit; d += PT_WHEEL_TICK_MS) {
+        struct pt_timer *head = slot_of(loop, loop->wheel_ms + d);
+        if (head->next != head)
+            return (int)(d > PT_WHEEL_TICK_MS ? d - PT_WHEEL_TICK_MS : 0) + 1;
+    }
+    return (int)limit;
+}
+
+int pt_loop_run_once(struct pt_loop *loop, int max_wait_ms)
+{
+    struct epoll_event evs[MAX_EVENTS];
+    int timeout = next_timeout(loop, max_wait_ms);
+    int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout);
+    loop->now_ms = pt_now_ms();
+    if (n < 0)
+        n = 0; /* EINTR: just run timers */
+    for (int i = 0; i < n; i++) {
+        struct pt_io *io = evs[i].data.ptr;
+        if (io)
+            io->cb(loop, io, evs[i].events);
+    }
+    run_timers(loop);
+    return n;
+}

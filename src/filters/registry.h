@@ -1,0 +1,30 @@
+/*
+ * registry.h — the filter definitions registry.c lists (DESIGN.md §5).
+ *
+ * Adding a filter: define its `const struct pt_filter_def` in its own file,
+ * declare it here, add one line to pt_filter_registry[] in registry.c.
+ *
+ * Priority scale (higher runs first within a phase; ties by name). Leave
+ * gaps so a new filter can slot in without renumbering:
+ *   2000  cors               preflight answered before anything can refuse it
+ *   1500  jwt / key_auth /   authentication (1500..1400): who is calling
+ *   1400  introspection / mtls_auth
+ *   1300  acl                authorization needs the consumer found above
+ *   1000  rate_limit         counts only requests that got this far, per consumer
+ *    800  request_transform  edits what goes upstream, after the checks above
+ *                            saw the request as the client sent it
+ *    500  cache              last request filter: a hit skips only the
+ *                            upstream, never auth or limits
+ *    800  response_transform (response phase) edits what the client gets
+ *
+ * Ownership: every definition is static, read-only data.
+ */
+#ifndef PT_FILTERS_REGISTRY_H
+#define PT_FILTERS_REGISTRY_H
+
+#include "filters/filter.h"
+
+extern const struct pt_filter_def pt_filter_request_transform;
+extern const struct pt_filter_def pt_filter_response_transform;
+
+#endif

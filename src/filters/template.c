@@ -1,0 +1,404 @@
+/*
+ * template.c — header-value templates and the header-edit program shared
+ * by request_transform and response_transform (see template.h).
+ *
+ * Everything that can be decided at config load is: variable names are
+ * resolved to a part kind, `$$` escapes are folded into literal text,
+ * header names are validated and turned into slices, so the per-request
+ * work is one loop of slice copies and header-list edits.
+ */
+#include "filters/template.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+enum part_kind {
+    PART_LITERAL,
+    PART_REQUEST_ID,
+    PART_REMOTE_ADDR,
+    PART_METHOD,
+    PART_PATH,
+    PART_PARAM, /* ${path.NAME}: text is NAME */
+};
+
+struct template_part {
+    enum part_kind kind;
+    pt_slice text; /* literal text (escapes folded) or parameter name */
+};
+
+struct pt_template {
+    const struct template_part *parts;
+    uint32_t nparts;
+    bool constant;    /* no variables: render returns `literal` */
+    pt_slice literal; /* the whole text when constant */
+};
+
+static const char known_variables[] = "request_id, remote_addr, path.<param>, method, path";
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* Resolves the text between "${" and "}" to a part; -1 when unknown. */
+static int classify_variable(pt_slice name, struct template_part *part)
+{
+    static const struct {
+        const char *name;
+        enum part_kind kind;
+    } fixed[] = {
+        {"request_id", PART_REQUEST_ID},
+        {"remote_addr", PART_REMOTE_ADDR},
+        {"method", PART_METHOD},
+        {"path", PART_PATH},
+    };
+    for (size_t i = 0; i < PT_ARRAY_LEN(fixed); i++) {
+        if (pt_slice_eq_cstr(name, fixed[i].name)) {
+            part->kind = fixed[i].kind;
+            part->text = (pt_slice){"", 0};
+            return 0;
+        }
+    }
+    static const size_t plen = sizeof("path.") - 1;
+    if (name.len > plen && memcmp(name.p, "path.", plen) == 0) {
+        part->kind = PART_PARAM;
+        part->text = (pt_slice){name.p + plen, name.len - plen};
+        return 0;
+    }
+    return -1;
+}
+
+int pt_template_compile(struct pt_template **out, const char *src, struct pt_arena *a, char *err,
+                        size_t errlen)
+{
+    size_t len = strlen(src);
+
+    /* Every variable starts with a '$' and at most one literal run sits
+     * before each of them, so 2 * dollars + 1 bounds the part count. */
+    size_t dollars = 0;
+    for (size_t i = 0; i < len; i++)
+        dollars += src[i] == '$';
+
+    struct pt_template *t = pt_arena_zalloc(a, sizeof(*t));
+    struct template_part *parts = pt_arena_alloc(a, sizeof(*parts) * (2 * dollars + 1));
+    /* Folded literal text and parameter names are never longer than the
+     * source, so one buffer holds them all and each part is a slice of it. */
+    char *buf = pt_arena_alloc(a, len + 1);
+    if (!t || !parts || !buf) {
+        fail(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+
+    uint32_t nparts = 0;
+    size_t used = 0, lit_start = 0;
+    bool has_vars = false;
+    size_t i = 0;
+    while (i < len) {
+        if (src[i] != '$' || i + 1 == len || (src[i + 1] != '$' && src[i + 1] != '{')) {
+            buf[used++] = src[i++];
+            continue;
+        }
+        if (src[i + 1] == '$') {
+            buf[used++] = '$';
+            i += 2;
+            continue;
+        }
+        /* "${": a variable up to the next '}'. */
+        const char *close = memchr(src + i + 2, '}', len - i - 2);
+        if (!close) {
+            fail(err, errlen, "unterminated ${ at offset %zu (missing }; write $$ for a literal $)",
+                 i);
+            return -EINVAL;
+        }
+        pt_slice name = {src + i + 2, (size_t)(close - (src + i + 2))};
+        struct template_part var;
+        if (classify_variable(name, &var) < 0) {
+            if (pt_slice_eq_cstr(name, "path."))
+                fail(err, errlen, "empty parameter name in ${path.} (write ${path.<param>})");
+            else
+                fail(err, errlen, "unknown variable ${%.*s} (known: %s)", (int)name.len, name.p,
+                     known_variables);
+            return -EINVAL;
+        }
+        if (used > lit_start)
+            parts[nparts++] = (struct template_part){PART_LITERAL,
+                                                     {buf + lit_start, used - lit_start}};
+        if (var.kind == PART_PARAM) {
+            /* Copy the name so the template does not borrow `src`. */
+            memcpy(buf + used, var.text.p, var.text.len);
+            var.text.p = buf + used;
+            used += var.text.len;
+        }
+        parts[nparts++] = var;
+        lit_start = used;
+        has_vars = true;
+        i = (size_t)(close - src) + 1;
+    }
+    if (used > lit_start)
+        parts[nparts++] = (struct template_part){PART_LITERAL, {buf + lit_start, used - lit_start}};
+    buf[used] = '\0';
+
+    t->parts = parts;
+    t->nparts = nparts;
+    t->constant = !has_vars;
+    if (t->constant)
+        t->literal = nparts ? parts[0].text : (pt_slice){buf, 0};
+    *out = t;
+    return 0;
+}
+
+bool pt_template_is_constant(const struct pt_template *t)
+{
+    return t->constant;
+}
+
+static pt_slice part_value(const struct template_part *p, const struct pt_filter_ctx *ctx)
+{
+    switch (p->kind) {
+    case PART_LITERAL:
+        return p->text;
+    case PART_REQUEST_ID:
+        return ctx->request_id;
+    case PART_REMOTE_ADDR:
+        return ctx->remote_addr;
+    case PART_METHOD:
+        return ctx->method;
+    case PART_PATH:
+        return ctx->path;
+    case PART_PARAM:
+        for (uint32_t i = 0; i < ctx->nparams; i++)
+            if (pt_slice_eq(ctx->param_names[i], p->text))
+                return ctx->param_values[i];
+        return (pt_slice){"", 0}; /* a route without that parameter */
+    }
+    return (pt_slice){"", 0};
+}
+
+pt_slice pt_template_render(const struct pt_template *t, const struct pt_filter_ctx *ctx)
+{
+    if (t->constant)
+        return t->literal;
+
+    size_t total = 0;
+    for (uint32_t i = 0; i < t->nparts; i++)
+        total += part_value(&t->parts[i], ctx).len;
+    if (total == 0)
+        return (pt_slice){"", 0};
+
+    char *out = pt_arena_alloc(ctx->arena, total);
+    if (!out)
+        return (pt_slice){NULL, 0};
+    size_t off = 0;
+    for (uint32_t i = 0; i < t->nparts; i++) {
+        pt_slice v = part_value(&t->parts[i], ctx);
+        if (v.len) {
+            memcpy(out + off, v.p, v.len);
+            off += v.len;
+        }
+    }
+    return (pt_slice){out, total};
+}
+
+/* ---- header edits ---- */
+
+/*
+ * The apply order is remove, rename, set, add:
+ *  - remove before rename, so a rename never resurrects a header the user
+ *    asked to remove (remove X-A + rename X-B→X-A keeps the upstream's
+ *    X-B value under X-A, and nothing of the original X-A);
+ *  - rename before set/add, so set/add see the final names;
+ *  - set before add, so `add` can append a second value to a header that
+ *    `set` just fixed, instead of `set` wiping what `add` appended.
+ */
+enum op_kind { OP_REMOVE, OP_RENAME, OP_SET, OP_ADD };
+
+struct pt_header_op {
+    enum op_kind kind;
+    pt_slice name;                   /* header to act on (rename: old name) */
+    pt_slice to;                     /* rename: new name */
+    const struct pt_template *value; /* set/add */
+};
+
+const struct pt_field pt_header_edit_fields[] = {
+    {"add_headers", PT_F_STRING_MAP, offsetof(struct pt_header_edit_conf, add_headers)},
+    {"set_headers", PT_F_STRING_MAP, offsetof(struct pt_header_edit_conf, set_headers)},
+    {"remove_headers", PT_F_STRING_LIST, offsetof(struct pt_header_edit_conf, remove_headers)},
+    {"rename_headers", PT_F_STRING_MAP, offsetof(struct pt_header_edit_conf, rename_headers)},
+    {NULL, 0, 0},
+};
+
+/* Message framing belongs to the gateway: a filter that changed these
+ * could desynchronise the client or upstream connection (request
+ * smuggling, response splitting), so no transform may touch them. */
+static const char *const forbidden_headers[] = {
+    "Host",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Connection",
+};
+
+/* tchar (RFC 9110 §5.6.2). */
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* Field values may hold VCHAR, SP, HTAB and obs-text; every other control
+ * character (CR, LF and NUL above all) could split the message. */
+static bool is_bad_value_char(unsigned char c)
+{
+    return (c < 0x20 && c != '\t') || c == 0x7f;
+}
+
+static bool value_is_clean(pt_slice v)
+{
+    for (size_t i = 0; i < v.len; i++)
+        if (is_bad_value_char((unsigned char)v.p[i]))
+            return false;
+    return true;
+}
+
+static int check_name(const char *key, const char *name, pt_slice *out, char *err, size_t errlen)
+{
+    if (!name || !*name)
+        return fail(err, errlen, "%s: empty header name", key);
+    size_t len = strlen(name);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (is_tchar(c))
+            continue;
+        if (c > 0x20 && c < 0x7f)
+            return fail(err, errlen,
+                        "%s: invalid header name \"%s\": '%c' is not allowed (a header name "
+                        "is letters, digits and !#$%%&'*+-.^_`|~)",
+                        key, name, c);
+        return fail(err, errlen,
+                    "%s: invalid header name \"%s\": byte 0x%02x is not allowed (a header "
+                    "name is letters, digits and !#$%%&'*+-.^_`|~)",
+                    key, name, c);
+    }
+    *out = (pt_slice){name, len};
+    for (size_t i = 0; i < PT_ARRAY_LEN(forbidden_headers); i++)
+        if (pt_slice_ieq_cstr(*out, forbidden_headers[i]))
+            return fail(err, errlen,
+                        "%s: header \"%s\" cannot be changed by a filter (Host, "
+                        "Content-Length, Transfer-Encoding and Connection are managed by the "
+                        "gateway)",
+                        key, name);
+    return 0;
+}
+
+static int compile_value(const char *key, const char *name, const char *value, struct pt_arena *a,
+                         const struct pt_template **out, char *err, size_t errlen)
+{
+    if (!value)
+        return fail(err, errlen, "%s: header \"%s\" has no value", key, name);
+    if (!value_is_clean((pt_slice){value, strlen(value)}))
+        return fail(err, errlen,
+                    "%s: value of header \"%s\" contains a control character (CR, LF, NUL and "
+                    "other control characters are not allowed in header values)",
+                    key, name);
+    char terr[256];
+    struct pt_template *t;
+    int rc = pt_template_compile(&t, value, a, terr, sizeof(terr));
+    if (rc < 0)
+        return fail(err, errlen, "%s: value of header \"%s\": %s", key, name, terr);
+    *out = t;
+    return 0;
+}
+
+int pt_header_edit_compile(void *conf_, struct pt_arena *a, char *err, size_t errlen)
+{
+    struct pt_header_edit_conf *conf = conf_;
+    size_t n = (size_t)conf->remove_headers.n + conf->rename_headers.n + conf->set_headers.n +
+               conf->add_headers.n;
+    conf->ops = NULL;
+    conf->nops = 0;
+    if (n == 0)
+        return 0;
+
+    struct pt_header_op *ops = pt_arena_zalloc(a, sizeof(*ops) * n);
+    if (!ops)
+        return fail(err, errlen, "out of memory");
+    uint32_t k = 0;
+
+    for (uint32_t i = 0; i < conf->remove_headers.n; i++, k++) {
+        ops[k].kind = OP_REMOVE;
+        if (check_name("remove_headers", conf->remove_headers.v[i], &ops[k].name, err, errlen))
+            return -1;
+    }
+    for (uint32_t i = 0; i < conf->rename_headers.n; i++, k++) {
+        const struct pt_strmap *m = &conf->rename_headers;
+        ops[k].kind = OP_RENAME;
+        if (check_name("rename_headers", m->keys[i], &ops[k].name, err, errlen) ||
+            check_name("rename_headers", m->values[i], &ops[k].to, err, errlen))
+            return -1;
+    }
+    /* set before add: see the order comment above struct pt_header_op. */
+    const struct {
+        const char *key;
+        const struct pt_strmap *map;
+        enum op_kind kind;
+    } valued[] = {
+        {"set_headers", &conf->set_headers, OP_SET},
+        {"add_headers", &conf->add_headers, OP_ADD},
+    };
+    for (size_t j = 0; j < PT_ARRAY_LEN(valued); j++) {
+        for (uint32_t i = 0; i < valued[j].map->n; i++, k++) {
+            const char *name = valued[j].map->keys[i];
+            ops[k].kind = valued[j].kind;
+            if (check_name(valued[j].key, name, &ops[k].name, err, errlen) ||
+                compile_value(valued[j].key, name, valued[j].map->values[i], a, &ops[k].value,
+                              err, errlen))
+                return -1;
+        }
+    }
+    conf->ops = ops;
+    conf->nops = k;
+    return 0;
+}
+
+int pt_header_edit_apply(const struct pt_header_edit_conf *conf, struct pt_filter_ctx *ctx,
+                         struct pt_headers *h)
+{
+    for (uint32_t i = 0; i < conf->nops; i++) {
+        const struct pt_header_op *op = &conf->ops[i];
+        switch (op->kind) {
+        case OP_REMOVE:
+            pt_headers_remove(h, op->name);
+            break;
+        case OP_RENAME:
+            pt_headers_rename(h, ctx->arena, op->name, op->to);
+            break;
+        case OP_SET:
+        case OP_ADD: {
+            pt_slice v = pt_template_render(op->value, ctx);
+            if (!v.p)
+                return PT_FILTER_ERROR;
+            /* Literal text was checked at load; request data (path,
+             * params, ids) is checked here so a value that slipped past
+             * the parser can never split the message. */
+            if (!pt_template_is_constant(op->value) && !value_is_clean(v))
+                return PT_FILTER_ERROR;
+            int rc = op->kind == OP_SET ? pt_headers_set(h, ctx->arena, op->name, v)
+                                        : pt_headers_add(h, ctx->arena, op->name, v);
+            if (rc < 0)
+                return PT_FILTER_ERROR;
+            break;
+        }
+        }
+    }
+    return PT_FILTER_CONTINUE;
+}

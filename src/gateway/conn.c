@@ -1,0 +1,1477 @@
+/*
+ * conn.c — the HTTP/1.1 request lifecycle on one client connection:
+ * read and parse a head, route it, run the request filters, pick a target,
+ * stream the request to the upstream and the response back, log, and then
+ * either serve the next (possibly pipelined) request or close.
+ *
+ * Ownership: a worker owns its pt_conn objects; a connection owns at most
+ * one transaction (pt_txn, in the connection's request arena), and a
+ * transaction owns at most one upstream connection (acquired from the
+ * worker's pool, returned or closed when the transaction ends). Closed
+ * connections are freed at the end of the loop turn, so an event already
+ * queued for them in the same turn finds a `closed` flag, not freed memory.
+ *
+ * Flow control: bytes move buffer to socket; a side is read only when the
+ * buffer it fills has been drained by the other side. So memory per
+ * request is bounded by two buffers whatever the body sizes.
+ *
+ * Everything runs from conn_run(): every event (client or upstream) ends
+ * there, and it loops until no side can make progress.
+ */
+#include "gateway/router.h"
+#include "gateway/respond.h"
+#include "gateway/worker.h"
+
+#include "core/log.h"
+#include "http/h1.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+enum body_mode { BODY_NONE, BODY_CL, BODY_CHUNKED, BODY_EOF };
+
+struct pt_txn;
+
+struct pt_conn {
+    struct pt_io io;
+    struct pt_worker *w;
+    struct pt_wlistener *l;
+    struct pt_timer timer;   /* idle / header / send timeout */
+    struct pt_buf *rbuf;     /* client bytes; NULL while idle */
+    struct pt_conn *next, *prev;
+    struct pt_conn *free_next;
+    struct pt_arena arena;   /* per-request allocations, reset after each */
+    struct pt_txn *txn;      /* the request in progress, or NULL */
+    char remote[INET6_ADDRSTRLEN];
+    uint8_t remote_len;
+    bool readable, writable; /* edge-triggered readiness not yet consumed */
+    bool closed;
+    bool head_started;       /* some bytes of the next head have arrived */
+    uint64_t requests;
+};
+
+struct pt_txn {
+    struct pt_conn *c;
+    struct pt_generation *gen;
+    const struct pt_route *route;
+    struct pt_route_result rr;
+    struct pt_h1_request req;
+    struct pt_headers reqh, resph;
+    struct pt_filter_ctx fctx;
+    void **states;
+    uint32_t cursor;
+    bool filters_suspended;
+    char reqid_buf[33];
+    pt_slice reqid;
+    pt_slice path; /* after strip_prefix / rewrite */
+
+    /* request body, client → upstream */
+    enum body_mode req_mode;
+    uint64_t req_left;        /* BODY_CL: bytes still to forward */
+    struct pt_chunked req_ck;
+    uint32_t req_ready;       /* bytes at rbuf start validated and ready to send */
+    bool req_scan_done;       /* chunked: terminator seen */
+    bool req_done;            /* whole body forwarded */
+    uint64_t body_limit;
+    uint64_t bytes_in;
+
+    /* upstream */
+    const struct pt_upstream *up;
+    const struct pt_target *target;
+    struct pt_uconn *uc;
+    bool uc_reused, uc_readable, uc_writable;
+    int retries;
+    char *uhead;
+    uint32_t uhead_len, uhead_sent;
+
+    /* response, upstream → client */
+    struct pt_h1_response res;
+    struct pt_h1_header *res_hdrs;
+    uint32_t res_prev;        /* parser hint */
+    bool res_head_done;
+    bool res_head_is_ours;    /* a gateway-made response (no upstream body) */
+    enum body_mode res_mode;
+    uint64_t res_left;
+    struct pt_chunked res_ck;
+    bool res_decode;          /* HTTP/1.0 client: de-chunk */
+    uint32_t res_ready;
+    bool res_body_done;
+    bool res_upstream_reusable;
+    pt_slice chead;           /* response head (or whole gateway response) for the client */
+    uint32_t chead_sent;
+    bool close_after;
+
+    int status;
+    const char *error;        /* gateway error text, for the log */
+    uint64_t bytes_out;
+    uint64_t t_start, t_up_start, t_up_head; /* ns */
+};
+
+static void conn_run(struct pt_conn *c);
+static void conn_close(struct pt_conn *c);
+static void txn_gateway_response(struct pt_txn *t, int status, const char *error,
+                                 const char *extra, pt_slice body, bool close);
+
+/* ---- small helpers ---- */
+
+static __thread struct pt_h1_header *hscratch;
+static __thread size_t hscratch_cap;
+
+static struct pt_h1_header *scratch_headers(size_t n)
+{
+    if (n > hscratch_cap) {
+        free(hscratch);
+        hscratch = malloc(n * sizeof(*hscratch));
+        hscratch_cap = hscratch ? n : 0;
+    }
+    return hscratch;
+}
+
+static uint32_t rbuf_cap(const struct pt_generation *g)
+{
+    uint64_t need = g->limits.max_header_bytes + 1024;
+    return need > PT_BUF_SIZE ? (uint32_t)need : PT_BUF_SIZE;
+}
+
+static void gen_request_id(struct pt_worker *w, char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int half = 0; half < 2; half++) {
+        /* xorshift64*: fast, per-worker, no syscalls; ids need to be
+         * unique, not unpredictable. */
+        uint64_t x = w->rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        w->rng = x;
+        x *= 0x2545F4914F6CDD1Dull;
+        for (int i = 0; i < 16; i++)
+            out[half * 16 + i] = hex[(x >> (i * 4)) & 15];
+    }
+    out[32] = 0;
+}
+
+static bool valid_request_id(pt_slice v)
+{
+    if (v.len == 0 || v.len > 128)
+        return false;
+    for (size_t i = 0; i < v.len; i++)
+        if ((unsigned char)v.p[i] <= 0x20 || (unsigned char)v.p[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+/* send(2) with MSG_NOSIGNAL over several pieces. */
+static ssize_t send_iov(int fd, struct iovec *iov, int n)
+{
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+    return sendmsg(fd, &m, MSG_NOSIGNAL);
+}
+
+/* ---- connection setup and teardown ---- */
+
+static void conn_on_event(struct pt_loop *loop, struct pt_io *io, uint32_t events)
+{
+    struct pt_conn *c = pt_container_of(io, struct pt_conn, io);
+    (void)loop;
+    if (c->closed)
+        return;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->readable = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        c->writable = true;
+    conn_run(c);
+}
+
+static void conn_timeout(struct pt_loop *loop, struct pt_timer *tm)
+{
+    struct pt_conn *c = pt_container_of(tm, struct pt_conn, timer);
+    (void)loop;
+    if (c->closed)
+        return;
+    if (!c->txn && c->head_started) {
+        /* Slowloris guard: a head that doesn't complete in time. */
+        struct pt_generation *g = c->w->gen;
+        pt_worker_pin(c->w, g);
+        struct pt_txn *t = pt_arena_zalloc(&c->arena, sizeof(*t));
+        if (!t) {
+            pt_worker_unpin(c->w, g);
+            conn_close(c);
+            return;
+        }
+        t->c = c;
+        t->gen = g;
+        t->t_start = pt_now_ns();
+        gen_request_id(c->w, t->reqid_buf);
+        t->reqid = (pt_slice){t->reqid_buf, 32};
+        t->req_done = true;
+        c->txn = t;
+        txn_gateway_response(t, 408, NULL, NULL, (pt_slice){0}, true);
+        conn_run(c);
+        return;
+    }
+    conn_close(c);
+}
+
+void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
+                    const struct sockaddr_storage *peer)
+{
+    struct pt_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->io.fd = fd;
+    c->io.cb = conn_on_event;
+    c->w = w;
+    c->l = l;
+    pt_arena_init(&c->arena, 4096);
+    if (peer->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->remote,
+                  sizeof(c->remote));
+    else if (peer->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, c->remote,
+                  sizeof(c->remote));
+    c->remote_len = (uint8_t)strlen(c->remote);
+    if (pt_loop_add(&w->loop, &c->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP) < 0) {
+        close(fd);
+        free(c);
+        return;
+    }
+    atomic_fetch_add_explicit(&pt_active_connections, 1, memory_order_relaxed);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    c->writable = true;
+    /* The first bytes may already be here (accept raced the data). */
+    c->readable = true;
+    pt_timer_arm(&w->loop, &c->timer, w->gen->limits.idle_timeout_ms, conn_timeout);
+    conn_run(c);
+}
+
+static void access_log(struct pt_txn *t);
+
+/* Ends the transaction's bookkeeping: upstream connection, log, pin. */
+static void txn_end(struct pt_txn *t, bool completed)
+{
+    struct pt_conn *c = t->c;
+    if (t->uc) {
+        if (completed && t->res_upstream_reusable)
+            pt_uconn_release(t->uc, t->up->keepalive);
+        else
+            pt_uconn_close(t->uc);
+        t->uc = NULL;
+    }
+    if (!completed && t->status == 0)
+        t->status = 499; /* client went away before a response: nginx's convention */
+    if (t->route && t->route->chain.n_log)
+        pt_chain_run_log(&t->route->chain, &t->fctx, t->states);
+    access_log(t);
+    pt_worker_unpin(c->w, t->gen);
+    c->w->served++;
+    c->txn = NULL;
+    pt_arena_reset(&c->arena);
+}
+
+static void conn_close(struct pt_conn *c)
+{
+    if (c->closed)
+        return;
+    struct pt_worker *w = c->w;
+    if (c->txn)
+        txn_end(c->txn, false);
+    pt_timer_cancel(&w->loop, &c->timer);
+    close(c->io.fd);
+    c->io.fd = -1;
+    c->closed = true;
+    if (c->rbuf) {
+        pt_buf_put(&w->bufs, c->rbuf);
+        c->rbuf = NULL;
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    c->free_next = w->to_free;
+    w->to_free = c;
+    atomic_fetch_sub_explicit(&pt_active_connections, 1, memory_order_relaxed);
+}
+
+void pt_conn_reap(struct pt_worker *w)
+{
+    bool any = false;
+    while (w->to_free) {
+        struct pt_conn *c = w->to_free;
+        w->to_free = c->free_next;
+        pt_arena_destroy(&c->arena);
+        free(c);
+        any = true;
+    }
+    if (any)
+        pt_worker_resume_accept(w);
+}
+
+void pt_conn_close_idle(struct pt_worker *w)
+{
+    struct pt_conn *c = w->conns;
+    while (c) {
+        struct pt_conn *next = c->next;
+        if (!c->txn && !c->head_started)
+            conn_close(c);
+        c = next;
+    }
+}
+
+void pt_conn_close_all(struct pt_worker *w)
+{
+    while (w->conns)
+        conn_close(w->conns);
+}
+
+/* ---- gateway-made responses ---- */
+
+static void txn_gateway_response(struct pt_txn *t, int status, const char *error,
+                                 const char *extra, pt_slice body, bool close)
+{
+    if (t->uc) {
+        pt_uconn_close(t->uc);
+        t->uc = NULL;
+    }
+    /* A body we have not read would be parsed as the next request. */
+    if (!t->req_done)
+        close = true;
+    t->status = status;
+    t->error = error ? error : pt_error_text(status);
+    t->close_after = t->close_after || close;
+    bool head_only = t->req.method_id == PT_METHOD_HEAD;
+    t->chead = pt_respond_build(&t->c->arena, status, error, t->reqid, extra, body,
+                                t->close_after, head_only);
+    if (!t->chead.p) {
+        t->close_after = true;
+        t->chead = (pt_slice){"", 0};
+    }
+    t->chead_sent = 0;
+    t->res_head_done = true;
+    t->res_head_is_ours = true;
+    t->res_body_done = true;
+    t->res_ready = 0;
+    t->res_mode = BODY_NONE;
+    if (t->uc == NULL && t->c->rbuf == NULL)
+        t->req_ready = 0;
+}
+
+/* An upstream failure: an error response when nothing was sent to the
+ * client yet, else the client connection is cut so a broken response can
+ * never look complete. Returns false when the connection was closed. */
+static bool txn_upstream_fail(struct pt_txn *t, int status, const char *why)
+{
+    if (t->res_head_done && (t->chead_sent > 0 || !t->res_head_is_ours)) {
+        if (t->chead_sent > 0 || t->bytes_out > 0) {
+            t->status = t->status ? t->status : status;
+            t->error = why;
+            conn_close(t->c);
+            return false;
+        }
+    }
+    txn_gateway_response(t, status, why, NULL, (pt_slice){0}, false);
+    return true;
+}
+
+/* ---- upstream side ---- */
+
+static void uconn_event(struct pt_uconn *uc, uint32_t events)
+{
+    struct pt_txn *t = uc->user;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        t->uc_readable = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        t->uc_writable = true;
+    conn_run(t->c);
+}
+
+static void upstream_timeout(struct pt_loop *loop, struct pt_timer *tm)
+{
+    struct pt_uconn *uc = pt_container_of(tm, struct pt_uconn, timer);
+    struct pt_txn *t = uc->user;
+    (void)loop;
+    if (!t)
+        return;
+    struct pt_conn *c = t->c;
+    bool connecting = !uc->connected;
+    if (txn_upstream_fail(t, 504, connecting ? "upstream connect timeout" : "upstream timeout"))
+        conn_run(c);
+}
+
+static uint64_t read_timeout(const struct pt_txn *t)
+{
+    return t->route->timeout_ms ? t->route->timeout_ms : t->up->read_timeout_ms;
+}
+
+/* Picks a target and gets a connection to it. Returns false after having
+ * set an error response. */
+static bool txn_connect(struct pt_txn *t)
+{
+    struct pt_worker *w = t->c->w;
+    if (!t->target) {
+        uint32_t i = pt_rr_pick(pt_worker_rr(w, t->up), t->up);
+        t->target = &t->up->targets[i];
+    }
+    int err = 0;
+    struct pt_uconn *uc = pt_uconn_acquire(&w->ob, t->target, &t->uc_reused, &err);
+    if (!uc) {
+        txn_upstream_fail(t, 502, err == -ECONNREFUSED ? "upstream connection refused"
+                                                         : "upstream connect failed");
+        return false;
+    }
+    t->uc = uc;
+    uc->user = t;
+    uc->on_event = uconn_event;
+    t->uc_writable = true;
+    t->uc_readable = t->uc_reused; /* a pooled socket may hold an EOF we never read */
+    t->uhead_sent = 0;
+    if (!t->t_up_start)
+        t->t_up_start = pt_now_ns();
+    pt_timer_arm(&w->loop, &uc->timer,
+                 uc->connected ? read_timeout(t) : t->up->connect_timeout_ms, upstream_timeout);
+    return true;
+}
+
+/* A reused keep-alive connection the upstream had already closed: the
+ * request never reached it, so sending it again on a fresh connection is
+ * safe when there is no body that was consumed on the way. */
+static bool txn_retry_stale(struct pt_txn *t)
+{
+    if (!t->uc_reused || t->res_prev > 0 || t->req_mode != BODY_NONE || t->retries >= 2)
+        return false;
+    t->retries++;
+    pt_uconn_close(t->uc);
+    t->uc = NULL;
+    t->res_prev = 0;
+    return txn_connect(t);
+}
+
+/* ---- serialization ---- */
+
+static size_t put(char *o, pt_slice s)
+{
+    memcpy(o, s.p, s.len);
+    return s.len;
+}
+
+/* Builds the request head sent upstream: request line with the rewritten
+ * path, live non-hop-by-hop fields, then our framing. */
+static bool build_upstream_head(struct pt_txn *t)
+{
+    size_t cap = t->req.method.len + t->path.len + t->req.query.len + 64;
+    for (uint32_t i = 0; i < t->reqh.n; i++)
+        cap += t->reqh.f[i].name.len + t->reqh.f[i].value.len + 4;
+    char *o = pt_arena_alloc(&t->c->arena, cap);
+    if (!o)
+        return false;
+    size_t n = 0;
+    n += put(o + n, t->req.method);
+    o[n++] = ' ';
+    n += put(o + n, t->path);
+    if (t->req.query.len) {
+        o[n++] = '?';
+        n += put(o + n, t->req.query);
+    }
+    n += put(o + n, PT_SLICE(" HTTP/1.1\r\n"));
+    for (uint32_t i = 0; i < t->reqh.n; i++) {
+        const struct pt_hfield *f = &t->reqh.f[i];
+        if (f->dead || (pt_token_flags[f->token] & PT_TF_HOP) || f->token == PT_TOK_EXPECT)
+            continue;
+        n += put(o + n, f->name);
+        o[n++] = ':';
+        o[n++] = ' ';
+        n += put(o + n, f->value);
+        o[n++] = '\r';
+        o[n++] = '\n';
+    }
+    if (t->req_mode == BODY_CHUNKED)
+        n += put(o + n, PT_SLICE("Transfer-Encoding: chunked\r\n"));
+    o[n++] = '\r';
+    o[n++] = '\n';
+    t->uhead = o;
+    t->uhead_len = (uint32_t)n;
+    return true;
+}
+
+/* Builds the response head sent to the client. */
+static bool build_client_head(struct pt_txn *t)
+{
+    size_t cap = 128;
+    for (uint32_t i = 0; i < t->resph.n; i++)
+        cap += t->resph.f[i].name.len + t->resph.f[i].value.len + 4;
+    char *o = pt_arena_alloc(&t->c->arena, cap);
+    if (!o)
+        return false;
+    int n = snprintf(o, cap, "HTTP/1.1 %d ", t->res.status);
+    size_t len = (size_t)n;
+    if (t->res.reason.len)
+        len += put(o + len, t->res.reason);
+    else
+        len += put(o + len, (pt_slice){pt_reason_phrase(t->res.status),
+                                       strlen(pt_reason_phrase(t->res.status))});
+    o[len++] = '\r';
+    o[len++] = '\n';
+    for (uint32_t i = 0; i < t->resph.n; i++) {
+        const struct pt_hfield *f = &t->resph.f[i];
+        if (f->dead || (pt_token_flags[f->token] & PT_TF_HOP))
+            continue;
+        if (t->res_decode && f->token == PT_TOK_CONTENT_LENGTH)
+            continue;
+        len += put(o + len, f->name);
+        o[len++] = ':';
+        o[len++] = ' ';
+        len += put(o + len, f->value);
+        o[len++] = '\r';
+        o[len++] = '\n';
+    }
+    if (t->res_mode == BODY_CHUNKED && !t->res_decode)
+        len += put(o + len, PT_SLICE("Transfer-Encoding: chunked\r\n"));
+    if (t->close_after)
+        len += put(o + len, PT_SLICE("Connection: close\r\n"));
+    else if (t->req.minor_version == 0)
+        len += put(o + len, PT_SLICE("Connection: keep-alive\r\n"));
+    o[len++] = '\r';
+    o[len++] = '\n';
+    t->chead = (pt_slice){o, len};
+    t->chead_sent = 0;
+    return true;
+}
+
+/* ---- request start ---- */
+
+/* Marks the fields named by Connection (other than close/keep-alive) dead:
+ * they are hop-by-hop by the client's own declaration. */
+static void drop_connection_listed(struct pt_headers *h)
+{
+    for (uint32_t i = 0; i < h->n; i++) {
+        if (h->f[i].dead || h->f[i].token != PT_TOK_CONNECTION)
+            continue;
+        const char *p = h->f[i].value.p, *end = p + h->f[i].value.len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+                p++;
+            const char *s = p;
+            while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+                p++;
+            pt_slice name = {s, (size_t)(p - s)};
+            if (name.len && !pt_slice_ieq_cstr(name, "close") &&
+                !pt_slice_ieq_cstr(name, "keep-alive"))
+                pt_headers_remove(h, name);
+        }
+    }
+}
+
+static bool add_forwarding_headers(struct pt_txn *t)
+{
+    struct pt_conn *c = t->c;
+    struct pt_arena *a = &c->arena;
+    pt_slice ip = {c->remote, c->remote_len};
+    /* X-Forwarded-For: append to what earlier proxies wrote. */
+    size_t prior = 0;
+    for (uint32_t i = 0; i < t->reqh.n; i++)
+        if (!t->reqh.f[i].dead && t->reqh.f[i].token == PT_TOK_X_FORWARDED_FOR)
+            prior += t->reqh.f[i].value.len + 2;
+    pt_slice xff = ip;
+    if (prior) {
+        char *v = pt_arena_alloc(a, prior + ip.len);
+        if (!v)
+            return false;
+        size_t n = 0;
+        for (uint32_t i = 0; i < t->reqh.n; i++) {
+            if (t->reqh.f[i].dead || t->reqh.f[i].token != PT_TOK_X_FORWARDED_FOR)
+                continue;
+            n += put(v + n, t->reqh.f[i].value);
+            v[n++] = ',';
+            v[n++] = ' ';
+        }
+        n += put(v + n, ip);
+        xff = (pt_slice){v, n};
+    }
+    if (pt_headers_set(&t->reqh, a, PT_SLICE("X-Forwarded-For"), xff) < 0 ||
+        pt_headers_set(&t->reqh, a, PT_SLICE("X-Forwarded-Proto"), PT_SLICE("http")) < 0 ||
+        pt_headers_set(&t->reqh, a, PT_SLICE("X-Request-ID"), t->reqid) < 0)
+        return false;
+    if (t->req.host.len &&
+        pt_headers_set(&t->reqh, a, PT_SLICE("X-Forwarded-Host"), t->req.host) < 0)
+        return false;
+    return true;
+}
+
+/* Applies strip_prefix or rewrite to the path. */
+static bool rewrite_path(struct pt_txn *t)
+{
+    const struct pt_route *r = t->route;
+    t->path = t->req.path;
+    if (r->strip_prefix) {
+        size_t n = strlen(r->strip_prefix);
+        if (t->path.len >= n && memcmp(t->path.p, r->strip_prefix, n) == 0) {
+            t->path.p += n;
+            t->path.len -= n;
+            if (t->path.len == 0 || t->path.p[0] != '/') {
+                char *p = pt_arena_alloc(&t->c->arena, t->path.len + 1);
+                if (!p)
+                    return false;
+                p[0] = '/';
+                memcpy(p + 1, t->path.p, t->path.len);
+                t->path = (pt_slice){p, t->path.len + 1};
+            }
+        }
+    } else if (r->rewrite) {
+        size_t cap = strlen(r->rewrite) + 1;
+        for (uint32_t i = 0; i < t->rr.nparams; i++)
+            cap += t->rr.param_values[i].len;
+        char *o = pt_arena_alloc(&t->c->arena, cap);
+        if (!o)
+            return false;
+        size_t n = 0;
+        for (const char *s = r->rewrite; *s;) {
+            if (*s == '{') {
+                const char *e = strchr(s, '}');
+                if (e) {
+                    pt_slice name = {s + 1, (size_t)(e - s - 1)};
+                    for (uint32_t i = 0; i < t->rr.nparams; i++) {
+                        if (pt_slice_eq(t->rr.param_names[i], name)) {
+                            n += put(o + n, t->rr.param_values[i]);
+                            break;
+                        }
+                    }
+                    s = e + 1;
+                    continue;
+                }
+            }
+            o[n++] = *s++;
+        }
+        t->path = (pt_slice){o, n};
+    }
+    return true;
+}
+
+static void txn_dispatch(struct pt_txn *t);
+
+static void filters_resumed(struct pt_filter_ctx *ctx, enum pt_filter_result r);
+
+/* Runs the request phase from the cursor; returns false when the chain
+ * ended the request (a response is set) or suspended. */
+static bool txn_run_request_filters(struct pt_txn *t)
+{
+    const struct pt_chain *ch = &t->route->chain;
+    if (ch->n_request == 0)
+        return true;
+    uint64_t t0 = pt_now_ns();
+    int r = pt_chain_run_request(ch, &t->fctx, t->states, &t->cursor);
+    (void)t0;
+    switch (r) {
+    case PT_FILTER_CONTINUE:
+        return true;
+    case PT_FILTER_SUSPEND:
+        t->filters_suspended = true;
+        return false;
+    case PT_FILTER_RESPOND: {
+        /* Extra headers a filter put into resp_headers (e.g. Retry-After). */
+        size_t cap = 1;
+        for (uint32_t i = 0; i < t->resph.n; i++)
+            cap += t->resph.f[i].name.len + t->resph.f[i].value.len + 4;
+        char *extra = pt_arena_alloc(&t->c->arena, cap);
+        size_t n = 0;
+        if (extra) {
+            for (uint32_t i = 0; i < t->resph.n; i++) {
+                const struct pt_hfield *f = &t->resph.f[i];
+                if (f->dead)
+                    continue;
+                n += put(extra + n, f->name);
+                extra[n++] = ':';
+                extra[n++] = ' ';
+                n += put(extra + n, f->value);
+                extra[n++] = '\r';
+                extra[n++] = '\n';
+            }
+            extra[n] = 0;
+        }
+        int st = t->fctx.respond_status ? t->fctx.respond_status : 403;
+        txn_gateway_response(t, st, NULL, extra, t->fctx.respond_body, false);
+        return false;
+    }
+    default:
+        txn_gateway_response(t, 500, "filter error", NULL, (pt_slice){0}, false);
+        return false;
+    }
+}
+
+static void filters_resumed(struct pt_filter_ctx *ctx, enum pt_filter_result r)
+{
+    struct pt_txn *t = ctx->owner;
+    struct pt_conn *c = t->c;
+    t->filters_suspended = false;
+    if (r == PT_FILTER_CONTINUE) {
+        if (txn_run_request_filters(t))
+            txn_dispatch(t);
+    } else if (r == PT_FILTER_RESPOND) {
+        t->cursor--; /* treat as if the suspended filter answered now */
+        txn_gateway_response(t, ctx->respond_status ? ctx->respond_status : 403, NULL, NULL,
+                             ctx->respond_body, false);
+    } else {
+        txn_gateway_response(t, 500, "filter error", NULL, (pt_slice){0}, false);
+    }
+    conn_run(c);
+}
+
+static const char *method_list(struct pt_arena *a, uint32_t mask)
+{
+    size_t cap = 24;
+    for (int m = 1; m < PT_METHOD__COUNT; m++)
+        cap += pt_method_names[m].len + 2;
+    char *o = pt_arena_alloc(a, cap + 16);
+    if (!o)
+        return NULL;
+    size_t n = put(o, PT_SLICE("Allow: "));
+    bool first = true;
+    for (int m = 1; m < PT_METHOD__COUNT; m++) {
+        if (!(mask & (1u << m)))
+            continue;
+        if (!first) {
+            o[n++] = ',';
+            o[n++] = ' ';
+        }
+        n += put(o + n, pt_method_names[m]);
+        first = false;
+    }
+    o[n++] = '\r';
+    o[n++] = '\n';
+    o[n] = 0;
+    return o;
+}
+
+/* A complete head is at the front of c->rbuf: set up the transaction. */
+static void txn_start(struct pt_conn *c, const struct pt_h1_request *preq, uint32_t head_len)
+{
+    struct pt_worker *w = c->w;
+    struct pt_generation *g = w->gen;
+    pt_timer_cancel(&w->loop, &c->timer);
+    pt_worker_pin(w, g);
+    struct pt_txn *t = pt_arena_zalloc(&c->arena, sizeof(*t));
+    if (!t) {
+        pt_worker_unpin(w, g);
+        conn_close(c);
+        return;
+    }
+    c->txn = t;
+    c->requests++;
+    t->c = c;
+    t->gen = g;
+    t->t_start = pt_now_ns();
+    t->req = *preq;
+    t->res_upstream_reusable = false;
+
+    /* Headers: copy the parser's slices into an editable list (the bytes
+     * stay in rbuf, which is not compacted until the head is consumed). */
+    struct pt_hfield *store =
+        pt_arena_alloc(&c->arena, sizeof(*store) * (preq->num_headers + 8));
+    if (!store) {
+        conn_close(c);
+        return;
+    }
+    pt_headers_from_h1(&t->reqh, store, (uint32_t)preq->num_headers + 8, preq->headers,
+                       preq->num_headers);
+    t->resph = (struct pt_headers){0};
+    t->req.headers = NULL; /* points at scratch; don't keep */
+
+    struct pt_hfield *rid = pt_headers_find_token(&t->reqh, PT_TOK_X_REQUEST_ID);
+    if (rid && valid_request_id(rid->value)) {
+        t->reqid = rid->value;
+    } else {
+        gen_request_id(w, t->reqid_buf);
+        t->reqid = (pt_slice){t->reqid_buf, 32};
+    }
+
+    /* Body framing. */
+    if (preq->framing.chunked) {
+        t->req_mode = BODY_CHUNKED;
+        pt_chunked_init(&t->req_ck);
+    } else if (preq->framing.content_length > 0) {
+        t->req_mode = BODY_CL;
+        t->req_left = (uint64_t)preq->framing.content_length;
+    } else {
+        t->req_mode = BODY_NONE;
+        t->req_done = true;
+    }
+    t->close_after = !preq->framing.keep_alive;
+    /* The head leaves the buffer now; body bytes follow at rbuf start. The
+     * slices into it stay valid: consuming never moves bytes, and the
+     * buffer is only compacted when it is empty or between requests. */
+    pt_buf_consume(c->rbuf, head_len);
+    if (c->rbuf->start == 0 && c->rbuf->end == 0) {
+        /* consume() rewound an emptied buffer; slices still point at
+         * intact bytes because nothing overwrote them yet — but a read
+         * would. Keep them safe by giving the body its own region. */
+        c->rbuf->start = c->rbuf->end = head_len;
+    }
+
+    /* Route. */
+    pt_slice host = t->req.host;
+    for (size_t i = host.len; i > 0; i--) {
+        if (host.p[i - 1] == ':') {
+            host.len = i - 1;
+            break;
+        }
+        if (host.p[i - 1] == ']')
+            break;
+    }
+    struct pt_route_input in = {host, t->req.path, t->req.query, t->req.method_id, &t->reqh};
+    int st = pt_router_match(g->router, &in, &t->rr);
+    if (st != 0) {
+        const char *extra = st == 405 ? method_list(&c->arena, t->rr.allow_methods) : NULL;
+        txn_gateway_response(t, st, NULL, extra, (pt_slice){0}, false);
+        return;
+    }
+    t->route = t->rr.route;
+    t->up = t->route->upstream;
+    t->body_limit = t->route->max_body_bytes ? t->route->max_body_bytes
+                                             : g->limits.max_body_bytes;
+    if (t->req_mode == BODY_CL && t->req_left > t->body_limit) {
+        txn_gateway_response(t, 413, NULL, NULL, (pt_slice){0}, true);
+        return;
+    }
+    drop_connection_listed(&t->reqh);
+    if (!rewrite_path(t) || !add_forwarding_headers(t)) {
+        txn_gateway_response(t, 500, "out of memory", NULL, (pt_slice){0}, true);
+        return;
+    }
+
+    /* Filters. */
+    t->fctx.arena = &c->arena;
+    t->fctx.req_headers = &t->reqh;
+    t->fctx.resp_headers = &t->resph;
+    t->fctx.method_id = t->req.method_id;
+    t->fctx.method = t->req.method;
+    t->fctx.path = t->path;
+    t->fctx.query = t->req.query;
+    t->fctx.request_id = t->reqid;
+    t->fctx.remote_addr = (pt_slice){c->remote, c->remote_len};
+    t->fctx.param_names = t->rr.param_names;
+    t->fctx.param_values = t->rr.param_values;
+    t->fctx.nparams = t->rr.nparams;
+    t->fctx.resume = filters_resumed;
+    t->fctx.owner = t;
+    if (t->route->chain.n_all)
+        t->states = pt_chain_states(&t->route->chain, &c->arena);
+    if (!txn_run_request_filters(t))
+        return;
+    txn_dispatch(t);
+}
+
+static void txn_dispatch(struct pt_txn *t)
+{
+    if (!t->up) {
+        txn_gateway_response(t, 502, "route has no upstream", NULL, (pt_slice){0}, false);
+        return;
+    }
+    if (!build_upstream_head(t)) {
+        txn_gateway_response(t, 500, "out of memory", NULL, (pt_slice){0}, true);
+        return;
+    }
+    if (!txn_connect(t))
+        return;
+    /* Expect: 100-continue is answered here, once the request has passed
+     * routing, limits and filters: the client sends its body only to a
+     * request that will be forwarded (nginx does the same). */
+    if (t->req.expect_continue && !t->req_done && pt_buf_len(t->c->rbuf) == 0 &&
+        t->req.minor_version == 1) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        ssize_t r = send(t->c->io.fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL);
+        (void)r;
+    }
+}
+
+/* ---- the pump ---- */
+
+/* Reads the client while no transaction is active; starts one when a head
+ * is complete. Returns true when a transaction was started. */
+static bool read_head(struct pt_conn *c)
+{
+    struct pt_worker *w = c->w;
+    struct pt_generation *g = w->gen;
+    struct pt_h1_limits lim = {g->limits.max_headers, g->limits.max_header_bytes,
+                               g->limits.max_uri_bytes};
+    struct pt_h1_header *hs = scratch_headers(g->limits.max_headers);
+    if (!hs) {
+        conn_close(c);
+        return false;
+    }
+    size_t prev = 0;
+    for (;;) {
+        if (!c->rbuf) {
+            if (!c->readable)
+                break;
+            c->rbuf = pt_buf_get(&w->bufs, rbuf_cap(g));
+            if (!c->rbuf) {
+                conn_close(c);
+                return false;
+            }
+        }
+        if (pt_buf_len(c->rbuf) > 0) {
+            struct pt_h1_request req;
+            int r = pt_h1_parse_request(c->rbuf->data + c->rbuf->start, pt_buf_len(c->rbuf),
+                                        prev, &req, hs, &lim);
+            if (r > 0) {
+                txn_start(c, &req, (uint32_t)r);
+                return c->txn != NULL && !c->closed;
+            }
+            if (r == PT_H1_ERROR) {
+                /* Framing errors close the connection: nothing after a bad
+                 * head can be trusted to start a new request. */
+                pt_worker_pin(w, g);
+                struct pt_txn *t = pt_arena_zalloc(&c->arena, sizeof(*t));
+                if (!t) {
+                    pt_worker_unpin(w, g);
+                    conn_close(c);
+                    return false;
+                }
+                c->txn = t;
+                t->c = c;
+                t->gen = g;
+                t->t_start = pt_now_ns();
+                t->req_done = true;
+                gen_request_id(w, t->reqid_buf);
+                t->reqid = (pt_slice){t->reqid_buf, 32};
+                txn_gateway_response(t, req.error_status ? req.error_status : 400,
+                                     req.error_reason, NULL, (pt_slice){0}, true);
+                return true;
+            }
+            prev = pt_buf_len(c->rbuf);
+        }
+        if (!c->readable)
+            break;
+        if (pt_buf_space(c->rbuf) == 0)
+            pt_buf_compact(c->rbuf);
+        ssize_t n = read(c->io.fd, c->rbuf->data + c->rbuf->end, pt_buf_space(c->rbuf));
+        if (n > 0) {
+            c->rbuf->end += (uint32_t)n;
+            if (!c->head_started) {
+                c->head_started = true;
+                pt_timer_arm(&w->loop, &c->timer, g->limits.header_timeout_ms, conn_timeout);
+            }
+            continue;
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+            conn_close(c);
+            return false;
+        }
+        if (errno == EAGAIN)
+            c->readable = false;
+    }
+    /* Waiting for bytes: an idle connection holds no buffer. */
+    if (c->rbuf && pt_buf_len(c->rbuf) == 0) {
+        pt_buf_put(&w->bufs, c->rbuf);
+        c->rbuf = NULL;
+    }
+    if (!pt_timer_armed(&c->timer))
+        pt_timer_arm(&w->loop, &c->timer,
+                     c->head_started ? g->limits.header_timeout_ms : g->limits.idle_timeout_ms,
+                     conn_timeout);
+    return false;
+}
+
+/* Validates newly arrived request-body bytes; returns false on a framing
+ * error or an exceeded limit (a response is then set). */
+static bool scan_request_body(struct pt_txn *t)
+{
+    struct pt_buf *b = t->c->rbuf;
+    uint32_t avail = pt_buf_len(b);
+    if (t->req_ready >= avail)
+        return true;
+    if (t->req_mode == BODY_CL) {
+        t->req_ready = (uint32_t)PT_MIN((uint64_t)avail, t->req_left);
+    } else if (t->req_mode == BODY_CHUNKED && !t->req_scan_done) {
+        bool done = false;
+        ssize_t k = pt_chunked_scan(&t->req_ck, b->data + b->start + t->req_ready,
+                                    avail - t->req_ready, &done);
+        if (k < 0) {
+            txn_gateway_response(t, 400, "malformed chunked body", NULL, (pt_slice){0}, true);
+            return false;
+        }
+        t->req_ready += (uint32_t)k;
+        t->req_scan_done = done;
+    }
+    if (t->bytes_in + t->req_ready > t->body_limit + (t->req_mode == BODY_CHUNKED ? 0 : 0) &&
+        t->req_mode == BODY_CHUNKED) {
+        txn_gateway_response(t, 413, NULL, NULL, (pt_slice){0}, true);
+        return false;
+    }
+    return true;
+}
+
+/* Sends upstream what is ready: the head, then body bytes. */
+static int pump_upstream_write(struct pt_txn *t)
+{
+    struct pt_conn *c = t->c;
+    struct pt_uconn *uc = t->uc;
+    if (!uc || !t->uc_writable)
+        return 0;
+    if (!uc->connected) {
+        int e = pt_uconn_finish_connect(uc);
+        if (e == -EINPROGRESS || e == -EALREADY)
+            return 0;
+        if (e < 0) {
+            if (t->uc_reused && txn_retry_stale(t))
+                return 1;
+            txn_upstream_fail(t, 502, e == -ECONNREFUSED ? "upstream connection refused"
+                                                           : "upstream connect failed");
+            return -1;
+        }
+        pt_timer_arm(&c->w->loop, &uc->timer, read_timeout(t), upstream_timeout);
+    }
+    bool head_left = t->uhead_sent < t->uhead_len;
+    uint32_t body = 0;
+    if (!t->req_done && c->rbuf) {
+        if (!scan_request_body(t))
+            return -1;
+        body = t->req_ready;
+    }
+    if (!head_left && body == 0)
+        return 0;
+    struct iovec iov[2];
+    int n = 0;
+    if (head_left)
+        iov[n++] = (struct iovec){t->uhead + t->uhead_sent, t->uhead_len - t->uhead_sent};
+    if (body)
+        iov[n++] = (struct iovec){c->rbuf->data + c->rbuf->start, body};
+    ssize_t w = send_iov(uc->io.fd, iov, n);
+    if (w < 0) {
+        if (errno == EAGAIN) {
+            t->uc_writable = false;
+            return 0;
+        }
+        if (t->uhead_sent == 0 && txn_retry_stale(t))
+            return 1;
+        txn_upstream_fail(t, 502, "upstream write failed");
+        return -1;
+    }
+    size_t sent = (size_t)w;
+    if (head_left) {
+        size_t h = PT_MIN(sent, (size_t)(t->uhead_len - t->uhead_sent));
+        t->uhead_sent += (uint32_t)h;
+        sent -= h;
+    }
+    if (sent) {
+        pt_buf_consume(c->rbuf, (uint32_t)sent);
+        t->req_ready -= (uint32_t)sent;
+        t->bytes_in += sent;
+        if (t->req_mode == BODY_CL)
+            t->req_left -= sent;
+    }
+    if ((t->req_mode == BODY_CL && t->req_left == 0) ||
+        (t->req_mode == BODY_CHUNKED && t->req_scan_done && t->req_ready == 0))
+        t->req_done = true;
+    return 1;
+}
+
+/* Reads more request body from the client once the previous bytes went
+ * upstream (that ordering is the backpressure). */
+static int pump_client_read(struct pt_txn *t)
+{
+    struct pt_conn *c = t->c;
+    if (t->req_done || !c->readable || t->res_head_is_ours)
+        return 0;
+    if (c->rbuf && pt_buf_len(c->rbuf) > 0)
+        return 0;
+    if (!c->rbuf) {
+        c->rbuf = pt_buf_get(&c->w->bufs, 0);
+        if (!c->rbuf) {
+            conn_close(c);
+            return -1;
+        }
+    }
+    /* Empty buffer: reuse it from the front. The request head's slices
+     * were only needed until the upstream head was built. */
+    c->rbuf->start = c->rbuf->end = 0;
+    ssize_t n = read(c->io.fd, c->rbuf->data, c->rbuf->cap);
+    if (n > 0) {
+        c->rbuf->end = (uint32_t)n;
+        return 1;
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        conn_close(c); /* client vanished mid-body */
+        return -1;
+    }
+    c->readable = false;
+    return 0;
+}
+
+/* Classifies the bytes of the response body now in the upstream buffer. */
+static bool scan_response_body(struct pt_txn *t)
+{
+    struct pt_buf *b = t->uc->rbuf;
+    uint32_t avail = pt_buf_len(b);
+    if (t->res_ready >= avail || t->res_body_done)
+        return true;
+    switch (t->res_mode) {
+    case BODY_CL:
+        t->res_ready = (uint32_t)PT_MIN((uint64_t)avail, t->res_left);
+        if (avail > t->res_left)
+            t->res_upstream_reusable = false; /* bytes beyond the body */
+        break;
+    case BODY_EOF:
+        t->res_ready = avail;
+        break;
+    case BODY_CHUNKED: {
+        bool done = false;
+        char *p = b->data + b->start + t->res_ready;
+        size_t len = avail - t->res_ready;
+        if (t->res_decode) {
+            size_t out = 0;
+            ssize_t k = pt_chunked_decode(&t->res_ck, p, len, &out, &done);
+            if (k < 0)
+                return false;
+            if ((size_t)k < len)
+                t->res_upstream_reusable = false;
+            /* Payload now sits at p[0..out); drop the consumed framing. */
+            b->end = b->start + t->res_ready + (uint32_t)out;
+            t->res_ready += (uint32_t)out;
+        } else {
+            ssize_t k = pt_chunked_scan(&t->res_ck, p, len, &done);
+            if (k < 0)
+                return false;
+            if ((size_t)k < len)
+                t->res_upstream_reusable = false;
+            t->res_ready += (uint32_t)k;
+        }
+        if (done)
+            t->res_body_done = true;
+        break;
+    }
+    case BODY_NONE:
+        break;
+    }
+    return true;
+}
+
+/* The upstream response head is complete: decide framing, run response
+ * filters, build the client head. */
+static bool response_head_ready(struct pt_txn *t, uint32_t head_len)
+{
+    struct pt_conn *c = t->c;
+    struct pt_uconn *uc = t->uc;
+    t->t_up_head = pt_now_ns();
+    t->status = t->res.status;
+    pt_buf_consume(uc->rbuf, head_len);
+    if (uc->rbuf->start == 0 && uc->rbuf->end == 0)
+        uc->rbuf->start = uc->rbuf->end = head_len; /* keep head slices intact */
+    t->res_upstream_reusable = t->res.framing.keep_alive;
+    bool no_body = t->req.method_id == PT_METHOD_HEAD || t->res.status == 204 ||
+                   t->res.status == 304;
+    if (no_body) {
+        t->res_mode = BODY_NONE;
+        t->res_body_done = true;
+    } else if (t->res.framing.chunked) {
+        t->res_mode = BODY_CHUNKED;
+        pt_chunked_init(&t->res_ck);
+        t->res_decode = t->req.minor_version == 0;
+        if (t->res_decode)
+            t->close_after = true;
+    } else if (t->res.framing.content_length >= 0) {
+        t->res_mode = BODY_CL;
+        t->res_left = (uint64_t)t->res.framing.content_length;
+        if (t->res_left == 0)
+            t->res_body_done = true;
+    } else {
+        t->res_mode = BODY_EOF;
+        t->res_upstream_reusable = false;
+        t->close_after = true; /* the only way to end this body for the client */
+    }
+    if (!t->req_done) {
+        /* The upstream answered before taking the whole body (e.g. its own
+         * 413): neither connection can be reused safely. */
+        t->res_upstream_reusable = false;
+        t->close_after = true;
+    }
+    struct pt_hfield *store = pt_arena_alloc(&c->arena, sizeof(*store) * (t->res.num_headers + 8));
+    if (!store)
+        return false;
+    pt_headers_from_h1(&t->resph, store, (uint32_t)t->res.num_headers + 8, t->res.headers,
+                       t->res.num_headers);
+    drop_connection_listed(&t->resph);
+    pt_headers_set(&t->resph, &c->arena, PT_SLICE("X-Request-ID"), t->reqid);
+    if (t->route->chain.n_response_head) {
+        t->fctx.status = t->res.status;
+        pt_chain_run_response_head(&t->route->chain, &t->fctx, t->states);
+    }
+    t->res_head_done = true;
+    return build_client_head(t);
+}
+
+/* Reads and parses the upstream response. */
+static int pump_upstream_read(struct pt_txn *t)
+{
+    struct pt_conn *c = t->c;
+    struct pt_uconn *uc = t->uc;
+    if (!uc || !uc->connected || !t->uc_readable || t->res_head_is_ours)
+        return 0;
+    if (t->res_head_done && (t->res_body_done || (uc->rbuf && pt_buf_len(uc->rbuf) > 0)))
+        return 0; /* backpressure: the client has not taken what we have */
+    if (!uc->rbuf) {
+        uc->rbuf = pt_buf_get(&c->w->bufs, 0);
+        if (!uc->rbuf) {
+            txn_upstream_fail(t, 502, "out of memory");
+            return -1;
+        }
+    }
+    if (t->res_head_done)
+        uc->rbuf->start = uc->rbuf->end = 0;
+    else if (pt_buf_space(uc->rbuf) == 0)
+        pt_buf_compact(uc->rbuf);
+    if (pt_buf_space(uc->rbuf) == 0) {
+        txn_upstream_fail(t, 502, "upstream response head too large");
+        return -1;
+    }
+    ssize_t n = read(uc->io.fd, uc->rbuf->data + uc->rbuf->end, pt_buf_space(uc->rbuf));
+    if (n < 0) {
+        if (errno == EAGAIN) {
+            t->uc_readable = false;
+            return 0;
+        }
+        if (errno == EINTR)
+            return 1;
+    }
+    if (n <= 0) {
+        /* EOF or reset. */
+        if (!t->res_head_done) {
+            if (t->res_prev == 0 && t->uhead_sent == t->uhead_len && txn_retry_stale(t))
+                return 1;
+            txn_upstream_fail(t, 502, n == 0 ? "upstream closed the connection"
+                                             : "upstream connection reset");
+            return -1;
+        }
+        if (t->res_mode == BODY_EOF) {
+            t->res_body_done = true;
+            t->uc_readable = false;
+            return 1;
+        }
+        /* Truncated body after the head went out: cut the client off. */
+        t->error = "upstream truncated the response";
+        conn_close(c);
+        return -1;
+    }
+    uc->rbuf->end += (uint32_t)n;
+    pt_timer_arm(&c->w->loop, &uc->timer, read_timeout(t), upstream_timeout);
+    if (!t->res_head_done) {
+        struct pt_generation *g = t->gen;
+        struct pt_h1_limits lim = {g->limits.max_headers, PT_BUF_SIZE - 1, PT_BUF_SIZE};
+        if (!t->res_hdrs) {
+            t->res_hdrs = pt_arena_alloc(&c->arena, sizeof(*t->res_hdrs) * g->limits.max_headers);
+            if (!t->res_hdrs) {
+                txn_upstream_fail(t, 502, "out of memory");
+                return -1;
+            }
+        }
+        for (;;) {
+            int r = pt_h1_parse_response(uc->rbuf->data + uc->rbuf->start, pt_buf_len(uc->rbuf),
+                                         t->res_prev, &t->res, t->res_hdrs, &lim);
+            if (r == PT_H1_INCOMPLETE) {
+                t->res_prev = pt_buf_len(uc->rbuf);
+                return 1;
+            }
+            if (r == PT_H1_ERROR) {
+                t->res_upstream_reusable = false;
+                txn_upstream_fail(t, 502, "invalid upstream response");
+                return -1;
+            }
+            if (t->res.status >= 100 && t->res.status < 200) {
+                if (t->res.status == 101) {
+                    txn_upstream_fail(t, 502, "unexpected protocol switch");
+                    return -1;
+                }
+                /* Interim response (103 Early Hints, stray 100): skip. */
+                pt_buf_consume(uc->rbuf, (uint32_t)r);
+                t->res_prev = 0;
+                if (pt_buf_len(uc->rbuf) == 0)
+                    return 1;
+                continue;
+            }
+            if (!response_head_ready(t, (uint32_t)r)) {
+                txn_upstream_fail(t, 502, "out of memory");
+                return -1;
+            }
+            break;
+        }
+    }
+    if (!scan_response_body(t)) {
+        t->res_upstream_reusable = false;
+        if (t->chead_sent == 0 && t->bytes_out == 0) {
+            txn_upstream_fail(t, 502, "invalid upstream body framing");
+            return -1;
+        }
+        t->error = "invalid upstream body framing";
+        conn_close(c);
+        return -1;
+    }
+    return 1;
+}
+
+/* Writes the response head and ready body bytes to the client. */
+static int pump_client_write(struct pt_txn *t)
+{
+    struct pt_conn *c = t->c;
+    if (!t->res_head_done || !c->writable)
+        return 0;
+    bool head_left = t->chead_sent < t->chead.len;
+    uint32_t body = (t->uc && t->uc->rbuf && !t->res_head_is_ours) ? t->res_ready : 0;
+    if (!head_left && body == 0)
+        return 0;
+    struct iovec iov[2];
+    int n = 0;
+    if (head_left)
+        iov[n++] = (struct iovec){(char *)t->chead.p + t->chead_sent, t->chead.len - t->chead_sent};
+    if (body)
+        iov[n++] = (struct iovec){t->uc->rbuf->data + t->uc->rbuf->start, body};
+    ssize_t w = send_iov(c->io.fd, iov, n);
+    if (w < 0) {
+        if (errno == EAGAIN) {
+            c->writable = false;
+            pt_timer_arm(&c->w->loop, &c->timer, t->gen->limits.idle_timeout_ms, conn_timeout);
+            return 0;
+        }
+        conn_close(c);
+        return -1;
+    }
+    size_t sent = (size_t)w;
+    if (head_left) {
+        size_t h = PT_MIN(sent, t->chead.len - t->chead_sent);
+        t->chead_sent += (uint32_t)h;
+        sent -= h;
+        t->bytes_out += h;
+    }
+    if (sent) {
+        pt_buf_consume(t->uc->rbuf, (uint32_t)sent);
+        t->res_ready -= (uint32_t)sent;
+        t->bytes_out += sent;
+        if (t->res_mode == BODY_CL) {
+            t->res_left -= sent;
+            if (t->res_left == 0)
+                t->res_body_done = true;
+        }
+    }
+    pt_timer_cancel(&c->w->loop, &c->timer);
+    return 1;
+}
+
+static bool txn_finished(const struct pt_txn *t)
+{
+    return t->res_head_done && t->chead_sent == t->chead.len && t->res_body_done &&
+           t->res_ready == 0;
+}
+
+/* The response is fully written: end the transaction and get ready for the
+ * next request on this connection (or close it). */
+static void txn_finish(struct pt_txn *t)
+{
+    struct pt_conn *c = t->c;
+    struct pt_worker *w = c->w;
+    if (!t->req_done)
+        t->close_after = true;
+    bool close_conn = t->close_after || atomic_load_explicit(&w->draining, memory_order_relaxed);
+    txn_end(t, true);
+    if (close_conn) {
+        conn_close(c);
+        return;
+    }
+    c->head_started = false;
+    if (c->rbuf && pt_buf_len(c->rbuf) == 0) {
+        pt_buf_put(&w->bufs, c->rbuf);
+        c->rbuf = NULL;
+    } else if (c->rbuf) {
+        pt_buf_compact(c->rbuf); /* pipelined bytes move to the front */
+        c->head_started = true;
+    }
+    pt_timer_arm(&w->loop, &c->timer,
+                 c->head_started ? w->gen->limits.header_timeout_ms : w->gen->limits.idle_timeout_ms,
+                 conn_timeout);
+}
+
+static void conn_run(struct pt_conn *c)
+{
+    for (int guard = 0; guard < 10000; guard++) {
+        if (c->closed)
+            return;
+        if (!c->txn) {
+            if (!read_head(c))
+                return;
+            continue;
+        }
+        struct pt_txn *t = c->txn;
+        if (t->filters_suspended)
+            return;
+        int progress = 0, r;
+        if ((r = pump_upstream_write(t)) < 0 && c->closed)
+            return;
+        progress |= r > 0;
+        if ((r = pump_client_read(t)) < 0)
+            return;
+        progress |= r > 0;
+        if ((r = pump_upstream_read(t)) < 0 && c->closed)
+            return;
+        progress |= r > 0;
+        if ((r = pump_client_write(t)) < 0)
+            return;
+        progress |= r > 0;
+        if (txn_finished(t)) {
+            txn_finish(t);
+            continue;
+        }
+        if (!progress)
+            return;
+    }
+}
+
+/* ---- access log ---- */
+
+static void access_log(struct pt_txn *t)
+{
+    struct pt_generation *g = t->gen;
+    if (g->access_log.mode == PT_ALOG_OFF)
+        return;
+    char line[4096];
+    char esc[6 * 512];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    uint64_t now = pt_now_ns();
+    double dur = (double)(now - t->t_start) / 1e6;
+    double up = t->t_up_start ? (double)((t->t_up_head ? t->t_up_head : now) - t->t_up_start) / 1e6
+                              : 0.0;
+    size_t plen = t->req.path.len > 512 ? 512 : t->req.path.len;
+    size_t pe = t->req.path.p ? pt_json_escape(esc, t->req.path.p, plen) : 0;
+    char rid[6 * 128];
+    size_t rl = pt_json_escape(rid, t->reqid.p, t->reqid.len);
+    int n = snprintf(
+        line, sizeof(line),
+        "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":\"%.*s\","
+        "\"remote_addr\":\"%s\",\"listener\":\"%s\",\"route\":\"%s\",\"upstream\":\"%s\","
+        "\"target\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,"
+        "\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"upstream_ms\":%.3f%s%s%s}\n",
+        tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+        ts.tv_nsec / 1000000, (int)rl, rid, t->c->remote, t->c->l ? t->c->l->name : "",
+        t->route ? t->route->name : "", t->up ? t->up->name : "",
+        t->target ? t->target->address : "", (int)PT_MIN(t->req.method.len, 32),
+        t->req.method.p ? t->req.method.p : "", (int)pe, esc, t->status,
+        (unsigned long long)t->bytes_in, (unsigned long long)t->bytes_out, dur, up,
+        t->error ? ",\"error\":\"" : "", t->error ? t->error : "", t->error ? "\"" : "");
+    if (n > 0)
+        pt_alog_push(&t->c->w->alog, line, (size_t)PT_MIN(n, (int)sizeof(line) - 1));
+}

@@ -1,0 +1,26 @@
+/*
+ * respond.h — responses the gateway makes itself: JSON error bodies with
+ * the request id (DESIGN.md §4), status reason phrases, and JSON string
+ * escaping shared with the access log.
+ */
+#ifndef PT_GATEWAY_RESPOND_H
+#define PT_GATEWAY_RESPOND_H
+
+#include "core/arena.h"
+
+const char *pt_reason_phrase(int status);
+/* Default error text for a status ("no route matched" for 404, ...). */
+const char *pt_error_text(int status);
+/* Appends s as JSON string contents (no quotes) to out; returns bytes
+ * written (out must have room for 6 * len). */
+size_t pt_json_escape(char *out, const char *s, size_t len);
+/*
+ * Builds a complete response into the arena: status line, Content-Type,
+ * Content-Length, X-Request-ID, `extra` header lines (each ending CRLF, may
+ * be NULL), Connection: close when `close`, then the body — `body` when
+ * non-empty, else {"error":..., "status":..., "request_id":...}.
+ */
+pt_slice pt_respond_build(struct pt_arena *a, int status, const char *error, pt_slice request_id,
+                          const char *extra, pt_slice body, bool close, bool head_only);
+
+#endif

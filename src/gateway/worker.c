@@ -1,0 +1,334 @@
+/*
+ * worker.c — see worker.h. The thread body, listening sockets, accept, and
+ * the worker's half of generation reclamation.
+ */
+#include "gateway/worker.h"
+
+#include "core/log.h"
+
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+_Atomic(struct pt_generation *) pt_gen_current;
+_Atomic uint64_t pt_active_connections;
+
+/* ---- generation pins ---- */
+
+static void publish_pins(struct pt_worker *w)
+{
+    uint64_t oldest = UINT64_MAX;
+    for (int i = 0; i < PT_MAX_PINNED; i++)
+        if (w->pinned[i].count && w->pinned[i].gen->id < oldest)
+            oldest = w->pinned[i].gen->id;
+    atomic_store_explicit(&w->oldest_pinned, oldest, memory_order_release);
+}
+
+void pt_worker_pin(struct pt_worker *w, struct pt_generation *g)
+{
+    int free_slot = -1;
+    for (int i = 0; i < PT_MAX_PINNED; i++) {
+        if (w->pinned[i].gen == g && w->pinned[i].count) {
+            w->pinned[i].count++;
+            return;
+        }
+        if (!w->pinned[i].count && free_slot < 0)
+            free_slot = i;
+    }
+    /* More than PT_MAX_PINNED live generations on one worker would need 16
+     * reloads while one request is still running; the control thread
+     * refuses to publish beyond that (see runtime.c), so a slot exists. */
+    if (free_slot < 0)
+        free_slot = 0;
+    w->pinned[free_slot].gen = g;
+    w->pinned[free_slot].count = 1;
+    publish_pins(w);
+}
+
+void pt_worker_unpin(struct pt_worker *w, struct pt_generation *g)
+{
+    for (int i = 0; i < PT_MAX_PINNED; i++) {
+        if (w->pinned[i].gen == g && w->pinned[i].count) {
+            if (--w->pinned[i].count == 0)
+                publish_pins(w);
+            return;
+        }
+    }
+}
+
+struct pt_rr_state *pt_worker_rr(struct pt_worker *w, const struct pt_upstream *u)
+{
+    return &w->rr[u->index];
+}
+
+/* Rebuilds per-upstream balancer state for the generation of this turn.
+ * Allocates only on a generation change. */
+static void rr_sync(struct pt_worker *w)
+{
+    struct pt_generation *g = w->gen;
+    if (w->rr_gen == g->id && w->rr)
+        return;
+    free(w->rr_current);
+    free(w->rr);
+    size_t total = 0;
+    for (uint32_t i = 0; i < g->nupstreams; i++)
+        total += g->upstreams[i].ntargets;
+    w->rr = calloc(g->nupstreams ? g->nupstreams : 1, sizeof(*w->rr));
+    int *cur = calloc(total ? total : 1, sizeof(int));
+    w->rr_current = cur;
+    size_t off = 0;
+    for (uint32_t i = 0; i < g->nupstreams; i++) {
+        w->rr[i].current = cur + off;
+        w->rr[i].n = g->upstreams[i].ntargets;
+        off += g->upstreams[i].ntargets;
+    }
+    w->rr_gen = g->id;
+}
+
+/* ---- listeners ---- */
+
+static void on_accept(struct pt_loop *loop, struct pt_io *io, uint32_t events)
+{
+    struct pt_wlistener *l = pt_container_of(io, struct pt_wlistener, io);
+    struct pt_worker *w = l->w;
+    for (;;) {
+        if (atomic_load_explicit(&w->draining, memory_order_relaxed))
+            return;
+        uint64_t maxc = w->gen->limits.max_connections;
+        if (atomic_load_explicit(&pt_active_connections, memory_order_relaxed) >= maxc) {
+            /* Over the limit: leave connections in the backlog; a closing
+             * connection resumes accepting (pt_conn_reap). */
+            l->paused = true;
+            return;
+        }
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        int fd = accept4(io->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE)
+                l->paused = true;
+            return;
+        }
+        pt_conn_accept(w, l, fd, &peer);
+    }
+    (void)loop;
+    (void)events;
+}
+
+void pt_worker_resume_accept(struct pt_worker *w)
+{
+    for (uint32_t i = 0; i < w->nlisteners; i++) {
+        if (w->listeners[i].paused && w->listeners[i].io.fd >= 0) {
+            w->listeners[i].paused = false;
+            on_accept(&w->loop, &w->listeners[i].io, EPOLLIN);
+        }
+    }
+}
+
+static int open_listener(const struct pt_listener_cfg *cfg)
+{
+    int fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&cfg->addr, cfg->addrlen) < 0 ||
+        listen(fd, 4096) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
+}
+
+static bool same_addr(const struct sockaddr_storage *a, socklen_t alen,
+                      const struct sockaddr_storage *b, socklen_t blen)
+{
+    return alen == blen && memcmp(a, b, alen) == 0;
+}
+
+/* Opens listeners the current generation adds and closes the ones it
+ * dropped; unchanged addresses keep their sockets (and their backlog). */
+static void listeners_sync(struct pt_worker *w)
+{
+    struct pt_generation *g = w->gen;
+    if (w->listeners_gen == g->id)
+        return;
+    struct pt_wlistener *nl = calloc(g->nlisteners ? g->nlisteners : 1, sizeof(*nl));
+    if (!nl)
+        return;
+    for (uint32_t i = 0; i < g->nlisteners; i++) {
+        const struct pt_listener_cfg *cfg = &g->listeners[i];
+        struct pt_wlistener *l = &nl[i];
+        l->w = w;
+        l->io.fd = -1;
+        l->io.cb = on_accept;
+        snprintf(l->name_buf, sizeof(l->name_buf), "%s", cfg->name);
+        l->name = l->name_buf;
+        memcpy(&l->addr, &cfg->addr, cfg->addrlen);
+        l->addrlen = cfg->addrlen;
+        for (uint32_t j = 0; j < w->nlisteners; j++) {
+            struct pt_wlistener *old = &w->listeners[j];
+            if (old->io.fd >= 0 && same_addr(&old->addr, old->addrlen, &cfg->addr, cfg->addrlen)) {
+                l->io.fd = old->io.fd;
+                old->io.fd = -1;
+                pt_loop_del(&w->loop, &old->io);
+                break;
+            }
+        }
+        if (l->io.fd < 0) {
+            int fd = open_listener(cfg);
+            if (fd < 0) {
+                pt_error("worker %d: listener %s (%s): %s", w->id, cfg->name, cfg->address,
+                         strerror(-fd));
+                continue;
+            }
+            l->io.fd = fd;
+        }
+        pt_loop_add(&w->loop, &l->io, EPOLLIN);
+    }
+    for (uint32_t j = 0; j < w->nlisteners; j++) {
+        if (w->listeners[j].io.fd >= 0)
+            close(w->listeners[j].io.fd);
+    }
+    free(w->listeners);
+    w->listeners = nl;
+    w->nlisteners = g->nlisteners;
+    w->listeners_gen = g->id;
+    /* Connections already waiting in the backlog (edge-triggered: no new
+     * edge will come for them). */
+    for (uint32_t i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].io.fd >= 0)
+            on_accept(&w->loop, &w->listeners[i].io, EPOLLIN);
+}
+
+static void close_listeners(struct pt_worker *w)
+{
+    for (uint32_t i = 0; i < w->nlisteners; i++) {
+        if (w->listeners[i].io.fd >= 0) {
+            close(w->listeners[i].io.fd);
+            w->listeners[i].io.fd = -1;
+        }
+    }
+}
+
+/* ---- thread ---- */
+
+static void on_wake(struct pt_loop *loop, struct pt_io *io, uint32_t events)
+{
+    uint64_t v;
+    while (read(io->fd, &v, sizeof(v)) > 0)
+        ;
+    (void)loop;
+    (void)events;
+}
+
+void pt_worker_wake(struct pt_worker *w)
+{
+    uint64_t one = 1;
+    ssize_t r = write(w->wake_io.fd, &one, sizeof(one));
+    (void)r;
+}
+
+static void begin_turn(struct pt_worker *w)
+{
+    struct pt_generation *g = atomic_load_explicit(&pt_gen_current, memory_order_acquire);
+    if (g != w->gen) {
+        w->gen = g;
+        rr_sync(w);
+        if (!atomic_load(&w->draining))
+            listeners_sync(w);
+    }
+    atomic_store_explicit(&w->seen_gen, g->id, memory_order_release);
+}
+
+static void *worker_main(void *arg)
+{
+    struct pt_worker *w = arg;
+    bool drain_started = false;
+    uint64_t drain_deadline = 0;
+    for (;;) {
+        begin_turn(w);
+        if (atomic_load(&w->draining)) {
+            if (!drain_started) {
+                drain_started = true;
+                close_listeners(w);
+                drain_deadline = pt_loop_now(&w->loop) + w->gen->limits.drain_timeout_ms;
+            }
+            pt_conn_close_idle(w);
+            if (w->nconns == 0)
+                break;
+            if (pt_loop_now(&w->loop) >= drain_deadline) {
+                pt_conn_close_all(w);
+                pt_conn_reap(w);
+                pt_outbound_reap(&w->ob);
+                break;
+            }
+        }
+        pt_loop_run_once(&w->loop, drain_started ? 50 : 1000);
+        pt_conn_reap(w);
+        pt_outbound_reap(&w->ob);
+    }
+    close_listeners(w);
+    pt_outbound_destroy(&w->ob);
+    atomic_store(&w->oldest_pinned, UINT64_MAX);
+    atomic_store(&w->seen_gen, UINT64_MAX);
+    return NULL;
+}
+
+int pt_worker_start(struct pt_worker *w, int id)
+{
+    w->id = id;
+    int rc = pt_loop_init(&w->loop);
+    if (rc < 0)
+        return rc;
+    pt_bufpool_init(&w->bufs, 1024);
+    pt_outbound_init(&w->ob, &w->loop, &w->bufs);
+    if (pt_alog_ring_init(&w->alog) < 0)
+        return -ENOMEM;
+    w->wake_io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->wake_io.cb = on_wake;
+    if (w->wake_io.fd < 0)
+        return -errno;
+    pt_loop_add(&w->loop, &w->wake_io, EPOLLIN);
+    atomic_init(&w->oldest_pinned, UINT64_MAX);
+    atomic_init(&w->seen_gen, 0);
+    atomic_init(&w->draining, false);
+    w->rng = pt_now_ns() ^ ((uint64_t)(id + 1) * 0x9E3779B97F4A7C15ull) ^ (uint64_t)getpid();
+    /* Open listeners before the thread starts so bind errors are reported
+     * at start-up, before the process says it is ready. */
+    w->gen = atomic_load(&pt_gen_current);
+    rr_sync(w);
+    listeners_sync(w);
+    for (uint32_t i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].io.fd < 0)
+            return -EADDRINUSE;
+    atomic_store(&w->seen_gen, w->gen->id);
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+        return -errno;
+    return 0;
+}
+
+void pt_worker_drain(struct pt_worker *w)
+{
+    atomic_store(&w->draining, true);
+    pt_worker_wake(w);
+}
+
+void pt_worker_join(struct pt_worker *w)
+{
+    pthread_join(w->thread, NULL);
+    close(w->wake_io.fd);
+    pt_loop_destroy(&w->loop);
+    pt_bufpool_destroy(&w->bufs);
+    free(w->listeners);
+    free(w->rr_current);
+    free(w->rr);
+}

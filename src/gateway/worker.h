@@ -1,0 +1,106 @@
+/*
+ * worker.h — data-plane threads (DESIGN.md §2, §3).
+ *
+ * Each worker owns an epoll loop, its own SO_REUSEPORT listening sockets,
+ * its client connections, its upstream pools and its buffer pool. Nothing
+ * on the request path is shared except the published generation pointer
+ * (read once per loop turn) and a per-process connection counter.
+ *
+ * Generations are reclaimed by quiescent states: each worker publishes the
+ * id of the generation it saw at the top of its latest loop turn
+ * (`seen_gen`) and the oldest generation any of its requests still pin
+ * (`oldest_pinned`). The control thread frees a retired generation once
+ * every worker has seen a newer one and none pins it.
+ */
+#ifndef PT_GATEWAY_WORKER_H
+#define PT_GATEWAY_WORKER_H
+
+#include "core/buf.h"
+#include "core/loop.h"
+#include "gateway/access_log.h"
+#include "gateway/generation.h"
+#include "proxy/pool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct pt_conn;
+
+struct pt_wlistener {
+    struct pt_io io;
+    struct pt_worker *w;
+    const char *name;      /* points into the generation that opened it, copied */
+    char name_buf[64];
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    bool paused;           /* accept paused (EMFILE / max_connections) */
+};
+
+#define PT_MAX_PINNED 16
+
+struct pt_worker {
+    int id;
+    pthread_t thread;
+    struct pt_loop loop;
+    struct pt_bufpool bufs;
+    struct pt_outbound ob;
+    struct pt_io wake_io; /* eventfd: reload, shutdown */
+
+    struct pt_generation *gen; /* snapshot for this loop turn */
+    uint64_t listeners_gen;    /* generation id whose listeners are open */
+    struct pt_wlistener *listeners;
+    uint32_t nlisteners;
+
+    /* Pins: generations with live requests on this worker. */
+    struct {
+        struct pt_generation *gen;
+        uint32_t count;
+    } pinned[PT_MAX_PINNED];
+    _Atomic uint64_t seen_gen;
+    _Atomic uint64_t oldest_pinned; /* UINT64_MAX when none */
+
+    /* Round-robin state, rebuilt when the generation changes. */
+    struct pt_rr_state *rr;
+    int *rr_current; /* backing store of every rr[i].current */
+    uint64_t rr_gen;
+
+    struct pt_conn *conns; /* all client connections (for drain/shutdown) */
+    uint32_t nconns;
+    struct pt_conn *to_free;
+
+    struct pt_alog_ring alog;
+    uint64_t rng;     /* request-id generator state */
+    uint64_t served;  /* requests completed */
+    _Atomic bool draining;
+};
+
+/* Process-wide state shared by workers and the control thread. */
+extern _Atomic(struct pt_generation *) pt_gen_current;
+extern _Atomic uint64_t pt_active_connections;
+
+int pt_worker_start(struct pt_worker *w, int id);
+/* Wakes the worker so it notices a new generation or a drain request. */
+void pt_worker_wake(struct pt_worker *w);
+/* Stops accepting and lets in-flight requests finish; the thread exits when
+ * it has no connections left or the drain deadline passes. */
+void pt_worker_drain(struct pt_worker *w);
+void pt_worker_join(struct pt_worker *w);
+
+/* Called by conn.c */
+void pt_worker_pin(struct pt_worker *w, struct pt_generation *g);
+void pt_worker_unpin(struct pt_worker *w, struct pt_generation *g);
+struct pt_rr_state *pt_worker_rr(struct pt_worker *w, const struct pt_upstream *u);
+
+/* Resumes accepting on listeners paused by max_connections or EMFILE. */
+void pt_worker_resume_accept(struct pt_worker *w);
+
+/* conn.c: accepted socket → client connection. */
+void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
+                    const struct sockaddr_storage *peer);
+/* conn.c: close idle keep-alive connections (drain). */
+void pt_conn_close_idle(struct pt_worker *w);
+/* conn.c: forcibly close everything (drain deadline). */
+void pt_conn_close_all(struct pt_worker *w);
+void pt_conn_reap(struct pt_worker *w);
+
+#endif

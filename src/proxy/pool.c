@@ -1,0 +1,276 @@
+/*
+ * pool.c — see pool.h.
+ *
+ * Idle connections stay registered with epoll (EPOLLIN|EPOLLRDHUP): any
+ * event on an idle connection means the upstream closed it or sent
+ * something unsolicited, and either way it can no longer carry a request,
+ * so it is closed at once. That removes most of the "reused a connection
+ * the server just closed" race before a request is ever written to it.
+ */
+#include "proxy/pool.h"
+
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+struct pt_upool {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct pt_uconn *idle; /* most recently used first */
+    uint32_t nidle;
+};
+
+void pt_outbound_init(struct pt_outbound *ob, struct pt_loop *loop, struct pt_bufpool *bufs)
+{
+    memset(ob, 0, sizeof(*ob));
+    ob->loop = loop;
+    ob->bufs = bufs;
+}
+
+static uint64_t addr_hash(const struct sockaddr_storage *a, socklen_t len)
+{
+    const unsigned char *p = (const unsigned char *)a;
+    uint64_t h = 1469598103934665603ull;
+    for (socklen_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+static bool addr_eq(const struct pt_upool *p, const struct pt_target *t)
+{
+    return p->addrlen == t->addrlen && memcmp(&p->addr, &t->addr, t->addrlen) == 0;
+}
+
+static void pools_grow(struct pt_outbound *ob)
+{
+    uint32_t ncap = ob->cappools ? ob->cappools * 2 : 16;
+    struct pt_upool **np = calloc(ncap, sizeof(*np));
+    if (!np)
+        return;
+    for (uint32_t i = 0; i < ob->cappools; i++) {
+        struct pt_upool *p = ob->pools[i];
+        if (!p)
+            continue;
+        uint32_t j = (uint32_t)addr_hash(&p->addr, p->addrlen) & (ncap - 1);
+        while (np[j])
+            j = (j + 1) & (ncap - 1);
+        np[j] = p;
+    }
+    free(ob->pools);
+    ob->pools = np;
+    ob->cappools = ncap;
+}
+
+/* Finds or creates the pool for a target address (allocation happens once
+ * per distinct address per worker, not per request). */
+static struct pt_upool *pool_for(struct pt_outbound *ob, const struct pt_target *t)
+{
+    if (ob->npools * 2 >= ob->cappools)
+        pools_grow(ob);
+    if (!ob->pools)
+        return NULL;
+    uint32_t mask = ob->cappools - 1;
+    uint32_t j = (uint32_t)addr_hash(&t->addr, t->addrlen) & mask;
+    while (ob->pools[j]) {
+        if (addr_eq(ob->pools[j], t))
+            return ob->pools[j];
+        j = (j + 1) & mask;
+    }
+    struct pt_upool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    memcpy(&p->addr, &t->addr, t->addrlen);
+    p->addrlen = t->addrlen;
+    ob->pools[j] = p;
+    ob->npools++;
+    return p;
+}
+
+static void idle_unlink(struct pt_uconn *uc)
+{
+    struct pt_upool *p = uc->pool;
+    if (uc->prev)
+        uc->prev->next = uc->next;
+    else
+        p->idle = uc->next;
+    if (uc->next)
+        uc->next->prev = uc->prev;
+    uc->next = uc->prev = NULL;
+    uc->idle = false;
+    p->nidle--;
+}
+
+void pt_uconn_close(struct pt_uconn *uc)
+{
+    if (uc->closed)
+        return;
+    struct pt_outbound *ob = uc->ob;
+    if (uc->idle)
+        idle_unlink(uc);
+    pt_timer_cancel(ob->loop, &uc->timer);
+    if (uc->io.fd >= 0) {
+        close(uc->io.fd); /* also removes it from epoll */
+        uc->io.fd = -1;
+    }
+    if (uc->rbuf) {
+        pt_buf_put(ob->bufs, uc->rbuf);
+        uc->rbuf = NULL;
+    }
+    uc->closed = true;
+    uc->on_event = NULL;
+    uc->free_next = ob->to_free;
+    ob->to_free = uc;
+}
+
+void pt_outbound_reap(struct pt_outbound *ob)
+{
+    while (ob->to_free) {
+        struct pt_uconn *uc = ob->to_free;
+        ob->to_free = uc->free_next;
+        free(uc);
+    }
+}
+
+void pt_outbound_destroy(struct pt_outbound *ob)
+{
+    for (uint32_t i = 0; i < ob->cappools; i++) {
+        struct pt_upool *p = ob->pools[i];
+        if (!p)
+            continue;
+        while (p->idle)
+            pt_uconn_close(p->idle);
+        free(p);
+    }
+    free(ob->pools);
+    ob->pools = NULL;
+    ob->cappools = ob->npools = 0;
+    pt_outbound_reap(ob);
+}
+
+static void uconn_io(struct pt_loop *loop, struct pt_io *io, uint32_t events)
+{
+    struct pt_uconn *uc = pt_container_of(io, struct pt_uconn, io);
+    if (uc->closed)
+        return;
+    if (uc->idle) {
+        /* Peer closed (or sent stray bytes on) an idle connection. */
+        pt_uconn_close(uc);
+        return;
+    }
+    if (uc->on_event)
+        uc->on_event(uc, events);
+}
+
+struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target *t,
+                                  bool *reused, int *err)
+{
+    struct pt_upool *p = pool_for(ob, t);
+    if (!p) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    if (p->idle) {
+        struct pt_uconn *uc = p->idle;
+        idle_unlink(uc);
+        *reused = true;
+        ob->reuses++;
+        return uc;
+    }
+    *reused = false;
+    int fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *err = -errno;
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    int rc = connect(fd, (const struct sockaddr *)&t->addr, t->addrlen);
+    if (rc < 0 && errno != EINPROGRESS) {
+        *err = -errno;
+        close(fd);
+        return NULL;
+    }
+    struct pt_uconn *uc = calloc(1, sizeof(*uc));
+    if (!uc) {
+        close(fd);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    uc->io.fd = fd;
+    uc->io.cb = uconn_io;
+    uc->ob = ob;
+    uc->pool = p;
+    uc->connected = rc == 0;
+    if (pt_loop_add(ob->loop, &uc->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP) < 0) {
+        *err = -errno;
+        close(fd);
+        free(uc);
+        return NULL;
+    }
+    ob->connects++;
+    return uc;
+}
+
+int pt_uconn_finish_connect(struct pt_uconn *uc)
+{
+    int soerr = 0;
+    socklen_t len = sizeof(soerr);
+    if (getsockopt(uc->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+        return -errno;
+    if (soerr)
+        return -soerr;
+    uc->connected = true;
+    return 0;
+}
+
+void pt_uconn_release(struct pt_uconn *uc, uint32_t keepalive)
+{
+    struct pt_upool *p = uc->pool;
+    struct pt_outbound *ob = uc->ob;
+    pt_timer_cancel(ob->loop, &uc->timer);
+    if (uc->rbuf && pt_buf_len(uc->rbuf) > 0) {
+        /* Unexpected bytes after a complete response: not reusable. */
+        pt_uconn_close(uc);
+        return;
+    }
+    if (p->nidle >= keepalive) {
+        pt_uconn_close(uc);
+        return;
+    }
+    if (uc->rbuf) {
+        pt_buf_put(ob->bufs, uc->rbuf); /* idle connections hold no buffers */
+        uc->rbuf = NULL;
+    }
+    uc->on_event = NULL;
+    uc->user = NULL;
+    uc->idle = true;
+    uc->prev = NULL;
+    uc->next = p->idle;
+    if (p->idle)
+        p->idle->prev = uc;
+    p->idle = uc;
+    p->nidle++;
+}
+
+uint32_t pt_rr_pick(struct pt_rr_state *st, const struct pt_upstream *u)
+{
+    /* Smooth weighted round-robin: every pick adds each target's weight to
+     * its current value, chooses the largest, and subtracts the total from
+     * it. Weights 3:1 give a a b a, a a b a, ... — spread, not bursts. */
+    if (u->ntargets == 1)
+        return 0;
+    int total = 0, best = -1;
+    uint32_t bi = 0;
+    for (uint32_t i = 0; i < u->ntargets; i++) {
+        int wgt = u->targets[i].weight;
+        st->current[i] += wgt;
+        total += wgt;
+        if (best < 0 || st->current[i] > st->current[bi]) {
+            bi = i;
+            best = 0;
+        }
+    }
+    st->current[bi] -= total;
+    return bi;
+}

@@ -1,0 +1,80 @@
+/*
+ * pool.h — outbound connections: per-worker keep-alive pools keyed by
+ * target address, non-blocking connect, and the smooth weighted
+ * round-robin balancer.
+ *
+ * Ownership: a pt_uconn belongs either to its pool (idle: the pool watches
+ * it and closes it when the peer hangs up) or to exactly one caller
+ * (acquired), who must hand it back with pt_uconn_release() or
+ * pt_uconn_close(). Pools outlive config generations: they are keyed by the
+ * target's socket address, not by a generation's objects, so a reload that
+ * keeps a target keeps its warm connections.
+ */
+#ifndef PT_PROXY_POOL_H
+#define PT_PROXY_POOL_H
+
+#include "core/buf.h"
+#include "core/loop.h"
+#include "proxy/upstream_types.h"
+
+struct pt_upool;
+struct pt_outbound;
+
+struct pt_uconn {
+    struct pt_io io;
+    struct pt_timer timer;           /* owned by the current user while acquired */
+    struct pt_outbound *ob;
+    struct pt_upool *pool;           /* the pool this target's connections return to */
+    struct pt_uconn *next, *prev;    /* idle list links */
+    struct pt_buf *rbuf;             /* response bytes; NULL while idle */
+    bool connected;                  /* connect() completed */
+    bool idle;                       /* sitting in the pool */
+    bool closed;                     /* fd closed; memory freed at end of loop turn */
+    uint32_t requests;               /* requests served on this connection */
+    /* While acquired: the user's event handler and context. */
+    void (*on_event)(struct pt_uconn *uc, uint32_t events);
+    void *user;
+    struct pt_uconn *free_next;      /* deferred-free list */
+};
+
+/* Per-worker outbound state. */
+struct pt_outbound {
+    struct pt_loop *loop;
+    struct pt_bufpool *bufs;
+    struct pt_upool **pools; /* open-addressing table by address */
+    uint32_t npools, cappools;
+    struct pt_uconn *to_free;
+    uint64_t connects, reuses; /* counters for metrics */
+};
+
+void pt_outbound_init(struct pt_outbound *ob, struct pt_loop *loop, struct pt_bufpool *bufs);
+/* Closes every idle connection and frees the pools. */
+void pt_outbound_destroy(struct pt_outbound *ob);
+/* Frees connections closed during this loop turn; call after each turn. */
+void pt_outbound_reap(struct pt_outbound *ob);
+
+/*
+ * Gets a connection to `t`: an idle pooled one when available (*reused =
+ * true), else a new non-blocking socket with connect() in progress
+ * (uc->connected false; the caller waits for EPOLLOUT and calls
+ * pt_uconn_finish_connect). Returns NULL with *err = -errno on immediate
+ * failure (e.g. EMFILE, ECONNREFUSED on loopback).
+ */
+struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target *t,
+                                  bool *reused, int *err);
+/* After EPOLLOUT on a connecting socket: 0 when connected, else -errno. */
+int pt_uconn_finish_connect(struct pt_uconn *uc);
+/* Returns a healthy, fully-read connection to its pool (closing it when the
+ * pool already holds `keepalive` idle connections). */
+void pt_uconn_release(struct pt_uconn *uc, uint32_t keepalive);
+void pt_uconn_close(struct pt_uconn *uc);
+
+/* Smooth weighted round-robin (per worker, per upstream). */
+struct pt_rr_state {
+    int *current; /* one per target */
+    uint32_t n;
+};
+/* Picks a target index; `st` must have been sized for u->ntargets. */
+uint32_t pt_rr_pick(struct pt_rr_state *st, const struct pt_upstream *u);
+
+#endif
