@@ -71,8 +71,9 @@ test: deps
 microbench: all
 	$(MAKE) $(BUILD)/microbench && $(BUILD)/microbench
 
-$(BUILD)/microbench: bench/microbench.c $(BUILD)/libportico.a
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libportico.a $(LDLIBS)
+MB_SRC := $(sort $(wildcard bench/mb_*.c))
+$(BUILD)/microbench: bench/microbench.c $(MB_SRC) $(BUILD)/libportico.a
+	$(CC) $(CFLAGS) -Ibench -o $@ bench/microbench.c $(MB_SRC) $(BUILD)/libportico.a $(LDLIBS)
 
 bench: deps all
 	bench/run.sh

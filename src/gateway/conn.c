@@ -42,7 +42,6 @@ struct pt_txn;
 struct pt_conn {
     struct pt_io io;
     struct pt_worker *w;
-    struct pt_wlistener *l;
     struct pt_timer timer;   /* idle / header / send timeout */
     struct pt_buf *rbuf;     /* client bytes; NULL while idle */
     struct pt_conn *next, *prev;
@@ -50,6 +49,7 @@ struct pt_conn {
     struct pt_arena arena;   /* per-request allocations, reset after each */
     struct pt_txn *txn;      /* the request in progress, or NULL */
     char remote[INET6_ADDRSTRLEN];
+    char listener[32]; /* copied: listeners can be replaced by a reload */
     uint8_t remote_len;
     bool readable, writable; /* edge-triggered readiness not yet consumed */
     bool closed;
@@ -231,7 +231,8 @@ void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
     c->io.fd = fd;
     c->io.cb = conn_on_event;
     c->w = w;
-    c->l = l;
+
+    snprintf(c->listener, sizeof(c->listener), "%s", l->name);
     pt_arena_init(&c->arena, 4096);
     if (peer->ss_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->remote,
@@ -349,7 +350,16 @@ static void txn_gateway_response(struct pt_txn *t, int status, const char *error
         pt_uconn_close(t->uc);
         t->uc = NULL;
     }
-    /* A body we have not read would be parsed as the next request. */
+    /* A small body that is already here is skipped, so the connection can
+     * stay open; a body we have not read would be parsed as the next
+     * request, so then the connection closes. */
+    struct pt_buf *rb = t->c->rbuf;
+    if (!t->req_done && t->req_mode == BODY_CL && t->uhead_sent == 0 && rb &&
+        pt_buf_len(rb) >= t->req_left) {
+        pt_buf_consume(rb, (uint32_t)t->req_left);
+        t->req_left = 0;
+        t->req_done = true;
+    }
     if (!t->req_done)
         close = true;
     t->status = status;
@@ -368,8 +378,6 @@ static void txn_gateway_response(struct pt_txn *t, int status, const char *error
     t->res_body_done = true;
     t->res_ready = 0;
     t->res_mode = BODY_NONE;
-    if (t->uc == NULL && t->c->rbuf == NULL)
-        t->req_ready = 0;
 }
 
 /* An upstream failure: an error response when nothing was sent to the
@@ -377,13 +385,11 @@ static void txn_gateway_response(struct pt_txn *t, int status, const char *error
  * never look complete. Returns false when the connection was closed. */
 static bool txn_upstream_fail(struct pt_txn *t, int status, const char *why)
 {
-    if (t->res_head_done && (t->chead_sent > 0 || !t->res_head_is_ours)) {
-        if (t->chead_sent > 0 || t->bytes_out > 0) {
-            t->status = t->status ? t->status : status;
-            t->error = why;
-            conn_close(t->c);
-            return false;
-        }
+    if (t->chead_sent > 0 || t->bytes_out > 0) {
+        t->status = t->status ? t->status : status;
+        t->error = why;
+        conn_close(t->c);
+        return false;
     }
     txn_gateway_response(t, status, why, NULL, (pt_slice){0}, false);
     return true;
@@ -438,7 +444,9 @@ static bool txn_connect(struct pt_txn *t)
     t->uc = uc;
     uc->user = t;
     uc->on_event = uconn_event;
-    t->uc_writable = true;
+    /* A connecting socket becomes writable (or errors) when connect()
+     * completes; asking SO_ERROR earlier would report success. */
+    t->uc_writable = uc->connected;
     t->uc_readable = t->uc_reused; /* a pooled socket may hold an EOF we never read */
     t->uhead_sent = 0;
     if (!t->t_up_start)
@@ -758,7 +766,7 @@ static const char *method_list(struct pt_arena *a, uint32_t mask)
 }
 
 /* A complete head is at the front of c->rbuf: set up the transaction. */
-static void txn_start(struct pt_conn *c, const struct pt_h1_request *preq, uint32_t head_len)
+static void txn_start(struct pt_conn *c, struct pt_h1_request *preq, uint32_t head_len)
 {
     struct pt_worker *w = c->w;
     struct pt_generation *g = w->gen;
@@ -777,6 +785,33 @@ static void txn_start(struct pt_conn *c, const struct pt_h1_request *preq, uint3
     t->t_start = pt_now_ns();
     t->req = *preq;
     t->res_upstream_reusable = false;
+
+    /* Copy the head into the request arena and point every slice at the
+     * copy: the read buffer is reused for the body and for pipelined
+     * requests, while the head is needed until the log line (one memcpy of
+     * a few hundred bytes, cheaper than tracking buffer lifetimes). */
+    const char *base = c->rbuf->data + c->rbuf->start;
+    char *copy = pt_arena_alloc(&c->arena, head_len);
+    if (!copy) {
+        conn_close(c);
+        return;
+    }
+    memcpy(copy, base, head_len);
+#define REBASE(s)                                                                                  \
+    do {                                                                                           \
+        if ((s).p >= base && (s).p <= base + head_len)                                             \
+            (s).p = copy + ((s).p - base);                                                         \
+    } while (0)
+    REBASE(t->req.method);
+    REBASE(t->req.target);
+    REBASE(t->req.path);
+    REBASE(t->req.query);
+    REBASE(t->req.host);
+    for (size_t i = 0; i < preq->num_headers; i++) {
+        REBASE(preq->headers[i].name);
+        REBASE(preq->headers[i].value);
+    }
+#undef REBASE
 
     /* Headers: copy the parser's slices into an editable list (the bytes
      * stay in rbuf, which is not compacted until the head is consumed). */
@@ -811,16 +846,8 @@ static void txn_start(struct pt_conn *c, const struct pt_h1_request *preq, uint3
         t->req_done = true;
     }
     t->close_after = !preq->framing.keep_alive;
-    /* The head leaves the buffer now; body bytes follow at rbuf start. The
-     * slices into it stay valid: consuming never moves bytes, and the
-     * buffer is only compacted when it is empty or between requests. */
+    /* The head leaves the buffer; body bytes follow at rbuf start. */
     pt_buf_consume(c->rbuf, head_len);
-    if (c->rbuf->start == 0 && c->rbuf->end == 0) {
-        /* consume() rewound an emptied buffer; slices still point at
-         * intact bytes because nothing overwrote them yet — but a read
-         * would. Keep them safe by giving the body its own region. */
-        c->rbuf->start = c->rbuf->end = head_len;
-    }
 
     /* Route. */
     pt_slice host = t->req.host;
@@ -1008,8 +1035,10 @@ static bool scan_request_body(struct pt_txn *t)
         t->req_ready += (uint32_t)k;
         t->req_scan_done = done;
     }
-    if (t->bytes_in + t->req_ready > t->body_limit + (t->req_mode == BODY_CHUNKED ? 0 : 0) &&
-        t->req_mode == BODY_CHUNKED) {
+    /* Chunked bodies are measured as received (framing included): the
+     * limit guards memory and bandwidth, a few bytes of framing don't
+     * change that. */
+    if (t->req_mode == BODY_CHUNKED && t->bytes_in + t->req_ready > t->body_limit) {
         txn_gateway_response(t, 413, NULL, NULL, (pt_slice){0}, true);
         return false;
     }
@@ -1466,7 +1495,7 @@ static void access_log(struct pt_txn *t)
         "\"target\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,"
         "\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"upstream_ms\":%.3f%s%s%s}\n",
         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-        ts.tv_nsec / 1000000, (int)rl, rid, t->c->remote, t->c->l ? t->c->l->name : "",
+        ts.tv_nsec / 1000000, (int)rl, rid, t->c->remote, t->c->listener,
         t->route ? t->route->name : "", t->up ? t->up->name : "",
         t->target ? t->target->address : "", (int)PT_MIN(t->req.method.len, 32),
         t->req.method.p ? t->req.method.p : "", (int)pe, esc, t->status,

@@ -95,6 +95,7 @@ struct pt_generation {
     uint32_t nlisteners;
     struct pt_listener_cfg admin; /* admin listener (address); name "admin" */
     bool has_admin;
+    const char *admin_token; /* bearer token for the admin API; NULL = none (loopback only) */
     struct pt_limits limits;
     struct pt_access_log_cfg access_log;
     struct pt_upstream *upstreams;

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages portico needs to build, test and benchmark.
+# Idempotent and quiet when nothing is missing.
+set -eu
+pkgs=(
+  build-essential pkg-config libyaml-dev libpcre2-dev
+  python3 python3-pytest python3-requests curl
+  wrk nghttp2-client
+)
+[ "${PORTICO_BENCH_DEPS:-0}" = 1 ] && pkgs+=(haproxy nginx-light gnuplot-nox strace)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

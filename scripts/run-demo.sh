@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `make run`: starts the demo backends and portico on examples/quickstart.yaml.
+set -eu
+BUILD=${1:-build}
+cd "$(dirname "$0")/.."
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+"$BUILD/demo_backend" --name users --listen 127.0.0.1:9001 --listen 127.0.0.1:9002 --quiet & pids+=($!)
+"$BUILD/demo_backend" --name orders --listen 127.0.0.1:9003 --quiet & pids+=($!)
+"$BUILD/demo_backend" --name users-v2 --listen 127.0.0.1:9004 --quiet & pids+=($!)
+sleep 0.3
+cat <<'TXT'
+
+portico is starting on http://127.0.0.1:8080 (config: examples/quickstart.yaml). Try:
+
+  curl -i http://127.0.0.1:8080/v1/users          # users service, v1 (prefix stripped)
+  curl -i http://127.0.0.1:8080/v1/users/2        # path template + rewrite
+  curl -i http://127.0.0.1:8080/v2/users          # the v2 service: versioning at the gateway
+  curl -i http://127.0.0.1:8080/orders?user=1
+  curl -i http://127.0.0.1:8080/nope              # 404 JSON with a request id
+  kill -HUP $(pgrep -f 'portico -c')              # hot reload, drops nothing
+
+Ctrl-C stops everything.
+TXT
+"$BUILD/portico" -c examples/quickstart.yaml & pids+=($!)
+wait "${pids[-1]}"

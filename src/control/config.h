@@ -1,0 +1,33 @@
+/*
+ * config.h — YAML file → immutable generation (DESIGN.md §3).
+ *
+ * Runs on the main thread only (it reads files and may resolve names).
+ * Every problem found is reported as "file:line:col: message", with a
+ * "did you mean" where a known key is close; the load fails as a whole if
+ * there is any error, so a half-valid file never becomes a generation.
+ */
+#ifndef PT_CONTROL_CONFIG_H
+#define PT_CONTROL_CONFIG_H
+
+#include "gateway/generation.h"
+
+#include <stdio.h>
+
+/* Collected diagnostics of one load. */
+struct pt_diag {
+    char **lines; /* "file:line:col: message" (malloc'd) */
+    size_t n, cap;
+};
+
+void pt_diag_init(struct pt_diag *d);
+void pt_diag_add(struct pt_diag *d, const char *file, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+void pt_diag_print(const struct pt_diag *d, FILE *out);
+void pt_diag_free(struct pt_diag *d);
+
+/* Loads and validates `path`. On success returns a generation with id `id`
+ * (router built, filter chains compiled, addresses resolved). On failure
+ * returns NULL and fills `diag` (at least one line). */
+struct pt_generation *pt_config_load(const char *path, uint64_t id, struct pt_diag *diag);
+
+#endif

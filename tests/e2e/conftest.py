@@ -1,0 +1,705 @@
+"""Shared helpers for the end-to-end suite.
+
+Everything here drives the REAL binaries: $PORTICO_BUILD/portico and
+$PORTICO_BUILD/demo_backend (PORTICO_BUILD defaults to "build"; a name
+containing "san" means ASan/UBSan builds, so every wait is stretched).
+
+Rules the helpers follow so tests cannot interfere with each other:
+- every process gets ports from free_port(), never a fixed port, and the
+  same port is never handed out twice in one run;
+- every process started here is killed in teardown (context managers and
+  fixtures), even when the test fails;
+- waits poll (port open, log line seen, counter reached) instead of sleeping.
+"""
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import zlib
+
+import pytest
+import requests
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("PORTICO_BUILD", "build")
+BUILD_DIR = BUILD if os.path.isabs(BUILD) else os.path.join(ROOT, BUILD)
+PORTICO = os.path.join(BUILD_DIR, "portico")
+DEMO = os.path.join(BUILD_DIR, "demo_backend")
+SAN = "san" in os.path.basename(BUILD_DIR.rstrip("/"))
+# Multiplier for startup waits and "generous" timeouts under sanitizers.
+SLOW = 4.0 if SAN else 1.0
+
+MiB = 1024 * 1024
+
+
+def scaled(seconds):
+    return seconds * SLOW
+
+
+def require_binaries():
+    missing = [p for p in (PORTICO, DEMO) if not os.access(p, os.X_OK)]
+    if missing:
+        pytest.fail("binaries not built (run `make`): " + ", ".join(missing), pytrace=False)
+
+
+# ---------------------------------------------------------------- ports
+
+_ports_lock = threading.Lock()
+_ports_given = set()
+
+
+def free_port():
+    """A loopback TCP port nothing listens on now, never handed out before
+    in this run."""
+    with _ports_lock:
+        for _ in range(200):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            finally:
+                s.close()
+            if port not in _ports_given:
+                _ports_given.add(port)
+                return port
+    raise RuntimeError("no free port")
+
+
+def port_open(port, host="127.0.0.1", timeout=0.2):
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(pred, timeout, interval=0.02, what="condition"):
+    """Polls pred() until it returns a truthy value; returns that value.
+    Raises AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------- process output capture
+
+class _LineCapture:
+    """Reads a pipe on a thread; keeps every line; lets callers wait for a
+    line matching a predicate."""
+
+    def __init__(self, pipe):
+        self.lines = []
+        self.cond = threading.Condition()
+        self.closed = False
+        self.t = threading.Thread(target=self._run, args=(pipe,), daemon=True)
+        self.t.start()
+
+    def _run(self, pipe):
+        for raw_line in iter(pipe.readline, b""):
+            line = raw_line.decode("utf-8", "replace").rstrip("\n")
+            with self.cond:
+                self.lines.append(line)
+                self.cond.notify_all()
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def text(self):
+        with self.cond:
+            return "\n".join(self.lines)
+
+    def count(self, pred):
+        with self.cond:
+            return sum(1 for l in self.lines if pred(l))
+
+    def wait_for(self, pred, timeout, start=0):
+        """Waits for a line (index >= start) satisfying pred; returns it or None."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for line in self.lines[start:]:
+                    if pred(line):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or self.closed:
+                    return None
+                self.cond.wait(left)
+
+    def __len__(self):
+        with self.cond:
+            return len(self.lines)
+
+
+def _kill(proc, grace=2.0):
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.wait(timeout=grace + 5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+# ---------------------------------------------------------------- demo backends
+
+class Backend:
+    """One demo_backend process listening on one or more ports."""
+
+    def __init__(self, name, ports, threads=None):
+        self.name = name
+        self.ports = list(ports)
+        self.port = self.ports[0]
+        args = [DEMO]
+        for p in self.ports:
+            args += ["--listen", "127.0.0.1:%d" % p]
+        args += ["--name", name, "--quiet"]
+        if threads:
+            args += ["--threads", str(threads)]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        self.err = _LineCapture(self.proc.stderr)
+        try:
+            ok = self.err.wait_for(lambda l: "listening" in l, scaled(10))
+            if not ok and self.proc.poll() is not None:
+                raise AssertionError("demo_backend %s exited rc=%s:\n%s"
+                                     % (name, self.proc.returncode, self.err.text()))
+            for p in self.ports:
+                wait_until(lambda: port_open(p), scaled(10), what="backend port %d" % p)
+        except BaseException:
+            _kill(self.proc)
+            raise
+
+    def url(self, path="/", port=None):
+        return "http://127.0.0.1:%d%s" % (port or self.port, path)
+
+    def stats(self, port=None):
+        r = requests.get(self.url("/__stats", port), timeout=scaled(5))
+        r.raise_for_status()
+        return r.json()
+
+    def reset(self, port=None):
+        requests.post(self.url("/__stats/reset", port), timeout=scaled(5)).raise_for_status()
+
+    def stop(self):
+        _kill(self.proc)
+
+
+@contextlib.contextmanager
+def backend(name="demo", nports=1, threads=None):
+    """Starts a demo backend on `nports` fresh ports; kills it on exit."""
+    require_binaries()
+    b = Backend(name, [free_port() for _ in range(nports)], threads)
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+# ---------------------------------------------------------------- YAML emitter
+
+_PLAIN = re.compile(r"^[A-Za-z0-9_./-][A-Za-z0-9_./:-]*$")
+_YAML_SPECIAL = {"true", "false", "yes", "no", "null", "~", "y", "n"}
+
+
+def _scalar(v):
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if v is None:
+        return "null"
+    if isinstance(v, (int, float)):
+        return str(v)
+    s = str(v)
+    if s == "off":  # the keyword that switches a default filter off
+        return "off"
+    if _PLAIN.match(s) and s.lower() not in _YAML_SPECIAL and not s.endswith(":"):
+        return s
+    return json.dumps(s)  # a JSON string is a valid YAML double-quoted scalar
+
+
+def to_yaml(obj, indent=0):
+    """Block-style YAML for dicts/lists/scalars (enough for configs)."""
+    pad = "  " * indent
+    out = []
+    if isinstance(obj, dict):
+        if not obj:
+            return pad + "{}\n"
+        for k, v in obj.items():
+            if isinstance(v, dict) and v:
+                out.append("%s%s:\n%s" % (pad, k, to_yaml(v, indent + 1)))
+            elif isinstance(v, list) and v:
+                out.append("%s%s:\n%s" % (pad, k, to_yaml(v, indent + 1)))
+            elif isinstance(v, (dict, list)):
+                out.append("%s%s: %s\n" % (pad, k, "{}" if isinstance(v, dict) else "[]"))
+            else:
+                out.append("%s%s: %s\n" % (pad, k, _scalar(v)))
+        return "".join(out)
+    if isinstance(obj, list):
+        for item in obj:
+            if isinstance(item, (dict, list)) and item:
+                body = to_yaml(item, indent + 1)
+                # put the first line after "- "
+                first, _, rest = body.partition("\n")
+                out.append("%s- %s\n%s" % (pad, first.lstrip(), rest))
+            else:
+                out.append("%s- %s\n" % (pad, _scalar(item)))
+        return "".join(out)
+    return pad + _scalar(obj) + "\n"
+
+
+def upstream(*ports, weights=None, **extra):
+    """An upstream block for targets on 127.0.0.1:ports."""
+    targets = []
+    for i, p in enumerate(ports):
+        t = {"address": "127.0.0.1:%d" % p}
+        if weights:
+            t["weight"] = weights[i]
+        targets.append(t)
+    u = {"targets": targets}
+    u.update(extra)
+    return u
+
+
+def make_config(port, upstreams, routes, admin_port=None, workers=2, limits=None,
+                access_log=None, filters=None):
+    """A whole config as a dict. `access_log` defaults to off so tests don't
+    spam stdout; `admin` always gets its own free port so no default port
+    (9901) is ever bound by a test."""
+    cfg = {
+        "workers": workers,
+        "listeners": [{"name": "public", "address": "127.0.0.1:%d" % port}],
+        "admin": {"address": "127.0.0.1:%d" % (admin_port or free_port())},
+    }
+    if limits:
+        cfg["limits"] = limits
+    cfg["access_log"] = access_log if access_log is not None else {"path": "off"}
+    cfg["upstreams"] = upstreams
+    if filters:
+        cfg["filters"] = filters
+    cfg["routes"] = routes
+    return cfg
+
+
+# ---------------------------------------------------------------- the gateway
+
+class Gateway:
+    """A running `portico -c FILE`."""
+
+    def __init__(self, cfg, workdir, env_extra=None, name="portico.yaml"):
+        require_binaries()
+        self.workdir = str(workdir)
+        self.config_path = os.path.join(self.workdir, name)
+        self._cfg_text = cfg if isinstance(cfg, str) else to_yaml(cfg)
+        self.port = self._listener_port(cfg)
+        with open(self.config_path, "w") as f:
+            f.write(self._cfg_text)
+        self.stdout_path = os.path.join(self.workdir, "portico.stdout")
+        env = dict(os.environ)
+        if env_extra:
+            env.update(env_extra)
+        self._stdout_f = open(self.stdout_path, "wb")
+        self.proc = subprocess.Popen([PORTICO, "-c", self.config_path], cwd=self.workdir,
+                                     stdin=subprocess.DEVNULL, stdout=self._stdout_f,
+                                     stderr=subprocess.PIPE, env=env)
+        self.err = _LineCapture(self.proc.stderr)
+        try:
+            wait_until(lambda: self.proc.poll() is not None or port_open(self.port),
+                       scaled(15), what="portico listening on %d" % self.port)
+            if self.proc.poll() is not None:
+                self.err.t.join(2)
+                raise AssertionError("portico exited rc=%s at startup:\n%s"
+                                     % (self.proc.returncode, self.err.text()))
+        except BaseException:
+            self.stop(kill=True)
+            raise
+
+    @staticmethod
+    def _listener_port(cfg):
+        if isinstance(cfg, dict):
+            return int(cfg["listeners"][0]["address"].rsplit(":", 1)[1])
+        m = re.search(r"address:\s*\"?127\.0\.0\.1:(\d+)", cfg)
+        return int(m.group(1))
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def u(self, path):
+        return self.url + path
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stderr_text(self):
+        return self.err.text()
+
+    def stdout_text(self):
+        self._stdout_f.flush()
+        with open(self.stdout_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def reload(self, new_cfg, expect_ok=True, timeout=None):
+        """Rewrites the config file, sends SIGHUP and waits for the
+        "reloaded ... generation" (or "reload failed") log line. Returns it."""
+        text = new_cfg if isinstance(new_cfg, str) else to_yaml(new_cfg)
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.config_path)
+        start = len(self.err)
+        self.proc.send_signal(signal.SIGHUP)
+        ok = lambda l: "reloaded" in l and "generation" in l
+        bad = lambda l: "reload failed" in l
+        line = self.err.wait_for(lambda l: ok(l) or bad(l), timeout or scaled(10), start)
+        assert line is not None, "no reload log line after SIGHUP; stderr:\n" + self.stderr_text()
+        if expect_ok:
+            assert ok(line), "reload was rejected: %r\nstderr:\n%s" % (line, self.stderr_text())
+            self._cfg_text = text
+        else:
+            assert bad(line), "bad config was accepted: %r" % line
+        return line
+
+    def rss_kb(self):
+        return rss_kb(self.proc.pid)
+
+    def stop(self, sig=signal.SIGTERM, timeout=None, kill=False):
+        """Sends `sig` and waits; returns the exit code, or None if the
+        process had to be killed (or kill=True)."""
+        rc = None
+        if self.proc.poll() is not None:
+            rc = self.proc.returncode
+        elif not kill:
+            self.proc.send_signal(sig)
+            try:
+                rc = self.proc.wait(timeout=timeout or scaled(10))
+            except subprocess.TimeoutExpired:
+                rc = None
+        if self.proc.poll() is None:
+            _kill(self.proc)
+        self.err.t.join(2)
+        if not self._stdout_f.closed:
+            self._stdout_f.close()
+        return rc
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    """Factory: gateway(cfg_dict_or_text, env_extra=None) -> Gateway; every
+    gateway started through it is stopped in teardown."""
+    started = []
+
+    def start(cfg, env_extra=None):
+        g = Gateway(cfg, tmp_path, env_extra)
+        started.append(g)
+        return g
+
+    yield start
+    for g in started:
+        if g.proc.poll() is None:
+            g.stop()
+        # a sanitizer report at exit is a gateway bug worth surfacing
+        text = g.stderr_text()
+        if SAN and ("ERROR: AddressSanitizer" in text or "runtime error:" in text):
+            pytest.fail("sanitizer report from portico:\n" + text[-6000:], pytrace=False)
+
+
+@pytest.fixture
+def backends():
+    """Factory: backends(name, nports=1) -> Backend; all killed in teardown."""
+    stack = contextlib.ExitStack()
+    with stack:
+        yield lambda name="demo", nports=1, threads=None: stack.enter_context(
+            backend(name, nports, threads))
+
+
+# ---------------------------------------------------------------- raw sockets
+
+def raw_ex(port, data, timeout=5.0, host="127.0.0.1", pause_after=None):
+    """Sends `data` (bytes, or a list of bytes sent separately) on a fresh
+    connection and reads until the peer closes or `timeout` seconds pass
+    without the peer closing. Returns (received_bytes, closed_by_peer)."""
+    s = socket.create_connection((host, port), timeout=scaled(5))
+    try:
+        parts = data if isinstance(data, list) else [data]
+        for i, part in enumerate(parts):
+            try:
+                s.sendall(part)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if pause_after and i < len(parts) - 1:
+                time.sleep(pause_after)
+        buf = b""
+        closed = False
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            s.settimeout(left)
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                closed = True
+                break
+            if not chunk:
+                closed = True
+                break
+            buf += chunk
+        return buf, closed
+    finally:
+        s.close()
+
+
+def raw(port, data, timeout=5.0):
+    """All bytes received until close or timeout."""
+    return raw_ex(port, data, timeout)[0]
+
+
+class Resp:
+    def __init__(self, status, reason, headers, body, complete, version="HTTP/1.1"):
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # list of (name, value), names as received
+        self.body = body
+        self.complete = complete  # framing satisfied (CL met / last chunk seen / close-delimited)
+        self.version = version
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "<Resp %s %r complete=%s body=%r>" % (self.status, self.headers, self.complete,
+                                                    self.body[:200])
+
+
+def parse_responses(buf, head_requests=(), eof=True):
+    """Parses consecutive HTTP/1.x responses from bytes. Interim 1xx
+    responses are returned too. `head_requests`: indexes of responses that
+    answer HEAD (no body). A last response whose framing is not complete
+    is returned with complete=False. Returns (responses, leftover_bytes)."""
+    out = []
+    i = 0
+    while i < len(buf):
+        end = buf.find(b"\r\n\r\n", i)
+        if end < 0:
+            break
+        head = buf[i:end].decode("latin-1")
+        lines = head.split("\r\n")
+        m = re.match(r"^(HTTP/\d\.\d) (\d{3})(?: (.*))?$", lines[0])
+        if not m:
+            raise ValueError("bad status line %r" % lines[0])
+        version, status, reason = m.group(1), int(m.group(2)), m.group(3) or ""
+        headers = []
+        for l in lines[1:]:
+            k, _, v = l.partition(":")
+            headers.append((k, v.strip()))
+        r = Resp(status, reason, headers, b"", False, version)
+        j = end + 4
+        if 100 <= status < 200 or status in (204, 304) or len(out) in head_requests:
+            r.complete = True
+            out.append(r)
+            i = j
+            continue
+        te = (r.header("transfer-encoding") or "").lower()
+        cl = r.header("content-length")
+        if "chunked" in te:
+            body = b""
+            ok = False
+            k = j
+            while True:
+                le = buf.find(b"\r\n", k)
+                if le < 0:
+                    break
+                size_s = buf[k:le].split(b";")[0].strip()
+                try:
+                    size = int(size_s, 16)
+                except ValueError:
+                    break
+                if size == 0:
+                    # trailers until empty line
+                    te_end = buf.find(b"\r\n\r\n", le)
+                    if le + 2 <= len(buf) and buf[le + 2:le + 4] == b"\r\n":
+                        k = le + 4
+                        ok = True
+                    elif te_end >= 0:
+                        k = te_end + 4
+                        ok = True
+                    break
+                if le + 2 + size + 2 > len(buf):
+                    body += buf[le + 2:le + 2 + size]
+                    k = len(buf)
+                    break
+                body += buf[le + 2:le + 2 + size]
+                k = le + 2 + size + 2
+            r.body, r.complete = body, ok
+            out.append(r)
+            if not ok:
+                return out, b""
+            i = k
+        elif cl is not None:
+            n = int(cl)
+            r.body = buf[j:j + n]
+            r.complete = len(r.body) == n
+            out.append(r)
+            if not r.complete:
+                return out, b""
+            i = j + n
+        else:
+            # close-delimited
+            r.body = buf[j:]
+            r.complete = eof
+            out.append(r)
+            return out, b""
+    return out, buf[i:]
+
+
+def parse_response(buf):
+    rs, _ = parse_responses(buf)
+    assert rs, "no HTTP response in %r" % buf[:300]
+    return rs[0]
+
+
+def read_responses(sock, n, timeout, head_requests=()):
+    """Reads from `sock` until `n` complete responses (1xx excluded) are
+    parsed, the peer closes, or the timeout passes."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        rs, _ = parse_responses(buf, head_requests, eof=False)
+        final = [r for r in rs if r.status >= 200 and r.complete]
+        if len(final) >= n:
+            return final
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return final
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return final
+        if not chunk:
+            return final
+        buf += chunk
+
+
+# ---------------------------------------------------------------- assertions shared by suites
+
+def assert_gateway_error(status, headers_get, body, expected_status, sent_request_id=None):
+    """A gateway-made error: JSON {"error","status","request_id"} whose
+    request_id equals the X-Request-ID response header."""
+    assert status == expected_status, "status %s != %s; body=%r" % (status, expected_status, body[:300])
+    ctype = headers_get("content-type") or ""
+    assert ctype.split(";")[0].strip().lower() == "application/json", "content-type %r" % ctype
+    rid = headers_get("x-request-id")
+    assert rid, "no X-Request-ID on a gateway error"
+    doc = json.loads(body)
+    assert isinstance(doc.get("error"), str) and doc["error"], doc
+    assert doc.get("status") == expected_status, doc
+    assert doc.get("request_id") == rid, (doc, rid)
+    if sent_request_id is not None:
+        assert rid == sent_request_id, (rid, sent_request_id)
+    return doc
+
+
+def assert_error_response(r, expected_status, sent_request_id=None):
+    """Same for a requests.Response."""
+    return assert_gateway_error(r.status_code, r.headers.get, r.content, expected_status,
+                                sent_request_id)
+
+
+def assert_error_resp(r, expected_status):
+    """Same for a parsed raw Resp."""
+    return assert_gateway_error(r.status, r.header, r.body, expected_status)
+
+
+def echo_headers(doc, name):
+    """All values the backend saw for header `name` (case-insensitive)."""
+    name = name.lower()
+    return [v for k, v in doc["headers"] if k.lower() == name]
+
+
+def backend_of(resp):
+    """X-Backend of a requests.Response or Resp: (name, port)."""
+    v = resp.headers.get("X-Backend") if hasattr(resp, "status_code") else resp.header("X-Backend")
+    assert v, "no X-Backend header (response did not come from a demo backend)"
+    name, _, port = v.rpartition(":")
+    return name, int(port)
+
+
+# ---------------------------------------------------------------- misc
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS for %d" % pid)
+
+
+class RssSampler:
+    """Samples a process's VmRSS on a thread; .peak_kb after stop()."""
+
+    def __init__(self, pid, interval=0.02):
+        self.pid = pid
+        self.interval = interval
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.peak_kb = max(self.peak_kb, rss_kb(self.pid))
+            except (OSError, RuntimeError):
+                return
+            self._stop.wait(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self.t.join(5)
+        return self.peak_kb
+
+
+def low_quarantine_env():
+    """Under ASan, freed blocks sit in a quarantine (256 MiB by default) and
+    show up as RSS growth that isn't the gateway's: shrink it for tests that
+    measure memory."""
+    if not SAN:
+        return None
+    return {"ASAN_OPTIONS": (os.environ.get("ASAN_OPTIONS", "") +
+                             ":quarantine_size_mb=4").lstrip(":")}
+
+
+def crc32_hex(data):
+    return "%08x" % (zlib.crc32(data) & 0xFFFFFFFF)
+
+
+def http_conn(port, timeout=None):
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout or scaled(10))

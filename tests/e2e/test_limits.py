@@ -1,0 +1,270 @@
+"""limits: → 431 / 414 / 413 / 408, idle timeout."""
+
+import socket
+import time
+
+import pytest
+import requests
+
+from conftest import (Gateway, assert_error_resp, assert_error_response, backend, free_port,
+                      make_config, parse_response, parse_responses, raw_ex, scaled, upstream)
+
+LIMITS = {
+    "max_header_bytes": "4KiB",
+    "max_headers": 20,
+    "max_uri_bytes": "1KiB",
+    "max_body_bytes": "64KiB",
+    "header_timeout": "%dms" % int(scaled(1000)),
+    "idle_timeout": "%dms" % int(scaled(1000)),
+}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    with backend("lim") as b:
+        cfg = make_config(free_port(), {"l": upstream(b.port)}, [
+            {"name": "small", "match": {"path_prefix": "/small"}, "upstream": "l",
+             "max_body_bytes": "1KiB"},
+            {"name": "all", "match": {"path_prefix": "/"}, "upstream": "l"},
+        ], limits=LIMITS)
+        gw = Gateway(cfg, tmp_path_factory.mktemp("limits"))
+        try:
+            yield gw, b
+        finally:
+            gw.stop()
+
+
+def test_under_limits_ok(env):
+    gw, _ = env
+    headers = {"X-H%d" % i: "v" * 100 for i in range(15)}
+    r = requests.get(gw.u("/" + "a" * 700), headers=headers, timeout=scaled(5))
+    assert r.status_code == 200, r.text[:200]
+    r = requests.post(gw.u("/body"), data=b"x" * 60000, timeout=scaled(5))
+    assert r.status_code == 200
+    assert r.json()["body_len"] == 60000
+
+
+def test_431_one_big_header(env):
+    gw, _ = env
+    r = requests.get(gw.u("/x"), headers={"X-Big": "b" * 6000}, timeout=scaled(5))
+    assert_error_response(r, 431)
+
+
+def test_431_header_bytes_total(env):
+    gw, _ = env
+    headers = {"X-H%d" % i: "v" * 500 for i in range(10)}  # 10 headers, ~5 KB
+    r = requests.get(gw.u("/x"), headers=headers, timeout=scaled(5))
+    assert_error_response(r, 431)
+
+
+def test_431_header_count(env):
+    gw, _ = env
+    headers = {"X-C%d" % i: "1" for i in range(25)}
+    r = requests.get(gw.u("/x"), headers=headers, timeout=scaled(5))
+    assert_error_response(r, 431)
+
+
+def test_414_uri_too_long(env):
+    gw, _ = env
+    r = requests.get(gw.u("/" + "a" * 2000), timeout=scaled(5))
+    assert_error_response(r, 414)
+
+
+def test_414_long_query(env):
+    gw, _ = env
+    r = requests.get(gw.u("/q?x=" + "a" * 2000), timeout=scaled(5))
+    assert_error_response(r, 414)
+
+
+def _send_head_then_body(port, head, body, timeout):
+    """Sends the head, gives the gateway a moment to answer early, then the
+    body (ignoring a closed socket); returns (bytes, closed)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+    buf = b""
+    closed = False
+    try:
+        s.sendall(head)
+        s.settimeout(scaled(1))
+        try:
+            c = s.recv(65536)
+            if c:
+                buf += c
+            else:
+                closed = True
+        except socket.timeout:
+            pass
+        if not buf and not closed:
+            try:
+                for i in range(0, len(body), 16384):
+                    s.sendall(body[i:i + 16384])
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        deadline = time.monotonic() + timeout
+        while not closed:
+            rs, _ = parse_responses(buf, eof=False)
+            if rs and rs[0].complete and rs[0].status >= 200:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            s.settimeout(left)
+            try:
+                c = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not c:
+                closed = True
+                break
+            buf += c
+    finally:
+        s.close()
+    return buf, closed
+
+
+def test_413_content_length(env):
+    gw, b = env
+    body = b"x" * 100000
+    head = b"POST /big HTTP/1.1\r\nHost: lim\r\nContent-Length: %d\r\n\r\n" % len(body)
+    data, _ = _send_head_then_body(gw.port, head, body, scaled(5))
+    assert_error_resp(parse_response(data), 413)
+
+
+def test_413_chunked(env):
+    gw, _ = env
+    chunk = b"y" * 8192
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(16)) + b"0\r\n\r\n"
+    head = b"POST /big-chunked HTTP/1.1\r\nHost: lim\r\nTransfer-Encoding: chunked\r\n\r\n"
+    data, _ = _send_head_then_body(gw.port, head, body, scaled(5))
+    assert_error_resp(parse_response(data), 413)
+
+
+def test_413_route_override(env):
+    gw, _ = env
+    r = requests.post(gw.u("/other"), data=b"z" * 2048, timeout=scaled(5))
+    assert r.status_code == 200
+    body = b"z" * 2048
+    head = b"POST /small HTTP/1.1\r\nHost: lim\r\nContent-Length: %d\r\n\r\n" % len(body)
+    data, _ = _send_head_then_body(gw.port, head, body, scaled(5))
+    assert_error_resp(parse_response(data), 413)
+
+
+def test_413_expect_100_continue_no_continue(env):
+    gw, _ = env
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+    try:
+        s.sendall(b"POST /big HTTP/1.1\r\nHost: lim\r\nContent-Length: 1000000\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            c = s.recv(65536)
+            if not c:
+                break
+            buf += c
+    finally:
+        s.close()
+    assert buf.startswith(b"HTTP/1.1 413"), buf[:200]
+
+
+def test_408_partial_headers(env):
+    gw, _ = env
+    data, closed = raw_ex(gw.port, b"GET /x HTTP/1.1\r\nHost: lim\r\nX-Partial: ab",
+                          timeout=scaled(6))
+    assert closed, "header timeout did not close the connection"
+    assert_error_resp(parse_response(data), 408)
+
+
+def test_408_slowloris_dribble(env):
+    """One byte every 150 ms: each read is fresh, but the head as a whole
+    takes longer than header_timeout."""
+    gw, _ = env
+    req = b"GET /x HTTP/1.1\r\nHost: lim\r\n" + b"X-Slow: " + b"a" * 200
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+    buf = b""
+    closed = False
+    deadline = time.monotonic() + scaled(6)
+    try:
+        s.setblocking(False)
+        for byte in req:
+            if time.monotonic() > deadline:
+                break
+            try:
+                s.send(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            except BlockingIOError:
+                pass
+            time.sleep(0.15)
+            try:
+                c = s.recv(65536)
+                if c:
+                    buf += c
+                else:
+                    closed = True
+                    break
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                closed = True
+                break
+        s.setblocking(True)
+        s.settimeout(max(0.1, deadline - time.monotonic()))
+        while not closed:
+            try:
+                c = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not c:
+                closed = True
+                break
+            buf += c
+    finally:
+        s.close()
+    assert closed, "slowloris connection still open after %.1fs" % scaled(6)
+    assert buf.startswith(b"HTTP/1.1 408"), buf[:200]
+
+
+def test_idle_timeout_closes_keepalive(env):
+    gw, _ = env
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+    try:
+        s.sendall(b"GET /tiny HTTP/1.1\r\nHost: lim\r\n\r\n")
+        buf = b""
+        while True:
+            rs, _ = parse_responses(buf, eof=False)
+            if rs and rs[0].complete:
+                break
+            c = s.recv(65536)
+            assert c, "closed before the response completed"
+            buf += c
+        assert rs[0].status == 200
+        # now idle: the gateway must close within idle_timeout (+ slack)
+        s.settimeout(scaled(5))
+        try:
+            c = s.recv(65536)
+        except socket.timeout:
+            pytest.fail("idle keep-alive connection not closed after %.1fs" % scaled(5))
+        except ConnectionResetError:
+            c = b""
+        assert c == b"", "unexpected bytes on an idle connection: %r" % c[:200]
+    finally:
+        s.close()
+
+
+def test_idle_connection_without_request_closed(env):
+    gw, _ = env
+    data, closed = raw_ex(gw.port, b"", timeout=scaled(6))
+    assert closed, "a connection that never sent anything stayed open"
+    if data:  # a 408 is allowed here, nothing else
+        assert data.startswith(b"HTTP/1.1 408"), data[:200]
+
+
+def test_slow_but_in_time_headers_ok(env):
+    """Headers sent in three pieces well within header_timeout are fine."""
+    gw, _ = env
+    data, _ = raw_ex(gw.port, [b"GET /pieces HTTP/1.1\r\n", b"Host: lim\r\n",
+                               b"Connection: close\r\n\r\n"],
+                     timeout=scaled(5), pause_after=0.1)
+    r = parse_response(data)
+    assert r.status == 200, r
+    assert r.json()["path"] == "/pieces"

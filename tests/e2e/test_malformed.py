@@ -1,0 +1,156 @@
+"""Malformed and smuggling-shaped requests over a raw socket.
+
+Each must get a gateway-made 400 (or 501/505 where the RFC says so), the
+connection must be closed, and — checked through the backend's own request
+counter — nothing may reach the upstream (for body-framing errors, where
+the head may legitimately already be on its way, at most that one request
+and never the smuggled one behind it).
+"""
+
+import pytest
+import requests
+
+from conftest import (Gateway, assert_error_resp, backend, free_port, make_config,
+                      parse_response, raw_ex, scaled, upstream)
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+
+# (id, request bytes, allowed statuses, body_error)
+#   body_error: the head is valid and the error is in the body framing, so
+#   the upstream may already have seen (at most) this one request.
+CASES = [
+    ("cl-and-te",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n" + SMUGGLED, {400}, False),
+    ("te-and-cl",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n"
+     b"0\r\n\r\n" + SMUGGLED, {400}, False),
+    ("cl-duplicate-differing",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", {400},
+     False),
+    ("cl-list-differing",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\nhello!", {400}, False),
+    ("cl-overflow",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551617\r\n\r\nx", {400, 413},
+     False),
+    ("cl-negative", b"POST /m HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", {400}, False),
+    ("cl-plus-sign", b"POST /m HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello", {400}, False),
+    ("cl-hex", b"POST /m HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\nhello", {400}, False),
+    ("cl-empty", b"POST /m HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n", {400}, False),
+    ("space-before-colon",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\nhello", {400}, False),
+    ("obs-fold", b"GET /m HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n", {400}, False),
+    ("leading-ws-first-header",
+     b"GET /m HTTP/1.1\r\n Transfer-Encoding: chunked\r\nHost: a\r\n\r\n", {400}, False),
+    ("bare-cr-in-value", b"GET /m HTTP/1.1\r\nHost: a\r\nX-A: b\rc\r\n\r\n", {400}, False),
+    ("bare-lf-header-line", b"GET /m HTTP/1.1\r\nHost: a\nX-A: b\r\n\r\n", {400}, False),
+    ("nul-in-value", b"GET /m HTTP/1.1\r\nHost: a\r\nX-A: b\x00c\r\n\r\n", {400}, False),
+    ("ctl-in-value", b"GET /m HTTP/1.1\r\nHost: a\r\nX-A: b\x01c\r\n\r\n", {400}, False),
+    ("bad-token-in-name", b"GET /m HTTP/1.1\r\nHost: a\r\nX(A): b\r\n\r\n", {400}, False),
+    ("empty-header-name", b"GET /m HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", {400}, False),
+    ("missing-host-11", b"GET /m HTTP/1.1\r\nX-A: b\r\n\r\n", {400}, False),
+    ("duplicate-host", b"GET /m HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", {400}, False),
+    ("host-with-space", b"GET /m HTTP/1.1\r\nHost: a b\r\n\r\n", {400}, False),
+    ("te-on-http10",
+     b"POST /m HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+     {400}, False),
+    ("te-chunked-not-last",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", {400, 501},
+     False),
+    ("te-unknown", b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", {400, 501},
+     False),
+    ("te-obfuscated",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", {400, 501},
+     False),
+    ("te-duplicate-chunked",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"0\r\n\r\n", {400, 501}, False),
+    ("request-line-double-space", b"GET  /m HTTP/1.1\r\nHost: a\r\n\r\n", {400}, False),
+    ("request-line-no-version", b"GET /m\r\nHost: a\r\n\r\n", {400}, False),
+    ("bad-version-token", b"GET /m FOO/1.1\r\nHost: a\r\n\r\n", {400}, False),
+    ("http-version-3", b"GET /m HTTP/3.0\r\nHost: a\r\n\r\n", {400, 505}, False),
+    ("target-not-origin-form", b"GET m HTTP/1.1\r\nHost: a\r\n\r\n", {400}, False),
+    ("ctl-in-target", b"GET /m\x01x HTTP/1.1\r\nHost: a\r\n\r\n", {400}, False),
+    ("bad-method-char", b"G(ET /m HTTP/1.1\r\nHost: a\r\n\r\n", {400}, False),
+    # body framing (head is valid)
+    ("chunk-size-0x",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n"
+     + SMUGGLED, {400}, True),
+    ("chunk-size-negative",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n"
+     + SMUGGLED, {400}, True),
+    ("chunk-size-overflow",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"10000000000000005\r\nhello\r\n0\r\n\r\n" + SMUGGLED, {400, 413}, True),
+    ("chunk-bare-lf",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n"
+     + SMUGGLED, {400}, True),
+    ("chunk-data-longer-than-size",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n"
+     + SMUGGLED, {400}, True),
+    ("chunk-missing-crlf-after-data",
+     b"POST /m HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n"
+     + SMUGGLED, {400}, True),
+]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    with backend("mal") as b:
+        cfg = make_config(free_port(), {"m": upstream(b.port)},
+                          [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "m"}])
+        gw = Gateway(cfg, tmp_path_factory.mktemp("malformed"))
+        try:
+            # How much does one /__stats call move the backend's counter itself?
+            s0 = b.stats()["requests"]
+            s1 = b.stats()["requests"]
+            yield gw, b, s1 - s0
+        finally:
+            gw.stop()
+
+
+def backend_requests(b):
+    return b.stats()["requests"]
+
+
+@pytest.mark.parametrize("name,req,allowed,body_error", CASES, ids=[c[0] for c in CASES])
+def test_malformed_rejected(env, name, req, allowed, body_error):
+    gw, b, self_cost = env
+    before = backend_requests(b)
+    data, closed = raw_ex(gw.port, req, timeout=scaled(4))
+    after = backend_requests(b)
+    assert data, "no response at all (closed=%s)" % closed
+    r = parse_response(data)
+    assert r.status in allowed, "got %d, want one of %s: %r" % (r.status, sorted(allowed), r)
+    assert_error_resp(r, r.status)
+    assert closed, "connection left open after a framing error"
+    reached = after - before - self_cost
+    if body_error:
+        assert reached <= 1, "the smuggled request reached the upstream (%d requests)" % reached
+    else:
+        assert reached == 0, "a malformed request reached the upstream (%d requests)" % reached
+    # exactly one response: nothing after the error was processed
+    assert data.count(b"HTTP/1.1 ") == 1, data[:500]
+
+
+def test_counter_sees_valid_requests(env):
+    """Control for the check above: a valid request (with identical
+    duplicate Content-Length, which is allowed) does reach the backend."""
+    gw, b, self_cost = env
+    before = backend_requests(b)
+    data, _ = raw_ex(gw.port, b"POST /ok HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+                              b"Content-Length: 5\r\nConnection: close\r\n\r\nhello",
+                     timeout=scaled(4))
+    after = backend_requests(b)
+    r = parse_response(data)
+    assert r.status == 200, r
+    assert r.json()["body_len"] == 5
+    assert after - before - self_cost == 1
+
+
+def test_gateway_still_serves_after_garbage(env):
+    gw, b, _ = env
+    raw_ex(gw.port, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64, timeout=scaled(2))
+    raw_ex(gw.port, b"\r\n\r\n\r\n\r\n" * 100, timeout=scaled(2))
+    r = requests.get(gw.u("/after"), timeout=scaled(5))
+    assert r.status_code == 200

@@ -1,0 +1,316 @@
+"""Proxying: headers added and removed on the way up, X-Request-ID,
+weighted round-robin, request/response header transforms."""
+
+import collections
+import concurrent.futures
+
+import pytest
+import requests
+
+from conftest import (Gateway, backend, backend_of, echo_headers, free_port, make_config,
+                      parse_response, raw_ex, scaled, upstream)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    with backend("px") as b:
+        cfg = make_config(free_port(), {"echo": upstream(b.port)},
+                          [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "echo"}])
+        gw = Gateway(cfg, tmp_path_factory.mktemp("proxy"))
+        try:
+            yield gw, b
+        finally:
+            gw.stop()
+
+
+def get_echo(gw, path="/echo", headers=None, **kw):
+    r = requests.get(gw.u(path), headers=headers or {}, timeout=scaled(5), **kw)
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    return r, r.json()
+
+
+def test_forwarded_headers_added(env):
+    gw, _ = env
+    r, doc = get_echo(gw, headers={"Host": "shop.example.test"})
+    assert echo_headers(doc, "X-Forwarded-For") == ["127.0.0.1"]
+    assert echo_headers(doc, "X-Forwarded-Proto") == ["http"]
+    assert echo_headers(doc, "X-Forwarded-Host") == ["shop.example.test"]
+
+
+def test_forwarded_for_appended(env):
+    gw, _ = env
+    r, doc = get_echo(gw, headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.1"})
+    xff = echo_headers(doc, "X-Forwarded-For")
+    # one header (or a list) whose last element is the real peer
+    joined = ", ".join(xff)
+    parts = [p.strip() for p in joined.split(",")]
+    assert parts == ["203.0.113.7", "10.0.0.1", "127.0.0.1"], xff
+
+
+def test_forwarded_proto_not_trusted_from_client(env):
+    """The client cannot make the upstream believe the request came over https."""
+    gw, _ = env
+    r, doc = get_echo(gw, headers={"X-Forwarded-Proto": "https"})
+    assert echo_headers(doc, "X-Forwarded-Proto") == ["http"]
+
+
+def test_request_hop_by_hop_removed(env):
+    gw, b = env
+    req = (b"GET /echo HTTP/1.1\r\nHost: a.test\r\n"
+           b"Connection: close, X-Secret-Hop\r\n"
+           b"Keep-Alive: timeout=5\r\n"
+           b"X-Secret-Hop: must-not-pass\r\n"
+           b"TE: trailers\r\n"
+           b"Trailer: X-T\r\n"
+           b"Proxy-Connection: keep-alive\r\n"
+           b"X-Keep-Me: yes\r\n\r\n")
+    data, closed = raw_ex(gw.port, req, timeout=scaled(5))
+    r = parse_response(data)
+    assert r.status == 200, r
+    doc = r.json()
+    names = {k.lower() for k, _ in doc["headers"]}
+    for h in ("keep-alive", "x-secret-hop", "te", "trailer", "proxy-connection"):
+        assert h not in names, (h, doc["headers"])
+    for v in echo_headers(doc, "Connection"):
+        assert "x-secret-hop" not in v.lower(), v
+    assert echo_headers(doc, "X-Keep-Me") == ["yes"]
+    # Connection: close from the client is honoured on the client side
+    assert closed, "client asked Connection: close but the gateway kept the connection open"
+
+
+def test_request_upgrade_not_forwarded(env):
+    gw, _ = env
+    req = (b"GET /echo HTTP/1.1\r\nHost: a.test\r\nUpgrade: h2c\r\n"
+           b"Connection: close\r\n\r\n")
+    data, _ = raw_ex(gw.port, req, timeout=scaled(5))
+    r = parse_response(data)
+    assert r.status == 200, r  # Upgrade is hop-by-hop: dropped, request proxied
+    doc = r.json()
+    assert echo_headers(doc, "Upgrade") == [], doc["headers"]
+
+
+def test_transfer_encoding_reframed(env):
+    """A chunked request body arrives intact and the upstream never sees
+    the client's Transfer-Encoding value with extra codings."""
+    gw, _ = env
+    body = b"hello world"
+    req = (b"POST /echo HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n"
+           b"Connection: close\r\n\r\n"
+           b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    data, _ = raw_ex(gw.port, req, timeout=scaled(5))
+    r = parse_response(data)
+    assert r.status == 200, r
+    doc = r.json()
+    assert doc["body_len"] == len(body)
+    assert doc["body"] == "hello world"
+
+
+def test_response_hop_by_hop_removed(env):
+    gw, _ = env
+    r = requests.get(gw.u("/echo"), headers={"X-Demo-Header": "Keep-Alive: timeout=99"},
+                     timeout=scaled(5))
+    assert r.status_code == 200
+    assert r.headers.get("Keep-Alive") != "timeout=99"
+    # sanity: the control header really makes the backend emit headers
+    r2 = requests.get(gw.u("/echo"), headers={"X-Demo-Header": "X-Plain-Resp: here"},
+                      timeout=scaled(5))
+    assert r2.headers.get("X-Plain-Resp") == "here"
+
+
+def test_response_connection_listed_header_removed(env):
+    gw, _ = env
+    r = requests.get(gw.u("/echo"), headers={"X-Demo-Header": "Proxy-Connection: keep-alive"},
+                     timeout=scaled(5))
+    assert r.status_code == 200
+    assert "Proxy-Connection" not in r.headers
+
+
+def test_request_id_generated(env):
+    gw, _ = env
+    r1, d1 = get_echo(gw)
+    r2, d2 = get_echo(gw)
+    id1, id2 = r1.headers.get("X-Request-ID"), r2.headers.get("X-Request-ID")
+    assert id1 and id2 and id1 != id2
+    assert 1 <= len(id1) <= 128 and id1.isprintable()
+    assert echo_headers(d1, "X-Request-ID") == [id1]
+    assert echo_headers(d2, "X-Request-ID") == [id2]
+
+
+def test_request_id_kept(env):
+    gw, _ = env
+    rid = "client-id-0123456789abcdef"
+    r, doc = get_echo(gw, headers={"X-Request-ID": rid})
+    assert r.headers.get("X-Request-ID") == rid
+    assert echo_headers(doc, "X-Request-ID") == [rid]
+
+
+def test_request_id_too_long_replaced(env):
+    gw, _ = env
+    rid = "x" * 200
+    r, doc = get_echo(gw, headers={"X-Request-ID": rid})
+    got = r.headers.get("X-Request-ID")
+    assert got and got != rid and len(got) <= 128
+    assert echo_headers(doc, "X-Request-ID") == [got]
+
+
+def test_request_id_unique_under_concurrency(env):
+    gw, _ = env
+
+    def one(_):
+        return requests.get(gw.u("/tiny"), timeout=scaled(5)).headers.get("X-Request-ID")
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        ids = list(ex.map(one, range(200)))
+    assert all(ids)
+    assert len(set(ids)) == len(ids)
+
+
+# ---------------------------------------------------------------- round robin
+
+def test_weighted_round_robin_3_to_1(tmp_path):
+    with backend("rr", nports=2) as b:
+        heavy, light = b.ports
+        cfg = make_config(free_port(), {"w": upstream(heavy, light, weights=[3, 1])},
+                          [{"name": "rr", "match": {"path_prefix": "/"}, "upstream": "w"}])
+        gw = Gateway(cfg, tmp_path)
+        try:
+            def run(_):
+                s = requests.Session()
+                c = collections.Counter()
+                for _ in range(100):
+                    r = s.get(gw.u("/tiny"), timeout=scaled(5))
+                    assert r.status_code == 200
+                    c[backend_of(r)[1]] += 1
+                return c
+
+            total = collections.Counter()
+            with concurrent.futures.ThreadPoolExecutor(4) as ex:
+                for c in ex.map(run, range(4)):
+                    total.update(c)
+            assert sum(total.values()) == 400
+            share = total[heavy] / 400.0
+            assert 0.70 <= share <= 0.80, dict(total)
+            assert total[light] > 0
+        finally:
+            gw.stop()
+
+
+def test_round_robin_equal_weights_spread(tmp_path):
+    with backend("rr", nports=3) as b:
+        cfg = make_config(free_port(), {"w": upstream(*b.ports)},
+                          [{"name": "rr", "match": {"path_prefix": "/"}, "upstream": "w"}])
+        gw = Gateway(cfg, tmp_path)
+        try:
+            s = requests.Session()
+            c = collections.Counter(backend_of(s.get(gw.u("/tiny"), timeout=scaled(5)))[1]
+                                    for _ in range(300))
+            for p in b.ports:
+                assert 85 <= c[p] <= 115, dict(c)
+        finally:
+            gw.stop()
+
+
+# ---------------------------------------------------------------- transforms
+
+def transform_config(port, bport):
+    return make_config(
+        port, {"echo": upstream(bport)},
+        filters={"response_transform": {"add_headers": {"X-Default": "yes"}}},
+        routes=[
+            {"name": "t-req", "match": {"path_template": "/t/{id}"}, "upstream": "echo",
+             "filters": {"request_transform": {
+                 "add_headers": {"X-Added": "v1", "X-Rid": "${request_id}",
+                                 "X-Remote": "${remote_addr}", "X-Param": "item-${path.id}",
+                                 "X-Meth": "${method}", "X-Path": "${path}"},
+                 "set_headers": {"X-Set": "new"},
+                 "remove_headers": ["X-Remove-Me"],
+                 "rename_headers": {"X-Old": "X-New"}}}},
+            {"name": "t-resp", "match": {"path_prefix": "/resp"}, "upstream": "echo",
+             "filters": {"response_transform": {
+                 "add_headers": {"X-Resp-Added": "r-${request_id}"},
+                 "set_headers": {"X-Set-Resp": "s"},
+                 "remove_headers": ["X-Backend"],
+                 "rename_headers": {"X-Demo-Renamed": "X-Renamed"}}}},
+            {"name": "t-off", "match": {"path_prefix": "/off"}, "upstream": "echo",
+             "filters": {"response_transform": "off"}},
+            {"name": "t-inherit", "match": {"path_prefix": "/inherit"}, "upstream": "echo"},
+        ])
+
+
+@pytest.fixture(scope="module")
+def tenv(tmp_path_factory):
+    with backend("tf") as b:
+        gw = Gateway(transform_config(free_port(), b.port), tmp_path_factory.mktemp("tf"))
+        try:
+            yield gw
+        finally:
+            gw.stop()
+
+
+def test_request_transform(tenv):
+    gw = tenv
+    r = requests.get(gw.u("/t/42"), timeout=scaled(5), headers={
+        "X-Set": "old", "X-Remove-Me": "secret", "X-Old": "renamed-value"})
+    assert r.status_code == 200, r.text[:300]
+    doc = r.json()
+    rid = r.headers["X-Request-ID"]
+    assert echo_headers(doc, "X-Added") == ["v1"]
+    assert echo_headers(doc, "X-Rid") == [rid]
+    assert echo_headers(doc, "X-Remote") == ["127.0.0.1"]
+    assert echo_headers(doc, "X-Param") == ["item-42"]
+    assert echo_headers(doc, "X-Meth") == ["GET"]
+    assert echo_headers(doc, "X-Path") == ["/t/42"]
+    assert echo_headers(doc, "X-Set") == ["new"]
+    assert echo_headers(doc, "X-Remove-Me") == []
+    assert echo_headers(doc, "X-Old") == []
+    assert echo_headers(doc, "X-New") == ["renamed-value"]
+
+
+def test_request_transform_set_when_absent(tenv):
+    gw = tenv
+    r = requests.get(gw.u("/t/7"), timeout=scaled(5))
+    doc = r.json()
+    assert echo_headers(doc, "X-Set") == ["new"]
+    assert echo_headers(doc, "X-Param") == ["item-7"]
+    assert echo_headers(doc, "X-New") == []
+
+
+def test_default_filter_inherited(tenv):
+    gw = tenv
+    r = requests.get(gw.u("/inherit/x"), timeout=scaled(5))
+    assert r.status_code == 200
+    assert r.headers.get("X-Default") == "yes"
+    r = requests.get(gw.u("/t/1"), timeout=scaled(5))
+    assert r.headers.get("X-Default") == "yes"  # route sets only request_transform
+
+
+def test_default_filter_off(tenv):
+    gw = tenv
+    r = requests.get(gw.u("/off/x"), timeout=scaled(5))
+    assert r.status_code == 200
+    assert "X-Default" not in r.headers
+    assert r.headers.get("X-Backend")  # the response itself is intact
+
+
+def test_response_transform_overrides_default(tenv):
+    gw = tenv
+    r = requests.get(gw.u("/resp/x"), timeout=scaled(5),
+                     headers={"X-Demo-Header": "X-Demo-Renamed: rv"})
+    assert r.status_code == 200
+    rid = r.headers["X-Request-ID"]
+    assert r.headers.get("X-Resp-Added") == "r-" + rid
+    assert r.headers.get("X-Set-Resp") == "s"
+    assert "X-Backend" not in r.headers
+    assert "X-Demo-Renamed" not in r.headers
+    assert r.headers.get("X-Renamed") == "rv"
+    # the route's own response_transform replaces the default one
+    assert "X-Default" not in r.headers
+
+
+def test_transforms_do_not_leak_between_routes(tenv):
+    gw = tenv
+    r = requests.get(gw.u("/inherit/x"), timeout=scaled(5), headers={"X-Remove-Me": "keep"})
+    doc = r.json()
+    assert echo_headers(doc, "X-Added") == []
+    assert echo_headers(doc, "X-Remove-Me") == ["keep"]
+    assert "X-Resp-Added" not in r.headers
