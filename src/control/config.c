@@ -2060,7 +2060,8 @@ static void check_rewrite(struct cfg *c, const struct pt_ynode *n, const char *r
 
 /* strip_prefix must remove whole leading segments of every path the
  * route matches, so it must agree with the literal start of the route's
- * path (a `{param}` segment agrees with anything). */
+ * path (a `{param}` segment agrees with anything). The proxy strips it
+ * byte-wise, so this check is what keeps it on segment boundaries. */
 static void check_strip_prefix(struct cfg *c, const struct pt_ynode *n, const char *sp,
                                const struct pt_route_match *m)
 {
@@ -2072,8 +2073,15 @@ static void check_strip_prefix(struct cfg *c, const struct pt_ynode *n, const ch
     }
     const char *path = m->path ? m->path : m->path_prefix ? m->path_prefix : m->path_template;
     const char *kind = m->path ? "path" : m->path_prefix ? "path_prefix" : "path_template";
-    if (!path)
-        return; /* regex or any path: nothing literal to compare with */
+    if (!path) {
+        /* With a regex or no path at all, nothing says the prefix is
+         * there, and stripping bytes off a path that merely starts with
+         * them ("/v10" for "/v1") would be wrong: refuse it. */
+        err_at(c, n,
+               "strip_prefix needs the route to match a `path`, `path_prefix` or "
+               "`path_template` it is a leading part of (with path_regex, use `rewrite`)");
+        return;
+    }
     const char *a = sp + 1, *b = path + 1;
     for (;;) {
         const char *ae = strchr(a, '/'), *be = strchr(b, '/');

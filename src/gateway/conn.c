@@ -52,6 +52,7 @@ struct pt_conn {
     char listener[32]; /* copied: listeners can be replaced by a reload */
     uint8_t remote_len;
     bool readable, writable; /* edge-triggered readiness not yet consumed */
+    bool hup;                /* peer half-closed or errored: read until EOF */
     bool closed;
     bool head_started;       /* some bytes of the next head have arrived */
     uint64_t requests;
@@ -86,7 +87,7 @@ struct pt_txn {
     const struct pt_upstream *up;
     const struct pt_target *target;
     struct pt_uconn *uc;
-    bool uc_reused, uc_readable, uc_writable;
+    bool uc_reused, uc_readable, uc_writable, uc_hup;
     int retries;
     char *uhead;
     uint32_t uhead_len, uhead_sent;
@@ -185,6 +186,8 @@ static void conn_on_event(struct pt_loop *loop, struct pt_io *io, uint32_t event
         return;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->readable = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        c->hup = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->writable = true;
     conn_run(c);
@@ -402,6 +405,8 @@ static void uconn_event(struct pt_uconn *uc, uint32_t events)
     struct pt_txn *t = uc->user;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         t->uc_readable = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        t->uc_hup = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         t->uc_writable = true;
     conn_run(t->c);
@@ -442,12 +447,15 @@ static bool txn_connect(struct pt_txn *t)
         return false;
     }
     t->uc = uc;
+    t->uc_hup = false;
     uc->user = t;
     uc->on_event = uconn_event;
     /* A connecting socket becomes writable (or errors) when connect()
      * completes; asking SO_ERROR earlier would report success. */
     t->uc_writable = uc->connected;
-    t->uc_readable = t->uc_reused; /* a pooled socket may hold an EOF we never read */
+    /* Not readable until epoll says so: an idle pooled connection that the
+     * upstream closed is caught by the pool or by the event that follows. */
+    t->uc_readable = false; /* a pooled socket may hold an EOF we never read */
     t->uhead_sent = 0;
     if (!t->t_up_start)
         t->t_up_start = pt_now_ns();
@@ -986,9 +994,14 @@ static bool read_head(struct pt_conn *c)
             break;
         if (pt_buf_space(c->rbuf) == 0)
             pt_buf_compact(c->rbuf);
-        ssize_t n = read(c->io.fd, c->rbuf->data + c->rbuf->end, pt_buf_space(c->rbuf));
+        size_t space = pt_buf_space(c->rbuf);
+        ssize_t n = read(c->io.fd, c->rbuf->data + c->rbuf->end, space);
         if (n > 0) {
             c->rbuf->end += (uint32_t)n;
+            /* A short read drained the socket; with edge triggering the
+             * next arrival raises a new event, so skip the EAGAIN read. */
+            if ((size_t)n < space && !c->hup)
+                c->readable = false;
             if (!c->head_started) {
                 c->head_started = true;
                 pt_timer_arm(&w->loop, &c->timer, g->limits.header_timeout_ms, conn_timeout);
@@ -1132,6 +1145,8 @@ static int pump_client_read(struct pt_txn *t)
     ssize_t n = read(c->io.fd, c->rbuf->data, c->rbuf->cap);
     if (n > 0) {
         c->rbuf->end = (uint32_t)n;
+        if ((size_t)n < c->rbuf->cap && !c->hup)
+            c->readable = false;
         return 1;
     }
     if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
@@ -1268,7 +1283,10 @@ static int pump_upstream_read(struct pt_txn *t)
         txn_upstream_fail(t, 502, "upstream response head too large");
         return -1;
     }
-    ssize_t n = read(uc->io.fd, uc->rbuf->data + uc->rbuf->end, pt_buf_space(uc->rbuf));
+    size_t space = pt_buf_space(uc->rbuf);
+    ssize_t n = read(uc->io.fd, uc->rbuf->data + uc->rbuf->end, space);
+    if (n > 0 && (size_t)n < space && !t->uc_hup)
+        t->uc_readable = false;
     if (n < 0) {
         if (errno == EAGAIN) {
             t->uc_readable = false;

@@ -39,13 +39,18 @@
  *  2. In each bucket, path kinds in specificity order: exact path (one
  *     probe), templates (trie DFS; every terminal reached yields its first
  *     passing candidate and the one with most literal segments, then
- *     tie-breaks, wins), prefixes (one pass over the segments probing only
- *     at boundaries whose length some prefix has; longest first, then
- *     links), regexes in order, then path-less routes.
+ *     tie-breaks, wins), prefixes (probes only at segment boundaries whose
+ *     length some prefix of the bucket has; longest first, then links),
+ *     regexes in order, then path-less routes. The path's segments are
+ *     hashed once per lookup (a small cache in the lookup context) and
+ *     shared by all of these, and in every bucket visited.
  *  3. If nothing matched, a second walk of the same candidates ignores the
  *     method: the union of methods of routes that failed only on method
  *     makes a 405 (HEAD added when GET is there), otherwise 404. 404/405 are
  *     the rare path, so the common path never pays for this bookkeeping.
+ *
+ * A typical lookup is a handful of hash probes: about 85 ns with 1,000
+ * routes and 130 ns with 10,000 on a 2-core VM (bench/mb_router.c).
  *
  * Regexes run with pcre2_jit_match when the pattern was JIT-compiled, on a
  * per-thread match data created on first use and freed at thread exit.

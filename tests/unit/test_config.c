@@ -556,6 +556,25 @@ static void test_rewrite_rules(void)
                 "    strip_prefix: /v2\n",
            "t.yaml:8:19: strip_prefix `/v2` is not a leading part of path_prefix `/v1/users`, "
            "so it would not apply to every request of this route");
+    EXPECT(BASE "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n"
+                "    match: { path_prefix: /v1 }\n"
+                "    strip_prefix: /v1/users\n",
+           "t.yaml:8:19: strip_prefix `/v1/users` is longer than path_prefix `/v1`");
+    EXPECT(BASE "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n"
+                "    match: { path_regex: '^/v1/.*' }\n"
+                "    strip_prefix: /v1\n",
+           "t.yaml:8:19: strip_prefix needs the route to match a `path`, `path_prefix` or "
+           "`path_template` it is a leading part of (with path_regex, use `rewrite`)");
+    EXPECT(BASE "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n"
+                "    match: { path_prefix: /v1 }\n"
+                "    strip_prefix: /v1/\n",
+           "t.yaml:8:19: strip_prefix `/v1/` must not end with `/` (write `/v1`, not `/v1/`)");
 }
 
 static void test_filter_errors(void)

@@ -524,6 +524,38 @@ static void test_versioning(void)
     gen_free(&g);
 }
 
+/* Paths deeper than the lookup's segment cache take the uncached road. */
+static void test_deep_paths(void)
+{
+    struct pt_generation g;
+    char deep[256], tmpl[256], pre[256], req[256];
+    size_t n = 0, t = 0, q = 0, k = 0;
+    for (int i = 0; i < 24; i++) {
+        n += (size_t)snprintf(deep + n, sizeof(deep) - n, "/s%d", i);
+        t += (size_t)snprintf(tmpl + t, sizeof(tmpl) - t, i == 20 ? "/{x}" : "/s%d", i);
+        if (i < 19)
+            k += (size_t)snprintf(pre + k, sizeof(pre) - k, "/s%d", i);
+        q += (size_t)snprintf(req + q, sizeof(req) - q, "/s%d", i == 20 ? 99 : i);
+    }
+    const struct spec s[] = {
+        {.name = "deep-exact", .path = deep},
+        {.name = "deep-tmpl", .tmpl = tmpl},
+        {.name = "deep-prefix", .prefix = pre},
+        {.name = "short-prefix", .prefix = "/s0"},
+    };
+    const struct pt_router *r = build(&g, s, PT_ARRAY_LEN(s));
+    if (!r)
+        return;
+    CHECK_STR(GET(NULL, deep), "deep-exact");
+    CHECK_STR(GET(NULL, req), "deep-tmpl");
+    CHECK(param_is("x", "s99"));
+    strcat(req, "/more");
+    CHECK_STR(GET(NULL, req), "deep-prefix");
+    strcat(pre, "x");
+    CHECK_STR(GET(NULL, pre), "short-prefix");
+    gen_free(&g);
+}
+
 static void test_build_errors(void)
 {
     const struct spec bad[] = {
@@ -1034,6 +1066,7 @@ int main(void)
     test_methods();
     test_order();
     test_versioning();
+    test_deep_paths();
     test_build_errors();
     test_threads();
     test_random_vs_reference(20, 5000, 1);
