@@ -129,14 +129,16 @@ static uint32_t build_table(struct pt_generation *g, uint32_t want)
         uint32_t slot = pick < 7 ? svc % NHOSTS : pick < 8 ? NHOSTS + svc % NWILD : NHOSTS + NWILD;
         const char *host = host_of(a, slot);
         const char *name = services[svc % PT_ARRAY_LEN(services)];
-        uint32_t ver = 1 + (svc / PT_ARRAY_LEN(services)) % 97; /* keeps (host, version, name) unique */
+        /* Keeps (host, version, name) unique. */
+        uint32_t ver = 1 + (svc / PT_ARRAY_LEN(services)) % 97;
         const char *base = pt_arena_sprintf(a, "/v%u/%s", ver, name);
         struct pt_route *r;
         add(g, host, 0)->match.path_prefix = base;
         add(g, host, MB(GET))->match.path_template = pt_arena_sprintf(a, "%s/{id}", base);
         add(g, host, MB(PUT) | MB(PATCH) | MB(DELETE))->match.path_template =
             pt_arena_sprintf(a, "%s/{id}", base);
-        add(g, host, MB(GET))->match.path_template = pt_arena_sprintf(a, "%s/{id}/items/{item}", base);
+        add(g, host, MB(GET))->match.path_template =
+            pt_arena_sprintf(a, "%s/{id}/items/{item}", base);
         add(g, host, MB(POST))->match.path = base;
         add(g, host, MB(GET))->match.path = pt_arena_sprintf(a, "%s/health", base);
         add(g, host, 0)->match.path = pt_arena_sprintf(a, "%s/status", base);

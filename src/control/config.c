@@ -21,15 +21,12 @@
  */
 #include "control/config.h"
 #include "control/config_yaml.h"
-#include "core/units.h"
 #include "gateway/router.h"
 #include "http/tokens.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
-#include <netdb.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -45,9 +42,8 @@
 /* One entry of a `filters:` block: a parsed config, or `off`. */
 struct filter_entry {
     const struct pt_filter_def *def;
-    const void *conf;           /* NULL when `off`, or when its config had errors */
+    const void *conf; /* NULL when `off` */
     bool off;
-    const struct pt_ynode *key; /* for messages */
 };
 
 struct filter_set {
@@ -65,15 +61,14 @@ struct strtab {
 
 /* Loader state for one pt_config_load call. */
 struct cfg {
-    const char *file; /* as given on the command line: every message starts with it */
-    const char *dir;  /* its directory, for relative paths in the file */
+    struct pt_cfg_walk w; /* messages, and w.arena = &g->arena for values read */
+    const char *file;     /* as given on the command line: every message starts with it */
+    const char *dir;      /* its directory, for relative paths in the file */
     struct pt_generation *g;
-    struct pt_arena *a; /* &g->arena */
-    struct pt_cfg_errors errs;
-    struct filter_set defaults; /* top-level `filters:` */
-    struct strtab upstreams;    /* name → struct pt_upstream * */
+    struct pt_arena *a;                  /* &g->arena */
+    struct filter_set defaults;          /* top-level `filters:` */
+    struct strtab upstreams;             /* name → struct pt_upstream * */
     const struct pt_ynode **listener_at; /* address node of g->listeners[i] */
-    bool oom;
 };
 
 /* Top-level sections. */
@@ -191,6 +186,7 @@ struct pt_generation *pt_config_load(const char *path, uint64_t id, struct pt_di
     set_defaults(g);
     c.g = g;
     c.a = &g->arena;
+    c.w.arena = &g->arena;
     g->source_path = pt_arena_strdup(c.a, path);
     const char *slash = strrchr(path, '/');
     c.dir = slash ? pt_arena_strndup(c.a, path, slash == path ? 1 : (size_t)(slash - path)) : ".";
@@ -198,27 +194,27 @@ struct pt_generation *pt_config_load(const char *path, uint64_t id, struct pt_di
         oom(&c);
 
     have_doc = true;
-    if (pt_ydoc_parse(&doc, path, text, len, &c.errs) == 0) {
+    if (pt_ydoc_parse(&doc, path, text, len, &c.w.errs) == 0) {
         if (!doc.root)
-            pt_cfg_error_add(&c.errs, 0, 0,
+            pt_cfg_error_add(&c.w.errs, 0, 0,
                              "the file is empty (a config needs at least `listeners`)");
         else
             walk_root(&c, doc.root);
     }
 
-    if (c.errs.n == 0 && !c.errs.oom && !c.oom) {
+    if (c.w.errs.n == 0 && !c.w.errs.oom && !c.w.oom) {
         g->router = pt_router_build(g, err, sizeof(err));
         if (!g->router)
-            pt_cfg_error_add(&c.errs, 0, 0, "%s", err);
+            pt_cfg_error_add(&c.w.errs, 0, 0, "%s", err);
     }
 
 out:
-    if (c.errs.n || c.errs.oom || c.oom || !g) {
-        pt_cfg_errors_flush(&c.errs, path, diag);
+    if (c.w.errs.n || c.w.errs.oom || c.w.oom || !g) {
+        pt_cfg_errors_flush(&c.w.errs, path, diag);
         pt_generation_free(g);
         g = NULL;
     }
-    pt_cfg_errors_free(&c.errs);
+    pt_cfg_errors_free(&c.w.errs);
     if (have_doc)
         pt_ydoc_free(&doc);
     free(c.defaults.v);
@@ -284,126 +280,24 @@ out:
     return rc;
 }
 
-/* ---- messages, suggestions, small tables ---- */
+/* ---- messages and name tables ---- */
 
 static void err_at(struct cfg *c, const struct pt_ynode *n, const char *fmt, ...)
 {
-    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int r = vasprintf(&msg, fmt, ap);
+    pt_cfg_verr(&c->w, n, fmt, ap);
     va_end(ap);
-    if (r < 0) {
-        oom(c);
-        return;
-    }
-    pt_cfg_error_add(&c->errs, n ? n->line : 0, n ? n->col : 0, "%s", msg);
-    free(msg);
 }
 
 static void oom(struct cfg *c)
 {
-    if (!c->oom)
-        pt_cfg_error_add(&c->errs, 0, 0, "out of memory");
-    c->oom = true;
-}
-
-/* What a node is, for "expected X, got Y": scalars are quoted (cut short)
- * because the value itself is the most useful thing to show. */
-static const char *describe(const struct pt_ynode *n, char *buf, size_t len)
-{
-    if (n->kind == PT_YSEQ)
-        return "a list";
-    if (n->kind == PT_YMAP)
-        return "a mapping";
-    if (n->is_null)
-        return "nothing";
-    snprintf(buf, len, "`%.40s%s`", n->str, n->len > 40 ? "..." : "");
-    return buf;
+    pt_cfg_oom(&c->w);
 }
 
 static char lower_ascii(char ch)
 {
     return (ch >= 'A' && ch <= 'Z') ? (char)(ch | 0x20) : ch;
-}
-
-/* Optimal-string-alignment distance (Damerau-Levenshtein with adjacent
- * transpositions), case-insensitive; stops early past `max`. */
-static size_t edit_distance(const char *a, const char *b, size_t max)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 64 || lb > 64)
-        return max + 1;
-    if ((la > lb ? la - lb : lb - la) > max)
-        return max + 1;
-    size_t d[65][65];
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= lb; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        for (size_t j = 1; j <= lb; j++) {
-            size_t cost = lower_ascii(a[i - 1]) != lower_ascii(b[j - 1]);
-            size_t v = d[i - 1][j] + 1;
-            v = PT_MIN(v, d[i][j - 1] + 1);
-            v = PT_MIN(v, d[i - 1][j - 1] + cost);
-            if (i > 1 && j > 1 && lower_ascii(a[i - 1]) == lower_ascii(b[j - 2]) &&
-                lower_ascii(a[i - 2]) == lower_ascii(b[j - 1]))
-                v = PT_MIN(v, d[i - 2][j - 2] + 1);
-            d[i][j] = v;
-        }
-    }
-    return d[la][lb];
-}
-
-/* The closest candidate to `word`: edit distance ≤ 2 (≤ 1 for words of
- * three letters or fewer, where 2 edits reach almost anything), else a
- * candidate that `word` is a prefix of. Ties go to the earlier candidate. */
-static const char *suggest(const char *word, const char *const *cands, size_t n)
-{
-    size_t wl = strlen(word);
-    size_t max = wl <= 3 ? 1 : 2;
-    const char *best = NULL;
-    size_t best_rank = SIZE_MAX;
-    for (size_t i = 0; i < n; i++) {
-        if (!cands[i] || strcmp(cands[i], word) == 0)
-            continue;
-        size_t rank = edit_distance(word, cands[i], max);
-        if (rank > max)
-            rank = (wl >= 3 && strncmp(cands[i], word, wl) == 0) ? max + 1 : SIZE_MAX;
-        if (rank < best_rank) {
-            best_rank = rank;
-            best = cands[i];
-        }
-    }
-    return best;
-}
-
-static size_t list_len(const char *const *list)
-{
-    size_t n = 0;
-    while (list && list[n])
-        n++;
-    return n;
-}
-
-static bool in_list(const char *word, const char *const *list)
-{
-    for (size_t i = 0; list && list[i]; i++)
-        if (strcmp(list[i], word) == 0)
-            return true;
-    return false;
-}
-
-/* " (did you mean `x`?)" or "", into buf. */
-static const char *did_you_mean(const char *word, const char *const *cands, size_t n, char *buf,
-                                size_t len)
-{
-    const char *s = suggest(word, cands, n);
-    if (!s)
-        return "";
-    snprintf(buf, len, " (did you mean `%s`?)", s);
-    return buf;
 }
 
 static uint64_t hash_str(const char *s)
@@ -415,7 +309,7 @@ static uint64_t hash_str(const char *s)
 }
 
 /* Returns the existing value for `key` (and leaves it), or inserts `val`
- * and returns NULL. Sets c->oom on allocation failure. */
+ * and returns NULL. Sets c->w.oom on allocation failure. */
 static const void *strtab_put(struct cfg *c, struct strtab *t, const char *key, const void *val)
 {
     if ((t->n + 1) * 2 > t->cap) {
@@ -477,306 +371,6 @@ static void strtab_free(struct strtab *t)
 
 /* ---- typed access to nodes ---- */
 
-/*
- * Sorts a mapping's keys into `vals`/`keys` slots by their index in
- * `known` (NULL-terminated). A key in `planned` names a feature CONFIG.md
- * promises but this build lacks: refused as such. Anything else is
- * unknown, with a suggestion from both lists. `where` completes "unknown
- * key `x` <where>", e.g. "in route". Returns how many keys were refused:
- * callers then skip "missing key" errors, which would mostly repeat the
- * same mistake (`upstrem: users` → "route has no `upstream`").
- */
-static uint32_t bind_keys(struct cfg *c, const struct pt_ynode *map, const char *const *known,
-                          const char *const *planned, const char *where,
-                          const struct pt_ynode **vals, const struct pt_ynode **keys)
-{
-    uint32_t unknown = 0;
-    if (map->kind != PT_YMAP)
-        return 0; /* null: an empty mapping */
-    for (uint32_t i = 0; i < map->n; i++) {
-        const struct pt_ynode *k = map->pairs[i].key;
-        size_t idx = 0;
-        while (known[idx] && strcmp(known[idx], k->str) != 0)
-            idx++;
-        if (known[idx]) {
-            vals[idx] = map->pairs[i].value;
-            if (keys)
-                keys[idx] = k;
-            continue;
-        }
-        unknown++;
-        if (in_list(k->str, planned)) {
-            err_at(c, k, "`%s` is not supported by this build yet", k->str);
-            continue;
-        }
-        size_t nk = list_len(known), np = list_len(planned);
-        const char **cands = malloc((nk + np + 1) * sizeof(*cands));
-        if (!cands) {
-            oom(c);
-            return unknown;
-        }
-        memcpy(cands, known, nk * sizeof(*cands));
-        if (np)
-            memcpy(cands + nk, planned, np * sizeof(*cands));
-        char hint[128];
-        err_at(c, k, "unknown key `%s` %s%s", k->str, where,
-               did_you_mean(k->str, cands, nk + np, hint, sizeof(hint)));
-        free(cands);
-    }
-    return unknown;
-}
-
-/* Mapping (or nothing, which reads as an empty mapping). */
-static bool want_map(struct cfg *c, const struct pt_ynode *n, const char *what)
-{
-    if (n->bad)
-        return false; /* its `${...}` problem is reported already */
-    if (n->kind == PT_YMAP || (n->kind == PT_YSCALAR && n->is_null))
-        return true;
-    char buf[64];
-    err_at(c, n, "expected a mapping for %s, got %s", what, describe(n, buf, sizeof(buf)));
-    return false;
-}
-
-/* List (or nothing, which reads as an empty list). */
-static bool want_seq(struct cfg *c, const struct pt_ynode *n, const char *what)
-{
-    if (n->bad)
-        return false;
-    if (n->kind == PT_YSEQ || (n->kind == PT_YSCALAR && n->is_null))
-        return true;
-    char buf[64];
-    err_at(c, n, "expected a list for %s, got %s", what, describe(n, buf, sizeof(buf)));
-    return false;
-}
-
-/* A non-empty string value. */
-static const char *want_str(struct cfg *c, const struct pt_ynode *n, const char *what)
-{
-    char buf[64];
-    if (n->bad)
-        return NULL; /* its `${...}` problem is reported already */
-    if (n->kind != PT_YSCALAR || n->is_null) {
-        err_at(c, n, "expected a string for %s, got %s", what, describe(n, buf, sizeof(buf)));
-        return NULL;
-    }
-    if (n->len == 0) {
-        err_at(c, n, "%s is empty", what);
-        return NULL;
-    }
-    if (strlen(n->str) != n->len) {
-        err_at(c, n, "%s contains a NUL character", what);
-        return NULL;
-    }
-    return n->str;
-}
-
-/* A string or a list of strings; *out is allocated in the generation. */
-static bool want_strlist(struct cfg *c, const struct pt_ynode *n, const char *what,
-                         struct pt_strlist *out)
-{
-    char buf[64];
-    out->v = NULL;
-    out->n = 0;
-    if (n->kind == PT_YSCALAR && n->is_null)
-        return true;
-    if (n->kind == PT_YSCALAR) {
-        const char *s = want_str(c, n, what);
-        if (!s)
-            return false;
-        out->v = pt_arena_alloc(c->a, sizeof(*out->v));
-        if (!out->v) {
-            oom(c);
-            return false;
-        }
-        out->v[0] = pt_arena_strdup(c->a, s);
-        out->n = 1;
-        return out->v[0] != NULL || (oom(c), false);
-    }
-    if (n->kind != PT_YSEQ) {
-        err_at(c, n, "expected a list of strings for %s, got %s", what,
-               describe(n, buf, sizeof(buf)));
-        return false;
-    }
-    const char **v = pt_arena_zalloc(c->a, sizeof(*v) * (n->n ? n->n : 1));
-    if (!v) {
-        oom(c);
-        return false;
-    }
-    bool ok = true;
-    for (uint32_t i = 0; i < n->n; i++) {
-        const struct pt_ynode *it = n->items[i];
-        if (it->kind != PT_YSCALAR || it->is_null) {
-            err_at(c, it, "expected a string in %s, got %s", what, describe(it, buf, sizeof(buf)));
-            ok = false;
-            continue;
-        }
-        const char *s = want_str(c, it, what);
-        if (!s) {
-            ok = false;
-            continue;
-        }
-        v[out->n] = pt_arena_strdup(c->a, s);
-        if (!v[out->n]) {
-            oom(c);
-            return false;
-        }
-        out->n++;
-    }
-    out->v = v;
-    return ok;
-}
-
-static bool parse_u64(const char *s, uint64_t *out)
-{
-    if (!*s)
-        return false;
-    uint64_t v = 0;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return false;
-        unsigned d = (unsigned)(*s - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return false;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return true;
-}
-
-/* A whole number in [min, max]. */
-static bool want_uint(struct cfg *c, const struct pt_ynode *n, const char *what, uint64_t min,
-                      uint64_t max, uint64_t *out)
-{
-    const char *s = want_str(c, n, what);
-    uint64_t v;
-    if (!s)
-        return false;
-    if (!parse_u64(s, &v) && !(s[0] == '-' && parse_u64(s + 1, &v))) {
-        err_at(c, n, "expected a whole number for %s, got `%s`", what, s);
-        return false;
-    }
-    if (s[0] == '-' || v < min || v > max) {
-        err_at(c, n, "%s must be from %llu to %llu, got %s", what, (unsigned long long)min,
-               (unsigned long long)max, s);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-static bool want_int(struct cfg *c, const struct pt_ynode *n, const char *what, int64_t min,
-                     int64_t max, int64_t *out)
-{
-    const char *s = want_str(c, n, what);
-    if (!s)
-        return false;
-    bool neg = s[0] == '-';
-    uint64_t mag;
-    if (!parse_u64(s + neg, &mag)) {
-        err_at(c, n, "expected a whole number for %s, got `%s`", what, s);
-        return false;
-    }
-    /* Compare magnitudes against the bounds without overflowing int64. */
-    bool ok = neg ? (min < 0 && mag <= (uint64_t)(-(min + 1)) + 1)
-                  : (max >= 0 && mag <= (uint64_t)max);
-    int64_t v = neg ? (int64_t)(0 - mag) : (int64_t)mag;
-    if (!ok || v < min || v > max) {
-        err_at(c, n, "%s must be from %lld to %lld, got %s", what, (long long)min, (long long)max,
-               s);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-static bool want_bool(struct cfg *c, const struct pt_ynode *n, const char *what, bool *out)
-{
-    static const char *const yes[] = {"true", "yes", "on", NULL};
-    static const char *const no[] = {"false", "no", "off", NULL};
-    const char *s = want_str(c, n, what);
-    if (!s)
-        return false;
-    if (in_list(s, yes) || in_list(s, no)) {
-        *out = in_list(s, yes);
-        return true;
-    }
-    err_at(c, n, "expected true or false for %s, got `%s`", what, s);
-    return false;
-}
-
-static bool want_double(struct cfg *c, const struct pt_ynode *n, const char *what, double *out)
-{
-    const char *s = want_str(c, n, what);
-    if (!s)
-        return false;
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    /* strtod also takes "inf", "nan", hex floats and leading spaces;
-     * a config number is plain decimal. */
-    bool plain = strspn(s, "+-0123456789.eE") == strlen(s);
-    if (!plain || end == s || *end || errno == ERANGE || !isfinite(v)) {
-        err_at(c, n, "expected a number for %s, got `%s`", what, s);
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
-static bool all_digits(const char *s)
-{
-    return *s && strspn(s, "0123456789") == strlen(s);
-}
-
-static bool want_duration(struct cfg *c, const struct pt_ynode *n, const char *what, bool positive,
-                          uint64_t *out_ms)
-{
-    const char *s = want_str(c, n, what);
-    if (!s)
-        return false;
-    int rc = pt_parse_duration_ms(s, out_ms);
-    if (rc == -ERANGE) {
-        err_at(c, n, "duration `%s` is too large", s);
-        return false;
-    }
-    if (rc < 0 && all_digits(s)) {
-        err_at(c, n, "invalid duration `%s`: a unit is needed (use 250ms, 5s, 2m, 1h)", s);
-        return false;
-    }
-    if (rc < 0) {
-        err_at(c, n, "invalid duration `%s` (use 250ms, 5s, 2m, 1h)", s);
-        return false;
-    }
-    if (positive && *out_ms == 0) {
-        err_at(c, n, "%s must be longer than 0", what);
-        return false;
-    }
-    return true;
-}
-
-static bool want_size(struct cfg *c, const struct pt_ynode *n, const char *what, bool positive,
-                      uint64_t *out)
-{
-    const char *s = want_str(c, n, what);
-    if (!s)
-        return false;
-    int rc = pt_parse_size(s, out);
-    if (rc == -ERANGE) {
-        err_at(c, n, "size `%s` is too large", s);
-        return false;
-    }
-    if (rc < 0) {
-        err_at(c, n, "invalid size `%s` (use 512, 16KiB, 1MiB, 1GiB)", s);
-        return false;
-    }
-    if (positive && *out == 0) {
-        err_at(c, n, "%s must be larger than 0", what);
-        return false;
-    }
-    return true;
-}
-
 static const char *dup_str(struct cfg *c, const char *s)
 {
     const char *p = pt_arena_strdup(c->a, s);
@@ -802,7 +396,7 @@ static bool valid_name(const char *s)
 
 static const char *want_name(struct cfg *c, const struct pt_ynode *n, const char *what)
 {
-    const char *s = want_str(c, n, what);
+    const char *s = pt_cfg_want_str(&c->w, n, what);
     if (!s)
         return NULL;
     if (!valid_name(s)) {
@@ -852,92 +446,6 @@ static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_st
                   &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
 }
 
-/*
- * "host:port", "[v6]:port" or (to listen) ":port" for every IPv4
- * interface. A name is resolved once, here, on the control thread —
- * workers never resolve. When a name has both, IPv4 is preferred: local
- * services mostly listen on 127.0.0.1, and "localhost" often lists ::1
- * first.
- */
-static bool resolve_address(struct cfg *c, const struct pt_ynode *n, const char *s, bool listen,
-                            struct sockaddr_storage *out, socklen_t *outlen)
-{
-    char host[256];
-    const char *port;
-    bool bracketed = s[0] == '[';
-    if (bracketed) {
-        const char *close = strchr(s, ']');
-        if (!close) {
-            err_at(c, n, "address `%s` has `[` without `]`", s);
-            return false;
-        }
-        if (close[1] != ':') {
-            err_at(c, n, "address `%s` needs a port, as in `%.*s:8080`", s, (int)(close - s + 1),
-                   s);
-            return false;
-        }
-        snprintf(host, sizeof(host), "%.*s", (int)(close - s - 1), s + 1);
-        port = close + 2;
-    } else {
-        const char *colon = strrchr(s, ':');
-        if (!colon) {
-            err_at(c, n, "address `%s` needs a port, as in `%s:8080`", s, s);
-            return false;
-        }
-        if (memchr(s, ':', (size_t)(colon - s))) {
-            err_at(c, n, "address `%s`: an IPv6 address needs brackets, as in `[::1]:8080`", s);
-            return false;
-        }
-        if ((size_t)(colon - s) >= sizeof(host)) {
-            err_at(c, n, "address `%s`: the host name is too long", s);
-            return false;
-        }
-        snprintf(host, sizeof(host), "%.*s", (int)(colon - s), s);
-        port = colon + 1;
-    }
-    uint64_t pnum;
-    if (!parse_u64(port, &pnum) || pnum < 1 || pnum > 65535) {
-        err_at(c, n, "address `%s`: the port must be a number from 1 to 65535", s);
-        return false;
-    }
-    if (!host[0]) {
-        if (!listen || bracketed) {
-            err_at(c, n, "address `%s` needs a host, as in `127.0.0.1%s`", s, s);
-            return false;
-        }
-        snprintf(host, sizeof(host), "0.0.0.0");
-    }
-
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICSERV | (bracketed ? AI_NUMERICHOST : 0)};
-    struct addrinfo *res = NULL;
-    char portbuf[8];
-    snprintf(portbuf, sizeof(portbuf), "%u", (unsigned)pnum);
-    int rc = getaddrinfo(host, portbuf, &hints, &res);
-    if (rc != 0 || !res) {
-        if (bracketed)
-            err_at(c, n, "address `%s`: `%s` is not an IPv6 address", s, host);
-        else
-            err_at(c, n, "cannot resolve `%s` in address `%s`: %s", host, s,
-                   rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
-        if (res)
-            freeaddrinfo(res);
-        return false;
-    }
-    const struct addrinfo *pick = res;
-    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        if (ai->ai_family == AF_INET) {
-            pick = ai;
-            break;
-        }
-    }
-    memset(out, 0, sizeof(*out));
-    memcpy(out, pick->ai_addr, pick->ai_addrlen);
-    *outlen = pick->ai_addrlen;
-    freeaddrinfo(res);
-    return true;
-}
-
 /* Two sockets that could not both bind: the same address, or a wildcard
  * and anything on the same port and family. */
 static bool addresses_clash(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
@@ -961,9 +469,8 @@ enum {
     K_ROOT_N
 };
 
-static const char *const root_keys[] = {"workers",    "listeners", "admin",   "limits",
-                                        "access_log", "upstreams", "filters", "routes",
-                                        NULL};
+static const char *const root_keys[] = {"workers",   "listeners", "admin",  "limits", "access_log",
+                                        "upstreams", "filters",   "routes", NULL};
 static const char *const root_planned[] = {"tracing", "cluster", "consumers", NULL};
 
 static void walk_root(struct cfg *c, const struct pt_ynode *root)
@@ -971,15 +478,15 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
     char buf[64];
     if (root->kind != PT_YMAP) {
         if (root->is_null)
-            pt_cfg_error_add(&c->errs, 0, 0,
+            pt_cfg_error_add(&c->w.errs, 0, 0,
                              "the file is empty (a config needs at least `listeners`)");
         else
             err_at(c, root, "expected a mapping of settings at the top level, got %s",
-                   describe(root, buf, sizeof(buf)));
+                   pt_cfg_describe(root, buf, sizeof(buf)));
         return;
     }
     const struct pt_ynode *v[K_ROOT_N] = {0};
-    bind_keys(c, root, root_keys, root_planned, "at the top level", v, NULL);
+    pt_cfg_bind_keys(&c->w, root, root_keys, root_planned, "at the top level", v, NULL);
 
     if (v[K_WORKERS])
         walk_workers(c, v[K_WORKERS]);
@@ -1012,13 +519,14 @@ static void walk_workers(struct cfg *c, const struct pt_ynode *n)
     uint64_t w;
     if (n->kind == PT_YSCALAR && strcmp(n->str, "auto") == 0)
         return; /* the default, set already */
-    if (n->kind == PT_YSCALAR && !n->is_null && parse_u64(n->str, &w) && w >= 1 && w <= 1024) {
+    if (n->kind == PT_YSCALAR && !n->is_null && pt_cfg_parse_u64(n->str, &w) && w >= 1 &&
+        w <= 1024) {
         c->g->workers = (int)w;
         return;
     }
     char buf[64];
     err_at(c, n, "`workers` must be `auto` or a number from 1 to 1024, got %s",
-           describe(n, buf, sizeof(buf)));
+           pt_cfg_describe(n, buf, sizeof(buf)));
 }
 
 /* ---- listeners and admin ---- */
@@ -1028,7 +536,7 @@ static const char *const listener_planned[] = {"http2", "tls", NULL};
 
 static void walk_listeners(struct cfg *c, const struct pt_ynode *n)
 {
-    if (!want_seq(c, n, "`listeners`") || n->n == 0)
+    if (!pt_cfg_want_seq(&c->w, n, "`listeners`") || n->n == 0)
         return;
     struct pt_generation *g = c->g;
     g->listeners = pt_arena_zalloc(c->a, sizeof(*g->listeners) * n->n);
@@ -1038,10 +546,11 @@ static void walk_listeners(struct cfg *c, const struct pt_ynode *n)
     struct strtab names = {0};
     for (uint32_t i = 0; i < n->n; i++) {
         const struct pt_ynode *item = n->items[i];
-        if (!want_map(c, item, "each listener"))
+        if (!pt_cfg_want_map(&c->w, item, "each listener"))
             continue;
         const struct pt_ynode *v[2] = {0}, *k[2] = {0};
-        uint32_t refused = bind_keys(c, item, listener_keys, listener_planned, "in listener", v, k);
+        uint32_t refused =
+            pt_cfg_bind_keys(&c->w, item, listener_keys, listener_planned, "in listener", v, k);
         struct pt_listener_cfg *l = &g->listeners[g->nlisteners];
         l->name = v[0] ? want_name(c, v[0], "listener name")
                        : pt_arena_sprintf(c->a, "listener-%u", i + 1);
@@ -1052,7 +561,7 @@ static void walk_listeners(struct cfg *c, const struct pt_ynode *n)
                 err_at(c, item, "listener has no `address` (e.g. `address: 0.0.0.0:8080`)");
             continue;
         }
-        const char *addr = want_str(c, v[1], "`address`");
+        const char *addr = pt_cfg_want_str(&c->w, v[1], "`address`");
         if (!l->name || !addr)
             continue;
         const struct pt_ynode *first = strtab_put(c, &names, l->name, v[0] ? v[0] : item);
@@ -1063,7 +572,7 @@ static void walk_listeners(struct cfg *c, const struct pt_ynode *n)
             continue;
         }
         l->address = dup_str(c, addr);
-        if (!l->address || !resolve_address(c, v[1], addr, true, &l->addr, &l->addrlen))
+        if (!l->address || !pt_cfg_want_address(&c->w, v[1], addr, true, &l->addr, &l->addrlen))
             continue;
         c->listener_at[g->nlisteners++] = v[1];
     }
@@ -1074,14 +583,14 @@ static const char *const admin_keys[] = {"address", "token", NULL};
 
 static void walk_admin(struct cfg *c, const struct pt_ynode *n)
 {
-    if (!want_map(c, n, "`admin`"))
+    if (!pt_cfg_want_map(&c->w, n, "`admin`"))
         return;
     const struct pt_ynode *v[2] = {0};
-    bind_keys(c, n, admin_keys, NULL, "in admin", v, NULL);
+    pt_cfg_bind_keys(&c->w, n, admin_keys, NULL, "in admin", v, NULL);
     struct pt_generation *g = c->g;
     struct pt_listener_cfg *l = &g->admin;
-    const char *addr = v[0] ? want_str(c, v[0], "`address`") : DEFAULT_ADMIN_ADDRESS;
-    const char *token = v[1] ? want_str(c, v[1], "`token`") : NULL;
+    const char *addr = v[0] ? pt_cfg_want_str(&c->w, v[0], "`address`") : DEFAULT_ADMIN_ADDRESS;
+    const char *token = v[1] ? pt_cfg_want_str(&c->w, v[1], "`token`") : NULL;
     if (!addr || (v[1] && !token))
         return;
     if (token) {
@@ -1095,7 +604,8 @@ static void walk_admin(struct cfg *c, const struct pt_ynode *n)
     }
     l->name = "admin";
     l->address = dup_str(c, addr);
-    if (!l->address || !resolve_address(c, v[0] ? v[0] : n, addr, true, &l->addr, &l->addrlen))
+    if (!l->address ||
+        !pt_cfg_want_address(&c->w, v[0] ? v[0] : n, addr, true, &l->addr, &l->addrlen))
         return;
     if (!token && !is_loopback(&l->addr)) {
         err_at(c, v[0],
@@ -1135,46 +645,46 @@ static void check_address_conflicts(struct cfg *c, const struct pt_ynode *admin)
 
 /* ---- limits, access log ---- */
 
-static const char *const limits_keys[] = {
-    "max_header_bytes", "max_headers",  "max_body_bytes", "header_timeout", "idle_timeout",
-    "max_connections",  "max_uri_bytes", "drain_timeout", NULL};
+static const char *const limits_keys[] = {"max_header_bytes", "max_headers",   "max_body_bytes",
+                                          "header_timeout",   "idle_timeout",  "max_connections",
+                                          "max_uri_bytes",    "drain_timeout", NULL};
 
 static void walk_limits(struct cfg *c, const struct pt_ynode *n)
 {
-    if (!want_map(c, n, "`limits`"))
+    if (!pt_cfg_want_map(&c->w, n, "`limits`"))
         return;
     const struct pt_ynode *v[8] = {0};
-    bind_keys(c, n, limits_keys, NULL, "in limits", v, NULL);
+    pt_cfg_bind_keys(&c->w, n, limits_keys, NULL, "in limits", v, NULL);
     struct pt_limits *l = &c->g->limits;
     if (v[0])
-        want_size(c, v[0], "`max_header_bytes`", true, &l->max_header_bytes);
+        pt_cfg_want_size(&c->w, v[0], "`max_header_bytes`", true, &l->max_header_bytes);
     if (v[1])
-        want_uint(c, v[1], "`max_headers`", 1, 100000, &l->max_headers);
+        pt_cfg_want_uint(&c->w, v[1], "`max_headers`", 1, 100000, &l->max_headers);
     if (v[2])
-        want_size(c, v[2], "`max_body_bytes`", true, &l->max_body_bytes);
+        pt_cfg_want_size(&c->w, v[2], "`max_body_bytes`", true, &l->max_body_bytes);
     if (v[3])
-        want_duration(c, v[3], "`header_timeout`", true, &l->header_timeout_ms);
+        pt_cfg_want_duration(&c->w, v[3], "`header_timeout`", true, &l->header_timeout_ms);
     if (v[4])
-        want_duration(c, v[4], "`idle_timeout`", true, &l->idle_timeout_ms);
+        pt_cfg_want_duration(&c->w, v[4], "`idle_timeout`", true, &l->idle_timeout_ms);
     if (v[5])
-        want_uint(c, v[5], "`max_connections`", 1, 100000000, &l->max_connections);
+        pt_cfg_want_uint(&c->w, v[5], "`max_connections`", 1, 100000000, &l->max_connections);
     if (v[6])
-        want_size(c, v[6], "`max_uri_bytes`", true, &l->max_uri_bytes);
+        pt_cfg_want_size(&c->w, v[6], "`max_uri_bytes`", true, &l->max_uri_bytes);
     if (v[7])
-        want_duration(c, v[7], "`drain_timeout`", false, &l->drain_timeout_ms);
+        pt_cfg_want_duration(&c->w, v[7], "`drain_timeout`", false, &l->drain_timeout_ms);
 }
 
 static const char *const access_log_keys[] = {"path", "format", NULL};
 
 static void walk_access_log(struct cfg *c, const struct pt_ynode *n)
 {
-    if (!want_map(c, n, "`access_log`"))
+    if (!pt_cfg_want_map(&c->w, n, "`access_log`"))
         return;
     const struct pt_ynode *v[2] = {0};
-    bind_keys(c, n, access_log_keys, NULL, "in access_log", v, NULL);
+    pt_cfg_bind_keys(&c->w, n, access_log_keys, NULL, "in access_log", v, NULL);
     struct pt_access_log_cfg *al = &c->g->access_log;
     if (v[0]) {
-        const char *p = want_str(c, v[0], "`path`");
+        const char *p = pt_cfg_want_str(&c->w, v[0], "`path`");
         if (!p) {
             /* reported */
         } else if (strcmp(p, "stdout") == 0) {
@@ -1182,8 +692,9 @@ static void walk_access_log(struct cfg *c, const struct pt_ynode *n)
         } else if (strcmp(p, "off") == 0) {
             al->mode = PT_ALOG_OFF;
         } else if (strcmp(p, "stderr") == 0) {
-            err_at(c, v[0], "access_log path `stderr` is not supported: use stdout, off or a "
-                            "file path");
+            err_at(c, v[0],
+                   "access_log path `stderr` is not supported: use stdout, off or a "
+                   "file path");
         } else {
             al->mode = PT_ALOG_FILE;
             /* Relative to the config file, so the same file works from
@@ -1194,7 +705,7 @@ static void walk_access_log(struct cfg *c, const struct pt_ynode *n)
         }
     }
     if (v[1]) {
-        const char *f = want_str(c, v[1], "`format`");
+        const char *f = pt_cfg_want_str(&c->w, v[1], "`format`");
         if (f && strcmp(f, "json") != 0)
             err_at(c, v[1], "access_log format `%s` is not supported (only `json`)", f);
     }
@@ -1204,8 +715,8 @@ static void walk_access_log(struct cfg *c, const struct pt_ynode *n)
 
 static const char *const upstream_keys[] = {"targets",      "balance",   "connect_timeout",
                                             "read_timeout", "keepalive", NULL};
-static const char *const upstream_planned[] = {
-    "hash_on", "protocol", "tls", "health_check", "circuit_breaker", "retries", NULL};
+static const char *const upstream_planned[] = {"hash_on",         "protocol", "tls", "health_check",
+                                               "circuit_breaker", "retries",  NULL};
 static const char *const balance_planned[] = {"least_conn", "p2c_ewma", "consistent_hash", NULL};
 static const char *const target_keys[] = {"address", "weight", NULL};
 
@@ -1215,27 +726,27 @@ static bool walk_target(struct cfg *c, const struct pt_ynode *item, struct pt_ta
     uint64_t weight = 1;
     if (item->kind == PT_YMAP) {
         const struct pt_ynode *v[2] = {0};
-        uint32_t refused = bind_keys(c, item, target_keys, NULL, "in target", v, NULL);
+        uint32_t refused = pt_cfg_bind_keys(&c->w, item, target_keys, NULL, "in target", v, NULL);
         if (!v[0]) {
             if (!refused)
                 err_at(c, item, "target has no `address` (e.g. `address: 127.0.0.1:9001`)");
             return false;
         }
         addr_node = v[0];
-        if (v[1] && !want_uint(c, v[1], "`weight`", 1, 1000, &weight))
+        if (v[1] && !pt_cfg_want_uint(&c->w, v[1], "`weight`", 1, 1000, &weight))
             return false;
     } else if (item->kind != PT_YSCALAR || item->is_null) {
         char buf[64];
         err_at(c, item, "expected `host:port` or a mapping for each target, got %s",
-               describe(item, buf, sizeof(buf)));
+               pt_cfg_describe(item, buf, sizeof(buf)));
         return false;
     }
-    const char *addr = want_str(c, addr_node, "the target address");
+    const char *addr = pt_cfg_want_str(&c->w, addr_node, "the target address");
     if (!addr)
         return false;
     t->address = dup_str(c, addr);
     t->weight = (int)weight;
-    return t->address && resolve_address(c, addr_node, addr, false, &t->addr, &t->addrlen);
+    return t->address && pt_cfg_want_address(&c->w, addr_node, addr, false, &t->addr, &t->addrlen);
 }
 
 static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struct pt_ynode *n,
@@ -1246,16 +757,17 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
     u->keepalive = 64;
     u->balance = PT_BALANCE_ROUND_ROBIN;
     u->pos = (struct pt_src_pos){key->line, key->col};
-    if (!want_map(c, n, "an upstream"))
+    if (!pt_cfg_want_map(&c->w, n, "an upstream"))
         return;
     const struct pt_ynode *v[5] = {0};
-    uint32_t refused = bind_keys(c, n, upstream_keys, upstream_planned, "in upstream", v, NULL);
+    uint32_t refused =
+        pt_cfg_bind_keys(&c->w, n, upstream_keys, upstream_planned, "in upstream", v, NULL);
 
     const struct pt_ynode *tn = v[0];
     if (!tn) {
         if (!refused)
             err_at(c, key, "upstream `%s` has no `targets`", u->name);
-    } else if (want_seq(c, tn, "`targets`")) {
+    } else if (pt_cfg_want_seq(&c->w, tn, "`targets`")) {
         if (tn->n == 0) {
             err_at(c, tn, "upstream `%s` has no targets (`targets` is empty)", u->name);
         } else {
@@ -1281,30 +793,30 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
         }
     }
     if (v[1]) {
-        const char *b = want_str(c, v[1], "`balance`");
+        const char *b = pt_cfg_want_str(&c->w, v[1], "`balance`");
         static const char *const known[] = {"round_robin", "least_conn", "p2c_ewma",
                                             "consistent_hash"};
         char hint[96];
         if (!b || strcmp(b, "round_robin") == 0)
             ; /* the default */
-        else if (in_list(b, balance_planned))
+        else if (pt_cfg_in_list(b, balance_planned))
             err_at(c, v[1], "balance `%s` is not supported by this build yet", b);
         else
             err_at(c, v[1], "unknown balance `%s`%s", b,
-                   did_you_mean(b, known, PT_ARRAY_LEN(known), hint, sizeof(hint)));
+                   pt_cfg_did_you_mean(b, known, PT_ARRAY_LEN(known), hint, sizeof(hint)));
     }
     if (v[2])
-        want_duration(c, v[2], "`connect_timeout`", true, &u->connect_timeout_ms);
+        pt_cfg_want_duration(&c->w, v[2], "`connect_timeout`", true, &u->connect_timeout_ms);
     if (v[3])
-        want_duration(c, v[3], "`read_timeout`", true, &u->read_timeout_ms);
+        pt_cfg_want_duration(&c->w, v[3], "`read_timeout`", true, &u->read_timeout_ms);
     uint64_t ka;
-    if (v[4] && want_uint(c, v[4], "`keepalive`", 0, 100000, &ka))
+    if (v[4] && pt_cfg_want_uint(&c->w, v[4], "`keepalive`", 0, 100000, &ka))
         u->keepalive = (uint32_t)ka;
 }
 
 static void walk_upstreams(struct cfg *c, const struct pt_ynode *n)
 {
-    if (!want_map(c, n, "`upstreams`") || n->n == 0)
+    if (!pt_cfg_want_map(&c->w, n, "`upstreams`") || n->n == 0)
         return;
     struct pt_generation *g = c->g;
     g->upstreams = pt_arena_zalloc(c->a, sizeof(*g->upstreams) * n->n);
@@ -1329,88 +841,25 @@ static void walk_upstreams(struct cfg *c, const struct pt_ynode *n)
 /* Filters DESIGN.md §5 plans: named in a config, they are refused as not
  * yet supported rather than unknown, until they join the registry. */
 static const char *const planned_filters[] = {
-    "cors",    "request_id",    "jwt",        "key_auth",       "introspection",
-    "mtls_auth", "acl",         "rate_limit", "cache",          "grpc_transcode",
-    "aggregate", "ip_restriction", "request_size", NULL};
+    "cors",         "request_id", "jwt",   "key_auth",       "introspection", "mtls_auth",
+    "acl",          "rate_limit", "cache", "grpc_transcode", "aggregate",     "ip_restriction",
+    "request_size", NULL};
 
 /* Fields CONFIG.md shows for a registered filter that its table does not
  * have yet. */
 static const struct {
-    const char *filter, *field;
+    const char *filter;
+    const char *const *fields; /* NULL-terminated */
 } planned_fields[] = {
-    {"request_transform", "rename_body_fields"},
+    {"request_transform", (const char *const[]){"rename_body_fields", NULL}},
 };
 
-static bool field_is_planned(const char *filter, const char *field)
+static const char *const *fields_planned_for(const char *filter)
 {
     for (size_t i = 0; i < PT_ARRAY_LEN(planned_fields); i++)
-        if (strcmp(planned_fields[i].filter, filter) == 0 &&
-            strcmp(planned_fields[i].field, field) == 0)
-            return true;
-    return false;
-}
-
-static bool parse_strmap(struct cfg *c, const struct pt_ynode *n, const char *what,
-                         struct pt_strmap *out)
-{
-    char buf[64];
-    memset(out, 0, sizeof(*out));
-    if (!want_map(c, n, what) || n->kind != PT_YMAP || n->n == 0)
-        return n->kind == PT_YMAP || n->is_null;
-    out->keys = pt_arena_zalloc(c->a, sizeof(*out->keys) * n->n);
-    out->values = pt_arena_zalloc(c->a, sizeof(*out->values) * n->n);
-    if (!out->keys || !out->values) {
-        oom(c);
-        return false;
-    }
-    bool ok = true;
-    for (uint32_t i = 0; i < n->n; i++) {
-        const struct pt_ynode *k = n->pairs[i].key, *v = n->pairs[i].value;
-        if (v->kind != PT_YSCALAR || v->is_null) {
-            err_at(c, v, "expected a string for `%s` in %s, got %s", k->str, what,
-                   describe(v, buf, sizeof(buf)));
-            ok = false;
-            continue;
-        }
-        out->keys[out->n] = dup_str(c, k->str);
-        out->values[out->n] = dup_str(c, v->str);
-        out->n++;
-    }
-    return ok;
-}
-
-/* Fills one field of a filter's config struct from its YAML value. */
-static bool parse_field(struct cfg *c, const struct pt_field *f, const struct pt_ynode *v,
-                        void *conf)
-{
-    char what[96];
-    snprintf(what, sizeof(what), "`%s`", f->name);
-    void *dst = (char *)conf + f->offset;
-    switch (f->type) {
-    case PT_F_STRING: {
-        const char *s = want_str(c, v, what);
-        if (!s)
-            return false;
-        *(const char **)dst = dup_str(c, s);
-        return true;
-    }
-    case PT_F_STRING_LIST:
-        return want_strlist(c, v, what, dst);
-    case PT_F_STRING_MAP:
-        return parse_strmap(c, v, what, dst);
-    case PT_F_BOOL:
-        return want_bool(c, v, what, dst);
-    case PT_F_INT:
-        return want_int(c, v, what, INT64_MIN, INT64_MAX, dst);
-    case PT_F_DURATION:
-        return want_duration(c, v, what, false, dst);
-    case PT_F_SIZE:
-        return want_size(c, v, what, false, dst);
-    case PT_F_DOUBLE:
-        return want_double(c, v, what, dst);
-    }
-    err_at(c, v, "internal error: field `%s` has an unknown type", f->name);
-    return false;
+        if (strcmp(planned_fields[i].filter, filter) == 0)
+            return planned_fields[i].fields;
+    return NULL;
 }
 
 /* Parses `name: {fields}` of one filter with its field table, then runs its
@@ -1420,45 +869,16 @@ static const void *parse_filter_conf(struct cfg *c, const struct pt_filter_def *
 {
     char what[96];
     snprintf(what, sizeof(what), "filter `%s`", def->name);
-    if (!want_map(c, n, what))
+    if (!pt_cfg_want_map(&c->w, n, what))
         return NULL;
     void *conf = pt_arena_zalloc(c->a, def->config_size ? def->config_size : 1);
     if (!conf) {
         oom(c);
         return NULL;
     }
-    size_t nfields = 0;
-    while (def->fields && def->fields[nfields].name)
-        nfields++;
-    bool ok = true;
-    for (uint32_t i = 0; n->kind == PT_YMAP && i < n->n; i++) {
-        const struct pt_ynode *k = n->pairs[i].key;
-        const struct pt_field *f = NULL;
-        for (size_t j = 0; j < nfields && !f; j++)
-            if (strcmp(def->fields[j].name, k->str) == 0)
-                f = &def->fields[j];
-        if (!f) {
-            ok = false;
-            if (field_is_planned(def->name, k->str)) {
-                err_at(c, k, "`%s` is not supported by this build yet", k->str);
-                continue;
-            }
-            const char **names = malloc((nfields + 1) * sizeof(*names));
-            if (!names) {
-                oom(c);
-                return NULL;
-            }
-            for (size_t j = 0; j < nfields; j++)
-                names[j] = def->fields[j].name;
-            char hint[128];
-            err_at(c, k, "unknown field `%s` in filter `%s`%s", k->str, def->name,
-                   did_you_mean(k->str, names, nfields, hint, sizeof(hint)));
-            free(names);
-            continue;
-        }
-        ok &= parse_field(c, f, n->pairs[i].value, conf);
-    }
-    if (!ok || c->oom)
+    bool ok =
+        pt_cfg_read_fields(&c->w, def->name, def->fields, fields_planned_for(def->name), n, conf);
+    if (!ok || c->w.oom)
         return NULL;
     if (def->compile) {
         char err[512] = "";
@@ -1473,11 +893,11 @@ static const void *parse_filter_conf(struct cfg *c, const struct pt_filter_def *
 static void unknown_filter(struct cfg *c, const struct pt_ynode *key)
 {
     const char *name = key->str;
-    if (in_list(name, planned_filters)) {
+    if (pt_cfg_in_list(name, planned_filters)) {
         err_at(c, key, "filter `%s` is not supported by this build yet", name);
         return;
     }
-    size_t n = pt_filter_registry_len + list_len(planned_filters);
+    size_t n = pt_filter_registry_len + pt_cfg_list_len(planned_filters);
     const char **names = malloc((n + 1) * sizeof(*names));
     if (!names)
         return oom(c);
@@ -1487,7 +907,8 @@ static void unknown_filter(struct cfg *c, const struct pt_ynode *key)
     for (size_t i = 0; planned_filters[i]; i++)
         names[k++] = planned_filters[i];
     char hint[128];
-    err_at(c, key, "unknown filter `%s`%s", name, did_you_mean(name, names, k, hint, sizeof(hint)));
+    err_at(c, key, "unknown filter `%s`%s", name,
+           pt_cfg_did_you_mean(name, names, k, hint, sizeof(hint)));
     free(names);
 }
 
@@ -1498,7 +919,7 @@ static void walk_filter_block(struct cfg *c, const struct pt_ynode *n, bool in_r
 {
     out->v = NULL;
     out->n = 0;
-    if (!want_map(c, n, "`filters`") || n->kind != PT_YMAP || n->n == 0)
+    if (!pt_cfg_want_map(&c->w, n, "`filters`") || n->kind != PT_YMAP || n->n == 0)
         return;
     out->v = calloc(n->n, sizeof(*out->v));
     if (!out->v)
@@ -1510,7 +931,7 @@ static void walk_filter_block(struct cfg *c, const struct pt_ynode *n, bool in_r
             unknown_filter(c, key);
             continue;
         }
-        struct filter_entry e = {.def = def, .key = key};
+        struct filter_entry e = {.def = def};
         if (val->kind == PT_YSCALAR && strcmp(val->str, "off") == 0) {
             if (!in_route) {
                 err_at(c, val,
@@ -1548,10 +969,9 @@ enum {
     R_FILTERS,
     R_N
 };
-static const char *const route_keys[] = {"name",         "match",   "priority",
-                                         "upstream",     "strip_prefix", "rewrite",
-                                         "timeout",      "max_body_bytes", "filters",
-                                         NULL};
+static const char *const route_keys[] = {"name",         "match",   "priority", "upstream",
+                                         "strip_prefix", "rewrite", "timeout",  "max_body_bytes",
+                                         "filters",      NULL};
 static const char *const route_planned[] = {"split", "sticky", NULL};
 
 enum {
@@ -1565,9 +985,9 @@ enum {
     M_QUERY,
     M_N
 };
-static const char *const match_keys[] = {"hosts",      "path",    "path_prefix", "path_template",
-                                         "path_regex", "methods", "headers",     "query",
-                                         NULL};
+static const char *const match_keys[] = {"hosts",         "path",       "path_prefix",
+                                         "path_template", "path_regex", "methods",
+                                         "headers",       "query",      NULL};
 
 /* Path parameters a route defines (template names, regex group names and
  * numbers), for checking `rewrite`. */
@@ -1603,8 +1023,8 @@ static pcre2_code *compile_regex(struct cfg *c, const struct pt_ynode *at, const
 {
     int errcode;
     PCRE2_SIZE erroff;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &errcode,
-                                   &erroff, NULL);
+    pcre2_code *re =
+        pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &errcode, &erroff, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(errcode, msg, sizeof(msg));
@@ -1688,8 +1108,8 @@ static bool check_template(struct cfg *c, const struct pt_ynode *n, const char *
         const char *end = strchr(seg, '/');
         size_t len = end ? (size_t)(end - seg) : strlen(seg);
         if (memchr(seg, '{', len) || memchr(seg, '}', len)) {
-            if (len < 2 || seg[0] != '{' || seg[len - 1] != '}' ||
-                memchr(seg + 1, '{', len - 2) || memchr(seg + 1, '}', len - 2)) {
+            if (len < 2 || seg[0] != '{' || seg[len - 1] != '}' || memchr(seg + 1, '{', len - 2) ||
+                memchr(seg + 1, '}', len - 2)) {
                 err_at(c, n,
                        "path_template segment `%.*s` must be a whole `{name}` segment, as in "
                        "`/users/{id}`",
@@ -1728,8 +1148,7 @@ static bool check_template(struct cfg *c, const struct pt_ynode *n, const char *
 
 /* A regex's parameters are its named groups and its group numbers (the
  * router names unnamed groups "1", "2", ...). */
-static bool regex_params(struct cfg *c, const struct pt_ynode *n, pcre2_code *re,
-                         struct params *ps)
+static bool regex_params(struct cfg *c, const struct pt_ynode *n, pcre2_code *re, struct params *ps)
 {
     uint32_t ngroups = 0, nnames = 0, esize = 0;
     PCRE2_SPTR table = NULL;
@@ -1738,8 +1157,9 @@ static bool regex_params(struct cfg *c, const struct pt_ynode *n, pcre2_code *re
     pcre2_pattern_info(re, PCRE2_INFO_NAMEENTRYSIZE, &esize);
     pcre2_pattern_info(re, PCRE2_INFO_NAMETABLE, &table);
     if (ngroups > PT_ROUTE_MAX_PARAMS) {
-        err_at(c, n, "path_regex has %u capture groups; at most %d are allowed (use `(?:...)` "
-                     "for groups that capture nothing)",
+        err_at(c, n,
+               "path_regex has %u capture groups; at most %d are allowed (use `(?:...)` "
+               "for groups that capture nothing)",
                ngroups, PT_ROUTE_MAX_PARAMS);
         return false;
     }
@@ -1770,13 +1190,13 @@ static bool check_host(struct cfg *c, const struct pt_ynode *at, char *h)
     }
     if (strchr(name, '*')) {
         err_at(c, at,
-               "host `%s`: a wildcard is only allowed as a leading `*.`, as in `*.example.com`",
-               h);
+               "host `%s`: a wildcard is only allowed as a leading `*.`, as in `*.example.com`", h);
         return false;
     }
     if (strchr(name, ':')) {
-        err_at(c, at, "host `%s` must not include a port (hosts match the Host header without "
-                      "its port)",
+        err_at(c, at,
+               "host `%s` must not include a port (hosts match the Host header without "
+               "its port)",
                h);
         return false;
     }
@@ -1817,7 +1237,7 @@ static const struct {
 static bool walk_methods(struct cfg *c, const struct pt_ynode *n, uint32_t *mask)
 {
     struct pt_strlist l;
-    if (!want_strlist(c, n, "`methods`", &l))
+    if (!pt_cfg_want_strlist(&c->w, n, "`methods`", &l))
         return false;
     if (l.n == 0) {
         err_at(c, n, "`methods` is empty (leave it out to match any method)");
@@ -1852,7 +1272,8 @@ static bool walk_methods(struct cfg *c, const struct pt_ynode *n, uint32_t *mask
             continue;
         }
         char hint[64];
-        const char *dym = did_you_mean(upper, names, PT_ARRAY_LEN(names), hint, sizeof(hint));
+        const char *dym =
+            pt_cfg_did_you_mean(upper, names, PT_ARRAY_LEN(names), hint, sizeof(hint));
         if (*dym)
             err_at(c, at, "unknown method `%s`%s", m, dym);
         else
@@ -1865,12 +1286,12 @@ static bool walk_methods(struct cfg *c, const struct pt_ynode *n, uint32_t *mask
 }
 
 /* `headers:` / `query:` predicates: exact value, or a regex as "~re". */
-static bool walk_kv(struct cfg *c, const struct pt_ynode *n, bool headers,
-                    struct pt_kv_match **out, uint32_t *nout)
+static bool walk_kv(struct cfg *c, const struct pt_ynode *n, bool headers, struct pt_kv_match **out,
+                    uint32_t *nout)
 {
     const char *what = headers ? "`headers`" : "`query`";
     char buf[64];
-    if (!want_map(c, n, what) || n->kind != PT_YMAP)
+    if (!pt_cfg_want_map(&c->w, n, what) || n->kind != PT_YMAP)
         return n->is_null;
     if (n->n == 0) {
         err_at(c, n, "%s is empty (leave it out to match anything)", what);
@@ -1903,7 +1324,7 @@ static bool walk_kv(struct cfg *c, const struct pt_ynode *n, bool headers,
         }
         if (val->kind != PT_YSCALAR || val->is_null) {
             err_at(c, val, "expected a string for `%s` in %s, got %s", name, what,
-                   describe(val, buf, sizeof(buf)));
+                   pt_cfg_describe(val, buf, sizeof(buf)));
             ok = false;
             continue;
         }
@@ -1912,8 +1333,7 @@ static bool walk_kv(struct cfg *c, const struct pt_ynode *n, bool headers,
         m->token = headers ? pt_token_lookup(name, strlen(name)) : 0;
         if (val->str[0] == '~') {
             char where[160];
-            snprintf(where, sizeof(where), "%s `%s`", headers ? "header" : "query parameter",
-                     name);
+            snprintf(where, sizeof(where), "%s `%s`", headers ? "header" : "query parameter", name);
             m->re = compile_regex(c, val, val->str + 1, where);
             if (!m->re) {
                 ok = false;
@@ -1932,15 +1352,15 @@ static bool walk_kv(struct cfg *c, const struct pt_ynode *n, bool headers,
 static void walk_match(struct cfg *c, const struct pt_ynode *n, struct pt_route *r,
                        struct params *ps)
 {
-    if (!want_map(c, n, "`match`"))
+    if (!pt_cfg_want_map(&c->w, n, "`match`"))
         return;
     const struct pt_ynode *v[M_N] = {0}, *k[M_N] = {0};
-    bind_keys(c, n, match_keys, NULL, "in route match", v, k);
+    pt_cfg_bind_keys(&c->w, n, match_keys, NULL, "in route match", v, k);
     struct pt_route_match *m = &r->match;
 
     if (v[M_HOSTS]) {
         struct pt_strlist hosts;
-        if (want_strlist(c, v[M_HOSTS], "`hosts`", &hosts)) {
+        if (pt_cfg_want_strlist(&c->w, v[M_HOSTS], "`hosts`", &hosts)) {
             if (hosts.n == 0)
                 err_at(c, v[M_HOSTS], "`hosts` is empty (leave it out to match any host)");
             for (uint32_t i = 0; i < hosts.n; i++) {
@@ -1971,19 +1391,19 @@ static void walk_match(struct cfg *c, const struct pt_ynode *n, struct pt_route 
                match_keys[i], match_keys[first], c->file, k[first]->line, k[first]->col);
     }
     if (first == M_PATH) {
-        const char *p = want_str(c, v[M_PATH], "`path`");
+        const char *p = pt_cfg_want_str(&c->w, v[M_PATH], "`path`");
         if (p && check_path(c, v[M_PATH], "path", p))
             m->path = dup_str(c, p);
     } else if (first == M_PATH_PREFIX) {
-        const char *p = want_str(c, v[M_PATH_PREFIX], "`path_prefix`");
+        const char *p = pt_cfg_want_str(&c->w, v[M_PATH_PREFIX], "`path_prefix`");
         if (p && check_path(c, v[M_PATH_PREFIX], "path_prefix", p))
             m->path_prefix = dup_str(c, p);
     } else if (first == M_PATH_TEMPLATE) {
-        const char *p = want_str(c, v[M_PATH_TEMPLATE], "`path_template`");
+        const char *p = pt_cfg_want_str(&c->w, v[M_PATH_TEMPLATE], "`path_template`");
         if (p && check_template(c, v[M_PATH_TEMPLATE], p, ps))
             m->path_template = dup_str(c, p);
     } else if (first == M_PATH_REGEX) {
-        const char *p = want_str(c, v[M_PATH_REGEX], "`path_regex`");
+        const char *p = pt_cfg_want_str(&c->w, v[M_PATH_REGEX], "`path_regex`");
         pcre2_code *re = p ? compile_regex(c, v[M_PATH_REGEX], p, "`path_regex`") : NULL;
         if (re && regex_params(c, v[M_PATH_REGEX], re, ps)) {
             m->path_regex = dup_str(c, p);
@@ -2045,7 +1465,7 @@ static void check_rewrite(struct cfg *c, const struct pt_ynode *n, const char *r
             } else {
                 /* Group numbers are not names anyone misspells: suggest
                  * only among real names. */
-                const char *s = number ? NULL : suggest(name, ps->names, ps->n);
+                const char *s = number ? NULL : pt_cfg_suggest(name, ps->names, ps->n);
                 if (s)
                     snprintf(hint, sizeof(hint), " (did you mean `{%s}`?)", s);
                 else
@@ -2059,9 +1479,10 @@ static void check_rewrite(struct cfg *c, const struct pt_ynode *n, const char *r
 }
 
 /* strip_prefix must remove whole leading segments of every path the
- * route matches, so it must agree with the literal start of the route's
- * path (a `{param}` segment agrees with anything). The proxy strips it
- * byte-wise, so this check is what keeps it on segment boundaries. */
+ * route matches, so it must equal literal leading segments of the
+ * route's path. The proxy strips it byte-wise, so this check is what keeps
+ * it on segment boundaries: a `{param}` segment would let "/v1x" lose
+ * "/v1". */
 static void check_strip_prefix(struct cfg *c, const struct pt_ynode *n, const char *sp,
                                const struct pt_route_match *m)
 {
@@ -2086,11 +1507,18 @@ static void check_strip_prefix(struct cfg *c, const struct pt_ynode *n, const ch
     for (;;) {
         const char *ae = strchr(a, '/'), *be = strchr(b, '/');
         size_t al = ae ? (size_t)(ae - a) : strlen(a), bl = be ? (size_t)(be - b) : strlen(b);
-        bool param = m->path_template && bl >= 2 && b[0] == '{';
+        if (m->path_template && bl >= 2 && b[0] == '{') {
+            err_at(c, n,
+                   "strip_prefix `%s` reaches the parameter segment `%.*s` of path_template "
+                   "`%s`: strip only literal segments, or use `rewrite`",
+                   sp, (int)bl, b, path);
+            return;
+        }
         bool b_done = !*b && !be;
-        if (b_done || (!param && (al != bl || memcmp(a, b, al) != 0))) {
-            err_at(c, n, "strip_prefix `%s` is not a leading part of %s `%s`, so it would not "
-                         "apply to every request of this route",
+        if (b_done || al != bl || memcmp(a, b, al) != 0) {
+            err_at(c, n,
+                   "strip_prefix `%s` is not a leading part of %s `%s`, so it would not "
+                   "apply to every request of this route",
                    sp, kind, path);
             return;
         }
@@ -2149,11 +1577,11 @@ static bool chain_has(const struct pt_chain *ch, const char *name)
 static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route *r,
                        struct strtab *names)
 {
-    if (!want_map(c, n, "each route"))
+    if (!pt_cfg_want_map(&c->w, n, "each route"))
         return;
     r->pos = (struct pt_src_pos){n->line, n->col};
     const struct pt_ynode *v[R_N] = {0}, *k[R_N] = {0};
-    uint32_t refused = bind_keys(c, n, route_keys, route_planned, "in route", v, k);
+    uint32_t refused = pt_cfg_bind_keys(&c->w, n, route_keys, route_planned, "in route", v, k);
 
     if (!v[R_NAME]) {
         if (!refused)
@@ -2163,23 +1591,22 @@ static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route 
         if (r->name) {
             const struct pt_ynode *first = strtab_put(c, names, r->name, v[R_NAME]);
             if (first)
-                err_at(c, v[R_NAME],
-                       "duplicate route name `%s` (first defined at %s:%d:%d)", r->name,
-                       c->file, first->line, first->col);
+                err_at(c, v[R_NAME], "duplicate route name `%s` (first defined at %s:%d:%d)",
+                       r->name, c->file, first->line, first->col);
         }
     }
-    const char *label = r->name ? r->name : "(unnamed)";
 
     struct params ps = {.n = 0};
     if (v[R_MATCH])
         walk_match(c, v[R_MATCH], r, &ps);
 
     int64_t prio;
-    if (v[R_PRIORITY] && want_int(c, v[R_PRIORITY], "`priority`", -1000000, 1000000, &prio))
+    if (v[R_PRIORITY] &&
+        pt_cfg_want_int(&c->w, v[R_PRIORITY], "`priority`", -1000000, 1000000, &prio))
         r->priority = (int)prio;
 
     if (v[R_UPSTREAM]) {
-        const char *u = want_str(c, v[R_UPSTREAM], "`upstream`");
+        const char *u = pt_cfg_want_str(&c->w, v[R_UPSTREAM], "`upstream`");
         if (u) {
             r->upstream = (struct pt_upstream *)strtab_get(&c->upstreams, u);
             if (!r->upstream) {
@@ -2197,30 +1624,29 @@ static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route 
                            u);
                 else
                     err_at(c, v[R_UPSTREAM], "unknown upstream `%s`%s", u,
-                           did_you_mean(u, cands, g->nupstreams, hint, sizeof(hint)));
+                           pt_cfg_did_you_mean(u, cands, g->nupstreams, hint, sizeof(hint)));
                 free(cands);
             }
         }
     }
 
     if (v[R_STRIP_PREFIX] && v[R_REWRITE]) {
-        const struct pt_ynode *later =
-            k[R_REWRITE]->line > k[R_STRIP_PREFIX]->line ||
-                    (k[R_REWRITE]->line == k[R_STRIP_PREFIX]->line &&
-                     k[R_REWRITE]->col > k[R_STRIP_PREFIX]->col)
-                ? k[R_REWRITE]
-                : k[R_STRIP_PREFIX];
+        const struct pt_ynode *later = k[R_REWRITE]->line > k[R_STRIP_PREFIX]->line ||
+                                               (k[R_REWRITE]->line == k[R_STRIP_PREFIX]->line &&
+                                                k[R_REWRITE]->col > k[R_STRIP_PREFIX]->col)
+                                           ? k[R_REWRITE]
+                                           : k[R_STRIP_PREFIX];
         err_at(c, later,
                "`strip_prefix` and `rewrite` cannot be combined (rewrite replaces the whole "
                "path; write the result you want in `rewrite`)");
     } else if (v[R_STRIP_PREFIX]) {
-        const char *sp = want_str(c, v[R_STRIP_PREFIX], "`strip_prefix`");
+        const char *sp = pt_cfg_want_str(&c->w, v[R_STRIP_PREFIX], "`strip_prefix`");
         if (sp) {
             check_strip_prefix(c, v[R_STRIP_PREFIX], sp, &r->match);
             r->strip_prefix = dup_str(c, sp);
         }
     } else if (v[R_REWRITE]) {
-        const char *rw = want_str(c, v[R_REWRITE], "`rewrite`");
+        const char *rw = pt_cfg_want_str(&c->w, v[R_REWRITE], "`rewrite`");
         if (rw) {
             check_rewrite(c, v[R_REWRITE], rw, &ps);
             r->rewrite = dup_str(c, rw);
@@ -2228,9 +1654,9 @@ static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route 
     }
 
     if (v[R_TIMEOUT])
-        want_duration(c, v[R_TIMEOUT], "`timeout`", true, &r->timeout_ms);
+        pt_cfg_want_duration(&c->w, v[R_TIMEOUT], "`timeout`", true, &r->timeout_ms);
     if (v[R_MAX_BODY])
-        want_size(c, v[R_MAX_BODY], "`max_body_bytes`", true, &r->max_body_bytes);
+        pt_cfg_want_size(&c->w, v[R_MAX_BODY], "`max_body_bytes`", true, &r->max_body_bytes);
 
     struct filter_set own = {0};
     if (v[R_FILTERS])
@@ -2238,13 +1664,17 @@ static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route 
     build_chain(c, r, &own);
     free(own.v);
 
-    if (!v[R_UPSTREAM] && !refused && !chain_has(&r->chain, "aggregate"))
-        err_at(c, n, "route `%s` has no `upstream`", label);
+    if (!v[R_UPSTREAM] && !refused && !chain_has(&r->chain, "aggregate")) {
+        if (r->name)
+            err_at(c, n, "route `%s` has no `upstream`", r->name);
+        else
+            err_at(c, n, "route has no `upstream`");
+    }
 }
 
 static void walk_routes(struct cfg *c, const struct pt_ynode *n)
 {
-    if (!want_seq(c, n, "`routes`") || n->n == 0)
+    if (!pt_cfg_want_seq(&c->w, n, "`routes`") || n->n == 0)
         return;
     struct pt_generation *g = c->g;
     g->routes = pt_arena_zalloc(c->a, sizeof(*g->routes) * n->n);

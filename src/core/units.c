@@ -25,11 +25,7 @@ static int parse_scaled(const char *s, const struct unit *units, size_t nunits, 
 /* Suffixes are compared whole (strcmp), so table order does not matter;
  * smallest unit first reads best. */
 static const struct unit duration_units[] = {
-    {"ms", 1},
-    {"s", 1000},
-    {"m", 60ull * 1000},
-    {"h", 3600ull * 1000},
-    {"d", 86400ull * 1000},
+    {"ms", 1}, {"s", 1000}, {"m", 60ull * 1000}, {"h", 3600ull * 1000}, {"d", 86400ull * 1000},
 };
 
 static const struct unit size_units[] = {
@@ -54,8 +50,8 @@ static const struct unit rate_periods[] = {
 
 int pt_parse_duration_ms(const char *s, uint64_t *out_ms)
 {
-    return parse_scaled(s, duration_units, sizeof(duration_units) / sizeof(duration_units[0]),
-                        true, out_ms);
+    return parse_scaled(s, duration_units, sizeof(duration_units) / sizeof(duration_units[0]), true,
+                        out_ms);
 }
 
 int pt_parse_size(const char *s, uint64_t *out_bytes)

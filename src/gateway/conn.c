@@ -867,6 +867,8 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *preq, uint32_t he
         if (host.p[i - 1] == ']')
             break;
     }
+    if (host.len > 1 && host.p[host.len - 1] == '.')
+        host.len--; /* "api.example.com." is the same name */
     struct pt_route_input in = {host, t->req.path, t->req.query, t->req.method_id, &t->reqh};
     int st = pt_router_match(g->router, &in, &t->rr);
     if (st != 0) {

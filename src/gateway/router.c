@@ -556,7 +556,8 @@ static bool header_pred(const struct pt_headers *h, const struct kvpred *p)
          * otherwise fall back to the name. */
         bool same = (p->token != PT_TOK_UNKNOWN && f->token != PT_TOK_UNKNOWN)
                         ? f->token == p->token
-                        : f->name.len == p->name.len && ieq_ascii(f->name.p, p->name.p, p->name.len);
+                        : f->name.len == p->name.len &&
+                              ieq_ascii(f->name.p, p->name.p, p->name.len);
         if (same)
             return p->re ? re_matches(p->re, p->jit, f->value) : pt_slice_eq(f->value, p->value);
     }
@@ -787,7 +788,8 @@ static const struct pentry *prefix_longest(const struct pt_router *r, const stru
         /* p[0..e+1) ends in '/': the form of a prefix that matches anything under it. */
         if (e + 1 <= lim && lenmap_has(&b->prefix_lens, e + 1)) {
             uint64_t hs = chain(h, piece_hash(p, 0, false));
-            const struct pentry *x = htab_get(&r->paths, hash_fin(hs, owner), owner, p, e + 1, false);
+            const struct pentry *x =
+                htab_get(&r->paths, hash_fin(hs, owner), owner, p, e + 1, false);
             if (x)
                 best = x;
         }
@@ -820,7 +822,8 @@ static bool bucket_try(const struct bucket *b, struct mctx *m)
     if (b->troot && template_try(b, m))
         return true;
     if (b->has_prefix) {
-        for (const struct pentry *e = prefix_longest(r, b, m, path, b->max_prefix); e; e = e->parent)
+        const struct pentry *e = prefix_longest(r, b, m, path, b->max_prefix);
+        for (; e; e = e->parent)
             if (list_try(&e->list, m))
                 return true;
     }
@@ -934,7 +937,7 @@ struct pt_router *pt_router_build(struct pt_generation *g, char *err, size_t err
             kind = K_REGEX;
         uint32_t nh = mt->nhosts ? mt->nhosts : 1;
         for (uint32_t j = 0; j < nh; j++) {
-            struct bucket *b = mt->nhosts ? host_bucket(&bd, src, mt->hosts[j]) : host_bucket(&bd, src, NULL);
+            struct bucket *b = host_bucket(&bd, src, mt->nhosts ? mt->hosts[j] : NULL);
             if (!b)
                 goto out;
             pl[np++] = (struct placement){b, kind, key, strlen(key), &rts[i]};
@@ -1005,7 +1008,8 @@ struct pt_router *pt_router_build(struct pt_generation *g, char *err, size_t err
     for (size_t i = 0; i < nprefix; i++) {
         const struct pending_prefix *pp = &prefixes[i];
         if (pp->klen > 1)
-            pp->e->parent = prefix_longest(r, pp->b, NULL, (pt_slice){pp->key, pp->klen}, pp->klen - 1);
+            pp->e->parent =
+                prefix_longest(r, pp->b, NULL, (pt_slice){pp->key, pp->klen}, pp->klen - 1);
     }
 
     /* Wildcard fallback links: the next shorter wildcard suffix of this one. */
@@ -1019,8 +1023,8 @@ struct pt_router *pt_router_build(struct pt_generation *g, char *err, size_t err
                 continue;
             const char *suf = he->key + k;
             size_t slen = he->len - k;
-            const struct bucket *p =
-                htab_get(&r->hosts, hash_fin(host_hash(suf + 1, slen - 1), HOST_WILD), HOST_WILD, suf, slen, true);
+            uint64_t h = hash_fin(host_hash(suf + 1, slen - 1), HOST_WILD);
+            const struct bucket *p = htab_get(&r->hosts, h, HOST_WILD, suf, slen, true);
             if (p) {
                 b->wparent = p;
                 break;
@@ -1063,7 +1067,8 @@ static int compile_kv(struct builder *bd, const struct pt_route *src, const stru
         return fail(bd, src, "out of memory"), -1;
     for (uint32_t i = 0; i < n; i++) {
         if (!in[i].name || !in[i].name[0] || (!in[i].value && !in[i].re))
-            return fail(bd, src, "%s predicate %u has no name or value", header ? "header" : "query", i),
+            return fail(bd, src, "%s predicate %u has no name or value",
+                        header ? "header" : "query", i),
                    -1;
         v[i].name = (pt_slice){in[i].name, strlen(in[i].name)};
         /* Interned here rather than trusted from the loader, so hand-built

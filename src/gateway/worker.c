@@ -177,9 +177,11 @@ static void listeners_sync(struct pt_worker *w)
         for (uint32_t j = 0; j < w->nlisteners; j++) {
             struct pt_wlistener *old = &w->listeners[j];
             if (old->io.fd >= 0 && same_addr(&old->addr, old->addrlen, &cfg->addr, cfg->addrlen)) {
+                /* Unregister while old->io still names the fd: the
+                 * registration carries a pointer to `old`, freed below. */
+                pt_loop_del(&w->loop, &old->io);
                 l->io.fd = old->io.fd;
                 old->io.fd = -1;
-                pt_loop_del(&w->loop, &old->io);
                 break;
             }
         }

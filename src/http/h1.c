@@ -438,17 +438,9 @@ static bool note_field(struct parser *ps, const struct pt_h1_header *h)
         return note_connection(ps, h->value);
     case PT_TOK_UPGRADE:
         ps->upgrade_seen = true;
-        if (ps->is_request) {
-            /* h2c upgrade is never forwarded (request smuggling past the
-             * gateway's HTTP/1 view of the connection). */
-            const char *p = h->value.p;
-            pt_slice el;
-            while (next_element(&p, h->value.p + h->value.len, &el)) {
-                const char *slash = memchr(el.p, '/', el.len); /* protocol-name "/" version */
-                if (ieq(el.p, slash ? (size_t)(slash - el.p) : el.len, "h2c"))
-                    return ps->reason = "Upgrade: h2c is not allowed", false;
-            }
-        }
+        /* Upgrade (h2c included) is hop-by-hop: the gateway never forwards
+         * it and serves the request as plain HTTP/1.1, which RFC 9110
+         * §7.8 allows. Rejecting it would break `curl --http2 http://`. */
         return true;
     case PT_TOK_EXPECT:
         if (ieq(h->value.p, h->value.len, "100-continue"))

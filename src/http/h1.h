@@ -83,7 +83,8 @@ struct pt_h1_response {
  *        whitespace before ':' , empty or non-token field name, CTL/NUL in
  *        a value, CL together with TE, differing/invalid/overflowing
  *        Content-Length, TE on HTTP/1.0, chunked not last, missing or
- *        duplicate Host on 1.1, Upgrade: h2c (never forwarded).
+ *        duplicate Host on 1.1. (Upgrade, h2c included, parses: the
+ *        gateway strips it as hop-by-hop and never forwards it.)
  *   501: Transfer-Encoding other than chunked (e.g. gzip, chunked).
  *   505: HTTP version other than 1.0/1.1.
  *   414/431: limits.

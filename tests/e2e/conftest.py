@@ -294,11 +294,34 @@ def make_config(port, upstreams, routes, admin_port=None, workers=2, limits=None
 
 # ---------------------------------------------------------------- the gateway
 
+_GATEWAYS = []  # every Gateway started in this run, for failure reports
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failing test, say whether a gateway died under it (a crash
+    otherwise shows up only as connection errors) and show its stderr."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when != "call" or not rep.failed:
+        return
+    for g in _GATEWAYS:
+        rc = g.died_rc if g.died_rc is not None else (None if g.stopped else g.proc.poll())
+        if rc is not None and not g.reported:
+            how = ("killed by signal %d" % -rc) if rc < 0 else ("exit code %d" % rc)
+            rep.sections.append(("portico pid %d died on its own (%s)" % (g.proc.pid, how),
+                                 g.stderr_text()[-4000:]))
+            g.reported = True
+
+
 class Gateway:
     """A running `portico -c FILE`."""
 
     def __init__(self, cfg, workdir, env_extra=None, name="portico.yaml"):
         require_binaries()
+        self.stopped = False   # stop() was called
+        self.died_rc = None    # exit status if it had exited before stop()
+        self.reported = False
         self.workdir = str(workdir)
         self.config_path = os.path.join(self.workdir, name)
         self._cfg_text = cfg if isinstance(cfg, str) else to_yaml(cfg)
@@ -314,6 +337,7 @@ class Gateway:
                                      stdin=subprocess.DEVNULL, stdout=self._stdout_f,
                                      stderr=subprocess.PIPE, env=env)
         self.err = _LineCapture(self.proc.stderr)
+        _GATEWAYS.append(self)
         try:
             wait_until(lambda: self.proc.poll() is not None or port_open(self.port),
                        scaled(15), what="portico listening on %d" % self.port)
@@ -347,7 +371,8 @@ class Gateway:
         return self.err.text()
 
     def stdout_text(self):
-        self._stdout_f.flush()
+        if not self._stdout_f.closed:
+            self._stdout_f.flush()
         with open(self.stdout_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
@@ -364,7 +389,8 @@ class Gateway:
         ok = lambda l: "reloaded" in l and "generation" in l
         bad = lambda l: "reload failed" in l
         line = self.err.wait_for(lambda l: ok(l) or bad(l), timeout or scaled(10), start)
-        assert line is not None, "no reload log line after SIGHUP; stderr:\n" + self.stderr_text()
+        assert line is not None, "no reload log line after SIGHUP (rc=%s); stderr:\n%s" % (
+            self.proc.poll(), self.stderr_text())
         if expect_ok:
             assert ok(line), "reload was rejected: %r\nstderr:\n%s" % (line, self.stderr_text())
             self._cfg_text = text
@@ -375,23 +401,48 @@ class Gateway:
     def rss_kb(self):
         return rss_kb(self.proc.pid)
 
-    def stop(self, sig=signal.SIGTERM, timeout=None, kill=False):
+    def signal(self, sig):
+        """Sends a signal; SIGTERM/SIGINT count as an intended stop."""
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self.stopped = True
+        self.proc.send_signal(sig)
+
+    def sanitizer_report(self):
+        """The sanitizer report portico printed, if any."""
+        text = self.stderr_text()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            k = text.find(marker)
+            if k >= 0:
+                return text[max(0, text.rfind("\n", 0, max(0, k - 200))):][:6000]
+        return None
+
+    def stop(self, sig=signal.SIGTERM, timeout=None, kill=False, check_sanitizer=True):
         """Sends `sig` and waits; returns the exit code, or None if the
-        process had to be killed (or kill=True)."""
+        process had to be killed (or kill=True). Raises if portico printed
+        a sanitizer report (ASan/UBSan/LSan builds) during its life."""
         rc = None
         if self.proc.poll() is not None:
             rc = self.proc.returncode
+            if not self.stopped:
+                self.died_rc = rc
         elif not kill:
+            self.stopped = True
             self.proc.send_signal(sig)
             try:
                 rc = self.proc.wait(timeout=timeout or scaled(10))
             except subprocess.TimeoutExpired:
                 rc = None
+        self.stopped = True
         if self.proc.poll() is None:
             _kill(self.proc)
         self.err.t.join(2)
         if not self._stdout_f.closed:
             self._stdout_f.close()
+        if check_sanitizer and not kill and not self.reported:
+            rep = self.sanitizer_report()
+            if rep:
+                self.reported = True
+                raise AssertionError("portico printed a sanitizer report:\n" + rep)
         return rc
 
 
@@ -408,12 +459,7 @@ def gateway(tmp_path):
 
     yield start
     for g in started:
-        if g.proc.poll() is None:
-            g.stop()
-        # a sanitizer report at exit is a gateway bug worth surfacing
-        text = g.stderr_text()
-        if SAN and ("ERROR: AddressSanitizer" in text or "runtime error:" in text):
-            pytest.fail("sanitizer report from portico:\n" + text[-6000:], pytrace=False)
+        g.stop()
 
 
 @pytest.fixture
@@ -427,10 +473,11 @@ def backends():
 
 # ---------------------------------------------------------------- raw sockets
 
-def raw_ex(port, data, timeout=5.0, host="127.0.0.1", pause_after=None):
+def raw_ex(port, data, timeout=5.0, host="127.0.0.1", pause_after=None, until_complete=False):
     """Sends `data` (bytes, or a list of bytes sent separately) on a fresh
     connection and reads until the peer closes or `timeout` seconds pass
-    without the peer closing. Returns (received_bytes, closed_by_peer)."""
+    without the peer closing (or, with until_complete, until one complete
+    final response has arrived). Returns (received_bytes, closed_by_peer)."""
     s = socket.create_connection((host, port), timeout=scaled(5))
     try:
         parts = data if isinstance(data, list) else [data]
@@ -460,6 +507,13 @@ def raw_ex(port, data, timeout=5.0, host="127.0.0.1", pause_after=None):
                 closed = True
                 break
             buf += chunk
+            if until_complete:
+                try:
+                    rs, _ = parse_responses(buf, eof=False)
+                except ValueError:
+                    rs = []
+                if any(r.status >= 200 and r.complete for r in rs):
+                    break
         return buf, closed
     finally:
         s.close()

@@ -101,7 +101,7 @@ def test_broken_body_never_complete_success(env, mode):
     response. A clean 502 is acceptable too. A complete-looking 2xx is not."""
     gw, _ = env
     req = b"GET /brk/body HTTP/1.1\r\nHost: er\r\nX-Demo-Break: %s\r\n\r\n" % mode.encode()
-    data, closed = raw_ex(gw.port, req, timeout=scaled(8))
+    data, closed = raw_ex(gw.port, req, timeout=scaled(8), until_complete=True)
     assert data, "no bytes at all"
     rs, _ = parse_responses(data, eof=closed)
     assert rs, data[:300]

@@ -79,14 +79,18 @@ def test_request_hop_by_hop_removed(env):
 
 
 def test_request_upgrade_not_forwarded(env):
+    """What `curl --http2 http://...` sends: the server may ignore the
+    upgrade offer (RFC 9110 §7.8) and must answer over HTTP/1.1."""
     gw, _ = env
-    req = (b"GET /echo HTTP/1.1\r\nHost: a.test\r\nUpgrade: h2c\r\n"
-           b"Connection: close\r\n\r\n")
+    req = (b"GET /echo HTTP/1.1\r\nHost: a.test\r\n"
+           b"Connection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\n"
+           b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
     data, _ = raw_ex(gw.port, req, timeout=scaled(5))
     r = parse_response(data)
     assert r.status == 200, r  # Upgrade is hop-by-hop: dropped, request proxied
     doc = r.json()
     assert echo_headers(doc, "Upgrade") == [], doc["headers"]
+    assert echo_headers(doc, "HTTP2-Settings") == [], doc["headers"]
 
 
 def test_transfer_encoding_reframed(env):

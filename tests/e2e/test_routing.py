@@ -1,8 +1,9 @@
 """Routing: one gateway with a route table exercising every match rule, and
 a table of requests with the upstream (or status) each must reach.
 
-Each upstream is one port of a single demo backend ("rt"); X-Backend's port
-tells which upstream answered. Versioning uses two separately named
+Each upstream is one port of a demo backend named "rt" (a backend process
+listens on at most 16 ports, so there are two); X-Backend's port tells
+which upstream answered. Versioning uses two separately named
 backends (users-v1, users-v2) so X-Backend's name shows the version.
 """
 
@@ -78,13 +79,15 @@ def routes():
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    with backend("rt", nports=len(UPSTREAMS)) as rt, backend("users-v1") as v1, \
-            backend("users-v2") as v2:
-        ups = {name: upstream(port) for name, port in zip(UPSTREAMS, rt.ports)}
+    half = len(UPSTREAMS) // 2
+    with backend("rt", nports=half) as rt1, backend("rt", nports=len(UPSTREAMS) - half) as rt2, \
+            backend("users-v1") as v1, backend("users-v2") as v2:
+        ports = rt1.ports + rt2.ports
+        ups = {name: upstream(port) for name, port in zip(UPSTREAMS, ports)}
         ups["slow"]["read_timeout"] = "10s"
         ups["users_v1"] = upstream(v1.port)
         ups["users_v2"] = upstream(v2.port)
-        port_to_up = {port: name for name, port in zip(UPSTREAMS, rt.ports)}
+        port_to_up = {port: name for name, port in zip(UPSTREAMS, ports)}
         gw = Gateway(make_config(free_port(), ups, routes()), tmp_path_factory.mktemp("routing"))
         try:
             yield gw, port_to_up

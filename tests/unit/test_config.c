@@ -109,63 +109,63 @@ static void test_full_config(void)
 {
     setenv("PT_TEST_TOKEN", "s3cret", 1);
     setenv("PT_TEST_PORT", "9002", 1);
-    struct pt_generation *g = EXPECT_OK(
-        "workers: 3\n"
-        "listeners:\n"
-        "  - name: public\n"
-        "    address: 127.0.0.1:18080\n"
-        "  - address: \":18081\"\n"
-        "  - address: \"[::1]:18082\"\n"
-        "admin:\n"
-        "  address: 0.0.0.0:19901\n"
-        "  token: \"${PT_TEST_TOKEN}\"\n"
-        "limits:\n"
-        "  max_body_bytes: 1MiB\n"
-        "  header_timeout: 2.5s\n"
-        "  max_headers: 50\n"
-        "access_log: { path: logs/access.log, format: json }\n"
-        "upstreams:\n"
-        "  users:\n"
-        "    targets:\n"
-        "      - { address: 127.0.0.1:9001, weight: 3 }\n"
-        "      - \"127.0.0.1:${PT_TEST_PORT}\"\n"
-        "    connect_timeout: 250ms\n"
-        "    keepalive: 0\n"
-        "  orders: { targets: [127.0.0.1:9003] }\n"
-        "filters:\n"
-        "  response_transform: { remove_headers: [Server, X-Backend] }\n"
-        "routes:\n"
-        "  - name: user-by-id\n"
-        "    match:\n"
-        "      hosts: [API.Example.com, \"*.example.com\"]\n"
-        "      path_template: /v1/users/{id}\n"
-        "      methods: [GET, POST]\n"
-        "      headers: { X-Client: mobile, X-Version: \"~^v[0-9]+$\" }\n"
-        "      query: { debug: \"1\" }\n"
-        "    priority: 5\n"
-        "    upstream: users\n"
-        "    rewrite: /users/{id}\n"
-        "    timeout: 5s\n"
-        "    max_body_bytes: 16KiB\n"
-        "    filters:\n"
-        "      request_transform:\n"
-        "        add_headers: { X-Gateway: portico, X-User: \"${path.id}\" }\n"
-        "        set_headers: { X-Literal: \"$${HOME}\" }\n"
-        "  - name: orders\n"
-        "    match: { path_prefix: /v1/orders }\n"
-        "    upstream: orders\n"
-        "    strip_prefix: /v1\n"
-        "    filters:\n"
-        "      response_transform: { remove_headers: X-Internal }\n"
-        "  - name: health\n"
-        "    match: { path: /healthz }\n"
-        "    upstream: orders\n"
-        "    filters: { response_transform: off }\n"
-        "  - name: by-regex\n"
-        "    match: { path_regex: '^/u/(?<uid>[0-9]+)/(x|y)$' }\n"
-        "    upstream: users\n"
-        "    rewrite: /users/{uid}/{2}\n"
-        "    filters: { request_transform: off }\n");
+    struct pt_generation *g =
+        EXPECT_OK("workers: 3\n"
+                  "listeners:\n"
+                  "  - name: public\n"
+                  "    address: 127.0.0.1:18080\n"
+                  "  - address: \":18081\"\n"
+                  "  - address: \"[::1]:18082\"\n"
+                  "admin:\n"
+                  "  address: 0.0.0.0:19901\n"
+                  "  token: \"${PT_TEST_TOKEN}\"\n"
+                  "limits:\n"
+                  "  max_body_bytes: 1MiB\n"
+                  "  header_timeout: 2.5s\n"
+                  "  max_headers: 50\n"
+                  "access_log: { path: logs/access.log, format: json }\n"
+                  "upstreams:\n"
+                  "  users:\n"
+                  "    targets:\n"
+                  "      - { address: 127.0.0.1:9001, weight: 3 }\n"
+                  "      - \"127.0.0.1:${PT_TEST_PORT}\"\n"
+                  "    connect_timeout: 250ms\n"
+                  "    keepalive: 0\n"
+                  "  orders: { targets: [127.0.0.1:9003] }\n"
+                  "filters:\n"
+                  "  response_transform: { remove_headers: [Server, X-Backend] }\n"
+                  "routes:\n"
+                  "  - name: user-by-id\n"
+                  "    match:\n"
+                  "      hosts: [API.Example.com, \"*.example.com\"]\n"
+                  "      path_template: /v1/users/{id}\n"
+                  "      methods: [GET, POST]\n"
+                  "      headers: { X-Client: mobile, X-Version: \"~^v[0-9]+$\" }\n"
+                  "      query: { debug: \"1\" }\n"
+                  "    priority: 5\n"
+                  "    upstream: users\n"
+                  "    rewrite: /users/{id}\n"
+                  "    timeout: 5s\n"
+                  "    max_body_bytes: 16KiB\n"
+                  "    filters:\n"
+                  "      request_transform:\n"
+                  "        add_headers: { X-Gateway: portico, X-User: \"${path.id}\" }\n"
+                  "        set_headers: { X-Literal: \"$${HOME}\" }\n"
+                  "  - name: orders\n"
+                  "    match: { path_prefix: /v1/orders }\n"
+                  "    upstream: orders\n"
+                  "    strip_prefix: /v1\n"
+                  "    filters:\n"
+                  "      response_transform: { remove_headers: X-Internal }\n"
+                  "  - name: health\n"
+                  "    match: { path: /healthz }\n"
+                  "    upstream: orders\n"
+                  "    filters: { response_transform: off }\n"
+                  "  - name: by-regex\n"
+                  "    match: { path_regex: '^/u/(?<uid>[0-9]+)/(x|y)$' }\n"
+                  "    upstream: users\n"
+                  "    rewrite: /users/{uid}/{2}\n"
+                  "    filters: { request_transform: off }\n");
     if (!g)
         return;
     CHECK_EQ_INT(g->id, 7);
@@ -565,6 +565,13 @@ static void test_rewrite_rules(void)
     EXPECT(BASE "routes:\n"
                 "  - name: r\n"
                 "    upstream: users\n"
+                "    match: { path_template: \"/{ver}/users\" }\n"
+                "    strip_prefix: /v1\n",
+           "t.yaml:8:19: strip_prefix `/v1` reaches the parameter segment `{ver}` of "
+           "path_template `/{ver}/users`: strip only literal segments, or use `rewrite`");
+    EXPECT(BASE "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n"
                 "    match: { path_regex: '^/v1/.*' }\n"
                 "    strip_prefix: /v1\n",
            "t.yaml:8:19: strip_prefix needs the route to match a `path`, `path_prefix` or "
@@ -760,15 +767,14 @@ static const struct pt_filter_def probe_def = {
 static const struct probe_conf *probe(const char *yaml, struct pt_generation *g,
                                       struct pt_diag *out)
 {
-    struct cfg c = {.file = "p.yaml", .g = g, .a = &g->arena};
+    struct cfg c = {.file = "p.yaml", .g = g, .a = &g->arena, .w.arena = &g->arena};
     struct pt_ydoc doc;
     const void *conf = NULL;
     pt_diag_init(out);
-    if (pt_ydoc_parse(&doc, "p.yaml", yaml, strlen(yaml), &c.errs) == 0 && doc.root &&
+    if (pt_ydoc_parse(&doc, "p.yaml", yaml, strlen(yaml), &c.w.errs) == 0 && doc.root &&
         doc.root->kind == PT_YMAP)
-        conf = parse_filter_conf(&c, &probe_def, doc.root->pairs[0].key,
-                                 doc.root->pairs[0].value);
-    pt_cfg_errors_flush(&c.errs, "p.yaml", out);
+        conf = parse_filter_conf(&c, &probe_def, doc.root->pairs[0].key, doc.root->pairs[0].value);
+    pt_cfg_errors_flush(&c.w.errs, "p.yaml", out);
     pt_ydoc_free(&doc);
     return conf;
 }
@@ -848,20 +854,41 @@ static void test_generic_fields(void)
 
 static void test_suggest(void)
 {
-    static const char *const keys[] = {"upstream", "strip_prefix", "rewrite", "timeout",
-                                       "methods"};
-    CHECK_STR(suggest("upstrem", keys, 5), "upstream");
-    CHECK_STR(suggest("upsteram", keys, 5), "upstream"); /* transposition */
-    CHECK_STR(suggest("strip", keys, 5), "strip_prefix"); /* prefix */
-    CHECK_STR(suggest("Timeout", keys, 5), "timeout");
-    CHECK(suggest("banana", keys, 5) == NULL);
-    CHECK(suggest("xy", keys, 5) == NULL);
-    CHECK_EQ_INT(edit_distance("kitten", "sitting", 5), 3);
-    CHECK_EQ_INT(edit_distance("ab", "ba", 5), 1);
+    static const char *const keys[] = {"upstream", "strip_prefix", "rewrite", "timeout", "methods"};
+    CHECK_STR(pt_cfg_suggest("upstrem", keys, 5), "upstream");
+    CHECK_STR(pt_cfg_suggest("upsteram", keys, 5), "upstream");  /* transposition */
+    CHECK_STR(pt_cfg_suggest("strip", keys, 5), "strip_prefix"); /* prefix */
+    CHECK_STR(pt_cfg_suggest("Timeout", keys, 5), "timeout");
+    CHECK(pt_cfg_suggest("banana", keys, 5) == NULL);
+    CHECK(pt_cfg_suggest("xy", keys, 5) == NULL);
+    CHECK_EQ_INT(pt_cfg_edit_distance("kitten", "sitting", 5), 3);
+    CHECK_EQ_INT(pt_cfg_edit_distance("ab", "ba", 5), 1);
+}
+
+/* The shipped examples must stay valid (run from the repository root, as
+ * `make unit` does). */
+static void test_examples(void)
+{
+    static const char *const files[] = {"examples/quickstart.yaml", "examples/versioning.yaml"};
+    for (size_t i = 0; i < PT_ARRAY_LEN(files); i++) {
+        struct pt_diag d;
+        pt_diag_init(&d);
+        struct pt_generation *g = pt_config_load(files[i], 1, &d);
+        CHECK_MSG(g != NULL, "%s should load", files[i]);
+        pt_diag_print(&d, stderr);
+        if (g && i == 0) {
+            CHECK_EQ_INT(g->nroutes, 5);
+            const struct pt_route *r = route(g, "user-by-id");
+            CHECK(r && inst(r, "request_transform") && inst(r, "response_transform"));
+        }
+        pt_generation_free(g);
+        pt_diag_free(&d);
+    }
 }
 
 int main(void)
 {
+    test_examples();
     char dir[] = "/tmp/pt_test_config_XXXXXX";
     if (!mkdtemp(dir) || chdir(dir) != 0) {
         perror("temp dir");

@@ -79,7 +79,8 @@ static struct pt_route *gen_add(struct pt_generation *g, const struct spec *s)
 {
     struct pt_route *r = &g->routes[g->nroutes];
     r->index = g->nroutes++;
-    r->name = s->name ? pt_arena_strdup(&g->arena, s->name) : pt_arena_sprintf(&g->arena, "r%u", r->index);
+    r->name = s->name ? pt_arena_strdup(&g->arena, s->name)
+                      : pt_arena_sprintf(&g->arena, "r%u", r->index);
     r->priority = s->priority;
     struct pt_route_match *m = &r->match;
     while (m->nhosts < 4 && s->hosts[m->nhosts])
@@ -517,7 +518,8 @@ static void test_versioning(void)
     CHECK_STR(GET("api.example.com", "/v1/users/12"), "users-v1");
     CHECK_STR(GET("api.example.com", "/v2/users"), "users-v2");
     CHECK_STR(GET("api.example.com", "/v2/users/12?x=1"), "users-v2");
-    CHECK_STR(REQ(PT_METHOD_GET, "api.example.com", "/v2/users", {{"X-Beta", "1"}}), "users-v2-beta");
+    CHECK_STR(REQ(PT_METHOD_GET, "api.example.com", "/v2/users", {{"X-Beta", "1"}}),
+              "users-v2-beta");
     CHECK_STR(GET("api.example.com", "/v1/orders"), "v1-legacy");
     CHECK_STR(GET("other.example.com", "/v1/users"), "v1-legacy");
     CHECK_STR(GET("api.example.com", "/v3/users"), "404");
@@ -661,7 +663,8 @@ static bool ref_preds(const struct pt_route *rt, const struct pt_route_input *in
         snprintf(buf, sizeof(buf), "%.*s", (int)in->query.len, in->query.p ? in->query.p : "");
         bool found = false, ok = false;
         char *save = NULL;
-        for (char *pair = strtok_r(buf, "&", &save); pair && !found; pair = strtok_r(NULL, "&", &save)) {
+        for (char *pair = strtok_r(buf, "&", &save); pair && !found;
+             pair = strtok_r(NULL, "&", &save)) {
             char *eq = strchr(pair, '=');
             size_t klen = eq ? (size_t)(eq - pair) : strlen(pair);
             if (klen == strlen(k->name) && memcmp(pair, k->name, klen) == 0) {
@@ -979,7 +982,8 @@ static void test_random_vs_reference(uint32_t nroutes, int nreq, uint64_t seed)
         if (rc != got.status || !same_result(&got, &want)) {
             if (mismatches++ < 5)
                 fprintf(stderr,
-                        "mismatch: %s %s %s → got %d %s allow=%x np=%u, want %d %s allow=%x np=%u\n",
+                        "mismatch: %s %s %s → got %d %s allow=%x np=%u, "
+                        "want %d %s allow=%x np=%u\n",
                         pt_method_names[q.method].p, q.host, target, got.status,
                         got.route ? got.route->name : "-", got.allow_methods, got.nparams,
                         want.status, want.route ? want.route->name : "-", want.allow_methods,
@@ -987,7 +991,10 @@ static void test_random_vs_reference(uint32_t nroutes, int nreq, uint64_t seed)
         }
         if (want.route) {
             const struct pt_route_match *wm = &want.route->match;
-            kinds[wm->path ? 0 : wm->path_template ? 1 : wm->path_prefix ? 2 : wm->path_regex ? 3 : 4]++;
+            int kind = wm->path ? 0 : wm->path_template ? 1 : wm->path_prefix ? 2
+                                                                  : wm->path_regex    ? 3
+                                                                                      : 4;
+            kinds[kind]++;
         }
         matched += got.status == 0;
         n405 += got.status == 405;
@@ -1023,7 +1030,8 @@ static void *thr_main(void *arg)
         struct pt_route_input in = {.path = {p, strlen(p)}, .method_id = PT_METHOD_GET};
         struct pt_route_result out;
         int rc = pt_router_match(t->r, &in, &out);
-        bool good = (i % 4 == 0) ? rc == 0 && out.nparams == 2 && pt_slice_eq_cstr(out.param_values[0], "2024")
+        bool good = (i % 4 == 0)   ? rc == 0 && out.nparams == 2 &&
+                                       pt_slice_eq_cstr(out.param_values[0], "2024")
                     : (i % 4 == 1) ? rc == 0 && out.nparams == 2
                     : (i % 4 == 2) ? rc == 0
                                    : rc == 404;

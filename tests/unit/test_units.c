@@ -20,8 +20,8 @@ static void dur_bad(const char *s, int want_rc)
 {
     uint64_t v = 12345;
     int rc = pt_parse_duration_ms(s, &v);
-    CHECK_MSG(rc == want_rc && v == 12345, "duration \"%s\": rc %d, want %d", s ? s : "(null)",
-              rc, want_rc);
+    CHECK_MSG(rc == want_rc && v == 12345, "duration \"%s\": rc %d, want %d", s ? s : "(null)", rc,
+              want_rc);
 }
 
 static void size_ok(const char *s, uint64_t want)

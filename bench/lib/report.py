@@ -1,0 +1,513 @@
+#!/usr/bin/python3
+"""Turn one bench/run.sh run into bench/results/latest.md and latency.png.
+
+Usage: report.py RAW_DIR RESULTS_DIR
+
+RAW_DIR holds what run.sh wrote:
+  meta.tsv        key<TAB>value: machine, versions, settings
+  systems.tsv     name<TAB>scenario<TAB>kind<TAB>label, in round order
+  results.tsv     round<TAB>system<TAB>metric<TAB>value (round 0: one-off)
+  strace-NAME.txt strace -c summaries
+  r*-NAME-{c1,rate}.grid  latency at fixed quantiles, per round
+
+Every verdict in the report is computed here from those numbers; nothing
+is typed in by hand.
+"""
+import collections
+import os
+import statistics
+import subprocess
+import sys
+
+# ------------------------------------------------------------------ input
+
+
+def read_tsv(path):
+    with open(path) as f:
+        return [line.rstrip("\n").split("\t") for line in f if line.strip()]
+
+
+class Run:
+    """All numbers of one benchmark run."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.meta = dict(read_tsv(os.path.join(raw, "meta.tsv")))
+        self.systems = []   # names in round order
+        self.scenario, self.kind, self.label = {}, {}, {}
+        for name, scenario, kind, label in read_tsv(os.path.join(raw, "systems.tsv")):
+            self.systems.append(name)
+            self.scenario[name], self.kind[name], self.label[name] = scenario, kind, label
+        # per[(system, metric)] = {round: value}; round 0 holds one-off values
+        self.per = collections.defaultdict(dict)
+        for rnd, system, metric, value in read_tsv(os.path.join(raw, "results.tsv")):
+            self.per[(system, metric)][int(rnd)] = float(value)
+        self.rounds = sorted({r for d in self.per.values() for r in d if r > 0})
+
+    def series(self, system, metric):
+        """Values over the rounds (round order)."""
+        d = self.per.get((system, metric), {})
+        return [d[r] for r in self.rounds if r in d]
+
+    def one(self, system, metric):
+        return self.per.get((system, metric), {}).get(0)
+
+    def added(self, system, metric):
+        """Per-round difference system − direct for the same metric (the
+        latency a hop adds at the same offered load), paired by round."""
+        mine = self.per.get((system, metric), {})
+        base = self.per.get(("direct", metric), {})
+        return [mine[r] - base[r] for r in self.rounds if r in mine and r in base]
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def spread(xs):
+    return (min(xs), max(xs)) if xs else None
+
+
+# ------------------------------------------------------------ formatting
+
+
+def fmt(x, nd=1):
+    if x is None:
+        return "–"
+    if abs(x) >= 10000 and nd <= 1:
+        return "{:,.0f}".format(x)
+    return "{:.{}f}".format(x, nd)
+
+
+def fmt_spread(xs, nd=1):
+    s = spread(xs)
+    return "–" if s is None else "%s – %s" % (fmt(s[0], nd), fmt(s[1], nd))
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_ratio(r):
+    return "–" if r is None else "%.2f×" % r
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
+    for row in rows:
+        out.append("| " + " | ".join(row) + " |")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------- strace
+
+
+def read_strace(path):
+    """{syscall: (calls, errors)} from an `strace -c` summary."""
+    calls = {}
+    if not os.path.exists(path):
+        return calls
+    for line in open(path):
+        parts = line.split()
+        # "% time seconds usecs/call calls [errors] syscall"
+        if len(parts) in (5, 6) and parts[0][0].isdigit() and parts[3].isdigit():
+            errors = int(parts[4]) if len(parts) == 6 else 0
+            calls[parts[-1]] = (int(parts[3]), errors)
+    return calls
+
+
+# ----------------------------------------------------------------- report
+
+
+class Report:
+    def __init__(self, run):
+        self.run = run
+        self.lines = []
+        self.proxies = [s for s in run.systems if run.kind[s] == "proxy"]
+
+    def add(self, *lines):
+        self.lines.extend(lines)
+
+    def has(self, name):
+        return name in self.run.systems
+
+    def ratio_cols(self, value_of):
+        """Ratio columns of one row: value ÷ HAProxy's, value ÷ nginx's."""
+        ha = value_of("haproxy") if self.has("haproxy") else None
+        ng = value_of("nginx") if self.has("nginx") else None
+        return lambda v: [fmt_ratio(ratio(v, ha)), fmt_ratio(ratio(v, ng))]
+
+    def metric_table(self, title, metric, systems, nd=1, note="", added=False):
+        """Median, spread over the rounds, ratios to HAProxy and nginx."""
+        run = self.run
+        get = (lambda s: run.added(s, metric)) if added else (lambda s: run.series(s, metric))
+        cols = self.ratio_cols(lambda s: median(get(s)))
+        rows = []
+        for s in systems:
+            xs = get(s)
+            if not xs:
+                continue
+            m = median(xs)
+            rows.append([run.label[s], fmt(m, nd), fmt_spread(xs, nd), str(len(xs))] + cols(m))
+        self.add("### " + title, "")
+        if note:
+            self.add(note, "")
+        self.add(table(["system", "median", "spread (min – max)", "runs", "÷ HAProxy", "÷ nginx"],
+                       rows), "")
+
+    # ------------------------------------------------------------ sections
+
+    def header(self):
+        m = self.run.meta
+        self.add("# portico benchmark results", "",
+                 "Written by `bench/run.sh` (%s mode) on %s; how to read it: "
+                 "[bench/README.md](../README.md)." % (m.get("mode"), m.get("date")), "")
+        rows = [["machine", "%s CPUs, %s" % (m.get("nproc"), m.get("cpu"))],
+                ["kernel", m.get("kernel", "")],
+                ["portico", "%s (git %s)" % (m.get("portico"), m.get("git"))],
+                ["HAProxy", m.get("haproxy", "")],
+                ["nginx", m.get("nginx", "")],
+                ["load", "wrk %s, h2load %s" % (m.get("wrk"), m.get("h2load"))],
+                ["pinning", m.get("pinning", "")],
+                ["rounds", "%s, interleaved (%s)" % (m.get("rounds"),
+                                                      " → ".join(self.run.systems))],
+                ["durations", m.get("durations", "")]]
+        cap = self.run.one("calibration", "haproxy_capacity_rps")
+        rate = self.run.one("calibration", "fixed_rate_rps")
+        if cap:
+            rows.append(["fixed rate", "%s req/s over %s connections = 50%% of HAProxy's "
+                         "capacity (%s req/s at calibration)"
+                         % (fmt(rate, 0), m.get("rate_conns"), fmt(cap, 0))])
+        el = self.run.one("run", "elapsed_s")
+        if el:
+            rows.append(["wall time", "%d s" % el])
+        self.add(table(["", ""], rows), "")
+
+    def summary(self):
+        """One table with every headline number: the closing-note table."""
+        run = self.run
+        order = [s for s in ("direct", "portico", "portico-gw", "haproxy", "nginx") if self.has(s)]
+        order += [s for s in run.systems if s not in order]
+        sc = self.syscalls_per_request()
+
+        def med(metric, added=False):
+            return lambda s: median(run.added(s, metric) if added else run.series(s, metric))
+
+        rows_def = [
+            ("proxy CPU µs/request", med("cpu_us"), 1, "lower"),
+            ("requests/s (wrk -c32)", med("rps"), 0, "higher"),
+            ("added p50 µs, 1 conn", med("c1_p50", True), 0, "lower"),
+            ("added p99 µs, 1 conn", med("c1_p99", True), 0, "lower"),
+            ("added p99.9 µs, 1 conn", med("c1_p999", True), 0, "lower"),
+            ("added p50 µs, fixed rate", med("rate_p50", True), 0, "lower"),
+            ("added p99 µs, fixed rate", med("rate_p99", True), 0, "lower"),
+            ("added p99.9 µs, fixed rate", med("rate_p999", True), 0, "lower"),
+            ("syscalls/request", lambda s: sc.get(s, (None,))[0], 2, "lower"),
+            ("idle RSS MB", lambda s: (run.one(s, "rss_start_kb") or 0) / 1024
+             if run.one(s, "rss_start_kb") else None, 1, "lower"),
+            ("bytes per idle conn", lambda s: run.one(s, "bytes_per_idle_conn"), 0, "lower"),
+            ("upstream reuse %", med("reuse_pct"), 3, "higher"),
+        ]
+        header = ["metric (median)"] + [run.label[s] for s in order]
+        ratios = []
+        for p in ("portico", "portico-gw"):
+            if not self.has(p):
+                continue
+            for ref, rl in (("haproxy", "HAProxy"), ("nginx", "nginx")):
+                if self.has(ref):
+                    ratios.append((p, ref))
+                    header.append("%s ÷ %s" % ("portico" if p == "portico" else "gw", rl))
+        rows = []
+        for title, f, nd, _ in rows_def:
+            vals = {s: f(s) for s in order}
+            row = [title] + [fmt(vals[s], nd) for s in order]
+            row += [fmt_ratio(ratio(vals[p], vals[ref])) for p, ref in ratios]
+            rows.append(row)
+        self.add("## Summary", "",
+                 "Medians over the rounds; \"added\" = via the proxy minus direct in the same "
+                 "round, at the same offered load. Ratios below 1 mean portico uses less "
+                 "(or, for requests/s and reuse, achieves less).", "",
+                 table(header, rows), "")
+
+    def goals(self):
+        run = self.run
+        cpu = {s: median(run.series(s, "cpu_us")) for s in self.proxies}
+        sc = self.syscalls_per_request()
+        out = []
+
+        def verdict(ok):
+            return "–" if ok is None else ("**met**" if ok else "**missed**")
+
+        def cmp_le(a, b, factor=1.0):
+            """a ≤ factor × b, or None if either is missing."""
+            if a is None or b is None:
+                return None
+            return a <= factor * b
+
+        def both(*oks):
+            if any(o is None for o in oks):
+                return None
+            return all(oks)
+
+        # 1. CPU per request, plain.
+        p, h, n = cpu.get("portico"), cpu.get("haproxy"), cpu.get("nginx")
+        out.append(["1", "proxy CPU/request ≤ 0.75× HAProxy and ≤ 0.65× nginx (plain)",
+                    "%s µs = %s HAProxy (%s µs), %s nginx (%s µs)"
+                    % (fmt(p), fmt_ratio(ratio(p, h)), fmt(h), fmt_ratio(ratio(p, n)), fmt(n)),
+                    verdict(both(cmp_le(p, h, 0.75), cmp_le(p, n, 0.65)))])
+        # 2. Gateway route.
+        g = cpu.get("portico-gw")
+        out.append(["2", "gateway route ≤ 1.15× portico plain and ≤ 1.0× HAProxy plain",
+                    "%s µs = %s plain, %s HAProxy"
+                    % (fmt(g), fmt_ratio(ratio(g, p)), fmt_ratio(ratio(g, h))),
+                    verdict(both(cmp_le(g, p, 1.15), cmp_le(g, h, 1.0)))])
+        # 3. Syscalls.
+        ps = sc.get("portico", (None,))[0]
+        gs = sc.get("portico-gw", (None,))[0]
+        out.append(["3", "syscalls/request ≤ 4.1 at 32 connections",
+                    "plain %s, gateway %s (HAProxy %s, nginx %s)"
+                    % (fmt(ps, 2), fmt(gs, 2), fmt(sc.get("haproxy", (None,))[0], 2),
+                       fmt(sc.get("nginx", (None,))[0], 2)),
+                    verdict(cmp_le(ps, 4.1))])
+        # 4. Added latency.
+        ap99 = median(run.added("portico", "rate_p99"))
+        ah99 = median(run.added("haproxy", "rate_p99"))
+        ap50 = median(run.added("portico", "c1_p50"))
+        ah50 = median(run.added("haproxy", "c1_p50"))
+        out.append(["4", "added p99 at fixed rate ≤ HAProxy's; added p50 at 1 conn ≤ 0.8× HAProxy's",
+                    "p99 @rate %s µs vs %s µs; p50 @1 conn %s µs vs %s µs (limit %s µs)"
+                    % (fmt(ap99, 0), fmt(ah99, 0), fmt(ap50, 0), fmt(ah50, 0),
+                       fmt(None if ah50 is None else 0.8 * ah50, 0)),
+                    verdict(both(cmp_le(ap99, ah99), cmp_le(ap50, ah50, 0.8)))])
+        # 5. Memory.
+        pr, hr = run.one("portico", "rss_start_kb"), run.one("haproxy", "rss_start_kb")
+        pb, hb = run.one("portico", "bytes_per_idle_conn"), run.one("haproxy", "bytes_per_idle_conn")
+        out.append(["5", "idle RSS ≤ HAProxy's; bytes per idle conn ≤ 0.75× HAProxy's",
+                    "RSS %s vs %s MB; %s vs %s B/conn (%s)"
+                    % (fmt(pr and pr / 1024), fmt(hr and hr / 1024), fmt(pb, 0), fmt(hb, 0),
+                       fmt_ratio(ratio(pb, hb))),
+                    verdict(both(cmp_le(pr, hr), cmp_le(pb, hb, 0.75)))])
+        # 6. Reuse.
+        pu = median(run.series("portico", "reuse_pct"))
+        gu = median(run.series("portico-gw", "reuse_pct"))
+        out.append(["6", "upstream reuse ≥ 99.9%",
+                    "plain %s%%, gateway %s%%" % (fmt(pu, 3), fmt(gu, 3)),
+                    verdict(None if pu is None else pu >= 99.9)])
+        out.append(["7", "parser ≥ 1 GB/s; router ≤ 100 ns at 1k routes",
+                    "not measured here: `make microbench`", "–"])
+        self.add("## Goals (issue 3)", "",
+                 "Computed from the medians above on this run; `–` means a number is missing "
+                 "(scenario not run).", "",
+                 table(["#", "goal", "measured", "verdict"], out), "")
+
+    def cpu_section(self):
+        self.add("## Details", "")
+        self.metric_table("1. Proxy CPU per request (µs)", "cpu_us", self.proxies,
+                          note="user+system time of the whole proxy process (all threads, "
+                               "/proc/PID/stat) during the wrk -c32 run ÷ responses wrk counted.")
+        self.metric_table("Backend CPU per request (µs, sanity check)", "backend_cpu_us",
+                          self.run.systems, 2,
+                          note="The demo backend's own CPU in the same runs: it should be about "
+                               "the same behind every proxy (it shares CPU 1 with wrk).")
+
+    def rps_section(self):
+        self.metric_table("2. Requests/s (wrk -t1 -c32)", "rps", self.run.systems, 0,
+                          note="Saturation throughput; noisier than CPU/request on a VM.")
+
+    def latency_section(self):
+        run = self.run
+        for prefix, title in (("c1", "one connection, closed loop (h2load -c1)"),
+                              ("rate", "fixed open-loop rate (h2load --rps)")):
+            rows = []
+            for s in run.systems:
+                cells = [run.label[s]]
+                for q in ("p50", "p90", "p99", "p999"):
+                    xs = run.series(s, "%s_%s" % (prefix, q))
+                    cells.append(fmt(median(xs), 0))
+                rate = median(run.series(s, prefix + "_rate"))
+                cells.append(fmt(rate, 0))
+                rows.append(cells)
+            self.add("### 3. Latency, %s — absolute (µs)" % title, "",
+                     table(["system", "p50", "p90", "p99", "p99.9", "achieved req/s"], rows), "")
+            for q, qn in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")):
+                self.metric_table("3. Added %s latency, %s (µs)" % (qn, title),
+                                  "%s_%s" % (prefix, q), self.proxies, 0, added=True)
+        self.add("![latency percentiles](latency.png)", "")
+
+    def syscalls_per_request(self):
+        """{system: (total/req, {syscall: (calls/req, errors/req)})}"""
+        out = {}
+        for s in self.proxies:
+            calls = read_strace(os.path.join(self.run.raw, "strace-%s.txt" % s))
+            req = self.run.one(s, "strace_requests")
+            if not calls or not req:
+                continue
+            total = calls.pop("total", (sum(c for c, _ in calls.values()), 0))[0]
+            out[s] = (total / req, {k: (c / req, e / req) for k, (c, e) in calls.items()})
+        return out
+
+    def syscalls_section(self):
+        sc = self.syscalls_per_request()
+        if not sc:
+            return
+        systems = [s for s in self.proxies if s in sc]
+        names = set()
+        for s in systems:
+            names |= set(sc[s][1])
+        # Most frequent first (by the largest per-request count anywhere).
+        names = sorted(names, key=lambda k: -max(sc[s][1].get(k, (0, 0))[0] for s in systems))
+        rows = []
+        for k in names:
+            row = [k]
+            for s in systems:
+                c, e = sc[s][1].get(k, (0, 0))
+                row.append("" if c == 0 else (fmt(c, 3) + (" (%s err)" % fmt(e, 3) if e else "")))
+            if max(sc[s][1].get(k, (0, 0))[0] for s in systems) >= 0.001:
+                rows.append(row)
+        rows.append(["**total**"] + ["**%s**" % fmt(sc[s][0], 2) for s in systems])
+        reqs = ", ".join("%s %d" % (self.run.label[s], self.run.one(s, "strace_requests"))
+                         for s in systems)
+        self.add("### 4. Syscalls per request (strace -c -f, wrk -c32)", "",
+                 "Calls ÷ requests served while strace was attached (requests: %s). "
+                 "\"err\" = calls that failed (EAGAIN reads, mostly). strace slows the "
+                 "process, which changes how many events each epoll_wait returns, so "
+                 "epoll_wait per request is an upper bound." % reqs, "",
+                 table(["syscall"] + [self.run.label[s] for s in systems], rows), "")
+
+    def memory_section(self):
+        run = self.run
+        n = run.meta.get("idle_conns", "5000")
+        rows = []
+        ha = run.one("haproxy", "bytes_per_idle_conn") if self.has("haproxy") else None
+        ng = run.one("nginx", "bytes_per_idle_conn") if self.has("nginx") else None
+        ha_rss = run.one("haproxy", "rss_start_kb") if self.has("haproxy") else None
+        ng_rss = run.one("nginx", "rss_start_kb") if self.has("nginx") else None
+        for s in self.proxies:
+            kb = lambda m: run.one(s, m)
+            if kb("rss_start_kb") is None:
+                continue
+            b = kb("bytes_per_idle_conn")
+            rows.append([run.label[s], fmt(kb("rss_start_kb") / 1024, 2),
+                         fmt_ratio(ratio(kb("rss_start_kb"), ha_rss)),
+                         fmt_ratio(ratio(kb("rss_start_kb"), ng_rss)),
+                         fmt(kb("rss_idle_after_kb") / 1024, 1), fmt(b, 0),
+                         fmt_ratio(ratio(b, ha)), fmt_ratio(ratio(b, ng)),
+                         fmt(kb("rss_after_close_kb") / 1024, 1)])
+        self.add("### 5. Memory (one measurement per system, fresh process)", "",
+                 "RSS (VmRSS) right after start-up; then %s keep-alive connections, each having "
+                 "served one request, held idle: (RSS with them − RSS before) ÷ %s. Kernel "
+                 "socket buffers are not in RSS, so this is userland memory only." % (n, n), "",
+                 table(["system", "idle RSS MB", "÷ HAProxy", "÷ nginx",
+                        "RSS with %s idle MB" % n, "bytes per idle conn", "÷ HAProxy",
+                        "÷ nginx", "RSS after they closed MB"], rows), "")
+
+    def reuse_section(self):
+        run = self.run
+        rows = []
+        for s in self.proxies:
+            xs = run.series(s, "reuse_pct")
+            if not xs:
+                continue
+            acc = sum(run.series(s, "upstream_accepts"))
+            req = sum(run.series(s, "upstream_requests"))
+            rows.append([run.label[s], fmt(median(xs), 3), fmt_spread(xs, 3),
+                         "%d / %d" % (acc, req)])
+        self.add("### 6. Upstream connection reuse (wrk -c32 runs)", "",
+                 "reuse = 1 − backend accepts ÷ backend requests, from the demo backend's "
+                 "/__stats, reset before each run. Pools are warm after the first round, so "
+                 "this is the steady state.", "",
+                 table(["system", "median %", "spread %", "accepts / requests, all rounds"],
+                       rows), "")
+
+    def errors_section(self):
+        run = self.run
+        bad = []
+        for s in run.systems:
+            e = sum(run.series(s, "errors"))
+            f = sum(run.series(s, "c1_failed")) + sum(run.series(s, "rate_failed"))
+            if e or f:
+                bad.append("- %s: %d wrk errors, %d failed h2load requests" % (run.label[s], e, f))
+        if bad:
+            self.add("## Errors during the run", "", *bad, "")
+
+    # ---------------------------------------------------------------- chart
+
+    def chart(self, results):
+        """latency.png: p50…p99.9 per system, median of the rounds' curves."""
+        run = self.run
+        plotdir = os.path.join(run.raw, "plot")
+        os.makedirs(plotdir, exist_ok=True)
+        panels = []
+        for prefix in ("c1", "rate"):
+            series = []
+            for s in run.systems:
+                grids = []
+                for r in run.rounds:
+                    path = os.path.join(run.raw, "r%d-%s-%s.grid" % (r, s, prefix))
+                    if os.path.exists(path):
+                        grids.append(read_tsv(path))
+                if not grids:
+                    continue
+                dat = os.path.join(plotdir, "%s-%s.dat" % (prefix, s))
+                with open(dat, "w") as f:
+                    for i, row in enumerate(grids[0]):
+                        q = float(row[0])
+                        vals = [float(g[i][1]) for g in grids if i < len(g)]
+                        f.write("%.6f\t%.1f\n" % (q, statistics.median(vals)))
+                series.append((dat, run.label[s]))
+            panels.append((prefix, series))
+        rate = run.one("calibration", "fixed_rate_rps")
+        titles = {"c1": "one connection (closed loop)",
+                  "rate": "fixed rate %s req/s, %s connections (open loop)"
+                          % (fmt(rate, 0), run.meta.get("rate_conns", "16"))}
+        png = os.path.join(results, "latency.png")
+        gp = ['set terminal pngcairo size 1400,560 font "sans,11"',
+              'set output "%s"' % png,
+              'set multiplot layout 1,2 title "portico benchmark: latency percentiles per '
+              'system (median of %d rounds, %s)"' % (len(run.rounds), run.meta.get("date", "")),
+              "set logscale y", "set grid xtics ytics mytics",
+              'set xlabel "percentile"', 'set ylabel "latency (µs, log scale)"',
+              'set xtics ("p50" 0.30103, "p90" 1, "p99" 2, "p99.9" 3)',
+              "set xrange [0.25:3.05]", "set key top left",
+              "nines(q) = -log10(1 - q)"]
+        styles = ["lc rgb '#555555' dt 2", "lc rgb '#1f77b4'", "lc rgb '#d62728'",
+                  "lc rgb '#2ca02c'", "lc rgb '#9467bd'", "lc rgb '#ff7f0e'"]
+        for prefix, series in panels:
+            gp.append('set title "%s"' % titles[prefix])
+            plots = ['"%s" using (nines($1)):2 with linespoints pt 7 ps 0.5 lw 2 %s title "%s"'
+                     % (dat, styles[i % len(styles)], label)
+                     for i, (dat, label) in enumerate(series)]
+            gp.append("plot " + ", \\\n     ".join(plots))
+        gp.append("unset multiplot")
+        script = os.path.join(plotdir, "latency.gp")
+        with open(script, "w") as f:
+            f.write("\n".join(gp) + "\n")
+        subprocess.run(["gnuplot", script], check=True)
+
+
+def main():
+    raw, results = sys.argv[1], sys.argv[2]
+    run = Run(raw)
+    rep = Report(run)
+    rep.header()
+    rep.summary()
+    rep.goals()
+    rep.cpu_section()
+    rep.rps_section()
+    rep.latency_section()
+    rep.syscalls_section()
+    rep.memory_section()
+    rep.reuse_section()
+    rep.errors_section()
+    rep.add("Raw outputs: `bench/results/raw/%s/` (not committed)." % os.path.basename(raw.rstrip("/")),
+            "")
+    with open(os.path.join(results, "latest.md"), "w") as f:
+        f.write("\n".join(rep.lines))
+    rep.chart(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,595 @@
+#!/usr/bin/env bash
+# bench/run.sh — portico side by side with HAProxy, nginx and no proxy at all.
+#
+# Everything runs on loopback (127.0.0.1 only). The proxy under test is
+# pinned to CPU 0; the load generators (wrk, h2load), the demo backend and
+# the helpers are pinned to CPU 1, so the proxy's CPU time is its own.
+#
+# Phases (see bench/README.md for how to read the results):
+#   1. start the backend and every system of the selected scenarios;
+#   2. memory: RSS at start, then RSS growth per idle keep-alive connection
+#      with 5,000 idle connections (one python helper);
+#   3. calibrate: HAProxy's capacity at wrk -c32; the open-loop rate used
+#      later is half of it;
+#   4. rounds: A B C D … A B C D …; each run measures CPU per request,
+#      requests/s and upstream reuse (wrk -c32), latency at one connection
+#      (h2load -c1) and at the fixed open-loop rate (h2load --rps);
+#   5. syscalls per request: strace -c -f attached during a short wrk run;
+#   6. bench/lib/report.py writes bench/results/latest.md and latency.png.
+#
+# Usage: bench/run.sh [--quick] [--rounds N] [--scenarios plain,gateway] [--keep-tmp]
+# Environment: PORTICO_BENCH_PORT_BASE (default 23180; ten ports from there),
+#              PORTICO_BUILD (default build).
+set -euo pipefail
+
+# ---------------------------------------------------------------- settings
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+BUILD=${PORTICO_BUILD:-build}
+PORTICO_BIN=$ROOT/$BUILD/portico
+BACKEND_BIN=$ROOT/$BUILD/demo_backend
+PY=/usr/bin/python3
+LIB=$BENCH_DIR/lib
+CONF=$BENCH_DIR/conf
+RESULTS=$BENCH_DIR/results
+
+PORT_BASE=${PORTICO_BENCH_PORT_BASE:-23180}
+BACKEND_PORT=$PORT_BASE
+PROXY_CPU=0
+LOAD_CPU=1
+
+ROUNDS=5
+QUICK=0
+SCENARIOS="plain,gateway"
+KEEP_TMP=0
+# Durations (seconds) of one run's parts; --quick shortens them.
+D_LOAD=5          # wrk -t1 -c32: CPU/request, requests/s, reuse
+D_C1=3            # h2load -c1 closed loop: unloaded latency
+D_RATE=5          # h2load -c16 --rps: latency at a fixed offered rate
+D_STRACE=2        # wrk -c32 under strace: syscall counts only
+IDLE_CONNS=5000   # idle keep-alive connections for the memory test
+RATE_CONNS=16     # h2load connections for the fixed-rate run
+SKIP_S=0.2        # h2load samples dropped at the start of each run
+
+usage() {
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    exit "${1:-0}"
+}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    --quick) QUICK=1 ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --scenarios) SCENARIOS=$2; shift ;;
+    --keep-tmp) KEEP_TMP=1 ;;
+    -h | --help) usage 0 ;;
+    *) echo "run.sh: unknown argument: $1" >&2; usage 2 ;;
+    esac
+    shift
+done
+if [ "$QUICK" = 1 ]; then
+    # ~2 minutes: fewer rounds, shorter runs. Good for "did I break it?",
+    # not for the closing numbers of an issue.
+    [ "$ROUNDS" = 5 ] && ROUNDS=3
+    D_LOAD=2 D_C1=1 D_RATE=2 D_STRACE=1
+fi
+
+# ---------------------------------------------------------------- utilities
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '[bench] FATAL: %s\n' "$*" >&2; exit 1; }
+
+# Every process we start is recorded here and killed on exit, however we
+# exit (error, Ctrl-C, normal end). Only these PIDs are ever signalled.
+STARTED=()
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${STARTED[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        local alive=0
+        for pid in "${STARTED[@]}"; do
+            kill -0 "$pid" 2>/dev/null && alive=1
+        done
+        [ $alive = 0 ] && break
+        sleep 0.2
+    done
+    for pid in "${STARTED[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    if [ -n "${TMP:-}" ] && [ -d "$TMP" ]; then
+        if [ "$KEEP_TMP" = 1 ] || [ $rc != 0 ]; then
+            log "configs and logs kept in $TMP"
+        else
+            rm -rf "$TMP"
+        fi
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Fails unless nothing listens on 127.0.0.1:PORT (or any address:PORT).
+# portico binds with SO_REUSEPORT, so a second instance on a busy port
+# starts "fine" and silently shares the traffic: we must check first.
+require_port_free() {
+    local port=$1
+    if [ -n "$(ss -Hltn "sport = :$port")" ]; then
+        die "port $port is already in use: $(ss -Hltnp "sport = :$port" | head -3 | tr -s ' ')
+       (set PORTICO_BENCH_PORT_BASE to a free range of 10 ports)"
+    fi
+}
+
+# The only listener on PORT must be PID (guards against a port shared
+# through SO_REUSEPORT with a process we did not start).
+require_sole_listener() {
+    local port=$1 pid=$2 line
+    while read -r line; do
+        case $line in
+        *"pid=$pid,"*) ;;
+        *) die "port $port is also served by another process: $line" ;;
+        esac
+    done < <(ss -Hltnp "sport = :$port")
+}
+
+# user+system CPU of a whole process (all threads), in clock ticks.
+# Fields 14 and 15 of /proc/PID/stat; the command name (field 2) may
+# contain spaces, so count from the last ')'.
+cpu_ticks() {
+    local stat
+    stat=$(<"/proc/$1/stat")
+    stat=${stat##*) }
+    # shellcheck disable=SC2086
+    set -- $stat
+    echo $((${12} + ${13}))
+}
+
+# Resident set size of a process, in kB.
+rss_kb() {
+    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+# The demo backend's counters: prints "accepts requests".
+backend_stats() {
+    curl -s --max-time 2 "http://127.0.0.1:$BACKEND_PORT/__stats" |
+        $PY -c 'import json,sys; d=json.load(sys.stdin); print(d["accepts"], d["requests"])'
+}
+backend_reset() {
+    curl -s --max-time 2 -X POST "http://127.0.0.1:$BACKEND_PORT/__stats/reset" >/dev/null
+}
+
+# One measurement: append "round system metric value" to results.tsv.
+record() {
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RAW/results.tsv"
+}
+
+# Floating-point arithmetic for the few places that need it.
+calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
+
+# Pulls numbers out of wrk's text output: "REQUESTS RPS ERRORS", where
+# ERRORS counts socket errors, timeouts and non-2xx/3xx responses.
+parse_wrk() {
+    awk '
+        / requests in / { req = $1 }
+        /^Requests\/sec:/ { rps = $2 }
+        /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+        /Non-2xx or 3xx responses:/ { err += $NF }
+        END { printf "%d %.0f %d\n", req, rps, err }' "$1"
+}
+
+# -------------------------------------------------------- systems registry
+#
+# A "system" is one thing wrk can be pointed at: the backend itself
+# (direct) or a proxy with a given config. Scenarios register systems;
+# the rounds then visit every registered system in registration order.
+#
+#   SYS_LIST            names, in round order
+#   SYS_SCENARIO[name]  scenario it belongs to (for the report)
+#   SYS_PORT[name]      its port on 127.0.0.1
+#   SYS_START[name]     function that writes its config and starts it
+#   SYS_PID[name]       PID whose CPU/RSS is measured (set by start)
+#   SYS_KIND[name]      "direct" or "proxy" (direct has no proxy process)
+#   SYS_LABEL[name]     human name for the report
+SYS_LIST=()
+declare -A SYS_SCENARIO SYS_PORT SYS_START SYS_PID SYS_KIND SYS_LABEL
+
+add_system() { # name scenario port-offset kind start-function label
+    local name=$1
+    [ -n "${SYS_PORT[$name]:-}" ] && return 0 # already registered
+    SYS_LIST+=("$name")
+    SYS_SCENARIO[$name]=$2
+    SYS_PORT[$name]=$((PORT_BASE + $3))
+    SYS_KIND[$name]=$4
+    SYS_START[$name]=$5
+    SYS_LABEL[$name]=$6
+}
+
+# Starts a command in the background pinned to CPU, logs to FILE, records
+# its PID in STARTED and in the global LAST_PID. taskset execs the command,
+# so $! is the command's own PID.
+spawn() { # cpu logfile command...
+    local cpu=$1 out=$2
+    shift 2
+    taskset -c "$cpu" "$@" >"$out" 2>&1 &
+    LAST_PID=$!
+    STARTED+=("$LAST_PID")
+}
+
+# Waits for a process we started to exit and forgets it, so that cleanup
+# never signals a PID the system may have handed to someone else since.
+reap() { # pid
+    local pid=$1 i
+    wait "$pid" 2>/dev/null || true
+    for i in "${!STARTED[@]}"; do
+        [ "${STARTED[$i]}" = "$pid" ] && unset "STARTED[$i]"
+    done
+    return 0
+}
+
+# Waits until http://127.0.0.1:PORT/tiny answers {"ok":true}; fails loudly
+# (with the log) if the process dies or it takes more than 10 s.
+wait_ready() { # name pid port logfile
+    local name=$1 pid=$2 port=$3 logf=$4 body
+    for _ in $(seq 100); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            die "$name exited during start-up; its log ($logf):
+$(tail -20 "$logf")"
+        fi
+        body=$(curl -s --max-time 1 "http://127.0.0.1:$port/tiny" || true)
+        if [ "$body" = '{"ok":true}' ]; then
+            require_sole_listener "$port" "$pid"
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$name did not answer GET /tiny on 127.0.0.1:$port within 10 s (last body: '$body'); log:
+$(tail -20 "$logf")"
+}
+
+# Generated configs must point at loopback only.
+require_loopback_only() { # config file
+    local bad
+    bad=$(grep -oE '\b([0-9]{1,3}\.){3}[0-9]{1,3}\b' "$1" | grep -vx '127.0.0.1' || true)
+    [ -z "$bad" ] || die "$1 names a non-loopback address: $bad"
+}
+
+start_backend() {
+    require_port_free "$BACKEND_PORT"
+    spawn $LOAD_CPU "$TMP/backend.log" "$BACKEND_BIN" --listen "127.0.0.1:$BACKEND_PORT" \
+        --name bench --threads 1 --quiet
+    BACKEND_PID=$LAST_PID
+    wait_ready backend "$BACKEND_PID" "$BACKEND_PORT" "$TMP/backend.log"
+}
+
+# "direct": wrk straight at the backend; nothing else to start.
+start_direct() {
+    SYS_PID[direct]=$BACKEND_PID
+}
+
+start_portico() { # name template
+    local name=$1 tpl=$2 port=${SYS_PORT[$1]} cfg=$TMP/$1.yaml
+    local vars=(PORT="$port" BACKEND_PORT="$BACKEND_PORT" DIR="$TMP")
+    if [ "$tpl" = gateway ]; then
+        $PY "$LIB/gen_gateway.py" "$CONF/portico-gateway.yaml.in" "$cfg" "${vars[@]}"
+    else
+        $PY "$LIB/fill.py" "$CONF/portico-$tpl.yaml.in" "$cfg" "${vars[@]}"
+    fi
+    require_loopback_only "$cfg"
+    "$PORTICO_BIN" validate "$cfg" >"$TMP/$name.validate" 2>&1 ||
+        die "portico rejects the $name config:
+$(cat "$TMP/$name.validate")"
+    require_port_free "$port"
+    spawn $PROXY_CPU "$TMP/$name.log" "$PORTICO_BIN" -c "$cfg"
+    SYS_PID[$name]=$LAST_PID
+    wait_ready "$name" "$LAST_PID" "$port" "$TMP/$name.log"
+}
+start_portico_plain() { start_portico portico plain; }
+start_portico_gateway() { start_portico portico-gw gateway; }
+
+start_haproxy() {
+    local port=${SYS_PORT[haproxy]} cfg=$TMP/haproxy.cfg
+    $PY "$LIB/fill.py" "$CONF/haproxy.cfg.in" "$cfg" PORT="$port" BACKEND_PORT="$BACKEND_PORT"
+    require_loopback_only "$cfg"
+    haproxy -c -q -f "$cfg" >"$TMP/haproxy.validate" 2>&1 ||
+        die "haproxy rejects its config: $(cat "$TMP/haproxy.validate")"
+    require_port_free "$port"
+    # -db: stay in the foreground, one process (no master-worker).
+    spawn $PROXY_CPU "$TMP/haproxy.log" haproxy -db -f "$cfg"
+    SYS_PID[haproxy]=$LAST_PID
+    wait_ready haproxy "$LAST_PID" "$port" "$TMP/haproxy.log"
+}
+
+start_nginx() {
+    local port=${SYS_PORT[nginx]} cfg=$TMP/nginx.conf
+    $PY "$LIB/fill.py" "$CONF/nginx.conf.in" "$cfg" PORT="$port" BACKEND_PORT="$BACKEND_PORT" \
+        DIR="$TMP"
+    require_loopback_only "$cfg"
+    nginx -t -q -p "$TMP" -c "$cfg" >"$TMP/nginx.validate" 2>&1 ||
+        die "nginx rejects its config: $(cat "$TMP/nginx.validate")"
+    require_port_free "$port"
+    spawn $PROXY_CPU "$TMP/nginx.log" nginx -p "$TMP" -c "$cfg"
+    SYS_PID[nginx]=$LAST_PID
+    wait_ready nginx "$LAST_PID" "$port" "$TMP/nginx.log"
+}
+
+# --------------------------------------------------------------- scenarios
+#
+# One function per scenario: it registers the systems it needs (port
+# offsets must be unique; 0 is the backend). Later rows (auth, rate limit,
+# TLS, h2) add a function here, a template in bench/conf/, and a line in
+# lib/report.py's SCENARIOS table.
+
+scenario_plain() {
+    add_system direct plain 0 direct start_direct "direct (no proxy)"
+    add_system portico plain 1 proxy start_portico_plain "portico"
+    add_system haproxy plain 2 proxy start_haproxy "HAProxy $(haproxy -v | awk 'NR==1 { print $3 }')"
+    add_system nginx plain 3 proxy start_nginx "nginx $(nginx -v 2>&1 | sed 's|.*/||')"
+}
+
+# 1,000 routes, request/response transforms, access log on. Its goals
+# compare it with portico plain (≤ 1.15×) and HAProxy plain (≤ 1.0×), and
+# added latency needs direct, so those are registered too.
+scenario_gateway() {
+    add_system direct plain 0 direct start_direct "direct (no proxy)"
+    add_system portico plain 1 proxy start_portico_plain "portico"
+    add_system haproxy plain 2 proxy start_haproxy "HAProxy $(haproxy -v | awk 'NR==1 { print $3 }')"
+    add_system portico-gw gateway 4 proxy start_portico_gateway "portico gateway route"
+}
+
+# ------------------------------------------------------------ measurements
+
+# Idle RSS, then RSS growth per idle keep-alive connection.
+measure_memory() { # name
+    local name=$1 pid=${SYS_PID[$1]} port=${SYS_PORT[$1]}
+    local rss_start rss_before rss_after rss_closed out=$RAW/idle-$1.txt
+    rss_start=$(rss_kb "$pid")
+    # Let any lazy start-up work settle before the baseline.
+    sleep 0.5
+    rss_before=$(rss_kb "$pid")
+    spawn $LOAD_CPU "$out" $PY "$LIB/idle_conns.py" "$port" "$IDLE_CONNS"
+    local helper=$LAST_PID
+    for _ in $(seq 300); do
+        grep -q '^ready\|^failed' "$out" 2>/dev/null && break
+        kill -0 "$helper" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q '^ready' "$out" || die "idle connections to $name failed: $(cat "$out")"
+    sleep 1 # let the proxy finish its per-connection work
+    rss_after=$(rss_kb "$pid")
+    kill -TERM "$helper" # its connections close as it exits
+    reap "$helper"
+    sleep 1
+    rss_closed=$(rss_kb "$pid")
+    record 0 "$name" rss_start_kb "$rss_start"
+    record 0 "$name" rss_idle_before_kb "$rss_before"
+    record 0 "$name" rss_idle_after_kb "$rss_after"
+    record 0 "$name" rss_after_close_kb "$rss_closed"
+    record 0 "$name" bytes_per_idle_conn "$(calc "($rss_after - $rss_before) * 1024 / $IDLE_CONNS" 0)"
+    log "  $name: RSS ${rss_before} kB → ${rss_after} kB with $IDLE_CONNS idle connections" \
+        "→ ${rss_closed} kB after they closed"
+}
+
+# wrk -t1 -c32 for SECONDS; sets WRK_REQ, WRK_RPS, WRK_ERR.
+run_wrk() { # port seconds outfile
+    taskset -c $LOAD_CPU wrk -t1 -c32 -d"${2}s" "http://127.0.0.1:$1/tiny" >"$3" 2>&1 ||
+        die "wrk failed: $(cat "$3")"
+    read -r WRK_REQ WRK_RPS WRK_ERR < <(parse_wrk "$3")
+    [ "${WRK_REQ:-0}" -gt 0 ] || die "wrk got no responses from 127.0.0.1:$1: $(cat "$3")"
+}
+
+# One h2load run; records p50/p90/p99/p999 and the achieved rate as
+# PREFIX_*; keeps a percentile grid for the chart.
+run_h2load() { # round name prefix seconds h2load-args...
+    local r=$1 name=$2 prefix=$3 secs=$4 port=${SYS_PORT[$2]}
+    shift 4
+    local base=$RAW/r$r-$name-$prefix
+    taskset -c $LOAD_CPU h2load --h1 -t1 -D "$secs" "$@" --log-file="$TMP/h2.log" \
+        "http://127.0.0.1:$port/tiny" >"$base.h2load.txt" 2>&1 ||
+        die "h2load failed against $name: $(tail -5 "$base.h2load.txt")"
+    local kv k v
+    kv=$($PY "$LIB/h2lat.py" "$TMP/h2.log" "$SKIP_S" "$base.grid") ||
+        die "no latency samples from h2load against $name"
+    for k in $kv; do
+        v=${k#*=}
+        k=${k%%=*}
+        case $k in
+        p50 | p90 | p99 | p999 | rate | failed) record "$r" "$name" "${prefix}_$k" "$v" ;;
+        esac
+    done
+    rm -f "$TMP/h2.log"
+}
+
+# One run of one system in one round.
+measure_run() { # round name
+    local r=$1 name=$2 pid=${SYS_PID[$2]} port=${SYS_PORT[$2]}
+    local t0 t1 b0 b1 req rps err accepts be_req
+    kill -0 "$pid" 2>/dev/null || die "$name (pid $pid) is gone"
+
+    # (1) CPU per request, (2) requests/s, (6) upstream reuse.
+    backend_reset
+    t0=$(cpu_ticks "$pid")
+    b0=$(cpu_ticks "$BACKEND_PID")
+    run_wrk "$port" "$D_LOAD" "$RAW/r$r-$name-wrk.txt"
+    t1=$(cpu_ticks "$pid")
+    b1=$(cpu_ticks "$BACKEND_PID")
+    req=$WRK_REQ rps=$WRK_RPS err=$WRK_ERR
+    read -r accepts be_req < <(backend_stats)
+    [ -n "$be_req" ] || die "the backend's /__stats did not answer"
+    [ "$err" = 0 ] || log "  WARNING: $name: $err errors in the wrk run (see raw/r$r-$name-wrk.txt)"
+    record "$r" "$name" requests "$req"
+    record "$r" "$name" errors "$err"
+    record "$r" "$name" rps "$rps"
+    record "$r" "$name" backend_cpu_us "$(calc "($b1 - $b0) * 1000000 / $CLK_TCK / $req")"
+    record "$r" "$name" upstream_accepts "$accepts"
+    record "$r" "$name" upstream_requests "$be_req"
+    if [ "${SYS_KIND[$name]}" = proxy ]; then
+        record "$r" "$name" cpu_us "$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $req")"
+        record "$r" "$name" reuse_pct "$(calc "100 * (1 - $accepts / ($be_req > 0 ? $be_req : 1))" 4)"
+    fi
+
+    # (3) latency: one connection, closed loop (unloaded)…
+    run_h2load "$r" "$name" c1 "$D_C1" -c1
+    # …and 16 connections at a fixed offered rate (open loop).
+    run_h2load "$r" "$name" rate "$D_RATE" -c"$RATE_CONNS" --rps="$RPS_PER_CONN"
+
+    log "  round $r $(printf '%-11s' "$name") $(printf '%6s req/s' "$rps")" \
+        "$( [ "${SYS_KIND[$name]}" = proxy ] && echo "$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $req" 1) µs CPU/req")"
+}
+
+# (4) syscalls per request: strace -c -f attached to every thread of the
+# process during a short wrk run. strace slows the proxy a lot, so only
+# the counts are used, never the speed.
+measure_syscalls() { # name
+    local name=$1 pid=${SYS_PID[$1]} port=${SYS_PORT[$1]}
+    local out=$RAW/strace-$name.txt
+    spawn $LOAD_CPU "$TMP/strace-$name.log" strace -c -f -o "$out" -p "$pid"
+    local tracer=$LAST_PID
+    # Attached when every thread of the process shows strace as its tracer.
+    local ok=0
+    for _ in $(seq 50); do
+        ok=1
+        for t in /proc/"$pid"/task/*; do
+            grep -q "^TracerPid:[[:space:]]*$tracer\$" "$t/status" 2>/dev/null || ok=0
+        done
+        [ $ok = 1 ] && break
+        sleep 0.1
+    done
+    [ $ok = 1 ] || die "strace could not attach to $name (pid $pid): $(cat "$TMP/strace-$name.log")"
+    sleep 0.2
+    run_wrk "$port" "$D_STRACE" "$RAW/strace-$name-wrk.txt"
+    kill -INT "$tracer"
+    reap "$tracer"
+    [ -s "$out" ] || die "strace wrote nothing for $name"
+    record 0 "$name" strace_requests "$WRK_REQ"
+    log "  $name: $(awk '$NF == "total" { print $4 }' "$out") syscalls for $WRK_REQ requests"
+}
+
+# ------------------------------------------------------------------- main
+
+preflight() {
+    local t missing=()
+    for t in wrk h2load strace gnuplot haproxy nginx taskset ss curl awk; do
+        command -v "$t" >/dev/null || missing+=("$t")
+    done
+    [ ${#missing[@]} = 0 ] || die "missing tools: ${missing[*]} (run: PORTICO_BENCH_DEPS=1 scripts/deps.sh)"
+    [ -x "$PY" ] || die "$PY not found"
+    [ -x "$PORTICO_BIN" ] || die "build first: make all (no $PORTICO_BIN)"
+    [ -x "$BACKEND_BIN" ] || die "build first: make all (no $BACKEND_BIN)"
+    if [ "$(nproc)" -lt 2 ]; then
+        log "WARNING: only one CPU: proxy and load generator share it; numbers are not comparable"
+        LOAD_CPU=0
+    fi
+    # 5,000 idle connections need more than the usual 1,024 descriptors,
+    # and HAProxy wants 2 per connection of its maxconn (8,000) plus spare;
+    # the limit is inherited by everything started below.
+    local want=16500 hard
+    hard=$(ulimit -Hn)
+    if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then
+        die "the open-files hard limit is $hard; the idle-connection test needs $want"
+    fi
+    ulimit -n "$want"
+    CLK_TCK=$(getconf CLK_TCK)
+}
+
+machine_info() {
+    local f=$RAW/meta.tsv
+    {
+        printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+        printf 'nproc\t%s\n' "$(nproc)"
+        printf 'cpu\t%s\n' "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+        printf 'kernel\t%s\n' "$(uname -sr)"
+        printf 'portico\t%s\n' "$("$PORTICO_BIN" version 2>&1 | head -1)"
+        printf 'git\t%s\n' "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+        printf 'haproxy\t%s\n' "$(haproxy -v | head -1 | awk '{ print $3 }')"
+        printf 'nginx\t%s\n' "$(nginx -v 2>&1 | sed 's|.*/||')"
+        printf 'wrk\t%s\n' "$(wrk -v 2>&1 | head -1 | awk '{ print $2 }')"
+        printf 'h2load\t%s\n' "$(h2load --version | awk '{ print $2 }')"
+        printf 'mode\t%s\n' "$([ "$QUICK" = 1 ] && echo quick || echo full)"
+        printf 'rounds\t%s\n' "$ROUNDS"
+        printf 'durations\twrk -c32 %ss, h2load -c1 %ss, h2load --rps %ss, strace %ss\n' \
+            "$D_LOAD" "$D_C1" "$D_RATE" "$D_STRACE"
+        printf 'idle_conns\t%s\n' "$IDLE_CONNS"
+        printf 'rate_conns\t%s\n' "$RATE_CONNS"
+        printf 'pinning\tproxy on CPU %s; wrk, h2load, backend, helpers on CPU %s\n' \
+            "$PROXY_CPU" "$LOAD_CPU"
+    } >"$f"
+    local n
+    for n in "${SYS_LIST[@]}"; do
+        printf '%s\t%s\t%s\t%s\n' "$n" "${SYS_SCENARIO[$n]}" "${SYS_KIND[$n]}" "${SYS_LABEL[$n]}"
+    done >"$RAW/systems.tsv"
+}
+
+main() {
+    local t_begin=$SECONDS
+    preflight
+    TMP=$(mktemp -d /tmp/portico-bench.XXXXXX)
+    local stamp
+    stamp=$(date +%Y%m%d-%H%M%S)
+    RAW=$RESULTS/raw/$stamp
+    mkdir -p "$RAW"
+    : >"$RAW/results.tsv"
+
+    local s
+    for s in ${SCENARIOS//,/ }; do
+        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway)"
+        "scenario_$s"
+    done
+    machine_info
+    local n
+    for n in "${SYS_LIST[@]}"; do
+        [ "${SYS_KIND[$n]}" = direct ] || require_port_free "${SYS_PORT[$n]}"
+    done
+
+    log "starting backend and ${SYS_LIST[*]} (raw output: ${RAW#"$ROOT"/})"
+    start_backend
+    for n in "${SYS_LIST[@]}"; do
+        "${SYS_START[$n]}"
+    done
+
+    log "memory: RSS at start and with $IDLE_CONNS idle keep-alive connections"
+    for n in "${SYS_LIST[@]}"; do
+        if [ "${SYS_KIND[$n]}" = proxy ]; then measure_memory "$n"; fi
+    done
+
+    log "warm-up and calibration"
+    for n in "${SYS_LIST[@]}"; do
+        run_wrk "${SYS_PORT[$n]}" 1 "$TMP/warmup-$n.txt"
+    done
+    # Both scenarios register HAProxy, the reference for the fixed rate.
+    run_wrk "${SYS_PORT[haproxy]}" "$D_LOAD" "$RAW/calibrate-haproxy.txt"
+    local rps=$WRK_RPS
+    # Open-loop rate: half of HAProxy's capacity, split over the connections.
+    RPS_PER_CONN=$((rps / 2 / RATE_CONNS))
+    [ "$RPS_PER_CONN" -gt 0 ] || die "calibration failed (capacity $rps req/s)"
+    record 0 calibration haproxy_capacity_rps "$rps"
+    record 0 calibration fixed_rate_rps $((RPS_PER_CONN * RATE_CONNS))
+    log "  HAProxy capacity $rps req/s → fixed rate $((RPS_PER_CONN * RATE_CONNS)) req/s" \
+        "($RATE_CONNS connections × $RPS_PER_CONN)"
+
+    local r
+    for r in $(seq "$ROUNDS"); do
+        log "round $r/$ROUNDS"
+        for n in "${SYS_LIST[@]}"; do
+            measure_run "$r" "$n"
+        done
+    done
+
+    log "syscalls per request (strace -c -f, ${D_STRACE}s runs)"
+    for n in "${SYS_LIST[@]}"; do
+        if [ "${SYS_KIND[$n]}" = proxy ]; then measure_syscalls "$n"; fi
+    done
+
+    record 0 run elapsed_s $((SECONDS - t_begin))
+    log "report"
+    $PY "$LIB/report.py" "$RAW" "$RESULTS" || die "report.py failed"
+    ln -sfn "$stamp" "$RESULTS/raw/last"
+    # Keep the raw output of the last 5 runs only.
+    local runs=("$RESULTS"/raw/20*/) # stamps sort by date
+    [ ${#runs[@]} -le 5 ] || rm -rf "${runs[@]:0:${#runs[@]}-5}"
+    log "done in $((SECONDS - t_begin)) s: bench/results/latest.md, bench/results/latency.png"
+}
+
+main
