@@ -401,7 +401,7 @@ class Gateway:
     def rss_kb(self):
         return rss_kb(self.proc.pid)
 
-    def signal(self, sig):
+    def send(self, sig):
         """Sends a signal; SIGTERM/SIGINT count as an intended stop."""
         if sig in (signal.SIGTERM, signal.SIGINT):
             self.stopped = True

@@ -45,7 +45,7 @@ def test_sigterm_finishes_inflight_and_exits_0(tmp_path):
             wait_until(lambda: b.stats()["active"] > idle_active or "t" in result, scaled(5),
                        what="slow request at the backend")
             assert "t" not in result, result
-            gw.signal(signal.SIGTERM)
+            gw.send(signal.SIGTERM)
             # stop accepting: new connections are refused while the slow one drains
             wait_until(lambda: not port_open(gw.port) or "t" in result, scaled(5),
                        what="listener closed")
@@ -65,7 +65,7 @@ def test_sigint_idle_exits_0(tmp_path):
         gw = Gateway(cfg_for(b), tmp_path)
         try:
             assert requests.get(gw.u("/x"), timeout=scaled(5)).status_code == 200
-            gw.signal(signal.SIGINT)
+            gw.send(signal.SIGINT)
             rc = gw.proc.wait(timeout=scaled(10))
             assert rc == 0, gw.stderr_text()
         finally:
@@ -82,7 +82,7 @@ def test_sigterm_with_idle_keepalive_connections(tmp_path):
                 s = requests.Session()
                 assert s.get(gw.u("/x"), timeout=scaled(5)).status_code == 200
                 sessions.append(s)
-            gw.signal(signal.SIGTERM)
+            gw.send(signal.SIGTERM)
             rc = gw.proc.wait(timeout=scaled(8))  # raises if idle connections hold it up
             assert rc == 0, gw.stderr_text()
         finally:
@@ -100,7 +100,7 @@ def test_drain_timeout_bounds_shutdown(tmp_path):
             t, result = start_slow(gw, 20000)
             wait_until(lambda: b.stats()["active"] > idle_active, scaled(5),
                        what="slow request at the backend")
-            gw.signal(signal.SIGTERM)
+            gw.send(signal.SIGTERM)
             try:
                 rc = gw.proc.wait(timeout=scaled(8))
             except Exception:  # noqa: BLE001
