@@ -14,7 +14,10 @@
 #   4. rounds: A B C D … A B C D …; each run measures CPU per request,
 #      requests/s and upstream reuse (wrk -c32), latency at one connection
 #      (h2load -c1) and at the fixed open-loop rate (h2load --rps);
-#   5. syscalls per request: strace -c -f attached during a short wrk run;
+#   5. syscalls per request: strace -c -f attached during a short wrk run
+#      (which syscalls, with errors), then perf stat counting the same
+#      syscalls' tracepoints at full speed (strace slows the proxy so much
+#      that epoll_wait batching, hence the count, changes);
 #   6. bench/lib/report.py writes bench/results/latest.md and latency.png.
 #
 # Usage: bench/run.sh [--quick] [--rounds N] [--scenarios plain,gateway] [--keep-tmp]
@@ -48,6 +51,7 @@ D_LOAD=5          # wrk -t1 -c32: CPU/request, requests/s, reuse
 D_C1=3            # h2load -c1 closed loop: unloaded latency
 D_RATE=5          # h2load -c16 --rps: latency at a fixed offered rate
 D_STRACE=2        # wrk -c32 under strace: syscall counts only
+D_PERF=3          # wrk -c32 under perf stat: syscall counts at full speed
 IDLE_CONNS=5000   # idle keep-alive connections for the memory test
 RATE_CONNS=16     # h2load connections for the fixed-rate run
 SKIP_S=0.2        # h2load samples dropped at the start of each run
@@ -72,7 +76,7 @@ if [ "$QUICK" = 1 ]; then
     # ~2 minutes: fewer rounds, shorter runs. Good for "did I break it?",
     # not for the closing numbers of an issue.
     [ "$ROUNDS" = 5 ] && ROUNDS=3
-    D_LOAD=2 D_C1=1 D_RATE=2 D_STRACE=1
+    D_LOAD=2 D_C1=1 D_RATE=2 D_STRACE=1 D_PERF=2
 fi
 
 # ---------------------------------------------------------------- utilities
@@ -150,6 +154,13 @@ cpu_ticks() {
 # Resident set size of a process, in kB.
 rss_kb() {
     awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+# Busy and steal ticks of one CPU from /proc/stat: prints "busy steal".
+# busy = user + nice + system (irq/softirq time is left out: loopback
+# packet processing lands there and is not charged to any process).
+cpu_busy() { # cpu number
+    awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4, $9 }' /proc/stat
 }
 
 # The demo backend's counters: prints "accepts requests".
@@ -405,16 +416,18 @@ run_h2load() { # round name prefix seconds h2load-args...
 # One run of one system in one round.
 measure_run() { # round name
     local r=$1 name=$2 pid=${SYS_PID[$2]} port=${SYS_PORT[$2]}
-    local t0 t1 b0 b1 req rps err accepts be_req
+    local t0 t1 b0 b1 req rps err accepts be_req c0 s0 c1 s1
     kill -0 "$pid" 2>/dev/null || die "$name (pid $pid) is gone"
 
     # (1) CPU per request, (2) requests/s, (6) upstream reuse.
     backend_reset
+    read -r c0 s0 < <(cpu_busy $PROXY_CPU)
     t0=$(cpu_ticks "$pid")
     b0=$(cpu_ticks "$BACKEND_PID")
     run_wrk "$port" "$D_LOAD" "$RAW/r$r-$name-wrk.txt"
     t1=$(cpu_ticks "$pid")
     b1=$(cpu_ticks "$BACKEND_PID")
+    read -r c1 s1 < <(cpu_busy $PROXY_CPU)
     req=$WRK_REQ rps=$WRK_RPS err=$WRK_ERR
     read -r accepts be_req < <(backend_stats)
     [ -n "$be_req" ] || die "the backend's /__stats did not answer"
@@ -425,6 +438,13 @@ measure_run() { # round name
     record "$r" "$name" backend_cpu_us "$(calc "($b1 - $b0) * 1000000 / $CLK_TCK / $req")"
     record "$r" "$name" upstream_accepts "$accepts"
     record "$r" "$name" upstream_requests "$be_req"
+    # Interference: CPU 0 time not charged to the proxy under test (other
+    # users of this machine, idle proxies' timers, kernel threads) and
+    # time the hypervisor stole, as % of the run.
+    local mine=$((t1 - t0))
+    [ "${SYS_KIND[$name]}" = proxy ] || mine=0
+    record "$r" "$name" cpu0_other_pct "$(calc "100 * ($c1 - $c0 - $mine) / ($D_LOAD * $CLK_TCK)" 1)"
+    record "$r" "$name" cpu0_steal_pct "$(calc "100 * ($s1 - $s0) / ($D_LOAD * $CLK_TCK)" 1)"
     if [ "${SYS_KIND[$name]}" = proxy ]; then
         record "$r" "$name" cpu_us "$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $req")"
         record "$r" "$name" reuse_pct "$(calc "100 * (1 - $accepts / ($be_req > 0 ? $be_req : 1))" 4)"
@@ -465,6 +485,41 @@ measure_syscalls() { # name
     [ -s "$out" ] || die "strace wrote nothing for $name"
     record 0 "$name" strace_requests "$WRK_REQ"
     log "  $name: $(awk '$NF == "total" { print $4 }' "$out") syscalls for $WRK_REQ requests"
+}
+
+# (4b) the same counts at full speed: perf stat counting syscall
+# tracepoints (no stop per syscall, so the proxy runs nearly unslowed and
+# epoll_wait batches as it really does). Counts every syscall (total),
+# the failed ones, and each syscall strace saw any proxy make.
+measure_syscalls_perf() { # name syscall-names...
+    local name=$1 pid=${SYS_PID[$1]} port=${SYS_PORT[$1]} sc
+    shift
+    local events=raw_syscalls:sys_enter
+    for sc in "$@"; do
+        [ -d "/sys/kernel/tracing/events/syscalls/sys_enter_$sc" ] &&
+            events+=",syscalls:sys_enter_$sc"
+    done
+    local out=$RAW/perf-$name.txt
+    # The filter applies to the event just before it: failed syscalls.
+    spawn $LOAD_CPU "$TMP/perf-$name.log" perf stat -x '\t' -o "$out" -p "$pid" \
+        -e "$events" -e raw_syscalls:sys_exit --filter 'ret < 0'
+    local counter=$LAST_PID
+    sleep 0.3 # perf attaches in a few ms; no request is lost either way
+    kill -0 "$counter" 2>/dev/null || die "perf stat failed: $(cat "$TMP/perf-$name.log")"
+    backend_reset
+    run_wrk "$port" "$D_PERF" "$RAW/perf-$name-wrk.txt"
+    kill -INT "$counter"
+    reap "$counter"
+    record 0 "$name" perf_requests "$WRK_REQ"
+    log "  $name: $(awk -F'\t' '$3 == "raw_syscalls:sys_enter" { print $1 }' "$out") syscalls" \
+        "for $WRK_REQ requests"
+}
+
+# perf is optional: without it (or without tracepoint access) the report
+# shows the strace counts only.
+perf_usable() {
+    command -v perf >/dev/null && [ -d /sys/kernel/tracing/events/raw_syscalls ] &&
+        perf stat -e raw_syscalls:sys_enter -x , -- true >/dev/null 2>&1
 }
 
 # ------------------------------------------------------------------- main
@@ -509,8 +564,9 @@ machine_info() {
         printf 'h2load\t%s\n' "$(h2load --version | awk '{ print $2 }')"
         printf 'mode\t%s\n' "$([ "$QUICK" = 1 ] && echo quick || echo full)"
         printf 'rounds\t%s\n' "$ROUNDS"
-        printf 'durations\twrk -c32 %ss, h2load -c1 %ss, h2load --rps %ss, strace %ss\n' \
-            "$D_LOAD" "$D_C1" "$D_RATE" "$D_STRACE"
+        printf 'durations\twrk -c32 %ss, h2load -c1 %ss, h2load --rps %ss, strace %ss, perf %ss\n' \
+            "$D_LOAD" "$D_C1" "$D_RATE" "$D_STRACE" "$D_PERF"
+        printf 'loadavg\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
         printf 'idle_conns\t%s\n' "$IDLE_CONNS"
         printf 'rate_conns\t%s\n' "$RATE_CONNS"
         printf 'pinning\tproxy on CPU %s; wrk, h2load, backend, helpers on CPU %s\n' \
@@ -559,8 +615,14 @@ main() {
         run_wrk "${SYS_PORT[$n]}" 1 "$TMP/warmup-$n.txt"
     done
     # Both scenarios register HAProxy, the reference for the fixed rate.
-    run_wrk "${SYS_PORT[haproxy]}" "$D_LOAD" "$RAW/calibrate-haproxy.txt"
-    local rps=$WRK_RPS
+    # Median of three short runs: one lucky or unlucky moment on a shared
+    # VM must not set the rate for the whole benchmark.
+    local caps=() i rps
+    for i in 1 2 3; do
+        run_wrk "${SYS_PORT[haproxy]}" 2 "$RAW/calibrate-haproxy-$i.txt"
+        caps+=("$WRK_RPS")
+    done
+    rps=$(printf '%s\n' "${caps[@]}" | sort -n | sed -n 2p)
     # Open-loop rate: half of HAProxy's capacity, split over the connections.
     RPS_PER_CONN=$((rps / 2 / RATE_CONNS))
     [ "$RPS_PER_CONN" -gt 0 ] || die "calibration failed (capacity $rps req/s)"
@@ -581,6 +643,19 @@ main() {
     for n in "${SYS_LIST[@]}"; do
         if [ "${SYS_KIND[$n]}" = proxy ]; then measure_syscalls "$n"; fi
     done
+    if perf_usable; then
+        log "syscalls per request at full speed (perf stat, ${D_PERF}s runs)"
+        # Every syscall name any proxy made under strace.
+        local names
+        names=$(awk 'NF >= 5 && $1 ~ /^[0-9]/ && $NF != "total" { print $NF }' \
+            "$RAW"/strace-*.txt | sort -u | tr '\n' ' ')
+        for n in "${SYS_LIST[@]}"; do
+            # shellcheck disable=SC2086 # names is a word list
+            if [ "${SYS_KIND[$n]}" = proxy ]; then measure_syscalls_perf "$n" $names; fi
+        done
+    else
+        log "perf stat with syscall tracepoints unavailable: strace counts only"
+    fi
 
     record 0 run elapsed_s $((SECONDS - t_begin))
     log "report"

@@ -135,6 +135,13 @@ static struct pt_h1_header *scratch_headers(size_t n)
     return hscratch;
 }
 
+void pt_conn_thread_exit(void)
+{
+    free(hscratch);
+    hscratch = NULL;
+    hscratch_cap = 0;
+}
+
 static uint32_t rbuf_cap(const struct pt_generation *g)
 {
     uint64_t need = g->limits.max_header_bytes + 1024;

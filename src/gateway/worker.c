@@ -279,7 +279,9 @@ static void *worker_main(void *arg)
         pt_outbound_reap(&w->ob);
     }
     close_listeners(w);
+    pt_conn_reap(w); /* connections closed by the last drain pass */
     pt_outbound_destroy(&w->ob);
+    pt_conn_thread_exit();
     atomic_store(&w->oldest_pinned, UINT64_MAX);
     atomic_store(&w->seen_gen, UINT64_MAX);
     return NULL;

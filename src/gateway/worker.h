@@ -102,5 +102,7 @@ void pt_conn_close_idle(struct pt_worker *w);
 /* conn.c: forcibly close everything (drain deadline). */
 void pt_conn_close_all(struct pt_worker *w);
 void pt_conn_reap(struct pt_worker *w);
+/* conn.c: frees the calling worker thread's parse scratch space. */
+void pt_conn_thread_exit(void);
 
 #endif

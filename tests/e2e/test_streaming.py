@@ -67,6 +67,7 @@ def test_upload_50mib_content_length(env):
     doc = json.loads(body)
     assert doc["body_len"] == SIZE
     assert doc["body_crc32"] == "%08x" % (crc & 0xFFFFFFFF)
+    print("upload rss idle=%d peak=%d" % (idle, peak))
     assert peak - idle < RSS_BUDGET_KB, "RSS grew %d KiB (idle %d KiB, peak %d KiB)" % (
         peak - idle, idle, peak)
 
@@ -106,6 +107,7 @@ def test_download_50mib_with_slow_reader(env):
     assert r.complete, "download truncated: %d bytes" % len(r.body)
     assert len(r.body) == SIZE
     assert crc32_hex(r.body) == want_crc
+    print("download rss idle=%d mid=%d peak=%d" % (idle, mid, peak))
     assert mid - idle < RSS_BUDGET_KB, "RSS grew %d KiB while the client stalled" % (mid - idle)
     assert peak - idle < RSS_BUDGET_KB, "RSS grew %d KiB (idle %d, peak %d)" % (
         peak - idle, idle, peak)
