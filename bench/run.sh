@@ -151,9 +151,11 @@ cpu_ticks() {
     echo $((${12} + ${13}))
 }
 
-# Resident set size of a process, in kB.
-rss_kb() {
-    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+# Resident set size of a process, in kB: all of it (VmRSS, the default),
+# or only its anonymous part (RssAnon: heap and stacks, without the mapped
+# binary and shared libraries).
+rss_kb() { # pid [field]
+    awk -v f="${2:-VmRSS}:" '$1 == f { print $2 }' "/proc/$1/status"
 }
 
 # Busy and steal ticks of one CPU from /proc/stat: prints "busy steal".
@@ -356,7 +358,9 @@ scenario_gateway() {
 measure_memory() { # name
     local name=$1 pid=${SYS_PID[$1]} port=${SYS_PORT[$1]}
     local rss_start rss_before rss_after rss_closed out=$RAW/idle-$1.txt
+    local rss_anon
     rss_start=$(rss_kb "$pid")
+    rss_anon=$(rss_kb "$pid" RssAnon)
     # Let any lazy start-up work settle before the baseline.
     sleep 0.5
     rss_before=$(rss_kb "$pid")
@@ -375,6 +379,7 @@ measure_memory() { # name
     sleep 1
     rss_closed=$(rss_kb "$pid")
     record 0 "$name" rss_start_kb "$rss_start"
+    record 0 "$name" rss_anon_start_kb "$rss_anon"
     record 0 "$name" rss_idle_before_kb "$rss_before"
     record 0 "$name" rss_idle_after_kb "$rss_after"
     record 0 "$name" rss_after_close_kb "$rss_closed"
@@ -447,6 +452,9 @@ measure_run() { # round name
     record "$r" "$name" cpu0_steal_pct "$(calc "100 * ($s1 - $s0) / ($D_LOAD * $CLK_TCK)" 1)"
     if [ "${SYS_KIND[$name]}" = proxy ]; then
         record "$r" "$name" cpu_us "$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $req")"
+        # Below ~95% the proxy was not the bottleneck (wrk and the backend
+        # share CPU 1): it waited for work, so epoll_wait batched less.
+        record "$r" "$name" cpu_util_pct "$(calc "100 * ($t1 - $t0) / ($D_LOAD * $CLK_TCK)" 1)"
         record "$r" "$name" reuse_pct "$(calc "100 * (1 - $accepts / ($be_req > 0 ? $be_req : 1))" 4)"
     fi
 

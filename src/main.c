@@ -8,11 +8,12 @@
 #include "control/config.h"
 #include "control/runtime.h"
 #include "core/log.h"
+#include "core/version.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#define PORTICO_VERSION "0.1.0"
+
 
 static int usage(void)
 {
@@ -47,7 +48,7 @@ int main(int argc, char **argv)
     if (argc < 2)
         return usage();
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
-        printf("portico %s\n", PORTICO_VERSION);
+        printf("portico %s\n", PT_VERSION);
         return 0;
     }
     if (strcmp(argv[1], "validate") == 0 || strcmp(argv[1], "lint") == 0)

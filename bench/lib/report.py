@@ -346,6 +346,11 @@ class Report:
         self.metric_table("1. Proxy CPU per request (µs)", "cpu_us", self.proxies,
                           note="user+system time of the whole proxy process (all threads, "
                                "/proc/PID/stat) during the wrk -c32 run ÷ responses wrk counted.")
+        self.metric_table("Proxy CPU utilisation during those runs (% of CPU 0)", "cpu_util_pct",
+                          self.proxies,
+                          note="Near 100%: the proxy was the bottleneck. Well below: wrk and the "
+                               "backend (sharing CPU 1) were, and the proxy waited for events, "
+                               "which costs it extra epoll_wait calls and wake-ups.")
         self.metric_table("Backend CPU per request (µs, sanity check)", "backend_cpu_us",
                           self.run.systems, 2,
                           note="The demo backend's own CPU in the same runs: it should be about "
@@ -480,17 +485,22 @@ class Report:
             if kb("rss_start_kb") is None:
                 continue
             b = kb("bytes_per_idle_conn")
+            anon = kb("rss_anon_start_kb")
             rows.append([run.label[s], fmt(kb("rss_start_kb") / 1024, 2),
                          fmt_ratio(ratio(kb("rss_start_kb"), ha_rss)),
                          fmt_ratio(ratio(kb("rss_start_kb"), ng_rss)),
+                         fmt(anon / 1024 if anon is not None else None, 2),
                          fmt(kb("rss_idle_after_kb") / 1024, 1), fmt(b, 0),
                          fmt_ratio(ratio(b, ha)), fmt_ratio(ratio(b, ng)),
                          fmt(kb("rss_after_close_kb") / 1024, 1)])
         self.add("### 5. Memory (one measurement per system, fresh process)", "",
-                 "RSS (VmRSS) right after start-up; then %s keep-alive connections, each having "
-                 "served one request, held idle: (RSS with them − RSS before) ÷ %s. Kernel "
-                 "socket buffers are not in RSS, so this is userland memory only." % (n, n), "",
-                 table(["system", "idle RSS MB", "÷ HAProxy", "÷ nginx",
+                 "RSS (VmRSS) right after start-up (goal 5 compares this), and its anonymous "
+                 "part (RssAnon: heap and stacks; the rest is the mapped binary and shared "
+                 "libraries such as OpenSSL and Lua); then %s keep-alive connections, each "
+                 "having served one request, held idle: (RSS with them − RSS before) ÷ %s. "
+                 "Kernel socket buffers are not in RSS, so this is userland memory only."
+                 % (n, n), "",
+                 table(["system", "idle RSS MB", "÷ HAProxy", "÷ nginx", "of which anon MB",
                         "RSS with %s idle MB" % n, "bytes per idle conn", "÷ HAProxy",
                         "÷ nginx", "RSS after they closed MB"], rows), "")
 

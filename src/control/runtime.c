@@ -8,8 +8,10 @@
  */
 #include "control/runtime.h"
 
+#include "control/admin.h"
 #include "control/config.h"
 #include "core/log.h"
+#include "core/version.h"
 #include "gateway/worker.h"
 
 #include <errno.h>
@@ -30,7 +32,11 @@ struct runtime {
     int nretired;
     uint64_t next_id;
     uint64_t reloads_ok, reloads_failed;
+    uint64_t started_ms;
+    struct pt_admin *admin;
 };
+
+
 
 static void apply_access_log(struct runtime *rt, const struct pt_generation *g,
                              const struct pt_generation *old)
@@ -61,14 +67,18 @@ static void reclaim(struct runtime *rt)
     }
 }
 
-static void reload(struct runtime *rt)
+/* Loads and publishes the config file. Returns 0, or -1 with the errors
+ * (malloc'd, newline-separated) in *errors when errors is not NULL. */
+static int reload(struct runtime *rt, char **errors)
 {
     reclaim(rt);
     if (rt->nretired >= MAX_RETIRED) {
         rt->reloads_failed++;
         pt_error("config reload failed: %d older generations still have requests in flight",
                  rt->nretired);
-        return;
+        if (errors)
+            *errors = strdup("older generations still have requests in flight; try again");
+        return -1;
     }
     struct pt_diag diag;
     pt_diag_init(&diag);
@@ -77,10 +87,19 @@ static void reload(struct runtime *rt)
         rt->reloads_failed++;
         pt_error("config reload failed: %s rejected, generation %llu keeps serving", rt->path,
                  (unsigned long long)(rt->next_id - 1));
-        for (size_t i = 0; i < diag.n; i++)
+        size_t total = 1;
+        for (size_t i = 0; i < diag.n; i++) {
             pt_error("  %s", diag.lines[i]);
+            total += strlen(diag.lines[i]) + 1;
+        }
+        if (errors && (*errors = malloc(total))) {
+            size_t off = 0;
+            for (size_t i = 0; i < diag.n; i++)
+                off += (size_t)sprintf(*errors + off, "%s%s", i ? "\n" : "", diag.lines[i]);
+            (*errors)[off] = 0;
+        }
         pt_diag_free(&diag);
-        return;
+        return -1;
     }
     pt_diag_free(&diag);
     rt->next_id++;
@@ -93,13 +112,48 @@ static void reload(struct runtime *rt)
     for (int i = 0; i < rt->nworkers; i++)
         pt_worker_wake(&rt->workers[i]);
     rt->reloads_ok++;
+    if (rt->admin)
+        pt_admin_sync(rt->admin, g);
     pt_info("config reloaded: generation %llu (%u routes, %u upstreams)",
             (unsigned long long)g->id, g->nroutes, g->nupstreams);
+    return 0;
 }
+
+/* ---- admin hooks ---- */
+
+static const struct pt_generation *hook_current(void *ctx)
+{
+    (void)ctx;
+    return atomic_load(&pt_gen_current);
+}
+
+static void hook_status(void *ctx, struct pt_admin_status *st)
+{
+    struct runtime *rt = ctx;
+    st->version = PT_VERSION;
+    st->workers = rt->nworkers;
+    st->uptime_s = (pt_now_ms() - rt->started_ms) / 1000;
+    st->connections = atomic_load_explicit(&pt_active_connections, memory_order_relaxed);
+    st->requests = 0;
+    for (int i = 0; i < rt->nworkers; i++)
+        st->requests += atomic_load_explicit(&rt->workers[i].served, memory_order_relaxed);
+    st->reloads_ok = rt->reloads_ok;
+    st->reloads_failed = rt->reloads_failed;
+}
+
+static int hook_reload(void *ctx, uint64_t *new_id, char **errors)
+{
+    struct runtime *rt = ctx;
+    int r = reload(rt, errors);
+    *new_id = atomic_load(&pt_gen_current)->id;
+    return r;
+}
+
+static const struct pt_admin_hooks admin_hooks = {hook_current, hook_status, hook_reload};
 
 int pt_runtime_run(const char *config_path)
 {
-    struct runtime rt = {.path = config_path, .next_id = 1};
+    struct runtime rt = {.path = config_path, .next_id = 1, .started_ms = pt_now_ms()};
     int rc = 1;
     struct pt_diag diag;
     pt_diag_init(&diag);
@@ -151,23 +205,31 @@ int pt_runtime_run(const char *config_path)
     if (!rt.logger)
         goto out_stop;
     apply_access_log(&rt, g, NULL);
+    rt.admin = pt_admin_open(g, &admin_hooks, &rt);
+    if (!rt.admin)
+        goto out_stop;
     for (uint32_t i = 0; i < g->nlisteners; i++)
         pt_info("listening on %s (%s)", g->listeners[i].address, g->listeners[i].name);
     pt_info("portico ready: generation %llu, %d workers, %u routes", (unsigned long long)g->id,
             rt.nworkers, g->nroutes);
 
     for (;;) {
-        struct pollfd pfd = {.fd = sfd, .events = POLLIN};
-        int n = poll(&pfd, 1, rt.nretired ? 50 : 1000);
+        struct pollfd pfds[40];
+        pfds[0] = (struct pollfd){.fd = sfd, .events = POLLIN};
+        int nfds = 1 + pt_admin_pollfds(rt.admin, pfds + 1, 39);
+        int n = poll(pfds, (nfds_t)nfds, rt.nretired ? 50 : 1000);
         if (rt.nretired)
             reclaim(&rt);
         if (n <= 0)
+            continue;
+        pt_admin_handle(rt.admin, pfds + 1, nfds - 1, pt_now_ms());
+        if (!(pfds[0].revents & POLLIN))
             continue;
         struct signalfd_siginfo si;
         if (read(sfd, &si, sizeof(si)) != sizeof(si))
             continue;
         if (si.ssi_signo == SIGHUP) {
-            reload(&rt);
+            reload(&rt, NULL);
         } else {
             pt_info("shutting down: draining in-flight requests (up to %llu ms)",
                     (unsigned long long)atomic_load(&pt_gen_current)->limits.drain_timeout_ms);
@@ -180,6 +242,7 @@ out_stop:
         pt_worker_drain(&rt.workers[i]);
     for (int i = 0; i < rt.nworkers; i++)
         pt_worker_join(&rt.workers[i]);
+    pt_admin_close(rt.admin);
     pt_alog_stop(rt.logger);
     for (int i = 0; i < rt.nworkers; i++)
         pt_alog_ring_free(&rt.workers[i].alog);

@@ -288,7 +288,11 @@ static void txn_end(struct pt_txn *t, bool completed)
         pt_chain_run_log(&t->route->chain, &t->fctx, t->states);
     access_log(t);
     pt_worker_unpin(c->w, t->gen);
-    c->w->served++;
+    /* Single writer: a relaxed load+store is a plain add, no locked
+     * instruction, and the admin thread still reads a whole value. */
+    atomic_store_explicit(&c->w->served,
+                          atomic_load_explicit(&c->w->served, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     c->txn = NULL;
     pt_arena_reset(&c->arena);
 }

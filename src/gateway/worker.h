@@ -70,7 +70,7 @@ struct pt_worker {
 
     struct pt_alog_ring alog;
     uint64_t rng;     /* request-id generator state */
-    uint64_t served;  /* requests completed */
+    _Atomic uint64_t served; /* requests completed; written by the worker only */
     _Atomic bool draining;
 };
 

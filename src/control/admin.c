@@ -1,0 +1,461 @@
+/*
+ * admin.c — the admin API (DESIGN.md §7), served by the main thread.
+ *
+ * A deliberately small HTTP/1.1 server: non-blocking sockets driven by the
+ * runtime's poll loop, one request per connection (Connection: close),
+ * requests parsed by the same strict parser as the data plane. It never
+ * touches a worker's state except through atomics the workers publish.
+ *
+ *   GET  /status     version, generation, workers, connections, requests
+ *   GET  /routes     the route table in match order facts: name, match,
+ *                    upstream, effective filters (in run order)
+ *   GET  /upstreams  upstreams and their targets
+ *   POST /reload     same as SIGHUP; 200 with the new generation or 400
+ *                    with the file:line:col errors
+ *
+ * When `admin.token` is set every request needs `Authorization: Bearer
+ * <token>` (compared in constant time); the loader refuses a non-loopback
+ * admin address without one.
+ */
+#include "control/admin.h"
+
+#include "core/log.h"
+#include "gateway/respond.h"
+#include "http/h1.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define ADMIN_MAX_CLIENTS 32
+#define ADMIN_REQ_MAX 8192
+
+struct admin_client {
+    int fd;
+    uint64_t deadline_ms;
+    size_t in_len;
+    char in[ADMIN_REQ_MAX];
+    char *out; /* malloc'd response */
+    size_t out_len, out_sent;
+};
+
+struct pt_admin {
+    int lfd;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    struct admin_client *clients[ADMIN_MAX_CLIENTS];
+    const struct pt_admin_hooks *hooks;
+    void *ctx;
+};
+
+/* A growable text buffer for JSON bodies. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t ncap = (b->cap ? b->cap * 2 : 1024) + (size_t)n;
+        char *np = realloc(b->p, ncap);
+        if (!np)
+            return;
+        b->p = np;
+        b->cap = ncap;
+    }
+}
+
+/* Appends a JSON string literal (with quotes). */
+static void sb_json_str(struct sbuf *b, const char *s)
+{
+    if (!s) {
+        sb_printf(b, "null");
+        return;
+    }
+    size_t n = strlen(s);
+    char *esc = malloc(6 * n + 1);
+    if (!esc)
+        return;
+    size_t e = pt_json_escape(esc, s, n);
+    sb_printf(b, "\"%.*s\"", (int)e, esc);
+    free(esc);
+}
+
+static int open_admin_socket(const struct pt_listener_cfg *cfg)
+{
+    int fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)&cfg->addr, cfg->addrlen) < 0 || listen(fd, 64) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
+}
+
+struct pt_admin *pt_admin_open(const struct pt_generation *g, const struct pt_admin_hooks *hooks,
+                               void *ctx)
+{
+    struct pt_admin *a = calloc(1, sizeof(*a));
+    if (!a)
+        return NULL;
+    a->lfd = -1;
+    a->hooks = hooks;
+    a->ctx = ctx;
+    if (pt_admin_sync(a, g) < 0) {
+        free(a);
+        return NULL;
+    }
+    return a;
+}
+
+int pt_admin_sync(struct pt_admin *a, const struct pt_generation *g)
+{
+    if (!g->has_admin) {
+        if (a->lfd >= 0)
+            close(a->lfd);
+        a->lfd = -1;
+        return 0;
+    }
+    if (a->lfd >= 0 && a->addrlen == g->admin.addrlen &&
+        memcmp(&a->addr, &g->admin.addr, a->addrlen) == 0)
+        return 0;
+    int fd = open_admin_socket(&g->admin);
+    if (fd < 0) {
+        pt_error("admin: cannot listen on %s: %s", g->admin.address, strerror(-fd));
+        return fd;
+    }
+    if (a->lfd >= 0)
+        close(a->lfd);
+    a->lfd = fd;
+    memcpy(&a->addr, &g->admin.addr, g->admin.addrlen);
+    a->addrlen = g->admin.addrlen;
+    pt_info("admin API on %s", g->admin.address);
+    return 0;
+}
+
+static void client_close(struct pt_admin *a, int i)
+{
+    struct admin_client *cl = a->clients[i];
+    close(cl->fd);
+    free(cl->out);
+    free(cl);
+    a->clients[i] = NULL;
+}
+
+int pt_admin_pollfds(struct pt_admin *a, struct pollfd *fds, int max)
+{
+    int n = 0;
+    if (a->lfd >= 0 && n < max)
+        fds[n++] = (struct pollfd){.fd = a->lfd, .events = POLLIN};
+    for (int i = 0; i < ADMIN_MAX_CLIENTS && n < max; i++) {
+        struct admin_client *cl = a->clients[i];
+        if (cl)
+            fds[n++] = (struct pollfd){.fd = cl->fd, .events = cl->out ? POLLOUT : POLLIN};
+    }
+    return n;
+}
+
+static void set_response(struct admin_client *cl, int status, const char *ctype, const char *body,
+                         size_t blen)
+{
+    char head[256];
+    int h = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+                     status, pt_reason_phrase(status), ctype, blen);
+    cl->out = malloc((size_t)h + blen);
+    if (!cl->out)
+        return;
+    memcpy(cl->out, head, (size_t)h);
+    memcpy(cl->out + h, body, blen);
+    cl->out_len = (size_t)h + blen;
+    cl->out_sent = 0;
+}
+
+static void json_error(struct admin_client *cl, int status, const char *msg)
+{
+    struct sbuf b = {0};
+    sb_printf(&b, "{\"error\":");
+    sb_json_str(&b, msg);
+    sb_printf(&b, ",\"status\":%d}\n", status);
+    set_response(cl, status, "application/json", b.p ? b.p : "", b.len);
+    free(b.p);
+}
+
+/* Constant-time comparison: the token must not leak through timing. */
+static bool token_ok(pt_slice got, const char *want)
+{
+    size_t n = strlen(want);
+    unsigned char diff = (unsigned char)(got.len != n);
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(want[i] ^ (i < got.len ? got.p[i] : 0));
+    return diff == 0;
+}
+
+static const char *method_name(int m)
+{
+    return m > 0 && m < PT_METHOD__COUNT ? pt_method_names[m].p : "?";
+}
+
+static void routes_json(struct sbuf *b, const struct pt_generation *g)
+{
+    sb_printf(b, "{\"generation\":%llu,\"routes\":[", (unsigned long long)g->id);
+    for (uint32_t i = 0; i < g->nroutes; i++) {
+        const struct pt_route *r = &g->routes[i];
+        const struct pt_route_match *m = &r->match;
+        sb_printf(b, "%s{\"name\":", i ? "," : "");
+        sb_json_str(b, r->name);
+        sb_printf(b, ",\"priority\":%d,\"match\":{\"hosts\":[", r->priority);
+        for (uint32_t h = 0; h < m->nhosts; h++) {
+            sb_printf(b, "%s", h ? "," : "");
+            sb_json_str(b, m->hosts[h]);
+        }
+        sb_printf(b, "]");
+        if (m->path) {
+            sb_printf(b, ",\"path\":");
+            sb_json_str(b, m->path);
+        } else if (m->path_prefix) {
+            sb_printf(b, ",\"path_prefix\":");
+            sb_json_str(b, m->path_prefix);
+        } else if (m->path_template) {
+            sb_printf(b, ",\"path_template\":");
+            sb_json_str(b, m->path_template);
+        } else if (m->path_regex) {
+            sb_printf(b, ",\"path_regex\":");
+            sb_json_str(b, m->path_regex);
+        }
+        sb_printf(b, ",\"methods\":[");
+        bool first = true;
+        for (int k = 1; k < PT_METHOD__COUNT; k++) {
+            if (m->methods & (1u << k)) {
+                sb_printf(b, "%s\"%s\"", first ? "" : ",", method_name(k));
+                first = false;
+            }
+        }
+        sb_printf(b, "],\"headers\":%u,\"query\":%u},\"upstream\":", m->nheaders, m->nquery);
+        sb_json_str(b, r->upstream ? r->upstream->name : NULL);
+        if (r->strip_prefix) {
+            sb_printf(b, ",\"strip_prefix\":");
+            sb_json_str(b, r->strip_prefix);
+        }
+        if (r->rewrite) {
+            sb_printf(b, ",\"rewrite\":");
+            sb_json_str(b, r->rewrite);
+        }
+        sb_printf(b, ",\"timeout_ms\":%llu,\"filters\":[", (unsigned long long)r->timeout_ms);
+        for (uint32_t f = 0; f < r->chain.n_all; f++) {
+            sb_printf(b, "%s", f ? "," : "");
+            sb_json_str(b, r->chain.all[f].def->name);
+        }
+        sb_printf(b, "]}");
+    }
+    sb_printf(b, "]}\n");
+}
+
+static void upstreams_json(struct sbuf *b, const struct pt_generation *g)
+{
+    sb_printf(b, "{\"generation\":%llu,\"upstreams\":[", (unsigned long long)g->id);
+    for (uint32_t i = 0; i < g->nupstreams; i++) {
+        const struct pt_upstream *u = &g->upstreams[i];
+        sb_printf(b, "%s{\"name\":", i ? "," : "");
+        sb_json_str(b, u->name);
+        sb_printf(b,
+                  ",\"balance\":\"round_robin\",\"connect_timeout_ms\":%llu,"
+                  "\"read_timeout_ms\":%llu,\"keepalive\":%u,\"targets\":[",
+                  (unsigned long long)u->connect_timeout_ms,
+                  (unsigned long long)u->read_timeout_ms, u->keepalive);
+        for (uint32_t t = 0; t < u->ntargets; t++) {
+            sb_printf(b, "%s{\"address\":", t ? "," : "");
+            sb_json_str(b, u->targets[t].address);
+            sb_printf(b, ",\"weight\":%d}", u->targets[t].weight);
+        }
+        sb_printf(b, "]}");
+    }
+    sb_printf(b, "]}\n");
+}
+
+static void handle(struct pt_admin *a, struct admin_client *cl, const struct pt_h1_request *req)
+{
+    const struct pt_generation *g = a->hooks->current(a->ctx);
+    if (g->admin_token) {
+        pt_slice auth = {0};
+        for (size_t i = 0; i < req->num_headers; i++)
+            if (req->headers[i].token == PT_TOK_AUTHORIZATION)
+                auth = req->headers[i].value;
+        if (auth.len < 7 || strncasecmp(auth.p, "Bearer ", 7) != 0 ||
+            !token_ok((pt_slice){auth.p + 7, auth.len - 7}, g->admin_token)) {
+            json_error(cl, 401, "admin token required");
+            return;
+        }
+    }
+    struct sbuf b = {0};
+    bool get = req->method_id == PT_METHOD_GET;
+    if (pt_slice_eq_cstr(req->path, "/status") && get) {
+        struct pt_admin_status st;
+        a->hooks->status(a->ctx, &st);
+        sb_printf(&b,
+                  "{\"version\":\"%s\",\"generation\":%llu,\"config\":", st.version,
+                  (unsigned long long)g->id);
+        sb_json_str(&b, g->source_path);
+        sb_printf(&b,
+                  ",\"workers\":%d,\"uptime_seconds\":%llu,\"connections_active\":%llu,"
+                  "\"requests_served\":%llu,\"reloads\":{\"ok\":%llu,\"failed\":%llu},"
+                  "\"routes\":%u,\"upstreams\":%u}\n",
+                  st.workers, (unsigned long long)st.uptime_s,
+                  (unsigned long long)st.connections, (unsigned long long)st.requests,
+                  (unsigned long long)st.reloads_ok, (unsigned long long)st.reloads_failed,
+                  g->nroutes, g->nupstreams);
+    } else if (pt_slice_eq_cstr(req->path, "/routes") && get) {
+        routes_json(&b, g);
+    } else if (pt_slice_eq_cstr(req->path, "/upstreams") && get) {
+        upstreams_json(&b, g);
+    } else if (pt_slice_eq_cstr(req->path, "/reload") && req->method_id == PT_METHOD_POST) {
+        char *errors = NULL;
+        uint64_t id = 0;
+        if (a->hooks->reload(a->ctx, &id, &errors) == 0) {
+            sb_printf(&b, "{\"reloaded\":true,\"generation\":%llu}\n", (unsigned long long)id);
+        } else {
+            sb_printf(&b, "{\"reloaded\":false,\"errors\":");
+            sb_json_str(&b, errors ? errors : "reload failed");
+            sb_printf(&b, "}\n");
+            set_response(cl, 400, "application/json", b.p ? b.p : "", b.len);
+            free(b.p);
+            free(errors);
+            return;
+        }
+        free(errors);
+    } else if (pt_slice_eq_cstr(req->path, "/status") || pt_slice_eq_cstr(req->path, "/routes") ||
+               pt_slice_eq_cstr(req->path, "/upstreams") ||
+               pt_slice_eq_cstr(req->path, "/reload")) {
+        json_error(cl, 405, "method not allowed");
+        return;
+    } else {
+        json_error(cl, 404, "unknown admin endpoint (try /status, /routes, /upstreams, "
+                            "POST /reload)");
+        return;
+    }
+    set_response(cl, 200, "application/json", b.p ? b.p : "", b.len);
+    free(b.p);
+}
+
+static void client_read(struct pt_admin *a, int i)
+{
+    struct admin_client *cl = a->clients[i];
+    for (;;) {
+        if (cl->in_len == sizeof(cl->in)) {
+            json_error(cl, 431, "request too large");
+            return;
+        }
+        ssize_t n = read(cl->fd, cl->in + cl->in_len, sizeof(cl->in) - cl->in_len);
+        if (n > 0) {
+            cl->in_len += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EAGAIN)
+            break;
+        client_close(a, i);
+        return;
+    }
+    struct pt_h1_header hs[64];
+    struct pt_h1_request req;
+    struct pt_h1_limits lim = {64, sizeof(cl->in), 2048};
+    int r = pt_h1_parse_request(cl->in, cl->in_len, 0, &req, hs, &lim);
+    if (r == PT_H1_INCOMPLETE)
+        return;
+    if (r < 0) {
+        json_error(cl, req.error_status ? req.error_status : 400,
+                   req.error_reason ? req.error_reason : "bad request");
+        return;
+    }
+    handle(a, cl, &req);
+}
+
+static void client_write(struct pt_admin *a, int i)
+{
+    struct admin_client *cl = a->clients[i];
+    while (cl->out_sent < cl->out_len) {
+        ssize_t n = send(cl->fd, cl->out + cl->out_sent, cl->out_len - cl->out_sent, MSG_NOSIGNAL);
+        if (n > 0) {
+            cl->out_sent += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EAGAIN)
+            return;
+        break;
+    }
+    client_close(a, i);
+}
+
+void pt_admin_handle(struct pt_admin *a, const struct pollfd *fds, int n, uint64_t now_ms)
+{
+    for (int k = 0; k < n; k++) {
+        if (!fds[k].revents)
+            continue;
+        if (fds[k].fd == a->lfd) {
+            for (;;) {
+                int fd = accept4(a->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0)
+                    break;
+                int slot = -1;
+                for (int i = 0; i < ADMIN_MAX_CLIENTS && slot < 0; i++)
+                    if (!a->clients[i])
+                        slot = i;
+                struct admin_client *cl = slot >= 0 ? calloc(1, sizeof(*cl)) : NULL;
+                if (!cl) {
+                    close(fd);
+                    continue;
+                }
+                cl->fd = fd;
+                cl->deadline_ms = now_ms + 10000;
+                a->clients[slot] = cl;
+            }
+            continue;
+        }
+        for (int i = 0; i < ADMIN_MAX_CLIENTS; i++) {
+            struct admin_client *cl = a->clients[i];
+            if (!cl || cl->fd != fds[k].fd)
+                continue;
+            if (!cl->out)
+                client_read(a, i);
+            if (a->clients[i] && a->clients[i]->out)
+                client_write(a, i);
+            break;
+        }
+    }
+    /* A client that neither finishes its request nor reads its response
+     * within 10 s is dropped: the main thread serves reloads too. */
+    for (int i = 0; i < ADMIN_MAX_CLIENTS; i++)
+        if (a->clients[i] && now_ms > a->clients[i]->deadline_ms)
+            client_close(a, i);
+}
+
+void pt_admin_close(struct pt_admin *a)
+{
+    if (!a)
+        return;
+    for (int i = 0; i < ADMIN_MAX_CLIENTS; i++)
+        if (a->clients[i])
+            client_close(a, i);
+    if (a->lfd >= 0)
+        close(a->lfd);
+    free(a);
+}

@@ -1,0 +1,76 @@
+"""Admin API: status, route table with effective filters, upstreams,
+reload through the API, bearer token enforcement."""
+
+import requests
+
+from conftest import free_port, make_config, to_yaml, upstream
+
+
+def cfg(port, admin, bport, token=None, extra_route=None):
+    c = make_config(port, {"users": upstream(bport)},
+                    [{"name": "users", "match": {"path_prefix": "/users", "methods": ["GET"]},
+                      "upstream": "users", "strip_prefix": "/users",
+                      "filters": {"request_transform": {"add_headers": {"X-A": "1"}}}}],
+                    admin_port=admin,
+                    filters={"response_transform": {"remove_headers": ["X-Backend"]}})
+    if token:
+        c["admin"]["token"] = token
+    if extra_route:
+        c["routes"].append(extra_route)
+    return c
+
+
+def test_status_routes_upstreams(gateway, backends):
+    be = backends("users")
+    port, admin = free_port(), free_port()
+    gw = gateway(cfg(port, admin, be.port))
+    assert requests.get(gw.u("/users/tiny")).status_code == 200
+    st = requests.get("http://127.0.0.1:%d/status" % admin).json()
+    assert st["generation"] == 1 and st["workers"] == 2 and st["routes"] == 1
+    assert st["requests_served"] >= 1
+    routes = requests.get("http://127.0.0.1:%d/routes" % admin).json()["routes"]
+    assert routes[0]["name"] == "users" and routes[0]["upstream"] == "users"
+    assert routes[0]["match"]["path_prefix"] == "/users"
+    assert routes[0]["match"]["methods"] == ["GET"]
+    # the default filter is inherited: both are on the effective list
+    assert sorted(routes[0]["filters"]) == ["request_transform", "response_transform"]
+    ups = requests.get("http://127.0.0.1:%d/upstreams" % admin).json()["upstreams"]
+    assert ups[0]["targets"][0]["address"] == "127.0.0.1:%d" % be.port
+    r = requests.get("http://127.0.0.1:%d/nope" % admin)
+    assert r.status_code == 404 and "error" in r.json()
+    assert requests.delete("http://127.0.0.1:%d/status" % admin).status_code == 405
+
+
+def test_reload_via_api(gateway, backends):
+    be = backends("users")
+    port, admin = free_port(), free_port()
+    gw = gateway(cfg(port, admin, be.port))
+    assert requests.get(gw.u("/other/tiny")).status_code == 404
+    # a bad file: 400 with file:line:col errors, generation unchanged
+    open(gw.config_path, "w").write("routes: [ { name: x, upstrem: y } ]\n")
+    r = requests.post("http://127.0.0.1:%d/reload" % admin)
+    assert r.status_code == 400
+    body = r.json()
+    assert body["reloaded"] is False and ":1:" in body["errors"] and "upstream" in body["errors"]
+    assert requests.get("http://127.0.0.1:%d/status" % admin).json()["generation"] == 1
+    assert requests.get(gw.u("/users/tiny")).status_code == 200
+    # a good file with one more route: applied
+    open(gw.config_path, "w").write(to_yaml(cfg(port, admin, be.port, extra_route={
+        "name": "other", "match": {"path_prefix": "/other"}, "upstream": "users",
+        "strip_prefix": "/other"})))
+    r = requests.post("http://127.0.0.1:%d/reload" % admin)
+    assert r.status_code == 200 and r.json() == {"reloaded": True, "generation": 2}
+    assert requests.get(gw.u("/other/tiny")).status_code == 200
+    st = requests.get("http://127.0.0.1:%d/status" % admin).json()
+    assert st["reloads"] == {"ok": 1, "failed": 1}
+
+
+def test_token_required_when_set(gateway, backends):
+    be = backends("users")
+    port, admin = free_port(), free_port()
+    gateway(cfg(port, admin, be.port, token="s3cret"))
+    base = "http://127.0.0.1:%d" % admin
+    assert requests.get(base + "/status").status_code == 401
+    assert requests.get(base + "/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert requests.get(base + "/status",
+                        headers={"Authorization": "Bearer s3cret"}).status_code == 200
