@@ -233,17 +233,28 @@ static void conn_timeout(struct pt_loop *loop, struct pt_timer *tm)
 void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
                     const struct sockaddr_storage *peer)
 {
-    struct pt_conn *c = calloc(1, sizeof(*c));
-    if (!c) {
-        close(fd);
-        return;
+    /* Recycled connection objects keep their arena's first block, so a
+     * new connection's first request allocates nothing. */
+    struct pt_conn *c = w->conn_cache;
+    if (c) {
+        w->conn_cache = c->free_next;
+        w->nconn_cache--;
+        struct pt_arena keep = c->arena;
+        memset(c, 0, sizeof(*c));
+        c->arena = keep;
+    } else {
+        c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            return;
+        }
+        pt_arena_init(&c->arena, 4096);
     }
     c->io.fd = fd;
     c->io.cb = conn_on_event;
     c->w = w;
 
     snprintf(c->listener, sizeof(c->listener), "%s", l->name);
-    pt_arena_init(&c->arena, 4096);
     if (peer->ss_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->remote,
                   sizeof(c->remote));
@@ -330,12 +341,30 @@ void pt_conn_reap(struct pt_worker *w)
     while (w->to_free) {
         struct pt_conn *c = w->to_free;
         w->to_free = c->free_next;
-        pt_arena_destroy(&c->arena);
-        free(c);
+        if (w->nconn_cache < PT_CONN_CACHE_MAX && !atomic_load(&w->draining)) {
+            pt_arena_reset(&c->arena);
+            c->free_next = w->conn_cache;
+            w->conn_cache = c;
+            w->nconn_cache++;
+        } else {
+            pt_arena_destroy(&c->arena);
+            free(c);
+        }
         any = true;
     }
     if (any)
         pt_worker_resume_accept(w);
+}
+
+void pt_conn_cache_free(struct pt_worker *w)
+{
+    while (w->conn_cache) {
+        struct pt_conn *c = w->conn_cache;
+        w->conn_cache = c->free_next;
+        pt_arena_destroy(&c->arena);
+        free(c);
+    }
+    w->nconn_cache = 0;
 }
 
 void pt_conn_close_idle(struct pt_worker *w)

@@ -280,6 +280,7 @@ static void *worker_main(void *arg)
     }
     close_listeners(w);
     pt_conn_reap(w); /* connections closed by the last drain pass */
+    pt_conn_cache_free(w);
     pt_outbound_destroy(&w->ob);
     pt_conn_thread_exit();
     atomic_store(&w->oldest_pinned, UINT64_MAX);

@@ -67,6 +67,8 @@ struct pt_worker {
     struct pt_conn *conns; /* all client connections (for drain/shutdown) */
     uint32_t nconns;
     struct pt_conn *to_free;
+    struct pt_conn *conn_cache; /* recycled connection objects */
+    uint32_t nconn_cache;
 
     struct pt_alog_ring alog;
     uint64_t rng;     /* request-id generator state */
@@ -102,6 +104,8 @@ void pt_conn_close_idle(struct pt_worker *w);
 /* conn.c: forcibly close everything (drain deadline). */
 void pt_conn_close_all(struct pt_worker *w);
 void pt_conn_reap(struct pt_worker *w);
+void pt_conn_cache_free(struct pt_worker *w);
+#define PT_CONN_CACHE_MAX 256
 /* conn.c: frees the calling worker thread's parse scratch space. */
 void pt_conn_thread_exit(void);
 

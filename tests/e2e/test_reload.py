@@ -219,3 +219,33 @@ def test_many_reloads_bounded_memory(tmp_path):
             assert grown < 8 * 1024, "RSS grew %d KiB over 40 reloads" % grown
         finally:
             gw.stop()
+
+
+def test_reload_effective_once_logged(tmp_path):
+    """Once "config reloaded: generation N" is logged, every new request is
+    routed by generation N. Repeated 60 times because a worker that picks up
+    the new generation only at the start of its next loop turn answers an
+    occasional request (one that arrives in the same epoll batch as the
+    wake-up) with the old routes."""
+    with backend("cfg-a") as ba:
+        port, admin = free_port(), free_port()
+        ups = {"ua": upstream(ba.port)}
+        a_only = [{"name": "a", "match": {"path_prefix": "/a"}, "upstream": "ua"}]
+        c1 = make_config(port, ups, a_only, admin_port=admin)
+        c2 = make_config(port, ups, a_only + [{"name": "b", "match": {"path_prefix": "/b"},
+                                               "upstream": "ua"}], admin_port=admin)
+        gw = Gateway(c1, tmp_path)
+        try:
+            stale = []
+            for i in range(30):
+                gw.reload(c2)
+                s = requests.get(gw.u("/b/1"), timeout=scaled(5)).status_code
+                if s != 200:
+                    stale.append((2 * i, "with /b", s))
+                gw.reload(c1)
+                s = requests.get(gw.u("/b/1"), timeout=scaled(5)).status_code
+                if s != 404:
+                    stale.append((2 * i + 1, "without /b", s))
+            assert not stale, "requests answered by the previous generation: %r" % stale
+        finally:
+            gw.stop()
