@@ -982,7 +982,7 @@ static void txn_dispatch(struct pt_txn *t)
 static bool read_head(struct pt_conn *c)
 {
     struct pt_worker *w = c->w;
-    struct pt_generation *g = w->gen;
+    struct pt_generation *g = pt_worker_refresh_gen(w);
     struct pt_h1_limits lim = {g->limits.max_headers, g->limits.max_header_bytes,
                                g->limits.max_uri_bytes};
     struct pt_h1_header *hs = scratch_headers(g->limits.max_headers);

@@ -239,15 +239,25 @@ void pt_worker_wake(struct pt_worker *w)
     (void)r;
 }
 
-static void begin_turn(struct pt_worker *w)
+struct pt_generation *pt_worker_refresh_gen(struct pt_worker *w)
 {
+    /* Safe mid-turn: the generation read here is the current one, and the
+     * control thread frees nothing this worker's published seen_gen (from
+     * the top of this turn) does not prove unreachable; the request pins
+     * it before the turn ends. */
     struct pt_generation *g = atomic_load_explicit(&pt_gen_current, memory_order_acquire);
-    if (g != w->gen) {
+    if (pt_unlikely(g != w->gen)) {
         w->gen = g;
         rr_sync(w);
-        if (!atomic_load(&w->draining))
-            listeners_sync(w);
     }
+    return g;
+}
+
+static void begin_turn(struct pt_worker *w)
+{
+    struct pt_generation *g = pt_worker_refresh_gen(w);
+    if (w->listeners_gen != g->id && !atomic_load(&w->draining))
+        listeners_sync(w);
     atomic_store_explicit(&w->seen_gen, g->id, memory_order_release);
 }
 

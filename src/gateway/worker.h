@@ -89,6 +89,9 @@ void pt_worker_drain(struct pt_worker *w);
 void pt_worker_join(struct pt_worker *w);
 
 /* Called by conn.c */
+/* The generation a request starting now must use (the newest published):
+ * a reload that has been logged applies to the very next request. */
+struct pt_generation *pt_worker_refresh_gen(struct pt_worker *w);
 void pt_worker_pin(struct pt_worker *w, struct pt_generation *g);
 void pt_worker_unpin(struct pt_worker *w, struct pt_generation *g);
 struct pt_rr_state *pt_worker_rr(struct pt_worker *w, const struct pt_upstream *u);
