@@ -181,10 +181,16 @@ int pt_runtime_run(const char *config_path)
         return 1;
     }
 
+    struct pt_alog_ring **rings = NULL;
     atomic_store(&pt_gen_current, g);
+    /* The admin listener opens before the data plane: once the public
+     * port accepts, the admin API answers too. */
+    rt.admin = pt_admin_open(g, &admin_hooks, &rt);
+    if (!rt.admin)
+        goto out;
     rt.nworkers = g->workers;
     rt.workers = calloc((size_t)rt.nworkers, sizeof(*rt.workers));
-    struct pt_alog_ring **rings = calloc((size_t)rt.nworkers, sizeof(*rings));
+    rings = calloc((size_t)rt.nworkers, sizeof(*rings));
     if (!rt.workers || !rings)
         goto out;
     int started = 0;
@@ -205,9 +211,6 @@ int pt_runtime_run(const char *config_path)
     if (!rt.logger)
         goto out_stop;
     apply_access_log(&rt, g, NULL);
-    rt.admin = pt_admin_open(g, &admin_hooks, &rt);
-    if (!rt.admin)
-        goto out_stop;
     for (uint32_t i = 0; i < g->nlisteners; i++)
         pt_info("listening on %s (%s)", g->listeners[i].address, g->listeners[i].name);
     pt_info("portico ready: generation %llu, %d workers, %u routes", (unsigned long long)g->id,
@@ -242,12 +245,12 @@ out_stop:
         pt_worker_drain(&rt.workers[i]);
     for (int i = 0; i < rt.nworkers; i++)
         pt_worker_join(&rt.workers[i]);
-    pt_admin_close(rt.admin);
     pt_alog_stop(rt.logger);
     for (int i = 0; i < rt.nworkers; i++)
         pt_alog_ring_free(&rt.workers[i].alog);
     pt_info("stopped");
 out:
+    pt_admin_close(rt.admin);
     for (int i = 0; i < rt.nretired; i++)
         pt_generation_free(rt.retired[i]);
     pt_generation_free(atomic_load(&pt_gen_current));
