@@ -159,10 +159,17 @@ rss_kb() { # pid [field]
 }
 
 # Busy and steal ticks of one CPU from /proc/stat: prints "busy steal".
-# busy = user + nice + system (irq/softirq time is left out: loopback
-# packet processing lands there and is not charged to any process).
+# busy = user + nice + system + irq + softirq: the kernel charges part of
+# a process's own time (loopback packet processing in its context) to
+# softirq here, while the process's utime+stime includes it.
 cpu_busy() { # cpu number
-    awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4, $9 }' /proc/stat
+    awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $9 }' /proc/stat
+}
+
+# Wall-clock microseconds (bash's own clock, no fork).
+now_us() {
+    local t=${EPOCHREALTIME/./}
+    echo "${t#0}"
 }
 
 # The demo backend's counters: prints "accepts requests".
@@ -335,10 +342,16 @@ start_nginx() {
 # TLS, h2) add a function here, a template in bench/conf/, and a line in
 # lib/report.py's SCENARIOS table.
 
+# "2.6.12" from "HAProxy version 2.6.12-1+deb12u4 …" (the full string is
+# in the report's header).
+haproxy_version() {
+    haproxy -v | awk 'NR == 1 { sub(/-.*/, "", $3); print $3 }'
+}
+
 scenario_plain() {
     add_system direct plain 0 direct start_direct "direct (no proxy)"
     add_system portico plain 1 proxy start_portico_plain "portico"
-    add_system haproxy plain 2 proxy start_haproxy "HAProxy $(haproxy -v | awk 'NR==1 { print $3 }')"
+    add_system haproxy plain 2 proxy start_haproxy "HAProxy $(haproxy_version)"
     add_system nginx plain 3 proxy start_nginx "nginx $(nginx -v 2>&1 | sed 's|.*/||')"
 }
 
@@ -348,7 +361,7 @@ scenario_plain() {
 scenario_gateway() {
     add_system direct plain 0 direct start_direct "direct (no proxy)"
     add_system portico plain 1 proxy start_portico_plain "portico"
-    add_system haproxy plain 2 proxy start_haproxy "HAProxy $(haproxy -v | awk 'NR==1 { print $3 }')"
+    add_system haproxy plain 2 proxy start_haproxy "HAProxy $(haproxy_version)"
     add_system portico-gw gateway 4 proxy start_portico_gateway "portico gateway route"
 }
 
@@ -397,14 +410,17 @@ run_wrk() { # port seconds outfile
 }
 
 # One h2load run; records p50/p90/p99/p999 and the achieved rate as
-# PREFIX_*; keeps a percentile grid for the chart.
+# PREFIX_*, and the proxy's CPU per request over the run as
+# PREFIX_cpu_us; keeps a percentile grid for the chart.
 run_h2load() { # round name prefix seconds h2load-args...
     local r=$1 name=$2 prefix=$3 secs=$4 port=${SYS_PORT[$2]}
     shift 4
-    local base=$RAW/r$r-$name-$prefix
+    local base=$RAW/r$r-$name-$prefix pid=${SYS_PID[$2]} t0 t1
+    t0=$(cpu_ticks "$pid")
     taskset -c $LOAD_CPU h2load --h1 -t1 -D "$secs" "$@" --log-file="$TMP/h2.log" \
         "http://127.0.0.1:$port/tiny" >"$base.h2load.txt" 2>&1 ||
         die "h2load failed against $name: $(tail -5 "$base.h2load.txt")"
+    t1=$(cpu_ticks "$pid")
     local kv k v
     kv=$($PY "$LIB/h2lat.py" "$TMP/h2.log" "$SKIP_S" "$base.grid") ||
         die "no latency samples from h2load against $name"
@@ -413,6 +429,11 @@ run_h2load() { # round name prefix seconds h2load-args...
         k=${k%%=*}
         case $k in
         p50 | p90 | p99 | p999 | rate | failed) record "$r" "$name" "${prefix}_$k" "$v" ;;
+        all)
+            # Same CPU-per-request figure as the wrk run, at this load.
+            [ "${SYS_KIND[$name]}" = proxy ] && [ "$v" -gt 0 ] &&
+                record "$r" "$name" "${prefix}_cpu_us" "$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $v")"
+            ;;
         esac
     done
     rm -f "$TMP/h2.log"
@@ -421,18 +442,23 @@ run_h2load() { # round name prefix seconds h2load-args...
 # One run of one system in one round.
 measure_run() { # round name
     local r=$1 name=$2 pid=${SYS_PID[$2]} port=${SYS_PORT[$2]}
-    local t0 t1 b0 b1 req rps err accepts be_req c0 s0 c1 s1
+    local t0 t1 b0 b1 req rps err accepts be_req c0 s0 c1 s1 w0 w1
     kill -0 "$pid" 2>/dev/null || die "$name (pid $pid) is gone"
 
     # (1) CPU per request, (2) requests/s, (6) upstream reuse.
     backend_reset
     read -r c0 s0 < <(cpu_busy $PROXY_CPU)
+    w0=$(now_us)
     t0=$(cpu_ticks "$pid")
     b0=$(cpu_ticks "$BACKEND_PID")
     run_wrk "$port" "$D_LOAD" "$RAW/r$r-$name-wrk.txt"
     t1=$(cpu_ticks "$pid")
     b1=$(cpu_ticks "$BACKEND_PID")
+    w1=$(now_us)
     read -r c1 s1 < <(cpu_busy $PROXY_CPU)
+    # The run's wall time in clock ticks, for the percentages below.
+    local wall_ticks
+    wall_ticks=$(calc "($w1 - $w0) * $CLK_TCK / 1000000" 3)
     req=$WRK_REQ rps=$WRK_RPS err=$WRK_ERR
     read -r accepts be_req < <(backend_stats)
     [ -n "$be_req" ] || die "the backend's /__stats did not answer"
@@ -448,13 +474,13 @@ measure_run() { # round name
     # time the hypervisor stole, as % of the run.
     local mine=$((t1 - t0))
     [ "${SYS_KIND[$name]}" = proxy ] || mine=0
-    record "$r" "$name" cpu0_other_pct "$(calc "100 * ($c1 - $c0 - $mine) / ($D_LOAD * $CLK_TCK)" 1)"
-    record "$r" "$name" cpu0_steal_pct "$(calc "100 * ($s1 - $s0) / ($D_LOAD * $CLK_TCK)" 1)"
+    record "$r" "$name" cpu0_other_pct "$(calc "100 * ($c1 - $c0 - $mine) / $wall_ticks" 1)"
+    record "$r" "$name" cpu0_steal_pct "$(calc "100 * ($s1 - $s0) / $wall_ticks" 1)"
     if [ "${SYS_KIND[$name]}" = proxy ]; then
         record "$r" "$name" cpu_us "$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $req")"
         # Below ~95% the proxy was not the bottleneck (wrk and the backend
         # share CPU 1): it waited for work, so epoll_wait batched less.
-        record "$r" "$name" cpu_util_pct "$(calc "100 * ($t1 - $t0) / ($D_LOAD * $CLK_TCK)" 1)"
+        record "$r" "$name" cpu_util_pct "$(calc "100 * ($t1 - $t0) / $wall_ticks" 1)"
         record "$r" "$name" reuse_pct "$(calc "100 * (1 - $accepts / ($be_req > 0 ? $be_req : 1))" 4)"
     fi
 

@@ -10,7 +10,8 @@ status (-1 when the stream failed), duration until the end of the response
 
 Prints one line of key=value pairs on stdout:
   n, failed, rate (requests/s over the kept window), p50, p90, p99, p999,
-  max, mean  (latencies in µs)
+  max, mean  (latencies in µs), and all (successful requests in the whole
+  log, skipped ones included: what CPU time is divided by)
 and writes GRID_OUT: "quantile<TAB>µs" for quantiles from 0.5 to 0.999,
 evenly spaced on the "nines" scale -log10(1-q), which is what the chart
 plots (the median of the rounds' grids is the curve drawn).
@@ -59,6 +60,7 @@ def main():
         "p50": quantile(lat, 0.50), "p90": quantile(lat, 0.90),
         "p99": quantile(lat, 0.99), "p999": quantile(lat, 0.999),
         "max": lat[-1], "mean": "%.1f" % (sum(lat) / len(lat)),
+        "all": sum(1 for r in rows if 200 <= r[1] < 300),
     }
     print(" ".join("%s=%s" % kv for kv in stats.items()))
     with open(grid_out, "w") as f:

@@ -18,6 +18,62 @@ void pt_arena_init(struct pt_arena *a, size_t block_size)
     a->head = NULL;
     a->block_size = block_size ? block_size : 4096;
     a->total = 0;
+    a->pool = NULL;
+}
+
+void pt_arena_init_pooled(struct pt_arena *a, size_t block_size, struct pt_arena_pool *pool)
+{
+    pt_arena_init(a, block_size);
+    a->pool = pool;
+}
+
+static struct pt_arena_block *block_new(struct pt_arena *a, size_t sz)
+{
+    struct pt_arena_pool *p = a->pool;
+    if (p && sz == a->block_size && p->free) {
+        struct pt_arena_block *b = p->free;
+        p->free = b->next;
+        p->nfree--;
+        return b;
+    }
+    struct pt_arena_block *b = malloc(sizeof(*b) + sz);
+    if (b)
+        b->size = sz;
+    return b;
+}
+
+static void block_free(struct pt_arena *a, struct pt_arena_block *b)
+{
+    struct pt_arena_pool *p = a->pool;
+    if (p && b->size == a->block_size && p->nfree < p->max_free) {
+        b->next = p->free;
+        p->free = b;
+        p->nfree++;
+        return;
+    }
+    free(b);
+}
+
+void pt_arena_release(struct pt_arena *a)
+{
+    struct pt_arena_block *b = a->head;
+    while (b) {
+        struct pt_arena_block *next = b->next;
+        block_free(a, b);
+        b = next;
+    }
+    a->head = NULL;
+    a->total = 0;
+}
+
+void pt_arena_pool_destroy(struct pt_arena_pool *p)
+{
+    while (p->free) {
+        struct pt_arena_block *b = p->free;
+        p->free = b->next;
+        free(b);
+    }
+    p->nfree = 0;
 }
 
 void *pt_arena_alloc(struct pt_arena *a, size_t n)
@@ -26,10 +82,9 @@ void *pt_arena_alloc(struct pt_arena *a, size_t n)
     struct pt_arena_block *b = a->head;
     if (pt_unlikely(!b || b->size - b->used < n)) {
         size_t sz = n > a->block_size ? n : a->block_size;
-        struct pt_arena_block *nb = malloc(sizeof(*nb) + sz);
+        struct pt_arena_block *nb = block_new(a, sz);
         if (!nb)
             return NULL;
-        nb->size = sz;
         nb->used = 0;
         a->total += sz;
         /* A big one-off allocation goes behind the current block so the
@@ -102,7 +157,7 @@ void pt_arena_reset(struct pt_arena *a)
             keep = b;
         } else {
             a->total -= b->size;
-            free(b);
+            block_free(a, b);
         }
         b = next;
     }
@@ -115,12 +170,5 @@ void pt_arena_reset(struct pt_arena *a)
 
 void pt_arena_destroy(struct pt_arena *a)
 {
-    struct pt_arena_block *b = a->head;
-    while (b) {
-        struct pt_arena_block *next = b->next;
-        free(b);
-        b = next;
-    }
-    a->head = NULL;
-    a->total = 0;
+    pt_arena_release(a);
 }

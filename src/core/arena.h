@@ -17,13 +17,28 @@
 
 struct pt_arena_block;
 
+/* An optional per-thread cache of standard-size blocks: arenas that come
+ * and go with requests take blocks from it and give them back, so an idle
+ * connection holds no arena memory and a busy one never calls malloc. */
+struct pt_arena_pool {
+    struct pt_arena_block *free;
+    uint32_t nfree, max_free;
+};
+
 struct pt_arena {
     struct pt_arena_block *head; /* current block (newest first) */
     size_t block_size;           /* default size of new blocks */
     size_t total;                /* bytes of all blocks, for metrics */
+    struct pt_arena_pool *pool;  /* where standard blocks come from; may be NULL */
 };
 
 void pt_arena_init(struct pt_arena *a, size_t block_size);
+/* Like pt_arena_init, with blocks of `block_size` drawn from `pool`. */
+void pt_arena_init_pooled(struct pt_arena *a, size_t block_size, struct pt_arena_pool *pool);
+/* Gives every block back (to the pool, or to malloc): the arena is empty
+ * and holds no memory, and can be used again. */
+void pt_arena_release(struct pt_arena *a);
+void pt_arena_pool_destroy(struct pt_arena_pool *p);
 void *pt_arena_alloc(struct pt_arena *a, size_t n); /* 16-byte aligned */
 void *pt_arena_zalloc(struct pt_arena *a, size_t n);
 char *pt_arena_strndup(struct pt_arena *a, const char *s, size_t n);

@@ -46,7 +46,8 @@ struct pt_conn {
     struct pt_buf *rbuf;     /* client bytes; NULL while idle */
     struct pt_conn *next, *prev;
     struct pt_conn *free_next;
-    struct pt_arena arena;   /* per-request allocations, reset after each */
+    struct pt_arena arena;   /* per-request allocations; blocks go back to the
+                                worker's pool after each request */
     struct pt_txn *txn;      /* the request in progress, or NULL */
     char remote[INET6_ADDRSTRLEN];
     char listener[32]; /* copied: listeners can be replaced by a reload */
@@ -233,23 +234,21 @@ static void conn_timeout(struct pt_loop *loop, struct pt_timer *tm)
 void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
                     const struct sockaddr_storage *peer)
 {
-    /* Recycled connection objects keep their arena's first block, so a
-     * new connection's first request allocates nothing. */
+    /* Connection objects are recycled per worker: accepting allocates
+     * nothing in steady state. */
     struct pt_conn *c = w->conn_cache;
     if (c) {
         w->conn_cache = c->free_next;
         w->nconn_cache--;
-        struct pt_arena keep = c->arena;
         memset(c, 0, sizeof(*c));
-        c->arena = keep;
     } else {
         c = calloc(1, sizeof(*c));
         if (!c) {
             close(fd);
             return;
         }
-        pt_arena_init(&c->arena, 4096);
     }
+    pt_arena_init_pooled(&c->arena, PT_REQ_ARENA_BLOCK, &w->arena_pool);
     c->io.fd = fd;
     c->io.cb = conn_on_event;
     c->w = w;
@@ -305,7 +304,8 @@ static void txn_end(struct pt_txn *t, bool completed)
                           atomic_load_explicit(&c->w->served, memory_order_relaxed) + 1,
                           memory_order_relaxed);
     c->txn = NULL;
-    pt_arena_reset(&c->arena);
+    /* An idle keep-alive connection holds no arena memory. */
+    pt_arena_release(&c->arena);
 }
 
 static void conn_close(struct pt_conn *c)
@@ -341,13 +341,12 @@ void pt_conn_reap(struct pt_worker *w)
     while (w->to_free) {
         struct pt_conn *c = w->to_free;
         w->to_free = c->free_next;
+        pt_arena_release(&c->arena);
         if (w->nconn_cache < PT_CONN_CACHE_MAX && !atomic_load(&w->draining)) {
-            pt_arena_reset(&c->arena);
             c->free_next = w->conn_cache;
             w->conn_cache = c;
             w->nconn_cache++;
         } else {
-            pt_arena_destroy(&c->arena);
             free(c);
         }
         any = true;
@@ -361,7 +360,6 @@ void pt_conn_cache_free(struct pt_worker *w)
     while (w->conn_cache) {
         struct pt_conn *c = w->conn_cache;
         w->conn_cache = c->free_next;
-        pt_arena_destroy(&c->arena);
         free(c);
     }
     w->nconn_cache = 0;

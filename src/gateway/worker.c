@@ -291,6 +291,7 @@ static void *worker_main(void *arg)
     close_listeners(w);
     pt_conn_reap(w); /* connections closed by the last drain pass */
     pt_conn_cache_free(w);
+    pt_arena_pool_destroy(&w->arena_pool);
     pt_outbound_destroy(&w->ob);
     pt_conn_thread_exit();
     atomic_store(&w->oldest_pinned, UINT64_MAX);
@@ -305,6 +306,7 @@ int pt_worker_start(struct pt_worker *w, int id)
     if (rc < 0)
         return rc;
     pt_bufpool_init(&w->bufs, 1024);
+    w->arena_pool = (struct pt_arena_pool){.max_free = 1024};
     pt_outbound_init(&w->ob, &w->loop, &w->bufs);
     if (pt_alog_ring_init(&w->alog) < 0)
         return -ENOMEM;

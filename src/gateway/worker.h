@@ -43,6 +43,7 @@ struct pt_worker {
     pthread_t thread;
     struct pt_loop loop;
     struct pt_bufpool bufs;
+    struct pt_arena_pool arena_pool; /* request arena blocks */
     struct pt_outbound ob;
     struct pt_io wake_io; /* eventfd: reload, shutdown */
 
@@ -109,6 +110,7 @@ void pt_conn_close_all(struct pt_worker *w);
 void pt_conn_reap(struct pt_worker *w);
 void pt_conn_cache_free(struct pt_worker *w);
 #define PT_CONN_CACHE_MAX 256
+#define PT_REQ_ARENA_BLOCK 4096
 /* conn.c: frees the calling worker thread's parse scratch space. */
 void pt_conn_thread_exit(void);
 
