@@ -415,7 +415,7 @@ run_wrk() { # port seconds outfile
 run_h2load() { # round name prefix seconds h2load-args...
     local r=$1 name=$2 prefix=$3 secs=$4 port=${SYS_PORT[$2]}
     shift 4
-    local base=$RAW/r$r-$name-$prefix pid=${SYS_PID[$2]} t0 t1
+    local base=$RAW/r$r-$name-$prefix pid=${SYS_PID[$name]} t0 t1
     t0=$(cpu_ticks "$pid")
     taskset -c $LOAD_CPU h2load --h1 -t1 -D "$secs" "$@" --log-file="$TMP/h2.log" \
         "http://127.0.0.1:$port/tiny" >"$base.h2load.txt" 2>&1 ||
@@ -431,8 +431,9 @@ run_h2load() { # round name prefix seconds h2load-args...
         p50 | p90 | p99 | p999 | rate | failed) record "$r" "$name" "${prefix}_$k" "$v" ;;
         all)
             # Same CPU-per-request figure as the wrk run, at this load.
-            [ "${SYS_KIND[$name]}" = proxy ] && [ "$v" -gt 0 ] &&
+            if [ "${SYS_KIND[$name]}" = proxy ] && [ "$v" -gt 0 ]; then
                 record "$r" "$name" "${prefix}_cpu_us" "$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $v")"
+            fi
             ;;
         esac
     done

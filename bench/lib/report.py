@@ -95,9 +95,11 @@ def fmt_ratio(r):
     return "–" if r is None else "%.2f×" % r
 
 
-def table(header, rows):
+def table(header, rows, left=1):
+    """A markdown table; the first `left` columns are left-aligned (text),
+    the others right-aligned (numbers)."""
     out = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
+           "|" + "|".join("---" if i < left else "---:" for i in range(len(header))) + "|"]
     for row in rows:
         out.append("| " + " | ".join(row) + " |")
     return "\n".join(out)
@@ -231,7 +233,8 @@ class Report:
             return lambda s: median(run.added(s, metric) if added else run.series(s, metric))
 
         rows_def = [
-            ("proxy CPU µs/request", med("cpu_us"), 1, "lower"),
+            ("proxy CPU µs/request (wrk -c32)", med("cpu_us"), 1, "lower"),
+            ("proxy CPU µs/request at fixed rate", med("rate_cpu_us"), 1, "lower"),
             ("requests/s (wrk -c32)", med("rps"), 0, "higher"),
             ("added p50 µs, 1 conn", med("c1_p50", True), 0, "lower"),
             ("added p99 µs, 1 conn", med("c1_p99", True), 0, "lower"),
@@ -339,14 +342,21 @@ class Report:
         self.add("## Goals (issue 3)", "",
                  "Computed from the medians above on this run; `–` means a number is missing "
                  "(scenario not run).", "",
-                 table(["#", "goal", "measured", "verdict"], out), "")
+                 table(["#", "goal", "measured", "verdict"], out, left=4), "")
 
     def cpu_section(self):
         self.add("## Details", "")
         self.metric_table("1. Proxy CPU per request (µs)", "cpu_us", self.proxies,
                           note="user+system time of the whole proxy process (all threads, "
                                "/proc/PID/stat) during the wrk -c32 run ÷ responses wrk counted.")
-        self.metric_table("Proxy CPU utilisation during those runs (% of CPU 0)", "cpu_util_pct",
+        self.paired_ratios("cpu_us")
+        self.metric_table("Proxy CPU per request at the fixed rate (µs)", "rate_cpu_us",
+                          self.proxies,
+                          note="The same measure during the open-loop h2load run (50% of "
+                               "HAProxy's capacity, nobody saturated): independent of how fast "
+                               "the load generator happens to be, so steadier on a shared VM.")
+        self.paired_ratios("rate_cpu_us")
+        self.metric_table("Proxy CPU utilisation during the wrk runs (% of CPU 0)", "cpu_util_pct",
                           self.proxies,
                           note="Near 100%: the proxy was the bottleneck. Well below: wrk and the "
                                "backend (sharing CPU 1) were, and the proxy waited for events, "
@@ -355,6 +365,26 @@ class Report:
                           self.run.systems, 2,
                           note="The demo backend's own CPU in the same runs: it should be about "
                                "the same behind every proxy (it shares CPU 1 with wrk).")
+
+    def paired_ratios(self, metric):
+        """portico ÷ peer computed within each round, then the median and
+        spread of those ratios: slow drifts of the machine between rounds
+        cancel out."""
+        run = self.run
+        rows = []
+        for p in ("portico", "portico-gw"):
+            for ref in ("haproxy", "nginx"):
+                if not (self.has(p) and self.has(ref)):
+                    continue
+                a = run.per.get((p, metric), {})
+                b = run.per.get((ref, metric), {})
+                xs = [a[r] / b[r] for r in run.rounds if r in a and r in b and b[r]]
+                if xs:
+                    rows.append(["%s ÷ %s" % (run.label[p], run.label[ref]),
+                                 fmt(median(xs), 2) + "×", fmt_spread(xs, 2)])
+        if rows:
+            self.add("Paired by round (ratio within each round, then median):", "",
+                     table(["ratio", "median", "spread (min – max)"], rows), "")
 
     def rps_section(self):
         self.metric_table("2. Requests/s (wrk -t1 -c32)", "rps", self.run.systems, 0,

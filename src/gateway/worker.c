@@ -284,7 +284,15 @@ static void *worker_main(void *arg)
                 break;
             }
         }
-        pt_loop_run_once(&w->loop, drain_started ? 50 : 1000);
+        /* A listener paused at max_connections resumes when a connection
+         * closes on this worker; connections may close on other workers
+         * instead, so also retry every 50 ms while paused. */
+        bool paused = false;
+        for (uint32_t i = 0; i < w->nlisteners; i++)
+            paused |= w->listeners[i].paused;
+        if (paused)
+            pt_worker_resume_accept(w);
+        pt_loop_run_once(&w->loop, drain_started || paused ? 50 : 1000);
         pt_conn_reap(w);
         pt_outbound_reap(&w->ob);
     }

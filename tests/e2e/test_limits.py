@@ -268,3 +268,32 @@ def test_slow_but_in_time_headers_ok(env):
     r = parse_response(data)
     assert r.status == 200, r
     assert r.json()["path"] == "/pieces"
+
+
+def test_max_connections_queues_extra_clients(gateway, backends):
+    """Beyond limits.max_connections new connections wait in the backlog
+    (not accepted, nothing read) and are served once a slot frees up."""
+    b = backends("maxc")
+    cfg = make_config(free_port(), {"l": upstream(b.port)},
+                      [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "l"}],
+                      limits={"max_connections": 2}, workers=1)
+    gw = gateway(cfg)
+    req = b"GET /tiny HTTP/1.1\r\nHost: x\r\n\r\n"
+    held = []
+    for _ in range(2):
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall(req)
+        s.settimeout(scaled(5))
+        assert b"200 OK" in s.recv(4096)
+        held.append(s)
+    extra = socket.create_connection(("127.0.0.1", gw.port))
+    extra.sendall(req)
+    extra.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        extra.recv(4096)  # over the limit: not served
+    held.pop().close()
+    extra.settimeout(scaled(5))
+    assert b"200 OK" in extra.recv(4096)  # a slot freed: now it is
+    extra.close()
+    for s in held:
+        s.close()
