@@ -360,6 +360,7 @@ static void handle(struct pt_admin *a, struct admin_client *cl, const struct pt_
 static void client_read(struct pt_admin *a, int i)
 {
     struct admin_client *cl = a->clients[i];
+    bool eof = false;
     for (;;) {
         if (cl->in_len == sizeof(cl->in)) {
             json_error(cl, 431, "request too large");
@@ -372,6 +373,12 @@ static void client_read(struct pt_admin *a, int i)
         }
         if (n < 0 && errno == EAGAIN)
             break;
+        /* A client may shut down its write side right after its request
+         * (nc -N, scripts): a complete request still gets its answer. */
+        if (n == 0 && cl->in_len > 0) {
+            eof = true;
+            break;
+        }
         client_close(a, i);
         return;
     }
@@ -379,8 +386,11 @@ static void client_read(struct pt_admin *a, int i)
     struct pt_h1_request req;
     struct pt_h1_limits lim = {64, sizeof(cl->in), 2048};
     int r = pt_h1_parse_request(cl->in, cl->in_len, 0, &req, hs, &lim);
-    if (r == PT_H1_INCOMPLETE)
+    if (r == PT_H1_INCOMPLETE) {
+        if (eof)
+            client_close(a, i);
         return;
+    }
     if (r < 0) {
         json_error(cl, req.error_status ? req.error_status : 400,
                    req.error_reason ? req.error_reason : "bad request");

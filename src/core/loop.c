@@ -128,8 +128,16 @@ static int next_timeout(struct pt_loop *loop, int max_wait_ms)
     uint64_t limit = (uint64_t)(max_wait_ms < 0 ? 60000 : max_wait_ms);
     for (uint64_t d = 0; d <= limit; d += PT_WHEEL_TICK_MS) {
         struct pt_timer *head = slot_of(loop, loop->wheel_ms + d);
-        if (head->next != head)
-            return (int)(d > PT_WHEEL_TICK_MS ? d - PT_WHEEL_TICK_MS : 0) + 1;
+        /* A slot also holds timers of later wheel turns (idle timeouts of
+         * 60 s share slots with near ones): only a timer due in this turn
+         * ends the wait, else idle connections would wake the loop every
+         * tick. */
+        for (struct pt_timer *t = head->next; t != head; t = t->next) {
+            if (t->expires_ms <= loop->wheel_ms + d + PT_WHEEL_TICK_MS) {
+                uint64_t now = loop->now_ms;
+                return t->expires_ms <= now ? 0 : (int)(t->expires_ms - now) + 1;
+            }
+        }
     }
     return (int)limit;
 }

@@ -89,6 +89,7 @@ struct pt_txn {
     const struct pt_target *target;
     struct pt_uconn *uc;
     bool uc_reused, uc_readable, uc_writable, uc_hup;
+    bool req_abandoned;       /* the upstream stopped taking the body (answered early) */
     int retries;
     char *uhead;
     uint32_t uhead_len, uhead_sent;
@@ -143,9 +144,12 @@ void pt_conn_thread_exit(void)
     hscratch_cap = 0;
 }
 
+/* A head can be up to max_header_bytes (the parser refuses longer ones
+ * before the buffer fills), so that is all the buffer needs; with the
+ * default limit (16 KiB) this is the pooled size and costs no malloc. */
 static uint32_t rbuf_cap(const struct pt_generation *g)
 {
-    uint64_t need = g->limits.max_header_bytes + 1024;
+    uint64_t need = g->limits.max_header_bytes;
     return need > PT_BUF_SIZE ? (uint32_t)need : PT_BUF_SIZE;
 }
 
@@ -286,7 +290,9 @@ static void txn_end(struct pt_txn *t, bool completed)
 {
     struct pt_conn *c = t->c;
     if (t->uc) {
-        if (completed && t->res_upstream_reusable)
+        /* uc_hup: the upstream closed (or reset) it; that edge was
+         * consumed, so an idle connection would never be seen to die. */
+        if (completed && t->res_upstream_reusable && !t->uc_hup)
             pt_uconn_release(t->uc, t->up->keepalive);
         else
             pt_uconn_close(t->uc);
@@ -403,9 +409,17 @@ static void txn_gateway_response(struct pt_txn *t, int status, const char *error
     }
     if (!t->req_done)
         close = true;
+    /* A drain closes the connection after this response: say so. */
+    if (atomic_load_explicit(&t->c->w->draining, memory_order_relaxed))
+        close = true;
     t->status = status;
     t->error = error ? error : pt_error_text(status);
     t->close_after = t->close_after || close;
+    /* An HTTP/1.0 client keeps the connection only when the response says
+     * so (as build_client_head does for upstream responses). */
+    if (!t->close_after && t->req.minor_version == 0 && t->req.method.len)
+        extra = pt_arena_sprintf(&t->c->arena, "%sConnection: keep-alive\r\n",
+                                 extra ? extra : "");
     bool head_only = t->req.method_id == PT_METHOD_HEAD;
     t->chead = pt_respond_build(&t->c->arena, status, error, t->reqid, extra, body,
                                 t->close_after, head_only);
@@ -450,33 +464,36 @@ static void uconn_event(struct pt_uconn *uc, uint32_t events)
     conn_run(t->c);
 }
 
-static void upstream_timeout(struct pt_loop *loop, struct pt_timer *tm)
-{
-    struct pt_uconn *uc = pt_container_of(tm, struct pt_uconn, timer);
-    struct pt_txn *t = uc->user;
-    (void)loop;
-    if (!t)
-        return;
-    struct pt_conn *c = t->c;
-    bool connecting = !uc->connected;
-    if (txn_upstream_fail(t, 504, connecting ? "upstream connect timeout" : "upstream timeout"))
-        conn_run(c);
-}
-
 static uint64_t read_timeout(const struct pt_txn *t)
 {
     return t->route->timeout_ms ? t->route->timeout_ms : t->up->read_timeout_ms;
 }
 
-/* Picks a target and gets a connection to it. Returns false after having
- * set an error response. */
+static void upstream_timeout(struct pt_loop *loop, struct pt_timer *tm)
+{
+    struct pt_uconn *uc = pt_container_of(tm, struct pt_uconn, timer);
+    struct pt_txn *t = uc->user;
+    if (!t)
+        return;
+    struct pt_conn *c = t->c;
+    /* Bytes read from the upstream are waiting for a client that does not
+     * take them: the gateway is not waiting on the upstream, and the
+     * client's own send timeout (armed on EAGAIN) bounds that wait. */
+    if (t->res_head_done && !t->res_head_is_ours && !c->writable && uc->rbuf &&
+        pt_buf_len(uc->rbuf) > 0) {
+        pt_timer_arm(loop, &uc->timer, read_timeout(t), upstream_timeout);
+        return;
+    }
+    bool connecting = !uc->connected;
+    if (txn_upstream_fail(t, 504, connecting ? "upstream connect timeout" : "upstream timeout"))
+        conn_run(c);
+}
+
+/* Gets a connection to the picked target. Returns false after having set
+ * an error response. */
 static bool txn_connect(struct pt_txn *t)
 {
     struct pt_worker *w = t->c->w;
-    if (!t->target) {
-        uint32_t i = pt_rr_pick(pt_worker_rr(w, t->up), t->up);
-        t->target = &t->up->targets[i];
-    }
     int err = 0;
     struct pt_uconn *uc = pt_uconn_acquire(&w->ob, t->target, &t->uc_reused, &err);
     if (!uc) {
@@ -509,6 +526,19 @@ static bool txn_retry_stale(struct pt_txn *t)
 {
     if (!t->uc_reused || t->res_prev > 0 || t->req_mode != BODY_NONE || t->retries >= 2)
         return false;
+    /* Only idempotent methods (RFC 9110 §9.2.2): a POST the upstream may
+     * have acted on before closing must not run twice. */
+    switch (t->req.method_id) {
+    case PT_METHOD_GET:
+    case PT_METHOD_HEAD:
+    case PT_METHOD_OPTIONS:
+    case PT_METHOD_PUT:
+    case PT_METHOD_DELETE:
+    case PT_METHOD_TRACE:
+        break;
+    default:
+        return false;
+    }
     t->retries++;
     pt_uconn_close(t->uc);
     t->uc = NULL;
@@ -566,7 +596,9 @@ static bool build_upstream_head(struct pt_txn *t)
 /* Builds the response head sent to the client. */
 static bool build_client_head(struct pt_txn *t)
 {
-    size_t cap = 128;
+    /* The status line carries the upstream's reason phrase, which can be
+     * as long as a whole head: count it. */
+    size_t cap = 128 + t->res.reason.len;
     for (uint32_t i = 0; i < t->resph.n; i++)
         cap += t->resph.f[i].name.len + t->resph.f[i].value.len + 4;
     char *o = pt_arena_alloc(&t->c->arena, cap);
@@ -596,6 +628,9 @@ static bool build_client_head(struct pt_txn *t)
     }
     if (t->res_mode == BODY_CHUNKED && !t->res_decode)
         len += put(o + len, PT_SLICE("Transfer-Encoding: chunked\r\n"));
+    /* A drain closes the connection after this response: say so. */
+    if (atomic_load_explicit(&t->c->w->draining, memory_order_relaxed))
+        t->close_after = true;
     if (t->close_after)
         len += put(o + len, PT_SLICE("Connection: close\r\n"));
     else if (t->req.minor_version == 0)
@@ -664,6 +699,13 @@ static bool add_forwarding_headers(struct pt_txn *t)
     if (t->req.host.len &&
         pt_headers_set(&t->reqh, a, PT_SLICE("X-Forwarded-Host"), t->req.host) < 0)
         return false;
+    /* The upstream sees the host the request was routed by: the authority
+     * of an absolute-form target replaces the Host field (RFC 9112
+     * §3.2.2). Before the filters, so a transform can still set its own. */
+    struct pt_hfield *h = pt_headers_find_token(&t->reqh, PT_TOK_HOST);
+    if (t->req.host.len && (!h || !pt_slice_eq(h->value, t->req.host)) &&
+        pt_headers_set(&t->reqh, a, PT_SLICE("Host"), t->req.host) < 0)
+        return false;
     return true;
 }
 
@@ -687,9 +729,14 @@ static bool rewrite_path(struct pt_txn *t)
             }
         }
     } else if (r->rewrite) {
-        size_t cap = strlen(r->rewrite) + 1;
+        /* A template may use a parameter more than once: every `{` may
+         * stand for the longest value, so bound it by all of them. */
+        size_t cap = strlen(r->rewrite) + 1, values = 0, slots = 0;
         for (uint32_t i = 0; i < t->rr.nparams; i++)
-            cap += t->rr.param_values[i].len;
+            values += t->rr.param_values[i].len;
+        for (const char *s = r->rewrite; *s; s++)
+            slots += *s == '{';
+        cap += slots * values;
         char *o = pt_arena_alloc(&t->c->arena, cap);
         if (!o)
             return false;
@@ -956,6 +1003,16 @@ static void txn_dispatch(struct pt_txn *t)
         txn_gateway_response(t, 502, "route has no upstream", NULL, (pt_slice){0}, false);
         return;
     }
+    uint32_t i = pt_rr_pick(pt_worker_rr(t->c->w, t->up), t->up);
+    t->target = &t->up->targets[i];
+    /* The request goes upstream as HTTP/1.1, where Host is required; an
+     * HTTP/1.0 request may have come without one: name the target. */
+    if (!pt_headers_find_token(&t->reqh, PT_TOK_HOST) &&
+        pt_headers_set(&t->reqh, &t->c->arena, PT_SLICE("Host"),
+                       (pt_slice){t->target->address, strlen(t->target->address)}) < 0) {
+        txn_gateway_response(t, 500, "out of memory", NULL, (pt_slice){0}, true);
+        return;
+    }
     if (!build_upstream_head(t)) {
         txn_gateway_response(t, 500, "out of memory", NULL, (pt_slice){0}, true);
         return;
@@ -1067,8 +1124,24 @@ static bool read_head(struct pt_conn *c)
     return false;
 }
 
+/* A request body that turned out broken or too large: an error response
+ * while the client has seen nothing of a response; once the upstream's
+ * response has started, a second response would land inside its body, so
+ * the connection is cut instead. Returns false. */
+static bool txn_request_fail(struct pt_txn *t, int status, const char *why)
+{
+    if (t->chead_sent > 0 || t->bytes_out > 0) {
+        t->error = why ? why : pt_error_text(status);
+        conn_close(t->c);
+        return false;
+    }
+    txn_gateway_response(t, status, why, NULL, (pt_slice){0}, true);
+    return false;
+}
+
 /* Validates newly arrived request-body bytes; returns false on a framing
- * error or an exceeded limit (a response is then set). */
+ * error or an exceeded limit (a response is then set, or the connection
+ * closed). */
 static bool scan_request_body(struct pt_txn *t)
 {
     struct pt_buf *b = t->c->rbuf;
@@ -1081,20 +1154,16 @@ static bool scan_request_body(struct pt_txn *t)
         bool done = false;
         ssize_t k = pt_chunked_scan(&t->req_ck, b->data + b->start + t->req_ready,
                                     avail - t->req_ready, &done);
-        if (k < 0) {
-            txn_gateway_response(t, 400, "malformed chunked body", NULL, (pt_slice){0}, true);
-            return false;
-        }
+        if (k < 0)
+            return txn_request_fail(t, 400, "malformed chunked body");
         t->req_ready += (uint32_t)k;
         t->req_scan_done = done;
     }
     /* Chunked bodies are measured as received (framing included): the
      * limit guards memory and bandwidth, a few bytes of framing don't
      * change that. */
-    if (t->req_mode == BODY_CHUNKED && t->bytes_in + t->req_ready > t->body_limit) {
-        txn_gateway_response(t, 413, NULL, NULL, (pt_slice){0}, true);
-        return false;
-    }
+    if (t->req_mode == BODY_CHUNKED && t->bytes_in + t->req_ready > t->body_limit)
+        return txn_request_fail(t, 413, NULL);
     return true;
 }
 
@@ -1103,7 +1172,7 @@ static int pump_upstream_write(struct pt_txn *t)
 {
     struct pt_conn *c = t->c;
     struct pt_uconn *uc = t->uc;
-    if (!uc || !t->uc_writable)
+    if (!uc || !t->uc_writable || t->req_abandoned)
         return 0;
     if (!uc->connected) {
         int e = pt_uconn_finish_connect(uc);
@@ -1141,6 +1210,18 @@ static int pump_upstream_write(struct pt_txn *t)
         }
         if (t->uhead_sent == 0 && txn_retry_stale(t))
             return 1;
+        if (t->uhead_sent == t->uhead_len) {
+            /* The upstream had the whole head and stopped taking the body:
+             * it may have answered early (its own 413) and closed. Stop
+             * sending and read what it said, to EOF (the connection is
+             * dead, no further event may come); the read side reports a
+             * 502 when it said nothing. The client connection closes after
+             * the response, the body having been left unread. */
+            t->req_abandoned = true;
+            t->uc_readable = true;
+            t->uc_hup = true;
+            return 1;
+        }
         txn_upstream_fail(t, 502, "upstream write failed");
         return -1;
     }
@@ -1156,6 +1237,9 @@ static int pump_upstream_write(struct pt_txn *t)
         t->bytes_in += sent;
         if (t->req_mode == BODY_CL)
             t->req_left -= sent;
+        /* The upstream is taking the body: its read timeout runs from the
+         * last byte it took, not from the start of a long upload. */
+        pt_timer_arm(&c->w->loop, &uc->timer, read_timeout(t), upstream_timeout);
     }
     if ((t->req_mode == BODY_CL && t->req_left == 0) ||
         (t->req_mode == BODY_CHUNKED && t->req_scan_done && t->req_ready == 0))
