@@ -293,7 +293,7 @@ static void txn_end(struct pt_txn *t, bool completed)
         /* uc_hup: the upstream closed (or reset) it; that edge was
          * consumed, so an idle connection would never be seen to die. */
         if (completed && t->res_upstream_reusable && !t->uc_hup)
-            pt_uconn_release(t->uc, t->up->keepalive);
+            pt_uconn_release(t->uc, t->up->keepalive, t->gen->limits.idle_timeout_ms);
         else
             pt_uconn_close(t->uc);
         t->uc = NULL;

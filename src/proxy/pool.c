@@ -173,6 +173,7 @@ struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target
     if (p->idle) {
         struct pt_uconn *uc = p->idle;
         idle_unlink(uc);
+        pt_timer_cancel(ob->loop, &uc->timer); /* the pool's idle timeout */
         *reused = true;
         ob->reuses++;
         return uc;
@@ -224,7 +225,13 @@ int pt_uconn_finish_connect(struct pt_uconn *uc)
     return 0;
 }
 
-void pt_uconn_release(struct pt_uconn *uc, uint32_t keepalive)
+static void idle_expired(struct pt_loop *loop, struct pt_timer *tm)
+{
+    (void)loop;
+    pt_uconn_close(pt_container_of(tm, struct pt_uconn, timer));
+}
+
+void pt_uconn_release(struct pt_uconn *uc, uint32_t keepalive, uint64_t idle_ms)
 {
     struct pt_upool *p = uc->pool;
     struct pt_outbound *ob = uc->ob;
@@ -251,6 +258,7 @@ void pt_uconn_release(struct pt_uconn *uc, uint32_t keepalive)
         p->idle->prev = uc;
     p->idle = uc;
     p->nidle++;
+    pt_timer_arm(ob->loop, &uc->timer, idle_ms, idle_expired);
 }
 
 uint32_t pt_rr_pick(struct pt_rr_state *st, const struct pt_upstream *u)

@@ -65,8 +65,10 @@ struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target
 /* After EPOLLOUT on a connecting socket: 0 when connected, else -errno. */
 int pt_uconn_finish_connect(struct pt_uconn *uc);
 /* Returns a healthy, fully-read connection to its pool (closing it when the
- * pool already holds `keepalive` idle connections). */
-void pt_uconn_release(struct pt_uconn *uc, uint32_t keepalive);
+ * pool already holds `keepalive` idle connections). An idle connection is
+ * closed after `idle_ms` unused, so a middlebox that silently drops idle
+ * flows never leaves dead connections in the pool. */
+void pt_uconn_release(struct pt_uconn *uc, uint32_t keepalive, uint64_t idle_ms);
 void pt_uconn_close(struct pt_uconn *uc);
 
 /* Smooth weighted round-robin (per worker, per upstream). */

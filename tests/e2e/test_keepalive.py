@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from conftest import (Gateway, backend, free_port, http_conn, make_config, parse_response,
-                      raw_ex, read_responses, scaled, upstream)
+                      raw_ex, read_responses, scaled, upstream, wait_until)
 
 WORKERS = 2
 
@@ -193,3 +193,19 @@ def test_http10_closes(env):
     assert r.status == 200
     assert r.json()["path"] == "/h10"
     assert closed, "HTTP/1.0 request without keep-alive: connection left open"
+
+
+def test_idle_pooled_upstream_connections_expire(gateway, backends):
+    """A pooled upstream connection unused for limits.idle_timeout is
+    closed by the gateway (a middlebox dropping idle flows silently would
+    otherwise leave dead connections in the pool)."""
+    b = backends("idle")
+    cfg = make_config(free_port(), {"u": upstream(b.port)},
+                      [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "u"}],
+                      limits={"idle_timeout": "300ms"})
+    gw = gateway(cfg)
+    assert requests.get(gw.u("/tiny")).status_code == 200
+    assert b.stats()["active"] >= 1  # pooled and open
+    wait_until(lambda: b.stats()["active"] == 0, scaled(5), what="pooled connection closed")
+    # and the next request simply opens a new one
+    assert requests.get(gw.u("/tiny")).status_code == 200
