@@ -20,7 +20,12 @@
 #      that epoll_wait batching, hence the count, changes);
 #   6. bench/lib/report.py writes bench/results/latest.md and latency.png.
 #
-# Usage: bench/run.sh [--quick] [--rounds N] [--scenarios plain,gateway] [--keep-tmp]
+# Usage: bench/run.sh [--quick] [--rounds N] [--scenarios plain,gateway]
+#                     [--spin] [--keep-tmp]
+#   --spin  during the wrk -c32 runs only, keep both CPUs out of idle with
+#           SCHED_IDLE busy loops, so that waking a halted vCPU (costly in
+#           a VM) does not enter CPU/request; see bench/README.md, "Two
+#           regimes".
 # Environment: PORTICO_BENCH_PORT_BASE (default 23180; ten ports from there),
 #              PORTICO_BUILD (default build).
 set -euo pipefail
@@ -46,6 +51,9 @@ ROUNDS=5
 QUICK=0
 SCENARIOS="plain,gateway"
 KEEP_TMP=0
+SPIN=0
+SPIN_PID0=""
+SPIN_PIDS=()
 # Durations (seconds) of one run's parts; --quick shortens them.
 D_LOAD=5          # wrk -t1 -c32: CPU/request, requests/s, reuse
 D_C1=3            # h2load -c1 closed loop: unloaded latency
@@ -56,8 +64,9 @@ IDLE_CONNS=5000   # idle keep-alive connections for the memory test
 RATE_CONNS=16     # h2load connections for the fixed-rate run
 SKIP_S=0.2        # h2load samples dropped at the start of each run
 
+# Prints the comment block at the top of this file.
 usage() {
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     exit "${1:-0}"
 }
 
@@ -67,6 +76,7 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift ;;
     --scenarios) SCENARIOS=$2; shift ;;
     --keep-tmp) KEEP_TMP=1 ;;
+    --spin) SPIN=1 ;;
     -h | --help) usage 0 ;;
     *) echo "run.sh: unknown argument: $1" >&2; usage 2 ;;
     esac
@@ -89,9 +99,10 @@ die() { printf '[bench] FATAL: %s\n' "$*" >&2; exit 1; }
 STARTED=()
 cleanup() {
     local rc=$? pid
-    trap - EXIT INT TERM
+    trap - EXIT INT TERM HUP
     for pid in "${STARTED[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
+        kill -CONT "$pid" 2>/dev/null || true # a stopped spinner must run to die
     done
     for _ in 1 2 3 4 5 6 7 8 9 10; do
         local alive=0
@@ -115,6 +126,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+trap 'exit 129' HUP
 
 # Fails unless nothing listens on 127.0.0.1:PORT (or any address:PORT).
 # portico binds with SO_REUSEPORT, so a second instance on a busy port
@@ -164,6 +176,15 @@ rss_kb() { # pid [field]
 # softirq here, while the process's utime+stime includes it.
 cpu_busy() { # cpu number
     awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $9 }' /proc/stat
+}
+
+# --spin: resume (on) or pause (off) the idle-class busy loops. They only
+# run during the wrk -c32 runs: in the latency runs they would delay
+# wake-ups (a SCHED_IDLE task is not always preempted at once in a VM),
+# and under strace they starve the tracer.
+spin() { # on|off
+    [ ${#SPIN_PIDS[@]} -gt 0 ] || return 0
+    kill "$([ "$1" = on ] && echo -CONT || echo -STOP)" "${SPIN_PIDS[@]}"
 }
 
 # Wall-clock microseconds (bash's own clock, no fork).
@@ -415,12 +436,22 @@ run_wrk() { # port seconds outfile
 run_h2load() { # round name prefix seconds h2load-args...
     local r=$1 name=$2 prefix=$3 secs=$4 port=${SYS_PORT[$2]}
     shift 4
-    local base=$RAW/r$r-$name-$prefix pid=${SYS_PID[$name]} t0 t1
+    local base=$RAW/r$r-$name-$prefix pid=${SYS_PID[$name]} t0 t1 c0 c1 w0 w1 _
+    read -r c0 _ < <(cpu_busy $PROXY_CPU)
+    w0=$(now_us)
     t0=$(cpu_ticks "$pid")
     taskset -c $LOAD_CPU h2load --h1 -t1 -D "$secs" "$@" --log-file="$TMP/h2.log" \
         "http://127.0.0.1:$port/tiny" >"$base.h2load.txt" 2>&1 ||
         die "h2load failed against $name: $(tail -5 "$base.h2load.txt")"
     t1=$(cpu_ticks "$pid")
+    w1=$(now_us)
+    read -r c1 _ < <(cpu_busy $PROXY_CPU)
+    # Tail latency is what other work on CPU 0 disturbs first: record how
+    # busy CPU 0 was with anything but this proxy during this run.
+    local mine=$((t1 - t0))
+    [ "${SYS_KIND[$name]}" = proxy ] || mine=0
+    record "$r" "$name" "${prefix}_cpu0_other_pct" \
+        "$(calc "100 * ($c1 - $c0 - $mine) / (($w1 - $w0) * $CLK_TCK / 1000000)" 1)"
     local kv k v
     kv=$($PY "$LIB/h2lat.py" "$TMP/h2.log" "$SKIP_S" "$base.grid") ||
         die "no latency samples from h2load against $name"
@@ -448,11 +479,15 @@ measure_run() { # round name
 
     # (1) CPU per request, (2) requests/s, (6) upstream reuse.
     backend_reset
+    local sp0=0
+    [ -z "$SPIN_PID0" ] || sp0=$(cpu_ticks "$SPIN_PID0")
     read -r c0 s0 < <(cpu_busy $PROXY_CPU)
     w0=$(now_us)
     t0=$(cpu_ticks "$pid")
     b0=$(cpu_ticks "$BACKEND_PID")
+    spin on
     run_wrk "$port" "$D_LOAD" "$RAW/r$r-$name-wrk.txt"
+    spin off
     t1=$(cpu_ticks "$pid")
     b1=$(cpu_ticks "$BACKEND_PID")
     w1=$(now_us)
@@ -475,6 +510,8 @@ measure_run() { # round name
     # time the hypervisor stole, as % of the run.
     local mine=$((t1 - t0))
     [ "${SYS_KIND[$name]}" = proxy ] || mine=0
+    # With --spin the idle-class busy loop fills CPU 0: not interference.
+    [ -z "$SPIN_PID0" ] || mine=$((mine + $(cpu_ticks "$SPIN_PID0") - sp0))
     record "$r" "$name" cpu0_other_pct "$(calc "100 * ($c1 - $c0 - $mine) / $wall_ticks" 1)"
     record "$r" "$name" cpu0_steal_pct "$(calc "100 * ($s1 - $s0) / $wall_ticks" 1)"
     if [ "${SYS_KIND[$name]}" = proxy ]; then
@@ -602,6 +639,7 @@ machine_info() {
         printf 'durations\twrk -c32 %ss, h2load -c1 %ss, h2load --rps %ss, strace %ss, perf %ss\n' \
             "$D_LOAD" "$D_C1" "$D_RATE" "$D_STRACE" "$D_PERF"
         printf 'loadavg\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+        printf 'spin\t%s\n' "$([ "$SPIN" = 1 ] && echo on || echo off)"
         printf 'idle_conns\t%s\n' "$IDLE_CONNS"
         printf 'rate_conns\t%s\n' "$RATE_CONNS"
         printf 'pinning\tproxy on CPU %s; wrk, h2load, backend, helpers on CPU %s\n' \
@@ -636,6 +674,17 @@ main() {
 
     log "starting backend and ${SYS_LIST[*]} (raw output: ${RAW#"$ROOT"/})"
     start_backend
+    if [ "$SPIN" = 1 ]; then
+        # SCHED_IDLE: they run only when nothing else wants the CPU, so
+        # they take no time from the proxy, wrk or the backend, but the
+        # vCPUs never halt. Stopped until a wrk -c32 run (spin on/off).
+        spawn $PROXY_CPU /dev/null chrt -i 0 sh -c 'while :; do :; done'
+        SPIN_PID0=$LAST_PID
+        SPIN_PIDS+=("$LAST_PID")
+        spawn $LOAD_CPU /dev/null chrt -i 0 sh -c 'while :; do :; done'
+        SPIN_PIDS+=("$LAST_PID")
+        spin off
+    fi
     for n in "${SYS_LIST[@]}"; do
         "${SYS_START[$n]}"
     done

@@ -72,6 +72,23 @@ def spread(xs):
 # ------------------------------------------------------------ formatting
 
 
+def unstable(xs):
+    """A CPU/request series whose slowest round is > 1.3× its fastest: the
+    system switched regime during the run (see README, "Two regimes")."""
+    return bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 1.3
+
+
+def disagree(at_c32, at_rate, who):
+    """A warning when the two CPU ratios against one peer differ by more
+    than 25%: one of the two was measured in the slow regime."""
+    if at_c32 is None or at_rate is None or at_rate == 0:
+        return ""
+    if abs(at_c32 / at_rate - 1) <= 0.25:
+        return ""
+    return ("; ⚠ vs %s the wrk -c32 ratio and the fixed-rate ratio disagree: a system ran in "
+            "the slow regime (README, two regimes; try --spin)" % who)
+
+
 def fmt(x, nd=1):
     if x is None:
         return "–"
@@ -173,7 +190,10 @@ class Report:
             if not xs:
                 continue
             m = median(xs)
-            rows.append([run.label[s], fmt(m, nd), fmt_spread(xs, nd), str(len(xs))] + cols(m))
+            sp = fmt_spread(xs, nd)
+            if metric in ("cpu_us", "rate_cpu_us") and unstable(xs):
+                sp += " ⚠"
+            rows.append([run.label[s], fmt(m, nd), sp, str(len(xs))] + cols(m))
         self.add("### " + title, "")
         if note:
             self.add(note, "")
@@ -207,7 +227,12 @@ class Report:
         if el:
             rows.append(["wall time", "%d s" % el])
         rows.append(["load average at start", m.get("loadavg", "?")])
-        other = [x for s in self.run.systems for x in self.run.series(s, "cpu0_other_pct")]
+        rows.append(["idle spinners (--spin)", m.get("spin", "off") + (
+            ": both CPUs kept out of idle during the wrk -c32 runs (vCPU wake-up cost "
+            "excluded there; latency, fixed-rate and syscall runs without)"
+            if m.get("spin") == "on" else ": vCPUs halt when idle (wake-up cost included)")])
+        other = [max(0.0, x) for s in self.run.systems
+                 for x in self.run.series(s, "cpu0_other_pct")]
         steal = [x for s in self.run.systems for x in self.run.series(s, "cpu0_steal_pct")]
         if other:
             rows.append(["CPU 0 interference", "busy time not charged to the proxy under test: "
@@ -290,11 +315,21 @@ class Report:
                 return None
             return all(oks)
 
-        # 1. CPU per request, plain.
+        # 1. CPU per request, plain (wrk -c32, as the issue defines it);
+        # the fixed-rate ratios are shown beside it as a cross-check.
         p, h, n = cpu.get("portico"), cpu.get("haproxy"), cpu.get("nginx")
+        rc = {s: median(run.series(s, "rate_cpu_us")) for s in self.proxies}
+        unstable_ = [run.label[s] for s in ("portico", "haproxy", "nginx")
+                     if self.has(s) and unstable(run.series(s, "cpu_us"))]
         out.append(["1", "proxy CPU/request ≤ 0.75× HAProxy and ≤ 0.65× nginx (plain)",
-                    "%s µs = %s HAProxy (%s µs), %s nginx (%s µs)"
-                    % (fmt(p), fmt_ratio(ratio(p, h)), fmt(h), fmt_ratio(ratio(p, n)), fmt(n)),
+                    "%s µs = %s HAProxy (%s µs), %s nginx (%s µs); at the fixed rate %s and %s%s"
+                    % (fmt(p), fmt_ratio(ratio(p, h)), fmt(h), fmt_ratio(ratio(p, n)), fmt(n),
+                       fmt_ratio(ratio(rc.get("portico"), rc.get("haproxy"))),
+                       fmt_ratio(ratio(rc.get("portico"), rc.get("nginx"))),
+                       "; ⚠ unstable across rounds: %s (see README, two regimes)"
+                       % ", ".join(unstable_) if unstable_ else "")
+                    + disagree(ratio(p, n), ratio(rc.get("portico"), rc.get("nginx")), "nginx")
+                    + disagree(ratio(p, h), ratio(rc.get("portico"), rc.get("haproxy")), "HAProxy"),
                     verdict(both(cmp_le(p, h, 0.75), cmp_le(p, n, 0.65)))])
         # 2. Gateway route.
         g = cpu.get("portico-gw")
@@ -318,10 +353,18 @@ class Report:
         ah99 = median(run.added("haproxy", "rate_p99"))
         ap50 = median(run.added("portico", "c1_p50"))
         ah50 = median(run.added("haproxy", "c1_p50"))
+        # Tails are what interference hits first: say when a run of the
+        # systems compared had CPU 0 busy with other work.
+        disturbed = [run.label[s] for s in ("direct", "portico", "haproxy") if self.has(s)
+                     and any(x > 5 for x in run.series(s, "rate_cpu0_other_pct")
+                             + run.series(s, "c1_cpu0_other_pct"))]
         out.append(["4", "added p99 at fixed rate ≤ HAProxy's; added p50 at 1 conn ≤ 0.8× HAProxy's",
-                    "p99 @rate %s µs vs %s µs; p50 @1 conn %s µs vs %s µs (limit %s µs)"
+                    "p99 @rate %s µs vs %s µs; p50 @1 conn %s µs vs %s µs (limit %s µs)%s"
                     % (fmt(ap99, 0), fmt(ah99, 0), fmt(ap50, 0), fmt(ah50, 0),
-                       fmt(None if ah50 is None else 0.8 * ah50, 0)),
+                       fmt(None if ah50 is None else 0.8 * ah50, 0),
+                       "; ⚠ CPU 0 was > 5%% busy elsewhere in some latency runs of %s: "
+                       "the p99 comparison is not reliable, rerun on a quiet machine"
+                       % ", ".join(disturbed) if disturbed else ""),
                     verdict(both(cmp_le(ap99, ah99), cmp_le(ap50, ah50, 0.8)))])
         # 5. Memory.
         pr, hr = run.one("portico", "rss_start_kb"), run.one("haproxy", "rss_start_kb")
@@ -400,6 +443,9 @@ class Report:
                 for q in ("p50", "p90", "p99", "p999"):
                     xs = run.series(s, "%s_%s" % (prefix, q))
                     cells.append(fmt(median(xs), 0))
+                # Tick rounding can make it slightly negative: show 0.
+                oth = [max(0.0, x) for x in run.series(s, prefix + "_cpu0_other_pct")]
+                cells.append("%s (%s)" % (fmt(median(oth)), fmt(max(oth) if oth else None)))
                 rates = run.series(s, prefix + "_rate")
                 cell = fmt(median(rates), 0)
                 offered = run.one("calibration", "fixed_rate_rps")
@@ -411,7 +457,13 @@ class Report:
                 cells.append(cell)
                 rows.append(cells)
             self.add("### 3. Latency, %s — absolute (µs)" % title, "",
-                     table(["system", "p50", "p90", "p99", "p99.9", "achieved req/s"], rows), "")
+                     "Medians over the rounds. \"CPU 0 busy elsewhere\": % of the run CPU 0 "
+                     "spent on anything but this proxy, median (max) over the rounds; a few % "
+                     "is the idle proxies' timers, more is other work on the machine, and it "
+                     "shows up in p99/p99.9 first (a proxy waiting a scheduler slice for its "
+                     "CPU). Compare tails only between runs where this is low.", "",
+                     table(["system", "p50", "p90", "p99", "p99.9", "CPU 0 busy elsewhere %",
+                            "achieved req/s"], rows), "")
             for q, qn in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")):
                 self.metric_table("3. Added %s latency, %s (µs)" % (qn, title),
                                   "%s_%s" % (prefix, q), self.proxies, 0, added=True)

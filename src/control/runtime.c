@@ -38,6 +38,39 @@ struct runtime {
 
 
 
+/*
+ * Workers bind with SO_REUSEPORT, which would let a second portico (or any
+ * process using SO_REUSEPORT as the same user) silently share a port and
+ * take part of its traffic. So before a listener address is first opened,
+ * a plain bind proves nobody holds it. Addresses a running generation
+ * already has are skipped: we hold them ourselves.
+ */
+static int probe_listeners(const struct pt_generation *g, const struct pt_generation *old)
+{
+    for (uint32_t i = 0; i < g->nlisteners; i++) {
+        const struct pt_listener_cfg *l = &g->listeners[i];
+        bool held = false;
+        for (uint32_t j = 0; old && j < old->nlisteners && !held; j++)
+            held = old->listeners[j].addrlen == l->addrlen &&
+                   memcmp(&old->listeners[j].addr, &l->addr, l->addrlen) == 0;
+        if (held)
+            continue;
+        int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return -errno;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        int rc = bind(fd, (const struct sockaddr *)&l->addr, l->addrlen);
+        int e = errno;
+        close(fd);
+        if (rc < 0) {
+            pt_error("listener %s: cannot use %s: %s", l->name, l->address, strerror(e));
+            return -e;
+        }
+    }
+    return 0;
+}
+
 static void apply_access_log(struct runtime *rt, const struct pt_generation *g,
                              const struct pt_generation *old)
 {
@@ -102,8 +135,18 @@ static int reload(struct runtime *rt, char **errors)
         return -1;
     }
     pt_diag_free(&diag);
-    rt->next_id++;
     struct pt_generation *old = atomic_load(&pt_gen_current);
+    if (probe_listeners(g, old) < 0) {
+        rt->reloads_failed++;
+        pt_error("config reload failed: a new listener address is in use, generation %llu "
+                 "keeps serving",
+                 (unsigned long long)old->id);
+        if (errors)
+            *errors = strdup("a new listener address is already in use");
+        pt_generation_free(g);
+        return -1;
+    }
+    rt->next_id++;
     if (g->workers != rt->nworkers)
         pt_warn("workers: %d → %d takes effect at the next restart", rt->nworkers, g->workers);
     apply_access_log(rt, g, old);
@@ -183,6 +226,8 @@ int pt_runtime_run(const char *config_path)
 
     struct pt_alog_ring **rings = NULL;
     atomic_store(&pt_gen_current, g);
+    if (probe_listeners(g, NULL) < 0)
+        goto out;
     /* The admin listener opens before the data plane: once the public
      * port accepts, the admin API answers too. */
     rt.admin = pt_admin_open(g, &admin_hooks, &rt);
