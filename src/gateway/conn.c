@@ -490,6 +490,15 @@ static void upstream_timeout(struct pt_loop *loop, struct pt_timer *tm)
         return;
     }
     bool connecting = !uc->connected;
+    /* The upstream took everything it was given and the rest of the body
+     * never came: the client stalled, not the upstream (408, like nginx's
+     * client_body_timeout; the connection closes, the body unfinished). */
+    if (!connecting && !t->req_done && !t->res_head_done && t->uhead_sent == t->uhead_len &&
+        t->req_ready == 0 && (!c->rbuf || pt_buf_len(c->rbuf) == 0)) {
+        txn_gateway_response(t, 408, "request body timeout", NULL, (pt_slice){0}, true);
+        conn_run(c);
+        return;
+    }
     if (txn_upstream_fail(t, 504, connecting ? "upstream connect timeout" : "upstream timeout"))
         conn_run(c);
 }

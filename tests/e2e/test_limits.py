@@ -297,3 +297,25 @@ def test_max_connections_queues_extra_clients(gateway, backends):
     extra.close()
     for s in held:
         s.close()
+
+
+def test_stalled_request_body_is_408(gateway, backends):
+    """A client that sends part of its body and stops: after the read
+    timeout the client gets 408 (its fault), not 504, and is closed."""
+    b = backends("stall")
+    cfg = make_config(free_port(), {"l": upstream(b.port, read_timeout="400ms")},
+                      [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "l"}])
+    gw = gateway(cfg)
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+    s.settimeout(scaled(5))
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    r = parse_response(data)
+    assert_error_resp(r, 408)
+    assert r.header("Connection") == "close"
+    s.close()
