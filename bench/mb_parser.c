@@ -16,7 +16,8 @@ static const char *const requests[] = {
     "Host: shop.example.com\r\n"
     "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0.0.0 Safari/537.36\r\n"
-    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8\r\n"
+    "Accept: "
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8\r\n"
     "Accept-Encoding: gzip, deflate, br\r\n"
     "Accept-Language: en-US,en;q=0.9\r\n"
     "Cookie: session=3f2a9c1b7d; theme=dark\r\n"
@@ -116,8 +117,8 @@ static int bench_heads(void)
     } while (seconds_since(t0) < 1.0);
     double secs = seconds_since(t0);
     sink = acc;
-    printf("parser: %zu requests of %zu..%zu bytes (avg %zu): %.0f MB/s, %.1f ns/request\n",
-           NREQ, shortest, longest, total / NREQ, (double)bytes / secs / 1e6, secs * 1e9 / (double)iters);
+    printf("parser: %zu requests of %zu..%zu bytes (avg %zu): %.0f MB/s, %.1f ns/request\n", NREQ,
+           shortest, longest, total / NREQ, (double)bytes / secs / 1e6, secs * 1e9 / (double)iters);
     return 0;
 }
 

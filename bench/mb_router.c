@@ -170,9 +170,9 @@ static uint32_t build_table(struct pt_generation *g, uint32_t want)
 
 static void make_requests(struct bench_req *q, uint32_t nsvc)
 {
-    static const char *const tails[] = {"",         "/42",       "/42/items/7", "/health",
-                                        "/status",  "/9/history", "/admin/x",    "/export/csv",
-                                        "/missing/deep/path"};
+    static const char *const tails[] = {"",         "/42",         "/42/items/7",
+                                        "/health",  "/status",     "/9/history",
+                                        "/admin/x", "/export/csv", "/missing/deep/path"};
     for (uint32_t i = 0; i < NREQ; i++) {
         uint32_t svc = brnd(nsvc);
         uint32_t pick = svc % 10;
@@ -189,18 +189,18 @@ static void make_requests(struct bench_req *q, uint32_t nsvc)
         /* ~5% go to an unknown service: 404. */
         if (brnd(20) == 0)
             name = "nosuchservice";
-        q[i].target = pool_printf("/v%u/%s%s%s", ver, name, tail,
-                                  brnd(4) == 0 ? "?page=2&limit=50" : "");
-        static const int methods[] = {PT_METHOD_GET, PT_METHOD_GET, PT_METHOD_GET, PT_METHOD_GET,
-                                      PT_METHOD_POST, PT_METHOD_PUT, PT_METHOD_DELETE,
-                                      PT_METHOD_HEAD};
+        q[i].target =
+            pool_printf("/v%u/%s%s%s", ver, name, tail, brnd(4) == 0 ? "?page=2&limit=50" : "");
+        static const int methods[] = {PT_METHOD_GET,    PT_METHOD_GET,  PT_METHOD_GET,
+                                      PT_METHOD_GET,    PT_METHOD_POST, PT_METHOD_PUT,
+                                      PT_METHOD_DELETE, PT_METHOD_HEAD};
         q[i].method = methods[brnd(PT_ARRAY_LEN(methods))];
         q[i].nhdr = 0;
         q[i].hdr[q[i].nhdr++] = (struct pt_hfield){PT_SLICE("User-Agent"), PT_SLICE("okhttp/4.12"),
                                                    PT_TOK_USER_AGENT, false};
         if (brnd(5) == 0)
-            q[i].hdr[q[i].nhdr++] = (struct pt_hfield){PT_SLICE("X-Client"), PT_SLICE("mobile"),
-                                                       PT_TOK_UNKNOWN, false};
+            q[i].hdr[q[i].nhdr++] =
+                (struct pt_hfield){PT_SLICE("X-Client"), PT_SLICE("mobile"), PT_TOK_UNKNOWN, false};
     }
 }
 

@@ -13,8 +13,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
-
 static int usage(void)
 {
     fprintf(stderr, "usage: portico -c FILE           run the gateway\n"

@@ -46,29 +46,42 @@
 #include <time.h>
 #include <unistd.h>
 
-#define IN_CAP      (64 * 1024)  /* per-connection input buffer */
-#define MAX_HEAD    (32 * 1024)  /* largest request head accepted */
-#define MAX_HDRS    128          /* most header fields per request */
-#define BODY_KEEP   65536        /* request body bytes kept for the echo */
-#define OUT_HIGH    (256 * 1024) /* stop parsing while this much is unsent */
-#define REFILL      (64 * 1024)  /* /bytes data generated per refill */
-#define LINGER_MS   2000         /* drain input this long after a close */
-#define SLOW_MS     100          /* slow-body: one byte per tick */
-#define MAX_LISTEN  16
+#define IN_CAP (64 * 1024)    /* per-connection input buffer */
+#define MAX_HEAD (32 * 1024)  /* largest request head accepted */
+#define MAX_HDRS 128          /* most header fields per request */
+#define BODY_KEEP 65536       /* request body bytes kept for the echo */
+#define OUT_HIGH (256 * 1024) /* stop parsing while this much is unsent */
+#define REFILL (64 * 1024)    /* /bytes data generated per refill */
+#define LINGER_MS 2000        /* drain input this long after a close */
+#define SLOW_MS 100           /* slow-body: one byte per tick */
+#define MAX_LISTEN 16
 #define MAX_THREADS 64
-#define JSON        "application/json"
+#define JSON "application/json"
 
 enum { OBJ_LISTENER = 1, OBJ_CONN, OBJ_STOP };  /* what an epoll event points at */
 enum { PH_HEAD, PH_BODY, PH_READY };            /* request phases */
 enum { CS_SIZE, CS_DATA, CS_CRLF, CS_TRAILER }; /* chunked decoder states */
 enum { T_NONE, T_DELAY, T_SLOW, T_LINGER };     /* timer kinds */
-enum { BRK_NONE, BRK_RESET, BRK_CLOSE, BRK_BADCL, BRK_SHORT, BRK_BADCHUNK, BRK_GARBAGE,
-       BRK_HANG, BRK_SLOW, BRK_COUNT };
+enum {
+    BRK_NONE,
+    BRK_RESET,
+    BRK_CLOSE,
+    BRK_BADCL,
+    BRK_SHORT,
+    BRK_BADCHUNK,
+    BRK_GARBAGE,
+    BRK_HANG,
+    BRK_SLOW,
+    BRK_COUNT
+};
 static const char *const BREAK_NAMES[BRK_COUNT] = {
     "", "reset", "close", "bad-cl", "short", "bad-chunk", "garbage", "hang", "slow-body"};
 
 /* A byte buffer; [off, len) is the part not consumed (sent) yet. */
-struct buf { char *p; size_t off, len, cap; };
+struct buf {
+    char *p;
+    size_t off, len, cap;
+};
 
 struct listener {
     int kind, fd, port;
@@ -79,19 +92,21 @@ struct listener {
 };
 
 /* A header field as offsets from the start of the request head. */
-struct hdr { uint32_t name, nlen, val, vlen; };
+struct hdr {
+    uint32_t name, nlen, val, vlen;
+};
 
 struct req {
     uint32_t hlen, mlen, tgt, tlen; /* head length; method; request-target */
     char vminor;                    /* HTTP/1.<vminor> */
     bool keepalive, head, chunked, expect, demo;
-    uint64_t clen;                  /* Content-Length bytes still to read */
-    uint64_t body_len, cleft;       /* body bytes seen; left in this chunk */
+    uint64_t clen;            /* Content-Length bytes still to read */
+    uint64_t body_len, cleft; /* body bytes seen; left in this chunk */
     uint32_t crc;
     int cstate, delay, status, brk; /* chunked decoder; X-Demo-* controls */
     bool ochunked, oclose, delayed;
     unsigned nhdr;
-    struct hdr h[MAX_HDRS];         /* (everything above is zeroed per request) */
+    struct hdr h[MAX_HDRS]; /* (everything above is zeroed per request) */
 };
 
 struct conn {
@@ -104,12 +119,12 @@ struct conn {
     bool can_read, can_write, eof_pending, rd_eof, dead, stream_chunked;
     bool waiting, hung, slow, close_after, reset_after, lingering, counted;
     unsigned epoch;
-    size_t allow;               /* slow-body: bytes that may be written now */
+    size_t allow; /* slow-body: bytes that may be written now */
     uint64_t nreq, stream_left, stream_pos;
     size_t stream_chunk;
-    size_t rpos, bpos, wpos;    /* request start, body cursor, data end */
+    size_t rpos, bpos, wpos; /* request start, body cursor, data end */
     struct buf out;
-    char *body;                 /* BODY_KEEP bytes, allocated on first use */
+    char *body; /* BODY_KEEP bytes, allocated on first use */
     struct req r;
     char in[IN_CAP];
 };
@@ -118,9 +133,9 @@ struct worker {
     pthread_t tid;
     int ep;
     struct conn *conns, *timers;
-    struct buf sb;              /* scratch for response bodies */
+    struct buf sb; /* scratch for response bodies */
     time_t date_sec;
-    char date[64];              /* "Date: ...\r\n" */
+    char date[64]; /* "Date: ...\r\n" */
     size_t datelen;
 };
 
@@ -156,7 +171,8 @@ static int64_t now_ms(void)
  * Buffers only grow, so steady-state traffic never allocates. */
 static char *reserve(struct buf *b, size_t n)
 {
-    if (b->cap - b->len >= n) return b->p + b->len;
+    if (b->cap - b->len >= n)
+        return b->p + b->len;
     if (b->off) {
         memmove(b->p, b->p + b->off, b->len - b->off);
         b->len -= b->off;
@@ -164,7 +180,8 @@ static char *reserve(struct buf *b, size_t n)
     }
     if (b->cap - b->len < n) {
         size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len < n) cap *= 2;
+        while (cap - b->len < n)
+            cap *= 2;
         b->p = xrealloc(b->p, cap);
         b->cap = cap;
     }
@@ -173,13 +190,17 @@ static char *reserve(struct buf *b, size_t n)
 
 static void put(struct buf *b, const void *s, size_t n)
 {
-    if (!n) return;
+    if (!n)
+        return;
     memcpy(reserve(b, n), s, n);
     b->len += n;
 }
 
 #define PUTS(b, lit) put((b), "" lit, sizeof(lit) - 1)
-static void putstr(struct buf *b, const char *s) { put(b, s, strlen(s)); }
+static void putstr(struct buf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
 
 /* Appends v in decimal (base 10) or lowercase hex, at least `width` digits. */
 static void putnum(struct buf *b, uint64_t v, unsigned base, int width)
@@ -212,21 +233,26 @@ static void putf(struct buf *b, const char *fmt, ...)
 static size_t utf8_len(const unsigned char *s, size_t n)
 {
     unsigned c = s[0];
-    if (c < 0x80) return 1;
+    if (c < 0x80)
+        return 1;
     size_t k = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-    if (c < 0xC2 || c > 0xF4 || n < k) return 0;
+    if (c < 0xC2 || c > 0xF4 || n < k)
+        return 0;
     unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
     unsigned hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-    if (s[1] < lo || s[1] > hi) return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
     for (size_t i = 2; i < k; i++)
-        if ((s[i] & 0xC0) != 0x80) return 0;
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
     return k;
 }
 
 static bool utf8_valid(const char *p, size_t n)
 {
     for (size_t i = 0, k; i < n; i += k)
-        if (!(k = utf8_len((const unsigned char *)p + i, n - i))) return false;
+        if (!(k = utf8_len((const unsigned char *)p + i, n - i)))
+            return false;
     return true;
 }
 
@@ -270,7 +296,8 @@ static void put_kv(struct buf *b, const char *key, const char *s, size_t n)
 static void crc_init(void)
 {
     for (uint32_t i = 0, c, k; i < 256; g_crc[0][i++] = c)
-        for (c = i, k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        for (c = i, k = 0; k < 8; k++)
+            c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
     for (int t = 1; t < 8; t++)
         for (int i = 0; i < 256; i++)
             g_crc[t][i] = (g_crc[t - 1][i] >> 8) ^ g_crc[0][g_crc[t - 1][i] & 0xFF];
@@ -292,7 +319,8 @@ static uint32_t crc32_update(uint32_t crc, const char *p, size_t n)
               g_crc[4][a >> 24] ^ g_crc[3][b & 0xFF] ^ g_crc[2][(b >> 8) & 0xFF] ^
               g_crc[1][(b >> 16) & 0xFF] ^ g_crc[0][b >> 24];
     }
-    while (n--) crc = g_crc[0][(crc ^ *s++) & 0xFF] ^ (crc >> 8);
+    while (n--)
+        crc = g_crc[0][(crc ^ *s++) & 0xFF] ^ (crc >> 8);
     return ~crc;
 }
 
@@ -300,9 +328,11 @@ static uint32_t crc32_update(uint32_t crc, const char *p, size_t n)
 static bool parse_u64(const char *p, size_t n, uint64_t max, uint64_t *out)
 {
     uint64_t v = 0;
-    if (!n || n > 19) return false;
+    if (!n || n > 19)
+        return false;
     for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') return false;
+        if (p[i] < '0' || p[i] > '9')
+            return false;
         v = v * 10 + (uint64_t)(p[i] - '0');
     }
     *out = v;
@@ -315,29 +345,53 @@ static bool parse_u64(const char *p, size_t n, uint64_t max, uint64_t *out)
 static bool has_token(const char *p, size_t n, const char *tok)
 {
     for (size_t i = 0, s, e; i < n;) {
-        while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == ',')) i++;
-        for (s = i; i < n && p[i] != ',';) i++;
-        for (e = i; e > s && (p[e - 1] == ' ' || p[e - 1] == '\t');) e--;
-        if (e - s == strlen(tok) && !strncasecmp(p + s, tok, e - s)) return true;
+        while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == ','))
+            i++;
+        for (s = i; i < n && p[i] != ',';)
+            i++;
+        for (e = i; e > s && (p[e - 1] == ' ' || p[e - 1] == '\t');)
+            e--;
+        if (e - s == strlen(tok) && !strncasecmp(p + s, tok, e - s))
+            return true;
     }
     return false;
 }
 
 static const char *reason(int code)
 {
-    static const struct { int code; const char *text; } R[] = {
-        {200, "OK"}, {201, "Created"}, {202, "Accepted"}, {204, "No Content"},
-        {206, "Partial Content"}, {301, "Moved Permanently"}, {302, "Found"},
-        {303, "See Other"}, {304, "Not Modified"}, {307, "Temporary Redirect"},
-        {308, "Permanent Redirect"}, {400, "Bad Request"}, {401, "Unauthorized"},
-        {403, "Forbidden"}, {404, "Not Found"}, {405, "Method Not Allowed"},
-        {408, "Request Timeout"}, {409, "Conflict"}, {413, "Content Too Large"},
-        {429, "Too Many Requests"}, {431, "Request Header Fields Too Large"},
-        {500, "Internal Server Error"}, {501, "Not Implemented"}, {502, "Bad Gateway"},
-        {503, "Service Unavailable"}, {504, "Gateway Timeout"},
-        {505, "HTTP Version Not Supported"}};
+    static const struct {
+        int code;
+        const char *text;
+    } R[] = {{200, "OK"},
+             {201, "Created"},
+             {202, "Accepted"},
+             {204, "No Content"},
+             {206, "Partial Content"},
+             {301, "Moved Permanently"},
+             {302, "Found"},
+             {303, "See Other"},
+             {304, "Not Modified"},
+             {307, "Temporary Redirect"},
+             {308, "Permanent Redirect"},
+             {400, "Bad Request"},
+             {401, "Unauthorized"},
+             {403, "Forbidden"},
+             {404, "Not Found"},
+             {405, "Method Not Allowed"},
+             {408, "Request Timeout"},
+             {409, "Conflict"},
+             {413, "Content Too Large"},
+             {429, "Too Many Requests"},
+             {431, "Request Header Fields Too Large"},
+             {500, "Internal Server Error"},
+             {501, "Not Implemented"},
+             {502, "Bad Gateway"},
+             {503, "Service Unavailable"},
+             {504, "Gateway Timeout"},
+             {505, "HTTP Version Not Supported"}};
     for (size_t i = 0; i < sizeof R / sizeof R[0]; i++)
-        if (R[i].code == code) return R[i].text;
+        if (R[i].code == code)
+            return R[i].text;
     return "Status";
 }
 
@@ -348,7 +402,8 @@ static void timer_set(struct worker *w, struct conn *c, int ms, int kind)
 {
     if (!c->tkind) {
         c->tprev = NULL;
-        if ((c->tnext = w->timers)) w->timers->tprev = c;
+        if ((c->tnext = w->timers))
+            w->timers->tprev = c;
         w->timers = c;
     }
     c->tkind = kind;
@@ -357,9 +412,11 @@ static void timer_set(struct worker *w, struct conn *c, int ms, int kind)
 
 static void timer_clear(struct worker *w, struct conn *c)
 {
-    if (!c->tkind) return;
+    if (!c->tkind)
+        return;
     *(c->tprev ? &c->tprev->tnext : &w->timers) = c->tnext;
-    if (c->tnext) c->tnext->tprev = c->tprev;
+    if (c->tnext)
+        c->tnext->tprev = c->tprev;
     c->tkind = T_NONE;
 }
 
@@ -367,7 +424,8 @@ static void timer_clear(struct worker *w, struct conn *c)
 static int timers_next(struct worker *w)
 {
     int64_t min = INT64_MAX, now = now_ms();
-    if (!w->timers) return -1;
+    if (!w->timers)
+        return -1;
     for (struct conn *c = w->timers; c; c = c->tnext)
         min = c->deadline < min ? c->deadline : min;
     return min <= now ? 0 : (int)(min - now);
@@ -381,8 +439,10 @@ static size_t find_head_end(const char *p, size_t n)
 {
     const char *s = p, *e = p + n;
     while ((s = memchr(s, '\n', (size_t)(e - s))) && ++s < e) {
-        if (*s == '\n') return (size_t)(s + 1 - p);
-        if (*s == '\r' && s + 1 < e && s[1] == '\n') return (size_t)(s + 2 - p);
+        if (*s == '\n')
+            return (size_t)(s + 1 - p);
+        if (*s == '\r' && s + 1 < e && s[1] == '\n')
+            return (size_t)(s + 2 - p);
     }
     return 0;
 }
@@ -407,25 +467,31 @@ static int parse_demo(struct req *r, const char *n, size_t nl, const char *v, si
     r->demo = true;
     if (NAME_IS(n, nl, "delay")) {
         *err = "bad X-Demo-Delay (milliseconds expected)";
-        if (!parse_u64(v, vl, 3600000, &x)) return 400;
+        if (!parse_u64(v, vl, 3600000, &x))
+            return 400;
         r->delay = (int)x;
     } else if (NAME_IS(n, nl, "status")) {
         *err = "bad X-Demo-Status (200..599 expected)";
-        if (!parse_u64(v, vl, 599, &x) || x < 200) return 400;
+        if (!parse_u64(v, vl, 599, &x) || x < 200)
+            return 400;
         r->status = (int)x;
     } else if (NAME_IS(n, nl, "chunked")) {
         r->ochunked = on;
     } else if (NAME_IS(n, nl, "close")) {
         r->oclose = on;
     } else if (NAME_IS(n, nl, "header")) {
-        while (i < vl && g_tchar[(unsigned char)v[i]]) i++;
+        while (i < vl && g_tchar[(unsigned char)v[i]])
+            i++;
         *err = "bad X-Demo-Header (\"Name: value\" expected)";
-        if (!i || i >= vl || v[i] != ':') return 400;
+        if (!i || i >= vl || v[i] != ':')
+            return 400;
     } else if (NAME_IS(n, nl, "break")) {
         for (int k = 1; k < BRK_COUNT; k++)
-            if (strlen(BREAK_NAMES[k]) == vl && !strncasecmp(v, BREAK_NAMES[k], vl)) r->brk = k;
+            if (strlen(BREAK_NAMES[k]) == vl && !strncasecmp(v, BREAK_NAMES[k], vl))
+                r->brk = k;
         *err = "unknown X-Demo-Break mode";
-        if (!r->brk) return 400;
+        if (!r->brk)
+            return 400;
     }
     return 0;
 }
@@ -440,13 +506,17 @@ static int parse_head(struct conn *c, const char **err)
 
     /* request-line = method SP request-target SP HTTP-version */
     *err = "malformed request line";
-    while (i < ll && g_tchar[(unsigned char)p[i]]) i++;
-    if (!i || i >= ll || p[i] != ' ') return 400;
+    while (i < ll && g_tchar[(unsigned char)p[i]])
+        i++;
+    if (!i || i >= ll || p[i] != ' ')
+        return 400;
     r->mlen = (uint32_t)i;
     size_t t = ++i;
     for (; i < ll && p[i] != ' '; i++)
-        if ((unsigned char)p[i] <= 0x20 || p[i] == 0x7f) return 400;
-    if (i == t || ll - i != 9) return 400;
+        if ((unsigned char)p[i] <= 0x20 || p[i] == 0x7f)
+            return 400;
+    if (i == t || ll - i != 9)
+        return 400;
     r->tgt = (uint32_t)t;
     r->tlen = (uint32_t)(i - t);
     const char *v = p + i + 1;
@@ -454,7 +524,8 @@ static int parse_head(struct conn *c, const char **err)
         v[7] > '9')
         return 400;
     *err = "unsupported HTTP version";
-    if (v[5] != '1') return 505;
+    if (v[5] != '1')
+        return 505;
     r->vminor = v[7];
 
     bool has_cl = false, want_close = false, want_ka = false;
@@ -463,28 +534,36 @@ static int parse_head(struct conn *c, const char **err)
         /* field-name ":" OWS field-value OWS; obs-fold (a leading space)
          * and whitespace before the colon are rejected */
         *err = "malformed header field";
-        for (i = 0; i < ll && g_tchar[(unsigned char)p[i]];) i++;
-        if (!i || i >= ll || p[i] != ':') return 400;
+        for (i = 0; i < ll && g_tchar[(unsigned char)p[i]];)
+            i++;
+        if (!i || i >= ll || p[i] != ':')
+            return 400;
         size_t vs = i + 1, ve = ll;
-        while (vs < ve && (p[vs] == ' ' || p[vs] == '\t')) vs++;
-        while (ve > vs && (p[ve - 1] == ' ' || p[ve - 1] == '\t')) ve--;
+        while (vs < ve && (p[vs] == ' ' || p[vs] == '\t'))
+            vs++;
+        while (ve > vs && (p[ve - 1] == ' ' || p[ve - 1] == '\t'))
+            ve--;
         for (size_t k = vs; k < ve; k++)
-            if (((unsigned char)p[k] < 0x20 && p[k] != '\t') || p[k] == 0x7f) return 400;
+            if (((unsigned char)p[k] < 0x20 && p[k] != '\t') || p[k] == 0x7f)
+                return 400;
         *err = "too many header fields";
-        if (r->nhdr == MAX_HDRS) return 431;
-        r->h[r->nhdr++] = (struct hdr){(uint32_t)(p - base), (uint32_t)i,
-                                       (uint32_t)(p - base + vs), (uint32_t)(ve - vs)};
+        if (r->nhdr == MAX_HDRS)
+            return 431;
+        r->h[r->nhdr++] = (struct hdr){(uint32_t)(p - base), (uint32_t)i, (uint32_t)(p - base + vs),
+                                       (uint32_t)(ve - vs)};
         const char *val = p + vs;
         size_t vl = ve - vs;
         uint64_t x;
         if (NAME_IS(p, i, "content-length")) {
             *err = "bad Content-Length";
-            if (!parse_u64(val, vl, UINT64_MAX, &x) || (has_cl && x != r->clen)) return 400;
+            if (!parse_u64(val, vl, UINT64_MAX, &x) || (has_cl && x != r->clen))
+                return 400;
             has_cl = true;
             r->clen = x;
         } else if (NAME_IS(p, i, "transfer-encoding")) {
             *err = "unsupported Transfer-Encoding";
-            if (!NAME_IS(val, vl, "chunked")) return 501;
+            if (!NAME_IS(val, vl, "chunked"))
+                return 501;
             tes++;
             r->chunked = true;
         } else if (NAME_IS(p, i, "connection")) {
@@ -496,13 +575,16 @@ static int parse_head(struct conn *c, const char **err)
             r->expect = NAME_IS(val, vl, "100-continue");
         } else if (i > 7 && !strncasecmp(p, "x-demo-", 7)) {
             int rc = parse_demo(r, p + 7, i - 7, val, vl, err);
-            if (rc) return rc;
+            if (rc)
+                return rc;
         }
     }
     *err = "ambiguous message framing";
-    if (tes > 1 || (r->chunked && (has_cl || r->vminor == '0'))) return 400;
+    if (tes > 1 || (r->chunked && (has_cl || r->vminor == '0')))
+        return 400;
     *err = "missing or duplicate Host header";
-    if (r->vminor != '0' ? hosts != 1 : hosts > 1) return 400;
+    if (r->vminor != '0' ? hosts != 1 : hosts > 1)
+        return 400;
     r->keepalive = r->vminor == '0' ? want_ka && !want_close : !want_close;
     r->head = r->mlen == 4 && !memcmp(base, "HEAD", 4);
     r->expect = r->expect && r->vminor != '0' && (r->chunked || r->clen);
@@ -513,11 +595,13 @@ static int parse_head(struct conn *c, const char **err)
 static void body_feed(struct conn *c, const char *p, size_t n)
 {
     struct req *r = &c->r;
-    if (!n) return;
+    if (!n)
+        return;
     r->crc = crc32_update(r->crc, p, n);
     if (r->body_len < BODY_KEEP) {
         size_t k = BODY_KEEP - (size_t)r->body_len;
-        if (!c->body) c->body = xrealloc(NULL, BODY_KEEP);
+        if (!c->body)
+            c->body = xrealloc(NULL, BODY_KEEP);
         memcpy(c->body + r->body_len, p, k < n ? k : n);
     }
     r->body_len += n;
@@ -545,31 +629,39 @@ static int body_step(struct conn *c)
         const char *p = c->in + c->bpos, *next;
         size_t avail = c->wpos - c->bpos, i = 0, k;
         if (r->cstate == CS_DATA) {
-            if (!(k = avail < r->cleft ? avail : (size_t)r->cleft)) return 0;
+            if (!(k = avail < r->cleft ? avail : (size_t)r->cleft))
+                return 0;
             body_feed(c, p, k);
             c->bpos += k;
-            if (!(r->cleft -= k)) r->cstate = CS_CRLF;
+            if (!(r->cleft -= k))
+                r->cstate = CS_CRLF;
         } else if (r->cstate == CS_CRLF) { /* the line end after chunk data */
             k = avail && p[0] == '\n' ? 1 : avail > 1 && p[0] == '\r' && p[1] == '\n' ? 2 : 0;
-            if (!k) return avail > 1 || (avail == 1 && p[0] != '\r') ? -1 : 0;
+            if (!k)
+                return avail > 1 || (avail == 1 && p[0] != '\r') ? -1 : 0;
             c->bpos += k;
             r->cstate = CS_SIZE;
         } else { /* a chunk-size line or a trailer line: needs a whole line */
-            if (!memchr(p, '\n', avail)) return avail > 4096 ? -1 : 0;
+            if (!memchr(p, '\n', avail))
+                return avail > 4096 ? -1 : 0;
             size_t ll = head_line(p, p + avail, &next);
             c->bpos = (size_t)(next - c->in);
             if (r->cstate == CS_TRAILER) {
-                if (!ll) return 1; /* trailer fields are ignored */
+                if (!ll)
+                    return 1; /* trailer fields are ignored */
                 continue;
             }
             uint64_t v = 0;
             for (int d; i < ll && (d = hexval(p[i])) >= 0; i++) {
-                if (v >> 56) return -1;
+                if (v >> 56)
+                    return -1;
                 v = v * 16 + (uint64_t)d;
             }
             size_t digits = i;
-            while (i < ll && (p[i] == ' ' || p[i] == '\t')) i++;
-            if (!digits || (i < ll && p[i] != ';')) return -1; /* extensions are ignored */
+            while (i < ll && (p[i] == ' ' || p[i] == '\t'))
+                i++;
+            if (!digits || (i < ll && p[i] != ';'))
+                return -1; /* extensions are ignored */
             r->cleft = v;
             r->cstate = v ? CS_DATA : CS_TRAILER;
         }
@@ -599,8 +691,8 @@ static void in_compact(struct conn *c)
 /* Writes a response head and decides the connection's fate: Connection:
  * close (and close after sending) unless the request allows keep-alive,
  * which HTTP/1.0 clients get confirmed explicitly. */
-static void put_head(struct worker *w, struct conn *c, int code, const char *ctype,
-                     uint64_t clen, bool chunked, bool bodyless)
+static void put_head(struct worker *w, struct conn *c, int code, const char *ctype, uint64_t clen,
+                     bool chunked, bool bodyless)
 {
     struct buf *o = &c->out;
     struct req *r = &c->r;
@@ -658,7 +750,8 @@ static void respond(struct worker *w, struct conn *c, int code, const char *body
     }
     for (size_t i = 0, k, piece = (size_t)blen / 3 + 1; send && chunked; i += k) {
         if (!(k = stream ? 0 : blen - i < piece ? blen - i : piece)) {
-            if (!c->stream_left) PUTS(o, "0\r\n\r\n");
+            if (!c->stream_left)
+                PUTS(o, "0\r\n\r\n");
             break;
         }
         putnum(o, k, 16, 1);
@@ -688,7 +781,8 @@ static void stream_refill(struct conn *c)
         put(o, g_pat + c->stream_pos % 16, k);
         c->stream_pos += k;
         c->stream_left -= k;
-        if (c->stream_chunked) c->stream_left ? PUTS(o, "\r\n") : PUTS(o, "\r\n0\r\n\r\n");
+        if (c->stream_chunked)
+            c->stream_left ? PUTS(o, "\r\n") : PUTS(o, "\r\n0\r\n\r\n");
     }
 }
 
@@ -716,13 +810,16 @@ static void do_break(struct worker *w, struct conn *c)
     c->close_after = brk != BRK_RESET && brk != BRK_HANG;
     c->reset_after = brk == BRK_RESET;
     c->hung = brk == BRK_HANG;
-    if (brk == BRK_GARBAGE) PUTS(&c->out, "NOT HTTP\r\n\r\n");
+    if (brk == BRK_GARBAGE)
+        PUTS(&c->out, "NOT HTTP\r\n\r\n");
     if (tails[brk])
         putf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: " JSON "\r\n%s%sConnection: close\r\n%s",
              code, reason(code), c->l->xb, w->date, tails[brk]);
 }
 
-static const struct user { const char *name, *email, *handle; } USERS[] = {
+static const struct user {
+    const char *name, *email, *handle;
+} USERS[] = {
     {"Ada Lovelace", "ada@example.com", "ada"},
     {"Alan Turing", "alan@example.com", "alan"},
     {"Grace Hopper", "grace@example.com", "grace"},
@@ -731,7 +828,10 @@ static const struct user { const char *name, *email, *handle; } USERS[] = {
 };
 #define NUSERS (sizeof USERS / sizeof USERS[0])
 
-static const struct order { int id, user, qty, cents; const char *item, *status; } ORDERS[] = {
+static const struct order {
+    int id, user, qty, cents;
+    const char *item, *status;
+} ORDERS[] = {
     {1001, 1, 3, 4500, "Analytical Engine punch cards", "shipped"},
     {1002, 2, 1, 12900, "Enigma rotor set", "delivered"},
     {1003, 1, 10, 2990, "Brass gear assortment", "processing"},
@@ -744,8 +844,9 @@ static const struct order { int id, user, qty, cents; const char *item, *status;
 
 static void user_json(struct buf *b, size_t i)
 {
-    putf(b, "{\"id\":%zu,\"name\":\"%s\",\"email\":\"%s\","
-            "\"avatar\":\"https://avatars.example.com/%s.png\"}",
+    putf(b,
+         "{\"id\":%zu,\"name\":\"%s\",\"email\":\"%s\","
+         "\"avatar\":\"https://avatars.example.com/%s.png\"}",
          i + 1, USERS[i].name, USERS[i].email, USERS[i].handle);
 }
 
@@ -754,8 +855,10 @@ static int orders_json(struct buf *b, const char *q, size_t ql)
 {
     uint64_t user = 0, limit = UINT64_MAX, n = 0;
     for (const char *p = q, *e = q + ql, *amp, *eq; p < e; p = amp + (amp < e)) {
-        if (!(amp = memchr(p, '&', (size_t)(e - p)))) amp = e;
-        if (!(eq = memchr(p, '=', (size_t)(amp - p)))) continue;
+        if (!(amp = memchr(p, '&', (size_t)(e - p))))
+            amp = e;
+        if (!(eq = memchr(p, '=', (size_t)(amp - p))))
+            continue;
         size_t kl = (size_t)(eq - p), vl = (size_t)(amp - eq - 1);
         if ((NAME_IS(p, kl, "user") && !parse_u64(eq + 1, vl, UINT32_MAX, &user)) ||
             (NAME_IS(p, kl, "limit") && !parse_u64(eq + 1, vl, UINT32_MAX, &limit))) {
@@ -766,9 +869,11 @@ static int orders_json(struct buf *b, const char *q, size_t ql)
     PUTS(b, "[");
     for (size_t i = 0; i < sizeof ORDERS / sizeof ORDERS[0] && n < limit; i++) {
         const struct order *o = &ORDERS[i];
-        if (user && (uint64_t)o->user != user) continue;
-        putf(b, "%s{\"id\":%d,\"user_id\":%d,\"item\":\"%s\",\"quantity\":%d,"
-                "\"total_cents\":%d,\"status\":\"%s\"}",
+        if (user && (uint64_t)o->user != user)
+            continue;
+        putf(b,
+             "%s{\"id\":%d,\"user_id\":%d,\"item\":\"%s\",\"quantity\":%d,"
+             "\"total_cents\":%d,\"status\":\"%s\"}",
              n++ ? "," : "", o->id, o->user, o->item, o->qty, o->cents, o->status);
     }
     PUTS(b, "]");
@@ -793,8 +898,9 @@ static void echo_json(struct buf *b, struct conn *c, const char *path, size_t pl
         put_kv(b, ",", base + r->h[i].val, r->h[i].vlen);
         PUTS(b, "]");
     }
-    putf(b, "],\"body_len\":%llu,\"body_crc32\":\"%08x\",\"body\":",
-         (unsigned long long)r->body_len, (unsigned)r->crc);
+    putf(b,
+         "],\"body_len\":%llu,\"body_crc32\":\"%08x\",\"body\":", (unsigned long long)r->body_len,
+         (unsigned)r->crc);
     if (r->body_len <= BODY_KEEP && utf8_valid(c->body, (size_t)r->body_len))
         put_json(b, r->body_len ? c->body : "", (size_t)r->body_len);
     else
@@ -834,7 +940,8 @@ static void dispatch(struct worker *w, struct conn *c)
     } else if (!c->nreq && c->counted) {
         c->counted = false;
         atomic_fetch_sub(&g_active, 1);
-        if (c->epoch == atomic_load(&g_epoch)) atomic_fetch_sub(&g_accepts, 1);
+        if (c->epoch == atomic_load(&g_epoch))
+            atomic_fetch_sub(&g_accepts, 1);
     }
     if (r->brk && r->brk != BRK_SLOW) {
         do_break(w, c);
@@ -898,12 +1005,15 @@ static void dispatch(struct worker *w, struct conn *c)
 static void conn_close(struct worker *w, struct conn *c, bool rst)
 {
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    if (rst) setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg); /* close() sends RST */
+    if (rst)
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg); /* close() sends RST */
     close(c->fd);
     timer_clear(w, c);
     *(c->prev ? &c->prev->next : &w->conns) = c->next;
-    if (c->next) c->next->prev = c->prev;
-    if (c->counted) atomic_fetch_sub(&g_active, 1);
+    if (c->next)
+        c->next->prev = c->prev;
+    if (c->counted)
+        atomic_fetch_sub(&g_active, 1);
     free(c->out.p);
     free(c->body);
     free(c);
@@ -917,7 +1027,8 @@ static bool conn_read(struct conn *c)
 {
     char sink[16384];
     ssize_t n;
-    if (!c->can_read || c->rd_eof) return false;
+    if (!c->can_read || c->rd_eof)
+        return false;
     if (c->hung || c->close_after || c->reset_after) {
         while ((n = read(c->fd, sink, sizeof sink)) > 0 || (n < 0 && errno == EINTR))
             ;
@@ -931,14 +1042,17 @@ static bool conn_read(struct conn *c)
     else if (IN_CAP - c->wpos < 4096)
         in_compact(c);
     size_t space = IN_CAP - c->wpos;
-    if (!space) return false;
+    if (!space)
+        return false;
     if ((n = read(c->fd, c->in + c->wpos, space)) > 0) {
         c->wpos += (size_t)n;
         c->can_read = (size_t)n == space || c->eof_pending;
         return true;
     }
-    if (n == 0) c->rd_eof = true;
-    if (n == 0 || errno == EINTR) return true;
+    if (n == 0)
+        c->rd_eof = true;
+    if (n == 0 || errno == EINTR)
+        return true;
     c->can_read = false;
     c->dead = errno != EAGAIN;
     return false;
@@ -957,7 +1071,8 @@ static bool conn_process(struct worker *w, struct conn *c)
                  c->rpos++)
                 prog = true; /* empty lines before a request-line are ignored */
             size_t hl = find_head_end(c->in + c->rpos, c->wpos - c->rpos);
-            if (!hl && c->wpos - c->rpos < MAX_HEAD) break;
+            if (!hl && c->wpos - c->rpos < MAX_HEAD)
+                break;
             memset(&c->r, 0, offsetof(struct req, h));
             c->r.vminor = '1';
             c->r.hlen = (uint32_t)hl;
@@ -970,7 +1085,8 @@ static bool conn_process(struct worker *w, struct conn *c)
             c->bpos = c->rpos + hl;
             c->phase = PH_BODY;
             prog = true;
-            if (c->r.expect) PUTS(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+            if (c->r.expect)
+                PUTS(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
         }
         if (c->phase == PH_BODY) {
             size_t before = c->bpos;
@@ -980,7 +1096,8 @@ static bool conn_process(struct worker *w, struct conn *c)
                 respond_error(w, c, 400, "malformed chunked body");
                 return true;
             }
-            if (!s) break;
+            if (!s)
+                break;
             c->phase = PH_READY;
         }
         if (c->r.delay && !c->r.delayed) {
@@ -1006,13 +1123,16 @@ static bool conn_flush(struct worker *w, struct conn *c)
     for (;;) {
         if (o->off == o->len) {
             o->off = o->len = 0;
-            if (c->stream_left) stream_refill(c);
+            if (c->stream_left)
+                stream_refill(c);
         }
         size_t n = o->len - o->off;
         n = c->slow && n > c->allow ? c->allow : n;
-        if (!n || !c->can_write) break;
+        if (!n || !c->can_write)
+            break;
         ssize_t k = write(c->fd, o->p + o->off, n);
-        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && errno == EINTR)
+            continue;
         if (k < 0) {
             c->can_write = false;
             c->dead = errno != EAGAIN;
@@ -1074,7 +1194,8 @@ static void timers_run(struct worker *w)
     int64_t now = now_ms();
     for (struct conn *c = w->timers, *next; c; c = next) {
         next = c->tnext; /* only c itself is closed or re-armed below */
-        if (c->deadline > now) continue;
+        if (c->deadline > now)
+            continue;
         int kind = c->tkind;
         timer_clear(w, c);
         if (kind == T_LINGER) {
@@ -1092,9 +1213,11 @@ static void do_accept(struct worker *w, struct listener *l)
 {
     for (int i = 0, one = 1; i < 64; i++) {
         int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0 && (errno == EINTR || errno == ECONNABORTED)) continue;
+        if (fd < 0 && (errno == EINTR || errno == ECONNABORTED))
+            continue;
         if (fd < 0) {
-            if (errno != EAGAIN && !g_quiet) perror("demo_backend: accept");
+            if (errno != EAGAIN && !g_quiet)
+                perror("demo_backend: accept");
             return;
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -1112,7 +1235,8 @@ static void do_accept(struct worker *w, struct listener *l)
             free(c);
             continue;
         }
-        if ((c->next = w->conns)) w->conns->prev = c;
+        if ((c->next = w->conns))
+            w->conns->prev = c;
         w->conns = c;
         atomic_fetch_add_explicit(&g_accepts, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&g_active, 1, memory_order_relaxed);
@@ -1140,17 +1264,22 @@ static void *worker_main(void *arg)
             int kind = *(int *)evs[i].data.ptr;
             uint32_t ev = evs[i].events;
             struct conn *c = evs[i].data.ptr;
-            if (kind == OBJ_STOP) running = false;
-            if (kind == OBJ_LISTENER) do_accept(w, evs[i].data.ptr);
-            if (kind != OBJ_CONN || !running) continue;
+            if (kind == OBJ_STOP)
+                running = false;
+            if (kind == OBJ_LISTENER)
+                do_accept(w, evs[i].data.ptr);
+            if (kind != OBJ_CONN || !running)
+                continue;
             c->can_read |= (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
             c->eof_pending |= (ev & (EPOLLRDHUP | EPOLLHUP)) != 0;
             c->can_write |= (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0;
             conn_run(w, c);
         }
-        if (running && w->timers) timers_run(w);
+        if (running && w->timers)
+            timers_run(w);
     }
-    while (w->conns) conn_close(w, w->conns, false);
+    while (w->conns)
+        conn_close(w, w->conns, false);
     free(w->sb.p);
     return NULL;
 }
@@ -1161,8 +1290,8 @@ static void *worker_main(void *arg)
  * 127.0.0.1; PORT 0 picks a free port) and prepares the per-port headers. */
 static int open_listener(struct listener *l, const char *spec)
 {
-    static const char tiny[] = "HTTP/1.1 200 OK\r\nContent-Type: " JSON
-                               "\r\nContent-Length: 11\r\n";
+    static const char tiny[] =
+        "HTTP/1.1 200 OK\r\nContent-Type: " JSON "\r\nContent-Length: 11\r\n";
     char host[256];
     const char *colon = strrchr(spec, ':'), *h = host;
     size_t hl = colon ? (size_t)(colon - spec) : 0;
@@ -1178,13 +1307,15 @@ static int open_listener(struct listener *l, const char *spec)
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai;
     int rc = getaddrinfo(h, colon + 1, &hints, &ai), one = 1, fd = -1;
-    if (rc) return fprintf(stderr, "demo_backend: %s: %s\n", spec, gai_strerror(rc)), -1;
+    if (rc)
+        return fprintf(stderr, "demo_backend: %s: %s\n", spec, gai_strerror(rc)), -1;
     if ((fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
         bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
         fprintf(stderr, "demo_backend: %s: %s\n", spec, strerror(errno));
         freeaddrinfo(ai);
-        if (fd >= 0) close(fd);
+        if (fd >= 0)
+            close(fd);
         return -1;
     }
     freeaddrinfo(ai);
@@ -1194,8 +1325,8 @@ static int open_listener(struct listener *l, const char *spec)
     bool v6 = ss.ss_family == AF_INET6;
     l->kind = OBJ_LISTENER;
     l->fd = fd;
-    l->port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                       : ((struct sockaddr_in *)&ss)->sin_port);
+    l->port =
+        ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
     snprintf(l->addr, sizeof l->addr, v6 ? "[%s]:%d" : "%s:%d", h, l->port);
     l->xblen = (size_t)snprintf(l->xb, sizeof l->xb, "X-Backend: %s:%d\r\n", g_name, l->port);
     memcpy(l->tiny, tiny, sizeof tiny - 1);
@@ -1208,8 +1339,10 @@ static int open_listener(struct listener *l, const char *spec)
 static const char *opt_value(int argc, char **argv, int *i, const char *name)
 {
     size_t n = strlen(name);
-    if (strncmp(argv[*i], name, n)) return NULL;
-    if (argv[*i][n] == '=') return argv[*i] + n + 1;
+    if (strncmp(argv[*i], name, n))
+        return NULL;
+    if (argv[*i][n] == '=')
+        return argv[*i] + n + 1;
     return argv[*i][n] || *i + 1 >= argc ? NULL : argv[++*i];
 }
 
@@ -1234,13 +1367,15 @@ int main(int argc, char **argv)
     if (*end || !nspecs || nthreads < 1 || nthreads > MAX_THREADS || !nl || nl > 64 ||
         strspn(g_name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != nl) {
         fputs("usage: demo_backend --listen HOST:PORT [--listen HOST:PORT ...]\n"
-              "                    [--name NAME] [--threads N (1-64)] [--quiet]\n", stderr);
+              "                    [--name NAME] [--threads N (1-64)] [--quiet]\n",
+              stderr);
         return 2;
     }
     for (int ch = 0; ch < 256; ch++)
         g_tchar[ch] = (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
                       (ch && strchr("!#$%&'*+-.^_`|~", ch));
-    for (size_t i = 0; i < sizeof g_pat; i++) g_pat[i] = "0123456789abcdef"[i % 16];
+    for (size_t i = 0; i < sizeof g_pat; i++)
+        g_pat[i] = "0123456789abcdef"[i % 16];
     crc_init();
 
     /* SIGINT/SIGTERM are taken synchronously by main (sigwait); the
@@ -1253,7 +1388,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     for (g_nls = 0; g_nls < nspecs; g_nls++)
-        if (open_listener(&g_ls[g_nls], specs[g_nls]) < 0) return 1;
+        if (open_listener(&g_ls[g_nls], specs[g_nls]) < 0)
+            return 1;
     struct worker *ws = calloc((size_t)nthreads, sizeof *ws);
     if ((g_stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 || !ws)
         return perror("demo_backend"), 1;
@@ -1272,19 +1408,23 @@ int main(int argc, char **argv)
             return fputs("demo_backend: cannot start threads\n", stderr), 1;
     }
     fprintf(stderr, "demo_backend %s listening on", g_name);
-    for (int i = 0; i < g_nls; i++) fprintf(stderr, " %s", g_ls[i].addr);
+    for (int i = 0; i < g_nls; i++)
+        fprintf(stderr, " %s", g_ls[i].addr);
     fputc('\n', stderr);
 
     sigwait(&sigs, &sig);
     uint64_t one = 1; /* the eventfd stays readable: every worker sees it */
-    if (write(g_stop_fd, &one, sizeof one) < 0) perror("demo_backend: eventfd");
+    if (write(g_stop_fd, &one, sizeof one) < 0)
+        perror("demo_backend: eventfd");
     for (int t = 0; t < nthreads; t++) {
         pthread_join(ws[t].tid, NULL);
         close(ws[t].ep);
     }
-    for (int i = 0; i < g_nls; i++) close(g_ls[i].fd);
+    for (int i = 0; i < g_nls; i++)
+        close(g_ls[i].fd);
     close(g_stop_fd);
     free(ws);
-    if (!g_quiet) fprintf(stderr, "demo_backend %s: %s, exiting\n", g_name, strsignal(sig));
+    if (!g_quiet)
+        fprintf(stderr, "demo_backend %s: %s, exiting\n", g_name, strsignal(sig));
     return 0;
 }

@@ -281,8 +281,8 @@ static void upstreams_json(struct sbuf *b, const struct pt_generation *g)
         sb_printf(b,
                   ",\"balance\":\"round_robin\",\"connect_timeout_ms\":%llu,"
                   "\"read_timeout_ms\":%llu,\"keepalive\":%u,\"targets\":[",
-                  (unsigned long long)u->connect_timeout_ms,
-                  (unsigned long long)u->read_timeout_ms, u->keepalive);
+                  (unsigned long long)u->connect_timeout_ms, (unsigned long long)u->read_timeout_ms,
+                  u->keepalive);
         for (uint32_t t = 0; t < u->ntargets; t++) {
             sb_printf(b, "%s{\"address\":", t ? "," : "");
             sb_json_str(b, u->targets[t].address);
@@ -312,18 +312,16 @@ static void handle(struct pt_admin *a, struct admin_client *cl, const struct pt_
     if (pt_slice_eq_cstr(req->path, "/status") && get) {
         struct pt_admin_status st;
         a->hooks->status(a->ctx, &st);
-        sb_printf(&b,
-                  "{\"version\":\"%s\",\"generation\":%llu,\"config\":", st.version,
+        sb_printf(&b, "{\"version\":\"%s\",\"generation\":%llu,\"config\":", st.version,
                   (unsigned long long)g->id);
         sb_json_str(&b, g->source_path);
         sb_printf(&b,
                   ",\"workers\":%d,\"uptime_seconds\":%llu,\"connections_active\":%llu,"
                   "\"requests_served\":%llu,\"reloads\":{\"ok\":%llu,\"failed\":%llu},"
                   "\"routes\":%u,\"upstreams\":%u}\n",
-                  st.workers, (unsigned long long)st.uptime_s,
-                  (unsigned long long)st.connections, (unsigned long long)st.requests,
-                  (unsigned long long)st.reloads_ok, (unsigned long long)st.reloads_failed,
-                  g->nroutes, g->nupstreams);
+                  st.workers, (unsigned long long)st.uptime_s, (unsigned long long)st.connections,
+                  (unsigned long long)st.requests, (unsigned long long)st.reloads_ok,
+                  (unsigned long long)st.reloads_failed, g->nroutes, g->nupstreams);
     } else if (pt_slice_eq_cstr(req->path, "/routes") && get) {
         routes_json(&b, g);
     } else if (pt_slice_eq_cstr(req->path, "/upstreams") && get) {
@@ -349,8 +347,9 @@ static void handle(struct pt_admin *a, struct admin_client *cl, const struct pt_
         json_error(cl, 405, "method not allowed");
         return;
     } else {
-        json_error(cl, 404, "unknown admin endpoint (try /status, /routes, /upstreams, "
-                            "POST /reload)");
+        json_error(cl, 404,
+                   "unknown admin endpoint (try /status, /routes, /upstreams, "
+                   "POST /reload)");
         return;
     }
     set_response(cl, 200, "application/json", b.p ? b.p : "", b.len);

@@ -36,8 +36,6 @@ struct runtime {
     struct pt_admin *admin;
 };
 
-
-
 /*
  * Workers bind with SO_REUSEPORT, which would let a second portico (or any
  * process using SO_REUSEPORT as the same user) silently share a port and
@@ -75,7 +73,8 @@ static void apply_access_log(struct runtime *rt, const struct pt_generation *g,
                              const struct pt_generation *old)
 {
     if (old && old->access_log.mode == g->access_log.mode &&
-        (g->access_log.mode != PT_ALOG_FILE || strcmp(old->access_log.path, g->access_log.path) == 0))
+        (g->access_log.mode != PT_ALOG_FILE ||
+         strcmp(old->access_log.path, g->access_log.path) == 0))
         return;
     pt_alog_set_target(rt->logger, (int)g->access_log.mode, g->access_log.path);
 }
@@ -157,8 +156,8 @@ static int reload(struct runtime *rt, char **errors)
     rt->reloads_ok++;
     if (rt->admin)
         pt_admin_sync(rt->admin, g);
-    pt_info("config reloaded: generation %llu (%u routes, %u upstreams)",
-            (unsigned long long)g->id, g->nroutes, g->nupstreams);
+    pt_info("config reloaded: generation %llu (%u routes, %u upstreams)", (unsigned long long)g->id,
+            g->nroutes, g->nupstreams);
     return 0;
 }
 

@@ -26,7 +26,7 @@ struct pt_buf {
 struct pt_bufpool {
     struct pt_buf *free;
     uint32_t nfree;
-    uint32_t max_free; /* beyond this, released buffers go back to malloc */
+    uint32_t max_free;  /* beyond this, released buffers go back to malloc */
     uint64_t allocated; /* buffers currently handed out, for metrics */
 };
 

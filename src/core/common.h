@@ -23,7 +23,7 @@ typedef struct pt_slice {
 #define PT_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define pt_likely(x) __builtin_expect(!!(x), 1)
 #define pt_unlikely(x) __builtin_expect(!!(x), 0)
-#define pt_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define pt_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 #define PT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PT_MAX(a, b) ((a) > (b) ? (a) : (b))
 

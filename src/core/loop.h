@@ -43,8 +43,8 @@ struct pt_timer {
 
 struct pt_loop {
     int epfd;
-    uint64_t now_ms;   /* monotonic ms, refreshed once per wakeup */
-    uint64_t wheel_ms; /* time up to which the wheel has been processed */
+    uint64_t now_ms;                       /* monotonic ms, refreshed once per wakeup */
+    uint64_t wheel_ms;                     /* time up to which the wheel has been processed */
     struct pt_timer slots[PT_WHEEL_SLOTS]; /* list heads (sentinels) */
     uint32_t armed;
 };

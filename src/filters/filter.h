@@ -43,9 +43,9 @@ struct pt_strmap {
 };
 
 struct pt_field {
-    const char *name;        /* YAML key */
+    const char *name; /* YAML key */
     enum pt_field_type type;
-    size_t offset;           /* offsetof() into the filter's config struct */
+    size_t offset; /* offsetof() into the filter's config struct */
 };
 
 /* ---- the per-request view a filter sees ---- */
@@ -64,18 +64,18 @@ struct pt_filter_ctx {
     int method_id;                   /* enum pt_method */
     pt_slice method, path, query;    /* path after routing rewrites */
     pt_slice request_id;
-    pt_slice remote_addr;            /* client IP, text */
-    const pt_slice *param_names;     /* route path parameters */
+    pt_slice remote_addr;        /* client IP, text */
+    const pt_slice *param_names; /* route path parameters */
     const pt_slice *param_values;
     uint32_t nparams;
-    int status;                      /* upstream status (response phases) */
+    int status; /* upstream status (response phases) */
     /* Set by a filter returning PT_FILTER_RESPOND. Extra response headers
      * go into resp_headers. */
     int respond_status;
-    pt_slice respond_body;           /* JSON; empty → the standard error body */
+    pt_slice respond_body; /* JSON; empty → the standard error body */
     /* Set by the gateway: resumes the chain after PT_FILTER_SUSPEND. */
     void (*resume)(struct pt_filter_ctx *ctx, enum pt_filter_result r);
-    void *owner;                     /* the gateway's transaction */
+    void *owner; /* the gateway's transaction */
 };
 
 /* ---- filter definitions ---- */
@@ -134,8 +134,7 @@ int pt_chain_build(struct pt_chain *c, struct pt_filter_inst *inst, uint32_t n, 
  */
 int pt_chain_run_request(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states,
                          uint32_t *cursor);
-int pt_chain_run_response_head(const struct pt_chain *c, struct pt_filter_ctx *ctx,
-                               void **states);
+int pt_chain_run_response_head(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states);
 void pt_chain_run_log(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states);
 /* Allocates zeroed state for every filter that wants some. */
 void **pt_chain_states(const struct pt_chain *c, struct pt_arena *a);

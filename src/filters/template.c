@@ -131,8 +131,8 @@ int pt_template_compile(struct pt_template **out, const char *src, struct pt_are
             return -EINVAL;
         }
         if (used > lit_start)
-            parts[nparts++] = (struct template_part){PART_LITERAL,
-                                                     {buf + lit_start, used - lit_start}};
+            parts[nparts++] =
+                (struct template_part){PART_LITERAL, {buf + lit_start, used - lit_start}};
         if (var.kind == PART_PARAM) {
             /* Copy the name so the template does not borrow `src`. */
             memcpy(buf + used, var.text.p, var.text.len);
@@ -360,8 +360,8 @@ int pt_header_edit_compile(void *conf_, struct pt_arena *a, char *err, size_t er
             const char *name = valued[j].map->keys[i];
             ops[k].kind = valued[j].kind;
             if (check_name(valued[j].key, name, &ops[k].name, err, errlen) ||
-                compile_value(valued[j].key, name, valued[j].map->values[i], a, &ops[k].value,
-                              err, errlen))
+                compile_value(valued[j].key, name, valued[j].map->values[i], a, &ops[k].value, err,
+                              errlen))
                 return -1;
         }
     }

@@ -16,10 +16,10 @@
 #define PT_ALOG_RING_SIZE (1u << 20)
 
 struct pt_alog_ring {
-    char *buf;                  /* PT_ALOG_RING_SIZE bytes */
-    _Atomic uint64_t head;      /* total bytes written (producer) */
-    _Atomic uint64_t tail;      /* total bytes consumed (logger) */
-    _Atomic uint64_t dropped;   /* lines dropped on a full ring */
+    char *buf;                /* PT_ALOG_RING_SIZE bytes */
+    _Atomic uint64_t head;    /* total bytes written (producer) */
+    _Atomic uint64_t tail;    /* total bytes consumed (logger) */
+    _Atomic uint64_t dropped; /* lines dropped on a full ring */
 };
 
 int pt_alog_ring_init(struct pt_alog_ring *r);

@@ -42,20 +42,20 @@ struct pt_txn;
 struct pt_conn {
     struct pt_io io;
     struct pt_worker *w;
-    struct pt_timer timer;   /* idle / header / send timeout */
-    struct pt_buf *rbuf;     /* client bytes; NULL while idle */
+    struct pt_timer timer; /* idle / header / send timeout */
+    struct pt_buf *rbuf;   /* client bytes; NULL while idle */
     struct pt_conn *next, *prev;
     struct pt_conn *free_next;
-    struct pt_arena arena;   /* per-request allocations; blocks go back to the
-                                worker's pool after each request */
-    struct pt_txn *txn;      /* the request in progress, or NULL */
+    struct pt_arena arena; /* per-request allocations; blocks go back to the
+                              worker's pool after each request */
+    struct pt_txn *txn;    /* the request in progress, or NULL */
     char remote[INET6_ADDRSTRLEN];
     char listener[32]; /* copied: listeners can be replaced by a reload */
     uint8_t remote_len;
     bool readable, writable; /* edge-triggered readiness not yet consumed */
     bool hup;                /* peer half-closed or errored: read until EOF */
     bool closed;
-    bool head_started;       /* some bytes of the next head have arrived */
+    bool head_started; /* some bytes of the next head have arrived */
     uint64_t requests;
 };
 
@@ -76,11 +76,11 @@ struct pt_txn {
 
     /* request body, client → upstream */
     enum body_mode req_mode;
-    uint64_t req_left;        /* BODY_CL: bytes still to forward */
+    uint64_t req_left; /* BODY_CL: bytes still to forward */
     struct pt_chunked req_ck;
-    uint32_t req_ready;       /* bytes at rbuf start validated and ready to send */
-    bool req_scan_done;       /* chunked: terminator seen */
-    bool req_done;            /* whole body forwarded */
+    uint32_t req_ready; /* bytes at rbuf start validated and ready to send */
+    bool req_scan_done; /* chunked: terminator seen */
+    bool req_done;      /* whole body forwarded */
     uint64_t body_limit;
     uint64_t bytes_in;
 
@@ -89,7 +89,7 @@ struct pt_txn {
     const struct pt_target *target;
     struct pt_uconn *uc;
     bool uc_reused, uc_readable, uc_writable, uc_hup;
-    bool req_abandoned;       /* the upstream stopped taking the body (answered early) */
+    bool req_abandoned; /* the upstream stopped taking the body (answered early) */
     int retries;
     char *uhead;
     uint32_t uhead_len, uhead_sent;
@@ -97,30 +97,30 @@ struct pt_txn {
     /* response, upstream → client */
     struct pt_h1_response res;
     struct pt_h1_header *res_hdrs;
-    uint32_t res_prev;        /* parser hint */
+    uint32_t res_prev; /* parser hint */
     bool res_head_done;
-    bool res_head_is_ours;    /* a gateway-made response (no upstream body) */
+    bool res_head_is_ours; /* a gateway-made response (no upstream body) */
     enum body_mode res_mode;
     uint64_t res_left;
     struct pt_chunked res_ck;
-    bool res_decode;          /* HTTP/1.0 client: de-chunk */
+    bool res_decode; /* HTTP/1.0 client: de-chunk */
     uint32_t res_ready;
     bool res_body_done;
     bool res_upstream_reusable;
-    pt_slice chead;           /* response head (or whole gateway response) for the client */
+    pt_slice chead; /* response head (or whole gateway response) for the client */
     uint32_t chead_sent;
     bool close_after;
 
     int status;
-    const char *error;        /* gateway error text, for the log */
+    const char *error; /* gateway error text, for the log */
     uint64_t bytes_out;
     uint64_t t_start, t_up_start, t_up_head; /* ns */
 };
 
 static void conn_run(struct pt_conn *c);
 static void conn_close(struct pt_conn *c);
-static void txn_gateway_response(struct pt_txn *t, int status, const char *error,
-                                 const char *extra, pt_slice body, bool close);
+static void txn_gateway_response(struct pt_txn *t, int status, const char *error, const char *extra,
+                                 pt_slice body, bool close);
 
 /* ---- small helpers ---- */
 
@@ -395,8 +395,8 @@ void pt_conn_close_all(struct pt_worker *w)
 
 /* ---- gateway-made responses ---- */
 
-static void txn_gateway_response(struct pt_txn *t, int status, const char *error,
-                                 const char *extra, pt_slice body, bool close)
+static void txn_gateway_response(struct pt_txn *t, int status, const char *error, const char *extra,
+                                 pt_slice body, bool close)
 {
     if (t->uc) {
         pt_uconn_close(t->uc);
@@ -423,11 +423,10 @@ static void txn_gateway_response(struct pt_txn *t, int status, const char *error
     /* An HTTP/1.0 client keeps the connection only when the response says
      * so (as build_client_head does for upstream responses). */
     if (!t->close_after && t->req.minor_version == 0 && t->req.method.len)
-        extra = pt_arena_sprintf(&t->c->arena, "%sConnection: keep-alive\r\n",
-                                 extra ? extra : "");
+        extra = pt_arena_sprintf(&t->c->arena, "%sConnection: keep-alive\r\n", extra ? extra : "");
     bool head_only = t->req.method_id == PT_METHOD_HEAD;
-    t->chead = pt_respond_build(&t->c->arena, status, error, t->reqid, extra, body,
-                                t->close_after, head_only);
+    t->chead = pt_respond_build(&t->c->arena, status, error, t->reqid, extra, body, t->close_after,
+                                head_only);
     if (!t->chead.p) {
         t->close_after = true;
         t->chead = (pt_slice){"", 0};
@@ -511,8 +510,9 @@ static bool txn_connect(struct pt_txn *t)
     int err = 0;
     struct pt_uconn *uc = pt_uconn_acquire(&w->ob, t->target, &t->uc_reused, &err);
     if (!uc) {
-        txn_upstream_fail(t, 502, err == -ECONNREFUSED ? "upstream connection refused"
-                                                         : "upstream connect failed");
+        txn_upstream_fail(t, 502,
+                          err == -ECONNREFUSED ? "upstream connection refused"
+                                               : "upstream connect failed");
         return false;
     }
     t->uc = uc;
@@ -528,8 +528,8 @@ static bool txn_connect(struct pt_txn *t)
     t->uhead_sent = 0;
     if (!t->t_up_start)
         t->t_up_start = pt_now_ns();
-    pt_timer_arm(&w->loop, &uc->timer,
-                 uc->connected ? read_timeout(t) : t->up->connect_timeout_ms, upstream_timeout);
+    pt_timer_arm(&w->loop, &uc->timer, uc->connected ? read_timeout(t) : t->up->connect_timeout_ms,
+                 upstream_timeout);
     return true;
 }
 
@@ -922,8 +922,7 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *preq, uint32_t he
 
     /* Headers: copy the parser's slices into an editable list (the bytes
      * stay in rbuf, which is not compacted until the head is consumed). */
-    struct pt_hfield *store =
-        pt_arena_alloc(&c->arena, sizeof(*store) * (preq->num_headers + 8));
+    struct pt_hfield *store = pt_arena_alloc(&c->arena, sizeof(*store) * (preq->num_headers + 8));
     if (!store) {
         conn_close(c);
         return;
@@ -977,8 +976,7 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *preq, uint32_t he
     }
     t->route = t->rr.route;
     t->up = t->route->upstream;
-    t->body_limit = t->route->max_body_bytes ? t->route->max_body_bytes
-                                             : g->limits.max_body_bytes;
+    t->body_limit = t->route->max_body_bytes ? t->route->max_body_bytes : g->limits.max_body_bytes;
     if (t->req_mode == BODY_CL && t->req_left > t->body_limit) {
         txn_gateway_response(t, 413, NULL, NULL, (pt_slice){0}, true);
         return;
@@ -1072,8 +1070,8 @@ static bool read_head(struct pt_conn *c)
         }
         if (pt_buf_len(c->rbuf) > 0) {
             struct pt_h1_request req;
-            int r = pt_h1_parse_request(c->rbuf->data + c->rbuf->start, pt_buf_len(c->rbuf),
-                                        prev, &req, hs, &lim);
+            int r = pt_h1_parse_request(c->rbuf->data + c->rbuf->start, pt_buf_len(c->rbuf), prev,
+                                        &req, hs, &lim);
             if (r > 0) {
                 txn_start(c, &req, (uint32_t)r);
                 return c->txn != NULL && !c->closed;
@@ -1095,8 +1093,8 @@ static bool read_head(struct pt_conn *c)
                 t->req_done = true;
                 gen_request_id(w, t->reqid_buf);
                 t->reqid = (pt_slice){t->reqid_buf, 32};
-                txn_gateway_response(t, req.error_status ? req.error_status : 400,
-                                     req.error_reason, NULL, (pt_slice){0}, true);
+                txn_gateway_response(t, req.error_status ? req.error_status : 400, req.error_reason,
+                                     NULL, (pt_slice){0}, true);
                 return true;
             }
             prev = pt_buf_len(c->rbuf);
@@ -1195,8 +1193,9 @@ static int pump_upstream_write(struct pt_txn *t)
         if (e < 0) {
             if (t->uc_reused && txn_retry_stale(t))
                 return 1;
-            txn_upstream_fail(t, 502, e == -ECONNREFUSED ? "upstream connection refused"
-                                                           : "upstream connect failed");
+            txn_upstream_fail(t, 502,
+                              e == -ECONNREFUSED ? "upstream connection refused"
+                                                 : "upstream connect failed");
             return -1;
         }
         pt_timer_arm(&c->w->loop, &uc->timer, read_timeout(t), upstream_timeout);
@@ -1355,8 +1354,8 @@ static bool response_head_ready(struct pt_txn *t, uint32_t head_len)
     if (uc->rbuf->start == 0 && uc->rbuf->end == 0)
         uc->rbuf->start = uc->rbuf->end = head_len; /* keep head slices intact */
     t->res_upstream_reusable = t->res.framing.keep_alive;
-    bool no_body = t->req.method_id == PT_METHOD_HEAD || t->res.status == 204 ||
-                   t->res.status == 304;
+    bool no_body =
+        t->req.method_id == PT_METHOD_HEAD || t->res.status == 204 || t->res.status == 304;
     if (no_body) {
         t->res_mode = BODY_NONE;
         t->res_body_done = true;
@@ -1438,8 +1437,8 @@ static int pump_upstream_read(struct pt_txn *t)
         if (!t->res_head_done) {
             if (t->res_prev == 0 && t->uhead_sent == t->uhead_len && txn_retry_stale(t))
                 return 1;
-            txn_upstream_fail(t, 502, n == 0 ? "upstream closed the connection"
-                                             : "upstream connection reset");
+            txn_upstream_fail(
+                t, 502, n == 0 ? "upstream closed the connection" : "upstream connection reset");
             return -1;
         }
         if (t->res_mode == BODY_EOF) {
@@ -1584,7 +1583,8 @@ static void txn_finish(struct pt_txn *t)
         c->head_started = true;
     }
     pt_timer_arm(&w->loop, &c->timer,
-                 c->head_started ? w->gen->limits.header_timeout_ms : w->gen->limits.idle_timeout_ms,
+                 c->head_started ? w->gen->limits.header_timeout_ms
+                                 : w->gen->limits.idle_timeout_ms,
                  conn_timeout);
 }
 
@@ -1638,8 +1638,8 @@ static void access_log(struct pt_txn *t)
     gmtime_r(&ts.tv_sec, &tm);
     uint64_t now = pt_now_ns();
     double dur = (double)(now - t->t_start) / 1e6;
-    double up = t->t_up_start ? (double)((t->t_up_head ? t->t_up_head : now) - t->t_up_start) / 1e6
-                              : 0.0;
+    double up =
+        t->t_up_start ? (double)((t->t_up_head ? t->t_up_head : now) - t->t_up_start) / 1e6 : 0.0;
     size_t plen = t->req.path.len > 512 ? 512 : t->req.path.len;
     size_t pe = t->req.path.p ? pt_json_escape(esc, t->req.path.p, plen) : 0;
     char rid[6 * 128];

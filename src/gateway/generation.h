@@ -51,9 +51,9 @@ struct pt_access_log_cfg {
 /* A header or query predicate: exact value, or regex when written "~re". */
 struct pt_kv_match {
     const char *name;
-    int token;           /* header token (headers only) */
-    const char *value;   /* exact value (NULL when regex) */
-    pcre2_code *re;      /* compiled with JIT when value was "~..." */
+    int token;         /* header token (headers only) */
+    const char *value; /* exact value (NULL when regex) */
+    pcre2_code *re;    /* compiled with JIT when value was "~..." */
 };
 
 struct pt_route_match {

@@ -6,59 +6,106 @@
 const char *pt_reason_phrase(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
 const char *pt_error_text(int status)
 {
     switch (status) {
-    case 400: return "bad request";
-    case 404: return "no route matched";
-    case 405: return "method not allowed";
-    case 408: return "request header timeout";
-    case 413: return "request body too large";
-    case 414: return "request target too long";
-    case 431: return "request header fields too large";
-    case 500: return "internal error";
-    case 501: return "not implemented";
-    case 502: return "bad gateway";
-    case 503: return "service unavailable";
-    case 504: return "upstream timeout";
-    case 505: return "http version not supported";
-    default: return pt_reason_phrase(status);
+    case 400:
+        return "bad request";
+    case 404:
+        return "no route matched";
+    case 405:
+        return "method not allowed";
+    case 408:
+        return "request header timeout";
+    case 413:
+        return "request body too large";
+    case 414:
+        return "request target too long";
+    case 431:
+        return "request header fields too large";
+    case 500:
+        return "internal error";
+    case 501:
+        return "not implemented";
+    case 502:
+        return "bad gateway";
+    case 503:
+        return "service unavailable";
+    case 504:
+        return "upstream timeout";
+    case 505:
+        return "http version not supported";
+    default:
+        return pt_reason_phrase(status);
     }
 }
 
@@ -96,8 +143,9 @@ pt_slice pt_respond_build(struct pt_arena *a, int status, const char *error, pt_
         size_t n = pt_json_escape(esc, e, elen);
         char rid[6 * 128];
         size_t rlen = pt_json_escape(rid, request_id.p, PT_MIN(request_id.len, 128));
-        int m = snprintf(jbody, sizeof(jbody), "{\"error\":\"%.*s\",\"status\":%d,\"request_id\":\"%.*s\"}\n",
-                         (int)n, esc, status, (int)rlen, rid);
+        int m = snprintf(jbody, sizeof(jbody),
+                         "{\"error\":\"%.*s\",\"status\":%d,\"request_id\":\"%.*s\"}\n", (int)n,
+                         esc, status, (int)rlen, rid);
         body = (pt_slice){jbody, (size_t)(m < (int)sizeof(jbody) ? m : (int)sizeof(jbody) - 1)};
     }
     const char *ex = extra ? extra : "";
@@ -108,8 +156,8 @@ pt_slice pt_respond_build(struct pt_arena *a, int status, const char *error, pt_
     int n = snprintf(out, cap,
                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                      "X-Request-ID: %.*s\r\n%s%s\r\n",
-                     status, pt_reason_phrase(status), body.len, (int)request_id.len, request_id.p, ex,
-                     close ? "Connection: close\r\n" : "");
+                     status, pt_reason_phrase(status), body.len, (int)request_id.len, request_id.p,
+                     ex, close ? "Connection: close\r\n" : "");
     size_t len = (size_t)n;
     if (!head_only) {
         memcpy(out + len, body.p, body.len);

@@ -85,8 +85,8 @@ struct rt {
     uint32_t methods; /* effective mask (GET implies HEAD); 0 = any */
     uint32_t npred;   /* (methods != 0) + headers + query: "more predicates first" */
     int priority;
-    uint32_t index;   /* file order */
-    uint32_t order;   /* position in g->routes: final, total tie-break */
+    uint32_t index; /* file order */
+    uint32_t order; /* position in g->routes: final, total tie-break */
     const struct kvpred *headers, *query;
     uint32_t nheaders, nquery;
     const struct tseg *tsegs; /* template segments */
@@ -135,18 +135,18 @@ struct lenmap {
 struct bucket {
     uint32_t id;
     bool has_exact, has_prefix;
-    size_t max_prefix;              /* longest prefix length in this bucket */
+    size_t max_prefix;                     /* longest prefix length in this bucket */
     struct lenmap exact_lens, prefix_lens; /* per bucket: most probes never happen */
-    const struct tnode *troot;      /* NULL when no templates */
-    struct clist regex, any;        /* path regexes; routes without a path */
-    const struct bucket *wparent;   /* wildcard: next shorter matching wildcard */
+    const struct tnode *troot;             /* NULL when no templates */
+    struct clist regex, any;               /* path regexes; routes without a path */
+    const struct bucket *wparent;          /* wildcard: next shorter matching wildcard */
 };
 
 struct hent {
     uint64_t hash;
     const char *key;
     uint32_t len;
-    uint32_t owner; /* disambiguates equal strings: bucket/kind or trie node */
+    uint32_t owner;  /* disambiguates equal strings: bucket/kind or trie node */
     const void *val; /* NULL = empty slot */
 };
 
@@ -258,7 +258,7 @@ static inline size_t next_slash(const char *p, size_t from, size_t n)
 static uint64_t path_hash(const char *p, size_t n)
 {
     uint64_t h = PATH_SEED;
-    for (size_t s = 0;; ) {
+    for (size_t s = 0;;) {
         size_t e = next_slash(p, s, n);
         h = chain(h, piece_hash(p + s, e - s, false));
         if (e == n)
@@ -454,10 +454,10 @@ struct mctx {
     const struct pt_router *r;
     const struct pt_route_input *in;
     struct pt_route_result *out;
-    uint32_t mbit;      /* 1u << method, 0 for an out-of-range id */
-    bool allow_pass;    /* second walk: collect methods instead of matching */
+    uint32_t mbit;   /* 1u << method, 0 for an out-of-range id */
+    bool allow_pass; /* second walk: collect methods instead of matching */
     uint32_t allow;
-    uint32_t ncached;   /* pieces 0..ncached-1 are in pc[] */
+    uint32_t ncached;             /* pieces 0..ncached-1 are in pc[] */
     struct piece pc[PIECE_CACHE]; /* not zeroed: only [0, ncached) is read */
 };
 
@@ -554,10 +554,10 @@ static bool header_pred(const struct pt_headers *h, const struct kvpred *p)
             continue;
         /* Tokens are interned, so two known tokens compare by number;
          * otherwise fall back to the name. */
-        bool same = (p->token != PT_TOK_UNKNOWN && f->token != PT_TOK_UNKNOWN)
-                        ? f->token == p->token
-                        : f->name.len == p->name.len &&
-                              ieq_ascii(f->name.p, p->name.p, p->name.len);
+        bool same =
+            (p->token != PT_TOK_UNKNOWN && f->token != PT_TOK_UNKNOWN)
+                ? f->token == p->token
+                : f->name.len == p->name.len && ieq_ascii(f->name.p, p->name.p, p->name.len);
         if (same)
             return p->re ? re_matches(p->re, p->jit, f->value) : pt_slice_eq(f->value, p->value);
     }
@@ -611,9 +611,8 @@ static bool path_regex(const struct rt *c, struct mctx *m)
         PCRE2_SIZE s = ov[2 * g], e = ov[2 * g + 1];
         out->param_names[g - 1] = c->group_names[g - 1];
         /* An unset optional group is an empty param, so numbering stays stable. */
-        out->param_values[g - 1] = ((int)g < rc && s != PCRE2_UNSET)
-                                       ? (pt_slice){path.p + s, e - s}
-                                       : (pt_slice){path.p, 0};
+        out->param_values[g - 1] = ((int)g < rc && s != PCRE2_UNSET) ? (pt_slice){path.p + s, e - s}
+                                                                     : (pt_slice){path.p, 0};
     }
     out->nparams = c->ngroups;
     return true;
@@ -715,8 +714,8 @@ static void template_dfs(const struct tnode *n, uint32_t idx, size_t start, uint
     }
     struct piece pc = get_piece(m, idx, start, prev_chain);
     size_t slen = pc.end - start;
-    const struct tnode *child = htab_get(&m->r->edges, hash_fin(pc.hash, n->id), n->id,
-                                         path.p + start, slen, false);
+    const struct tnode *child =
+        htab_get(&m->r->edges, hash_fin(pc.hash, n->id), n->id, path.p + start, slen, false);
     if (child)
         template_dfs(child, idx + 1, pc.end + 1, pc.chain, m, best);
     if (n->param && slen > 0)
@@ -874,9 +873,8 @@ struct builder {
     const char **tkeys; /* normalized template per route */
 };
 
-__attribute__((format(printf, 3, 4))) static void *fail(struct builder *bd,
-                                                        const struct pt_route *rt,
-                                                        const char *fmt, ...);
+__attribute__((format(printf, 3, 4))) static void *
+fail(struct builder *bd, const struct pt_route *rt, const char *fmt, ...);
 
 static int compile_route(struct builder *bd, const struct pt_route *src, uint32_t order,
                          struct rt *c);
@@ -958,8 +956,8 @@ struct pt_router *pt_router_build(struct pt_generation *g, char *err, size_t err
             const struct rt *c = pl[j].rt;
             if (list.n && backing[used - 1].rt == c)
                 continue;
-            backing[used++] = (struct cand){c->route, c, c->methods,
-                                            !c->re && !c->nheaders && !c->nquery};
+            backing[used++] =
+                (struct cand){c->route, c, c->methods, !c->re && !c->nheaders && !c->nquery};
             list.n++;
         }
         struct bucket *b = pl[i].bucket;

@@ -139,8 +139,7 @@ static int open_listener(const struct pt_listener_cfg *cfg)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&cfg->addr, cfg->addrlen) < 0 ||
-        listen(fd, 4096) < 0) {
+    if (bind(fd, (const struct sockaddr *)&cfg->addr, cfg->addrlen) < 0 || listen(fd, 4096) < 0) {
         int e = -errno;
         close(fd);
         return e;

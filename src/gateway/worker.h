@@ -29,11 +29,11 @@ struct pt_conn;
 struct pt_wlistener {
     struct pt_io io;
     struct pt_worker *w;
-    const char *name;      /* points into the generation that opened it, copied */
+    const char *name; /* points into the generation that opened it, copied */
     char name_buf[64];
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    bool paused;           /* accept paused (EMFILE / max_connections) */
+    bool paused; /* accept paused (EMFILE / max_connections) */
 };
 
 #define PT_MAX_PINNED 16
@@ -72,7 +72,7 @@ struct pt_worker {
     uint32_t nconn_cache;
 
     struct pt_alog_ring alog;
-    uint64_t rng;     /* request-id generator state */
+    uint64_t rng;            /* request-id generator state */
     _Atomic uint64_t served; /* requests completed; written by the worker only */
     _Atomic bool draining;
 };

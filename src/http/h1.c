@@ -35,23 +35,62 @@ enum {
 #define CH (CV | C_HOST)
 #define CTH (CT | C_HOST)
 static const uint8_t cclass[256] = {
-    ['\t'] = C_VALUE | C_QDTEXT, [' '] = C_VALUE | C_QDTEXT,
-    ['!'] = CTH, ['"'] = C_VCHAR | C_VALUE, ['#'] = CT, ['$'] = CTH, ['%'] = CTH,
-    ['&'] = CTH, ['\''] = CTH, ['('] = CH, [')'] = CH, ['*'] = CTH, ['+'] = CTH,
-    [','] = CH, ['-'] = CTH, ['.'] = CTH, ['/'] = CV, ['0' ... '9'] = CTH,
-    [':'] = CH, [';'] = CH, ['<'] = CV, ['='] = CH, ['>'] = CV, ['?'] = CV, ['@'] = CV,
-    ['A' ... 'Z'] = CTH, ['['] = CH, ['\\'] = C_VCHAR | C_VALUE, [']'] = CH, ['^'] = CT,
-    ['_'] = CTH, ['`'] = CT, ['a' ... 'z'] = CTH, ['{'] = CV, ['|'] = CT, ['}'] = CV,
-    ['~'] = CTH, [0x80 ... 0xff] = C_VALUE | C_QDTEXT,
+    ['\t'] = C_VALUE | C_QDTEXT,
+    [' '] = C_VALUE | C_QDTEXT,
+    ['!'] = CTH,
+    ['"'] = C_VCHAR | C_VALUE,
+    ['#'] = CT,
+    ['$'] = CTH,
+    ['%'] = CTH,
+    ['&'] = CTH,
+    ['\''] = CTH,
+    ['('] = CH,
+    [')'] = CH,
+    ['*'] = CTH,
+    ['+'] = CTH,
+    [','] = CH,
+    ['-'] = CTH,
+    ['.'] = CTH,
+    ['/'] = CV,
+    ['0' ... '9'] = CTH,
+    [':'] = CH,
+    [';'] = CH,
+    ['<'] = CV,
+    ['='] = CH,
+    ['>'] = CV,
+    ['?'] = CV,
+    ['@'] = CV,
+    ['A' ... 'Z'] = CTH,
+    ['['] = CH,
+    ['\\'] = C_VCHAR | C_VALUE,
+    [']'] = CH,
+    ['^'] = CT,
+    ['_'] = CTH,
+    ['`'] = CT,
+    ['a' ... 'z'] = CTH,
+    ['{'] = CV,
+    ['|'] = CT,
+    ['}'] = CV,
+    ['~'] = CTH,
+    [0x80 ... 0xff] = C_VALUE | C_QDTEXT,
 };
 #undef CV
 #undef CT
 #undef CH
 #undef CTH
 
-static inline bool is_class(char c, unsigned cls) { return cclass[(uint8_t)c] & cls; }
-static inline bool is_ows(char c) { return c == ' ' || c == '\t'; }
-static inline bool is_digit(char c) { return (unsigned)(c - '0') < 10u; }
+static inline bool is_class(char c, unsigned cls)
+{
+    return cclass[(uint8_t)c] & cls;
+}
+static inline bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+static inline bool is_digit(char c)
+{
+    return (unsigned)(c - '0') < 10u;
+}
 
 _Static_assert(PT_TOK__COUNT <= 64, "the seen-token set is one uint64_t");
 
@@ -60,18 +99,18 @@ struct parser {
     const char *buf, *end; /* the view: at most max_header_bytes */
     bool truncated;        /* the buffer goes on past the view */
     bool is_request;
-    bool in_fields;        /* start line done */
-    bool long_target;      /* an unfinished target is already over max_uri_bytes */
+    bool in_fields;   /* start line done */
+    bool long_target; /* an unfinished target is already over max_uri_bytes */
     int minor;
     struct pt_h1_header *headers;
     size_t max_headers, n;
     struct pt_h1_framing *fr;
     int rc, status;
     const char *reason;
-    uint64_t seen;             /* set of tokens seen, for duplicate checks */
-    pt_slice host;             /* Host field value */
+    uint64_t seen; /* set of tokens seen, for duplicate checks */
+    pt_slice host; /* Host field value */
     bool te_seen, te_last_chunked, te_other;
-    unsigned te_chunked;       /* how many times chunked was listed */
+    unsigned te_chunked; /* how many times chunked was listed */
     bool cl_seen, conn_close, conn_keep_alive, conn_upgrade, upgrade_seen, expect_continue;
 };
 
@@ -120,8 +159,7 @@ static const char *scan_target(const char *p, const char *end)
 static const char *scan_value(const char *p, const char *end)
 {
 #ifdef __SSE2__
-    const __m128i c1f = _mm_set1_epi8(0x1f), tab = _mm_set1_epi8('\t'),
-                  del = _mm_set1_epi8(0x7f);
+    const __m128i c1f = _mm_set1_epi8(0x1f), tab = _mm_set1_epi8('\t'), del = _mm_set1_epi8(0x7f);
     for (; end - p >= 16; p += 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
         __m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(v, c1f), v); /* unsigned v ≤ 0x1f */
@@ -478,8 +516,7 @@ static const char *parse_fields(struct parser *ps, const char *p)
         if (p == end)
             return incomplete(ps);
         if (*p != ':')
-            return fail(ps, p, bad,
-                        is_ows(*p) ? "whitespace before colon" : "invalid field name");
+            return fail(ps, p, bad, is_ows(*p) ? "whitespace before colon" : "invalid field name");
         if (p == name)
             return fail(ps, p, bad, "empty field name");
         if (ps->n == ps->max_headers)
@@ -556,8 +593,11 @@ static void parser_init(struct parser *ps, const char *buf, size_t len,
                         struct pt_h1_framing *fr, bool is_request)
 {
     size_t cap = view_cap(lim);
-    *ps = (struct parser){.buf = buf, .is_request = is_request, .headers = headers,
-                          .max_headers = lim->max_headers, .fr = fr};
+    *ps = (struct parser){.buf = buf,
+                          .is_request = is_request,
+                          .headers = headers,
+                          .max_headers = lim->max_headers,
+                          .fr = fr};
     ps->truncated = len > cap;
     ps->end = buf + (ps->truncated ? cap : len);
     *fr = (struct pt_h1_framing){.content_length = -1};
@@ -615,9 +655,8 @@ int pt_h1_parse_request(const char *buf, size_t len, size_t prev_len, struct pt_
     return rc;
 }
 
-int pt_h1_parse_response(const char *buf, size_t len, size_t prev_len,
-                         struct pt_h1_response *res, struct pt_h1_header *headers,
-                         const struct pt_h1_limits *lim)
+int pt_h1_parse_response(const char *buf, size_t len, size_t prev_len, struct pt_h1_response *res,
+                         struct pt_h1_header *headers, const struct pt_h1_limits *lim)
 {
     if (nothing_new(buf, len, prev_len, lim))
         return PT_H1_INCOMPLETE;
@@ -659,7 +698,7 @@ enum {
     CS_DATA,
     CS_DATA_CR,
     CS_DATA_LF,
-    CS_TRAILER_START,  /* a trailer field line, or the final CRLF */
+    CS_TRAILER_START, /* a trailer field line, or the final CRLF */
     CS_TRAILER_NAME,
     CS_TRAILER_VALUE,
     CS_TRAILER_LF,
@@ -707,8 +746,10 @@ static int chunk_step(struct pt_chunked *c, char ch)
         }
         if (s == CS_SIZE)
             return CS_ERROR;
-        return ch == ';' ? CS_EXT_NAME_START : is_ows(ch) ? CS_BWS : ch == '\r' ? CS_SIZE_LF
-                                                                                   : CS_ERROR;
+        return ch == ';'    ? CS_EXT_NAME_START
+               : is_ows(ch) ? CS_BWS
+               : ch == '\r' ? CS_SIZE_LF
+                            : CS_ERROR;
     }
     case CS_BWS:
         return is_ows(ch) ? CS_BWS : ch == ';' ? CS_EXT_NAME_START : CS_ERROR;
@@ -722,25 +763,29 @@ static int chunk_step(struct pt_chunked *c, char ch)
         /* After a name, whatever may follow its BWS may follow. */
         __attribute__((fallthrough));
     case CS_EXT_NAME_BWS:
-        return is_ows(ch) ? CS_EXT_NAME_BWS : ch == '=' ? CS_EXT_VAL_START
-                                            : ch == ';' ? CS_EXT_NAME_START
-                                                        : CS_ERROR;
+        return is_ows(ch)  ? CS_EXT_NAME_BWS
+               : ch == '=' ? CS_EXT_VAL_START
+               : ch == ';' ? CS_EXT_NAME_START
+                           : CS_ERROR;
     case CS_EXT_VAL_START:
-        return is_ows(ch) ? s : ch == '"' ? CS_EXT_VAL_QUOTED
-                              : is_class(ch, C_TCHAR) ? CS_EXT_VAL_TOKEN
-                                                      : CS_ERROR;
+        return is_ows(ch)              ? s
+               : ch == '"'             ? CS_EXT_VAL_QUOTED
+               : is_class(ch, C_TCHAR) ? CS_EXT_VAL_TOKEN
+                                       : CS_ERROR;
     case CS_EXT_VAL_TOKEN:
         if (is_class(ch, C_TCHAR))
             return s;
         __attribute__((fallthrough));
     case CS_EXT_VAL_END:
-        return ch == '\r' ? CS_SIZE_LF : ch == ';' ? CS_EXT_NAME_START
-                                       : is_ows(ch) ? CS_BWS
-                                                    : CS_ERROR;
+        return ch == '\r'   ? CS_SIZE_LF
+               : ch == ';'  ? CS_EXT_NAME_START
+               : is_ows(ch) ? CS_BWS
+                            : CS_ERROR;
     case CS_EXT_VAL_QUOTED:
-        return ch == '"' ? CS_EXT_VAL_END : ch == '\\' ? CS_EXT_VAL_ESCAPE
-                                          : is_class(ch, C_QDTEXT) ? s
-                                                                   : CS_ERROR;
+        return ch == '"'                ? CS_EXT_VAL_END
+               : ch == '\\'             ? CS_EXT_VAL_ESCAPE
+               : is_class(ch, C_QDTEXT) ? s
+                                        : CS_ERROR;
     case CS_EXT_VAL_ESCAPE:
         return is_class(ch, C_VALUE) ? CS_EXT_VAL_QUOTED : CS_ERROR;
     case CS_SIZE_LF:
@@ -800,8 +845,7 @@ ssize_t pt_chunked_scan(struct pt_chunked *c, const char *buf, size_t len, bool 
     return chunked_run(c, NULL, buf, len, NULL, done);
 }
 
-ssize_t pt_chunked_decode(struct pt_chunked *c, char *buf, size_t len, size_t *out_len,
-                          bool *done)
+ssize_t pt_chunked_decode(struct pt_chunked *c, char *buf, size_t len, size_t *out_len, bool *done)
 {
     return chunked_run(c, buf, buf, len, out_len, done);
 }

@@ -50,18 +50,18 @@ struct pt_h1_framing {
 
 struct pt_h1_request {
     pt_slice method;
-    int method_id; /* enum pt_method */
-    pt_slice target; /* request-target as sent */
-    pt_slice path;   /* origin-form path (target up to '?'); for
-                        absolute-form, the path part of the URI */
-    pt_slice query;  /* after '?', without it; len 0 when absent */
-    int minor_version; /* 0 or 1 */
-    pt_slice host;     /* Host header value (or authority of absolute-form) */
+    int method_id;        /* enum pt_method */
+    pt_slice target;      /* request-target as sent */
+    pt_slice path;        /* origin-form path (target up to '?'); for
+                             absolute-form, the path part of the URI */
+    pt_slice query;       /* after '?', without it; len 0 when absent */
+    int minor_version;    /* 0 or 1 */
+    pt_slice host;        /* Host header value (or authority of absolute-form) */
     bool expect_continue; /* Expect: 100-continue */
     struct pt_h1_framing framing;
     struct pt_h1_header *headers; /* caller-provided array */
     size_t num_headers;
-    int error_status; /* on PT_H1_ERROR: 400, 414, 431, 501, 505 */
+    int error_status;         /* on PT_H1_ERROR: 400, 414, 431, 501, 505 */
     const char *error_reason; /* static string, for logs and error bodies */
 };
 
@@ -72,7 +72,7 @@ struct pt_h1_response {
     struct pt_h1_framing framing;
     struct pt_h1_header *headers;
     size_t num_headers;
-    int error_status;   /* on PT_H1_ERROR: 502 */
+    int error_status; /* on PT_H1_ERROR: 502 */
     const char *error_reason;
 };
 
@@ -93,9 +93,8 @@ int pt_h1_parse_request(const char *buf, size_t len, size_t prev_len, struct pt_
                         struct pt_h1_header *headers, const struct pt_h1_limits *lim);
 
 /* Parses a response head. Same strictness; any violation → 502. */
-int pt_h1_parse_response(const char *buf, size_t len, size_t prev_len,
-                         struct pt_h1_response *res, struct pt_h1_header *headers,
-                         const struct pt_h1_limits *lim);
+int pt_h1_parse_response(const char *buf, size_t len, size_t prev_len, struct pt_h1_response *res,
+                         struct pt_h1_header *headers, const struct pt_h1_limits *lim);
 
 /*
  * Chunked transfer coding, incremental. The scanner validates framing and
@@ -121,8 +120,7 @@ ssize_t pt_chunked_scan(struct pt_chunked *c, const char *buf, size_t len, bool 
 
 /* Decodes in place: like scan, but compacts the payload bytes to the front
  * of buf and reports their count in *out_len. Same return value as scan. */
-ssize_t pt_chunked_decode(struct pt_chunked *c, char *buf, size_t len, size_t *out_len,
-                          bool *done);
+ssize_t pt_chunked_decode(struct pt_chunked *c, char *buf, size_t len, size_t *out_len, bool *done);
 
 /* Writes a chunk-size line ("%zx\r\n") for n bytes into out (≥ 18 bytes);
  * returns its length. */

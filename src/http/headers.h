@@ -18,8 +18,8 @@
 struct pt_hfield {
     pt_slice name;
     pt_slice value;
-    int token;  /* enum pt_token */
-    bool dead;  /* removed by a filter or as hop-by-hop */
+    int token; /* enum pt_token */
+    bool dead; /* removed by a filter or as hop-by-hop */
 };
 
 struct pt_headers {

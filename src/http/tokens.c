@@ -10,10 +10,9 @@
  */
 #include "http/tokens.h"
 
-const pt_slice pt_token_names[PT_TOK__COUNT] = {
-    [PT_TOK_UNKNOWN] = {"", 0},
+const pt_slice pt_token_names[PT_TOK__COUNT] = {[PT_TOK_UNKNOWN] = {"", 0},
 #define PT_X(e, s, f) [PT_TOK_##e] = {s, sizeof(s) - 1},
-    PT_TOKEN_LIST(PT_X)
+                                                PT_TOKEN_LIST(PT_X)
 #undef PT_X
 };
 
@@ -23,10 +22,9 @@ const uint8_t pt_token_flags[PT_TOK__COUNT] = {
 #undef PT_X
 };
 
-const pt_slice pt_method_names[PT_METHOD__COUNT] = {
-    [PT_METHOD_OTHER] = {"", 0},
+const pt_slice pt_method_names[PT_METHOD__COUNT] = {[PT_METHOD_OTHER] = {"", 0},
 #define PT_X(m) [PT_METHOD_##m] = {#m, sizeof(#m) - 1},
-    PT_METHOD_LIST(PT_X)
+                                                    PT_METHOD_LIST(PT_X)
 #undef PT_X
 };
 

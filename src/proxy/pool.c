@@ -162,8 +162,8 @@ static void uconn_io(struct pt_loop *loop, struct pt_io *io, uint32_t events)
         uc->on_event(uc, events);
 }
 
-struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target *t,
-                                  bool *reused, int *err)
+struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target *t, bool *reused,
+                                  int *err)
 {
     struct pt_upool *p = pool_for(ob, t);
     if (!p) {

@@ -22,19 +22,19 @@ struct pt_outbound;
 
 struct pt_uconn {
     struct pt_io io;
-    struct pt_timer timer;           /* owned by the current user while acquired */
+    struct pt_timer timer; /* owned by the current user while acquired */
     struct pt_outbound *ob;
-    struct pt_upool *pool;           /* the pool this target's connections return to */
-    struct pt_uconn *next, *prev;    /* idle list links */
-    struct pt_buf *rbuf;             /* response bytes; NULL while idle */
-    bool connected;                  /* connect() completed */
-    bool idle;                       /* sitting in the pool */
-    bool closed;                     /* fd closed; memory freed at end of loop turn */
-    uint32_t requests;               /* requests served on this connection */
+    struct pt_upool *pool;        /* the pool this target's connections return to */
+    struct pt_uconn *next, *prev; /* idle list links */
+    struct pt_buf *rbuf;          /* response bytes; NULL while idle */
+    bool connected;               /* connect() completed */
+    bool idle;                    /* sitting in the pool */
+    bool closed;                  /* fd closed; memory freed at end of loop turn */
+    uint32_t requests;            /* requests served on this connection */
     /* While acquired: the user's event handler and context. */
     void (*on_event)(struct pt_uconn *uc, uint32_t events);
     void *user;
-    struct pt_uconn *free_next;      /* deferred-free list */
+    struct pt_uconn *free_next; /* deferred-free list */
 };
 
 /* Per-worker outbound state. */
@@ -60,8 +60,8 @@ void pt_outbound_reap(struct pt_outbound *ob);
  * pt_uconn_finish_connect). Returns NULL with *err = -errno on immediate
  * failure (e.g. EMFILE, ECONNREFUSED on loopback).
  */
-struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target *t,
-                                  bool *reused, int *err);
+struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target *t, bool *reused,
+                                  int *err);
 /* After EPOLLOUT on a connecting socket: 0 when connected, else -errno. */
 int pt_uconn_finish_connect(struct pt_uconn *uc);
 /* Returns a healthy, fully-read connection to its pool (closing it when the

@@ -30,10 +30,13 @@ static bool inside(pt_slice s, const char *base, size_t n)
     return s.p >= base && s.len <= n && s.p - base <= (ptrdiff_t)(n - s.len);
 }
 
-static bool is_ows(char c) { return c == ' ' || c == '\t'; }
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
 
-static void check_headers(const struct pt_h1_header *h, size_t count, const char *base,
-                          size_t n, const struct pt_h1_limits *lim)
+static void check_headers(const struct pt_h1_header *h, size_t count, const char *base, size_t n,
+                          const struct pt_h1_limits *lim)
 {
     REQUIRE(count <= lim->max_headers);
     for (size_t i = 0; i < count; i++) {

@@ -79,8 +79,7 @@ static long feed(const char *in, size_t len, const size_t *cuts, size_t ncuts, b
     return (long)total;
 }
 
-static void check_good(const struct good_case *g, const size_t *cuts, size_t ncuts,
-                       const char *how)
+static void check_good(const struct good_case *g, const size_t *cuts, size_t ncuts, const char *how)
 {
     static char out[256];
     size_t out_len;
@@ -166,10 +165,10 @@ static void check_bad(const struct bad_case *b, const size_t *cuts, size_t ncuts
     static char out[256];
     size_t out_len;
     bool done;
-    CHECK_MSG(feed(b->body, b->len, cuts, ncuts, false, out, &out_len, &done) == -1,
-              "%s scan %s", b->what, how);
-    CHECK_MSG(feed(b->body, b->len, cuts, ncuts, true, out, &out_len, &done) == -1,
-              "%s decode %s", b->what, how);
+    CHECK_MSG(feed(b->body, b->len, cuts, ncuts, false, out, &out_len, &done) == -1, "%s scan %s",
+              b->what, how);
+    CHECK_MSG(feed(b->body, b->len, cuts, ncuts, true, out, &out_len, &done) == -1, "%s decode %s",
+              b->what, how);
 }
 
 static void test_bad(void)

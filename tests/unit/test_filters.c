@@ -64,27 +64,41 @@ static void fake_log(struct pt_filter_ctx *ctx, const void *conf, void *state)
 
 /* priority 200 "zeta": request + log, 24 bytes of state */
 static const struct pt_filter_def def_zeta = {
-    .name = "zeta", .priority = 200, .state_size = 24,
-    .on_request = fake_request, .on_log = fake_log,
+    .name = "zeta",
+    .priority = 200,
+    .state_size = 24,
+    .on_request = fake_request,
+    .on_log = fake_log,
 };
 /* priority 100 "beta": request + response head */
 static const struct pt_filter_def def_beta = {
-    .name = "beta", .priority = 100,
-    .on_request = fake_request, .on_response_head = fake_head,
+    .name = "beta",
+    .priority = 100,
+    .on_request = fake_request,
+    .on_response_head = fake_head,
 };
 /* priority 100 "alpha": request + response head + log, 1 byte of state */
 static const struct pt_filter_def def_alpha = {
-    .name = "alpha", .priority = 100, .state_size = 1,
-    .on_request = fake_request, .on_response_head = fake_head, .on_log = fake_log,
+    .name = "alpha",
+    .priority = 100,
+    .state_size = 1,
+    .on_request = fake_request,
+    .on_response_head = fake_head,
+    .on_log = fake_log,
 };
 /* priority 50 "aaa": response body + log, 100 bytes of state */
 static const struct pt_filter_def def_aaa = {
-    .name = "aaa", .priority = 50, .state_size = 100,
-    .on_response_body = fake_body, .on_log = fake_log,
+    .name = "aaa",
+    .priority = 50,
+    .state_size = 100,
+    .on_response_body = fake_body,
+    .on_log = fake_log,
 };
 /* priority -10 "last": request only */
 static const struct pt_filter_def def_last = {
-    .name = "last", .priority = -10, .on_request = fake_request,
+    .name = "last",
+    .priority = -10,
+    .on_request = fake_request,
 };
 
 static struct fake_conf fc_zeta = {"zeta", PT_FILTER_CONTINUE, 0};
@@ -105,7 +119,7 @@ static void reset_fakes(void)
 static int build_fake_chain(struct pt_chain *c, struct pt_arena *a)
 {
     struct pt_filter_inst inst[] = {
-        {&def_aaa, &fc_aaa, 99},   {&def_beta, &fc_beta, 99}, {&def_last, &fc_last, 99},
+        {&def_aaa, &fc_aaa, 99},   {&def_beta, &fc_beta, 99},   {&def_last, &fc_last, 99},
         {&def_zeta, &fc_zeta, 99}, {&def_alpha, &fc_alpha, 99},
     };
     int rc = pt_chain_build(c, inst, 5, a);
@@ -562,14 +576,18 @@ static void test_request_transform(void)
         static const char *const rm[] = {"X-Secret", NULL};
         static const struct kv ren[] = {{"X-Legacy", "X-Secret"}, {"x-old", "X-New"}, {NULL, NULL}};
         static const struct kv set[] = {{"X-Mode", "strict"}, {"X-Added", "first"}, {NULL, NULL}};
-        static const struct kv add[] = {{"X-Added", "second"}, {"X-Gateway", "portico"},
-                                        {NULL, NULL}};
+        static const struct kv add[] = {
+            {"X-Added", "second"}, {"X-Gateway", "portico"}, {NULL, NULL}};
         struct tcfg cfg = {rm, ren, set, add};
         void *conf = make_conf(def, &cfg, &gen, err, sizeof(err));
         CHECK_MSG(conf != NULL, "%s", err);
-        static const char *const in[] = {"Host: api.example.com", "X-Secret: s3cr3t",
-                                         "X-Legacy: kept", "X-OLD: 1", "X-Mode: lax",
-                                         "X-Mode: lax2", NULL};
+        static const char *const in[] = {"Host: api.example.com",
+                                         "X-Secret: s3cr3t",
+                                         "X-Legacy: kept",
+                                         "X-OLD: 1",
+                                         "X-Mode: lax",
+                                         "X-Mode: lax2",
+                                         NULL};
         make_headers(&h, &req, in);
         make_headers(&resp, &req, (const char *const[]){"Server: x", NULL});
         struct pt_filter_ctx ctx = make_ctx(&req);
@@ -601,8 +619,8 @@ static void test_request_transform(void)
     /* Case-insensitive names, for interned and unknown headers alike. */
     {
         static const char *const rm[] = {"x-internal-debug", "USER-AGENT", NULL};
-        static const struct kv set[] = {{"content-type", "application/json"},
-                                        {"x-tenant", "t1"}, {NULL, NULL}};
+        static const struct kv set[] = {
+            {"content-type", "application/json"}, {"x-tenant", "t1"}, {NULL, NULL}};
         struct tcfg cfg = {rm, NULL, set, NULL};
         void *conf = make_conf(def, &cfg, &gen, err, sizeof(err));
         CHECK_MSG(conf != NULL, "%s", err);
@@ -695,10 +713,10 @@ static void test_transform_rejects(const struct pt_filter_def *def)
     /* framing headers, in any case, through every operation and side */
     check_rejected(def, &(struct tcfg){.set = KV1("Host", "evil.example")}, &gen,
                    "header \"Host\" cannot be changed", "managed by the gateway");
-    check_rejected(def, &(struct tcfg){.add = KV1("content-length", "0")}, &gen,
-                   "add_headers", "\"content-length\" cannot be changed");
-    check_rejected(def, &(struct tcfg){.remove = L1("Transfer-Encoding")}, &gen,
-                   "remove_headers", "cannot be changed");
+    check_rejected(def, &(struct tcfg){.add = KV1("content-length", "0")}, &gen, "add_headers",
+                   "\"content-length\" cannot be changed");
+    check_rejected(def, &(struct tcfg){.remove = L1("Transfer-Encoding")}, &gen, "remove_headers",
+                   "cannot be changed");
     check_rejected(def, &(struct tcfg){.remove = L1("CONNECTION")}, &gen, "remove_headers",
                    "cannot be changed");
     check_rejected(def, &(struct tcfg){.rename = KV1("X-Len", "Content-Length")}, &gen,
@@ -716,19 +734,20 @@ static void test_transform_rejects(const struct pt_filter_def *def)
                    "set_headers: value of header \"X-A\": unknown variable ${foo}",
                    "(known: request_id, remote_addr, path.<param>, method, path)");
     /* one bad entry among good ones still fails the whole config */
-    check_rejected(def,
-                   &(struct tcfg){.remove = L1("X-Fine"),
-                                  .set = (const struct kv[]){{"X-Ok", "1"}, {"Host", "h"},
-                                                             {NULL, NULL}}},
-                   &gen, "\"Host\"", NULL);
+    check_rejected(
+        def,
+        &(struct tcfg){.remove = L1("X-Fine"),
+                       .set = (const struct kv[]){{"X-Ok", "1"}, {"Host", "h"}, {NULL, NULL}}},
+        &gen, "\"Host\"", NULL);
 #undef KV1
 #undef L1
 
     /* Values may hold tabs, spaces and UTF-8 (obs-text). */
     char err[256];
-    CHECK(make_conf(def, &(struct tcfg){.set = (const struct kv[]){{"X-A", "a\tb c \xc3\xa9"},
-                                                                   {NULL, NULL}}},
-                    &gen, err, sizeof(err)) != NULL);
+    CHECK(make_conf(
+              def,
+              &(struct tcfg){.set = (const struct kv[]){{"X-A", "a\tb c \xc3\xa9"}, {NULL, NULL}}},
+              &gen, err, sizeof(err)) != NULL);
     pt_arena_destroy(&gen);
 }
 
@@ -753,8 +772,8 @@ static void test_response_transform(void)
     char err[512];
     static const char *const rm[] = {"server", "X-Powered-By", NULL};
     static const struct kv ren[] = {{"X-Upstream-Time", "X-Backend-Time"}, {NULL, NULL}};
-    static const struct kv set[] = {{"X-Request-ID", "${request_id}"},
-                                    {"Cache-Control", "no-store"}, {NULL, NULL}};
+    static const struct kv set[] = {
+        {"X-Request-ID", "${request_id}"}, {"Cache-Control", "no-store"}, {NULL, NULL}};
     static const struct kv add[] = {{"Vary", "Origin"}, {NULL, NULL}};
     struct tcfg cfg = {rm, ren, set, add};
     void *conf = make_conf(def, &cfg, &gen, err, sizeof(err));
@@ -763,9 +782,9 @@ static void test_response_transform(void)
     struct pt_headers reqh, resp;
     make_headers(&reqh, &req, (const char *const[]){"Server: client-side", NULL});
     make_headers(&resp, &req,
-                 (const char *const[]){"Server: nginx", "Content-Length: 12",
-                                       "X-Powered-By: PHP", "Cache-Control: max-age=60",
-                                       "X-Upstream-Time: 3ms", "Vary: Accept", NULL});
+                 (const char *const[]){"Server: nginx", "Content-Length: 12", "X-Powered-By: PHP",
+                                       "Cache-Control: max-age=60", "X-Upstream-Time: 3ms",
+                                       "Vary: Accept", NULL});
     struct pt_filter_ctx ctx = make_ctx(&req);
     ctx.req_headers = &reqh;
     ctx.resp_headers = &resp;

@@ -81,8 +81,8 @@ static const struct bad_case bad_requests[] = {
     {"chunked not last", S(PQ "Transfer-Encoding: chunked, gzip\r\n\r\n"), 400},
     {"no chunked", S(PQ "Transfer-Encoding: gzip\r\n\r\n"), 400},
     {"identity", S(PQ "Transfer-Encoding: identity\r\n\r\n"), 400},
-    {"chunked then gzip lines", S(PQ "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"),
-     400},
+    {"chunked then gzip lines",
+     S(PQ "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"), 400},
     {"chunked twice", S(PQ "Transfer-Encoding: chunked, chunked\r\n\r\n"), 400},
     {"chunked twice lines",
      S(PQ "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"), 400},
@@ -92,7 +92,10 @@ static const struct bad_case bad_requests[] = {
     {"chunked with parameter", S(PQ "Transfer-Encoding: chunked;q=1\r\n\r\n"), 400},
     {"quoted chunked", S(PQ "Transfer-Encoding: \"chunked\"\r\n\r\n"), 400},
     {"empty TE", S(PQ "Transfer-Encoding:\r\n\r\n"), 400},
-    {"TE with vertical tab", S(PQ "Transfer-Encoding: \x0b" "chunked\r\n\r\n"), 400},
+    {"TE with vertical tab",
+     S(PQ "Transfer-Encoding: \x0b"
+          "chunked\r\n\r\n"),
+     400},
     {"gzip then chunked", S(PQ "Transfer-Encoding: gzip, chunked\r\n\r\n"), 501},
     {"gzip then chunked lines",
      S(PQ "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"), 501},
@@ -121,7 +124,10 @@ static const struct bad_case bad_requests[] = {
     {"NUL in value", S(RQ "X-A: b\0c\r\n\r\n"), 400},
     {"SOH in value", S(RQ "X-A: \x01\r\n\r\n"), 400},
     {"VT in value", S(RQ "X-A: b\x0b\r\n\r\n"), 400},
-    {"FF in value", S(RQ "X-A: \x0c" "b\r\n\r\n"), 400},
+    {"FF in value",
+     S(RQ "X-A: \x0c"
+          "b\r\n\r\n"),
+     400},
     {"ESC in value", S(RQ "X-A: b\x1b[0m\r\n\r\n"), 400},
     {"DEL in value", S(RQ "X-A: b\x7f\r\n\r\n"), 400},
     {"NUL in Host", S("GET / HTTP/1.1\r\nHost: a\0.evil\r\n\r\n"), 400},
@@ -214,8 +220,7 @@ static void test_bad_requests(void)
         int rc = parse_req_n(c->msg, c->len, 0, &req, &lim);
         CHECK_MSG(rc == PT_H1_ERROR && req.error_status == c->status,
                   "%s: rc %d status %d, want %d", c->what, rc, req.error_status, c->status);
-        CHECK_MSG(rc != PT_H1_ERROR || (req.error_reason && req.error_reason[0]), "%s",
-                  c->what);
+        CHECK_MSG(rc != PT_H1_ERROR || (req.error_reason && req.error_reason[0]), "%s", c->what);
         int status;
         CHECK_EQ_INT(feed_all_prefixes(c->msg, c->len, &status, c->what), PT_H1_ERROR);
         CHECK_MSG(status == c->status, "%s (fed in pieces): %d", c->what, status);
@@ -326,8 +331,8 @@ static void test_pipelined(void)
 static void test_target_forms(void)
 {
     struct pt_h1_request req;
-    CHECK(parse_req("GET http://Example.com:8080/a/b?x=1 HTTP/1.1\r\nHost: other\r\n\r\n",
-                    &req) > 0);
+    CHECK(parse_req("GET http://Example.com:8080/a/b?x=1 HTTP/1.1\r\nHost: other\r\n\r\n", &req) >
+          0);
     CHECK(pt_slice_eq_cstr(req.host, "Example.com:8080"));
     CHECK(pt_slice_eq_cstr(req.path, "/a/b") && pt_slice_eq_cstr(req.query, "x=1"));
     CHECK(parse_req("GET HTTPS://example.com HTTP/1.1\r\nHost: x\r\n\r\n", &req) > 0);
@@ -341,8 +346,7 @@ static void test_target_forms(void)
     CHECK_EQ_INT(req.method_id, PT_METHOD_OPTIONS);
     CHECK(pt_slice_eq_cstr(req.target, "*") && pt_slice_eq_cstr(req.path, "*"));
 
-    CHECK(parse_req("CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n", &req) >
-          0);
+    CHECK(parse_req("CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n", &req) > 0);
     CHECK_EQ_INT(req.method_id, PT_METHOD_CONNECT);
     CHECK(pt_slice_eq_cstr(req.host, "db.example:5432") && req.path.len == 0);
 }
@@ -364,8 +368,7 @@ static void test_connection(void)
     CHECK(req.framing.keep_alive);
     CHECK(parse_req(RQ "Connection: keep-alive\r\nConnection: close\r\n\r\n", &req) > 0);
     CHECK(!req.framing.keep_alive);
-    CHECK(parse_req(RQ "Upgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\r\n", &req) >
-          0);
+    CHECK(parse_req(RQ "Upgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\r\n", &req) > 0);
     CHECK(req.framing.upgrade && req.framing.keep_alive);
     CHECK(parse_req(RQ "Upgrade: websocket\r\n\r\n", &req) > 0);
     CHECK(!req.framing.upgrade);
@@ -374,7 +377,8 @@ static void test_connection(void)
     /* h2c upgrades (curl --http2 on http://) parse; the gateway drops the
      * Upgrade field as hop-by-hop and answers in HTTP/1.1. */
     CHECK(parse_req(RQ "Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-                       "HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n", &req) > 0);
+                       "HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+                    &req) > 0);
     CHECK(req.framing.upgrade && req.framing.keep_alive);
 }
 
@@ -443,8 +447,7 @@ static void test_limits(void)
     CHECK_EQ_INT(parse_req_n(buf, 1025, 1024, &req, &lim), PT_H1_ERROR);
     CHECK_EQ_INT(req.error_status, 431);
     /* Exactly max_header_bytes is allowed. */
-    k = snprintf(buf, sizeof buf, "GET / HTTP/1.1\r\nHost: a\r\nX-Big: %0*d\r\n\r\n", 1024 - 36,
-                 0);
+    k = snprintf(buf, sizeof buf, "GET / HTTP/1.1\r\nHost: a\r\nX-Big: %0*d\r\n\r\n", 1024 - 36, 0);
     CHECK_EQ_INT(k, 1024);
     CHECK_EQ_INT(parse_req_n(buf, (size_t)k, 0, &req, &lim), 1024);
     /* ...and the bytes after the head do not count. */

@@ -146,8 +146,8 @@ static void make_input(const struct req *q, struct pt_route_input *in)
     hlist = (struct pt_headers){hstore, 0, 8};
     for (int i = 0; i < 4 && q->hdr[i][0]; i++) {
         const char *nm = q->hdr[i][0], *v = q->hdr[i][1];
-        hstore[hlist.n++] = (struct pt_hfield){{nm, strlen(nm)}, {v, strlen(v)},
-                                               pt_token_lookup(nm, strlen(nm)), false};
+        hstore[hlist.n++] = (struct pt_hfield){
+            {nm, strlen(nm)}, {v, strlen(v)}, pt_token_lookup(nm, strlen(nm)), false};
     }
 }
 
@@ -268,7 +268,7 @@ static void test_segment_boundaries(void)
     CHECK_STR(GET(NULL, "/v1/"), "v1");
     CHECK_STR(GET(NULL, "/v1/y"), "v1");
     CHECK_STR(GET(NULL, "/v1x"), "root");
-    CHECK_STR(GET(NULL, "/v1/x"), "v1");       /* "/v1/x/" needs the slash */
+    CHECK_STR(GET(NULL, "/v1/x"), "v1"); /* "/v1/x/" needs the slash */
     CHECK_STR(GET(NULL, "/v1/x/"), "v1-slash");
     CHECK_STR(GET(NULL, "/v1/x/z/w"), "v1-slash");
     CHECK_STR(GET(NULL, "/v1/xy"), "v1");
@@ -507,7 +507,9 @@ static void test_versioning(void)
     const struct spec s[] = {
         {.name = "users-v1", .hosts = {"api.example.com"}, .prefix = "/v1/users"},
         {.name = "users-v2", .hosts = {"api.example.com"}, .prefix = "/v2/users"},
-        {.name = "users-v2-beta", .hosts = {"api.example.com"}, .prefix = "/v2/users",
+        {.name = "users-v2-beta",
+         .hosts = {"api.example.com"},
+         .prefix = "/v2/users",
          .hdr = {{"X-Beta", "1"}}},
         {.name = "v1-legacy", .prefix = "/v1"},
     };
@@ -596,8 +598,8 @@ static bool ref_ieq_tail(const char *host, size_t hlen, const char *suf, size_t 
     return hlen >= slen && strncasecmp(host + hlen - slen, suf, slen) == 0;
 }
 
-static int ref_template(const char *t, pt_slice path, pt_slice *names, pt_slice *vals,
-                        uint32_t *np, int *nlit)
+static int ref_template(const char *t, pt_slice path, pt_slice *names, pt_slice *vals, uint32_t *np,
+                        int *nlit)
 {
     /* Both start with '/'; compare segment by segment. */
     if (!path.len || path.p[0] != '/')
@@ -746,10 +748,10 @@ static bool ref_score(const struct pt_route *rt, const struct pt_route_input *in
                 name = numbuf[gi - 1];
             }
             params->param_names[gi - 1] = (pt_slice){name, strlen(name)};
-            params->param_values[gi - 1] = ov[2 * gi] == PCRE2_UNSET
-                                               ? (pt_slice){in->path.p, 0}
-                                               : (pt_slice){in->path.p + ov[2 * gi],
-                                                            ov[2 * gi + 1] - ov[2 * gi]};
+            params->param_values[gi - 1] =
+                ov[2 * gi] == PCRE2_UNSET
+                    ? (pt_slice){in->path.p, 0}
+                    : (pt_slice){in->path.p + ov[2 * gi], ov[2 * gi + 1] - ov[2 * gi]};
         }
         params->nparams = ng;
         pcre2_match_data_free(md);
@@ -831,13 +833,16 @@ static uint32_t rnd(uint32_t n)
 static const char *const cfg_hosts[] = {"api.example.com", "*.example.com", "*.api.example.com",
                                         "shop.test",       "*.test",        "a.b.example.com",
                                         "*.b.example.com"};
-static const char *const req_hosts[] = {"api.example.com", "API.Example.COM", "x.api.example.com",
-                                        "example.com",     "a.b.example.com", "z.a.b.example.com",
-                                        "shop.test",       "m.shop.TEST",     "other.org",
-                                        ""};
+static const char *const req_hosts[] = {
+    "api.example.com",   "API.Example.COM", "x.api.example.com", "example.com", "a.b.example.com",
+    "z.a.b.example.com", "shop.test",       "m.shop.TEST",       "other.org",   ""};
 static const char *const words[] = {"v1", "v2", "users", "orders", "42", "me", "a", "items", ""};
-static const char *const regexes[] = {"^/v1/users/(\\d+)$", "^/(?<ver>v[12])/(orders|items)(/.*)?$",
-                                      "^/a", "/me$", "^/(\\w+)/(?<id>\\d+)", "users"};
+static const char *const regexes[] = {"^/v1/users/(\\d+)$",
+                                      "^/(?<ver>v[12])/(orders|items)(/.*)?$",
+                                      "^/a",
+                                      "/me$",
+                                      "^/(\\w+)/(?<id>\\d+)",
+                                      "users"};
 static const char *const hnames[] = {"X-Client", "x-tenant", "User-Agent"};
 static const char *const hvals[] = {"mobile", "web", "Mobile", "acme", "curl/8"};
 static const char *const qkeys[] = {"version", "debug", "id"};
@@ -878,16 +883,23 @@ static void rand_table(struct pt_generation *g, uint32_t n)
         for (uint32_t j = 0; j < nh; j++)
             s.hosts[j] = cfg_hosts[rnd(PT_ARRAY_LEN(cfg_hosts))];
         switch (rnd(6)) {
-        case 0: s.path = rand_path(&g->arena, 1); break;
-        case 1: s.tmpl = rand_path(&g->arena, 2); break;
+        case 0:
+            s.path = rand_path(&g->arena, 1);
+            break;
+        case 1:
+            s.tmpl = rand_path(&g->arena, 2);
+            break;
         case 2:
         case 3: {
             char *p = rand_path(&g->arena, 1);
             s.prefix = (rnd(4) == 0 && strlen(p) > 1) ? pt_arena_sprintf(&g->arena, "%s/", p) : p;
             break;
         }
-        case 4: s.regex = regexes[rnd(PT_ARRAY_LEN(regexes))]; break;
-        default: break;
+        case 4:
+            s.regex = regexes[rnd(PT_ARRAY_LEN(regexes))];
+            break;
+        default:
+            break;
         }
         /* Catch-alls (no path, prefix "/") always carry a method mask, or
          * a large table would match every request and never 404/405. */
@@ -991,9 +1003,11 @@ static void test_random_vs_reference(uint32_t nroutes, int nreq, uint64_t seed)
         }
         if (want.route) {
             const struct pt_route_match *wm = &want.route->match;
-            int kind = wm->path ? 0 : wm->path_template ? 1 : wm->path_prefix ? 2
-                                                                  : wm->path_regex    ? 3
-                                                                                      : 4;
+            int kind = wm->path            ? 0
+                       : wm->path_template ? 1
+                       : wm->path_prefix   ? 2
+                       : wm->path_regex    ? 3
+                                           : 4;
             kinds[kind]++;
         }
         matched += got.status == 0;
@@ -1030,7 +1044,7 @@ static void *thr_main(void *arg)
         struct pt_route_input in = {.path = {p, strlen(p)}, .method_id = PT_METHOD_GET};
         struct pt_route_result out;
         int rc = pt_router_match(t->r, &in, &out);
-        bool good = (i % 4 == 0)   ? rc == 0 && out.nparams == 2 &&
+        bool good = (i % 4 == 0) ? rc == 0 && out.nparams == 2 &&
                                        pt_slice_eq_cstr(out.param_values[0], "2024")
                     : (i % 4 == 1) ? rc == 0 && out.nparams == 2
                     : (i % 4 == 2) ? rc == 0

@@ -26,8 +26,8 @@ static void test_round_trip(void)
         CHECK(name.len > 0 && name.len < sizeof buf);
         for (int mode = 0; mode < 4; mode++) {
             recase(buf, name, mode);
-            CHECK_MSG(pt_token_lookup(buf, name.len) == id, "%.*s mode %d", (int)name.len,
-                      name.p, mode);
+            CHECK_MSG(pt_token_lookup(buf, name.len) == id, "%.*s mode %d", (int)name.len, name.p,
+                      mode);
         }
         /* A prefix or an extension of a known name is not that name. */
         CHECK(pt_token_lookup(name.p, name.len - 1) != id);
@@ -49,8 +49,9 @@ static void test_round_trip(void)
 static void test_unknown(void)
 {
     static const char *const unknown[] = {
-        "x-custom", "hos", "hostt", "content_length", "content-lengthx", "transfer-encodin",
-        "Connectio", "keepalive", "x", "x-forwarded", "user-agent2", "tee", "accept-",
+        "x-custom",  "hos",       "hostt", "content_length", "content-lengthx", "transfer-encodin",
+        "Connectio", "keepalive", "x",     "x-forwarded",    "user-agent2",     "tee",
+        "accept-",
     };
     for (size_t i = 0; i < PT_ARRAY_LEN(unknown); i++)
         CHECK_MSG(pt_token_lookup(unknown[i], strlen(unknown[i])) == PT_TOK_UNKNOWN, "%s",
@@ -62,7 +63,10 @@ static void test_unknown(void)
     CHECK_EQ_INT(pt_token_lookup("CONTENT\rLENGTH", 14), PT_TOK_UNKNOWN);
     CHECK_EQ_INT(pt_token_lookup("keep\ralive", 10), PT_TOK_UNKNOWN);
     CHECK_EQ_INT(pt_token_lookup("te\r", 3), PT_TOK_UNKNOWN);
-    CHECK_EQ_INT(pt_token_lookup("user\x0d" "agent", 10), PT_TOK_UNKNOWN);
+    CHECK_EQ_INT(pt_token_lookup("user\x0d"
+                                 "agent",
+                                 10),
+                 PT_TOK_UNKNOWN);
     CHECK_EQ_INT(pt_token_lookup("\xc8ost", 4), PT_TOK_UNKNOWN);
     CHECK_EQ_INT(pt_token_lookup("hos\xd4", 4), PT_TOK_UNKNOWN);
     CHECK_EQ_INT(pt_token_lookup("Host\0", 5), PT_TOK_UNKNOWN);
@@ -72,9 +76,15 @@ static void test_unknown(void)
 static void test_flags(void)
 {
     static const int hop[] = {
-        PT_TOK_CONNECTION,         PT_TOK_KEEP_ALIVE,          PT_TOK_TRANSFER_ENCODING,
-        PT_TOK_TE,                 PT_TOK_TRAILER,             PT_TOK_UPGRADE,
-        PT_TOK_PROXY_CONNECTION,   PT_TOK_PROXY_AUTHENTICATE,  PT_TOK_PROXY_AUTHORIZATION,
+        PT_TOK_CONNECTION,
+        PT_TOK_KEEP_ALIVE,
+        PT_TOK_TRANSFER_ENCODING,
+        PT_TOK_TE,
+        PT_TOK_TRAILER,
+        PT_TOK_UPGRADE,
+        PT_TOK_PROXY_CONNECTION,
+        PT_TOK_PROXY_AUTHENTICATE,
+        PT_TOK_PROXY_AUTHORIZATION,
         PT_TOK_HTTP2_SETTINGS,
     };
     int nhop = 0;
