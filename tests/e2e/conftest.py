@@ -757,3 +757,45 @@ def crc32_hex(data):
 
 def http_conn(port, timeout=None):
     return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout or scaled(10))
+
+
+# ---------------------------------------------------------------- transforms
+# One gateway with routes exercising request_transform, response_transform,
+# a top-level default and `off`; shared by the two transform test files.
+
+def transform_config(port, bport):
+    return make_config(
+        port, {"echo": upstream(bport)},
+        filters={"response_transform": {"add_headers": {"X-Default": "yes"}}},
+        routes=[
+            {"name": "t-req", "match": {"path_template": "/t/{id}"}, "upstream": "echo",
+             "filters": {"request_transform": {
+                 "add_headers": {"X-Added": "v1", "X-Rid": "${request_id}",
+                                 "X-Remote": "${remote_addr}", "X-Param": "item-${path.id}",
+                                 "X-Meth": "${method}", "X-Path": "${path}"},
+                 "set_headers": {"X-Set": "new"},
+                 "remove_headers": ["X-Remove-Me"],
+                 "rename_headers": {"X-Old": "X-New"}}}},
+            {"name": "t-resp", "match": {"path_prefix": "/resp"}, "upstream": "echo",
+             "filters": {"response_transform": {
+                 "add_headers": {"X-Resp-Added": "r-${request_id}"},
+                 "set_headers": {"X-Set-Resp": "s"},
+                 "remove_headers": ["X-Backend"],
+                 "rename_headers": {"X-Demo-Renamed": "X-Renamed"}}}},
+            {"name": "t-off", "match": {"path_prefix": "/off"}, "upstream": "echo",
+             "filters": {"response_transform": "off"}},
+            {"name": "t-inherit", "match": {"path_prefix": "/inherit"}, "upstream": "echo"},
+        ])
+
+
+
+@pytest.fixture(scope="module")
+def tenv(tmp_path_factory):
+    with backend("tf") as b:
+        gw = Gateway(transform_config(free_port(), b.port), tmp_path_factory.mktemp("tf"))
+        try:
+            yield gw
+        finally:
+            gw.stop()
+
+
