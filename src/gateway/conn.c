@@ -109,6 +109,9 @@ struct pt_txn {
     bool res_upstream_reusable;
     pt_slice chead; /* response head (or whole gateway response) for the client */
     uint32_t chead_sent;
+    pt_slice interim; /* 1xx interim heads (103 Early Hints) not yet sent */
+    uint32_t interim_sent;
+    uint64_t interim_out; /* bytes of interim heads written, for the log */
     bool close_after;
 
     int status;
@@ -1396,6 +1399,66 @@ static bool response_head_ready(struct pt_txn *t, uint32_t head_len)
     return build_client_head(t);
 }
 
+/* Appends the interim response just parsed (t->res) to the bytes waiting
+ * for the client, without its hop-by-hop fields. */
+static bool queue_interim(struct pt_txn *t)
+{
+    uint32_t left = (uint32_t)t->interim.len - t->interim_sent;
+    size_t cap = left + 32 + t->res.reason.len;
+    for (size_t i = 0; i < t->res.num_headers; i++)
+        cap += t->res.headers[i].name.len + t->res.headers[i].value.len + 4;
+    char *o = pt_arena_alloc(&t->c->arena, cap);
+    if (!o)
+        return false;
+    size_t n = 0;
+    if (left)
+        n += put(o, (pt_slice){t->interim.p + t->interim_sent, left});
+    n += (size_t)snprintf(o + n, cap - n, "HTTP/1.1 %d ", t->res.status);
+    n += put(o + n, t->res.reason);
+    o[n++] = '\r';
+    o[n++] = '\n';
+    for (size_t i = 0; i < t->res.num_headers; i++) {
+        const struct pt_h1_header *h = &t->res.headers[i];
+        if (pt_token_flags[h->token] & PT_TF_HOP)
+            continue;
+        n += put(o + n, h->name);
+        o[n++] = ':';
+        o[n++] = ' ';
+        n += put(o + n, h->value);
+        o[n++] = '\r';
+        o[n++] = '\n';
+    }
+    o[n++] = '\r';
+    o[n++] = '\n';
+    t->interim = (pt_slice){o, n};
+    t->interim_sent = 0;
+    return true;
+}
+
+/* Sends queued interim heads; they precede anything else on the wire.
+ * Returns 1 on progress, 0 when blocked or nothing is queued, -1 when the
+ * connection was closed. */
+static int pump_client_interim(struct pt_txn *t)
+{
+    struct pt_conn *c = t->c;
+    if (t->interim_sent >= t->interim.len || !c->writable)
+        return 0;
+    ssize_t w = send(c->io.fd, t->interim.p + t->interim_sent, t->interim.len - t->interim_sent,
+                     MSG_NOSIGNAL);
+    if (w < 0) {
+        if (errno == EAGAIN) {
+            c->writable = false;
+            pt_timer_arm(&c->w->loop, &c->timer, t->gen->limits.idle_timeout_ms, conn_timeout);
+            return 0;
+        }
+        conn_close(c);
+        return -1;
+    }
+    t->interim_sent += (uint32_t)w;
+    t->interim_out += (uint64_t)w;
+    return 1;
+}
+
 /* Reads and parses the upstream response. */
 static int pump_upstream_read(struct pt_txn *t)
 {
@@ -1480,7 +1543,13 @@ static int pump_upstream_read(struct pt_txn *t)
                     txn_upstream_fail(t, 502, "unexpected protocol switch");
                     return -1;
                 }
-                /* Interim response (103 Early Hints, stray 100): skip. */
+                /* Interim response: 103 Early Hints and the like go on to
+                 * an HTTP/1.1 client ahead of the final response (RFC 9110
+                 * §15.2); a stray 100 is ours to answer, not forwarded. */
+                if (t->res.status != 100 && t->req.minor_version == 1 && !queue_interim(t)) {
+                    txn_upstream_fail(t, 502, "out of memory");
+                    return -1;
+                }
                 pt_buf_consume(uc->rbuf, (uint32_t)r);
                 t->res_prev = 0;
                 if (pt_buf_len(uc->rbuf) == 0)
@@ -1511,6 +1580,8 @@ static int pump_upstream_read(struct pt_txn *t)
 static int pump_client_write(struct pt_txn *t)
 {
     struct pt_conn *c = t->c;
+    if (t->interim_sent < t->interim.len)
+        return pump_client_interim(t);
     if (!t->res_head_done || !c->writable)
         return 0;
     bool head_left = t->chead_sent < t->chead.len;
@@ -1557,7 +1628,7 @@ static int pump_client_write(struct pt_txn *t)
 static bool txn_finished(const struct pt_txn *t)
 {
     return t->res_head_done && t->chead_sent == t->chead.len && t->res_body_done &&
-           t->res_ready == 0;
+           t->res_ready == 0 && t->interim_sent == t->interim.len;
 }
 
 /* The response is fully written: end the transaction and get ready for the
@@ -1655,8 +1726,8 @@ static void access_log(struct pt_txn *t)
         t->route ? t->route->name : "", t->up ? t->up->name : "",
         t->target ? t->target->address : "", (int)PT_MIN(t->req.method.len, 32),
         t->req.method.p ? t->req.method.p : "", (int)pe, esc, t->status,
-        (unsigned long long)t->bytes_in, (unsigned long long)t->bytes_out, dur, up,
-        t->error ? ",\"error\":\"" : "", t->error ? t->error : "", t->error ? "\"" : "");
+        (unsigned long long)t->bytes_in, (unsigned long long)(t->bytes_out + t->interim_out), dur,
+        up, t->error ? ",\"error\":\"" : "", t->error ? t->error : "", t->error ? "\"" : "");
     if (n > 0)
         pt_alog_push(&t->c->w->alog, line, (size_t)PT_MIN(n, (int)sizeof(line) - 1));
 }

@@ -492,3 +492,39 @@ def test_admin_answers_a_half_closed_client(tmp_path):
                 assert "generation" in json.loads(r.body)
         finally:
             gw.stop()
+
+
+# ---------------------------------------------------------------- interim responses
+
+def test_early_hints_forwarded_to_http11_clients(tmp_path):
+    """103 Early Hints from the upstream reach an HTTP/1.1 client before the
+    final response (RFC 9110 §15.2), hop-by-hop fields stripped; an
+    HTTP/1.0 client, which cannot parse interim responses, gets only the
+    final one."""
+
+    def handler(s):
+        buf = b""
+        while True:
+            head, buf = read_head(s, buf)
+            s.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n"
+                      b"Keep-Alive: timeout=5\r\n\r\n")
+            time.sleep(0.05)
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    up = RawUpstream(handler)
+    gw = Gateway(one_route_cfg(up.port), tmp_path)
+    try:
+        data, _ = raw_ex(gw.port, b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                         timeout=scaled(5))
+        assert data.startswith(b"HTTP/1.1 103 Early Hints\r\n"), data[:200]
+        interim, _, final = data.partition(b"\r\n\r\n")
+        assert b"Link: </s.css>; rel=preload" in interim
+        assert b"Keep-Alive" not in interim
+        r = parse_response(final)
+        assert r.status == 200 and r.body == b"ok"
+        data, _ = raw_ex(gw.port, b"GET /x HTTP/1.0\r\nHost: a\r\n\r\n", timeout=scaled(5))
+        assert data.startswith(b"HTTP/1.1 200 OK"), data[:200]
+        assert b"103" not in data.split(b"\r\n")[0]
+    finally:
+        gw.stop()
+        up.close()
