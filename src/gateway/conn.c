@@ -55,7 +55,9 @@ struct pt_conn {
     bool readable, writable; /* edge-triggered readiness not yet consumed */
     bool hup;                /* peer half-closed or errored: read until EOF */
     bool closed;
-    bool head_started; /* some bytes of the next head have arrived */
+    bool head_started;     /* some bytes of the next head have arrived */
+    bool lingering;        /* response sent, write side shut, discarding input */
+    uint64_t linger_bytes; /* discarded while lingering */
     uint64_t requests;
 };
 
@@ -219,6 +221,10 @@ static void conn_timeout(struct pt_loop *loop, struct pt_timer *tm)
     (void)loop;
     if (c->closed)
         return;
+    if (c->lingering) {
+        conn_close(c);
+        return;
+    }
     if (!c->txn && c->head_started) {
         /* Slowloris guard: a head that doesn't complete in time. */
         struct pt_generation *g = c->w->gen;
@@ -1631,6 +1637,58 @@ static bool txn_finished(const struct pt_txn *t)
            t->res_ready == 0 && t->interim_sent == t->interim.len;
 }
 
+/*
+ * Lingering close (as nginx does): after answering a request whose body
+ * was left unread (413, an early upstream answer), closing at once makes
+ * the kernel send a reset for the unread bytes, and a reset can destroy the
+ * response before the client has read it. So shut the write side (the
+ * client sees the end of the response), discard whatever still arrives for
+ * up to PT_LINGER_MS (and PT_LINGER_MAX_BYTES), then close.
+ */
+#define PT_LINGER_MS 2000
+#define PT_LINGER_MAX_BYTES (8u << 20)
+
+static void linger_discard(struct pt_conn *c)
+{
+    char sink[4096];
+    if (!c->readable)
+        return;
+    for (;;) {
+        ssize_t n = recv(c->io.fd, sink, sizeof(sink), 0);
+        if (n > 0) {
+            c->linger_bytes += (uint64_t)n;
+            if (c->linger_bytes > PT_LINGER_MAX_BYTES)
+                break;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            c->readable = false;
+            return;
+        }
+        break; /* EOF or error: the client is done */
+    }
+    conn_close(c);
+}
+
+static void conn_linger(struct pt_conn *c)
+{
+    if (c->rbuf) {
+        pt_buf_put(&c->w->bufs, c->rbuf);
+        c->rbuf = NULL;
+    }
+    if (shutdown(c->io.fd, SHUT_WR) < 0) {
+        conn_close(c);
+        return;
+    }
+    c->lingering = true;
+    c->head_started = false; /* nothing more will be parsed: a drain may close it */
+    c->readable = true;
+    pt_timer_arm(&c->w->loop, &c->timer, PT_LINGER_MS, conn_timeout);
+    linger_discard(c);
+}
+
 /* The response is fully written: end the transaction and get ready for the
  * next request on this connection (or close it). */
 static void txn_finish(struct pt_txn *t)
@@ -1640,9 +1698,13 @@ static void txn_finish(struct pt_txn *t)
     if (!t->req_done)
         t->close_after = true;
     bool close_conn = t->close_after || atomic_load_explicit(&w->draining, memory_order_relaxed);
+    bool unread_body = !t->req_done;
     txn_end(t, true);
     if (close_conn) {
-        conn_close(c);
+        if (unread_body)
+            conn_linger(c);
+        else
+            conn_close(c);
         return;
     }
     c->head_started = false;
@@ -1661,6 +1723,10 @@ static void txn_finish(struct pt_txn *t)
 
 static void conn_run(struct pt_conn *c)
 {
+    if (c->lingering) {
+        linger_discard(c);
+        return;
+    }
     for (int guard = 0; guard < 10000; guard++) {
         if (c->closed)
             return;

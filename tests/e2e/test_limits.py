@@ -319,3 +319,47 @@ def test_stalled_request_body_is_408(gateway, backends):
     assert_error_resp(r, 408)
     assert r.header("Connection") == "close"
     s.close()
+
+
+def test_413_survives_a_client_still_sending(gateway, backends):
+    """A client streaming a body far over the limit gets its 413 and then a
+    clean end of stream: the gateway shuts its write side and discards the
+    rest (lingering close, RFC 9112 §9.6) instead of closing with unread
+    data, which makes the kernel answer with a reset that can destroy the
+    response before the client reads it."""
+    import threading
+    b = backends("ling")
+    cfg = make_config(free_port(), {"l": upstream(b.port)},
+                      [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "l",
+                        "max_body_bytes": "1KiB"}])
+    gw = gateway(cfg)
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", gw.port))
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        stop = threading.Event()
+
+        def pump():
+            chunk = b"4000\r\n" + b"x" * 0x4000 + b"\r\n"
+            try:
+                while not stop.is_set():
+                    s.sendall(chunk)
+                    time.sleep(0.001)
+            except OSError:
+                pass
+
+        t = threading.Thread(target=pump, daemon=True)
+        t.start()
+        s.settimeout(scaled(5))
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)  # a reset raises ConnectionResetError here
+                if not chunk:
+                    break  # clean end of stream after the response
+                data += chunk
+        finally:
+            stop.set()
+        r = parse_response(data)
+        assert r.status == 413, data[:200]
+        s.close()
+        t.join(scaled(5))
