@@ -577,13 +577,33 @@ static size_t put(char *o, pt_slice s)
     return s.len;
 }
 
+/* Writes one "name: value\r\n" line; returns its length. */
+static size_t put_field(char *o, pt_slice name, pt_slice value)
+{
+    size_t n = put(o, name);
+    o[n++] = ':';
+    o[n++] = ' ';
+    n += put(o + n, value);
+    o[n++] = '\r';
+    o[n++] = '\n';
+    return n;
+}
+
+/* Room put_field needs for every field of a list (dead ones included). */
+static size_t fields_size(const struct pt_headers *h)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < h->n; i++)
+        n += h->f[i].name.len + h->f[i].value.len + 4;
+    return n;
+}
+
 /* Builds the request head sent upstream: request line with the rewritten
  * path, live non-hop-by-hop fields, then our framing. */
 static bool build_upstream_head(struct pt_txn *t)
 {
     size_t cap = t->req.method.len + t->path.len + t->req.query.len + 64;
-    for (uint32_t i = 0; i < t->reqh.n; i++)
-        cap += t->reqh.f[i].name.len + t->reqh.f[i].value.len + 4;
+    cap += fields_size(&t->reqh);
     char *o = pt_arena_alloc(&t->c->arena, cap);
     if (!o)
         return false;
@@ -600,12 +620,7 @@ static bool build_upstream_head(struct pt_txn *t)
         const struct pt_hfield *f = &t->reqh.f[i];
         if (f->dead || (pt_token_flags[f->token] & PT_TF_HOP) || f->token == PT_TOK_EXPECT)
             continue;
-        n += put(o + n, f->name);
-        o[n++] = ':';
-        o[n++] = ' ';
-        n += put(o + n, f->value);
-        o[n++] = '\r';
-        o[n++] = '\n';
+        n += put_field(o + n, f->name, f->value);
     }
     if (t->req_mode == BODY_CHUNKED)
         n += put(o + n, PT_SLICE("Transfer-Encoding: chunked\r\n"));
@@ -622,8 +637,7 @@ static bool build_client_head(struct pt_txn *t)
     /* The status line carries the upstream's reason phrase, which can be
      * as long as a whole head: count it. */
     size_t cap = 128 + t->res.reason.len;
-    for (uint32_t i = 0; i < t->resph.n; i++)
-        cap += t->resph.f[i].name.len + t->resph.f[i].value.len + 4;
+    cap += fields_size(&t->resph);
     char *o = pt_arena_alloc(&t->c->arena, cap);
     if (!o)
         return false;
@@ -642,12 +656,7 @@ static bool build_client_head(struct pt_txn *t)
             continue;
         if (t->res_decode && f->token == PT_TOK_CONTENT_LENGTH)
             continue;
-        len += put(o + len, f->name);
-        o[len++] = ':';
-        o[len++] = ' ';
-        len += put(o + len, f->value);
-        o[len++] = '\r';
-        o[len++] = '\n';
+        len += put_field(o + len, f->name, f->value);
     }
     if (t->res_mode == BODY_CHUNKED && !t->res_decode)
         len += put(o + len, PT_SLICE("Transfer-Encoding: chunked\r\n"));
@@ -797,9 +806,7 @@ static bool txn_run_request_filters(struct pt_txn *t)
     const struct pt_chain *ch = &t->route->chain;
     if (ch->n_request == 0)
         return true;
-    uint64_t t0 = pt_now_ns();
     int r = pt_chain_run_request(ch, &t->fctx, t->states, &t->cursor);
-    (void)t0;
     switch (r) {
     case PT_FILTER_CONTINUE:
         return true;
@@ -808,9 +815,7 @@ static bool txn_run_request_filters(struct pt_txn *t)
         return false;
     case PT_FILTER_RESPOND: {
         /* Extra headers a filter put into resp_headers (e.g. Retry-After). */
-        size_t cap = 1;
-        for (uint32_t i = 0; i < t->resph.n; i++)
-            cap += t->resph.f[i].name.len + t->resph.f[i].value.len + 4;
+        size_t cap = 1 + fields_size(&t->resph);
         char *extra = pt_arena_alloc(&t->c->arena, cap);
         size_t n = 0;
         if (extra) {
@@ -818,12 +823,7 @@ static bool txn_run_request_filters(struct pt_txn *t)
                 const struct pt_hfield *f = &t->resph.f[i];
                 if (f->dead)
                     continue;
-                n += put(extra + n, f->name);
-                extra[n++] = ':';
-                extra[n++] = ' ';
-                n += put(extra + n, f->value);
-                extra[n++] = '\r';
-                extra[n++] = '\n';
+                n += put_field(extra + n, f->name, f->value);
             }
             extra[n] = 0;
         }
@@ -1427,12 +1427,7 @@ static bool queue_interim(struct pt_txn *t)
         const struct pt_h1_header *h = &t->res.headers[i];
         if (pt_token_flags[h->token] & PT_TF_HOP)
             continue;
-        n += put(o + n, h->name);
-        o[n++] = ':';
-        o[n++] = ' ';
-        n += put(o + n, h->value);
-        o[n++] = '\r';
-        o[n++] = '\n';
+        n += put_field(o + n, h->name, h->value);
     }
     o[n++] = '\r';
     o[n++] = '\n';
