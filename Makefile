@@ -7,7 +7,7 @@ OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=gnu17 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
            -D_GNU_SOURCE -Isrc -pthread -fno-strict-aliasing
-LDLIBS  += -lyaml -lpcre2-8 -lpthread -lm
+LDLIBS  += -lyaml -lpcre2-8 -luring -lpthread -lm
 
 ifneq ($(SANITIZE),)
 BUILD   ?= build-san
@@ -24,7 +24,7 @@ UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOLS    := $(BUILD)/demo_backend
 
-.PHONY: all deps run test unit e2e test-san bench microbench fuzz format lint clean
+.PHONY: all deps run test unit e2e e2e-uring test-san bench microbench fuzz format lint clean
 all: $(BUILD)/portico $(TOOLS)
 
 $(BUILD)/%.o: %.c
@@ -61,12 +61,18 @@ unit: $(UNIT_BIN)
 e2e: all
 	PORTICO_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q tests/e2e
 
-# The whole suite, plain then under ASan+UBSan.
+# The same end-to-end suite with every gateway on the io_uring backend.
+e2e-uring: all
+	PORTICO_BUILD=$(BUILD) PORTICO_E2E_IO_BACKEND=io_uring /usr/bin/python3 -m pytest -q tests/e2e
+
+# The whole suite, plain then under ASan+UBSan, each on both I/O backends.
 test: deps
 	$(MAKE) all unit
 	$(MAKE) e2e
+	$(MAKE) e2e-uring
 	$(MAKE) SANITIZE=address,undefined OPT=-O1 all unit
 	$(MAKE) SANITIZE=address,undefined OPT=-O1 e2e
+	$(MAKE) SANITIZE=address,undefined OPT=-O1 e2e-uring
 
 microbench: all
 	$(MAKE) $(BUILD)/microbench && $(BUILD)/microbench

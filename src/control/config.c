@@ -74,6 +74,7 @@ struct cfg {
 /* Top-level sections. */
 static void walk_root(struct cfg *c, const struct pt_ynode *root);
 static void walk_workers(struct cfg *c, const struct pt_ynode *n);
+static void walk_io_backend(struct cfg *c, const struct pt_ynode *n);
 static void walk_listeners(struct cfg *c, const struct pt_ynode *n);
 static void walk_admin(struct cfg *c, const struct pt_ynode *n);
 static void walk_limits(struct cfg *c, const struct pt_ynode *n);
@@ -466,11 +467,13 @@ enum {
     K_UPSTREAMS,
     K_FILTERS,
     K_ROUTES,
+    K_IO_BACKEND,
     K_ROOT_N
 };
 
-static const char *const root_keys[] = {"workers",   "listeners", "admin",  "limits", "access_log",
-                                        "upstreams", "filters",   "routes", NULL};
+static const char *const root_keys[] = {"workers",    "listeners", "admin",   "limits",
+                                        "access_log", "upstreams", "filters", "routes",
+                                        "io_backend", NULL};
 static const char *const root_planned[] = {"tracing", "cluster", "consumers", NULL};
 
 static void walk_root(struct cfg *c, const struct pt_ynode *root)
@@ -490,6 +493,8 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
 
     if (v[K_WORKERS])
         walk_workers(c, v[K_WORKERS]);
+    if (v[K_IO_BACKEND])
+        walk_io_backend(c, v[K_IO_BACKEND]);
     if (v[K_LISTENERS])
         walk_listeners(c, v[K_LISTENERS]);
     /* Only when none were written: invalid ones are reported already. */
@@ -526,6 +531,21 @@ static void walk_workers(struct cfg *c, const struct pt_ynode *n)
     }
     char buf[64];
     err_at(c, n, "`workers` must be `auto` or a number from 1 to 1024, got %s",
+           pt_cfg_describe(n, buf, sizeof(buf)));
+}
+
+static void walk_io_backend(struct cfg *c, const struct pt_ynode *n)
+{
+    if (n->kind == PT_YSCALAR && !n->is_null && strcmp(n->str, "epoll") == 0) {
+        c->g->io_backend = PT_IO_EPOLL;
+        return;
+    }
+    if (n->kind == PT_YSCALAR && !n->is_null && strcmp(n->str, "io_uring") == 0) {
+        c->g->io_backend = PT_IO_URING;
+        return;
+    }
+    char buf[64];
+    err_at(c, n, "`io_backend` must be `epoll` or `io_uring`, got %s",
            pt_cfg_describe(n, buf, sizeof(buf)));
 }
 

@@ -148,6 +148,10 @@ static int reload(struct runtime *rt, char **errors)
     rt->next_id++;
     if (g->workers != rt->nworkers)
         pt_warn("workers: %d → %d takes effect at the next restart", rt->nworkers, g->workers);
+    if (g->io_backend != old->io_backend)
+        pt_warn("io_backend: %s → %s takes effect at the next restart",
+                old->io_backend == PT_IO_URING ? "io_uring" : "epoll",
+                g->io_backend == PT_IO_URING ? "io_uring" : "epoll");
     apply_access_log(rt, g, old);
     atomic_store_explicit(&pt_gen_current, g, memory_order_release);
     rt->retired[rt->nretired++] = old;
@@ -241,7 +245,13 @@ int pt_runtime_run(const char *config_path)
     for (int i = 0; i < rt.nworkers; i++) {
         int e = pt_worker_start(&rt.workers[i], i);
         if (e < 0) {
-            pt_error("cannot start worker %d: %s", i, strerror(-e));
+            if (g->io_backend == PT_IO_URING)
+                pt_error("cannot start worker %d: io_backend io_uring: %s (is io_uring disabled "
+                         "by kernel.io_uring_disabled or a seccomp policy? `io_backend: epoll` "
+                         "works everywhere)",
+                         i, strerror(-e));
+            else
+                pt_error("cannot start worker %d: %s", i, strerror(-e));
             for (int j = 0; j < started; j++)
                 pt_worker_drain(&rt.workers[j]);
             for (int j = 0; j < started; j++)
@@ -257,8 +267,8 @@ int pt_runtime_run(const char *config_path)
     apply_access_log(&rt, g, NULL);
     for (uint32_t i = 0; i < g->nlisteners; i++)
         pt_info("listening on %s (%s)", g->listeners[i].address, g->listeners[i].name);
-    pt_info("portico ready: generation %llu, %d workers, %u routes", (unsigned long long)g->id,
-            rt.nworkers, g->nroutes);
+    pt_info("portico ready: generation %llu, %d workers (%s), %u routes", (unsigned long long)g->id,
+            rt.nworkers, pt_loop_backend_name(&rt.workers[0].loop), g->nroutes);
 
     for (;;) {
         struct pollfd pfds[40];

@@ -7,7 +7,7 @@
  * are re-armed far more often than they fire, which is the case this shape
  * is good at.
  */
-#include "core/loop.h"
+#include "core/loop_impl.h"
 
 #include <errno.h>
 #include <unistd.h>
@@ -19,42 +19,91 @@ static void slot_init(struct pt_timer *head)
     head->next = head->prev = head;
 }
 
-int pt_loop_init(struct pt_loop *loop)
+int pt_loop_init_backend(struct pt_loop *loop, enum pt_io_backend backend)
 {
-    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (loop->epfd < 0)
-        return -errno;
+    loop->epfd = -1;
+    loop->u = NULL;
     loop->now_ms = pt_now_ms();
     loop->wheel_ms = loop->now_ms;
     loop->armed = 0;
+    loop->rx_starved = 0;
     for (uint32_t i = 0; i < PT_WHEEL_SLOTS; i++)
         slot_init(&loop->slots[i]);
-    return 0;
+    if (backend == PT_IO_URING)
+        return pt_uring_init(loop);
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    return loop->epfd < 0 ? -errno : 0;
+}
+
+int pt_loop_init(struct pt_loop *loop)
+{
+    return pt_loop_init_backend(loop, PT_IO_EPOLL);
+}
+
+void pt_loop_thread_start(struct pt_loop *loop)
+{
+    if (loop->u)
+        pt_uring_thread_start(loop);
+}
+
+void pt_loop_flush(struct pt_loop *loop)
+{
+    if (loop->u)
+        pt_uring_flush(loop);
 }
 
 void pt_loop_destroy(struct pt_loop *loop)
 {
+    if (loop->u)
+        pt_uring_destroy(loop);
     if (loop->epfd >= 0)
         close(loop->epfd);
     loop->epfd = -1;
 }
 
+const char *pt_loop_backend_name(const struct pt_loop *loop)
+{
+    return loop->u ? "io_uring" : "epoll";
+}
+
 int pt_loop_add(struct pt_loop *loop, struct pt_io *io, uint32_t events)
 {
+    if (loop->u)
+        return pt_uring_add_poll(loop, io, events, true);
     struct epoll_event ev = {.events = events | EPOLLET, .data.ptr = io};
     return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev) < 0 ? -errno : 0;
 }
 
 int pt_loop_mod(struct pt_loop *loop, struct pt_io *io, uint32_t events)
 {
+    if (loop->u) {
+        pt_uring_del(loop, io);
+        return pt_uring_add_poll(loop, io, events, true);
+    }
     struct epoll_event ev = {.events = events | EPOLLET, .data.ptr = io};
     return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) < 0 ? -errno : 0;
 }
 
 void pt_loop_del(struct pt_loop *loop, struct pt_io *io)
 {
-    if (io->fd >= 0)
+    if (loop->u)
+        pt_uring_del(loop, io);
+    else if (io->fd >= 0)
         epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+}
+
+int pt_loop_add_stream(struct pt_loop *loop, struct pt_io *io, bool connecting)
+{
+    if (loop->u)
+        return pt_uring_add_stream(loop, io, connecting);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = io};
+    return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev) < 0 ? -errno : 0;
+}
+
+void pt_io_connected(struct pt_loop *loop, struct pt_io *io)
+{
+    if (loop->u)
+        pt_uring_connected(loop, io);
 }
 
 static struct pt_timer *slot_of(struct pt_loop *loop, uint64_t ms)
@@ -90,7 +139,7 @@ void pt_timer_arm(struct pt_loop *loop, struct pt_timer *t, uint64_t delay_ms, p
 /* Walks the slots between the last processed tick and now, firing what is
  * due. A callback may arm or cancel any timer, including the next one in
  * the slot, so the walk restarts from the head after each firing. */
-static void run_timers(struct pt_loop *loop)
+void pt_loop_run_timers(struct pt_loop *loop)
 {
     uint64_t now = loop->now_ms;
     if (loop->armed == 0) {
@@ -121,7 +170,7 @@ static void run_timers(struct pt_loop *loop)
 
 /* Milliseconds until the earliest timer could be due, capped. Scans ahead
  * slot by slot; cheap because it stops at the first non-empty slot. */
-static int next_timeout(struct pt_loop *loop, int max_wait_ms)
+int pt_loop_next_timeout(struct pt_loop *loop, int max_wait_ms)
 {
     if (loop->armed == 0)
         return max_wait_ms;
@@ -144,8 +193,10 @@ static int next_timeout(struct pt_loop *loop, int max_wait_ms)
 
 int pt_loop_run_once(struct pt_loop *loop, int max_wait_ms)
 {
+    if (loop->u)
+        return pt_uring_run_once(loop, max_wait_ms);
     struct epoll_event evs[MAX_EVENTS];
-    int timeout = next_timeout(loop, max_wait_ms);
+    int timeout = pt_loop_next_timeout(loop, max_wait_ms);
     int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout);
     loop->now_ms = pt_now_ms();
     if (n < 0)
@@ -155,6 +206,6 @@ int pt_loop_run_once(struct pt_loop *loop, int max_wait_ms)
         if (io)
             io->cb(loop, io, evs[i].events);
     }
-    run_timers(loop);
+    pt_loop_run_timers(loop);
     return n;
 }

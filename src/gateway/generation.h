@@ -12,6 +12,7 @@
 #define PT_GATEWAY_GENERATION_H
 
 #include "core/arena.h"
+#include "core/loop.h"
 #include "filters/filter.h"
 #include "proxy/upstream_types.h"
 
@@ -90,7 +91,8 @@ struct pt_generation {
     uint64_t id;
     struct pt_arena arena;
     const char *source_path;
-    int workers; /* resolved: "auto" → number of CPUs */
+    int workers;                   /* resolved: "auto" → number of CPUs */
+    enum pt_io_backend io_backend; /* fixed at start, like workers */
     struct pt_listener_cfg *listeners;
     uint32_t nlisteners;
     struct pt_listener_cfg admin; /* admin listener (address); name "admin" */

@@ -195,10 +195,8 @@ static void listeners_sync(struct pt_worker *w)
         }
         pt_loop_add(&w->loop, &l->io, EPOLLIN);
     }
-    for (uint32_t j = 0; j < w->nlisteners; j++) {
-        if (w->listeners[j].io.fd >= 0)
-            close(w->listeners[j].io.fd);
-    }
+    for (uint32_t j = 0; j < w->nlisteners; j++)
+        pt_io_close(&w->loop, &w->listeners[j].io);
     free(w->listeners);
     w->listeners = nl;
     w->nlisteners = g->nlisteners;
@@ -212,12 +210,8 @@ static void listeners_sync(struct pt_worker *w)
 
 static void close_listeners(struct pt_worker *w)
 {
-    for (uint32_t i = 0; i < w->nlisteners; i++) {
-        if (w->listeners[i].io.fd >= 0) {
-            close(w->listeners[i].io.fd);
-            w->listeners[i].io.fd = -1;
-        }
-    }
+    for (uint32_t i = 0; i < w->nlisteners; i++)
+        pt_io_close(&w->loop, &w->listeners[i].io);
 }
 
 /* ---- thread ---- */
@@ -265,6 +259,7 @@ static void *worker_main(void *arg)
     struct pt_worker *w = arg;
     bool drain_started = false;
     uint64_t drain_deadline = 0;
+    pt_loop_thread_start(&w->loop);
     for (;;) {
         begin_turn(w);
         if (atomic_load(&w->draining)) {
@@ -296,7 +291,8 @@ static void *worker_main(void *arg)
         pt_outbound_reap(&w->ob);
     }
     close_listeners(w);
-    pt_conn_reap(w); /* connections closed by the last drain pass */
+    pt_loop_flush(&w->loop); /* queued closes and last responses */
+    pt_conn_reap(w);         /* connections closed by the last drain pass */
     pt_conn_cache_free(w);
     pt_arena_pool_destroy(&w->arena_pool);
     pt_outbound_destroy(&w->ob);
@@ -309,7 +305,7 @@ static void *worker_main(void *arg)
 int pt_worker_start(struct pt_worker *w, int id)
 {
     w->id = id;
-    int rc = pt_loop_init(&w->loop);
+    int rc = pt_loop_init_backend(&w->loop, atomic_load(&pt_gen_current)->io_backend);
     if (rc < 0)
         return rc;
     pt_bufpool_init(&w->bufs, 1024);

@@ -109,10 +109,7 @@ void pt_uconn_close(struct pt_uconn *uc)
     if (uc->idle)
         idle_unlink(uc);
     pt_timer_cancel(ob->loop, &uc->timer);
-    if (uc->io.fd >= 0) {
-        close(uc->io.fd); /* also removes it from epoll */
-        uc->io.fd = -1;
-    }
+    pt_io_close(ob->loop, &uc->io); /* also unregisters it */
     if (uc->rbuf) {
         pt_buf_put(ob->bufs, uc->rbuf);
         uc->rbuf = NULL;
@@ -203,7 +200,7 @@ struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target
     uc->ob = ob;
     uc->pool = p;
     uc->connected = rc == 0;
-    if (pt_loop_add(ob->loop, &uc->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP) < 0) {
+    if (pt_loop_add_stream(ob->loop, &uc->io, !uc->connected) < 0) {
         *err = -errno;
         close(fd);
         free(uc);
@@ -222,6 +219,7 @@ int pt_uconn_finish_connect(struct pt_uconn *uc)
     if (soerr)
         return -soerr;
     uc->connected = true;
+    pt_io_connected(uc->ob->loop, &uc->io);
     return 0;
 }
 

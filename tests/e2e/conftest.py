@@ -272,6 +272,18 @@ def upstream(*ports, weights=None, **extra):
     return u
 
 
+# PORTICO_E2E_IO_BACKEND=io_uring runs every test whose config is built as
+# a dict on the io_uring backend (`make test` runs the suite both ways).
+E2E_IO_BACKEND = os.environ.get("PORTICO_E2E_IO_BACKEND", "")
+
+
+def with_backend(cfg):
+    if E2E_IO_BACKEND and isinstance(cfg, dict) and "io_backend" not in cfg:
+        cfg = dict(cfg)
+        cfg["io_backend"] = E2E_IO_BACKEND
+    return cfg
+
+
 def make_config(port, upstreams, routes, admin_port=None, workers=2, limits=None,
                 access_log=None, filters=None):
     """A whole config as a dict. `access_log` defaults to off so tests don't
@@ -319,6 +331,7 @@ class Gateway:
 
     def __init__(self, cfg, workdir, env_extra=None, name="portico.yaml"):
         require_binaries()
+        cfg = with_backend(cfg)
         self.stopped = False   # stop() was called
         self.died_rc = None    # exit status if it had exited before stop()
         self.reported = False
@@ -379,6 +392,7 @@ class Gateway:
     def reload(self, new_cfg, expect_ok=True, timeout=None):
         """Rewrites the config file, sends SIGHUP and waits for the
         "reloaded ... generation" (or "reload failed") log line. Returns it."""
+        new_cfg = with_backend(new_cfg)
         text = new_cfg if isinstance(new_cfg, str) else to_yaml(new_cfg)
         tmp = self.config_path + ".tmp"
         with open(tmp, "w") as f:

@@ -300,6 +300,7 @@ static void test_defaults(void)
         return;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     CHECK_EQ_INT(g->workers, cpus > 0 ? cpus : 1);
+    CHECK_EQ_INT(g->io_backend, PT_IO_EPOLL);
     CHECK(g->has_admin);
     CHECK_STR(g->admin.address, "127.0.0.1:9901");
     CHECK(g->admin_token == NULL);
@@ -718,6 +719,15 @@ static void test_file_level(void)
            "t.yaml:6:52: `keepalive` must be from 0 to 100000, got -1",
            "t.yaml:7:43: unknown key `nme` in listener (did you mean `name`?)",
            "t.yaml:8:10: `workers` must be `auto` or a number from 1 to 1024, got `0`");
+    EXPECT("listeners: [{ address: 127.0.0.1:18080 }]\n"
+           "io_backend: uring\n",
+           "t.yaml:2:13: `io_backend` must be `epoll` or `io_uring`, got `uring`");
+    struct pt_generation *g = EXPECT_OK("listeners: [{ address: 127.0.0.1:18080 }]\n"
+                                        "io_backend: io_uring\n");
+    if (g) {
+        CHECK_EQ_INT(g->io_backend, PT_IO_URING);
+        pt_generation_free(g);
+    }
 }
 
 /* ---- the generic field parser, with a probe filter of every type ---- */

@@ -70,7 +70,7 @@ static void test_io(void)
     CHECK(pt_loop_init(&loop) == 0);
     int sv[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
-    struct pt_io io = {sv[0], on_io};
+    struct pt_io io = {.fd = sv[0], .cb = on_io};
     CHECK(pt_loop_add(&loop, &io, EPOLLIN) == 0);
     CHECK(write(sv[1], "hello", 5) == 5);
     io_calls = 0;
