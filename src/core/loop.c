@@ -26,6 +26,7 @@ int pt_loop_init_backend(struct pt_loop *loop, enum pt_io_backend backend)
     loop->now_ms = pt_now_ms();
     loop->wheel_ms = loop->now_ms;
     loop->armed = 0;
+    loop->quiet_until_ms = 0;
     loop->rx_starved = 0;
     for (uint32_t i = 0; i < PT_WHEEL_SLOTS; i++)
         slot_init(&loop->slots[i]);
@@ -126,6 +127,8 @@ void pt_timer_arm(struct pt_loop *loop, struct pt_timer *t, uint64_t delay_ms, p
     pt_timer_cancel(loop, t);
     t->cb = cb;
     t->expires_ms = loop->now_ms + delay_ms;
+    if (t->expires_ms < loop->quiet_until_ms)
+        loop->quiet_until_ms = t->expires_ms;
     /* Never place a timer in a slot the wheel has already passed. */
     uint64_t at = t->expires_ms < loop->wheel_ms ? loop->wheel_ms : t->expires_ms;
     struct pt_timer *head = slot_of(loop, at);
@@ -175,6 +178,11 @@ int pt_loop_next_timeout(struct pt_loop *loop, int max_wait_ms)
     if (loop->armed == 0)
         return max_wait_ms;
     uint64_t limit = (uint64_t)(max_wait_ms < 0 ? 60000 : max_wait_ms);
+    uint64_t now = loop->now_ms;
+    /* The last scan proved no timer due before quiet_until_ms (arming an
+     * earlier one lowers it): most turns need no scan at all. */
+    if (loop->quiet_until_ms > now)
+        return (int)PT_MIN(limit, loop->quiet_until_ms - now);
     for (uint64_t d = 0; d <= limit; d += PT_WHEEL_TICK_MS) {
         struct pt_timer *head = slot_of(loop, loop->wheel_ms + d);
         /* A slot also holds timers of later wheel turns (idle timeouts of
@@ -183,11 +191,12 @@ int pt_loop_next_timeout(struct pt_loop *loop, int max_wait_ms)
          * tick. */
         for (struct pt_timer *t = head->next; t != head; t = t->next) {
             if (t->expires_ms <= loop->wheel_ms + d + PT_WHEEL_TICK_MS) {
-                uint64_t now = loop->now_ms;
+                loop->quiet_until_ms = loop->wheel_ms + d;
                 return t->expires_ms <= now ? 0 : (int)(t->expires_ms - now) + 1;
             }
         }
     }
+    loop->quiet_until_ms = loop->wheel_ms + limit;
     return (int)limit;
 }
 

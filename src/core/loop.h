@@ -50,14 +50,16 @@ struct pt_io {
     struct pt_uop *op_recv; /* armed receive */
     struct pt_uop *op_send; /* send in flight */
     struct pt_uop *op_poll; /* readiness poll (listeners, connect) */
-    const char *rdata;      /* received bytes not yet handed out */
-    uint32_t rlen;
-    uint16_t rbid;     /* provided-buffer id holding rdata */
-    bool want_out;     /* a send returned EAGAIN or short: raise EPOLLOUT */
-    bool shut_pending; /* shutdown(SHUT_WR) once the send in flight is done */
-    bool starved;      /* receive waits for a free provided buffer */
-    int rerr;          /* sticky: PT_IO_EOF or the receive's errno */
-    int serr;          /* sticky errno of a failed send */
+    const char *rdata;      /* received bytes not yet handed out (head buffer) */
+    uint32_t rlen;          /* bytes left at rdata */
+    uint16_t rbid, rtail;   /* provided buffers queued: head (holds rdata), tail */
+    uint8_t rq;             /* number of buffers queued */
+    bool rpaused;           /* receive cancelled because rq reached the cap */
+    bool want_out;          /* a send returned EAGAIN or short: raise EPOLLOUT */
+    bool shut_pending;      /* shutdown(SHUT_WR) once the send in flight is done */
+    bool starved;           /* receive waits for a free provided buffer */
+    int rerr;               /* sticky: PT_IO_EOF or the receive's errno */
+    int serr;               /* sticky errno of a failed send */
 };
 
 #define PT_IO_EOF (-1)
@@ -86,7 +88,8 @@ struct pt_loop {
     uint64_t wheel_ms;                     /* time up to which the wheel has been processed */
     struct pt_timer slots[PT_WHEEL_SLOTS]; /* list heads (sentinels) */
     uint32_t armed;
-    uint64_t rx_starved; /* io_uring: receives that found no free buffer */
+    uint64_t quiet_until_ms; /* no timer is due before this (a cached scan) */
+    uint64_t rx_starved;     /* io_uring: receives that found no free buffer */
 };
 
 /* An epoll loop. */

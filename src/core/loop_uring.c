@@ -9,12 +9,13 @@
  * many requests the turn moved.
  *
  * Model, as seen by callers: the same edge-triggered readiness as epoll.
- *   - receive: each stream socket has one receive armed, into a buffer the
- *     kernel picks from a provided-buffer ring when bytes arrive (an idle
- *     connection holds no buffer). The completion raises EPOLLIN; the
- *     bytes stay staged until pt_io_recv copies them out, and only then is
- *     the next receive armed, so a reader that stops reading stops the
- *     socket (flow control as with epoll).
+ *   - receive: each stream socket has one multishot receive armed for its
+ *     whole life; each arrival lands in a buffer the kernel picks from a
+ *     provided-buffer ring (an idle connection holds no buffer) and queues
+ *     on the socket; the first one raises EPOLLIN. pt_io_recv copies queued
+ *     bytes out and hands buffers back. A socket with RQ_CAP buffers queued
+ *     has its receive cancelled until the reader catches up, so a reader
+ *     that stops reading stops the socket (flow control as with epoll).
  *   - send: pt_io_sendv copies the bytes into a staging buffer and queues
  *     the send; one send per socket is in flight. A second call while it
  *     is gets EAGAIN, and its completion raises EPOLLOUT.
@@ -48,6 +49,7 @@
 #define RB_COUNT 128u /* provided receive buffers; a power of two */
 #define RB_SIZE 16384u
 #define RB_GROUP 1
+#define RQ_CAP 4       /* buffers one socket may have queued before it is paused */
 #define SB_SIZE 16384u /* send staging buffer */
 #define SB_KEEP 256u   /* staging buffers kept for reuse */
 #define OPS_CHUNK 256u
@@ -78,7 +80,9 @@ struct pt_uring {
     struct io_uring_buf_ring *br;
     size_t br_bytes;
     char *rbufs;
-    uint32_t rb_free; /* buffers the kernel may still pick */
+    uint16_t rb_next[RB_COUNT]; /* per-socket queue links */
+    uint32_t rb_len[RB_COUNT];  /* bytes the kernel put in each queued buffer */
+    uint32_t rb_free;           /* buffers the kernel may still pick */
     struct pt_uop *free_ops;
     struct op_chunk *chunks;
     char *sfree[SB_KEEP];
@@ -203,7 +207,7 @@ static void arm_recv(struct pt_loop *loop, struct pt_io *io)
     op->io = io;
     op->fd = io->fd;
     struct io_uring_sqe *sqe = get_sqe(u);
-    io_uring_prep_recv(sqe, io->fd, NULL, RB_SIZE, 0);
+    io_uring_prep_recv_multishot(sqe, io->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = RB_GROUP;
     io_uring_sqe_set_data(sqe, op);
@@ -244,8 +248,9 @@ static void io_reset(struct pt_io *io)
     io->op_recv = io->op_send = io->op_poll = NULL;
     io->rdata = NULL;
     io->rlen = 0;
-    io->rbid = 0;
-    io->want_out = io->shut_pending = io->starved = false;
+    io->rbid = io->rtail = 0;
+    io->rq = 0;
+    io->want_out = io->shut_pending = io->starved = io->rpaused = false;
     io->rerr = io->serr = 0;
 }
 
@@ -374,32 +379,47 @@ int pt_uring_add_stream(struct pt_loop *loop, struct pt_io *io, bool connecting)
 
 void pt_uring_connected(struct pt_loop *loop, struct pt_io *io)
 {
-    if (!io->op_recv && !io->rlen && !io->rerr && !io->starved)
+    if (!io->op_recv && !io->rq && !io->rerr && !io->starved)
+        arm_recv(loop, io);
+}
+
+/* Arms the receive again when it ended (pause, no buffer, overflow) and
+ * nothing stands against it. */
+static void maybe_rearm(struct pt_loop *loop, struct pt_io *io)
+{
+    if (!io->op_recv && !io->rerr && !io->starved && io->rq < RQ_CAP && io->fd >= 0 && !io->op_poll)
         arm_recv(loop, io);
 }
 
 ssize_t pt_uring_recv(struct pt_loop *loop, struct pt_io *io, void *buf, size_t len)
 {
-    if (io->rlen) {
-        size_t n = len < io->rlen ? len : io->rlen;
-        memcpy(buf, io->rdata, n);
+    struct pt_uring *u = loop->u;
+    size_t got = 0;
+    while (got < len && io->rq) {
+        size_t n = len - got < io->rlen ? len - got : io->rlen;
+        memcpy((char *)buf + got, io->rdata, n);
+        got += n;
         io->rdata += n;
         io->rlen -= (uint32_t)n;
         if (io->rlen == 0) {
-            rb_return(loop->u, io->rbid);
-            if (!io->rerr && !io->op_recv && !io->starved)
-                arm_recv(loop, io);
+            uint16_t done = io->rbid;
+            if (--io->rq) {
+                io->rbid = u->rb_next[done];
+                io->rdata = u->rbufs + (size_t)io->rbid * RB_SIZE;
+                io->rlen = u->rb_len[io->rbid];
+            }
+            rb_return(u, done);
         }
-        return (ssize_t)n;
     }
+    maybe_rearm(loop, io);
+    if (got)
+        return (ssize_t)got;
     if (io->rerr) {
         if (io->rerr == PT_IO_EOF)
             return 0;
         errno = io->rerr;
         return -1;
     }
-    if (!io->op_recv && !io->starved && io->fd >= 0 && !io->op_poll)
-        arm_recv(loop, io);
     errno = EAGAIN;
     return -1;
 }
@@ -472,8 +492,11 @@ void pt_uring_close(struct pt_loop *loop, struct pt_io *io)
         io->op_poll->io = NULL;
         cancel_op(u, io->op_poll);
     }
-    if (io->rlen)
-        rb_return(u, io->rbid);
+    for (uint16_t b = io->rbid; io->rq; io->rq--) {
+        uint16_t next = u->rb_next[b];
+        rb_return(u, b);
+        b = next;
+    }
     if (io->starved)
         unstarve(u, io);
     if (io->op_send) {
@@ -495,8 +518,15 @@ static int on_recv(struct pt_loop *loop, struct pt_uop *op, int32_t res, uint32_
     struct pt_uring *u = loop->u;
     struct pt_io *io = op->io;
     bool has_buf = flags & IORING_CQE_F_BUFFER;
+    bool more = flags & IORING_CQE_F_MORE; /* the multishot receive goes on */
     uint16_t bid = (uint16_t)(flags >> IORING_CQE_BUFFER_SHIFT);
-    op_put(u, op);
+    if (!more) {
+        op_put(u, op);
+        if (io) {
+            io->op_recv = NULL;
+            io->rpaused = false; /* a pause ends with the receive it cancelled */
+        }
+    }
     if (has_buf)
         u->rb_free--;
     if (!io) {
@@ -504,22 +534,43 @@ static int on_recv(struct pt_loop *loop, struct pt_uop *op, int32_t res, uint32_
             rb_return(u, bid);
         return 0;
     }
-    io->op_recv = NULL;
-    uint32_t ev;
     if (res > 0 && has_buf) {
-        io->rdata = u->rbufs + (size_t)bid * RB_SIZE;
-        io->rlen = (uint32_t)res;
-        io->rbid = bid;
-        ev = EPOLLIN;
-    } else if (res == 0) {
+        bool was_empty = io->rq == 0;
+        u->rb_len[bid] = (uint32_t)res;
+        if (was_empty) {
+            io->rbid = bid;
+            io->rdata = u->rbufs + (size_t)bid * RB_SIZE;
+            io->rlen = (uint32_t)res;
+        } else {
+            u->rb_next[io->rtail] = bid;
+        }
+        io->rtail = bid;
+        io->rq++;
+        if (io->rq >= RQ_CAP && io->op_recv && !io->rpaused) {
+            /* The reader is behind: stop taking bytes off the socket. */
+            io->rpaused = true;
+            cancel_op(u, io->op_recv);
+        }
+        if (!more)
+            maybe_rearm(loop, io);
+        if (!was_empty)
+            return 0; /* edge-triggered: the reader knows there are bytes */
+        io->cb(loop, io, EPOLLIN);
+        return 1;
+    }
+    uint32_t ev;
+    if (res == 0) {
         io->rerr = PT_IO_EOF;
         ev = EPOLLIN | EPOLLRDHUP;
+    } else if (res == -ECANCELED) {
+        maybe_rearm(loop, io); /* our pause: again once the reader caught up */
+        return 0;
     } else if (res == -ENOBUFS) {
         loop->rx_starved++;
         starve(u, io);
         return 0;
     } else if (res == -EINTR || res == -EAGAIN) {
-        arm_recv(loop, io);
+        maybe_rearm(loop, io);
         return 0;
     } else {
         io->rerr = res < 0 ? -res : EIO;
@@ -635,8 +686,7 @@ int pt_uring_run_once(struct pt_loop *loop, int max_wait_ms)
     while (u->nstarved && u->rb_free) {
         struct pt_io *io = u->starved[--u->nstarved];
         io->starved = false;
-        if (io->fd >= 0 && !io->op_recv && !io->rlen && !io->rerr)
-            arm_recv(loop, io);
+        maybe_rearm(loop, io);
     }
     pt_loop_run_timers(loop);
     return events;

@@ -564,6 +564,17 @@ static size_t put(char *o, pt_slice s)
     return s.len;
 }
 
+/* Writes "HTTP/1.1 NNN " (the parser guarantees three digits). */
+static size_t put_status(char *o, int status)
+{
+    memcpy(o, "HTTP/1.1 ", 9);
+    o[9] = (char)('0' + status / 100 % 10);
+    o[10] = (char)('0' + status / 10 % 10);
+    o[11] = (char)('0' + status % 10);
+    o[12] = ' ';
+    return 13;
+}
+
 /* Writes one "name: value\r\n" line; returns its length. */
 static size_t put_field(char *o, pt_slice name, pt_slice value)
 {
@@ -628,8 +639,7 @@ static bool build_client_head(struct pt_txn *t)
     char *o = pt_arena_alloc(&t->c->arena, cap);
     if (!o)
         return false;
-    int n = snprintf(o, cap, "HTTP/1.1 %d ", t->res.status);
-    size_t len = (size_t)n;
+    size_t len = put_status(o, t->res.status);
     if (t->res.reason.len)
         len += put(o + len, t->res.reason);
     else
@@ -1407,7 +1417,7 @@ static bool queue_interim(struct pt_txn *t)
     size_t n = 0;
     if (left)
         n += put(o, (pt_slice){t->interim.p + t->interim_sent, left});
-    n += (size_t)snprintf(o + n, cap - n, "HTTP/1.1 %d ", t->res.status);
+    n += put_status(o + n, t->res.status);
     n += put(o + n, t->res.reason);
     o[n++] = '\r';
     o[n++] = '\n';

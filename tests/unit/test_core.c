@@ -3,6 +3,7 @@
 #include "core/arena.h"
 #include "core/buf.h"
 #include "core/loop.h"
+#include "core/loop_impl.h"
 #include "unit.h"
 
 #include <sys/socket.h>
@@ -51,6 +52,26 @@ static void test_timers_realtime(void)
     CHECK_EQ_INT(loop.armed, 1);
     pt_timer_cancel(&loop, &far);
     CHECK_EQ_INT(loop.armed, 0);
+    pt_loop_destroy(&loop);
+}
+
+/* The loop caches "no timer due before X" between scans; arming an earlier
+ * timer must shorten the next wait at once. */
+static void test_timer_wait_cache(void)
+{
+    struct pt_loop loop;
+    CHECK(pt_loop_init(&loop) == 0);
+    struct pt_timer far = {0}, near = {0};
+    pt_timer_arm(&loop, &far, 30000, on_timer);
+    int w = pt_loop_next_timeout(&loop, 1000);
+    CHECK_MSG(w >= 990 && w <= 1000, "wait %d", w);
+    w = pt_loop_next_timeout(&loop, 1000); /* from the cache */
+    CHECK_MSG(w >= 990 && w <= 1000, "wait %d", w);
+    pt_timer_arm(&loop, &near, 50, on_timer);
+    w = pt_loop_next_timeout(&loop, 1000);
+    CHECK_MSG(w >= 40 && w <= 51, "wait %d after arming a 50 ms timer", w);
+    pt_timer_cancel(&loop, &near);
+    pt_timer_cancel(&loop, &far);
     pt_loop_destroy(&loop);
 }
 
@@ -140,6 +161,7 @@ static void test_bufpool(void)
 int main(void)
 {
     test_timers_realtime();
+    test_timer_wait_cache();
     test_io();
     test_arena_pool();
     test_bufpool();

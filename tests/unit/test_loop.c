@@ -266,6 +266,45 @@ static void test_send_backpressure_then_close(enum pt_io_backend be)
     fx_close(&fx);
 }
 
+/* A reader that stops reading stops the socket: the peer's sends block
+ * once kernel buffers are full, the loop holds a bounded amount, and
+ * everything the peer sent arrives once the reader goes on. */
+static void test_reader_stops(enum pt_io_backend be)
+{
+    struct fixture fx;
+    fx_open(&fx, be);
+    struct pt_loop *loop = &fx.loop;
+    struct side *s = &fx.s;
+    fcntl(fx.cl, F_SETFL, O_NONBLOCK);
+    static char chunk[65536];
+    size_t want = 64u << 20, sent = 0;
+    int blocked = 0;
+    while (sent < want && blocked < 20) {
+        ssize_t w = send(fx.cl, chunk, sizeof(chunk), MSG_NOSIGNAL);
+        if (w > 0) {
+            sent += (size_t)w;
+            blocked = 0;
+        } else {
+            blocked++;
+        }
+        spin(loop, 1);
+    }
+    CHECK_MSG(sent < want, "64 MiB went into a socket nobody reads");
+    if (be == PT_IO_URING)
+        CHECK_MSG(s->io.rq <= 4, "%u buffers queued on one socket", (unsigned)s->io.rq);
+    size_t got = 0;
+    static char rbuf[16384];
+    for (int i = 0; i < 100000 && got < sent; i++) {
+        ssize_t n = pt_io_recv(loop, &s->io, rbuf, sizeof(rbuf));
+        if (n > 0)
+            got += (size_t)n;
+        else
+            spin(loop, 1);
+    }
+    CHECK_EQ_INT(got, sent);
+    fx_close(&fx);
+}
+
 /* shutdown(SHUT_WR) after a send: the peer reads the bytes then EOF, and
  * the loop's side can still receive. */
 static void test_shutdown_after_send(enum pt_io_backend be)
@@ -412,6 +451,7 @@ int main(void)
         test_recv_pieces_and_eof(backends[b]);
         test_send_backpressure_then_close(backends[b]);
         test_shutdown_after_send(backends[b]);
+        test_reader_stops(backends[b]);
         test_many_unread(backends[b]);
         test_connect(backends[b]);
     }
