@@ -310,9 +310,9 @@ start_direct() {
     SYS_PID[direct]=$BACKEND_PID
 }
 
-start_portico() { # name template
+start_portico() { # name template [io-backend]
     local name=$1 tpl=$2 port=${SYS_PORT[$1]} cfg=$TMP/$1.yaml
-    local vars=(PORT="$port" BACKEND_PORT="$BACKEND_PORT" DIR="$TMP")
+    local vars=(PORT="$port" BACKEND_PORT="$BACKEND_PORT" DIR="$TMP" IO_BACKEND="${3:-epoll}")
     if [ "$tpl" = gateway ]; then
         $PY "$LIB/gen_gateway.py" "$CONF/portico-gateway.yaml.in" "$cfg" "${vars[@]}"
     else
@@ -328,6 +328,7 @@ $(cat "$TMP/$name.validate")"
     wait_ready "$name" "$LAST_PID" "$port" "$TMP/$name.log"
 }
 start_portico_plain() { start_portico portico plain; }
+start_portico_uring() { start_portico portico-uring plain io_uring; }
 start_portico_gateway() { start_portico portico-gw gateway; }
 
 start_haproxy() {
@@ -372,6 +373,7 @@ haproxy_version() {
 scenario_plain() {
     add_system direct plain 0 direct start_direct "direct (no proxy)"
     add_system portico plain 1 proxy start_portico_plain "portico"
+    add_system portico-uring plain 5 proxy start_portico_uring "portico (io_uring)"
     add_system haproxy plain 2 proxy start_haproxy "HAProxy $(haproxy_version)"
     add_system nginx plain 3 proxy start_nginx "nginx $(nginx -v 2>&1 | sed 's|.*/||')"
 }
@@ -382,6 +384,7 @@ scenario_plain() {
 scenario_gateway() {
     add_system direct plain 0 direct start_direct "direct (no proxy)"
     add_system portico plain 1 proxy start_portico_plain "portico"
+    add_system portico-uring plain 5 proxy start_portico_uring "portico (io_uring)"
     add_system haproxy plain 2 proxy start_haproxy "HAProxy $(haproxy_version)"
     add_system portico-gw gateway 4 proxy start_portico_gateway "portico gateway route"
 }

@@ -249,7 +249,8 @@ class Report:
     def summary(self):
         """One table with every headline number: the closing-note table."""
         run = self.run
-        order = [s for s in ("direct", "portico", "portico-gw", "haproxy", "nginx") if self.has(s)]
+        order = [s for s in ("direct", "portico", "portico-uring", "portico-gw", "haproxy", "nginx")
+                 if self.has(s)]
         order += [s for s in run.systems if s not in order]
         sc = self.syscalls_per_request()
         pf = self.syscalls_full_speed()
@@ -276,13 +277,14 @@ class Report:
         ]
         header = ["metric (median)"] + [run.label[s] for s in order]
         ratios = []
-        for p in ("portico", "portico-gw"):
+        short = {"portico": "portico", "portico-uring": "io_uring", "portico-gw": "gw"}
+        for p in ("portico", "portico-uring", "portico-gw"):
             if not self.has(p):
                 continue
             for ref, rl in (("haproxy", "HAProxy"), ("nginx", "nginx")):
                 if self.has(ref):
                     ratios.append((p, ref))
-                    header.append("%s ÷ %s" % ("portico" if p == "portico" else "gw", rl))
+                    header.append("%s ÷ %s" % (short[p], rl))
         rows = []
         for title, f, nd, _ in rows_def:
             vals = {s: f(s) for s in order}
@@ -315,23 +317,29 @@ class Report:
                 return None
             return all(oks)
 
+        variants = [(pn, "" if pn == "portico" else " (io_uring)")
+                    for pn in ("portico", "portico-uring") if self.has(pn)]
+        pf = self.syscalls_full_speed()
+        rc = {s: median(run.series(s, "rate_cpu_us")) for s in self.proxies}
+        h, n = cpu.get("haproxy"), cpu.get("nginx")
         # 1. CPU per request, plain (wrk -c32, as the issue defines it);
         # the fixed-rate ratios are shown beside it as a cross-check.
-        p, h, n = cpu.get("portico"), cpu.get("haproxy"), cpu.get("nginx")
-        rc = {s: median(run.series(s, "rate_cpu_us")) for s in self.proxies}
-        unstable_ = [run.label[s] for s in ("portico", "haproxy", "nginx")
-                     if self.has(s) and unstable(run.series(s, "cpu_us"))]
-        out.append(["1", "proxy CPU/request ≤ 0.75× HAProxy and ≤ 0.65× nginx (plain)",
-                    "%s µs = %s HAProxy (%s µs), %s nginx (%s µs); at the fixed rate %s and %s%s"
-                    % (fmt(p), fmt_ratio(ratio(p, h)), fmt(h), fmt_ratio(ratio(p, n)), fmt(n),
-                       fmt_ratio(ratio(rc.get("portico"), rc.get("haproxy"))),
-                       fmt_ratio(ratio(rc.get("portico"), rc.get("nginx"))),
-                       "; ⚠ unstable across rounds: %s (see README, two regimes)"
-                       % ", ".join(unstable_) if unstable_ else "")
-                    + disagree(ratio(p, n), ratio(rc.get("portico"), rc.get("nginx")), "nginx")
-                    + disagree(ratio(p, h), ratio(rc.get("portico"), rc.get("haproxy")), "HAProxy"),
-                    verdict(both(cmp_le(p, h, 0.75), cmp_le(p, n, 0.65)))])
-        # 2. Gateway route.
+        for pn, tag in variants:
+            p = cpu.get(pn)
+            unstable_ = [run.label[s] for s in (pn, "haproxy", "nginx")
+                         if self.has(s) and unstable(run.series(s, "cpu_us"))]
+            out.append(["1" + tag, "proxy CPU/request ≤ 0.75× HAProxy and ≤ 0.65× nginx (plain)",
+                        "%s µs = %s HAProxy (%s µs), %s nginx (%s µs); at the fixed rate %s and %s%s"
+                        % (fmt(p), fmt_ratio(ratio(p, h)), fmt(h), fmt_ratio(ratio(p, n)), fmt(n),
+                           fmt_ratio(ratio(rc.get(pn), rc.get("haproxy"))),
+                           fmt_ratio(ratio(rc.get(pn), rc.get("nginx"))),
+                           "; ⚠ unstable across rounds: %s (see README, two regimes)"
+                           % ", ".join(unstable_) if unstable_ else "")
+                        + disagree(ratio(p, n), ratio(rc.get(pn), rc.get("nginx")), "nginx")
+                        + disagree(ratio(p, h), ratio(rc.get(pn), rc.get("haproxy")), "HAProxy"),
+                        verdict(both(cmp_le(p, h, 0.75), cmp_le(p, n, 0.65)))])
+        # 2. Gateway route (on the default backend, against its plain row).
+        p = cpu.get("portico")
         g = cpu.get("portico-gw")
         out.append(["2", "gateway route ≤ 1.15× portico plain and ≤ 1.0× HAProxy plain",
                     "%s µs = %s plain, %s HAProxy"
@@ -339,47 +347,53 @@ class Report:
                     verdict(both(cmp_le(g, p, 1.15), cmp_le(g, h, 1.0)))])
         # 3. Syscalls: judged at full speed (perf) when available; strace's
         # count is shown too, but strace changes the epoll_wait batching.
-        pf = self.syscalls_full_speed()
-        src, how = (pf, "full speed") if "portico" in pf else (sc, "under strace")
-        v = lambda s: src.get(s, (None,))[0]
-        ps = v("portico")
-        out.append(["3", "syscalls/request ≤ 4.1 at 32 connections",
-                    "%s: plain %s, gateway %s (HAProxy %s, nginx %s); under strace: plain %s"
-                    % (how, fmt(ps, 2), fmt(v("portico-gw"), 2), fmt(v("haproxy"), 2),
-                       fmt(v("nginx"), 2), fmt(sc.get("portico", (None,))[0], 2)),
-                    verdict(cmp_le(ps, 4.1))])
+        for pn, tag in variants:
+            src, how = (pf, "full speed") if pn in pf else (sc, "under strace")
+            v = lambda s: src.get(s, (None,))[0]
+            ps = v(pn)
+            extra = ", gateway %s" % fmt(v("portico-gw"), 2) if pn == "portico" else ""
+            out.append(["3" + tag, "syscalls/request ≤ 4.1 at 32 connections",
+                        "%s: plain %s%s (HAProxy %s, nginx %s); under strace: plain %s"
+                        % (how, fmt(ps, 2), extra, fmt(v("haproxy"), 2),
+                           fmt(v("nginx"), 2), fmt(sc.get(pn, (None,))[0], 2)),
+                        verdict(cmp_le(ps, 4.1))])
         # 4. Added latency.
-        ap99 = median(run.added("portico", "rate_p99"))
         ah99 = median(run.added("haproxy", "rate_p99"))
-        ap50 = median(run.added("portico", "c1_p50"))
         ah50 = median(run.added("haproxy", "c1_p50"))
-        # Tails are what interference hits first: say when a run of the
-        # systems compared had CPU 0 busy with other work.
-        disturbed = [run.label[s] for s in ("direct", "portico", "haproxy") if self.has(s)
-                     and any(x > 5 for x in run.series(s, "rate_cpu0_other_pct")
-                             + run.series(s, "c1_cpu0_other_pct"))]
-        out.append(["4", "added p99 at fixed rate ≤ HAProxy's; added p50 at 1 conn ≤ 0.8× HAProxy's",
-                    "p99 @rate %s µs vs %s µs; p50 @1 conn %s µs vs %s µs (limit %s µs)%s"
-                    % (fmt(ap99, 0), fmt(ah99, 0), fmt(ap50, 0), fmt(ah50, 0),
-                       fmt(None if ah50 is None else 0.8 * ah50, 0),
-                       "; ⚠ CPU 0 was > 5%% busy elsewhere in some latency runs of %s: "
-                       "the p99 comparison is not reliable, rerun on a quiet machine"
-                       % ", ".join(disturbed) if disturbed else ""),
-                    verdict(both(cmp_le(ap99, ah99), cmp_le(ap50, ah50, 0.8)))])
+        for pn, tag in variants:
+            ap99 = median(run.added(pn, "rate_p99"))
+            ap50 = median(run.added(pn, "c1_p50"))
+            # Tails are what interference hits first: say when a run of the
+            # systems compared had CPU 0 busy with other work.
+            disturbed = [run.label[s] for s in ("direct", pn, "haproxy") if self.has(s)
+                         and any(x > 5 for x in run.series(s, "rate_cpu0_other_pct")
+                                 + run.series(s, "c1_cpu0_other_pct"))]
+            out.append(["4" + tag,
+                        "added p99 at fixed rate ≤ HAProxy's; added p50 at 1 conn ≤ 0.8× HAProxy's",
+                        "p99 @rate %s µs vs %s µs; p50 @1 conn %s µs vs %s µs (limit %s µs)%s"
+                        % (fmt(ap99, 0), fmt(ah99, 0), fmt(ap50, 0), fmt(ah50, 0),
+                           fmt(None if ah50 is None else 0.8 * ah50, 0),
+                           "; ⚠ CPU 0 was > 5%% busy elsewhere in some latency runs of %s: "
+                           "the p99 comparison is not reliable, rerun on a quiet machine"
+                           % ", ".join(disturbed) if disturbed else ""),
+                        verdict(both(cmp_le(ap99, ah99), cmp_le(ap50, ah50, 0.8)))])
         # 5. Memory.
-        pr, hr = run.one("portico", "rss_start_kb"), run.one("haproxy", "rss_start_kb")
-        pb, hb = run.one("portico", "bytes_per_idle_conn"), run.one("haproxy", "bytes_per_idle_conn")
-        out.append(["5", "idle RSS ≤ HAProxy's; bytes per idle conn ≤ 0.75× HAProxy's",
-                    "RSS %s vs %s MB; %s vs %s B/conn (%s)"
-                    % (fmt(pr and pr / 1024), fmt(hr and hr / 1024), fmt(pb, 0), fmt(hb, 0),
-                       fmt_ratio(ratio(pb, hb))),
-                    verdict(both(cmp_le(pr, hr), cmp_le(pb, hb, 0.75)))])
+        hr, hb = run.one("haproxy", "rss_start_kb"), run.one("haproxy", "bytes_per_idle_conn")
+        for pn, tag in variants:
+            pr, pb = run.one(pn, "rss_start_kb"), run.one(pn, "bytes_per_idle_conn")
+            out.append(["5" + tag, "idle RSS ≤ HAProxy's; bytes per idle conn ≤ 0.75× HAProxy's",
+                        "RSS %s vs %s MB; %s vs %s B/conn (%s)"
+                        % (fmt(pr and pr / 1024), fmt(hr and hr / 1024), fmt(pb, 0), fmt(hb, 0),
+                           fmt_ratio(ratio(pb, hb))),
+                        verdict(both(cmp_le(pr, hr), cmp_le(pb, hb, 0.75)))])
         # 6. Reuse.
-        pu = median(run.series("portico", "reuse_pct"))
         gu = median(run.series("portico-gw", "reuse_pct"))
-        out.append(["6", "upstream reuse ≥ 99.9%",
-                    "plain %s%%, gateway %s%%" % (fmt(pu, 3), fmt(gu, 3)),
-                    verdict(None if pu is None else pu >= 99.9)])
+        for pn, tag in variants:
+            pu = median(run.series(pn, "reuse_pct"))
+            out.append(["6" + tag, "upstream reuse ≥ 99.9%",
+                        "plain %s%%%s" % (fmt(pu, 3), ", gateway %s%%" % fmt(gu, 3)
+                                          if pn == "portico" else ""),
+                        verdict(None if pu is None else pu >= 99.9)])
         out.append(["7", "parser ≥ 1 GB/s; router ≤ 100 ns at 1k routes",
                     "not measured here: `make microbench`", "–"])
         self.add("## Goals (issue 3)", "",
@@ -415,7 +429,7 @@ class Report:
         cancel out."""
         run = self.run
         rows = []
-        for p in ("portico", "portico-gw"):
+        for p in ("portico", "portico-uring", "portico-gw"):
             for ref in ("haproxy", "nginx"):
                 if not (self.has(p) and self.has(ref)):
                     continue
