@@ -47,19 +47,20 @@ struct pt_io {
     int fd;
     pt_io_cb cb;
     /* io_uring backend state; untouched with epoll. */
-    struct pt_uop *op_recv; /* armed receive */
-    struct pt_uop *op_send; /* send in flight */
-    struct pt_uop *op_poll; /* readiness poll (listeners, connect) */
-    const char *rdata;      /* received bytes not yet handed out (head buffer) */
-    uint32_t rlen;          /* bytes left at rdata */
-    uint16_t rbid, rtail;   /* provided buffers queued: head (holds rdata), tail */
-    uint8_t rq;             /* number of buffers queued */
-    bool rpaused;           /* receive cancelled because rq reached the cap */
-    bool want_out;          /* a send returned EAGAIN or short: raise EPOLLOUT */
-    bool shut_pending;      /* shutdown(SHUT_WR) once the send in flight is done */
-    bool starved;           /* receive waits for a free provided buffer */
-    int rerr;               /* sticky: PT_IO_EOF or the receive's errno */
-    int serr;               /* sticky errno of a failed send */
+    struct pt_uop *op_recv;          /* armed receive */
+    struct pt_uop *op_send;          /* send in flight */
+    struct pt_uop *op_poll;          /* readiness poll (listeners, connect) */
+    const char *rdata;               /* received bytes not yet handed out */
+    uint32_t rlen;                   /* bytes left at rdata */
+    uint16_t rbid;                   /* provided buffer holding rdata, when rring */
+    bool rring;                      /* rdata is in the shared ring, else in rstage */
+    char *rstage;                    /* leftovers copied out of the ring */
+    struct pt_io *st_next, *st_prev; /* starved list links */
+    bool want_out;                   /* a send returned EAGAIN or short: raise EPOLLOUT */
+    bool shut_pending;               /* shutdown(SHUT_WR) once the send in flight is done */
+    bool starved;                    /* receive waits for a free provided buffer */
+    int rerr;                        /* sticky: PT_IO_EOF or the receive's errno */
+    int serr;                        /* sticky errno of a failed send */
 };
 
 #define PT_IO_EOF (-1)
@@ -160,8 +161,17 @@ static inline int pt_io_shutdown_wr(struct pt_loop *loop, struct pt_io *io)
     return pt_uring_shutdown_wr(loop, io);
 }
 
+/* True when received bytes or an EOF/error are waiting to be read (known
+ * only to the io_uring backend; epoll would need a syscall to ask). */
+static inline bool pt_io_has_input(const struct pt_loop *loop, const struct pt_io *io)
+{
+    return loop->u && (io->rlen > 0 || io->rerr != 0);
+}
+
 /* Unregisters and closes io->fd (sets it to -1). Bytes already sent still
- * go out first. */
+ * go out first. The pt_io's memory must stay valid until the end of the
+ * loop turn in which it was closed (callers free closed objects after
+ * pt_loop_run_once returns). */
 static inline void pt_io_close(struct pt_loop *loop, struct pt_io *io)
 {
     if (io->fd < 0)

@@ -9,13 +9,16 @@
  * many requests the turn moved.
  *
  * Model, as seen by callers: the same edge-triggered readiness as epoll.
- *   - receive: each stream socket has one multishot receive armed for its
- *     whole life; each arrival lands in a buffer the kernel picks from a
- *     provided-buffer ring (an idle connection holds no buffer) and queues
- *     on the socket; the first one raises EPOLLIN. pt_io_recv copies queued
- *     bytes out and hands buffers back. A socket with RQ_CAP buffers queued
- *     has its receive cancelled until the reader catches up, so a reader
- *     that stops reading stops the socket (flow control as with epoll).
+ *   - receive: each stream socket has one receive armed, into a buffer
+ *     the kernel picks from a provided-buffer ring when bytes arrive (an
+ *     idle connection holds no buffer). The completion raises EPOLLIN and
+ *     the reader usually takes the bytes right there; whatever it leaves
+ *     is copied out of the shared ring into a staging buffer of the
+ *     socket's own, so readers that stall (a client that does not read
+ *     its download) can never starve the other sockets of ring buffers.
+ *     The next receive is armed only once the reader has taken everything,
+ *     so a reader that stops reading stops the socket (flow control as
+ *     with epoll), holding at most one buffer.
  *   - send: pt_io_sendv copies the bytes into a staging buffer and queues
  *     the send; one send per socket is in flight. A second call while it
  *     is gets EAGAIN, and its completion raises EPOLLOUT.
@@ -55,6 +58,7 @@
 #define OPS_CHUNK 256u
 #define CQE_BATCH 256u
 #define PT_URING_CLOSE_GRACE_MS 10000
+#define PT_URING_EXIT_FLUSH_MS 2000 /* a stopping worker waits this long for its last sends */
 
 enum op_kind { OP_FREE = 0, OP_RECV, OP_SEND, OP_POLL };
 
@@ -80,15 +84,13 @@ struct pt_uring {
     struct io_uring_buf_ring *br;
     size_t br_bytes;
     char *rbufs;
-    uint16_t rb_next[RB_COUNT]; /* per-socket queue links */
-    uint32_t rb_len[RB_COUNT];  /* bytes the kernel put in each queued buffer */
-    uint32_t rb_free;           /* buffers the kernel may still pick */
+    uint32_t rb_free; /* buffers the kernel may still pick */
     struct pt_uop *free_ops;
     struct op_chunk *chunks;
     char *sfree[SB_KEEP];
     uint32_t nsfree;
-    struct pt_io **starved; /* receives that found no buffer */
-    uint32_t nstarved, capstarved;
+    struct pt_io *starved; /* receives that found no buffer (intrusive list) */
+    uint32_t orphan_sends; /* sends still in flight for closed sockets */
 };
 
 /* ---- small pools ---- */
@@ -166,32 +168,34 @@ static void cancel_op(struct pt_uring *u, struct pt_uop *op)
     io_uring_sqe_set_data64(sqe, 0);
 }
 
+static int reap(struct pt_loop *loop);
+static void maybe_rearm(struct pt_loop *loop, struct pt_io *io);
+
 /* ---- arming ---- */
 
 static void starve(struct pt_uring *u, struct pt_io *io)
 {
     if (io->starved)
         return;
-    if (u->nstarved == u->capstarved) {
-        uint32_t ncap = u->capstarved ? u->capstarved * 2 : 64;
-        struct pt_io **n = realloc(u->starved, ncap * sizeof(*n));
-        if (!n)
-            return; /* the io stays unarmed until its owner reads again */
-        u->starved = n;
-        u->capstarved = ncap;
-    }
-    u->starved[u->nstarved++] = io;
     io->starved = true;
+    io->st_prev = NULL;
+    io->st_next = u->starved;
+    if (u->starved)
+        u->starved->st_prev = io;
+    u->starved = io;
 }
 
 static void unstarve(struct pt_uring *u, struct pt_io *io)
 {
-    for (uint32_t i = 0; i < u->nstarved; i++) {
-        if (u->starved[i] == io) {
-            u->starved[i] = u->starved[--u->nstarved];
-            break;
-        }
-    }
+    if (!io->starved)
+        return;
+    if (io->st_prev)
+        io->st_prev->st_next = io->st_next;
+    else
+        u->starved = io->st_next;
+    if (io->st_next)
+        io->st_next->st_prev = io->st_prev;
+    io->st_next = io->st_prev = NULL;
     io->starved = false;
 }
 
@@ -207,7 +211,7 @@ static void arm_recv(struct pt_loop *loop, struct pt_io *io)
     op->io = io;
     op->fd = io->fd;
     struct io_uring_sqe *sqe = get_sqe(u);
-    io_uring_prep_recv_multishot(sqe, io->fd, NULL, 0, 0);
+    io_uring_prep_recv(sqe, io->fd, NULL, RB_SIZE, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = RB_GROUP;
     io_uring_sqe_set_data(sqe, op);
@@ -248,9 +252,11 @@ static void io_reset(struct pt_io *io)
     io->op_recv = io->op_send = io->op_poll = NULL;
     io->rdata = NULL;
     io->rlen = 0;
-    io->rbid = io->rtail = 0;
-    io->rq = 0;
-    io->want_out = io->shut_pending = io->starved = io->rpaused = false;
+    io->rbid = 0;
+    io->rring = false;
+    io->rstage = NULL;
+    io->st_next = io->st_prev = NULL;
+    io->want_out = io->shut_pending = io->starved = false;
     io->rerr = io->serr = 0;
 }
 
@@ -324,11 +330,22 @@ void pt_uring_thread_start(struct pt_loop *loop)
 
 void pt_uring_flush(struct pt_loop *loop)
 {
-    /* Submit, then run the deferred completion work: a cancelled listener
-     * poll only lets go of its socket there, and a loop about to stop would
-     * otherwise keep accepting into a backlog nobody serves. */
-    io_uring_submit_and_get_events(&loop->u->ring);
-    io_uring_get_events(&loop->u->ring);
+    /* Bytes callers were told were sent may still wait in staging buffers
+     * (a slow peer), and only this thread can push them on: keep running
+     * the ring until they are out or PT_URING_EXIT_FLUSH_MS passed. Running
+     * the completion work also lets cancelled polls release their sockets
+     * (a stopping worker must not keep accepting into a dead backlog). */
+    struct pt_uring *u = loop->u;
+    uint64_t deadline = pt_now_ms() + PT_URING_EXIT_FLUSH_MS;
+    io_uring_submit_and_get_events(&u->ring);
+    reap(loop);
+    while (u->orphan_sends > 0 && pt_now_ms() < deadline) {
+        struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000000};
+        struct io_uring_cqe *cqe = NULL;
+        io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+        reap(loop);
+    }
+    io_uring_submit_and_get_events(&u->ring); /* closes queued by the last completions */
 }
 
 void pt_uring_destroy(struct pt_loop *loop)
@@ -345,7 +362,6 @@ void pt_uring_destroy(struct pt_loop *loop)
     }
     for (uint32_t i = 0; i < u->nsfree; i++)
         free(u->sfree[i]);
-    free(u->starved);
     munmap(u->br, u->br_bytes);
     munmap(u->rbufs, (size_t)RB_COUNT * RB_SIZE);
     free(u);
@@ -379,47 +395,63 @@ int pt_uring_add_stream(struct pt_loop *loop, struct pt_io *io, bool connecting)
 
 void pt_uring_connected(struct pt_loop *loop, struct pt_io *io)
 {
-    if (!io->op_recv && !io->rq && !io->rerr && !io->starved)
+    if (!io->op_recv && !io->rlen && !io->rerr && !io->starved)
         arm_recv(loop, io);
 }
 
-/* Arms the receive again when it ended (pause, no buffer, overflow) and
- * nothing stands against it. */
+/* Arms the next receive once everything received was taken. */
 static void maybe_rearm(struct pt_loop *loop, struct pt_io *io)
 {
-    if (!io->op_recv && !io->rerr && !io->starved && io->rq < RQ_CAP && io->fd >= 0 && !io->op_poll)
+    if (!io->op_recv && !io->rlen && !io->rerr && !io->starved && io->fd >= 0 && !io->op_poll)
         arm_recv(loop, io);
+}
+
+/* Gives back the buffer the received bytes were in. */
+static void release_rx(struct pt_uring *u, struct pt_io *io)
+{
+    if (io->rring)
+        rb_return(u, io->rbid);
+    else if (io->rstage)
+        sb_put(u, io->rstage);
+    io->rring = false;
+    io->rstage = NULL;
+    io->rdata = NULL;
+    io->rlen = 0;
+}
+
+/* Moves bytes the reader left out of the shared ring. */
+static void unring(struct pt_uring *u, struct pt_io *io)
+{
+    char *b = sb_get(u);
+    if (!b)
+        return; /* out of memory: they stay in the ring until read */
+    memcpy(b, io->rdata, io->rlen);
+    rb_return(u, io->rbid);
+    io->rring = false;
+    io->rstage = b;
+    io->rdata = b;
 }
 
 ssize_t pt_uring_recv(struct pt_loop *loop, struct pt_io *io, void *buf, size_t len)
 {
-    struct pt_uring *u = loop->u;
-    size_t got = 0;
-    while (got < len && io->rq) {
-        size_t n = len - got < io->rlen ? len - got : io->rlen;
-        memcpy((char *)buf + got, io->rdata, n);
-        got += n;
+    if (io->rlen) {
+        size_t n = len < io->rlen ? len : io->rlen;
+        memcpy(buf, io->rdata, n);
         io->rdata += n;
         io->rlen -= (uint32_t)n;
         if (io->rlen == 0) {
-            uint16_t done = io->rbid;
-            if (--io->rq) {
-                io->rbid = u->rb_next[done];
-                io->rdata = u->rbufs + (size_t)io->rbid * RB_SIZE;
-                io->rlen = u->rb_len[io->rbid];
-            }
-            rb_return(u, done);
+            release_rx(loop->u, io);
+            maybe_rearm(loop, io);
         }
+        return (ssize_t)n;
     }
-    maybe_rearm(loop, io);
-    if (got)
-        return (ssize_t)got;
     if (io->rerr) {
         if (io->rerr == PT_IO_EOF)
             return 0;
         errno = io->rerr;
         return -1;
     }
+    maybe_rearm(loop, io);
     errno = EAGAIN;
     return -1;
 }
@@ -492,16 +524,13 @@ void pt_uring_close(struct pt_loop *loop, struct pt_io *io)
         io->op_poll->io = NULL;
         cancel_op(u, io->op_poll);
     }
-    for (uint16_t b = io->rbid; io->rq; io->rq--) {
-        uint16_t next = u->rb_next[b];
-        rb_return(u, b);
-        b = next;
-    }
-    if (io->starved)
-        unstarve(u, io);
+    if (io->rlen || io->rstage || io->rring)
+        release_rx(u, io);
+    unstarve(u, io);
     if (io->op_send) {
         /* Let it finish (a response before a close), within bounds. */
         io->op_send->io = NULL;
+        u->orphan_sends++;
         pt_timer_arm(loop, &io->op_send->grace, PT_URING_CLOSE_GRACE_MS, grace_expired);
     }
     /* Queued behind any send of this fd: ring order is issue order. */
@@ -518,58 +547,39 @@ static int on_recv(struct pt_loop *loop, struct pt_uop *op, int32_t res, uint32_
     struct pt_uring *u = loop->u;
     struct pt_io *io = op->io;
     bool has_buf = flags & IORING_CQE_F_BUFFER;
-    bool more = flags & IORING_CQE_F_MORE; /* the multishot receive goes on */
     uint16_t bid = (uint16_t)(flags >> IORING_CQE_BUFFER_SHIFT);
-    if (!more) {
-        op_put(u, op);
-        if (io) {
-            io->op_recv = NULL;
-            io->rpaused = false; /* a pause ends with the receive it cancelled */
-        }
-    }
+    op_put(u, op);
     if (has_buf)
         u->rb_free--;
-    if (!io) {
+    if (!io || res <= 0) {
         if (has_buf)
-            rb_return(u, bid);
-        return 0;
+            rb_return(u, bid); /* nothing to keep */
+        if (!io)
+            return 0;
     }
+    io->op_recv = NULL;
+    uint32_t ev;
     if (res > 0 && has_buf) {
-        bool was_empty = io->rq == 0;
-        u->rb_len[bid] = (uint32_t)res;
-        if (was_empty) {
-            io->rbid = bid;
-            io->rdata = u->rbufs + (size_t)bid * RB_SIZE;
-            io->rlen = (uint32_t)res;
-        } else {
-            u->rb_next[io->rtail] = bid;
-        }
-        io->rtail = bid;
-        io->rq++;
-        if (io->rq >= RQ_CAP && io->op_recv && !io->rpaused) {
-            /* The reader is behind: stop taking bytes off the socket. */
-            io->rpaused = true;
-            cancel_op(u, io->op_recv);
-        }
-        if (!more)
-            maybe_rearm(loop, io);
-        if (!was_empty)
-            return 0; /* edge-triggered: the reader knows there are bytes */
+        io->rdata = u->rbufs + (size_t)bid * RB_SIZE;
+        io->rlen = (uint32_t)res;
+        io->rbid = bid;
+        io->rring = true;
         io->cb(loop, io, EPOLLIN);
+        /* The reader usually took everything. What it left must not pin
+         * the shared ring (the io is valid until the turn ends, and a
+         * close in the callback reset it). */
+        if (io->rring && io->rlen)
+            unring(u, io);
         return 1;
     }
-    uint32_t ev;
     if (res == 0) {
         io->rerr = PT_IO_EOF;
         ev = EPOLLIN | EPOLLRDHUP;
-    } else if (res == -ECANCELED) {
-        maybe_rearm(loop, io); /* our pause: again once the reader caught up */
-        return 0;
     } else if (res == -ENOBUFS) {
         loop->rx_starved++;
         starve(u, io);
         return 0;
-    } else if (res == -EINTR || res == -EAGAIN) {
+    } else if (res == -EINTR || res == -EAGAIN || res == -ECANCELED) {
         maybe_rearm(loop, io);
         return 0;
     } else {
@@ -594,8 +604,10 @@ static int on_send(struct pt_loop *loop, struct pt_uop *op, int32_t res)
     }
     sb_put(u, op->sbuf);
     op_put(u, op);
-    if (!io)
+    if (!io) {
+        u->orphan_sends--;
         return 0;
+    }
     io->op_send = NULL;
     uint32_t ev = 0;
     if (res < 0) {
@@ -620,7 +632,9 @@ static int on_poll(struct pt_loop *loop, struct pt_uop *op, int32_t res, uint32_
     struct pt_uring *u = loop->u;
     struct pt_io *io = op->io;
     if (!(flags & IORING_CQE_F_MORE)) {
-        bool rearm = io && op->multishot && res >= 0;
+        /* A listener's poll that ended for any reason but our cancel or a
+         * dead fd is armed again: a listener must not go deaf. */
+        bool rearm = io && op->multishot && res != -ECANCELED && res != -EBADF;
         uint32_t events = op->events;
         op_put(u, op);
         if (io) {
@@ -635,16 +649,10 @@ static int on_poll(struct pt_loop *loop, struct pt_uop *op, int32_t res, uint32_
     return 1;
 }
 
-int pt_uring_run_once(struct pt_loop *loop, int max_wait_ms)
+/* Handles every completion there is; returns the events raised. */
+static int reap(struct pt_loop *loop)
 {
     struct pt_uring *u = loop->u;
-    int timeout = pt_loop_next_timeout(loop, max_wait_ms);
-    struct __kernel_timespec ts = {.tv_sec = timeout / 1000,
-                                   .tv_nsec = (long long)(timeout % 1000) * 1000000};
-    struct io_uring_cqe *cqe = NULL;
-    /* The one syscall of the turn: submit everything queued, then wait. */
-    io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, timeout < 0 ? NULL : &ts, NULL);
-    loop->now_ms = pt_now_ms();
     int events = 0;
     for (;;) {
         struct io_uring_cqe *batch[CQE_BATCH];
@@ -682,12 +690,33 @@ int pt_uring_run_once(struct pt_loop *loop, int max_wait_ms)
             }
         }
     }
-    /* Receives that found the buffer ring empty retry once buffers came back. */
-    while (u->nstarved && u->rb_free) {
-        struct pt_io *io = u->starved[--u->nstarved];
-        io->starved = false;
-        maybe_rearm(loop, io);
+    /* Receives that found the buffer ring empty retry once buffers came
+     * back; each at most once per turn (one that fails again waits). */
+    if (u->starved && u->rb_free) {
+        struct pt_io *list = u->starved;
+        u->starved = NULL;
+        while (list) {
+            struct pt_io *io = list;
+            list = io->st_next;
+            io->st_next = io->st_prev = NULL;
+            io->starved = false;
+            maybe_rearm(loop, io);
+        }
     }
+    return events;
+}
+
+int pt_uring_run_once(struct pt_loop *loop, int max_wait_ms)
+{
+    struct pt_uring *u = loop->u;
+    int timeout = pt_loop_next_timeout(loop, max_wait_ms);
+    struct __kernel_timespec ts = {.tv_sec = timeout / 1000,
+                                   .tv_nsec = (long long)(timeout % 1000) * 1000000};
+    struct io_uring_cqe *cqe = NULL;
+    /* The one syscall of the turn: submit everything queued, then wait. */
+    io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, timeout < 0 ? NULL : &ts, NULL);
+    loop->now_ms = pt_now_ms();
+    int events = reap(loop);
     pt_loop_run_timers(loop);
     return events;
 }

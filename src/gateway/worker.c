@@ -291,11 +291,13 @@ static void *worker_main(void *arg)
         pt_outbound_reap(&w->ob);
     }
     close_listeners(w);
-    pt_loop_flush(&w->loop); /* queued closes and last responses */
-    pt_conn_reap(w);         /* connections closed by the last drain pass */
+    pt_conn_reap(w); /* connections closed by the last drain pass */
     pt_conn_cache_free(w);
     pt_arena_pool_destroy(&w->arena_pool);
-    pt_outbound_destroy(&w->ob);
+    pt_outbound_destroy(&w->ob); /* closes idle pooled upstream connections */
+    /* Last, on this thread: with io_uring, queued closes and the last
+     * responses' bytes only reach the kernel through this thread's ring. */
+    pt_loop_flush(&w->loop);
     pt_conn_thread_exit();
     atomic_store(&w->oldest_pinned, UINT64_MAX);
     atomic_store(&w->seen_gen, UINT64_MAX);

@@ -200,8 +200,9 @@ struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target
     uc->ob = ob;
     uc->pool = p;
     uc->connected = rc == 0;
-    if (pt_loop_add_stream(ob->loop, &uc->io, !uc->connected) < 0) {
-        *err = -errno;
+    int arc = pt_loop_add_stream(ob->loop, &uc->io, !uc->connected);
+    if (arc < 0) {
+        *err = arc;
         close(fd);
         free(uc);
         return NULL;
@@ -234,8 +235,9 @@ void pt_uconn_release(struct pt_uconn *uc, uint32_t keepalive, uint64_t idle_ms)
     struct pt_upool *p = uc->pool;
     struct pt_outbound *ob = uc->ob;
     pt_timer_cancel(ob->loop, &uc->timer);
-    if (uc->rbuf && pt_buf_len(uc->rbuf) > 0) {
-        /* Unexpected bytes after a complete response: not reusable. */
+    if ((uc->rbuf && pt_buf_len(uc->rbuf) > 0) || pt_io_has_input(ob->loop, &uc->io)) {
+        /* Unexpected bytes (or the upstream's close) after a complete
+         * response: not reusable. */
         pt_uconn_close(uc);
         return;
     }

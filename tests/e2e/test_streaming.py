@@ -203,3 +203,30 @@ def test_post_body_over_keepalive_then_next_request(env):
     assert r1.json()["body_len"] == 300000
     assert r2.json()["body_len"] == 2 and r2.json()["path"] == "/b"
     assert r3.json()["path"] == "/c" and r3.json()["body_len"] == 0
+
+
+def test_stalled_downloads_do_not_block_other_clients(tmp_path):
+    """40 clients start a large download on one worker and stop reading.
+    Their upstream sockets fill up with bytes nobody takes; a plain GET from
+    another client must still be served at once (on io_uring, unread bytes
+    once held the worker's shared receive buffers and froze it)."""
+    with backend("sd", threads=4) as b:
+        cfg = make_config(free_port(), {"s": upstream(b.port, read_timeout="30s")},
+                          [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "s"}],
+                          workers=1)
+        gw = Gateway(cfg, tmp_path)
+        socks = []
+        try:
+            assert requests.get(gw.u("/tiny"), timeout=scaled(5)).status_code == 200
+            for _ in range(40):
+                s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.sendall(b"GET /bytes/500000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+                socks.append(s)
+            time.sleep(1.0)  # the downloads fill every buffer on the way
+            r = requests.get(gw.u("/tiny"), timeout=scaled(5))
+            assert r.status_code == 200
+        finally:
+            for s in socks:
+                s.close()
+            gw.stop()
