@@ -27,7 +27,6 @@ int pt_loop_init_backend(struct pt_loop *loop, enum pt_io_backend backend)
     loop->wheel_ms = loop->now_ms;
     loop->armed = 0;
     loop->quiet_until_ms = 0;
-    loop->rx_starved = 0;
     for (uint32_t i = 0; i < PT_WHEEL_SLOTS; i++)
         slot_init(&loop->slots[i]);
     if (backend == PT_IO_URING)

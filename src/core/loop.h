@@ -90,7 +90,6 @@ struct pt_loop {
     struct pt_timer slots[PT_WHEEL_SLOTS]; /* list heads (sentinels) */
     uint32_t armed;
     uint64_t quiet_until_ms; /* no timer is due before this (a cached scan) */
-    uint64_t rx_starved;     /* io_uring: receives that found no free buffer */
 };
 
 /* An epoll loop. */

@@ -576,7 +576,6 @@ static int on_recv(struct pt_loop *loop, struct pt_uop *op, int32_t res, uint32_
         io->rerr = PT_IO_EOF;
         ev = EPOLLIN | EPOLLRDHUP;
     } else if (res == -ENOBUFS) {
-        loop->rx_starved++;
         starve(u, io);
         return 0;
     } else if (res == -EINTR || res == -EAGAIN || res == -ECANCELED) {

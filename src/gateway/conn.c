@@ -1434,6 +1434,24 @@ static bool queue_interim(struct pt_txn *t)
     return true;
 }
 
+/* Writes to the client: the bytes taken (> 0); 0 when the socket is full
+ * (the send timeout is armed, the next EPOLLOUT resumes); -1 when the
+ * connection failed and was closed. */
+static ssize_t client_send(struct pt_txn *t, struct iovec *iov, int n)
+{
+    struct pt_conn *c = t->c;
+    ssize_t w = pt_io_sendv(&c->w->loop, &c->io, iov, n);
+    if (w >= 0)
+        return w;
+    if (errno == EAGAIN) {
+        c->writable = false;
+        pt_timer_arm(&c->w->loop, &c->timer, t->gen->limits.idle_timeout_ms, conn_timeout);
+        return 0;
+    }
+    conn_close(c);
+    return -1;
+}
+
 /* Sends queued interim heads; they precede anything else on the wire.
  * Returns 1 on progress, 0 when blocked or nothing is queued, -1 when the
  * connection was closed. */
@@ -1443,16 +1461,9 @@ static int pump_client_interim(struct pt_txn *t)
     if (t->interim_sent >= t->interim.len || !c->writable)
         return 0;
     struct iovec iov = {(char *)t->interim.p + t->interim_sent, t->interim.len - t->interim_sent};
-    ssize_t w = pt_io_sendv(&c->w->loop, &c->io, &iov, 1);
-    if (w < 0) {
-        if (errno == EAGAIN) {
-            c->writable = false;
-            pt_timer_arm(&c->w->loop, &c->timer, t->gen->limits.idle_timeout_ms, conn_timeout);
-            return 0;
-        }
-        conn_close(c);
-        return -1;
-    }
+    ssize_t w = client_send(t, &iov, 1);
+    if (w <= 0)
+        return (int)w;
     t->interim_sent += (uint32_t)w;
     t->interim_out += (uint64_t)w;
     return 1;
@@ -1593,16 +1604,9 @@ static int pump_client_write(struct pt_txn *t)
         iov[n++] = (struct iovec){(char *)t->chead.p + t->chead_sent, t->chead.len - t->chead_sent};
     if (body)
         iov[n++] = (struct iovec){t->uc->rbuf->data + t->uc->rbuf->start, body};
-    ssize_t w = pt_io_sendv(&c->w->loop, &c->io, iov, n);
-    if (w < 0) {
-        if (errno == EAGAIN) {
-            c->writable = false;
-            pt_timer_arm(&c->w->loop, &c->timer, t->gen->limits.idle_timeout_ms, conn_timeout);
-            return 0;
-        }
-        conn_close(c);
-        return -1;
-    }
+    ssize_t w = client_send(t, iov, n);
+    if (w <= 0)
+        return (int)w;
     size_t sent = (size_t)w;
     if (head_left) {
         size_t h = PT_MIN(sent, t->chead.len - t->chead_sent);

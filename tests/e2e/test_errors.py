@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from conftest import (Gateway, assert_error_resp, assert_error_response, backend, free_port,
-                      make_config, parse_responses, raw_ex, scaled, upstream)
+                      make_config, parse_responses, raw_ex, read_responses, scaled, upstream)
 
 
 @pytest.fixture(scope="module")
@@ -139,16 +139,7 @@ def test_client_keepalive_survives_502(env):
     s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(10))
     try:
         s.sendall(b"GET /dead/1 HTTP/1.1\r\nHost: er\r\n\r\n")
-        buf = b""
-        while True:
-            rs, _ = parse_responses(buf, eof=False)
-            if rs and rs[0].complete:
-                break
-            c = s.recv(65536)
-            if not c:
-                break
-            buf += c
-        rs, _ = parse_responses(buf)
+        rs = read_responses(s, 1, scaled(10))
         assert rs and rs[0].status == 502
         if (rs[0].header("Connection") or "").lower() == "close":
             return

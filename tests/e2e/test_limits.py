@@ -7,7 +7,8 @@ import pytest
 import requests
 
 from conftest import (Gateway, assert_error_resp, assert_error_response, backend, free_port,
-                      make_config, parse_response, parse_responses, raw_ex, scaled, upstream)
+                      make_config, parse_response, parse_responses, raw_ex, read_responses, scaled,
+                      upstream)
 
 LIMITS = {
     "max_header_bytes": "4KiB",
@@ -229,14 +230,8 @@ def test_idle_timeout_closes_keepalive(env):
     s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
     try:
         s.sendall(b"GET /tiny HTTP/1.1\r\nHost: lim\r\n\r\n")
-        buf = b""
-        while True:
-            rs, _ = parse_responses(buf, eof=False)
-            if rs and rs[0].complete:
-                break
-            c = s.recv(65536)
-            assert c, "closed before the response completed"
-            buf += c
+        rs = read_responses(s, 1, scaled(5))
+        assert rs, "closed before the response completed"
         assert rs[0].status == 200
         # now idle: the gateway must close within idle_timeout (+ slack)
         s.settimeout(scaled(5))

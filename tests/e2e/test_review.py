@@ -11,7 +11,7 @@ import time
 import requests
 
 from conftest import (Gateway, backend, echo_headers, free_port, make_config, parse_response,
-                      parse_responses, raw_ex, read_responses, scaled, upstream,
+                      raw_ex, read_responses, scaled, upstream,
                       wait_until)
 
 
@@ -234,18 +234,11 @@ def test_upload_slower_than_read_timeout(tmp_path):
                         s.sendall(b"u" * 1000)
                 except OSError:
                     pass  # the gateway gave up on the request: its answer says why
-                buf = b""
-                while True:
-                    rs, _ = parse_responses(buf, eof=False)
-                    if rs and rs[0].complete:
-                        break
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
+                rs = read_responses(s, 1, scaled(10))
             finally:
                 s.close()
-            r = parse_response(buf)
+            assert rs, "no complete response"
+            r = rs[0]
             assert r.status == 200, r
             assert r.json()["body_len"] == pieces * 1000
         finally:
@@ -440,18 +433,11 @@ def test_drain_response_says_connection_close(tmp_path):
                 wait_until(lambda: b.stats()["active"] > idle_active, scaled(5),
                            what="request at the backend")
                 gw.send(signal.SIGTERM)
-                buf = b""
-                while True:
-                    rs, _ = parse_responses(buf, eof=False)
-                    if rs and rs[0].complete:
-                        break
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
+                rs = read_responses(s, 1, scaled(10))
             finally:
                 s.close()
-            r = parse_response(buf)
+            assert rs, "no complete response"
+            r = rs[0]
             assert r.status == 200, r
             assert (r.header("connection") or "").lower() == "close", r.headers
             assert gw.proc.wait(timeout=scaled(15)) == 0
