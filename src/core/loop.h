@@ -55,15 +55,18 @@ struct pt_io {
     uint16_t rbid;                   /* provided buffer holding rdata, when rring */
     bool rring;                      /* rdata is in the shared ring, else in rstage */
     char *rstage;                    /* leftovers copied out of the ring */
-    struct pt_io *st_next, *st_prev; /* starved list links */
+    struct pt_io *st_next, *st_prev; /* links in the pending or starved list */
     bool want_out;                   /* a send returned EAGAIN or short: raise EPOLLOUT */
     bool shut_pending;               /* shutdown(SHUT_WR) once the send in flight is done */
-    bool starved;                    /* receive waits for a free provided buffer */
+    uint8_t rwait;                   /* receive not armed yet: PT_RW_PENDING or PT_RW_STARVED */
     int rerr;                        /* sticky: PT_IO_EOF or the receive's errno */
     int serr;                        /* sticky errno of a failed send */
 };
 
 #define PT_IO_EOF (-1)
+
+/* Why an io_uring socket has no receive armed (pt_io.rwait). */
+enum { PT_RW_NONE = 0, PT_RW_PENDING = 1, PT_RW_STARVED = 2 };
 
 enum pt_io_backend { PT_IO_EPOLL = 0, PT_IO_URING = 1 };
 

@@ -89,6 +89,7 @@ struct pt_uring {
     struct op_chunk *chunks;
     char *sfree[SB_KEEP];
     uint32_t nsfree;
+    struct pt_io *pending; /* receives to arm at the end of the turn (intrusive list) */
     struct pt_io *starved; /* receives that found no buffer (intrusive list) */
     uint32_t orphan_sends; /* sends still in flight for closed sockets */
 };
@@ -173,30 +174,38 @@ static void maybe_rearm(struct pt_loop *loop, struct pt_io *io);
 
 /* ---- arming ---- */
 
-static void starve(struct pt_uring *u, struct pt_io *io)
+/* A socket without a receive armed waits on one of two lists: "pending"
+ * until the end of the turn, "starved" until a provided buffer is free. */
+static struct pt_io **wait_list(struct pt_uring *u, uint8_t why)
 {
-    if (io->starved)
-        return;
-    io->starved = true;
-    io->st_prev = NULL;
-    io->st_next = u->starved;
-    if (u->starved)
-        u->starved->st_prev = io;
-    u->starved = io;
+    return why == PT_RW_PENDING ? &u->pending : &u->starved;
 }
 
-static void unstarve(struct pt_uring *u, struct pt_io *io)
+static void wait_arm(struct pt_uring *u, struct pt_io *io, uint8_t why)
 {
-    if (!io->starved)
+    if (io->rwait)
+        return;
+    struct pt_io **head = wait_list(u, why);
+    io->rwait = why;
+    io->st_prev = NULL;
+    io->st_next = *head;
+    if (*head)
+        (*head)->st_prev = io;
+    *head = io;
+}
+
+static void unwait(struct pt_uring *u, struct pt_io *io)
+{
+    if (!io->rwait)
         return;
     if (io->st_prev)
         io->st_prev->st_next = io->st_next;
     else
-        u->starved = io->st_next;
+        *wait_list(u, io->rwait) = io->st_next;
     if (io->st_next)
         io->st_next->st_prev = io->st_prev;
     io->st_next = io->st_prev = NULL;
-    io->starved = false;
+    io->rwait = PT_RW_NONE;
 }
 
 static void arm_recv(struct pt_loop *loop, struct pt_io *io)
@@ -204,7 +213,7 @@ static void arm_recv(struct pt_loop *loop, struct pt_io *io)
     struct pt_uring *u = loop->u;
     struct pt_uop *op = op_get(u);
     if (!op) {
-        starve(u, io);
+        wait_arm(u, io, PT_RW_STARVED);
         return;
     }
     op->kind = OP_RECV;
@@ -256,7 +265,8 @@ static void io_reset(struct pt_io *io)
     io->rring = false;
     io->rstage = NULL;
     io->st_next = io->st_prev = NULL;
-    io->want_out = io->shut_pending = io->starved = false;
+    io->want_out = io->shut_pending = false;
+    io->rwait = PT_RW_NONE;
     io->rerr = io->serr = 0;
 }
 
@@ -395,15 +405,35 @@ int pt_uring_add_stream(struct pt_loop *loop, struct pt_io *io, bool connecting)
 
 void pt_uring_connected(struct pt_loop *loop, struct pt_io *io)
 {
-    if (!io->op_recv && !io->rlen && !io->rerr && !io->starved)
-        arm_recv(loop, io);
+    maybe_rearm(loop, io);
 }
 
-/* Arms the next receive once everything received was taken. */
+static bool wants_recv(const struct pt_io *io)
+{
+    return !io->op_recv && !io->rlen && !io->rerr && !io->rwait && io->fd >= 0 && !io->op_poll;
+}
+
+/* Queues the next receive once everything received was taken. It is armed
+ * when the turn ends, behind the turn's sends: the kernel runs a
+ * submission's entries in order, and a receive on an empty socket (a
+ * recvmsg that finds nothing, then a poll arm) placed before the send that
+ * carries a request on would delay that request by its cost. */
 static void maybe_rearm(struct pt_loop *loop, struct pt_io *io)
 {
-    if (!io->op_recv && !io->rlen && !io->rerr && !io->starved && io->fd >= 0 && !io->op_poll)
-        arm_recv(loop, io);
+    if (wants_recv(io))
+        wait_arm(loop->u, io, PT_RW_PENDING);
+}
+
+/* Arms the receives queued this turn. */
+static void arm_pending(struct pt_loop *loop)
+{
+    struct pt_uring *u = loop->u;
+    while (u->pending) {
+        struct pt_io *io = u->pending;
+        unwait(u, io);
+        if (wants_recv(io))
+            arm_recv(loop, io);
+    }
 }
 
 /* Gives back the buffer the received bytes were in. */
@@ -526,7 +556,7 @@ void pt_uring_close(struct pt_loop *loop, struct pt_io *io)
     }
     if (io->rlen || io->rstage || io->rring)
         release_rx(u, io);
-    unstarve(u, io);
+    unwait(u, io);
     if (io->op_send) {
         /* Let it finish (a response before a close), within bounds. */
         io->op_send->io = NULL;
@@ -551,12 +581,10 @@ static int on_recv(struct pt_loop *loop, struct pt_uop *op, int32_t res, uint32_
     op_put(u, op);
     if (has_buf)
         u->rb_free--;
-    if (!io || res <= 0) {
-        if (has_buf)
-            rb_return(u, bid); /* nothing to keep */
-        if (!io)
-            return 0;
-    }
+    if (has_buf && (!io || res <= 0))
+        rb_return(u, bid); /* nothing to keep */
+    if (!io)
+        return 0;
     io->op_recv = NULL;
     uint32_t ev;
     if (res > 0 && has_buf) {
@@ -576,7 +604,7 @@ static int on_recv(struct pt_loop *loop, struct pt_uop *op, int32_t res, uint32_
         io->rerr = PT_IO_EOF;
         ev = EPOLLIN | EPOLLRDHUP;
     } else if (res == -ENOBUFS) {
-        starve(u, io);
+        wait_arm(u, io, PT_RW_STARVED);
         return 0;
     } else if (res == -EINTR || res == -EAGAIN || res == -ECANCELED) {
         maybe_rearm(loop, io);
@@ -698,7 +726,7 @@ static int reap(struct pt_loop *loop)
             struct pt_io *io = list;
             list = io->st_next;
             io->st_next = io->st_prev = NULL;
-            io->starved = false;
+            io->rwait = PT_RW_NONE;
             maybe_rearm(loop, io);
         }
     }
@@ -712,6 +740,7 @@ int pt_uring_run_once(struct pt_loop *loop, int max_wait_ms)
     struct __kernel_timespec ts = {.tv_sec = timeout / 1000,
                                    .tv_nsec = (long long)(timeout % 1000) * 1000000};
     struct io_uring_cqe *cqe = NULL;
+    arm_pending(loop);
     /* The one syscall of the turn: submit everything queued, then wait. */
     io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, timeout < 0 ? NULL : &ts, NULL);
     loop->now_ms = pt_now_ms();
