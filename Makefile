@@ -86,7 +86,11 @@ MB_SRC := $(sort $(wildcard bench/mb_*.c))
 $(BUILD)/microbench: bench/microbench.c $(MB_SRC) $(BUILD)/libportico.a
 	$(CC) $(CFLAGS) -Ibench -o $@ bench/microbench.c $(MB_SRC) $(BUILD)/libportico.a $(LDLIBS)
 
-bench: deps all
+# The benchmark's floor: a bare byte forwarder measured beside the proxies.
+$(BUILD)/floor_fwd: bench/floor_fwd.c
+	$(CC) $(CFLAGS) -o $@ $<
+
+bench: deps all $(BUILD)/floor_fwd
 	bench/run.sh
 
 fuzz:
@@ -97,7 +101,7 @@ format:
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
-	  --suppress=missingIncludeSystem -Isrc src tools
+	  --suppress=missingIncludeSystem -Isrc src tools bench/floor_fwd.c
 
 clean:
 	rm -rf build build-san

@@ -37,6 +37,7 @@ ROOT=$(cd "$BENCH_DIR/.." && pwd)
 BUILD=${PORTICO_BUILD:-build}
 PORTICO_BIN=$ROOT/$BUILD/portico
 BACKEND_BIN=$ROOT/$BUILD/demo_backend
+FLOOR_BIN=$ROOT/$BUILD/floor_fwd
 PY=/usr/bin/python3
 LIB=$BENCH_DIR/lib
 CONF=$BENCH_DIR/conf
@@ -232,7 +233,9 @@ parse_wrk() {
 #   SYS_PORT[name]      its port on 127.0.0.1
 #   SYS_START[name]     function that writes its config and starts it
 #   SYS_PID[name]       PID whose CPU/RSS is measured (set by start)
-#   SYS_KIND[name]      "direct" or "proxy" (direct has no proxy process)
+#   SYS_KIND[name]      "direct" (no process of its own), "proxy", or "floor"
+#                       (a bare forwarder: measured like a proxy for CPU,
+#                       latency and syscalls; no memory or reuse figures)
 #   SYS_LABEL[name]     human name for the report
 SYS_LIST=()
 declare -A SYS_SCENARIO SYS_PORT SYS_START SYS_PID SYS_KIND SYS_LABEL
@@ -246,6 +249,12 @@ add_system() { # name scenario port-offset kind start-function label
     SYS_KIND[$name]=$4
     SYS_START[$name]=$5
     SYS_LABEL[$name]=$6
+}
+
+# True for systems with a process of their own whose CPU and syscalls are
+# measured: the proxies and the floor.
+has_process() { # name
+    [ "${SYS_KIND[$1]}" = proxy ] || [ "${SYS_KIND[$1]}" = floor ]
 }
 
 # Starts a command in the background pinned to CPU, logs to FILE, records
@@ -357,6 +366,16 @@ start_nginx() {
     wait_ready nginx "$LAST_PID" "$port" "$TMP/nginx.log"
 }
 
+# The floor: bench/floor_fwd.c, a bare 1:1 byte forwarder (no HTTP). What
+# it costs is what the kernel and the machine cost any proxy.
+start_floor() {
+    local port=${SYS_PORT[floor]}
+    require_port_free "$port"
+    spawn $PROXY_CPU "$TMP/floor.log" "$FLOOR_BIN" "$port" "$BACKEND_PORT"
+    SYS_PID[floor]=$LAST_PID
+    wait_ready floor "$LAST_PID" "$port" "$TMP/floor.log"
+}
+
 # --------------------------------------------------------------- scenarios
 #
 # One function per scenario: it registers the systems it needs (port
@@ -376,6 +395,7 @@ scenario_plain() {
     add_system portico-uring plain 5 proxy start_portico_uring "portico (io_uring)"
     add_system haproxy plain 2 proxy start_haproxy "HAProxy $(haproxy_version)"
     add_system nginx plain 3 proxy start_nginx "nginx $(nginx -v 2>&1 | sed 's|.*/||')"
+    add_system floor plain 6 floor start_floor "bare forwarder (floor)"
 }
 
 # 1,000 routes, request/response transforms, access log on. Its goals
@@ -452,7 +472,7 @@ run_h2load() { # round name prefix seconds h2load-args...
     # Tail latency is what other work on CPU 0 disturbs first: record how
     # busy CPU 0 was with anything but this proxy during this run.
     local mine=$((t1 - t0))
-    [ "${SYS_KIND[$name]}" = proxy ] || mine=0
+    has_process "$name" || mine=0
     record "$r" "$name" "${prefix}_cpu0_other_pct" \
         "$(calc "100 * ($c1 - $c0 - $mine) / (($w1 - $w0) * $CLK_TCK / 1000000)" 1)"
     local kv k v
@@ -465,7 +485,7 @@ run_h2load() { # round name prefix seconds h2load-args...
         p50 | p90 | p99 | p999 | rate | failed) record "$r" "$name" "${prefix}_$k" "$v" ;;
         all)
             # Same CPU-per-request figure as the wrk run, at this load.
-            if [ "${SYS_KIND[$name]}" = proxy ] && [ "$v" -gt 0 ]; then
+            if has_process "$name" && [ "$v" -gt 0 ]; then
                 record "$r" "$name" "${prefix}_cpu_us" "$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $v")"
             fi
             ;;
@@ -512,17 +532,19 @@ measure_run() { # round name
     # users of this machine, idle proxies' timers, kernel threads) and
     # time the hypervisor stole, as % of the run.
     local mine=$((t1 - t0))
-    [ "${SYS_KIND[$name]}" = proxy ] || mine=0
+    has_process "$name" || mine=0
     # With --spin the idle-class busy loop fills CPU 0: not interference.
     [ -z "$SPIN_PID0" ] || mine=$((mine + $(cpu_ticks "$SPIN_PID0") - sp0))
     record "$r" "$name" cpu0_other_pct "$(calc "100 * ($c1 - $c0 - $mine) / $wall_ticks" 1)"
     record "$r" "$name" cpu0_steal_pct "$(calc "100 * ($s1 - $s0) / $wall_ticks" 1)"
-    if [ "${SYS_KIND[$name]}" = proxy ]; then
+    if has_process "$name"; then
         record "$r" "$name" cpu_us "$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $req")"
         # Below ~95% the proxy was not the bottleneck (wrk and the backend
         # share CPU 1): it waited for work, so epoll_wait batched less.
         record "$r" "$name" cpu_util_pct "$(calc "100 * ($t1 - $t0) / $wall_ticks" 1)"
-        record "$r" "$name" reuse_pct "$(calc "100 * (1 - $accepts / ($be_req > 0 ? $be_req : 1))" 4)"
+        if [ "${SYS_KIND[$name]}" = proxy ]; then # the floor has no pool: 1:1 by design
+            record "$r" "$name" reuse_pct "$(calc "100 * (1 - $accepts / ($be_req > 0 ? $be_req : 1))" 4)"
+        fi
     fi
 
     # (3) latency: one connection, closed loop (unloaded)…
@@ -531,7 +553,7 @@ measure_run() { # round name
     run_h2load "$r" "$name" rate "$D_RATE" -c"$RATE_CONNS" --rps="$RPS_PER_CONN"
 
     log "  round $r $(printf '%-11s' "$name") $(printf '%6s req/s' "$rps")" \
-        "$( [ "${SYS_KIND[$name]}" = proxy ] && echo "$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $req" 1) µs CPU/req")"
+        "$(has_process "$name" && echo "$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $req" 1) µs CPU/req")"
 }
 
 # (4) syscalls per request: strace -c -f attached to every thread of the
@@ -608,6 +630,7 @@ preflight() {
     [ -x "$PY" ] || die "$PY not found"
     [ -x "$PORTICO_BIN" ] || die "build first: make all (no $PORTICO_BIN)"
     [ -x "$BACKEND_BIN" ] || die "build first: make all (no $BACKEND_BIN)"
+    [ -x "$FLOOR_BIN" ] || die "build first: make $BUILD/floor_fwd (no $FLOOR_BIN)"
     if [ "$(nproc)" -lt 2 ]; then
         log "WARNING: only one CPU: proxy and load generator share it; numbers are not comparable"
         LOAD_CPU=0
@@ -728,7 +751,7 @@ main() {
 
     log "syscalls per request (strace -c -f, ${D_STRACE}s runs)"
     for n in "${SYS_LIST[@]}"; do
-        if [ "${SYS_KIND[$n]}" = proxy ]; then measure_syscalls "$n"; fi
+        if has_process "$n"; then measure_syscalls "$n"; fi
     done
     if perf_usable; then
         log "syscalls per request at full speed (perf stat, ${D_PERF}s runs)"
@@ -738,7 +761,7 @@ main() {
             "$RAW"/strace-*.txt | sort -u | tr '\n' ' ')
         for n in "${SYS_LIST[@]}"; do
             # shellcheck disable=SC2086 # names is a word list
-            if [ "${SYS_KIND[$n]}" = proxy ]; then measure_syscalls_perf "$n" $names; fi
+            if has_process "$n"; then measure_syscalls_perf "$n" $names; fi
         done
     else
         log "perf stat with syscall tracepoints unavailable: strace counts only"
