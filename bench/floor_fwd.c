@@ -6,7 +6,8 @@
  * time and kept for the client's lifetime; bytes go across unparsed. One
  * thread, epoll, edge-triggered, TCP_NODELAY, one read and one write per
  * message: the fewest syscalls and the least user-space work a proxy can
- * have. No HTTP, no routing, no pooling, no timeouts, so it is not a proxy
+ * have. No HTTP, no routing, no pooling, no timeouts, no half-close (an EOF
+ * on either side closes both), so it is not a proxy
  * anyone should run: bench/run.sh measures it beside portico, HAProxy and
  * nginx so that every run shows how much of a figure is the kernel and the
  * machine (loopback TCP, vCPU wake-ups) rather than the proxy.
@@ -20,6 +21,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,9 +122,11 @@ static void on_accept(int ep, int ls, int backend_port)
 }
 
 /* Moves everything readable on fd to its peer. A read shorter than the
- * buffer emptied the socket: no extra read to see EAGAIN. */
-static void on_readable(int fd)
+ * buffer emptied the socket: no extra read to see EAGAIN, unless the peer
+ * also closed (ev has EPOLLRDHUP), whose EOF is read next. */
+static void on_readable(int fd, uint32_t ev)
 {
+    bool hup = ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
     static char buf[16384];
     for (;;) {
         ssize_t r = recv(fd, buf, sizeof(buf), 0);
@@ -130,7 +135,7 @@ static void on_readable(int fd)
                 close_pair(fd);
                 return;
             }
-            if ((size_t)r < sizeof(buf))
+            if ((size_t)r < sizeof(buf) && !hup)
                 return;
         } else if (r < 0 && errno == EINTR) {
             continue;
@@ -149,6 +154,10 @@ int main(int argc, char **argv)
         return 2;
     }
     int lport = atoi(argv[1]), bport = atoi(argv[2]);
+    if (lport <= 0 || lport > 65535 || bport <= 0 || bport > 65535) {
+        fprintf(stderr, "floor_fwd: ports must be 1-65535\n");
+        return 2;
+    }
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
         die("getrlimit");
@@ -183,7 +192,7 @@ int main(int argc, char **argv)
             if (fd == ls)
                 on_accept(ep, ls, bport);
             else if (peer_of[fd] >= 0)
-                on_readable(fd);
+                on_readable(fd, evs[i].events);
         }
     }
 }

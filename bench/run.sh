@@ -370,6 +370,7 @@ start_nginx() {
 # it costs is what the kernel and the machine cost any proxy.
 start_floor() {
     local port=${SYS_PORT[floor]}
+    [ -x "$FLOOR_BIN" ] || die "build first: make $BUILD/floor_fwd (no $FLOOR_BIN)"
     require_port_free "$port"
     spawn $PROXY_CPU "$TMP/floor.log" "$FLOOR_BIN" "$port" "$BACKEND_PORT"
     SYS_PID[floor]=$LAST_PID
@@ -630,7 +631,6 @@ preflight() {
     [ -x "$PY" ] || die "$PY not found"
     [ -x "$PORTICO_BIN" ] || die "build first: make all (no $PORTICO_BIN)"
     [ -x "$BACKEND_BIN" ] || die "build first: make all (no $BACKEND_BIN)"
-    [ -x "$FLOOR_BIN" ] || die "build first: make $BUILD/floor_fwd (no $FLOOR_BIN)"
     if [ "$(nproc)" -lt 2 ]; then
         log "WARNING: only one CPU: proxy and load generator share it; numbers are not comparable"
         LOAD_CPU=0
