@@ -174,14 +174,15 @@ static void maybe_rearm(struct pt_loop *loop, struct pt_io *io);
 
 /* ---- arming ---- */
 
-/* A socket without a receive armed waits on one of two lists: "pending"
- * until the end of the turn, "starved" until a provided buffer is free. */
+/* A socket without a receive armed is parked on one of two lists:
+ * "pending" until the end of the turn, "starved" until a provided buffer
+ * is free. */
 static struct pt_io **wait_list(struct pt_uring *u, uint8_t why)
 {
     return why == PT_RW_PENDING ? &u->pending : &u->starved;
 }
 
-static void wait_arm(struct pt_uring *u, struct pt_io *io, uint8_t why)
+static void park(struct pt_uring *u, struct pt_io *io, uint8_t why)
 {
     if (io->rwait)
         return;
@@ -194,7 +195,7 @@ static void wait_arm(struct pt_uring *u, struct pt_io *io, uint8_t why)
     *head = io;
 }
 
-static void unwait(struct pt_uring *u, struct pt_io *io)
+static void unpark(struct pt_uring *u, struct pt_io *io)
 {
     if (!io->rwait)
         return;
@@ -213,7 +214,7 @@ static void arm_recv(struct pt_loop *loop, struct pt_io *io)
     struct pt_uring *u = loop->u;
     struct pt_uop *op = op_get(u);
     if (!op) {
-        wait_arm(u, io, PT_RW_STARVED);
+        park(u, io, PT_RW_STARVED);
         return;
     }
     op->kind = OP_RECV;
@@ -399,7 +400,7 @@ int pt_uring_add_stream(struct pt_loop *loop, struct pt_io *io, bool connecting)
     io_reset(io);
     if (connecting)
         return arm_poll(loop, io, POLLOUT, false);
-    arm_recv(loop, io);
+    maybe_rearm(loop, io); /* at the end of the turn, like every receive */
     return 0;
 }
 
@@ -421,7 +422,7 @@ static bool wants_recv(const struct pt_io *io)
 static void maybe_rearm(struct pt_loop *loop, struct pt_io *io)
 {
     if (wants_recv(io))
-        wait_arm(loop->u, io, PT_RW_PENDING);
+        park(loop->u, io, PT_RW_PENDING);
 }
 
 /* Arms the receives queued this turn. */
@@ -430,7 +431,7 @@ static void arm_pending(struct pt_loop *loop)
     struct pt_uring *u = loop->u;
     while (u->pending) {
         struct pt_io *io = u->pending;
-        unwait(u, io);
+        unpark(u, io);
         if (wants_recv(io))
             arm_recv(loop, io);
     }
@@ -556,7 +557,7 @@ void pt_uring_close(struct pt_loop *loop, struct pt_io *io)
     }
     if (io->rlen || io->rstage || io->rring)
         release_rx(u, io);
-    unwait(u, io);
+    unpark(u, io);
     if (io->op_send) {
         /* Let it finish (a response before a close), within bounds. */
         io->op_send->io = NULL;
@@ -604,7 +605,7 @@ static int on_recv(struct pt_loop *loop, struct pt_uop *op, int32_t res, uint32_
         io->rerr = PT_IO_EOF;
         ev = EPOLLIN | EPOLLRDHUP;
     } else if (res == -ENOBUFS) {
-        wait_arm(u, io, PT_RW_STARVED);
+        park(u, io, PT_RW_STARVED);
         return 0;
     } else if (res == -EINTR || res == -EAGAIN || res == -ECANCELED) {
         maybe_rearm(loop, io);
