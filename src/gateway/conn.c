@@ -1042,10 +1042,12 @@ static void txn_dispatch(struct pt_txn *t)
      * request that will be forwarded (nginx does the same). */
     if (t->req.expect_continue && !t->req_done && pt_buf_len(t->c->rbuf) == 0 &&
         t->req.minor_version == 1) {
+        /* Queued as an interim head: it goes out whole and before
+         * anything else, even while the previous response's last bytes
+         * are still on their way (a pipelined request). */
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        struct iovec iov = {(void *)cont, sizeof(cont) - 1};
-        ssize_t r = pt_io_sendv(&t->c->w->loop, &t->c->io, &iov, 1);
-        (void)r;
+        t->interim = (pt_slice){cont, sizeof(cont) - 1};
+        t->interim_sent = 0;
     }
 }
 
@@ -1466,6 +1468,9 @@ static int pump_client_interim(struct pt_txn *t)
         return (int)w;
     t->interim_sent += (uint32_t)w;
     t->interim_out += (uint64_t)w;
+    /* The client is reading again: the send timeout a full socket armed is
+     * over (during a transaction nothing else uses the client timer). */
+    pt_timer_cancel(&c->w->loop, &c->timer);
     return 1;
 }
 

@@ -142,6 +142,23 @@ def test_pipelined_slow_first_keeps_order(env):
     assert [r.json()["path"] for r in rs] == ["/slow", "/fast1", "/fast2"]
 
 
+def recv_until(s, marker, timeout):
+    """Reads from `s` until `marker` is in what was read, the peer closes
+    or `timeout` seconds pass; returns everything read."""
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while marker not in buf and time.monotonic() < deadline:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            c = s.recv(65536)
+        except socket.timeout:
+            break
+        if not c:
+            break
+        buf += c
+    return buf
+
+
 def test_expect_100_continue(env):
     gw, _ = env
     body = b"hello world"
@@ -149,13 +166,7 @@ def test_expect_100_continue(env):
     try:
         s.sendall(b"POST /expect HTTP/1.1\r\nHost: ka\r\nContent-Length: %d\r\n"
                   b"Expect: 100-continue\r\n\r\n" % len(body))
-        buf = b""
-        deadline = time.monotonic() + scaled(5)
-        while b"\r\n\r\n" not in buf and time.monotonic() < deadline:
-            c = s.recv(4096)
-            if not c:
-                break
-            buf += c
+        buf = recv_until(s, b"\r\n\r\n", scaled(5))
         assert buf.startswith(b"HTTP/1.1 100"), "no 100 Continue before the body: %r" % buf[:200]
         head_end = buf.index(b"\r\n\r\n") + 4
         rest = buf[head_end:]
@@ -169,6 +180,57 @@ def test_expect_100_continue(env):
     doc = rs[0].json()
     assert doc["body_len"] == len(body)
     assert doc["body"] == "hello world"
+
+
+def test_expect_100_continue_pipelined_behind_a_response(env):
+    """A request with Expect: 100-continue pipelined behind another: its
+    100 Continue must come even though the first response's bytes may
+    still be in flight (io_uring used to drop it then, and the client
+    waited for a 100 that never came), whole, after the first response."""
+    gw, _ = env
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(10))
+    cont = b"HTTP/1.1 100 Continue\r\n\r\n"
+    try:
+        s.sendall(b"GET /first HTTP/1.1\r\nHost: ka\r\n\r\n"
+                  b"POST /second HTTP/1.1\r\nHost: ka\r\nContent-Length: 5\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        buf = recv_until(s, cont, scaled(5))
+        assert cont in buf, "no 100 Continue for the pipelined request: %r" % buf[-300:]
+        first = parse_response(buf[:buf.index(cont)])
+        assert first.status == 200 and first.json()["path"] == "/first"
+        assert buf.endswith(cont), "bytes after the 100 before the body was sent: %r" % buf
+        s.sendall(b"hello")
+        rs = read_responses(s, 1, scaled(10))
+    finally:
+        s.close()
+    assert rs and rs[0].status == 200, rs
+    assert rs[0].json()["path"] == "/second"
+    assert rs[0].json()["body"] == "hello"
+
+
+def test_expect_100_continue_pipelined_then_slow_upstream(tmp_path):
+    """Its send having waited for the previous response's (io_uring), the
+    100 Continue must not leave the client's send timeout running: an
+    upstream slower than idle_timeout but within read_timeout answers."""
+    with backend("ka") as b:
+        cfg = make_config(free_port(), {"k": upstream(b.port, read_timeout="20s")},
+                          [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "k"}],
+                          workers=1, limits={"idle_timeout": "1s"})
+        gw = Gateway(cfg, tmp_path)
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(10))
+        try:
+            s.sendall(b"GET /first HTTP/1.1\r\nHost: ka\r\n\r\n"
+                      b"POST /second HTTP/1.1\r\nHost: ka\r\nContent-Length: 5\r\n"
+                      b"X-Demo-Delay: 2500\r\nExpect: 100-continue\r\n\r\n")
+            buf = recv_until(s, b"HTTP/1.1 100 Continue\r\n\r\n", scaled(5))
+            assert b"HTTP/1.1 100 Continue\r\n\r\n" in buf, buf[-300:]
+            s.sendall(b"hello")
+            rs = read_responses(s, 1, scaled(10))
+        finally:
+            s.close()
+            gw.stop()
+    assert rs and rs[0].status == 200, rs
+    assert rs[0].json()["body"] == "hello"
 
 
 def test_expect_100_continue_requests_lib_style(env):
