@@ -19,6 +19,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_RETIRED (PT_MAX_PINNED - 2)
@@ -79,6 +80,9 @@ static void apply_access_log(struct runtime *rt, const struct pt_generation *g,
     pt_alog_set_target(rt->logger, (int)g->access_log.mode, g->access_log.path);
 }
 
+/* How long a reload waits for every worker to take the new generation. */
+#define PT_RELOAD_ADOPT_WAIT_MS 2000
+
 static void reclaim(struct runtime *rt)
 {
     for (int i = 0; i < rt->nretired;) {
@@ -96,6 +100,28 @@ static void reclaim(struct runtime *rt)
         }
         pt_generation_free(g);
         rt->retired[i] = rt->retired[--rt->nretired];
+    }
+}
+
+/* Waits (bounded) until every worker has begun a loop turn on generation
+ * `id`: its new listeners are open and its next request uses it. Only then
+ * is a reload logged and answered, so a client acting on "reloaded" (a
+ * deploy script, a test) never finds a new port refusing connections. A
+ * worker that has stopped publishes UINT64_MAX. */
+static void wait_adopted(struct runtime *rt, uint64_t id)
+{
+    uint64_t deadline = pt_now_ms() + PT_RELOAD_ADOPT_WAIT_MS;
+    for (int i = 0; i < rt->nworkers; i++) {
+        while (atomic_load_explicit(&rt->workers[i].seen_gen, memory_order_acquire) < id) {
+            if (pt_now_ms() >= deadline) {
+                pt_warn("worker %d has not taken generation %llu after %d ms; it will at its "
+                        "next loop turn",
+                        i, (unsigned long long)id, PT_RELOAD_ADOPT_WAIT_MS);
+                return;
+            }
+            struct timespec ts = {0, 200 * 1000};
+            nanosleep(&ts, NULL);
+        }
     }
 }
 
@@ -157,6 +183,7 @@ static int reload(struct runtime *rt, char **errors)
     rt->retired[rt->nretired++] = old;
     for (int i = 0; i < rt->nworkers; i++)
         pt_worker_wake(&rt->workers[i]);
+    wait_adopted(rt, g->id);
     rt->reloads_ok++;
     if (rt->admin)
         pt_admin_sync(rt->admin, g);

@@ -50,3 +50,21 @@ def test_reload_adds_listener_and_refuses_a_taken_one(gateway, backends):
         assert requests.get("http://127.0.0.1:%d/tiny" % extra).status_code == 200
     finally:
         squatter.close()
+
+
+def test_listener_added_by_reload_accepts_as_soon_as_reload_is_logged(gateway, backends):
+    """The "reloaded" line comes once every worker has taken the new
+    generation, so a new port accepts the moment it is logged (before, a
+    client acting on the line could find it refusing connections until the
+    workers' next loop turn). Ten reloads, each adding a fresh port and
+    connecting at once."""
+    b = backends("l")
+    port = free_port()
+    gw = gateway(cfg(port, b.port))
+    for _ in range(10):
+        extra = free_port()
+        gw.reload(cfg(port, b.port, extra_port=extra))
+        s = socket.create_connection(("127.0.0.1", extra), timeout=scaled(5))
+        s.close()
+        assert requests.get("http://127.0.0.1:%d/tiny" % extra,
+                            timeout=scaled(5)).status_code == 200
