@@ -536,13 +536,11 @@ static void walk_workers(struct cfg *c, const struct pt_ynode *n)
 
 static void walk_io_backend(struct cfg *c, const struct pt_ynode *n)
 {
-    if (n->kind == PT_YSCALAR && !n->is_null && strcmp(n->str, "epoll") == 0) {
-        c->g->io_backend = PT_IO_EPOLL;
-        return;
-    }
-    if (n->kind == PT_YSCALAR && !n->is_null && strcmp(n->str, "io_uring") == 0) {
-        c->g->io_backend = PT_IO_URING;
-        return;
+    for (int b = 0; b < PT_IO_BACKENDS && n->kind == PT_YSCALAR && !n->is_null; b++) {
+        if (strcmp(n->str, pt_io_backend_names[b]) == 0) {
+            c->g->io_backend = (enum pt_io_backend)b;
+            return;
+        }
     }
     char buf[64];
     err_at(c, n, "`io_backend` must be `epoll` or `io_uring`, got %s",

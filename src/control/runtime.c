@@ -176,8 +176,7 @@ static int reload(struct runtime *rt, char **errors)
         pt_warn("workers: %d → %d takes effect at the next restart", rt->nworkers, g->workers);
     if (g->io_backend != old->io_backend)
         pt_warn("io_backend: %s → %s takes effect at the next restart",
-                old->io_backend == PT_IO_URING ? "io_uring" : "epoll",
-                g->io_backend == PT_IO_URING ? "io_uring" : "epoll");
+                pt_io_backend_names[old->io_backend], pt_io_backend_names[g->io_backend]);
     apply_access_log(rt, g, old);
     atomic_store_explicit(&pt_gen_current, g, memory_order_release);
     rt->retired[rt->nretired++] = old;
@@ -295,7 +294,7 @@ int pt_runtime_run(const char *config_path)
     for (uint32_t i = 0; i < g->nlisteners; i++)
         pt_info("listening on %s (%s)", g->listeners[i].address, g->listeners[i].name);
     pt_info("portico ready: generation %llu, %d workers (%s), %u routes", (unsigned long long)g->id,
-            rt.nworkers, pt_loop_backend_name(&rt.workers[0].loop), g->nroutes);
+            rt.nworkers, pt_io_backend_names[g->io_backend], g->nroutes);
 
     for (;;) {
         struct pollfd pfds[40];

@@ -61,10 +61,7 @@ void pt_loop_destroy(struct pt_loop *loop)
     loop->epfd = -1;
 }
 
-const char *pt_loop_backend_name(const struct pt_loop *loop)
-{
-    return loop->u ? "io_uring" : "epoll";
-}
+const char *const pt_io_backend_names[PT_IO_BACKENDS] = {"epoll", "io_uring"};
 
 int pt_loop_add(struct pt_loop *loop, struct pt_io *io, uint32_t events)
 {

@@ -68,7 +68,10 @@ struct pt_io {
 /* Why an io_uring socket has no receive armed (pt_io.rwait). */
 enum { PT_RW_NONE = 0, PT_RW_PENDING = 1, PT_RW_STARVED = 2 };
 
-enum pt_io_backend { PT_IO_EPOLL = 0, PT_IO_URING = 1 };
+enum pt_io_backend { PT_IO_EPOLL = 0, PT_IO_URING = 1, PT_IO_BACKENDS };
+
+/* "epoll", "io_uring": the names the config uses. */
+extern const char *const pt_io_backend_names[PT_IO_BACKENDS];
 
 struct pt_timer;
 typedef void (*pt_timer_cb)(struct pt_loop *loop, struct pt_timer *t);
@@ -105,7 +108,6 @@ void pt_loop_thread_start(struct pt_loop *loop);
 /* Hands queued work (sends, closes) to the kernel; for a loop about to stop. */
 void pt_loop_flush(struct pt_loop *loop);
 void pt_loop_destroy(struct pt_loop *loop);
-const char *pt_loop_backend_name(const struct pt_loop *loop);
 
 /* Readiness registration for non-stream fds (listeners, eventfds): the
  * callback gets the events that became ready (EPOLLET is always added).

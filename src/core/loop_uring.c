@@ -345,7 +345,9 @@ void pt_uring_flush(struct pt_loop *loop)
      * (a slow peer), and only this thread can push them on: keep running
      * the ring until they are out or PT_URING_EXIT_FLUSH_MS passed. Running
      * the completion work also lets cancelled polls release their sockets
-     * (a stopping worker must not keep accepting into a dead backlog). */
+     * (a stopping worker must not keep accepting into a dead backlog).
+     * Receives parked for the end of a turn are never armed here: nothing
+     * is read any more. */
     struct pt_uring *u = loop->u;
     uint64_t deadline = pt_now_ms() + PT_URING_EXIT_FLUSH_MS;
     io_uring_submit_and_get_events(&u->ring);
