@@ -307,6 +307,35 @@ static void test_reader_stops(enum pt_io_backend be)
     fx_close(&fx);
 }
 
+/* A new loop with `n` registered server-side sockets s[i] (their callback
+ * only records events: nothing reads unless the test does) and their
+ * blocking client peers cl[i]. Returns the listener. */
+static int many_open(struct pt_loop *loop, enum pt_io_backend be, struct side *s, int *cl, int n)
+{
+    CHECK(pt_loop_init_backend(loop, be) == 0);
+    pt_loop_thread_start(loop);
+    struct sockaddr_in sa;
+    int l = listener(&sa);
+    for (int i = 0; i < n; i++) {
+        memset(&s[i], 0, sizeof(s[i]));
+        s[i].io.fd = pair(l, &sa, &cl[i]);
+        s[i].io.cb = on_event;
+        CHECK(pt_loop_add_stream(loop, &s[i].io, false) == 0);
+    }
+    return l;
+}
+
+static void many_close(struct pt_loop *loop, int l, struct side *s, int *cl, int n)
+{
+    for (int i = 0; i < n; i++) {
+        pt_io_close(loop, &s[i].io);
+        close(cl[i]);
+    }
+    pt_loop_flush(loop);
+    close(l);
+    pt_loop_destroy(loop);
+}
+
 /* Readers that stall (each socket has unread bytes) must not keep other
  * sockets from receiving: more stalled sockets than the io_uring backend
  * has ring buffers, then an unrelated socket's request still arrives. */
@@ -314,19 +343,11 @@ static void test_reader_stops(enum pt_io_backend be)
 static void test_stalled_readers_starve_nobody(enum pt_io_backend be)
 {
     struct pt_loop loop;
-    CHECK(pt_loop_init_backend(&loop, be) == 0);
-    pt_loop_thread_start(&loop);
-    struct sockaddr_in sa;
-    int l = listener(&sa);
     static struct side s[NSTALLED + 1];
     static int cl[NSTALLED + 1];
-    for (int i = 0; i <= NSTALLED; i++) {
-        memset(&s[i], 0, sizeof(s[i]));
-        s[i].io.fd = pair(l, &sa, &cl[i]);
-        s[i].io.cb = on_event; /* reads nothing */
-        CHECK(pt_loop_add_stream(&loop, &s[i].io, false) == 0);
+    int l = many_open(&loop, be, s, cl, NSTALLED + 1);
+    for (int i = 0; i <= NSTALLED; i++)
         fcntl(cl[i], F_SETFL, O_NONBLOCK);
-    }
     spin(&loop, 2);
     static char chunk[65537];
     for (int i = 0; i < NSTALLED; i++) {
@@ -356,13 +377,7 @@ static void test_stalled_readers_starve_nobody(enum pt_io_backend be)
         }
     }
     CHECK_EQ_INT(total, (size_t)NSTALLED * sizeof(chunk));
-    for (int i = 0; i <= NSTALLED; i++) {
-        pt_io_close(&loop, &s[i].io);
-        close(cl[i]);
-    }
-    pt_loop_flush(&loop);
-    close(l);
-    pt_loop_destroy(&loop);
+    many_close(&loop, l, s, cl, NSTALLED + 1);
 }
 
 /* A worker's last act: sends accepted, sockets closed, loop flushed on its
@@ -485,18 +500,9 @@ static void test_shutdown_after_send(enum pt_io_backend be)
 static void test_many_unread(enum pt_io_backend be)
 {
     struct pt_loop loop;
-    CHECK(pt_loop_init_backend(&loop, be) == 0);
-    pt_loop_thread_start(&loop);
-    struct sockaddr_in sa;
-    int l = listener(&sa);
     static struct side s[NCONN];
     static int cl[NCONN];
-    for (int i = 0; i < NCONN; i++) {
-        memset(&s[i], 0, sizeof(s[i]));
-        s[i].io.fd = pair(l, &sa, &cl[i]);
-        s[i].io.cb = on_event;
-        CHECK(pt_loop_add_stream(&loop, &s[i].io, false) == 0);
-    }
+    int l = many_open(&loop, be, s, cl, NCONN);
     spin(&loop, 2);
     for (int i = 0; i < NCONN; i++) {
         char msg[32];
@@ -522,13 +528,7 @@ static void test_many_unread(enum pt_io_backend be)
         spin(&loop, 1);
     }
     CHECK_EQ_INT(done, NCONN);
-    for (int i = 0; i < NCONN; i++) {
-        pt_io_close(&loop, &s[i].io);
-        close(cl[i]);
-    }
-    pt_loop_flush(&loop);
-    close(l);
-    pt_loop_destroy(&loop);
+    many_close(&loop, l, s, cl, NCONN);
 }
 
 /* Non-blocking connect: EPOLLOUT when done (with SO_ERROR 0), then data
