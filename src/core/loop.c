@@ -23,7 +23,7 @@ int pt_loop_init_backend(struct pt_loop *loop, enum pt_io_backend backend)
 {
     loop->epfd = -1;
     loop->u = NULL;
-    loop->now_ms = pt_now_ms();
+    pt_loop_clock(loop);
     loop->wheel_ms = loop->now_ms;
     loop->armed = 0;
     loop->quiet_until_ms = 0;
@@ -203,7 +203,7 @@ int pt_loop_run_once(struct pt_loop *loop, int max_wait_ms)
     struct epoll_event evs[MAX_EVENTS];
     int timeout = pt_loop_next_timeout(loop, max_wait_ms);
     int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout);
-    loop->now_ms = pt_now_ms();
+    pt_loop_clock(loop);
     if (n < 0)
         n = 0; /* EINTR: just run timers */
     for (int i = 0; i < n; i++) {

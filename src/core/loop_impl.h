@@ -7,6 +7,13 @@
 
 #include "core/loop.h"
 
+/* Reads the clock: once per wakeup. */
+static inline void pt_loop_clock(struct pt_loop *loop)
+{
+    loop->now_ns = pt_now_ns();
+    loop->now_ms = loop->now_ns / 1000000u;
+}
+
 /* Milliseconds the loop may sleep: max_wait_ms bounded by the next timer. */
 int pt_loop_next_timeout(struct pt_loop *loop, int max_wait_ms);
 /* Fires the timers due at loop->now_ms. */

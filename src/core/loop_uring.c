@@ -746,7 +746,7 @@ int pt_uring_run_once(struct pt_loop *loop, int max_wait_ms)
     arm_pending(loop);
     /* The one syscall of the turn: submit everything queued, then wait. */
     io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, timeout < 0 ? NULL : &ts, NULL);
-    loop->now_ms = pt_now_ms();
+    pt_loop_clock(loop);
     int events = reap(loop);
     pt_loop_run_timers(loop);
     return events;

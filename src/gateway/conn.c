@@ -119,7 +119,9 @@ struct pt_txn {
     int status;
     const char *error; /* gateway error text, for the log */
     uint64_t bytes_out;
-    uint64_t t_start, t_up_start, t_up_head; /* ns */
+    /* ns, the loop's time of the wakeup that saw each event: no clock
+     * read per request */
+    uint64_t t_start, t_up_start, t_up_head;
 };
 
 static void conn_run(struct pt_conn *c);
@@ -225,7 +227,7 @@ static void conn_timeout(struct pt_loop *loop, struct pt_timer *tm)
         }
         t->c = c;
         t->gen = g;
-        t->t_start = pt_now_ns();
+        t->t_start = pt_loop_now_ns(&c->w->loop);
         gen_request_id(c->w, t->reqid_buf);
         t->reqid = (pt_slice){t->reqid_buf, 32};
         t->req_done = true;
@@ -523,7 +525,7 @@ static bool txn_connect(struct pt_txn *t)
     t->uc_readable = false; /* a pooled socket may hold an EOF we never read */
     t->uhead_sent = 0;
     if (!t->t_up_start)
-        t->t_up_start = pt_now_ns();
+        t->t_up_start = pt_loop_now_ns(&w->loop);
     pt_timer_arm(&w->loop, &uc->timer, uc->connected ? read_timeout(t) : t->up->connect_timeout_ms,
                  upstream_timeout);
     return true;
@@ -895,7 +897,7 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *preq, uint32_t he
     c->requests++;
     t->c = c;
     t->gen = g;
-    t->t_start = pt_now_ns();
+    t->t_start = pt_loop_now_ns(&c->w->loop);
     t->req = *preq;
     t->res_upstream_reusable = false;
 
@@ -1098,7 +1100,7 @@ static bool read_head(struct pt_conn *c)
                 c->txn = t;
                 t->c = c;
                 t->gen = g;
-                t->t_start = pt_now_ns();
+                t->t_start = pt_loop_now_ns(&c->w->loop);
                 t->req_done = true;
                 gen_request_id(w, t->reqid_buf);
                 t->reqid = (pt_slice){t->reqid_buf, 32};
@@ -1357,7 +1359,7 @@ static bool response_head_ready(struct pt_txn *t, uint32_t head_len)
 {
     struct pt_conn *c = t->c;
     struct pt_uconn *uc = t->uc;
-    t->t_up_head = pt_now_ns();
+    t->t_up_head = pt_loop_now_ns(&c->w->loop);
     t->status = t->res.status;
     pt_buf_consume(uc->rbuf, head_len);
     if (uc->rbuf->start == 0 && uc->rbuf->end == 0)
@@ -1771,6 +1773,7 @@ static void access_log(struct pt_txn *t)
         return;
     char line[4096];
     char esc[6 * 512];
+    /* Clocks are read here, only when there is a line to write. */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;

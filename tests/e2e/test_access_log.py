@@ -127,3 +127,25 @@ def test_log_stdout(tmp_path):
     d = json.loads(lines[0])
     assert d["request_id"] == "to-stdout"
     assert d["status"] == 200
+
+
+def test_durations_measure_a_slow_upstream(tmp_path):
+    # The timings come from the loop's per-wakeup clock, not a clock read
+    # per request: a 300 ms upstream must still show as >= 300 ms in both.
+    log = os.path.join(str(tmp_path), "access.log")
+    with backend("al") as b:
+        gw = Gateway(cfg(b, {"path": log, "format": "json"}), tmp_path)
+        try:
+            r = requests.get(gw.u("/log/slow"), headers={"X-Request-ID": "log-slow",
+                                                          "X-Demo-Delay": "300"},
+                             timeout=scaled(5))
+            assert r.status_code == 200
+            lines = wait_until(lambda: read_lines(log) or None, scaled(10),
+                               what="the access log line")
+        finally:
+            gw.stop()
+    d = json.loads(lines[0])
+    assert d["request_id"] == "log-slow"
+    assert d["upstream_ms"] >= 300, d
+    assert d["duration_ms"] >= d["upstream_ms"], d
+    assert d["duration_ms"] < 300 + scaled(1) * 1000, d
