@@ -58,7 +58,7 @@ SPIN_PIDS=()
 # Durations (seconds) of one run's parts; --quick shortens them.
 D_LOAD=5          # wrk -t1 -c32: CPU/request, requests/s, reuse
 D_C1=3            # h2load -c1 closed loop: unloaded latency
-D_RATE=5          # h2load -c16 --rps: latency at a fixed offered rate
+D_RATE=4          # h2load -c16 --rps: latency at a fixed offered rate
 D_STRACE=2        # wrk -c32 under strace: syscall counts only
 D_PERF=3          # wrk -c32 under perf stat: syscall counts at full speed
 IDLE_CONNS=5000   # idle keep-alive connections for the memory test
