@@ -598,7 +598,10 @@ static void parser_init(struct parser *ps, const char *buf, size_t len,
                           .headers = headers,
                           .max_headers = lim->max_headers,
                           .fr = fr};
-    ps->truncated = len > cap;
+    /* A head not ended within cap bytes is longer than cap: a full view
+     * is as final as a longer buffer (a buffer of exactly cap bytes can
+     * take no more). */
+    ps->truncated = len >= cap;
     ps->end = buf + (ps->truncated ? cap : len);
     *fr = (struct pt_h1_framing){.content_length = -1};
 }
@@ -623,7 +626,7 @@ static int parser_result(struct parser *ps, const char *head_end)
 static bool nothing_new(const char *buf, size_t len, size_t prev_len,
                         const struct pt_h1_limits *lim)
 {
-    return prev_len != 0 && prev_len <= len && len <= view_cap(lim) &&
+    return prev_len != 0 && prev_len <= len && len < view_cap(lim) &&
            !memchr(buf + prev_len, '\n', len - prev_len);
 }
 
