@@ -198,6 +198,7 @@ int pt_loop_next_timeout(struct pt_loop *loop, int max_wait_ms)
 
 int pt_loop_run_once(struct pt_loop *loop, int max_wait_ms)
 {
+    loop->turn++;
     if (loop->u)
         return pt_uring_run_once(loop, max_wait_ms);
     struct epoll_event evs[MAX_EVENTS];
@@ -213,4 +214,15 @@ int pt_loop_run_once(struct pt_loop *loop, int max_wait_ms)
     }
     pt_loop_run_timers(loop);
     return n;
+}
+
+bool pt_io_peer_gone(struct pt_loop *loop, struct pt_io *io)
+{
+    if (io->fd < 0)
+        return true;
+    if (loop->u)
+        return io->rlen == 0 && io->rerr != 0;
+    char b;
+    ssize_t n = recv(io->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
 }

@@ -93,6 +93,7 @@ struct pt_loop {
     struct pt_uring *u;                    /* io_uring backend; NULL with epoll */
     uint64_t now_ns;                       /* monotonic ns, read once per wakeup */
     uint64_t now_ms;                       /* now_ns in ms */
+    uint64_t turn;                         /* loop turns begun */
     uint64_t wheel_ms;                     /* time up to which the wheel has been processed */
     struct pt_timer slots[PT_WHEEL_SLOTS]; /* list heads (sentinels) */
     uint32_t armed;
@@ -172,6 +173,12 @@ static inline bool pt_io_has_input(const struct pt_loop *loop, const struct pt_i
 {
     return loop->u && (io->rlen > 0 || io->rerr != 0);
 }
+
+/* After a hangup event: true when the peer has closed or reset the
+ * connection and no unread byte is left before its end (pipelined bytes
+ * ahead of a FIN are not a hangup yet). With epoll this costs one
+ * recv(MSG_PEEK): call it on hangup events only. */
+bool pt_io_peer_gone(struct pt_loop *loop, struct pt_io *io);
 
 /* Unregisters and closes io->fd (sets it to -1). Bytes already sent still
  * go out first. The pt_io's memory must stay valid until the end of the

@@ -113,6 +113,8 @@ struct pt_txn {
     uint32_t chead_sent;
     pt_slice interim; /* 1xx interim heads (103 Early Hints) not yet sent */
     uint32_t interim_sent;
+    char *interim_buf; /* arena buffer behind interim once a 1xx was queued */
+    uint32_t interim_cap;
     uint64_t interim_out; /* bytes of interim heads written, for the log */
     bool close_after;
 
@@ -202,6 +204,20 @@ static void conn_on_event(struct pt_loop *loop, struct pt_io *io, uint32_t event
         c->hup = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->writable = true;
+    /* A client that leaves while its request is with the upstream: stop,
+     * free the upstream connection, log 499 (nginx's default; HTTP/1.1
+     * has no way to keep a response for a client that is gone). Bytes it
+     * pipelined before its FIN, read or not, still get their answers. */
+    struct pt_txn *t = c->txn;
+    if (t && t->req_done && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
+        (!c->rbuf || pt_buf_len(c->rbuf) == 0) && pt_io_peer_gone(&c->w->loop, &c->io)) {
+        if (t->chead_sent == 0)
+            t->status = 499;
+        if (!t->error)
+            t->error = "client closed the connection";
+        conn_close(c);
+        return;
+    }
     conn_run(c);
 }
 
@@ -296,7 +312,10 @@ static void txn_end(struct pt_txn *t, bool completed)
     if (t->uc) {
         /* uc_hup: the upstream closed (or reset) it; that edge was
          * consumed, so an idle connection would never be seen to die. */
-        if (completed && t->res_upstream_reusable && !t->uc_hup)
+        /* uc_readable: an edge came that nobody read (bytes after the
+         * response, or a read that filled the buffer exactly): the socket
+         * may hold bytes, and an edge-triggered loop reports them never. */
+        if (completed && t->res_upstream_reusable && !t->uc_hup && !t->uc_readable)
             pt_uconn_release(t->uc, t->up->keepalive, t->gen->limits.idle_timeout_ms);
         else
             pt_uconn_close(t->uc);
@@ -437,6 +456,20 @@ static void txn_gateway_response(struct pt_txn *t, int status, const char *error
     t->res_mode = BODY_NONE;
 }
 
+/* Cuts the client off in the middle of a response. When the client's
+ * body ends at close (a response without length, or one de-chunked for
+ * an HTTP/1.0 client) a FIN would make the cut body look complete, so the
+ * connection is reset instead (SO_LINGER 0: the close sends RST). */
+static void client_cut(struct pt_txn *t, const char *why)
+{
+    t->error = why;
+    if (t->res_mode == BODY_EOF || t->res_decode) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(t->c->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    conn_close(t->c);
+}
+
 /* An upstream failure: an error response when nothing was sent to the
  * client yet, else the client connection is cut so a broken response can
  * never look complete. Returns false when the connection was closed. */
@@ -444,8 +477,7 @@ static bool txn_upstream_fail(struct pt_txn *t, int status, const char *why)
 {
     if (t->chead_sent > 0 || t->bytes_out > 0) {
         t->status = t->status ? t->status : status;
-        t->error = why;
-        conn_close(t->c);
+        client_cut(t, why);
         return false;
     }
     txn_gateway_response(t, status, why, NULL, (pt_slice){0}, false);
@@ -500,13 +532,13 @@ static void upstream_timeout(struct pt_loop *loop, struct pt_timer *tm)
         conn_run(c);
 }
 
-/* Gets a connection to the picked target. Returns false after having set
- * an error response. */
-static bool txn_connect(struct pt_txn *t)
+/* Gets a connection to the picked target (a new one when `fresh`).
+ * Returns false after having set an error response. */
+static bool txn_connect(struct pt_txn *t, bool fresh)
 {
     struct pt_worker *w = t->c->w;
     int err = 0;
-    struct pt_uconn *uc = pt_uconn_acquire(&w->ob, t->target, &t->uc_reused, &err);
+    struct pt_uconn *uc = pt_uconn_acquire(&w->ob, t->target, fresh, &t->uc_reused, &err);
     if (!uc) {
         txn_upstream_fail(t, 502,
                           err == -ECONNREFUSED ? "upstream connection refused"
@@ -532,12 +564,14 @@ static bool txn_connect(struct pt_txn *t)
 }
 
 /* A reused keep-alive connection the upstream had already closed: the
- * request never reached it, so sending it again on a fresh connection is
- * safe when there is no body that was consumed on the way. */
-static bool txn_retry_stale(struct pt_txn *t)
+ * request never reached it, so sending it again on a new connection (not
+ * another pooled one, which may be as stale) is safe when there is no body
+ * that was consumed on the way. Returns 1 when retried, 0 when the request
+ * is not eligible, -1 when the retry failed (an error response is set). */
+static int txn_retry_stale(struct pt_txn *t)
 {
     if (!t->uc_reused || t->res_prev > 0 || t->req_mode != BODY_NONE || t->retries >= 2)
-        return false;
+        return 0;
     /* Only idempotent methods (RFC 9110 §9.2.2): a POST the upstream may
      * have acted on before closing must not run twice. */
     switch (t->req.method_id) {
@@ -549,13 +583,13 @@ static bool txn_retry_stale(struct pt_txn *t)
     case PT_METHOD_TRACE:
         break;
     default:
-        return false;
+        return 0;
     }
     t->retries++;
     pt_uconn_close(t->uc);
     t->uc = NULL;
     t->res_prev = 0;
-    return txn_connect(t);
+    return txn_connect(t, true) ? 1 : -1;
 }
 
 /* ---- serialization ---- */
@@ -589,6 +623,23 @@ static size_t put_field(char *o, pt_slice name, pt_slice value)
     return n;
 }
 
+/* "Content-Length: N\r\n" (at most 38 bytes). */
+static size_t put_content_length(char *o, uint64_t v)
+{
+    char digits[20];
+    size_t nd = 0;
+    do {
+        digits[nd++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    size_t n = put(o, PT_SLICE("Content-Length: "));
+    while (nd)
+        o[n++] = digits[--nd];
+    o[n++] = '\r';
+    o[n++] = '\n';
+    return n;
+}
+
 /* Room put_field needs for every field of a list (dead ones included). */
 static size_t fields_size(const struct pt_headers *h)
 {
@@ -602,7 +653,7 @@ static size_t fields_size(const struct pt_headers *h)
  * path, live non-hop-by-hop fields, then our framing. */
 static bool build_upstream_head(struct pt_txn *t)
 {
-    size_t cap = t->req.method.len + t->path.len + t->req.query.len + 64;
+    size_t cap = t->req.method.len + t->path.len + t->req.query.len + 96;
     cap += fields_size(&t->reqh);
     char *o = pt_arena_alloc(&t->c->arena, cap);
     if (!o)
@@ -618,12 +669,17 @@ static bool build_upstream_head(struct pt_txn *t)
     n += put(o + n, PT_SLICE(" HTTP/1.1\r\n"));
     for (uint32_t i = 0; i < t->reqh.n; i++) {
         const struct pt_hfield *f = &t->reqh.f[i];
-        if (f->dead || (pt_token_flags[f->token] & PT_TF_HOP) || f->token == PT_TOK_EXPECT)
+        if (f->dead || (pt_token_flags[f->token] & PT_TF_HOP) || f->token == PT_TOK_EXPECT ||
+            f->token == PT_TOK_CONTENT_LENGTH)
             continue;
         n += put_field(o + n, f->name, f->value);
     }
+    /* The framing is ours, written from what the body was framed by: no
+     * field edit can make the upstream see another length. */
     if (t->req_mode == BODY_CHUNKED)
         n += put(o + n, PT_SLICE("Transfer-Encoding: chunked\r\n"));
+    else if (t->req.framing.content_length >= 0)
+        n += put_content_length(o + n, (uint64_t)t->req.framing.content_length);
     o[n++] = '\r';
     o[n++] = '\n';
     t->uhead = o;
@@ -636,7 +692,7 @@ static bool build_client_head(struct pt_txn *t)
 {
     /* The status line carries the upstream's reason phrase, which can be
      * as long as a whole head: count it. */
-    size_t cap = 128 + t->res.reason.len;
+    size_t cap = 160 + t->res.reason.len;
     cap += fields_size(&t->resph);
     char *o = pt_arena_alloc(&t->c->arena, cap);
     if (!o)
@@ -651,14 +707,16 @@ static bool build_client_head(struct pt_txn *t)
     o[len++] = '\n';
     for (uint32_t i = 0; i < t->resph.n; i++) {
         const struct pt_hfield *f = &t->resph.f[i];
-        if (f->dead || (pt_token_flags[f->token] & PT_TF_HOP))
-            continue;
-        if (t->res_decode && f->token == PT_TOK_CONTENT_LENGTH)
+        if (f->dead || (pt_token_flags[f->token] & PT_TF_HOP) || f->token == PT_TOK_CONTENT_LENGTH)
             continue;
         len += put_field(o + len, f->name, f->value);
     }
+    /* Framing written from the parsed response, as for requests. A
+     * de-chunked response (HTTP/1.0 client) ends at close. */
     if (t->res_mode == BODY_CHUNKED && !t->res_decode)
         len += put(o + len, PT_SLICE("Transfer-Encoding: chunked\r\n"));
+    else if (!t->res_decode && t->res.framing.content_length >= 0)
+        len += put_content_length(o + len, (uint64_t)t->res.framing.content_length);
     /* A drain closes the connection after this response: say so. */
     if (atomic_load_explicit(&t->c->w->draining, memory_order_relaxed))
         t->close_after = true;
@@ -675,8 +733,25 @@ static bool build_client_head(struct pt_txn *t)
 
 /* ---- request start ---- */
 
+/* The next element of a comma-separated field value (RFC 9110 §5.6.1)
+ * from *pp, which advances; empty at the end. */
+static pt_slice list_next(const char **pp, const char *end)
+{
+    const char *p = *pp;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+        p++;
+    const char *s = p;
+    while (p < end && *p != ',' && *p != ' ' && *p != '\t')
+        p++;
+    *pp = p;
+    return (pt_slice){s, (size_t)(p - s)};
+}
+
 /* Marks the fields named by Connection (other than close/keep-alive) dead:
- * they are hop-by-hop by the client's own declaration. */
+ * they are hop-by-hop by the sender's own declaration. The message's
+ * framing and Host are never taken away that way: "Connection:
+ * content-length" would otherwise strip the length the gateway framed the
+ * body by and let the body pass as a second request (smuggling). */
 static void drop_connection_listed(struct pt_headers *h)
 {
     for (uint32_t i = 0; i < h->n; i++) {
@@ -684,14 +759,11 @@ static void drop_connection_listed(struct pt_headers *h)
             continue;
         const char *p = h->f[i].value.p, *end = p + h->f[i].value.len;
         while (p < end) {
-            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-                p++;
-            const char *s = p;
-            while (p < end && *p != ',' && *p != ' ' && *p != '\t')
-                p++;
-            pt_slice name = {s, (size_t)(p - s)};
+            pt_slice name = list_next(&p, end);
+            int tok = pt_token_lookup(name.p, name.len);
             if (name.len && !pt_slice_ieq_cstr(name, "close") &&
-                !pt_slice_ieq_cstr(name, "keep-alive"))
+                !pt_slice_ieq_cstr(name, "keep-alive") && tok != PT_TOK_CONTENT_LENGTH &&
+                tok != PT_TOK_TRANSFER_ENCODING && tok != PT_TOK_HOST)
                 pt_headers_remove(h, name);
         }
     }
@@ -963,6 +1035,13 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *preq, uint32_t he
     /* The head leaves the buffer; body bytes follow at rbuf start. */
     pt_buf_consume(c->rbuf, head_len);
 
+    /* CONNECT asks for a tunnel, which the gateway does not offer (its
+     * authority-form target has no path to route or forward). */
+    if (t->req.method_id == PT_METHOD_CONNECT) {
+        txn_gateway_response(t, 501, "CONNECT is not supported", NULL, (pt_slice){0}, true);
+        return;
+    }
+
     /* Route. */
     pt_slice host = t->req.host;
     for (size_t i = host.len; i > 0; i--) {
@@ -1037,7 +1116,7 @@ static void txn_dispatch(struct pt_txn *t)
         txn_gateway_response(t, 500, "out of memory", NULL, (pt_slice){0}, true);
         return;
     }
-    if (!txn_connect(t))
+    if (!txn_connect(t, false))
         return;
     /* Expect: 100-continue is answered here, once the request has passed
      * routing, limits and filters: the client sends its body only to a
@@ -1202,8 +1281,9 @@ static int pump_upstream_write(struct pt_txn *t)
         if (e == -EINPROGRESS || e == -EALREADY)
             return 0;
         if (e < 0) {
-            if (t->uc_reused && txn_retry_stale(t))
-                return 1;
+            int rs = t->uc_reused ? txn_retry_stale(t) : 0;
+            if (rs != 0)
+                return rs;
             txn_upstream_fail(t, 502,
                               e == -ECONNREFUSED ? "upstream connection refused"
                                                  : "upstream connect failed");
@@ -1232,8 +1312,9 @@ static int pump_upstream_write(struct pt_txn *t)
             t->uc_writable = false;
             return 0;
         }
-        if (t->uhead_sent == 0 && txn_retry_stale(t))
-            return 1;
+        int rs = t->uhead_sent == 0 ? txn_retry_stale(t) : 0;
+        if (rs != 0)
+            return rs;
         if (t->uhead_sent == t->uhead_len) {
             /* The upstream had the whole head and stopped taking the body:
              * it may have answered early (its own 413) and closed. Stop
@@ -1407,27 +1488,53 @@ static bool response_head_ready(struct pt_txn *t, uint32_t head_len)
     return build_client_head(t);
 }
 
+/* True when `name` is listed in one of the head's Connection fields. */
+static bool connection_lists(const struct pt_h1_response *r, pt_slice name)
+{
+    for (size_t i = 0; i < r->num_headers; i++) {
+        if (r->headers[i].token != PT_TOK_CONNECTION)
+            continue;
+        const char *p = r->headers[i].value.p, *end = p + r->headers[i].value.len;
+        while (p < end) {
+            pt_slice item = list_next(&p, end);
+            if (item.len && pt_slice_ieq(item, name))
+                return true;
+        }
+    }
+    return false;
+}
+
 /* Appends the interim response just parsed (t->res) to the bytes waiting
- * for the client, without its hop-by-hop fields. */
+ * for the client, without its hop-by-hop and Connection-listed fields. */
 static bool queue_interim(struct pt_txn *t)
 {
     uint32_t left = (uint32_t)t->interim.len - t->interim_sent;
-    size_t cap = left + 32 + t->res.reason.len;
+    size_t need = left + 32 + t->res.reason.len;
     for (size_t i = 0; i < t->res.num_headers; i++)
-        cap += t->res.headers[i].name.len + t->res.headers[i].value.len + 4;
-    char *o = pt_arena_alloc(&t->c->arena, cap);
-    if (!o)
-        return false;
-    size_t n = 0;
-    if (left)
-        n += put(o, (pt_slice){t->interim.p + t->interim_sent, left});
+        need += t->res.headers[i].name.len + t->res.headers[i].value.len + 4;
+    /* Several 1xx in one read: append in a buffer that doubles, so queuing
+     * k of them copies O(total) bytes, not O(k * total). */
+    char *o = t->interim_buf;
+    if (o && need <= t->interim_cap) {
+        memmove(o, t->interim.p + t->interim_sent, left);
+    } else {
+        size_t cap = PT_MAX(need, (size_t)t->interim_cap * 2);
+        o = pt_arena_alloc(&t->c->arena, cap);
+        if (!o)
+            return false;
+        if (left)
+            memcpy(o, t->interim.p + t->interim_sent, left);
+        t->interim_buf = o;
+        t->interim_cap = (uint32_t)cap;
+    }
+    size_t n = left;
     n += put_status(o + n, t->res.status);
     n += put(o + n, t->res.reason);
     o[n++] = '\r';
     o[n++] = '\n';
     for (size_t i = 0; i < t->res.num_headers; i++) {
         const struct pt_h1_header *h = &t->res.headers[i];
-        if (pt_token_flags[h->token] & PT_TF_HOP)
+        if ((pt_token_flags[h->token] & PT_TF_HOP) || connection_lists(&t->res, h->name))
             continue;
         n += put_field(o + n, h->name, h->value);
     }
@@ -1452,6 +1559,8 @@ static ssize_t client_send(struct pt_txn *t, struct iovec *iov, int n)
         pt_timer_arm(&c->w->loop, &c->timer, t->gen->limits.idle_timeout_ms, conn_timeout);
         return 0;
     }
+    if (!t->error)
+        t->error = "client closed the connection";
     conn_close(c);
     return -1;
 }
@@ -1485,6 +1594,8 @@ static int pump_upstream_read(struct pt_txn *t)
         return 0;
     if (t->res_head_done && (t->res_body_done || (uc->rbuf && pt_buf_len(uc->rbuf) > 0)))
         return 0; /* backpressure: the client has not taken what we have */
+    if (!t->res_head_done && t->interim_sent < t->interim.len)
+        return 0; /* the same for interim heads (every 1xx in the buffer was parsed) */
     if (!uc->rbuf) {
         uc->rbuf = pt_buf_get(&c->w->bufs, 0);
         if (!uc->rbuf) {
@@ -1515,20 +1626,22 @@ static int pump_upstream_read(struct pt_txn *t)
     if (n <= 0) {
         /* EOF or reset. */
         if (!t->res_head_done) {
-            if (t->res_prev == 0 && t->uhead_sent == t->uhead_len && txn_retry_stale(t))
-                return 1;
+            int rs = t->res_prev == 0 && t->uhead_sent == t->uhead_len ? txn_retry_stale(t) : 0;
+            if (rs != 0)
+                return rs;
             txn_upstream_fail(
                 t, 502, n == 0 ? "upstream closed the connection" : "upstream connection reset");
             return -1;
         }
-        if (t->res_mode == BODY_EOF) {
+        /* A body that ends at close ends at a clean close only: a reset
+         * may have lost bytes. */
+        if (t->res_mode == BODY_EOF && n == 0) {
             t->res_body_done = true;
             t->uc_readable = false;
             return 1;
         }
         /* Truncated body after the head went out: cut the client off. */
-        t->error = "upstream truncated the response";
-        conn_close(c);
+        client_cut(t, n == 0 ? "upstream truncated the response" : "upstream connection reset");
         return -1;
     }
     uc->rbuf->end += (uint32_t)n;

@@ -159,16 +159,24 @@ static void uconn_io(struct pt_loop *loop, struct pt_io *io, uint32_t events)
         uc->on_event(uc, events);
 }
 
-struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target *t, bool *reused,
-                                  int *err)
+struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target *t, bool fresh,
+                                  bool *reused, int *err)
 {
     struct pt_upool *p = pool_for(ob, t);
     if (!p) {
         *err = -ENOMEM;
         return NULL;
     }
-    if (p->idle) {
-        struct pt_uconn *uc = p->idle;
+    /* Not one released during this loop turn: whatever the upstream sent
+     * after its response (stray bytes, a close) has not been looked at
+     * yet. The loop's next wait reports it (io_uring arms the receive at
+     * the end of the turn; epoll's edge for it is still queued), and the
+     * pool's idle handler closes the connection. A pipelined request in
+     * the same turn takes another connection. */
+    struct pt_uconn *uc = fresh ? NULL : p->idle;
+    while (uc && uc->released_turn == ob->loop->turn)
+        uc = uc->next;
+    if (uc) {
         idle_unlink(uc);
         pt_timer_cancel(ob->loop, &uc->timer); /* the pool's idle timeout */
         *reused = true;
@@ -189,7 +197,7 @@ struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target
         close(fd);
         return NULL;
     }
-    struct pt_uconn *uc = calloc(1, sizeof(*uc));
+    uc = calloc(1, sizeof(*uc));
     if (!uc) {
         close(fd);
         *err = -ENOMEM;
@@ -235,6 +243,7 @@ void pt_uconn_release(struct pt_uconn *uc, uint32_t keepalive, uint64_t idle_ms)
     struct pt_upool *p = uc->pool;
     struct pt_outbound *ob = uc->ob;
     pt_timer_cancel(ob->loop, &uc->timer);
+    uc->released_turn = ob->loop->turn;
     if ((uc->rbuf && pt_buf_len(uc->rbuf) > 0) || pt_io_has_input(ob->loop, &uc->io)) {
         /* Unexpected bytes (or the upstream's close) after a complete
          * response: not reusable. */

@@ -31,6 +31,7 @@ struct pt_uconn {
     bool idle;                    /* sitting in the pool */
     bool closed;                  /* fd closed; memory freed at end of loop turn */
     uint32_t requests;            /* requests served on this connection */
+    uint64_t released_turn;       /* loop turn it last went back to the pool in */
     /* While acquired: the user's event handler and context. */
     void (*on_event)(struct pt_uconn *uc, uint32_t events);
     void *user;
@@ -54,14 +55,14 @@ void pt_outbound_destroy(struct pt_outbound *ob);
 void pt_outbound_reap(struct pt_outbound *ob);
 
 /*
- * Gets a connection to `t`: an idle pooled one when available (*reused =
- * true), else a new non-blocking socket with connect() in progress
+ * Gets a connection to `t`: an idle pooled one when available and `fresh`
+ * is false (*reused = true), else a new non-blocking socket with connect() in progress
  * (uc->connected false; the caller waits for EPOLLOUT and calls
  * pt_uconn_finish_connect). Returns NULL with *err = -errno on immediate
  * failure (e.g. EMFILE, ECONNREFUSED on loopback).
  */
-struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target *t, bool *reused,
-                                  int *err);
+struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target *t, bool fresh,
+                                  bool *reused, int *err);
 /* After EPOLLOUT on a connecting socket: 0 when connected, else -errno. */
 int pt_uconn_finish_connect(struct pt_uconn *uc);
 /* Returns a healthy, fully-read connection to its pool (closing it when the

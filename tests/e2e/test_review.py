@@ -377,33 +377,36 @@ def test_request_body_error_after_response_started(tmp_path):
 
 # ---------------------------------------------------------------- upstream pool
 
+def then_close_upstream(s):
+    """GET /then-close: answered with its FIN right behind the last byte;
+    anything else: "posted"."""
+    buf = b""
+    while True:
+        head, buf = read_head(s, buf)
+        n = content_length(head)
+        while len(buf) < n:
+            chunk = s.recv(65536)
+            if not chunk:
+                return
+            buf += chunk
+        buf = buf[n:]
+        if head.startswith(b"GET /then-close"):
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab")
+            time.sleep(0.2)
+            # the last byte and the FIN in one segment
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            s.send(b"c")
+            return
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nposted")
+
+
 def test_upstream_closed_during_response_not_pooled(tmp_path):
     """The upstream's FIN arrived together with the end of a keep-alive
     response: the gateway saw it (EPOLLRDHUP) and still pooled the
     connection. With edge-triggered epoll no further event comes for it, so
     the next request was written to a dead socket; with a body it cannot be
     retried and got a 502."""
-    def handler(s):
-        buf = b""
-        while True:
-            head, buf = read_head(s, buf)
-            n = content_length(head)
-            while len(buf) < n:
-                chunk = s.recv(65536)
-                if not chunk:
-                    return
-                buf += chunk
-            buf = buf[n:]
-            if head.startswith(b"GET /then-close"):
-                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab")
-                time.sleep(0.2)
-                # the last byte and the FIN in one segment
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-                s.send(b"c")
-                return
-            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nposted")
-
-    up = RawUpstream(handler)
+    up = RawUpstream(then_close_upstream)
     gw = Gateway(one_route_cfg(up.port), tmp_path)
     try:
         for _ in range(3):
