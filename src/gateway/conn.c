@@ -128,6 +128,7 @@ struct pt_txn {
 
 static void conn_run(struct pt_conn *c);
 static void conn_close(struct pt_conn *c);
+static void client_cut(struct pt_txn *t, const char *why);
 static void txn_gateway_response(struct pt_txn *t, int status, const char *error, const char *extra,
                                  pt_slice body, bool close);
 
@@ -200,6 +201,9 @@ static void conn_on_event(struct pt_loop *loop, struct pt_io *io, uint32_t event
         return;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->readable = true;
+    /* Edge-triggered epoll repeats RDHUP in every later event's mask:
+     * only the first report of a hangup is news. */
+    bool new_hup = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !c->hup;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->hup = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
@@ -207,9 +211,11 @@ static void conn_on_event(struct pt_loop *loop, struct pt_io *io, uint32_t event
     /* A client that leaves while its request is with the upstream: stop,
      * free the upstream connection, log 499 (nginx's default; HTTP/1.1
      * has no way to keep a response for a client that is gone). Bytes it
-     * pipelined before its FIN, read or not, still get their answers. */
+     * pipelined before its FIN, read or not, still get their answers (the
+     * hangup is judged once, when first reported). A transaction waiting
+     * on a filter is left to it: the filter holds the transaction. */
     struct pt_txn *t = c->txn;
-    if (t && t->req_done && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
+    if (new_hup && t && t->req_done && !t->filters_suspended &&
         (!c->rbuf || pt_buf_len(c->rbuf) == 0) && pt_io_peer_gone(&c->w->loop, &c->io)) {
         if (t->chead_sent == 0)
             t->status = 499;
@@ -250,6 +256,12 @@ static void conn_timeout(struct pt_loop *loop, struct pt_timer *tm)
         c->txn = t;
         txn_gateway_response(t, 408, NULL, NULL, (pt_slice){0}, true);
         conn_run(c);
+        return;
+    }
+    /* The client stopped reading a response (the send timeout): a cut it
+     * cannot mistake for the end. */
+    if (c->txn && (c->txn->chead_sent > 0 || c->txn->bytes_out > 0)) {
+        client_cut(c->txn, "client send timeout");
         return;
     }
     conn_close(c);
@@ -510,11 +522,13 @@ static void upstream_timeout(struct pt_loop *loop, struct pt_timer *tm)
     if (!t)
         return;
     struct pt_conn *c = t->c;
-    /* Bytes read from the upstream are waiting for a client that does not
-     * take them: the gateway is not waiting on the upstream, and the
-     * client's own send timeout (armed on EAGAIN) bounds that wait. */
-    if (t->res_head_done && !t->res_head_is_ours && !c->writable && uc->rbuf &&
-        pt_buf_len(uc->rbuf) > 0) {
+    /* Bytes read from the upstream (or an interim head, which stops the
+     * reading) are waiting for a client that does not take them: the
+     * gateway is not waiting on the upstream, and the client's own send
+     * timeout (armed on EAGAIN) bounds that wait. */
+    if (!c->writable &&
+        ((t->res_head_done && !t->res_head_is_ours && uc->rbuf && pt_buf_len(uc->rbuf) > 0) ||
+         (!t->res_head_done && t->interim_sent < t->interim.len))) {
         pt_timer_arm(loop, &uc->timer, read_timeout(t), upstream_timeout);
         return;
     }
@@ -1233,8 +1247,7 @@ static bool read_head(struct pt_conn *c)
 static bool txn_request_fail(struct pt_txn *t, int status, const char *why)
 {
     if (t->chead_sent > 0 || t->bytes_out > 0) {
-        t->error = why ? why : pt_error_text(status);
-        conn_close(t->c);
+        client_cut(t, why ? why : pt_error_text(status));
         return false;
     }
     txn_gateway_response(t, status, why, NULL, (pt_slice){0}, true);
@@ -1640,8 +1653,10 @@ static int pump_upstream_read(struct pt_txn *t)
             t->uc_readable = false;
             return 1;
         }
-        /* Truncated body after the head went out: cut the client off. */
-        client_cut(t, n == 0 ? "upstream truncated the response" : "upstream connection reset");
+        /* Truncated body: a 502 if nothing went out yet (the head may be
+         * waiting for a busy client), else the client is cut off. */
+        txn_upstream_fail(t, 502,
+                          n == 0 ? "upstream truncated the response" : "upstream connection reset");
         return -1;
     }
     uc->rbuf->end += (uint32_t)n;
@@ -1695,12 +1710,7 @@ static int pump_upstream_read(struct pt_txn *t)
     }
     if (!scan_response_body(t)) {
         t->res_upstream_reusable = false;
-        if (t->chead_sent == 0 && t->bytes_out == 0) {
-            txn_upstream_fail(t, 502, "invalid upstream body framing");
-            return -1;
-        }
-        t->error = "invalid upstream body framing";
-        conn_close(c);
+        txn_upstream_fail(t, 502, "invalid upstream body framing");
         return -1;
     }
     return 1;

@@ -332,6 +332,30 @@ def test_half_closed_client_with_a_pipelined_request_is_answered(tmp_path):
             gw.stop()
 
 
+def test_half_closed_client_reading_a_large_pipelined_response_gets_it_all(tmp_path):
+    # Edge-triggered epoll repeats RDHUP in every later event: a hangup
+    # excused for the pipelined bytes must not be judged again when the
+    # socket drains mid-response.
+    with backend("hcl") as b:
+        gw = Gateway(one_route(free_port(), b.port), tmp_path)
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)  # fills at once
+            s.settimeout(scaled(5))
+            s.connect(("127.0.0.1", gw.port))
+            s.sendall(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n"
+                      b"GET /bytes/4000000 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            s.shutdown(socket.SHUT_WR)
+            time.sleep(0.5)  # the client's receive buffer fills; the gateway waits for EPOLLOUT
+            buf, how = recv_all(s)
+            s.close()
+            rs, _ = parse_responses(buf)
+            assert [r.status for r in rs] == [200, 200], (len(buf), how)
+            assert len(rs[1].body) == 4000000 and rs[1].complete
+        finally:
+            gw.stop()
+
+
 def test_reset_after_a_close_delimited_body_is_not_a_clean_end(tmp_path):
     # A response without length ends at close; when the upstream resets
     # instead, the client must not see a clean FIN (that would pass the cut
@@ -348,8 +372,16 @@ def test_reset_after_a_close_delimited_body_is_not_a_clean_end(tmp_path):
         s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n" + b"x" * 50)
         time.sleep(0.2)
 
+    def bad_chunk(s):
+        read_head(s)
+        s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        time.sleep(0.2)
+        s.sendall(b"zz\r\nbroken\r\n")
+        time.sleep(0.2)
+
     for handler, version, why in ((no_length, b"1.1", "upstream connection reset"),
-                                  (cut_chunked, b"1.0", "upstream truncated the response")):
+                                  (cut_chunked, b"1.0", "upstream truncated the response"),
+                                  (bad_chunk, b"1.0", "invalid upstream body framing")):
         up = RawUpstream(handler)
         try:
             with logged_gateway(tmp_path, up.port) as (gw, log):
