@@ -418,8 +418,14 @@ void pt_conn_close_idle(struct pt_worker *w)
 
 void pt_conn_close_all(struct pt_worker *w)
 {
-    while (w->conns)
-        conn_close(w->conns);
+    while (w->conns) {
+        struct pt_conn *c = w->conns;
+        /* A response cut by the drain timeout must not look complete. */
+        if (c->txn && (c->txn->chead_sent > 0 || c->txn->bytes_out > 0))
+            client_cut(c->txn, "drain timeout");
+        else
+            conn_close(c);
+    }
 }
 
 /* ---- gateway-made responses ---- */

@@ -5,6 +5,7 @@ fails on the build before its fix; all run on both I/O backends."""
 import contextlib
 import json
 import os
+import signal
 import socket
 import struct
 import threading
@@ -407,3 +408,31 @@ def test_download_abort_is_logged_with_an_error(tmp_path):
         assert d["status"] == 200
         assert d["error"] == "client closed the connection", d
         assert d["bytes_out"] < 50000000
+
+
+def test_drain_timeout_resets_a_close_delimited_body(tmp_path):
+    # A download without length still running at the drain timeout is cut:
+    # with a FIN its client would take the partial body as the whole.
+    def trickle(s):
+        read_head(s)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nstart-")
+        for _ in range(100):
+            time.sleep(0.1)
+            s.sendall(b"more-")
+
+    up = RawUpstream(trickle)
+    cfg = one_route(free_port(), up.port, limits={"drain_timeout": "300ms"})
+    gw = Gateway(cfg, tmp_path)
+    try:
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(10))
+        s.sendall(b"GET /dl HTTP/1.1\r\nHost: a\r\n\r\n")
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 "), first
+        gw.send(signal.SIGTERM)
+        buf, how = recv_all(s)
+        s.close()
+        assert how == "reset", (how, len(buf))
+        assert gw.proc.wait(timeout=scaled(10)) == 0
+    finally:
+        gw.stop()
+        up.close()
