@@ -129,6 +129,14 @@ struct pt_txn {
 static void conn_run(struct pt_conn *c);
 static void conn_close(struct pt_conn *c);
 static void client_cut(struct pt_txn *t, const char *why);
+
+/* Some of the response went out to the client (an error response can no
+ * longer replace it). */
+static bool response_started(const struct pt_txn *t)
+{
+    return t->chead_sent > 0 || t->bytes_out > 0;
+}
+
 static void txn_gateway_response(struct pt_txn *t, int status, const char *error, const char *extra,
                                  pt_slice body, bool close);
 
@@ -260,7 +268,7 @@ static void conn_timeout(struct pt_loop *loop, struct pt_timer *tm)
     }
     /* The client stopped reading a response (the send timeout): a cut it
      * cannot mistake for the end. */
-    if (c->txn && (c->txn->chead_sent > 0 || c->txn->bytes_out > 0)) {
+    if (c->txn && response_started(c->txn)) {
         client_cut(c->txn, "client send timeout");
         return;
     }
@@ -421,7 +429,7 @@ void pt_conn_close_all(struct pt_worker *w)
     while (w->conns) {
         struct pt_conn *c = w->conns;
         /* A response cut by the drain timeout must not look complete. */
-        if (c->txn && (c->txn->chead_sent > 0 || c->txn->bytes_out > 0))
+        if (c->txn && response_started(c->txn))
             client_cut(c->txn, "drain timeout");
         else
             conn_close(c);
@@ -493,7 +501,7 @@ static void client_cut(struct pt_txn *t, const char *why)
  * never look complete. Returns false when the connection was closed. */
 static bool txn_upstream_fail(struct pt_txn *t, int status, const char *why)
 {
-    if (t->chead_sent > 0 || t->bytes_out > 0) {
+    if (response_started(t)) {
         t->status = t->status ? t->status : status;
         client_cut(t, why);
         return false;
@@ -768,10 +776,10 @@ static pt_slice list_next(const char **pp, const char *end)
 }
 
 /* Marks the fields named by Connection (other than close/keep-alive) dead:
- * they are hop-by-hop by the sender's own declaration. The message's
- * framing and Host are never taken away that way: "Connection:
- * content-length" would otherwise strip the length the gateway framed the
- * body by and let the body pass as a second request (smuggling). */
+ * they are hop-by-hop by the sender's own declaration. Naming the framing
+ * or Host there takes nothing away: build_upstream_head and
+ * build_client_head write the framing from what the body was framed by,
+ * and add_forwarding_headers sets Host from the routed host. */
 static void drop_connection_listed(struct pt_headers *h)
 {
     for (uint32_t i = 0; i < h->n; i++) {
@@ -780,10 +788,8 @@ static void drop_connection_listed(struct pt_headers *h)
         const char *p = h->f[i].value.p, *end = p + h->f[i].value.len;
         while (p < end) {
             pt_slice name = list_next(&p, end);
-            int tok = pt_token_lookup(name.p, name.len);
             if (name.len && !pt_slice_ieq_cstr(name, "close") &&
-                !pt_slice_ieq_cstr(name, "keep-alive") && tok != PT_TOK_CONTENT_LENGTH &&
-                tok != PT_TOK_TRANSFER_ENCODING && tok != PT_TOK_HOST)
+                !pt_slice_ieq_cstr(name, "keep-alive"))
                 pt_headers_remove(h, name);
         }
     }
@@ -1252,7 +1258,7 @@ static bool read_head(struct pt_conn *c)
  * the connection is cut instead. Returns false. */
 static bool txn_request_fail(struct pt_txn *t, int status, const char *why)
 {
-    if (t->chead_sent > 0 || t->bytes_out > 0) {
+    if (response_started(t)) {
         client_cut(t, why ? why : pt_error_text(status));
         return false;
     }

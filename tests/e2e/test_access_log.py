@@ -148,4 +148,3 @@ def test_durations_measure_a_slow_upstream(tmp_path):
     assert d["request_id"] == "log-slow"
     assert d["upstream_ms"] >= 300, d
     assert d["duration_ms"] >= d["upstream_ms"], d
-    assert d["duration_ms"] < 300 + scaled(1) * 1000, d
