@@ -59,7 +59,7 @@ SPIN_PIDS=()
 D_LOAD=5          # wrk -t1 -c32: CPU/request, requests/s, reuse
 D_C1=3            # h2load -c1 closed loop: unloaded latency
 D_RATE=4          # h2load -c16 --rps: latency at a fixed offered rate
-D_STRACE=2        # wrk -c32 under strace: syscall counts only
+D_STRACE=3        # strace window in a wrk -c32 run: syscall counts only
 D_PERF=3          # wrk -c32 under perf stat: syscall counts at full speed
 IDLE_CONNS=5000   # idle keep-alive connections for the memory test
 RATE_CONNS=16     # h2load connections for the fixed-rate run
@@ -198,6 +198,12 @@ now_us() {
 backend_stats() {
     curl -s --max-time 2 "http://127.0.0.1:$BACKEND_PORT/__stats" |
         $PY -c 'import json,sys; d=json.load(sys.stdin); print(d["accepts"], d["requests"])'
+}
+# Requests the backend has answered (curl only, no python start-up).
+backend_requests() {
+    local body
+    body=$(curl -s --max-time 2 "http://127.0.0.1:$BACKEND_PORT/__stats")
+    [[ $body =~ \"requests\":([0-9]+) ]] && echo "${BASH_REMATCH[1]}"
 }
 backend_reset() {
     curl -s --max-time 2 -X POST "http://127.0.0.1:$BACKEND_PORT/__stats/reset" >/dev/null
@@ -558,11 +564,22 @@ measure_run() { # round name
 }
 
 # (4) syscalls per request: strace -c -f attached to every thread of the
-# process during a short wrk run. strace slows the proxy a lot, so only
+# process in the middle of a wrk run, so the 32 client connections and the
+# upstream pool are already open: what it counts is the steady state, not
+# accepts and connects. The window is exact: the proxy is stopped (SIGSTOP)
+# while strace attaches and detaches and while the backend's request count
+# is read at both ends, so the requests counted are the ones the proxy
+# forwarded while strace watched it. strace slows the proxy a lot, so only
 # the counts are used, never the speed.
 measure_syscalls() { # name
-    local name=$1 pid=${SYS_PID[$1]} port=${SYS_PORT[$1]}
+    local name=$1 pid=${SYS_PID[$1]} port=${SYS_PORT[$1]} r0 r1
     local out=$RAW/strace-$name.txt
+    # Long enough to outlast the attach and the window; stopped after it.
+    spawn $LOAD_CPU "$RAW/strace-$name-wrk.txt" wrk -t1 -c32 -d"$((D_STRACE + 10))s" \
+        "http://127.0.0.1:$port/tiny"
+    local load=$LAST_PID
+    sleep 0.5
+    kill -STOP "$pid"
     spawn $LOAD_CPU "$TMP/strace-$name.log" strace -c -f -o "$out" -p "$pid"
     local tracer=$LAST_PID
     # Attached when every thread of the process shows strace as its tracer.
@@ -575,14 +592,24 @@ measure_syscalls() { # name
         [ $ok = 1 ] && break
         sleep 0.1
     done
-    [ $ok = 1 ] || die "strace could not attach to $name (pid $pid): $(cat "$TMP/strace-$name.log")"
-    sleep 0.2
-    run_wrk "$port" "$D_STRACE" "$RAW/strace-$name-wrk.txt"
+    [ $ok = 1 ] || { kill -CONT "$pid"; die "strace could not attach to $name (pid $pid): $(cat "$TMP/strace-$name.log")"; }
+    sleep 0.05 # requests the proxy sent before it stopped reach the backend
+    r0=$(backend_requests)
+    kill -CONT "$pid"
+    sleep "$D_STRACE"
+    kill -STOP "$pid"
+    sleep 0.05
+    r1=$(backend_requests)
     kill -INT "$tracer"
     reap "$tracer"
+    kill -CONT "$pid"
+    kill -INT "$load" 2>/dev/null || true
+    reap "$load"
     [ -s "$out" ] || die "strace wrote nothing for $name"
-    record 0 "$name" strace_requests "$WRK_REQ"
-    log "  $name: $(awk '$NF == "total" { print $4 }' "$out") syscalls for $WRK_REQ requests"
+    [ -n "$r0" ] && [ -n "$r1" ] && [ "$r1" -gt "$r0" ] ||
+        die "no requests reached the backend while strace was attached to $name"
+    record 0 "$name" strace_requests "$((r1 - r0))"
+    log "  $name: $(awk '$NF == "total" { print $4 }' "$out") syscalls for $((r1 - r0)) requests"
 }
 
 # (4b) the same counts at full speed: perf stat counting syscall
