@@ -380,11 +380,14 @@ static const char *dup_str(struct cfg *c, const char *s)
     return p;
 }
 
-/* Names of listeners, upstreams and routes end up in metrics labels and
- * admin URLs: keep them to characters that need no escaping anywhere. */
+/* Names of listeners, upstreams and routes end up in metrics labels,
+ * admin URLs and access-log lines: keep them to characters that need no
+ * escaping anywhere, and short enough that a log line always fits. */
+#define PT_NAME_MAX 128
+
 static bool valid_name(const char *s)
 {
-    if (!*s)
+    if (!*s || strlen(s) > PT_NAME_MAX)
         return false;
     for (; *s; s++) {
         char ch = *s;
@@ -401,7 +404,8 @@ static const char *want_name(struct cfg *c, const struct pt_ynode *n, const char
     if (!s)
         return NULL;
     if (!valid_name(s)) {
-        err_at(c, n, "%s `%s` may only contain letters, digits, `-`, `_` and `.`", what, s);
+        err_at(c, n, "%s `%.40s%s` must be 1 to %d letters, digits, `-`, `_` and `.`", what, s,
+               strlen(s) > 40 ? "…" : "", PT_NAME_MAX);
         return NULL;
     }
     return dup_str(c, s);
@@ -663,15 +667,35 @@ static void check_address_conflicts(struct cfg *c, const struct pt_ynode *admin)
 
 /* ---- limits, access log ---- */
 
-static const char *const limits_keys[] = {"max_header_bytes", "max_headers",   "max_body_bytes",
-                                          "header_timeout",   "idle_timeout",  "max_connections",
-                                          "max_uri_bytes",    "drain_timeout", NULL};
+static const char *const limits_keys[] = {"max_header_bytes",
+                                          "max_headers",
+                                          "max_body_bytes",
+                                          "header_timeout",
+                                          "idle_timeout",
+                                          "max_connections",
+                                          "max_uri_bytes",
+                                          "drain_timeout",
+                                          "headers_with_underscores",
+                                          NULL};
+
+static void walk_underscores(struct cfg *c, const struct pt_ynode *n, uint8_t *out)
+{
+    for (int m = 0; m < PT_US_MODES && n->kind == PT_YSCALAR && !n->is_null; m++) {
+        if (strcmp(n->str, pt_underscores_names[m]) == 0) {
+            *out = (uint8_t)m;
+            return;
+        }
+    }
+    char buf[64];
+    err_at(c, n, "`headers_with_underscores` must be `drop`, `reject` or `allow`, got %s",
+           pt_cfg_describe(n, buf, sizeof(buf)));
+}
 
 static void walk_limits(struct cfg *c, const struct pt_ynode *n)
 {
     if (!pt_cfg_want_map(&c->w, n, "`limits`"))
         return;
-    const struct pt_ynode *v[8] = {0};
+    const struct pt_ynode *v[9] = {0};
     pt_cfg_bind_keys(&c->w, n, limits_keys, NULL, "in limits", v, NULL);
     struct pt_limits *l = &c->g->limits;
     if (v[0])
@@ -690,6 +714,8 @@ static void walk_limits(struct cfg *c, const struct pt_ynode *n)
         pt_cfg_want_size(&c->w, v[6], "`max_uri_bytes`", true, &l->max_uri_bytes);
     if (v[7])
         pt_cfg_want_duration(&c->w, v[7], "`drain_timeout`", false, &l->drain_timeout_ms);
+    if (v[8])
+        walk_underscores(c, v[8], &l->underscores);
 }
 
 static const char *const access_log_keys[] = {"path", "format", NULL};

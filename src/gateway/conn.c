@@ -142,6 +142,24 @@ static void txn_gateway_response(struct pt_txn *t, int status, const char *error
 
 /* ---- small helpers ---- */
 
+/* Request header names with `_` (limits.headers_with_underscores): drops
+ * them, or answers 400 and returns false. */
+static bool screen_underscores(struct pt_txn *t, uint8_t mode)
+{
+    for (uint32_t i = 0; i < t->reqh.n; i++) {
+        struct pt_hfield *f = &t->reqh.f[i];
+        if (f->dead || !memchr(f->name.p, '_', f->name.len))
+            continue;
+        if (mode == PT_US_REJECT) {
+            txn_gateway_response(t, 400, "header name with an underscore", NULL, (pt_slice){0},
+                                 true);
+            return false;
+        }
+        f->dead = true;
+    }
+    return true;
+}
+
 static __thread struct pt_h1_header *hscratch;
 static __thread size_t hscratch_cap;
 
@@ -560,6 +578,14 @@ static void upstream_timeout(struct pt_loop *loop, struct pt_timer *tm)
         conn_run(c);
 }
 
+/* The gateway's own limits (descriptors, memory, local ports), not the
+ * upstream's fault: 503, as for any overload, rather than 502. */
+static bool out_of_resources(int err)
+{
+    return err == -EMFILE || err == -ENFILE || err == -ENOBUFS || err == -ENOMEM ||
+           err == -EADDRNOTAVAIL;
+}
+
 /* Gets a connection to the picked target (a new one when `fresh`).
  * Returns false after having set an error response. */
 static bool txn_connect(struct pt_txn *t, bool fresh)
@@ -568,9 +594,12 @@ static bool txn_connect(struct pt_txn *t, bool fresh)
     int err = 0;
     struct pt_uconn *uc = pt_uconn_acquire(&w->ob, t->target, fresh, &t->uc_reused, &err);
     if (!uc) {
-        txn_upstream_fail(t, 502,
-                          err == -ECONNREFUSED ? "upstream connection refused"
-                                               : "upstream connect failed");
+        if (out_of_resources(err))
+            txn_upstream_fail(t, 503, "gateway out of resources");
+        else
+            txn_upstream_fail(t, 502,
+                              err == -ECONNREFUSED ? "upstream connection refused"
+                                                   : "upstream connect failed");
         return false;
     }
     t->uc = uc;
@@ -1067,6 +1096,8 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *preq, uint32_t he
         txn_gateway_response(t, 501, "CONNECT is not supported", NULL, (pt_slice){0}, true);
         return;
     }
+    if (g->limits.underscores != PT_US_ALLOW && !screen_underscores(t, g->limits.underscores))
+        return;
 
     /* Route. */
     pt_slice host = t->req.host;
@@ -1266,6 +1297,26 @@ static bool txn_request_fail(struct pt_txn *t, int status, const char *why)
     return false;
 }
 
+/* Checks the chunked framing of b's bytes from `from` on, dropping the
+ * trailer section's field lines: trailers are not forwarded (as Envoy's
+ * default for HTTP/1), so no field a route's rules or the gateway's own
+ * headers govern can reach the next hop there. Bytes after the body (a
+ * pipelined request) move up to close the gap. Returns the body bytes now
+ * at `from`, or UINT32_MAX on a framing error. */
+static uint32_t strip_chunked(struct pt_chunked *ck, struct pt_buf *b, uint32_t from, bool *done)
+{
+    char *p = b->data + b->start + from;
+    size_t len = pt_buf_len(b) - from, kept = 0;
+    ssize_t k = pt_chunked_strip(ck, p, len, &kept, done);
+    if (k < 0)
+        return UINT32_MAX;
+    if (kept < (size_t)k) {
+        memmove(p + kept, p + k, len - (size_t)k);
+        b->end -= (uint32_t)((size_t)k - kept);
+    }
+    return (uint32_t)kept;
+}
+
 /* Validates newly arrived request-body bytes; returns false on a framing
  * error or an exceeded limit (a response is then set, or the connection
  * closed). */
@@ -1279,11 +1330,10 @@ static bool scan_request_body(struct pt_txn *t)
         t->req_ready = (uint32_t)PT_MIN((uint64_t)avail, t->req_left);
     } else if (t->req_mode == BODY_CHUNKED && !t->req_scan_done) {
         bool done = false;
-        ssize_t k = pt_chunked_scan(&t->req_ck, b->data + b->start + t->req_ready,
-                                    avail - t->req_ready, &done);
-        if (k < 0)
+        uint32_t kept = strip_chunked(&t->req_ck, b, t->req_ready, &done);
+        if (kept == UINT32_MAX)
             return txn_request_fail(t, 400, "malformed chunked body");
-        t->req_ready += (uint32_t)k;
+        t->req_ready += kept;
         t->req_scan_done = done;
     }
     /* Chunked bodies are measured as received (framing included): the
@@ -1442,12 +1492,12 @@ static bool scan_response_body(struct pt_txn *t)
             b->end = b->start + t->res_ready + (uint32_t)out;
             t->res_ready += (uint32_t)out;
         } else {
-            ssize_t k = pt_chunked_scan(&t->res_ck, p, len, &done);
-            if (k < 0)
+            uint32_t kept = strip_chunked(&t->res_ck, b, t->res_ready, &done);
+            if (kept == UINT32_MAX)
                 return false;
-            if ((size_t)k < len)
-                t->res_upstream_reusable = false;
-            t->res_ready += (uint32_t)k;
+            if (t->res_ready + kept < pt_buf_len(b))
+                t->res_upstream_reusable = false; /* bytes beyond the body */
+            t->res_ready += kept;
         }
         if (done)
             t->res_body_done = true;

@@ -10,6 +10,8 @@
 
 #include <stdlib.h>
 
+const char *const pt_underscores_names[PT_US_MODES] = {"drop", "reject", "allow"};
+
 void pt_generation_free(struct pt_generation *g)
 {
     if (!g)

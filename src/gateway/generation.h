@@ -40,7 +40,14 @@ struct pt_limits {
     uint64_t idle_timeout_ms;   /* default 60 s */
     uint64_t max_connections;   /* default 20000 (per process) */
     uint64_t drain_timeout_ms;  /* default 30 s: shutdown grace for in-flight requests */
+    uint8_t underscores;        /* request header names with `_`: enum pt_underscores */
 };
+
+/* What happens to a request header whose name holds an underscore. CGI and
+ * WSGI servers read `X_User` and `X-User` as the same variable, so such a
+ * field would slip past every header rule written with dashes. */
+enum pt_underscores { PT_US_DROP = 0, PT_US_REJECT, PT_US_ALLOW, PT_US_MODES };
+extern const char *const pt_underscores_names[PT_US_MODES];
 
 enum pt_access_log_mode { PT_ALOG_OFF, PT_ALOG_STDOUT, PT_ALOG_FILE };
 

@@ -818,16 +818,25 @@ static int chunk_step(struct pt_chunked *c, char ch)
     }
 }
 
-/* Scan and decode share this loop; `out` is NULL when scanning. */
-static ssize_t chunked_run(struct pt_chunked *c, char *out, const char *buf, size_t len,
+/* Scan, decode and strip share this loop. */
+enum chunk_mode { CK_SCAN, CK_DECODE, CK_STRIP };
+
+/* Whether the byte consumed in state s belongs to a trailer field line. */
+static bool in_trailer_field(int s, char ch)
+{
+    return (s == CS_TRAILER_START && ch != '\r') || s == CS_TRAILER_NAME || s == CS_TRAILER_VALUE ||
+           s == CS_TRAILER_LF;
+}
+
+static ssize_t chunked_run(struct pt_chunked *c, enum chunk_mode mode, char *buf, size_t len,
                            size_t *out_len, bool *done)
 {
     size_t i = 0, w = 0;
     while (i < len && c->state != CS_DONE && c->state != CS_ERROR) {
         if (c->state == CS_DATA) {
             size_t take = (size_t)PT_MIN((uint64_t)(len - i), c->remaining);
-            if (out && w != i)
-                memmove(out + w, buf + i, take);
+            if (mode != CK_SCAN && w != i)
+                memmove(buf + w, buf + i, take);
             w += take;
             i += take;
             c->remaining -= take;
@@ -835,22 +844,31 @@ static ssize_t chunked_run(struct pt_chunked *c, char *out, const char *buf, siz
                 c->state = CS_DATA_CR;
             continue;
         }
-        c->state = chunk_step(c, buf[i++]);
+        int s = c->state;
+        char ch = buf[i++];
+        c->state = chunk_step(c, ch);
+        if (mode == CK_STRIP && !in_trailer_field(s, ch))
+            buf[w++] = ch;
     }
     if (out_len)
-        *out_len = w;
+        *out_len = mode == CK_SCAN ? i : w;
     *done = c->state == CS_DONE;
     return c->state == CS_ERROR ? -1 : (ssize_t)i;
 }
 
 ssize_t pt_chunked_scan(struct pt_chunked *c, const char *buf, size_t len, bool *done)
 {
-    return chunked_run(c, NULL, buf, len, NULL, done);
+    return chunked_run(c, CK_SCAN, (char *)buf, len, NULL, done);
 }
 
 ssize_t pt_chunked_decode(struct pt_chunked *c, char *buf, size_t len, size_t *out_len, bool *done)
 {
-    return chunked_run(c, buf, buf, len, out_len, done);
+    return chunked_run(c, CK_DECODE, buf, len, out_len, done);
+}
+
+ssize_t pt_chunked_strip(struct pt_chunked *c, char *buf, size_t len, size_t *out_len, bool *done)
+{
+    return chunked_run(c, CK_STRIP, buf, len, out_len, done);
 }
 
 size_t pt_chunked_size_line(char *out, size_t n)

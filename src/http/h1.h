@@ -122,6 +122,12 @@ ssize_t pt_chunked_scan(struct pt_chunked *c, const char *buf, size_t len, bool 
  * of buf and reports their count in *out_len. Same return value as scan. */
 ssize_t pt_chunked_decode(struct pt_chunked *c, char *buf, size_t len, size_t *out_len, bool *done);
 
+/* Keeps the chunked framing but drops the trailer section's field lines:
+ * like decode, compacts what is kept (size lines, data, CRLFs, the
+ * last-chunk and the final CRLF) to the front of buf and reports its count
+ * in *out_len. A proxy that does not forward trailers sends that. */
+ssize_t pt_chunked_strip(struct pt_chunked *c, char *buf, size_t len, size_t *out_len, bool *done);
+
 /* Writes a chunk-size line ("%zx\r\n") for n bytes into out (≥ 18 bytes);
  * returns its length. */
 size_t pt_chunked_size_line(char *out, size_t n);

@@ -137,6 +137,8 @@ BAD = [
      ["did you mean", "header_timeout"]),
     ("bad-duration", with_line(L_TIMEOUT, "    timeout: 5parsecs"), L_TIMEOUT, 14, ["5parsecs"]),
     ("bad-size", with_line(L_MAXBODY, "  max_body_bytes: lots"), L_MAXBODY, 19, ["lots"]),
+    ("bad-underscores-mode", with_line(L_MAXBODY, "  headers_with_underscores: keep"), L_MAXBODY,
+     29, ["drop", "reject", "allow", "keep"]),
     ("dangling-upstream", with_line(L_UPSTREAM, "    upstream: userz"), L_UPSTREAM, 15,
      ["userz", "did you mean", "users"]),
     ("duplicate-route-name", with_line(L_NAME2, "  - name: users-v1"), L_NAME2, 11,

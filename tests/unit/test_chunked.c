@@ -1,8 +1,9 @@
 /*
- * test_chunked.c — the chunked transfer coding scanner and in-place
- * decoder: valid bodies (with extensions, trailers and a following
- * pipelined message) decode to the right payload however the input is
- * split; malformed framing is refused however it is split.
+ * test_chunked.c — the chunked transfer coding scanner, in-place decoder
+ * and trailer stripper: valid bodies (with extensions, trailers and a
+ * following pipelined message) decode to the right payload, and strip to
+ * the same framing without trailer fields, however the input is split;
+ * malformed framing is refused however it is split, in every mode.
  */
 #include "http/h1.h"
 #include "unit.h"
@@ -18,31 +19,38 @@ struct good_case {
     size_t body_len;     /* bytes that belong to the chunked body */
     const char *payload; /* decoded payload */
     size_t payload_len;
+    const char *stripped; /* the body without trailer fields; NULL: none to drop */
+    size_t stripped_len;
 };
 
 static const struct good_case good[] = {
-    {"empty body", S("0\r\n\r\n"), 5, S("")},
-    {"one chunk", S("5\r\nhello\r\n0\r\n\r\n"), 15, S("hello")},
-    {"two chunks", S("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), 26, S("hello world")},
-    {"upper hex", S("A\r\n0123456789\r\n0\r\n\r\n"), 20, S("0123456789")},
-    {"lower hex", S("a\r\n0123456789\r\n0\r\n\r\n"), 20, S("0123456789")},
-    {"leading zeros", S("0005\r\nhello\r\n000\r\n\r\n"), 20, S("hello")},
-    {"16 digits", S("0000000000000001\r\nx\r\n0\r\n\r\n"), 26, S("x")},
-    {"extension", S("5;name=value\r\nhello\r\n0\r\n\r\n"), 26, S("hello")},
-    {"bare extension", S("5;flag\r\nhello\r\n0;last\r\n\r\n"), 25, S("hello")},
-    {"extension with BWS", S("5 ; a = b ;c\r\nhello\r\n0\r\n\r\n"), 26, S("hello")},
-    {"quoted extension", S("5;a=\"x; \\\"y\\\"\"\r\nhello\r\n0\r\n\r\n"), 28, S("hello")},
-    {"two extensions", S("3;a=1;b=\"\"\r\nabc\r\n0\r\n\r\n"), 22, S("abc")},
-    {"trailers", S("3\r\nabc\r\n0\r\nX-Sum: 1234\r\nX-Empty:\r\n\r\n"), 36, S("abc")},
-    {"CRLF inside data", S("4\r\n\r\n\r\n\r\n0\r\n\r\n"), 14, S("\r\n\r\n")},
-    {"binary data", S("3\r\n\0\xff\n\r\n0\r\n\r\n"), 13, S("\0\xff\n")},
-    {"pipelined after", S("1\r\nA\r\n0\r\n\r\nGET / HTTP/1.1\r\n"), 11, S("A")},
+    {"empty body", S("0\r\n\r\n"), 5, S(""), NULL, 0},
+    {"one chunk", S("5\r\nhello\r\n0\r\n\r\n"), 15, S("hello"), NULL, 0},
+    {"two chunks", S("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), 26, S("hello world"), NULL, 0},
+    {"upper hex", S("A\r\n0123456789\r\n0\r\n\r\n"), 20, S("0123456789"), NULL, 0},
+    {"lower hex", S("a\r\n0123456789\r\n0\r\n\r\n"), 20, S("0123456789"), NULL, 0},
+    {"leading zeros", S("0005\r\nhello\r\n000\r\n\r\n"), 20, S("hello"), NULL, 0},
+    {"16 digits", S("0000000000000001\r\nx\r\n0\r\n\r\n"), 26, S("x"), NULL, 0},
+    {"extension", S("5;name=value\r\nhello\r\n0\r\n\r\n"), 26, S("hello"), NULL, 0},
+    {"bare extension", S("5;flag\r\nhello\r\n0;last\r\n\r\n"), 25, S("hello"), NULL, 0},
+    {"extension with BWS", S("5 ; a = b ;c\r\nhello\r\n0\r\n\r\n"), 26, S("hello"), NULL, 0},
+    {"quoted extension", S("5;a=\"x; \\\"y\\\"\"\r\nhello\r\n0\r\n\r\n"), 28, S("hello"), NULL, 0},
+    {"two extensions", S("3;a=1;b=\"\"\r\nabc\r\n0\r\n\r\n"), 22, S("abc"), NULL, 0},
+    {"trailers", S("3\r\nabc\r\n0\r\nX-Sum: 1234\r\nX-Empty:\r\n\r\n"), 36, S("abc"),
+     S("3\r\nabc\r\n0\r\n\r\n")},
+    {"trailer after extension", S("1;e=\"q\"\r\nA\r\n0;l\r\nT:v\r\n\r\nNEXT"), 24, S("A"),
+     S("1;e=\"q\"\r\nA\r\n0;l\r\n\r\n")},
+    {"CRLF inside data", S("4\r\n\r\n\r\n\r\n0\r\n\r\n"), 14, S("\r\n\r\n"), NULL, 0},
+    {"binary data", S("3\r\n\0\xff\n\r\n0\r\n\r\n"), 13, S("\0\xff\n"), NULL, 0},
+    {"pipelined after", S("1\r\nA\r\n0\r\n\r\nGET / HTTP/1.1\r\n"), 11, S("A"), NULL, 0},
 };
 
 /* Feeds `len` bytes in pieces cut at `cuts` (ascending offsets), the way a
- * proxy would as reads arrive. Decodes when `decode`, concatenating the
- * payload into `out`. Returns total consumed, or -1. */
-static long feed(const char *in, size_t len, const size_t *cuts, size_t ncuts, bool decode,
+ * proxy would as reads arrive. Decodes or strips per `mode`, concatenating
+ * what is kept into `out`. Returns total consumed, or -1. */
+enum feed_mode { SCAN, DECODE, STRIP };
+
+static long feed(const char *in, size_t len, const size_t *cuts, size_t ncuts, enum feed_mode mode,
                  char *out, size_t *out_len, bool *done)
 {
     struct pt_chunked c;
@@ -56,9 +64,10 @@ static long feed(const char *in, size_t len, const size_t *cuts, size_t ncuts, b
         char *piece = malloc(n ? n : 1); /* exact size: overreads show under ASan */
         memcpy(piece, in + pos, n);
         ssize_t r;
-        if (decode) {
+        if (mode != SCAN) {
             size_t w = 0;
-            r = pt_chunked_decode(&c, piece, n, &w, done);
+            r = mode == DECODE ? pt_chunked_decode(&c, piece, n, &w, done)
+                               : pt_chunked_strip(&c, piece, n, &w, done);
             if (r >= 0) {
                 CHECK(w <= (size_t)r);
                 memcpy(out + *out_len, piece, w);
@@ -85,11 +94,17 @@ static void check_good(const struct good_case *g, const size_t *cuts, size_t ncu
     size_t out_len;
     bool done;
     size_t plen = g->payload_len;
-    long r = feed(g->body, g->len, cuts, ncuts, false, out, &out_len, &done);
+    long r = feed(g->body, g->len, cuts, ncuts, SCAN, out, &out_len, &done);
     CHECK_MSG(r == (long)g->body_len && done, "%s scan %s: %ld done %d", g->what, how, r, done);
-    r = feed(g->body, g->len, cuts, ncuts, true, out, &out_len, &done);
+    r = feed(g->body, g->len, cuts, ncuts, DECODE, out, &out_len, &done);
     CHECK_MSG(r == (long)g->body_len && done, "%s decode %s: %ld", g->what, how, r);
     CHECK_MSG(out_len == plen && memcmp(out, g->payload, plen) == 0, "%s decode %s payload",
+              g->what, how);
+    const char *want = g->stripped ? g->stripped : g->body;
+    size_t want_len = g->stripped ? g->stripped_len : g->body_len;
+    r = feed(g->body, g->len, cuts, ncuts, STRIP, out, &out_len, &done);
+    CHECK_MSG(r == (long)g->body_len && done, "%s strip %s: %ld", g->what, how, r);
+    CHECK_MSG(out_len == want_len && memcmp(out, want, want_len) == 0, "%s strip %s output",
               g->what, how);
 }
 
@@ -165,9 +180,11 @@ static void check_bad(const struct bad_case *b, const size_t *cuts, size_t ncuts
     static char out[256];
     size_t out_len;
     bool done;
-    CHECK_MSG(feed(b->body, b->len, cuts, ncuts, false, out, &out_len, &done) == -1, "%s scan %s",
+    CHECK_MSG(feed(b->body, b->len, cuts, ncuts, SCAN, out, &out_len, &done) == -1, "%s scan %s",
               b->what, how);
-    CHECK_MSG(feed(b->body, b->len, cuts, ncuts, true, out, &out_len, &done) == -1, "%s decode %s",
+    CHECK_MSG(feed(b->body, b->len, cuts, ncuts, DECODE, out, &out_len, &done) == -1,
+              "%s decode %s", b->what, how);
+    CHECK_MSG(feed(b->body, b->len, cuts, ncuts, STRIP, out, &out_len, &done) == -1, "%s strip %s",
               b->what, how);
 }
 

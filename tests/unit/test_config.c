@@ -407,8 +407,17 @@ static void test_types_and_values(void)
            "access_log: { format: text }\n",
            "t.yaml:2:23: access_log format `text` is not supported (only `json`)");
     EXPECT("listeners: [{ name: \"pub lic\", address: \"127.0.0.1:18080\" }]\n",
-           "t.yaml:1:21: listener name `pub lic` may only contain letters, digits, `-`, `_` "
+           "t.yaml:1:21: listener name `pub lic` must be 1 to 128 letters, digits, `-`, `_` "
            "and `.`");
+    EXPECT("listeners: [{ name: \"a12345678901234567890123456789012345678901234567890123456789"
+           "0123456789012345678901234567890123456789012345678901234567890123456789\", "
+           "address: \"127.0.0.1:18080\" }]\n",
+           "t.yaml:1:21: listener name `a123456789012345678901234567890123456789…` must be 1 "
+           "to 128 letters, digits, `-`, `_` and `.`");
+    EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
+           "limits: { headers_with_underscores: yes }\n",
+           "t.yaml:2:37: `headers_with_underscores` must be `drop`, `reject` or `allow`, got "
+           "`yes`");
 }
 
 static void test_duplicates_and_references(void)
