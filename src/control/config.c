@@ -384,10 +384,11 @@ static const char *dup_str(struct cfg *c, const char *s)
  * admin URLs and access-log lines: keep them to characters that need no
  * escaping anywhere, and short enough that a log line always fits. */
 #define PT_NAME_MAX 128
+#define PT_LISTENER_NAME_MAX 31 /* copied into each connection */
 
-static bool valid_name(const char *s)
+static bool valid_name(const char *s, size_t max)
 {
-    if (!*s || strlen(s) > PT_NAME_MAX)
+    if (!*s || strlen(s) > max)
         return false;
     for (; *s; s++) {
         char ch = *s;
@@ -398,14 +399,15 @@ static bool valid_name(const char *s)
     return true;
 }
 
-static const char *want_name(struct cfg *c, const struct pt_ynode *n, const char *what)
+static const char *want_name(struct cfg *c, const struct pt_ynode *n, const char *what,
+                             size_t max)
 {
     const char *s = pt_cfg_want_str(&c->w, n, what);
     if (!s)
         return NULL;
-    if (!valid_name(s)) {
-        err_at(c, n, "%s `%.40s%s` must be 1 to %d letters, digits, `-`, `_` and `.`", what, s,
-               strlen(s) > 40 ? "…" : "", PT_NAME_MAX);
+    if (!valid_name(s, max)) {
+        err_at(c, n, "%s `%.40s%s` must be 1 to %zu letters, digits, `-`, `_` and `.`", what, s,
+               strlen(s) > 40 ? "…" : "", max);
         return NULL;
     }
     return dup_str(c, s);
@@ -574,7 +576,7 @@ static void walk_listeners(struct cfg *c, const struct pt_ynode *n)
         uint32_t refused =
             pt_cfg_bind_keys(&c->w, item, listener_keys, listener_planned, "in listener", v, k);
         struct pt_listener_cfg *l = &g->listeners[g->nlisteners];
-        l->name = v[0] ? want_name(c, v[0], "listener name")
+        l->name = v[0] ? want_name(c, v[0], "listener name", PT_LISTENER_NAME_MAX)
                        : pt_arena_sprintf(c->a, "listener-%u", i + 1);
         if (!v[0] && !l->name)
             return oom(c);
@@ -667,6 +669,8 @@ static void check_address_conflicts(struct cfg *c, const struct pt_ynode *admin)
 
 /* ---- limits, access log ---- */
 
+#define PT_HEAD_BYTES_MAX (1u << 20)
+
 static const char *const limits_keys[] = {"max_header_bytes",
                                           "max_headers",
                                           "max_body_bytes",
@@ -698,8 +702,10 @@ static void walk_limits(struct cfg *c, const struct pt_ynode *n)
     const struct pt_ynode *v[9] = {0};
     pt_cfg_bind_keys(&c->w, n, limits_keys, NULL, "in limits", v, NULL);
     struct pt_limits *l = &c->g->limits;
-    if (v[0])
-        pt_cfg_want_size(&c->w, v[0], "`max_header_bytes`", true, &l->max_header_bytes);
+    /* A head is read into one buffer per connection (and 32-bit offsets). */
+    if (v[0] && pt_cfg_want_size(&c->w, v[0], "`max_header_bytes`", true, &l->max_header_bytes) &&
+        l->max_header_bytes > PT_HEAD_BYTES_MAX)
+        err_at(c, v[0], "`max_header_bytes` must be at most 1MiB");
     if (v[1])
         pt_cfg_want_uint(&c->w, v[1], "`max_headers`", 1, 100000, &l->max_headers);
     if (v[2])
@@ -710,8 +716,9 @@ static void walk_limits(struct cfg *c, const struct pt_ynode *n)
         pt_cfg_want_duration(&c->w, v[4], "`idle_timeout`", true, &l->idle_timeout_ms);
     if (v[5])
         pt_cfg_want_uint(&c->w, v[5], "`max_connections`", 1, 100000000, &l->max_connections);
-    if (v[6])
-        pt_cfg_want_size(&c->w, v[6], "`max_uri_bytes`", true, &l->max_uri_bytes);
+    if (v[6] && pt_cfg_want_size(&c->w, v[6], "`max_uri_bytes`", true, &l->max_uri_bytes) &&
+        l->max_uri_bytes > PT_HEAD_BYTES_MAX)
+        err_at(c, v[6], "`max_uri_bytes` must be at most 1MiB");
     if (v[7])
         pt_cfg_want_duration(&c->w, v[7], "`drain_timeout`", false, &l->drain_timeout_ms);
     if (v[8])
@@ -871,7 +878,7 @@ static void walk_upstreams(struct cfg *c, const struct pt_ynode *n)
         struct pt_upstream *u = &g->upstreams[g->nupstreams];
         /* Registered even when invalid, so that routes naming it do not
          * add "unknown upstream" to the real error. */
-        u->name = want_name(c, key, "upstream name");
+        u->name = want_name(c, key, "upstream name", PT_NAME_MAX);
         if (!u->name)
             continue;
         u->index = g->nupstreams++;
@@ -1640,7 +1647,7 @@ static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route 
         if (!refused)
             err_at(c, n, "route has no `name`");
     } else {
-        r->name = want_name(c, v[R_NAME], "route name");
+        r->name = want_name(c, v[R_NAME], "route name", PT_NAME_MAX);
         if (r->name) {
             const struct pt_ynode *first = strtab_put(c, names, r->name, v[R_NAME]);
             if (first)

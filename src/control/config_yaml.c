@@ -609,6 +609,11 @@ bool pt_cfg_want_duration(struct pt_cfg_walk *w, const struct pt_ynode *n, const
         pt_cfg_err(w, n, "%s must be longer than 0", what);
         return false;
     }
+    /* Timers add durations to the clock: keep the sum far from wrapping. */
+    if (*out_ms > PT_CFG_DURATION_MAX_MS) {
+        pt_cfg_err(w, n, "duration `%s` is too large (at most 365d)", s);
+        return false;
+    }
     return true;
 }
 

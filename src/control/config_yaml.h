@@ -136,6 +136,9 @@ bool pt_cfg_want_bool(struct pt_cfg_walk *w, const struct pt_ynode *n, const cha
 bool pt_cfg_want_double(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
                         double *out);
 /* `positive`: 0 is refused ("must be longer than 0"). */
+/* The longest duration any key takes: 365 days. */
+#define PT_CFG_DURATION_MAX_MS (365ull * 24 * 3600 * 1000)
+
 bool pt_cfg_want_duration(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
                           bool positive, uint64_t *out_ms);
 bool pt_cfg_want_size(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,

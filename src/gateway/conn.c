@@ -50,7 +50,7 @@ struct pt_conn {
                               worker's pool after each request */
     struct pt_txn *txn;    /* the request in progress, or NULL */
     char remote[INET6_ADDRSTRLEN];
-    char listener[32]; /* copied: listeners can be replaced by a reload */
+    char listener[32]; /* copied: listeners can be replaced by a reload (names ≤ 31) */
     uint8_t remote_len;
     bool readable, writable; /* edge-triggered readiness not yet consumed */
     bool hup;                /* peer half-closed or errored: read until EOF */

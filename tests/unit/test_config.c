@@ -407,13 +407,19 @@ static void test_types_and_values(void)
            "access_log: { format: text }\n",
            "t.yaml:2:23: access_log format `text` is not supported (only `json`)");
     EXPECT("listeners: [{ name: \"pub lic\", address: \"127.0.0.1:18080\" }]\n",
-           "t.yaml:1:21: listener name `pub lic` must be 1 to 128 letters, digits, `-`, `_` "
+           "t.yaml:1:21: listener name `pub lic` must be 1 to 31 letters, digits, `-`, `_` "
            "and `.`");
     EXPECT("listeners: [{ name: \"a12345678901234567890123456789012345678901234567890123456789"
            "0123456789012345678901234567890123456789012345678901234567890123456789\", "
            "address: \"127.0.0.1:18080\" }]\n",
            "t.yaml:1:21: listener name `a123456789012345678901234567890123456789…` must be 1 "
-           "to 128 letters, digits, `-`, `_` and `.`");
+           "to 31 letters, digits, `-`, `_` and `.`");
+    EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
+           "limits: { max_header_bytes: 4GiB }\n",
+           "t.yaml:2:29: `max_header_bytes` must be at most 1MiB");
+    EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
+           "limits: { header_timeout: 18446744073709551000ms }\n",
+           "t.yaml:2:27: duration `18446744073709551000ms` is too large (at most 365d)");
     EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
            "limits: { headers_with_underscores: yes }\n",
            "t.yaml:2:37: `headers_with_underscores` must be `drop`, `reject` or `allow`, got "
