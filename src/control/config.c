@@ -399,8 +399,7 @@ static bool valid_name(const char *s, size_t max)
     return true;
 }
 
-static const char *want_name(struct cfg *c, const struct pt_ynode *n, const char *what,
-                             size_t max)
+static const char *want_name(struct cfg *c, const struct pt_ynode *n, const char *what, size_t max)
 {
     const char *s = pt_cfg_want_str(&c->w, n, what);
     if (!s)

@@ -89,10 +89,10 @@ static void reclaim(struct runtime *rt)
         struct pt_generation *g = rt->retired[i];
         bool busy = false;
         for (int w = 0; w < rt->nworkers && !busy; w++) {
-            uint64_t seen = atomic_load_explicit(&rt->workers[w].seen_gen, memory_order_acquire);
-            uint64_t oldest =
-                atomic_load_explicit(&rt->workers[w].oldest_pinned, memory_order_acquire);
-            busy = seen <= g->id || oldest <= g->id;
+            struct pt_worker *wk = &rt->workers[w];
+            busy = atomic_load_explicit(&wk->seen_gen, memory_order_acquire) <= g->id;
+            for (int p = 0; p < PT_MAX_PINNED && !busy; p++)
+                busy = atomic_load_explicit(&wk->pinned_ids[p], memory_order_acquire) == g->id;
         }
         if (busy) {
             i++;

@@ -189,18 +189,23 @@ static uint32_t rbuf_cap(const struct pt_generation *g)
     return need > PT_BUF_SIZE ? (uint32_t)need : PT_BUF_SIZE;
 }
 
+/* xorshift64*: fast, per-worker, no syscalls; request ids need to be
+ * unique, not unpredictable. */
+static uint64_t next_random(struct pt_worker *w)
+{
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
 static void gen_request_id(struct pt_worker *w, char out[33])
 {
     static const char hex[] = "0123456789abcdef";
     for (int half = 0; half < 2; half++) {
-        /* xorshift64*: fast, per-worker, no syscalls; ids need to be
-         * unique, not unpredictable. */
-        uint64_t x = w->rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        w->rng = x;
-        x *= 0x2545F4914F6CDD1Dull;
+        uint64_t x = next_random(w);
         for (int i = 0; i < 16; i++)
             out[half * 16 + i] = hex[(x >> (i * 4)) & 15];
     }
@@ -1159,7 +1164,9 @@ static void txn_dispatch(struct pt_txn *t)
         txn_gateway_response(t, 502, "route has no upstream", NULL, (pt_slice){0}, false);
         return;
     }
-    uint32_t i = pt_rr_pick(pt_worker_rr(t->c->w, t->up), t->up);
+    struct pt_worker *w = t->c->w;
+    struct pt_rr_state *rr = pt_worker_rr(w, t->gen, t->up);
+    uint32_t i = rr ? pt_rr_pick(rr, t->up) : pt_weighted_pick(t->up, next_random(w));
     t->target = &t->up->targets[i];
     /* The request goes upstream as HTTP/1.1, where Host is required; an
      * HTTP/1.0 request may have come without one: name the target. */

@@ -18,13 +18,13 @@ _Atomic uint64_t pt_active_connections;
 
 /* ---- generation pins ---- */
 
-static void publish_pins(struct pt_worker *w)
+/* Publishes which generation slot i pins (0: none). Each slot is exact, not
+ * an "oldest pinned" bound: one long request on an old generation must not
+ * keep the reloads after it from being freed. */
+static void publish_pin(struct pt_worker *w, int i)
 {
-    uint64_t oldest = UINT64_MAX;
-    for (int i = 0; i < PT_MAX_PINNED; i++)
-        if (w->pinned[i].count && w->pinned[i].gen->id < oldest)
-            oldest = w->pinned[i].gen->id;
-    atomic_store_explicit(&w->oldest_pinned, oldest, memory_order_release);
+    uint64_t id = w->pinned[i].count ? w->pinned[i].gen->id : 0;
+    atomic_store_explicit(&w->pinned_ids[i], id, memory_order_release);
 }
 
 void pt_worker_pin(struct pt_worker *w, struct pt_generation *g)
@@ -45,7 +45,7 @@ void pt_worker_pin(struct pt_worker *w, struct pt_generation *g)
         free_slot = 0;
     w->pinned[free_slot].gen = g;
     w->pinned[free_slot].count = 1;
-    publish_pins(w);
+    publish_pin(w, free_slot);
 }
 
 void pt_worker_unpin(struct pt_worker *w, struct pt_generation *g)
@@ -53,15 +53,19 @@ void pt_worker_unpin(struct pt_worker *w, struct pt_generation *g)
     for (int i = 0; i < PT_MAX_PINNED; i++) {
         if (w->pinned[i].gen == g && w->pinned[i].count) {
             if (--w->pinned[i].count == 0)
-                publish_pins(w);
+                publish_pin(w, i);
             return;
         }
     }
 }
 
-struct pt_rr_state *pt_worker_rr(struct pt_worker *w, const struct pt_upstream *u)
+struct pt_rr_state *pt_worker_rr(struct pt_worker *w, const struct pt_generation *g,
+                                 const struct pt_upstream *u)
 {
-    return &w->rr[u->index];
+    /* The state is sized for the generation of this turn: a request that
+     * started on an older one (a filter suspended it across a reload) has
+     * none here. */
+    return g->id == w->rr_gen ? &w->rr[u->index] : NULL;
 }
 
 /* Rebuilds per-upstream balancer state for the generation of this turn.
@@ -299,7 +303,8 @@ static void *worker_main(void *arg)
      * responses' bytes only reach the kernel through this thread's ring. */
     pt_loop_flush(&w->loop);
     pt_conn_thread_exit();
-    atomic_store(&w->oldest_pinned, UINT64_MAX);
+    for (int i = 0; i < PT_MAX_PINNED; i++)
+        atomic_store(&w->pinned_ids[i], 0);
     atomic_store(&w->seen_gen, UINT64_MAX);
     return NULL;
 }
@@ -320,7 +325,8 @@ int pt_worker_start(struct pt_worker *w, int id)
     if (w->wake_io.fd < 0)
         return -errno;
     pt_loop_add(&w->loop, &w->wake_io, EPOLLIN);
-    atomic_init(&w->oldest_pinned, UINT64_MAX);
+    for (int i = 0; i < PT_MAX_PINNED; i++)
+        atomic_init(&w->pinned_ids[i], 0);
     atomic_init(&w->seen_gen, 0);
     atomic_init(&w->draining, false);
     w->rng = pt_now_ns() ^ ((uint64_t)(id + 1) * 0x9E3779B97F4A7C15ull) ^ (uint64_t)getpid();

@@ -8,9 +8,9 @@
  *
  * Generations are reclaimed by quiescent states: each worker publishes the
  * id of the generation it saw at the top of its latest loop turn
- * (`seen_gen`) and the oldest generation any of its requests still pin
- * (`oldest_pinned`). The control thread frees a retired generation once
- * every worker has seen a newer one and none pins it.
+ * (`seen_gen`) and the ids of the generations its requests still pin
+ * (`pinned_ids`, one per pin slot). The control thread frees a retired
+ * generation once every worker has seen a newer one and none pins it.
  */
 #ifndef PT_GATEWAY_WORKER_H
 #define PT_GATEWAY_WORKER_H
@@ -58,7 +58,7 @@ struct pt_worker {
         uint32_t count;
     } pinned[PT_MAX_PINNED];
     _Atomic uint64_t seen_gen;
-    _Atomic uint64_t oldest_pinned; /* UINT64_MAX when none */
+    _Atomic uint64_t pinned_ids[PT_MAX_PINNED]; /* pinned[i].gen->id, 0 when free */
 
     /* Round-robin state, rebuilt when the generation changes. */
     struct pt_rr_state *rr;
@@ -95,7 +95,10 @@ void pt_worker_join(struct pt_worker *w);
 struct pt_generation *pt_worker_refresh_gen(struct pt_worker *w);
 void pt_worker_pin(struct pt_worker *w, struct pt_generation *g);
 void pt_worker_unpin(struct pt_worker *w, struct pt_generation *g);
-struct pt_rr_state *pt_worker_rr(struct pt_worker *w, const struct pt_upstream *u);
+/* Round-robin state for u, or NULL when g is not the generation of this
+ * loop turn. */
+struct pt_rr_state *pt_worker_rr(struct pt_worker *w, const struct pt_generation *g,
+                                 const struct pt_upstream *u);
 
 /* Resumes accepting on listeners paused by max_connections or EMFILE. */
 void pt_worker_resume_accept(struct pt_worker *w);

@@ -291,3 +291,19 @@ uint32_t pt_rr_pick(struct pt_rr_state *st, const struct pt_upstream *u)
     st->current[bi] -= total;
     return bi;
 }
+
+uint32_t pt_weighted_pick(const struct pt_upstream *u, uint64_t r)
+{
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < u->ntargets; i++)
+        total += (uint64_t)u->targets[i].weight;
+    if (total == 0)
+        return 0;
+    uint64_t x = r % total;
+    for (uint32_t i = 0; i < u->ntargets; i++) {
+        if (x < (uint64_t)u->targets[i].weight)
+            return i;
+        x -= (uint64_t)u->targets[i].weight;
+    }
+    return u->ntargets - 1;
+}

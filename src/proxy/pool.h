@@ -79,5 +79,8 @@ struct pt_rr_state {
 };
 /* Picks a target index; `st` must have been sized for u->ntargets. */
 uint32_t pt_rr_pick(struct pt_rr_state *st, const struct pt_upstream *u);
+/* Picks a target index in proportion to the weights, from a random r: for
+ * a request that has no round-robin state to use (see pt_worker_rr). */
+uint32_t pt_weighted_pick(const struct pt_upstream *u, uint64_t r);
 
 #endif

@@ -1,5 +1,6 @@
 /* test_pool.c — smooth weighted round-robin: exact shares per cycle and
- * spread (no bursts), single target, equal weights. */
+ * spread (no bursts), single target, equal weights; the stateless weighted
+ * pick: exact shares over every residue of the total weight. */
 #include "proxy/pool.h"
 #include "unit.h"
 
@@ -33,6 +34,22 @@ static void test_three_to_one(void)
         counts[pt_rr_pick(&st, &u)]++;
     CHECK_EQ_INT(counts[0], 3000);
     CHECK_EQ_INT(counts[1], 1000);
+}
+
+static void test_weighted_pick(void)
+{
+    struct pt_upstream u;
+    struct pt_target t[3];
+    int w[] = {5, 1, 2};
+    setup(&u, t, w, 3);
+    int exact[3] = {0};
+    for (uint64_t r = 1000; r < 1008; r++) /* each residue mod 8 once */
+        exact[pt_weighted_pick(&u, r)]++;
+    CHECK_EQ_INT(exact[0], 5);
+    CHECK_EQ_INT(exact[1], 1);
+    CHECK_EQ_INT(exact[2], 2);
+    setup(&u, t, w, 1);
+    CHECK_EQ_INT((int)pt_weighted_pick(&u, 12345), 0);
 }
 
 static void test_spread(void)
@@ -88,5 +105,6 @@ int main(void)
     test_three_to_one();
     test_spread();
     test_single_and_equal();
+    test_weighted_pick();
     return unit_report("pool");
 }
