@@ -70,14 +70,14 @@ static int probe_listeners(const struct pt_generation *g, const struct pt_genera
     return 0;
 }
 
-static void apply_access_log(struct runtime *rt, const struct pt_generation *g,
-                             const struct pt_generation *old)
+/* Opens g's access log, always (the same path too: that is how a rotated
+ * file is let go). On failure the current destination keeps logging. */
+static int open_access_log(struct runtime *rt, const struct pt_generation *g)
 {
-    if (old && old->access_log.mode == g->access_log.mode &&
-        (g->access_log.mode != PT_ALOG_FILE ||
-         strcmp(old->access_log.path, g->access_log.path) == 0))
-        return;
-    pt_alog_set_target(rt->logger, (int)g->access_log.mode, g->access_log.path);
+    int e = pt_alog_set_target(rt->logger, (int)g->access_log.mode, g->access_log.path);
+    if (e < 0)
+        pt_error("access_log: cannot open %s: %s", g->access_log.path, strerror(-e));
+    return e;
 }
 
 /* How long a reload waits for every worker to take the new generation. */
@@ -171,13 +171,22 @@ static int reload(struct runtime *rt, char **errors)
         pt_generation_free(g);
         return -1;
     }
+    if (open_access_log(rt, g) < 0) {
+        rt->reloads_failed++;
+        pt_error("config reload failed: the access log cannot be opened, generation %llu keeps "
+                 "serving",
+                 (unsigned long long)old->id);
+        if (errors && asprintf(errors, "access_log: cannot open %s", g->access_log.path) < 0)
+            *errors = NULL;
+        pt_generation_free(g);
+        return -1;
+    }
     rt->next_id++;
     if (g->workers != rt->nworkers)
         pt_warn("workers: %d → %d takes effect at the next restart", rt->nworkers, g->workers);
     if (g->io_backend != old->io_backend)
         pt_warn("io_backend: %s → %s takes effect at the next restart",
                 pt_io_backend_names[old->io_backend], pt_io_backend_names[g->io_backend]);
-    apply_access_log(rt, g, old);
     atomic_store_explicit(&pt_gen_current, g, memory_order_release);
     rt->retired[rt->nretired++] = old;
     for (int i = 0; i < rt->nworkers; i++)
@@ -290,7 +299,8 @@ int pt_runtime_run(const char *config_path)
     rt.logger = pt_alog_start(rings, rt.nworkers);
     if (!rt.logger)
         goto out_stop;
-    apply_access_log(&rt, g, NULL);
+    if (open_access_log(&rt, g) < 0)
+        goto out_stop;
     for (uint32_t i = 0; i < g->nlisteners; i++)
         pt_info("listening on %s (%s)", g->listeners[i].address, g->listeners[i].name);
     pt_info("portico ready: generation %llu, %d workers (%s), %u routes", (unsigned long long)g->id,

@@ -131,7 +131,7 @@ struct pt_alog_logger *pt_alog_start(struct pt_alog_ring **rings, int n)
     return lg;
 }
 
-void pt_alog_set_target(struct pt_alog_logger *lg, int mode, const char *path)
+int pt_alog_set_target(struct pt_alog_logger *lg, int mode, const char *path)
 {
     int fd = -1;
     bool owns = false;
@@ -140,8 +140,8 @@ void pt_alog_set_target(struct pt_alog_logger *lg, int mode, const char *path)
     } else if (mode == PT_ALOG_FILE) {
         fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (fd < 0)
-            pt_error("access log: cannot open %s: %s", path, strerror(errno));
-        owns = fd >= 0;
+            return -errno; /* the current target stays */
+        owns = true;
     }
     pthread_mutex_lock(&lg->lock);
     if (lg->owns_fd)
@@ -149,6 +149,7 @@ void pt_alog_set_target(struct pt_alog_logger *lg, int mode, const char *path)
     lg->fd = fd;
     lg->owns_fd = owns;
     pthread_mutex_unlock(&lg->lock);
+    return 0;
 }
 
 void pt_alog_stop(struct pt_alog_logger *lg)

@@ -33,7 +33,10 @@ struct pt_alog_logger;
 struct pt_alog_logger *pt_alog_start(struct pt_alog_ring **rings, int n);
 /* Final drain, then stop. */
 void pt_alog_stop(struct pt_alog_logger *lg);
-/* Called by the control thread after a reload: reopen the destination. */
-void pt_alog_set_target(struct pt_alog_logger *lg, int mode, const char *path);
+/* Called by the control thread at start-up and on every reload: (re)opens
+ * the destination, so a reload after a log rotation (mv, then SIGHUP)
+ * writes to a new file. Returns 0, or -errno with the current destination
+ * kept. */
+int pt_alog_set_target(struct pt_alog_logger *lg, int mode, const char *path);
 
 #endif

@@ -1,12 +1,16 @@
 """Access log: JSON lines with the documented keys and correct values;
-`path: off` writes nothing; `path: stdout` writes to stdout."""
+`path: off` writes nothing; `path: stdout` writes to stdout; SIGHUP reopens
+the file (rotation); a file that cannot be opened fails the start or the
+reload, never logging silently into nothing."""
 
 import json
 import os
+import subprocess
 
 import requests
 
-from conftest import (Gateway, backend, free_port, make_config, scaled, upstream, wait_until)
+from conftest import (PORTICO, Gateway, backend, free_port, make_config, scaled, to_yaml,
+                      upstream, wait_until, with_backend)
 
 KEYS = {"time", "request_id", "route", "upstream", "target", "method", "path", "status",
         "bytes_in", "bytes_out", "duration_ms", "upstream_ms"}
@@ -148,3 +152,51 @@ def test_durations_measure_a_slow_upstream(tmp_path):
     assert d["request_id"] == "log-slow"
     assert d["upstream_ms"] >= 300, d
     assert d["duration_ms"] >= d["upstream_ms"], d
+
+
+def test_sighup_reopens_a_rotated_file(tmp_path):
+    """logrotate's way: mv the file, then SIGHUP. Lines after the reload go
+    to a new file at the configured path, not on into the moved one."""
+    log = os.path.join(str(tmp_path), "access.log")
+    with backend("rot") as b:
+        c = cfg(b, {"path": log})
+        gw = Gateway(c, tmp_path)
+        try:
+            requests.get(gw.u("/log/before"), timeout=scaled(5))
+            wait_until(lambda: len(read_lines(log)) == 1, scaled(10), what="first line")
+            os.rename(log, log + ".1")
+            gw.reload(c)
+            requests.get(gw.u("/log/after"), timeout=scaled(5))
+            wait_until(lambda: len(read_lines(log)) == 1, scaled(10), what="line in the new file")
+        finally:
+            gw.stop()
+    assert [json.loads(l)["path"] for l in read_lines(log + ".1")] == ["/log/before"]
+    assert [json.loads(l)["path"] for l in read_lines(log)] == ["/log/after"]
+
+
+def test_unopenable_log_rejects_the_reload(tmp_path):
+    """A reload naming a log file that cannot be opened is refused and the
+    running generation keeps logging where it did."""
+    log = os.path.join(str(tmp_path), "access.log")
+    with backend("bad") as b:
+        port = free_port()
+        gw = Gateway(cfg(b, {"path": log}, port), tmp_path)
+        try:
+            gw.reload(cfg(b, {"path": "/nonexistent-dir/access.log"}, port), expect_ok=False)
+            assert "cannot open /nonexistent-dir/access.log" in gw.stderr_text()
+            requests.get(gw.u("/log/still"), timeout=scaled(5))
+            wait_until(lambda: read_lines(log), scaled(10), what="a line in the old file")
+        finally:
+            gw.stop()
+    assert json.loads(read_lines(log)[-1])["path"] == "/log/still"
+
+
+def test_unopenable_log_fails_the_start(tmp_path):
+    with backend("bad2") as b:
+        path = os.path.join(str(tmp_path), "p.yaml")
+        with open(path, "w") as f:
+            f.write(to_yaml(with_backend(cfg(b, {"path": "/nonexistent-dir/access.log"}))))
+        p = subprocess.run([PORTICO, "-c", path], capture_output=True, text=True,
+                           timeout=scaled(20))
+    assert p.returncode != 0
+    assert "cannot open /nonexistent-dir/access.log" in p.stderr, p.stderr
