@@ -32,6 +32,8 @@
 
 #define ADMIN_MAX_CLIENTS 32
 #define ADMIN_REQ_MAX 8192
+#define ADMIN_HEAD_MS 2000    /* to send the whole request */
+#define ADMIN_ANSWER_MS 10000 /* to read the response */
 
 struct admin_client {
     int fd;
@@ -96,14 +98,14 @@ static void sb_json_str(struct sbuf *b, const char *s)
     free(esc);
 }
 
-static int open_admin_socket(const struct pt_listener_cfg *cfg)
+static int open_admin_socket(const struct sockaddr_storage *addr, socklen_t addrlen)
 {
-    int fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&cfg->addr, cfg->addrlen) < 0 || listen(fd, 64) < 0) {
+    if (bind(fd, (const struct sockaddr *)addr, addrlen) < 0 || listen(fd, 64) < 0) {
         int e = -errno;
         close(fd);
         return e;
@@ -138,7 +140,16 @@ int pt_admin_sync(struct pt_admin *a, const struct pt_generation *g)
     if (a->lfd >= 0 && a->addrlen == g->admin.addrlen &&
         memcmp(&a->addr, &g->admin.addr, a->addrlen) == 0)
         return 0;
-    int fd = open_admin_socket(&g->admin);
+    int fd = open_admin_socket(&g->admin.addr, g->admin.addrlen);
+    if (fd == -EADDRINUSE && a->lfd >= 0) {
+        /* Perhaps held by our own socket (127.0.0.1:9901 → 0.0.0.0:9901):
+         * let it go and try again, and take it back if that fails. */
+        close(a->lfd);
+        a->lfd = -1;
+        fd = open_admin_socket(&g->admin.addr, g->admin.addrlen);
+        if (fd < 0 && (a->lfd = open_admin_socket(&a->addr, a->addrlen)) < 0)
+            a->lfd = -1;
+    }
     if (fd < 0) {
         pt_error("admin: cannot listen on %s: %s", g->admin.address, strerror(-fd));
         return fd;
@@ -189,6 +200,26 @@ static void set_response(struct admin_client *cl, int status, const char *ctype,
     memcpy(cl->out + h, body, blen);
     cl->out_len = (size_t)h + blen;
     cl->out_sent = 0;
+    cl->deadline_ms = pt_now_ms() + ADMIN_ANSWER_MS;
+}
+
+/* A free client slot. When all are taken, the client that has waited
+ * longest without sending a whole request gives its slot up: idle
+ * connections (anyone can open them, before any token is checked) must not
+ * lock the operator out of the admin API. */
+static int client_slot(struct pt_admin *a)
+{
+    int victim = -1;
+    for (int i = 0; i < ADMIN_MAX_CLIENTS; i++) {
+        struct admin_client *cl = a->clients[i];
+        if (!cl)
+            return i;
+        if (!cl->out && (victim < 0 || cl->deadline_ms < a->clients[victim]->deadline_ms))
+            victim = i;
+    }
+    if (victim >= 0)
+        client_close(a, victim);
+    return victim;
 }
 
 static void json_error(struct admin_client *cl, int status, const char *msg)
@@ -424,17 +455,14 @@ void pt_admin_handle(struct pt_admin *a, const struct pollfd *fds, int n, uint64
                 int fd = accept4(a->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (fd < 0)
                     break;
-                int slot = -1;
-                for (int i = 0; i < ADMIN_MAX_CLIENTS && slot < 0; i++)
-                    if (!a->clients[i])
-                        slot = i;
+                int slot = client_slot(a);
                 struct admin_client *cl = slot >= 0 ? calloc(1, sizeof(*cl)) : NULL;
                 if (!cl) {
                     close(fd);
                     continue;
                 }
                 cl->fd = fd;
-                cl->deadline_ms = now_ms + 10000;
+                cl->deadline_ms = now_ms + ADMIN_HEAD_MS;
                 a->clients[slot] = cl;
             }
             continue;
@@ -450,8 +478,8 @@ void pt_admin_handle(struct pt_admin *a, const struct pollfd *fds, int n, uint64
             break;
         }
     }
-    /* A client that neither finishes its request nor reads its response
-     * within 10 s is dropped: the main thread serves reloads too. */
+    /* A client that does not finish its request within ADMIN_HEAD_MS, or
+     * read its response within ADMIN_ANSWER_MS, is dropped. */
     for (int i = 0; i < ADMIN_MAX_CLIENTS; i++)
         if (a->clients[i] && now_ms > a->clients[i]->deadline_ms)
             client_close(a, i);

@@ -171,7 +171,21 @@ static int reload(struct runtime *rt, char **errors)
         pt_generation_free(g);
         return -1;
     }
+    /* A new admin address is opened (and the old one closed) before the
+     * swap: one that cannot be opened refuses the reload, as at start-up. */
+    if (rt->admin && pt_admin_sync(rt->admin, g) < 0) {
+        rt->reloads_failed++;
+        pt_error("config reload failed: the admin address cannot be opened, generation %llu "
+                 "keeps serving",
+                 (unsigned long long)old->id);
+        if (errors && asprintf(errors, "admin: cannot listen on %s", g->admin.address) < 0)
+            *errors = NULL;
+        pt_generation_free(g);
+        return -1;
+    }
     if (open_access_log(rt, g) < 0) {
+        if (rt->admin)
+            pt_admin_sync(rt->admin, old); /* back where it was */
         rt->reloads_failed++;
         pt_error("config reload failed: the access log cannot be opened, generation %llu keeps "
                  "serving",
@@ -193,8 +207,6 @@ static int reload(struct runtime *rt, char **errors)
         pt_worker_wake(&rt->workers[i]);
     wait_adopted(rt, g->id);
     rt->reloads_ok++;
-    if (rt->admin)
-        pt_admin_sync(rt->admin, g);
     pt_info("config reloaded: generation %llu (%u routes, %u upstreams)", (unsigned long long)g->id,
             g->nroutes, g->nupstreams);
     return 0;
@@ -313,8 +325,10 @@ int pt_runtime_run(const char *config_path)
         int n = poll(pfds, (nfds_t)nfds, rt.nretired ? 50 : 1000);
         if (rt.nretired)
             reclaim(&rt);
-        if (n <= 0)
+        if (n < 0)
             continue;
+        /* Every pass, events or not: it also drops admin clients past
+         * their deadline. */
         pt_admin_handle(rt.admin, pfds + 1, nfds - 1, pt_now_ms());
         if (!(pfds[0].revents & POLLIN))
             continue;

@@ -1,9 +1,12 @@
 """Admin API: status, route table with effective filters, upstreams,
-reload through the API, bearer token enforcement."""
+reload through the API, bearer token enforcement, idle clients evicted."""
+
+import socket
+import time
 
 import requests
 
-from conftest import free_port, make_config, to_yaml, upstream
+from conftest import free_port, make_config, scaled, to_yaml, upstream
 
 
 def cfg(port, admin, bport, token=None, extra_route=None):
@@ -74,3 +77,62 @@ def test_token_required_when_set(gateway, backends):
     assert requests.get(base + "/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert requests.get(base + "/status",
                         headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_idle_connections_cannot_lock_the_api_out(gateway, backends):
+    """The admin API serves 32 clients at a time and used to keep an idle
+    one for 10 s: 32 connections that send nothing (no token needed) locked
+    every operator out. A new client now takes the slot of the one that has
+    waited longest without a whole request, and such clients are dropped
+    after 2 s even when nothing else happens."""
+    be = backends("idle")
+    port, admin = free_port(), free_port()
+    gateway(cfg(port, admin, be.port))
+    idle = [socket.create_connection(("127.0.0.1", admin), timeout=scaled(5)) for _ in range(40)]
+    try:
+        for _ in range(3):
+            r = requests.get("http://127.0.0.1:%d/status" % admin, timeout=scaled(5))
+            assert r.status_code == 200
+        # The idle ones still open are closed by the deadline sweep.
+        deadline = time.monotonic() + scaled(6)
+        for s in idle:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                assert s.recv(1) == b""
+            except ConnectionResetError:
+                pass
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_reload_moves_the_admin_address_or_is_refused(gateway, backends):
+    """Moving admin.address by a reload used to log a bind error and answer
+    "reloaded" while the API stayed on the old address (with the new
+    token). Now the move happens before the swap: widening 127.0.0.1:P to
+    0.0.0.0:P (a port our own socket holds) works; an address someone else
+    holds refuses the reload, and the old API keeps answering."""
+    be = backends("adm")
+    port, admin = free_port(), free_port()
+    gw = gateway(cfg(port, admin, be.port))
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(1)
+    try:
+        busy = cfg(port, admin, be.port, token="s3cret")
+        busy["admin"]["address"] = "127.0.0.1:%d" % other.getsockname()[1]
+        line = gw.reload(busy, expect_ok=False)
+        assert "admin" in line, line
+        st = requests.get("http://127.0.0.1:%d/status" % admin, timeout=scaled(5))
+        assert st.status_code == 200 and st.json()["generation"] == 1
+    finally:
+        other.close()
+    wide = cfg(port, admin, be.port, token="s3cret")
+    wide["admin"]["address"] = "0.0.0.0:%d" % admin
+    gw.reload(wide)
+    auth = {"Authorization": "Bearer s3cret"}
+    st = requests.get("http://127.0.0.1:%d/status" % admin, headers=auth, timeout=scaled(5))
+    assert st.status_code == 200 and st.json()["generation"] == 2
+    # Bound to every address now: another loopback address reaches it.
+    st = requests.get("http://127.0.0.2:%d/status" % admin, headers=auth, timeout=scaled(5))
+    assert st.status_code == 200
