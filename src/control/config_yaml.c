@@ -348,6 +348,11 @@ uint32_t pt_cfg_bind_keys(struct pt_cfg_walk *w, const struct pt_ynode *map,
         return 0; /* null: an empty mapping */
     for (uint32_t i = 0; i < map->n; i++) {
         const struct pt_ynode *k = map->pairs[i].key;
+        if (strlen(k->str) != k->len) { /* "address\0junk" must not pass as `address` */
+            pt_cfg_err(w, k, "key `%s…` contains a NUL character", k->str);
+            unknown++;
+            continue;
+        }
         size_t idx = 0;
         while (known[idx] && strcmp(known[idx], k->str) != 0)
             idx++;
@@ -1122,12 +1127,14 @@ out:
  * `${request_id}`, `${remote_addr}`, `${method}`, `${path}` and any
  * dotted name such as `${path.id}`. They are left in place for the filter;
  * every other `${NAME}` is an environment variable. */
+static const char *const request_variables[] = {"request_id", "remote_addr", "method", "path"};
+
 static bool is_request_variable(const char *name, size_t len)
 {
-    static const char *const fixed[] = {"request_id", "remote_addr", "method", "path"};
+    const char *const *fixed = request_variables;
     if (memchr(name, '.', len))
         return true;
-    for (size_t i = 0; i < PT_ARRAY_LEN(fixed); i++)
+    for (size_t i = 0; i < PT_ARRAY_LEN(request_variables); i++)
         if (strlen(fixed[i]) == len && memcmp(fixed[i], name, len) == 0)
             return true;
     return false;
@@ -1196,8 +1203,18 @@ static const char *expand_env(struct builder *b, struct pt_ynode *at, const char
                     snprintf(var, sizeof(var), "%.*s", (int)nlen, name);
                     const char *val = getenv(var);
                     if (!val) {
-                        pt_cfg_error_add(b->errs, at->line, at->col,
-                                         "environment variable `%s` is not set", var);
+                        /* `${reqest_id}` is more likely a misspelt
+                         * request variable than a missing environment. */
+                        const char *near =
+                            pt_cfg_suggest(var, request_variables, PT_ARRAY_LEN(request_variables));
+                        if (near)
+                            pt_cfg_error_add(b->errs, at->line, at->col,
+                                             "environment variable `%s` is not set (did you "
+                                             "mean the request variable `${%s}`?)",
+                                             var, near);
+                        else
+                            pt_cfg_error_add(b->errs, at->line, at->col,
+                                             "environment variable `%s` is not set", var);
                         at->bad = true;
                     }
                     add = val ? val : "";

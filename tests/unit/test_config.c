@@ -414,6 +414,8 @@ static void test_types_and_values(void)
            "address: \"127.0.0.1:18080\" }]\n",
            "t.yaml:1:21: listener name `a123456789012345678901234567890123456789…` must be 1 "
            "to 31 letters, digits, `-`, `_` and `.`");
+    EXPECT("listeners: [{ \"address\\0junk\": \"127.0.0.1:18080\" }]\n",
+           "t.yaml:1:15: key `address…` contains a NUL character");
     EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
            "limits: { max_header_bytes: 4GiB }\n",
            "t.yaml:2:29: `max_header_bytes` must be at most 1MiB");
@@ -690,6 +692,10 @@ static void test_file_level(void)
     EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
            "admin: { token: \"${PT_TEST_UNSET_VAR}\" }\n",
            "t.yaml:2:17: environment variable `PT_TEST_UNSET_VAR` is not set");
+    EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
+           "admin: { token: \"x${reqest_id}\" }\n",
+           "t.yaml:2:17: environment variable `reqest_id` is not set (did you mean the request "
+           "variable `${request_id}`?)");
     EXPECT("", "t.yaml: the file is empty (a config needs at least `listeners`)");
     EXPECT("listeners: []\n"
            "---\n"
