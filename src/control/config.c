@@ -154,6 +154,8 @@ static void set_defaults(struct pt_generation *g)
         .max_header_bytes = 16u << 10,
         .max_headers = 100,
         .max_body_bytes = 8u << 20,
+        .normalize_path = true,
+        .merge_slashes = true,
         .max_uri_bytes = 8u << 10,
         .header_timeout_ms = 10000,
         .idle_timeout_ms = 60000,
@@ -670,16 +672,11 @@ static void check_address_conflicts(struct cfg *c, const struct pt_ynode *admin)
 
 #define PT_HEAD_BYTES_MAX (1u << 20)
 
-static const char *const limits_keys[] = {"max_header_bytes",
-                                          "max_headers",
-                                          "max_body_bytes",
-                                          "header_timeout",
-                                          "idle_timeout",
-                                          "max_connections",
-                                          "max_uri_bytes",
-                                          "drain_timeout",
-                                          "headers_with_underscores",
-                                          NULL};
+static const char *const limits_keys[] = {
+    "max_header_bytes", "max_headers",   "max_body_bytes",
+    "header_timeout",   "idle_timeout",  "max_connections",
+    "max_uri_bytes",    "drain_timeout", "headers_with_underscores",
+    "normalize_path",   "merge_slashes", NULL};
 
 static void walk_underscores(struct cfg *c, const struct pt_ynode *n, uint8_t *out)
 {
@@ -698,7 +695,7 @@ static void walk_limits(struct cfg *c, const struct pt_ynode *n)
 {
     if (!pt_cfg_want_map(&c->w, n, "`limits`"))
         return;
-    const struct pt_ynode *v[9] = {0};
+    const struct pt_ynode *v[11] = {0};
     pt_cfg_bind_keys(&c->w, n, limits_keys, NULL, "in limits", v, NULL);
     struct pt_limits *l = &c->g->limits;
     /* A head is read into one buffer per connection (and 32-bit offsets). */
@@ -722,6 +719,10 @@ static void walk_limits(struct cfg *c, const struct pt_ynode *n)
         pt_cfg_want_duration(&c->w, v[7], "`drain_timeout`", false, &l->drain_timeout_ms);
     if (v[8])
         walk_underscores(c, v[8], &l->underscores);
+    if (v[9])
+        pt_cfg_want_bool(&c->w, v[9], "`normalize_path`", &l->normalize_path);
+    if (v[10])
+        pt_cfg_want_bool(&c->w, v[10], "`merge_slashes`", &l->merge_slashes);
 }
 
 static const char *const access_log_keys[] = {"path", "format", NULL};

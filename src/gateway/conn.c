@@ -24,6 +24,7 @@
 
 #include "core/log.h"
 #include "http/h1.h"
+#include "http/path.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -1103,6 +1104,17 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *preq, uint32_t he
     }
     if (g->limits.underscores != PT_US_ALLOW && !screen_underscores(t, g->limits.underscores))
         return;
+    /* One spelling of the path for routing, filters and the upstream (the
+     * head is ours to edit in place; normalising only shrinks it). */
+    if (g->limits.normalize_path) {
+        long nl =
+            pt_path_normalize((char *)t->req.path.p, t->req.path.len, g->limits.merge_slashes);
+        if (nl < 0) {
+            txn_gateway_response(t, 400, "path climbs above the root", NULL, (pt_slice){0}, true);
+            return;
+        }
+        t->req.path.len = (size_t)nl;
+    }
 
     /* Route. */
     pt_slice host = t->req.host;

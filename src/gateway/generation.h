@@ -41,6 +41,8 @@ struct pt_limits {
     uint64_t max_connections;   /* default 20000 (per process) */
     uint64_t drain_timeout_ms;  /* default 30 s: shutdown grace for in-flight requests */
     uint8_t underscores;        /* request header names with `_`: enum pt_underscores */
+    bool normalize_path;        /* default true: see http/path.h */
+    bool merge_slashes;         /* default true (with normalize_path) */
 };
 
 /* What happens to a request header whose name holds an underscore. CGI and

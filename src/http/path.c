@@ -1,0 +1,83 @@
+/*
+ * path.c — see path.h. Two in-place passes; the output cursor never
+ * overtakes the input one, so no copy is needed.
+ */
+#include "http/path.h"
+
+#include <string.h>
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* RFC 3986 §2.3: decoding these never changes what a URI means. */
+static bool unreserved(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
+}
+
+static size_t decode_unreserved(char *p, size_t len)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < len;) {
+        if (p[i] == '%' && len - i >= 3) {
+            int hi = hexval(p[i + 1]), lo = hexval(p[i + 2]);
+            if (hi >= 0 && lo >= 0 && unreserved(hi * 16 + lo)) {
+                p[w++] = (char)(hi * 16 + lo);
+                i += 3;
+                continue;
+            }
+        }
+        p[w++] = p[i++];
+    }
+    return w;
+}
+
+long pt_path_normalize(char *p, size_t len, bool merge_slashes)
+{
+    if (len == 0 || p[0] != '/')
+        return (long)len;
+    if (memchr(p, '%', len))
+        len = decode_unreserved(p, len);
+    /* The output is "/" followed by segments each ending in '/', except
+     * that a last plain segment has none; w is its length. */
+    size_t w = 1;
+    for (size_t i = 1;;) {
+        size_t j = i;
+        while (j < len && p[j] != '/')
+            j++;
+        size_t sl = j - i;
+        bool last = j >= len;
+        if (sl == 2 && p[i] == '.' && p[i + 1] == '.') {
+            if (w == 1)
+                return -1;    /* above the root */
+            size_t k = w - 2; /* the '/' before the last output segment */
+            while (p[k] != '/')
+                k--;
+            w = k + 1;
+        } else if (sl == 1 && p[i] == '.') {
+            /* nothing: `/a/./b` is `/a/b`, `/a/.` is `/a/` */
+        } else if (sl == 0) {
+            if (!last && !merge_slashes)
+                p[w++] = '/';
+        } else {
+            if (w != i)
+                memmove(p + w, p + i, sl);
+            w += sl;
+            if (!last)
+                p[w++] = '/';
+        }
+        if (last)
+            break;
+        i = j + 1;
+    }
+    return (long)w;
+}

@@ -1,0 +1,90 @@
+"""Path normalisation before routing (limits.normalize_path, merge_slashes).
+
+Without it `/public/../admin/x` matched the `/public` route (no filters)
+while a backend that resolves dot segments served `/admin/x`, past the
+admin route's rules. Now routing, filters and the upstream all see one
+spelling: dot segments resolved, unreserved escapes decoded, slashes
+merged; a path that climbs above the root is a 400."""
+
+import pytest
+
+from conftest import (Gateway, backend, free_port, make_config, parse_response, raw_ex, scaled,
+                      upstream)
+
+
+def cfg(port, bport, **limits):
+    return make_config(
+        port, {"pub": upstream(bport), "adm": upstream(bport)}, limits=limits or None,
+        routes=[
+            {"name": "public", "match": {"path_prefix": "/public"}, "upstream": "pub"},
+            {"name": "admin", "match": {"path_prefix": "/admin"}, "upstream": "adm",
+             "filters": {"request_transform": {"set_headers": {"X-Admin-Checked": "yes"}}}},
+        ])
+
+
+@pytest.fixture(scope="module")
+def gws(tmp_path_factory):
+    with backend("pn") as b:
+        on = Gateway(cfg(free_port(), b.port), tmp_path_factory.mktemp("on"))
+        off = Gateway(cfg(free_port(), b.port, normalize_path=False),
+                      tmp_path_factory.mktemp("off"))
+        keep = Gateway(cfg(free_port(), b.port, merge_slashes=False),
+                       tmp_path_factory.mktemp("keep"))
+        try:
+            yield {"on": on, "off": off, "keep": keep}
+        finally:
+            for g in (on, off, keep):
+                g.stop()
+
+
+def get(gw, target):
+    data, _ = raw_ex(gw.port, b"GET " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                     timeout=scaled(5))
+    return parse_response(data)
+
+
+def seen(r):
+    """(path the backend got, whether the admin route's filter ran)."""
+    doc = r.json()
+    return doc["path"], any(k.lower() == "x-admin-checked" for k, _ in doc["headers"])
+
+
+@pytest.mark.parametrize("target,path", [
+    (b"/public/../admin/x", "/admin/x"),
+    (b"/public/%2e%2e/admin/x", "/admin/x"),
+    (b"/public/%2E%2e/admin/x?q=1", "/admin/x"),
+    (b"/public//../admin/x", "/admin/x"),
+    (b"/public/./../admin/./x", "/admin/x"),
+    (b"//admin//x", "/admin/x"),
+    (b"/%61dmin/x", "/admin/x"),
+])
+def test_one_spelling_for_routing_and_upstream(gws, target, path):
+    r = get(gws["on"], target)
+    assert r.status == 200, r
+    assert seen(r) == (path, True)
+
+
+def test_encoded_slash_is_kept(gws):
+    r = get(gws["on"], b"/public/a%2Fb/../c")
+    assert r.status == 200, r
+    assert seen(r) == ("/public/c", False)
+
+
+@pytest.mark.parametrize("target", [b"/..", b"/../etc/passwd", b"/public/../../etc/passwd",
+                                    b"/%2e%2e/admin"])
+def test_climbing_above_the_root_is_400(gws, target):
+    r = get(gws["on"], target)
+    assert r.status == 400, r
+    assert "above the root" in r.json()["error"]
+
+
+def test_normalize_path_false_routes_as_sent(gws):
+    r = get(gws["off"], b"/public/../admin/x")
+    assert r.status == 200, r
+    assert seen(r) == ("/public/../admin/x", False)
+
+
+def test_merge_slashes_false_keeps_them(gws):
+    r = get(gws["keep"], b"/admin//x/./y")
+    assert r.status == 200, r
+    assert seen(r) == ("/admin//x/y", True)
