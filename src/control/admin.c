@@ -98,6 +98,24 @@ static void sb_json_str(struct sbuf *b, const char *s)
     free(esc);
 }
 
+/* Same port, one of the two a wildcard: the sockets exclude each other. */
+static bool overlaps(const struct sockaddr_storage *x, const struct sockaddr_storage *y)
+{
+    if (x->ss_family != y->ss_family)
+        return false;
+    if (x->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)x, *b = (const void *)y;
+        return a->sin_port == b->sin_port &&
+               (a->sin_addr.s_addr == htonl(INADDR_ANY) || b->sin_addr.s_addr == htonl(INADDR_ANY));
+    }
+    if (x->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)x, *b = (const void *)y;
+        return a->sin6_port == b->sin6_port &&
+               (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&b->sin6_addr));
+    }
+    return false;
+}
+
 static int open_admin_socket(const struct sockaddr_storage *addr, socklen_t addrlen)
 {
     int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -141,14 +159,17 @@ int pt_admin_sync(struct pt_admin *a, const struct pt_generation *g)
         memcmp(&a->addr, &g->admin.addr, a->addrlen) == 0)
         return 0;
     int fd = open_admin_socket(&g->admin.addr, g->admin.addrlen);
-    if (fd == -EADDRINUSE && a->lfd >= 0) {
-        /* Perhaps held by our own socket (127.0.0.1:9901 → 0.0.0.0:9901):
-         * let it go and try again, and take it back if that fails. */
+    if (fd == -EADDRINUSE && a->lfd >= 0 && overlaps(&a->addr, &g->admin.addr)) {
+        /* Held by our own socket (127.0.0.1:9901 → 0.0.0.0:9901): let it
+         * go and try again, and take it back if that fails. */
         close(a->lfd);
         a->lfd = -1;
         fd = open_admin_socket(&g->admin.addr, g->admin.addrlen);
-        if (fd < 0 && (a->lfd = open_admin_socket(&a->addr, a->addrlen)) < 0)
+        if (fd < 0 && (a->lfd = open_admin_socket(&a->addr, a->addrlen)) < 0) {
+            pt_error("admin: the previous address could not be taken back: the admin API is "
+                     "closed until a reload opens it");
             a->lfd = -1;
+        }
     }
     if (fd < 0) {
         pt_error("admin: cannot listen on %s: %s", g->admin.address, strerror(-fd));
@@ -447,24 +468,14 @@ static void client_write(struct pt_admin *a, int i)
 
 void pt_admin_handle(struct pt_admin *a, const struct pollfd *fds, int n, uint64_t now_ms)
 {
+    /* Clients first: a request that has arrived is served before new
+     * connections may evict its client. */
+    bool accept_ready = false;
     for (int k = 0; k < n; k++) {
         if (!fds[k].revents)
             continue;
         if (fds[k].fd == a->lfd) {
-            for (;;) {
-                int fd = accept4(a->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-                if (fd < 0)
-                    break;
-                int slot = client_slot(a);
-                struct admin_client *cl = slot >= 0 ? calloc(1, sizeof(*cl)) : NULL;
-                if (!cl) {
-                    close(fd);
-                    continue;
-                }
-                cl->fd = fd;
-                cl->deadline_ms = now_ms + ADMIN_HEAD_MS;
-                a->clients[slot] = cl;
-            }
+            accept_ready = true;
             continue;
         }
         for (int i = 0; i < ADMIN_MAX_CLIENTS; i++) {
@@ -477,6 +488,20 @@ void pt_admin_handle(struct pt_admin *a, const struct pollfd *fds, int n, uint64
                 client_write(a, i);
             break;
         }
+    }
+    while (accept_ready && a->lfd >= 0) {
+        int fd = accept4(a->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            break;
+        int slot = client_slot(a);
+        struct admin_client *cl = slot >= 0 ? calloc(1, sizeof(*cl)) : NULL;
+        if (!cl) {
+            close(fd);
+            continue;
+        }
+        cl->fd = fd;
+        cl->deadline_ms = now_ms + ADMIN_HEAD_MS;
+        a->clients[slot] = cl;
     }
     /* A client that does not finish its request within ADMIN_HEAD_MS, or
      * read its response within ADMIN_ANSWER_MS, is dropped. */
