@@ -19,6 +19,7 @@
  */
 #include "control/admin.h"
 
+#include "control/config_yaml.h"
 #include "core/log.h"
 #include "gateway/respond.h"
 #include "http/h1.h"
@@ -98,24 +99,6 @@ static void sb_json_str(struct sbuf *b, const char *s)
     free(esc);
 }
 
-/* Same port, one of the two a wildcard: the sockets exclude each other. */
-static bool overlaps(const struct sockaddr_storage *x, const struct sockaddr_storage *y)
-{
-    if (x->ss_family != y->ss_family)
-        return false;
-    if (x->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const void *)x, *b = (const void *)y;
-        return a->sin_port == b->sin_port &&
-               (a->sin_addr.s_addr == htonl(INADDR_ANY) || b->sin_addr.s_addr == htonl(INADDR_ANY));
-    }
-    if (x->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const void *)x, *b = (const void *)y;
-        return a->sin6_port == b->sin6_port &&
-               (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&b->sin6_addr));
-    }
-    return false;
-}
-
 static int open_admin_socket(const struct sockaddr_storage *addr, socklen_t addrlen)
 {
     int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -159,7 +142,7 @@ int pt_admin_sync(struct pt_admin *a, const struct pt_generation *g)
         memcmp(&a->addr, &g->admin.addr, a->addrlen) == 0)
         return 0;
     int fd = open_admin_socket(&g->admin.addr, g->admin.addrlen);
-    if (fd == -EADDRINUSE && a->lfd >= 0 && overlaps(&a->addr, &g->admin.addr)) {
+    if (fd == -EADDRINUSE && a->lfd >= 0 && pt_addr_overlaps(&a->addr, &g->admin.addr)) {
         /* Held by our own socket (127.0.0.1:9901 → 0.0.0.0:9901): let it
          * go and try again, and take it back if that fails. */
         close(a->lfd);

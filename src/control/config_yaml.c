@@ -646,6 +646,23 @@ bool pt_cfg_want_size(struct pt_cfg_walk *w, const struct pt_ynode *n, const cha
 
 /* ---- addresses ---- */
 
+bool pt_addr_overlaps(const struct sockaddr_storage *x, const struct sockaddr_storage *y)
+{
+    if (x->ss_family != y->ss_family)
+        return false;
+    if (x->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)x, *b = (const void *)y;
+        return a->sin_port == b->sin_port &&
+               (a->sin_addr.s_addr == htonl(INADDR_ANY) || b->sin_addr.s_addr == htonl(INADDR_ANY));
+    }
+    if (x->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)x, *b = (const void *)y;
+        return a->sin6_port == b->sin6_port &&
+               (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&b->sin6_addr));
+    }
+    return false;
+}
+
 /*
  * "host:port", "[v6]:port" or (to listen) ":port" for every IPv4
  * interface. A name is resolved once, here, on the control thread —

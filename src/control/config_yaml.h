@@ -148,6 +148,10 @@ bool pt_cfg_want_size(struct pt_cfg_walk *w, const struct pt_ynode *n, const cha
  * An address node `s` ("host:port", "[v6]:port", or ":port" when
  * `listen`), resolved now (names too; IPv4 preferred) into *out.
  */
+/* Same port and one of the two a wildcard address: a plain bind of one
+ * fails while the other is held. */
+bool pt_addr_overlaps(const struct sockaddr_storage *x, const struct sockaddr_storage *y);
+
 bool pt_cfg_want_address(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *s,
                          bool listen, struct sockaddr_storage *out, socklen_t *outlen);
 

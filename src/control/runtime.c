@@ -10,6 +10,7 @@
 
 #include "control/admin.h"
 #include "control/config.h"
+#include "control/config_yaml.h"
 #include "core/log.h"
 #include "core/version.h"
 #include "gateway/worker.h"
@@ -42,7 +43,8 @@ struct runtime {
  * process using SO_REUSEPORT as the same user) silently share a port and
  * take part of its traffic. So before a listener address is first opened,
  * a plain bind proves nobody holds it. Addresses a running generation
- * already has are skipped: we hold them ourselves.
+ * already has, or that share a port with one of them through a wildcard,
+ * are skipped: we hold them ourselves.
  */
 static int probe_listeners(const struct pt_generation *g, const struct pt_generation *old)
 {
@@ -50,8 +52,12 @@ static int probe_listeners(const struct pt_generation *g, const struct pt_genera
         const struct pt_listener_cfg *l = &g->listeners[i];
         bool held = false;
         for (uint32_t j = 0; old && j < old->nlisteners && !held; j++)
-            held = old->listeners[j].addrlen == l->addrlen &&
-                   memcmp(&old->listeners[j].addr, &l->addr, l->addrlen) == 0;
+            held = (old->listeners[j].addrlen == l->addrlen &&
+                    memcmp(&old->listeners[j].addr, &l->addr, l->addrlen) == 0) ||
+                   /* 127.0.0.1:P ↔ 0.0.0.0:P: our own sockets are what a
+                    * plain bind would collide with (the workers' sockets,
+                    * all SO_REUSEPORT, can share the port meanwhile). */
+                   pt_addr_overlaps(&old->listeners[j].addr, &l->addr);
         if (held)
             continue;
         int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -287,3 +287,26 @@ def test_one_long_request_does_not_block_later_reloads(tmp_path):
             assert result.get("status") == 200, result
         finally:
             gw.stop()
+
+
+def test_reload_widens_a_listener_on_the_same_port(tmp_path):
+    """127.0.0.1:P → 0.0.0.0:P used to be refused ("a new listener address
+    is already in use"): the probe's plain bind collided with our own
+    sockets. Now the workers open the wide socket beside the old one and
+    close the old one, and the port keeps answering throughout."""
+    with backend("wide") as b:
+        port = free_port()
+        narrow = make_config(port, {"u": upstream(b.port)},
+                             [{"name": "r", "match": {"path_prefix": "/"}, "upstream": "u"}])
+        gw = Gateway(narrow, tmp_path)
+        try:
+            wide = dict(narrow)
+            wide["listeners"] = [{"name": "public", "address": "0.0.0.0:%d" % port}]
+            gw.reload(wide)
+            # Reached through another loopback address: bound to every one.
+            r = requests.get("http://127.0.0.2:%d/tiny" % port, timeout=scaled(5))
+            assert r.status_code == 200
+            gw.reload(narrow)
+            assert requests.get(gw.u("/tiny"), timeout=scaled(5)).status_code == 200
+        finally:
+            gw.stop()
