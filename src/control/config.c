@@ -913,6 +913,49 @@ static const char *const *fields_planned_for(const char *filter)
     return NULL;
 }
 
+/* A compile hook's reports, placed at the node they name: the entry of a
+ * list or mapping field (its key, or its value), else the field, else the
+ * filter's name. */
+struct compile_errs {
+    struct pt_filter_errs e;
+    struct cfg *c;
+    const struct pt_filter_def *def;
+    const struct pt_ynode *key, *map;
+    int count;
+};
+
+static const struct pt_ynode *yaml_map_get(const struct pt_ynode *map, const char *k, bool value)
+{
+    if (!map || map->kind != PT_YMAP)
+        return NULL;
+    for (uint32_t i = 0; i < map->n; i++)
+        if (strcmp(map->pairs[i].key->str, k) == 0)
+            return value ? map->pairs[i].value : map->pairs[i].key;
+    return NULL;
+}
+
+static void compile_report(struct pt_filter_errs *e, const char *field, const char *entry,
+                           bool in_value, const char *msg)
+{
+    struct compile_errs *ce = (struct compile_errs *)e;
+    const struct pt_ynode *at = ce->key;
+    const struct pt_ynode *f = field ? yaml_map_get(ce->map, field, true) : NULL;
+    if (f) {
+        at = f;
+        if (entry && f->kind == PT_YMAP && yaml_map_get(f, entry, in_value))
+            at = yaml_map_get(f, entry, in_value);
+        for (uint32_t i = 0; entry && f->kind == PT_YSEQ && i < f->n; i++)
+            if (f->items[i]->kind == PT_YSCALAR && strcmp(f->items[i]->str, entry) == 0) {
+                at = f->items[i];
+                break;
+            }
+        if (entry && f->kind == PT_YSCALAR)
+            at = f; /* a one-name list written as a string */
+    }
+    err_at(ce->c, at, "filter `%s`: %s", ce->def->name, msg);
+    ce->count++;
+}
+
 /* Parses `name: {fields}` of one filter with its field table, then runs its
  * compile hook. Returns the config, or NULL after reporting. */
 static const void *parse_filter_conf(struct cfg *c, const struct pt_filter_def *def,
@@ -932,9 +975,10 @@ static const void *parse_filter_conf(struct cfg *c, const struct pt_filter_def *
     if (!ok || c->w.oom)
         return NULL;
     if (def->compile) {
-        char err[512] = "";
-        if (def->compile(conf, c->a, err, sizeof(err)) != 0) {
-            err_at(c, key, "filter `%s`: %s", def->name, err[0] ? err : "invalid configuration");
+        struct compile_errs ce = {{compile_report}, c, def, key, n, 0};
+        if (def->compile(conf, c->a, &ce.e) != 0) {
+            if (ce.count == 0)
+                err_at(c, key, "filter `%s`: invalid configuration", def->name);
             return NULL;
         }
     }

@@ -80,14 +80,25 @@ struct pt_filter_ctx {
 
 /* ---- filter definitions ---- */
 
+/* Where a compile hook reports what is wrong, one call per problem: the
+ * field it is in (NULL: the filter as a whole) and, for a list item or a
+ * mapping entry, that entry's name; `in_value` when the problem is in the
+ * entry's value rather than its name. The loader turns each report into a
+ * file:line:col at that node. */
+struct pt_filter_errs {
+    void (*report)(struct pt_filter_errs *e, const char *field, const char *entry, bool in_value,
+                   const char *msg);
+};
+
 struct pt_filter_def {
     const char *name;
     int priority;                  /* higher runs first within a phase; ties by name */
     const struct pt_field *fields; /* terminated by {NULL} */
     size_t config_size;
-    /* Optional: validate/compile the parsed config. On failure write a
-     * message to err and return -1; the loader adds file:line:col. */
-    int (*compile)(void *conf, struct pt_arena *a, char *err, size_t errlen);
+    /* Optional: validate/compile the parsed config. Reports every problem
+     * through errs and returns -1 if there was any; the loader adds
+     * file:line:col. */
+    int (*compile)(void *conf, struct pt_arena *a, struct pt_filter_errs *errs);
     size_t state_size; /* zeroed per request when > 0 */
     int (*on_request)(struct pt_filter_ctx *ctx, const void *conf, void *state);
     int (*on_response_head)(struct pt_filter_ctx *ctx, const void *conf, void *state);

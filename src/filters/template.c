@@ -270,56 +270,75 @@ static bool value_is_clean(pt_slice v)
     return true;
 }
 
-static int check_name(const char *key, const char *name, pt_slice *out, char *err, size_t errlen)
+/* Reports one problem of a header edit through errs; returns -1. */
+static int report(struct pt_filter_errs *errs, const char *key, const char *entry, bool in_value,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static int report(struct pt_filter_errs *errs, const char *key, const char *entry, bool in_value,
+                  const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    errs->report(errs, key, entry, in_value, msg);
+    return -1;
+}
+
+/* Checks header name `name`, found in field `key` at entry `entry` (its
+ * name, or its value when in_value). */
+static int check_name(struct pt_filter_errs *errs, const char *key, const char *entry,
+                      bool in_value, const char *name, pt_slice *out)
 {
     if (!name || !*name)
-        return fail(err, errlen, "%s: empty header name", key);
+        return report(errs, key, entry, in_value, "%s: empty header name", key);
     size_t len = strlen(name);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)name[i];
         if (is_tchar(c))
             continue;
         if (c > 0x20 && c < 0x7f)
-            return fail(err, errlen,
-                        "%s: invalid header name \"%s\": '%c' is not allowed (a header name "
-                        "is letters, digits and !#$%%&'*+-.^_`|~)",
-                        key, name, c);
-        return fail(err, errlen,
-                    "%s: invalid header name \"%s\": byte 0x%02x is not allowed (a header "
-                    "name is letters, digits and !#$%%&'*+-.^_`|~)",
-                    key, name, c);
+            return report(errs, key, entry, in_value,
+                          "%s: invalid header name \"%s\": '%c' is not allowed (a header name "
+                          "is letters, digits and !#$%%&'*+-.^_`|~)",
+                          key, name, c);
+        return report(errs, key, entry, in_value,
+                      "%s: invalid header name \"%s\": byte 0x%02x is not allowed (a header "
+                      "name is letters, digits and !#$%%&'*+-.^_`|~)",
+                      key, name, c);
     }
     *out = (pt_slice){name, len};
     for (size_t i = 0; i < PT_ARRAY_LEN(forbidden_headers); i++)
         if (pt_slice_ieq_cstr(*out, forbidden_headers[i]))
-            return fail(err, errlen,
-                        "%s: header \"%s\" cannot be changed by a filter (Host, "
-                        "Content-Length, Transfer-Encoding and Connection are managed by the "
-                        "gateway)",
-                        key, name);
+            return report(errs, key, entry, in_value,
+                          "%s: header \"%s\" cannot be changed by a filter (Host, "
+                          "Content-Length, Transfer-Encoding and Connection are managed by the "
+                          "gateway)",
+                          key, name);
     return 0;
 }
 
-static int compile_value(const char *key, const char *name, const char *value, struct pt_arena *a,
-                         const struct pt_template **out, char *err, size_t errlen)
+static int compile_value(struct pt_filter_errs *errs, const char *key, const char *name,
+                         const char *value, struct pt_arena *a, const struct pt_template **out)
 {
     if (!value)
-        return fail(err, errlen, "%s: header \"%s\" has no value", key, name);
+        return report(errs, key, name, true, "%s: header \"%s\" has no value", key, name);
     if (!value_is_clean((pt_slice){value, strlen(value)}))
-        return fail(err, errlen,
-                    "%s: value of header \"%s\" contains a control character (CR, LF, NUL and "
-                    "other control characters are not allowed in header values)",
-                    key, name);
+        return report(errs, key, name, true,
+                      "%s: value of header \"%s\" contains a control character (CR, LF, NUL "
+                      "and other control characters are not allowed in header values)",
+                      key, name);
     char terr[256];
     struct pt_template *t;
     int rc = pt_template_compile(&t, value, a, terr, sizeof(terr));
     if (rc < 0)
-        return fail(err, errlen, "%s: value of header \"%s\": %s", key, name, terr);
+        return report(errs, key, name, true, "%s: value of header \"%s\": %s", key, name, terr);
     *out = t;
     return 0;
 }
 
-int pt_header_edit_compile(void *conf_, struct pt_arena *a, char *err, size_t errlen)
+int pt_header_edit_compile(void *conf_, struct pt_arena *a, struct pt_filter_errs *errs)
 {
     struct pt_header_edit_conf *conf = conf_;
     size_t n = (size_t)conf->remove_headers.n + conf->rename_headers.n + conf->set_headers.n +
@@ -331,20 +350,20 @@ int pt_header_edit_compile(void *conf_, struct pt_arena *a, char *err, size_t er
 
     struct pt_header_op *ops = pt_arena_zalloc(a, sizeof(*ops) * n);
     if (!ops)
-        return fail(err, errlen, "out of memory");
+        return report(errs, NULL, NULL, false, "out of memory");
     uint32_t k = 0;
+    int bad = 0; /* every problem is reported, not just the first */
 
     for (uint32_t i = 0; i < conf->remove_headers.n; i++, k++) {
         ops[k].kind = OP_REMOVE;
-        if (check_name("remove_headers", conf->remove_headers.v[i], &ops[k].name, err, errlen))
-            return -1;
+        const char *name = conf->remove_headers.v[i];
+        bad |= check_name(errs, "remove_headers", name, false, name, &ops[k].name);
     }
     for (uint32_t i = 0; i < conf->rename_headers.n; i++, k++) {
         const struct pt_strmap *m = &conf->rename_headers;
         ops[k].kind = OP_RENAME;
-        if (check_name("rename_headers", m->keys[i], &ops[k].name, err, errlen) ||
-            check_name("rename_headers", m->values[i], &ops[k].to, err, errlen))
-            return -1;
+        bad |= check_name(errs, "rename_headers", m->keys[i], false, m->keys[i], &ops[k].name);
+        bad |= check_name(errs, "rename_headers", m->keys[i], true, m->values[i], &ops[k].to);
     }
     /* set before add: see the order comment above struct pt_header_op. */
     const struct {
@@ -359,12 +378,13 @@ int pt_header_edit_compile(void *conf_, struct pt_arena *a, char *err, size_t er
         for (uint32_t i = 0; i < valued[j].map->n; i++, k++) {
             const char *name = valued[j].map->keys[i];
             ops[k].kind = valued[j].kind;
-            if (check_name(valued[j].key, name, &ops[k].name, err, errlen) ||
-                compile_value(valued[j].key, name, valued[j].map->values[i], a, &ops[k].value, err,
-                              errlen))
-                return -1;
+            bad |= check_name(errs, valued[j].key, name, false, name, &ops[k].name);
+            bad |= compile_value(errs, valued[j].key, name, valued[j].map->values[i], a,
+                                 &ops[k].value);
         }
     }
+    if (bad)
+        return -1;
     conf->ops = ops;
     conf->nops = k;
     return 0;

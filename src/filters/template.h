@@ -64,9 +64,10 @@ extern const struct pt_field pt_header_edit_fields[];
 /*
  * Validates the parsed config (header names are RFC 9110 tokens, values
  * carry no control characters, framing headers are untouchable) and
- * compiles it into conf->ops in `a`. Returns 0 or -1 with a message in err.
+ * compiles it into conf->ops in `a`. Returns 0, or -1 after reporting every
+ * problem through errs (each at its field and entry).
  */
-int pt_header_edit_compile(void *conf, struct pt_arena *a, char *err, size_t errlen);
+int pt_header_edit_compile(void *conf, struct pt_arena *a, struct pt_filter_errs *errs);
 
 /*
  * Applies the compiled edits to `h` (new values go into ctx->arena).

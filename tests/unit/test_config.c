@@ -646,7 +646,8 @@ static void test_filter_errors(void)
            "t.yaml:7:36: expected a mapping of settings for filter `response_transform`, or "
            "`off`, got `on`");
 
-    /* The filter's own compile step: message from the filter, position of its key. */
+    /* The filter's own compile step: message from the filter, each at the
+     * entry it is about (name or value), all of them. */
     struct pt_diag d;
     struct pt_generation *g = load(BASE "routes:\n"
                                         "  - name: r\n"
@@ -654,10 +655,30 @@ static void test_filter_errors(void)
                                         "    filters:\n"
                                         "      request_transform: { set_headers: { Host: x } }\n",
                                    &d);
-    const char *prefix = "t.yaml:8:7: filter `request_transform`: ";
+    const char *prefix = "t.yaml:8:43: filter `request_transform`: ";
     CHECK(!g && d.n == 1);
     CHECK(d.n >= 1 && strncmp(d.lines[0], prefix, strlen(prefix)) == 0 &&
           strstr(d.lines[0], "Host"));
+    pt_generation_free(g);
+    pt_diag_free(&d);
+    g = load(BASE "routes:\n"
+                  "  - name: r\n"
+                  "    upstream: users\n"
+                  "    filters:\n"
+                  "      request_transform:\n"
+                  "        set_headers: { Content-Length: \"1\" }\n"
+                  "        remove_headers: [X-Ok, \"Bad Name\"]\n"
+                  "        rename_headers: { X-A: \"B C\" }\n"
+                  "        add_headers: { X-V: \"${nope}\" }\n",
+             &d);
+    CHECK(!g && d.n == 4);
+    if (d.n == 4) {
+        CHECK(strncmp(d.lines[0], "t.yaml:9:24: ", 13) == 0 &&
+              strstr(d.lines[0], "Content-Length"));
+        CHECK(strncmp(d.lines[1], "t.yaml:10:32: ", 14) == 0 && strstr(d.lines[1], "Bad Name"));
+        CHECK(strncmp(d.lines[2], "t.yaml:11:32: ", 14) == 0 && strstr(d.lines[2], "B C"));
+        CHECK(strncmp(d.lines[3], "t.yaml:12:29: ", 14) == 0 && strstr(d.lines[3], "nope"));
+    }
     pt_generation_free(g);
     pt_diag_free(&d);
 }
@@ -776,14 +797,19 @@ static const struct pt_field probe_fields[] = {
     {NULL, 0, 0},
 };
 
-static int probe_compile(void *conf, struct pt_arena *a, char *err, size_t errlen)
+static int probe_compile(void *conf, struct pt_arena *a, struct pt_filter_errs *errs)
 {
     const struct probe_conf *p = conf;
+    int bad = 0;
     if (p->count > 100) {
-        snprintf(err, errlen, "count must be at most 100");
-        return -1;
+        errs->report(errs, "count", NULL, false, "count must be at most 100");
+        bad = -1;
     }
-    return 0;
+    if (p->ratio > 1.0) {
+        errs->report(errs, NULL, NULL, false, "ratio must be at most 1");
+        bad = -1;
+    }
+    return bad;
 }
 
 static const struct pt_filter_def probe_def = {
@@ -873,11 +899,14 @@ static void test_generic_fields(void)
         CHECK_STR(d.lines[i], want[i]);
     pt_diag_free(&d);
 
-    /* compile hook failure: its message at the filter key. */
-    p = probe("probe: { count: 101 }\n", g, &d);
-    CHECK(p == NULL && d.n == 1);
-    if (d.n == 1)
-        CHECK_STR(d.lines[0], "p.yaml:1:1: filter `probe`: count must be at most 100");
+    /* compile hook failures: every one, each at the field it names (or the
+     * filter key when it names none). */
+    p = probe("probe: { count: 101, ratio: 2 }\n", g, &d);
+    CHECK(p == NULL && d.n == 2);
+    if (d.n == 2) {
+        CHECK_STR(d.lines[0], "p.yaml:1:1: filter `probe`: ratio must be at most 1");
+        CHECK_STR(d.lines[1], "p.yaml:1:17: filter `probe`: count must be at most 100");
+    }
     pt_diag_free(&d);
 
     pt_generation_free(g);

@@ -512,6 +512,22 @@ struct tcfg {
 
 /* Parses and compiles one transform config; returns the conf or NULL
  * (with the compile error in err). */
+/* Keeps the first reported message (every one is counted). */
+struct first_err {
+    struct pt_filter_errs e;
+    char *buf;
+    size_t len;
+    int count;
+};
+
+static void keep_first(struct pt_filter_errs *e, const char *field, const char *entry,
+                       bool in_value, const char *msg)
+{
+    struct first_err *fe = (struct first_err *)e;
+    if (fe->count++ == 0)
+        snprintf(fe->buf, fe->len, "%s", msg);
+}
+
 static void *make_conf(const struct pt_filter_def *def, const struct tcfg *cfg,
                        struct pt_arena *gen, char *err, size_t errlen)
 {
@@ -525,7 +541,8 @@ static void *make_conf(const struct pt_filter_def *def, const struct tcfg *cfg,
     if (cfg->add)
         set_map(def, conf, "add_headers", cfg->add, gen);
     err[0] = '\0';
-    return def->compile(conf, gen, err, errlen) == 0 ? conf : NULL;
+    struct first_err fe = {{keep_first}, err, errlen, 0};
+    return def->compile(conf, gen, &fe.e) == 0 ? conf : NULL;
 }
 
 /* Header list from "Name: value" strings, as the parser would give it. */
