@@ -43,21 +43,20 @@ struct runtime {
  * process using SO_REUSEPORT as the same user) silently share a port and
  * take part of its traffic. So before a listener address is first opened,
  * a plain bind proves nobody holds it. Addresses a running generation
- * already has, or that share a port with one of them through a wildcard,
- * are skipped: we hold them ourselves.
+ * already has are skipped: we hold them ourselves.
  */
 static int probe_listeners(const struct pt_generation *g, const struct pt_generation *old)
 {
     for (uint32_t i = 0; i < g->nlisteners; i++) {
         const struct pt_listener_cfg *l = &g->listeners[i];
         bool held = false;
-        for (uint32_t j = 0; old && j < old->nlisteners && !held; j++)
-            held = (old->listeners[j].addrlen == l->addrlen &&
-                    memcmp(&old->listeners[j].addr, &l->addr, l->addrlen) == 0) ||
-                   /* 127.0.0.1:P ↔ 0.0.0.0:P: our own sockets are what a
-                    * plain bind would collide with (the workers' sockets,
-                    * all SO_REUSEPORT, can share the port meanwhile). */
-                   pt_addr_overlaps(&old->listeners[j].addr, &l->addr);
+        const struct pt_listener_cfg *near = NULL;
+        for (uint32_t j = 0; old && j < old->nlisteners && !held; j++) {
+            held = old->listeners[j].addrlen == l->addrlen &&
+                   memcmp(&old->listeners[j].addr, &l->addr, l->addrlen) == 0;
+            if (pt_addr_overlaps(&old->listeners[j].addr, &l->addr))
+                near = &old->listeners[j];
+        }
         if (held)
             continue;
         int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -68,6 +67,16 @@ static int probe_listeners(const struct pt_generation *g, const struct pt_genera
         int rc = bind(fd, (const struct sockaddr *)&l->addr, l->addrlen);
         int e = errno;
         close(fd);
+        if (rc < 0 && near) {
+            /* Our own socket on the same port is in the way, and skipping
+             * the probe could let another process share the port unseen
+             * (SO_REUSEPORT): this move needs a restart. */
+            pt_error("listener %s: %s shares its port with the running listener %s (%s): a "
+                     "reload cannot move a listener between an address and the wildcard on one "
+                     "port; use another port, or restart",
+                     l->name, l->address, near->name, near->address);
+            return -e;
+        }
         if (rc < 0) {
             pt_error("listener %s: cannot use %s: %s", l->name, l->address, strerror(e));
             return -e;

@@ -873,8 +873,9 @@ static bool add_forwarding_headers(struct pt_txn *t)
     return true;
 }
 
-/* Applies strip_prefix or rewrite to the path. */
-static bool rewrite_path(struct pt_txn *t)
+/* Applies strip_prefix or rewrite to the path. Returns 1, 0 when out of
+ * memory, -1 when a rewrite made a path that cannot be normalised. */
+static int rewrite_path(struct pt_txn *t)
 {
     const struct pt_route *r = t->route;
     t->path = t->req.path;
@@ -886,7 +887,7 @@ static bool rewrite_path(struct pt_txn *t)
             if (t->path.len == 0 || t->path.p[0] != '/') {
                 char *p = pt_arena_alloc(&t->c->arena, t->path.len + 1);
                 if (!p)
-                    return false;
+                    return 0;
                 p[0] = '/';
                 memcpy(p + 1, t->path.p, t->path.len);
                 t->path = (pt_slice){p, t->path.len + 1};
@@ -903,7 +904,7 @@ static bool rewrite_path(struct pt_txn *t)
         cap += slots * values;
         char *o = pt_arena_alloc(&t->c->arena, cap);
         if (!o)
-            return false;
+            return 0;
         size_t n = 0;
         for (const char *s = r->rewrite; *s;) {
             if (*s == '{') {
@@ -923,8 +924,16 @@ static bool rewrite_path(struct pt_txn *t)
             o[n++] = *s++;
         }
         t->path = (pt_slice){o, n};
+        /* A regex capture can be part of a segment, so `..` again (`{name}`
+         * of `/r/...pdf`): the rewritten path is normalised too. */
+        if (t->gen->limits.normalize_path) {
+            long nl = pt_path_normalize(o, n, t->gen->limits.merge_slashes);
+            if (nl < 0)
+                return -1;
+            t->path.len = (size_t)nl;
+        }
     }
-    return true;
+    return 1;
 }
 
 static void txn_dispatch(struct pt_txn *t);
@@ -1104,16 +1113,23 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *preq, uint32_t he
     }
     if (g->limits.underscores != PT_US_ALLOW && !screen_underscores(t, g->limits.underscores))
         return;
-    /* One spelling of the path for routing, filters and the upstream (the
-     * head is ours to edit in place; normalising only shrinks it). */
-    if (g->limits.normalize_path) {
-        long nl =
-            pt_path_normalize((char *)t->req.path.p, t->req.path.len, g->limits.merge_slashes);
-        if (nl < 0) {
-            txn_gateway_response(t, 400, "path climbs above the root", NULL, (pt_slice){0}, true);
+    /* One spelling of the path for routing, filters and the upstream,
+     * normalised in a copy (a refused path is logged as it was sent). */
+    if (g->limits.normalize_path &&
+        pt_path_needs_normalize(t->req.path.p, t->req.path.len, g->limits.merge_slashes)) {
+        char *np = pt_arena_alloc(&c->arena, t->req.path.len);
+        if (!np) {
+            conn_close(c);
             return;
         }
-        t->req.path.len = (size_t)nl;
+        memcpy(np, t->req.path.p, t->req.path.len);
+        long nl = pt_path_normalize(np, t->req.path.len, g->limits.merge_slashes);
+        if (nl < 0) {
+            txn_gateway_response(t, 400, "invalid path: `..` above the root or a bad `%` escape",
+                                 NULL, (pt_slice){0}, true);
+            return;
+        }
+        t->req.path = (pt_slice){np, (size_t)nl};
     }
 
     /* Route. */
@@ -1143,7 +1159,12 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *preq, uint32_t he
         return;
     }
     drop_connection_listed(&t->reqh);
-    if (!rewrite_path(t) || !add_forwarding_headers(t)) {
+    int rw = rewrite_path(t);
+    if (rw < 0) {
+        txn_gateway_response(t, 400, "invalid path after rewrite", NULL, (pt_slice){0}, true);
+        return;
+    }
+    if (rw == 0 || !add_forwarding_headers(t)) {
         txn_gateway_response(t, 500, "out of memory", NULL, (pt_slice){0}, true);
         return;
     }

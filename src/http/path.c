@@ -24,29 +24,54 @@ static bool unreserved(int c)
            c == '.' || c == '_' || c == '~';
 }
 
-static size_t decode_unreserved(char *p, size_t len)
+/* Returns the new length, or -1 for a `%` without two hex digits: kept,
+ * it could pair with what decoding puts after it (`%%32%65` → `%2e`) and
+ * give the next hop a second decoding the routes never saw. */
+static long decode_unreserved(char *p, size_t len)
 {
     size_t w = 0;
     for (size_t i = 0; i < len;) {
-        if (p[i] == '%' && len - i >= 3) {
-            int hi = hexval(p[i + 1]), lo = hexval(p[i + 2]);
-            if (hi >= 0 && lo >= 0 && unreserved(hi * 16 + lo)) {
-                p[w++] = (char)(hi * 16 + lo);
-                i += 3;
-                continue;
-            }
+        if (p[i] != '%') {
+            p[w++] = p[i++];
+            continue;
         }
-        p[w++] = p[i++];
+        int hi = len - i >= 3 ? hexval(p[i + 1]) : -1, lo = len - i >= 3 ? hexval(p[i + 2]) : -1;
+        if (hi < 0 || lo < 0)
+            return -1;
+        if (unreserved(hi * 16 + lo)) {
+            p[w++] = (char)(hi * 16 + lo);
+        } else {
+            memmove(p + w, p + i, 3);
+            w += 3;
+        }
+        i += 3;
     }
-    return w;
+    return (long)w;
+}
+
+bool pt_path_needs_normalize(const char *p, size_t len, bool merge_slashes)
+{
+    if (len == 0 || p[0] != '/')
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] == '%')
+            return true;
+        if (p[i] == '/' && i + 1 < len && (p[i + 1] == '.' || (merge_slashes && p[i + 1] == '/')))
+            return true;
+    }
+    return false;
 }
 
 long pt_path_normalize(char *p, size_t len, bool merge_slashes)
 {
     if (len == 0 || p[0] != '/')
         return (long)len;
-    if (memchr(p, '%', len))
-        len = decode_unreserved(p, len);
+    if (memchr(p, '%', len)) {
+        long dl = decode_unreserved(p, len);
+        if (dl < 0)
+            return -1;
+        len = (size_t)dl;
+    }
     /* The output is "/" followed by segments each ending in '/', except
      * that a last plain segment has none; w is its length. */
     size_t w = 1;

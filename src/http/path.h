@@ -19,7 +19,13 @@
  *     ends the path leaves a trailing slash (`/a/b/..` → `/a/`);
  *   - with merge_slashes, runs of `/` become one (`/a//b` → `/a/b`).
  * Returns the new length, or -1 when a `..` would climb above the root
- * (`/../etc`). A path not starting with `/` (`*`) is left alone. */
+ * (`/../etc`) or a `%` is not followed by two hex digits (p is then
+ * partly rewritten: normalise a copy). A path not starting with `/` (`*`)
+ * is left alone. Normalising a result again changes nothing. */
 long pt_path_normalize(char *p, size_t len, bool merge_slashes);
+
+/* Whether pt_path_normalize could change p (a `%`, a segment starting with
+ * `.`, or with merge_slashes an empty segment): most paths need no copy. */
+bool pt_path_needs_normalize(const char *p, size_t len, bool merge_slashes);
 
 #endif

@@ -13,7 +13,6 @@
 import os
 import resource
 import socket
-import time
 
 import requests
 
@@ -71,6 +70,19 @@ def test_allow_forwards_them(gateway, backends):
     assert echo_headers(r.json(), "X_Custom") == ["v"]
 
 
+def gateway_has_read(gw_port, client_port):
+    """The gateway's end of our connection exists and its receive queue is
+    empty: accepted (in the gateway's fd table) and read."""
+    with open("/proc/net/tcp") as f:
+        for line in f.read().splitlines()[1:]:
+            fields = line.split()
+            local, remote, state, queues = fields[1], fields[2], fields[3], fields[4]
+            if (local.endswith(":%04X" % gw_port) and remote.endswith(":%04X" % client_port)
+                    and state == "01"):
+                return int(queues.split(":")[1], 16) == 0
+    return False
+
+
 def lowest_free_fd(pid):
     used = {int(n) for n in os.listdir("/proc/%d/fd" % pid)}
     fd = 0
@@ -85,14 +97,12 @@ def test_gateway_out_of_descriptors_is_503_not_502(gateway, backends):
     upstream: 503 with the JSON error, and it recovers when fds free up."""
     b = backends("fd")
     gw = gateway(one_route_cfg(b.port))
-    before = len(os.listdir("/proc/%d/fd" % gw.pid))
     s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
     try:
         s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n")  # the head is not finished yet
-        # Accepted (its fd exists in the gateway) before the limit drops.
-        wait_until(lambda: len(os.listdir("/proc/%d/fd" % gw.pid)) > before, scaled(5),
-                   what="the gateway accepting the connection")
-        time.sleep(0.05)
+        # Accepted and read by the gateway before the limit drops.
+        wait_until(lambda: gateway_has_read(gw.port, s.getsockname()[1]), scaled(5),
+                   what="the gateway accepting and reading the connection")
         soft, hard = resource.prlimit(gw.pid, resource.RLIMIT_NOFILE)
         resource.prlimit(gw.pid, resource.RLIMIT_NOFILE, (lowest_free_fd(gw.pid), hard))
         try:

@@ -71,11 +71,34 @@ def test_encoded_slash_is_kept(gws):
 
 
 @pytest.mark.parametrize("target", [b"/..", b"/../etc/passwd", b"/public/../../etc/passwd",
-                                    b"/%2e%2e/admin"])
-def test_climbing_above_the_root_is_400(gws, target):
+                                    b"/%2e%2e/admin",
+                                    # a broken escape could pair with a decoded one at the
+                                    # next hop: %%32%65 would become %2e there
+                                    b"/public/%%32%65%%32%65/admin/x", b"/public/%zz", b"/a%"])
+def test_climbing_above_the_root_or_a_broken_escape_is_400(gws, target):
     r = get(gws["on"], target)
     assert r.status == 400, r
-    assert "above the root" in r.json()["error"]
+    assert "invalid path" in r.json()["error"]
+
+
+def test_a_rewrite_cannot_put_dot_segments_back(tmp_path):
+    """A regex capture can be part of a segment, so `..` even after the
+    request path was normalised: the rewritten path is normalised too."""
+    with backend("rw") as b:
+        gw = Gateway(make_config(free_port(), {"u": upstream(b.port)}, routes=[
+            {"name": "pdf", "match": {"path_regex": "^/reports/(?<name>[^/]+)\\.pdf$"},
+             "upstream": "u", "rewrite": "/static/pdf/{name}/file.pdf"},
+            {"name": "top", "match": {"path_regex": "^/top/(?<name>[^/]+)\\.x$"},
+             "upstream": "u", "rewrite": "/{name}/file"}]), tmp_path)
+        try:
+            r = get(gw, b"/reports/...pdf")
+            assert r.status == 200, r
+            assert r.json()["path"] == "/static/file.pdf"  # not /static/pdf/../file.pdf
+            r = get(gw, b"/top/...x")
+            assert r.status == 400, r
+            assert "invalid path after rewrite" in r.json()["error"]
+        finally:
+            gw.stop()
 
 
 def test_normalize_path_false_routes_as_sent(gws):
