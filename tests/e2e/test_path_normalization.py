@@ -25,15 +25,15 @@ def cfg(port, bport, **limits):
 @pytest.fixture(scope="module")
 def gws(tmp_path_factory):
     with backend("pn") as b:
-        on = Gateway(cfg(free_port(), b.port), tmp_path_factory.mktemp("on"))
-        off = Gateway(cfg(free_port(), b.port, normalize_path=False),
-                      tmp_path_factory.mktemp("off"))
-        keep = Gateway(cfg(free_port(), b.port, merge_slashes=False),
-                       tmp_path_factory.mktemp("keep"))
-        try:
-            yield {"on": on, "off": off, "keep": keep}
+        started = {}
+        try:  # a gateway that fails to start must not leave the others running
+            for name, limits in (("on", {}), ("off", {"normalize_path": False}),
+                                 ("keep", {"merge_slashes": False})):
+                started[name] = Gateway(cfg(free_port(), b.port, **limits),
+                                        tmp_path_factory.mktemp(name))
+            yield started
         finally:
-            for g in (on, off, keep):
+            for g in started.values():
                 g.stop()
 
 
