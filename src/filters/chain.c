@@ -201,3 +201,13 @@ void pt_chain_run_log(const struct pt_chain *c, struct pt_filter_ctx *ctx, void 
         inst->def->on_log(ctx, inst->conf, state_of(states, inst));
     }
 }
+
+bool pt_chain_hides_interim_field(const struct pt_chain *c, pt_slice name)
+{
+    for (uint32_t i = 0; i < c->n_response_head; i++) {
+        const struct pt_filter_inst *f = c->response_head[i];
+        if (f->def->hides_interim_field && f->def->hides_interim_field(f->conf, name))
+            return true;
+    }
+    return false;
+}

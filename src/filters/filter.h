@@ -102,6 +102,10 @@ struct pt_filter_def {
     size_t state_size; /* zeroed per request when > 0 */
     int (*on_request)(struct pt_filter_ctx *ctx, const void *conf, void *state);
     int (*on_response_head)(struct pt_filter_ctx *ctx, const void *conf, void *state);
+    /* Optional: whether a field of an interim (1xx) response head must not
+     * reach the client. Response filters edit the final head only; what
+     * they remove there must not leak through a 103 either. */
+    bool (*hides_interim_field)(const void *conf, pt_slice name);
     int (*on_response_body)(struct pt_filter_ctx *ctx, const void *conf, void *state,
                             pt_slice *chunk, bool eos);
     void (*on_log)(struct pt_filter_ctx *ctx, const void *conf, void *state);
@@ -147,6 +151,8 @@ int pt_chain_run_request(const struct pt_chain *c, struct pt_filter_ctx *ctx, vo
                          uint32_t *cursor);
 int pt_chain_run_response_head(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states);
 void pt_chain_run_log(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states);
+/* Whether some response filter of the chain hides this field of a 1xx head. */
+bool pt_chain_hides_interim_field(const struct pt_chain *c, pt_slice name);
 /* Allocates zeroed state for every filter that wants some. */
 void **pt_chain_states(const struct pt_chain *c, struct pt_arena *a);
 

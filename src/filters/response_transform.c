@@ -7,8 +7,9 @@
  *
  * Same keys, rules and order as request_transform (remove, rename, set,
  * add; see template.c), applied to ctx->resp_headers once the upstream's
- * response head is in. Host, Content-Length, Transfer-Encoding and
- * Connection are refused at load.
+ * response head is in. Fields it removes or renames are also dropped from
+ * interim 1xx heads (which it otherwise leaves alone). Host,
+ * Content-Length, Transfer-Encoding and Connection are refused at load.
  *
  * Ownership: the compiled config lives in the generation arena; edited
  * values are allocated from the request arena.
@@ -22,6 +23,13 @@ static int response_transform_on_response_head(struct pt_filter_ctx *ctx, const 
     return pt_header_edit_apply(conf, ctx, ctx->resp_headers);
 }
 
+/* A 103 Early Hints keeps its own fields (no set/add), but never one the
+ * route removes from the final response (Server, Set-Cookie, ...). */
+static bool response_transform_hides_interim_field(const void *conf, pt_slice name)
+{
+    return pt_header_edit_removes(conf, name);
+}
+
 const struct pt_filter_def pt_filter_response_transform = {
     .name = "response_transform",
     .priority = 800,
@@ -29,4 +37,5 @@ const struct pt_filter_def pt_filter_response_transform = {
     .config_size = sizeof(struct pt_header_edit_conf),
     .compile = pt_header_edit_compile,
     .on_response_head = response_transform_on_response_head,
+    .hides_interim_field = response_transform_hides_interim_field,
 };

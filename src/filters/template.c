@@ -390,6 +390,16 @@ int pt_header_edit_compile(void *conf_, struct pt_arena *a, struct pt_filter_err
     return 0;
 }
 
+bool pt_header_edit_removes(const struct pt_header_edit_conf *conf, pt_slice name)
+{
+    for (uint32_t i = 0; i < conf->nops; i++) {
+        const struct pt_header_op *op = &conf->ops[i];
+        if ((op->kind == OP_REMOVE || op->kind == OP_RENAME) && pt_slice_ieq(op->name, name))
+            return true;
+    }
+    return false;
+}
+
 int pt_header_edit_apply(const struct pt_header_edit_conf *conf, struct pt_filter_ctx *ctx,
                          struct pt_headers *h)
 {

@@ -69,6 +69,9 @@ extern const struct pt_field pt_header_edit_fields[];
  */
 int pt_header_edit_compile(void *conf, struct pt_arena *a, struct pt_filter_errs *errs);
 
+/* Whether the compiled edits remove (or rename away) a field named `name`. */
+bool pt_header_edit_removes(const struct pt_header_edit_conf *conf, pt_slice name);
+
 /*
  * Applies the compiled edits to `h` (new values go into ctx->arena).
  * Returns PT_FILTER_CONTINUE, or PT_FILTER_ERROR when out of memory or when

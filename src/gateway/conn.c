@@ -1649,7 +1649,8 @@ static bool queue_interim(struct pt_txn *t)
     o[n++] = '\n';
     for (size_t i = 0; i < t->res.num_headers; i++) {
         const struct pt_h1_header *h = &t->res.headers[i];
-        if ((pt_token_flags[h->token] & PT_TF_HOP) || connection_lists(&t->res, h->name))
+        if ((pt_token_flags[h->token] & PT_TF_HOP) || connection_lists(&t->res, h->name) ||
+            (t->route && pt_chain_hides_interim_field(&t->route->chain, h->name)))
             continue;
         n += put_field(o + n, h->name, h->value);
     }

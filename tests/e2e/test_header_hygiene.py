@@ -198,3 +198,34 @@ def test_response_trailers_are_not_forwarded(tmp_path):
     finally:
         gw.stop()
         up.close()
+
+
+def test_removed_response_fields_do_not_leak_through_a_103(tmp_path):
+    """response_transform edits the final head; a field it removes there
+    (Server, Set-Cookie) used to reach the client anyway in a 103 Early
+    Hints. Interim heads now drop those fields too, and keep the rest."""
+    def handler(s):
+        buf = b""
+        while True:
+            head, buf = read_head(s, buf)
+            s.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n"
+                      b"Server: secret-backend/1.0\r\nSet-Cookie: a=b\r\n\r\n"
+                      b"HTTP/1.1 200 OK\r\nServer: secret-backend/1.0\r\nContent-Length: 2\r\n\r\nok")
+
+    up = RawUpstream(handler)
+    gw = Gateway(one_route_cfg(up.port, routes=[
+        {"name": "all", "match": {"path_prefix": "/"}, "upstream": "u",
+         "filters": {"response_transform": {"remove_headers": ["Server", "set-cookie"]}}}]),
+        tmp_path)
+    try:
+        data, _ = raw_ex(gw.port, b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                         timeout=scaled(5))
+        rs, _ = parse_responses(data)
+        assert [r.status for r in rs] == [103, 200], rs
+        assert rs[0].header("Link") == "</a.css>; rel=preload"
+        for r in rs:
+            assert r.header("Server") is None and r.header("Set-Cookie") is None, r
+        assert rs[1].body == b"ok"
+    finally:
+        gw.stop()
+        up.close()
