@@ -22,6 +22,7 @@
 #include "control/config.h"
 #include "control/config_yaml.h"
 #include "gateway/router.h"
+#include "http/path.h"
 #include "http/tokens.h"
 
 #include <arpa/inet.h>
@@ -1580,6 +1581,27 @@ static void check_rewrite(struct cfg *c, const struct pt_ynode *n, const char *r
         }
         p = end;
     }
+    /* Its literal text must survive path normalisation, or every request
+     * the route matches would be refused: parameters stand in as "p". */
+    size_t len = strlen(rw);
+    char *lit = malloc(len + 1);
+    if (!lit)
+        return oom(c);
+    size_t k = 0;
+    for (const char *p = rw; *p; p++) {
+        if (*p == '{') {
+            lit[k++] = 'p';
+            p = strchr(p, '}');
+        } else {
+            lit[k++] = *p;
+        }
+    }
+    if (pt_path_normalize(lit, k, false) < 0)
+        err_at(c, n,
+               "rewrite `%s` is not a valid path: a `..` climbs above `/` or a `%%` is not "
+               "followed by two hex digits",
+               rw);
+    free(lit);
 }
 
 /* strip_prefix must remove whole leading segments of every path the

@@ -7,8 +7,8 @@
  *
  * Same keys, rules and order as request_transform (remove, rename, set,
  * add; see template.c), applied to ctx->resp_headers once the upstream's
- * response head is in. Fields it removes or renames are also dropped from
- * interim 1xx heads (which it otherwise leaves alone). Host,
+ * response head is in. Fields it removes, renames or sets are also dropped
+ * from interim 1xx heads (which it otherwise leaves alone). Host,
  * Content-Length, Transfer-Encoding and Connection are refused at load.
  *
  * Ownership: the compiled config lives in the generation arena; edited
@@ -23,8 +23,9 @@ static int response_transform_on_response_head(struct pt_filter_ctx *ctx, const 
     return pt_header_edit_apply(conf, ctx, ctx->resp_headers);
 }
 
-/* A 103 Early Hints keeps its own fields (no set/add), but never one the
- * route removes from the final response (Server, Set-Cookie, ...). */
+/* A 103 Early Hints keeps its own fields (nothing is set or added), but
+ * never one whose upstream value the route removes or replaces in the
+ * final response (Server, Set-Cookie, ...). */
 static bool response_transform_hides_interim_field(const void *conf, pt_slice name)
 {
     return pt_header_edit_removes(conf, name);

@@ -394,7 +394,7 @@ bool pt_header_edit_removes(const struct pt_header_edit_conf *conf, pt_slice nam
 {
     for (uint32_t i = 0; i < conf->nops; i++) {
         const struct pt_header_op *op = &conf->ops[i];
-        if ((op->kind == OP_REMOVE || op->kind == OP_RENAME) && pt_slice_ieq(op->name, name))
+        if (op->kind != OP_ADD && pt_slice_ieq(op->name, name))
             return true;
     }
     return false;

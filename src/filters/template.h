@@ -69,7 +69,8 @@ extern const struct pt_field pt_header_edit_fields[];
  */
 int pt_header_edit_compile(void *conf, struct pt_arena *a, struct pt_filter_errs *errs);
 
-/* Whether the compiled edits remove (or rename away) a field named `name`. */
+/* Whether the compiled edits remove, rename away or replace (set) a field
+ * named `name`: the upstream's value of it never reaches the client. */
 bool pt_header_edit_removes(const struct pt_header_edit_conf *conf, pt_slice name);
 
 /*

@@ -201,21 +201,24 @@ def test_response_trailers_are_not_forwarded(tmp_path):
 
 
 def test_removed_response_fields_do_not_leak_through_a_103(tmp_path):
-    """response_transform edits the final head; a field it removes there
-    (Server, Set-Cookie) used to reach the client anyway in a 103 Early
-    Hints. Interim heads now drop those fields too, and keep the rest."""
+    """response_transform edits the final head; a field it removes or
+    replaces there (Server, Set-Cookie) used to reach the client anyway in a
+    103 Early Hints. Interim heads now drop those fields too, and keep the
+    rest."""
     def handler(s):
         buf = b""
         while True:
             head, buf = read_head(s, buf)
             s.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n"
-                      b"Server: secret-backend/1.0\r\nSet-Cookie: a=b\r\n\r\n"
-                      b"HTTP/1.1 200 OK\r\nServer: secret-backend/1.0\r\nContent-Length: 2\r\n\r\nok")
+                      b"Server: secret-backend/1.0\r\nSet-Cookie: a=b\r\nX-Version: 9.1-internal\r\n\r\n"
+                      b"HTTP/1.1 200 OK\r\nServer: secret-backend/1.0\r\nX-Version: 9.1-internal\r\n"
+                      b"Content-Length: 2\r\n\r\nok")
 
     up = RawUpstream(handler)
     gw = Gateway(one_route_cfg(up.port, routes=[
         {"name": "all", "match": {"path_prefix": "/"}, "upstream": "u",
-         "filters": {"response_transform": {"remove_headers": ["Server", "set-cookie"]}}}]),
+         "filters": {"response_transform": {"remove_headers": ["Server", "set-cookie"],
+                                            "set_headers": {"x-version": "public"}}}}]),
         tmp_path)
     try:
         data, _ = raw_ex(gw.port, b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
@@ -225,6 +228,9 @@ def test_removed_response_fields_do_not_leak_through_a_103(tmp_path):
         assert rs[0].header("Link") == "</a.css>; rel=preload"
         for r in rs:
             assert r.header("Server") is None and r.header("Set-Cookie") is None, r
+        # A value the route replaces does not leak in the 103 either.
+        assert rs[0].header("X-Version") is None, rs[0]
+        assert rs[1].header("X-Version") == "public"
         assert rs[1].body == b"ok"
     finally:
         gw.stop()

@@ -562,6 +562,20 @@ static void test_rewrite_rules(void)
     EXPECT(BASE "routes:\n"
                 "  - name: r\n"
                 "    upstream: users\n"
+                "    match: { path_template: \"/users/{id}\" }\n"
+                "    rewrite: /../{id}\n",
+           "t.yaml:8:14: rewrite `/../{id}` is not a valid path: a `..` climbs above `/` or a "
+           "`%` is not followed by two hex digits");
+    EXPECT(BASE "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n"
+                "    match: { path_prefix: /users }\n"
+                "    rewrite: /u/%zz\n",
+           "t.yaml:8:14: rewrite `/u/%zz` is not a valid path: a `..` climbs above `/` or a "
+           "`%` is not followed by two hex digits");
+    EXPECT(BASE "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n"
                 "    match: { path_prefix: /v1 }\n"
                 "    strip_prefix: /v1\n"
                 "    rewrite: /x\n",
