@@ -925,13 +925,19 @@ struct compile_errs {
     int count;
 };
 
-static const struct pt_ynode *yaml_map_get(const struct pt_ynode *map, const char *k, bool value)
+/* The node of `entry` in a field: in a mapping its key (or, in_value, its
+ * value), in a list the matching item; NULL when there is none. */
+static const struct pt_ynode *entry_node(const struct pt_ynode *f, const char *entry, bool in_value)
 {
-    if (!map || map->kind != PT_YMAP)
-        return NULL;
-    for (uint32_t i = 0; i < map->n; i++)
-        if (strcmp(map->pairs[i].key->str, k) == 0)
-            return value ? map->pairs[i].value : map->pairs[i].key;
+    if (f->kind == PT_YMAP && in_value)
+        return pt_ynode_get(f, entry);
+    for (uint32_t i = 0; i < f->n; i++) {
+        const struct pt_ynode *n = f->kind == PT_YMAP   ? f->pairs[i].key
+                                   : f->kind == PT_YSEQ ? f->items[i]
+                                                        : NULL;
+        if (n && n->kind == PT_YSCALAR && strcmp(n->str, entry) == 0)
+            return n;
+    }
     return NULL;
 }
 
@@ -939,21 +945,9 @@ static void compile_report(struct pt_filter_errs *e, const char *field, const ch
                            bool in_value, const char *msg)
 {
     struct compile_errs *ce = (struct compile_errs *)e;
-    const struct pt_ynode *at = ce->key;
-    const struct pt_ynode *f = field ? yaml_map_get(ce->map, field, true) : NULL;
-    if (f) {
-        at = f;
-        if (entry && f->kind == PT_YMAP && yaml_map_get(f, entry, in_value))
-            at = yaml_map_get(f, entry, in_value);
-        for (uint32_t i = 0; entry && f->kind == PT_YSEQ && i < f->n; i++)
-            if (f->items[i]->kind == PT_YSCALAR && strcmp(f->items[i]->str, entry) == 0) {
-                at = f->items[i];
-                break;
-            }
-        if (entry && f->kind == PT_YSCALAR)
-            at = f; /* a one-name list written as a string */
-    }
-    err_at(ce->c, at, "filter `%s`: %s", ce->def->name, msg);
+    const struct pt_ynode *f = field ? pt_ynode_get(ce->map, field) : NULL;
+    const struct pt_ynode *at = f && entry ? entry_node(f, entry, in_value) : NULL;
+    err_at(ce->c, at ? at : f ? f : ce->key, "filter `%s`: %s", ce->def->name, msg);
     ce->count++;
 }
 

@@ -16,6 +16,7 @@
 #include "gateway/worker.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -140,6 +141,28 @@ static void wait_adopted(struct runtime *rt, uint64_t id)
     }
 }
 
+/* Refuses a loaded generation that cannot be put in place: counts and
+ * logs the failure, hands the admin API the reason, frees g. Returns -1. */
+static int refuse(struct runtime *rt, struct pt_generation *g, const struct pt_generation *old,
+                  char **errors, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static int refuse(struct runtime *rt, struct pt_generation *g, const struct pt_generation *old,
+                  char **errors, const char *fmt, ...)
+{
+    char why[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    rt->reloads_failed++;
+    pt_error("config reload failed: %s; generation %llu keeps serving", why,
+             (unsigned long long)old->id);
+    if (errors)
+        *errors = strdup(why);
+    pt_generation_free(g);
+    return -1;
+}
+
 /* Loads and publishes the config file. Returns 0, or -1 with the errors
  * (malloc'd, newline-separated) in *errors when errors is not NULL. */
 static int reload(struct runtime *rt, char **errors)
@@ -176,39 +199,16 @@ static int reload(struct runtime *rt, char **errors)
     }
     pt_diag_free(&diag);
     struct pt_generation *old = atomic_load(&pt_gen_current);
-    if (probe_listeners(g, old) < 0) {
-        rt->reloads_failed++;
-        pt_error("config reload failed: a new listener address is in use, generation %llu "
-                 "keeps serving",
-                 (unsigned long long)old->id);
-        if (errors)
-            *errors = strdup("a new listener address is already in use");
-        pt_generation_free(g);
-        return -1;
-    }
+    if (probe_listeners(g, old) < 0)
+        return refuse(rt, g, old, errors, "a new listener address is already in use");
     /* A new admin address is opened (and the old one closed) before the
      * swap: one that cannot be opened refuses the reload, as at start-up. */
-    if (rt->admin && pt_admin_sync(rt->admin, g) < 0) {
-        rt->reloads_failed++;
-        pt_error("config reload failed: the admin address cannot be opened, generation %llu "
-                 "keeps serving",
-                 (unsigned long long)old->id);
-        if (errors && asprintf(errors, "admin: cannot listen on %s", g->admin.address) < 0)
-            *errors = NULL;
-        pt_generation_free(g);
-        return -1;
-    }
+    if (rt->admin && pt_admin_sync(rt->admin, g) < 0)
+        return refuse(rt, g, old, errors, "admin: cannot listen on %s", g->admin.address);
     if (open_access_log(rt, g) < 0) {
         if (rt->admin)
             pt_admin_sync(rt->admin, old); /* back where it was */
-        rt->reloads_failed++;
-        pt_error("config reload failed: the access log cannot be opened, generation %llu keeps "
-                 "serving",
-                 (unsigned long long)old->id);
-        if (errors && asprintf(errors, "access_log: cannot open %s", g->access_log.path) < 0)
-            *errors = NULL;
-        pt_generation_free(g);
-        return -1;
+        return refuse(rt, g, old, errors, "access_log: cannot open %s", g->access_log.path);
     }
     rt->next_id++;
     if (g->workers != rt->nworkers)
