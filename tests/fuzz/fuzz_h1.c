@@ -1,17 +1,21 @@
 /*
- * fuzz_h1.c — libFuzzer driver for the HTTP/1.1 parser and chunked codec.
+ * fuzz_h1.c — libFuzzer driver for the HTTP/1.1 parser, chunked codec and
+ * path normaliser.
  *
- * Every input is parsed as a request, as a response and as a chunked body,
- * and the properties the rest of the gateway relies on are asserted:
+ * Every input is parsed as a request, as a response, as a chunked body and
+ * as a request path, and the properties the rest of the gateway relies on
+ * are asserted:
  *   - every slice lies inside the bytes the head was parsed from;
  *   - the verdict on a buffer does not depend on how it was split, nor on
  *     the prev_len hint; a prefix never gets a different answer than the
  *     whole, once it has an answer;
  *   - errors carry a status the gateway can send;
- *   - chunked scan and decode agree, whole or split.
+ *   - chunked scan, decode and strip agree, whole or split;
+ *   - path normalisation never grows a path and is stable.
  * Prefixes are parsed from exact-size heap copies so ASan sees overreads.
  */
 #include "http/h1.h"
+#include "http/path.h"
 
 #include <stdlib.h>
 
@@ -147,9 +151,12 @@ struct chunk_result {
     size_t out_len;
 };
 
-/* Scans or decodes data in two pieces cut at k. Decoded payload goes to out. */
-static struct chunk_result run_chunked(const uint8_t *data, size_t size, size_t k, bool decode,
-                                       char *out)
+enum chunk_mode { SCAN, DECODE, STRIP };
+
+/* Scans, decodes or strips data in two pieces cut at k. What decode and
+ * strip keep goes to out. */
+static struct chunk_result run_chunked(const uint8_t *data, size_t size, size_t k,
+                                       enum chunk_mode mode, char *out)
 {
     struct pt_chunked c;
     struct chunk_result res = {0, false, 0};
@@ -161,9 +168,10 @@ static struct chunk_result run_chunked(const uint8_t *data, size_t size, size_t 
         char *piece = malloc(n ? n : 1);
         memcpy(piece, data + pos, n);
         ssize_t r;
-        if (decode) {
+        if (mode != SCAN) {
             size_t w = 0;
-            r = pt_chunked_decode(&c, piece, n, &w, &res.done);
+            r = mode == DECODE ? pt_chunked_decode(&c, piece, n, &w, &res.done)
+                               : pt_chunked_strip(&c, piece, n, &w, &res.done);
             if (r >= 0) {
                 REQUIRE(w <= (size_t)r);
                 memcpy(out + res.out_len, piece, w);
@@ -187,20 +195,48 @@ static struct chunk_result run_chunked(const uint8_t *data, size_t size, size_t 
 static void check_chunked(const uint8_t *data, size_t size, size_t k)
 {
     char *out_whole = malloc(size + 1), *out_split = malloc(size + 1);
-    struct chunk_result scan = run_chunked(data, size, size, false, NULL);
-    struct chunk_result scan_split = run_chunked(data, size, k, false, NULL);
-    struct chunk_result dec = run_chunked(data, size, size, true, out_whole);
-    struct chunk_result dec_split = run_chunked(data, size, k, true, out_split);
+    struct chunk_result scan = run_chunked(data, size, size, SCAN, NULL);
+    struct chunk_result scan_split = run_chunked(data, size, k, SCAN, NULL);
     REQUIRE(scan.consumed == scan_split.consumed && scan.done == scan_split.done);
-    REQUIRE(scan.consumed == dec.consumed && scan.done == dec.done);
-    REQUIRE(dec.consumed == dec_split.consumed && dec.done == dec_split.done);
-    if (dec.consumed >= 0) {
-        REQUIRE(dec.out_len <= (size_t)dec.consumed);
-        REQUIRE(dec.out_len == dec_split.out_len);
-        REQUIRE(memcmp(out_whole, out_split, dec.out_len) == 0);
+    /* Decode and strip agree with scan on framing, and with themselves
+     * however the input is cut. */
+    for (enum chunk_mode m = DECODE; m <= STRIP; m++) {
+        struct chunk_result whole = run_chunked(data, size, size, m, out_whole);
+        struct chunk_result split = run_chunked(data, size, k, m, out_split);
+        REQUIRE(scan.consumed == whole.consumed && scan.done == whole.done);
+        REQUIRE(whole.consumed == split.consumed && whole.done == split.done);
+        if (whole.consumed >= 0) {
+            REQUIRE(whole.out_len <= (size_t)whole.consumed);
+            REQUIRE(whole.out_len == split.out_len);
+            REQUIRE(memcmp(out_whole, out_split, whole.out_len) == 0);
+        }
     }
     free(out_whole);
     free(out_split);
+}
+
+/* The input as a request path: normalising never grows it, never leaves
+ * the buffer, gives a path again, is stable, and the quick check never
+ * says "nothing to do" when there was. */
+static void check_path(const uint8_t *data, size_t size)
+{
+    char *p = malloc(size ? size : 1), *again = malloc(size ? size : 1);
+    memcpy(p, data, size);
+    bool merge = size && (data[size - 1] & 1);
+    bool needs = pt_path_needs_normalize(p, size, merge);
+    long r = pt_path_normalize(p, size, merge);
+    REQUIRE(needs || (r == (long)size && memcmp(p, data, size) == 0));
+    if (r >= 0) {
+        REQUIRE((size_t)r <= size);
+        if (size && data[0] == '/') {
+            REQUIRE(r > 0 && p[0] == '/');
+            memcpy(again, p, (size_t)r);
+            REQUIRE(pt_path_normalize(again, (size_t)r, merge) == r);
+            REQUIRE(memcmp(again, p, (size_t)r) == 0);
+        }
+    }
+    free(p);
+    free(again);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -218,5 +254,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_splits(parse_res, data, size, k, &roomy);
     check_splits(parse_res, data, size, k, &tight);
     check_chunked(data, size, k);
+    check_path(data, size);
     return 0;
 }
