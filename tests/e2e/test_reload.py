@@ -8,6 +8,7 @@ import time
 
 import requests
 
+from test_review import RawUpstream, read_head
 from conftest import (Gateway, backend, backend_of, free_port, low_quarantine_env, make_config,
                       scaled, upstream, wait_until)
 
@@ -255,38 +256,49 @@ def test_one_long_request_does_not_block_later_reloads(tmp_path):
     """Reclamation used to treat every generation newer than the oldest
     pinned one as busy: one slow request on generation 1 kept generations
     2…15 alive, and the 15th reload was refused ("older generations still
-    have requests in flight"). Only the generation a request uses is pinned."""
-    with backend("long") as b:
-        port = free_port()
-        cfgs = [make_config(port, {"u": upstream(b.port)},
-                            [{"name": "r%d" % i, "match": {"path_prefix": "/"}, "upstream": "u"}])
-                for i in range(2)]
-        gw = Gateway(cfgs[0], tmp_path)
-        try:
-            result = {}
+    have requests in flight"). Only the generation a request uses is pinned.
+    The upstream holds the long request until the reloads are done, so no
+    timing decides the outcome."""
+    arrived, release = threading.Event(), threading.Event()
 
-            def slow():
-                try:
-                    r = requests.get(gw.u("/long"),
-                                     headers={"X-Demo-Delay": str(int(scaled(4) * 1000))},
-                                     timeout=scaled(30))
-                    result["status"] = r.status_code
-                except Exception as e:  # noqa: BLE001
-                    result["error"] = repr(e)
+    def handler(s):
+        buf = b""
+        while True:
+            head, buf = read_head(s, buf)
+            if head.startswith(b"GET /long "):
+                arrived.set()
+                release.wait(scaled(60))
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
-            t = threading.Thread(target=slow)
-            t.start()
-            wait_until(lambda: b.stats()["active"] > 0 or result, scaled(5),
-                       what="the long request at the backend")
-            for i in range(20):
-                gw.reload(cfgs[(i + 1) % 2])
-            assert not result, "the long request ended before the reloads: %r" % result
-            r = requests.get(gw.u("/tiny"), timeout=scaled(5))
-            assert r.status_code == 200
-            t.join(scaled(30))
-            assert result.get("status") == 200, result
-        finally:
-            gw.stop()
+    up = RawUpstream(handler)
+    port = free_port()
+    cfgs = [make_config(port, {"u": upstream(up.port)},
+                        [{"name": "r%d" % i, "match": {"path_prefix": "/"}, "upstream": "u"}])
+            for i in range(2)]
+    gw = Gateway(cfgs[0], tmp_path)
+    try:
+        result = {}
+
+        def slow():
+            try:
+                r = requests.get(gw.u("/long"), timeout=scaled(60))
+                result["status"] = r.status_code
+            except Exception as e:  # noqa: BLE001
+                result["error"] = repr(e)
+
+        t = threading.Thread(target=slow)
+        t.start()
+        assert arrived.wait(scaled(5)), "the long request never reached the upstream"
+        for i in range(20):
+            gw.reload(cfgs[(i + 1) % 2])
+        assert requests.get(gw.u("/tiny"), timeout=scaled(5)).status_code == 200
+        release.set()
+        t.join(scaled(30))
+        assert result.get("status") == 200, result
+    finally:
+        release.set()
+        gw.stop()
+        up.close()
 
 
 def test_reload_cannot_widen_a_listener_on_the_same_port(tmp_path):
