@@ -923,22 +923,41 @@ struct compile_errs {
     const struct pt_filter_def *def;
     const struct pt_ynode *key, *map;
     int count;
+    /* Entries already reported, so that two equal bad entries of one list
+     * are each reported at their own position. */
+    const struct pt_ynode *placed[32];
+    unsigned nplaced;
 };
 
+static bool already_placed(const struct compile_errs *ce, const struct pt_ynode *n)
+{
+    for (unsigned i = 0; i < ce->nplaced; i++)
+        if (ce->placed[i] == n)
+            return true;
+    return false;
+}
+
 /* The node of `entry` in a field: in a mapping its key (or, in_value, its
- * value), in a list the matching item; NULL when there is none. */
-static const struct pt_ynode *entry_node(const struct pt_ynode *f, const char *entry, bool in_value)
+ * value), in a list the first matching item not reported yet; NULL when
+ * there is none. */
+static const struct pt_ynode *entry_node(const struct compile_errs *ce, const struct pt_ynode *f,
+                                         const char *entry, bool in_value)
 {
     if (f->kind == PT_YMAP && in_value)
         return pt_ynode_get(f, entry);
+    const struct pt_ynode *first = NULL;
     for (uint32_t i = 0; i < f->n; i++) {
         const struct pt_ynode *n = f->kind == PT_YMAP   ? f->pairs[i].key
                                    : f->kind == PT_YSEQ ? f->items[i]
                                                         : NULL;
-        if (n && n->kind == PT_YSCALAR && strcmp(n->str, entry) == 0)
+        if (!n || n->kind != PT_YSCALAR || strcmp(n->str, entry) != 0)
+            continue;
+        if (!already_placed(ce, n))
             return n;
+        if (!first)
+            first = n;
     }
-    return NULL;
+    return first;
 }
 
 static void compile_report(struct pt_filter_errs *e, const char *field, const char *entry,
@@ -946,7 +965,9 @@ static void compile_report(struct pt_filter_errs *e, const char *field, const ch
 {
     struct compile_errs *ce = (struct compile_errs *)e;
     const struct pt_ynode *f = field ? pt_ynode_get(ce->map, field) : NULL;
-    const struct pt_ynode *at = f && entry ? entry_node(f, entry, in_value) : NULL;
+    const struct pt_ynode *at = f && entry ? entry_node(ce, f, entry, in_value) : NULL;
+    if (at && ce->nplaced < PT_ARRAY_LEN(ce->placed) && !already_placed(ce, at))
+        ce->placed[ce->nplaced++] = at;
     err_at(ce->c, at ? at : f ? f : ce->key, "filter `%s`: %s", ce->def->name, msg);
     ce->count++;
 }
@@ -970,7 +991,7 @@ static const void *parse_filter_conf(struct cfg *c, const struct pt_filter_def *
     if (!ok || c->w.oom)
         return NULL;
     if (def->compile) {
-        struct compile_errs ce = {{compile_report}, c, def, key, n, 0};
+        struct compile_errs ce = {{compile_report}, c, def, key, n, 0, {0}, 0};
         if (def->compile(conf, c->a, &ce.e) != 0) {
             if (ce.count == 0)
                 err_at(c, key, "filter `%s`: invalid configuration", def->name);

@@ -695,6 +695,21 @@ static void test_filter_errors(void)
     }
     pt_generation_free(g);
     pt_diag_free(&d);
+    /* Two equal bad entries of one list: each reported at its own place. */
+    g = load(BASE "routes:\n"
+                  "  - name: r\n"
+                  "    upstream: users\n"
+                  "    filters:\n"
+                  "      request_transform:\n"
+                  "        remove_headers: [\"Bad Name\", X-Ok, \"Bad Name\"]\n",
+             &d);
+    CHECK(!g && d.n == 2);
+    if (d.n == 2) {
+        CHECK(strncmp(d.lines[0], "t.yaml:9:26: ", 13) == 0 && strstr(d.lines[0], "Bad Name"));
+        CHECK(strncmp(d.lines[1], "t.yaml:9:44: ", 13) == 0 && strstr(d.lines[1], "Bad Name"));
+    }
+    pt_generation_free(g);
+    pt_diag_free(&d);
 }
 
 static void test_addresses(void)
