@@ -1193,6 +1193,69 @@ static bool check_path(struct cfg *c, const struct pt_ynode *n, const char *key,
     return true;
 }
 
+/* The literal text of a route path or rewrite with each `{param}` standing
+ * in as "p" (*raw), and the same normalised as requests are (*lit;
+ * limits.normalize_path and limits.merge_slashes: `limits` is read before
+ * `routes`). Returns the normalised length, -1 for a path every request
+ * of which is refused (a `..` above `/`, a `%` without two hex digits), or
+ * -2 when out of memory. Both strings are malloc'd (free them). */
+static long normal_literal(struct cfg *c, const char *p, bool always, char **raw, char **lit)
+{
+    size_t len = strlen(p), k = 0;
+    *raw = malloc(len + 1);
+    *lit = malloc(len + 1);
+    if (!*raw || !*lit)
+        return -2;
+    for (const char *q = p; *q; q++) {
+        const char *end = *q == '{' ? strchr(q, '}') : NULL;
+        if (end) {
+            (*raw)[k++] = 'p';
+            q = end;
+        } else {
+            (*raw)[k++] = *q;
+        }
+    }
+    (*raw)[k] = 0;
+    memcpy(*lit, *raw, k + 1);
+    if (!always && !c->g->limits.normalize_path)
+        return (long)k;
+    long nl = pt_path_normalize(*lit, k, c->g->limits.merge_slashes);
+    if (nl >= 0)
+        (*lit)[nl] = 0;
+    return nl;
+}
+
+/* A route path requests can match: the router sees normalised paths only,
+ * so `/a/./b`, `/a//b` or `/%7Euser` would never match anything. */
+static bool check_path_normal(struct cfg *c, const struct pt_ynode *n, const char *key,
+                              const char *p)
+{
+    char *raw, *lit;
+    long nl = normal_literal(c, p, false, &raw, &lit);
+    bool ok = nl >= 0 && strcmp(lit, raw) == 0;
+    if (nl == -2) {
+        oom(c);
+    } else if (nl < 0) {
+        err_at(c, n,
+               "%s `%s` can never match: a request whose path has a `..` above `/` or a `%%` "
+               "not followed by two hex digits is refused with 400",
+               key, p);
+    } else if (!ok && !strchr(p, '{')) {
+        err_at(c, n,
+               "%s `%s` can never match: request paths are normalised before routing (dot "
+               "segments resolved, escaped unreserved characters decoded%s), so write `%s`",
+               key, p, c->g->limits.merge_slashes ? ", `//` merged" : "", lit);
+    } else if (!ok) {
+        err_at(c, n,
+               "%s `%s` can never match: request paths are normalised before routing (dot "
+               "segments resolved, escaped unreserved characters decoded%s)",
+               key, p, c->g->limits.merge_slashes ? ", `//` merged" : "");
+    }
+    free(raw);
+    free(lit);
+    return ok;
+}
+
 static bool is_param_name(const char *s, size_t len)
 {
     if (len == 0 || (s[0] >= '0' && s[0] <= '9'))
@@ -1275,8 +1338,16 @@ static bool regex_params(struct cfg *c, const struct pt_ynode *n, pcre2_code *re
         return false;
     }
     ps->source = "path_regex";
-    for (uint32_t i = 0; i < nnames; i++)
-        ps->names[ps->n++] = (const char *)table + (size_t)i * esize + 2;
+    for (uint32_t i = 0; i < nnames; i++) {
+        const char *name = (const char *)table + (size_t)i * esize + 2;
+        /* The table is sorted by name: with (?J) one name can stand for
+         * several groups, and a parameter must mean one capture. */
+        if (i > 0 && strcmp(name, ps->names[ps->n - 1]) == 0) {
+            err_at(c, n, "path_regex names two groups `%s`; give each group its own name", name);
+            return false;
+        }
+        ps->names[ps->n++] = name;
+    }
     /* Named groups are params by name only; unnamed ones by their group
      * number — the same rule the router applies when it captures. */
     for (uint32_t i = 1; i <= ngroups; i++) {
@@ -1312,6 +1383,23 @@ static bool check_host(struct cfg *c, const struct pt_ynode *at, char *h)
         err_at(c, at,
                "host `%s`: a wildcard is only allowed as a leading `*.`, as in `*.example.com`", h);
         return false;
+    }
+    if (h[0] == '[') {
+        /* An IPv6 literal, as the Host header carries it: `[::1]`. */
+        size_t hl = strlen(h);
+        char addr[64];
+        struct in6_addr a6;
+        if (hl < 3 || hl - 2 >= sizeof(addr) || h[hl - 1] != ']') {
+            err_at(c, at, "host `%s`: an IPv6 address is written `[::1]`, without a port", h);
+            return false;
+        }
+        memcpy(addr, h + 1, hl - 2);
+        addr[hl - 2] = 0;
+        if (inet_pton(AF_INET6, addr, &a6) != 1) {
+            err_at(c, at, "host `%s` is not a valid IPv6 address", h);
+            return false;
+        }
+        return true;
     }
     if (strchr(name, ':')) {
         err_at(c, at,
@@ -1405,6 +1493,15 @@ static bool walk_methods(struct cfg *c, const struct pt_ynode *n, uint32_t *mask
     return ok;
 }
 
+/* Printable ASCII only (what a request-target can hold unescaped). */
+static bool visible_ascii(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+            return false;
+    return true;
+}
+
 /* `headers:` / `query:` predicates: exact value, or a regex as "~re". */
 static bool walk_kv(struct cfg *c, const struct pt_ynode *n, bool headers, struct pt_kv_match **out,
                     uint32_t *nout)
@@ -1437,8 +1534,20 @@ static bool walk_kv(struct cfg *c, const struct pt_ynode *n, bool headers, struc
             ok = false;
             continue;
         }
-        if (!headers && (!*name || strpbrk(name, "&=#"))) {
-            err_at(c, key, "`%s` is not a valid query parameter name", name);
+        if (headers && strchr(name, '_') && c->g->limits.underscores != PT_US_ALLOW) {
+            err_at(c, key,
+                   "header `%s` can never match: fields whose name has `_` are %s before "
+                   "routing (set `limits.headers_with_underscores: allow` to route on them)",
+                   name, c->g->limits.underscores == PT_US_DROP ? "dropped" : "refused with 400");
+            ok = false;
+            continue;
+        }
+        if (!headers && (!*name || strpbrk(name, "&=#") || !visible_ascii(name))) {
+            err_at(c, key,
+                   "`%s` is not a valid query parameter name (as it appears in the "
+                   "request-target: no `&`, `=`, `#`, spaces or non-ASCII; percent-encoded "
+                   "names are compared as sent)",
+                   name);
             ok = false;
             continue;
         }
@@ -1460,6 +1569,15 @@ static bool walk_kv(struct cfg *c, const struct pt_ynode *n, bool headers, struc
                 continue;
             }
         } else {
+            if (!headers && (strpbrk(val->str, "&#") || !visible_ascii(val->str))) {
+                err_at(c, val,
+                       "query parameter `%s`: value `%s` can never match (values are compared "
+                       "as sent in the request-target: no `&`, `#`, spaces or non-ASCII; "
+                       "percent-encode them, or use `~regex`)",
+                       name, val->str);
+                ok = false;
+                continue;
+            }
             m->value = dup_str(c, val->str);
         }
         k++;
@@ -1512,15 +1630,17 @@ static void walk_match(struct cfg *c, const struct pt_ynode *n, struct pt_route 
     }
     if (first == M_PATH) {
         const char *p = pt_cfg_want_str(&c->w, v[M_PATH], "`path`");
-        if (p && check_path(c, v[M_PATH], "path", p))
+        if (p && check_path(c, v[M_PATH], "path", p) && check_path_normal(c, v[M_PATH], "path", p))
             m->path = dup_str(c, p);
     } else if (first == M_PATH_PREFIX) {
         const char *p = pt_cfg_want_str(&c->w, v[M_PATH_PREFIX], "`path_prefix`");
-        if (p && check_path(c, v[M_PATH_PREFIX], "path_prefix", p))
+        if (p && check_path(c, v[M_PATH_PREFIX], "path_prefix", p) &&
+            check_path_normal(c, v[M_PATH_PREFIX], "path_prefix", p))
             m->path_prefix = dup_str(c, p);
     } else if (first == M_PATH_TEMPLATE) {
         const char *p = pt_cfg_want_str(&c->w, v[M_PATH_TEMPLATE], "`path_template`");
-        if (p && check_template(c, v[M_PATH_TEMPLATE], p, ps))
+        if (p && check_template(c, v[M_PATH_TEMPLATE], p, ps) &&
+            check_path_normal(c, v[M_PATH_TEMPLATE], "path_template", p))
             m->path_template = dup_str(c, p);
     } else if (first == M_PATH_REGEX) {
         const char *p = pt_cfg_want_str(&c->w, v[M_PATH_REGEX], "`path_regex`");
@@ -1552,6 +1672,13 @@ static void check_rewrite(struct cfg *c, const struct pt_ynode *n, const char *r
         if (ch <= 0x20 || ch >= 0x7f) {
             err_at(c, n, "rewrite `%s` must not contain spaces, control or non-ASCII characters",
                    rw);
+            return;
+        }
+        if (ch == '?' || ch == '#') {
+            err_at(c, n,
+                   "rewrite `%s` must not contain `%c`: it replaces the path only, and the "
+                   "request's query is kept as sent",
+                   rw, ch);
             return;
         }
         if (ch == '}') {
@@ -1598,20 +1725,14 @@ static void check_rewrite(struct cfg *c, const struct pt_ynode *n, const char *r
     }
     /* Its literal text must survive path normalisation, or every request
      * the route matches would be refused: parameters stand in as "p". */
-    size_t len = strlen(rw);
-    char *lit = malloc(len + 1);
-    if (!lit)
+    char *raw, *lit;
+    long nl = normal_literal(c, rw, true, &raw, &lit);
+    free(raw);
+    if (nl == -2) {
+        free(lit);
         return oom(c);
-    size_t k = 0;
-    for (const char *p = rw; *p; p++) {
-        if (*p == '{') {
-            lit[k++] = 'p';
-            p = strchr(p, '}');
-        } else {
-            lit[k++] = *p;
-        }
     }
-    if (pt_path_normalize(lit, k, false) < 0)
+    if (nl < 0)
         err_at(c, n,
                "rewrite `%s` is not a valid path: a `..` climbs above `/` or a `%%` is not "
                "followed by two hex digits",

@@ -761,7 +761,7 @@ static const char *dup_str(struct pt_cfg_walk *w, const char *s)
 }
 
 static bool parse_strmap(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
-                         struct pt_strmap *out)
+                         bool templates, struct pt_strmap *out)
 {
     char buf[64];
     memset(out, 0, sizeof(*out));
@@ -783,7 +783,7 @@ static bool parse_strmap(struct pt_cfg_walk *w, const struct pt_ynode *n, const 
             continue;
         }
         out->keys[out->n] = dup_str(w, k->str);
-        out->values[out->n] = dup_str(w, v->str);
+        out->values[out->n] = dup_str(w, templates && v->tstr ? v->tstr : v->str);
         out->n++;
     }
     return ok;
@@ -807,7 +807,8 @@ static bool parse_field(struct pt_cfg_walk *w, const struct pt_field *f, const s
     case PT_F_STRING_LIST:
         return pt_cfg_want_strlist(w, v, what, dst);
     case PT_F_STRING_MAP:
-        return parse_strmap(w, v, what, dst);
+    case PT_F_TEMPLATE_MAP:
+        return parse_strmap(w, v, what, f->type == PT_F_TEMPLATE_MAP, dst);
     case PT_F_BOOL:
         return pt_cfg_want_bool(w, v, what, dst);
     case PT_F_INT:
@@ -922,7 +923,7 @@ static int handle_event(struct builder *b, yaml_event_t *ev)
          * headers): `${...}` there is far more likely a mistake than a
          * wish, so only values expand. */
         if (is_key || n->is_null) {
-            n->str = pt_arena_strndup(&b->doc->arena, raw, len);
+            n->str = n->tstr = pt_arena_strndup(&b->doc->arena, raw, len);
             n->len = len;
         } else {
             n->str = expand_env(b, n, raw, len, &n->len);
@@ -1184,10 +1185,15 @@ static const char *expand_env(struct builder *b, struct pt_ynode *at, const char
         char *p = pt_arena_strndup(&b->doc->arena, s, len);
         if (!p)
             oom(b);
+        at->tstr = p;
         return p;
     }
-    char *out = NULL;
-    size_t n = 0, cap = len + 1;
+    /* out: the value; tout: the same text for template fields, where an
+     * environment value is data, so its `$` are doubled (`$$` is a literal
+     * `$` there) and a secret holding `${method}` or `$$` stays itself. */
+    char *out = NULL, *tout = NULL;
+    size_t n = 0, cap = len + 1, tn = 0, tcap = 0;
+    bool differs = false;
     out = malloc(cap);
     if (!out)
         goto nomem;
@@ -1195,6 +1201,7 @@ static const char *expand_env(struct builder *b, struct pt_ynode *at, const char
         const char *add = s + i; /* bytes to append */
         size_t addlen = 1;
         size_t used = 1; /* source bytes consumed */
+        bool from_env = false;
         if (s[i] == '$' && i + 1 < len && s[i + 1] == '$') {
             addlen = used = 2;
         } else if (s[i] == '$' && i + 1 < len && s[i + 1] == '{') {
@@ -1236,6 +1243,8 @@ static const char *expand_env(struct builder *b, struct pt_ynode *at, const char
                     }
                     add = val ? val : "";
                     addlen = strlen(add);
+                    from_env = true;
+                    differs |= memchr(add, '$', addlen) != NULL;
                 }
             }
         }
@@ -1249,15 +1258,31 @@ static const char *expand_env(struct builder *b, struct pt_ynode *at, const char
         memcpy(out + n, add, addlen);
         n += addlen;
         i += used;
+        /* tout doubles every `$` of an environment value. */
+        if (tn + 2 * addlen + 1 > tcap) {
+            tcap = (tn + 2 * addlen + 1) * 2;
+            char *grown = realloc(tout, tcap);
+            if (!grown)
+                goto nomem;
+            tout = grown;
+        }
+        for (size_t k = 0; k < addlen; k++) {
+            tout[tn++] = add[k];
+            if (from_env && add[k] == '$')
+                tout[tn++] = '$';
+        }
     }
     *outlen = n;
     char *p = pt_arena_strndup(&b->doc->arena, out, n);
+    at->tstr = differs && p ? pt_arena_strndup(&b->doc->arena, tout, tn) : p;
     free(out);
-    if (!p)
+    free(tout);
+    if (!p || !at->tstr)
         oom(b);
     return p;
 nomem:
     free(out);
+    free(tout);
     oom(b);
     return NULL;
 }

@@ -32,6 +32,9 @@ struct pt_ynode {
     int line, col; /* 1-based position of the node's first character */
     /* scalars */
     const char *str; /* NUL-terminated; `${ENV}` already expanded in values */
+    /* str for template fields: `$` inside expanded environment values is
+     * doubled, so the template reads them as text (else == str) */
+    const char *tstr;
     size_t len;
     bool is_null; /* plain "", "~" or "null": `key:` with nothing after it */
     bool bad;     /* `${...}` expansion failed and was reported: say nothing more */

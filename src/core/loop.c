@@ -91,6 +91,7 @@ void pt_loop_del(struct pt_loop *loop, struct pt_io *io)
 
 int pt_loop_add_stream(struct pt_loop *loop, struct pt_io *io, bool connecting)
 {
+    io->pending = 0;
     if (loop->u)
         return pt_uring_add_stream(loop, io, connecting);
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = io};
@@ -207,10 +208,20 @@ int pt_loop_run_once(struct pt_loop *loop, int max_wait_ms)
     pt_loop_clock(loop);
     if (n < 0)
         n = 0; /* EINTR: just run timers */
+    /* Two passes: every io learns its events first (pt_io_has_input), so
+     * a handler early in the batch can see what a later one will read. */
     for (int i = 0; i < n; i++) {
         struct pt_io *io = evs[i].data.ptr;
         if (io)
-            io->cb(loop, io, evs[i].events);
+            io->pending = evs[i].events;
+    }
+    for (int i = 0; i < n; i++) {
+        struct pt_io *io = evs[i].data.ptr;
+        if (!io)
+            continue;
+        uint32_t ev = io->pending;
+        io->pending = 0;
+        io->cb(loop, io, ev);
     }
     pt_loop_run_timers(loop);
     return n;

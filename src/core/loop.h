@@ -46,6 +46,10 @@ struct pt_uop;
 struct pt_io {
     int fd;
     pt_io_cb cb;
+    /* Events the current batch reported for this io and not yet handed to
+     * cb (both backends): lets a pool see that an idle connection has
+     * stray bytes or a close waiting before it hands the connection out. */
+    uint32_t pending;
     /* io_uring backend state; untouched with epoll. */
     struct pt_uop *op_recv;          /* armed receive */
     struct pt_uop *op_send;          /* send in flight */
@@ -167,11 +171,15 @@ static inline int pt_io_shutdown_wr(struct pt_loop *loop, struct pt_io *io)
     return pt_uring_shutdown_wr(loop, io);
 }
 
-/* True when received bytes or an EOF/error are waiting to be read (known
- * only to the io_uring backend; epoll would need a syscall to ask). */
+/* True when received bytes or an EOF/error are known to be waiting: the
+ * current batch of events reported them and they have not been handed to
+ * the callback yet, or (io_uring) they were received and not read. A
+ * readiness that arrives after the batch was fetched is not known here
+ * (epoll would need a syscall per question to ask). */
 static inline bool pt_io_has_input(const struct pt_loop *loop, const struct pt_io *io)
 {
-    return loop->u && (io->rlen > 0 || io->rerr != 0);
+    return (io->pending & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ||
+           (loop->u && (io->rlen > 0 || io->rerr != 0));
 }
 
 /* After a hangup event: true when the peer has closed or reset the

@@ -589,6 +589,7 @@ static int on_recv(struct pt_loop *loop, struct pt_uop *op, int32_t res, uint32_
     if (!io)
         return 0;
     io->op_recv = NULL;
+    io->pending = 0;
     uint32_t ev;
     if (res > 0 && has_buf) {
         io->rdata = u->rbufs + (size_t)bid * RB_SIZE;
@@ -701,6 +702,13 @@ static int reap(struct pt_loop *loop)
             got[i].flags = batch[i]->flags;
         }
         io_uring_cq_advance(&u->ring, n);
+        /* Every receiving io learns of its completion first (see
+         * pt_io.pending), then the completions are handled in order. */
+        for (unsigned i = 0; i < n; i++) {
+            struct pt_uop *op = (struct pt_uop *)(uintptr_t)got[i].ud;
+            if (op && op->kind == OP_RECV && op->io)
+                op->io->pending |= EPOLLIN;
+        }
         for (unsigned i = 0; i < n; i++) {
             struct pt_uop *op = (struct pt_uop *)(uintptr_t)got[i].ud;
             if (!op)

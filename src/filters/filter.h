@@ -24,11 +24,14 @@ enum pt_field_type {
     PT_F_STRING,      /* const char *                      */
     PT_F_STRING_LIST, /* struct pt_strlist  (scalar or sequence) */
     PT_F_STRING_MAP,  /* struct pt_strmap   (mapping of scalars) */
-    PT_F_BOOL,        /* bool                               */
-    PT_F_INT,         /* int64_t                            */
-    PT_F_DURATION,    /* uint64_t milliseconds ("250ms", "5s") */
-    PT_F_SIZE,        /* uint64_t bytes ("16KiB")          */
-    PT_F_DOUBLE,      /* double                             */
+    /* struct pt_strmap whose values are templates (template.h): `$` inside
+     * an expanded `${ENV}` value arrives as `$$`, i.e. as literal text */
+    PT_F_TEMPLATE_MAP,
+    PT_F_BOOL,     /* bool                               */
+    PT_F_INT,      /* int64_t                            */
+    PT_F_DURATION, /* uint64_t milliseconds ("250ms", "5s") */
+    PT_F_SIZE,     /* uint64_t bytes ("16KiB")          */
+    PT_F_DOUBLE,   /* double                             */
 };
 
 struct pt_strlist {

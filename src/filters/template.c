@@ -8,10 +8,12 @@
  * work is one loop of slice copies and header-list edits.
  */
 #include "filters/template.h"
+#include "http/tokens.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <strings.h>
 
 enum part_kind {
     PART_LITERAL,
@@ -230,8 +232,8 @@ struct pt_header_op {
 };
 
 const struct pt_field pt_header_edit_fields[] = {
-    {"add_headers", PT_F_STRING_MAP, offsetof(struct pt_header_edit_conf, add_headers)},
-    {"set_headers", PT_F_STRING_MAP, offsetof(struct pt_header_edit_conf, set_headers)},
+    {"add_headers", PT_F_TEMPLATE_MAP, offsetof(struct pt_header_edit_conf, add_headers)},
+    {"set_headers", PT_F_TEMPLATE_MAP, offsetof(struct pt_header_edit_conf, set_headers)},
     {"remove_headers", PT_F_STRING_LIST, offsetof(struct pt_header_edit_conf, remove_headers)},
     {"rename_headers", PT_F_STRING_MAP, offsetof(struct pt_header_edit_conf, rename_headers)},
     {NULL, 0, 0},
@@ -286,10 +288,20 @@ static int report(struct pt_filter_errs *errs, const char *key, const char *entr
     return -1;
 }
 
+/* Hop-by-hop fields (RFC 9110 §7.6.1) and Expect belong to each hop: the
+ * gateway forwards none of them, so a filter producing one would be
+ * configured and never enforced. */
+static bool never_forwarded(pt_slice name)
+{
+    int tok = pt_token_lookup(name.p, name.len);
+    return (pt_token_flags[tok] & PT_TF_HOP) || tok == PT_TOK_EXPECT;
+}
+
 /* Checks header name `name`, found in field `key` at entry `entry` (its
- * name, or its value when in_value). */
+ * name, or its value when in_value). `produces`: the edit puts a field of
+ * that name into the message (set, add, a rename's new name). */
 static int check_name(struct pt_filter_errs *errs, const char *key, const char *entry,
-                      bool in_value, const char *name, pt_slice *out)
+                      bool in_value, bool produces, const char *name, pt_slice *out)
 {
     if (!name || !*name)
         return report(errs, key, entry, in_value, "%s: empty header name", key);
@@ -316,6 +328,13 @@ static int check_name(struct pt_filter_errs *errs, const char *key, const char *
                           "Content-Length, Transfer-Encoding and Connection are managed by the "
                           "gateway)",
                           key, name);
+    if (produces && never_forwarded(*out))
+        return report(errs, key, entry, in_value,
+                      "%s: header \"%s\" is hop-by-hop: the gateway never forwards it, so "
+                      "it cannot be %s (TE, Keep-Alive, Upgrade, Trailer, Proxy-Connection, "
+                      "Proxy-Authenticate, Proxy-Authorization, HTTP2-Settings and Expect "
+                      "end at the gateway)",
+                      key, name, in_value ? "a rename's new name" : "set or added");
     return 0;
 }
 
@@ -357,14 +376,42 @@ int pt_header_edit_compile(void *conf_, struct pt_arena *a, struct pt_filter_err
     for (uint32_t i = 0; i < conf->remove_headers.n; i++, k++) {
         ops[k].kind = OP_REMOVE;
         const char *name = conf->remove_headers.v[i];
-        bad |= check_name(errs, "remove_headers", name, false, name, &ops[k].name);
+        bad |= check_name(errs, "remove_headers", name, false, false, name, &ops[k].name);
     }
     for (uint32_t i = 0; i < conf->rename_headers.n; i++, k++) {
         const struct pt_strmap *m = &conf->rename_headers;
         ops[k].kind = OP_RENAME;
-        bad |= check_name(errs, "rename_headers", m->keys[i], false, m->keys[i], &ops[k].name);
-        bad |= check_name(errs, "rename_headers", m->keys[i], true, m->values[i], &ops[k].to);
+        bad |=
+            check_name(errs, "rename_headers", m->keys[i], false, false, m->keys[i], &ops[k].name);
+        bad |= check_name(errs, "rename_headers", m->keys[i], true, true, m->values[i], &ops[k].to);
     }
+    /* Renames apply one after the other: `{A: B, B: A}` would leave both
+     * fields named A, and `{A: B, B: C}` would rename A to C. */
+    for (uint32_t i = 0; i < conf->rename_headers.n; i++) {
+        const struct pt_strmap *m = &conf->rename_headers;
+        for (uint32_t j = 0; j < m->n; j++) {
+            if (j != i && m->values[i] && m->keys[j] && strcasecmp(m->values[i], m->keys[j]) == 0) {
+                bad |= report(errs, "rename_headers", m->keys[i], true,
+                              "rename_headers: \"%s\" is renamed to \"%s\", which is itself "
+                              "renamed; renames do not chain or swap (use a name no other "
+                              "rename uses)",
+                              m->keys[i], m->values[i]);
+                break;
+            }
+        }
+    }
+    /* A second set of the same field (names are case-insensitive) would
+     * silently win over the first. */
+    for (uint32_t i = 0; i < conf->set_headers.n; i++)
+        for (uint32_t j = 0; j < i; j++)
+            if (conf->set_headers.keys[i] && conf->set_headers.keys[j] &&
+                strcasecmp(conf->set_headers.keys[i], conf->set_headers.keys[j]) == 0) {
+                bad |= report(errs, "set_headers", conf->set_headers.keys[i], false,
+                              "set_headers: header \"%s\" is set twice (as \"%s\" too); "
+                              "set it once, or use add_headers for several fields",
+                              conf->set_headers.keys[i], conf->set_headers.keys[j]);
+                break;
+            }
     /* set before add: see the order comment above struct pt_header_op. */
     const struct {
         const char *key;
@@ -378,7 +425,7 @@ int pt_header_edit_compile(void *conf_, struct pt_arena *a, struct pt_filter_err
         for (uint32_t i = 0; i < valued[j].map->n; i++, k++) {
             const char *name = valued[j].map->keys[i];
             ops[k].kind = valued[j].kind;
-            bad |= check_name(errs, valued[j].key, name, false, name, &ops[k].name);
+            bad |= check_name(errs, valued[j].key, name, false, true, name, &ops[k].name);
             bad |= compile_value(errs, valued[j].key, name, valued[j].map->values[i], a,
                                  &ops[k].value);
         }

@@ -101,6 +101,7 @@ struct pt_txn {
     struct pt_h1_response res;
     struct pt_h1_header *res_hdrs;
     uint32_t res_prev; /* parser hint */
+    bool res_any;      /* the upstream sent a byte (a 1xx counts): no retry */
     bool res_head_done;
     bool res_head_is_ours; /* a gateway-made response (no upstream body) */
     enum body_mode res_mode;
@@ -633,7 +634,7 @@ static bool txn_connect(struct pt_txn *t, bool fresh)
  * is not eligible, -1 when the retry failed (an error response is set). */
 static int txn_retry_stale(struct pt_txn *t)
 {
-    if (!t->uc_reused || t->res_prev > 0 || t->req_mode != BODY_NONE || t->retries >= 2)
+    if (!t->uc_reused || t->res_any || t->req_mode != BODY_NONE || t->retries >= 2)
         return 0;
     /* Only idempotent methods (RFC 9110 §9.2.2): a POST the upstream may
      * have acted on before closing must not run twice. */
@@ -778,8 +779,11 @@ static bool build_client_head(struct pt_txn *t)
      * de-chunked response (HTTP/1.0 client) ends at close. */
     if (t->res_mode == BODY_CHUNKED && !t->res_decode)
         len += put(o + len, PT_SLICE("Transfer-Encoding: chunked\r\n"));
-    else if (!t->res_decode && t->res.framing.content_length >= 0)
+    else if (!t->res_decode && t->res.framing.content_length >= 0 && t->res.status != 204)
         len += put_content_length(o + len, (uint64_t)t->res.framing.content_length);
+    /* (RFC 9110 §8.6: no Content-Length in a 204, whatever the upstream
+     * said; a 304 keeps it, as a HEAD answer does: it describes the
+     * representation.) */
     /* A drain closes the connection after this response: say so. */
     if (atomic_load_explicit(&t->c->w->draining, memory_order_relaxed))
         t->close_after = true;
@@ -835,10 +839,12 @@ static bool add_forwarding_headers(struct pt_txn *t)
     struct pt_conn *c = t->c;
     struct pt_arena *a = &c->arena;
     pt_slice ip = {c->remote, c->remote_len};
-    /* X-Forwarded-For: append to what earlier proxies wrote. */
+    /* X-Forwarded-For: append to what earlier proxies wrote (an empty
+     * field adds nothing: no ", 10.0.0.1"). */
     size_t prior = 0;
     for (uint32_t i = 0; i < t->reqh.n; i++)
-        if (!t->reqh.f[i].dead && t->reqh.f[i].token == PT_TOK_X_FORWARDED_FOR)
+        if (!t->reqh.f[i].dead && t->reqh.f[i].token == PT_TOK_X_FORWARDED_FOR &&
+            t->reqh.f[i].value.len)
             prior += t->reqh.f[i].value.len + 2;
     pt_slice xff = ip;
     if (prior) {
@@ -847,7 +853,8 @@ static bool add_forwarding_headers(struct pt_txn *t)
             return false;
         size_t n = 0;
         for (uint32_t i = 0; i < t->reqh.n; i++) {
-            if (t->reqh.f[i].dead || t->reqh.f[i].token != PT_TOK_X_FORWARDED_FOR)
+            if (t->reqh.f[i].dead || t->reqh.f[i].token != PT_TOK_X_FORWARDED_FOR ||
+                !t->reqh.f[i].value.len)
                 continue;
             n += put(v + n, t->reqh.f[i].value);
             v[n++] = ',';
@@ -1649,7 +1656,8 @@ static bool queue_interim(struct pt_txn *t)
     o[n++] = '\n';
     for (size_t i = 0; i < t->res.num_headers; i++) {
         const struct pt_h1_header *h = &t->res.headers[i];
-        if ((pt_token_flags[h->token] & PT_TF_HOP) || connection_lists(&t->res, h->name) ||
+        if ((pt_token_flags[h->token] & PT_TF_HOP) || h->token == PT_TOK_CONTENT_LENGTH ||
+            connection_lists(&t->res, h->name) ||
             (t->route && pt_chain_hides_interim_field(&t->route->chain, h->name)))
             continue;
         n += put_field(o + n, h->name, h->value);
@@ -1742,7 +1750,7 @@ static int pump_upstream_read(struct pt_txn *t)
     if (n <= 0) {
         /* EOF or reset. */
         if (!t->res_head_done) {
-            int rs = t->res_prev == 0 && t->uhead_sent == t->uhead_len ? txn_retry_stale(t) : 0;
+            int rs = !t->res_any && t->uhead_sent == t->uhead_len ? txn_retry_stale(t) : 0;
             if (rs != 0)
                 return rs;
             txn_upstream_fail(
@@ -1763,6 +1771,7 @@ static int pump_upstream_read(struct pt_txn *t)
         return -1;
     }
     uc->rbuf->end += (uint32_t)n;
+    t->res_any = true;
     pt_timer_arm(&c->w->loop, &uc->timer, read_timeout(t), upstream_timeout);
     if (!t->res_head_done) {
         struct pt_generation *g = t->gen;

@@ -182,7 +182,9 @@ static bool ieq(const char *p, size_t n, const char *lower_lit)
 
 /* uri-host [ ":" port ] (RFC 3986 §3.2.2): reg-name characters or an
  * IP-literal in brackets. No userinfo ('@'), path or whitespace, so a Host
- * can never smuggle a second target into routing. */
+ * can never smuggle a second target into routing. The host is never empty
+ * (RFC 9110 §4.2.1: an http URI with an empty host is invalid), so `Host:`
+ * and `Host: :80` are refused like any other bad host. */
 static bool valid_authority(const char *p, size_t n, bool need_port)
 {
     const char *e = p + n, *h = p;
@@ -190,13 +192,15 @@ static bool valid_authority(const char *p, size_t n, bool need_port)
         for (h++; h < e && *h != ']'; h++)
             if (!is_class(*h, C_HOST) || *h == '[')
                 return false;
-        if (h == e)
+        if (h == e || h == p + 1)
             return false;
         h++;
     } else {
         for (; h < e && *h != ':'; h++)
             if (!is_class(*h, C_HOST) || *h == '[' || *h == ']')
                 return false;
+        if (h == p)
+            return false;
     }
     if (h == e)
         return !need_port;

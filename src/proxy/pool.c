@@ -174,8 +174,22 @@ struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target
      * pool's idle handler closes the connection. A pipelined request in
      * the same turn takes another connection. */
     struct pt_uconn *uc = fresh ? NULL : p->idle;
-    while (uc && uc->released_turn == ob->loop->turn)
-        uc = uc->next;
+    while (uc) {
+        struct pt_uconn *next = uc->next;
+        if (uc->released_turn == ob->loop->turn) {
+            uc = next;
+            continue;
+        }
+        /* Stray bytes or a close on this idle connection are in the
+         * current batch of events, not handled yet: the request would read
+         * them as its response. */
+        if (pt_io_has_input(ob->loop, &uc->io)) {
+            pt_uconn_close(uc);
+            uc = next;
+            continue;
+        }
+        break;
+    }
     if (uc) {
         idle_unlink(uc);
         pt_timer_cancel(ob->loop, &uc->timer); /* the pool's idle timeout */

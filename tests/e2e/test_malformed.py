@@ -51,6 +51,9 @@ CASES = [
     ("missing-host-11", b"GET /m HTTP/1.1\r\nX-A: b\r\n\r\n", {400}, False),
     ("duplicate-host", b"GET /m HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", {400}, False),
     ("host-with-space", b"GET /m HTTP/1.1\r\nHost: a b\r\n\r\n", {400}, False),
+    # RFC 9110 §4.2.1: an http URI with an empty host is invalid (nginx: 400).
+    ("host-empty", b"GET /m HTTP/1.1\r\nHost:\r\n\r\n", {400}, False),
+    ("host-port-only", b"GET /m HTTP/1.1\r\nHost: :80\r\n\r\n", {400}, False),
     ("te-on-http10",
      b"POST /m HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
      {400}, False),

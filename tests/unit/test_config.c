@@ -695,6 +695,50 @@ static void test_filter_errors(void)
     }
     pt_generation_free(g);
     pt_diag_free(&d);
+    /* Hop-by-hop fields end at the gateway: producing one is refused,
+     * removing one is allowed (a no-op). */
+    EXPECT(BASE "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n"
+                "    filters:\n"
+                "      request_transform:\n"
+                "        set_headers: { Upgrade: h2c, TE: trailers }\n"
+                "        add_headers: { Expect: 100-continue }\n"
+                "        rename_headers: { X-Auth: Proxy-Authorization }\n"
+                "        remove_headers: [Keep-Alive]\n",
+           "t.yaml:9:24: filter `request_transform`: set_headers: header \"Upgrade\" is "
+           "hop-by-hop: the gateway never forwards it, so it cannot be set or added (TE, "
+           "Keep-Alive, Upgrade, Trailer, Proxy-Connection, Proxy-Authenticate, "
+           "Proxy-Authorization, HTTP2-Settings and Expect end at the gateway)",
+           "t.yaml:9:38: filter `request_transform`: set_headers: header \"TE\" is hop-by-hop: "
+           "the gateway never forwards it, so it cannot be set or added (TE, Keep-Alive, "
+           "Upgrade, Trailer, Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, "
+           "HTTP2-Settings and Expect end at the gateway)",
+           "t.yaml:10:24: filter `request_transform`: add_headers: header \"Expect\" is "
+           "hop-by-hop: the gateway never forwards it, so it cannot be set or added (TE, "
+           "Keep-Alive, Upgrade, Trailer, Proxy-Connection, Proxy-Authenticate, "
+           "Proxy-Authorization, HTTP2-Settings and Expect end at the gateway)",
+           "t.yaml:11:35: filter `request_transform`: rename_headers: header "
+           "\"Proxy-Authorization\" is hop-by-hop: the gateway never forwards it, so it cannot "
+           "be a rename's new name (TE, Keep-Alive, Upgrade, Trailer, Proxy-Connection, "
+           "Proxy-Authenticate, Proxy-Authorization, HTTP2-Settings and Expect end at the "
+           "gateway)");
+    /* Renames do not chain or swap; a field is set once. */
+    EXPECT(BASE "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n"
+                "    filters:\n"
+                "      response_transform:\n"
+                "        rename_headers: { X-A: X-B, X-B: X-A, X-C: x-c }\n"
+                "        set_headers: { X-D: a, x-d: b }\n",
+           "t.yaml:9:32: filter `response_transform`: rename_headers: \"X-A\" is renamed to "
+           "\"X-B\", which is itself renamed; renames do not chain or swap (use a name no other "
+           "rename uses)",
+           "t.yaml:9:42: filter `response_transform`: rename_headers: \"X-B\" is renamed to "
+           "\"X-A\", which is itself renamed; renames do not chain or swap (use a name no other "
+           "rename uses)",
+           "t.yaml:10:32: filter `response_transform`: set_headers: header \"x-d\" is set twice "
+           "(as \"X-D\" too); set it once, or use add_headers for several fields");
     /* Two equal bad entries of one list: each reported at its own place. */
     g = load(BASE "routes:\n"
                   "  - name: r\n"
@@ -975,6 +1019,86 @@ static void test_examples(void)
     }
 }
 
+/* Settings that would be accepted and could never take effect. */
+static void test_never_effective(void)
+{
+    /* Route paths are compared with normalised request paths. */
+    EXPECT(BASE "routes:\n"
+                "  - { name: a, upstream: users, match: { path: /a/./b } }\n"
+                "  - { name: b, upstream: users, match: { path_prefix: \"/c//d\" } }\n"
+                "  - { name: c, upstream: users, match: { path: \"/%7Ejohn\" } }\n"
+                "  - { name: d, upstream: users, match: { path_template: \"/e/../{id}\" } }\n"
+                "  - { name: e, upstream: users, match: { path_prefix: \"/a%zz\" } }\n",
+           "t.yaml:5:48: path `/a/./b` can never match: request paths are normalised before "
+           "routing (dot segments resolved, escaped unreserved characters decoded, `//` merged), "
+           "so write `/a/b`",
+           "t.yaml:6:55: path_prefix `/c//d` can never match: request paths are normalised "
+           "before routing (dot segments resolved, escaped unreserved characters decoded, `//` "
+           "merged), so write `/c/d`",
+           "t.yaml:7:48: path `/%7Ejohn` can never match: request paths are normalised before "
+           "routing (dot segments resolved, escaped unreserved characters decoded, `//` merged), "
+           "so write `/~john`",
+           "t.yaml:8:57: path_template `/e/../{id}` can never match: request paths are "
+           "normalised before routing (dot segments resolved, escaped unreserved characters "
+           "decoded, `//` merged)",
+           "t.yaml:9:55: path_prefix `/a%zz` can never match: a request whose path has a `..` "
+           "above `/` or a `%` not followed by two hex digits is refused with 400");
+    /* ...unless the gateway is told not to normalise (or merge). */
+    EXPECT_OK(BASE "limits: { normalize_path: false }\n"
+                   "routes:\n"
+                   "  - { name: a, upstream: users, match: { path: /a/./b } }\n");
+    EXPECT_OK(BASE "limits: { merge_slashes: false }\n"
+                   "routes:\n"
+                   "  - { name: a, upstream: users, match: { path_prefix: \"/c//d\" } }\n");
+    /* A rewrite replaces the path only. */
+    EXPECT(BASE "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n"
+                "    match: { path_template: \"/a/{id}\" }\n"
+                "    rewrite: \"/x/{id}?v=1\"\n",
+           "t.yaml:8:14: rewrite `/x/{id}?v=1` must not contain `?`: it replaces the path only, "
+           "and the request's query is kept as sent");
+    EXPECT(BASE "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n"
+                "    match: { path_template: \"/a/{id}\" }\n"
+                "    rewrite: \"/y/{id}#frag\"\n",
+           "t.yaml:8:14: rewrite `/y/{id}#frag` must not contain `#`: it replaces the path "
+           "only, and the request's query is kept as sent");
+    /* One name, one capture. */
+    EXPECT(BASE "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n"
+                "    match: { path_regex: \"(?J)^/(?:(?<x>a+)|b(?<x>c+))$\" }\n",
+           "t.yaml:7:26: path_regex names two groups `x`; give each group its own name");
+    /* Header fields with `_` never reach routing unless allowed. */
+    EXPECT(BASE "routes:\n"
+                "  - { name: r, upstream: users, match: { headers: { X_C: \"1\" } } }\n",
+           "t.yaml:5:53: header `X_C` can never match: fields whose name has `_` are dropped "
+           "before routing (set `limits.headers_with_underscores: allow` to route on them)");
+    EXPECT_OK(BASE "limits: { headers_with_underscores: allow }\n"
+                   "routes:\n"
+                   "  - { name: r, upstream: users, match: { headers: { X_C: \"1\" } } }\n");
+    /* Query names and values are compared as sent in the request-target. */
+    EXPECT(BASE "routes:\n"
+                "  - { name: r, upstream: users, match: { query: { \"a b\": \"1\" } } }\n"
+                "  - { name: s, upstream: users, match: { query: { a: \"x y\" } } }\n",
+           "t.yaml:5:51: `a b` is not a valid query parameter name (as it appears in the "
+           "request-target: no `&`, `=`, `#`, spaces or non-ASCII; percent-encoded names are "
+           "compared as sent)",
+           "t.yaml:6:54: query parameter `a`: value `x y` can never match (values are compared "
+           "as sent in the request-target: no `&`, `#`, spaces or non-ASCII; percent-encode "
+           "them, or use `~regex`)");
+    /* IPv6 literals are hosts, as the Host header writes them. */
+    EXPECT_OK(BASE "routes:\n"
+                   "  - { name: r, upstream: users, match: { hosts: [\"[::1]\"] } }\n");
+    EXPECT(BASE "routes:\n"
+                "  - { name: r, upstream: users, match: { hosts: [\"[::1]:80\"] } }\n"
+                "  - { name: s, upstream: users, match: { hosts: [\"[zz::1]\"] } }\n",
+           "t.yaml:5:50: host `[::1]:80`: an IPv6 address is written `[::1]`, without a port",
+           "t.yaml:6:50: host `[zz::1]` is not a valid IPv6 address");
+}
+
 int main(void)
 {
     test_examples();
@@ -991,6 +1115,7 @@ int main(void)
     test_match_rules();
     test_rewrite_rules();
     test_filter_errors();
+    test_never_effective();
     test_addresses();
     test_file_level();
     test_generic_fields();

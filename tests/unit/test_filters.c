@@ -466,13 +466,15 @@ static const struct pt_field *field_named(const struct pt_filter_def *def, const
     return NULL;
 }
 
-/* Sets a PT_F_STRING_MAP field from a {NULL}-terminated kv list. */
+/* Sets a PT_F_STRING_MAP or PT_F_TEMPLATE_MAP field from a
+ * {NULL}-terminated kv list. */
 static void set_map(const struct pt_filter_def *def, void *conf, const char *key,
                     const struct kv *kvs, struct pt_arena *a)
 {
     const struct pt_field *f = field_named(def, key);
-    CHECK_MSG(f && f->type == PT_F_STRING_MAP, "%s: no map field %s", def->name, key);
-    if (!f || f->type != PT_F_STRING_MAP)
+    bool map = f && (f->type == PT_F_STRING_MAP || f->type == PT_F_TEMPLATE_MAP);
+    CHECK_MSG(map, "%s: no map field %s", def->name, key);
+    if (!map)
         return;
     uint32_t n = 0;
     while (kvs[n].k)
