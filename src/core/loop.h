@@ -134,7 +134,7 @@ void pt_io_connected(struct pt_loop *loop, struct pt_io *io);
 ssize_t pt_uring_recv(struct pt_loop *loop, struct pt_io *io, void *buf, size_t len);
 ssize_t pt_uring_sendv(struct pt_loop *loop, struct pt_io *io, const struct iovec *iov, int n);
 int pt_uring_shutdown_wr(struct pt_loop *loop, struct pt_io *io);
-void pt_uring_close(struct pt_loop *loop, struct pt_io *io);
+void pt_uring_close(struct pt_loop *loop, struct pt_io *io, bool abort);
 
 /* recv(2) semantics: bytes, 0 at EOF, or -1 with errno (EAGAIN: wait for
  * the next EPOLLIN). */
@@ -192,15 +192,30 @@ bool pt_io_peer_gone(struct pt_loop *loop, struct pt_io *io);
  * go out first. The pt_io's memory must stay valid until the end of the
  * loop turn in which it was closed (callers free closed objects after
  * pt_loop_run_once returns). */
-static inline void pt_io_close(struct pt_loop *loop, struct pt_io *io)
+static inline void pt_io_close_ex(struct pt_loop *loop, struct pt_io *io, bool abort)
 {
     if (io->fd < 0)
         return;
     if (pt_likely(!loop->u))
         close(io->fd);
     else
-        pt_uring_close(loop, io);
+        pt_uring_close(loop, io, abort);
     io->fd = -1;
+}
+
+static inline void pt_io_close(struct pt_loop *loop, struct pt_io *io)
+{
+    pt_io_close_ex(loop, io, false);
+}
+
+/* pt_io_close for a connection being cut: bytes still in flight are
+ * dropped, not waited for (io_uring cancels a send blocked on a peer that
+ * stopped reading, which would otherwise hold the socket open for up to
+ * PT_URING_CLOSE_GRACE_MS), so the socket goes at once — with SO_LINGER 0
+ * set, as a reset, as with epoll. */
+static inline void pt_io_abort(struct pt_loop *loop, struct pt_io *io)
+{
+    pt_io_close_ex(loop, io, true);
 }
 
 /* Waits up to max_wait_ms (bounded by the next timer), dispatches I/O

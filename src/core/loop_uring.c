@@ -546,7 +546,7 @@ static void grace_expired(struct pt_loop *loop, struct pt_timer *t)
     cancel_op(loop->u, op);
 }
 
-void pt_uring_close(struct pt_loop *loop, struct pt_io *io)
+void pt_uring_close(struct pt_loop *loop, struct pt_io *io, bool abort)
 {
     struct pt_uring *u = loop->u;
     if (io->op_recv) {
@@ -561,10 +561,13 @@ void pt_uring_close(struct pt_loop *loop, struct pt_io *io)
         release_rx(u, io);
     unpark(u, io);
     if (io->op_send) {
-        /* Let it finish (a response before a close), within bounds. */
+        /* Let it finish (a response before a close), within bounds; an
+         * abort cancels it now (queued ahead of the close). */
         io->op_send->io = NULL;
         u->orphan_sends++;
         pt_timer_arm(loop, &io->op_send->grace, PT_URING_CLOSE_GRACE_MS, grace_expired);
+        if (abort)
+            cancel_op(u, io->op_send);
     }
     /* Queued behind any send of this fd: ring order is issue order. */
     struct io_uring_sqe *sqe = get_sqe(u);

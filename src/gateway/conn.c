@@ -55,11 +55,15 @@ struct pt_conn {
     uint8_t remote_len;
     bool readable, writable; /* edge-triggered readiness not yet consumed */
     bool hup;                /* peer half-closed or errored: read until EOF */
+    bool hup_unjudged;       /* hangup reported before its request was complete */
     bool closed;
     bool head_started;     /* some bytes of the next head have arrived */
+    uint64_t head_ns;      /* when they did (the loop's clock): request time starts there */
     bool lingering;        /* response sent, write side shut, discarding input */
+    bool cut;              /* closing mid-response: drop what is in flight */
     uint64_t linger_bytes; /* discarded while lingering */
-    uint64_t requests;
+    uint64_t requests;     /* transactions started */
+    uint64_t hup_req;      /* with hup_unjudged: the request the hangup follows */
 };
 
 struct pt_txn {
@@ -226,6 +230,30 @@ static bool valid_request_id(pt_slice v)
 
 /* ---- connection setup and teardown ---- */
 
+/* A reported hangup, judged once, when the request it follows is complete:
+ * with no pipelined bytes waiting and the peer really gone, the
+ * transaction ends with 499 and the connection closes. Returns true when
+ * it closed the connection. */
+static bool judge_hangup(struct pt_conn *c)
+{
+    struct pt_txn *t = c->txn;
+    if (c->requests > c->hup_req) {
+        c->hup_unjudged = false; /* a later (pipelined) request started: excused */
+        return false;
+    }
+    if (!t || c->requests < c->hup_req || !t->req_done || t->filters_suspended)
+        return false; /* not yet: judged when the request is complete */
+    c->hup_unjudged = false;
+    if ((c->rbuf && pt_buf_len(c->rbuf) > 0) || !pt_io_peer_gone(&c->w->loop, &c->io))
+        return false; /* pipelined requests still get their answers */
+    if (t->chead_sent == 0)
+        t->status = 499;
+    if (!t->error)
+        t->error = "client closed the connection";
+    conn_close(c);
+    return true;
+}
+
 static void conn_on_event(struct pt_loop *loop, struct pt_io *io, uint32_t events)
 {
     struct pt_conn *c = pt_container_of(io, struct pt_conn, io);
@@ -247,17 +275,19 @@ static void conn_on_event(struct pt_loop *loop, struct pt_io *io, uint32_t event
      * pipelined before its FIN, read or not, still get their answers (the
      * hangup is judged once, when first reported). A transaction waiting
      * on a filter is left to it: the filter holds the transaction. */
-    struct pt_txn *t = c->txn;
-    if (new_hup && t && t->req_done && !t->filters_suspended &&
-        (!c->rbuf || pt_buf_len(c->rbuf) == 0) && pt_io_peer_gone(&c->w->loop, &c->io)) {
-        if (t->chead_sent == 0)
-            t->status = 499;
-        if (!t->error)
-            t->error = "client closed the connection";
-        conn_close(c);
-        return;
+    if (new_hup) {
+        c->hup_unjudged = true;
+        /* the request in progress, else the next one to start */
+        c->hup_req = c->txn ? c->requests : c->requests + 1;
     }
+    if (c->hup_unjudged && judge_hangup(c))
+        return;
     conn_run(c);
+    /* The FIN came with (or before the end of) the request it follows, as
+     * epoll reports when both arrive together: judged once the request is
+     * complete, so that both backends treat it alike. */
+    if (!c->closed && c->hup_unjudged)
+        judge_hangup(c);
 }
 
 static void conn_timeout(struct pt_loop *loop, struct pt_timer *tm)
@@ -282,7 +312,7 @@ static void conn_timeout(struct pt_loop *loop, struct pt_timer *tm)
         }
         t->c = c;
         t->gen = g;
-        t->t_start = pt_loop_now_ns(&c->w->loop);
+        t->t_start = c->head_ns; /* from the first byte, as nginx's $request_time */
         gen_request_id(c->w, t->reqid_buf);
         t->reqid = (pt_slice){t->reqid_buf, 32};
         t->req_done = true;
@@ -390,7 +420,7 @@ static void conn_close(struct pt_conn *c)
     if (c->txn)
         txn_end(c->txn, false);
     pt_timer_cancel(&w->loop, &c->timer);
-    pt_io_close(&w->loop, &c->io);
+    pt_io_close_ex(&w->loop, &c->io, c->cut);
     c->closed = true;
     if (c->rbuf) {
         pt_buf_put(&w->bufs, c->rbuf);
@@ -454,10 +484,13 @@ void pt_conn_close_all(struct pt_worker *w)
     while (w->conns) {
         struct pt_conn *c = w->conns;
         /* A response cut by the drain timeout must not look complete. */
-        if (c->txn && response_started(c->txn))
+        if (c->txn && response_started(c->txn)) {
             client_cut(c->txn, "drain timeout");
-        else
+        } else {
+            if (c->txn && !c->txn->error)
+                c->txn->error = "drain timeout"; /* logged 499: no answer went out */
             conn_close(c);
+        }
     }
 }
 
@@ -518,6 +551,7 @@ static void client_cut(struct pt_txn *t, const char *why)
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(t->c->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }
+    t->c->cut = true;
     conn_close(t->c);
 }
 
@@ -1046,7 +1080,7 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *preq, uint32_t he
     c->requests++;
     t->c = c;
     t->gen = g;
-    t->t_start = pt_loop_now_ns(&c->w->loop);
+    t->t_start = c->head_started ? c->head_ns : pt_loop_now_ns(&c->w->loop);
     t->req = *preq;
     t->res_upstream_reusable = false;
 
@@ -1283,7 +1317,7 @@ static bool read_head(struct pt_conn *c)
                 c->txn = t;
                 t->c = c;
                 t->gen = g;
-                t->t_start = pt_loop_now_ns(&c->w->loop);
+                t->t_start = c->head_started ? c->head_ns : pt_loop_now_ns(&c->w->loop);
                 t->req_done = true;
                 gen_request_id(w, t->reqid_buf);
                 t->reqid = (pt_slice){t->reqid_buf, 32};
@@ -1307,6 +1341,7 @@ static bool read_head(struct pt_conn *c)
                 c->readable = false;
             if (!c->head_started) {
                 c->head_started = true;
+                c->head_ns = pt_loop_now_ns(&w->loop);
                 pt_timer_arm(&w->loop, &c->timer, g->limits.header_timeout_ms, conn_timeout);
             }
             continue;
@@ -1953,6 +1988,7 @@ static void txn_finish(struct pt_txn *t)
     } else if (c->rbuf) {
         pt_buf_compact(c->rbuf); /* pipelined bytes move to the front */
         c->head_started = true;
+        c->head_ns = pt_loop_now_ns(&w->loop);
     }
     pt_timer_arm(&w->loop, &c->timer,
                  c->head_started ? w->gen->limits.header_timeout_ms

@@ -73,6 +73,18 @@ def read_head(s, buf=b""):
     return buf[:k], buf[k:]
 
 
+def read_body(s, head, buf):
+    """Reads the Content-Length body that follows `head` (buf holds what
+    came with it); returns (body, rest), or None at EOF."""
+    n = content_length(head)
+    while len(buf) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+    return buf[:n], buf[n:]
+
+
 def content_length(head):
     for line in head.split(b"\r\n")[1:]:
         k, _, v = line.partition(b":")
@@ -383,13 +395,10 @@ def then_close_upstream(s):
     buf = b""
     while True:
         head, buf = read_head(s, buf)
-        n = content_length(head)
-        while len(buf) < n:
-            chunk = s.recv(65536)
-            if not chunk:
-                return
-            buf += chunk
-        buf = buf[n:]
+        got = read_body(s, head, buf)
+        if got is None:
+            return
+        buf = got[1]
         if head.startswith(b"GET /then-close"):
             s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab")
             time.sleep(0.2)

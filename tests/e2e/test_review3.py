@@ -4,17 +4,19 @@ responses, environment values in header templates, IPv6 hosts, empty
 X-Forwarded-For). Each test fails on the build before its fix; all run on
 both I/O backends."""
 
+import contextlib
 import glob
 import signal
 import socket
 import threading
+import time
 
 import requests
 
 from conftest import (Gateway, backend, echo_headers, free_port, make_config, parse_responses,
                       raw_ex, scaled, upstream, wait_until)
-from test_review import RawUpstream, read_head
-from test_review2 import one_route
+from test_review import RawUpstream, read_body, read_head
+from test_review2 import log_lines, logged_gateway, one_route, recv_all
 
 
 def all_threads_stopped(pid):
@@ -24,6 +26,18 @@ def all_threads_stopped(pid):
         if state not in ("T", "t"):
             return False
     return True
+
+
+@contextlib.contextmanager
+def frozen(gw):
+    """Holds every gateway thread stopped (SIGSTOP) for the with-block:
+    whatever the test sends meanwhile arrives as one batch of events."""
+    gw.send(signal.SIGSTOP)
+    try:
+        wait_until(lambda: all_threads_stopped(gw.pid), scaled(5), what="gateway stopped")
+        yield
+    finally:
+        gw.send(signal.SIGCONT)
 
 
 def recv_response(s, want=1):
@@ -73,14 +87,9 @@ def test_stray_bytes_on_an_idle_pooled_connection_never_answer_the_next_request(
         r1 = recv_response(c)[0]
         assert r1.status == 200 and r1.body == b"reply1"
         assert len(conns) == 1
-        # Freeze the gateway so that both arrive before it looks again.
-        gw.send(signal.SIGSTOP)
-        try:
-            wait_until(lambda: all_threads_stopped(gw.pid), scaled(5), what="gateway stopped")
+        with frozen(gw):  # both arrive before it looks again
             c.sendall(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
             conns[0].sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")
-        finally:
-            gw.send(signal.SIGCONT)
         r2 = recv_response(c)[0]
         assert r2.body != b"EVIL", "stray upstream bytes answered the next request"
         assert r2.status == 200 and r2.body.startswith(b"reply"), r2
@@ -199,3 +208,122 @@ def test_an_empty_x_forwarded_for_adds_no_comma(tmp_path):
             assert echo_headers(r[0].json(), "X-Forwarded-For") == ["203.0.113.7, 127.0.0.1"]
         finally:
             gw.stop()
+
+
+def established_on(port):
+    """Gateway-side ESTABLISHED sockets on local port `port` (IPv4)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            local, state = cols[1], cols[3]
+            if local.endswith(":%04X" % port) and state == "01":
+                n += 1
+    return n
+
+
+def test_a_client_cut_for_not_reading_is_closed_at_once(tmp_path):
+    """The send timeout cuts a client that stopped reading. With io_uring
+    the send blocked on it held the socket open for another 10 s (the close
+    grace of ordinary closes); it is now cancelled, as epoll drops it."""
+    with backend("cut") as b:
+        log = str(tmp_path / "access.log")
+        cfg = one_route(free_port(), b.port, limits={"idle_timeout": "1s"},
+                        access_log={"path": log})
+        gw = Gateway(cfg, tmp_path)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        s.settimeout(scaled(5))
+        try:
+            s.connect(("127.0.0.1", gw.port))
+            s.sendall(b"GET /bytes/50000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+            # ...and read no more.
+            d = log_lines(log, 1)[0]
+            assert d["error"] == "client send timeout", d
+            # Well inside the 10 s grace, on any build.
+            wait_until(lambda: established_on(gw.port) == 0, min(scaled(3), 8),
+                       what="the cut connection to close")
+        finally:
+            s.close()
+            gw.stop()
+
+
+def test_a_half_close_right_behind_a_request_body_is_judged_the_same_on_both_backends(tmp_path):
+    """The last body bytes and the FIN in one batch: epoll saw the hangup
+    before the request was complete, never judged it, and served the
+    request; io_uring (EOF as its own completion) answered 499. Both now
+    treat a client that half-closes after a single request as gone."""
+    got_head = threading.Event()
+
+    def answer_late(s):
+        head, buf = read_head(s)
+        got_head.set()
+        if read_body(s, head, buf) is None:
+            return
+        time.sleep(0.2)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        time.sleep(scaled(2))
+
+    up = RawUpstream(answer_late)
+    with logged_gateway(tmp_path, up.port) as (gw, log):
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+        try:
+            s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+            assert got_head.wait(scaled(5)), "the request head never reached the upstream"
+            with frozen(gw):
+                s.sendall(b"hello")
+                s.shutdown(socket.SHUT_WR)
+            buf, _ = recv_all(s)
+            assert buf == b"", buf[:200]
+        finally:
+            s.close()
+        d = log_lines(log, 1)[0]
+        assert d["status"] == 499 and d["error"] == "client closed the connection", d
+    up.close()
+
+
+def test_a_header_timeout_is_logged_with_the_time_the_head_took(tmp_path):
+    with backend("ht") as b:
+        log = str(tmp_path / "access.log")
+        cfg = one_route(free_port(), b.port, limits={"header_timeout": "700ms"},
+                        access_log={"path": log})
+        gw = Gateway(cfg, tmp_path)
+        try:
+            buf, _ = raw_ex(gw.port, b"GET /slow HTTP/1.1\r\nHost: a\r\n", timeout=scaled(5))
+            assert buf.startswith(b"HTTP/1.1 408 "), buf[:100]
+            d = log_lines(log, 1)[0]
+            assert d["status"] == 408
+            # The timer cannot fire early: the request took at least 700 ms.
+            assert d["duration_ms"] >= 690, d
+        finally:
+            gw.stop()
+
+
+def test_a_request_cut_by_the_drain_is_logged_as_such(tmp_path):
+    """An upload still stalled at the drain timeout: no answer went out,
+    and the log says why the request ended."""
+    got_head = threading.Event()
+
+    def stall(s):
+        read_head(s)
+        got_head.set()
+        time.sleep(scaled(5))
+
+    up = RawUpstream(stall)
+    log = str(tmp_path / "access.log")
+    cfg = one_route(free_port(), up.port, limits={"drain_timeout": "300ms"},
+                    access_log={"path": log})
+    gw = Gateway(cfg, tmp_path)
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(10))
+    try:
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        assert got_head.wait(scaled(5)), "the request never reached the upstream"
+        gw.send(signal.SIGTERM)
+        assert gw.proc.wait(timeout=scaled(10)) == 0
+        d = log_lines(log, 1)[0]
+        assert d["error"] == "drain timeout", d
+    finally:
+        s.close()
+        gw.stop()
+        up.close()
