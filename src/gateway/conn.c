@@ -479,6 +479,24 @@ void pt_conn_close_idle(struct pt_worker *w)
     }
 }
 
+bool pt_conn_close_longest_idle(struct pt_worker *w)
+{
+    struct pt_conn *oldest = NULL;
+    for (struct pt_conn *c = w->conns; c; c = c->next) {
+        /* Idle: between requests, nothing of the next one here yet. Its
+         * armed timer is the idle timeout, so the earliest expiry is the
+         * connection idle the longest. */
+        if (c->txn || c->head_started || c->lingering || !pt_timer_armed(&c->timer))
+            continue;
+        if (!oldest || c->timer.expires_ms <= oldest->timer.expires_ms) /* ties: older */
+            oldest = c;
+    }
+    if (!oldest)
+        return false;
+    conn_close(oldest);
+    return true;
+}
+
 void pt_conn_close_all(struct pt_worker *w)
 {
     while (w->conns) {

@@ -7,6 +7,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,10 +104,18 @@ static void on_accept(struct pt_loop *loop, struct pt_io *io, uint32_t events)
             return;
         uint64_t maxc = w->gen->limits.max_connections;
         if (atomic_load_explicit(&pt_active_connections, memory_order_relaxed) >= maxc) {
-            /* Over the limit: leave connections in the backlog; a closing
-             * connection resumes accepting (pt_conn_reap). */
-            l->paused = true;
-            return;
+            /* At the limit, an idle keep-alive connection gives way to a
+             * client that is waiting (poll: only one that is, or the last
+             * pass of this loop would close one for nobody). With nothing
+             * idle, connections wait in the backlog; a closing connection
+             * resumes accepting (pt_conn_reap). */
+            struct pollfd pfd = {.fd = io->fd, .events = POLLIN};
+            if (poll(&pfd, 1, 0) <= 0)
+                return; /* nobody waiting: the next arrival raises an event */
+            if (!pt_conn_close_longest_idle(w)) {
+                l->paused = true;
+                return;
+            }
         }
         struct sockaddr_storage peer;
         socklen_t plen = sizeof(peer);

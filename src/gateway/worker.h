@@ -108,6 +108,10 @@ void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
                     const struct sockaddr_storage *peer);
 /* conn.c: close idle keep-alive connections (drain). */
 void pt_conn_close_idle(struct pt_worker *w);
+/* conn.c: at max_connections, close this worker's keep-alive connection
+ * idle the longest, so a new client is not locked out by idle ones (nginx
+ * does the same when short of connections). False when none is idle. */
+bool pt_conn_close_longest_idle(struct pt_worker *w);
 /* conn.c: forcibly close everything (drain deadline). */
 void pt_conn_close_all(struct pt_worker *w);
 void pt_conn_reap(struct pt_worker *w);

@@ -1,6 +1,7 @@
 """limits: → 431 / 414 / 413 / 408, idle timeout."""
 
 import socket
+import threading
 import time
 
 import pytest
@@ -9,6 +10,7 @@ import requests
 from conftest import (Gateway, assert_error_resp, assert_error_response, backend, free_port,
                       make_config, parse_response, parse_responses, raw_ex, read_responses, scaled,
                       upstream)
+from test_review import RawUpstream, read_head
 
 LIMITS = {
     "max_header_bytes": "4KiB",
@@ -265,32 +267,81 @@ def test_slow_but_in_time_headers_ok(env):
     assert r.json()["path"] == "/pieces"
 
 
-def test_max_connections_queues_extra_clients(gateway, backends):
+TINY = b"GET /tiny HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def two_slots(up_port):
+    """One worker, max_connections: 2, everything to 127.0.0.1:up_port."""
+    return make_config(free_port(), {"l": upstream(up_port)},
+                       [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "l"}],
+                       limits={"max_connections": 2}, workers=1)
+
+
+def test_max_connections_queues_extra_clients(gateway):
     """Beyond limits.max_connections new connections wait in the backlog
-    (not accepted, nothing read) and are served once a slot frees up."""
-    b = backends("maxc")
-    cfg = make_config(free_port(), {"l": upstream(b.port)},
-                      [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "l"}],
-                      limits={"max_connections": 2}, workers=1)
-    gw = gateway(cfg)
-    req = b"GET /tiny HTTP/1.1\r\nHost: x\r\n\r\n"
+    (not accepted, nothing read) while every slot is busy, and are served
+    once a slot frees up."""
+    heads = threading.Semaphore(0)
+    release = threading.Event()
+
+    def hold(s):  # answers each request once the test says so
+        buf = b""
+        while True:
+            head, buf = read_head(s, buf)
+            heads.release()
+            release.wait(scaled(10))
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    up = RawUpstream(hold)
+    try:
+        gw = gateway(two_slots(up.port))
+        held = []
+        for _ in range(2):
+            s = socket.create_connection(("127.0.0.1", gw.port))
+            s.sendall(TINY)  # busy: its request is with the upstream
+            s.settimeout(scaled(5))
+            assert heads.acquire(timeout=scaled(5))
+            held.append(s)
+        extra = socket.create_connection(("127.0.0.1", gw.port))
+        extra.sendall(TINY)
+        extra.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            extra.recv(4096)  # over the limit: not served
+        release.set()
+        s = held.pop()
+        assert b"200 OK" in s.recv(4096)
+        s.close()
+        extra.settimeout(scaled(5))
+        assert b"200 OK" in extra.recv(4096)  # a slot freed: now it is
+        extra.close()
+        for s in held:
+            s.close()
+    finally:
+        release.set()
+        up.close()
+
+
+def test_max_connections_idle_clients_give_way(gateway, backends):
+    """Idle keep-alive connections do not lock new clients out: at the
+    limit the one idle the longest is closed for a waiting client (as
+    nginx does when short of connections)."""
+    gw = gateway(two_slots(backends("maxi").port))
     held = []
     for _ in range(2):
         s = socket.create_connection(("127.0.0.1", gw.port))
-        s.sendall(req)
+        s.sendall(TINY)
         s.settimeout(scaled(5))
         assert b"200 OK" in s.recv(4096)
-        held.append(s)
+        held.append(s)  # now idle, first one idle the longest
+        time.sleep(0.05)  # distinct idle deadlines (ms clock)
     extra = socket.create_connection(("127.0.0.1", gw.port))
-    extra.sendall(req)
-    extra.settimeout(0.5)
-    with pytest.raises(socket.timeout):
-        extra.recv(4096)  # over the limit: not served
-    held.pop().close()
+    extra.sendall(TINY)
     extra.settimeout(scaled(5))
-    assert b"200 OK" in extra.recv(4096)  # a slot freed: now it is
-    extra.close()
-    for s in held:
+    assert b"200 OK" in extra.recv(4096)
+    assert held[0].recv(4096) == b""  # the longest idle was closed...
+    held[1].sendall(TINY)
+    assert b"200 OK" in held[1].recv(4096)  # ...the other kept
+    for s in held + [extra]:
         s.close()
 
 
