@@ -1348,16 +1348,9 @@ static bool regex_params(struct cfg *c, const struct pt_ynode *n, pcre2_code *re
         }
         ps->names[ps->n++] = name;
     }
-    /* Named groups are params by name only; unnamed ones by their group
-     * number — the same rule the router applies when it captures. */
+    /* Named groups are params by name, and every group by its number —
+     * the same rule the proxy applies (pt_param_lookup). */
     for (uint32_t i = 1; i <= ngroups; i++) {
-        bool named = false;
-        for (uint32_t k = 0; k < nnames && !named; k++) {
-            const unsigned char *e = (const unsigned char *)table + (size_t)k * esize;
-            named = ((uint32_t)e[0] << 8 | e[1]) == i;
-        }
-        if (named)
-            continue;
         ps->names[ps->n] = pt_arena_sprintf(c->a, "%u", i);
         if (!ps->names[ps->n++]) {
             oom(c);

@@ -505,6 +505,14 @@ bool pt_cfg_parse_u64(const char *s, uint64_t *out)
     return true;
 }
 
+/* Decimal digits (after an optional '-') that pt_cfg_parse_u64 refused:
+ * a number that overflows 64 bits, not a malformed one. */
+static bool overflowing_number(const char *s)
+{
+    s += *s == '-';
+    return *s && strspn(s, "0123456789") == strlen(s);
+}
+
 /* A whole number in [min, max]. */
 bool pt_cfg_want_uint(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
                       uint64_t min, uint64_t max, uint64_t *out)
@@ -514,7 +522,12 @@ bool pt_cfg_want_uint(struct pt_cfg_walk *w, const struct pt_ynode *n, const cha
     if (!s)
         return false;
     if (!pt_cfg_parse_u64(s, &v) && !(s[0] == '-' && pt_cfg_parse_u64(s + 1, &v))) {
-        pt_cfg_err(w, n, "expected a whole number for %s, got `%s`", what, s);
+        if (overflowing_number(s))
+            pt_cfg_err(w, n, "%s `%s` is too %s (it must be from %llu to %llu)", what, s,
+                       s[0] == '-' ? "small" : "large", (unsigned long long)min,
+                       (unsigned long long)max);
+        else
+            pt_cfg_err(w, n, "expected a whole number for %s, got `%s`", what, s);
         return false;
     }
     if (s[0] == '-' || v < min || v > max) {
@@ -535,7 +548,11 @@ bool pt_cfg_want_int(struct pt_cfg_walk *w, const struct pt_ynode *n, const char
     bool neg = s[0] == '-';
     uint64_t mag;
     if (!pt_cfg_parse_u64(s + neg, &mag)) {
-        pt_cfg_err(w, n, "expected a whole number for %s, got `%s`", what, s);
+        if (overflowing_number(s))
+            pt_cfg_err(w, n, "%s `%s` is too %s (it must be from %lld to %lld)", what, s,
+                       s[0] == '-' ? "small" : "large", (long long)min, (long long)max);
+        else
+            pt_cfg_err(w, n, "expected a whole number for %s, got `%s`", what, s);
         return false;
     }
     /* Compare magnitudes against the bounds without overflowing int64. */

@@ -30,6 +30,7 @@ struct runtime {
     const char *path;
     struct pt_worker *workers;
     int nworkers;
+    int io_backend; /* the backend the workers run (a reload cannot change it) */
     struct pt_alog_logger *logger;
     struct pt_generation *retired[MAX_RETIRED];
     int nretired;
@@ -213,9 +214,9 @@ static int reload(struct runtime *rt, char **errors)
     rt->next_id++;
     if (g->workers != rt->nworkers)
         pt_warn("workers: %d → %d takes effect at the next restart", rt->nworkers, g->workers);
-    if (g->io_backend != old->io_backend)
+    if ((int)g->io_backend != rt->io_backend)
         pt_warn("io_backend: %s → %s takes effect at the next restart",
-                pt_io_backend_names[old->io_backend], pt_io_backend_names[g->io_backend]);
+                pt_io_backend_names[rt->io_backend], pt_io_backend_names[g->io_backend]);
     atomic_store_explicit(&pt_gen_current, g, memory_order_release);
     rt->retired[rt->nretired++] = old;
     for (int i = 0; i < rt->nworkers; i++)
@@ -299,6 +300,7 @@ int pt_runtime_run(const char *config_path)
     if (!rt.admin)
         goto out;
     rt.nworkers = g->workers;
+    rt.io_backend = (int)g->io_backend;
     rt.workers = calloc((size_t)rt.nworkers, sizeof(*rt.workers));
     rings = calloc((size_t)rt.nworkers, sizeof(*rings));
     if (!rt.workers || !rings)

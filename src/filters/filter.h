@@ -71,7 +71,8 @@ struct pt_filter_ctx {
     const pt_slice *param_names; /* route path parameters */
     const pt_slice *param_values;
     uint32_t nparams;
-    int status; /* upstream status (response phases) */
+    bool params_numbered; /* see pt_param_lookup */
+    int status;           /* upstream status (response phases) */
     /* Set by a filter returning PT_FILTER_RESPOND. Extra response headers
      * go into resp_headers. */
     int respond_status;
@@ -158,5 +159,11 @@ void pt_chain_run_log(const struct pt_chain *c, struct pt_filter_ctx *ctx, void 
 bool pt_chain_hides_interim_field(const struct pt_chain *c, pt_slice name);
 /* Allocates zeroed state for every filter that wants some. */
 void **pt_chain_states(const struct pt_chain *c, struct pt_arena *a);
+
+/* A route path parameter by name. With `numbered` (a path_regex route,
+ * whose params are its groups in order) a decimal name is also a group
+ * number: "1" is the first group, named or not. NULL p when there is none. */
+pt_slice pt_param_lookup(const pt_slice *names, const pt_slice *values, uint32_t n, bool numbered,
+                         pt_slice name);
 
 #endif

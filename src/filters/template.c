@@ -177,13 +177,32 @@ static pt_slice part_value(const struct template_part *p, const struct pt_filter
         return ctx->method;
     case PART_PATH:
         return ctx->path;
-    case PART_PARAM:
-        for (uint32_t i = 0; i < ctx->nparams; i++)
-            if (pt_slice_eq(ctx->param_names[i], p->text))
-                return ctx->param_values[i];
-        return (pt_slice){"", 0}; /* a route without that parameter */
+    case PART_PARAM: {
+        pt_slice v = pt_param_lookup(ctx->param_names, ctx->param_values, ctx->nparams,
+                                     ctx->params_numbered, p->text);
+        return v.p ? v : (pt_slice){"", 0}; /* a route without that parameter */
+    }
     }
     return (pt_slice){"", 0};
+}
+
+pt_slice pt_param_lookup(const pt_slice *names, const pt_slice *values, uint32_t n, bool numbered,
+                         pt_slice name)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (pt_slice_eq(names[i], name))
+            return values[i];
+    if (numbered && name.len > 0 && name.len <= 2 && name.p[0] != '0') {
+        uint32_t g = 0;
+        for (size_t i = 0; i < name.len; i++) {
+            if (name.p[i] < '0' || name.p[i] > '9')
+                return (pt_slice){NULL, 0};
+            g = g * 10 + (uint32_t)(name.p[i] - '0');
+        }
+        if (g >= 1 && g <= n)
+            return values[g - 1];
+    }
+    return (pt_slice){NULL, 0};
 }
 
 pt_slice pt_template_render(const struct pt_template *t, const struct pt_filter_ctx *ctx)

@@ -60,6 +60,7 @@ struct pt_conn {
     bool head_started;     /* some bytes of the next head have arrived */
     uint64_t head_ns;      /* when they did (the loop's clock): request time starts there */
     bool lingering;        /* response sent, write side shut, discarding input */
+    bool next_pipelined;   /* the next request's bytes came while one was in progress */
     bool cut;              /* closing mid-response: drop what is in flight */
     uint64_t linger_bytes; /* discarded while lingering */
     uint64_t requests;     /* transactions started */
@@ -77,6 +78,7 @@ struct pt_txn {
     void **states;
     uint32_t cursor;
     bool filters_suspended;
+    bool pipelined; /* sent while the previous request was in progress */
     char reqid_buf[33];
     pt_slice reqid;
     pt_slice path; /* after strip_prefix / rewrite */
@@ -244,6 +246,8 @@ static bool judge_hangup(struct pt_conn *c)
     if (!t || c->requests < c->hup_req || !t->req_done || t->filters_suspended)
         return false; /* not yet: judged when the request is complete */
     c->hup_unjudged = false;
+    if (t->pipelined)
+        return false; /* pipelined requests still get their answers */
     if ((c->rbuf && pt_buf_len(c->rbuf) > 0) || !pt_io_peer_gone(&c->w->loop, &c->io))
         return false; /* pipelined requests still get their answers */
     if (t->chead_sent == 0)
@@ -372,9 +376,12 @@ void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
     w->conns = c;
     w->nconns++;
     c->writable = true;
-    /* The first bytes may already be here (accept raced the data). */
+    /* The first bytes may already be here (accept raced the data). A new
+     * connection gets header_timeout for its first head, bytes or not (a
+     * client that connects and sends nothing is a slowloris too); between
+     * requests a keep-alive connection gets idle_timeout. */
     c->readable = true;
-    pt_timer_arm(&w->loop, &c->timer, w->gen->limits.idle_timeout_ms, conn_timeout);
+    pt_timer_arm(&w->loop, &c->timer, w->gen->limits.header_timeout_ms, conn_timeout);
     conn_run(c);
 }
 
@@ -486,7 +493,12 @@ bool pt_conn_close_longest_idle(struct pt_worker *w)
         /* Idle: between requests, nothing of the next one here yet. Its
          * armed timer is the idle timeout, so the earliest expiry is the
          * connection idle the longest. */
-        if (c->txn || c->head_started || c->lingering || !pt_timer_armed(&c->timer))
+        /* Not idle: a new connection (its first head is under
+         * header_timeout, and with io_uring its bytes may not be seen
+         * yet), or one whose next request is here or reported in this
+         * batch of events. */
+        if (c->requests == 0 || c->txn || c->head_started || c->lingering || c->readable ||
+            pt_io_has_input(&w->loop, &c->io) || !pt_timer_armed(&c->timer))
             continue;
         if (!oldest || c->timer.expires_ms <= oldest->timer.expires_ms) /* ties: older */
             oldest = c;
@@ -651,6 +663,9 @@ static bool txn_connect(struct pt_txn *t, bool fresh)
 {
     struct pt_worker *w = t->c->w;
     int err = 0;
+    /* Pools are keyed by address and shared by upstreams naming the same
+     * target: one with keepalive 0 never takes another's idle connection. */
+    fresh |= t->up->keepalive == 0;
     struct pt_uconn *uc = pt_uconn_acquire(&w->ob, t->target, fresh, &t->uc_reused, &err);
     if (!uc) {
         if (out_of_resources(err))
@@ -970,12 +985,10 @@ static int rewrite_path(struct pt_txn *t)
                 const char *e = strchr(s, '}');
                 if (e) {
                     pt_slice name = {s + 1, (size_t)(e - s - 1)};
-                    for (uint32_t i = 0; i < t->rr.nparams; i++) {
-                        if (pt_slice_eq(t->rr.param_names[i], name)) {
-                            n += put(o + n, t->rr.param_values[i]);
-                            break;
-                        }
-                    }
+                    pt_slice v = pt_param_lookup(t->rr.param_names, t->rr.param_values,
+                                                 t->rr.nparams, t->rr.params_numbered, name);
+                    if (v.p)
+                        n += put(o + n, v);
                     s = e + 1;
                     continue;
                 }
@@ -1096,6 +1109,8 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *preq, uint32_t he
     }
     c->txn = t;
     c->requests++;
+    t->pipelined = c->next_pipelined;
+    c->next_pipelined = false;
     t->c = c;
     t->gen = g;
     t->t_start = c->head_started ? c->head_ns : pt_loop_now_ns(&c->w->loop);
@@ -1241,6 +1256,7 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *preq, uint32_t he
     t->fctx.param_names = t->rr.param_names;
     t->fctx.param_values = t->rr.param_values;
     t->fctx.nparams = t->rr.nparams;
+    t->fctx.params_numbered = t->rr.params_numbered;
     t->fctx.resume = filters_resumed;
     t->fctx.owner = t;
     if (t->route->chain.n_all)
@@ -1378,7 +1394,8 @@ static bool read_head(struct pt_conn *c)
     }
     if (!pt_timer_armed(&c->timer))
         pt_timer_arm(&w->loop, &c->timer,
-                     c->head_started ? g->limits.header_timeout_ms : g->limits.idle_timeout_ms,
+                     c->head_started || c->requests == 0 ? g->limits.header_timeout_ms
+                                                         : g->limits.idle_timeout_ms,
                      conn_timeout);
     return false;
 }
@@ -2000,6 +2017,11 @@ static void txn_finish(struct pt_txn *t)
         return;
     }
     c->head_started = false;
+    /* Bytes of the next request already here (buffered, received, or
+     * reported readable): it was pipelined, and a FIN behind it is no
+     * reason to drop it (judge_hangup). */
+    c->next_pipelined =
+        (c->rbuf && pt_buf_len(c->rbuf) > 0) || c->readable || pt_io_has_input(&w->loop, &c->io);
     if (c->rbuf && pt_buf_len(c->rbuf) == 0) {
         pt_buf_put(&w->bufs, c->rbuf);
         c->rbuf = NULL;

@@ -559,6 +559,12 @@ static void test_rewrite_rules(void)
                 "    match: { path_regex: '^/u/(?<uid>\\d+)$' }\n"
                 "    rewrite: /u/{2}\n",
            "t.yaml:8:14: rewrite uses `{2}`, which the path_regex does not define");
+    /* A named group is also its number. */
+    EXPECT_OK(BASE "routes:\n"
+                   "  - name: r\n"
+                   "    upstream: users\n"
+                   "    match: { path_regex: '^/u/(?<uid>\\d+)/(\\w+)$' }\n"
+                   "    rewrite: /u/{1}/{uid}/{2}\n");
     EXPECT(BASE "routes:\n"
                 "  - name: r\n"
                 "    upstream: users\n"
@@ -834,6 +840,13 @@ static void test_file_level(void)
            "t.yaml:6:52: `keepalive` must be from 0 to 100000, got -1",
            "t.yaml:7:43: unknown key `nme` in listener (did you mean `name`?)",
            "t.yaml:8:10: `workers` must be `auto` or a number from 1 to 1024, got `0`");
+    /* Counts past 64 bits are "too large", like durations and sizes. */
+    EXPECT(BASE "limits: { max_headers: 99999999999999999999 }\n"
+                "routes: [{ name: r, upstream: users, priority: -99999999999999999999 }]\n",
+           "t.yaml:4:24: `max_headers` `99999999999999999999` is too large (it must be from 1 to "
+           "100000)",
+           "t.yaml:5:48: `priority` `-99999999999999999999` is too small (it must be from "
+           "-1000000 to 1000000)");
     EXPECT("listeners: [{ address: 127.0.0.1:18080 }]\n"
            "io_backend: uring\n",
            "t.yaml:2:13: `io_backend` must be `epoll` or `io_uring`, got `uring`");
