@@ -296,7 +296,11 @@ static void routes_json(struct sbuf *b, const struct pt_generation *g)
             sb_printf(b, ",\"rewrite\":");
             sb_json_str(b, r->rewrite);
         }
-        sb_printf(b, ",\"timeout_ms\":%llu,\"filters\":[", (unsigned long long)r->timeout_ms);
+        /* The timeout in force: the route's, else its upstream's read_timeout. */
+        uint64_t tmo = r->timeout_ms ? r->timeout_ms
+                       : r->upstream ? r->upstream->read_timeout_ms
+                                     : 0;
+        sb_printf(b, ",\"timeout_ms\":%llu,\"filters\":[", (unsigned long long)tmo);
         for (uint32_t f = 0; f < r->chain.n_all; f++) {
             sb_printf(b, "%s", f ? "," : "");
             sb_json_str(b, r->chain.all[f].def->name);

@@ -35,6 +35,8 @@ def test_status_routes_upstreams(gateway, backends):
     assert routes[0]["name"] == "users" and routes[0]["upstream"] == "users"
     assert routes[0]["match"]["path_prefix"] == "/users"
     assert routes[0]["match"]["methods"] == ["GET"]
+    # no route timeout: the upstream's read_timeout (30 s by default) is in force
+    assert routes[0]["timeout_ms"] == 30000, routes[0]
     # the default filter is inherited: both are on the effective list
     assert sorted(routes[0]["filters"]) == ["request_transform", "response_transform"]
     ups = requests.get("http://127.0.0.1:%d/upstreams" % admin).json()["upstreams"]
