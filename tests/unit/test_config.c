@@ -78,6 +78,8 @@ static struct pt_generation *expect_ok(int line, const char *yaml)
 }
 
 #define EXPECT_OK(yaml) expect_ok(__LINE__, yaml)
+/* Loads, checks, frees. */
+#define EXPECT_LOADS(yaml) pt_generation_free(expect_ok(__LINE__, yaml))
 
 static const struct pt_route *route(const struct pt_generation *g, const char *name)
 {
@@ -560,11 +562,11 @@ static void test_rewrite_rules(void)
                 "    rewrite: /u/{2}\n",
            "t.yaml:8:14: rewrite uses `{2}`, which the path_regex does not define");
     /* A named group is also its number. */
-    EXPECT_OK(BASE "routes:\n"
-                   "  - name: r\n"
-                   "    upstream: users\n"
-                   "    match: { path_regex: '^/u/(?<uid>\\d+)/(\\w+)$' }\n"
-                   "    rewrite: /u/{1}/{uid}/{2}\n");
+    EXPECT_LOADS(BASE "routes:\n"
+                      "  - name: r\n"
+                      "    upstream: users\n"
+                      "    match: { path_regex: '^/u/(?<uid>\\d+)/(\\w+)$' }\n"
+                      "    rewrite: /u/{1}/{uid}/{2}\n");
     EXPECT(BASE "routes:\n"
                 "  - name: r\n"
                 "    upstream: users\n"
@@ -1057,12 +1059,12 @@ static void test_never_effective(void)
            "t.yaml:9:55: path_prefix `/a%zz` can never match: a request whose path has a `..` "
            "above `/` or a `%` not followed by two hex digits is refused with 400");
     /* ...unless the gateway is told not to normalise (or merge). */
-    EXPECT_OK(BASE "limits: { normalize_path: false }\n"
-                   "routes:\n"
-                   "  - { name: a, upstream: users, match: { path: /a/./b } }\n");
-    EXPECT_OK(BASE "limits: { merge_slashes: false }\n"
-                   "routes:\n"
-                   "  - { name: a, upstream: users, match: { path_prefix: \"/c//d\" } }\n");
+    EXPECT_LOADS(BASE "limits: { normalize_path: false }\n"
+                      "routes:\n"
+                      "  - { name: a, upstream: users, match: { path: /a/./b } }\n");
+    EXPECT_LOADS(BASE "limits: { merge_slashes: false }\n"
+                      "routes:\n"
+                      "  - { name: a, upstream: users, match: { path_prefix: \"/c//d\" } }\n");
     /* A rewrite replaces the path only. */
     EXPECT(BASE "routes:\n"
                 "  - name: r\n"
@@ -1089,9 +1091,9 @@ static void test_never_effective(void)
                 "  - { name: r, upstream: users, match: { headers: { X_C: \"1\" } } }\n",
            "t.yaml:5:53: header `X_C` can never match: fields whose name has `_` are dropped "
            "before routing (set `limits.headers_with_underscores: allow` to route on them)");
-    EXPECT_OK(BASE "limits: { headers_with_underscores: allow }\n"
-                   "routes:\n"
-                   "  - { name: r, upstream: users, match: { headers: { X_C: \"1\" } } }\n");
+    EXPECT_LOADS(BASE "limits: { headers_with_underscores: allow }\n"
+                      "routes:\n"
+                      "  - { name: r, upstream: users, match: { headers: { X_C: \"1\" } } }\n");
     /* Query names and values are compared as sent in the request-target. */
     EXPECT(BASE "routes:\n"
                 "  - { name: r, upstream: users, match: { query: { \"a b\": \"1\" } } }\n"
@@ -1103,8 +1105,8 @@ static void test_never_effective(void)
            "as sent in the request-target: no `&`, `#`, spaces or non-ASCII; percent-encode "
            "them, or use `~regex`)");
     /* IPv6 literals are hosts, as the Host header writes them. */
-    EXPECT_OK(BASE "routes:\n"
-                   "  - { name: r, upstream: users, match: { hosts: [\"[::1]\"] } }\n");
+    EXPECT_LOADS(BASE "routes:\n"
+                      "  - { name: r, upstream: users, match: { hosts: [\"[::1]\"] } }\n");
     EXPECT(BASE "routes:\n"
                 "  - { name: r, upstream: users, match: { hosts: [\"[::1]:80\"] } }\n"
                 "  - { name: s, upstream: users, match: { hosts: [\"[zz::1]\"] } }\n",
