@@ -56,11 +56,13 @@ struct pt_conn {
     bool readable, writable; /* edge-triggered readiness not yet consumed */
     bool hup;                /* peer half-closed or errored: read until EOF */
     bool hup_unjudged;       /* hangup reported before its request was complete */
+    bool hup_reset;          /* the hangup was a reset or error, not a FIN */
     bool closed;
     bool head_started;     /* some bytes of the next head have arrived */
     uint64_t head_ns;      /* when they did (the loop's clock): request time starts there */
     bool lingering;        /* response sent, write side shut, discarding input */
     bool next_pipelined;   /* the next request's bytes came while one was in progress */
+    uint64_t idle_since;   /* ms: when it last became idle (at max_connections, LRU) */
     bool cut;              /* closing mid-response: drop what is in flight */
     uint64_t linger_bytes; /* discarded while lingering */
     uint64_t requests;     /* transactions started */
@@ -246,8 +248,8 @@ static bool judge_hangup(struct pt_conn *c)
     if (!t || c->requests < c->hup_req || !t->req_done || t->filters_suspended)
         return false; /* not yet: judged when the request is complete */
     c->hup_unjudged = false;
-    if (t->pipelined)
-        return false; /* pipelined requests still get their answers */
+    if (t->pipelined && !c->hup_reset)
+        return false; /* a client that half-closed after pipelining waits for its answers */
     if ((c->rbuf && pt_buf_len(c->rbuf) > 0) || !pt_io_peer_gone(&c->w->loop, &c->io))
         return false; /* pipelined requests still get their answers */
     if (t->chead_sent == 0)
@@ -279,6 +281,8 @@ static void conn_on_event(struct pt_loop *loop, struct pt_io *io, uint32_t event
      * pipelined before its FIN, read or not, still get their answers (the
      * hangup is judged once, when first reported). A transaction waiting
      * on a filter is left to it: the filter holds the transaction. */
+    if (events & EPOLLERR)
+        c->hup_reset = true; /* reset: gone, whatever it pipelined */
     if (new_hup) {
         c->hup_unjudged = true;
         /* the request in progress, else the next one to start */
@@ -381,6 +385,7 @@ void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
      * client that connects and sends nothing is a slowloris too); between
      * requests a keep-alive connection gets idle_timeout. */
     c->readable = true;
+    c->idle_since = pt_loop_now(&w->loop);
     pt_timer_arm(&w->loop, &c->timer, w->gen->limits.header_timeout_ms, conn_timeout);
     conn_run(c);
 }
@@ -493,14 +498,15 @@ bool pt_conn_close_longest_idle(struct pt_worker *w)
         /* Idle: between requests, nothing of the next one here yet. Its
          * armed timer is the idle timeout, so the earliest expiry is the
          * connection idle the longest. */
-        /* Not idle: a new connection (its first head is under
-         * header_timeout, and with io_uring its bytes may not be seen
-         * yet), or one whose next request is here or reported in this
-         * batch of events. */
+        /* Only a keep-alive connection between requests gives way, and
+         * not one whose next request is here or reported in this batch of
+         * events. A new connection never does, even a silent one (nginx
+         * would take it): its request may be on the wire, and losing it is
+         * worse than a slot held for header_timeout. */
         if (c->requests == 0 || c->txn || c->head_started || c->lingering || c->readable ||
             pt_io_has_input(&w->loop, &c->io) || !pt_timer_armed(&c->timer))
             continue;
-        if (!oldest || c->timer.expires_ms <= oldest->timer.expires_ms) /* ties: older */
+        if (!oldest || c->idle_since <= oldest->idle_since) /* ties: older */
             oldest = c;
     }
     if (!oldest)
@@ -1384,8 +1390,12 @@ static bool read_head(struct pt_conn *c)
             conn_close(c);
             return false;
         }
-        if (errno == EAGAIN)
+        if (errno == EAGAIN) {
             c->readable = false;
+            /* `readable` only said there might be bytes: the next request
+             * has to be waited for, so it was not pipelined. */
+            c->next_pipelined = false;
+        }
     }
     /* Waiting for bytes: an idle connection holds no buffer. */
     if (c->rbuf && pt_buf_len(c->rbuf) == 0) {
@@ -2022,6 +2032,7 @@ static void txn_finish(struct pt_txn *t)
      * reason to drop it (judge_hangup). */
     c->next_pipelined =
         (c->rbuf && pt_buf_len(c->rbuf) > 0) || c->readable || pt_io_has_input(&w->loop, &c->io);
+    c->idle_since = pt_loop_now(&w->loop);
     if (c->rbuf && pt_buf_len(c->rbuf) == 0) {
         pt_buf_put(&w->bufs, c->rbuf);
         c->rbuf = NULL;

@@ -8,6 +8,7 @@ import contextlib
 import glob
 import signal
 import socket
+import struct
 import threading
 import time
 
@@ -38,6 +39,18 @@ def frozen(gw):
         yield
     finally:
         gw.send(signal.SIGCONT)
+
+
+def assert_treated_as_gone(s, log, nth):
+    """The client half-closed after one request: it gets nothing, and the
+    nth (1-based) access-log line says 499 "client closed the connection"."""
+    try:
+        buf, _ = recv_all(s)
+        assert buf == b"", buf[:200]
+    finally:
+        s.close()
+    d = log_lines(log, nth)[nth - 1]
+    assert d["status"] == 499 and d["error"] == "client closed the connection", d
 
 
 def recv_response(s, want=1):
@@ -268,18 +281,12 @@ def test_a_half_close_right_behind_a_request_body_is_judged_the_same_on_both_bac
     up = RawUpstream(answer_late)
     with logged_gateway(tmp_path, up.port) as (gw, log):
         s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
-        try:
-            s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
-            assert got_head.wait(scaled(5)), "the request head never reached the upstream"
-            with frozen(gw):
-                s.sendall(b"hello")
-                s.shutdown(socket.SHUT_WR)
-            buf, _ = recv_all(s)
-            assert buf == b"", buf[:200]
-        finally:
-            s.close()
-        d = log_lines(log, 1)[0]
-        assert d["status"] == 499 and d["error"] == "client closed the connection", d
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+        assert got_head.wait(scaled(5)), "the request head never reached the upstream"
+        with frozen(gw):
+            s.sendall(b"hello")
+            s.shutdown(socket.SHUT_WR)
+        assert_treated_as_gone(s, log, 1)
     up.close()
 
 
@@ -502,3 +509,36 @@ def test_keepalive_0_takes_no_pooled_connection_of_another_upstream(tmp_path):
             assert after["active"] == 1, after
         finally:
             gw.stop()
+
+
+def test_a_reset_ends_even_a_pipelined_request(tmp_path):
+    """A client that half-closes after pipelining still gets its answers,
+    but one that resets is gone: its request in progress is logged 499 at
+    once and the upstream connection is freed, not held for the answer."""
+    with backend("prst") as b, logged_gateway(tmp_path, b.port) as (gw, log):
+        c = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+        c.sendall(b"GET /users HTTP/1.1\r\nHost: a\r\n\r\n"
+                  b"GET /users HTTP/1.1\r\nHost: a\r\nX-Demo-Delay: 30000\r\n\r\n")
+        assert recv_response(c)[0].status == 200
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+        d = wait_until(lambda: len(log_lines(log, 1)) >= 2 and log_lines(log, 2)[1],
+                       min(scaled(3), 20), what="the second request's log line")
+        # logged long before the 30 s answer: the transaction (and with it
+        # its upstream connection) ended at the reset
+        assert d["status"] == 499 and d["error"] == "client closed the connection", d
+
+
+def test_a_fin_after_a_request_that_ended_on_a_full_read_is_not_pipelining(tmp_path):
+    """Request 1 fills the 16 KiB read buffer exactly, so the connection
+    stays `readable` after it; request 2, sent after its answer, plus a FIN
+    is one request and a half-close: 499, not served as pipelined."""
+    with backend("p16") as b, logged_gateway(tmp_path, b.port) as (gw, log):
+        head = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: %05d\r\n\r\n"
+        n = 16384 - len(head % 0)
+        c = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+        c.sendall(head % n + b"x" * n)
+        assert recv_response(c)[0].status == 200
+        c.sendall(b"GET /users HTTP/1.1\r\nHost: a\r\nX-Demo-Delay: 300\r\n\r\n")
+        c.shutdown(socket.SHUT_WR)
+        assert_treated_as_gone(c, log, 2)
