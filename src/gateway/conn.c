@@ -495,9 +495,6 @@ bool pt_conn_close_longest_idle(struct pt_worker *w)
 {
     struct pt_conn *oldest = NULL;
     for (struct pt_conn *c = w->conns; c; c = c->next) {
-        /* Idle: between requests, nothing of the next one here yet. Its
-         * armed timer is the idle timeout, so the earliest expiry is the
-         * connection idle the longest. */
         /* Only a keep-alive connection between requests gives way, and
          * not one whose next request is here or reported in this batch of
          * events. A new connection never does, even a silent one (nginx
@@ -1392,9 +1389,11 @@ static bool read_head(struct pt_conn *c)
         }
         if (errno == EAGAIN) {
             c->readable = false;
-            /* `readable` only said there might be bytes: the next request
-             * has to be waited for, so it was not pipelined. */
-            c->next_pipelined = false;
+            /* `readable` only said there might be bytes: with none of the
+             * next request here, it has to be waited for, so it was not
+             * pipelined. */
+            if (!c->rbuf || pt_buf_len(c->rbuf) == 0)
+                c->next_pipelined = false;
         }
     }
     /* Waiting for bytes: an idle connection holds no buffer. */
