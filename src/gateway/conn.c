@@ -62,7 +62,7 @@ struct pt_conn {
     uint64_t head_ns;      /* when they did (the loop's clock): request time starts there */
     bool lingering;        /* response sent, write side shut, discarding input */
     bool next_pipelined;   /* the next request's bytes came while one was in progress */
-    uint64_t idle_since;   /* ms: when it last became idle (at max_connections, LRU) */
+    uint64_t idle_since;   /* ms: when it last went idle between requests (eviction LRU) */
     bool cut;              /* closing mid-response: drop what is in flight */
     uint64_t linger_bytes; /* discarded while lingering */
     uint64_t requests;     /* transactions started */
@@ -385,7 +385,6 @@ void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
      * client that connects and sends nothing is a slowloris too); between
      * requests a keep-alive connection gets idle_timeout. */
     c->readable = true;
-    c->idle_since = pt_loop_now(&w->loop);
     pt_timer_arm(&w->loop, &c->timer, w->gen->limits.header_timeout_ms, conn_timeout);
     conn_run(c);
 }
@@ -989,7 +988,7 @@ static int rewrite_path(struct pt_txn *t)
                 if (e) {
                     pt_slice name = {s + 1, (size_t)(e - s - 1)};
                     pt_slice v = pt_param_lookup(t->rr.param_names, t->rr.param_values,
-                                                 t->rr.nparams, t->rr.params_numbered, name);
+                                                 t->rr.nparams, r->match.regex != NULL, name);
                     if (v.p)
                         n += put(o + n, v);
                     s = e + 1;
@@ -1259,7 +1258,7 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *preq, uint32_t he
     t->fctx.param_names = t->rr.param_names;
     t->fctx.param_values = t->rr.param_values;
     t->fctx.nparams = t->rr.nparams;
-    t->fctx.params_numbered = t->rr.params_numbered;
+    t->fctx.params_numbered = t->route->match.regex != NULL; /* groups, in order */
     t->fctx.resume = filters_resumed;
     t->fctx.owner = t;
     if (t->route->chain.n_all)

@@ -488,7 +488,6 @@ int pt_router_match(const struct pt_router *r, const struct pt_route_input *in,
     out->status = 0;
     out->allow_methods = 0;
     out->nparams = 0;
-    out->params_numbered = false;
 
     /* Field by field: a designated initializer would zero the piece cache. */
     struct mctx m;
@@ -533,7 +532,6 @@ int pt_router_match(const struct pt_router *r, const struct pt_route_input *in,
     m.allow_pass = true;
     walk(&m, exact, wild);
     out->nparams = 0;
-    out->params_numbered = false;
     if (m.allow) {
         uint32_t allow = m.allow;
         if (allow & (1u << PT_METHOD_GET))
@@ -617,7 +615,6 @@ static bool path_regex(const struct rt *c, struct mctx *m)
                                                                      : (pt_slice){path.p, 0};
     }
     out->nparams = c->ngroups;
-    out->params_numbered = true;
     return true;
 }
 
@@ -643,7 +640,6 @@ static bool cand_ok(const struct rt *c, struct mctx *m)
     return true;
 fail:
     m->out->nparams = 0; /* a failed regex candidate may have left params */
-    m->out->params_numbered = false;
     return false;
 }
 
@@ -752,7 +748,6 @@ static bool template_try(const struct bucket *b, struct mctx *m)
         pos += slen + 1;
     }
     out->nparams = np;
-    out->params_numbered = false;
     out->route = best.rt->route;
     return true;
 }

@@ -40,7 +40,6 @@ struct pt_route_result {
     int status;                   /* 0 on match, 404 or 405 */
     uint32_t allow_methods;       /* for 405: bitmask of 1u << enum pt_method */
     uint32_t nparams;
-    bool params_numbered; /* path_regex: param i is group i + 1 (pt_param_lookup) */
     pt_slice param_names[PT_ROUTE_MAX_PARAMS];
     pt_slice param_values[PT_ROUTE_MAX_PARAMS]; /* slices into input.path */
 };

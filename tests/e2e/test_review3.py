@@ -458,12 +458,12 @@ def test_a_new_connection_that_sends_nothing_is_under_header_timeout(tmp_path):
         cfg = one_route(free_port(), b.port,
                         limits={"header_timeout": "500ms", "idle_timeout": "60s"})
         gw = Gateway(cfg, tmp_path)
+        # (the socket timeout, far below idle_timeout, is what fails the
+        # old behaviour: recv_all reports "timeout" instead of "eof")
         s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(10))
         try:
-            t0 = time.monotonic()
             buf, how = recv_all(s)
             assert buf == b"" and how == "eof", (buf, how)
-            assert time.monotonic() - t0 < 30  # long before idle_timeout
         finally:
             s.close()
             gw.stop()
