@@ -60,6 +60,7 @@ struct pt_alog_logger {
     pthread_mutex_t lock; /* guards fd changes against the drain */
     int fd;               /* -1 when off */
     bool owns_fd;
+    bool targeted; /* a destination (or "off") was set: until then lines wait */
     _Atomic bool stop;
 };
 
@@ -78,12 +79,15 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
-/* Returns whether a destination is open (read under the lock). */
+/* Returns whether to look again soon: a destination is open, or none was
+ * set yet (read under the lock). */
 static bool drain(struct pt_alog_logger *lg)
 {
     pthread_mutex_lock(&lg->lock);
-    bool open = lg->fd >= 0;
-    for (int i = 0; i < lg->n; i++) {
+    bool soon = lg->fd >= 0 || !lg->targeted;
+    /* Workers accept before the control thread has opened the file:
+     * lines of those first requests wait in the rings for it. */
+    for (int i = 0; i < lg->n && lg->targeted; i++) {
         struct pt_alog_ring *r = lg->rings[i];
         uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
         uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
@@ -97,7 +101,7 @@ static bool drain(struct pt_alog_logger *lg)
         atomic_store_explicit(&r->tail, tail, memory_order_release);
     }
     pthread_mutex_unlock(&lg->lock);
-    return open;
+    return soon;
 }
 
 static void *logger_main(void *arg)
@@ -108,8 +112,8 @@ static void *logger_main(void *arg)
      * the CPU with the workers). */
     struct timespec on = {0, 20 * 1000 * 1000}, off = {0, 250 * 1000 * 1000};
     while (!atomic_load(&lg->stop)) {
-        bool open = drain(lg);
-        nanosleep(open ? &on : &off, NULL);
+        bool soon = drain(lg);
+        nanosleep(soon ? &on : &off, NULL);
     }
     drain(lg);
     return NULL;
@@ -148,6 +152,7 @@ int pt_alog_set_target(struct pt_alog_logger *lg, int mode, const char *path)
         close(lg->fd);
     lg->fd = fd;
     lg->owns_fd = owns;
+    lg->targeted = true;
     pthread_mutex_unlock(&lg->lock);
     return 0;
 }
