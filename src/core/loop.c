@@ -237,3 +237,16 @@ bool pt_io_peer_gone(struct pt_loop *loop, struct pt_io *io)
     ssize_t n = recv(io->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
 }
+
+bool pt_io_input_waiting(struct pt_loop *loop, struct pt_io *io)
+{
+    if (io->fd < 0)
+        return false;
+    if (pt_io_has_input(loop, io))
+        return true;
+    if (loop->u)
+        return false; /* a receive is armed: its completion will report */
+    char b;
+    ssize_t n = recv(io->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return !(n < 0 && errno == EAGAIN);
+}

@@ -188,6 +188,12 @@ static inline bool pt_io_has_input(const struct pt_loop *loop, const struct pt_i
  * recv(MSG_PEEK): call it on hangup events only. */
 bool pt_io_peer_gone(struct pt_loop *loop, struct pt_io *io);
 
+/* True unless the socket is known to have nothing to read right now:
+ * bytes, an EOF or an error may be waiting. With epoll this costs one
+ * recv(MSG_PEEK) when the current batch did not report input: call it
+ * only where a readiness flag is in doubt. */
+bool pt_io_input_waiting(struct pt_loop *loop, struct pt_io *io);
+
 /* Unregisters and closes io->fd (sets it to -1). Bytes already sent still
  * go out first. The pt_io's memory must stay valid until the end of the
  * loop turn in which it was closed (callers free closed objects after

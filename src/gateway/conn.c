@@ -92,6 +92,7 @@ struct pt_txn {
     uint32_t req_ready; /* bytes at rbuf start validated and ready to send */
     bool req_scan_done; /* chunked: terminator seen */
     bool req_done;      /* whole body forwarded */
+    bool input_settled; /* `readable` checked once the request was complete */
     uint64_t body_limit;
     uint64_t bytes_in;
 
@@ -2045,6 +2046,20 @@ static void txn_finish(struct pt_txn *t)
                  conn_timeout);
 }
 
+/* The request is complete: settle whether the next one's bytes are
+ * already waiting. `readable` can be a guess (the last read filled the
+ * buffer, or an edge reported bytes a read already took); left standing
+ * until the response is out, it would count a request sent after that
+ * response as pipelined (judge_hangup). Costs one recv(MSG_PEEK) with
+ * epoll, and only in those cases: a short read already cleared the flag. */
+static void settle_readable(struct pt_conn *c, struct pt_txn *t)
+{
+    t->input_settled = true;
+    if (c->readable && !c->hup && (!c->rbuf || pt_buf_len(c->rbuf) == 0) &&
+        !pt_io_input_waiting(&c->w->loop, &c->io))
+        c->readable = false;
+}
+
 static void conn_run(struct pt_conn *c)
 {
     if (c->lingering) {
@@ -2069,6 +2084,8 @@ static void conn_run(struct pt_conn *c)
         if ((r = pump_client_read(t)) < 0)
             return;
         progress |= r > 0;
+        if (t->req_done && !t->input_settled)
+            settle_readable(c, t);
         if ((r = pump_upstream_read(t)) < 0 && c->closed)
             return;
         progress |= r > 0;
