@@ -284,6 +284,10 @@ static void conn_on_event(struct pt_loop *loop, struct pt_io *io, uint32_t event
      * on a filter is left to it: the filter holds the transaction. */
     if (events & EPOLLERR)
         c->hup_reset = true; /* reset: gone, whatever it pipelined */
+    /* Input reported after the request was complete: new bytes (pipelined)
+     * or an edge for bytes a read already took; settle_readable tells. */
+    if ((events & EPOLLIN) && c->txn && c->txn->req_done)
+        c->txn->input_settled = false;
     if (new_hup) {
         c->hup_unjudged = true;
         /* the request in progress, else the next one to start */
@@ -2050,8 +2054,10 @@ static void txn_finish(struct pt_txn *t)
  * already waiting. `readable` can be a guess (the last read filled the
  * buffer, or an edge reported bytes a read already took); left standing
  * until the response is out, it would count a request sent after that
- * response as pipelined (judge_hangup). Costs one recv(MSG_PEEK) with
- * epoll, and only in those cases: a short read already cleared the flag. */
+ * response as pipelined (judge_hangup). Settled once when the request
+ * completes and again after each input event until the transaction ends.
+ * Costs one recv(MSG_PEEK) with epoll, and only in those cases: a short
+ * read already cleared the flag, so a plain request pays nothing. */
 static void settle_readable(struct pt_conn *c, struct pt_txn *t)
 {
     t->input_settled = true;

@@ -1,6 +1,6 @@
 /* test_access_log.c — the logger thread: lines pushed before the control
- * thread has set a destination wait for it (workers accept first), lines
- * reach the file in order, and a log that is off discards them. */
+ * thread has set a destination wait for it (workers accept first) and
+ * reach the file in order. */
 #include "gateway/access_log.h"
 #include "gateway/generation.h"
 #include "unit.h"
@@ -32,17 +32,9 @@ static void push(struct pt_alog_ring *r, const char *line)
     pt_alog_push(r, line, strlen(line));
 }
 
-/* Stops the logger (its final drain) and checks what the file holds. */
-static void stop_and_expect(struct pt_alog_logger *lg, const char *path, const char *want)
-{
-    pt_alog_stop(lg);
-    char got[256];
-    read_file(path, got, sizeof(got));
-    CHECK_STR(got, want);
-}
-
-/* Up to ten drain periods pass before the destination is set: the lines
- * are still written, in order. */
+/* Drain periods (20 ms) pass before the destination is set: the lines
+ * are still written, in order. A logger that misses those periods (a
+ * loaded machine) cannot make this fail, only weaken it. */
 static void test_lines_wait_for_the_first_destination(const char *path)
 {
     struct pt_alog_ring ring;
@@ -55,25 +47,11 @@ static void test_lines_wait_for_the_first_destination(const char *path)
     sleep_ms(200);
     CHECK(pt_alog_set_target(lg, PT_ALOG_FILE, path) == 0);
     push(&ring, "{\"n\":3}\n");
-    stop_and_expect(lg, path, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
+    pt_alog_stop(lg); /* its final drain */
+    char got[256];
+    read_file(path, got, sizeof(got));
+    CHECK_STR(got, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
     CHECK_EQ_INT(atomic_load(&ring.dropped), 0);
-    pt_alog_ring_free(&ring);
-}
-
-/* `off` is a destination too: what is pushed while it is set is gone, and
- * a later file gets only what came after it. */
-static void test_off_discards(const char *path)
-{
-    struct pt_alog_ring ring;
-    CHECK(pt_alog_ring_init(&ring) == 0);
-    struct pt_alog_ring *rings[] = {&ring};
-    struct pt_alog_logger *lg = pt_alog_start(rings, 1);
-    CHECK(pt_alog_set_target(lg, PT_ALOG_OFF, NULL) == 0);
-    push(&ring, "{\"off\":1}\n");
-    sleep_ms(400); /* an off logger looks every 250 ms */
-    CHECK(pt_alog_set_target(lg, PT_ALOG_FILE, path) == 0);
-    push(&ring, "{\"on\":1}\n");
-    stop_and_expect(lg, path, "{\"on\":1}\n");
     pt_alog_ring_free(&ring);
 }
 
@@ -84,13 +62,10 @@ int main(void)
         perror("mkdtemp");
         return 1;
     }
-    char a[64], b[64];
+    char a[64];
     snprintf(a, sizeof(a), "%s/a.log", dir);
-    snprintf(b, sizeof(b), "%s/b.log", dir);
     test_lines_wait_for_the_first_destination(a);
-    test_off_discards(b);
     unlink(a);
-    unlink(b);
     rmdir(dir);
     return unit_report("access_log");
 }
