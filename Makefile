@@ -89,7 +89,7 @@ $(BUILD)/microbench: bench/microbench.c $(MB_SRC) $(BUILD)/libportico.a
 # The benchmark's floor: a bare byte forwarder measured beside the proxies.
 $(BUILD)/floor_fwd: bench/floor_fwd.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) -o $@ $< -luring
 
 bench: deps all $(BUILD)/floor_fwd
 	bench/run.sh

@@ -1,13 +1,18 @@
 /* floor_fwd — the benchmark's floor: a bare 1:1 TCP byte forwarder.
  *
- * Usage: floor_fwd LISTEN_PORT BACKEND_PORT   (both on 127.0.0.1)
+ * Usage: floor_fwd [--io_uring] LISTEN_PORT BACKEND_PORT   (both on 127.0.0.1)
  *
  * Every accepted client gets its own backend connection, opened at accept
  * time and kept for the client's lifetime; bytes go across unparsed. One
- * thread, epoll, edge-triggered, TCP_NODELAY, one read and one write per
- * message: the fewest syscalls and the least user-space work a proxy can
- * have. No HTTP, no routing, no pooling, no timeouts, no half-close (an EOF
- * on either side closes both), so it is not a proxy
+ * thread, TCP_NODELAY, one read and one write per message: the fewest
+ * syscalls and the least user-space work a proxy can have.
+ *   - default: epoll, edge-triggered, a recv and a send syscall each.
+ *   - --io_uring: the io_uring floor, with the techniques portico's
+ *     io_uring backend uses (single issuer, deferred task work, registered
+ *     ring fd; one receive armed per socket; the turn's sends and receives
+ *     submitted by the one io_uring_enter that waits), minus everything
+ *     portico adds to them: provided buffers, staging copies, HTTP. No HTTP, no routing, no
+ * pooling, no timeouts, no half-close (an EOF on either side closes both), so it is not a proxy
  * anyone should run: bench/run.sh measures it beside portico, HAProxy and
  * nginx so that every run shows how much of a figure is the kernel and the
  * machine (loopback TCP, vCPU wake-ups) rather than the proxy.
@@ -18,6 +23,7 @@
  * a real proxy must never do. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -147,10 +153,166 @@ static void on_readable(int fd, uint32_t ev)
     }
 }
 
+/* ---- the io_uring floor ----
+ *
+ * Each socket has its own receive buffer; the bytes received on one side
+ * are sent to the other from that buffer, and the side's next receive is
+ * armed when the send completed. user_data is fd << 2 | op. A pair whose
+ * side saw EOF or an error is shut down both ways (so every armed op
+ * completes) and closed when no op of the pair is left in flight. */
+enum { U_ACCEPT = 0, U_RECV = 1, U_SEND = 2 };
+
+struct uside {
+    char *buf;
+    int inflight; /* ops of this side still in the ring */
+    bool dead;
+};
+static struct uside *uside;
+static struct io_uring uring;
+
+static struct io_uring_sqe *sqe_get(void)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&uring);
+    if (!sqe) {
+        io_uring_submit(&uring);
+        sqe = io_uring_get_sqe(&uring);
+        if (!sqe)
+            die("io_uring submission queue full");
+    }
+    return sqe;
+}
+
+static void u_recv(int fd)
+{
+    struct io_uring_sqe *sqe = sqe_get();
+    io_uring_prep_recv(sqe, fd, uside[fd].buf, 16384, 0);
+    io_uring_sqe_set_data64(sqe, (uint64_t)fd << 2 | U_RECV);
+    uside[fd].inflight++;
+}
+
+static void u_accept(int ls)
+{
+    struct io_uring_sqe *sqe = sqe_get();
+    io_uring_prep_accept(sqe, ls, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, (uint64_t)ls << 2 | U_ACCEPT);
+}
+
+static void u_kill(int fd)
+{
+    int p = peer_of[fd];
+    if (!uside[fd].dead) {
+        uside[fd].dead = uside[p].dead = true;
+        shutdown(fd, SHUT_RDWR);
+        shutdown(p, SHUT_RDWR);
+    }
+    if (uside[fd].inflight == 0 && uside[p].inflight == 0) {
+        free(uside[fd].buf);
+        free(uside[p].buf);
+        memset(&uside[fd], 0, sizeof(uside[fd]));
+        memset(&uside[p], 0, sizeof(uside[p]));
+        peer_of[fd] = peer_of[p] = -1;
+        close(fd);
+        close(p);
+    }
+}
+
+static void u_accepted(int c, int backend_port)
+{
+    int b = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in ba = loopback(backend_port);
+    if (b < 0 || (size_t)b >= npeer || (size_t)c >= npeer ||
+        connect(b, (struct sockaddr *)&ba, sizeof(ba)) < 0) {
+        perror("floor_fwd: backend connection");
+        if (b >= 0)
+            close(b);
+        close(c);
+        return;
+    }
+    nodelay(b);
+    nodelay(c);
+    peer_of[c] = b;
+    peer_of[b] = c;
+    uside[c].buf = malloc(16384);
+    uside[b].buf = malloc(16384);
+    if (!uside[c].buf || !uside[b].buf)
+        die("malloc");
+    u_recv(c);
+    u_recv(b);
+}
+
+static void run_uring(int ls, int backend_port)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof(p));
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE;
+    p.cq_entries = 8192;
+    int rc = io_uring_queue_init_params(2048, &uring, &p);
+    if (rc < 0) {
+        errno = -rc;
+        die("io_uring_queue_init");
+    }
+    io_uring_register_ring_fd(&uring);
+    uside = calloc(npeer, sizeof(*uside));
+    if (!uside)
+        die("calloc");
+    u_accept(ls);
+    for (;;) {
+        struct io_uring_cqe *cqe;
+        rc = io_uring_submit_and_wait(&uring, 1);
+        if (rc < 0 && rc != -EINTR && rc != -ETIME) {
+            errno = -rc;
+            die("io_uring_submit_and_wait");
+        }
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&uring, head, cqe)
+        {
+            n++;
+            int fd = (int)(cqe->user_data >> 2), res = cqe->res;
+            switch (cqe->user_data & 3) {
+            case U_ACCEPT:
+                if (res >= 0)
+                    u_accepted(res, backend_port);
+                else if (res != -EAGAIN && res != -EINTR && res != -ECONNABORTED)
+                    fprintf(stderr, "floor_fwd: accept: %s\n", strerror(-res));
+                u_accept(fd);
+                break;
+            case U_RECV: {
+                uside[fd].inflight--;
+                int to = peer_of[fd];
+                if (res <= 0 || uside[fd].dead) {
+                    u_kill(fd);
+                    break;
+                }
+                /* The send carries this side's buffer: the side's next
+                 * receive waits for it. MSG_WAITALL: all of it or an error. */
+                struct io_uring_sqe *sqe = sqe_get();
+                io_uring_prep_send(sqe, to, uside[fd].buf, (size_t)res, MSG_NOSIGNAL | MSG_WAITALL);
+                io_uring_sqe_set_data64(sqe, (uint64_t)fd << 2 | U_SEND);
+                uside[fd].inflight++;
+                break;
+            }
+            case U_SEND:
+                uside[fd].inflight--;
+                if (res < 0 || uside[fd].dead)
+                    u_kill(fd);
+                else
+                    u_recv(fd);
+                break;
+            }
+        }
+        io_uring_cq_advance(&uring, n);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    bool use_uring = argc == 4 && strcmp(argv[1], "--io_uring") == 0;
+    if (use_uring) {
+        argc--;
+        argv++;
+    }
     if (argc != 3) {
-        fprintf(stderr, "usage: floor_fwd LISTEN_PORT BACKEND_PORT\n");
+        fprintf(stderr, "usage: floor_fwd [--io_uring] LISTEN_PORT BACKEND_PORT\n");
         return 2;
     }
     int lport = atoi(argv[1]), bport = atoi(argv[2]);
@@ -174,6 +336,11 @@ int main(int argc, char **argv)
     struct sockaddr_in la = loopback(lport);
     if (ls < 0 || bind(ls, (struct sockaddr *)&la, sizeof(la)) < 0 || listen(ls, 4096) < 0)
         die("listen");
+    if (use_uring) {
+        fprintf(stderr, "floor_fwd (io_uring) listening on 127.0.0.1:%d -> 127.0.0.1:%d\n", lport,
+                bport);
+        run_uring(ls, bport);
+    }
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
         die("epoll_create1");

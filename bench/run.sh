@@ -57,7 +57,7 @@ SPIN_PID0=""
 SPIN_PIDS=()
 # Durations (seconds) of one run's parts; --quick shortens them.
 D_LOAD=5          # wrk -t1 -c32: CPU/request, requests/s, reuse
-D_C1=3            # h2load -c1 closed loop: unloaded latency
+D_C1=2            # h2load -c1 closed loop: unloaded latency
 D_RATE=4          # h2load -c16 --rps: latency at a fixed offered rate
 D_STRACE=3        # strace window in a wrk -c32 run: syscall counts only
 D_PERF=3          # wrk -c32 under perf stat: syscall counts at full speed
@@ -383,6 +383,16 @@ start_floor() {
     wait_ready floor "$LAST_PID" "$port" "$TMP/floor.log"
 }
 
+# The same forwarder on io_uring (the floor of portico's io_uring row).
+start_floor_uring() {
+    local port=${SYS_PORT[floor-uring]}
+    [ -x "$FLOOR_BIN" ] || die "build first: make $BUILD/floor_fwd (no $FLOOR_BIN)"
+    require_port_free "$port"
+    spawn $PROXY_CPU "$TMP/floor-uring.log" "$FLOOR_BIN" --io_uring "$port" "$BACKEND_PORT"
+    SYS_PID[floor-uring]=$LAST_PID
+    wait_ready floor-uring "$LAST_PID" "$port" "$TMP/floor-uring.log"
+}
+
 # --------------------------------------------------------------- scenarios
 #
 # One function per scenario: it registers the systems it needs (port
@@ -403,6 +413,7 @@ scenario_plain() {
     add_system haproxy plain 2 proxy start_haproxy "HAProxy $(haproxy_version)"
     add_system nginx plain 3 proxy start_nginx "nginx $(nginx -v 2>&1 | sed 's|.*/||')"
     add_system floor plain 6 floor start_floor "bare forwarder (floor)"
+    add_system floor-uring plain 7 floor start_floor_uring "bare forwarder, io_uring (floor)"
 }
 
 # 1,000 routes, request/response transforms, access log on. Its goals

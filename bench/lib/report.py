@@ -252,7 +252,7 @@ class Report:
         """One table with every headline number: the closing-note table."""
         run = self.run
         order = [s for s in ("direct", "portico", "portico-uring", "portico-gw", "haproxy", "nginx",
-                             "floor") if self.has(s)]
+                             "floor", "floor-uring") if self.has(s)]
         order += [s for s in run.systems if s not in order]
         sc = self.syscalls_per_request()
         pf = self.syscalls_full_speed()
@@ -324,12 +324,18 @@ class Report:
         pf = self.syscalls_full_speed()
         rc = {s: median(run.series(s, "rate_cpu_us")) for s in self.proxies}
         h, n = cpu.get("haproxy"), cpu.get("nginx")
-        # The floor (a bare forwarder) beside each verdict: how much of a
-        # figure is the kernel and the machine rather than any proxy.
-        fl = cpu.get("floor")
-        floor1 = ("; floor (bare forwarder) %s µs = %s HAProxy, %s nginx"
-                  % (fmt(fl), fmt_ratio(ratio(fl, h)), fmt_ratio(ratio(fl, n)))
-                  if fl is not None else "")
+        # The floor (a bare forwarder on the same I/O model) beside each
+        # verdict: how much of a figure is the kernel and the machine rather
+        # than any proxy.
+        floor_of = {"portico": ("floor", "bare forwarder"),
+                    "portico-uring": ("floor-uring", "bare forwarder, io_uring")}
+
+        def floor1(pn):
+            fs, what = floor_of[pn]
+            fl = cpu.get(fs)
+            return ("; floor (%s) %s µs = %s HAProxy, %s nginx"
+                    % (what, fmt(fl), fmt_ratio(ratio(fl, h)), fmt_ratio(ratio(fl, n)))
+                    if fl is not None else "")
         # 1. CPU per request, plain (wrk -c32, as the issue defines it);
         # the fixed-rate ratios are shown beside it as a cross-check.
         for pn, tag in variants:
@@ -343,7 +349,7 @@ class Report:
                            fmt_ratio(ratio(rc.get(pn), rc.get("nginx"))),
                            "; ⚠ unstable across rounds: %s (see README, two regimes)"
                            % ", ".join(unstable_) if unstable_ else "")
-                        + floor1
+                        + floor1(pn)
                         + disagree(ratio(p, n), ratio(rc.get(pn), rc.get("nginx")), "nginx")
                         + disagree(ratio(p, h), ratio(rc.get(pn), rc.get("haproxy")), "HAProxy"),
                         verdict(both(cmp_le(p, h, 0.75), cmp_le(p, n, 0.65)))])
@@ -377,10 +383,13 @@ class Report:
         # 4. Added latency.
         ah99 = median(run.added("haproxy", "rate_p99"))
         ah50 = median(run.added("haproxy", "c1_p50"))
-        af99, af50 = median(run.added("floor", "rate_p99")), median(run.added("floor", "c1_p50"))
-        floor4 = ("; floor (bare forwarder): p99 @rate %s µs, p50 @1 conn %s µs = %s HAProxy's"
-                  % (fmt(af99, 0), fmt(af50, 0), fmt_ratio(ratio(af50, ah50)))
-                  if af50 is not None else "")
+
+        def floor4(pn):
+            fs, what = floor_of[pn]
+            af99, af50 = median(run.added(fs, "rate_p99")), median(run.added(fs, "c1_p50"))
+            return ("; floor (%s): p99 @rate %s µs, p50 @1 conn %s µs = %s HAProxy's"
+                    % (what, fmt(af99, 0), fmt(af50, 0), fmt_ratio(ratio(af50, ah50)))
+                    if af50 is not None else "")
         for pn, tag in variants:
             ap99 = median(run.added(pn, "rate_p99"))
             ap50 = median(run.added(pn, "c1_p50"))
@@ -396,7 +405,7 @@ class Report:
                            fmt(None if ah50 is None else 0.8 * ah50, 0),
                            "; ⚠ CPU 0 was > 5%% busy elsewhere in some latency runs of %s: "
                            "the p99 comparison is not reliable, rerun on a quiet machine"
-                           % ", ".join(disturbed) if disturbed else "") + floor4,
+                           % ", ".join(disturbed) if disturbed else "") + floor4(pn),
                         verdict(both(cmp_le(ap99, ah99), cmp_le(ap50, ah50, 0.8)))])
         # 5. Memory.
         hr, hb = run.one("haproxy", "rss_start_kb"), run.one("haproxy", "bytes_per_idle_conn")
