@@ -93,6 +93,28 @@ static int write_all(int fd, const char *buf, size_t len)
     return 0;
 }
 
+/* Opens the backend connection of the client c and pairs the two; -1 (and
+ * c closed) when it cannot. A blocking connect on loopback completes at
+ * once; the backend socket is left blocking for the caller to change. */
+static int pair_up(int c, int backend_port)
+{
+    int b = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in ba = loopback(backend_port);
+    if (b < 0 || (size_t)b >= npeer || (size_t)c >= npeer ||
+        connect(b, (struct sockaddr *)&ba, sizeof(ba)) < 0) {
+        perror("floor_fwd: backend connection");
+        if (b >= 0)
+            close(b);
+        close(c);
+        return -1;
+    }
+    nodelay(b);
+    nodelay(c);
+    peer_of[c] = b;
+    peer_of[b] = c;
+    return b;
+}
+
 static void on_accept(int ep, int ls, int backend_port)
 {
     for (;;) {
@@ -102,23 +124,11 @@ static void on_accept(int ep, int ls, int backend_port)
                 perror("floor_fwd: accept");
             return;
         }
-        /* A blocking connect on loopback completes at once. */
-        int b = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in ba = loopback(backend_port);
-        if (b < 0 || (size_t)b >= npeer || (size_t)c >= npeer ||
-            connect(b, (struct sockaddr *)&ba, sizeof(ba)) < 0) {
-            perror("floor_fwd: backend connection");
-            if (b >= 0)
-                close(b);
-            close(c);
+        int b = pair_up(c, backend_port);
+        if (b < 0)
             continue;
-        }
         int on = 1;
         ioctl(b, FIONBIO, &on);
-        nodelay(b);
-        nodelay(c);
-        peer_of[c] = b;
-        peer_of[b] = c;
         struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET};
         e.data.fd = c;
         epoll_ctl(ep, EPOLL_CTL_ADD, c, &e);
@@ -218,20 +228,10 @@ static void u_kill(int fd)
 
 static void u_accepted(int c, int backend_port)
 {
-    int b = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in ba = loopback(backend_port);
-    if (b < 0 || (size_t)b >= npeer || (size_t)c >= npeer ||
-        connect(b, (struct sockaddr *)&ba, sizeof(ba)) < 0) {
-        perror("floor_fwd: backend connection");
-        if (b >= 0)
-            close(b);
-        close(c);
+    /* io_uring does not care whether the backend socket blocks. */
+    int b = pair_up(c, backend_port);
+    if (b < 0)
         return;
-    }
-    nodelay(b);
-    nodelay(c);
-    peer_of[c] = b;
-    peer_of[b] = c;
     uside[c].buf = malloc(16384);
     uside[b].buf = malloc(16384);
     if (!uside[c].buf || !uside[b].buf)
