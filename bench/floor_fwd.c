@@ -7,20 +7,23 @@
  * thread, TCP_NODELAY, one read and one write per message: the fewest
  * syscalls and the least user-space work a proxy can have.
  *   - default: epoll, edge-triggered, a recv and a send syscall each.
- *   - --io_uring: the io_uring floor, with the techniques portico's
- *     io_uring backend uses (single issuer, deferred task work, registered
- *     ring fd; one receive armed per socket; the turn's sends and receives
- *     submitted by the one io_uring_enter that waits), minus everything
- *     portico adds to them: provided buffers, staging copies, HTTP. No HTTP, no routing, no
- * pooling, no timeouts, no half-close (an EOF on either side closes both), so it is not a proxy
- * anyone should run: bench/run.sh measures it beside portico, HAProxy and
- * nginx so that every run shows how much of a figure is the kernel and the
- * machine (loopback TCP, vCPU wake-ups) rather than the proxy.
+ *   - --io_uring: the techniques portico's io_uring backend uses (single
+ *     issuer, deferred task work, registered ring fd; one receive armed
+ *     per socket; the turn's sends and receives submitted by the one
+ *     io_uring_enter that waits), minus everything portico adds to them:
+ *     provided buffers, staging copies, HTTP.
  *
- * The benchmark's messages are tiny, so writes complete at once; if one
- * does not (a peer not reading), the forwarder waits for that peer with
- * poll(): correct, but it stalls every other connection meanwhile, which
- * a real proxy must never do. */
+ * No HTTP, no routing, no pooling, no timeouts, no half-close (an EOF on
+ * either side closes both), so it is not a proxy anyone should run:
+ * bench/run.sh measures it beside portico, HAProxy and nginx so that every
+ * run shows how much of a figure is the kernel and the machine (loopback
+ * TCP, vCPU wake-ups) rather than the proxy.
+ *
+ * The benchmark's messages are tiny, so writes complete at once. If one
+ * does not (a peer not reading), the epoll forwarder waits for that peer
+ * with poll(): correct, but it stalls every other connection meanwhile,
+ * which a real proxy must never do; the io_uring one only stops reading
+ * the side whose bytes are still being sent. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <liburing.h>

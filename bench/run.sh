@@ -373,25 +373,19 @@ start_nginx() {
 }
 
 # The floor: bench/floor_fwd.c, a bare 1:1 byte forwarder (no HTTP). What
-# it costs is what the kernel and the machine cost any proxy.
-start_floor() {
-    local port=${SYS_PORT[floor]}
+# it costs is what the kernel and the machine cost any proxy. The io_uring
+# one is the floor of portico's io_uring row.
+start_forwarder() { # system-name floor_fwd-flags...
+    local name=$1 port=${SYS_PORT[$1]}
+    shift
     [ -x "$FLOOR_BIN" ] || die "build first: make $BUILD/floor_fwd (no $FLOOR_BIN)"
     require_port_free "$port"
-    spawn $PROXY_CPU "$TMP/floor.log" "$FLOOR_BIN" "$port" "$BACKEND_PORT"
-    SYS_PID[floor]=$LAST_PID
-    wait_ready floor "$LAST_PID" "$port" "$TMP/floor.log"
+    spawn $PROXY_CPU "$TMP/$name.log" "$FLOOR_BIN" "$@" "$port" "$BACKEND_PORT"
+    SYS_PID[$name]=$LAST_PID
+    wait_ready "$name" "$LAST_PID" "$port" "$TMP/$name.log"
 }
-
-# The same forwarder on io_uring (the floor of portico's io_uring row).
-start_floor_uring() {
-    local port=${SYS_PORT[floor-uring]}
-    [ -x "$FLOOR_BIN" ] || die "build first: make $BUILD/floor_fwd (no $FLOOR_BIN)"
-    require_port_free "$port"
-    spawn $PROXY_CPU "$TMP/floor-uring.log" "$FLOOR_BIN" --io_uring "$port" "$BACKEND_PORT"
-    SYS_PID[floor-uring]=$LAST_PID
-    wait_ready floor-uring "$LAST_PID" "$port" "$TMP/floor-uring.log"
-}
+start_floor() { start_forwarder floor; }
+start_floor_uring() { start_forwarder floor-uring --io_uring; }
 
 # --------------------------------------------------------------- scenarios
 #
