@@ -972,6 +972,34 @@ static void compile_report(struct pt_filter_errs *e, const char *field, const ch
     ce->count++;
 }
 
+/* Every PT_F_UPSTREAM field of a filter's (top-level) settings names an
+ * upstream of this file; reports each that does not, at its value. */
+static bool filter_upstreams_exist(struct cfg *c, const struct pt_filter_def *def,
+                                   const struct pt_ynode *n, const void *conf)
+{
+    bool ok = true;
+    for (const struct pt_field *f = def->fields; f && f->name; f++) {
+        const char *name = f->type == PT_F_UPSTREAM ? *(const char *const *)((const char *)conf +
+                                                                            f->offset)
+                                                    : NULL;
+        if (!name || strtab_get(&c->upstreams, name))
+            continue;
+        const char **cands = malloc((c->g->nupstreams + 1) * sizeof(*cands));
+        if (!cands) {
+            oom(c);
+            return false;
+        }
+        for (uint32_t i = 0; i < c->g->nupstreams; i++)
+            cands[i] = c->g->upstreams[i].name;
+        char hint[128];
+        err_at(c, pt_ynode_get(n, f->name), "filter `%s`: no upstream named `%s`%s", def->name,
+               name, pt_cfg_did_you_mean(name, cands, c->g->nupstreams, hint, sizeof(hint)));
+        free(cands);
+        ok = false;
+    }
+    return ok;
+}
+
 /* Parses `name: {fields}` of one filter with its field table, then runs its
  * compile hook. Returns the config, or NULL after reporting. */
 static const void *parse_filter_conf(struct cfg *c, const struct pt_filter_def *def,
@@ -988,7 +1016,7 @@ static const void *parse_filter_conf(struct cfg *c, const struct pt_filter_def *
     }
     bool ok =
         pt_cfg_read_fields(&c->w, def->name, def->fields, fields_planned_for(def->name), n, conf);
-    if (!ok || c->w.oom)
+    if (!ok || c->w.oom || !filter_upstreams_exist(c, def, n, conf))
         return NULL;
     if (def->compile) {
         struct compile_errs ce = {{compile_report}, c, def, key, n, 0, {0}, 0};

@@ -806,6 +806,29 @@ static bool parse_strmap(struct pt_cfg_walk *w, const struct pt_ynode *n, const 
     return ok;
 }
 
+/* A percentage in [0, 100]: a number, or a number followed by `%`. */
+static bool want_percent(struct pt_cfg_walk *w, const struct pt_ynode *v, const char *what,
+                         double *out)
+{
+    char buf[64];
+    if (v->kind != PT_YSCALAR || v->is_null) {
+        pt_cfg_err(w, v, "expected a percentage (0-100) for %s, got %s", what,
+                   pt_cfg_describe(v, buf, sizeof(buf)));
+        return false;
+    }
+    char *end = NULL;
+    errno = 0;
+    double d = strtod(v->str, &end);
+    if (end && *end == '%')
+        end++;
+    if (errno || end == v->str || !end || *end || !(d >= 0 && d <= 100)) {
+        pt_cfg_err(w, v, "expected a percentage (0-100) for %s, got `%s`", what, v->str);
+        return false;
+    }
+    *out = d;
+    return true;
+}
+
 /* Fills one field of a filter's config struct from its YAML value. */
 static bool parse_field(struct pt_cfg_walk *w, const struct pt_field *f, const struct pt_ynode *v,
                         void *conf)
@@ -814,7 +837,8 @@ static bool parse_field(struct pt_cfg_walk *w, const struct pt_field *f, const s
     snprintf(what, sizeof(what), "`%s`", f->name);
     void *dst = (char *)conf + f->offset;
     switch (f->type) {
-    case PT_F_STRING: {
+    case PT_F_STRING:
+    case PT_F_UPSTREAM: {
         const char *s = pt_cfg_want_str(w, v, what);
         if (!s)
             return false;
@@ -836,6 +860,12 @@ static bool parse_field(struct pt_cfg_walk *w, const struct pt_field *f, const s
         return pt_cfg_want_size(w, v, what, false, dst);
     case PT_F_DOUBLE:
         return pt_cfg_want_double(w, v, what, dst);
+    case PT_F_PERCENT:
+        return want_percent(w, v, what, dst);
+    case PT_F_OBJECT:
+        if (!pt_cfg_want_map(w, v, what))
+            return false;
+        return pt_cfg_read_fields(w, f->name, f->sub, NULL, v, dst);
     }
     pt_cfg_err(w, v, "internal error: field `%s` has an unknown type", f->name);
     return false;

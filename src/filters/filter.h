@@ -32,6 +32,9 @@ enum pt_field_type {
     PT_F_DURATION, /* uint64_t milliseconds ("250ms", "5s") */
     PT_F_SIZE,     /* uint64_t bytes ("16KiB")          */
     PT_F_DOUBLE,   /* double                             */
+    PT_F_UPSTREAM, /* const char *: an upstream's name; the loader checks it exists */
+    PT_F_PERCENT,  /* double in [0, 100]: "10", 10, "10%" */
+    PT_F_OBJECT,   /* a nested mapping read with `sub` into the struct at offset */
 };
 
 struct pt_strlist {
@@ -49,6 +52,8 @@ struct pt_field {
     const char *name; /* YAML key */
     enum pt_field_type type;
     size_t offset; /* offsetof() into the filter's config struct */
+    const struct pt_field *sub; /* PT_F_OBJECT: the nested table, offsets relative
+                                 * to the nested struct; NULL otherwise */
 };
 
 /* ---- the per-request view a filter sees ---- */
@@ -56,8 +61,81 @@ struct pt_field {
 enum pt_filter_result {
     PT_FILTER_CONTINUE = 0, /* go on to the next filter */
     PT_FILTER_RESPOND,      /* stop; reply with ctx->respond_* (e.g. 401, 429) */
-    PT_FILTER_SUSPEND,      /* async work started; call ctx->resume(ctx) later */
+    PT_FILTER_SUSPEND,      /* async work started through ctx->svc; resume later */
     PT_FILTER_ERROR,        /* internal failure → 500 */
+};
+
+/* Who is calling, as the auth filters found out (DESIGN.md §4a): set by
+ * ext_auth / jwt / key_auth / introspection / mtls_auth, read by acl,
+ * rate_limit, the access log and metrics. Slices live in the request
+ * arena or the generation; empty consumer = anonymous. */
+struct pt_identity {
+    pt_slice consumer;
+    const pt_slice *groups;
+    uint32_t ngroups;
+    const char *source; /* the filter that set it ("ext_auth"), for logs */
+};
+
+struct pt_filter_ctx;
+
+/*
+ * An outbound call a filter makes through the gateway's outbound client
+ * (ext_auth's check, later JWKS and introspection). The response is
+ * buffered: status, headers and up to max_body bytes of body, delivered
+ * once to the done callback. Everything the request points at must stay
+ * valid until the call is started (it is copied); results live in the
+ * request arena and stay valid until the request ends.
+ */
+struct pt_filter_call_req {
+    const char *upstream;            /* upstream name in the request's generation */
+    pt_slice method;                 /* default "GET" */
+    pt_slice path;                   /* origin-form target, query included */
+    const struct pt_headers *headers; /* fields to send (NULL: none); Host is added
+                                       * (the target's address) unless present */
+    pt_slice body;                   /* sent with Content-Length when non-empty */
+    uint64_t timeout_ms;             /* whole call: connect + answer; 0 = upstream's */
+    size_t max_body;                 /* response body bytes kept; the rest is dropped */
+};
+
+enum pt_call_error {
+    PT_CALL_OK = 0,
+    PT_CALL_ERR_CONNECT, /* refused / unreachable / connect timeout */
+    PT_CALL_ERR_TIMEOUT, /* no (complete) answer in time */
+    PT_CALL_ERR_RESET,   /* closed or reset before a complete answer */
+    PT_CALL_ERR_PROTOCOL, /* an answer that is not valid HTTP/1.1 */
+    PT_CALL_ERR_NO_TARGET, /* no healthy target, or no such upstream */
+    PT_CALL_ERR_RESOURCES, /* the gateway's own limits (fds, memory) */
+};
+
+struct pt_filter_call_res {
+    enum pt_call_error error; /* PT_CALL_OK: status and the rest are set */
+    const char *error_text;   /* static text for logs when error != OK */
+    int status;
+    struct pt_headers headers; /* response fields (request arena) */
+    pt_slice body;             /* the first max_body bytes */
+    bool truncated;            /* the body was longer than max_body */
+};
+
+/* Completion callbacks run on the request's worker, with the state of the
+ * filter that started the work. They run at most once, and never after the
+ * request was cancelled (the gateway cancels the pending work first). A
+ * callback ends by calling ctx->resume exactly once. */
+typedef void (*pt_filter_timer_cb)(struct pt_filter_ctx *ctx, void *state);
+typedef void (*pt_filter_call_cb)(struct pt_filter_ctx *ctx, void *state,
+                                  const struct pt_filter_call_res *res);
+
+/*
+ * What the gateway lets a filter do (function pointers, so filters never
+ * include a gateway header). A filter starts at most one piece of async
+ * work per suspension, then returns PT_FILTER_SUSPEND; a start that fails
+ * returns -errno and never calls its callback (libuv's rule).
+ */
+struct pt_filter_services {
+    int (*timer)(struct pt_filter_ctx *ctx, uint64_t delay_ms, pt_filter_timer_cb cb);
+    int (*call)(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *req,
+                pt_filter_call_cb cb);
+    uint64_t (*now_ms)(struct pt_filter_ctx *ctx); /* the loop's clock */
+    uint64_t (*random)(struct pt_filter_ctx *ctx); /* fast per-worker PRNG */
 };
 
 struct pt_filter_ctx {
@@ -66,6 +144,9 @@ struct pt_filter_ctx {
     struct pt_headers *resp_headers; /* sent to the client; editable in on_response_head */
     int method_id;                   /* enum pt_method */
     pt_slice method, path, query;    /* path after routing rewrites */
+    pt_slice uri;                    /* the request target as the client sent it */
+    pt_slice scheme;                 /* "http" / "https": the listener's */
+    pt_slice authority;              /* the routed host (Host or absolute-form) */
     pt_slice request_id;
     pt_slice remote_addr;        /* client IP, text */
     const pt_slice *param_names; /* route path parameters */
@@ -73,14 +154,24 @@ struct pt_filter_ctx {
     uint32_t nparams;
     bool params_numbered; /* see pt_param_lookup */
     int status;           /* upstream status (response phases) */
-    /* Set by a filter returning PT_FILTER_RESPOND. Extra response headers
-     * go into resp_headers. */
+    struct pt_identity *identity; /* the exchange's identity slot */
+    /* Set by a filter returning PT_FILTER_RESPOND (or resuming with it).
+     * Extra response headers go into resp_headers. */
     int respond_status;
-    pt_slice respond_body; /* JSON; empty → the standard error body */
-    /* Set by the gateway: resumes the chain after PT_FILTER_SUSPEND. */
+    pt_slice respond_body;         /* empty → the standard JSON error body */
+    pt_slice respond_content_type; /* empty → application/json */
+    /* A filter returning SUSPEND may set this: ms until the gateway gives
+     * up on it (cancels the work, calls on_cancel, answers 504). 0: the
+     * default, PT_FILTER_SUSPEND_DEFAULT_MS. Reset before each hook. */
+    uint64_t suspend_deadline_ms;
+    const struct pt_filter_services *svc;
+    /* Resumes the chain after PT_FILTER_SUSPEND: call exactly once, from
+     * a completion callback. */
     void (*resume)(struct pt_filter_ctx *ctx, enum pt_filter_result r);
-    void *owner; /* the gateway's transaction */
+    void *owner; /* the gateway's exchange */
 };
+
+#define PT_FILTER_SUSPEND_DEFAULT_MS 30000
 
 /* ---- filter definitions ---- */
 
@@ -113,6 +204,11 @@ struct pt_filter_def {
     int (*on_response_body)(struct pt_filter_ctx *ctx, const void *conf, void *state,
                             pt_slice *chunk, bool eos);
     void (*on_log)(struct pt_filter_ctx *ctx, const void *conf, void *state);
+    /* Optional: the request ends while this filter's work is pending
+     * (client gone, drain, reload drain, suspend deadline). The gateway has
+     * already cancelled the timer or call it started; release whatever
+     * else the state holds. Never followed by a resume. */
+    void (*on_cancel)(struct pt_filter_ctx *ctx, const void *conf, void *state);
 };
 
 /* One enabled filter on one route. */
