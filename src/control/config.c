@@ -979,9 +979,9 @@ static bool filter_upstreams_exist(struct cfg *c, const struct pt_filter_def *de
 {
     bool ok = true;
     for (const struct pt_field *f = def->fields; f && f->name; f++) {
-        const char *name = f->type == PT_F_UPSTREAM ? *(const char *const *)((const char *)conf +
-                                                                            f->offset)
-                                                    : NULL;
+        const char *name = f->type == PT_F_UPSTREAM
+                               ? *(const char *const *)((const char *)conf + f->offset)
+                               : NULL;
         if (!name || strtab_get(&c->upstreams, name))
             continue;
         const char **cands = malloc((c->g->nupstreams + 1) * sizeof(*cands));

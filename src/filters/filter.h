@@ -51,7 +51,7 @@ struct pt_strmap {
 struct pt_field {
     const char *name; /* YAML key */
     enum pt_field_type type;
-    size_t offset; /* offsetof() into the filter's config struct */
+    size_t offset;              /* offsetof() into the filter's config struct */
     const struct pt_field *sub; /* PT_F_OBJECT: the nested table, offsets relative
                                  * to the nested struct; NULL otherwise */
 };
@@ -87,22 +87,22 @@ struct pt_filter_ctx;
  * request arena and stay valid until the request ends.
  */
 struct pt_filter_call_req {
-    const char *upstream;            /* upstream name in the request's generation */
-    pt_slice method;                 /* default "GET" */
-    pt_slice path;                   /* origin-form target, query included */
+    const char *upstream;             /* upstream name in the request's generation */
+    pt_slice method;                  /* default "GET" */
+    pt_slice path;                    /* origin-form target, query included */
     const struct pt_headers *headers; /* fields to send (NULL: none); Host is added
                                        * (the target's address) unless present */
-    pt_slice body;                   /* sent with Content-Length when non-empty */
-    uint64_t timeout_ms;             /* whole call: connect + answer; 0 = upstream's */
-    size_t max_body;                 /* response body bytes kept; the rest is dropped */
+    pt_slice body;                    /* sent with Content-Length when non-empty */
+    uint64_t timeout_ms;              /* whole call: connect + answer; 0 = upstream's */
+    size_t max_body;                  /* response body bytes kept; the rest is dropped */
 };
 
 enum pt_call_error {
     PT_CALL_OK = 0,
-    PT_CALL_ERR_CONNECT, /* refused / unreachable / connect timeout */
-    PT_CALL_ERR_TIMEOUT, /* no (complete) answer in time */
-    PT_CALL_ERR_RESET,   /* closed or reset before a complete answer */
-    PT_CALL_ERR_PROTOCOL, /* an answer that is not valid HTTP/1.1 */
+    PT_CALL_ERR_CONNECT,   /* refused / unreachable / connect timeout */
+    PT_CALL_ERR_TIMEOUT,   /* no (complete) answer in time */
+    PT_CALL_ERR_RESET,     /* closed or reset before a complete answer */
+    PT_CALL_ERR_PROTOCOL,  /* an answer that is not valid HTTP/1.1 */
     PT_CALL_ERR_NO_TARGET, /* no healthy target, or no such upstream */
     PT_CALL_ERR_RESOURCES, /* the gateway's own limits (fds, memory) */
 };
@@ -152,8 +152,8 @@ struct pt_filter_ctx {
     const pt_slice *param_names; /* route path parameters */
     const pt_slice *param_values;
     uint32_t nparams;
-    bool params_numbered; /* see pt_param_lookup */
-    int status;           /* upstream status (response phases) */
+    bool params_numbered;         /* see pt_param_lookup */
+    int status;                   /* upstream status (response phases) */
     struct pt_identity *identity; /* the exchange's identity slot */
     /* Set by a filter returning PT_FILTER_RESPOND (or resuming with it).
      * Extra response headers go into resp_headers. */

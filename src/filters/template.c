@@ -251,11 +251,12 @@ struct pt_header_op {
 };
 
 const struct pt_field pt_header_edit_fields[] = {
-    {"add_headers", PT_F_TEMPLATE_MAP, offsetof(struct pt_header_edit_conf, add_headers)},
-    {"set_headers", PT_F_TEMPLATE_MAP, offsetof(struct pt_header_edit_conf, set_headers)},
-    {"remove_headers", PT_F_STRING_LIST, offsetof(struct pt_header_edit_conf, remove_headers)},
-    {"rename_headers", PT_F_STRING_MAP, offsetof(struct pt_header_edit_conf, rename_headers)},
-    {NULL, 0, 0},
+    {"add_headers", PT_F_TEMPLATE_MAP, offsetof(struct pt_header_edit_conf, add_headers), NULL},
+    {"set_headers", PT_F_TEMPLATE_MAP, offsetof(struct pt_header_edit_conf, set_headers), NULL},
+    {"remove_headers", PT_F_STRING_LIST, offsetof(struct pt_header_edit_conf, remove_headers),
+     NULL},
+    {"rename_headers", PT_F_STRING_MAP, offsetof(struct pt_header_edit_conf, rename_headers), NULL},
+    {NULL, 0, 0, NULL},
 };
 
 /* Message framing belongs to the gateway: a filter that changed these

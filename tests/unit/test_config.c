@@ -874,15 +874,15 @@ struct probe_conf {
 };
 
 static const struct pt_field probe_fields[] = {
-    {"s", PT_F_STRING, offsetof(struct probe_conf, s)},
-    {"list", PT_F_STRING_LIST, offsetof(struct probe_conf, list)},
-    {"map", PT_F_STRING_MAP, offsetof(struct probe_conf, map)},
-    {"flag", PT_F_BOOL, offsetof(struct probe_conf, flag)},
-    {"count", PT_F_INT, offsetof(struct probe_conf, count)},
-    {"wait", PT_F_DURATION, offsetof(struct probe_conf, wait_ms)},
-    {"bytes", PT_F_SIZE, offsetof(struct probe_conf, bytes)},
-    {"ratio", PT_F_DOUBLE, offsetof(struct probe_conf, ratio)},
-    {NULL, 0, 0},
+    {"s", PT_F_STRING, offsetof(struct probe_conf, s), NULL},
+    {"list", PT_F_STRING_LIST, offsetof(struct probe_conf, list), NULL},
+    {"map", PT_F_STRING_MAP, offsetof(struct probe_conf, map), NULL},
+    {"flag", PT_F_BOOL, offsetof(struct probe_conf, flag), NULL},
+    {"count", PT_F_INT, offsetof(struct probe_conf, count), NULL},
+    {"wait", PT_F_DURATION, offsetof(struct probe_conf, wait_ms), NULL},
+    {"bytes", PT_F_SIZE, offsetof(struct probe_conf, bytes), NULL},
+    {"ratio", PT_F_DOUBLE, offsetof(struct probe_conf, ratio), NULL},
+    {NULL, 0, 0, NULL},
 };
 
 static int probe_compile(void *conf, struct pt_arena *a, struct pt_filter_errs *errs)
