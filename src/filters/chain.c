@@ -194,6 +194,21 @@ int pt_chain_run_response_head(const struct pt_chain *c, struct pt_filter_ctx *c
     return PT_FILTER_CONTINUE;
 }
 
+int pt_chain_run_response_body(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states,
+                               pt_slice *chunk, bool eos)
+{
+    for (uint32_t i = 0; i < c->n_response_body; i++) {
+        const struct pt_filter_inst *inst = c->response_body[i];
+        int r = checked(
+            inst->def->on_response_body(ctx, inst->conf, state_of(states, inst), chunk, eos));
+        if (r == PT_FILTER_SUSPEND)
+            return PT_FILTER_ERROR;
+        if (r != PT_FILTER_CONTINUE)
+            return r;
+    }
+    return PT_FILTER_CONTINUE;
+}
+
 void pt_chain_run_log(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states)
 {
     for (uint32_t i = 0; i < c->n_log; i++) {

@@ -250,6 +250,11 @@ int pt_chain_build(struct pt_chain *c, struct pt_filter_inst *inst, uint32_t n, 
 int pt_chain_run_request(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states,
                          uint32_t *cursor);
 int pt_chain_run_response_head(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states);
+/* Runs every body filter over one chunk (each may replace *chunk with
+ * bytes of its own, in the request arena); stops at the first result that
+ * is not CONTINUE (SUSPEND counts as ERROR: body filters do not wait). */
+int pt_chain_run_response_body(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states,
+                               pt_slice *chunk, bool eos);
 void pt_chain_run_log(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states);
 /* Whether some response filter of the chain hides this field of a 1xx head. */
 bool pt_chain_hides_interim_field(const struct pt_chain *c, pt_slice name);

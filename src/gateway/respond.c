@@ -133,9 +133,11 @@ size_t pt_json_escape(char *out, const char *s, size_t len)
 }
 
 pt_slice pt_respond_build(struct pt_arena *a, int status, const char *error, pt_slice request_id,
-                          const char *extra, pt_slice body, bool close, bool head_only)
+                          const char *extra, pt_slice body, pt_slice content_type, bool close,
+                          bool head_only)
 {
     char jbody[512];
+    bool custom = body.len > 0;
     if (body.len == 0) {
         char esc[6 * 96];
         const char *e = error ? error : pt_error_text(status);
@@ -149,15 +151,17 @@ pt_slice pt_respond_build(struct pt_arena *a, int status, const char *error, pt_
         body = (pt_slice){jbody, (size_t)(m < (int)sizeof(jbody) ? m : (int)sizeof(jbody) - 1)};
     }
     const char *ex = extra ? extra : "";
-    size_t cap = 256 + strlen(ex) + request_id.len + body.len;
+    /* A body of our own is JSON; one a filter relays keeps its type. */
+    pt_slice ctype = content_type.len && custom ? content_type : PT_SLICE("application/json");
+    size_t cap = 256 + strlen(ex) + request_id.len + body.len + ctype.len;
     char *out = pt_arena_alloc(a, cap);
     if (!out)
         return (pt_slice){NULL, 0};
     int n = snprintf(out, cap,
-                     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "HTTP/1.1 %d %s\r\nContent-Type: %.*s\r\nContent-Length: %zu\r\n"
                      "X-Request-ID: %.*s\r\n%s%s\r\n",
-                     status, pt_reason_phrase(status), body.len, (int)request_id.len, request_id.p,
-                     ex, close ? "Connection: close\r\n" : "");
+                     status, pt_reason_phrase(status), (int)ctype.len, ctype.p, body.len,
+                     (int)request_id.len, request_id.p, ex, close ? "Connection: close\r\n" : "");
     size_t len = (size_t)n;
     if (!head_only) {
         memcpy(out + len, body.p, body.len);

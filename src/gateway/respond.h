@@ -21,6 +21,7 @@ size_t pt_json_escape(char *out, const char *s, size_t len);
  * non-empty, else {"error":..., "status":..., "request_id":...}.
  */
 pt_slice pt_respond_build(struct pt_arena *a, int status, const char *error, pt_slice request_id,
-                          const char *extra, pt_slice body, bool close, bool head_only);
+                          const char *extra, pt_slice body, pt_slice content_type, bool close,
+                          bool head_only);
 
 #endif

@@ -184,6 +184,7 @@ static void listeners_sync(struct pt_worker *w)
         l->io.cb = on_accept;
         snprintf(l->name_buf, sizeof(l->name_buf), "%s", cfg->name);
         l->name = l->name_buf;
+        l->scheme = "http";
         memcpy(&l->addr, &cfg->addr, cfg->addrlen);
         l->addrlen = cfg->addrlen;
         for (uint32_t j = 0; j < w->nlisteners; j++) {

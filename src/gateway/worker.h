@@ -31,6 +31,7 @@ struct pt_wlistener {
     struct pt_worker *w;
     const char *name; /* points into the generation that opened it, copied */
     char name_buf[64];
+    const char *scheme; /* "http" (TLS listeners will say "https"): X-Forwarded-Proto */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     bool paused; /* accept paused (EMFILE / max_connections) */
@@ -89,7 +90,7 @@ void pt_worker_wake(struct pt_worker *w);
 void pt_worker_drain(struct pt_worker *w);
 void pt_worker_join(struct pt_worker *w);
 
-/* Called by conn.c */
+/* Called by the codecs and the exchange */
 /* The generation a request starting now must use (the newest published):
  * a reload that has been logged applies to the very next request. */
 struct pt_generation *pt_worker_refresh_gen(struct pt_worker *w);
@@ -103,22 +104,22 @@ struct pt_rr_state *pt_worker_rr(struct pt_worker *w, const struct pt_generation
 /* Resumes accepting on listeners paused by max_connections or EMFILE. */
 void pt_worker_resume_accept(struct pt_worker *w);
 
-/* conn.c: accepted socket → client connection. */
+/* h1_server.c: accepted socket → client connection. */
 void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
                     const struct sockaddr_storage *peer);
-/* conn.c: close idle keep-alive connections (drain). */
+/* h1_server.c: close idle keep-alive connections (drain). */
 void pt_conn_close_idle(struct pt_worker *w);
-/* conn.c: at max_connections, close this worker's keep-alive connection
+/* h1_server.c: at max_connections, close this worker's keep-alive connection
  * idle the longest, so a new client is not locked out by idle ones (nginx
  * does the same when short of connections). False when none is idle. */
 bool pt_conn_close_longest_idle(struct pt_worker *w);
-/* conn.c: forcibly close everything (drain deadline). */
+/* h1_server.c: forcibly close everything (drain deadline). */
 void pt_conn_close_all(struct pt_worker *w);
 void pt_conn_reap(struct pt_worker *w);
 void pt_conn_cache_free(struct pt_worker *w);
 #define PT_CONN_CACHE_MAX 256
 #define PT_REQ_ARENA_BLOCK 4096
-/* conn.c: frees the calling worker thread's parse scratch space. */
+/* h1_server.c: frees the calling worker thread's parse scratch space. */
 void pt_conn_thread_exit(void);
 
 #endif

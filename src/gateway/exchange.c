@@ -1,0 +1,504 @@
+/*
+ * exchange.c — see exchange.h. The request's way through the gateway:
+ * request checks, routing, rewrite, forwarding headers, the upstream call
+ * and the response head and body it produces, and the log line.
+ *
+ * Filters and the services they get (timers, calls, resume, cancel) are
+ * in exchange_filters.c.
+ */
+#include "gateway/exchange.h"
+#include "gateway/exchange_int.h"
+
+#include "core/log.h"
+#include "gateway/respond.h"
+#include "http/h1_write.h"
+#include "http/path.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <time.h>
+
+/* xorshift64*: fast, per-worker, no syscalls; request ids need to be
+ * unique, not unpredictable. */
+uint64_t pt_worker_random(struct pt_worker *w)
+{
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+static void gen_request_id(struct pt_worker *w, char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int half = 0; half < 2; half++) {
+        uint64_t x = pt_worker_random(w);
+        for (int i = 0; i < 16; i++)
+            out[half * 16 + i] = hex[(x >> (i * 4)) & 15];
+    }
+    out[32] = 0;
+}
+
+static bool valid_request_id(pt_slice v)
+{
+    if (v.len == 0 || v.len > 128)
+        return false;
+    for (size_t i = 0; i < v.len; i++)
+        if ((unsigned char)v.p[i] <= 0x20 || (unsigned char)v.p[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+void pt_exchange_init(struct pt_exchange *ex, struct pt_worker *w, struct pt_arena *a,
+                      const struct pt_codec_ops *codec, void *conn)
+{
+    memset(ex, 0, sizeof(*ex));
+    ex->w = w;
+    ex->arena = a;
+    ex->codec = codec;
+    ex->conn = conn;
+    ex->gen = w->gen;
+    pt_worker_pin(w, ex->gen);
+    ex->content_length = -1;
+    ex->fctx.identity = &ex->identity;
+    gen_request_id(w, ex->reqid_buf);
+    ex->reqid = (pt_slice){ex->reqid_buf, 32};
+}
+
+void pt_exchange_set_request_id(struct pt_exchange *ex, pt_slice client_value)
+{
+    if (valid_request_id(client_value))
+        ex->reqid = client_value;
+}
+
+/* ---- gateway-made responses ---- */
+
+void pt_exchange_respond(struct pt_exchange *ex, int status, const char *error, bool close)
+{
+    pt_exchange_respond_body(ex, status, error, (pt_slice){0}, (pt_slice){0}, close);
+}
+
+void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *error, pt_slice body,
+                              pt_slice ctype, bool close)
+{
+    if (ex->calling) {
+        pt_call_abort(&ex->call);
+        ex->calling = false;
+    }
+    if (ex->response_started) {
+        /* A second response would land inside the first one's body. */
+        if (!ex->status)
+            ex->status = status;
+        ex->cut = error ? error : pt_error_text(status);
+        ex->error = ex->cut;
+        return;
+    }
+    ex->resp = PT_RESP_GATEWAY;
+    ex->resp_seq++;
+    ex->status = status;
+    ex->gw_error = error;
+    ex->error = error ? error : pt_error_text(status);
+    ex->gw_body = body;
+    ex->gw_ctype = ctype;
+    ex->close_after |= close;
+    ex->bf_have = false;
+}
+
+/* An upstream failure: an error response while nothing went out, else
+ * the client is cut off (a broken response never looks complete). */
+static void upstream_failed(struct pt_exchange *ex)
+{
+    const struct pt_call *c = &ex->call;
+    int status = 502;
+    bool close = false;
+    switch (c->fail) {
+    case PT_CALL_FAIL_CONNECT_TO:
+    case PT_CALL_FAIL_TIMEOUT:
+        status = 504;
+        break;
+    case PT_CALL_FAIL_NO_TARGET:
+    case PT_CALL_FAIL_RESOURCES:
+        status = 503;
+        break;
+    case PT_CALL_FAIL_BODY_STALL:
+        /* The client stalled, not the upstream (408, like nginx's
+         * client_body_timeout); the body is unfinished: close. */
+        status = 408;
+        close = true;
+        break;
+    default:
+        break;
+    }
+    pt_exchange_respond(ex, status, c->fail_text, close);
+}
+
+/* ---- request start ---- */
+
+static const char *method_list(struct pt_arena *a, uint32_t mask)
+{
+    size_t cap = 24;
+    for (int m = 1; m < PT_METHOD__COUNT; m++)
+        cap += pt_method_names[m].len + 2;
+    char *o = pt_arena_alloc(a, cap + 16);
+    if (!o)
+        return NULL;
+    size_t n = pt_h1_put(o, PT_SLICE("Allow: "));
+    bool first = true;
+    for (int m = 1; m < PT_METHOD__COUNT; m++) {
+        if (!(mask & (1u << m)))
+            continue;
+        if (!first) {
+            o[n++] = ',';
+            o[n++] = ' ';
+        }
+        n += pt_h1_put(o + n, pt_method_names[m]);
+        first = false;
+    }
+    o[n] = 0;
+    return o;
+}
+
+/* Request header names with `_` (limits.headers_with_underscores): drops
+ * them, or answers 400 and returns false. */
+static bool screen_underscores(struct pt_exchange *ex, uint8_t mode)
+{
+    for (uint32_t i = 0; i < ex->reqh.n; i++) {
+        struct pt_hfield *f = &ex->reqh.f[i];
+        if (f->dead || !memchr(f->name.p, '_', f->name.len))
+            continue;
+        if (mode == PT_US_REJECT) {
+            pt_exchange_respond(ex, 400, "header name with an underscore", true);
+            return false;
+        }
+        f->dead = true;
+    }
+    return true;
+}
+
+/* One spelling of the path for routing, filters and the upstream,
+ * normalised in a copy (a refused path is logged as it was sent). */
+static bool normalize(struct pt_exchange *ex)
+{
+    const struct pt_limits *lim = &ex->gen->limits;
+    pt_slice p = ex->req.path;
+    if (!lim->normalize_path || !pt_path_needs_normalize(p.p, p.len, lim->merge_slashes))
+        return true;
+    char *np = pt_arena_alloc(ex->arena, p.len ? p.len : 1);
+    if (!np) {
+        pt_exchange_respond(ex, 500, "out of memory", true);
+        return false;
+    }
+    memcpy(np, p.p, p.len);
+    long nl = pt_path_normalize(np, p.len, lim->merge_slashes);
+    if (nl < 0) {
+        pt_exchange_respond(ex, 400, "invalid path: `..` above the root or a bad `%` escape", true);
+        return false;
+    }
+    ex->req.path = (pt_slice){np, (size_t)nl};
+    return true;
+}
+
+static bool route(struct pt_exchange *ex)
+{
+    pt_slice host = ex->req.host;
+    for (size_t i = host.len; i > 0; i--) {
+        if (host.p[i - 1] == ':') {
+            host.len = i - 1;
+            break;
+        }
+        if (host.p[i - 1] == ']')
+            break;
+    }
+    if (host.len > 1 && host.p[host.len - 1] == '.')
+        host.len--; /* "api.example.com." is the same name */
+    struct pt_route_input in = {host, ex->req.path, ex->req.query, ex->req.method_id, &ex->reqh};
+    int st = pt_router_match(ex->gen->router, &in, &ex->rr);
+    if (st != 0) {
+        pt_exchange_respond(ex, st, NULL, false);
+        if (st == 405) {
+            const char *allow = method_list(ex->arena, ex->rr.allow_methods);
+            if (allow)
+                pt_headers_add(&ex->resph, ex->arena, PT_SLICE("Allow"),
+                               (pt_slice){allow + 7, strlen(allow + 7)});
+        }
+        return false;
+    }
+    ex->route = ex->rr.route;
+    ex->up = ex->route->upstream;
+    return true;
+}
+
+void pt_exchange_start(struct pt_exchange *ex)
+{
+    const struct pt_limits *lim = &ex->gen->limits;
+    /* CONNECT asks for a tunnel, which the gateway does not offer (its
+     * authority-form target has no path to route or forward). */
+    if (ex->req.method_id == PT_METHOD_CONNECT) {
+        pt_exchange_respond(ex, 501, "CONNECT is not supported", true);
+        return;
+    }
+    if (lim->underscores != PT_US_ALLOW && !screen_underscores(ex, lim->underscores))
+        return;
+    if (!normalize(ex) || !route(ex))
+        return;
+    uint64_t body_limit =
+        ex->route->max_body_bytes ? ex->route->max_body_bytes : lim->max_body_bytes;
+    if (ex->req.content_length > 0 && (uint64_t)ex->req.content_length > body_limit) {
+        pt_exchange_respond(ex, 413, NULL, true);
+        return;
+    }
+    pt_h1_drop_connection_listed(&ex->reqh);
+    int rw = pt_exchange_rewrite_path(ex);
+    if (rw < 0) {
+        pt_exchange_respond(ex, 400, "invalid path after rewrite", true);
+        return;
+    }
+    if (rw == 0 || !pt_exchange_forwarding_headers(ex)) {
+        pt_exchange_respond(ex, 500, "out of memory", true);
+        return;
+    }
+    pt_exchange_filters_begin(ex);
+}
+
+/* ---- the upstream call ---- */
+
+static pt_slice call_body_peek(void *user, bool *eos)
+{
+    struct pt_exchange *ex = user;
+    return ex->codec->body_peek(ex->conn, eos);
+}
+
+static void call_body_consumed(void *user, size_t n)
+{
+    struct pt_exchange *ex = user;
+    ex->bytes_in += n;
+    ex->codec->body_consumed(ex->conn, n);
+}
+
+static void call_wake(void *user)
+{
+    struct pt_exchange *ex = user;
+    ex->codec->wake(ex->conn); /* last act */
+}
+
+static const struct pt_call_ops call_ops = {call_body_peek, call_body_consumed, call_wake};
+
+void pt_exchange_dispatch(struct pt_exchange *ex)
+{
+    if (!ex->up) {
+        pt_exchange_respond(ex, 502, "route has no upstream", false);
+        return;
+    }
+    struct pt_worker *w = ex->w;
+    struct pt_rr_state *rr = pt_worker_rr(w, ex->gen, ex->up);
+    struct pt_call_req req = {
+        .up = ex->up,
+        .rr = rr,
+        .rand = rr ? 0 : pt_worker_random(w),
+        .method = ex->req.method,
+        .method_id = ex->req.method_id,
+        .path = ex->path,
+        .query = ex->req.query,
+        .headers = &ex->reqh,
+        .content_length = ex->req.chunked ? -1 : ex->req.content_length,
+        .chunked = ex->req.chunked,
+        .read_timeout_ms = ex->route->timeout_ms,
+        .pool_idle_ms = ex->gen->limits.idle_timeout_ms,
+        .arena = ex->arena,
+        .max_headers = (uint32_t)ex->gen->limits.max_headers,
+    };
+    /* The request goes upstream as HTTP/1.1, where Host is required; an
+     * HTTP/1.0 request may have come without one: name the target. */
+    req.add_host = !pt_headers_find_token(&ex->reqh, PT_TOK_HOST);
+    ex->dispatched = true;
+    ex->t_up_start = pt_loop_now_ns(&w->loop);
+    int r = pt_call_start(&ex->call, &w->ob, &req, &call_ops, ex);
+    if (r != 0) {
+        upstream_failed(ex);
+        pt_call_abort(&ex->call);
+        return;
+    }
+    ex->calling = true;
+    ex->want_continue = true;
+}
+
+/* The final head came: the response's meta, then the head filters. */
+static void response_head(struct pt_exchange *ex)
+{
+    const struct pt_call_head *h = pt_call_head(&ex->call);
+    ex->t_up_head = ex->call.t_head_ns;
+    ex->status = h->status;
+    ex->reason = h->reason;
+    ex->content_length = h->content_length;
+    ex->frame = h->frame;
+    struct pt_hfield *store = pt_arena_alloc(ex->arena, sizeof(*store) * (h->nfields + 8));
+    if (!store) {
+        pt_exchange_respond(ex, 502, "out of memory", false);
+        return;
+    }
+    pt_headers_from_h1(&ex->resph, store, (uint32_t)h->nfields + 8, h->fields, h->nfields);
+    pt_h1_drop_connection_listed(&ex->resph);
+    pt_headers_set(&ex->resph, ex->arena, PT_SLICE("X-Request-ID"), ex->reqid);
+    /* The upstream answered before taking the whole body (e.g. its own
+     * 413): the client's connection can't carry another request. */
+    if (!ex->call.sent_all)
+        ex->close_after = true;
+    ex->resp = PT_RESP_UPSTREAM;
+    ex->resp_seq++;
+    if (!pt_exchange_filters_response_head(ex))
+        return;
+    /* Body filters may change the length: such a route streams with a
+     * length only the end of the body tells. */
+    if (ex->route->chain.n_response_body && ex->frame != PT_FRAME_NONE) {
+        ex->content_length = -1;
+        if (ex->frame == PT_FRAME_LENGTH)
+            ex->frame = PT_FRAME_CHUNKED;
+    }
+}
+
+int pt_exchange_pump(struct pt_exchange *ex)
+{
+    if (!ex->calling)
+        return 0;
+    int progress = pt_call_pump(&ex->call);
+    if (ex->call.phase == PT_CALL_FAILED) {
+        ex->calling = false;
+        upstream_failed(ex);
+        return 1;
+    }
+    if (ex->resp == PT_RESP_NONE && pt_call_head(&ex->call)) {
+        response_head(ex);
+        return 1;
+    }
+    return progress;
+}
+
+/* ---- the response for the codec ---- */
+
+const struct pt_call_head *pt_exchange_interim(struct pt_exchange *ex)
+{
+    if (!ex->calling || ex->resp != PT_RESP_NONE)
+        return NULL;
+    return pt_call_interim(&ex->call);
+}
+
+void pt_exchange_interim_done(struct pt_exchange *ex)
+{
+    pt_call_interim_done(&ex->call);
+}
+
+bool pt_exchange_hides_interim_field(const struct pt_exchange *ex, pt_slice name)
+{
+    return ex->route && pt_chain_hides_interim_field(&ex->route->chain, name);
+}
+
+pt_slice pt_exchange_body_peek(struct pt_exchange *ex, bool *eos)
+{
+    *eos = true;
+    if (ex->resp != PT_RESP_UPSTREAM)
+        return (pt_slice){"", 0};
+    if (ex->route->chain.n_response_body)
+        return pt_exchange_filters_body_peek(ex, eos);
+    if (!ex->calling) {
+        *eos = false;
+        return (pt_slice){"", 0};
+    }
+    return pt_call_body_peek(&ex->call, eos);
+}
+
+void pt_exchange_body_consume(struct pt_exchange *ex, size_t n)
+{
+    ex->bytes_out += n;
+    if (ex->route->chain.n_response_body) {
+        pt_exchange_filters_body_consume(ex, n);
+        return;
+    }
+    pt_call_body_consume(&ex->call, n);
+}
+
+bool pt_exchange_body_done(struct pt_exchange *ex)
+{
+    if (ex->resp == PT_RESP_GATEWAY)
+        return true;
+    if (ex->resp != PT_RESP_UPSTREAM)
+        return false;
+    bool eos = false;
+    pt_slice s = pt_exchange_body_peek(ex, &eos);
+    return eos && s.len == 0;
+}
+
+/* ---- the end ---- */
+
+void pt_exchange_end(struct pt_exchange *ex, bool completed)
+{
+    if (ex->ended)
+        return;
+    ex->ended = true;
+    pt_exchange_filters_cancel(ex);
+    if (ex->calling) {
+        if (completed && ex->call.phase == PT_CALL_DONE)
+            pt_call_finish(&ex->call);
+        else
+            pt_call_abort(&ex->call);
+        ex->calling = false;
+    }
+    if (!completed && ex->status == 0)
+        ex->status = 499; /* client went away before a response: nginx's convention */
+    if (ex->route && ex->route->chain.n_log)
+        pt_chain_run_log(&ex->route->chain, &ex->fctx, ex->states);
+    pt_exchange_log(ex);
+    pt_worker_unpin(ex->w, ex->gen);
+    /* Single writer: a relaxed load+store is a plain add, no locked
+     * instruction, and the admin thread still reads a whole value. */
+    atomic_store_explicit(&ex->w->served,
+                          atomic_load_explicit(&ex->w->served, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+/* ---- access log ---- */
+
+void pt_exchange_log(struct pt_exchange *ex)
+{
+    struct pt_generation *g = ex->gen;
+    if (g->access_log.mode == PT_ALOG_OFF)
+        return;
+    char line[4096];
+    char esc[6 * 512];
+    /* Clocks are read here, only when there is a line to write. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    uint64_t now = pt_now_ns();
+    double dur = (double)(now - ex->t_start) / 1e6;
+    double up = ex->t_up_start
+                    ? (double)((ex->t_up_head ? ex->t_up_head : now) - ex->t_up_start) / 1e6
+                    : 0.0;
+    size_t plen = ex->req.path.len > 512 ? 512 : ex->req.path.len;
+    size_t pe = ex->req.path.p ? pt_json_escape(esc, ex->req.path.p, plen) : 0;
+    char rid[6 * 128];
+    size_t rl = pt_json_escape(rid, ex->reqid.p, ex->reqid.len);
+    char cons[6 * 64];
+    size_t cl = pt_json_escape(cons, ex->identity.consumer.p ? ex->identity.consumer.p : "",
+                               PT_MIN(ex->identity.consumer.len, 64));
+    const struct pt_target *tg = ex->call.target;
+    int n = snprintf(
+        line, sizeof(line),
+        "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":\"%.*s\","
+        "\"remote_addr\":\"%.*s\",\"listener\":\"%s\",\"route\":\"%s\",\"upstream\":\"%s\","
+        "\"target\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,"
+        "\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"upstream_ms\":%.3f%s%.*s%s%s%"
+        "s%s}\n",
+        tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+        ts.tv_nsec / 1000000, (int)rl, rid, (int)ex->remote.len, ex->remote.p,
+        ex->listener ? ex->listener : "", ex->route ? ex->route->name : "",
+        ex->up ? ex->up->name : "", tg && ex->dispatched ? tg->address : "",
+        (int)PT_MIN(ex->req.method.len, 32), ex->req.method.p ? ex->req.method.p : "", (int)pe, esc,
+        ex->status, (unsigned long long)ex->bytes_in, (unsigned long long)ex->bytes_out, dur, up,
+        cl ? ",\"consumer\":\"" : "", (int)cl, cons, cl ? "\"" : "",
+        ex->error ? ",\"error\":\"" : "", ex->error ? ex->error : "", ex->error ? "\"" : "");
+    if (n > 0)
+        pt_alog_push(&ex->w->alog, line, (size_t)PT_MIN(n, (int)sizeof(line) - 1));
+}

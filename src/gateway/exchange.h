@@ -1,0 +1,166 @@
+/*
+ * exchange.h — one client request and its response, whatever protocol
+ * carried it (DESIGN.md §4a).
+ *
+ * Three kinds of code meet here:
+ *   - a server codec (h1_server.c today; HTTP/2 and WebSocket next) turns
+ *     bytes into a request meta and renders the exchange's response back
+ *     into bytes; it owns framing, keep-alive and its connection's timers;
+ *   - the exchange owns everything between: generation pin, route,
+ *     rewrite, forwarding headers, identity, the filter cursor and its
+ *     pending async work, the upstream call and the log record;
+ *   - the outbound client (proxy/client.h) carries the upstream call.
+ *
+ * Bodies cross it as pulls: the call pulls request payload from the codec
+ * (ops->body_peek / body_consumed), the codec pulls response payload from
+ * the exchange (pt_exchange_body_peek / _consume). Nothing is copied for a
+ * route without body filters; backpressure is the pull itself.
+ *
+ * Driving: the codec runs its pump, which calls pt_exchange_pump(); any
+ * event the exchange gets on its own (upstream socket, filter timer or
+ * call, suspend deadline) ends in ops->wake(codec), tail-called, so the
+ * codec pumps again. pt_exchange_* functions never call the codec back.
+ *
+ * Ownership: the codec allocates the exchange in its request arena and
+ * keeps it until pt_exchange_end(), which cancels whatever is pending
+ * (call, filter timer or call — with on_cancel), writes the log line and
+ * unpins the generation. Gateway-made responses are data (status, error,
+ * extra fields, body) that the codec renders.
+ */
+#ifndef PT_GATEWAY_EXCHANGE_H
+#define PT_GATEWAY_EXCHANGE_H
+
+#include "gateway/router.h"
+#include "gateway/worker.h"
+#include "proxy/client.h"
+#include "proxy/fetch.h"
+
+struct pt_codec_ops {
+    /* Request body payload ready now (borrowed until consumed); *eos when
+     * the body is complete after these bytes. */
+    pt_slice (*body_peek)(void *conn, bool *eos);
+    void (*body_consumed)(void *conn, size_t n);
+    /* Something changed: the codec pumps again. Tail-called. */
+    void (*wake)(void *conn);
+};
+
+/* What a codec knows of a request when its head is complete. */
+struct pt_request_meta {
+    pt_slice method;
+    int method_id;
+    pt_slice target; /* as sent */
+    pt_slice path;   /* origin-form path */
+    pt_slice query;
+    pt_slice host;          /* Host or the absolute-form authority */
+    pt_slice scheme;        /* the listener's: "http" / "https" */
+    int64_t content_length; /* -1: none (or chunked) */
+    bool chunked;           /* body of unknown length */
+    bool http10;            /* an HTTP/1.0 client (Host may be absent) */
+};
+
+/* Where the response the codec renders comes from. */
+enum pt_resp_kind {
+    PT_RESP_NONE = 0, /* not decided yet */
+    PT_RESP_GATEWAY,  /* made here: gw_* fields */
+    PT_RESP_UPSTREAM, /* the call's: status/reason/headers, body by pull */
+};
+
+struct pt_exchange {
+    /* ---- set by the codec ---- */
+    struct pt_worker *w;
+    struct pt_arena *arena; /* the codec's request arena */
+    const struct pt_codec_ops *codec;
+    void *conn;
+    struct pt_request_meta req;
+    struct pt_headers reqh; /* editable; what goes upstream */
+    const char *listener;
+    pt_slice remote; /* client IP text */
+    uint64_t t_start;
+
+    /* ---- the request's way ---- */
+    struct pt_generation *gen;
+    const struct pt_route *route;
+    struct pt_route_result rr;
+    const struct pt_upstream *up;
+    pt_slice path; /* after strip_prefix / rewrite */
+    char reqid_buf[33];
+    pt_slice reqid;
+    struct pt_identity identity;
+
+    /* filters */
+    struct pt_filter_ctx fctx;
+    void **states;
+    uint32_t cursor;
+    bool suspended;                    /* waiting on a filter's async work */
+    const struct pt_filter_inst *susp; /* the filter that suspended */
+    struct pt_timer ftimer;            /* a filter's timer (svc->timer) */
+    pt_filter_timer_cb ftimer_cb;
+    struct pt_timer deadline; /* the suspension's deadline */
+    struct pt_fetch *ffetch;  /* a filter's call (svc->call) */
+    pt_filter_call_cb ffetch_cb;
+    const struct pt_filter_inst *deadline_inst;
+
+    /* the upstream call */
+    struct pt_call call;
+    bool calling;       /* call started and not ended */
+    bool dispatched;    /* the request went (or goes) upstream */
+    bool want_continue; /* the codec may answer 100 Continue */
+
+    /* ---- the response ---- */
+    enum pt_resp_kind resp;
+    uint32_t resp_seq; /* bumps when a response (re)places the previous */
+    int status;
+    pt_slice reason;
+    struct pt_headers resph;
+    int64_t content_length;   /* -1 unknown */
+    enum pt_body_frame frame; /* upstream body delimiting (codec picks its own) */
+    bool close_after;         /* the codec closes the connection after it */
+    /* gateway-made */
+    const char *gw_error;
+    pt_slice gw_body, gw_ctype;
+    pt_slice interim_hidden_names; /* unused: chain decides */
+    /* response body filters' output (routes with on_response_body only) */
+    pt_slice bf_out;
+    bool bf_eos, bf_have;
+    bool response_started; /* the codec wrote some of the final response */
+    const char *cut;       /* set: the codec must cut the client off (why) */
+
+    /* log record */
+    const char *error;
+    uint64_t bytes_in, bytes_out;
+    uint64_t t_up_start, t_up_head;
+    bool ended;
+};
+
+/* Sets up an exchange at the codec's arena. Pins the newest generation. */
+void pt_exchange_init(struct pt_exchange *ex, struct pt_worker *w, struct pt_arena *a,
+                      const struct pt_codec_ops *codec, void *conn);
+/* The request id: the client's when valid, else a new one. */
+void pt_exchange_set_request_id(struct pt_exchange *ex, pt_slice client_value);
+/* The request head is complete (ex->req and ex->reqh filled): route,
+ * filters, dispatch. The codec then pumps. */
+void pt_exchange_start(struct pt_exchange *ex);
+/* A response made here (error JSON when body is empty). Replaces anything
+ * not yet sent; after the response started, it cuts the client instead. */
+void pt_exchange_respond(struct pt_exchange *ex, int status, const char *error, bool close);
+/* Runs the upstream call's I/O and turns what it produced into the
+ * exchange's response. 1 on progress. */
+int pt_exchange_pump(struct pt_exchange *ex);
+/* Response body payload for the codec (borrowed until consumed). */
+pt_slice pt_exchange_body_peek(struct pt_exchange *ex, bool *eos);
+void pt_exchange_body_consume(struct pt_exchange *ex, size_t n);
+/* An interim (1xx) head waiting for the codec, or NULL. */
+const struct pt_call_head *pt_exchange_interim(struct pt_exchange *ex);
+void pt_exchange_interim_done(struct pt_exchange *ex);
+/* Whether a field of an interim head must not reach the client. */
+bool pt_exchange_hides_interim_field(const struct pt_exchange *ex, pt_slice name);
+/* True when the whole response body was handed to the codec. */
+bool pt_exchange_body_done(struct pt_exchange *ex);
+/* Ends it: cancels pending work, logs, unpins. `completed`: the response
+ * went out whole. The codec releases the arena afterwards. */
+void pt_exchange_end(struct pt_exchange *ex, bool completed);
+
+/* Fast per-worker PRNG (xorshift64*). */
+uint64_t pt_worker_random(struct pt_worker *w);
+
+#endif

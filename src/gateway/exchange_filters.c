@@ -1,0 +1,368 @@
+/*
+ * exchange_filters.c — the exchange's side of the filter contract
+ * (filter.h): running the request, response-head and response-body
+ * phases, the services a filter gets (timer, outbound call, clock,
+ * randomness), resume after a suspension, the suspension's deadline, and
+ * cancellation.
+ *
+ * A suspended exchange has exactly one piece of pending work (the timer or
+ * the call its filter started) plus the deadline timer. Cancelling stops
+ * both, then calls the filter's on_cancel, so no completion ever runs into
+ * a request that is gone. Completions run on the worker's loop and end in
+ * the codec's wake (tail call), as every other event does.
+ *
+ * Ownership: the pending call (struct pt_fetch) lives in the request
+ * arena; timers are embedded in the exchange.
+ */
+#include "gateway/exchange_int.h"
+
+#include "core/log.h"
+
+static void filters_resume(struct pt_filter_ctx *ctx, enum pt_filter_result r);
+
+/* ---- services ---- */
+
+static struct pt_exchange *owner(struct pt_filter_ctx *ctx)
+{
+    return ctx->owner;
+}
+
+static void *susp_state(struct pt_exchange *ex)
+{
+    return ex->states && ex->susp ? ex->states[ex->susp->state_index] : NULL;
+}
+
+static void ftimer_fired(struct pt_loop *loop, struct pt_timer *t)
+{
+    struct pt_exchange *ex = pt_container_of(t, struct pt_exchange, ftimer);
+    pt_filter_timer_cb cb = ex->ftimer_cb;
+    ex->ftimer_cb = NULL;
+    if (cb)
+        cb(&ex->fctx, susp_state(ex)); /* ends in ctx->resume */
+}
+
+static int svc_timer(struct pt_filter_ctx *ctx, uint64_t delay_ms, pt_filter_timer_cb cb)
+{
+    struct pt_exchange *ex = owner(ctx);
+    if (!cb || ex->ftimer_cb || ex->ffetch)
+        return -EBUSY;
+    ex->ftimer_cb = cb;
+    pt_timer_arm(&ex->w->loop, &ex->ftimer, delay_ms, ftimer_fired);
+    return 0;
+}
+
+static enum pt_call_error call_error_of(enum pt_call_fail f)
+{
+    switch (f) {
+    case PT_CALL_FAIL_NONE:
+        return PT_CALL_OK;
+    case PT_CALL_FAIL_CONNECT:
+    case PT_CALL_FAIL_CONNECT_TO:
+        return PT_CALL_ERR_CONNECT;
+    case PT_CALL_FAIL_TIMEOUT:
+    case PT_CALL_FAIL_BODY_STALL:
+        return PT_CALL_ERR_TIMEOUT;
+    case PT_CALL_FAIL_RESET:
+    case PT_CALL_FAIL_WRITE:
+        return PT_CALL_ERR_RESET;
+    case PT_CALL_FAIL_PROTOCOL:
+        return PT_CALL_ERR_PROTOCOL;
+    case PT_CALL_FAIL_NO_TARGET:
+        return PT_CALL_ERR_NO_TARGET;
+    case PT_CALL_FAIL_RESOURCES:
+        return PT_CALL_ERR_RESOURCES;
+    }
+    return PT_CALL_ERR_PROTOCOL;
+}
+
+static void ffetch_done(struct pt_fetch *f, void *user)
+{
+    struct pt_exchange *ex = user;
+    pt_filter_call_cb cb = ex->ffetch_cb;
+    ex->ffetch = NULL;
+    ex->ffetch_cb = NULL;
+    struct pt_filter_call_res res = {.error = call_error_of(f->fail),
+                                     .error_text = f->fail_text,
+                                     .status = f->status,
+                                     .body = {f->rbody, f->rlen},
+                                     .truncated = f->truncated};
+    if (res.error == PT_CALL_OK && f->head) {
+        struct pt_hfield *store =
+            pt_arena_alloc(ex->arena, sizeof(*store) * (f->head->nfields + 1));
+        if (store)
+            pt_headers_from_h1(&res.headers, store, (uint32_t)f->head->nfields + 1, f->head->fields,
+                               f->head->nfields);
+        else
+            res = (struct pt_filter_call_res){.error = PT_CALL_ERR_RESOURCES,
+                                              .error_text = "out of memory"};
+    }
+    cb(&ex->fctx, susp_state(ex), &res); /* ends in ctx->resume */
+}
+
+static const struct pt_upstream *find_upstream(const struct pt_generation *g, const char *name)
+{
+    for (uint32_t i = 0; name && i < g->nupstreams; i++)
+        if (strcmp(g->upstreams[i].name, name) == 0)
+            return &g->upstreams[i];
+    return NULL;
+}
+
+static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *r,
+                    pt_filter_call_cb cb)
+{
+    struct pt_exchange *ex = owner(ctx);
+    if (!cb || ex->ftimer_cb || ex->ffetch)
+        return -EBUSY;
+    const struct pt_upstream *up = find_upstream(ex->gen, r->upstream);
+    if (!up)
+        return -ENOENT;
+    struct pt_fetch *f = pt_arena_zalloc(ex->arena, sizeof(*f));
+    if (!f)
+        return -ENOMEM;
+    uint64_t to = r->timeout_ms ? r->timeout_ms : up->read_timeout_ms;
+    struct pt_call_req req = {
+        .up = up,
+        .rr = pt_worker_rr(ex->w, ex->gen, up),
+        .rand = pt_worker_random(ex->w),
+        .method = r->method.len ? r->method : PT_SLICE("GET"),
+        .method_id = r->method.len ? pt_method_lookup(r->method.p, r->method.len) : PT_METHOD_GET,
+        .path = r->path,
+        .headers = r->headers,
+        .add_host =
+            !r->headers || !pt_headers_find_token((struct pt_headers *)r->headers, PT_TOK_HOST),
+        .read_timeout_ms = to,
+        .pool_idle_ms = ex->gen->limits.idle_timeout_ms,
+        .arena = ex->arena,
+        .max_headers = (uint32_t)ex->gen->limits.max_headers,
+    };
+    /* The path may carry a query: split it for the request line. */
+    const char *q = memchr(r->path.p, '?', r->path.len);
+    if (q) {
+        req.path.len = (size_t)(q - r->path.p);
+        req.query = (pt_slice){q + 1, r->path.len - req.path.len - 1};
+    }
+    ex->ffetch = f;
+    ex->ffetch_cb = cb;
+    int e = pt_fetch_start(f, &ex->w->ob, &req, r->body, r->max_body, ffetch_done, ex);
+    if (e != 0) {
+        ex->ffetch = NULL;
+        ex->ffetch_cb = NULL;
+        return -EIO;
+    }
+    return 0;
+}
+
+static uint64_t svc_now_ms(struct pt_filter_ctx *ctx)
+{
+    return pt_loop_now(&owner(ctx)->w->loop);
+}
+
+static uint64_t svc_random(struct pt_filter_ctx *ctx)
+{
+    return pt_worker_random(owner(ctx)->w);
+}
+
+static const struct pt_filter_services services = {svc_timer, svc_call, svc_now_ms, svc_random};
+
+/* ---- suspension ---- */
+
+/* Stops the pending work; with `notify`, the suspended filter's on_cancel
+ * runs (it will never be resumed). */
+static void stop_pending(struct pt_exchange *ex, bool notify)
+{
+    pt_timer_cancel(&ex->w->loop, &ex->ftimer);
+    pt_timer_cancel(&ex->w->loop, &ex->deadline);
+    ex->ftimer_cb = NULL;
+    if (ex->ffetch) {
+        pt_fetch_cancel(ex->ffetch);
+        ex->ffetch = NULL;
+        ex->ffetch_cb = NULL;
+    }
+    const struct pt_filter_inst *inst = ex->susp;
+    if (notify && inst && inst->def->on_cancel)
+        inst->def->on_cancel(&ex->fctx, inst->conf, susp_state(ex));
+}
+
+static void deadline_passed(struct pt_loop *loop, struct pt_timer *t)
+{
+    struct pt_exchange *ex = pt_container_of(t, struct pt_exchange, deadline);
+    if (!ex->suspended)
+        return;
+    stop_pending(ex, true);
+    ex->suspended = false;
+    pt_warn("request %.*s: filter `%s` did not finish in time", (int)ex->reqid.len, ex->reqid.p,
+            ex->susp ? ex->susp->def->name : "?");
+    pt_exchange_respond(ex, 504, "filter timeout", false);
+    ex->codec->wake(ex->conn); /* last act */
+}
+
+void pt_exchange_filters_cancel(struct pt_exchange *ex)
+{
+    if (!ex->suspended)
+        return;
+    ex->suspended = false;
+    stop_pending(ex, true);
+}
+
+/* ---- the request phase ---- */
+
+/* The headers a responding filter added go with its status and body. */
+static void filter_respond(struct pt_exchange *ex)
+{
+    struct pt_filter_ctx *ctx = &ex->fctx;
+    int st = ctx->respond_status ? ctx->respond_status : 403;
+    pt_exchange_respond_body(ex, st, NULL, ctx->respond_body, ctx->respond_content_type, false);
+}
+
+/* Runs the request phase from the cursor: dispatches when it completes. */
+static void run_request(struct pt_exchange *ex)
+{
+    const struct pt_chain *ch = &ex->route->chain;
+    int r = PT_FILTER_CONTINUE;
+    if (ch->n_request) {
+        ex->fctx.suspend_deadline_ms = 0;
+        r = pt_chain_run_request(ch, &ex->fctx, ex->states, &ex->cursor);
+    }
+    switch (r) {
+    case PT_FILTER_CONTINUE:
+        pt_exchange_dispatch(ex);
+        return;
+    case PT_FILTER_SUSPEND: {
+        ex->suspended = true;
+        ex->susp = ch->request[ex->cursor - 1];
+        if (!ex->ftimer_cb && !ex->ffetch) {
+            /* Suspended with nothing pending: nothing could ever resume it. */
+            ex->suspended = false;
+            pt_exchange_respond(ex, 500, "filter suspended without pending work", false);
+            return;
+        }
+        uint64_t d = ex->fctx.suspend_deadline_ms ? ex->fctx.suspend_deadline_ms
+                                                  : PT_FILTER_SUSPEND_DEFAULT_MS;
+        pt_timer_arm(&ex->w->loop, &ex->deadline, d, deadline_passed);
+        return;
+    }
+    case PT_FILTER_RESPOND:
+        filter_respond(ex);
+        return;
+    default:
+        pt_exchange_respond(ex, 500, "filter error", false);
+        return;
+    }
+}
+
+static void filters_resume(struct pt_filter_ctx *ctx, enum pt_filter_result r)
+{
+    struct pt_exchange *ex = owner(ctx);
+    if (!ex->suspended)
+        return; /* a second resume, or one after a cancel: a filter bug */
+    ex->suspended = false;
+    stop_pending(ex, false);
+    if (r == PT_FILTER_CONTINUE) {
+        run_request(ex);
+    } else if (r == PT_FILTER_RESPOND) {
+        ex->cursor--; /* as if the suspended filter answered now */
+        filter_respond(ex);
+    } else {
+        pt_exchange_respond(ex, 500, "filter error", false);
+    }
+    ex->codec->wake(ex->conn); /* last act */
+}
+
+void pt_exchange_filters_begin(struct pt_exchange *ex)
+{
+    struct pt_filter_ctx *f = &ex->fctx;
+    f->arena = ex->arena;
+    f->req_headers = &ex->reqh;
+    f->resp_headers = &ex->resph;
+    f->method_id = ex->req.method_id;
+    f->method = ex->req.method;
+    f->path = ex->path;
+    f->query = ex->req.query;
+    f->uri = ex->req.target;
+    f->scheme = ex->req.scheme;
+    f->authority = ex->req.host;
+    f->request_id = ex->reqid;
+    f->remote_addr = ex->remote;
+    f->param_names = ex->rr.param_names;
+    f->param_values = ex->rr.param_values;
+    f->nparams = ex->rr.nparams;
+    f->params_numbered = ex->route->match.regex != NULL; /* groups, in order */
+    f->identity = &ex->identity;
+    f->svc = &services;
+    f->resume = filters_resume;
+    f->owner = ex;
+    if (ex->route->chain.n_all) {
+        ex->states = pt_chain_states(&ex->route->chain, ex->arena);
+        if (!ex->states) {
+            pt_exchange_respond(ex, 500, "out of memory", true);
+            return;
+        }
+    }
+    run_request(ex);
+}
+
+/* ---- response phases ---- */
+
+bool pt_exchange_filters_response_head(struct pt_exchange *ex)
+{
+    const struct pt_chain *ch = &ex->route->chain;
+    if (!ch->n_response_head)
+        return true;
+    ex->fctx.status = ex->status;
+    ex->fctx.respond_status = 0;
+    int r = pt_chain_run_response_head(ch, &ex->fctx, ex->states);
+    if (r == PT_FILTER_CONTINUE)
+        return true;
+    /* The upstream's answer is replaced: its fields go with it. */
+    ex->resph.n = 0;
+    ex->resp = PT_RESP_NONE;
+    if (r == PT_FILTER_RESPOND)
+        filter_respond(ex);
+    else
+        pt_exchange_respond(ex, 500, "filter error", false);
+    return false;
+}
+
+/* Pulls the next chunk through the body filters into bf_out. */
+pt_slice pt_exchange_filters_body_peek(struct pt_exchange *ex, bool *eos)
+{
+    if (ex->bf_have) {
+        *eos = ex->bf_eos;
+        return ex->bf_out;
+    }
+    *eos = false;
+    if (!ex->calling)
+        return (pt_slice){"", 0};
+    bool in_eos = false;
+    pt_slice in = pt_call_body_peek(&ex->call, &in_eos);
+    if (in.len == 0 && !in_eos)
+        return (pt_slice){"", 0};
+    /* The filters may keep pointers to the chunk: it goes into the arena
+     * before the call's buffer is reused. */
+    pt_slice chunk = {pt_arena_strndup(ex->arena, in.p ? in.p : "", in.len), in.len};
+    pt_call_body_consume(&ex->call, in.len);
+    if (!chunk.p) {
+        pt_exchange_respond(ex, 502, "out of memory", false);
+        return (pt_slice){"", 0};
+    }
+    int r = pt_chain_run_response_body(&ex->route->chain, &ex->fctx, ex->states, &chunk, in_eos);
+    if (r != PT_FILTER_CONTINUE) {
+        pt_exchange_respond(
+            ex, r == PT_FILTER_RESPOND && ex->fctx.respond_status ? ex->fctx.respond_status : 500,
+            "filter error", false);
+        return (pt_slice){"", 0};
+    }
+    ex->bf_out = chunk;
+    ex->bf_eos = in_eos;
+    ex->bf_have = true;
+    *eos = in_eos;
+    return chunk;
+}
+
+void pt_exchange_filters_body_consume(struct pt_exchange *ex, size_t n)
+{
+    ex->bf_out.p += n;
+    ex->bf_out.len -= n;
+    if (ex->bf_out.len == 0 && !ex->bf_eos)
+        ex->bf_have = false;
+}

@@ -1,0 +1,30 @@
+/*
+ * exchange_int.h — what exchange.c, exchange_request.c and
+ * exchange_filters.c share; not for codecs.
+ */
+#ifndef PT_GATEWAY_EXCHANGE_INT_H
+#define PT_GATEWAY_EXCHANGE_INT_H
+
+#include "gateway/exchange.h"
+
+/* exchange.c */
+void pt_exchange_dispatch(struct pt_exchange *ex);
+void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *error, pt_slice body,
+                              pt_slice ctype, bool close);
+void pt_exchange_log(struct pt_exchange *ex);
+
+/* exchange_request.c: strip_prefix / rewrite (1, 0 out of memory, -1 a
+ * path that cannot be normalised) and the X-Forwarded-* / Host fields. */
+int pt_exchange_rewrite_path(struct pt_exchange *ex);
+bool pt_exchange_forwarding_headers(struct pt_exchange *ex);
+
+/* exchange_filters.c */
+void pt_exchange_filters_begin(struct pt_exchange *ex);
+/* Runs the response head filters; false when they replaced the response. */
+bool pt_exchange_filters_response_head(struct pt_exchange *ex);
+pt_slice pt_exchange_filters_body_peek(struct pt_exchange *ex, bool *eos);
+void pt_exchange_filters_body_consume(struct pt_exchange *ex, size_t n);
+/* Cancels a pending suspension (timer, call, deadline) with on_cancel. */
+void pt_exchange_filters_cancel(struct pt_exchange *ex);
+
+#endif

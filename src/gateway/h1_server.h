@@ -1,0 +1,103 @@
+/*
+ * h1_server.h — private to the HTTP/1.1 server codec (h1_server.c: the
+ * connection's life, events and timers; h1_server_io.c: reading requests
+ * and writing responses). See h1_server.c for what the codec owns.
+ */
+#ifndef PT_GATEWAY_H1_SERVER_H
+#define PT_GATEWAY_H1_SERVER_H
+
+#include "gateway/exchange.h"
+
+enum body_mode { BODY_NONE, BODY_CL, BODY_CHUNKED };
+/* How the response body is delimited toward the client. */
+enum out_mode { OUT_NONE, OUT_LENGTH, OUT_CHUNKED, OUT_CLOSE };
+
+struct h1_txn;
+
+struct pt_conn {
+    struct pt_io io;
+    struct pt_worker *w;
+    struct pt_timer timer; /* idle / header / send timeout */
+    struct pt_buf *rbuf;   /* client bytes; NULL while idle */
+    struct pt_conn *next, *prev;
+    struct pt_conn *free_next;
+    struct pt_arena arena; /* per-request allocations; blocks go back to the
+                              worker's pool after each request */
+    struct h1_txn *txn;    /* the request in progress, or NULL */
+    char remote[INET6_ADDRSTRLEN];
+    char listener[32]; /* copied: listeners can be replaced by a reload (names ≤ 31) */
+    const char *scheme;
+    uint8_t remote_len;
+    bool readable, writable; /* edge-triggered readiness not yet consumed */
+    bool hup;                /* peer half-closed or errored: read until EOF */
+    bool hup_unjudged;       /* hangup reported before its request was complete */
+    bool hup_reset;          /* the hangup was a reset or error, not a FIN */
+    bool closed;
+    bool in_run;           /* conn_run is on the stack: a wake only marks `again` */
+    bool again;            /* woken during conn_run: pump once more */
+    bool head_started;     /* some bytes of the next head have arrived */
+    uint64_t head_ns;      /* when they did (the loop's clock): request time starts there */
+    bool lingering;        /* response sent, write side shut, discarding input */
+    bool next_pipelined;   /* the next request's bytes came while one was in progress */
+    uint64_t idle_since;   /* ms: when it last went idle between requests (eviction LRU) */
+    bool cut;              /* closing mid-response: drop what is in flight */
+    uint64_t linger_bytes; /* discarded while lingering */
+    uint64_t requests;     /* transactions started */
+    uint64_t hup_req;      /* with hup_unjudged: the request the hangup follows */
+};
+
+struct h1_txn {
+    struct pt_exchange ex;
+    struct pt_conn *c;
+    int minor_version;
+    bool expect_continue;
+    bool head_only; /* HEAD: no body in the response */
+    bool pipelined; /* sent while the previous request was in progress */
+
+    /* request body, client → exchange */
+    enum body_mode req_mode;
+    uint64_t req_left; /* BODY_CL: bytes still to hand over */
+    struct pt_chunked req_ck;
+    uint32_t req_ready; /* BODY_CHUNKED: payload bytes at rbuf start */
+    bool req_scan_done; /* chunked: terminator seen */
+    bool req_done;      /* whole body handed over (or none) */
+    bool input_settled; /* `readable` checked once the request was complete */
+    uint64_t body_limit;
+    uint64_t body_seen; /* chunked payload bytes received */
+
+    /* response, exchange → client */
+    uint32_t built_seq; /* ex.resp_seq the head below was built for */
+    bool head_built;
+    pt_slice chead; /* response head (or whole gateway response) */
+    uint32_t chead_sent;
+    enum out_mode out;
+    bool out_gateway; /* chead holds the whole response */
+    bool out_end;     /* chunked: last-chunk queued */
+    bool need_crlf;   /* chunked: the previous chunk's CRLF is still due */
+    char frame[32];   /* chunked framing before/after payload */
+    uint32_t frame_len, frame_sent;
+    uint32_t chunk_left; /* payload bytes of the chunk in flight */
+    bool body_finished;  /* every body byte (and framing) is out */
+    pt_slice interim;    /* 1xx interim heads not yet sent */
+    uint32_t interim_sent;
+    char *interim_buf;
+    uint32_t interim_cap;
+    bool continue_done;
+    bool close_after;
+};
+
+/* h1_server.c */
+void pt_h1s_close(struct pt_conn *c);
+void pt_h1s_cut(struct h1_txn *t, const char *why);
+void pt_h1s_txn_end(struct h1_txn *t, bool completed);
+struct h1_txn *pt_h1s_txn_new(struct pt_conn *c);
+void pt_h1s_codec_error(struct pt_conn *c, int status, const char *why);
+void pt_h1s_timeout(struct pt_loop *loop, struct pt_timer *tm);
+
+/* Per-thread parse scratch, grown to n fields; NULL on OOM. */
+struct pt_h1_header *pt_h1s_scratch_headers(size_t n);
+
+/* h1_server_io.c: pumps until nothing can move. */
+void pt_h1s_run(struct pt_conn *c);
+
+#endif

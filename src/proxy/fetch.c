@@ -1,0 +1,174 @@
+/*
+ * fetch.c — see fetch.h. A thin collector over the streaming client: the
+ * body source is one slice, the sink copies into the arena.
+ */
+#include "proxy/fetch.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static pt_slice body_peek(void *user, bool *eos)
+{
+    struct pt_fetch *f = user;
+    *eos = true;
+    return (pt_slice){f->body.p + f->body_off, f->body.len - f->body_off};
+}
+
+static void body_consumed(void *user, size_t n)
+{
+    struct pt_fetch *f = user;
+    f->body_off += n;
+}
+
+/* Copies what the call has into the result, pumping it while that makes
+ * progress; true when the response is complete. */
+static bool collect(struct pt_fetch *f)
+{
+    struct pt_call *c = &f->call;
+    for (;;) {
+        if (c->phase == PT_CALL_FAILED)
+            return false;
+        while (pt_call_interim(c))
+            pt_call_interim_done(c); /* 1xx heads mean nothing to a fetch */
+        if (pt_call_head(c) && !f->head) {
+            f->head = pt_call_head(c);
+            f->status = f->head->status;
+        }
+        if (f->head) {
+            bool eos = false;
+            pt_slice s = pt_call_body_peek(c, &eos);
+            size_t keep = f->rlen < f->max_body ? PT_MIN(s.len, f->max_body - f->rlen) : 0;
+            if (keep) {
+                memcpy(f->rbody + f->rlen, s.p, keep);
+                f->rlen += keep;
+            }
+            f->truncated |= keep < s.len;
+            pt_call_body_consume(c, s.len);
+            if (eos)
+                return true;
+        }
+        if (pt_call_pump(c) == 0)
+            return false;
+    }
+}
+
+static void finish(struct pt_fetch *f)
+{
+    f->active = false;
+    if (f->call.phase == PT_CALL_FAILED) {
+        f->fail = f->call.fail;
+        f->fail_text = f->call.fail_text;
+        pt_call_abort(&f->call);
+    } else {
+        pt_call_finish(&f->call);
+    }
+    f->done(f, f->user); /* last act */
+}
+
+static void on_wake(void *user)
+{
+    struct pt_fetch *f = user;
+    if (!f->active)
+        return;
+    if (f->call.phase == PT_CALL_FAILED || collect(f)) {
+        finish(f);
+        return;
+    }
+    if (f->call.phase == PT_CALL_FAILED)
+        finish(f);
+}
+
+static const struct pt_call_ops fetch_ops = {body_peek, body_consumed, on_wake};
+
+int pt_fetch_start(struct pt_fetch *f, struct pt_outbound *ob, struct pt_call_req *req,
+                   pt_slice body, size_t max_body, pt_fetch_done_cb done, void *user)
+{
+    memset(f, 0, sizeof(*f));
+    f->body = body;
+    f->max_body = max_body;
+    f->arena = req->arena;
+    f->done = done;
+    f->user = user;
+    f->rbody = pt_arena_alloc(req->arena, max_body ? max_body : 1);
+    if (!f->rbody) {
+        f->fail = PT_CALL_FAIL_RESOURCES;
+        f->fail_text = "out of memory";
+        return f->fail;
+    }
+    req->content_length = body.len ? (int64_t)body.len : -1;
+    req->chunked = false;
+    int r = pt_call_start(&f->call, ob, req, &fetch_ops, f);
+    if (r != 0) {
+        f->fail = f->call.fail;
+        f->fail_text = f->call.fail_text;
+        pt_call_abort(&f->call);
+        return r;
+    }
+    f->active = true;
+    return 0;
+}
+
+void pt_fetch_cancel(struct pt_fetch *f)
+{
+    if (!f->active)
+        return;
+    f->active = false;
+    pt_call_abort(&f->call);
+}
+
+int pt_fetch_parse_url(const char *url, struct pt_arena *a, struct pt_target *t, pt_slice *path,
+                       pt_slice *query)
+{
+    if (strncmp(url, "http://", 7) != 0)
+        return -EINVAL;
+    const char *h = url + 7;
+    const char *slash = strchr(h, '/');
+    size_t hl = slash ? (size_t)(slash - h) : strlen(h);
+    char host[128];
+    if (hl == 0 || hl >= sizeof(host))
+        return -EINVAL;
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    char *port = NULL;
+    char *name = host;
+    if (host[0] == '[') {
+        char *rb = strchr(host, ']');
+        if (!rb)
+            return -EINVAL;
+        *rb = 0;
+        name = host + 1;
+        port = rb[1] == ':' ? rb + 2 : NULL;
+    } else {
+        port = strrchr(host, ':');
+        if (port)
+            *port++ = 0;
+    }
+    long pn = port ? strtol(port, NULL, 10) : 80;
+    if (pn <= 0 || pn > 65535)
+        return -EINVAL;
+    memset(t, 0, sizeof(*t));
+    if (strcmp(name, "localhost") == 0)
+        name = "127.0.0.1";
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&t->addr;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&t->addr;
+    if (inet_pton(AF_INET, name, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)pn);
+        t->addrlen = sizeof(*s4);
+    } else if (inet_pton(AF_INET6, name, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)pn);
+        t->addrlen = sizeof(*s6);
+    } else {
+        return -EINVAL; /* host names come with the resolver */
+    }
+    t->address = pt_arena_strndup(a, h, hl);
+    t->weight = 1;
+    const char *p = slash ? slash : "/";
+    const char *q = strchr(p, '?');
+    *path = (pt_slice){p, q ? (size_t)(q - p) : strlen(p)};
+    *query = q ? (pt_slice){q + 1, strlen(q + 1)} : (pt_slice){"", 0};
+    return t->address ? 0 : -ENOMEM;
+}

@@ -1,0 +1,54 @@
+/*
+ * fetch.h — a buffered outbound call: a small request body sent whole, the
+ * response collected (status, head, up to max_body bytes of body) and
+ * handed over once. What filters (ext_auth; later JWKS, introspection)
+ * and the health checker use; proxying streams with client.h instead.
+ *
+ * Ownership: the caller owns the struct pt_fetch (often in a request
+ * arena) and everything the request points at until done runs or
+ * pt_fetch_cancel returns. The result's slices live in `arena`. done runs
+ * at most once, never after pt_fetch_cancel, and is the fetch's last act
+ * (the caller may free it inside). A start that fails returns non-zero
+ * and never calls done.
+ */
+#ifndef PT_PROXY_FETCH_H
+#define PT_PROXY_FETCH_H
+
+#include "proxy/client.h"
+
+struct pt_fetch;
+typedef void (*pt_fetch_done_cb)(struct pt_fetch *f, void *user);
+
+struct pt_fetch {
+    struct pt_call call;
+    pt_slice body; /* request body */
+    size_t body_off;
+    size_t max_body;
+    struct pt_arena *arena;
+    pt_fetch_done_cb done;
+    void *user;
+    bool active;
+    /* result */
+    enum pt_call_fail fail; /* NONE: status and the rest are set */
+    const char *fail_text;
+    int status;
+    const struct pt_call_head *head;
+    char *rbody;
+    size_t rlen;
+    bool truncated;
+};
+
+/* req->content_length/chunked are set from `body`; req->arena must be
+ * `arena`. 0 or a pt_call_fail (> 0): then f->fail_text says why. */
+int pt_fetch_start(struct pt_fetch *f, struct pt_outbound *ob, struct pt_call_req *req,
+                   pt_slice body, size_t max_body, pt_fetch_done_cb done, void *user);
+/* Stops it; done will not run. Idempotent. */
+void pt_fetch_cancel(struct pt_fetch *f);
+
+/* Parses "http://host:port/path?query" with an IP literal or `localhost`
+ * host into a target (address copied into `a`) and the path+query. 0 or
+ * -EINVAL (not http, a host name, no port and no default...). */
+int pt_fetch_parse_url(const char *url, struct pt_arena *a, struct pt_target *t, pt_slice *path,
+                       pt_slice *query);
+
+#endif
