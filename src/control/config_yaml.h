@@ -1,11 +1,12 @@
 /*
- * config_yaml.h — private to the config loader (config.c): a small YAML
+ * config_yaml.h — private to the config loader (config*.c): a small YAML
  * node tree with source positions, and the error collector both halves
  * report into.
  *
  * config_yaml.c turns libyaml's event stream into this tree (anchors and
- * aliases resolved, `${ENV}` expanded in values, duplicate keys reported);
- * config.c walks the tree with the schema, using the typed readers below.
+ * aliases resolved, `${ENV}` expanded in values, duplicate keys reported)
+ * and collects the errors; config_values.c has the typed readers below;
+ * config.c walks the tree with the schema, using those readers.
  * Nothing outside src/control/ includes this header.
  *
  * Ownership: every node and string lives in the document's arena and dies
@@ -175,7 +176,7 @@ bool pt_cfg_parse_u64(const char *s, uint64_t *out);
 /* ---- did you mean ---- */
 
 size_t pt_cfg_edit_distance(const char *a, const char *b, size_t max);
-/* The closest of `cands` to `word` (see config_yaml.c), or NULL. */
+/* The closest of `cands` to `word` (see config_values.c), or NULL. */
 const char *pt_cfg_suggest(const char *word, const char *const *cands, size_t n);
 /* " (did you mean `x`?)" in buf, or "" when nothing is close. */
 const char *pt_cfg_did_you_mean(const char *word, const char *const *cands, size_t n, char *buf,

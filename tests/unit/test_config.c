@@ -7,9 +7,14 @@
  *
  * The loader is #included so that the generic filter-field parser can be
  * driven with a probe filter that has one field of every PT_F_* type (the
- * registered filters use only strings, lists and maps).
+ * registered filters use only strings, lists and maps). All four files of
+ * the schema walk are included, so none of them is also linked from the
+ * library and every static stays reachable.
  */
 #include "control/config.c"
+#include "control/config_filters.c"
+#include "control/config_routes.c"
+#include "control/config_upstreams.c"
 
 #include "filters/template.h"
 #include "unit.h"

@@ -1,0 +1,108 @@
+/*
+ * config_int.h — private to the config loader's schema walk (config.c,
+ * config_upstreams.c, config_filters.c, config_routes.c): the state of one
+ * pt_config_load call and the few helpers the sections share. Nothing
+ * outside those files includes it; the API is config.h, and the YAML tree
+ * and typed readers they all use are in config_yaml.h.
+ *
+ * Ownership as in config.c: values land in the generation's arena; the
+ * name tables and filter sets here are malloc'd scratch, freed before
+ * pt_config_load returns.
+ */
+#ifndef PT_CONTROL_CONFIG_INT_H
+#define PT_CONTROL_CONFIG_INT_H
+
+#include "control/config.h"
+#include "control/config_yaml.h"
+
+#include <stdarg.h>
+
+/* One entry of a `filters:` block: a parsed config, or `off`. */
+struct filter_entry {
+    const struct pt_filter_def *def;
+    const void *conf; /* NULL when `off` */
+    bool off;
+};
+
+struct filter_set {
+    struct filter_entry *v;
+    uint32_t n;
+};
+
+/* A tiny string → pointer hash table for name lookups (route names,
+ * upstreams, listeners); thousands of routes must not cost O(n²). */
+struct strtab {
+    const char **keys;
+    const void **vals;
+    uint32_t cap, n;
+};
+
+/* Loader state for one pt_config_load call. */
+struct cfg {
+    struct pt_cfg_walk w; /* messages, and w.arena = &g->arena for values read */
+    const char *file;     /* as given on the command line: every message starts with it */
+    const char *dir;      /* its directory, for relative paths in the file */
+    struct pt_generation *g;
+    struct pt_arena *a;                  /* &g->arena */
+    struct filter_set defaults;          /* top-level `filters:` */
+    struct strtab upstreams;             /* name → struct pt_upstream * */
+    const struct pt_ynode **listener_at; /* address node of g->listeners[i] */
+};
+
+/* ---- messages (config.c) ---- */
+
+__attribute__((format(printf, 3, 4))) static inline void
+err_at(struct cfg *c, const struct pt_ynode *n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pt_cfg_verr(&c->w, n, fmt, ap);
+    va_end(ap);
+}
+
+static inline void oom(struct cfg *c)
+{
+    pt_cfg_oom(&c->w);
+}
+
+static inline const char *dup_str(struct cfg *c, const char *s)
+{
+    const char *p = pt_arena_strdup(c->a, s);
+    if (!p)
+        oom(c);
+    return p;
+}
+
+/* ---- name tables (config.c) ---- */
+
+/* Returns the existing value for `key` (and leaves it), or inserts `val`
+ * and returns NULL. Sets c->w.oom on allocation failure. */
+const void *pt_cfg_strtab_put(struct cfg *c, struct strtab *t, const char *key, const void *val);
+const void *pt_cfg_strtab_get(const struct strtab *t, const char *key);
+void pt_cfg_strtab_free(struct strtab *t);
+
+/* Names of listeners, upstreams and routes end up in metrics labels,
+ * admin URLs and access-log lines: keep them to characters that need no
+ * escaping anywhere, and short enough that a log line always fits. */
+#define PT_NAME_MAX 128
+#define PT_LISTENER_NAME_MAX 31 /* copied into each connection */
+
+/* A name (listener, upstream, route) copied into the arena, or NULL after
+ * reporting why it is not one. */
+const char *pt_cfg_want_name(struct cfg *c, const struct pt_ynode *n, const char *what, size_t max);
+
+/* Same family, address and port. */
+bool pt_cfg_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+
+/* ---- the sections walk_root hands off ---- */
+
+/* `upstreams:` (config_upstreams.c); each is registered in c->upstreams. */
+void pt_cfg_walk_upstreams(struct cfg *c, const struct pt_ynode *n);
+/* A `filters:` mapping (config_filters.c), top level (defaults) or, with
+ * `in_route`, a route's own; `out->v` is malloc'd. */
+void pt_cfg_walk_filter_block(struct cfg *c, const struct pt_ynode *n, bool in_route,
+                              struct filter_set *out);
+/* `routes:` (config_routes.c), after upstreams and default filters. */
+void pt_cfg_walk_routes(struct cfg *c, const struct pt_ynode *n);
+
+#endif
