@@ -317,11 +317,8 @@ static bool never_forwarded(pt_slice name)
     return (pt_token_flags[tok] & PT_TF_HOP) || tok == PT_TOK_EXPECT;
 }
 
-/* Checks header name `name`, found in field `key` at entry `entry` (its
- * name, or its value when in_value). `produces`: the edit puts a field of
- * that name into the message (set, add, a rename's new name). */
-static int check_name(struct pt_filter_errs *errs, const char *key, const char *entry,
-                      bool in_value, bool produces, const char *name, pt_slice *out)
+int pt_header_name_check(struct pt_filter_errs *errs, const char *key, const char *entry,
+                         bool in_value, bool produces, const char *name, pt_slice *out)
 {
     if (!name || !*name)
         return report(errs, key, entry, in_value, "%s: empty header name", key);
@@ -396,14 +393,15 @@ int pt_header_edit_compile(void *conf_, struct pt_arena *a, struct pt_filter_err
     for (uint32_t i = 0; i < conf->remove_headers.n; i++, k++) {
         ops[k].kind = OP_REMOVE;
         const char *name = conf->remove_headers.v[i];
-        bad |= check_name(errs, "remove_headers", name, false, false, name, &ops[k].name);
+        bad |= pt_header_name_check(errs, "remove_headers", name, false, false, name, &ops[k].name);
     }
     for (uint32_t i = 0; i < conf->rename_headers.n; i++, k++) {
         const struct pt_strmap *m = &conf->rename_headers;
         ops[k].kind = OP_RENAME;
-        bad |=
-            check_name(errs, "rename_headers", m->keys[i], false, false, m->keys[i], &ops[k].name);
-        bad |= check_name(errs, "rename_headers", m->keys[i], true, true, m->values[i], &ops[k].to);
+        bad |= pt_header_name_check(errs, "rename_headers", m->keys[i], false, false, m->keys[i],
+                                    &ops[k].name);
+        bad |= pt_header_name_check(errs, "rename_headers", m->keys[i], true, true, m->values[i],
+                                    &ops[k].to);
     }
     /* Renames apply one after the other: `{A: B, B: A}` would leave both
      * fields named A, and `{A: B, B: C}` would rename A to C. */
@@ -445,7 +443,7 @@ int pt_header_edit_compile(void *conf_, struct pt_arena *a, struct pt_filter_err
         for (uint32_t i = 0; i < valued[j].map->n; i++, k++) {
             const char *name = valued[j].map->keys[i];
             ops[k].kind = valued[j].kind;
-            bad |= check_name(errs, valued[j].key, name, false, true, name, &ops[k].name);
+            bad |= pt_header_name_check(errs, valued[j].key, name, false, true, name, &ops[k].name);
             bad |= compile_value(errs, valued[j].key, name, valued[j].map->values[i], a,
                                  &ops[k].value);
         }
