@@ -8,6 +8,8 @@
  * gaps so a new filter can slot in without renumbering:
  *   2000  cors               preflight answered before anything can refuse it
  *   1500  jwt / key_auth /   authentication (1500..1400): who is calling
+ *   1450  ext_auth           after the local checks, so a request they refuse
+ *                            costs no call to the auth service
  *   1400  introspection / mtls_auth
  *   1300  acl                authorization needs the consumer found above
  *   1000  rate_limit         counts only requests that got this far, per consumer
@@ -29,6 +31,7 @@
 
 #include "filters/filter.h"
 
+extern const struct pt_filter_def pt_filter_ext_auth;
 extern const struct pt_filter_def pt_filter_fault;
 extern const struct pt_filter_def pt_filter_request_transform;
 extern const struct pt_filter_def pt_filter_response_transform;

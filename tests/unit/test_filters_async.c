@@ -153,6 +153,14 @@ static struct pt_filter_ctx make_ctx(struct pt_arena *req, struct pt_headers *re
     };
 }
 
+static bool slice_is(pt_slice s, const char *want)
+{
+    return s.len == strlen(want) && (s.len == 0 || memcmp(s.p, want, s.len) == 0);
+}
+
+#define CHECK_SLICE(s, want)                                                                       \
+    CHECK_MSG(slice_is((s), (want)), "\"%.*s\" != \"%s\"", (int)(s).len, (s).p ? (s).p : "", (want))
+
 /* ------------------------------------------------------------------ */
 /* Configs through the field table.                                    */
 
@@ -644,6 +652,399 @@ static void test_fault_compile(void)
     CHECK(pt_filter_find("fault") == def);
 }
 
+/* ------------------------------------------------------------------ */
+/* ext_auth                                                            */
+
+static const char *const client_headers[] = {
+    "Host: api.example.com",
+    "Authorization: Bearer t0k",
+    "Cookie: a=1",
+    "Cookie: b=2",
+    "X-User-ID: spoofed",
+    "x-user-groups: admin",
+    "X-Other: kept",
+    "X-Forwarded-For: 203.0.113.9, 192.0.2.7",
+    NULL,
+};
+
+static const char *const full_conf_copy[] = {"X-User-ID", "X-User-Groups", NULL};
+
+static const struct kv full_conf[] = {
+    {"upstream", .str = "authz"},
+    {"path", .str = "/check?v=1"},
+    {"timeout", .num = 250},
+    {"copy_headers", .list = full_conf_copy},
+    {"consumer_header", .str = "X-User-ID"},
+    {NULL},
+};
+
+/* Completes the recorded call with `res`, as the gateway's loop would. */
+static void complete_call(struct run *r, const struct pt_filter_call_res *res)
+{
+    CHECK(fake.call_cb != NULL);
+    if (fake.call_cb)
+        fake.call_cb(&r->ctx, r->state, res);
+}
+
+/* An answer of the auth service, headers from "Name: value" lines. */
+static struct pt_filter_call_res answer(struct run *r, int status, const char *const *headers,
+                                        const char *body)
+{
+    struct pt_filter_call_res res = {.error = PT_CALL_OK, .status = status};
+    make_headers(&res.headers, &r->req, headers);
+    res.body = body ? (pt_slice){body, strlen(body)} : (pt_slice){NULL, 0};
+    return res;
+}
+
+static void test_ext_auth_request(void)
+{
+    const struct pt_filter_def *def = &pt_filter_ext_auth;
+    struct pt_arena gen;
+    pt_arena_init(&gen, 0);
+    struct run r;
+
+    const void *conf = compile(def, full_conf, &gen);
+    CHECK_MSG(conf != NULL, "%s", errbuf);
+    fake_reset();
+    run_request(&r, def, conf, client_headers);
+    CHECK_EQ_INT(r.rc, PT_FILTER_SUSPEND);
+    CHECK_EQ_INT(fake.ncall, 1);
+    CHECK_STR(fake.req.upstream, "authz");
+    CHECK_SLICE(fake.req.method, "GET");
+    CHECK_SLICE(fake.req.path, "/check?v=1");
+    CHECK(fake.req.body.len == 0);
+    CHECK_EQ_INT(fake.req.timeout_ms, 250);
+    CHECK_EQ_INT(fake.req.max_body, 64 * 1024);
+    CHECK_MSG(r.ctx.suspend_deadline_ms > 250, "deadline %llu",
+              (unsigned long long)r.ctx.suspend_deadline_ms);
+    /* forward_headers default: Authorization and every Cookie, as sent;
+     * then what the auth service learns about the request. */
+    CHECK_STR(dump(fake.req.headers, 0),
+              "Authorization: Bearer t0k|Cookie: a=1|Cookie: b=2|X-Forwarded-Method: POST|"
+              "X-Forwarded-Uri: /api/v1/items?page=2|X-Forwarded-Proto: https|"
+              "X-Forwarded-Host: api.example.com|X-Forwarded-For: 203.0.113.9, 192.0.2.7|"
+              "X-Request-ID: rid-0001");
+    /* Spoofed identity fields are gone before the call, whatever comes. */
+    CHECK_STR(dump(&r.reqh, 1), "Host: api.example.com|Authorization: Bearer t0k|Cookie: a=1|"
+                                "Cookie: b=2|X-Other: kept|X-Forwarded-For: 203.0.113.9, "
+                                "192.0.2.7");
+    CHECK_EQ_INT(fake.nresume, 0);
+    run_done(&r);
+
+    /* Defaults: path /, timeout 500ms. forward_headers: [] sends none;
+     * no X-Forwarded-For in the request: the client address; no original
+     * target: path?query; two X-Forwarded-For fields: one joined value. */
+    static const char *const empty[] = {NULL};
+    static const struct kv minimal[] = {
+        {"upstream", .str = "authz"}, {"forward_headers", .list = empty}, {NULL}};
+    conf = compile(def, minimal, &gen);
+    CHECK_MSG(conf != NULL, "%s", errbuf);
+    fake_reset();
+    static const char *const plain[] = {"Authorization: x", NULL};
+    pt_arena_init(&r.req, 0);
+    make_headers(&r.reqh, &r.req, plain);
+    r.ctx = make_ctx(&r.req, &r.reqh, &r.resph);
+    r.ctx.uri = (pt_slice){NULL, 0};
+    r.ctx.scheme = PT_SLICE("http");
+    r.rc = def->on_request(&r.ctx, conf, r.state);
+    CHECK_EQ_INT(r.rc, PT_FILTER_SUSPEND);
+    CHECK_SLICE(fake.req.path, "/");
+    CHECK_EQ_INT(fake.req.timeout_ms, 500);
+    CHECK_STR(dump(fake.req.headers, 0),
+              "X-Forwarded-Method: POST|X-Forwarded-Uri: /v1/items?page=2|X-Forwarded-Proto: "
+              "http|X-Forwarded-Host: api.example.com|X-Forwarded-For: 192.0.2.7|X-Request-ID: "
+              "rid-0001");
+    run_done(&r);
+
+    static const char *const two_xff[] = {"X-Forwarded-For: 198.51.100.1",
+                                          "x-forwarded-for: 192.0.2.7", NULL};
+    fake_reset();
+    run_request(&r, def, conf, two_xff);
+    CHECK(strstr(dump(fake.req.headers, 0), "X-Forwarded-For: 198.51.100.1, 192.0.2.7|") != NULL);
+    run_done(&r);
+
+    /* Listed forward_headers in any case; absent ones are not invented. */
+    static const char *const fwd[] = {"cookie", "X-Tenant", "X-Missing", NULL};
+    static const struct kv listed[] = {
+        {"upstream", .str = "authz"}, {"forward_headers", .list = fwd}, {NULL}};
+    conf = compile(def, listed, &gen);
+    CHECK_MSG(conf != NULL, "%s", errbuf);
+    static const char *const tenant[] = {"X-Tenant: t1", "Authorization: no", "COOKIE: c=3", NULL};
+    fake_reset();
+    run_request(&r, def, conf, tenant);
+    CHECK(strncmp(dump(fake.req.headers, 0), "COOKIE: c=3|X-Tenant: t1|X-Forwarded-Method:",
+                  strlen("COOKIE: c=3|X-Tenant: t1|X-Forwarded-Method:")) == 0);
+    run_done(&r);
+
+    pt_arena_destroy(&gen);
+}
+
+static void test_ext_auth_allow(void)
+{
+    const struct pt_filter_def *def = &pt_filter_ext_auth;
+    struct pt_arena gen;
+    pt_arena_init(&gen, 0);
+    struct run r;
+    const void *conf = compile(def, full_conf, &gen);
+    CHECK_MSG(conf != NULL, "%s", errbuf);
+
+    for (int status = 200; status <= 204; status += 4) {
+        fake_reset();
+        run_request(&r, def, conf, client_headers);
+        static const char *const hdrs[] = {"X-User-ID: alice",        "X-User-Groups: dev",
+                                           "x-user-groups: ops",      "X-Secret: not copied",
+                                           "WWW-Authenticate: Basic", NULL};
+        struct pt_filter_call_res res = answer(&r, status, hdrs, "ignored");
+        complete_call(&r, &res);
+        CHECK_EQ_INT(fake.nresume, 1);
+        CHECK_EQ_INT(fake.resumed, PT_FILTER_CONTINUE);
+        CHECK_STR(dump(&r.reqh, 0),
+                  "Host: api.example.com|Authorization: Bearer t0k|Cookie: a=1|Cookie: b=2|"
+                  "X-Other: kept|X-Forwarded-For: 203.0.113.9, 192.0.2.7|X-User-ID: alice|"
+                  "X-User-Groups: dev|X-User-Groups: ops");
+        CHECK_SLICE(ident.consumer, "alice");
+        CHECK(ident.source && strcmp(ident.source, "ext_auth") == 0);
+        CHECK_STR(dump(&r.resph, 1), ""); /* nothing for the client */
+        run_done(&r);
+    }
+
+    /* A 2xx without the consumer field: no identity, and no spoof left. */
+    fake_reset();
+    run_request(&r, def, conf, client_headers);
+    struct pt_filter_call_res res = answer(&r, 200, NULL, NULL);
+    complete_call(&r, &res);
+    CHECK_EQ_INT(fake.resumed, PT_FILTER_CONTINUE);
+    CHECK(ident.consumer.len == 0 && ident.source == NULL);
+    CHECK(strstr(dump(&r.reqh, 0), "X-User") == NULL && strstr(dump(&r.reqh, 0), "x-user") == NULL);
+    run_done(&r);
+
+    pt_arena_destroy(&gen);
+}
+
+static void test_ext_auth_deny(void)
+{
+    const struct pt_filter_def *def = &pt_filter_ext_auth;
+    struct pt_arena gen;
+    pt_arena_init(&gen, 0);
+    struct run r;
+    const void *conf = compile(def, full_conf, &gen);
+    CHECK_MSG(conf != NULL, "%s", errbuf);
+
+    /* 401: status, challenges, cookies and body as the auth service sent. */
+    fake_reset();
+    run_request(&r, def, conf, client_headers);
+    static const char *const h401[] = {"WWW-Authenticate: Bearer realm=\"api\"",
+                                       "Content-Type: text/plain; charset=utf-8",
+                                       "Set-Cookie: s=1",
+                                       "X-User-ID: mallory",
+                                       "www-authenticate: Basic",
+                                       "set-cookie: t=2",
+                                       "X-Internal: no",
+                                       NULL};
+    struct pt_filter_call_res res = answer(&r, 401, h401, "log in first\n");
+    complete_call(&r, &res);
+    CHECK_EQ_INT(fake.nresume, 1);
+    CHECK_EQ_INT(fake.resumed, PT_FILTER_RESPOND);
+    CHECK_EQ_INT(r.ctx.respond_status, 401);
+    CHECK_STR(dump(&r.resph, 0), "WWW-Authenticate: Bearer realm=\"api\"|www-authenticate: "
+                                 "Basic|Set-Cookie: s=1|set-cookie: t=2");
+    CHECK_SLICE(r.ctx.respond_body, "log in first\n");
+    CHECK_SLICE(r.ctx.respond_content_type, "text/plain; charset=utf-8");
+    CHECK(ident.consumer.len == 0);
+    CHECK(strstr(dump(&r.reqh, 1), "mallory") == NULL);
+    run_done(&r);
+
+    /* 302 without a body: Location, and the gateway's own error body. */
+    fake_reset();
+    run_request(&r, def, conf, client_headers);
+    static const char *const h302[] = {"Location: https://login.example.com/?next=%2F",
+                                       "Content-Type: text/html", NULL};
+    res = answer(&r, 302, h302, NULL);
+    complete_call(&r, &res);
+    CHECK_EQ_INT(fake.resumed, PT_FILTER_RESPOND);
+    CHECK_EQ_INT(r.ctx.respond_status, 302);
+    CHECK_STR(dump(&r.resph, 0), "Location: https://login.example.com/?next=%2F");
+    CHECK(r.ctx.respond_body.len == 0 && r.ctx.respond_content_type.len == 0);
+    run_done(&r);
+
+    /* 403 with a body but no Content-Type; a cut body is not passed on. */
+    fake_reset();
+    run_request(&r, def, conf, client_headers);
+    res = answer(&r, 403, NULL, "no");
+    complete_call(&r, &res);
+    CHECK_EQ_INT(r.ctx.respond_status, 403);
+    CHECK_SLICE(r.ctx.respond_body, "no");
+    CHECK_SLICE(r.ctx.respond_content_type, "application/octet-stream");
+    run_done(&r);
+    fake_reset();
+    run_request(&r, def, conf, client_headers);
+    static const char *const hjson[] = {"Content-Type: application/json", NULL};
+    res = answer(&r, 403, hjson, "{\"error\":");
+    res.truncated = true;
+    complete_call(&r, &res);
+    CHECK_EQ_INT(r.ctx.respond_status, 403);
+    CHECK(r.ctx.respond_body.len == 0 && r.ctx.respond_content_type.len == 0);
+    run_done(&r);
+
+    pt_arena_destroy(&gen);
+}
+
+/* What the filter does when the auth service fails with `res`. */
+static void check_failure(const void *conf, const struct pt_filter_call_res *proto, bool allow)
+{
+    struct run r;
+    fake_reset();
+    run_request(&r, &pt_filter_ext_auth, conf, client_headers);
+    CHECK_EQ_INT(r.rc, PT_FILTER_SUSPEND);
+    struct pt_filter_call_res res = *proto;
+    if (res.error == PT_CALL_OK) {
+        static const char *const hdrs[] = {"X-User-ID: eve", "WWW-Authenticate: Basic", NULL};
+        make_headers(&res.headers, &r.req, hdrs);
+        res.body = PT_SLICE("upstream broke");
+    }
+    complete_call(&r, &res);
+    CHECK_EQ_INT(fake.nresume, 1);
+    if (allow) {
+        CHECK_EQ_INT(fake.resumed, PT_FILTER_CONTINUE);
+    } else {
+        CHECK_EQ_INT(fake.resumed, PT_FILTER_RESPOND);
+        CHECK_EQ_INT(r.ctx.respond_status, 503);
+        CHECK(r.ctx.respond_body.len == 0);
+        CHECK(r.ctx.respond_content_type.len == 0);
+    }
+    CHECK_STR(dump(&r.resph, 0), ""); /* nothing of a failed answer reaches the client */
+    CHECK(ident.consumer.len == 0);
+    /* no spoofed and no copied identity goes upstream */
+    CHECK(strstr(dump(&r.reqh, 1), "X-User") == NULL && strstr(dump(&r.reqh, 1), "eve") == NULL);
+    run_done(&r);
+}
+
+static void test_ext_auth_errors(void)
+{
+    const struct pt_filter_def *def = &pt_filter_ext_auth;
+    struct pt_arena gen;
+    pt_arena_init(&gen, 0);
+    const struct pt_filter_call_res failures[] = {
+        {.error = PT_CALL_OK, .status = 500},
+        {.error = PT_CALL_OK, .status = 503},
+        {.error = PT_CALL_OK, .status = 599},
+        {.error = PT_CALL_OK, .status = 101},
+        {.error = PT_CALL_ERR_TIMEOUT, .error_text = "timed out"},
+        {.error = PT_CALL_ERR_CONNECT, .error_text = "connection refused"},
+        {.error = PT_CALL_ERR_RESET, .error_text = "reset"},
+        {.error = PT_CALL_ERR_PROTOCOL, .error_text = "bad answer"},
+        {.error = PT_CALL_ERR_NO_TARGET, .error_text = "no target"},
+    };
+    static const char *const copy[] = {"X-User-ID", NULL};
+    const struct kv deny[] = {{"upstream", .str = "authz"},
+                              {"copy_headers", .list = copy},
+                              {"consumer_header", .str = "X-User-ID"},
+                              {NULL}};
+    const struct kv deny2[] = {{"upstream", .str = "authz"},
+                               {"copy_headers", .list = copy},
+                               {"consumer_header", .str = "X-User-ID"},
+                               {"on_error", .str = "deny"},
+                               {NULL}};
+    const struct kv allow[] = {{"upstream", .str = "authz"},
+                               {"copy_headers", .list = copy},
+                               {"consumer_header", .str = "X-User-ID"},
+                               {"on_error", .str = "allow"},
+                               {NULL}};
+    const void *cdeny = compile(def, deny, &gen);
+    const void *cdeny2 = compile(def, deny2, &gen);
+    const void *callow = compile(def, allow, &gen);
+    CHECK(cdeny && cdeny2 && callow);
+    for (size_t i = 0; cdeny && cdeny2 && callow && i < PT_ARRAY_LEN(failures); i++) {
+        check_failure(cdeny, &failures[i], false);
+        check_failure(cdeny2, &failures[i], false);
+        check_failure(callow, &failures[i], true);
+    }
+
+    /* A call that cannot be started is decided at once, never resumed. */
+    struct run r;
+    for (int allowed = 0; allowed < 2; allowed++) {
+        fake_reset();
+        fake.call_rc = -EMFILE;
+        run_request(&r, def, allowed ? callow : cdeny, client_headers);
+        CHECK_EQ_INT(r.rc, allowed ? PT_FILTER_CONTINUE : PT_FILTER_RESPOND);
+        if (!allowed)
+            CHECK_EQ_INT(r.ctx.respond_status, 503);
+        CHECK_EQ_INT(fake.ncall, 1);
+        CHECK_EQ_INT(fake.nresume, 0);
+        CHECK(strstr(dump(&r.reqh, 0), "X-User") == NULL);
+        run_done(&r);
+    }
+    pt_arena_destroy(&gen);
+}
+
+static void test_ext_auth_compile(void)
+{
+    const struct pt_filter_def *def = &pt_filter_ext_auth;
+    check_rejected(def, (const struct kv[]){{"path", .str = "/x"}, {NULL}},
+                   "-/-: `upstream` is required");
+    check_rejected(
+        def, (const struct kv[]){{"upstream", .str = "a"}, {"on_error", .str = "open"}, {NULL}},
+        "on_error/-: on_error: expected deny or allow, got \"open\"");
+    check_rejected(def,
+                   (const struct kv[]){{"upstream", .str = "a"}, {"path", .str = "check"}, {NULL}},
+                   "path/-: path: \"check\" is not an origin-form path");
+    check_rejected(def,
+                   (const struct kv[]){{"upstream", .str = "a"}, {"path", .str = "/a b"}, {NULL}},
+                   "not an origin-form path");
+    check_rejected(def,
+                   (const struct kv[]){{"upstream", .str = "a"}, {"path", .str = "/a#b"}, {NULL}},
+                   "not an origin-form path");
+    static const char *const bad_name[] = {"Authorization", "X Y", NULL};
+    check_rejected(def,
+                   (const struct kv[]){
+                       {"upstream", .str = "a"}, {"forward_headers", .list = bad_name}, {NULL}},
+                   "forward_headers/X Y: forward_headers: invalid header name \"X Y\"");
+    static const char *const colon[] = {"X-User:ID", NULL};
+    check_rejected(
+        def, (const struct kv[]){{"upstream", .str = "a"}, {"copy_headers", .list = colon}, {NULL}},
+        "copy_headers/X-User:ID: copy_headers: invalid header name");
+    check_rejected(
+        def,
+        (const struct kv[]){{"upstream", .str = "a"}, {"consumer_header", .str = "X User"}, {NULL}},
+        "consumer_header/-: consumer_header: invalid header name");
+    static const char *const framing[] = {"Content-Length", NULL};
+    check_rejected(
+        def,
+        (const struct kv[]){{"upstream", .str = "a"}, {"copy_headers", .list = framing}, {NULL}},
+        "cannot be changed by a filter");
+    check_rejected(
+        def,
+        (const struct kv[]){{"upstream", .str = "a"}, {"consumer_header", .str = "host"}, {NULL}},
+        "cannot be changed by a filter");
+    static const char *const hop[] = {"Upgrade", NULL};
+    check_rejected(
+        def, (const struct kv[]){{"upstream", .str = "a"}, {"copy_headers", .list = hop}, {NULL}},
+        "hop-by-hop");
+    static const char *const xff[] = {"x-forwarded-for", NULL};
+    check_rejected(
+        def,
+        (const struct kv[]){{"upstream", .str = "a"}, {"forward_headers", .list = xff}, {NULL}},
+        "forward_headers/x-forwarded-for: forward_headers: \"x-forwarded-for\" is "
+        "set by the gateway");
+    static const char *const rid[] = {"X-Request-ID", NULL};
+    check_rejected(
+        def, (const struct kv[]){{"upstream", .str = "a"}, {"copy_headers", .list = rid}, {NULL}},
+        "is set by the gateway");
+    /* every problem is reported */
+    check_rejected(def, (const struct kv[]){{"on_error", .str = "x"}, {"path", .str = "x"}, {NULL}},
+                   "upstream");
+    CHECK_EQ_INT(nerrs, 3);
+
+    struct pt_arena gen;
+    pt_arena_init(&gen, 0);
+    CHECK(compile(def, full_conf, &gen) != NULL);
+    CHECK(compile(def, (const struct kv[]){{"upstream", .str = "a"}, {NULL}}, &gen) != NULL);
+    pt_arena_destroy(&gen);
+
+    CHECK_EQ_INT(def->priority, 1450);
+    CHECK(pt_filter_find("ext_auth") == def);
+}
+
 int main(void)
 {
     pt_log_min_level = PT_LOG_ERROR; /* ext_auth's failure warnings */
@@ -652,5 +1053,10 @@ int main(void)
     test_fault_header_trigger();
     test_fault_headers_removed();
     test_fault_compile();
+    test_ext_auth_request();
+    test_ext_auth_allow();
+    test_ext_auth_deny();
+    test_ext_auth_errors();
+    test_ext_auth_compile();
     return unit_report("filters_async");
 }
