@@ -42,7 +42,6 @@
 #include "core/log.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -310,21 +309,6 @@ static int decide(struct pt_filter_ctx *ctx, const struct ext_auth_conf *conf,
 
 /* ---- compile ---- */
 
-static int report(struct pt_filter_errs *errs, const char *field, const char *entry,
-                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static int report(struct pt_filter_errs *errs, const char *field, const char *entry,
-                  const char *fmt, ...)
-{
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    errs->report(errs, field, entry, false, msg);
-    return -1;
-}
-
 /* Checks one header name of `field`; a name ext_auth or the gateway sets
  * itself cannot be forwarded, copied or read as the consumer. */
 static int check_name(struct pt_filter_errs *errs, const char *field, const char *entry,
@@ -334,10 +318,11 @@ static int check_name(struct pt_filter_errs *errs, const char *field, const char
         return -1;
     for (int k = 0; k < XF__COUNT; k++)
         if (pt_slice_ieq(*out, xf_names[k]))
-            return report(errs, field, entry,
-                          "%s: \"%s\" is set by the gateway (X-Forwarded-Method, -Uri, "
-                          "-Proto, -Host, -For and X-Request-ID): it cannot be listed here",
-                          field, name);
+            return pt_filter_errorf(
+                errs, field, entry, false,
+                "%s: \"%s\" is set by the gateway (X-Forwarded-Method, -Uri, "
+                "-Proto, -Host, -For and X-Request-ID): it cannot be listed here",
+                field, name);
     return 0;
 }
 
@@ -348,7 +333,7 @@ static int compile_names(struct pt_filter_errs *errs, const char *field, const c
 {
     pt_slice *s = pt_arena_zalloc(a, sizeof(*s) * (n ? n : 1));
     if (!s)
-        return report(errs, NULL, NULL, "out of memory");
+        return pt_filter_errorf(errs, NULL, NULL, false, "out of memory");
     int bad = 0;
     for (uint32_t i = 0; i < n; i++)
         bad |= check_name(errs, field, v[i], produces, v[i], &s[i]);
@@ -374,14 +359,16 @@ static int ext_auth_compile(void *conf_, struct pt_arena *a, struct pt_filter_er
     int bad = 0;
 
     if (!conf->upstream)
-        bad |= report(errs, NULL, NULL, "`upstream` is required (the auth service's upstream)");
+        bad |= pt_filter_errorf(errs, NULL, NULL, false,
+                                "`upstream` is required (the auth service's upstream)");
     if (!conf->path)
         conf->path = "/";
     if (!path_ok(conf->path))
-        bad |= report(errs, "path", NULL,
-                      "path: \"%s\" is not an origin-form path (it starts with / and has no "
-                      "spaces, control characters or #)",
-                      conf->path);
+        bad |=
+            pt_filter_errorf(errs, "path", NULL, false,
+                             "path: \"%s\" is not an origin-form path (it starts with / and has no "
+                             "spaces, control characters or #)",
+                             conf->path);
     conf->path_s = (pt_slice){conf->path, strlen(conf->path)};
     if (!conf->timeout_ms)
         conf->timeout_ms = EXT_AUTH_TIMEOUT_DEFAULT_MS;
@@ -391,8 +378,8 @@ static int ext_auth_compile(void *conf_, struct pt_arena *a, struct pt_filter_er
     else if (strcmp(conf->on_error, "allow") == 0)
         conf->allow_on_error = true;
     else
-        bad |= report(errs, "on_error", NULL, "on_error: expected deny or allow, got \"%s\"",
-                      conf->on_error);
+        bad |= pt_filter_errorf(errs, "on_error", NULL, false,
+                                "on_error: expected deny or allow, got \"%s\"", conf->on_error);
 
     if (conf->forward_headers.v)
         bad |= compile_names(errs, "forward_headers", conf->forward_headers.v,

@@ -33,11 +33,10 @@
  * on_cancel hook to release (the gateway cancels the timer itself).
  */
 #include "filters/registry.h"
+#include "filters/template.h"
 #include "core/units.h"
 
 #include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 
 /* Config limits: a fault delay is for chaos tests, not for parking requests. */
@@ -223,20 +222,6 @@ static void fault_timer_done(struct pt_filter_ctx *ctx, void *state_)
     ctx->resume(ctx, PT_FILTER_CONTINUE);
 }
 
-static void report(struct pt_filter_errs *errs, const char *field, const char *entry,
-                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-
-static void report(struct pt_filter_errs *errs, const char *field, const char *entry,
-                   const char *fmt, ...)
-{
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    errs->report(errs, field, entry, entry != NULL, msg);
-}
-
 /* A nested `percent` (NULL: 100) into *out; false after reporting. */
 static bool compile_percent(struct pt_filter_errs *errs, const char *field, const char *text,
                             double *out)
@@ -244,8 +229,9 @@ static bool compile_percent(struct pt_filter_errs *errs, const char *field, cons
     *out = text ? parse_percent(text) : 100;
     if (*out >= 0)
         return true;
-    report(errs, field, "percent",
-           "%s.percent: expected a percentage (0-100, or like \"10%%\"), got \"%s\"", field, text);
+    pt_filter_errorf(errs, field, "percent", true,
+                     "%s.percent: expected a percentage (0-100, or like \"10%%\"), got \"%s\"",
+                     field, text);
     return false;
 }
 
@@ -256,27 +242,28 @@ static int fault_compile(void *conf_, struct pt_arena *a, struct pt_filter_errs 
 
     ok &= compile_percent(errs, "delay", conf->delay.percent, &conf->delay_percent);
     if (conf->delay.duration_ms > FAULT_DELAY_LIMIT_MS) {
-        report(errs, "delay", "duration", "delay.duration: at most 1h");
+        pt_filter_errorf(errs, "delay", "duration", true, "delay.duration: at most 1h");
         ok = false;
     }
     if (conf->delay.percent && !conf->delay.duration_ms) {
-        report(errs, "delay", NULL, "delay: `duration` is required (e.g. 200ms)");
+        pt_filter_errorf(errs, "delay", NULL, false, "delay: `duration` is required (e.g. 200ms)");
         ok = false;
     }
 
     ok &= compile_percent(errs, "abort", conf->abort.percent, &conf->abort_percent);
     if (conf->abort.status && (conf->abort.status < 400 || conf->abort.status > 599)) {
-        report(errs, "abort", "status", "abort.status: %lld is not an error status (use 400-599)",
-               (long long)conf->abort.status);
+        pt_filter_errorf(errs, "abort", "status", true,
+                         "abort.status: %lld is not an error status (use 400-599)",
+                         (long long)conf->abort.status);
         ok = false;
     }
     if (conf->abort.percent && !conf->abort.status) {
-        report(errs, "abort", NULL, "abort: `status` is required (e.g. 503)");
+        pt_filter_errorf(errs, "abort", NULL, false, "abort: `status` is required (e.g. 503)");
         ok = false;
     }
 
     if (conf->max_delay_ms > FAULT_DELAY_LIMIT_MS) {
-        report(errs, "max_delay", NULL, "max_delay: at most 1h");
+        pt_filter_errorf(errs, "max_delay", NULL, false, "max_delay: at most 1h");
         ok = false;
     }
     if (!conf->max_delay_ms)
