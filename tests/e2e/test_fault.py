@@ -6,16 +6,15 @@ hang-ups during a delay, and a reload while 100 requests sit in a delay
 (each finishes on the generation it started with)."""
 
 import socket
-import subprocess
 import threading
 import time
 
 import pytest
 import requests
 
-from conftest import (PORTICO, Gateway, assert_error_response, backend, backend_of,
-                      echo_headers, free_port, make_config, read_responses, scaled, to_yaml,
-                      upstream, wait_until)
+from conftest import (Gateway, assert_error_response, backend, backend_of,
+                      echo_headers, free_port, make_config, read_responses, scaled,
+                      upstream, validate_errors, wait_until)
 
 FAULT_HEADERS = {"X-Portico-Fault-Delay": "0", "x-portico-fault-abort": "200",
                  "X-PORTICO-FAULT-Extra": "1"}
@@ -315,12 +314,8 @@ def test_invalid_configs_are_rejected(tmp_path):
         route("r2", "/2", {"delay": {"duration": "10ms", "percent": 150},
                            "abort": {"status": 503, "percent": "x"}}),
         route("r3", "/3", {"delay": {"percent": 10}, "abort": {"percent": 10}})])
-    p = tmp_path / "bad.yaml"
-    p.write_text(to_yaml(cfg))
-    res = subprocess.run([PORTICO, "validate", str(p)], capture_output=True, text=True,
-                         timeout=scaled(10))
-    assert res.returncode != 0
-    err = res.stderr + res.stdout
+    rc, err = validate_errors(tmp_path, cfg)
+    assert rc != 0, err
     for want in ("abort.status: 200 is not an error status", "delay.duration: at most 1h",
                  "max_delay: at most 1h", "delay.percent: expected a percentage",
                  "abort.percent: expected a percentage", "delay: `duration` is required",

@@ -305,158 +305,117 @@ static void fire_timer(struct run *r)
         fake.timer_cb(&r->ctx, r->state);
 }
 
-static void test_fault_delay(void)
+/* What a fault config does to one request, given the PRNG's two rolls
+ * (delay's, then abort's): the hook's result, the delay armed (0: none),
+ * then what the request ends with (CONTINUE upstream, or RESPOND with a
+ * status). Checks the suspension contract on the way. */
+struct outcome {
+    int rc;
+    uint64_t delay_ms;
+    int final, status;
+};
+
+static struct outcome fault_outcome(const struct kv *cfg, uint64_t delay_roll, uint64_t abort_roll)
 {
-    const struct pt_filter_def *def = &pt_filter_fault;
     struct pt_arena gen;
     pt_arena_init(&gen, 0);
+    struct outcome o = {-1, 0, -1, 0};
+    const void *conf = compile(&pt_filter_fault, cfg, &gen);
+    CHECK_MSG(conf != NULL, "%s", errbuf);
+    if (!conf) {
+        pt_arena_destroy(&gen);
+        return o;
+    }
     struct run r;
-
-    /* delay without percent: every request, suspended on the timer. */
-    const struct kv always[] = {{"delay.duration", .num = 200}, {NULL}};
-    const void *conf = compile(def, always, &gen);
-    CHECK_MSG(conf != NULL, "%s", errbuf);
     fake_reset();
-    run_request(&r, def, conf, NULL);
-    CHECK_EQ_INT(r.rc, PT_FILTER_SUSPEND);
-    CHECK_EQ_INT(fake.ntimer, 1);
-    CHECK_EQ_INT(fake.timer_ms, 200);
-    /* The gateway's deadline never cuts the delay short. */
-    CHECK_MSG(r.ctx.suspend_deadline_ms >= 200 + 500, "deadline %llu",
-              (unsigned long long)r.ctx.suspend_deadline_ms);
-    CHECK_EQ_INT(fake.nresume, 0); /* nothing resumes before the timer */
-    fire_timer(&r);
-    CHECK_EQ_INT(fake.nresume, 1);
-    CHECK_EQ_INT(fake.resumed, PT_FILTER_CONTINUE);
+    fake_rolls(delay_roll, abort_roll);
+    run_request(&r, &pt_filter_fault, conf, NULL);
+    o.rc = r.rc;
+    o.final = r.rc;
+    if (r.rc == PT_FILTER_SUSPEND) {
+        o.delay_ms = fake.timer_ms;
+        CHECK_EQ_INT(fake.ntimer, 1);
+        /* The gateway's deadline never cuts the delay short. */
+        CHECK_MSG(r.ctx.suspend_deadline_ms >= fake.timer_ms + 500, "deadline %llu for %llu ms",
+                  (unsigned long long)r.ctx.suspend_deadline_ms, (unsigned long long)fake.timer_ms);
+        CHECK_EQ_INT(fake.nresume, 0); /* nothing resumes before the timer */
+        CHECK_EQ_INT(r.ctx.respond_status, 0);
+        fire_timer(&r);
+        CHECK_EQ_INT(fake.nresume, 1);
+        o.final = fake.resumed;
+    }
+    if (o.final == PT_FILTER_RESPOND) {
+        o.status = r.ctx.respond_status;
+        CHECK(r.ctx.respond_body.len == 0); /* the standard JSON error */
+    }
     run_done(&r);
-
-    /* percent 10: a roll above 10% misses, one below hits. */
-    const struct kv some[] = {
-        {"delay.duration", .num = 300}, {"delay.percent", .str = "10"}, {NULL}};
-    conf = compile(def, some, &gen);
-    CHECK_MSG(conf != NULL, "%s", errbuf);
-    fake_reset();
-    fake_rolls(ROLL_HALF, ROLL_HALF);
-    run_request(&r, def, conf, NULL);
-    CHECK_EQ_INT(r.rc, PT_FILTER_CONTINUE);
-    CHECK_EQ_INT(fake.ntimer, 0);
-    CHECK_EQ_INT(fake.nrandom, 1);
-    run_done(&r);
-    fake_reset();
-    fake_rolls(ROLL_HIT, ROLL_HIT);
-    run_request(&r, def, conf, NULL);
-    CHECK_EQ_INT(r.rc, PT_FILTER_SUSPEND);
-    CHECK_EQ_INT(fake.timer_ms, 300);
-    run_done(&r);
-
-    /* percent 0 never delays; "60%" hits a half roll. */
-    const struct kv none[] = {
-        {"delay.duration", .num = 300}, {"delay.percent", .str = "0"}, {NULL}};
-    conf = compile(def, none, &gen);
-    CHECK_MSG(conf != NULL, "%s", errbuf);
-    fake_reset();
-    fake_rolls(ROLL_HIT, ROLL_HIT);
-    run_request(&r, def, conf, NULL);
-    CHECK_EQ_INT(r.rc, PT_FILTER_CONTINUE);
-    CHECK_EQ_INT(fake.ntimer, 0);
-    run_done(&r);
-    const struct kv pct[] = {
-        {"delay.duration", .num = 300}, {"delay.percent", .str = "60%"}, {NULL}};
-    conf = compile(def, pct, &gen);
-    CHECK_MSG(conf != NULL, "%s", errbuf);
-    fake_reset();
-    fake_rolls(ROLL_HALF, ROLL_HALF);
-    run_request(&r, def, conf, NULL);
-    CHECK_EQ_INT(r.rc, PT_FILTER_SUSPEND);
-    run_done(&r);
-
-    /* A timer that cannot be armed skips the delay instead of failing. */
-    conf = compile(def, always, &gen);
-    fake_reset();
-    fake.timer_rc = -ENOMEM;
-    run_request(&r, def, conf, NULL);
-    CHECK_EQ_INT(r.rc, PT_FILTER_CONTINUE);
-    CHECK_EQ_INT(fake.ntimer, 1);
-    run_done(&r);
-
     pt_arena_destroy(&gen);
+    return o;
 }
 
-static void test_fault_abort(void)
+#define CHECK_OUTCOME(cfg, r1, r2, rc_, delay_, final_, status_)                                   \
+    do {                                                                                           \
+        struct outcome o_ = fault_outcome((cfg), (r1), (r2));                                      \
+        CHECK_MSG(o_.rc == (rc_) && o_.delay_ms == (delay_) && o_.final == (final_) &&             \
+                      o_.status == (status_),                                                      \
+                  "got rc %d delay %llu final %d status %d", o_.rc,                                \
+                  (unsigned long long)o_.delay_ms, o_.final, o_.status);                           \
+    } while (0)
+
+static void test_fault_rolls(void)
 {
-    const struct pt_filter_def *def = &pt_filter_fault;
-    struct pt_arena gen;
-    pt_arena_init(&gen, 0);
-    struct run r;
+    enum { CONT = PT_FILTER_CONTINUE, SUSP = PT_FILTER_SUSPEND, RESP = PT_FILTER_RESPOND };
 
-    /* percent 100 (the default): answered at once, standard error body. */
-    const struct kv always[] = {{"abort.status", .num = 503}, {NULL}};
-    const void *conf = compile(def, always, &gen);
-    CHECK_MSG(conf != NULL, "%s", errbuf);
-    fake_reset();
-    run_request(&r, def, conf, NULL);
-    CHECK_EQ_INT(r.rc, PT_FILTER_RESPOND);
-    CHECK_EQ_INT(r.ctx.respond_status, 503);
-    CHECK(r.ctx.respond_body.len == 0);
-    CHECK_EQ_INT(fake.ntimer, 0);
-    run_done(&r);
+    /* delay without percent: every request, then on upstream */
+    const struct kv delay[] = {{"delay.duration", .num = 200}, {NULL}};
+    CHECK_OUTCOME(delay, ROLL_MISS, ROLL_MISS, SUSP, 200, CONT, 0);
+    /* percent 10: a roll above 10% misses, one below hits */
+    const struct kv d10[] = {
+        {"delay.duration", .num = 300}, {"delay.percent", .str = "10"}, {NULL}};
+    CHECK_OUTCOME(d10, ROLL_HALF, ROLL_HALF, CONT, 0, CONT, 0);
+    CHECK_EQ_INT(fake.nrandom, 1);
+    CHECK_OUTCOME(d10, ROLL_HIT, ROLL_HIT, SUSP, 300, CONT, 0);
+    /* percent 0 never; "60%" hits a half roll */
+    const struct kv d0[] = {{"delay.duration", .num = 300}, {"delay.percent", .str = "0"}, {NULL}};
+    CHECK_OUTCOME(d0, ROLL_HIT, ROLL_HIT, CONT, 0, CONT, 0);
+    const struct kv d60[] = {
+        {"delay.duration", .num = 300}, {"delay.percent", .str = "60%"}, {NULL}};
+    CHECK_OUTCOME(d60, ROLL_HALF, ROLL_HALF, SUSP, 300, CONT, 0);
 
-    /* percent 0: never. */
-    const struct kv never[] = {{"abort.status", .num = 503}, {"abort.percent", .str = "0"}, {NULL}};
-    conf = compile(def, never, &gen);
-    CHECK_MSG(conf != NULL, "%s", errbuf);
-    fake_reset();
-    fake_rolls(ROLL_HIT, ROLL_HIT);
-    run_request(&r, def, conf, NULL);
-    CHECK_EQ_INT(r.rc, PT_FILTER_CONTINUE);
-    CHECK_EQ_INT(r.ctx.respond_status, 0);
-    run_done(&r);
+    /* abort without percent: answered at once */
+    const struct kv abort[] = {{"abort.status", .num = 503}, {NULL}};
+    CHECK_OUTCOME(abort, ROLL_MISS, ROLL_MISS, RESP, 0, RESP, 503);
+    const struct kv a0[] = {{"abort.status", .num = 503}, {"abort.percent", .str = "0"}, {NULL}};
+    CHECK_OUTCOME(a0, ROLL_HIT, ROLL_HIT, CONT, 0, CONT, 0);
 
-    /* delay then abort, each rolled on its own: delay first. */
+    /* both, each rolled on its own, delay first (Envoy's order) */
     const struct kv both[] = {{"delay.duration", .num = 100},
                               {"delay.percent", .str = "50"},
                               {"abort.status", .num = 429},
                               {"abort.percent", .str = "50"},
                               {NULL}};
-    conf = compile(def, both, &gen);
-    CHECK_MSG(conf != NULL, "%s", errbuf);
-    /* both hit: suspended, then the abort once the delay is over */
-    fake_reset();
-    fake_rolls(ROLL_HIT, ROLL_HIT);
-    run_request(&r, def, conf, NULL);
-    CHECK_EQ_INT(r.rc, PT_FILTER_SUSPEND);
-    CHECK_EQ_INT(r.ctx.respond_status, 0); /* not answered yet */
-    fire_timer(&r);
-    CHECK_EQ_INT(fake.resumed, PT_FILTER_RESPOND);
-    CHECK_EQ_INT(r.ctx.respond_status, 429);
-    CHECK(r.ctx.respond_body.len == 0);
-    run_done(&r);
-    /* delay misses, abort hits: answered at once */
-    fake_reset();
-    fake_rolls(ROLL_MISS, ROLL_HIT);
-    run_request(&r, def, conf, NULL);
-    CHECK_EQ_INT(r.rc, PT_FILTER_RESPOND);
-    CHECK_EQ_INT(r.ctx.respond_status, 429);
-    CHECK_EQ_INT(fake.ntimer, 0);
+    CHECK_OUTCOME(both, ROLL_HIT, ROLL_HIT, SUSP, 100, RESP, 429);
+    CHECK_OUTCOME(both, ROLL_MISS, ROLL_HIT, RESP, 0, RESP, 429);
     CHECK_EQ_INT(fake.nrandom, 2);
-    run_done(&r);
-    /* delay hits, abort misses: delayed, then on upstream */
-    fake_reset();
-    fake_rolls(ROLL_HIT, ROLL_MISS);
-    run_request(&r, def, conf, NULL);
-    CHECK_EQ_INT(r.rc, PT_FILTER_SUSPEND);
-    fire_timer(&r);
-    CHECK_EQ_INT(fake.resumed, PT_FILTER_CONTINUE);
-    run_done(&r);
-    /* a delay that cannot be armed still aborts */
-    fake_reset();
-    fake_rolls(ROLL_HIT, ROLL_HIT);
-    fake.timer_rc = -ENOMEM;
-    run_request(&r, def, conf, NULL);
-    CHECK_EQ_INT(r.rc, PT_FILTER_RESPOND);
-    CHECK_EQ_INT(r.ctx.respond_status, 429);
-    run_done(&r);
+    CHECK_OUTCOME(both, ROLL_HIT, ROLL_MISS, SUSP, 100, CONT, 0);
+    CHECK_OUTCOME(both, ROLL_MISS, ROLL_MISS, CONT, 0, CONT, 0);
 
+    /* A timer that cannot be armed skips the delay, not the abort. */
+    struct pt_arena gen;
+    pt_arena_init(&gen, 0);
+    const struct kv *cfgs[] = {delay, both};
+    for (size_t i = 0; i < 2; i++) {
+        const void *conf = compile(&pt_filter_fault, cfgs[i], &gen);
+        struct run r;
+        fake_reset();
+        fake_rolls(ROLL_HIT, ROLL_HIT);
+        fake.timer_rc = -ENOMEM;
+        run_request(&r, &pt_filter_fault, conf, NULL);
+        CHECK_EQ_INT(fake.ntimer, 1);
+        CHECK_EQ_INT(r.rc, i == 0 ? PT_FILTER_CONTINUE : PT_FILTER_RESPOND);
+        CHECK_EQ_INT(r.ctx.respond_status, i == 0 ? 0 : 429);
+        run_done(&r);
+    }
     pt_arena_destroy(&gen);
 }
 
@@ -686,6 +645,28 @@ static void complete_call(struct run *r, const struct pt_filter_call_res *res)
         fake.call_cb(&r->ctx, r->state, res);
 }
 
+/* Starts a check of a request with client_headers under `conf`. */
+static void start_check(struct run *r, const void *conf)
+{
+    fake_reset();
+    run_request(r, &pt_filter_ext_auth, conf, client_headers);
+    CHECK_EQ_INT(r->rc, PT_FILTER_SUSPEND);
+}
+
+/* full_conf, compiled once into a generation arena that lives as long as
+ * the test process. */
+static const void *full_auth_conf(void)
+{
+    static struct pt_arena gen;
+    static const void *conf;
+    if (!conf) {
+        pt_arena_init(&gen, 0);
+        conf = compile(&pt_filter_ext_auth, full_conf, &gen);
+        CHECK_MSG(conf != NULL, "%s", errbuf);
+    }
+    return conf;
+}
+
 /* An answer of the auth service, headers from "Name: value" lines. */
 static struct pt_filter_call_res answer(struct run *r, int status, const char *const *headers,
                                         const char *body)
@@ -705,8 +686,7 @@ static void test_ext_auth_request(void)
 
     const void *conf = compile(def, full_conf, &gen);
     CHECK_MSG(conf != NULL, "%s", errbuf);
-    fake_reset();
-    run_request(&r, def, conf, client_headers);
+    start_check(&r, conf);
     CHECK_EQ_INT(r.rc, PT_FILTER_SUSPEND);
     CHECK_EQ_INT(fake.ncall, 1);
     CHECK_STR(fake.req.upstream, "authz");
@@ -781,16 +761,11 @@ static void test_ext_auth_request(void)
 
 static void test_ext_auth_allow(void)
 {
-    const struct pt_filter_def *def = &pt_filter_ext_auth;
-    struct pt_arena gen;
-    pt_arena_init(&gen, 0);
+    const void *conf = full_auth_conf();
     struct run r;
-    const void *conf = compile(def, full_conf, &gen);
-    CHECK_MSG(conf != NULL, "%s", errbuf);
 
     for (int status = 200; status <= 204; status += 4) {
-        fake_reset();
-        run_request(&r, def, conf, client_headers);
+        start_check(&r, conf);
         static const char *const hdrs[] = {"X-User-ID: alice",        "X-User-Groups: dev",
                                            "x-user-groups: ops",      "X-Secret: not copied",
                                            "WWW-Authenticate: Basic", NULL};
@@ -809,30 +784,22 @@ static void test_ext_auth_allow(void)
     }
 
     /* A 2xx without the consumer field: no identity, and no spoof left. */
-    fake_reset();
-    run_request(&r, def, conf, client_headers);
+    start_check(&r, conf);
     struct pt_filter_call_res res = answer(&r, 200, NULL, NULL);
     complete_call(&r, &res);
     CHECK_EQ_INT(fake.resumed, PT_FILTER_CONTINUE);
     CHECK(ident.consumer.len == 0 && ident.source == NULL);
     CHECK(strstr(dump(&r.reqh, 0), "X-User") == NULL && strstr(dump(&r.reqh, 0), "x-user") == NULL);
     run_done(&r);
-
-    pt_arena_destroy(&gen);
 }
 
 static void test_ext_auth_deny(void)
 {
-    const struct pt_filter_def *def = &pt_filter_ext_auth;
-    struct pt_arena gen;
-    pt_arena_init(&gen, 0);
+    const void *conf = full_auth_conf();
     struct run r;
-    const void *conf = compile(def, full_conf, &gen);
-    CHECK_MSG(conf != NULL, "%s", errbuf);
 
     /* 401: status, challenges, cookies and body as the auth service sent. */
-    fake_reset();
-    run_request(&r, def, conf, client_headers);
+    start_check(&r, conf);
     static const char *const h401[] = {"WWW-Authenticate: Bearer realm=\"api\"",
                                        "Content-Type: text/plain; charset=utf-8",
                                        "Set-Cookie: s=1",
@@ -855,8 +822,7 @@ static void test_ext_auth_deny(void)
     run_done(&r);
 
     /* 302 without a body: Location, and the gateway's own error body. */
-    fake_reset();
-    run_request(&r, def, conf, client_headers);
+    start_check(&r, conf);
     static const char *const h302[] = {"Location: https://login.example.com/?next=%2F",
                                        "Content-Type: text/html", NULL};
     res = answer(&r, 302, h302, NULL);
@@ -868,16 +834,14 @@ static void test_ext_auth_deny(void)
     run_done(&r);
 
     /* 403 with a body but no Content-Type; a cut body is not passed on. */
-    fake_reset();
-    run_request(&r, def, conf, client_headers);
+    start_check(&r, conf);
     res = answer(&r, 403, NULL, "no");
     complete_call(&r, &res);
     CHECK_EQ_INT(r.ctx.respond_status, 403);
     CHECK_SLICE(r.ctx.respond_body, "no");
     CHECK_SLICE(r.ctx.respond_content_type, "application/octet-stream");
     run_done(&r);
-    fake_reset();
-    run_request(&r, def, conf, client_headers);
+    start_check(&r, conf);
     static const char *const hjson[] = {"Content-Type: application/json", NULL};
     res = answer(&r, 403, hjson, "{\"error\":");
     res.truncated = true;
@@ -885,17 +849,13 @@ static void test_ext_auth_deny(void)
     CHECK_EQ_INT(r.ctx.respond_status, 403);
     CHECK(r.ctx.respond_body.len == 0 && r.ctx.respond_content_type.len == 0);
     run_done(&r);
-
-    pt_arena_destroy(&gen);
 }
 
 /* What the filter does when the auth service fails with `res`. */
 static void check_failure(const void *conf, const struct pt_filter_call_res *proto, bool allow)
 {
     struct run r;
-    fake_reset();
-    run_request(&r, &pt_filter_ext_auth, conf, client_headers);
-    CHECK_EQ_INT(r.rc, PT_FILTER_SUSPEND);
+    start_check(&r, conf);
     struct pt_filter_call_res res = *proto;
     if (res.error == PT_CALL_OK) {
         static const char *const hdrs[] = {"X-User-ID: eve", "WWW-Authenticate: Basic", NULL};
@@ -1048,8 +1008,7 @@ static void test_ext_auth_compile(void)
 int main(void)
 {
     pt_log_min_level = PT_LOG_ERROR; /* ext_auth's failure warnings */
-    test_fault_delay();
-    test_fault_abort();
+    test_fault_rolls();
     test_fault_header_trigger();
     test_fault_headers_removed();
     test_fault_compile();
