@@ -8,9 +8,16 @@
  * gaps so a new filter can slot in without renumbering:
  *   2000  cors               preflight answered before anything can refuse it
  *   1500  jwt / key_auth /   authentication (1500..1400): who is calling
+ *   1450  ext_auth           after the local checks, so a request they refuse
+ *                            costs no call to the auth service
  *   1400  introspection / mtls_auth
  *   1300  acl                authorization needs the consumer found above
  *   1000  rate_limit         counts only requests that got this far, per consumer
+ *    900  fault              stands in for a failing upstream, so everything
+ *                            the gateway decides itself (cors, auth, acl,
+ *                            limits) still behaves as in production; only a
+ *                            caller who passed auth can ask for a fault by
+ *                            header, and a refused request holds no delay
  *    800  request_transform  edits what goes upstream, after the checks above
  *                            saw the request as the client sent it
  *    500  cache              last request filter: a hit skips only the
@@ -24,6 +31,8 @@
 
 #include "filters/filter.h"
 
+extern const struct pt_filter_def pt_filter_ext_auth;
+extern const struct pt_filter_def pt_filter_fault;
 extern const struct pt_filter_def pt_filter_request_transform;
 extern const struct pt_filter_def pt_filter_response_transform;
 

@@ -292,19 +292,15 @@ static bool value_is_clean(pt_slice v)
     return true;
 }
 
-/* Reports one problem of a header edit through errs; returns -1. */
-static int report(struct pt_filter_errs *errs, const char *key, const char *entry, bool in_value,
-                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-static int report(struct pt_filter_errs *errs, const char *key, const char *entry, bool in_value,
-                  const char *fmt, ...)
+int pt_filter_errorf(struct pt_filter_errs *errs, const char *field, const char *entry,
+                     bool in_value, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    errs->report(errs, key, entry, in_value, msg);
+    errs->report(errs, field, entry, in_value, msg);
     return -1;
 }
 
@@ -317,44 +313,45 @@ static bool never_forwarded(pt_slice name)
     return (pt_token_flags[tok] & PT_TF_HOP) || tok == PT_TOK_EXPECT;
 }
 
-/* Checks header name `name`, found in field `key` at entry `entry` (its
- * name, or its value when in_value). `produces`: the edit puts a field of
- * that name into the message (set, add, a rename's new name). */
-static int check_name(struct pt_filter_errs *errs, const char *key, const char *entry,
-                      bool in_value, bool produces, const char *name, pt_slice *out)
+int pt_header_name_check(struct pt_filter_errs *errs, const char *key, const char *entry,
+                         bool in_value, bool produces, const char *name, pt_slice *out)
 {
     if (!name || !*name)
-        return report(errs, key, entry, in_value, "%s: empty header name", key);
+        return pt_filter_errorf(errs, key, entry, in_value, "%s: empty header name", key);
     size_t len = strlen(name);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)name[i];
         if (is_tchar(c))
             continue;
         if (c > 0x20 && c < 0x7f)
-            return report(errs, key, entry, in_value,
-                          "%s: invalid header name \"%s\": '%c' is not allowed (a header name "
-                          "is letters, digits and !#$%%&'*+-.^_`|~)",
-                          key, name, c);
-        return report(errs, key, entry, in_value,
-                      "%s: invalid header name \"%s\": byte 0x%02x is not allowed (a header "
-                      "name is letters, digits and !#$%%&'*+-.^_`|~)",
-                      key, name, c);
+            return pt_filter_errorf(
+                errs, key, entry, in_value,
+                "%s: invalid header name \"%s\": '%c' is not allowed (a header name "
+                "is letters, digits and !#$%%&'*+-.^_`|~)",
+                key, name, c);
+        return pt_filter_errorf(
+            errs, key, entry, in_value,
+            "%s: invalid header name \"%s\": byte 0x%02x is not allowed (a header "
+            "name is letters, digits and !#$%%&'*+-.^_`|~)",
+            key, name, c);
     }
     *out = (pt_slice){name, len};
     for (size_t i = 0; i < PT_ARRAY_LEN(forbidden_headers); i++)
         if (pt_slice_ieq_cstr(*out, forbidden_headers[i]))
-            return report(errs, key, entry, in_value,
-                          "%s: header \"%s\" cannot be changed by a filter (Host, "
-                          "Content-Length, Transfer-Encoding and Connection are managed by the "
-                          "gateway)",
-                          key, name);
+            return pt_filter_errorf(
+                errs, key, entry, in_value,
+                "%s: header \"%s\" cannot be changed by a filter (Host, "
+                "Content-Length, Transfer-Encoding and Connection are managed by the "
+                "gateway)",
+                key, name);
     if (produces && never_forwarded(*out))
-        return report(errs, key, entry, in_value,
-                      "%s: header \"%s\" is hop-by-hop: the gateway never forwards it, so "
-                      "it cannot be %s (TE, Keep-Alive, Upgrade, Trailer, Proxy-Connection, "
-                      "Proxy-Authenticate, Proxy-Authorization, HTTP2-Settings and Expect "
-                      "end at the gateway)",
-                      key, name, in_value ? "a rename's new name" : "set or added");
+        return pt_filter_errorf(
+            errs, key, entry, in_value,
+            "%s: header \"%s\" is hop-by-hop: the gateway never forwards it, so "
+            "it cannot be %s (TE, Keep-Alive, Upgrade, Trailer, Proxy-Connection, "
+            "Proxy-Authenticate, Proxy-Authorization, HTTP2-Settings and Expect "
+            "end at the gateway)",
+            key, name, in_value ? "a rename's new name" : "set or added");
     return 0;
 }
 
@@ -362,17 +359,19 @@ static int compile_value(struct pt_filter_errs *errs, const char *key, const cha
                          const char *value, struct pt_arena *a, const struct pt_template **out)
 {
     if (!value)
-        return report(errs, key, name, true, "%s: header \"%s\" has no value", key, name);
+        return pt_filter_errorf(errs, key, name, true, "%s: header \"%s\" has no value", key, name);
     if (!value_is_clean((pt_slice){value, strlen(value)}))
-        return report(errs, key, name, true,
-                      "%s: value of header \"%s\" contains a control character (CR, LF, NUL "
-                      "and other control characters are not allowed in header values)",
-                      key, name);
+        return pt_filter_errorf(
+            errs, key, name, true,
+            "%s: value of header \"%s\" contains a control character (CR, LF, NUL "
+            "and other control characters are not allowed in header values)",
+            key, name);
     char terr[256];
     struct pt_template *t;
     int rc = pt_template_compile(&t, value, a, terr, sizeof(terr));
     if (rc < 0)
-        return report(errs, key, name, true, "%s: value of header \"%s\": %s", key, name, terr);
+        return pt_filter_errorf(errs, key, name, true, "%s: value of header \"%s\": %s", key, name,
+                                terr);
     *out = t;
     return 0;
 }
@@ -389,21 +388,22 @@ int pt_header_edit_compile(void *conf_, struct pt_arena *a, struct pt_filter_err
 
     struct pt_header_op *ops = pt_arena_zalloc(a, sizeof(*ops) * n);
     if (!ops)
-        return report(errs, NULL, NULL, false, "out of memory");
+        return pt_filter_errorf(errs, NULL, NULL, false, "out of memory");
     uint32_t k = 0;
     int bad = 0; /* every problem is reported, not just the first */
 
     for (uint32_t i = 0; i < conf->remove_headers.n; i++, k++) {
         ops[k].kind = OP_REMOVE;
         const char *name = conf->remove_headers.v[i];
-        bad |= check_name(errs, "remove_headers", name, false, false, name, &ops[k].name);
+        bad |= pt_header_name_check(errs, "remove_headers", name, false, false, name, &ops[k].name);
     }
     for (uint32_t i = 0; i < conf->rename_headers.n; i++, k++) {
         const struct pt_strmap *m = &conf->rename_headers;
         ops[k].kind = OP_RENAME;
-        bad |=
-            check_name(errs, "rename_headers", m->keys[i], false, false, m->keys[i], &ops[k].name);
-        bad |= check_name(errs, "rename_headers", m->keys[i], true, true, m->values[i], &ops[k].to);
+        bad |= pt_header_name_check(errs, "rename_headers", m->keys[i], false, false, m->keys[i],
+                                    &ops[k].name);
+        bad |= pt_header_name_check(errs, "rename_headers", m->keys[i], true, true, m->values[i],
+                                    &ops[k].to);
     }
     /* Renames apply one after the other: `{A: B, B: A}` would leave both
      * fields named A, and `{A: B, B: C}` would rename A to C. */
@@ -411,11 +411,12 @@ int pt_header_edit_compile(void *conf_, struct pt_arena *a, struct pt_filter_err
         const struct pt_strmap *m = &conf->rename_headers;
         for (uint32_t j = 0; j < m->n; j++) {
             if (j != i && m->values[i] && m->keys[j] && strcasecmp(m->values[i], m->keys[j]) == 0) {
-                bad |= report(errs, "rename_headers", m->keys[i], true,
-                              "rename_headers: \"%s\" is renamed to \"%s\", which is itself "
-                              "renamed; renames do not chain or swap (use a name no other "
-                              "rename uses)",
-                              m->keys[i], m->values[i]);
+                bad |=
+                    pt_filter_errorf(errs, "rename_headers", m->keys[i], true,
+                                     "rename_headers: \"%s\" is renamed to \"%s\", which is itself "
+                                     "renamed; renames do not chain or swap (use a name no other "
+                                     "rename uses)",
+                                     m->keys[i], m->values[i]);
                 break;
             }
         }
@@ -426,10 +427,10 @@ int pt_header_edit_compile(void *conf_, struct pt_arena *a, struct pt_filter_err
         for (uint32_t j = 0; j < i; j++)
             if (conf->set_headers.keys[i] && conf->set_headers.keys[j] &&
                 strcasecmp(conf->set_headers.keys[i], conf->set_headers.keys[j]) == 0) {
-                bad |= report(errs, "set_headers", conf->set_headers.keys[i], false,
-                              "set_headers: header \"%s\" is set twice (as \"%s\" too); "
-                              "set it once, or use add_headers for several fields",
-                              conf->set_headers.keys[i], conf->set_headers.keys[j]);
+                bad |= pt_filter_errorf(errs, "set_headers", conf->set_headers.keys[i], false,
+                                        "set_headers: header \"%s\" is set twice (as \"%s\" too); "
+                                        "set it once, or use add_headers for several fields",
+                                        conf->set_headers.keys[i], conf->set_headers.keys[j]);
                 break;
             }
     /* set before add: see the order comment above struct pt_header_op. */
@@ -445,7 +446,7 @@ int pt_header_edit_compile(void *conf_, struct pt_arena *a, struct pt_filter_err
         for (uint32_t i = 0; i < valued[j].map->n; i++, k++) {
             const char *name = valued[j].map->keys[i];
             ops[k].kind = valued[j].kind;
-            bad |= check_name(errs, valued[j].key, name, false, true, name, &ops[k].name);
+            bad |= pt_header_name_check(errs, valued[j].key, name, false, true, name, &ops[k].name);
             bad |= compile_value(errs, valued[j].key, name, valued[j].map->values[i], a,
                                  &ops[k].value);
         }

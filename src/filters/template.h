@@ -73,6 +73,23 @@ int pt_header_edit_compile(void *conf, struct pt_arena *a, struct pt_filter_errs
  * named `name`: the upstream's value of it never reaches the client. */
 bool pt_header_edit_removes(const struct pt_header_edit_conf *conf, pt_slice name);
 
+/* Reports one problem through errs (see struct pt_filter_errs), the
+ * message printf-formatted; returns -1, so a compile hook can write
+ * `bad |= pt_filter_errorf(...)` or `return pt_filter_errorf(...)`. */
+int pt_filter_errorf(struct pt_filter_errs *errs, const char *field, const char *entry,
+                     bool in_value, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/*
+ * Checks a header name a filter's config gives, for a compile hook: an RFC
+ * 9110 token, none of the framing fields (Host, Content-Length,
+ * Transfer-Encoding, Connection), and with `produces` (the filter puts a
+ * field of that name into a message) not hop-by-hop. `key`, `entry` and
+ * `in_value` say where it is, as for pt_filter_errs. Returns 0 with the
+ * name as a slice in *out, or -1 after reporting.
+ */
+int pt_header_name_check(struct pt_filter_errs *errs, const char *key, const char *entry,
+                         bool in_value, bool produces, const char *name, pt_slice *out);
+
 /*
  * Applies the compiled edits to `h` (new values go into ctx->arena).
  * Returns PT_FILTER_CONTINUE, or PT_FILTER_ERROR when out of memory or when

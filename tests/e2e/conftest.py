@@ -765,6 +765,18 @@ def low_quarantine_env():
                              ":quarantine_size_mb=4").lstrip(":")}
 
 
+def validate_errors(tmp_path, cfg, name="bad.yaml"):
+    """Runs `portico validate` on `cfg` (dict or text) written to tmp_path;
+    returns (exit code, everything it printed)."""
+    require_binaries()
+    path = os.path.join(str(tmp_path), name)
+    with open(path, "w") as f:
+        f.write(cfg if isinstance(cfg, str) else to_yaml(cfg))
+    p = subprocess.run([PORTICO, "validate", path], capture_output=True, text=True,
+                       timeout=scaled(20))
+    return p.returncode, p.stdout + p.stderr
+
+
 def crc32_hex(data):
     return "%08x" % (zlib.crc32(data) & 0xFFFFFFFF)
 
