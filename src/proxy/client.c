@@ -204,7 +204,10 @@ int pt_call_start(struct pt_call *c, struct pt_outbound *ob, const struct pt_cal
     }
     if (take_connection(c, false) < 0)
         return c->fail;
-    return 0;
+    /* A pooled connection is writable now: the head goes out at once
+     * (no event would come to send it). */
+    pt_call_pump(c);
+    return c->phase == PT_CALL_FAILED ? (int)c->fail : 0;
 }
 
 /* ---- events ---- */
