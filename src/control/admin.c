@@ -1,8 +1,10 @@
 /*
  * admin.c — the admin API (DESIGN.md §7), served by the main thread.
  *
- * A deliberately small HTTP/1.1 server: non-blocking sockets driven by the
- * runtime's poll loop, one request per connection (Connection: close),
+ * A deliberately small HTTP/1.1 server: non-blocking sockets registered on
+ * the control thread's event loop (the listener and each client are
+ * pt_io's, each client's deadline a pt_timer), one request per connection
+ * (Connection: close),
  * requests parsed by the same strict parser as the data plane. It never
  * touches a worker's state except through atomics the workers publish.
  *
@@ -37,7 +39,12 @@
 #define ADMIN_ANSWER_MS 10000 /* to read the response */
 
 struct admin_client {
-    int fd;
+    struct pt_io io;
+    struct pt_timer timer; /* deadline_ms */
+    struct pt_admin *a;
+    int slot; /* index in a->clients */
+    bool closed;
+    struct admin_client *free_next; /* freed after the loop turn */
     uint64_t deadline_ms;
     size_t in_len;
     char in[ADMIN_REQ_MAX];
@@ -46,13 +53,17 @@ struct admin_client {
 };
 
 struct pt_admin {
-    int lfd;
+    struct pt_loop *loop;
+    struct pt_io lio; /* the listener; fd -1 when none */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     struct admin_client *clients[ADMIN_MAX_CLIENTS];
     const struct pt_admin_hooks *hooks;
     void *ctx;
+    struct admin_client *to_free; /* closed this loop turn */
 };
+
+static void on_accept(struct pt_loop *loop, struct pt_io *io, uint32_t events);
 
 /* A growable text buffer for JSON bodies. */
 struct sbuf {
@@ -114,13 +125,15 @@ static int open_admin_socket(const struct sockaddr_storage *addr, socklen_t addr
     return fd;
 }
 
-struct pt_admin *pt_admin_open(const struct pt_generation *g, const struct pt_admin_hooks *hooks,
-                               void *ctx)
+struct pt_admin *pt_admin_open(struct pt_loop *loop, const struct pt_generation *g,
+                               const struct pt_admin_hooks *hooks, void *ctx)
 {
     struct pt_admin *a = calloc(1, sizeof(*a));
     if (!a)
         return NULL;
-    a->lfd = -1;
+    a->loop = loop;
+    a->lio.fd = -1;
+    a->lio.cb = on_accept;
     a->hooks = hooks;
     a->ctx = ctx;
     if (pt_admin_sync(a, g) < 0) {
@@ -130,63 +143,78 @@ struct pt_admin *pt_admin_open(const struct pt_generation *g, const struct pt_ad
     return a;
 }
 
+/* Replaces the listening socket (fd < 0: none) on the loop. */
+static void set_listener(struct pt_admin *a, int fd)
+{
+    pt_io_close(a->loop, &a->lio);
+    a->lio.fd = fd;
+    if (fd >= 0 && pt_loop_add(a->loop, &a->lio, EPOLLIN) < 0)
+        pt_error("admin: cannot watch the listener: %s", strerror(errno));
+}
+
 int pt_admin_sync(struct pt_admin *a, const struct pt_generation *g)
 {
     if (!g->has_admin) {
-        if (a->lfd >= 0)
-            close(a->lfd);
-        a->lfd = -1;
+        set_listener(a, -1);
         return 0;
     }
-    if (a->lfd >= 0 && a->addrlen == g->admin.addrlen &&
+    if (a->lio.fd >= 0 && a->addrlen == g->admin.addrlen &&
         memcmp(&a->addr, &g->admin.addr, a->addrlen) == 0)
         return 0;
     int fd = open_admin_socket(&g->admin.addr, g->admin.addrlen);
-    if (fd == -EADDRINUSE && a->lfd >= 0 && pt_addr_overlaps(&a->addr, &g->admin.addr)) {
+    if (fd == -EADDRINUSE && a->lio.fd >= 0 && pt_addr_overlaps(&a->addr, &g->admin.addr)) {
         /* Held by our own socket (127.0.0.1:9901 → 0.0.0.0:9901): let it
          * go and try again, and take it back if that fails. */
-        close(a->lfd);
-        a->lfd = -1;
+        set_listener(a, -1);
         fd = open_admin_socket(&g->admin.addr, g->admin.addrlen);
-        if (fd < 0 && (a->lfd = open_admin_socket(&a->addr, a->addrlen)) < 0) {
-            pt_error("admin: the previous address could not be taken back: the admin API is "
-                     "closed until a reload opens it");
-            a->lfd = -1;
+        if (fd < 0) {
+            int back = open_admin_socket(&a->addr, a->addrlen);
+            if (back < 0)
+                pt_error("admin: the previous address could not be taken back: the admin API is "
+                         "closed until a reload opens it");
+            set_listener(a, back);
         }
     }
     if (fd < 0) {
         pt_error("admin: cannot listen on %s: %s", g->admin.address, strerror(-fd));
         return fd;
     }
-    if (a->lfd >= 0)
-        close(a->lfd);
-    a->lfd = fd;
+    set_listener(a, fd);
     memcpy(&a->addr, &g->admin.addr, g->admin.addrlen);
     a->addrlen = g->admin.addrlen;
     pt_info("admin API on %s", g->admin.address);
     return 0;
 }
 
-static void client_close(struct pt_admin *a, int i)
+/* Closes a client; its memory goes after the loop turn (pt_admin_reap),
+ * as an event for it may still be queued in this turn's batch. */
+static void client_close(struct pt_admin *a, struct admin_client *cl)
 {
-    struct admin_client *cl = a->clients[i];
-    close(cl->fd);
+    if (cl->closed)
+        return;
+    cl->closed = true;
+    pt_timer_cancel(a->loop, &cl->timer);
+    pt_io_close(a->loop, &cl->io);
     free(cl->out);
-    free(cl);
-    a->clients[i] = NULL;
+    cl->out = NULL;
+    a->clients[cl->slot] = NULL;
+    cl->free_next = a->to_free;
+    a->to_free = cl;
 }
 
-int pt_admin_pollfds(struct pt_admin *a, struct pollfd *fds, int max)
+static void on_deadline(struct pt_loop *loop, struct pt_timer *t)
 {
-    int n = 0;
-    if (a->lfd >= 0 && n < max)
-        fds[n++] = (struct pollfd){.fd = a->lfd, .events = POLLIN};
-    for (int i = 0; i < ADMIN_MAX_CLIENTS && n < max; i++) {
-        struct admin_client *cl = a->clients[i];
-        if (cl)
-            fds[n++] = (struct pollfd){.fd = cl->fd, .events = cl->out ? POLLOUT : POLLIN};
-    }
-    return n;
+    struct admin_client *cl = pt_container_of(t, struct admin_client, timer);
+    (void)loop;
+    client_close(cl->a, cl);
+}
+
+/* A client that does not finish its request within ADMIN_HEAD_MS, or read
+ * its response within ADMIN_ANSWER_MS, is dropped. */
+static void set_deadline(struct admin_client *cl, uint64_t delay_ms)
+{
+    cl->deadline_ms = pt_loop_now(cl->a->loop) + delay_ms;
+    pt_timer_arm(cl->a->loop, &cl->timer, delay_ms, on_deadline);
 }
 
 static void set_response(struct admin_client *cl, int status, const char *ctype, const char *body,
@@ -204,7 +232,7 @@ static void set_response(struct admin_client *cl, int status, const char *ctype,
     memcpy(cl->out + h, body, blen);
     cl->out_len = (size_t)h + blen;
     cl->out_sent = 0;
-    cl->deadline_ms = pt_now_ms() + ADMIN_ANSWER_MS;
+    set_deadline(cl, ADMIN_ANSWER_MS);
 }
 
 /* A free client slot. When all are taken, the client that has waited
@@ -222,7 +250,7 @@ static int client_slot(struct pt_admin *a)
             victim = i;
     }
     if (victim >= 0)
-        client_close(a, victim);
+        client_close(a, a->clients[victim]);
     return victim;
 }
 
@@ -395,16 +423,15 @@ static void handle(struct pt_admin *a, struct admin_client *cl, const struct pt_
     free(b.p);
 }
 
-static void client_read(struct pt_admin *a, int i)
+static void client_read(struct pt_admin *a, struct admin_client *cl)
 {
-    struct admin_client *cl = a->clients[i];
     bool eof = false;
     for (;;) {
         if (cl->in_len == sizeof(cl->in)) {
             json_error(cl, 431, "request too large");
             return;
         }
-        ssize_t n = read(cl->fd, cl->in + cl->in_len, sizeof(cl->in) - cl->in_len);
+        ssize_t n = pt_io_recv(a->loop, &cl->io, cl->in + cl->in_len, sizeof(cl->in) - cl->in_len);
         if (n > 0) {
             cl->in_len += (size_t)n;
             continue;
@@ -417,7 +444,7 @@ static void client_read(struct pt_admin *a, int i)
             eof = true;
             break;
         }
-        client_close(a, i);
+        client_close(a, cl);
         return;
     }
     struct pt_h1_header hs[64];
@@ -426,7 +453,7 @@ static void client_read(struct pt_admin *a, int i)
     int r = pt_h1_parse_request(cl->in, cl->in_len, 0, &req, hs, &lim);
     if (r == PT_H1_INCOMPLETE) {
         if (eof)
-            client_close(a, i);
+            client_close(a, cl);
         return;
     }
     if (r < 0) {
@@ -437,47 +464,54 @@ static void client_read(struct pt_admin *a, int i)
     handle(a, cl, &req);
 }
 
-static void client_write(struct pt_admin *a, int i)
+static void client_write(struct pt_admin *a, struct admin_client *cl)
 {
-    struct admin_client *cl = a->clients[i];
     while (cl->out_sent < cl->out_len) {
-        ssize_t n = send(cl->fd, cl->out + cl->out_sent, cl->out_len - cl->out_sent, MSG_NOSIGNAL);
+        struct iovec iov = {cl->out + cl->out_sent, cl->out_len - cl->out_sent};
+        ssize_t n = pt_io_sendv(a->loop, &cl->io, &iov, 1);
         if (n > 0) {
             cl->out_sent += (size_t)n;
             continue;
         }
         if (n < 0 && errno == EAGAIN)
-            return;
+            return; /* the next EPOLLOUT resumes */
         break;
     }
-    client_close(a, i);
+    client_close(a, cl);
 }
 
-void pt_admin_handle(struct pt_admin *a, const struct pollfd *fds, int n, uint64_t now_ms)
+/* Edge-triggered: reads until EAGAIN while the request is incomplete, then
+ * writes the answer until EAGAIN or done. */
+static void on_client(struct pt_loop *loop, struct pt_io *io, uint32_t events)
 {
-    /* Clients first: a request that has arrived is served before new
-     * connections may evict its client. */
-    bool accept_ready = false;
-    for (int k = 0; k < n; k++) {
-        if (!fds[k].revents)
-            continue;
-        if (fds[k].fd == a->lfd) {
-            accept_ready = true;
-            continue;
-        }
-        for (int i = 0; i < ADMIN_MAX_CLIENTS; i++) {
-            struct admin_client *cl = a->clients[i];
-            if (!cl || cl->fd != fds[k].fd)
-                continue;
-            if (!cl->out)
-                client_read(a, i);
-            if (a->clients[i] && a->clients[i]->out)
-                client_write(a, i);
-            break;
+    struct admin_client *cl = pt_container_of(io, struct admin_client, io);
+    (void)loop;
+    (void)events;
+    if (cl->closed)
+        return;
+    if (!cl->out)
+        client_read(cl->a, cl);
+    if (!cl->closed && cl->out)
+        client_write(cl->a, cl);
+}
+
+static void on_accept(struct pt_loop *loop, struct pt_io *io, uint32_t events)
+{
+    struct pt_admin *a = pt_container_of(io, struct pt_admin, lio);
+    (void)events;
+    /* Clients first: a request that arrived in this batch is served before
+     * a new connection may evict its client (client_slot). The loop hands
+     * every io its batch events before running any callback. */
+    for (int i = 0; i < ADMIN_MAX_CLIENTS; i++) {
+        struct admin_client *cl = a->clients[i];
+        if (cl && cl->io.pending) {
+            uint32_t ev = cl->io.pending;
+            cl->io.pending = 0;
+            on_client(loop, &cl->io, ev);
         }
     }
-    while (accept_ready && a->lfd >= 0) {
-        int fd = accept4(a->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    while (a->lio.fd >= 0) {
+        int fd = accept4(a->lio.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             break;
         int slot = client_slot(a);
@@ -486,15 +520,29 @@ void pt_admin_handle(struct pt_admin *a, const struct pollfd *fds, int n, uint64
             close(fd);
             continue;
         }
-        cl->fd = fd;
-        cl->deadline_ms = now_ms + ADMIN_HEAD_MS;
+        cl->a = a;
+        cl->slot = slot;
+        cl->io.fd = fd;
+        cl->io.cb = on_client;
+        if (pt_loop_add_stream(loop, &cl->io, false) < 0) {
+            close(fd);
+            free(cl);
+            continue;
+        }
         a->clients[slot] = cl;
+        set_deadline(cl, ADMIN_HEAD_MS);
     }
-    /* A client that does not finish its request within ADMIN_HEAD_MS, or
-     * read its response within ADMIN_ANSWER_MS, is dropped. */
-    for (int i = 0; i < ADMIN_MAX_CLIENTS; i++)
-        if (a->clients[i] && now_ms > a->clients[i]->deadline_ms)
-            client_close(a, i);
+}
+
+void pt_admin_reap(struct pt_admin *a)
+{
+    if (!a)
+        return;
+    while (a->to_free) {
+        struct admin_client *cl = a->to_free;
+        a->to_free = cl->free_next;
+        free(cl);
+    }
 }
 
 void pt_admin_close(struct pt_admin *a)
@@ -503,8 +551,8 @@ void pt_admin_close(struct pt_admin *a)
         return;
     for (int i = 0; i < ADMIN_MAX_CLIENTS; i++)
         if (a->clients[i])
-            client_close(a, i);
-    if (a->lfd >= 0)
-        close(a->lfd);
+            client_close(a, a->clients[i]);
+    set_listener(a, -1);
+    pt_admin_reap(a);
     free(a);
 }

@@ -1,14 +1,13 @@
 /*
- * admin.h — the admin API listener, run from the main thread's poll loop
+ * admin.h — the admin API listener, run on the control thread's event loop
  * (see admin.c for the endpoints). The runtime supplies hooks for what
  * only it knows: the current generation, counters, and reload.
  */
 #ifndef PT_CONTROL_ADMIN_H
 #define PT_CONTROL_ADMIN_H
 
+#include "core/loop.h"
 #include "gateway/generation.h"
-
-#include <poll.h>
 
 struct pt_admin_status {
     const char *version;
@@ -29,16 +28,15 @@ struct pt_admin_hooks {
 
 struct pt_admin;
 
-/* Opens the admin listener of `g` (none when g has no admin block).
- * NULL on failure (address in use, ...). */
-struct pt_admin *pt_admin_open(const struct pt_generation *g, const struct pt_admin_hooks *hooks,
-                               void *ctx);
+/* Opens the admin listener of `g` (none when g has no admin block) on
+ * `loop`, which serves it and its clients from then on. NULL on failure
+ * (address in use, ...). */
+struct pt_admin *pt_admin_open(struct pt_loop *loop, const struct pt_generation *g,
+                               const struct pt_admin_hooks *hooks, void *ctx);
 /* After a reload: moves the listener when the admin address changed. */
 int pt_admin_sync(struct pt_admin *a, const struct pt_generation *g);
-/* Fills poll entries for the listener and clients; returns how many. */
-int pt_admin_pollfds(struct pt_admin *a, struct pollfd *fds, int max);
-/* Serves whatever poll reported ready. */
-void pt_admin_handle(struct pt_admin *a, const struct pollfd *fds, int n, uint64_t now_ms);
+/* Frees clients closed during the loop turn; call after each turn. */
+void pt_admin_reap(struct pt_admin *a);
 void pt_admin_close(struct pt_admin *a);
 
 #endif

@@ -1,10 +1,22 @@
 /*
  * runtime.c — see runtime.h.
  *
+ * The control thread runs an event loop of the same kind as the workers'
+ * (always epoll): the signalfd, the admin listener and its clients are
+ * pt_io's on it, reclamation is a timer, and it has its own buffer pool
+ * and outbound pools so that control-plane code (health checks, JWKS
+ * fetches) can make upstream calls from it.
+ *
  * Reclamation: after publishing a new generation the control thread wakes
  * every worker; a retired generation is freed once each worker has begun
  * a loop turn on a newer one (it can no longer pick the old one up) and no
- * request pins it (every request that started on it has been logged).
+ * request pins it (every request that started on it has been logged). The
+ * retired list has no cap: requests held for hours on old generations
+ * never block a reload.
+ *
+ * Shared state: before a generation is published its targets are attached
+ * to their cells in the state registry (proxy/state.h), and detached when
+ * it is freed, so cells live as long as a generation that uses them.
  */
 #include "control/runtime.h"
 
@@ -14,17 +26,18 @@
 #include "core/log.h"
 #include "core/version.h"
 #include "gateway/worker.h"
+#include "proxy/state.h"
 
 #include <errno.h>
 #include <stdarg.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_RETIRED (PT_MAX_PINNED - 2)
+/* How often retired generations are looked at while there are any. */
+#define PT_RECLAIM_EVERY_MS 50
 
 struct runtime {
     const char *path;
@@ -32,13 +45,58 @@ struct runtime {
     int nworkers;
     int io_backend; /* the backend the workers run (a reload cannot change it) */
     struct pt_alog_logger *logger;
-    struct pt_generation *retired[MAX_RETIRED];
-    int nretired;
+    struct pt_generation *retired; /* linked by retired_next, newest first */
+    uint32_t nretired;
     uint64_t next_id;
     uint64_t reloads_ok, reloads_failed;
     uint64_t started_ms;
     struct pt_admin *admin;
+    struct pt_state_registry *state;
+    /* The control loop and what runs on it. */
+    struct pt_loop loop;
+    struct pt_io sig_io; /* signalfd: HUP, TERM, INT */
+    struct pt_timer reclaim_timer;
+    struct pt_bufpool bufs;
+    struct pt_outbound ob;
+    bool stopping; /* TERM/INT seen: leave the loop and drain */
 };
+
+/* The running runtime, for pt_runtime_loop() and friends. */
+static struct runtime *the_rt;
+
+struct pt_loop *pt_runtime_loop(void)
+{
+    return the_rt ? &the_rt->loop : NULL;
+}
+
+struct pt_outbound *pt_runtime_outbound(void)
+{
+    return the_rt ? &the_rt->ob : NULL;
+}
+
+struct pt_state_registry *pt_runtime_state(void)
+{
+    return the_rt ? the_rt->state : NULL;
+}
+
+/* Makes a loaded generation runnable: a pin counter per worker, and every
+ * target attached to its shared state cell. 0 or -ENOMEM (g is unchanged
+ * but for what gen_free undoes). */
+static int gen_prepare(struct runtime *rt, struct pt_generation *g)
+{
+    int e = pt_generation_init_pins(g, (uint32_t)rt->nworkers);
+    if (e == 0)
+        e = pt_state_attach_upstreams(rt->state, g->upstreams, g->nupstreams);
+    return e;
+}
+
+static void gen_free(struct pt_generation *g)
+{
+    if (!g)
+        return;
+    pt_state_detach_upstreams(g->upstreams, g->nupstreams);
+    pt_generation_free(g);
+}
 
 /*
  * Workers bind with SO_REUSEPORT, which would let a second portico (or any
@@ -102,22 +160,36 @@ static int open_access_log(struct runtime *rt, const struct pt_generation *g)
 
 static void reclaim(struct runtime *rt)
 {
-    for (int i = 0; i < rt->nretired;) {
-        struct pt_generation *g = rt->retired[i];
+    for (struct pt_generation **pp = &rt->retired; *pp;) {
+        struct pt_generation *g = *pp;
         bool busy = false;
-        for (int w = 0; w < rt->nworkers && !busy; w++) {
-            struct pt_worker *wk = &rt->workers[w];
-            busy = atomic_load_explicit(&wk->seen_gen, memory_order_acquire) <= g->id;
-            for (int p = 0; p < PT_MAX_PINNED && !busy; p++)
-                busy = atomic_load_explicit(&wk->pinned_ids[p], memory_order_acquire) == g->id;
-        }
+        for (int w = 0; w < rt->nworkers && !busy; w++)
+            busy = pt_worker_holds(&rt->workers[w], g);
         if (busy) {
-            i++;
+            pp = &g->retired_next;
             continue;
         }
-        pt_generation_free(g);
-        rt->retired[i] = rt->retired[--rt->nretired];
+        *pp = g->retired_next;
+        rt->nretired--;
+        gen_free(g);
     }
+}
+
+static void on_reclaim_timer(struct pt_loop *loop, struct pt_timer *t)
+{
+    struct runtime *rt = pt_container_of(t, struct runtime, reclaim_timer);
+    reclaim(rt);
+    if (rt->retired)
+        pt_timer_arm(loop, t, PT_RECLAIM_EVERY_MS, on_reclaim_timer);
+}
+
+static void retire(struct runtime *rt, struct pt_generation *g)
+{
+    g->retired_next = rt->retired;
+    rt->retired = g;
+    rt->nretired++;
+    if (!pt_timer_armed(&rt->reclaim_timer))
+        pt_timer_arm(&rt->loop, &rt->reclaim_timer, PT_RECLAIM_EVERY_MS, on_reclaim_timer);
 }
 
 /* Waits (bounded) until every worker has begun a loop turn on generation
@@ -160,7 +232,7 @@ static int refuse(struct runtime *rt, struct pt_generation *g, const struct pt_g
              (unsigned long long)old->id);
     if (errors)
         *errors = strdup(why);
-    pt_generation_free(g);
+    gen_free(g);
     return -1;
 }
 
@@ -169,14 +241,6 @@ static int refuse(struct runtime *rt, struct pt_generation *g, const struct pt_g
 static int reload(struct runtime *rt, char **errors)
 {
     reclaim(rt);
-    if (rt->nretired >= MAX_RETIRED) {
-        rt->reloads_failed++;
-        pt_error("config reload failed: %d older generations still have requests in flight",
-                 rt->nretired);
-        if (errors)
-            *errors = strdup("older generations still have requests in flight; try again");
-        return -1;
-    }
     struct pt_diag diag;
     pt_diag_init(&diag);
     struct pt_generation *g = pt_config_load(rt->path, rt->next_id, &diag);
@@ -200,6 +264,8 @@ static int reload(struct runtime *rt, char **errors)
     }
     pt_diag_free(&diag);
     struct pt_generation *old = atomic_load(&pt_gen_current);
+    if (gen_prepare(rt, g) < 0)
+        return refuse(rt, g, old, errors, "out of memory");
     if (probe_listeners(g, old) < 0)
         return refuse(rt, g, old, errors, "a new listener address is already in use");
     /* A new admin address is opened (and the old one closed) before the
@@ -218,7 +284,7 @@ static int reload(struct runtime *rt, char **errors)
         pt_warn("io_backend: %s → %s takes effect at the next restart",
                 pt_io_backend_names[rt->io_backend], pt_io_backend_names[g->io_backend]);
     atomic_store_explicit(&pt_gen_current, g, memory_order_release);
-    rt->retired[rt->nretired++] = old;
+    retire(rt, old);
     for (int i = 0; i < rt->nworkers; i++)
         pt_worker_wake(&rt->workers[i]);
     wait_adopted(rt, g->id);
@@ -260,20 +326,41 @@ static int hook_reload(void *ctx, uint64_t *new_id, char **errors)
 
 static const struct pt_admin_hooks admin_hooks = {hook_current, hook_status, hook_reload};
 
-int pt_runtime_run(const char *config_path)
+/* Signals arrive here, on the control loop, never as interruptions.
+ * Edge-triggered: read them all. */
+static void on_signal(struct pt_loop *loop, struct pt_io *io, uint32_t events)
 {
-    struct runtime rt = {.path = config_path, .next_id = 1, .started_ms = pt_now_ms()};
-    int rc = 1;
-    struct pt_diag diag;
-    pt_diag_init(&diag);
-    struct pt_generation *g = pt_config_load(config_path, rt.next_id++, &diag);
-    if (!g) {
-        pt_diag_print(&diag, stderr);
-        pt_diag_free(&diag);
-        return 1;
+    struct runtime *rt = pt_container_of(io, struct runtime, sig_io);
+    struct signalfd_siginfo si;
+    (void)loop;
+    (void)events;
+    while (!rt->stopping && read(io->fd, &si, sizeof(si)) == sizeof(si)) {
+        if (si.ssi_signo == SIGHUP) {
+            reload(rt, NULL);
+        } else {
+            pt_info("shutting down: draining in-flight requests (up to %llu ms)",
+                    (unsigned long long)atomic_load(&pt_gen_current)->limits.drain_timeout_ms);
+            rt->stopping = true;
+        }
     }
-    pt_diag_free(&diag);
+}
 
+/* The control loop, the signal fd on it, its buffer and outbound pools,
+ * and the state registry. 0, or -1 after logging why. */
+static int control_init(struct runtime *rt)
+{
+    int e = pt_loop_init(&rt->loop); /* epoll: the control thread never uses io_uring */
+    if (e < 0) {
+        pt_error("control loop: %s", strerror(-e));
+        return -1;
+    }
+    pt_bufpool_init(&rt->bufs, 64);
+    pt_outbound_init(&rt->ob, &rt->loop, &rt->bufs);
+    rt->state = pt_state_registry_new();
+    if (!rt->state) {
+        pt_error("state registry: out of memory");
+        return -1;
+    }
     /* Signals are handled on this thread only, via signalfd; workers
      * inherit the blocked mask. */
     sigset_t set;
@@ -283,31 +370,76 @@ int pt_runtime_run(const char *config_path)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
-    if (sfd < 0) {
+    rt->sig_io.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    rt->sig_io.cb = on_signal;
+    if (rt->sig_io.fd < 0 || pt_loop_add(&rt->loop, &rt->sig_io, EPOLLIN) < 0) {
         pt_error("signalfd: %s", strerror(errno));
-        pt_generation_free(g);
+        return -1;
+    }
+    return 0;
+}
+
+/* Undoes control_init (after everything that uses the loop is closed). */
+static void control_destroy(struct runtime *rt)
+{
+    pt_timer_cancel(&rt->loop, &rt->reclaim_timer);
+    pt_outbound_destroy(&rt->ob); /* closes idle pooled connections */
+    pt_bufpool_destroy(&rt->bufs);
+    if (rt->sig_io.fd >= 0)
+        close(rt->sig_io.fd);
+    pt_loop_destroy(&rt->loop);
+    pt_state_registry_free(rt->state);
+}
+
+int pt_runtime_run(const char *config_path)
+{
+    struct runtime *rt = calloc(1, sizeof(*rt)); /* not on the stack: the loop's wheel is large */
+    if (!rt)
+        return 1;
+    rt->path = config_path;
+    rt->next_id = 1;
+    rt->started_ms = pt_now_ms();
+    rt->sig_io.fd = -1;
+    int rc = 1;
+    struct pt_alog_ring **rings = NULL;
+    struct pt_diag diag;
+    pt_diag_init(&diag);
+    struct pt_generation *g = pt_config_load(config_path, rt->next_id++, &diag);
+    if (!g) {
+        pt_diag_print(&diag, stderr);
+        pt_diag_free(&diag);
+        free(rt);
         return 1;
     }
+    pt_diag_free(&diag);
+    if (control_init(rt) < 0) {
+        pt_generation_free(g);
+        goto out_loop;
+    }
+    the_rt = rt;
+    rt->nworkers = g->workers;
+    rt->io_backend = (int)g->io_backend;
+    if (gen_prepare(rt, g) < 0) {
+        pt_error("out of memory");
+        gen_free(g);
+        goto out_loop;
+    }
 
-    struct pt_alog_ring **rings = NULL;
     atomic_store(&pt_gen_current, g);
     if (probe_listeners(g, NULL) < 0)
         goto out;
     /* The admin listener opens before the data plane: once the public
      * port accepts, the admin API answers too. */
-    rt.admin = pt_admin_open(g, &admin_hooks, &rt);
-    if (!rt.admin)
+    rt->admin = pt_admin_open(&rt->loop, g, &admin_hooks, rt);
+    if (!rt->admin)
         goto out;
-    rt.nworkers = g->workers;
-    rt.io_backend = (int)g->io_backend;
-    rt.workers = calloc((size_t)rt.nworkers, sizeof(*rt.workers));
-    rings = calloc((size_t)rt.nworkers, sizeof(*rings));
-    if (!rt.workers || !rings)
+    rt->workers = calloc((size_t)rt->nworkers, sizeof(*rt->workers));
+    rings = calloc((size_t)rt->nworkers, sizeof(*rings));
+    if (!rt->workers || !rings)
         goto out;
     int started = 0;
-    for (int i = 0; i < rt.nworkers; i++) {
-        int e = pt_worker_start(&rt.workers[i], i);
+    for (int i = 0; i < rt->nworkers; i++) {
+        int e = pt_worker_start(&rt->workers[i], i);
         if (e < 0) {
             if (g->io_backend == PT_IO_URING)
                 pt_error("cannot start worker %d: io_backend io_uring: %s (is io_uring disabled "
@@ -317,66 +449,53 @@ int pt_runtime_run(const char *config_path)
             else
                 pt_error("cannot start worker %d: %s", i, strerror(-e));
             for (int j = 0; j < started; j++)
-                pt_worker_drain(&rt.workers[j]);
+                pt_worker_drain(&rt->workers[j]);
             for (int j = 0; j < started; j++)
-                pt_worker_join(&rt.workers[j]);
+                pt_worker_join(&rt->workers[j]);
             goto out;
         }
-        rings[i] = &rt.workers[i].alog;
+        rings[i] = &rt->workers[i].alog;
         started++;
     }
-    rt.logger = pt_alog_start(rings, rt.nworkers);
-    if (!rt.logger)
+    rt->logger = pt_alog_start(rings, rt->nworkers);
+    if (!rt->logger)
         goto out_stop;
-    if (open_access_log(&rt, g) < 0)
+    if (open_access_log(rt, g) < 0)
         goto out_stop;
     for (uint32_t i = 0; i < g->nlisteners; i++)
         pt_info("listening on %s (%s)", g->listeners[i].address, g->listeners[i].name);
     pt_info("portico ready: generation %llu, %d workers (%s), %u routes", (unsigned long long)g->id,
-            rt.nworkers, pt_io_backend_names[g->io_backend], g->nroutes);
+            rt->nworkers, pt_io_backend_names[g->io_backend], g->nroutes);
 
-    for (;;) {
-        struct pollfd pfds[40];
-        pfds[0] = (struct pollfd){.fd = sfd, .events = POLLIN};
-        int nfds = 1 + pt_admin_pollfds(rt.admin, pfds + 1, 39);
-        int n = poll(pfds, (nfds_t)nfds, rt.nretired ? 50 : 1000);
-        if (rt.nretired)
-            reclaim(&rt);
-        if (n < 0)
-            continue;
-        /* Every pass, events or not: it also drops admin clients past
-         * their deadline. */
-        pt_admin_handle(rt.admin, pfds + 1, nfds - 1, pt_now_ms());
-        if (!(pfds[0].revents & POLLIN))
-            continue;
-        struct signalfd_siginfo si;
-        if (read(sfd, &si, sizeof(si)) != sizeof(si))
-            continue;
-        if (si.ssi_signo == SIGHUP) {
-            reload(&rt, NULL);
-        } else {
-            pt_info("shutting down: draining in-flight requests (up to %llu ms)",
-                    (unsigned long long)atomic_load(&pt_gen_current)->limits.drain_timeout_ms);
-            break;
-        }
+    while (!rt->stopping) {
+        pt_loop_run_once(&rt->loop, 1000);
+        pt_admin_reap(rt->admin);
+        pt_outbound_reap(&rt->ob);
     }
     rc = 0;
 out_stop:
-    for (int i = 0; i < rt.nworkers; i++)
-        pt_worker_drain(&rt.workers[i]);
-    for (int i = 0; i < rt.nworkers; i++)
-        pt_worker_join(&rt.workers[i]);
-    pt_alog_stop(rt.logger);
-    for (int i = 0; i < rt.nworkers; i++)
-        pt_alog_ring_free(&rt.workers[i].alog);
+    for (int i = 0; i < rt->nworkers; i++)
+        pt_worker_drain(&rt->workers[i]);
+    for (int i = 0; i < rt->nworkers; i++)
+        pt_worker_join(&rt->workers[i]);
+    pt_alog_stop(rt->logger);
+    for (int i = 0; i < rt->nworkers; i++)
+        pt_alog_ring_free(&rt->workers[i].alog);
     pt_info("stopped");
 out:
-    pt_admin_close(rt.admin);
-    for (int i = 0; i < rt.nretired; i++)
-        pt_generation_free(rt.retired[i]);
-    pt_generation_free(atomic_load(&pt_gen_current));
-    free(rt.workers);
+    pt_admin_close(rt->admin);
+    while (rt->retired) {
+        struct pt_generation *r = rt->retired;
+        rt->retired = r->retired_next;
+        gen_free(r);
+    }
+    gen_free(atomic_load(&pt_gen_current));
+    atomic_store(&pt_gen_current, NULL);
+    free(rt->workers);
     free(rings);
-    close(sfd);
+out_loop:
+    the_rt = NULL;
+    control_destroy(rt);
+    free(rt);
     return rc;
 }

@@ -7,6 +7,11 @@
  * request pins the generation it started on until its log phase; the
  * control thread frees an old generation once every worker has moved past
  * it (quiescent-state reclamation, see gateway/worker.c).
+ *
+ * Pins are counted in the generation itself, one counter per worker
+ * (`pins`, set up by the runtime before publication): no cap on how many
+ * generations a worker may have requests on, no search and no shared
+ * write per request.
  */
 #ifndef PT_GATEWAY_GENERATION_H
 #define PT_GATEWAY_GENERATION_H
@@ -17,6 +22,7 @@
 #include "proxy/upstream_types.h"
 
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -96,6 +102,14 @@ struct pt_route {
     struct pt_src_pos pos;
 };
 
+/* One worker's requests in flight on a generation. Written by that worker
+ * only (a load and a store: a plain add, no locked instruction), read by
+ * the control thread. A cache line each, so no two workers write the same
+ * line per request. */
+struct pt_gen_pins {
+    _Alignas(64) _Atomic uint32_t count;
+};
+
 struct pt_generation {
     uint64_t id;
     struct pt_arena arena;
@@ -117,8 +131,16 @@ struct pt_generation {
     /* regexes to free with the generation */
     pcre2_code **regexes;
     uint32_t nregexes, capregexes;
+    /* Runtime-owned (not the loader's): per-worker pin counts, indexed by
+     * worker id (NULL until pt_generation_init_pins), and the control
+     * thread's retired-list link. */
+    struct pt_gen_pins *pins;
+    uint32_t npins;
+    struct pt_generation *retired_next;
 };
 
+/* Gives g one pin counter per worker; before g is published. 0 or -ENOMEM. */
+int pt_generation_init_pins(struct pt_generation *g, uint32_t nworkers);
 void pt_generation_free(struct pt_generation *g);
 
 #endif

@@ -1,11 +1,12 @@
 /*
- * worker.c — see worker.h. The thread body, listening sockets, accept, and
- * the worker's half of generation reclamation.
+ * worker.c — see worker.h. The thread body, listening sockets, accept, the
+ * message queue, and the worker's half of generation reclamation.
  */
 #include "gateway/worker.h"
 
 #include "core/log.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <poll.h>
 #include <netinet/tcp.h>
@@ -19,45 +20,44 @@ _Atomic uint64_t pt_active_connections;
 
 /* ---- generation pins ---- */
 
-/* Publishes which generation slot i pins (0: none). Each slot is exact, not
- * an "oldest pinned" bound: one long request on an old generation must not
- * keep the reloads after it from being freed. */
-static void publish_pin(struct pt_worker *w, int i)
-{
-    uint64_t id = w->pinned[i].count ? w->pinned[i].gen->id : 0;
-    atomic_store_explicit(&w->pinned_ids[i], id, memory_order_release);
-}
-
+/*
+ * A request's pin is a count in its generation, in this worker's own slot
+ * (g->pins[w->id]): no search, no cap, and no locked instruction. Only this
+ * worker writes the slot, so a relaxed load and store make a plain add.
+ *
+ * Why the control thread may trust what it reads: a request pins only this
+ * turn's generation or a newer one, never one older than the seen_gen this
+ * worker published (refresh_gen only moves forward). So by the time the
+ * control thread sees seen_gen > g->id (an acquire load of a release
+ * store), every pin this worker will ever take on g happened before that
+ * store and is visible. The store that brings the count to zero is a
+ * release: everything this worker read from g happens before the control
+ * thread, seeing zero, frees g.
+ */
 void pt_worker_pin(struct pt_worker *w, struct pt_generation *g)
 {
-    int free_slot = -1;
-    for (int i = 0; i < PT_MAX_PINNED; i++) {
-        if (w->pinned[i].gen == g && w->pinned[i].count) {
-            w->pinned[i].count++;
-            return;
-        }
-        if (!w->pinned[i].count && free_slot < 0)
-            free_slot = i;
-    }
-    /* More than PT_MAX_PINNED live generations on one worker would need 16
-     * reloads while one request is still running; the control thread
-     * refuses to publish beyond that (see runtime.c), so a slot exists. */
-    if (free_slot < 0)
-        free_slot = 0;
-    w->pinned[free_slot].gen = g;
-    w->pinned[free_slot].count = 1;
-    publish_pin(w, free_slot);
+    _Atomic uint32_t *c = &g->pins[w->id].count;
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
 }
 
 void pt_worker_unpin(struct pt_worker *w, struct pt_generation *g)
 {
-    for (int i = 0; i < PT_MAX_PINNED; i++) {
-        if (w->pinned[i].gen == g && w->pinned[i].count) {
-            if (--w->pinned[i].count == 0)
-                publish_pin(w, i);
-            return;
-        }
-    }
+    _Atomic uint32_t *c = &g->pins[w->id].count;
+    uint32_t n = atomic_load_explicit(c, memory_order_relaxed);
+    assert(n > 0);
+    atomic_store_explicit(c, n - 1, memory_order_release);
+}
+
+bool pt_worker_holds(struct pt_worker *w, const struct pt_generation *g)
+{
+    uint64_t seen = atomic_load_explicit(&w->seen_gen, memory_order_acquire);
+    if (seen == UINT64_MAX)
+        return false; /* stopped: its connections are gone */
+    if (seen <= g->id)
+        return true; /* may still pick g up */
+    return (uint32_t)w->id < g->npins &&
+           atomic_load_explicit(&g->pins[w->id].count, memory_order_acquire) > 0;
 }
 
 struct pt_rr_state *pt_worker_rr(struct pt_worker *w, const struct pt_generation *g,
@@ -91,6 +91,11 @@ static void rr_sync(struct pt_worker *w)
         off += g->upstreams[i].ntargets;
     }
     w->rr_gen = g->id;
+    /* The runtime attaches shared state to every target before it
+     * publishes a generation; the request path relies on it. */
+    for (uint32_t i = 0; i < g->nupstreams; i++)
+        for (uint32_t t = 0; t < g->upstreams[i].ntargets; t++)
+            assert(g->upstreams[i].targets[t].state != NULL);
 }
 
 /* ---- listeners ---- */
@@ -228,13 +233,28 @@ static void close_listeners(struct pt_worker *w)
         pt_io_close(&w->loop, &w->listeners[i].io);
 }
 
-/* ---- thread ---- */
+/* ---- wake-ups and messages ---- */
+
+/* Runs a list of messages taken from the inbox, oldest first. */
+static void run_messages(struct pt_worker *w, struct pt_mpsc_node *n)
+{
+    while (n) {
+        struct pt_mpsc_node *next = n->next; /* run may free the message */
+        struct pt_wmsg *m = pt_container_of(n, struct pt_wmsg, node);
+        m->run(w, m);
+        n = next;
+    }
+}
 
 static void on_wake(struct pt_loop *loop, struct pt_io *io, uint32_t events)
 {
+    struct pt_worker *w = pt_container_of(io, struct pt_worker, wake_io);
     uint64_t v;
     while (read(io->fd, &v, sizeof(v)) > 0)
         ;
+    /* After the read: a message pushed after the take writes the eventfd
+     * again (the push found the queue empty), so none is left behind. */
+    run_messages(w, pt_mpsc_take(&w->inbox));
     (void)loop;
     (void)events;
 }
@@ -245,6 +265,38 @@ void pt_worker_wake(struct pt_worker *w)
     ssize_t r = write(w->wake_io.fd, &one, sizeof(one));
     (void)r;
 }
+
+int pt_worker_post(struct pt_worker *w, struct pt_wmsg *m)
+{
+    int r = pt_mpsc_push(&w->inbox, &m->node);
+    if (r < 0)
+        return r;
+    /* Only a push onto an empty queue wakes: otherwise a wake is already
+     * due for the messages ahead of this one. */
+    if (r == 1)
+        pt_worker_wake(w);
+    return 0;
+}
+
+/* The wake eventfd and the inbox behind it. 0 or -errno. */
+static int wake_init(struct pt_worker *w)
+{
+    pt_mpsc_init(&w->inbox);
+    w->wake_io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->wake_io.cb = on_wake;
+    if (w->wake_io.fd < 0)
+        return -errno;
+    return pt_loop_add(&w->loop, &w->wake_io, EPOLLIN);
+}
+
+/* On the worker's thread as it stops: refuses later posts and runs what
+ * is queued, so every accepted message runs exactly once. */
+static void inbox_close(struct pt_worker *w)
+{
+    run_messages(w, pt_mpsc_close(&w->inbox));
+}
+
+/* ---- thread ---- */
 
 struct pt_generation *pt_worker_refresh_gen(struct pt_worker *w)
 {
@@ -306,6 +358,7 @@ static void *worker_main(void *arg)
     }
     close_listeners(w);
     pt_conn_reap(w); /* connections closed by the last drain pass */
+    inbox_close(w);
     pt_conn_cache_free(w);
     pt_arena_pool_destroy(&w->arena_pool);
     pt_outbound_destroy(&w->ob); /* closes idle pooled upstream connections */
@@ -313,8 +366,6 @@ static void *worker_main(void *arg)
      * responses' bytes only reach the kernel through this thread's ring. */
     pt_loop_flush(&w->loop);
     pt_conn_thread_exit();
-    for (int i = 0; i < PT_MAX_PINNED; i++)
-        atomic_store(&w->pinned_ids[i], 0);
     atomic_store(&w->seen_gen, UINT64_MAX);
     return NULL;
 }
@@ -330,13 +381,8 @@ int pt_worker_start(struct pt_worker *w, int id)
     pt_outbound_init(&w->ob, &w->loop, &w->bufs);
     if (pt_alog_ring_init(&w->alog) < 0)
         return -ENOMEM;
-    w->wake_io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    w->wake_io.cb = on_wake;
-    if (w->wake_io.fd < 0)
-        return -errno;
-    pt_loop_add(&w->loop, &w->wake_io, EPOLLIN);
-    for (int i = 0; i < PT_MAX_PINNED; i++)
-        atomic_init(&w->pinned_ids[i], 0);
+    if ((rc = wake_init(w)) < 0)
+        return rc;
     atomic_init(&w->seen_gen, 0);
     atomic_init(&w->draining, false);
     w->rng = pt_now_ns() ^ ((uint64_t)(id + 1) * 0x9E3779B97F4A7C15ull) ^ (uint64_t)getpid();

@@ -1,22 +1,28 @@
 /*
- * worker.h — data-plane threads (DESIGN.md §2, §3).
+ * worker.h — data-plane threads (DESIGN.md §2, §3, §6).
  *
  * Each worker owns an epoll loop, its own SO_REUSEPORT listening sockets,
  * its client connections, its upstream pools and its buffer pool. Nothing
  * on the request path is shared except the published generation pointer
- * (read once per loop turn) and a per-process connection counter.
+ * (read once per loop turn), a per-process connection counter and the
+ * per-target state cells (proxy/state.h).
  *
  * Generations are reclaimed by quiescent states: each worker publishes the
  * id of the generation it saw at the top of its latest loop turn
- * (`seen_gen`) and the ids of the generations its requests still pin
- * (`pinned_ids`, one per pin slot). The control thread frees a retired
- * generation once every worker has seen a newer one and none pins it.
+ * (`seen_gen`) and counts its requests on each generation in that
+ * generation's `pins[worker id]` (no cap on how many generations). The
+ * control thread frees a retired generation once every worker has seen a
+ * newer one and no worker's count on it is above zero (pt_worker_holds).
+ *
+ * Other threads talk to a worker through its message queue
+ * (pt_worker_post): a lock-free MPSC queue behind the wake eventfd.
  */
 #ifndef PT_GATEWAY_WORKER_H
 #define PT_GATEWAY_WORKER_H
 
 #include "core/buf.h"
 #include "core/loop.h"
+#include "core/mpsc.h"
 #include "gateway/access_log.h"
 #include "gateway/generation.h"
 #include "proxy/pool.h"
@@ -37,7 +43,24 @@ struct pt_wlistener {
     bool paused; /* accept paused (EMFILE / max_connections) */
 };
 
-#define PT_MAX_PINNED 16
+struct pt_worker;
+
+/*
+ * A message to a worker (DESIGN.md §6: a new JWKS, a health change, a cache
+ * purge). Ownership: the poster allocates and fills it (usually embedded in
+ * a struct of its own, reached with pt_container_of). Once pt_worker_post
+ * returns 0 the message is the worker's: it calls `run` exactly once, on
+ * its own thread, in posting order per poster; `run` frees the message or
+ * hands it back (for instance by posting a reply to the control loop).
+ * Messages still queued when the worker stops run on its thread during
+ * shutdown, after its connections are closed. Never posted on the request
+ * path.
+ */
+struct pt_wmsg {
+    struct pt_mpsc_node node; /* the queue's link */
+    uint32_t kind;            /* the poster's tag: what the message carries */
+    void (*run)(struct pt_worker *w, struct pt_wmsg *m);
+};
 
 struct pt_worker {
     int id;
@@ -46,20 +69,17 @@ struct pt_worker {
     struct pt_bufpool bufs;
     struct pt_arena_pool arena_pool; /* request arena blocks */
     struct pt_outbound ob;
-    struct pt_io wake_io; /* eventfd: reload, shutdown */
+    struct pt_io wake_io; /* eventfd: reload, shutdown, messages */
+    struct pt_mpsc inbox; /* pt_wmsg queue, drained on wake */
 
     struct pt_generation *gen; /* snapshot for this loop turn */
     uint64_t listeners_gen;    /* generation id whose listeners are open */
     struct pt_wlistener *listeners;
     uint32_t nlisteners;
 
-    /* Pins: generations with live requests on this worker. */
-    struct {
-        struct pt_generation *gen;
-        uint32_t count;
-    } pinned[PT_MAX_PINNED];
+    /* Generation id at the top of the latest loop turn; UINT64_MAX once
+     * the worker has stopped. (Pin counts live in each generation.) */
     _Atomic uint64_t seen_gen;
-    _Atomic uint64_t pinned_ids[PT_MAX_PINNED]; /* pinned[i].gen->id, 0 when free */
 
     /* Round-robin state, rebuilt when the generation changes. */
     struct pt_rr_state *rr;
@@ -85,6 +105,13 @@ extern _Atomic uint64_t pt_active_connections;
 int pt_worker_start(struct pt_worker *w, int id);
 /* Wakes the worker so it notices a new generation or a drain request. */
 void pt_worker_wake(struct pt_worker *w);
+/* Queues m for w and wakes it (any thread, after pt_worker_start). 0, or
+ * -EPIPE when the worker has stopped: m is then still the caller's. */
+int pt_worker_post(struct pt_worker *w, struct pt_wmsg *m);
+/* Control thread: may w still use g? True until w has begun a loop turn on
+ * a newer generation and has no request left on g. A stopped worker holds
+ * nothing. */
+bool pt_worker_holds(struct pt_worker *w, const struct pt_generation *g);
 /* Stops accepting and lets in-flight requests finish; the thread exits when
  * it has no connections left or the drain deadline passes. */
 void pt_worker_drain(struct pt_worker *w);
@@ -94,6 +121,9 @@ void pt_worker_join(struct pt_worker *w);
 /* The generation a request starting now must use (the newest published):
  * a reload that has been logged applies to the very next request. */
 struct pt_generation *pt_worker_refresh_gen(struct pt_worker *w);
+/* A request starts / ends on g (g is this turn's generation or a newer
+ * one: never one older than seen_gen). A plain add on a counter only this
+ * worker writes. */
 void pt_worker_pin(struct pt_worker *w, struct pt_generation *g);
 void pt_worker_unpin(struct pt_worker *w, struct pt_generation *g);
 /* Round-robin state for u, or NULL when g is not the generation of this

@@ -12,6 +12,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+struct pt_target_state;
+
 /* Where a config value came from, for error messages and /debug output. */
 struct pt_src_pos {
     int line, col; /* 1-based */
@@ -23,6 +25,10 @@ struct pt_target {
     socklen_t addrlen;
     int weight; /* default 1 */
     uint32_t index;
+    /* Health and active requests, shared by every worker and kept across
+     * reloads (proxy/state.h). Set by the runtime before the generation is
+     * published; NULL in a generation that never runs (validate, tests). */
+    struct pt_target_state *state;
 };
 
 enum pt_balance { PT_BALANCE_ROUND_ROBIN = 0 };

@@ -1,0 +1,117 @@
+/*
+ * state.h — per-target state that outlives config generations (DESIGN.md
+ * §3, §6): health, active request counts and the health checker's
+ * counters, keyed by stable names so that a reload which keeps a target
+ * keeps its state.
+ *
+ * Keys: (upstream name, target address as written). A reload that renames
+ * an upstream or rewrites an address ("localhost:9001" for
+ * "127.0.0.1:9001") gets a fresh cell.
+ *
+ * Ownership and lifetime: the registry is an object the runtime owns and
+ * only the control thread touches (get, put, attach, detach, free: no
+ * locks). Each cell is refcounted: every generation whose targets point at
+ * it holds one reference per target. The runtime attaches a generation's
+ * targets before publishing it and detaches them when it frees it, so a
+ * cell lives exactly as long as some generation that a worker may still
+ * use references it, and workers read `target->state` without any check
+ * of its lifetime.
+ *
+ * Threads: the cell's fields are atomics. Workers add and remove active
+ * requests (one relaxed fetch-add each way: the only read-modify-write on
+ * the request path, which least_conn needs) and read health with a plain
+ * relaxed load. The health checker writes health and its counters.
+ */
+#ifndef PT_PROXY_STATE_H
+#define PT_PROXY_STATE_H
+
+#include "proxy/upstream_types.h"
+
+#include <stdatomic.h>
+
+enum pt_health { PT_HEALTHY = 0, PT_UNHEALTHY = 1 };
+
+struct pt_state_registry;
+
+struct pt_target_state {
+    /* Shared, lock-free. */
+    _Atomic uint32_t active;     /* requests in flight to this target, all workers */
+    _Atomic int health;          /* enum pt_health; written by the health checker */
+    _Atomic uint32_t fails;      /* consecutive failed checks */
+    _Atomic uint32_t successes;  /* consecutive passed checks */
+    _Atomic uint64_t checks;     /* checks done, ever */
+    _Atomic uint64_t changed_ms; /* wall-clock ms of the last health change (0: never) */
+    _Atomic bool fresh; /* new in the latest attach: check at once (cleared by the checker) */
+    /* Control thread only. */
+    struct pt_state_registry *reg;
+    uint32_t refs; /* targets of live generations pointing here */
+    uint32_t hash;
+    struct pt_target_state *next; /* registry bucket chain */
+    char *upstream;               /* key, copied */
+    char *address;                /* key, copied */
+};
+
+struct pt_state_registry *pt_state_registry_new(void);
+/* Frees the registry and any cell still in it (all generations must have
+ * been detached; cells left over are a bug, logged). NULL is a no-op. */
+void pt_state_registry_free(struct pt_state_registry *reg);
+/* Cells in the registry. */
+uint32_t pt_state_registry_count(const struct pt_state_registry *reg);
+
+/* Control thread. The cell for (upstream, address) with one more
+ * reference, made (healthy, fresh) when there was none: *created says
+ * which (may be NULL). NULL when out of memory. */
+struct pt_target_state *pt_state_target_get(struct pt_state_registry *reg, const char *upstream,
+                                            const char *address, bool *created);
+/* The cell for (upstream, address) without taking a reference, or NULL. */
+struct pt_target_state *pt_state_target_find(struct pt_state_registry *reg, const char *upstream,
+                                             const char *address);
+/* Control thread. Drops a reference; the last one frees the cell. */
+void pt_state_target_put(struct pt_target_state *s);
+
+/* Control thread. Points every target of `ups` at its cell (one reference
+ * each). 0, or -ENOMEM with nothing attached. */
+int pt_state_attach_upstreams(struct pt_state_registry *reg, struct pt_upstream *ups, uint32_t n);
+/* Control thread. Drops the references attach took and clears
+ * target->state. Idempotent; targets never attached are skipped. */
+void pt_state_detach_upstreams(struct pt_upstream *ups, uint32_t n);
+
+/* Sets a cell's health. True when it changed (then it is logged at info
+ * with `why`, and changed_ms is stamped). Any thread. */
+bool pt_state_set_health(struct pt_target_state *s, enum pt_health h, const char *why);
+
+/* The health checker's bookkeeping for one check: counts it, keeps the
+ * consecutive counters, clears `fresh`, and flips health after `rise`
+ * passes in a row (to healthy) or `fall` failures in a row (to
+ * unhealthy). True when health changed. */
+bool pt_state_record_check(struct pt_target_state *s, bool ok, uint32_t rise, uint32_t fall,
+                           const char *why);
+
+/* ---- the request path: lock-free, NULL-tolerant ----
+ * Every target of a running generation has a cell; NULL only reaches these
+ * for a generation that was never attached (unit tests, `validate`), which
+ * then counts as healthy and counts nothing. */
+
+static inline void pt_state_active_inc(struct pt_target_state *s)
+{
+    if (pt_likely(s != NULL))
+        atomic_fetch_add_explicit(&s->active, 1, memory_order_relaxed);
+}
+
+static inline void pt_state_active_dec(struct pt_target_state *s)
+{
+    if (pt_likely(s != NULL))
+        atomic_fetch_sub_explicit(&s->active, 1, memory_order_relaxed);
+}
+
+static inline uint32_t pt_state_active(const struct pt_target_state *s)
+{
+    return s ? atomic_load_explicit(&s->active, memory_order_relaxed) : 0;
+}
+
+static inline bool pt_state_healthy(const struct pt_target_state *s)
+{
+    return !s || atomic_load_explicit(&s->health, memory_order_relaxed) == PT_HEALTHY;
+}
+
+#endif
