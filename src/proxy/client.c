@@ -77,7 +77,7 @@ static const struct pt_target *pick_target(struct pt_call *c)
     if (u->ntargets == 0)
         return NULL;
     uint32_t i = r->rr ? pt_rr_pick(r->rr, u) : pt_weighted_pick(u, r->rand);
-    return &u->targets[i];
+    return i < u->ntargets ? &u->targets[i] : NULL;
 }
 
 static void on_timeout(struct pt_loop *loop, struct pt_timer *tm);
@@ -198,6 +198,9 @@ int pt_call_start(struct pt_call *c, struct pt_outbound *ob, const struct pt_cal
         fail(c, PT_CALL_FAIL_NO_TARGET, "no healthy upstream target");
         return c->fail;
     }
+    /* Requests in flight per target, across workers (least_conn reads it). */
+    pt_state_active_inc(c->target->state);
+    c->counted = true;
     if (!build_head(c)) {
         fail(c, PT_CALL_FAIL_RESOURCES, "out of memory");
         return c->fail;
@@ -693,8 +696,17 @@ void pt_call_body_consume(struct pt_call *c, size_t n)
         c->phase = PT_CALL_DONE;
 }
 
+static void uncount(struct pt_call *c)
+{
+    if (c->counted) {
+        c->counted = false;
+        pt_state_active_dec(c->target->state);
+    }
+}
+
 void pt_call_finish(struct pt_call *c)
 {
+    uncount(c);
     if (!c->uc)
         return;
     struct pt_uconn *uc = c->uc;
@@ -713,6 +725,7 @@ void pt_call_finish(struct pt_call *c)
 
 void pt_call_abort(struct pt_call *c)
 {
+    uncount(c);
     if (c->uc) {
         pt_uconn_close(c->uc);
         c->uc = NULL;

@@ -284,17 +284,24 @@ void pt_uconn_release(struct pt_uconn *uc, uint32_t keepalive, uint64_t idle_ms)
     pt_timer_arm(ob->loop, &uc->timer, idle_ms, idle_expired);
 }
 
+/* An unhealthy target (active health checks) gets no traffic. */
+static int weight_now(const struct pt_target *t)
+{
+    return pt_state_healthy(t->state) ? t->weight : 0;
+}
+
 uint32_t pt_rr_pick(struct pt_rr_state *st, const struct pt_upstream *u)
 {
     /* Smooth weighted round-robin: every pick adds each target's weight to
      * its current value, chooses the largest, and subtracts the total from
-     * it. Weights 3:1 give a a b a, a a b a, ... — spread, not bursts. */
-    if (u->ntargets == 1)
-        return 0;
+     * it. Weights 3:1 give a a b a, a a b a, ... — spread, not bursts.
+     * Unhealthy targets weigh nothing for as long as they are. */
     int total = 0, best = -1;
     uint32_t bi = 0;
     for (uint32_t i = 0; i < u->ntargets; i++) {
-        int wgt = u->targets[i].weight;
+        int wgt = weight_now(&u->targets[i]);
+        if (wgt == 0)
+            continue;
         st->current[i] += wgt;
         total += wgt;
         if (best < 0 || st->current[i] > st->current[bi]) {
@@ -302,6 +309,8 @@ uint32_t pt_rr_pick(struct pt_rr_state *st, const struct pt_upstream *u)
             best = 0;
         }
     }
+    if (total == 0)
+        return UINT32_MAX;
     st->current[bi] -= total;
     return bi;
 }
@@ -310,14 +319,15 @@ uint32_t pt_weighted_pick(const struct pt_upstream *u, uint64_t r)
 {
     uint64_t total = 0;
     for (uint32_t i = 0; i < u->ntargets; i++)
-        total += (uint64_t)u->targets[i].weight;
+        total += (uint64_t)weight_now(&u->targets[i]);
     if (total == 0)
-        return 0;
+        return UINT32_MAX;
     uint64_t x = r % total;
     for (uint32_t i = 0; i < u->ntargets; i++) {
-        if (x < (uint64_t)u->targets[i].weight)
+        uint64_t wgt = (uint64_t)weight_now(&u->targets[i]);
+        if (x < wgt)
             return i;
-        x -= (uint64_t)u->targets[i].weight;
+        x -= wgt;
     }
-    return u->ntargets - 1;
+    return UINT32_MAX;
 }

@@ -15,6 +15,7 @@
 
 #include "core/buf.h"
 #include "core/loop.h"
+#include "proxy/state.h"
 #include "proxy/upstream_types.h"
 
 struct pt_upool;
@@ -77,7 +78,8 @@ struct pt_rr_state {
     int *current; /* one per target */
     uint32_t n;
 };
-/* Picks a target index; `st` must have been sized for u->ntargets. */
+/* Picks a healthy target's index (UINT32_MAX: none is healthy); `st`
+ * must have been sized for u->ntargets. */
 uint32_t pt_rr_pick(struct pt_rr_state *st, const struct pt_upstream *u);
 /* Picks a target index in proportion to the weights, from a random r: for
  * a request that has no round-robin state to use (see pt_worker_rr). */
