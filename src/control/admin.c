@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "gateway/respond.h"
 #include "http/h1.h"
+#include "proxy/state.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -347,13 +348,16 @@ static void upstreams_json(struct sbuf *b, const struct pt_generation *g)
         sb_json_str(b, u->name);
         sb_printf(b,
                   ",\"balance\":\"round_robin\",\"connect_timeout_ms\":%llu,"
-                  "\"read_timeout_ms\":%llu,\"keepalive\":%u,\"targets\":[",
+                  "\"read_timeout_ms\":%llu,\"keepalive\":%u,\"health_check\":%s,\"targets\":[",
                   (unsigned long long)u->connect_timeout_ms, (unsigned long long)u->read_timeout_ms,
-                  u->keepalive);
+                  u->keepalive, u->hc.enabled ? "true" : "false");
         for (uint32_t t = 0; t < u->ntargets; t++) {
             sb_printf(b, "%s{\"address\":", t ? "," : "");
             sb_json_str(b, u->targets[t].address);
-            sb_printf(b, ",\"weight\":%d}", u->targets[t].weight);
+            const struct pt_target_state *st = u->targets[t].state;
+            sb_printf(b, ",\"weight\":%d,\"healthy\":%s,\"active_requests\":%u}",
+                      u->targets[t].weight, pt_state_healthy(st) ? "true" : "false",
+                      pt_state_active(st));
         }
         sb_printf(b, "]}");
     }

@@ -7,10 +7,59 @@
  */
 #include "control/config_int.h"
 
-static const char *const upstream_keys[] = {"targets",      "balance",   "connect_timeout",
-                                            "read_timeout", "keepalive", NULL};
-static const char *const upstream_planned[] = {"hash_on",         "protocol", "tls", "health_check",
+static const char *const upstream_keys[] = {
+    "targets", "balance", "connect_timeout", "read_timeout", "keepalive", "health_check", NULL};
+static const char *const upstream_planned[] = {"hash_on",         "protocol", "tls",
                                                "circuit_breaker", "retries",  NULL};
+static const char *const hc_keys[] = {"active", NULL};
+static const char *const hc_planned[] = {"passive", NULL};
+static const char *const hc_active_keys[] = {"path",      "interval", "timeout", "healthy",
+                                             "unhealthy", "host",     NULL};
+
+/* health_check: { active: { path, interval, timeout, healthy, unhealthy, host } } */
+static void walk_health_check(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u)
+{
+    struct pt_health_active *hc = &u->hc;
+    if (!pt_cfg_want_map(&c->w, n, "`health_check`"))
+        return;
+    const struct pt_ynode *v[1] = {0};
+    pt_cfg_bind_keys(&c->w, n, hc_keys, hc_planned, "in health_check", v, NULL);
+    if (!v[0] || !pt_cfg_want_map(&c->w, v[0], "`active`"))
+        return;
+    const struct pt_ynode *a[6] = {0};
+    pt_cfg_bind_keys(&c->w, v[0], hc_active_keys, NULL, "in health_check.active", a, NULL);
+    hc->enabled = true;
+    hc->path = "/";
+    hc->interval_ms = 5000;
+    hc->timeout_ms = 1000;
+    hc->healthy = 2;
+    hc->unhealthy = 3;
+    if (a[0]) {
+        const char *p = pt_cfg_want_str(&c->w, a[0], "`path`");
+        if (p && p[0] != '/')
+            err_at(c, a[0], "health check `path` must start with `/`, got `%s`", p);
+        else if (p && strpbrk(p, " \t\r\n#"))
+            err_at(c, a[0], "health check `path` holds a space, control or `#` character");
+        else if (p)
+            hc->path = dup_str(c, p);
+    }
+    if (a[1])
+        pt_cfg_want_duration(&c->w, a[1], "`interval`", true, &hc->interval_ms);
+    if (a[2])
+        pt_cfg_want_duration(&c->w, a[2], "`timeout`", true, &hc->timeout_ms);
+    uint64_t x;
+    if (a[3] && pt_cfg_want_uint(&c->w, a[3], "`healthy`", 1, 1000, &x))
+        hc->healthy = (uint32_t)x;
+    if (a[4] && pt_cfg_want_uint(&c->w, a[4], "`unhealthy`", 1, 1000, &x))
+        hc->unhealthy = (uint32_t)x;
+    if (a[5]) {
+        const char *h = pt_cfg_want_str(&c->w, a[5], "`host`");
+        if (h && strpbrk(h, " \t\r\n/"))
+            err_at(c, a[5], "health check `host` must be a host name, got `%s`", h);
+        else if (h)
+            hc->host = dup_str(c, h);
+    }
+}
 static const char *const balance_planned[] = {"least_conn", "p2c_ewma", "consistent_hash", NULL};
 static const char *const target_keys[] = {"address", "weight", NULL};
 
@@ -53,7 +102,7 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
     u->pos = (struct pt_src_pos){key->line, key->col};
     if (!pt_cfg_want_map(&c->w, n, "an upstream"))
         return;
-    const struct pt_ynode *v[5] = {0};
+    const struct pt_ynode *v[6] = {0};
     uint32_t refused =
         pt_cfg_bind_keys(&c->w, n, upstream_keys, upstream_planned, "in upstream", v, NULL);
 
@@ -106,6 +155,8 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
     uint64_t ka;
     if (v[4] && pt_cfg_want_uint(&c->w, v[4], "`keepalive`", 0, 100000, &ka))
         u->keepalive = (uint32_t)ka;
+    if (v[5])
+        walk_health_check(c, v[5], u);
 }
 
 void pt_cfg_walk_upstreams(struct cfg *c, const struct pt_ynode *n)

@@ -23,6 +23,7 @@
 #include "control/admin.h"
 #include "control/config.h"
 #include "control/config_yaml.h"
+#include "control/health.h"
 #include "core/log.h"
 #include "core/version.h"
 #include "gateway/worker.h"
@@ -58,7 +59,8 @@ struct runtime {
     struct pt_timer reclaim_timer;
     struct pt_bufpool bufs;
     struct pt_outbound ob;
-    bool stopping; /* TERM/INT seen: leave the loop and drain */
+    struct pt_health_checks *health; /* active health checks, on this loop */
+    bool stopping;                   /* TERM/INT seen: leave the loop and drain */
 };
 
 /* The running runtime, for pt_runtime_loop() and friends. */
@@ -284,6 +286,8 @@ static int reload(struct runtime *rt, char **errors)
         pt_warn("io_backend: %s → %s takes effect at the next restart",
                 pt_io_backend_names[rt->io_backend], pt_io_backend_names[g->io_backend]);
     atomic_store_explicit(&pt_gen_current, g, memory_order_release);
+    if (pt_health_sync(rt->health, g) < 0)
+        pt_error("health checks: out of memory; targets keep their last health");
     retire(rt, old);
     for (int i = 0; i < rt->nworkers; i++)
         pt_worker_wake(&rt->workers[i]);
@@ -357,7 +361,8 @@ static int control_init(struct runtime *rt)
     pt_bufpool_init(&rt->bufs, 64);
     pt_outbound_init(&rt->ob, &rt->loop, &rt->bufs);
     rt->state = pt_state_registry_new();
-    if (!rt->state) {
+    rt->health = pt_health_new(&rt->loop, &rt->ob);
+    if (!rt->state || !rt->health) {
         pt_error("state registry: out of memory");
         return -1;
     }
@@ -383,6 +388,7 @@ static int control_init(struct runtime *rt)
 static void control_destroy(struct runtime *rt)
 {
     pt_timer_cancel(&rt->loop, &rt->reclaim_timer);
+    pt_health_free(rt->health);   /* cancels probes in flight */
     pt_outbound_destroy(&rt->ob); /* closes idle pooled connections */
     pt_bufpool_destroy(&rt->bufs);
     if (rt->sig_io.fd >= 0)
@@ -464,6 +470,8 @@ int pt_runtime_run(const char *config_path)
         goto out_stop;
     for (uint32_t i = 0; i < g->nlisteners; i++)
         pt_info("listening on %s (%s)", g->listeners[i].address, g->listeners[i].name);
+    if (pt_health_sync(rt->health, g) < 0)
+        goto out_stop;
     pt_info("portico ready: generation %llu, %d workers (%s), %u routes", (unsigned long long)g->id,
             rt->nworkers, pt_io_backend_names[g->io_backend], g->nroutes);
 
@@ -472,6 +480,9 @@ int pt_runtime_run(const char *config_path)
         pt_admin_reap(rt->admin);
         pt_outbound_reap(&rt->ob);
     }
+    /* Probes point into the current generation: stop them before it goes. */
+    pt_health_free(rt->health);
+    rt->health = NULL;
     rc = 0;
 out_stop:
     for (int i = 0; i < rt->nworkers; i++)

@@ -143,7 +143,7 @@ struct pt_call {
     uint32_t res_ready; /* payload bytes at rbuf start, ready for the caller */
     bool res_eos;       /* the body is complete (after res_ready is consumed) */
     bool reusable;      /* the connection may go back to the pool */
-    bool counted; /* holds one of the target's active-request counts */
+    bool counted;       /* holds one of the target's active-request counts */
 };
 
 /*

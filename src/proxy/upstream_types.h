@@ -33,6 +33,17 @@ struct pt_target {
 
 enum pt_balance { PT_BALANCE_ROUND_ROBIN = 0 };
 
+/* upstreams.*.health_check.active: probes run on the control thread. */
+struct pt_health_active {
+    bool enabled;
+    const char *path;     /* default "/" */
+    const char *host;     /* Host of the probe; NULL: the target's address */
+    uint64_t interval_ms; /* default 5 s, jittered ±10% */
+    uint64_t timeout_ms;  /* default 1 s */
+    uint32_t healthy;     /* passes in a row that make a target healthy; default 2 */
+    uint32_t unhealthy;   /* failures in a row that make it unhealthy; default 3 */
+};
+
 struct pt_upstream {
     const char *name;
     uint32_t index;
@@ -42,6 +53,7 @@ struct pt_upstream {
     uint64_t connect_timeout_ms; /* default 1 s → 504 */
     uint64_t read_timeout_ms;    /* default 30 s → 504 */
     uint32_t keepalive;          /* idle pooled connections per worker per target; default 64 */
+    struct pt_health_active hc;
     struct pt_src_pos pos;
 };
 

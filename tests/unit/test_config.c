@@ -360,8 +360,15 @@ static void test_unknown_and_planned_keys(void)
            "upstreams:\n"
            "  users:\n"
            "    targets: [\"127.0.0.1:9001\"]\n"
-           "    health_check: { active: { path: /healthz } }\n",
-           "t.yaml:5:5: `health_check` is not supported by this build yet");
+           "    health_check: { passive: { consecutive_failures: 5 } }\n",
+           "t.yaml:5:21: `passive` is not supported by this build yet");
+    EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
+           "upstreams:\n"
+           "  users:\n"
+           "    targets: [\"127.0.0.1:9001\"]\n"
+           "    health_check: { active: { path: healthz, intervall: 2s } }\n",
+           "t.yaml:5:37: health check `path` must start with `/`, got `healthz`\n"
+           "t.yaml:5:46: unknown key `intervall` in health_check.active (did you mean `interval`?)");
     EXPECT(BASE "routes:\n"
                 "  - name: canary\n"
                 "    match: { path_prefix: /v2 }\n"
