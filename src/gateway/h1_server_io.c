@@ -416,7 +416,8 @@ static void build_gateway_response(struct h1_txn *t)
     t->close_after = t->close_after || close;
     const char *extra = gateway_extra(t);
     t->chead = pt_respond_build(&c->arena, ex->status, ex->gw_error, ex->reqid, extra, ex->gw_body,
-                                ex->gw_ctype, t->close_after, t->head_only);
+                                ex->gw_ctype, t->close_after,
+                                t->head_only || ex->status == 204 || ex->status == 304);
     if (!t->chead.p) {
         t->close_after = true;
         t->chead = (pt_slice){"", 0};
