@@ -58,26 +58,35 @@ run: deps all
 unit: $(UNIT_BIN)
 	@scripts/run-unit.sh $(UNIT_BIN)
 
+# Extra pytest arguments for the end-to-end passes, e.g.
+# E2E_ARGS='-m "not heavy"' (what `make test` gives every pass but the
+# plain epoll one) or E2E_ARGS='-k routing'.
+E2E_ARGS ?=
+# The heavy tier (floods, long distributions, tens of MiB; marker `heavy`)
+# runs once, in the plain epoll pass.
+E2E_LIGHT := -m "not heavy"
+
 e2e: all
-	PORTICO_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q tests/e2e
+	PORTICO_BUILD=$(BUILD) /usr/bin/python3 -m pytest -q tests/e2e $(E2E_ARGS)
 
 # The same end-to-end suite with every gateway on the io_uring backend
 # (skipped, saying why, on a kernel or seccomp profile that refuses it:
 # io_uring is optional, epoll the default).
 e2e-uring: all
 	@if /usr/bin/python3 scripts/have_io_uring.py; then \
-	  echo "PORTICO_BUILD=$(BUILD) PORTICO_E2E_IO_BACKEND=io_uring pytest tests/e2e"; \
-	  PORTICO_BUILD=$(BUILD) PORTICO_E2E_IO_BACKEND=io_uring /usr/bin/python3 -m pytest -q tests/e2e; \
+	  echo 'PORTICO_BUILD=$(BUILD) PORTICO_E2E_IO_BACKEND=io_uring pytest tests/e2e $(E2E_ARGS)'; \
+	  PORTICO_BUILD=$(BUILD) PORTICO_E2E_IO_BACKEND=io_uring /usr/bin/python3 -m pytest -q tests/e2e $(E2E_ARGS); \
 	else echo "e2e-uring: SKIPPED (the io_uring backend cannot run on this machine)"; fi
 
-# The whole suite, plain then under ASan+UBSan, each on both I/O backends.
+# The whole suite, plain then under ASan+UBSan, each on both I/O backends;
+# the heavy tier only in the first (plain, epoll) pass.
 test: deps
 	$(MAKE) all unit
 	$(MAKE) e2e
-	$(MAKE) e2e-uring
+	$(MAKE) e2e-uring E2E_ARGS='$(E2E_LIGHT)'
 	$(MAKE) SANITIZE=address,undefined OPT=-O1 all unit
-	$(MAKE) SANITIZE=address,undefined OPT=-O1 e2e
-	$(MAKE) SANITIZE=address,undefined OPT=-O1 e2e-uring
+	$(MAKE) SANITIZE=address,undefined OPT=-O1 e2e E2E_ARGS='$(E2E_LIGHT)'
+	$(MAKE) SANITIZE=address,undefined OPT=-O1 e2e-uring E2E_ARGS='$(E2E_LIGHT)'
 
 microbench: all
 	$(MAKE) $(BUILD)/microbench && $(BUILD)/microbench

@@ -13,6 +13,7 @@ Rules the helpers follow so tests cannot interfere with each other:
 """
 
 import contextlib
+import glob
 import http.client
 import json
 import os
@@ -26,6 +27,12 @@ import zlib
 
 import pytest
 import requests
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "heavy: long distributions, floods, browsers, testssl: run once, "
+        "in the plain epoll pass (`make test` runs the other passes with -m \"not heavy\")")
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("PORTICO_BUILD", "build")
@@ -339,6 +346,7 @@ class Gateway:
         self.config_path = os.path.join(self.workdir, name)
         self._cfg_text = cfg if isinstance(cfg, str) else to_yaml(cfg)
         self.port = self._listener_port(cfg)
+        self.admin_port = self._admin_port(cfg)
         with open(self.config_path, "w") as f:
             f.write(self._cfg_text)
         self.stdout_path = os.path.join(self.workdir, "portico.stdout")
@@ -368,6 +376,18 @@ class Gateway:
             return int(cfg["listeners"][0]["address"].rsplit(":", 1)[1])
         m = re.search(r"address:\s*\"?127\.0\.0\.1:(\d+)", cfg)
         return int(m.group(1))
+
+    @staticmethod
+    def _admin_port(cfg):
+        if isinstance(cfg, dict) and "admin" in cfg:
+            return int(cfg["admin"]["address"].rsplit(":", 1)[1])
+        return None
+
+    def status(self):
+        """The admin API's /status document."""
+        r = requests.get("http://127.0.0.1:%d/status" % self.admin_port, timeout=scaled(5))
+        r.raise_for_status()
+        return r.json()
 
     @property
     def url(self):
@@ -653,14 +673,15 @@ def parse_response(buf):
     return rs[0]
 
 
-def read_responses(sock, n, timeout, head_requests=()):
-    """Reads from `sock` until `n` complete responses (1xx excluded) are
-    parsed, the peer closes, or the timeout passes."""
+def read_responses(sock, n, timeout=None, head_requests=(), interim=False):
+    """Reads from `sock` until `n` complete responses (1xx excluded, unless
+    `interim`) are parsed, the peer closes, or the timeout (default
+    scaled(5)) passes; returns those responses."""
     buf = b""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + (timeout or scaled(5))
     while True:
         rs, _ = parse_responses(buf, head_requests, eof=False)
-        final = [r for r in rs if r.status >= 200 and r.complete]
+        final = [r for r in rs if r.complete and (interim or r.status >= 200)]
         if len(final) >= n:
             return final
         left = deadline - time.monotonic()
@@ -674,6 +695,288 @@ def read_responses(sock, n, timeout, head_requests=()):
         if not chunk:
             return final
         buf += chunk
+
+
+def recv_all(s):
+    """Reads to EOF; returns (bytes, how) with how in eof/reset/timeout."""
+    buf = b""
+    try:
+        while True:
+            c = s.recv(65536)
+            if not c:
+                return buf, "eof"
+            buf += c
+    except ConnectionResetError:
+        return buf, "reset"
+    except socket.timeout:
+        return buf, "timeout"
+
+
+def raw_until_close(port, data, timeout=None):
+    """Sends `data` on a fresh connection and reads until the gateway ends
+    it: (bytes, how) as recv_all() says, so a reset can be told from a FIN."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout or scaled(5))
+    try:
+        s.sendall(data)
+        return recv_all(s)
+    finally:
+        s.close()
+
+
+def raw_responses(port, data):
+    """One exchange on a fresh connection: the responses (1xx included)
+    read until the first final one is complete."""
+    buf, _ = raw_ex(port, data, timeout=scaled(5), until_complete=True)
+    return parse_responses(buf, eof=False)[0]
+
+
+# ---------------------------------------------------------------- TCP state of loopback sockets
+
+def tcp_sockets(local_port=None, remote_port=None, established=True):
+    """IPv4 sockets from /proc/net/tcp (only ESTABLISHED ones unless told
+    otherwise), as dicts with local, remote (ports), state (hex), tx and rx
+    (bytes queued), filtered by port."""
+    out = []
+    with open("/proc/net/tcp") as f:
+        for line in f.read().splitlines()[1:]:
+            cols = line.split()
+            if established and cols[3] != "01":
+                continue
+            tx, rx = (int(x, 16) for x in cols[4].split(":"))
+            d = {"local": int(cols[1].rsplit(":", 1)[1], 16),
+                 "remote": int(cols[2].rsplit(":", 1)[1], 16), "state": cols[3],
+                 "tx": tx, "rx": rx}
+            if local_port is not None and d["local"] != local_port:
+                continue
+            if remote_port is not None and d["remote"] != remote_port:
+                continue
+            out.append(d)
+    return out
+
+
+def peer_has_read(sock):
+    """Everything written on `sock` (a connection to or from a local
+    process) has been read by the process at the other end: nothing left
+    unacknowledged on our side, nothing unread on theirs; or the other end
+    has closed, so it will read nothing more."""
+    me, peer = sock.getsockname()[1], sock.getpeername()[1]
+    ours = tcp_sockets(me, peer, established=False)
+    theirs = tcp_sockets(peer, me, established=False)
+    if not theirs or theirs[0]["state"] != "01" or not ours or ours[0]["state"] != "01":
+        return True
+    return ours[0]["tx"] == 0 and theirs[0]["rx"] == 0
+
+
+def wait_peer_read(sock, what="the peer to read what was sent"):
+    wait_until(lambda: peer_has_read(sock), scaled(5), what=what)
+
+
+# ---------------------------------------------------------------- scripted upstreams
+
+class RawUpstream:
+    """A loopback TCP server whose every connection runs `handler(sock)` on
+    its own thread: for upstream behaviour the demo backend cannot produce."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.port = free_port()
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", self.port))
+        self.ls.listen(1024)
+        self.accepts = 0
+        self.stopped = False
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while not self.stopped:
+            try:
+                s, _ = self.ls.accept()
+            except OSError:
+                return
+            self.accepts += 1
+            threading.Thread(target=self._serve, args=(s,), daemon=True).start()
+
+    def _serve(self, s):
+        try:
+            self.handler(s)
+        except OSError:
+            pass
+        finally:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.stopped = True
+        try:
+            self.ls.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.ls.close()
+
+
+@pytest.fixture
+def raw_upstream():
+    """Factory: raw_upstream(handler) -> RawUpstream; all closed in teardown."""
+    started = []
+
+    def start(handler):
+        up = RawUpstream(handler)
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        up.close()
+
+
+def read_head(s, buf=b""):
+    """Reads until the end of a request head; returns (head, rest)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise OSError("eof before head")
+        buf += chunk
+    k = buf.index(b"\r\n\r\n") + 4
+    return buf[:k], buf[k:]
+
+
+def requests_on(s, bodies=True):
+    """Each request that arrives on the upstream connection `s` until it
+    ends, as (head, Content-Length body); with bodies=False the body is not
+    read (b"") and the next head is looked for right behind this one."""
+    buf = b""
+    while True:
+        try:
+            head, buf = read_head(s, buf)
+        except OSError:
+            return
+        body = b""
+        if bodies:
+            got = read_body(s, head, buf)
+            if got is None:
+                return
+            body, buf = got
+        yield head, body
+
+
+def request_heads(s):
+    """Each request head on `s` (for requests without a body)."""
+    for head, _ in requests_on(s, bodies=False):
+        yield head
+
+
+def answer_every_request(response):
+    """A RawUpstream handler answering each request head with the bytes
+    `response`."""
+    def handler(s):
+        for _ in request_heads(s):
+            s.sendall(response)
+    return handler
+
+
+def read_body(s, head, buf):
+    """Reads the Content-Length body that follows `head` (buf holds what
+    came with it); returns (body, rest), or None at EOF."""
+    n = content_length(head)
+    while len(buf) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+    return buf[:n], buf[n:]
+
+
+def content_length(head):
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            return int(v.strip())
+    return 0
+
+
+class Recorder:
+    """An upstream that frames requests by their own headers, records each
+    as (connection number, head, body) and answers 200 "ok"."""
+
+    def __init__(self):
+        self.seen = []
+        self._conns = 0
+        self._lock = threading.Lock()
+        self.up = RawUpstream(self.handle)
+
+    @property
+    def port(self):
+        return self.up.port
+
+    def handle(self, s):
+        with self._lock:
+            self._conns += 1
+            conn = self._conns
+        for head, body in requests_on(s):
+            self.seen.append((conn, head, body))
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    def close(self):
+        self.up.close()
+
+
+def one_route(up_port, routes=None, workers=1, limits=None, access_log=None, **upstream_extra):
+    """A config with one upstream "u" (127.0.0.1:up_port, `upstream_extra`
+    its options) that every path goes to unless `routes` says otherwise."""
+    return make_config(free_port(), {"u": upstream(up_port, **upstream_extra)},
+                       routes or [{"name": "all", "match": {"path_prefix": "/"},
+                                   "upstream": "u"}],
+                       workers=workers, limits=limits, access_log=access_log)
+
+
+def access_log_lines(path, n, timeout=None):
+    """Waits (timeout default scaled(10)) for at least `n` lines in the JSON
+    access log at `path`; returns them all, parsed."""
+    def got():
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            ls = [json.loads(x) for x in f.read().splitlines() if x.strip()]
+        return ls if len(ls) >= n else None
+    return wait_until(got, timeout or scaled(10), what="%d access log lines" % n)
+
+
+@contextlib.contextmanager
+def logged_gateway(tmp_path, up_port, **kw):
+    """A one-route gateway writing its access log to a file: (gw, log path)."""
+    log = os.path.join(str(tmp_path), "access.log")
+    if os.path.exists(log):
+        os.unlink(log)
+    gw = Gateway(one_route(up_port, access_log={"path": log}, **kw), tmp_path)
+    try:
+        yield gw, log
+    finally:
+        gw.stop()
+
+
+def _all_threads_stopped(pid):
+    for st in glob.glob("/proc/%d/task/*/stat" % pid):
+        with open(st) as f:
+            state = f.read().rpartition(")")[2].split()[0]
+        if state not in ("T", "t"):
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def frozen(gw):
+    """Holds every gateway thread stopped (SIGSTOP) for the with-block:
+    whatever the test sends meanwhile arrives as one batch of events."""
+    gw.send(signal.SIGSTOP)
+    try:
+        wait_until(lambda: _all_threads_stopped(gw.pid), scaled(5), what="gateway stopped")
+        yield
+    finally:
+        gw.send(signal.SIGCONT)
 
 
 # ---------------------------------------------------------------- assertions shared by suites

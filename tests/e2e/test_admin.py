@@ -1,12 +1,15 @@
 """Admin API: status, route table with effective filters, upstreams,
-reload through the API, bearer token enforcement, idle clients evicted."""
+reload through the API, bearer token enforcement, idle clients evicted,
+a client that half-closes after its request still answered."""
 
+import json
 import socket
 import time
 
 import requests
 
-from conftest import free_port, make_config, scaled, to_yaml, upstream
+from conftest import (free_port, make_config, parse_response, port_open, recv_all, scaled, to_yaml,
+                      upstream, wait_until)
 
 
 def cfg(port, admin, bport, token=None, extra_route=None):
@@ -138,3 +141,25 @@ def test_reload_moves_the_admin_address_or_is_refused(gateway, backends):
     # Bound to every address now: another loopback address reaches it.
     st = requests.get("http://127.0.0.2:%d/status" % admin, headers=auth, timeout=scaled(5))
     assert st.status_code == 200
+
+
+def test_admin_answers_a_half_closed_client(gateway, backends):
+    """A client that sends its request and shuts down its write side (nc -N,
+    many scripts) got no answer: EOF closed the admin connection before the
+    complete request in the buffer was handled."""
+    be = backends("ad")
+    port, admin = free_port(), free_port()
+    gateway(cfg(port, admin, be.port))
+    wait_until(lambda: port_open(admin), scaled(5), what="the admin API")
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", admin), timeout=scaled(5))
+        try:
+            s.sendall(b"GET /status HTTP/1.1\r\nHost: a\r\n\r\n")
+            s.shutdown(socket.SHUT_WR)
+            buf, how = recv_all(s)
+        finally:
+            s.close()
+        assert how == "eof", (how, buf[:200])
+        r = parse_response(buf)
+        assert r.status == 200, buf[:200]
+        assert "generation" in json.loads(r.body)

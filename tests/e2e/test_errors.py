@@ -1,13 +1,19 @@
 """Upstream failures: 502 / 504 as JSON errors, broken framing never passed
-off as success, broken connections never reused."""
+off as success (a cut or reset body is a reset for the client too, never a
+clean end), broken connections never reused, an upstream's early answer
+relayed although it closed before taking the whole body."""
 
 import socket
+import struct
+import threading
 
 import pytest
 import requests
 
-from conftest import (Gateway, assert_error_resp, assert_error_response, backend, free_port,
-                      make_config, parse_responses, raw_ex, read_responses, scaled, upstream)
+from conftest import (Gateway, RawUpstream, access_log_lines, assert_error_resp,
+                      assert_error_response, backend, free_port, logged_gateway, make_config,
+                      one_route, parse_response, parse_responses, raw_ex, raw_until_close,
+                      read_head, read_responses, scaled, upstream, wait_peer_read)
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +161,88 @@ def test_client_keepalive_survives_502(env):
     rs, _ = parse_responses(buf)
     assert rs and rs[0].status == 200, rs
     assert rs[0].json()["path"] == "/brk/next"
+
+
+# ---------------------------------------------------------------- scripted upstream failures
+
+@pytest.mark.heavy
+def test_early_response_is_relayed_when_the_upstream_closes_mid_upload(gateway, raw_upstream):
+    """An upstream that answers before reading the body (its own 413) and
+    closes: the gateway's next body write fails, and it threw away the
+    response waiting in the socket and said 502."""
+    def handler(s):
+        read_head(s)
+        s.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n"
+                  b"Connection: close\r\n\r\ntoo large")
+        # close with the body unread: the kernel resets the connection
+
+    up = raw_upstream(handler)
+    gw = gateway(one_route(up.port, limits={"max_body_bytes": "100MiB"}))
+    size = 32 * 1024 * 1024
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(10))
+
+    def send():
+        try:
+            s.sendall(b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
+            block = b"b" * (1 << 20)
+            for _ in range(size // len(block)):
+                s.sendall(block)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    buf = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    except (ConnectionResetError, socket.timeout):
+        pass
+    finally:
+        s.close()
+        t.join(scaled(10))
+    r = parse_response(buf)
+    assert r.status == 413 and r.body == b"too large", r
+
+
+def test_reset_after_a_close_delimited_body_is_not_a_clean_end(tmp_path):
+    # A response without length ends at close; when the upstream resets
+    # instead, the client must not see a clean FIN (that would pass the cut
+    # body off as complete). HTTP/1.0 clients get de-chunked bodies that end
+    # at close too. Each upstream waits for the gateway to have read its
+    # bytes before it breaks off, so the client has been sent a head.
+    def no_length(s):
+        read_head(s)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"partial-" * 100)
+        wait_peer_read(s)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def cut_chunked(s):
+        read_head(s)
+        s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n" + b"x" * 50)
+        wait_peer_read(s)
+
+    def bad_chunk(s):
+        read_head(s)
+        s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        wait_peer_read(s)
+        s.sendall(b"zz\r\nbroken\r\n")
+        wait_peer_read(s)
+
+    for handler, version, why in ((no_length, b"1.1", "upstream connection reset"),
+                                  (cut_chunked, b"1.0", "upstream truncated the response"),
+                                  (bad_chunk, b"1.0", "invalid upstream body framing")):
+        up = RawUpstream(handler)
+        try:
+            with logged_gateway(tmp_path, up.port) as (gw, log):
+                buf, how = raw_until_close(gw.port, b"GET /x HTTP/" + version +
+                                           b"\r\nHost: a\r\n\r\n")
+                assert buf.startswith(b"HTTP/1.1 200 "), buf[:100]
+                assert how == "reset", (version, how, len(buf))
+                d = access_log_lines(log, 1)[0]
+                assert d["error"] == why, d
+        finally:
+            up.close()

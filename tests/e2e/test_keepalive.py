@@ -7,8 +7,8 @@ import time
 import pytest
 import requests
 
-from conftest import (Gateway, backend, free_port, http_conn, make_config, parse_response,
-                      raw_ex, read_responses, scaled, upstream, wait_until)
+from conftest import (Gateway, backend, free_port, http_conn, make_config, one_route,
+                      parse_response, raw_ex, read_responses, scaled, upstream, wait_until)
 
 WORKERS = 2
 
@@ -26,6 +26,7 @@ def env(tmp_path):
             gw.stop()
 
 
+@pytest.mark.heavy
 def test_1000_requests_one_client_connection(env):
     gw, b = env
     b.reset()
@@ -271,3 +272,26 @@ def test_idle_pooled_upstream_connections_expire(gateway, backends):
     wait_until(lambda: b.stats()["active"] == 0, scaled(5), what="pooled connection closed")
     # and the next request simply opens a new one
     assert requests.get(gw.u("/tiny")).status_code == 200
+
+
+def test_http10_keepalive_gateway_response_says_keep_alive(tmp_path):
+    """A gateway-made response (404 here) to an HTTP/1.0 keep-alive client
+    kept the connection open without saying `Connection: keep-alive`, so
+    the client had to assume it closes (proxied responses said it)."""
+    with backend("ka10") as b:
+        routes = [{"name": "a", "match": {"path_prefix": "/a"}, "upstream": "u"}]
+        gw = Gateway(one_route(b.port, routes), tmp_path)
+        try:
+            s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+            try:
+                for path in (b"/nope", b"/a/echo", b"/nope"):
+                    s.sendall(b"GET " + path + b" HTTP/1.0\r\nHost: h\r\n"
+                              b"Connection: keep-alive\r\n\r\n")
+                    rs = read_responses(s, 1, scaled(5))
+                    assert rs, path
+                    assert rs[0].status in (200, 404), rs[0]
+                    assert (rs[0].header("connection") or "").lower() == "keep-alive", rs[0]
+            finally:
+                s.close()
+        finally:
+            gw.stop()

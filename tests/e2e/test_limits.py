@@ -1,4 +1,9 @@
-"""limits: → 431 / 414 / 413 / 408, idle timeout."""
+"""limits: → 431 / 414 / 413 / 408 (also at the default head size), idle,
+header and send timeouts (a silent new connection is under the header
+timeout; a client that stops reading is cut and closed at once),
+max_connections (busy slots queue new clients, idle ones give way, but
+never one whose next request is already waiting, nor a new one not yet
+read)."""
 
 import socket
 import threading
@@ -7,10 +12,10 @@ import time
 import pytest
 import requests
 
-from conftest import (Gateway, assert_error_resp, assert_error_response, backend, free_port,
-                      make_config, parse_response, parse_responses, raw_ex, read_responses, scaled,
-                      upstream)
-from test_review import RawUpstream, read_head
+from conftest import (Gateway, RawUpstream, access_log_lines, assert_error_resp,
+                      assert_error_response, backend, free_port, frozen, make_config, one_route,
+                      parse_response, parse_responses, raw_ex, read_responses, request_heads,
+                      recv_all, scaled, tcp_sockets, upstream, wait_until)
 
 LIMITS = {
     "max_header_bytes": "4KiB",
@@ -197,7 +202,7 @@ def test_408_slowloris_dribble(env):
                 break
             except BlockingIOError:
                 pass
-            time.sleep(0.15)
+            time.sleep(0.15)  # the dribble is the point: each byte late, none too late
             try:
                 c = s.recv(65536)
                 if c:
@@ -270,11 +275,9 @@ def test_slow_but_in_time_headers_ok(env):
 TINY = b"GET /tiny HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-def two_slots(up_port):
-    """One worker, max_connections: 2, everything to 127.0.0.1:up_port."""
-    return make_config(free_port(), {"l": upstream(up_port)},
-                       [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "l"}],
-                       limits={"max_connections": 2}, workers=1)
+def limited_to(n, up_port):
+    """One worker, max_connections: n, everything to 127.0.0.1:up_port."""
+    return one_route(up_port, limits={"max_connections": n})
 
 
 def test_max_connections_queues_extra_clients(gateway):
@@ -285,16 +288,14 @@ def test_max_connections_queues_extra_clients(gateway):
     release = threading.Event()
 
     def hold(s):  # answers each request once the test says so
-        buf = b""
-        while True:
-            head, buf = read_head(s, buf)
+        for head in request_heads(s):
             heads.release()
             release.wait(scaled(10))
             s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
     up = RawUpstream(hold)
     try:
-        gw = gateway(two_slots(up.port))
+        gw = gateway(limited_to(2, up.port))
         held = []
         for _ in range(2):
             s = socket.create_connection(("127.0.0.1", gw.port))
@@ -325,7 +326,7 @@ def test_max_connections_idle_clients_give_way(gateway, backends):
     """Idle keep-alive connections do not lock new clients out: at the
     limit the one idle the longest is closed for a waiting client (as
     nginx does when short of connections)."""
-    gw = gateway(two_slots(backends("maxi").port))
+    gw = gateway(limited_to(2, backends("maxi").port))
     held = []
     for _ in range(2):
         s = socket.create_connection(("127.0.0.1", gw.port))
@@ -333,7 +334,9 @@ def test_max_connections_idle_clients_give_way(gateway, backends):
         s.settimeout(scaled(5))
         assert b"200 OK" in s.recv(4096)
         held.append(s)  # now idle, first one idle the longest
-        time.sleep(0.05)  # distinct idle deadlines (ms clock)
+        # The time between them is the point: idle deadlines on the
+        # gateway's ms clock must differ for "idle the longest" to mean one.
+        time.sleep(0.05)
     extra = socket.create_connection(("127.0.0.1", gw.port))
     extra.sendall(TINY)
     extra.settimeout(scaled(5))
@@ -373,7 +376,6 @@ def test_413_survives_a_client_still_sending(gateway, backends):
     rest (lingering close, RFC 9112 §9.6) instead of closing with unread
     data, which makes the kernel answer with a reset that can destroy the
     response before the client reads it."""
-    import threading
     b = backends("ling")
     cfg = make_config(free_port(), {"l": upstream(b.port)},
                       [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "l",
@@ -389,7 +391,7 @@ def test_413_survives_a_client_still_sending(gateway, backends):
             try:
                 while not stop.is_set():
                     s.sendall(chunk)
-                    time.sleep(0.001)
+                    time.sleep(0.001)  # a client still sending, at its own pace
             except OSError:
                 pass
 
@@ -409,3 +411,127 @@ def test_413_survives_a_client_still_sending(gateway, backends):
         assert r.status == 413, data[:200]
         s.close()
         t.join(scaled(5))
+
+
+def test_head_over_the_default_limit_gets_431_or_414(tmp_path):
+    # With the default max_header_bytes (16 KiB, the pooled buffer size) a
+    # full buffer used to read 0 bytes, look like EOF and close: no answer.
+    with backend("lim") as b:
+        gw = Gateway(one_route(b.port), tmp_path)
+        try:
+            big = b"GET /a HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+            buf, _ = raw_ex(gw.port, big, timeout=scaled(3), until_complete=True)
+            assert parse_response(buf).status == 431, buf[:200]
+            long_target = b"GET /" + b"a" * 17000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+            buf, _ = raw_ex(gw.port, long_target, timeout=scaled(3), until_complete=True)
+            assert parse_response(buf).status == 414, buf[:200]
+        finally:
+            gw.stop()
+
+
+def test_a_new_connection_that_sends_nothing_is_under_header_timeout(tmp_path):
+    """A client that connects and sends nothing is a slowloris too: closed
+    after header_timeout (no answer: it asked nothing), not idle_timeout."""
+    with backend("silent") as b:
+        cfg = one_route(b.port, limits={"header_timeout": "500ms", "idle_timeout": "60s"})
+        gw = Gateway(cfg, tmp_path)
+        # (the socket timeout, far below idle_timeout, is what fails the
+        # old behaviour: recv_all reports "timeout" instead of "eof")
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(10))
+        try:
+            buf, how = recv_all(s)
+            assert buf == b"" and how == "eof", (buf, how)
+        finally:
+            s.close()
+            gw.stop()
+
+
+def test_a_header_timeout_is_logged_with_the_time_the_head_took(tmp_path):
+    with backend("ht") as b:
+        log = str(tmp_path / "access.log")
+        cfg = one_route(b.port, limits={"header_timeout": "700ms"}, access_log={"path": log})
+        gw = Gateway(cfg, tmp_path)
+        try:
+            buf, _ = raw_ex(gw.port, b"GET /slow HTTP/1.1\r\nHost: a\r\n", timeout=scaled(5))
+            assert buf.startswith(b"HTTP/1.1 408 "), buf[:100]
+            d = access_log_lines(log, 1)[0]
+            assert d["status"] == 408
+            # The timer cannot fire early: the request took at least 700 ms.
+            assert d["duration_ms"] >= 690, d
+        finally:
+            gw.stop()
+
+
+def test_a_client_cut_for_not_reading_is_closed_at_once(tmp_path):
+    """The send timeout cuts a client that stopped reading. With io_uring
+    the send blocked on it held the socket open for another 10 s (the close
+    grace of ordinary closes); it is now cancelled, as epoll drops it."""
+    with backend("cut") as b:
+        log = str(tmp_path / "access.log")
+        cfg = one_route(b.port, limits={"idle_timeout": "1s"}, access_log={"path": log})
+        gw = Gateway(cfg, tmp_path)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        s.settimeout(scaled(5))
+        try:
+            s.connect(("127.0.0.1", gw.port))
+            s.sendall(b"GET /bytes/50000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+            # ...and read no more.
+            d = access_log_lines(log, 1)[0]
+            assert d["error"] == "client send timeout", d
+            # Well inside the 10 s grace, on any build.
+            wait_until(lambda: not tcp_sockets(gw.port), min(scaled(3), 8),
+                       what="the cut connection to close")
+        finally:
+            s.close()
+            gw.stop()
+
+
+def test_at_the_limit_a_connection_whose_request_is_waiting_is_not_idle(tmp_path):
+    """max_connections: an idle keep-alive connection gives way to a new
+    client, but not one whose next request is already in the same batch
+    of events: that request (a POST) would be lost."""
+    with backend("ev") as b:
+        gw = Gateway(limited_to(1, b.port), tmp_path)
+        a = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+        nb = None
+        try:
+            a.sendall(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert read_responses(a, 1)[0].status == 200
+            with frozen(gw):
+                nb = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+                nb.sendall(b"GET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                a.sendall(b"POST /second HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+            got = read_responses(a, 1)
+            assert got and got[0].status == 200, got
+            a.close()  # now B's turn
+            assert read_responses(nb, 1)[0].status == 200
+        finally:
+            a.close()
+            if nb:
+                nb.close()
+            gw.stop()
+
+
+def test_at_the_limit_new_connections_are_never_taken_for_idle(tmp_path):
+    """Two clients connect and send while the gateway is busy; with room
+    for one, the second waits its turn. It used to be accepted and then
+    closed (io_uring had not read its request yet, so it looked idle)."""
+    with backend("nf") as b:
+        gw = Gateway(limited_to(1, b.port), tmp_path)
+        socks = []
+        try:
+            with frozen(gw):
+                for name in (b"B", b"C"):
+                    s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+                    s.sendall(b"POST /" + name + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                              b"Content-Length: 2\r\n\r\nhi")
+                    socks.append(s)
+            for s in socks:
+                got = read_responses(s, 1)
+                assert got and got[0].status == 200, got
+        finally:
+            for s in socks:
+                s.close()
+            gw.stop()

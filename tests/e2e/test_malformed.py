@@ -5,13 +5,19 @@ connection must be closed, and — checked through the backend's own request
 counter — nothing may reach the upstream (for body-framing errors, where
 the head may legitimately already be on its way, at most that one request
 and never the smuggled one behind it).
+
+CONNECT is not implemented (501, nothing forwarded); a broken chunk that
+arrives after the upstream's response has started cuts the connection
+rather than write a 400 into the middle of that response.
 """
+
+import socket
 
 import pytest
 import requests
 
-from conftest import (Gateway, assert_error_resp, backend, free_port, make_config,
-                      parse_response, raw_ex, scaled, upstream)
+from conftest import (Gateway, Recorder, assert_error_resp, backend, free_port,
+                      make_config, one_route, parse_response, raw_ex, read_head, scaled, upstream)
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
 
@@ -170,3 +176,63 @@ def test_junk_closed(env, junk):
     assert backend_requests(b) - before - self_cost == 0
     r = requests.get(gw.u("/after"), timeout=scaled(5))
     assert r.status_code == 200
+
+
+def test_connect_is_not_implemented(tmp_path):
+    rec = Recorder()
+    cfg = make_config(free_port(), {"u": upstream(rec.port)},
+                      [{"name": "h", "match": {"hosts": ["api.example.com"]}, "upstream": "u"}],
+                      workers=1)
+    gw = Gateway(cfg, tmp_path)
+    try:
+        buf, closed = raw_ex(gw.port, b"CONNECT api.example.com:443 HTTP/1.1\r\n"
+                             b"Host: api.example.com:443\r\n\r\n", timeout=scaled(2))
+        assert parse_response(buf).status == 501, buf
+        assert closed
+        assert rec.seen == []
+    finally:
+        gw.stop()
+        rec.close()
+
+
+def test_request_body_error_after_response_started_cuts_the_connection(gateway, raw_upstream):
+    """A malformed chunk arriving after the upstream's response head went
+    out: the gateway wrote its own 400 response into the middle of the
+    upstream's response body. The only honest signal left is to cut the
+    connection."""
+    def handler(s):
+        read_head(s)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"a" * 10)
+        while s.recv(65536):
+            pass
+
+    up = raw_upstream(handler)
+    gw = gateway(one_route(up.port))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+    try:
+        s.sendall(b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"5\r\nhello\r\n")
+        buf = b""
+        while not (b"\r\n\r\n" in buf and buf.endswith(b"a" * 10)):
+            chunk = s.recv(65536)
+            assert chunk, buf
+            buf += chunk
+        s.sendall(b"zz\r\n")  # not a chunk size
+        closed = False
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+                buf += chunk
+        except ConnectionResetError:
+            closed = True
+        except socket.timeout:
+            pass
+    finally:
+        s.close()
+    head, _, body = buf.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), buf[:200]
+    assert body == b"a" * 10, "bytes after the upstream's body: %r" % body[:200]
+    assert closed

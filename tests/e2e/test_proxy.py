@@ -1,6 +1,7 @@
-"""Proxying: headers added and removed on the way up, X-Request-ID,
-weighted round-robin. (Header transforms: test_request_transform.py and
-test_response_transform.py.)"""
+"""Proxying: headers added and removed on the way up (an empty
+X-Forwarded-For adds no comma), the Host an upstream sees (HTTP/1.0 without
+one, absolute-form targets), X-Request-ID, weighted round-robin. (Header
+transforms: test_request_transform.py and test_response_transform.py.)"""
 
 import collections
 import concurrent.futures
@@ -9,7 +10,7 @@ import pytest
 import requests
 
 from conftest import (Gateway, backend, backend_of, echo_headers, free_port, make_config,
-                      parse_response, raw_ex, scaled, upstream)
+                      one_route, parse_response, raw_ex, raw_responses, scaled, upstream)
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +173,7 @@ def test_request_id_unique_under_concurrency(env):
 
 # ---------------------------------------------------------------- round robin
 
+@pytest.mark.heavy
 def test_weighted_round_robin_3_to_1(tmp_path):
     with backend("rr", nports=2) as b:
         heavy, light = b.ports
@@ -200,6 +202,7 @@ def test_weighted_round_robin_3_to_1(tmp_path):
             gw.stop()
 
 
+@pytest.mark.heavy
 def test_round_robin_equal_weights_spread(tmp_path):
     with backend("rr", nports=3) as b:
         cfg = make_config(free_port(), {"w": upstream(*b.ports)},
@@ -211,5 +214,62 @@ def test_round_robin_equal_weights_spread(tmp_path):
                                     for _ in range(300))
             for p in b.ports:
                 assert 85 <= c[p] <= 115, dict(c)
+        finally:
+            gw.stop()
+
+
+# ---------------------------------------------------------------- Host and X-Forwarded-For
+
+def test_http10_request_without_host_goes_upstream_with_one(tmp_path):
+    """HTTP/1.0 makes Host optional, but the request goes upstream as
+    HTTP/1.1, where it is required: it went without one and upstreams
+    rejected it (400)."""
+    with backend("h10") as b:
+        gw = Gateway(one_route(b.port), tmp_path)
+        try:
+            for target in (b"/echo", b"http://a.example/echo"):
+                data, _ = raw_ex(gw.port, b"GET " + target + b" HTTP/1.0\r\n\r\n",
+                                 timeout=scaled(5))
+                r = parse_response(data)
+                assert r.status == 200, (target, r)
+                hosts = echo_headers(r.json(), "host")
+                assert len(hosts) == 1 and hosts[0], hosts
+            data, _ = raw_ex(gw.port, b"GET /echo HTTP/1.0\r\n\r\n", timeout=scaled(5))
+            assert echo_headers(parse_response(data).json(), "host") == ["127.0.0.1:%d" % b.port]
+        finally:
+            gw.stop()
+
+
+def test_absolute_form_authority_replaces_host(tmp_path):
+    """With an absolute-form target the gateway routed by the target's
+    authority but forwarded the client's (different) Host field, so the
+    upstream saw a host the route never matched. RFC 9112 3.2.2: the
+    authority replaces the Host field."""
+    with backend("abs") as b:
+        routes = [{"name": "a", "match": {"hosts": ["a.example"], "path_prefix": "/"},
+                   "upstream": "u"}]
+        gw = Gateway(one_route(b.port, routes), tmp_path)
+        try:
+            data, _ = raw_ex(gw.port, b"GET http://a.example/echo HTTP/1.1\r\n"
+                                      b"Host: b.example\r\n\r\n", timeout=scaled(5),
+                             until_complete=True)
+            r = parse_response(data)
+            assert r.status == 200, r
+            assert echo_headers(r.json(), "host") == ["a.example"]
+            # origin-form is untouched
+            r = requests.get(gw.u("/echo"), headers={"Host": "a.example:8080"}, timeout=scaled(5))
+            assert echo_headers(r.json(), "host") == ["a.example:8080"]
+        finally:
+            gw.stop()
+
+
+def test_an_empty_x_forwarded_for_adds_no_comma(tmp_path):
+    with backend("xff") as b:
+        gw = Gateway(one_route(b.port), tmp_path)
+        try:
+            r = raw_responses(gw.port, b"GET /echo HTTP/1.1\r\nHost: a\r\nX-Forwarded-For:\r\n"
+                              b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-For: \r\n\r\n")
+            assert r[0].status == 200, r
+            assert echo_headers(r[0].json(), "X-Forwarded-For") == ["203.0.113.7, 127.0.0.1"]
         finally:
             gw.stop()

@@ -1,16 +1,17 @@
 """SIGHUP reload: under load with zero failed requests, bad configs
 rejected while the old one keeps serving, in-flight requests finish on the
-generation they started with."""
+generation they started with; changing io_backend warns, naming the
+backend that keeps running until the next restart."""
 
 import collections
 import threading
 import time
 
+import pytest
 import requests
 
-from test_review import RawUpstream, read_head
-from conftest import (Gateway, backend, backend_of, free_port, low_quarantine_env, make_config,
-                      scaled, upstream, wait_until)
+from conftest import (Gateway, RawUpstream, backend, backend_of, free_port, low_quarantine_env,
+                      make_config, one_route, request_heads, scaled, upstream, wait_until)
 
 
 def two_configs(port, admin_port, a_port, b_port, extra_routes_a=(), extra_routes_b=()):
@@ -67,6 +68,7 @@ class Load:
             t.join(scaled(15))
 
 
+@pytest.mark.heavy
 def test_reload_under_load_zero_failures(tmp_path):
     with backend("cfg-a") as ba, backend("cfg-b") as bb:
         cfg_a, cfg_b = two_configs(free_port(), free_port(), ba.port, bb.port)
@@ -262,9 +264,7 @@ def test_one_long_request_does_not_block_later_reloads(tmp_path):
     arrived, release = threading.Event(), threading.Event()
 
     def handler(s):
-        buf = b""
-        while True:
-            head, buf = read_head(s, buf)
+        for head in request_heads(s):
             if head.startswith(b"GET /long "):
                 arrived.set()
                 release.wait(scaled(60))
@@ -318,5 +318,25 @@ def test_reload_cannot_widen_a_listener_on_the_same_port(tmp_path):
             assert "shares its port with the running listener public (127.0.0.1:%d)" % port \
                 in gw.stderr_text()
             assert requests.get(gw.u("/tiny"), timeout=scaled(5)).status_code == 200
+        finally:
+            gw.stop()
+
+
+def test_the_io_backend_reload_warning_names_the_running_backend(tmp_path):
+    with backend("iob") as b:
+        base = one_route(b.port)
+        base["io_backend"] = "epoll"
+        gw = Gateway(base, tmp_path)
+        try:
+            other = dict(base, io_backend="io_uring")
+            warned = lambda: [l for l in gw.stderr_text().splitlines()
+                              if "io_backend:" in l and "next restart" in l]
+            gw.reload(other)
+            assert len(warned()) == 1 and "epoll → io_uring" in warned()[0], warned()
+            gw.reload(base)  # back to what runs: nothing to warn about
+            assert len(warned()) == 1, warned()
+            gw.reload(other)
+            gw.reload(other)  # still not what runs: warned again
+            assert len(warned()) == 3, warned()
         finally:
             gw.stop()

@@ -1,10 +1,11 @@
 """request_transform: add/set/remove/rename on the way to the upstream,
 with ${request_id}, ${remote_addr}, ${path.<param>}, ${method}, ${path}
-templates; runs only on routes that name it."""
+templates; runs only on routes that name it. Environment values are
+literal: only the file's own text is a template."""
 
 import requests
 
-from conftest import echo_headers, scaled
+from conftest import Gateway, backend, echo_headers, one_route, scaled
 
 
 def test_request_transform(tenv):
@@ -42,3 +43,20 @@ def test_transforms_do_not_leak_between_routes(tenv):
     assert echo_headers(doc, "X-Added") == []
     assert echo_headers(doc, "X-Remove-Me") == ["keep"]
     assert "X-Resp-Added" not in r.headers
+
+
+def test_environment_values_in_header_templates_are_literal(tmp_path):
+    """A secret holding `$$` or `${method}` is sent as it is: only the
+    file's own text is a template."""
+    with backend("env") as b:
+        cfg = one_route(b.port)
+        cfg["routes"][0]["filters"] = {"request_transform": {"set_headers": {
+            "Authorization": "Bearer ${PT_TEST_TOKEN}",
+            "X-Both": "${method}:${PT_TEST_TOKEN}:$${x}"}}}
+        gw = Gateway(cfg, tmp_path, env_extra={"PT_TEST_TOKEN": "s3cr$$t${method}"})
+        try:
+            doc = requests.get(gw.u("/echo"), timeout=scaled(5)).json()
+            assert echo_headers(doc, "Authorization") == ["Bearer s3cr$$t${method}"]
+            assert echo_headers(doc, "X-Both") == ["GET:s3cr$$t${method}:${x}"]
+        finally:
+            gw.stop()

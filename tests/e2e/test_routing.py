@@ -12,8 +12,8 @@ import threading
 import pytest
 import requests
 
-from conftest import (Gateway, assert_error_response, backend, backend_of,
-                      free_port, make_config, scaled, upstream)
+from conftest import (Gateway, assert_error_response, backend, backend_of, echo_headers,
+                      free_port, make_config, one_route, scaled, upstream)
 
 UPSTREAMS = [
     "h_exact", "h_wild", "h_wild_deep", "h_none", "h_none_exact",
@@ -285,3 +285,64 @@ def test_routing_concurrent_consistency(env):
     for t in ts:
         t.join()
     assert not errors, errors[:10]
+
+
+# ------------------------------------------------------- rewrites, IPv6 hosts, regex groups
+
+def test_rewrite_may_use_a_parameter_several_times(tmp_path):
+    """rewrite_path sized the new path with each parameter counted once: a
+    template that uses a parameter twice overflowed the arena allocation."""
+    with backend("rw") as b:
+        routes = [{"name": "rw", "match": {"path_template": "/r/{id}"}, "upstream": "u",
+                   "rewrite": "/echo/{id}/{id}/{id}"}]
+        gw = Gateway(one_route(b.port, routes), tmp_path)
+        try:
+            ident = "a" * 3000
+            for _ in range(3):
+                r = requests.get(gw.u("/r/" + ident), timeout=scaled(5))
+                assert r.status_code == 200, r.content[:200]
+                assert r.json()["path"] == "/echo/%s/%s/%s" % (ident, ident, ident)
+            assert gw.proc.poll() is None, "gateway died"
+        finally:
+            gw.stop()
+
+
+def test_an_ipv6_literal_host_routes(tmp_path):
+    with backend("v6") as b6, backend("other") as bo:
+        cfg = make_config(free_port(), {"v6": upstream(b6.port), "other": upstream(bo.port)},
+                          [{"name": "v6", "match": {"hosts": ["[::1]"]}, "upstream": "v6"},
+                           {"name": "rest", "match": {"path_prefix": "/"}, "upstream": "other"}],
+                          workers=1)
+        gw = Gateway(cfg, tmp_path)
+        try:
+            for host, want in (("[::1]:8080", "v6"), ("[::1]", "v6"), ("[::2]", "other"),
+                               ("example.com", "other")):
+                r = requests.get(gw.u("/x"), headers={"Host": host}, timeout=scaled(5))
+                assert r.status_code == 200, (host, r.text)
+                assert r.headers["X-Backend"].startswith(want + ":"), (host, r.headers)
+        finally:
+            gw.stop()
+
+
+def test_a_named_regex_group_is_also_its_number(tmp_path):
+    """docs: path_regex groups are params by name and every group by its
+    number; a named group's number was refused in rewrite and empty in
+    templates."""
+    with backend("rx") as b:
+        cfg = one_route(b.port, routes=[{
+            "name": "rx", "upstream": "u",
+            "match": {"path_regex": r"^/r/(?<uid>\d+)/(\w+)$"},
+            "rewrite": "/echo/{1}/{2}/{uid}",
+            "filters": {"request_transform": {"set_headers": {
+                "X-Uid": "${path.uid}", "X-1": "${path.1}", "X-2": "${path.2}",
+                "X-3": "${path.3}"}}}}])
+        gw = Gateway(cfg, tmp_path)
+        try:
+            doc = requests.get(gw.u("/r/42/abc"), timeout=scaled(5)).json()
+            assert doc["path"] == "/echo/42/abc/42", doc
+            assert echo_headers(doc, "X-Uid") == ["42"]
+            assert echo_headers(doc, "X-1") == ["42"]
+            assert echo_headers(doc, "X-2") == ["abc"]
+            assert echo_headers(doc, "X-3") == [""]
+        finally:
+            gw.stop()

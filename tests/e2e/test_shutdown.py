@@ -1,13 +1,17 @@
 """SIGTERM / SIGINT: stop accepting, finish in-flight requests up to
-limits.drain_timeout, exit 0."""
+limits.drain_timeout, exit 0. A response finished during the drain says
+`Connection: close`; what the drain timeout cuts is reset (never a clean
+end of a close-delimited body) and logged as cut by the drain."""
 
 import signal
+import socket
 import threading
 import time
 
 import requests
 
-from conftest import (Gateway, backend, free_port, make_config, port_open, scaled,
+from conftest import (Gateway, RawUpstream, access_log_lines, backend, free_port, make_config,
+                      one_route, port_open, read_head, read_responses, recv_all, scaled,
                       upstream, wait_until)
 
 
@@ -110,3 +114,80 @@ def test_drain_timeout_bounds_shutdown(tmp_path):
             assert result.get("status") != 200, result
         finally:
             gw.stop()
+
+
+def test_drain_response_says_connection_close(tmp_path):
+    """A response finished during a drain is the connection's last: it must
+    say so, or a keep-alive client sends its next request into a close."""
+    with backend("dr") as b:
+        gw = Gateway(one_route(b.port, limits={"drain_timeout": "10s"}), tmp_path)
+        try:
+            idle_active = b.stats()["active"]
+            s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(10))
+            try:
+                s.sendall(b"GET /slow HTTP/1.1\r\nHost: a\r\nX-Demo-Delay: 1500\r\n\r\n")
+                wait_until(lambda: b.stats()["active"] > idle_active, scaled(5),
+                           what="request at the backend")
+                gw.send(signal.SIGTERM)
+                rs = read_responses(s, 1, scaled(10))
+            finally:
+                s.close()
+            assert rs, "no complete response"
+            r = rs[0]
+            assert r.status == 200, r
+            assert (r.header("connection") or "").lower() == "close", r.headers
+            assert gw.proc.wait(timeout=scaled(15)) == 0
+        finally:
+            gw.stop()
+
+
+def test_drain_timeout_resets_a_close_delimited_body(gateway, raw_upstream):
+    # A download without length still running at the drain timeout is cut:
+    # with a FIN its client would take the partial body as the whole.
+    def trickle(s):
+        read_head(s)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nstart-")
+        for _ in range(100):
+            time.sleep(0.1)  # the trickle is the point: still running at the drain timeout
+            s.sendall(b"more-")
+
+    up = raw_upstream(trickle)
+    gw = gateway(one_route(up.port, limits={"drain_timeout": "300ms"}))
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(10))
+    s.sendall(b"GET /dl HTTP/1.1\r\nHost: a\r\n\r\n")
+    first = s.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200 "), first
+    gw.send(signal.SIGTERM)
+    buf, how = recv_all(s)
+    s.close()
+    assert how == "reset", (how, len(buf))
+    assert gw.proc.wait(timeout=scaled(10)) == 0
+
+
+def test_a_request_cut_by_the_drain_is_logged_as_such(tmp_path):
+    """An upload still stalled at the drain timeout: no answer went out,
+    and the log says why the request ended."""
+    got_head = threading.Event()
+
+    def stall(s):
+        read_head(s)
+        got_head.set()
+        s.settimeout(scaled(5))
+        recv_all(s)  # never answer; hold on until the gateway lets go
+
+    up = RawUpstream(stall)
+    log = str(tmp_path / "access.log")
+    cfg = one_route(up.port, limits={"drain_timeout": "300ms"}, access_log={"path": log})
+    gw = Gateway(cfg, tmp_path)
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(10))
+    try:
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        assert got_head.wait(scaled(5)), "the request never reached the upstream"
+        gw.send(signal.SIGTERM)
+        assert gw.proc.wait(timeout=scaled(10)) == 0
+        d = access_log_lines(log, 1)[0]
+        assert d["error"] == "drain timeout", d
+    finally:
+        s.close()
+        gw.stop()
+        up.close()

@@ -1,6 +1,8 @@
 """Bodies stream through the gateway in both directions with backpressure:
 50 MiB up and down while the gateway's RSS stays bounded; chunked bodies
-stay intact and chunked responses stay chunked."""
+stay intact and chunked responses stay chunked; a slow upload or a stalled
+reader is not cut by the upstream read timeout (the gateway is not waiting
+for the upstream then)."""
 
 import json
 import random
@@ -12,8 +14,8 @@ import pytest
 import requests
 
 from conftest import (Gateway, MiB, RssSampler, backend, crc32_hex, echo_headers, free_port,
-                      http_conn, low_quarantine_env, make_config, parse_response, raw_ex,
-                      scaled, upstream)
+                      http_conn, low_quarantine_env, make_config, one_route, parse_response,
+                      raw_ex, read_responses, scaled, tcp_sockets, upstream, wait_until)
 
 SIZE = 50 * MiB
 RSS_BUDGET_KB = 40 * 1024  # growth allowed above idle RSS
@@ -43,6 +45,7 @@ def block(i, n=MiB):
     return (seed * (n // 4096 + 1))[:n]
 
 
+@pytest.mark.heavy
 def test_upload_50mib_content_length(env):
     gw, _ = env
     idle = gw.rss_kb()
@@ -72,6 +75,7 @@ def test_upload_50mib_content_length(env):
         peak - idle, idle, peak)
 
 
+@pytest.mark.heavy
 def test_download_50mib_with_slow_reader(env):
     """The client stops reading for a while: a gateway without backpressure
     would pull the whole 50 MiB from the backend into memory."""
@@ -89,7 +93,8 @@ def test_download_50mib_with_slow_reader(env):
         s.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: st\r\nConnection: close\r\n\r\n" % SIZE)
         first = s.recv(65536)
         assert first.startswith(b"HTTP/1.1 200"), first[:200]
-        # stall: let the gateway face a full client socket
+        # The stall is the point: for 1.5 s the gateway faces a full client
+        # socket, and must not read on from the backend meanwhile.
         time.sleep(1.5)
         mid = sampler.peak_kb
         chunks = [first]
@@ -113,6 +118,7 @@ def test_download_50mib_with_slow_reader(env):
         peak - idle, idle, peak)
 
 
+@pytest.mark.heavy
 def test_download_50mib_requests(env):
     gw, _ = env
     r = requests.get(gw.u("/bytes/%d" % SIZE), stream=True, timeout=scaled(30))
@@ -223,10 +229,84 @@ def test_stalled_downloads_do_not_block_other_clients(tmp_path):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 s.sendall(b"GET /bytes/500000000 HTTP/1.1\r\nHost: x\r\n\r\n")
                 socks.append(s)
-            time.sleep(1.0)  # the downloads fill every buffer on the way
+            # The downloads fill every buffer on the way: each client's
+            # socket backs up into the gateway's send queue, and the
+            # backend's sends back up behind the gateway.
+            clients = {s.getsockname()[1] for s in socks}
+            wait_until(lambda: clients <= {t["remote"] for t in tcp_sockets(gw.port) if t["tx"]},
+                       scaled(10), what="every download stalled at the client")
+            wait_until(lambda: sum(1 for t in tcp_sockets(b.port) if t["tx"]) >= len(socks),
+                       scaled(10), what="every download stalled at the backend")
             r = requests.get(gw.u("/tiny"), timeout=scaled(5))
             assert r.status_code == 200
         finally:
             for s in socks:
                 s.close()
+            gw.stop()
+
+
+# ---------------------------------------------------------------- slow streams and the read timeout
+
+def test_upload_slower_than_read_timeout_is_not_cut(tmp_path):
+    """The upstream read timer was armed when the request started and never
+    re-armed while the body went out: an upload taking longer than
+    read_timeout got a 504 although the upstream was taking every byte."""
+    with backend("up") as b:
+        gw = Gateway(one_route(b.port, read_timeout="1s"), tmp_path)
+        try:
+            pieces = 12
+            s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(10))
+            try:
+                s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n"
+                          % (pieces * 1000))
+                try:
+                    for _ in range(pieces):  # 3 s in all, 250 ms between pieces
+                        time.sleep(0.25)  # the slow upload is the point
+                        s.sendall(b"u" * 1000)
+                except OSError:
+                    pass  # the gateway gave up on the request: its answer says why
+                rs = read_responses(s, 1, scaled(10))
+            finally:
+                s.close()
+            assert rs, "no complete response"
+            r = rs[0]
+            assert r.status == 200, r
+            assert r.json()["body_len"] == pieces * 1000
+        finally:
+            gw.stop()
+
+
+@pytest.mark.heavy
+def test_slow_reader_not_cut_by_upstream_read_timeout(tmp_path):
+    """While the client does not take the bytes already read, the gateway is
+    not waiting for the upstream: its read timeout must not fire then (the
+    client has its own send timeout)."""
+    size = 32 * 1024 * 1024
+    with backend("sr") as b:
+        gw = Gateway(one_route(b.port, read_timeout="1s"), tmp_path)
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+            s.settimeout(scaled(10))
+            s.connect(("127.0.0.1", gw.port))
+            try:
+                s.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: a\r\n\r\n" % size)
+                got = b""
+                while len(got) < 1024 * 1024:
+                    chunk = s.recv(65536)
+                    assert chunk, "closed early"
+                    got += chunk
+                time.sleep(2.5)  # the stalled reader, longer than read_timeout, is the point
+                k = got.index(b"\r\n\r\n") + 4
+                head, n = got[:k], len(got) - k
+                while n < size:
+                    chunk = s.recv(1 << 20)
+                    if not chunk:
+                        break
+                    n += len(chunk)
+            finally:
+                s.close()
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert n == size, "body cut at %d of %d bytes" % (n, size)
+        finally:
             gw.stop()
