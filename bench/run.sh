@@ -1033,7 +1033,9 @@ main() {
     # Keep the raw output of the last 5 runs only.
     local runs=("$RESULTS"/raw/20*/) # stamps sort by date
     [ ${#runs[@]} -le 5 ] || rm -rf "${runs[@]:0:${#runs[@]}-5}"
-    log "done in $((SECONDS - t_begin)) s: bench/results/${ONLY:+latest-$ONLY.md}${ONLY:-latest.md, bench/results/latency.png}"
+    local written="latest.md, bench/results/latency.png"
+    [ -z "$ONLY" ] || written="latest-$ONLY.md"
+    log "done in $((SECONDS - t_begin)) s: bench/results/$written"
 }
 
 main

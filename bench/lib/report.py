@@ -483,6 +483,14 @@ class Report:
                                  if self.has(ref) and run.added(ref, "rate_p99") and run.added(s, "rate_p99") else None, 0)])
             pr = self.paired("portico-auth", "nginx-auth", "cpu_us")
             prr = self.paired("portico-auth", "nginx-auth", "rate_cpu_us")
+            errs = {x: int(sum(run.series(x, "errors"))) for x in ("portico-auth", "nginx-auth")}
+            ok = None if any(errs.values()) else (median(pr) if pr else None)
+            warn = ""
+            if any(errs.values()):
+                warn = ("**Not valid: the wrk runs had non-2xx answers or errors (portico ext_auth "
+                        "%d, nginx auth_request %d; raw/r*-*-auth-wrk.txt): a denied request costs "
+                        "less than a served one, so no verdict.**" % (errs["portico-auth"],
+                                                                     errs["nginx-auth"]))
             parts += ["### ext_auth beside nginx auth_request", "",
                       "Both ask the same auth service (a second demo backend on CPU 1, "
                       "`GET /healthz` → 200) before each request, over a keep-alive pool. "
@@ -494,8 +502,8 @@ class Report:
                       "portico ext_auth ÷ nginx auth_request, CPU/request paired by round: "
                       "%s× (spread %s) at wrk -c32, %s× (spread %s) at the fixed rate; goal ≤ "
                       "0.8×: %s." % (fmt(median(pr), 2), fmt_spread(pr, 2), fmt(median(prr), 2),
-                                    fmt_spread(prr, 2), verdict(median(pr) if pr else None, 0.8)),
-                      ""]
+                                    fmt_spread(prr, 2), verdict(ok, 0.8)),
+                      ""] + ([warn, ""] if warn else [])
 
         one = lambda m: run.one("suspend", m)
         if one("n"):
