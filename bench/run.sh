@@ -20,14 +20,27 @@
 #      that epoll_wait batching, hence the count, changes);
 #   6. bench/lib/report.py writes bench/results/latest.md and latency.png.
 #
-# Usage: bench/run.sh [--quick] [--rounds N] [--scenarios plain,gateway]
+#   7. (issue 12) the build before the request-path refactor (c4f27d1,
+#      built once into build-old/) runs as two more systems, portico-before
+#      and portico-gw-before; a route with ext_auth runs beside nginx's
+#      auth_request; and the suspension section holds 10,000 requests in a
+#      fault delay and reads the gateway's RSS (see bench/README.md).
+#
+# Usage: bench/run.sh [--quick] [--rounds N]
+#                     [--scenarios plain,gateway,before,ext_auth,suspend]
 #                     [--spin] [--keep-tmp]
 #   --spin  during the wrk -c32 runs only, keep both CPUs out of idle with
 #           SCHED_IDLE busy loops, so that waking a halted vCPU (costly in
 #           a VM) does not enter CPU/request; see bench/README.md, "Two
 #           regimes".
-# Environment: PORTICO_BENCH_PORT_BASE (default 23180; ten ports from there),
-#              PORTICO_BUILD (default build).
+# Environment: PORTICO_BENCH_PORT_BASE (default 23180; 16 ports from there),
+#              PORTICO_BUILD (default build),
+#              BENCH_ONLY=before|ext_auth|suspend|… one section only (its
+#                systems plus the references it is judged against; no
+#                idle-memory phase); the report goes to
+#                bench/results/latest-<section>.md, latest.md is left alone,
+#              PORTICO_OLD_COMMIT (default c4f27d1), PORTICO_OLD_DIR (default
+#                build-old/<commit>): the "before" build's worktree.
 set -euo pipefail
 
 # ---------------------------------------------------------------- settings
@@ -45,12 +58,18 @@ RESULTS=$BENCH_DIR/results
 
 PORT_BASE=${PORTICO_BENCH_PORT_BASE:-23180}
 BACKEND_PORT=$PORT_BASE
+AUTH_PORT=$((PORT_BASE + 12))    # the ext_auth rows' auth service
+SUSPEND_PORT=$((PORT_BASE + 13)) # the suspension section's gateway
+OLD_COMMIT=${PORTICO_OLD_COMMIT:-c4f27d1}
+OLD_DIR=${PORTICO_OLD_DIR:-$ROOT/build-old/$OLD_COMMIT}
+OLD_BIN=$OLD_DIR/build/portico
 PROXY_CPU=0
 LOAD_CPU=1
 
 ROUNDS=5
 QUICK=0
-SCENARIOS="plain,gateway"
+SCENARIOS="plain,gateway,before,ext_auth,suspend"
+ONLY=${BENCH_ONLY:-}
 KEEP_TMP=0
 SPIN=0
 SPIN_PID0=""
@@ -62,6 +81,10 @@ D_RATE=4          # h2load -c16 --rps: latency at a fixed offered rate
 D_STRACE=3        # strace window in a wrk -c32 run: syscall counts only
 D_PERF=3          # wrk -c32 under perf stat: syscall counts at full speed
 IDLE_CONNS=5000   # idle keep-alive connections for the memory test
+SUSPEND_N=10000   # requests held at once in the fault delay (suspension section)
+SUSPEND_DELAY=10s # their delay: covers opening, the RSS reads and the latency probe
+D_PROBE=3         # h2load -c1 on the plain route, without and during the suspension
+SUSPEND=0         # the suspension section runs (scenario "suspend")
 RATE_CONNS=16     # h2load connections for the fixed-rate run
 SKIP_S=0.2        # h2load samples dropped at the start of each run
 
@@ -83,6 +106,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+[ -z "$ONLY" ] || SCENARIOS=$ONLY
 if [ "$QUICK" = 1 ]; then
     # ~2 minutes: fewer rounds, shorter runs. Good for "did I break it?",
     # not for the closing numbers of an issue.
@@ -325,26 +349,65 @@ start_direct() {
     SYS_PID[direct]=$BACKEND_PID
 }
 
-start_portico() { # name template [io-backend]
-    local name=$1 tpl=$2 port=${SYS_PORT[$1]} cfg=$TMP/$1.yaml
-    local vars=(PORT="$port" BACKEND_PORT="$BACKEND_PORT" DIR="$TMP" IO_BACKEND="${3:-epoll}")
+start_portico() { # name template [io-backend [binary]]
+    local name=$1 tpl=$2 port=${SYS_PORT[$1]} cfg=$TMP/$1.yaml bin=${4:-$PORTICO_BIN}
+    local vars=(PORT="$port" BACKEND_PORT="$BACKEND_PORT" DIR="$TMP" IO_BACKEND="${3:-epoll}"
+        AUTH_PORT="$AUTH_PORT")
     if [ "$tpl" = gateway ]; then
         $PY "$LIB/gen_gateway.py" "$CONF/portico-gateway.yaml.in" "$cfg" "${vars[@]}"
     else
         $PY "$LIB/fill.py" "$CONF/portico-$tpl.yaml.in" "$cfg" "${vars[@]}"
     fi
     require_loopback_only "$cfg"
-    "$PORTICO_BIN" validate "$cfg" >"$TMP/$name.validate" 2>&1 ||
+    "$bin" validate "$cfg" >"$TMP/$name.validate" 2>&1 ||
         die "portico rejects the $name config:
 $(cat "$TMP/$name.validate")"
     require_port_free "$port"
-    spawn $PROXY_CPU "$TMP/$name.log" "$PORTICO_BIN" -c "$cfg"
+    spawn $PROXY_CPU "$TMP/$name.log" "$bin" -c "$cfg"
     SYS_PID[$name]=$LAST_PID
     wait_ready "$name" "$LAST_PID" "$port" "$TMP/$name.log"
 }
 start_portico_plain() { start_portico portico plain; }
 start_portico_uring() { start_portico portico-uring plain io_uring; }
 start_portico_gateway() { start_portico portico-gw gateway; }
+# Issue 12: the build before the request-path refactor, same configs.
+start_portico_before() { start_portico portico-before plain epoll "$OLD_BIN"; }
+start_portico_gw_before() { start_portico portico-gw-before gateway epoll "$OLD_BIN"; }
+start_portico_auth() { start_auth_backend; start_portico portico-auth ext_auth; }
+
+# The auth service of the ext_auth rows: a second demo backend (one
+# thread, CPU 1, like the first), so the main backend's reuse counters
+# stay the upstream's own. Started once, by whichever row needs it first.
+start_auth_backend() {
+    [ -z "${AUTH_PID:-}" ] || return 0
+    require_port_free "$AUTH_PORT"
+    spawn $LOAD_CPU "$TMP/authz.log" "$BACKEND_BIN" --listen "127.0.0.1:$AUTH_PORT" \
+        --name authz --threads 1 --quiet
+    AUTH_PID=$LAST_PID
+    wait_ready authz "$AUTH_PID" "$AUTH_PORT" "$TMP/authz.log"
+}
+
+# The "before" build: commit OLD_COMMIT checked out (detached) in its own
+# git worktree under build-old/ and built there once; later runs reuse the
+# binary if the worktree is still at that commit.
+build_old() {
+    local want have
+    want=$(git -C "$ROOT" rev-parse --verify "$OLD_COMMIT^{commit}") ||
+        die "no commit $OLD_COMMIT in this repository"
+    if [ ! -e "$OLD_DIR/.git" ]; then
+        log "checking out $OLD_COMMIT (before the refactor) in ${OLD_DIR#"$ROOT"/}"
+        mkdir -p "$(dirname "$OLD_DIR")"
+        git -C "$ROOT" worktree add --detach "$OLD_DIR" "$OLD_COMMIT" >"$TMP/old-worktree.log" 2>&1 ||
+            die "git worktree add failed: $(cat "$TMP/old-worktree.log")"
+    fi
+    have=$(git -C "$OLD_DIR" rev-parse HEAD)
+    [ "$have" = "$want" ] || die "$OLD_DIR is at $have, not $OLD_COMMIT (remove it: git worktree remove $OLD_DIR)"
+    if [ ! -x "$OLD_BIN" ] || [ -n "$(find "$OLD_DIR/src" -newer "$OLD_BIN" -name '*.[ch]' | head -1)" ]; then
+        log "building $OLD_COMMIT: make -C ${OLD_DIR#"$ROOT"/} -j2 all"
+        make -C "$OLD_DIR" -j2 all >"$TMP/old-build.log" 2>&1 ||
+            die "building $OLD_COMMIT failed: $(tail -20 "$TMP/old-build.log")"
+    fi
+}
 
 start_haproxy() {
     local port=${SYS_PORT[haproxy]} cfg=$TMP/haproxy.cfg
@@ -359,18 +422,22 @@ start_haproxy() {
     wait_ready haproxy "$LAST_PID" "$port" "$TMP/haproxy.log"
 }
 
-start_nginx() {
-    local port=${SYS_PORT[nginx]} cfg=$TMP/nginx.conf
-    $PY "$LIB/fill.py" "$CONF/nginx.conf.in" "$cfg" PORT="$port" BACKEND_PORT="$BACKEND_PORT" \
-        DIR="$TMP"
+start_nginx() { # [name template]: nginx with conf/<template>.conf.in
+    local name=${1:-nginx} tpl=${2:-nginx}
+    local port=${SYS_PORT[$name]} dir=$TMP/$name
+    local cfg=$dir/nginx.conf
+    mkdir -p "$dir" # its own prefix: pid file and temp paths apart from any other nginx
+    $PY "$LIB/fill.py" "$CONF/$tpl.conf.in" "$cfg" PORT="$port" BACKEND_PORT="$BACKEND_PORT" \
+        DIR="$dir" AUTH_PORT="$AUTH_PORT"
     require_loopback_only "$cfg"
-    nginx -t -q -p "$TMP" -c "$cfg" >"$TMP/nginx.validate" 2>&1 ||
-        die "nginx rejects its config: $(cat "$TMP/nginx.validate")"
+    nginx -t -q -p "$dir" -c "$cfg" >"$dir/validate" 2>&1 ||
+        die "nginx ($name) rejects its config: $(cat "$dir/validate")"
     require_port_free "$port"
-    spawn $PROXY_CPU "$TMP/nginx.log" nginx -p "$TMP" -c "$cfg"
-    SYS_PID[nginx]=$LAST_PID
-    wait_ready nginx "$LAST_PID" "$port" "$TMP/nginx.log"
+    spawn $PROXY_CPU "$TMP/$name.log" nginx -p "$dir" -c "$cfg"
+    SYS_PID[$name]=$LAST_PID
+    wait_ready "$name" "$LAST_PID" "$port" "$TMP/$name.log"
 }
+start_nginx_auth() { start_auth_backend; start_nginx nginx-auth nginx-ext_auth; }
 
 # The floor: bench/floor_fwd.c, a bare 1:1 byte forwarder (no HTTP). What
 # it costs is what the kernel and the machine cost any proxy. The io_uring
@@ -420,6 +487,37 @@ scenario_gateway() {
     add_system haproxy plain 2 proxy start_haproxy "HAProxy $(haproxy_version)"
     add_system portico-gw gateway 4 proxy start_portico_gateway "portico gateway route"
 }
+
+# Issue 12: this build against the build before the request-path
+# refactor (OLD_COMMIT), plain and gateway route, in the same rounds.
+# HAProxy is registered for the calibration.
+scenario_before() {
+    build_old
+    add_system direct plain 0 direct start_direct "direct (no proxy)"
+    add_system portico plain 1 proxy start_portico_plain "portico"
+    add_system haproxy plain 2 proxy start_haproxy "HAProxy $(haproxy_version)"
+    add_system portico-before before 8 proxy start_portico_before "portico before ($OLD_COMMIT)"
+    add_system portico-gw gateway 4 proxy start_portico_gateway "portico gateway route"
+    add_system portico-gw-before before 9 proxy start_portico_gw_before \
+        "portico gateway route before ($OLD_COMMIT)"
+}
+
+# Issue 12: a route with ext_auth beside nginx's auth_request, both asking
+# the same auth service; the plain rows of both are the references for
+# what the check adds.
+scenario_ext_auth() {
+    add_system direct plain 0 direct start_direct "direct (no proxy)"
+    add_system portico plain 1 proxy start_portico_plain "portico"
+    add_system haproxy plain 2 proxy start_haproxy "HAProxy $(haproxy_version)"
+    add_system nginx plain 3 proxy start_nginx "nginx $(nginx -v 2>&1 | sed 's|.*/||')"
+    add_system portico-auth ext_auth 10 proxy start_portico_auth "portico ext_auth"
+    add_system nginx-auth ext_auth 11 proxy start_nginx_auth \
+        "nginx auth_request $(nginx -v 2>&1 | sed 's|.*/||')"
+}
+
+# Issue 12: not a row of the rounds but a section of its own, run after
+# them on a gateway of its own (measure_suspend).
+scenario_suspend() { SUSPEND=1; }
 
 # ------------------------------------------------------------ measurements
 
@@ -566,6 +664,121 @@ measure_run() { # round name
 
     log "  round $r $(printf '%-11s' "$name") $(printf '%6s req/s' "$rps")" \
         "$(has_process "$name" && echo "$(calc "($t1 - $t0) * 1000000 / $CLK_TCK / $req" 1) µs CPU/req")"
+}
+
+# (7) issue 12, suspension cost: SUSPEND_N requests held at once in a
+# fault delay on a gateway of its own (conf/portico-suspend.yaml.in,
+# SUSPEND_DELAY on /slow), opened by lib/suspend_conns.py from SUSPEND_N
+# connections. RSS (VmRSS) is read before the connections, with them open
+# and idle, and at the peak (every request read and waiting); kernel TCP
+# memory from /proc/net/sockstat beside it. Meanwhile h2load -c1 probes
+# the plain route (/tiny), once before the suspension and once during it.
+# Everything is bounded: the helper gives up 60 s after the send.
+sockstat_tcp_pages() {
+    awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat
+}
+suspend_wait() { # file pattern seconds
+    local i
+    for i in $(seq $(($3 * 10))); do
+        grep -q "$2\|^failed" "$1" 2>/dev/null && break
+        sleep 0.1
+    done
+    grep -q "$2" "$1" || die "suspension helper: no '$2' after $3 s: $(cat "$1")"
+}
+suspend_probe() { # prefix: h2load -c1 on /tiny; records SUSP_<prefix>_p50/p99
+    local base=$RAW/suspend-$1 kv k v
+    taskset -c $LOAD_CPU h2load --h1 -t1 -c1 -D "$D_PROBE" --log-file="$TMP/h2.log" \
+        "http://127.0.0.1:$SUSPEND_PORT/tiny" >"$base.h2load.txt" 2>&1 ||
+        die "h2load failed against the suspension gateway: $(tail -5 "$base.h2load.txt")"
+    kv=$($PY "$LIB/h2lat.py" "$TMP/h2.log" "$SKIP_S" "$base.grid") || die "no latency samples"
+    for k in $kv; do
+        v=${k#*=}
+        k=${k%%=*}
+        case $k in p50 | p90 | p99 | p999 | failed) record 0 suspend "${1}_$k" "$v" ;; esac
+    done
+    rm -f "$TMP/h2.log"
+}
+measure_suspend() {
+    local cfg=$TMP/portico-suspend.yaml out=$RAW/suspend-helper.txt pid helper
+    $PY "$LIB/fill.py" "$CONF/portico-suspend.yaml.in" "$cfg" PORT="$SUSPEND_PORT" \
+        BACKEND_PORT="$BACKEND_PORT" DELAY="$SUSPEND_DELAY"
+    require_loopback_only "$cfg"
+    "$PORTICO_BIN" validate "$cfg" >"$TMP/suspend.validate" 2>&1 ||
+        die "portico rejects the suspension config: $(cat "$TMP/suspend.validate")"
+    require_port_free "$SUSPEND_PORT"
+    spawn $PROXY_CPU "$TMP/portico-suspend.log" "$PORTICO_BIN" -c "$cfg"
+    pid=$LAST_PID
+    wait_ready portico-suspend "$pid" "$SUSPEND_PORT" "$TMP/portico-suspend.log"
+    run_wrk "$SUSPEND_PORT" 1 "$TMP/warmup-suspend.txt" # pools and buffers as in steady state
+    suspend_probe base
+    sleep 0.5
+    local rss0 rss_open rss_peak rss_after tcp0 tcp_open tcp_peak be0 be_peak be_after v
+    rss0=$(rss_kb "$pid")
+    tcp0=$(sockstat_tcp_pages)
+    be0=$(backend_requests)
+    spawn $LOAD_CPU "$out" $PY "$LIB/suspend_conns.py" "$SUSPEND_PORT" "$SUSPEND_N" /slow 60
+    helper=$LAST_PID
+    suspend_wait "$out" '^open' 60
+    sleep 0.5
+    rss_open=$(rss_kb "$pid")
+    tcp_open=$(sockstat_tcp_pages)
+    local t_send
+    t_send=$(now_us)
+    kill -USR1 "$helper"
+    suspend_wait "$out" '^sent' 30
+    sleep 1 # the gateway reads the last requests and arms their timers
+    rss_peak=$(rss_kb "$pid")
+    tcp_peak=$(sockstat_tcp_pages)
+    be_peak=$(backend_requests)
+    suspend_probe during
+    local be_probe=$(($(backend_requests) - be_peak)) # the probe's own requests
+    v=$(rss_kb "$pid")
+    [ "$v" -gt "$rss_peak" ] && rss_peak=$v
+    # The probe must have finished inside the delay, or "during" is not.
+    local probe_end_ms=$((($(now_us) - t_send) / 1000))
+    suspend_wait "$out" '^done' 75
+    reap "$helper"
+    sleep 0.5
+    rss_after=$(rss_kb "$pid")
+    be_after=$(backend_requests)
+    local ok fail first last
+    read -r ok fail first last < <(sed -n 's/^done ok=\([0-9]*\) fail=\([0-9]*\) first_ms=\([-0-9]*\) last_ms=\([-0-9]*\)/\1 \2 \3 \4/p' "$out")
+    record 0 suspend n "$SUSPEND_N"
+    record 0 suspend delay_ms "$(( ${SUSPEND_DELAY%s} * 1000 ))"
+    record 0 suspend rss_before_kb "$rss0"
+    record 0 suspend rss_open_kb "$rss_open"
+    record 0 suspend rss_peak_kb "$rss_peak"
+    record 0 suspend rss_after_kb "$rss_after"
+    record 0 suspend tcp_mem_pages_before "$tcp0"
+    record 0 suspend tcp_mem_pages_open "$tcp_open"
+    record 0 suspend tcp_mem_pages_peak "$tcp_peak"
+    record 0 suspend upstream_requests_at_peak "$((be_peak - be0))"
+    record 0 suspend upstream_requests_after "$((be_after - be0 - be_probe))"
+    record 0 suspend answered_200 "${ok:-0}"
+    record 0 suspend failed "${fail:-0}"
+    # Non-200 answers and errors by kind ("503:12 ConnectionResetError:3"),
+    # for the log and the report's note.
+    sed -n 's/^outcomes //p' "$out" >"$RAW/suspend-outcomes.txt"
+    record 0 suspend first_answer_ms "${first:--1}"
+    record 0 suspend last_answer_ms "${last:--1}"
+    record 0 suspend probe_end_ms "$probe_end_ms"
+    record 0 suspend bytes_per_suspended "$(calc "($rss_peak - $rss0) * 1024 / $SUSPEND_N" 0)"
+    record 0 suspend bytes_per_open_conn "$(calc "($rss_open - $rss0) * 1024 / $SUSPEND_N" 0)"
+    record 0 suspend bytes_per_request_beyond_conn "$(calc "($rss_peak - $rss_open) * 1024 / $SUSPEND_N" 0)"
+    # What holds it: the sizes of the structures, from the binary's debug
+    # information when gdb is there.
+    if command -v gdb >/dev/null; then
+        local ty sz
+        for ty in "struct pt_conn" "struct h1_txn" "struct pt_buf"; do
+            sz=$(gdb -batch -ex "print sizeof($ty)" "$PORTICO_BIN" 2>/dev/null | awk '/^\$1 =/ { print $3 }')
+            [ -z "$sz" ] || record 0 suspend "sizeof_${ty#struct }" "$sz"
+        done
+    fi
+    log "  $SUSPEND_N suspended: RSS $rss0 kB → $rss_open kB (connections open) → $rss_peak kB" \
+        "(all suspended) → $rss_after kB after; $(calc "($rss_peak - $rss0) * 1024 / $SUSPEND_N" 0) B each;" \
+        "answered ${ok:-0} (first ${first}ms, last ${last}ms), upstream saw $((be_peak - be0)) at the peak"
+    kill -TERM "$pid"
+    reap "$pid"
 }
 
 # (4) syscalls per request: strace -c -f attached to every thread of the
@@ -721,7 +934,7 @@ main() {
 
     local s
     for s in ${SCENARIOS//,/ }; do
-        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway)"
+        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend)"
         "scenario_$s"
     done
     machine_info
@@ -747,66 +960,82 @@ main() {
         "${SYS_START[$n]}"
     done
 
-    log "memory: RSS at start and with $IDLE_CONNS idle keep-alive connections"
-    for n in "${SYS_LIST[@]}"; do
-        if [ "${SYS_KIND[$n]}" = proxy ]; then measure_memory "$n"; fi
-    done
-
-    log "warm-up and calibration"
-    for n in "${SYS_LIST[@]}"; do
-        run_wrk "${SYS_PORT[$n]}" 1 "$TMP/warmup-$n.txt"
-    done
-    # Both scenarios register HAProxy, the reference for the fixed rate.
-    # Median of three short runs: one lucky or unlucky moment on a shared
-    # VM must not set the rate for the whole benchmark.
-    local caps=() i rps
-    for i in 1 2 3; do
-        run_wrk "${SYS_PORT[haproxy]}" 2 "$RAW/calibrate-haproxy-$i.txt"
-        caps+=("$WRK_RPS")
-    done
-    rps=$(printf '%s\n' "${caps[@]}" | sort -n | sed -n 2p)
-    # Open-loop rate: half of HAProxy's capacity, split over the connections.
-    RPS_PER_CONN=$((rps / 2 / RATE_CONNS))
-    [ "$RPS_PER_CONN" -gt 0 ] || die "calibration failed (capacity $rps req/s)"
-    record 0 calibration haproxy_capacity_rps "$rps"
-    record 0 calibration fixed_rate_rps $((RPS_PER_CONN * RATE_CONNS))
-    log "  HAProxy capacity $rps req/s → fixed rate $((RPS_PER_CONN * RATE_CONNS)) req/s" \
-        "($RATE_CONNS connections × $RPS_PER_CONN)"
-
-    local r
-    for r in $(seq "$ROUNDS"); do
-        log "round $r/$ROUNDS"
-        for n in "${SYS_LIST[@]}"; do
-            measure_run "$r" "$n"
-        done
-    done
-
-    log "syscalls per request (strace -c -f, ${D_STRACE}s runs)"
-    for n in "${SYS_LIST[@]}"; do
-        if has_process "$n"; then measure_syscalls "$n"; fi
-    done
-    if perf_usable; then
-        log "syscalls per request at full speed (perf stat, ${D_PERF}s runs)"
-        # Every syscall name any proxy made under strace.
-        local names
-        names=$(awk 'NF >= 5 && $1 ~ /^[0-9]/ && $NF != "total" { print $NF }' \
-            "$RAW"/strace-*.txt | sort -u | tr '\n' ' ')
-        for n in "${SYS_LIST[@]}"; do
-            # shellcheck disable=SC2086 # names is a word list
-            if has_process "$n"; then measure_syscalls_perf "$n" $names; fi
-        done
+    if [ -n "$ONLY" ]; then
+        log "BENCH_ONLY=$ONLY: no idle-memory phase"
     else
-        log "perf stat with syscall tracepoints unavailable: strace counts only"
+        log "memory: RSS at start and with $IDLE_CONNS idle keep-alive connections"
+        for n in "${SYS_LIST[@]}"; do
+            if [ "${SYS_KIND[$n]}" = proxy ]; then measure_memory "$n"; fi
+        done
+    fi
+
+    # BENCH_ONLY=suspend registers no system: no rounds.
+    if [ ${#SYS_LIST[@]} -gt 0 ]; then
+        log "warm-up and calibration"
+        for n in "${SYS_LIST[@]}"; do
+            run_wrk "${SYS_PORT[$n]}" 1 "$TMP/warmup-$n.txt"
+        done
+        # Both scenarios register HAProxy, the reference for the fixed rate.
+        # Median of three short runs: one lucky or unlucky moment on a shared
+        # VM must not set the rate for the whole benchmark.
+        local caps=() i rps
+        for i in 1 2 3; do
+            run_wrk "${SYS_PORT[haproxy]}" 2 "$RAW/calibrate-haproxy-$i.txt"
+            caps+=("$WRK_RPS")
+        done
+        rps=$(printf '%s\n' "${caps[@]}" | sort -n | sed -n 2p)
+        # Open-loop rate: half of HAProxy's capacity, split over the connections.
+        RPS_PER_CONN=$((rps / 2 / RATE_CONNS))
+        [ "$RPS_PER_CONN" -gt 0 ] || die "calibration failed (capacity $rps req/s)"
+        record 0 calibration haproxy_capacity_rps "$rps"
+        record 0 calibration fixed_rate_rps $((RPS_PER_CONN * RATE_CONNS))
+        log "  HAProxy capacity $rps req/s → fixed rate $((RPS_PER_CONN * RATE_CONNS)) req/s" \
+            "($RATE_CONNS connections × $RPS_PER_CONN)"
+
+        local r
+        for r in $(seq "$ROUNDS"); do
+            log "round $r/$ROUNDS"
+            for n in "${SYS_LIST[@]}"; do
+                measure_run "$r" "$n"
+            done
+        done
+
+        log "syscalls per request (strace -c -f, ${D_STRACE}s runs)"
+        for n in "${SYS_LIST[@]}"; do
+            if has_process "$n"; then measure_syscalls "$n"; fi
+        done
+        if perf_usable; then
+            log "syscalls per request at full speed (perf stat, ${D_PERF}s runs)"
+            # Every syscall name any proxy made under strace.
+            local names
+            names=$(awk 'NF >= 5 && $1 ~ /^[0-9]/ && $NF != "total" { print $NF }' \
+                "$RAW"/strace-*.txt | sort -u | tr '\n' ' ')
+            for n in "${SYS_LIST[@]}"; do
+                # shellcheck disable=SC2086 # names is a word list
+                if has_process "$n"; then measure_syscalls_perf "$n" $names; fi
+            done
+        else
+            log "perf stat with syscall tracepoints unavailable: strace counts only"
+        fi
+    fi
+
+    if [ "$SUSPEND" = 1 ]; then
+        log "suspension: $SUSPEND_N requests held in a $SUSPEND_DELAY fault delay"
+        measure_suspend
     fi
 
     record 0 run elapsed_s $((SECONDS - t_begin))
     log "report"
-    $PY "$LIB/report.py" "$RAW" "$RESULTS" || die "report.py failed"
+    # A BENCH_ONLY run writes latest-<section>.md and leaves latest.md,
+    # the full run's report, alone.
+    $PY "$LIB/report.py" "$RAW" "$RESULTS" "${ONLY:+latest-$ONLY}" || die "report.py failed"
     ln -sfn "$stamp" "$RESULTS/raw/last"
     # Keep the raw output of the last 5 runs only.
     local runs=("$RESULTS"/raw/20*/) # stamps sort by date
     [ ${#runs[@]} -le 5 ] || rm -rf "${runs[@]:0:${#runs[@]}-5}"
-    log "done in $((SECONDS - t_begin)) s: bench/results/latest.md, bench/results/latency.png"
+    local written="latest.md, bench/results/latency.png"
+    [ -z "$ONLY" ] || written="latest-$ONLY.md"
+    log "done in $((SECONDS - t_begin)) s: bench/results/$written"
 }
 
 main

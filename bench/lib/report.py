@@ -431,6 +431,123 @@ class Report:
                  "(scenario not run).", "",
                  table(["#", "goal", "measured", "verdict"], out, left=4), "")
 
+    # ------------------------------------------------------------ issue 12
+
+    def paired(self, a, b, metric):
+        """a ÷ b within each round, for the rounds both ran."""
+        run = self.run
+        x, y = run.per.get((a, metric), {}), run.per.get((b, metric), {})
+        return [x[r] / y[r] for r in run.rounds if r in x and r in y and y[r]]
+
+    def issue12(self):
+        """The three parts of issue 12: no regression against the build
+        before the refactor, ext_auth beside nginx auth_request, and the
+        cost of requests suspended in a fault delay."""
+        run = self.run
+        parts = []
+
+        def verdict(x, goal):
+            return "–" if x is None else ("**met**" if x <= goal else "**missed**")
+
+        rows = []
+        for new, old, what in (("portico", "portico-before", "plain route"),
+                               ("portico-gw", "portico-gw-before", "gateway route")):
+            if not (self.has(new) and self.has(old)):
+                continue
+            for metric, mname in (("cpu_us", "wrk -c32"), ("rate_cpu_us", "fixed rate")):
+                a, b = median(run.series(new, metric)), median(run.series(old, metric))
+                pr = self.paired(new, old, metric)
+                rows.append(["%s, CPU/request at %s" % (what, mname), fmt(a, 2), fmt(b, 2),
+                             fmt_ratio(ratio(a, b)),
+                             "%s (%s)" % (fmt(median(pr), 3), fmt_spread(pr, 3)) if pr else "–",
+                             verdict(median(pr) if pr else None, 1.03)])
+        if rows:
+            parts += ["### No regression: this build against the build before the refactor", "",
+                      "Same configs, same rounds; \"before\" is commit %s built by run.sh in "
+                      "build-old/. Goal: ≤ 1.03× (judged on the paired ratio: within each "
+                      "round, then the median)." % run.label.get("portico-before", "?").split("(")[-1].rstrip(")"), "",
+                      table(["row", "this build µs", "before µs", "ratio of medians",
+                             "paired ratio (spread)", "verdict"], rows), ""]
+
+        if self.has("portico-auth") and self.has("nginx-auth"):
+            rows = []
+            for s, ref in (("portico-auth", "portico"), ("nginx-auth", "nginx")):
+                c = median(run.series(s, "cpu_us"))
+                rc = median(run.series(s, "rate_cpu_us"))
+                cref = median(run.series(ref, "cpu_us")) if self.has(ref) else None
+                rows.append([run.label[s], fmt(c, 2), fmt(rc, 2),
+                             fmt(None if cref is None or c is None else c - cref, 2),
+                             fmt(median(run.added(s, "c1_p99")), 0),
+                             fmt(median(run.added(s, "rate_p99")), 0),
+                             fmt(median(run.added(s, "rate_p99")) - median(run.added(ref, "rate_p99"))
+                                 if self.has(ref) and run.added(ref, "rate_p99") and run.added(s, "rate_p99") else None, 0)])
+            pr = self.paired("portico-auth", "nginx-auth", "cpu_us")
+            prr = self.paired("portico-auth", "nginx-auth", "rate_cpu_us")
+            errs = {x: int(sum(run.series(x, "errors"))) for x in ("portico-auth", "nginx-auth")}
+            ok = None if any(errs.values()) else (median(pr) if pr else None)
+            warn = ""
+            if any(errs.values()):
+                warn = ("**Not valid: the wrk runs had non-2xx answers or errors (portico ext_auth "
+                        "%d, nginx auth_request %d; raw/r*-*-auth-wrk.txt): a denied request costs "
+                        "less than a served one, so no verdict.**" % (errs["portico-auth"],
+                                                                     errs["nginx-auth"]))
+            parts += ["### ext_auth beside nginx auth_request", "",
+                      "Both ask the same auth service (a second demo backend on CPU 1, "
+                      "`GET /healthz` → 200) before each request, over a keep-alive pool. "
+                      "\"check adds\": CPU/request minus the same proxy's plain row; "
+                      "added p99: minus direct, paired by round.", "",
+                      table(["system", "CPU µs/req (wrk -c32)", "at fixed rate", "check adds µs",
+                             "added p99, 1 conn", "added p99, fixed rate",
+                             "p99 the check adds (fixed rate)"], rows), "",
+                      "portico ext_auth ÷ nginx auth_request, CPU/request paired by round: "
+                      "%s× (spread %s) at wrk -c32, %s× (spread %s) at the fixed rate; goal ≤ "
+                      "0.8×: %s." % (fmt(median(pr), 2), fmt_spread(pr, 2), fmt(median(prr), 2),
+                                    fmt_spread(prr, 2), verdict(ok, 0.8)),
+                      ""] + ([warn, ""] if warn else [])
+
+        one = lambda m: run.one("suspend", m)
+        if one("n"):
+            n = int(one("n"))
+            per = one("bytes_per_suspended")
+            rows = [["RSS before (idle gateway after a warm-up)", "%d kB" % one("rss_before_kb"), ""],
+                    ["RSS with the %d connections open, no request yet" % n,
+                     "%d kB" % one("rss_open_kb"), "%s B per connection" % fmt(one("bytes_per_open_conn"), 0)],
+                    ["RSS with every request suspended (peak)", "%d kB" % one("rss_peak_kb"),
+                     "%s B per request on top of its connection" % fmt(one("bytes_per_request_beyond_conn"), 0)],
+                    ["RSS after they were answered", "%d kB" % one("rss_after_kb"), ""],
+                    ["**growth per suspended request** (peak − before) ÷ %d" % n,
+                     "**%s B**" % fmt(per, 0), "goal ≤ 4096 B: %s" % verdict(per, 4096)],
+                    ["upstream requests while suspended / after", "%d / %d" % (
+                        one("upstream_requests_at_peak"), one("upstream_requests_after")),
+                     "0 while suspended: none left early (the latency probe's own requests "
+                     "not counted)"],
+                    ["answered 200 (first, last answer after the send)",
+                     "%d of %d" % (one("answered_200"), n),
+                     "%s ms, %s ms (delay %s ms)" % (fmt(one("first_answer_ms"), 0),
+                                                     fmt(one("last_answer_ms"), 0),
+                                                     fmt(one("delay_ms"), 0))]]
+            try:
+                with open(os.path.join(run.raw, "suspend-outcomes.txt")) as f:
+                    outcomes = f.read().strip()
+            except OSError:
+                outcomes = ""
+            if outcomes:
+                rows.append(["answers by status (or error)", outcomes, ""])
+            sizes = [("sizeof_pt_conn", "struct pt_conn"), ("sizeof_h1_txn", "struct h1_txn"),
+                     ("sizeof_pt_buf", "struct pt_buf header")]
+            sz = ", ".join("%s %d B" % (nm, one(k)) for k, nm in sizes if one(k))
+            lat = [["plain route /tiny, no suspension"] + [fmt(one("base_" + q), 0) for q in ("p50", "p90", "p99", "p999")],
+                   ["plain route /tiny, %d suspended" % n] + [fmt(one("during_" + q), 0) for q in ("p50", "p90", "p99", "p999")]]
+            parts += ["### Suspension: %d requests held at once in a fault delay" % n, "",
+                      table(["", "value", "per request"], rows, left=1), "",
+                      "Sizes from the binary's debug info: %s (the request arena's first block "
+                      "is PT_REQ_ARENA_BLOCK = 4 KiB; the read buffer is 16 KiB of which only "
+                      "the touched pages count in RSS). Kernel socket memory is not in RSS." % (sz or "–"), "",
+                      "Latency of sequential requests (h2load -c1, µs) on the plain route:", "",
+                      table(["", "p50", "p90", "p99", "p99.9"], lat), ""]
+        if parts:
+            self.add("## Issue 12: regression, ext_auth, suspension", "", *parts)
+
     def cpu_section(self):
         self.add("## Details", "")
         self.metric_table("1. Proxy CPU per request (µs)", "cpu_us", self.proxies,
@@ -720,11 +837,20 @@ class Report:
 
 def main():
     raw, results = sys.argv[1], sys.argv[2]
+    # A third argument (BENCH_ONLY runs): the report's name, without the
+    # chart; latest.md and latency.png stay the full run's.
+    name = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else "latest"
     run = Run(raw)
     rep = Report(run)
     rep.header()
+    if not run.systems:  # BENCH_ONLY=suspend: the suspension section alone
+        rep.issue12()
+        with open(os.path.join(results, name + ".md"), "w") as f:
+            f.write("\n".join(rep.lines))
+        return
     rep.summary()
     rep.goals()
+    rep.issue12()
     rep.cpu_section()
     rep.rps_section()
     rep.latency_section()
@@ -735,9 +861,10 @@ def main():
     rep.errors_section()
     rep.add("Raw outputs: `bench/results/raw/%s/` (not committed)." % os.path.basename(raw.rstrip("/")),
             "")
-    with open(os.path.join(results, "latest.md"), "w") as f:
+    with open(os.path.join(results, name + ".md"), "w") as f:
         f.write("\n".join(rep.lines))
-    rep.chart(results)
+    if name == "latest":
+        rep.chart(results)
 
 
 if __name__ == "__main__":
