@@ -355,9 +355,13 @@ static void upstreams_json(struct sbuf *b, const struct pt_generation *g)
             sb_printf(b, "%s{\"address\":", t ? "," : "");
             sb_json_str(b, u->targets[t].address);
             const struct pt_target_state *st = u->targets[t].state;
-            sb_printf(b, ",\"weight\":%d,\"healthy\":%s,\"active_requests\":%u}",
+            sb_printf(b,
+                      ",\"weight\":%d,\"healthy\":%s,\"active_requests\":%u,"
+                      "\"consecutive_failures\":%u,\"call_failures\":%llu}",
                       u->targets[t].weight, pt_state_healthy(st) ? "true" : "false",
-                      pt_state_active(st));
+                      pt_state_active(st),
+                      st ? atomic_load_explicit(&st->traffic_fails, memory_order_relaxed) : 0,
+                      st ? (unsigned long long)atomic_load(&st->call_failures) : 0ull);
         }
         sb_printf(b, "]}");
     }

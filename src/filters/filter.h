@@ -87,9 +87,11 @@ struct pt_filter_ctx;
  * request arena and stay valid until the request ends.
  */
 struct pt_filter_call_req {
-    const char *upstream;             /* upstream name in the request's generation */
-    pt_slice method;                  /* default "GET" */
-    pt_slice path;                    /* origin-form target, query included */
+    const char *upstream; /* upstream name in the request's generation, or NULL: */
+    const char *url;      /* "http://127.0.0.1:8080/path?q" (an IP literal or localhost);
+                           * `path` is then ignored */
+    pt_slice method;      /* default "GET" */
+    pt_slice path;        /* origin-form target, query included */
     const struct pt_headers *headers; /* fields to send (NULL: none); Host is added
                                        * (the target's address) unless present */
     pt_slice body;                    /* sent with Content-Length when non-empty */

@@ -113,12 +113,35 @@ static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *
     struct pt_exchange *ex = owner(ctx);
     if (!cb || ex->ftimer_cb || ex->ffetch)
         return -EBUSY;
-    const struct pt_upstream *up = find_upstream(ex->gen, r->upstream);
-    if (!up)
-        return -ENOENT;
     struct pt_fetch *f = pt_arena_zalloc(ex->arena, sizeof(*f));
     if (!f)
         return -ENOMEM;
+    pt_slice path = r->path;
+    const struct pt_target *fixed = NULL;
+    const struct pt_upstream *up = r->upstream ? find_upstream(ex->gen, r->upstream) : NULL;
+    if (!r->upstream && r->url) {
+        /* A URL: a one-target upstream of its own, in the request arena;
+         * its pooled connections are shared by address as any others. */
+        struct pt_upstream *u = pt_arena_zalloc(ex->arena, sizeof(*u));
+        struct pt_target *t = pt_arena_zalloc(ex->arena, sizeof(*t));
+        pt_slice q;
+        if (!u || !t)
+            return -ENOMEM;
+        if (pt_fetch_parse_url(r->url, ex->arena, t, &path, &q) < 0)
+            return -EINVAL;
+        if (q.len) /* back to one origin-form target: split again below */
+            path.len += q.len + 1;
+        u->name = "url";
+        u->targets = t;
+        u->ntargets = 1;
+        u->connect_timeout_ms = 1000;
+        u->read_timeout_ms = r->timeout_ms ? r->timeout_ms : 30000;
+        u->keepalive = 16;
+        up = u;
+        fixed = t;
+    }
+    if (!up)
+        return -ENOENT;
     uint64_t to = r->timeout_ms ? r->timeout_ms : up->read_timeout_ms;
     struct pt_call_req req = {
         .up = up,
@@ -126,7 +149,8 @@ static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *
         .rand = pt_worker_random(ex->w),
         .method = r->method.len ? r->method : PT_SLICE("GET"),
         .method_id = r->method.len ? pt_method_lookup(r->method.p, r->method.len) : PT_METHOD_GET,
-        .path = r->path,
+        .target = fixed,
+        .path = path,
         .headers = r->headers,
         .add_host =
             !r->headers || !pt_headers_find_token((struct pt_headers *)r->headers, PT_TOK_HOST),
@@ -136,10 +160,10 @@ static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *
         .max_headers = (uint32_t)ex->gen->limits.max_headers,
     };
     /* The path may carry a query: split it for the request line. */
-    const char *q = memchr(r->path.p, '?', r->path.len);
+    const char *q = path.p ? memchr(path.p, '?', path.len) : NULL;
     if (q) {
-        req.path.len = (size_t)(q - r->path.p);
-        req.query = (pt_slice){q + 1, r->path.len - req.path.len - 1};
+        req.path.len = (size_t)(q - path.p);
+        req.query = (pt_slice){q + 1, path.len - req.path.len - 1};
     }
     ex->ffetch = f;
     ex->ffetch_cb = cb;

@@ -31,12 +31,26 @@ static struct pt_loop *loop_of(const struct pt_call *c)
 
 /* Ends the call with an error: the connection is closed (a half-read
  * response can never be reused). Returns -1 for the pumps. */
+/* Reports the call's outcome to its target's shared cell, once. */
+static void report(struct pt_call *c, bool ok)
+{
+    if (c->reported || !c->target)
+        return;
+    c->reported = true;
+    pt_state_record_call(c->target->state, ok);
+}
+
 static int fail(struct pt_call *c, enum pt_call_fail why, const char *text)
 {
     if (c->phase != PT_CALL_FAILED) {
         c->fail = why;
         c->fail_text = text;
         c->phase = PT_CALL_FAILED;
+        /* The gateway's own limits and a stalled client are not the
+         * target's fault. */
+        if (why != PT_CALL_FAIL_RESOURCES && why != PT_CALL_FAIL_BODY_STALL &&
+            why != PT_CALL_FAIL_NO_TARGET)
+            report(c, false);
     }
     if (c->uc) {
         pt_uconn_close(c->uc);
@@ -498,6 +512,7 @@ static int final_head(struct pt_call *c, uint32_t head_len)
     if (!c->sent_all)
         c->reusable = false;
     c->phase = PT_CALL_BODY;
+    report(c, st < 502 || st > 504);
     return 1;
 }
 

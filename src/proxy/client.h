@@ -144,6 +144,7 @@ struct pt_call {
     bool res_eos;       /* the body is complete (after res_ready is consumed) */
     bool reusable;      /* the connection may go back to the pool */
     bool counted;       /* holds one of the target's active-request counts */
+    bool reported;      /* the outcome went to the target's shared cell */
 };
 
 /*

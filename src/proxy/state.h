@@ -42,6 +42,12 @@ struct pt_target_state {
     _Atomic uint64_t checks;     /* checks done, ever */
     _Atomic uint64_t changed_ms; /* wall-clock ms of the last health change (0: never) */
     _Atomic bool fresh; /* new in the latest attach: check at once (cleared by the checker) */
+    /* Real traffic (the outbound client): failed calls in a row (connect
+     * error, reset, timeout, invalid answer, 502/503/504), and all failed
+     * calls. The base that passive health and the breaker read. (Call
+     * totals are per-worker metrics: no shared write per success.) */
+    _Atomic uint32_t traffic_fails;
+    _Atomic uint64_t call_failures;
     /* Control thread only. */
     struct pt_state_registry *reg;
     uint32_t refs; /* targets of live generations pointing here */
@@ -107,6 +113,21 @@ static inline void pt_state_active_dec(struct pt_target_state *s)
 static inline uint32_t pt_state_active(const struct pt_target_state *s)
 {
     return s ? atomic_load_explicit(&s->active, memory_order_relaxed) : 0;
+}
+
+/* A call's outcome, from the worker that made it: relaxed counters, and a
+ * store of 0 only when a failure streak ends (no write per success). */
+static inline void pt_state_record_call(struct pt_target_state *s, bool ok)
+{
+    if (pt_unlikely(s == NULL))
+        return;
+    if (ok) {
+        if (atomic_load_explicit(&s->traffic_fails, memory_order_relaxed))
+            atomic_store_explicit(&s->traffic_fails, 0, memory_order_relaxed);
+        return;
+    }
+    atomic_fetch_add_explicit(&s->call_failures, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->traffic_fails, 1, memory_order_relaxed);
 }
 
 static inline bool pt_state_healthy(const struct pt_target_state *s)
