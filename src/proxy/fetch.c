@@ -57,6 +57,7 @@ static bool collect(struct pt_fetch *f)
 static void finish(struct pt_fetch *f)
 {
     f->active = false;
+    pt_timer_cancel(f->call.ob->loop, &f->deadline);
     if (f->call.phase == PT_CALL_FAILED) {
         f->fail = f->call.fail;
         f->fail_text = f->call.fail_text;
@@ -82,6 +83,21 @@ static void on_wake(void *user)
 
 static const struct pt_call_ops fetch_ops = {body_peek, body_consumed, on_wake};
 
+static void deadline_passed(struct pt_loop *loop, struct pt_timer *t)
+{
+    struct pt_fetch *f = pt_container_of(t, struct pt_fetch, deadline);
+    if (!f->active)
+        return;
+    /* The call may be between events (connecting, waiting): end it as a
+     * timeout, as its own timer would have. */
+    if (f->call.phase != PT_CALL_FAILED) {
+        f->call.phase = PT_CALL_FAILED;
+        f->call.fail = PT_CALL_FAIL_TIMEOUT;
+        f->call.fail_text = "upstream timeout";
+    }
+    finish(f);
+}
+
 int pt_fetch_start(struct pt_fetch *f, struct pt_outbound *ob, struct pt_call_req *req,
                    pt_slice body, size_t max_body, pt_fetch_done_cb done, void *user)
 {
@@ -99,8 +115,11 @@ int pt_fetch_start(struct pt_fetch *f, struct pt_outbound *ob, struct pt_call_re
     }
     req->content_length = body.len ? (int64_t)body.len : -1;
     req->chunked = false;
+    if (req->read_timeout_ms)
+        pt_timer_arm(ob->loop, &f->deadline, req->read_timeout_ms, deadline_passed);
     int r = pt_call_start(&f->call, ob, req, &fetch_ops, f);
     if (r != 0) {
+        pt_timer_cancel(ob->loop, &f->deadline);
         f->fail = f->call.fail;
         f->fail_text = f->call.fail_text;
         pt_call_abort(&f->call);
@@ -115,6 +134,7 @@ void pt_fetch_cancel(struct pt_fetch *f)
     if (!f->active)
         return;
     f->active = false;
+    pt_timer_cancel(f->call.ob->loop, &f->deadline);
     pt_call_abort(&f->call);
 }
 

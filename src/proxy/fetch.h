@@ -21,6 +21,7 @@ typedef void (*pt_fetch_done_cb)(struct pt_fetch *f, void *user);
 
 struct pt_fetch {
     struct pt_call call;
+    struct pt_timer deadline; /* the whole fetch, connect included */
     pt_slice body; /* request body */
     size_t body_off;
     size_t max_body;
@@ -38,8 +39,10 @@ struct pt_fetch {
     bool truncated;
 };
 
-/* req->content_length/chunked are set from `body`; req->arena must be
- * `arena`. 0 or a pt_call_fail (> 0): then f->fail_text says why. */
+/* req->content_length/chunked are set from `body`. With req->read_timeout_ms
+ * set, it bounds the whole fetch too, connect included (a connect timeout
+ * longer than it is cut to it). 0 or a pt_call_fail (> 0): then
+ * f->fail_text says why. */
 int pt_fetch_start(struct pt_fetch *f, struct pt_outbound *ob, struct pt_call_req *req,
                    pt_slice body, size_t max_body, pt_fetch_done_cb done, void *user);
 /* Stops it; done will not run. Idempotent. */

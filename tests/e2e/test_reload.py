@@ -7,7 +7,6 @@ import collections
 import threading
 import time
 
-import pytest
 import requests
 
 from conftest import (Gateway, RawUpstream, backend, backend_of, free_port, low_quarantine_env,
@@ -68,7 +67,6 @@ class Load:
             t.join(scaled(15))
 
 
-@pytest.mark.heavy
 def test_reload_under_load_zero_failures(tmp_path):
     with backend("cfg-a") as ba, backend("cfg-b") as bb:
         cfg_a, cfg_b = two_configs(free_port(), free_port(), ba.port, bb.port)
