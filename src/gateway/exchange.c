@@ -438,7 +438,9 @@ void pt_exchange_end(struct pt_exchange *ex, bool completed)
     ex->ended = true;
     pt_exchange_filters_cancel(ex);
     if (ex->calling) {
-        if (completed && ex->call.phase == PT_CALL_DONE)
+        /* pt_call_finish pools the connection only when the response was
+         * wholly read and the connection is clean; else it closes it. */
+        if (completed)
             pt_call_finish(&ex->call);
         else
             pt_call_abort(&ex->call);
@@ -446,7 +448,7 @@ void pt_exchange_end(struct pt_exchange *ex, bool completed)
     }
     if (!completed && ex->status == 0)
         ex->status = 499; /* client went away before a response: nginx's convention */
-    if (ex->route && ex->route->chain.n_log)
+    if (ex->filters_begun && ex->route->chain.n_log)
         pt_chain_run_log(&ex->route->chain, &ex->fctx, ex->states);
     pt_exchange_log(ex);
     pt_worker_unpin(ex->w, ex->gen);

@@ -315,6 +315,7 @@ void pt_exchange_filters_begin(struct pt_exchange *ex)
     f->svc = &services;
     f->resume = filters_resume;
     f->owner = ex;
+    ex->filters_begun = true;
     if (ex->route->chain.n_all) {
         ex->states = pt_chain_states(&ex->route->chain, ex->arena);
         if (!ex->states) {
@@ -334,11 +335,14 @@ bool pt_exchange_filters_response_head(struct pt_exchange *ex)
         return true;
     ex->fctx.status = ex->status;
     ex->fctx.respond_status = 0;
+    uint32_t upstream_fields = ex->resph.n;
     int r = pt_chain_run_response_head(ch, &ex->fctx, ex->states);
     if (r == PT_FILTER_CONTINUE)
         return true;
-    /* The upstream's answer is replaced: its fields go with it. */
-    ex->resph.n = 0;
+    /* The upstream's answer is replaced: its fields go with it; those the
+     * responding filter added stay (a WWW-Authenticate, a Location). */
+    for (uint32_t i = 0; i < upstream_fields && i < ex->resph.n; i++)
+        ex->resph.f[i].dead = true;
     ex->resp = PT_RESP_NONE;
     if (r == PT_FILTER_RESPOND)
         filter_respond(ex);

@@ -701,8 +701,13 @@ pt_slice pt_call_body_peek(struct pt_call *c, bool *eos)
 
 void pt_call_body_consume(struct pt_call *c, size_t n)
 {
-    if (n == 0)
+    if (n == 0) {
+        /* Nothing to take, but the caller saw the end: a body-less or
+         * already drained response is done all the same. */
+        if (c->res_eos && c->res_ready == 0 && c->phase == PT_CALL_BODY)
+            c->phase = PT_CALL_DONE;
         return;
+    }
     pt_buf_consume(c->uc->rbuf, (uint32_t)n);
     c->res_ready -= (uint32_t)n;
     if (c->final.frame == PT_FRAME_LENGTH)

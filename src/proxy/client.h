@@ -60,7 +60,7 @@ enum pt_call_phase {
     PT_CALL_CONNECTING,
     PT_CALL_WAITING, /* request going out / waiting for the final head */
     PT_CALL_BODY,    /* final head parsed; body bytes flow */
-    PT_CALL_DONE,    /* whole response parsed (body may still be unconsumed) */
+    PT_CALL_DONE,    /* whole response parsed and handed to the caller */
     PT_CALL_FAILED,
 };
 

@@ -144,8 +144,8 @@ int pt_fetch_parse_url(const char *url, struct pt_arena *a, struct pt_target *t,
     if (strncmp(url, "http://", 7) != 0)
         return -EINVAL;
     const char *h = url + 7;
-    const char *slash = strchr(h, '/');
-    size_t hl = slash ? (size_t)(slash - h) : strlen(h);
+    size_t hl = strcspn(h, "/?#"); /* the authority ends at the path, query or fragment */
+    const char *slash = h[hl] ? h + hl : NULL;
     char host[128];
     if (hl == 0 || hl >= sizeof(host))
         return -EINVAL;
@@ -165,7 +165,12 @@ int pt_fetch_parse_url(const char *url, struct pt_arena *a, struct pt_target *t,
         if (port)
             *port++ = 0;
     }
-    long pn = port ? strtol(port, NULL, 10) : 80;
+    long pn = 80;
+    if (port) {
+        if (!*port || strspn(port, "0123456789") != strlen(port) || strlen(port) > 5)
+            return -EINVAL;
+        pn = strtol(port, NULL, 10);
+    }
     if (pn <= 0 || pn > 65535)
         return -EINVAL;
     memset(t, 0, sizeof(*t));
@@ -186,9 +191,12 @@ int pt_fetch_parse_url(const char *url, struct pt_arena *a, struct pt_target *t,
     }
     t->address = pt_arena_strndup(a, h, hl);
     t->weight = 1;
-    const char *p = slash ? slash : "/";
-    const char *q = strchr(p, '?');
-    *path = (pt_slice){p, q ? (size_t)(q - p) : strlen(p)};
-    *query = q ? (pt_slice){q + 1, strlen(q + 1)} : (pt_slice){"", 0};
+    /* A fragment never goes on the wire. */
+    const char *rest = slash ? slash : "";
+    size_t rl = strcspn(rest, "#");
+    const char *q = memchr(rest, '?', rl);
+    size_t pl = q ? (size_t)(q - rest) : rl;
+    *path = pl ? (pt_slice){rest, pl} : PT_SLICE("/");
+    *query = q ? (pt_slice){q + 1, rl - pl - 1} : (pt_slice){"", 0};
     return t->address ? 0 : -ENOMEM;
 }
