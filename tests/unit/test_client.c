@@ -12,9 +12,9 @@
  * failures (refused, invalid, truncated, timeouts, body stall), the stale
  * pooled connection retry, pt_fetch and pt_fetch_parse_url.
  *
- * Checks whose message starts with "BUG" fail on purpose: they pin down
- * defects in client.c / fetch.c (described at each test) that are to be
- * fixed there, not here. */
+ * Three cases guard defects these tests found (fixed since): a complete
+ * body-less answer must reach PT_CALL_DONE, a fetch on a pooled connection
+ * must send its request, and URLs end their authority at `?` and `#`. */
 #include "proxy/client.h"
 #include "proxy/fetch.h"
 #include "unit.h"
@@ -996,8 +996,8 @@ static void test_response_backpressure(void)
     pool_flush();
 }
 
-/* BUG (client.c, pt_call_body_consume): a response that is complete with
- * nothing left to consume never reaches PT_CALL_DONE: HEAD/204/304,
+/* Regression (client.c, pt_call_body_consume): a response that is complete
+ * with nothing left to consume must reach PT_CALL_DONE: HEAD/204/304,
  * Content-Length: 0, and a chunked body whose last-chunk arrives after the
  * payload was taken. pt_call_body_consume returns early on n == 0 before
  * its "res_eos && res_ready == 0 -> PT_CALL_DONE" step, and nothing else
@@ -1017,8 +1017,7 @@ static void test_done_phase(void)
         simple_get(&u, &s, resp[i]);
         CHECK(u.resp_eos);
         CHECK_MSG(u.c.phase == PT_CALL_DONE,
-                  "BUG client.c: case %zu: complete response left in phase %d, not DONE", i,
-                  (int)u.c.phase);
+                  "case %zu: complete response left in phase %d, not DONE", i, (int)u.c.phase);
         pt_call_finish(&u.c);
         turn();
     }
@@ -1032,8 +1031,7 @@ static void test_done_phase(void)
     SPIN_UNTIL(done_or_failed(&u));
     CHECK(u.resp_eos);
     CHECK_MSG(u.c.phase == PT_CALL_DONE,
-              "BUG client.c: chunked end alone: complete response left in phase %d, not DONE",
-              (int)u.c.phase);
+              "chunked end alone: complete response left in phase %d, not DONE", (int)u.c.phase);
     pt_call_finish(&u.c);
     up_free(&s);
     pool_flush();
@@ -1140,8 +1138,8 @@ static void test_fetch(void)
     pool_flush();
 }
 
-/* BUG (fetch.c, pt_fetch_start): a fetch that gets a pooled (already
- * connected) connection never sends its request. pt_call_start does no
+/* Regression (fetch.c, pt_fetch_start): a fetch that gets a pooled (already
+ * connected) connection must send its request; it used not to. pt_call_start does no
  * I/O, and pt_fetch_start does not pump the call afterwards; the pooled
  * socket has been writable all along, so edge-triggered epoll reports no
  * EPOLLOUT and nothing ever calls pt_call_pump: the fetch sits until the
@@ -1167,14 +1165,14 @@ static void test_fetch_on_pooled_connection(void)
     CHECK_EQ_INT(pt_fetch_start(&f, &ob, &r, (pt_slice){NULL, 0}, 64, fetch_done, &fu), 0);
     CHECK(f.call.reused);
     bool sent = up_wait(&s, "GET /two");
-    CHECK_MSG(sent, "BUG fetch.c: request on a pooled connection not sent (fail %d: %s)",
-              (int)f.fail, f.fail_text ? f.fail_text : "-");
+    CHECK_MSG(sent, "request on a pooled connection not sent (fail %d: %s)", (int)f.fail,
+              f.fail_text ? f.fail_text : "-");
     if (sent)
         up_send(&s, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2");
     SPIN_UNTIL(fu.done > 0);
     CHECK_EQ_INT(fu.done, 1);
     CHECK_MSG(f.fail == PT_CALL_FAIL_NONE && f.status == 200,
-              "BUG fetch.c: fetch on a pooled connection: fail %d (%s)", (int)f.fail,
+              "fetch on a pooled connection: fail %d (%s)", (int)f.fail,
               f.fail_text ? f.fail_text : "-");
     up_free(&s);
     pool_flush();
@@ -1246,8 +1244,8 @@ static void test_parse_url(void)
         CHECK_MSG(pt_fetch_parse_url(bad[i], &a, &t, &path, &query) == -EINVAL, "accepted %s",
                   bad[i]);
 
-    /* BUG (fetch.c, pt_fetch_parse_url): the authority ends at the first
-     * '/' only, and the port is read with strtol without checking where it
+    /* Regression (fetch.c, pt_fetch_parse_url): the authority used to end
+     * at the first '/' only, and the port is read with strtol without checking where it
      * stopped. "http://127.0.0.1:8080?x=1" (RFC 3986: empty path, query
      * x=1) is accepted with the query dropped and t->address (what
      * add_host sends as Host) "127.0.0.1:8080?x=1"; a port with trailing
@@ -1255,10 +1253,10 @@ static void test_parse_url(void)
     int rc = pt_fetch_parse_url("http://127.0.0.1:8080?x=1", &a, &t, &path, &query);
     CHECK_MSG(rc == 0 && strcmp(t.address, "127.0.0.1:8080") == 0 && pt_slice_eq_cstr(path, "/") &&
                   pt_slice_eq_cstr(query, "x=1"),
-              "BUG fetch.c: query without path: address \"%s\" query \"%.*s\"",
-              rc == 0 ? t.address : "-", rc == 0 ? (int)query.len : 0, rc == 0 ? query.p : "");
+              "query without path: address \"%s\" query \"%.*s\"", rc == 0 ? t.address : "-",
+              rc == 0 ? (int)query.len : 0, rc == 0 ? query.p : "");
     CHECK_MSG(pt_fetch_parse_url("http://127.0.0.1:80x/", &a, &t, &path, &query) == -EINVAL,
-              "BUG fetch.c: port \"80x\" accepted");
+              "port \"80x\" accepted");
     pt_arena_destroy(&a);
 }
 

@@ -16,9 +16,6 @@
  * into a loaded route's chain with pt_chain_build. Request arenas give
  * every block back to malloc (max_free 0), so ASan sees a completion that
  * runs into an ended exchange.
- *
- * Tests marked KNOWN BUG check what the contract says and fail until the
- * exchange code is fixed; the report explains each.
  */
 #include "control/config.h"
 #include "core/log.h"
@@ -34,8 +31,6 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#define KNOWN_BUG(cond, ...) CHECK_MSG(cond, "KNOWN BUG: " __VA_ARGS__)
 
 static bool slice_is(pt_slice s, const char *want)
 {
@@ -1197,7 +1192,7 @@ static void test_response_head_filters(void)
         CHECK(resp_field(ex, "Content-Type").p == NULL);
         /* filter.h: a filter returning RESPOND puts its extra response
          * fields in resp_headers; they go with its answer. */
-        KNOWN_BUG(slice_is(resp_field(ex, "X-Replaced"), "yes"),
+        CHECK_MSG(slice_is(resp_field(ex, "X-Replaced"), "yes"),
                   "exchange_filters.c pt_exchange_filters_response_head clears resph after the "
                   "filters ran: a RESPOND's own fields are dropped");
     }
@@ -1312,7 +1307,7 @@ static void test_log_filter_state(void)
     CHECK_EQ_INT(ex->status, 413);
     fc_end(&c, true);
     last_log();
-    KNOWN_BUG(tf.log_calls == 0 || (tf.log_null_state == 0 && tf.log_no_reqid == 0),
+    CHECK_MSG(tf.log_calls == 0 || (tf.log_null_state == 0 && tf.log_no_reqid == 0),
               "exchange.c pt_exchange_end runs on_log on a route whose filters never began: "
               "NULL state (%d) and an unset ctx (no request id: %d)",
               tf.log_null_state, tf.log_no_reqid);
