@@ -115,9 +115,13 @@ void pt_conn_thread_exit(void)
 /* A transaction with its exchange, in the connection's arena. */
 struct h1_txn *pt_h1s_txn_new(struct pt_conn *c)
 {
-    struct h1_txn *t = pt_arena_zalloc(&c->arena, sizeof(*t));
+    /* The exchange (the first member) is zeroed by pt_exchange_init: clear
+     * only the codec's part here, not 2 KiB twice per request. */
+    struct h1_txn *t = pt_arena_alloc(&c->arena, sizeof(*t));
     if (!t)
         return NULL;
+    _Static_assert(offsetof(struct h1_txn, ex) == 0, "the exchange comes first");
+    memset((char *)t + sizeof(t->ex), 0, sizeof(*t) - sizeof(t->ex));
     t->c = c;
     pt_exchange_init(&t->ex, c->w, &c->arena, &codec_ops, c);
     t->ex.listener = c->listener;
