@@ -48,12 +48,7 @@ struct pt_health_checks {
 
 static uint64_t next_random(struct pt_health_checks *h)
 {
-    uint64_t x = h->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    h->rng = x;
-    return x * 0x2545F4914F6CDD1Dull;
+    return pt_xorshift64s(&h->rng);
 }
 
 /* interval ±10%, so probes of many targets do not beat in step. */

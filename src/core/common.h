@@ -27,6 +27,18 @@ typedef struct pt_slice {
 #define PT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PT_MAX(a, b) ((a) > (b) ? (a) : (b))
 
+/* xorshift64*: a fast PRNG for ids, jitter and sampling (unique, not
+ * unpredictable). *state must start non-zero. */
+static inline uint64_t pt_xorshift64s(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
 static inline bool pt_slice_eq(pt_slice a, pt_slice b)
 {
     return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);

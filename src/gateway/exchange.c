@@ -18,16 +18,11 @@
 #include <stdio.h>
 #include <time.h>
 
-/* xorshift64*: fast, per-worker, no syscalls; request ids need to be
- * unique, not unpredictable. */
+/* Per worker, no syscalls: request ids need to be unique, not
+ * unpredictable. */
 uint64_t pt_worker_random(struct pt_worker *w)
 {
-    uint64_t x = w->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->rng = x;
-    return x * 0x2545F4914F6CDD1Dull;
+    return pt_xorshift64s(&w->rng);
 }
 
 static void gen_request_id(struct pt_worker *w, char out[33])
