@@ -752,6 +752,15 @@ static void settle_readable(struct pt_conn *c, struct h1_txn *t)
 static int pump_txn(struct pt_conn *c, struct h1_txn *t)
 {
     int progress = 0, r;
+    if (t->req_done && !t->input_settled)
+        settle_readable(c, t);
+    /* A complete request holds no read buffer (its head was copied): a
+     * request waiting on a filter or a slow upstream costs its arena, not
+     * a 16 KiB buffer. */
+    if (t->req_done && c->rbuf && pt_buf_len(c->rbuf) == 0) {
+        pt_buf_put(&c->w->bufs, c->rbuf);
+        c->rbuf = NULL;
+    }
     if (t->ex.suspended)
         return 0;
     if ((r = pump_client_read(t)) < 0)
@@ -761,13 +770,6 @@ static int pump_txn(struct pt_conn *c, struct h1_txn *t)
         return -1;
     if (t->req_done && !t->input_settled)
         settle_readable(c, t);
-    /* A complete request holds no read buffer (its head was copied): a
-     * request waiting on a filter or a slow upstream costs its arena, not
-     * 16 KiB. */
-    if (t->req_done && c->rbuf && pt_buf_len(c->rbuf) == 0) {
-        pt_buf_put(&c->w->bufs, c->rbuf);
-        c->rbuf = NULL;
-    }
     progress |= pt_exchange_pump(&t->ex) > 0;
     if (c->closed)
         return -1;
