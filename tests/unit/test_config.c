@@ -1043,9 +1043,12 @@ static void test_examples(void)
         CHECK_MSG(g != NULL, "%s should load", files[i]);
         pt_diag_print(&d, stderr);
         if (g && i == 0) {
-            CHECK_EQ_INT(g->nroutes, 5);
+            CHECK_EQ_INT(g->nroutes, 6);
             const struct pt_route *r = route(g, "user-by-id");
             CHECK(r && inst(r, "request_transform") && inst(r, "response_transform"));
+            r = route(g, "private");
+            CHECK(r && inst(r, "ext_auth"));
+            CHECK(g->upstreams[0].hc.enabled && g->upstreams[0].hc.interval_ms == 2000);
         }
         pt_generation_free(g);
         pt_diag_free(&d);
