@@ -92,7 +92,7 @@ struct pt_exchange {
     void **states;
     uint32_t cursor;
     bool suspended;                    /* waiting on a filter's async work */
-    bool filters_begun; /* fctx and states set up: log filters may run */
+    bool filters_begun;                /* fctx and states set up: log filters may run */
     const struct pt_filter_inst *susp; /* the filter that suspended */
     struct pt_timer ftimer;            /* a filter's timer (svc->timer) */
     pt_filter_timer_cb ftimer_cb;

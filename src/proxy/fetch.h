@@ -22,7 +22,7 @@ typedef void (*pt_fetch_done_cb)(struct pt_fetch *f, void *user);
 struct pt_fetch {
     struct pt_call call;
     struct pt_timer deadline; /* the whole fetch, connect included */
-    pt_slice body; /* request body */
+    pt_slice body;            /* request body */
     size_t body_off;
     size_t max_body;
     struct pt_arena *arena;

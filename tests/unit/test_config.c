@@ -368,12 +368,13 @@ static void test_unknown_and_planned_keys(void)
            "    targets: [\"127.0.0.1:9001\"]\n"
            "    health_check: { active: { path: healthz } }\n",
            "t.yaml:5:37: health check `path` must start with `/`, got `healthz`");
-    EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
-           "upstreams:\n"
-           "  users:\n"
-           "    targets: [\"127.0.0.1:9001\"]\n"
-           "    health_check: { active: { intervall: 2s } }\n",
-           "t.yaml:5:31: unknown key `intervall` in health_check.active (did you mean `interval`?)");
+    EXPECT(
+        "listeners: [{ address: \"127.0.0.1:18080\" }]\n"
+        "upstreams:\n"
+        "  users:\n"
+        "    targets: [\"127.0.0.1:9001\"]\n"
+        "    health_check: { active: { intervall: 2s } }\n",
+        "t.yaml:5:31: unknown key `intervall` in health_check.active (did you mean `interval`?)");
     EXPECT(BASE "routes:\n"
                 "  - name: canary\n"
                 "    match: { path_prefix: /v2 }\n"
