@@ -6,6 +6,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* Pooled blocks are poisoned under ASan: a block that went back to the
+ * pool is as dead as a freed one, and without this a use after
+ * pt_arena_release (a transaction read after its connection closed) is
+ * invisible to the sanitizer builds. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 struct pt_arena_block {
     struct pt_arena_block *next;
     size_t size; /* usable bytes in data[] */
@@ -32,6 +45,7 @@ static struct pt_arena_block *block_new(struct pt_arena *a, size_t sz)
     struct pt_arena_pool *p = a->pool;
     if (p && sz == a->block_size && p->free) {
         struct pt_arena_block *b = p->free;
+        UNPOISON(b->data, b->size);
         p->free = b->next;
         p->nfree--;
         return b;
@@ -49,6 +63,7 @@ static void block_free(struct pt_arena *a, struct pt_arena_block *b)
         b->next = p->free;
         p->free = b;
         p->nfree++;
+        POISON(b->data, b->size);
         return;
     }
     free(b);
@@ -71,6 +86,7 @@ void pt_arena_pool_destroy(struct pt_arena_pool *p)
     while (p->free) {
         struct pt_arena_block *b = p->free;
         p->free = b->next;
+        UNPOISON(b->data, b->size);
         free(b);
     }
     p->nfree = 0;

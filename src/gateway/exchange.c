@@ -359,6 +359,9 @@ int pt_exchange_pump(struct pt_exchange *ex)
         return 0;
     int progress = pt_call_pump(&ex->call);
     if (ex->call.phase == PT_CALL_FAILED) {
+        /* A failed call still holds its target's active count until it is
+         * ended: abort it here, or least_conn counts it in flight forever. */
+        pt_call_abort(&ex->call);
         ex->calling = false;
         upstream_failed(ex);
         return 1;

@@ -268,7 +268,11 @@ static int pump_client_read(struct h1_txn *t)
         c->rbuf->end = (uint32_t)n;
         if ((size_t)n < c->rbuf->cap && !c->hup)
             c->readable = false;
-        scan_request_body(t); /* an error sets a response */
+        /* An error sets a response, or cuts the client when the response
+         * already started: then the connection and this transaction's
+         * arena are gone, and the caller must not touch t again. */
+        if (!scan_request_body(t) && c->closed)
+            return -1;
         return 1;
     }
     if (n == 0 || (errno != EAGAIN && errno != EINTR)) {

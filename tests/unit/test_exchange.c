@@ -1251,6 +1251,8 @@ static void test_upstream_failures(void)
     CHECK_LOG(last_log(), "\"status\":502");
 
     /* No answer within the route's timeout: 504. */
+    const struct pt_target_state *bst = find_route("read-timeout")->upstream->targets[0].state;
+    uint32_t active0 = pt_state_active(bst);
     ex = fc_begin(&c, "GET", "/t/hang", -1);
     uint64_t t0 = pt_now_ms();
     if (fc_exchange(&c)) {
@@ -1261,6 +1263,10 @@ static void test_upstream_failures(void)
     }
     fc_end(&c, true);
     CHECK_LOG(last_log(), "\"status\":504");
+    /* A call that failed on its own gives its active count back
+     * (least_conn would shun the target forever). */
+    CHECK_MSG(pt_state_active(bst) == active0, "active count %u after a failed call, was %u",
+              pt_state_active(bst), active0);
 
     /* Every target unhealthy: 503, nothing sent. */
     const struct pt_upstream *sick = find_route("sick")->upstream;
