@@ -357,10 +357,14 @@ static bool queue_interim_bytes(struct h1_txn *t, size_t need, const struct pt_c
 static bool take_interim(struct h1_txn *t)
 {
     struct pt_conn *c = t->c;
-    if (!t->continue_done && t->ex.want_continue && t->expect_continue && !t->req_done &&
-        (!c->rbuf || pt_buf_len(c->rbuf) == 0) && t->minor_version == 1) {
+    /* Decided once, when the request is dispatched: a client whose body
+     * is already arriving did not wait, and once a final response is
+     * chosen a 100 could only land after it. */
+    if (!t->continue_done && t->ex.want_continue) {
         t->continue_done = true;
-        if (!queue_interim_bytes(t, 32, NULL))
+        if (t->expect_continue && !t->req_done && (!c->rbuf || pt_buf_len(c->rbuf) == 0) &&
+            t->minor_version == 1 && t->ex.resp == PT_RESP_NONE &&
+            !queue_interim_bytes(t, 32, NULL))
             return false;
     }
     const struct pt_call_head *h;
@@ -788,6 +792,12 @@ static int pump_txn(struct pt_conn *c, struct h1_txn *t)
     if ((r = pump_client_write(t)) < 0)
         return -1;
     progress |= r > 0;
+    /* Pulling the body may have asked for a cut (a body filter failed
+     * after the response started): act on it now, no event would come. */
+    if (t->ex.cut) {
+        pt_h1s_cut(t, t->ex.cut);
+        return -1;
+    }
     return progress;
 }
 

@@ -743,6 +743,12 @@ void pt_call_finish(struct pt_call *c)
         c->phase = PT_CALL_DONE;
 }
 
+void pt_call_expire(struct pt_call *c)
+{
+    if (c->phase != PT_CALL_FAILED)
+        fail(c, PT_CALL_FAIL_TIMEOUT, "upstream timeout");
+}
+
 void pt_call_abort(struct pt_call *c)
 {
     uncount(c);

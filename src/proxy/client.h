@@ -177,6 +177,10 @@ void pt_call_body_consume(struct pt_call *c, size_t n);
 /* Ends a call whose response was wholly consumed: the connection goes back
  * to the pool when it is clean, else is closed. */
 void pt_call_finish(struct pt_call *c);
+/* Fails a call that ran out of a caller's deadline, as its own timer
+ * would (reported to the target as a timeout). Never wakes. */
+void pt_call_expire(struct pt_call *c);
+
 /* Ends a call in any phase: the connection is closed. Idempotent. */
 void pt_call_abort(struct pt_call *c);
 

@@ -90,11 +90,7 @@ static void deadline_passed(struct pt_loop *loop, struct pt_timer *t)
         return;
     /* The call may be between events (connecting, waiting): end it as a
      * timeout, as its own timer would have. */
-    if (f->call.phase != PT_CALL_FAILED) {
-        f->call.phase = PT_CALL_FAILED;
-        f->call.fail = PT_CALL_FAIL_TIMEOUT;
-        f->call.fail_text = "upstream timeout";
-    }
+    pt_call_expire(&f->call);
     finish(f);
 }
 
