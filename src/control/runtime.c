@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/version.h"
 #include "gateway/worker.h"
+#include "proxy/client.h"
 #include "proxy/state.h"
 
 #include <errno.h>
@@ -390,6 +391,7 @@ static void control_destroy(struct runtime *rt)
     pt_timer_cancel(&rt->loop, &rt->reclaim_timer);
     pt_health_free(rt->health);   /* cancels probes in flight */
     pt_outbound_destroy(&rt->ob); /* closes idle pooled connections */
+    pt_call_thread_exit();        /* the probes' parse scratch */
     pt_bufpool_destroy(&rt->bufs);
     if (rt->sig_io.fd >= 0)
         close(rt->sig_io.fd);

@@ -79,7 +79,7 @@ void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *er
                               pt_slice ctype, bool close)
 {
     if (ex->calling) {
-        pt_call_abort(&ex->call);
+        pt_call_abort(ex->call);
         ex->calling = false;
     }
     if (ex->response_started) {
@@ -105,7 +105,7 @@ void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *er
  * the client is cut off (a broken response never looks complete). */
 static void upstream_failed(struct pt_exchange *ex)
 {
-    const struct pt_call *c = &ex->call;
+    const struct pt_call *c = ex->call;
     int status = 502;
     bool close = false;
     switch (c->fail) {
@@ -307,12 +307,19 @@ void pt_exchange_dispatch(struct pt_exchange *ex)
     /* The request goes upstream as HTTP/1.1, where Host is required; an
      * HTTP/1.0 request may have come without one: name the target. */
     req.add_host = !pt_headers_find_token(&ex->reqh, PT_TOK_HOST);
+    /* Allocated only now: a request waiting on a filter does not carry it
+     * (pt_call_start zeroes it). */
+    ex->call = pt_arena_alloc(ex->arena, sizeof(*ex->call));
+    if (!ex->call) {
+        pt_exchange_respond(ex, 500, "out of memory", true);
+        return;
+    }
     ex->dispatched = true;
     ex->t_up_start = pt_loop_now_ns(&w->loop);
-    int r = pt_call_start(&ex->call, &w->ob, &req, &call_ops, ex);
+    int r = pt_call_start(ex->call, &w->ob, &req, &call_ops, ex);
     if (r != 0) {
         upstream_failed(ex);
-        pt_call_abort(&ex->call);
+        pt_call_abort(ex->call);
         return;
     }
     ex->calling = true;
@@ -322,8 +329,8 @@ void pt_exchange_dispatch(struct pt_exchange *ex)
 /* The final head came: the response's meta, then the head filters. */
 static void response_head(struct pt_exchange *ex)
 {
-    const struct pt_call_head *h = pt_call_head(&ex->call);
-    ex->t_up_head = ex->call.t_head_ns;
+    const struct pt_call_head *h = pt_call_head(ex->call);
+    ex->t_up_head = ex->call->t_head_ns;
     ex->status = h->status;
     ex->reason = h->reason;
     ex->content_length = h->content_length;
@@ -338,7 +345,7 @@ static void response_head(struct pt_exchange *ex)
     pt_headers_set(&ex->resph, ex->arena, PT_SLICE("X-Request-ID"), ex->reqid);
     /* The upstream answered before taking the whole body (e.g. its own
      * 413): the client's connection can't carry another request. */
-    if (!ex->call.sent_all)
+    if (!ex->call->sent_all)
         ex->close_after = true;
     ex->resp = PT_RESP_UPSTREAM;
     ex->resp_seq++;
@@ -357,16 +364,16 @@ int pt_exchange_pump(struct pt_exchange *ex)
 {
     if (!ex->calling)
         return 0;
-    int progress = pt_call_pump(&ex->call);
-    if (ex->call.phase == PT_CALL_FAILED) {
+    int progress = pt_call_pump(ex->call);
+    if (ex->call->phase == PT_CALL_FAILED) {
         /* A failed call still holds its target's active count until it is
          * ended: abort it here, or least_conn counts it in flight forever. */
-        pt_call_abort(&ex->call);
+        pt_call_abort(ex->call);
         ex->calling = false;
         upstream_failed(ex);
         return 1;
     }
-    if (ex->resp == PT_RESP_NONE && pt_call_head(&ex->call)) {
+    if (ex->resp == PT_RESP_NONE && pt_call_head(ex->call)) {
         response_head(ex);
         return 1;
     }
@@ -379,12 +386,12 @@ const struct pt_call_head *pt_exchange_interim(struct pt_exchange *ex)
 {
     if (!ex->calling || ex->resp != PT_RESP_NONE)
         return NULL;
-    return pt_call_interim(&ex->call);
+    return pt_call_interim(ex->call);
 }
 
 void pt_exchange_interim_done(struct pt_exchange *ex)
 {
-    pt_call_interim_done(&ex->call);
+    pt_call_interim_done(ex->call);
 }
 
 bool pt_exchange_hides_interim_field(const struct pt_exchange *ex, pt_slice name)
@@ -403,7 +410,7 @@ pt_slice pt_exchange_body_peek(struct pt_exchange *ex, bool *eos)
         *eos = false;
         return (pt_slice){"", 0};
     }
-    return pt_call_body_peek(&ex->call, eos);
+    return pt_call_body_peek(ex->call, eos);
 }
 
 void pt_exchange_body_consume(struct pt_exchange *ex, size_t n)
@@ -413,7 +420,7 @@ void pt_exchange_body_consume(struct pt_exchange *ex, size_t n)
         pt_exchange_filters_body_consume(ex, n);
         return;
     }
-    pt_call_body_consume(&ex->call, n);
+    pt_call_body_consume(ex->call, n);
 }
 
 bool pt_exchange_body_done(struct pt_exchange *ex)
@@ -439,9 +446,9 @@ void pt_exchange_end(struct pt_exchange *ex, bool completed)
         /* pt_call_finish pools the connection only when the response was
          * wholly read and the connection is clean; else it closes it. */
         if (completed)
-            pt_call_finish(&ex->call);
+            pt_call_finish(ex->call);
         else
-            pt_call_abort(&ex->call);
+            pt_call_abort(ex->call);
         ex->calling = false;
     }
     if (!completed && ex->status == 0)
@@ -483,7 +490,7 @@ void pt_exchange_log(struct pt_exchange *ex)
     char cons[6 * 64];
     size_t cl = pt_json_escape(cons, ex->identity.consumer.p ? ex->identity.consumer.p : "",
                                PT_MIN(ex->identity.consumer.len, 64));
-    const struct pt_target *tg = ex->call.target;
+    const struct pt_target *tg = ex->call ? ex->call->target : NULL;
     int n = snprintf(
         line, sizeof(line),
         "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":\"%.*s\","

@@ -102,10 +102,10 @@ struct pt_exchange {
     const struct pt_filter_inst *deadline_inst;
 
     /* the upstream call */
-    struct pt_call call;
-    bool calling;       /* call started and not ended */
-    bool dispatched;    /* the request went (or goes) upstream */
-    bool want_continue; /* the codec may answer 100 Continue */
+    struct pt_call *call; /* from dispatch on (request arena); NULL before */
+    bool calling;         /* call started and not ended */
+    bool dispatched;      /* the request went (or goes) upstream */
+    bool want_continue;   /* the codec may answer 100 Continue */
 
     /* ---- the response ---- */
     enum pt_resp_kind resp;

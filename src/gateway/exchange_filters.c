@@ -362,13 +362,13 @@ pt_slice pt_exchange_filters_body_peek(struct pt_exchange *ex, bool *eos)
     if (!ex->calling)
         return (pt_slice){"", 0};
     bool in_eos = false;
-    pt_slice in = pt_call_body_peek(&ex->call, &in_eos);
+    pt_slice in = pt_call_body_peek(ex->call, &in_eos);
     if (in.len == 0 && !in_eos)
         return (pt_slice){"", 0};
     /* The filters may keep pointers to the chunk: it goes into the arena
      * before the call's buffer is reused. */
     pt_slice chunk = {pt_arena_strndup(ex->arena, in.p ? in.p : "", in.len), in.len};
-    pt_call_body_consume(&ex->call, in.len);
+    pt_call_body_consume(ex->call, in.len);
     if (!chunk.p) {
         pt_exchange_respond(ex, 502, "out of memory", false);
         return (pt_slice){"", 0};

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static int pump_write(struct pt_call *c);
 static int pump_read(struct pt_call *c);
@@ -516,17 +517,34 @@ static int final_head(struct pt_call *c, uint32_t head_len)
     return 1;
 }
 
+/* The parser's field array: per thread, not per call. The parser re-reads
+ * a head from its start on every attempt and keep_head copies the fields
+ * out at once, so nothing outlives one parse_heads; a request arena does
+ * not carry max_headers × 40 bytes for it. */
+static __thread struct pt_h1_header *parse_scratch;
+static __thread size_t parse_scratch_cap;
+
+void pt_call_thread_exit(void)
+{
+    free(parse_scratch);
+    parse_scratch = NULL;
+    parse_scratch_cap = 0;
+}
+
 /* Parses heads from the buffer: interim ones are offered one at a time,
  * the final one switches to the body. 1 on progress, 0 when incomplete. */
 static int parse_heads(struct pt_call *c)
 {
     struct pt_buf *b = c->uc->rbuf;
     struct pt_h1_limits lim = {c->req.max_headers, PT_BUF_SIZE - 1, PT_BUF_SIZE};
-    if (!c->res_hdrs) {
-        c->res_hdrs = pt_arena_alloc(c->req.arena, sizeof(*c->res_hdrs) * c->req.max_headers);
-        if (!c->res_hdrs)
+    if (parse_scratch_cap < c->req.max_headers) {
+        struct pt_h1_header *n = realloc(parse_scratch, sizeof(*n) * c->req.max_headers);
+        if (!n)
             return fail(c, PT_CALL_FAIL_RESOURCES, "out of memory");
+        parse_scratch = n;
+        parse_scratch_cap = c->req.max_headers;
     }
+    c->res_hdrs = parse_scratch;
     while (pt_buf_len(b) > 0 && !c->interim_ready) {
         int r = pt_h1_parse_response(b->data + b->start, pt_buf_len(b), c->res_prev, &c->res,
                                      c->res_hdrs, &lim);

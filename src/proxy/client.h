@@ -133,7 +133,7 @@ struct pt_call {
     uint64_t req_left;                        /* Content-Length body bytes still to send */
     int retries;
     struct pt_h1_response res;
-    struct pt_h1_header *res_hdrs;
+    struct pt_h1_header *res_hdrs; /* the thread's parse scratch, during a parse */
     uint32_t res_prev;
     bool res_any; /* a byte of a response came: never retried */
     struct pt_call_head interim, final;
@@ -177,6 +177,9 @@ void pt_call_body_consume(struct pt_call *c, size_t n);
 /* Ends a call whose response was wholly consumed: the connection goes back
  * to the pool when it is clean, else is closed. */
 void pt_call_finish(struct pt_call *c);
+/* Frees the calling thread's parse scratch (at a loop thread's exit). */
+void pt_call_thread_exit(void);
+
 /* Fails a call that ran out of a caller's deadline, as its own timer
  * would (reported to the target as a timeout). Never wakes. */
 void pt_call_expire(struct pt_call *c);

@@ -869,7 +869,7 @@ static void test_request_body_backpressure(void)
     CHECK_EQ_INT(ex->bytes_in, 36);
     CHECK(srv_request_line("POST /echo HTTP/1.1"));
     CHECK(srv_saw("Content-Length: 36"));
-    CHECK(ex->call.sent_all);
+    CHECK(ex->call->sent_all);
     CHECK(!c.over_consumed);
     fc_end(&c, true);
     CHECK_LOG(last_log(), "\"bytes_in\":36");
