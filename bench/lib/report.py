@@ -15,10 +15,23 @@ Every verdict in the report is computed here from those numbers; nothing
 is typed in by hand.
 """
 import collections
+import re
 import os
 import statistics
 import subprocess
 import sys
+
+
+def arena_block_bytes():
+    """PT_REQ_ARENA_BLOCK as the source defines it (the report describes
+    the build it measured), or "?"."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "src", "gateway", "worker.h")
+    try:
+        with open(path) as f:
+            m = re.search(r"#define PT_REQ_ARENA_BLOCK (\d+)", f.read())
+        return m.group(1) if m else "?"
+    except OSError:
+        return "?"
 
 # ------------------------------------------------------------------ input
 
@@ -540,9 +553,10 @@ class Report:
                    ["plain route /tiny, %d suspended" % n] + [fmt(one("during_" + q), 0) for q in ("p50", "p90", "p99", "p999")]]
             parts += ["### Suspension: %d requests held at once in a fault delay" % n, "",
                       table(["", "value", "per request"], rows, left=1), "",
-                      "Sizes from the binary's debug info: %s (the request arena's first block "
-                      "is PT_REQ_ARENA_BLOCK = 4 KiB; the read buffer is 16 KiB of which only "
-                      "the touched pages count in RSS). Kernel socket memory is not in RSS." % (sz or "–"), "",
+                      "Sizes from the binary's debug info: %s; the request arena's block is "
+                      "PT_REQ_ARENA_BLOCK = %s B (src/gateway/worker.h); a complete request "
+                      "holds no read buffer. Kernel socket memory is not in RSS."
+                      % (sz or "–", arena_block_bytes()), "",
                       "Latency of sequential requests (h2load -c1, µs) on the plain route:", "",
                       table(["", "p50", "p90", "p99", "p99.9"], lat), ""]
         if parts:
