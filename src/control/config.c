@@ -405,12 +405,14 @@ enum {
     K_FILTERS,
     K_ROUTES,
     K_IO_BACKEND,
+    K_TRUSTED_PROXIES,
+    K_FORWARD_REAL_IP,
     K_ROOT_N
 };
 
-static const char *const root_keys[] = {"workers",    "listeners", "admin",   "limits",
-                                        "access_log", "upstreams", "filters", "routes",
-                                        "io_backend", NULL};
+static const char *const root_keys[] = {
+    "workers", "listeners", "admin",      "limits",          "access_log",      "upstreams",
+    "filters", "routes",    "io_backend", "trusted_proxies", "forward_real_ip", NULL};
 static const char *const root_planned[] = {"tracing", "cluster", "consumers", NULL};
 
 static void walk_root(struct cfg *c, const struct pt_ynode *root)
@@ -446,6 +448,10 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
         walk_limits(c, v[K_LIMITS]);
     if (v[K_ACCESS_LOG])
         walk_access_log(c, v[K_ACCESS_LOG]);
+    if (v[K_TRUSTED_PROXIES])
+        pt_cfg_want_cidrs(&c->w, v[K_TRUSTED_PROXIES], "`trusted_proxies`", &c->g->trusted_proxies);
+    if (v[K_FORWARD_REAL_IP])
+        pt_cfg_want_bool(&c->w, v[K_FORWARD_REAL_IP], "`forward_real_ip`", &c->g->forward_real_ip);
     /* Upstreams and default filters before routes, wherever they are in
      * the file: routes refer to both. */
     if (v[K_UPSTREAMS])

@@ -17,6 +17,7 @@
  */
 #include "control/config_yaml.h"
 
+#include "core/cidr.h"
 #include "core/units.h"
 
 #include <errno.h>
@@ -336,6 +337,56 @@ static bool overflowing_number(const char *s)
 }
 
 /* A whole number in [min, max]. */
+/* One CIDR node into *out; false after reporting why it is not one. */
+static bool want_cidr(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
+                      struct pt_cidr *out)
+{
+    const char *s = pt_cfg_want_str(w, n, what);
+    if (!s)
+        return false;
+    const char *why = NULL;
+    if (pt_cidr_parse(s, out, &why) == 0)
+        return true;
+    char net[PT_IP_TEXT_MAX];
+    if (out->net.family && pt_ip_format(&out->net, net))
+        pt_cfg_err(w, n, "`%s` in %s: %s (did you mean `%s/%u`?)", s, what, why, net,
+                   (unsigned)out->bits);
+    else
+        pt_cfg_err(w, n, "`%s` in %s: %s", s, what, why);
+    return false;
+}
+
+bool pt_cfg_want_cidrs(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
+                       struct pt_cidr_set *out)
+{
+    char buf[64];
+    out->v = NULL;
+    out->n = 0;
+    if (n->kind == PT_YSCALAR && n->is_null)
+        return true;
+    bool seq = n->kind == PT_YSEQ;
+    if (!seq && n->kind != PT_YSCALAR) {
+        pt_cfg_err(w, n, "expected a list of CIDRs for %s, got %s", what,
+                   pt_cfg_describe(n, buf, sizeof(buf)));
+        return false;
+    }
+    uint32_t count = seq ? n->n : 1;
+    struct pt_cidr *v = pt_arena_zalloc(w->arena, sizeof(*v) * (count ? count : 1));
+    if (!v) {
+        pt_cfg_oom(w);
+        return false;
+    }
+    bool ok = true;
+    for (uint32_t i = 0; i < count; i++) {
+        if (want_cidr(w, seq ? n->items[i] : n, what, &v[out->n]))
+            out->n++;
+        else
+            ok = false;
+    }
+    out->v = v;
+    return ok;
+}
+
 bool pt_cfg_want_uint(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
                       uint64_t min, uint64_t max, uint64_t *out)
 {

@@ -168,6 +168,12 @@ bool pt_cfg_want_address(struct pt_cfg_walk *w, const struct pt_ynode *n, const 
 bool pt_cfg_read_fields(struct pt_cfg_walk *w, const char *filter, const struct pt_field *fields,
                         const char *const *planned, const struct pt_ynode *n, void *conf);
 
+/* A CIDR or a list of them (core/cidr.h: `10.0.0.0/8`, `2001:db8::/32`, a
+ * plain address), each checked at its own node; the array lands in
+ * w->arena. Nothing (`key:` / `[]`) is the empty set. */
+bool pt_cfg_want_cidrs(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
+                       struct pt_cidr_set *out);
+
 /* "a list", "a mapping", "nothing" or the scalar quoted (cut at 40). */
 const char *pt_cfg_describe(const struct pt_ynode *n, char *buf, size_t len);
 /* Decimal digits only, no sign, no overflow. */

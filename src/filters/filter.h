@@ -16,6 +16,7 @@
 #define PT_FILTERS_FILTER_H
 
 #include "core/arena.h"
+#include "core/cidr.h"
 #include "http/headers.h"
 
 /* ---- configuration field tables (parsed by generic code) ---- */
@@ -150,8 +151,9 @@ struct pt_filter_ctx {
     pt_slice scheme;                 /* "http" / "https": the listener's */
     pt_slice authority;              /* the routed host (Host or absolute-form) */
     pt_slice request_id;
-    pt_slice remote_addr;        /* client IP, text */
-    const pt_slice *param_names; /* route path parameters */
+    pt_slice remote_addr;          /* the real client's IP, text (gateway/exchange.h) */
+    const struct pt_ip *remote_ip; /* the same, parsed; NULL when there is no IP */
+    const pt_slice *param_names;   /* route path parameters */
     const pt_slice *param_values;
     uint32_t nparams;
     bool params_numbered;         /* see pt_param_lookup */

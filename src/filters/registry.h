@@ -7,6 +7,8 @@
  * Priority scale (higher runs first within a phase; ties by name). Leave
  * gaps so a new filter can slot in without renumbering:
  *   2000  cors               preflight answered before anything can refuse it
+ *   1600  ip_restriction     by the real client address, before any auth
+ *                            work is spent on a refused one
  *   1500  jwt / key_auth /   authentication (1500..1400): who is calling
  *   1450  ext_auth           after the local checks, so a request they refuse
  *                            costs no call to the auth service
@@ -33,6 +35,7 @@
 
 extern const struct pt_filter_def pt_filter_ext_auth;
 extern const struct pt_filter_def pt_filter_fault;
+extern const struct pt_filter_def pt_filter_ip_restriction;
 extern const struct pt_filter_def pt_filter_request_transform;
 extern const struct pt_filter_def pt_filter_response_transform;
 

@@ -228,6 +228,7 @@ static bool route(struct pt_exchange *ex)
 void pt_exchange_start(struct pt_exchange *ex)
 {
     const struct pt_limits *lim = &ex->gen->limits;
+    pt_exchange_find_client(ex); /* first: every refusal below logs the client */
     /* CONNECT asks for a tunnel, which the gateway does not offer (its
      * authority-form target has no path to route or forward). */
     if (ex->req.method_id == PT_METHOD_CONNECT) {
@@ -491,16 +492,19 @@ void pt_exchange_log(struct pt_exchange *ex)
     size_t cl = pt_json_escape(cons, ex->identity.consumer.p ? ex->identity.consumer.p : "",
                                PT_MIN(ex->identity.consumer.len, 64));
     const struct pt_target *tg = ex->call ? ex->call->target : NULL;
+    /* Before the head was complete (a codec error) the client is the peer. */
+    pt_slice client = ex->client.len ? ex->client : ex->peer;
     int n = snprintf(
         line, sizeof(line),
         "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":\"%.*s\","
-        "\"remote_addr\":\"%.*s\",\"listener\":\"%s\",\"route\":\"%s\",\"upstream\":\"%s\","
+        "\"remote_addr\":\"%.*s\",\"peer_addr\":\"%.*s\",\"listener\":\"%s\",\"route\":\"%s\","
+        "\"upstream\":\"%s\","
         "\"target\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,"
         "\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"upstream_ms\":%.3f%s%.*s%s%s%"
         "s%s}\n",
         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-        ts.tv_nsec / 1000000, (int)rl, rid, (int)ex->remote.len, ex->remote.p,
-        ex->listener ? ex->listener : "", ex->route ? ex->route->name : "",
+        ts.tv_nsec / 1000000, (int)rl, rid, (int)client.len, client.p, (int)ex->peer.len,
+        ex->peer.p, ex->listener ? ex->listener : "", ex->route ? ex->route->name : "",
         ex->up ? ex->up->name : "", tg && ex->dispatched ? tg->address : "",
         (int)PT_MIN(ex->req.method.len, 32), ex->req.method.p ? ex->req.method.p : "", (int)pe, esc,
         ex->status, (unsigned long long)ex->bytes_in, (unsigned long long)ex->bytes_out, dur, up,

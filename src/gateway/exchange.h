@@ -30,6 +30,7 @@
 #ifndef PT_GATEWAY_EXCHANGE_H
 #define PT_GATEWAY_EXCHANGE_H
 
+#include "core/cidr.h"
 #include "gateway/router.h"
 #include "gateway/worker.h"
 #include "proxy/client.h"
@@ -74,7 +75,10 @@ struct pt_exchange {
     struct pt_request_meta req;
     struct pt_headers reqh; /* editable; what goes upstream */
     const char *listener;
-    pt_slice remote; /* client IP text */
+    /* The address of whoever sent the bytes: the socket's peer, or the
+     * address a PROXY protocol header carried. The codec sets it, and only
+     * the codec; the exchange derives `client` from it. */
+    pt_slice peer;
     uint64_t t_start;
 
     /* ---- the request's way ---- */
@@ -86,6 +90,14 @@ struct pt_exchange {
     char reqid_buf[33];
     pt_slice reqid;
     struct pt_identity identity;
+    /* The real client (pt_exchange_find_client): the peer, or from a
+     * trusted peer the X-Forwarded-For walk's answer (http/forwarded.h),
+     * in canonical text. What ${remote_addr}, the access log's
+     * remote_addr, ip_restriction and X-Real-IP see. Empty until the
+     * request head is complete: the log then shows the peer. */
+    pt_slice client;
+    struct pt_ip client_ip; /* the same, parsed (family 0: the peer had no IP) */
+    char client_buf[PT_IP_TEXT_MAX];
 
     /* filters */
     struct pt_filter_ctx fctx;

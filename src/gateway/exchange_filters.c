@@ -306,7 +306,8 @@ void pt_exchange_filters_begin(struct pt_exchange *ex)
     f->scheme = ex->req.scheme;
     f->authority = ex->req.host;
     f->request_id = ex->reqid;
-    f->remote_addr = ex->remote;
+    f->remote_addr = ex->client;
+    f->remote_ip = ex->client_ip.family ? &ex->client_ip : NULL;
     f->param_names = ex->rr.param_names;
     f->param_values = ex->rr.param_values;
     f->nparams = ex->rr.nparams;

@@ -16,6 +16,9 @@ void pt_exchange_log(struct pt_exchange *ex);
 /* exchange_request.c: strip_prefix / rewrite (1, 0 out of memory, -1 a
  * path that cannot be normalised) and the X-Forwarded-* / Host fields. */
 int pt_exchange_rewrite_path(struct pt_exchange *ex);
+/* Sets ex->client and ex->client_ip from the peer and, from a trusted
+ * peer, X-Forwarded-For. First thing once the head is complete. */
+void pt_exchange_find_client(struct pt_exchange *ex);
 bool pt_exchange_forwarding_headers(struct pt_exchange *ex);
 
 /* exchange_filters.c */

@@ -1,19 +1,36 @@
 /*
  * exchange_request.c — what the gateway changes on the way upstream: the
  * path (strip_prefix, rewrite) and the forwarding fields (X-Forwarded-*,
- * X-Request-ID, Host).
+ * X-Real-IP, X-Request-ID, Host); and who the client is.
  */
 #include "gateway/exchange_int.h"
 
+#include "http/forwarded.h"
 #include "http/h1_write.h"
 #include "http/path.h"
 
-/* X-Forwarded-For appends to what earlier proxies wrote; X-Forwarded-Proto
- * is the listener's scheme. */
+void pt_exchange_find_client(struct pt_exchange *ex)
+{
+    ex->client = ex->peer;
+    if (!pt_ip_parse(ex->peer, &ex->client_ip))
+        return; /* no IP peer: nothing to walk or to match (family 0) */
+    if (ex->gen->trusted_proxies.n)
+        pt_forwarded_client(&ex->reqh, &ex->gen->trusted_proxies, &ex->client_ip);
+    /* Canonical text, so one client is one key (rate limits, hashing)
+     * whatever spelling an X-Forwarded-For entry used. */
+    size_t n = pt_ip_format(&ex->client_ip, ex->client_buf);
+    if (n)
+        ex->client = (pt_slice){ex->client_buf, n};
+}
+
+/* X-Forwarded-For appends the peer to what earlier proxies wrote (the
+ * client is the walk's answer, but each hop records whom it heard from);
+ * X-Forwarded-Proto is the listener's scheme; X-Real-IP, when asked for,
+ * is the client and replaces whatever the client sent. */
 bool pt_exchange_forwarding_headers(struct pt_exchange *t)
 {
     struct pt_arena *a = t->arena;
-    pt_slice ip = t->remote;
+    pt_slice ip = t->peer;
     /* X-Forwarded-For: append to what earlier proxies wrote (an empty
      * field adds nothing: no ", 10.0.0.1"). */
     size_t prior = 0;
@@ -41,6 +58,9 @@ bool pt_exchange_forwarding_headers(struct pt_exchange *t)
     if (pt_headers_set(&t->reqh, a, PT_SLICE("X-Forwarded-For"), xff) < 0 ||
         pt_headers_set(&t->reqh, a, PT_SLICE("X-Forwarded-Proto"), t->req.scheme) < 0 ||
         pt_headers_set(&t->reqh, a, PT_SLICE("X-Request-ID"), t->reqid) < 0)
+        return false;
+    if (t->gen->forward_real_ip &&
+        pt_headers_set(&t->reqh, a, PT_SLICE("X-Real-IP"), t->client) < 0)
         return false;
     if (t->req.host.len &&
         pt_headers_set(&t->reqh, a, PT_SLICE("X-Forwarded-Host"), t->req.host) < 0)

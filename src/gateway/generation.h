@@ -17,6 +17,7 @@
 #define PT_GATEWAY_GENERATION_H
 
 #include "core/arena.h"
+#include "core/cidr.h"
 #include "core/loop.h"
 #include "filters/filter.h"
 #include "proxy/upstream_types.h"
@@ -123,6 +124,10 @@ struct pt_generation {
     const char *admin_token; /* bearer token for the admin API; NULL = none (loopback only) */
     struct pt_limits limits;
     struct pt_access_log_cfg access_log;
+    /* `trusted_proxies`: peers whose X-Forwarded-For is believed (empty:
+     * none; every peer is the client). */
+    struct pt_cidr_set trusted_proxies;
+    bool forward_real_ip; /* set X-Real-IP: <client> upstream */
     struct pt_upstream *upstreams;
     uint32_t nupstreams;
     struct pt_route *routes;

@@ -126,7 +126,7 @@ struct h1_txn *pt_h1s_txn_new(struct pt_conn *c)
     t->c = c;
     pt_exchange_init(&t->ex, c->w, &c->arena, &codec_ops, c);
     t->ex.listener = c->listener;
-    t->ex.remote = (pt_slice){c->remote, c->remote_len};
+    t->ex.peer = (pt_slice){c->remote, c->remote_len};
     t->ex.req.scheme = (pt_slice){c->scheme, strlen(c->scheme)};
     t->ex.t_start = c->head_started ? c->head_ns : pt_loop_now_ns(&c->w->loop);
     t->minor_version = 1;

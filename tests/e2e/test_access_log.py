@@ -12,7 +12,7 @@ import requests
 from conftest import (PORTICO, Gateway, backend, free_port, make_config, scaled, to_yaml,
                       upstream, wait_until, with_backend)
 
-KEYS = {"time", "request_id", "route", "upstream", "target", "method", "path", "status",
+KEYS = {"time", "request_id", "remote_addr", "peer_addr", "route", "upstream", "target", "method", "path", "status",
         "bytes_in", "bytes_out", "duration_ms", "upstream_ms"}
 
 

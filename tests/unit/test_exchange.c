@@ -662,7 +662,7 @@ static struct pt_exchange *fc_begin(struct fconn *c, const char *method, const c
     pt_exchange_init(ex, &W, &c->arena, &fc_ops, c);
     c->ex = ex;
     ex->listener = "test";
-    ex->remote = PT_SLICE("192.0.2.1");
+    ex->peer = PT_SLICE("192.0.2.1");
     ex->t_start = pt_loop_now_ns(&W.loop);
     ex->req.method = (pt_slice){method, strlen(method)};
     ex->req.method_id = pt_method_lookup(method, strlen(method));
