@@ -8,6 +8,8 @@
 #include "http/h1_write.h"
 #include "http/path.h"
 
+#include <strings.h>
+
 /* X-Forwarded-For appends to what earlier proxies wrote; X-Forwarded-Proto
  * is the listener's scheme. */
 bool pt_exchange_forwarding_headers(struct pt_exchange *t)
@@ -63,7 +65,10 @@ int pt_exchange_rewrite_path(struct pt_exchange *t)
     t->path = t->req.path;
     if (r->strip_prefix) {
         size_t n = strlen(r->strip_prefix);
-        if (t->path.len >= n && memcmp(t->path.p, r->strip_prefix, n) == 0) {
+        /* The route matched on that prefix, in any case when it ignores case. */
+        if (t->path.len >= n &&
+            (r->match.case_insensitive ? strncasecmp(t->path.p, r->strip_prefix, n) == 0
+                                       : memcmp(t->path.p, r->strip_prefix, n) == 0)) {
             t->path.p += n;
             t->path.len -= n;
             if (t->path.len == 0 || t->path.p[0] != '/') {
