@@ -14,8 +14,9 @@ import subprocess
 
 import pytest
 
-from conftest import (PORTICO, Gateway, backend, free_port, make_config, parse_response, raw_ex,
-                      require_binaries, scaled, upstream)
+from conftest import (PORTICO, Gateway, backend, free_port, make_config, require_binaries, scaled,
+                      upstream)
+from test_path_normalization import get, seen  # raw request; (backend path, admin route ran)
 
 
 def cfg(port, bport, limits=None, ci=False):
@@ -55,18 +56,6 @@ def gws(tmp_path_factory):
         finally:
             for g in started.values():
                 g.stop()
-
-
-def get(gw, target):
-    data, _ = raw_ex(gw.port, b"GET " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-                     timeout=scaled(5))
-    return parse_response(data)
-
-
-def seen(r):
-    """(path the backend got, whether the admin route's filter ran)."""
-    doc = r.json()
-    return doc["path"], any(k.lower() == "x-admin-checked" for k, _ in doc["headers"])
 
 
 DOT = "dot segment with parameters"
