@@ -27,6 +27,7 @@
  */
 #include "control/config_int.h"
 #include "gateway/router.h"
+#include "http/path.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -120,6 +121,8 @@ static void set_defaults(struct pt_generation *g)
         .max_body_bytes = 8u << 20,
         .normalize_path = true,
         .merge_slashes = true,
+        .escaped_slashes = PT_ESC_REJECT,
+        .semicolons = PT_SEMI_REJECT,
         .max_uri_bytes = 8u << 10,
         .header_timeout_ms = 10000,
         .idle_timeout_ms = 60000,
@@ -608,30 +611,51 @@ static void check_address_conflicts(struct cfg *c, const struct pt_ynode *admin)
 
 #define PT_HEAD_BYTES_MAX (1u << 20)
 
-static const char *const limits_keys[] = {
-    "max_header_bytes", "max_headers",   "max_body_bytes",
-    "header_timeout",   "idle_timeout",  "max_connections",
-    "max_uri_bytes",    "drain_timeout", "headers_with_underscores",
-    "normalize_path",   "merge_slashes", NULL};
+static const char *const limits_keys[] = {"max_header_bytes",
+                                          "max_headers",
+                                          "max_body_bytes",
+                                          "header_timeout",
+                                          "idle_timeout",
+                                          "max_connections",
+                                          "max_uri_bytes",
+                                          "drain_timeout",
+                                          "headers_with_underscores",
+                                          "normalize_path",
+                                          "merge_slashes",
+                                          "escaped_slashes",
+                                          "semicolons",
+                                          NULL};
 
-static void walk_underscores(struct cfg *c, const struct pt_ynode *n, uint8_t *out)
+/* One of `names` (a mode key such as headers_with_underscores), with a
+ * "did you mean" when the value is close to one. */
+static void walk_mode(struct cfg *c, const struct pt_ynode *n, const char *key,
+                      const char *const *names, int count, uint8_t *out)
 {
-    for (int m = 0; m < PT_US_MODES && n->kind == PT_YSCALAR && !n->is_null; m++) {
-        if (strcmp(n->str, pt_underscores_names[m]) == 0) {
+    for (int m = 0; m < count && n->kind == PT_YSCALAR && !n->is_null; m++) {
+        if (strcmp(n->str, names[m]) == 0) {
             *out = (uint8_t)m;
             return;
         }
     }
-    char buf[64];
-    err_at(c, n, "`headers_with_underscores` must be `drop`, `reject` or `allow`, got %s",
-           pt_cfg_describe(n, buf, sizeof(buf)));
+    char buf[64], hint[96] = "", list[96] = "";
+    size_t k = 0;
+    for (int m = 0; m < count && k < sizeof(list); m++)
+        k += (size_t)snprintf(list + k, sizeof(list) - k, "%s`%s`",
+                              m == 0           ? ""
+                              : m + 1 == count ? " or "
+                                               : ", ",
+                              names[m]);
+    if (n->kind == PT_YSCALAR && !n->is_null)
+        pt_cfg_did_you_mean(n->str, names, (size_t)count, hint, sizeof(hint));
+    err_at(c, n, "`%s` must be %s, got %s%s", key, list, pt_cfg_describe(n, buf, sizeof(buf)),
+           hint);
 }
 
 static void walk_limits(struct cfg *c, const struct pt_ynode *n)
 {
     if (!pt_cfg_want_map(&c->w, n, "`limits`"))
         return;
-    const struct pt_ynode *v[11] = {0};
+    const struct pt_ynode *v[13] = {0};
     pt_cfg_bind_keys(&c->w, n, limits_keys, NULL, "in limits", v, NULL);
     struct pt_limits *l = &c->g->limits;
     /* A head is read into one buffer per connection (and 32-bit offsets). */
@@ -654,11 +678,17 @@ static void walk_limits(struct cfg *c, const struct pt_ynode *n)
     if (v[7])
         pt_cfg_want_duration(&c->w, v[7], "`drain_timeout`", false, &l->drain_timeout_ms);
     if (v[8])
-        walk_underscores(c, v[8], &l->underscores);
+        walk_mode(c, v[8], "headers_with_underscores", pt_underscores_names, PT_US_MODES,
+                  &l->underscores);
     if (v[9])
         pt_cfg_want_bool(&c->w, v[9], "`normalize_path`", &l->normalize_path);
     if (v[10])
         pt_cfg_want_bool(&c->w, v[10], "`merge_slashes`", &l->merge_slashes);
+    if (v[11])
+        walk_mode(c, v[11], "escaped_slashes", pt_escaped_slashes_names, PT_ESC_MODES,
+                  &l->escaped_slashes);
+    if (v[12])
+        walk_mode(c, v[12], "semicolons", pt_semicolons_names, PT_SEMI_MODES, &l->semicolons);
 }
 
 static const char *const access_log_keys[] = {"path", "format", NULL};

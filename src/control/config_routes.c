@@ -42,11 +42,12 @@ enum {
     M_METHODS,
     M_HEADERS,
     M_QUERY,
+    M_CASE_SENSITIVE,
     M_N
 };
-static const char *const match_keys[] = {"hosts",         "path",       "path_prefix",
-                                         "path_template", "path_regex", "methods",
-                                         "headers",       "query",      NULL};
+static const char *const match_keys[] = {
+    "hosts",   "path",    "path_prefix", "path_template",  "path_regex",
+    "methods", "headers", "query",       "case_sensitive", NULL};
 
 /* Path parameters a route defines (template names, regex group names and
  * numbers), for checking `rewrite`. */
@@ -78,12 +79,12 @@ static bool add_regex(struct cfg *c, pcre2_code *re)
 
 /* Compiles and JITs a pattern; the code is owned by the generation. */
 static pcre2_code *compile_regex(struct cfg *c, const struct pt_ynode *at, const char *pattern,
-                                 const char *what)
+                                 const char *what, uint32_t options)
 {
     int errcode;
     PCRE2_SIZE erroff;
     pcre2_code *re =
-        pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, 0, &errcode, &erroff, NULL);
+        pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, options, &errcode, &erroff, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(errcode, msg, sizeof(msg));
@@ -180,9 +181,23 @@ static bool check_path_normal(struct cfg *c, const struct pt_ynode *n, const cha
 {
     char *raw, *lit;
     long nl = normal_literal(c, p, false, &raw, &lit);
-    bool ok = nl >= 0 && strcmp(lit, raw) == 0;
+    bool ok = nl >= 0 && strcmp(lit, raw) == 0, escaped = false;
+    const struct pt_limits *lim = &c->g->limits;
+    const char *why =
+        nl >= 0 ? pt_path_screen(raw, strlen(raw), lim->escaped_slashes, lim->semicolons, &escaped)
+                : NULL;
     if (nl == -2) {
         oom(c);
+    } else if (why) {
+        ok = false;
+        err_at(c, n, "%s `%s` can never match: requests that break a path rule are refused (%s)",
+               key, p, why);
+    } else if (escaped && lim->escaped_slashes == PT_ESC_DECODE) {
+        ok = false;
+        err_at(c, n,
+               "%s `%s` can never match: `limits.escaped_slashes: decode` turns `%%2F` and `%%5C` "
+               "into `/` before routing",
+               key, p);
     } else if (nl < 0) {
         err_at(c, n,
                "%s `%s` can never match: a request whose path has a `..` above `/` or a `%%` "
@@ -509,7 +524,7 @@ static bool walk_kv(struct cfg *c, const struct pt_ynode *n, bool headers, struc
         if (val->str[0] == '~') {
             char where[160];
             snprintf(where, sizeof(where), "%s `%s`", headers ? "header" : "query parameter", name);
-            m->re = compile_regex(c, val, val->str + 1, where);
+            m->re = compile_regex(c, val, val->str + 1, where, 0);
             if (!m->re) {
                 ok = false;
                 continue;
@@ -541,6 +556,10 @@ static void walk_match(struct cfg *c, const struct pt_ynode *n, struct pt_route 
     const struct pt_ynode *v[M_N] = {0}, *k[M_N] = {0};
     pt_cfg_bind_keys(&c->w, n, match_keys, NULL, "in route match", v, k);
     struct pt_route_match *m = &r->match;
+    bool cs = true;
+    if (v[M_CASE_SENSITIVE] &&
+        pt_cfg_want_bool(&c->w, v[M_CASE_SENSITIVE], "`case_sensitive`", &cs))
+        m->case_insensitive = !cs;
 
     if (v[M_HOSTS]) {
         struct pt_strlist hosts;
@@ -590,7 +609,9 @@ static void walk_match(struct cfg *c, const struct pt_ynode *n, struct pt_route 
             m->path_template = dup_str(c, p);
     } else if (first == M_PATH_REGEX) {
         const char *p = pt_cfg_want_str(&c->w, v[M_PATH_REGEX], "`path_regex`");
-        pcre2_code *re = p ? compile_regex(c, v[M_PATH_REGEX], p, "`path_regex`") : NULL;
+        pcre2_code *re = p ? compile_regex(c, v[M_PATH_REGEX], p, "`path_regex`",
+                                           m->case_insensitive ? PCRE2_CASELESS : 0)
+                           : NULL;
         if (re && regex_params(c, v[M_PATH_REGEX], re, ps)) {
             m->path_regex = dup_str(c, p);
             m->regex = re;

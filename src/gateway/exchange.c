@@ -172,13 +172,22 @@ static bool screen_underscores(struct pt_exchange *ex, uint8_t mode)
     return true;
 }
 
-/* One spelling of the path for routing, filters and the upstream,
- * normalised in a copy (a refused path is logged as it was sent). */
+/* The path rules (http/path.h), then one spelling of the path for
+ * routing, filters and the upstream, made in a copy (a refused path is
+ * logged as it was sent). */
 static bool normalize(struct pt_exchange *ex)
 {
     const struct pt_limits *lim = &ex->gen->limits;
     pt_slice p = ex->req.path;
-    if (!lim->normalize_path || !pt_path_needs_normalize(p.p, p.len, lim->merge_slashes))
+    bool escaped;
+    const char *why = pt_path_screen(p.p, p.len, lim->escaped_slashes, lim->semicolons, &escaped);
+    if (why) {
+        pt_exchange_respond(ex, 400, why, true);
+        return false;
+    }
+    bool decode = escaped && lim->escaped_slashes == PT_ESC_DECODE;
+    bool norm = lim->normalize_path && pt_path_needs_normalize(p.p, p.len, lim->merge_slashes);
+    if (!decode && !norm)
         return true;
     char *np = pt_arena_alloc(ex->arena, p.len ? p.len : 1);
     if (!np) {
@@ -186,12 +195,17 @@ static bool normalize(struct pt_exchange *ex)
         return false;
     }
     memcpy(np, p.p, p.len);
-    long nl = pt_path_normalize(np, p.len, lim->merge_slashes);
-    if (nl < 0) {
-        pt_exchange_respond(ex, 400, "invalid path: `..` above the root or a bad `%` escape", true);
-        return false;
+    size_t n = decode ? pt_path_decode_slashes(np, p.len) : p.len;
+    if (lim->normalize_path) {
+        long nl = pt_path_normalize(np, n, lim->merge_slashes);
+        if (nl < 0) {
+            pt_exchange_respond(ex, 400, "invalid path: `..` above the root or a bad `%` escape",
+                                true);
+            return false;
+        }
+        n = (size_t)nl;
     }
-    ex->req.path = (pt_slice){np, (size_t)nl};
+    ex->req.path = (pt_slice){np, n};
     return true;
 }
 

@@ -9,6 +9,8 @@
 #include "http/h1_write.h"
 #include "http/path.h"
 
+#include <strings.h>
+
 void pt_exchange_find_client(struct pt_exchange *ex)
 {
     ex->client = ex->peer;
@@ -83,7 +85,10 @@ int pt_exchange_rewrite_path(struct pt_exchange *t)
     t->path = t->req.path;
     if (r->strip_prefix) {
         size_t n = strlen(r->strip_prefix);
-        if (t->path.len >= n && memcmp(t->path.p, r->strip_prefix, n) == 0) {
+        /* The route matched on that prefix, in any case when it ignores case. */
+        if (t->path.len >= n &&
+            (r->match.case_insensitive ? strncasecmp(t->path.p, r->strip_prefix, n) == 0
+                                       : memcmp(t->path.p, r->strip_prefix, n) == 0)) {
             t->path.p += n;
             t->path.len -= n;
             if (t->path.len == 0 || t->path.p[0] != '/') {

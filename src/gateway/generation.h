@@ -50,6 +50,8 @@ struct pt_limits {
     uint8_t underscores;        /* request header names with `_`: enum pt_underscores */
     bool normalize_path;        /* default true: see http/path.h */
     bool merge_slashes;         /* default true (with normalize_path) */
+    uint8_t escaped_slashes;    /* `%2F`/`%5C`: enum pt_escaped_slashes, default reject */
+    uint8_t semicolons;         /* `;`: enum pt_semicolons, default reject */
 };
 
 /* What happens to a request header whose name holds an underscore. CGI and
@@ -87,6 +89,7 @@ struct pt_route_match {
     uint32_t nheaders;
     struct pt_kv_match *query;
     uint32_t nquery;
+    bool case_insensitive; /* `case_sensitive: false`: the path ignores ASCII case */
 };
 
 struct pt_route {

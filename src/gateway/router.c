@@ -362,8 +362,9 @@ static void template_dfs(const struct tnode *n, uint32_t idx, size_t start, uint
     }
     struct piece pc = get_piece(m, idx, start, prev_chain);
     size_t slen = pc.end - start;
+    uint64_t eh = pt_unlikely(n->fold) ? piece_hash(path.p + start, slen, true) : pc.hash;
     const struct tnode *child =
-        htab_get(&m->r->edges, hash_fin(pc.hash, n->id), n->id, path.p + start, slen, false);
+        htab_get(&m->r->edges, hash_fin(eh, n->id), n->id, path.p + start, slen, n->fold);
     if (child)
         template_dfs(child, idx + 1, pc.end + 1, pc.chain, m, best);
     if (n->param && slen > 0)
@@ -377,7 +378,11 @@ static bool template_try(const struct bucket *b, struct mctx *m)
         return false;
     struct tbest best = {NULL, 0};
     struct piece p0 = get_piece(m, 0, 0, PATH_SEED); /* the empty piece before '/' */
-    template_dfs(b->troot, 1, 1, p0.chain, m, &best);
+    if (b->troot)
+        template_dfs(b->troot, 1, 1, p0.chain, m, &best);
+    /* The same contest: most literal segments, then the tie-breaks. */
+    if (b->troot_ci)
+        template_dfs(b->troot_ci, 1, 1, p0.chain, m, &best);
     if (!best.rt)
         return false;
     /* Params: walk the winner's segments against the path once more. */
@@ -404,20 +409,21 @@ static bool template_try(const struct bucket *b, struct mctx *m)
  * that matches at a segment boundary. `m` is NULL at build time, when
  * `path` is a prefix key looking for its fallback link. */
 const struct pentry *pt_router_prefix_longest(const struct pt_router *r, const struct bucket *b,
-                                              struct mctx *m, pt_slice path, size_t lim)
+                                              struct mctx *m, pt_slice path, size_t lim, bool fold)
 {
     const struct pentry *best = NULL;
-    uint32_t owner = b->id * 2 + PATH_PREFIX;
+    uint32_t owner = b->id * PATH_KINDS + (fold ? PATH_PREFIX_CI : PATH_PREFIX);
+    const struct lenmap *lens = fold ? &b->prefix_ci_lens : &b->prefix_lens;
     const char *p = path.p;
     uint64_t h = PATH_SEED;
     uint32_t idx = 0;
     for (size_t s = 0;; idx++) {
         struct piece pc;
-        if (m) {
+        if (m && !fold) {
             pc = get_piece(m, idx, s, h);
         } else {
             pc.end = next_slash(p, s, path.len);
-            pc.chain = chain(h, piece_hash(p + s, pc.end - s, false));
+            pc.chain = chain(h, piece_hash(p + s, pc.end - s, fold));
         }
         size_t e = pc.end;
         if (e > lim)
@@ -425,18 +431,18 @@ const struct pentry *pt_router_prefix_longest(const struct pt_router *r, const s
         h = pc.chain;
         /* p[0..e) ends where a segment ends. An empty piece ("//") gives
          * the same string as the previous step's "ends in '/'" probe. */
-        if (e > s && lenmap_has(&b->prefix_lens, e)) {
-            const struct pentry *x = htab_get(&r->paths, hash_fin(h, owner), owner, p, e, false);
+        if (e > s && lenmap_has(lens, e)) {
+            const struct pentry *x = htab_get(&r->paths, hash_fin(h, owner), owner, p, e, fold);
             if (x)
                 best = x;
         }
         if (e == path.len)
             break;
         /* p[0..e+1) ends in '/': the form of a prefix that matches anything under it. */
-        if (e + 1 <= lim && lenmap_has(&b->prefix_lens, e + 1)) {
+        if (e + 1 <= lim && lenmap_has(lens, e + 1)) {
             uint64_t hs = chain(h, piece_hash(p, 0, false));
             const struct pentry *x =
-                htab_get(&r->paths, hash_fin(hs, owner), owner, p, e + 1, false);
+                htab_get(&r->paths, hash_fin(hs, owner), owner, p, e + 1, fold);
             if (x)
                 best = x;
         }
@@ -445,13 +451,39 @@ const struct pentry *pt_router_prefix_longest(const struct pt_router *r, const s
     return best;
 }
 
-/* Step 2: one host bucket, path kinds in specificity order. */
-static bool bucket_try(const struct bucket *b, struct mctx *m)
+/* Two candidate lists for one key (case-sensitive and -insensitive
+ * routes), tried as one list: both are in match order. */
+static bool list2_try(const struct clist *a, const struct clist *b, struct mctx *m)
 {
-    const struct pt_router *r = m->r;
+    uint32_t i = 0, j = 0;
+    while (i < a->n || j < b->n) {
+        const struct cand *c = (j >= b->n || (i < a->n && rt_cmp(a->v[i].rt, b->v[j].rt) < 0))
+                                   ? &a->v[i++]
+                                   : &b->v[j++];
+        if (cand_try(c, m)) {
+            m->out->route = c->route;
+            return true;
+        }
+    }
+    return false;
+}
+
+static const struct clist no_list = {NULL, 0};
+
+/* The exact-path entry of the path, case-folded or not. */
+static const struct pentry *exact_probe(const struct bucket *b, struct mctx *m, bool fold)
+{
     pt_slice path = m->in->path;
-    if (b->has_exact && lenmap_has(&b->exact_lens, path.len)) {
-        uint64_t h = PATH_SEED;
+    uint64_t h = PATH_SEED;
+    if (fold) {
+        for (size_t s = 0;;) {
+            size_t e = next_slash(path.p, s, path.len);
+            h = chain(h, piece_hash(path.p + s, e - s, true));
+            if (e == path.len)
+                break;
+            s = e + 1;
+        }
+    } else {
         struct piece pc;
         uint32_t idx = 0;
         for (size_t s = 0;; s = pc.end + 1, idx++) {
@@ -460,16 +492,60 @@ static bool bucket_try(const struct bucket *b, struct mctx *m)
             if (pc.end == path.len)
                 break;
         }
-        uint32_t owner = b->id * 2 + PATH_EXACT;
-        const struct pentry *e =
-            htab_get(&r->paths, hash_fin(h, owner), owner, path.p, path.len, false);
+    }
+    uint32_t owner = b->id * PATH_KINDS + (fold ? PATH_EXACT_CI : PATH_EXACT);
+    return htab_get(&m->r->paths, hash_fin(h, owner), owner, path.p, path.len, fold);
+}
+
+/* Step 2 for a bucket that holds case-insensitive routes: each path kind
+ * looks in both indexes and merges what they give, in match order. */
+static bool bucket_try_ci(const struct bucket *b, struct mctx *m)
+{
+    const struct pt_router *r = m->r;
+    pt_slice path = m->in->path;
+    const struct pentry *x = NULL, *y = NULL;
+    if (b->has_exact && lenmap_has(&b->exact_lens, path.len))
+        x = exact_probe(b, m, false);
+    if (b->has_exact_ci && lenmap_has(&b->exact_ci_lens, path.len))
+        y = exact_probe(b, m, true);
+    if ((x || y) && list2_try(x ? &x->list : &no_list, y ? &y->list : &no_list, m))
+        return true;
+    if ((b->troot || b->troot_ci) && template_try(b, m))
+        return true;
+    x = b->has_prefix ? pt_router_prefix_longest(r, b, m, path, b->max_prefix, false) : NULL;
+    y = b->has_prefix_ci ? pt_router_prefix_longest(r, b, m, path, b->max_prefix_ci, true) : NULL;
+    while (x || y) {
+        /* Longest first; two of one length are one candidate list. */
+        const struct clist *lx = x && (!y || x->len >= y->len) ? &x->list : &no_list;
+        const struct clist *ly = y && (!x || y->len >= x->len) ? &y->list : &no_list;
+        if (list2_try(lx, ly, m))
+            return true;
+        if (lx != &no_list)
+            x = x->parent;
+        if (ly != &no_list)
+            y = y->parent;
+    }
+    if (b->regex.n && list_try(&b->regex, m))
+        return true;
+    return b->any.n && list_try(&b->any, m);
+}
+
+/* Step 2: one host bucket, path kinds in specificity order. */
+static bool bucket_try(const struct bucket *b, struct mctx *m)
+{
+    if (pt_unlikely(b->has_ci))
+        return bucket_try_ci(b, m);
+    const struct pt_router *r = m->r;
+    pt_slice path = m->in->path;
+    if (b->has_exact && lenmap_has(&b->exact_lens, path.len)) {
+        const struct pentry *e = exact_probe(b, m, false);
         if (e && list_try(&e->list, m))
             return true;
     }
     if (b->troot && template_try(b, m))
         return true;
     if (b->has_prefix) {
-        const struct pentry *e = pt_router_prefix_longest(r, b, m, path, b->max_prefix);
+        const struct pentry *e = pt_router_prefix_longest(r, b, m, path, b->max_prefix, false);
         for (; e; e = e->parent)
             if (list_try(&e->list, m))
                 return true;

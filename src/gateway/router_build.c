@@ -22,6 +22,10 @@
  *                                    `edges` hash table keyed by (node, segment), at most
  *                                    one {param} edge per node, a list per terminal node;
  *      regex, no path             → one list per bucket, tried in order.
+ *    Routes with `case_sensitive: false` get the same exact, prefix and
+ *    template indexes a second time, keyed lowercase and probed with
+ *    case-folded hashes; router.c merges both in match order. A bucket
+ *    without such routes (the common case) never pays for them.
  *  - Fallback chains are resolved at build time. A prefix P that matches a
  *    path agrees with that path on every byte before |P|, so which shorter
  *    prefixes also match is a property of P alone: each prefix entry links
@@ -39,13 +43,15 @@
 
 /* ---- key hashes and tables, build side ---- */
 
-/* Build-side key hashes; lookups compute the same states incrementally. */
-static uint64_t path_hash(const char *p, size_t n)
+/* Build-side key hashes; lookups compute the same states incrementally.
+ * Case-insensitive keys are stored lowercase, so folding changes nothing
+ * here; it is passed for symmetry with the lookup. */
+static uint64_t path_hash(const char *p, size_t n, bool fold)
 {
     uint64_t h = PATH_SEED;
     for (size_t s = 0;;) {
         size_t e = next_slash(p, s, n);
-        h = chain(h, piece_hash(p + s, e - s, false));
+        h = chain(h, piece_hash(p + s, e - s, fold));
         if (e == n)
             return h;
         s = e + 1;
@@ -106,6 +112,7 @@ enum { K_EXACT, K_TEMPLATE, K_PREFIX, K_REGEX, K_NONE };
 struct placement {
     struct bucket *bucket;
     int kind;
+    bool fold;       /* match.case_sensitive: false; key is lowercase */
     const char *key; /* exact path, prefix, or normalized template ("{}" per param) */
     size_t klen;
     const struct rt *rt;
@@ -114,6 +121,7 @@ struct placement {
 struct pending_prefix {
     struct pentry *e;
     const struct bucket *b;
+    bool fold;
     const char *key;
     size_t klen;
 };
@@ -145,8 +153,8 @@ static int compile_route(struct builder *bd, const struct pt_route *src, uint32_
                          struct rt *c);
 static struct bucket *host_bucket(struct builder *bd, const struct pt_route *src, const char *host);
 static int placement_cmp(const void *pa, const void *pb);
-static const struct tnode *trie_insert(struct builder *bd, struct bucket *b, const char *key,
-                                       size_t klen, struct clist list);
+static const struct tnode *trie_insert(struct builder *bd, struct bucket *b, bool fold,
+                                       const char *key, size_t klen, struct clist list);
 
 struct pt_router *pt_router_build(struct pt_generation *g, char *err, size_t errlen)
 {
@@ -233,12 +241,24 @@ static size_t place_routes(struct builder *bd, const struct rt *rts, struct plac
             kind = K_PREFIX, key = mt->path_prefix;
         else if (mt->path_regex)
             kind = K_REGEX;
+        bool fold =
+            mt->case_insensitive && (kind == K_EXACT || kind == K_TEMPLATE || kind == K_PREFIX);
+        if (fold) {
+            char *low = pt_arena_strndup(bd->a, key, strlen(key));
+            if (!low) {
+                fail(bd, src, "out of memory");
+                return SIZE_MAX;
+            }
+            for (char *q = low; *q; q++)
+                *q = (char)lower((unsigned char)*q);
+            key = low;
+        }
         uint32_t nh = mt->nhosts ? mt->nhosts : 1;
         for (uint32_t j = 0; j < nh; j++) {
             struct bucket *b = host_bucket(bd, src, mt->nhosts ? mt->hosts[j] : NULL);
             if (!b)
                 return SIZE_MAX;
-            pl[np++] = (struct placement){b, kind, key, strlen(key), &rts[i]};
+            pl[np++] = (struct placement){b, kind, fold, key, strlen(key), &rts[i]};
         }
     }
     return np;
@@ -256,17 +276,22 @@ static int index_path(struct builder *bd, const struct placement *p, struct clis
         return -1;
     }
     e->list = list;
-    uint32_t owner = b->id * 2 + (p->kind == K_EXACT ? PATH_EXACT : PATH_PREFIX);
-    htab_put(&bd->r->paths, hash_fin(path_hash(p->key, p->klen), owner), owner, p->key, p->klen, e);
+    e->len = p->klen;
+    int kind = p->kind == K_EXACT ? PATH_EXACT : PATH_PREFIX;
+    uint32_t owner = b->id * PATH_KINDS + (uint32_t)(p->fold ? kind + PATH_EXACT_CI : kind);
+    htab_put(&bd->r->paths, hash_fin(path_hash(p->key, p->klen, p->fold), owner), owner, p->key,
+             p->klen, e);
     if (p->kind == K_EXACT) {
-        b->has_exact = true;
-        lenmap_add(&b->exact_lens, p->klen);
+        *(p->fold ? &b->has_exact_ci : &b->has_exact) = true;
+        lenmap_add(p->fold ? &b->exact_ci_lens : &b->exact_lens, p->klen);
     } else {
-        b->has_prefix = true;
-        b->max_prefix = PT_MAX(b->max_prefix, p->klen);
-        lenmap_add(&b->prefix_lens, p->klen);
-        prefixes[(*nprefix)++] = (struct pending_prefix){e, b, p->key, p->klen};
+        *(p->fold ? &b->has_prefix_ci : &b->has_prefix) = true;
+        size_t *max = p->fold ? &b->max_prefix_ci : &b->max_prefix;
+        *max = PT_MAX(*max, p->klen);
+        lenmap_add(p->fold ? &b->prefix_ci_lens : &b->prefix_lens, p->klen);
+        prefixes[(*nprefix)++] = (struct pending_prefix){e, b, p->fold, p->key, p->klen};
     }
+    b->has_ci |= p->fold;
     return 0;
 }
 
@@ -281,7 +306,8 @@ static int index_lists(struct builder *bd, const struct placement *pl, size_t np
         size_t j = i;
         struct clist list = {backing + used, 0};
         for (; j < np && pl[j].bucket == pl[i].bucket && pl[j].kind == pl[i].kind &&
-               pl[j].klen == pl[i].klen && memcmp(pl[j].key, pl[i].key, pl[i].klen) == 0;
+               pl[j].fold == pl[i].fold && pl[j].klen == pl[i].klen &&
+               memcmp(pl[j].key, pl[i].key, pl[i].klen) == 0;
              j++) {
             /* A route listing the same host twice lands here twice. */
             const struct rt *c = pl[j].rt;
@@ -299,7 +325,7 @@ static int index_lists(struct builder *bd, const struct placement *pl, size_t np
                 return -1;
             break;
         case K_TEMPLATE:
-            if (!trie_insert(bd, b, pl[i].key, pl[i].klen, list)) {
+            if (!trie_insert(bd, b, pl[i].fold, pl[i].key, pl[i].klen, list)) {
                 fail(bd, NULL, "out of memory");
                 return -1;
             }
@@ -325,7 +351,7 @@ static void link_prefixes(const struct pt_router *r, const struct pending_prefix
         const struct pending_prefix *pp = &prefixes[i];
         if (pp->klen > 1)
             pp->e->parent = pt_router_prefix_longest(r, pp->b, NULL, (pt_slice){pp->key, pp->klen},
-                                                     pp->klen - 1);
+                                                     pp->klen - 1, pp->fold);
     }
 }
 
@@ -575,6 +601,8 @@ static int placement_cmp(const void *pa, const void *pb)
         return a->bucket->id < b->bucket->id ? -1 : 1;
     if (a->kind != b->kind)
         return a->kind < b->kind ? -1 : 1;
+    if (a->fold != b->fold)
+        return a->fold ? 1 : -1;
     if (a->klen != b->klen)
         return a->klen < b->klen ? -1 : 1;
     int c = memcmp(a->key, b->key, a->klen);
@@ -583,26 +611,29 @@ static int placement_cmp(const void *pa, const void *pb)
     return rt_cmp(a->rt, b->rt);
 }
 
-static struct tnode *new_node(struct builder *bd, uint32_t nliterals)
+static struct tnode *new_node(struct builder *bd, uint32_t nliterals, bool fold)
 {
     struct tnode *n = pt_arena_zalloc(bd->a, sizeof(*n));
     if (n) {
         n->id = bd->nnodes++;
         n->nliterals = nliterals;
+        n->fold = fold;
     }
     return n;
 }
 
 /* Inserts a normalized template ("{}" marks a param) into the bucket's
  * trie; the terminal node receives the run's candidate list. */
-static const struct tnode *trie_insert(struct builder *bd, struct bucket *b, const char *key,
-                                       size_t klen, struct clist list)
+static const struct tnode *trie_insert(struct builder *bd, struct bucket *b, bool fold,
+                                       const char *key, size_t klen, struct clist list)
 {
     struct pt_router *r = bd->r;
-    if (!b->troot && !(b->troot = new_node(bd, 0)))
+    const struct tnode **root = fold ? &b->troot_ci : &b->troot;
+    if (!*root && !(*root = new_node(bd, 0, fold)))
         return NULL;
+    b->has_ci |= fold;
     /* The nodes were allocated by this builder; the const is for workers. */
-    struct tnode *n = (struct tnode *)b->troot;
+    struct tnode *n = (struct tnode *)*root;
     /* Literal segments of the whole template, for max_lit on the way down. */
     uint32_t nlit = 1;
     for (size_t i = 1; i < klen; i++)
@@ -618,15 +649,15 @@ static const struct tnode *trie_insert(struct builder *bd, struct bucket *b, con
         size_t slen = slash ? (size_t)(slash - s) : klen - pos;
         struct tnode *child;
         if (slen == 2 && s[0] == '{' && s[1] == '}') {
-            if (!n->param && !(n->param = new_node(bd, depth_lit)))
+            if (!n->param && !(n->param = new_node(bd, depth_lit, fold)))
                 return NULL;
             child = (struct tnode *)n->param;
         } else {
             depth_lit++;
-            uint64_t h = hash_fin(piece_hash(s, slen, false), n->id);
-            child = (struct tnode *)htab_get(&r->edges, h, n->id, s, slen, false);
+            uint64_t h = hash_fin(piece_hash(s, slen, fold), n->id);
+            child = (struct tnode *)htab_get(&r->edges, h, n->id, s, slen, fold);
             if (!child) {
-                if (!(child = new_node(bd, depth_lit)))
+                if (!(child = new_node(bd, depth_lit, fold)))
                     return NULL;
                 htab_put(&r->edges, h, n->id, s, slen, child);
             }

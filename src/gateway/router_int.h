@@ -66,6 +66,7 @@ struct clist {
 struct pentry {
     struct clist list;
     const struct pentry *parent; /* prefix: next shorter prefix that also matches */
+    size_t len;                  /* of the key: merges the two prefix chains */
 };
 
 struct tnode {
@@ -74,6 +75,7 @@ struct tnode {
     uint32_t max_lit;   /* most literal segments of any terminal below: DFS pruning */
     const struct tnode *param;
     struct clist term;
+    bool fold; /* a case-insensitive trie: edges keyed lowercase */
 };
 
 /* Lengths some key has, so a lookup skips probes that cannot hit. */
@@ -82,14 +84,21 @@ struct lenmap {
     bool longer;      /* some key is ≥ 256 bytes */
 };
 
+/* Routes with `case_sensitive: false` have their own exact, prefix and
+ * template index in the bucket, keyed lowercase and probed with folded
+ * hashes ("ci"); a bucket without any (has_ci false) never looks there. */
 struct bucket {
     uint32_t id;
     bool has_exact, has_prefix;
-    size_t max_prefix;                     /* longest prefix length in this bucket */
+    bool has_ci, has_exact_ci, has_prefix_ci;
+    size_t max_prefix; /* longest prefix length in this bucket */
+    size_t max_prefix_ci;
     struct lenmap exact_lens, prefix_lens; /* per bucket: most probes never happen */
-    const struct tnode *troot;             /* NULL when no templates */
-    struct clist regex, any;               /* path regexes; routes without a path */
-    const struct bucket *wparent;          /* wildcard: next shorter matching wildcard */
+    struct lenmap exact_ci_lens, prefix_ci_lens;
+    const struct tnode *troot;    /* NULL when no templates */
+    const struct tnode *troot_ci; /* case-insensitive templates */
+    struct clist regex, any;      /* path regexes; routes without a path */
+    const struct bucket *wparent; /* wildcard: next shorter matching wildcard */
 };
 
 struct hent {
@@ -106,7 +115,8 @@ struct htab {
 };
 
 enum { HOST_EXACT = 0, HOST_WILD = 1 };
-enum { PATH_EXACT = 0, PATH_PREFIX = 1 };
+/* A path key's owner in `paths`: bucket id * PATH_KINDS + kind. */
+enum { PATH_EXACT = 0, PATH_PREFIX = 1, PATH_EXACT_CI = 2, PATH_PREFIX_CI = 3, PATH_KINDS = 4 };
 
 struct pt_router {
     struct htab hosts, paths, edges;
@@ -281,9 +291,10 @@ static inline int rt_cmp(const struct rt *a, const struct rt *b)
 struct mctx;
 
 /* The longest prefix (at most `lim` bytes) of the path in bucket `b`
- * that matches at a segment boundary (router.c). `m` is NULL at build
- * time, when `path` is a prefix key looking for its fallback link. */
+ * that matches at a segment boundary (router.c); `fold`: among the
+ * case-insensitive prefixes. `m` is NULL at build time, when `path` is a
+ * prefix key looking for its fallback link. */
 const struct pentry *pt_router_prefix_longest(const struct pt_router *r, const struct bucket *b,
-                                              struct mctx *m, pt_slice path, size_t lim);
+                                              struct mctx *m, pt_slice path, size_t lim, bool fold);
 
 #endif

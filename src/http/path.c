@@ -4,6 +4,8 @@
  */
 #include "http/path.h"
 
+#include "core/common.h"
+
 #include <string.h>
 
 static int hexval(char c)
@@ -47,6 +49,106 @@ static long decode_unreserved(char *p, size_t len)
         i += 3;
     }
     return (long)w;
+}
+
+const char *const pt_escaped_slashes_names[PT_ESC_MODES] = {"reject", "keep", "decode"};
+const char *const pt_semicolons_names[PT_SEMI_MODES] = {"reject", "keep"};
+
+/* The byte an escape at p[0] (`%` and two hex digits, len ≥ 3) stands for. */
+static int escape_at(const char *p)
+{
+    int hi = hexval(p[1]), lo = hexval(p[2]);
+    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+static bool is_escaped_slash(const char *p, size_t n)
+{
+    if (n < 3 || p[0] != '%')
+        return false;
+    int v = escape_at(p);
+    return v == '/' || v == '\\';
+}
+
+/* Whether the text before the `;` at p[semi] is a whole `.` or `..`
+ * segment, its dots raw or `%2e`: Tomcat and Spring drop the `;x` and
+ * then resolve it, so `/..;/admin` climbs to `/admin` behind the gateway. */
+static bool dot_params(const char *p, size_t semi)
+{
+    size_t j = semi;
+    int dots = 0;
+    while (dots < 3) {
+        if (j >= 1 && p[j - 1] == '.')
+            j -= 1;
+        else if (j >= 3 && p[j - 3] == '%' && p[j - 2] == '2' && (p[j - 1] | 0x20) == 'e')
+            j -= 3;
+        else
+            break;
+        dots++;
+    }
+    if (dots == 0 || dots > 2)
+        return false;
+    return j == 0 || p[j - 1] == '/' || (j >= 3 && is_escaped_slash(p + j - 3, 3));
+}
+
+static inline bool screened(unsigned char c)
+{
+    return c <= 0x20 || c == 0x7f || c == '%' || c == ';' || c == '\\';
+}
+
+const char *pt_path_screen(const char *p, size_t len, enum pt_escaped_slashes escaped_slashes,
+                           enum pt_semicolons semicolons, bool *escaped)
+{
+    *escaped = false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (pt_likely(!screened(c)))
+            continue;
+        if (c <= 0x20 || c == 0x7f)
+            return "path rule: raw control character, space or DEL";
+        if (c == '\\')
+            return "path rule: backslash";
+        if (c == ';') {
+            if (dot_params(p, i))
+                return "path rule: dot segment with parameters (`..;` or `.;`)";
+            if (semicolons == PT_SEMI_REJECT)
+                return "path rule: semicolon (limits.semicolons)";
+            continue;
+        }
+        /* '%': a broken escape is pt_path_normalize's to refuse. */
+        int v = len - i >= 3 ? escape_at(p + i) : -1;
+        if (v < 0)
+            continue;
+        if (v < 0x20 || v == 0x7f)
+            return "path rule: percent-encoded control character";
+        if (v == '/' || v == '\\') {
+            if (escaped_slashes == PT_ESC_REJECT)
+                return "path rule: escaped slash `%2F` or `%5C` (limits.escaped_slashes)";
+            *escaped = true;
+        }
+        i += 2;
+    }
+    return NULL;
+}
+
+/* Walks escapes exactly as pt_path_screen does, so both agree on which
+ * `%2F` are escapes. */
+size_t pt_path_decode_slashes(char *p, size_t len)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < len;) {
+        int v = p[i] == '%' && len - i >= 3 ? escape_at(p + i) : -1;
+        if (v == '/' || v == '\\') {
+            p[w++] = '/';
+            i += 3;
+        } else if (v >= 0) {
+            memmove(p + w, p + i, 3);
+            w += 3;
+            i += 3;
+        } else {
+            p[w++] = p[i++];
+        }
+    }
+    return w;
 }
 
 bool pt_path_needs_normalize(const char *p, size_t len, bool merge_slashes)

@@ -28,7 +28,8 @@ def gws(tmp_path_factory):
         started = {}
         try:  # a gateway that fails to start must not leave the others running
             for name, limits in (("on", {}), ("off", {"normalize_path": False}),
-                                 ("keep", {"merge_slashes": False})):
+                                 ("keep", {"merge_slashes": False}),
+                                 ("escaped_keep", {"escaped_slashes": "keep"})):
                 started[name] = Gateway(cfg(free_port(), b.port, **limits),
                                         tmp_path_factory.mktemp(name))
             yield started
@@ -64,8 +65,19 @@ def test_one_spelling_for_routing_and_upstream(gws, target, path):
     assert seen(r) == (path, True)
 
 
-def test_encoded_slash_is_kept(gws):
+def test_encoded_slash_is_refused_by_default(gws):
+    """limits.escaped_slashes: reject (the default): a backend that decodes
+    `%2F` would read another path than the one routed. More in
+    test_path_rules.py."""
     r = get(gws["on"], b"/public/a%2Fb/../c")
+    assert r.status == 400, r
+    assert "escaped slash" in r.json()["error"]
+
+
+def test_encoded_slash_is_kept_with_keep(gws):
+    """escaped_slashes: keep: `%2F` is data inside one segment, routed and
+    forwarded as sent."""
+    r = get(gws["escaped_keep"], b"/public/a%2Fb/../c")
     assert r.status == 200, r
     assert seen(r) == ("/public/c", False)
 

@@ -2,7 +2,9 @@
  * test_path.c — request path normalisation: dot segments, decoded
  * unreserved escapes, merged slashes, climbing above the root and broken
  * escapes refused, every result no longer than its input (it runs in
- * place) and stable (normalising it again changes nothing).
+ * place) and stable (normalising it again changes nothing); the path
+ * rules that run before it (issue 13's bypass strings and their encoded,
+ * double-encoded and mixed-case variants) and decoding `%2F`/`%5C` once.
  */
 #include "core/common.h"
 #include "http/path.h"
@@ -127,10 +129,128 @@ static void test_idempotent_random(void)
     }
 }
 
+/* ---- path rules (pt_path_screen, pt_path_decode_slashes) ---- */
+
+#define R_CTL "raw control"
+#define R_BSL "backslash"
+#define R_PCT "percent-encoded control"
+#define R_DOT "dot segment with parameters"
+#define R_ESC "escaped slash"
+#define R_SEMI "semicolon"
+
+struct rule_case {
+    const char *in;
+    uint8_t esc, semi;
+    const char *why; /* a substring of the refusal; NULL: passes */
+    bool escaped;
+};
+
+static const struct rule_case rule_cases[] = {
+    {"/admin", PT_ESC_REJECT, PT_SEMI_REJECT, NULL, false},
+    {"/a-b_c.~d/%41%7e%20%80%ff", PT_ESC_REJECT, PT_SEMI_REJECT, NULL, false},
+    /* the bypass strings of issue 13 */
+    {"/..;/admin", PT_ESC_KEEP, PT_SEMI_KEEP, R_DOT, false},
+    {"/admin;x", PT_ESC_REJECT, PT_SEMI_REJECT, R_SEMI, false},
+    {"/admin;x", PT_ESC_REJECT, PT_SEMI_KEEP, NULL, false},
+    {"/admin%2fx", PT_ESC_REJECT, PT_SEMI_REJECT, R_ESC, false},
+    {"/admin%2Fsecret", PT_ESC_REJECT, PT_SEMI_REJECT, R_ESC, false},
+    {"/admin%2Fsecret", PT_ESC_KEEP, PT_SEMI_REJECT, NULL, true},
+    {"/admin%2fsecret", PT_ESC_DECODE, PT_SEMI_REJECT, NULL, true},
+    {"/admin\\x", PT_ESC_KEEP, PT_SEMI_KEEP, R_BSL, false},
+    {"/admin%00", PT_ESC_KEEP, PT_SEMI_KEEP, R_PCT, false},
+    {"/%0aadmin", PT_ESC_KEEP, PT_SEMI_KEEP, R_PCT, false},
+    /* encoded, double-encoded, mixed case */
+    {"/admin%5c", PT_ESC_REJECT, PT_SEMI_KEEP, R_ESC, false},
+    {"/admin%5C", PT_ESC_DECODE, PT_SEMI_KEEP, NULL, true},
+    {"/admin%252F", PT_ESC_REJECT, PT_SEMI_REJECT, NULL, false},
+    {"/admin%255c", PT_ESC_REJECT, PT_SEMI_REJECT, NULL, false},
+    {"/admin%2500", PT_ESC_REJECT, PT_SEMI_REJECT, NULL, false},
+    {"/admin%3b", PT_ESC_REJECT, PT_SEMI_REJECT, NULL, false},
+    {"/%0A", PT_ESC_KEEP, PT_SEMI_KEEP, R_PCT, false},
+    {"/%1f", PT_ESC_KEEP, PT_SEMI_KEEP, R_PCT, false},
+    {"/%1F", PT_ESC_KEEP, PT_SEMI_KEEP, R_PCT, false},
+    {"/%7f", PT_ESC_KEEP, PT_SEMI_KEEP, R_PCT, false},
+    {"/%7F", PT_ESC_KEEP, PT_SEMI_KEEP, R_PCT, false},
+    {"/%7E%20%21", PT_ESC_KEEP, PT_SEMI_KEEP, NULL, false},
+    {"/a b", PT_ESC_KEEP, PT_SEMI_KEEP, R_CTL, false},
+    {"/a\tb", PT_ESC_KEEP, PT_SEMI_KEEP, R_CTL, false},
+    {"/a\x7f", PT_ESC_KEEP, PT_SEMI_KEEP, R_CTL, false},
+    {"/a\x01", PT_ESC_KEEP, PT_SEMI_KEEP, R_CTL, false},
+    /* dot segments with parameters, always refused */
+    {"/.;x/admin", PT_ESC_KEEP, PT_SEMI_KEEP, R_DOT, false},
+    {"/a/..;", PT_ESC_KEEP, PT_SEMI_KEEP, R_DOT, false},
+    {"..;/a", PT_ESC_KEEP, PT_SEMI_KEEP, R_DOT, false},
+    {"/%2e%2e;/admin", PT_ESC_KEEP, PT_SEMI_KEEP, R_DOT, false},
+    {"/%2E.;x/admin", PT_ESC_KEEP, PT_SEMI_KEEP, R_DOT, false},
+    {"/.%2e;x", PT_ESC_KEEP, PT_SEMI_KEEP, R_DOT, false},
+    {"/x%2F..;y", PT_ESC_KEEP, PT_SEMI_KEEP, R_DOT, true},
+    {"/x%5c.;y", PT_ESC_DECODE, PT_SEMI_KEEP, R_DOT, true},
+    {"/...;x", PT_ESC_KEEP, PT_SEMI_KEEP, NULL, false},
+    {"/a..;x", PT_ESC_KEEP, PT_SEMI_KEEP, NULL, false},
+    {"/x;..;y", PT_ESC_KEEP, PT_SEMI_KEEP, NULL, false},
+    {"/%252e%252e;x", PT_ESC_KEEP, PT_SEMI_KEEP, NULL, false},
+    {"/..;x", PT_ESC_REJECT, PT_SEMI_REJECT, R_DOT, false},
+    /* a broken escape is normalisation's to refuse, not a rule's */
+    {"/a%", PT_ESC_REJECT, PT_SEMI_REJECT, NULL, false},
+    {"/a%2", PT_ESC_REJECT, PT_SEMI_REJECT, NULL, false},
+    {"/a%%2F", PT_ESC_REJECT, PT_SEMI_REJECT, R_ESC, false},
+};
+
+static void test_rules(void)
+{
+    for (size_t i = 0; i < PT_ARRAY_LEN(rule_cases); i++) {
+        const struct rule_case *c = &rule_cases[i];
+        size_t len = strlen(c->in);
+        char *buf = malloc(len ? len : 1);
+        memcpy(buf, c->in, len);
+        bool escaped = !c->escaped;
+        const char *why = pt_path_screen(buf, len, c->esc, c->semi, &escaped);
+        if (!c->why)
+            CHECK_MSG(!why, "%s (esc %d, semi %d): want pass, got %s", c->in, c->esc, c->semi, why);
+        else
+            CHECK_MSG(why && strstr(why, c->why), "%s (esc %d, semi %d): want %s, got %s", c->in,
+                      c->esc, c->semi, c->why, why ? why : "pass");
+        CHECK_MSG(why || escaped == c->escaped, "%s: escaped %d", c->in, escaped);
+        free(buf);
+    }
+}
+
+struct decode_case {
+    const char *in, *out;
+};
+
+static const struct decode_case decode_cases[] = {
+    {"/a%2Fb", "/a/b"},
+    {"/a%2fb%5Cc%5cd", "/a/b/c/d"},
+    {"/a%252Fb", "/a%252Fb"}, /* an escaped `%`: decoded at most once */
+    {"/a%25%32%46", "/a%25%32%46"},
+    {"/%2F%2F", "///"},
+    {"/a%%2Fb", "/a%/b"}, /* as pt_path_screen reads it */
+    {"/a%2", "/a%2"},
+    {"/a%", "/a%"},
+    {"/%41%2F", "/%41/"},
+};
+
+static void test_decode_slashes(void)
+{
+    for (size_t i = 0; i < PT_ARRAY_LEN(decode_cases); i++) {
+        const struct decode_case *c = &decode_cases[i];
+        size_t len = strlen(c->in);
+        char *buf = malloc(len);
+        memcpy(buf, c->in, len);
+        size_t n = pt_path_decode_slashes(buf, len);
+        CHECK_MSG(n == strlen(c->out) && memcmp(buf, c->out, n) == 0, "%s: want %s, got %.*s",
+                  c->in, c->out, (int)n, buf);
+        free(buf);
+    }
+}
+
 int main(void)
 {
     test_cases();
     test_idempotent_random();
+    test_rules();
+    test_decode_slashes();
     printf("path: %zu cases and 20000 generated paths\n", PT_ARRAY_LEN(cases));
     return unit_report("path");
 }

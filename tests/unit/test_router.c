@@ -13,6 +13,7 @@
 #include "http/tokens.h"
 #include "unit.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -29,13 +30,14 @@ struct spec {
     const char *hdr[3][2];
     const char *qry[3][2];
     int priority;
+    bool ci; /* match.case_sensitive: false */
 };
 
-static pcre2_code *compile_re(struct pt_generation *g, const char *pat)
+static pcre2_code *compile_re(struct pt_generation *g, const char *pat, uint32_t opts)
 {
     int ec;
     PCRE2_SIZE off;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, 0, &ec, &off, NULL);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, opts, &ec, &off, NULL);
     if (!re) {
         fprintf(stderr, "bad test regex %s\n", pat);
         abort();
@@ -60,7 +62,7 @@ static uint32_t fill_kv(struct pt_generation *g, const char *const (*src)[2], in
         v[i].name = pt_arena_strdup(&g->arena, src[i][0]);
         v[i].token = header ? pt_token_lookup(src[i][0], strlen(src[i][0])) : 0;
         if (src[i][1][0] == '~')
-            v[i].re = compile_re(g, src[i][1] + 1);
+            v[i].re = compile_re(g, src[i][1] + 1, 0);
         else
             v[i].value = pt_arena_strdup(&g->arena, src[i][1]);
     }
@@ -93,7 +95,8 @@ static struct pt_route *gen_add(struct pt_generation *g, const struct spec *s)
     m->path_template = s->tmpl;
     m->path_regex = s->regex;
     if (s->regex)
-        m->regex = compile_re(g, s->regex);
+        m->regex = compile_re(g, s->regex, s->ci ? PCRE2_CASELESS : 0);
+    m->case_insensitive = s->ci;
     m->methods = s->methods;
     m->nheaders = fill_kv(g, s->hdr, 3, &m->headers, true);
     m->nquery = fill_kv(g, s->qry, 3, &m->query, false);
@@ -591,6 +594,47 @@ static void test_build_errors(void)
     gen_free(&g);
 }
 
+/* match.case_sensitive: false. Such a route ignores ASCII case in its
+ * exact path, prefix, template literals and regex; the others keep theirs,
+ * and the usual order decides between them. */
+static void test_case_insensitive(void)
+{
+    struct pt_generation g;
+    const struct spec s[] = {
+        {.name = "admin-ci", .prefix = "/admin", .ci = true},
+        {.name = "admin-cs-exact", .path = "/admin/Exact"},
+        {.name = "exact-ci", .path = "/Health", .ci = true},
+        {.name = "tmpl-ci", .tmpl = "/Users/{id}/posts", .ci = true},
+        {.name = "tmpl-cs", .tmpl = "/users/{id}/{x}"},
+        {.name = "re-ci", .regex = "^/files/[a-z]+$", .ci = true},
+        {.name = "pre-cs", .prefix = "/static"},
+        {.name = "pre-ci-longer", .prefix = "/static/img", .ci = true},
+        {.name = "pre-ci-same", .prefix = "/Static", .ci = true, .priority = 1},
+        {.name = "catchall"},
+    };
+    const struct pt_router *r = build(&g, s, PT_ARRAY_LEN(s));
+    if (!r)
+        return;
+    CHECK_STR(GET(NULL, "/admin"), "admin-ci");
+    CHECK_STR(GET(NULL, "/ADMIN/x"), "admin-ci");
+    CHECK_STR(GET(NULL, "/aDmIn"), "admin-ci");
+    CHECK_STR(GET(NULL, "/adminx"), "catchall");
+    CHECK_STR(GET(NULL, "/admin/Exact"), "admin-cs-exact");
+    CHECK_STR(GET(NULL, "/admin/exact"), "admin-ci"); /* the exact route keeps its case */
+    CHECK_STR(GET(NULL, "/health"), "exact-ci");
+    CHECK_STR(GET(NULL, "/HEALTH"), "exact-ci");
+    CHECK_STR(GET(NULL, "/users/Ab/posts"), "tmpl-ci"); /* two literals beat one */
+    CHECK(param_is("id", "Ab"));                        /* a param keeps the request's case */
+    CHECK_STR(GET(NULL, "/USERS/7/POSTS"), "tmpl-ci");
+    CHECK_STR(GET(NULL, "/USERS/7/x"), "catchall");
+    CHECK_STR(GET(NULL, "/users/7/x"), "tmpl-cs");
+    CHECK_STR(GET(NULL, "/FILES/abc"), "re-ci");
+    CHECK_STR(GET(NULL, "/static/IMG/a.png"), "pre-ci-longer"); /* longest prefix first */
+    CHECK_STR(GET(NULL, "/static/css"), "pre-ci-same");         /* same length: priority */
+    CHECK_STR(GET(NULL, "/STATIC/css"), "pre-ci-same");
+    gen_free(&g);
+}
+
 /* ---- the naive reference: the documented order, literally ---- */
 
 static bool ref_ieq_tail(const char *host, size_t hlen, const char *suf, size_t slen)
@@ -599,7 +643,7 @@ static bool ref_ieq_tail(const char *host, size_t hlen, const char *suf, size_t 
 }
 
 static int ref_template(const char *t, pt_slice path, pt_slice *names, pt_slice *vals, uint32_t *np,
-                        int *nlit)
+                        int *nlit, bool ci)
 {
     /* Both start with '/'; compare segment by segment. */
     if (!path.len || path.p[0] != '/')
@@ -618,7 +662,7 @@ static int ref_template(const char *t, pt_slice path, pt_slice *names, pt_slice 
             names[*np] = (pt_slice){a + 1, alen - 2};
             vals[(*np)++] = (pt_slice){b, blen};
         } else {
-            if (alen != blen || memcmp(a, b, alen) != 0)
+            if (alen != blen || (ci ? strncasecmp(a, b, alen) : memcmp(a, b, alen)) != 0)
                 return 0;
             (*nlit)++;
         }
@@ -629,10 +673,10 @@ static int ref_template(const char *t, pt_slice path, pt_slice *names, pt_slice 
     }
 }
 
-static bool ref_prefix(const char *pre, pt_slice path)
+static bool ref_prefix(const char *pre, pt_slice path, bool ci)
 {
     size_t n = strlen(pre);
-    if (path.len < n || memcmp(path.p, pre, n) != 0)
+    if (path.len < n || (ci ? strncasecmp(path.p, pre, n) : memcmp(path.p, pre, n)) != 0)
         return false;
     return pre[n - 1] == '/' || path.len == n || path.p[n] == '/';
 }
@@ -708,17 +752,18 @@ static bool ref_score(const struct pt_route *rt, const struct pt_route_input *in
     long pc, psub = 0;
     params->nparams = 0;
     if (m->path) {
-        if (!pt_slice_eq_cstr(in->path, m->path))
+        if (!(m->case_insensitive ? pt_slice_ieq_cstr(in->path, m->path)
+                                  : pt_slice_eq_cstr(in->path, m->path)))
             return false;
         pc = 0;
     } else if (m->path_template) {
         int nlit;
         if (!ref_template(m->path_template, in->path, params->param_names, params->param_values,
-                          &params->nparams, &nlit))
+                          &params->nparams, &nlit, m->case_insensitive))
             return false;
         pc = 1, psub = -nlit;
     } else if (m->path_prefix) {
-        if (!ref_prefix(m->path_prefix, in->path))
+        if (!ref_prefix(m->path_prefix, in->path, m->case_insensitive))
             return false;
         pc = 2, psub = -(long)strlen(m->path_prefix);
     } else if (m->path_regex) {
@@ -848,6 +893,11 @@ static const char *const hvals[] = {"mobile", "web", "Mobile", "acme", "curl/8"}
 static const char *const qkeys[] = {"version", "debug", "id"};
 static const char *const qvals[] = {"1", "2", "", "a+b", "123"};
 
+/* Case-insensitive routes in the random tables, and words in any case in
+ * their paths and in requests (off for the first tables, whose random
+ * sequence stays as it was). */
+static bool rand_ci;
+
 static char *rand_path(struct pt_arena *a, int kind)
 {
     /* kind 0: request path; 1: exact/prefix; 2: template */
@@ -861,7 +911,11 @@ static char *rand_path(struct pt_arena *a, int kind)
             w = rnd(2) ? "{p}" : "{q}";
         if (kind == 2 && w[0] == 0)
             w = "x";
+        size_t at = n;
         n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s", w);
+        if (rand_ci && w[0] != '{' && rnd(3) == 0)
+            for (size_t k = at; k < n; k += 1 + rnd(2))
+                buf[k] = (char)toupper((unsigned char)buf[k]);
     }
     if (kind == 2) {
         /* Distinct param names within one template. */
@@ -920,6 +974,7 @@ static void rand_table(struct pt_generation *g, uint32_t n)
             s.qry[j][1] = rnd(3) ? qvals[rnd(PT_ARRAY_LEN(qvals))] : "~^\\d+$";
         }
         s.priority = rnd(4) ? 0 : (int)rnd(3) - 1;
+        s.ci = rand_ci && rnd(3) == 0;
         gen_add(g, &s);
     }
     /* Shuffle file order relative to construction, while keeping index =
@@ -959,7 +1014,7 @@ static void test_random_vs_reference(uint32_t nroutes, int nreq, uint64_t seed)
         gen_free(&g);
         return;
     }
-    int mismatches = 0, matched = 0, n405 = 0, kinds[5] = {0};
+    int mismatches = 0, matched = 0, n405 = 0, kinds[5] = {0}, ci_won = 0;
     for (int i = 0; i < nreq; i++) {
         char target[256];
         struct pt_arena tmp;
@@ -1009,6 +1064,7 @@ static void test_random_vs_reference(uint32_t nroutes, int nreq, uint64_t seed)
                        : wm->path_regex    ? 3
                                            : 4;
             kinds[kind]++;
+            ci_won += wm->case_insensitive;
         }
         matched += got.status == 0;
         n405 += got.status == 405;
@@ -1021,6 +1077,7 @@ static void test_random_vs_reference(uint32_t nroutes, int nreq, uint64_t seed)
               n405, nreq);
     for (int k = 0; k < 5; k++)
         CHECK_MSG(kinds[k] > 0, "no request won by path kind %d", k);
+    CHECK_MSG(!rand_ci || ci_won > nreq / 20, "case-insensitive routes won %d of %d", ci_won, nreq);
     printf("router: %u routes, %d random lookups: %d matched (exact %d, template %d, prefix %d, "
            "regex %d, no path %d), %d 405, %d 404, %d mismatches\n",
            nroutes, nreq, matched, kinds[0], kinds[1], kinds[2], kinds[3], kinds[4], n405,
@@ -1090,10 +1147,14 @@ int main(void)
     test_versioning();
     test_deep_paths();
     test_build_errors();
+    test_case_insensitive();
     test_threads();
     test_random_vs_reference(20, 5000, 1);
     test_random_vs_reference(200, 10000, 2);
     test_random_vs_reference(1000, 20000, 3);
     test_random_vs_reference(1000, 20000, 4);
+    rand_ci = true;
+    test_random_vs_reference(200, 10000, 5);
+    test_random_vs_reference(1000, 20000, 6);
     return unit_report("router");
 }
