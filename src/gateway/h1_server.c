@@ -264,7 +264,6 @@ void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
      * relay: anyone else on this listener could claim any address. */
     if (l->proxy_protocol && l->nproxy_from &&
         !pt_cidr_match_any(l->proxy_from, l->nproxy_from, peer)) {
-        pt_log(PT_LOG_DEBUG, "listener %s: a peer outside proxy_protocol_from: closed", l->name);
         close(fd);
         return;
     }

@@ -8,7 +8,6 @@
 #include "gateway/h1_server.h"
 #include "gateway/respond.h"
 
-#include "core/log.h"
 #include "http/h1.h"
 #include "http/h1_write.h"
 #include "http/proxy_protocol.h"
@@ -235,8 +234,6 @@ static bool read_proxy_header(struct pt_conn *c)
                 return true;
             }
             if (r == PT_PP_ERROR || pt_buf_len(c->rbuf) == c->rbuf->cap) {
-                pt_log(PT_LOG_DEBUG, "listener %s: peer %s: no valid PROXY header: closed",
-                       c->listener, c->remote);
                 pt_h1s_close(c);
                 return false;
             }
