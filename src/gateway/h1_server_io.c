@@ -112,6 +112,33 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *req, uint32_t hea
         t->body_limit = ex->gen->limits.max_body_bytes;
 }
 
+/* Reads what the client has into c->rbuf (which has room once compacted:
+ * a head never fills it). 1 when bytes came; 0 when none did (`readable`
+ * is cleared on EAGAIN); -1 when the client is gone (the connection was
+ * closed). */
+static int recv_into_rbuf(struct pt_conn *c)
+{
+    if (pt_buf_space(c->rbuf) == 0)
+        pt_buf_compact(c->rbuf);
+    size_t space = pt_buf_space(c->rbuf);
+    ssize_t n = pt_io_recv(&c->w->loop, &c->io, c->rbuf->data + c->rbuf->end, space);
+    if (n > 0) {
+        c->rbuf->end += (uint32_t)n;
+        /* A short read drained the socket; with edge triggering the next
+         * arrival raises a new event, so skip the EAGAIN read. */
+        if ((size_t)n < space && !c->hup)
+            c->readable = false;
+        return 1;
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        pt_h1s_close(c);
+        return -1;
+    }
+    if (errno == EAGAIN)
+        c->readable = false;
+    return 0;
+}
+
 /* Reads the client while no transaction is active; starts one when a head
  * is complete. Returns true when a transaction was started. */
 static bool read_head(struct pt_conn *c)
@@ -154,16 +181,10 @@ static bool read_head(struct pt_conn *c)
         }
         if (!c->readable)
             break;
-        if (pt_buf_space(c->rbuf) == 0)
-            pt_buf_compact(c->rbuf);
-        size_t space = pt_buf_space(c->rbuf);
-        ssize_t n = pt_io_recv(&w->loop, &c->io, c->rbuf->data + c->rbuf->end, space);
-        if (n > 0) {
-            c->rbuf->end += (uint32_t)n;
-            /* A short read drained the socket; with edge triggering the
-             * next arrival raises a new event, so skip the EAGAIN read. */
-            if ((size_t)n < space && !c->hup)
-                c->readable = false;
+        int got = recv_into_rbuf(c);
+        if (got < 0)
+            return false;
+        if (got > 0) {
             if (!c->head_started) {
                 c->head_started = true;
                 c->head_ns = pt_loop_now_ns(&w->loop);
@@ -171,18 +192,11 @@ static bool read_head(struct pt_conn *c)
             }
             continue;
         }
-        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-            pt_h1s_close(c);
-            return false;
-        }
-        if (errno == EAGAIN) {
-            c->readable = false;
-            /* `readable` only said there might be bytes: with none of the
-             * next request here, it has to be waited for, so it was not
-             * pipelined. */
-            if (!c->rbuf || pt_buf_len(c->rbuf) == 0)
-                c->next_pipelined = false;
-        }
+        /* `readable` only said there might be bytes: with none of the
+         * next request here, it has to be waited for, so it was not
+         * pipelined. */
+        if (!c->readable && pt_buf_len(c->rbuf) == 0)
+            c->next_pipelined = false;
     }
     /* Waiting for bytes: an idle connection holds no buffer. */
     if (c->rbuf && pt_buf_len(c->rbuf) == 0) {
@@ -247,22 +261,8 @@ static bool read_proxy_header(struct pt_conn *c)
                 return false;
             }
         }
-        if (pt_buf_space(c->rbuf) == 0)
-            pt_buf_compact(c->rbuf);
-        size_t space = pt_buf_space(c->rbuf);
-        ssize_t n = pt_io_recv(&w->loop, &c->io, c->rbuf->data + c->rbuf->end, space);
-        if (n > 0) {
-            c->rbuf->end += (uint32_t)n;
-            if ((size_t)n < space && !c->hup)
-                c->readable = false;
-            continue;
-        }
-        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-            pt_h1s_close(c);
+        if (recv_into_rbuf(c) < 0)
             return false;
-        }
-        if (errno == EAGAIN)
-            c->readable = false;
     }
     if (c->rbuf && pt_buf_len(c->rbuf) == 0) {
         pt_buf_put(&w->bufs, c->rbuf);

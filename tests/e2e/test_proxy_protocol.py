@@ -13,7 +13,8 @@ import socket
 import struct
 import time
 
-from conftest import free_port, make_config, parse_responses, scaled, upstream, wait_until
+from conftest import (free_port, make_config, parse_responses, raw_ex, scaled, upstream,
+                      wait_until)
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -57,35 +58,8 @@ def exchange(port, parts, pause=None, timeout=5.0, n=1):
     """Sends parts (bytes, or a list sent as separate writes `pause` s
     apart) and reads until n complete responses, a close or the timeout.
     Returns (responses, closed_by_peer)."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
-    buf, closed = b"", False
-    try:
-        for i, part in enumerate(parts if isinstance(parts, list) else [parts]):
-            if pause and i:
-                time.sleep(pause)
-            try:
-                s.sendall(part)
-            except (BrokenPipeError, ConnectionResetError):
-                break
-        deadline = time.monotonic() + scaled(timeout)
-        while time.monotonic() < deadline:
-            s.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = s.recv(65536)
-            except socket.timeout:
-                break
-            except ConnectionResetError:
-                closed = True
-                break
-            if not chunk:
-                closed = True
-                break
-            buf += chunk
-            rs, _ = parse_responses(buf, eof=False)
-            if len([r for r in rs if r.complete]) >= n:
-                break
-    finally:
-        s.close()
+    buf, closed = raw_ex(port, parts, timeout=scaled(timeout), pause_after=pause,
+                         until_complete=n)
     rs, _ = parse_responses(buf, eof=closed)
     return rs, closed
 
