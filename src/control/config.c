@@ -495,8 +495,45 @@ static void walk_io_backend(struct cfg *c, const struct pt_ynode *n)
 
 /* ---- listeners and admin ---- */
 
-static const char *const listener_keys[] = {"name", "address", NULL};
+static const char *const listener_keys[] = {"name", "address", "proxy_protocol",
+                                            "proxy_protocol_from", NULL};
+enum { L_NAME, L_ADDRESS, L_PROXY, L_PROXY_FROM, L_NKEYS };
 static const char *const listener_planned[] = {"http2", "tls", NULL};
+
+/* `proxy_protocol: true|false` and `proxy_protocol_from: [CIDR, ...]`. */
+static bool walk_proxy_protocol(struct cfg *c, struct pt_listener_cfg *l, const struct pt_ynode *on,
+                                const struct pt_ynode *from, const struct pt_ynode *from_key)
+{
+    if (on && !pt_cfg_want_bool(&c->w, on, "`proxy_protocol`", &l->proxy_protocol))
+        return false;
+    if (!from)
+        return true;
+    if (!l->proxy_protocol) {
+        err_at(c, from_key ? from_key : from,
+               "`proxy_protocol_from` needs `proxy_protocol: true` on the same listener");
+        return false;
+    }
+    struct pt_strlist list;
+    if (!pt_cfg_want_strlist(&c->w, from, "`proxy_protocol_from`", &list))
+        return false;
+    l->proxy_from = pt_arena_zalloc(c->a, sizeof(*l->proxy_from) * (list.n ? list.n : 1));
+    if (!l->proxy_from) {
+        oom(c);
+        return false;
+    }
+    bool ok = true;
+    for (uint32_t i = 0; i < list.n; i++) {
+        const char *why;
+        const struct pt_ynode *at = from->kind == PT_YSEQ ? from->items[i] : from;
+        if (pt_cidr_parse(list.v[i], &l->proxy_from[l->nproxy_from], &why) < 0) {
+            err_at(c, at, "`proxy_protocol_from`: `%s`: %s", list.v[i], why);
+            ok = false;
+            continue;
+        }
+        l->nproxy_from++;
+    }
+    return ok;
+}
 
 static void walk_listeners(struct cfg *c, const struct pt_ynode *n)
 {
@@ -512,7 +549,7 @@ static void walk_listeners(struct cfg *c, const struct pt_ynode *n)
         const struct pt_ynode *item = n->items[i];
         if (!pt_cfg_want_map(&c->w, item, "each listener"))
             continue;
-        const struct pt_ynode *v[2] = {0}, *k[2] = {0};
+        const struct pt_ynode *v[L_NKEYS] = {0}, *k[L_NKEYS] = {0};
         uint32_t refused =
             pt_cfg_bind_keys(&c->w, item, listener_keys, listener_planned, "in listener", v, k);
         struct pt_listener_cfg *l = &g->listeners[g->nlisteners];
@@ -537,6 +574,8 @@ static void walk_listeners(struct cfg *c, const struct pt_ynode *n)
         }
         l->address = dup_str(c, addr);
         if (!l->address || !pt_cfg_want_address(&c->w, v[1], addr, true, &l->addr, &l->addrlen))
+            continue;
+        if (!walk_proxy_protocol(c, l, v[L_PROXY], v[L_PROXY_FROM], k[L_PROXY_FROM]))
             continue;
         c->listener_at[g->nlisteners++] = v[1];
     }

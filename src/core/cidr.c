@@ -5,6 +5,7 @@
 #include "core/cidr.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 
 static const uint8_t v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
@@ -156,4 +157,24 @@ bool pt_cidr_set_has(const struct pt_cidr_set *set, const struct pt_ip *ip)
         if (pt_cidr_has(&set->v[i], ip))
             return true;
     return false;
+}
+
+bool pt_ip_from_sockaddr(const struct sockaddr_storage *sa, struct pt_ip *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (sa->ss_family == AF_INET) {
+        memcpy(out->b, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        out->family = 4;
+        return true;
+    }
+    if (sa->ss_family != AF_INET6)
+        return false;
+    memcpy(out->b, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    out->family = 6;
+    if (memcmp(out->b, v4_mapped_prefix, sizeof(v4_mapped_prefix)) == 0) {
+        memmove(out->b, out->b + 12, 4);
+        memset(out->b + 4, 0, 12);
+        out->family = 4;
+    }
+    return true;
 }

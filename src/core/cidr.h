@@ -52,6 +52,10 @@ size_t pt_ip_format(const struct pt_ip *ip, char out[PT_IP_TEXT_MAX]);
  * address has bits past the prefix: write the network). */
 int pt_cidr_parse(const char *s, struct pt_cidr *out, const char **why);
 bool pt_cidr_has(const struct pt_cidr *c, const struct pt_ip *ip);
+/* A socket address's IP (an IPv4-mapped IPv6 address becomes IPv4, as
+ * pt_ip_parse reads it); false for other families. */
+struct sockaddr_storage;
+bool pt_ip_from_sockaddr(const struct sockaddr_storage *sa, struct pt_ip *out);
 /* Whether any CIDR of the set covers ip; false for an empty set or no
  * address. A linear scan: sets are written by hand and short. */
 bool pt_cidr_set_has(const struct pt_cidr_set *set, const struct pt_ip *ip);

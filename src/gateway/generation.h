@@ -36,6 +36,9 @@ struct pt_listener_cfg {
     const char *address; /* as written: "0.0.0.0:8080" */
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    bool proxy_protocol;        /* a PROXY v1/v2 header comes before any other byte */
+    struct pt_cidr *proxy_from; /* socket peers allowed to send it; none listed: any */
+    uint32_t nproxy_from;
 };
 
 struct pt_limits {

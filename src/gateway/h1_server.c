@@ -223,7 +223,9 @@ void pt_h1s_timeout(struct pt_loop *loop, struct pt_timer *tm)
     (void)loop;
     if (c->closed)
         return;
-    if (c->lingering) {
+    if (c->lingering || c->want_proxy) {
+        /* No valid PROXY header in time: the peer is not speaking HTTP to
+         * us yet, so no response (nothing a balancer would relay). */
         pt_h1s_close(c);
         return;
     }
@@ -243,9 +245,31 @@ void pt_h1s_timeout(struct pt_loop *loop, struct pt_timer *tm)
     pt_h1s_close(c);
 }
 
+void pt_h1s_set_peer(struct pt_conn *c, const struct sockaddr_storage *peer)
+{
+    c->remote[0] = 0;
+    if (peer->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->remote,
+                  sizeof(c->remote));
+    else if (peer->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, c->remote,
+                  sizeof(c->remote));
+    c->remote_len = (uint8_t)strlen(c->remote);
+}
+
 void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
                     const struct sockaddr_storage *peer)
 {
+    /* Only the listed peers (the balancers) may say whose connection they
+     * relay: anyone else on this listener could claim any address. */
+    if (l->proxy_protocol && l->nproxy_from) {
+        struct pt_ip ip;
+        struct pt_cidr_set from = {l->proxy_from, l->nproxy_from};
+        if (!pt_ip_from_sockaddr(peer, &ip) || !pt_cidr_set_has(&from, &ip)) {
+            close(fd);
+            return;
+        }
+    }
     /* Connection objects are recycled per worker: accepting allocates
      * nothing in steady state. */
     struct pt_conn *c = w->conn_cache;
@@ -266,13 +290,8 @@ void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
     c->w = w;
     c->scheme = l->scheme ? l->scheme : "http";
     snprintf(c->listener, sizeof(c->listener), "%s", l->name);
-    if (peer->ss_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->remote,
-                  sizeof(c->remote));
-    else if (peer->ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, c->remote,
-                  sizeof(c->remote));
-    c->remote_len = (uint8_t)strlen(c->remote);
+    pt_h1s_set_peer(c, peer);
+    c->want_proxy = l->proxy_protocol;
     if (pt_loop_add_stream(&w->loop, &c->io, false) < 0) {
         close(fd);
         free(c);

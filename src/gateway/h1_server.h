@@ -33,6 +33,7 @@ struct pt_conn {
     bool hup_unjudged;       /* hangup reported before its request was complete */
     bool hup_reset;          /* the hangup was a reset or error, not a FIN */
     bool closed;
+    bool want_proxy;       /* a PROXY header is due before any HTTP byte */
     bool in_run;           /* conn_run is on the stack: a wake only marks `again` */
     bool again;            /* woken during conn_run: pump once more */
     bool head_started;     /* some bytes of the next head have arrived */
@@ -93,6 +94,10 @@ void pt_h1s_txn_end(struct h1_txn *t, bool completed);
 struct h1_txn *pt_h1s_txn_new(struct pt_conn *c);
 void pt_h1s_codec_error(struct pt_conn *c, int status, const char *why);
 void pt_h1s_timeout(struct pt_loop *loop, struct pt_timer *tm);
+/* The one place the connection's peer (c->remote: the exchange's
+ * `remote`, X-Forwarded-For, the log's remote_addr) is set: from the
+ * socket at accept, then from a PROXY header when the listener takes one. */
+void pt_h1s_set_peer(struct pt_conn *c, const struct sockaddr_storage *peer);
 
 /* Per-thread parse scratch, grown to n fields; NULL on OOM. */
 struct pt_h1_header *pt_h1s_scratch_headers(size_t n);

@@ -10,6 +10,7 @@
 
 #include "http/h1.h"
 #include "http/h1_write.h"
+#include "http/proxy_protocol.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -111,6 +112,33 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *req, uint32_t hea
         t->body_limit = ex->gen->limits.max_body_bytes;
 }
 
+/* Reads what the client has into c->rbuf (which has room once compacted:
+ * a head never fills it). 1 when bytes came; 0 when none did (`readable`
+ * is cleared on EAGAIN); -1 when the client is gone (the connection was
+ * closed). */
+static int recv_into_rbuf(struct pt_conn *c)
+{
+    if (pt_buf_space(c->rbuf) == 0)
+        pt_buf_compact(c->rbuf);
+    size_t space = pt_buf_space(c->rbuf);
+    ssize_t n = pt_io_recv(&c->w->loop, &c->io, c->rbuf->data + c->rbuf->end, space);
+    if (n > 0) {
+        c->rbuf->end += (uint32_t)n;
+        /* A short read drained the socket; with edge triggering the next
+         * arrival raises a new event, so skip the EAGAIN read. */
+        if ((size_t)n < space && !c->hup)
+            c->readable = false;
+        return 1;
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        pt_h1s_close(c);
+        return -1;
+    }
+    if (errno == EAGAIN)
+        c->readable = false;
+    return 0;
+}
+
 /* Reads the client while no transaction is active; starts one when a head
  * is complete. Returns true when a transaction was started. */
 static bool read_head(struct pt_conn *c)
@@ -153,16 +181,10 @@ static bool read_head(struct pt_conn *c)
         }
         if (!c->readable)
             break;
-        if (pt_buf_space(c->rbuf) == 0)
-            pt_buf_compact(c->rbuf);
-        size_t space = pt_buf_space(c->rbuf);
-        ssize_t n = pt_io_recv(&w->loop, &c->io, c->rbuf->data + c->rbuf->end, space);
-        if (n > 0) {
-            c->rbuf->end += (uint32_t)n;
-            /* A short read drained the socket; with edge triggering the
-             * next arrival raises a new event, so skip the EAGAIN read. */
-            if ((size_t)n < space && !c->hup)
-                c->readable = false;
+        int got = recv_into_rbuf(c);
+        if (got < 0)
+            return false;
+        if (got > 0) {
             if (!c->head_started) {
                 c->head_started = true;
                 c->head_ns = pt_loop_now_ns(&w->loop);
@@ -170,18 +192,11 @@ static bool read_head(struct pt_conn *c)
             }
             continue;
         }
-        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-            pt_h1s_close(c);
-            return false;
-        }
-        if (errno == EAGAIN) {
-            c->readable = false;
-            /* `readable` only said there might be bytes: with none of the
-             * next request here, it has to be waited for, so it was not
-             * pipelined. */
-            if (!c->rbuf || pt_buf_len(c->rbuf) == 0)
-                c->next_pipelined = false;
-        }
+        /* `readable` only said there might be bytes: with none of the
+         * next request here, it has to be waited for, so it was not
+         * pipelined. */
+        if (!c->readable && pt_buf_len(c->rbuf) == 0)
+            c->next_pipelined = false;
     }
     /* Waiting for bytes: an idle connection holds no buffer. */
     if (c->rbuf && pt_buf_len(c->rbuf) == 0) {
@@ -193,6 +208,66 @@ static bool read_head(struct pt_conn *c)
                      c->head_started || c->requests == 0 ? g->limits.header_timeout_ms
                                                          : g->limits.idle_timeout_ms,
                      pt_h1s_timeout);
+    return false;
+}
+
+/* ---- the PROXY protocol header ---- */
+
+/* Takes a parsed header: its source becomes the peer (a LOCAL one keeps
+ * the socket's), and the bytes after it are the HTTP stream, with a head
+ * timer of its own (a balancer sends the header at connect, before its
+ * client has said anything). */
+static void proxy_header_taken(struct pt_conn *c, const struct pt_pp_header *h, uint32_t n)
+{
+    struct pt_worker *w = c->w;
+    if (!h->local)
+        pt_h1s_set_peer(c, &h->src);
+    c->want_proxy = false;
+    pt_buf_consume(c->rbuf, n);
+    if (pt_buf_len(c->rbuf) > 0) {
+        c->head_started = true;
+        c->head_ns = pt_loop_now_ns(&w->loop);
+    }
+    pt_timer_arm(&w->loop, &c->timer, w->gen->limits.header_timeout_ms, pt_h1s_timeout);
+}
+
+/* On a proxy_protocol listener, reads the PROXY header before any other
+ * byte. True once it is taken (read_head goes on with what follows); false
+ * while it waits for bytes (the header timer armed at accept runs: no
+ * header in time, no response), or when the connection was closed: an
+ * invalid header closes at once, without a response. */
+static bool read_proxy_header(struct pt_conn *c)
+{
+    struct pt_worker *w = c->w;
+    for (;;) {
+        if (c->rbuf && pt_buf_len(c->rbuf) > 0) {
+            struct pt_pp_header h;
+            int r = pt_pp_parse(c->rbuf->data + c->rbuf->start, pt_buf_len(c->rbuf), &h);
+            if (r > 0) {
+                proxy_header_taken(c, &h, (uint32_t)r);
+                return true;
+            }
+            if (r == PT_PP_ERROR || pt_buf_len(c->rbuf) == c->rbuf->cap) {
+                pt_h1s_close(c);
+                return false;
+            }
+        }
+        if (!c->readable)
+            break;
+        if (!c->rbuf) {
+            c->rbuf = pt_buf_get(&w->bufs, rbuf_cap(w->gen));
+            if (!c->rbuf) {
+                pt_h1s_close(c);
+                return false;
+            }
+        }
+        if (recv_into_rbuf(c) < 0)
+            return false;
+    }
+    if (c->rbuf && pt_buf_len(c->rbuf) == 0) {
+        pt_buf_put(&w->bufs, c->rbuf);
+        c->rbuf = NULL;
+    }
     return false;
 }
 
@@ -813,6 +888,8 @@ void pt_h1s_run(struct pt_conn *c)
         if (c->closed)
             break;
         if (!c->txn) {
+            if (c->want_proxy && !read_proxy_header(c))
+                break;
             if (!read_head(c))
                 break;
             continue;

@@ -171,6 +171,13 @@ static bool same_addr(const struct sockaddr_storage *a, socklen_t alen,
     return alen == blen && memcmp(a, b, alen) == 0;
 }
 
+static void wlisteners_free(struct pt_wlistener *ls, uint32_t n)
+{
+    for (uint32_t i = 0; ls && i < n; i++)
+        free(ls[i].proxy_from);
+    free(ls);
+}
+
 /* Opens listeners the current generation adds and closes the ones it
  * dropped; unchanged addresses keep their sockets (and their backlog). */
 static void listeners_sync(struct pt_worker *w)
@@ -192,6 +199,19 @@ static void listeners_sync(struct pt_worker *w)
         l->scheme = "http";
         memcpy(&l->addr, &cfg->addr, cfg->addrlen);
         l->addrlen = cfg->addrlen;
+        /* Read per connection at accept: a reload that changes them
+         * applies to the connections accepted after it. */
+        l->proxy_protocol = cfg->proxy_protocol;
+        if (cfg->nproxy_from) {
+            l->proxy_from = malloc(sizeof(*l->proxy_from) * cfg->nproxy_from);
+            if (!l->proxy_from) {
+                /* Failing open would let anyone claim an address. */
+                pt_error("worker %d: listener %s: out of memory", w->id, cfg->name);
+                continue;
+            }
+            memcpy(l->proxy_from, cfg->proxy_from, sizeof(*l->proxy_from) * cfg->nproxy_from);
+            l->nproxy_from = cfg->nproxy_from;
+        }
         for (uint32_t j = 0; j < w->nlisteners; j++) {
             struct pt_wlistener *old = &w->listeners[j];
             if (old->io.fd >= 0 && same_addr(&old->addr, old->addrlen, &cfg->addr, cfg->addrlen)) {
@@ -216,7 +236,7 @@ static void listeners_sync(struct pt_worker *w)
     }
     for (uint32_t j = 0; j < w->nlisteners; j++)
         pt_io_close(&w->loop, &w->listeners[j].io);
-    free(w->listeners);
+    wlisteners_free(w->listeners, w->nlisteners);
     w->listeners = nl;
     w->nlisteners = g->nlisteners;
     w->listeners_gen = g->id;
@@ -412,7 +432,7 @@ void pt_worker_join(struct pt_worker *w)
     close(w->wake_io.fd);
     pt_loop_destroy(&w->loop);
     pt_bufpool_destroy(&w->bufs);
-    free(w->listeners);
+    wlisteners_free(w->listeners, w->nlisteners);
     free(w->rr_current);
     free(w->rr);
 }

@@ -40,7 +40,12 @@ struct pt_wlistener {
     const char *scheme; /* "http" (TLS listeners will say "https"): X-Forwarded-Proto */
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    bool paused; /* accept paused (EMFILE / max_connections) */
+    bool paused;         /* accept paused (EMFILE / max_connections) */
+    bool proxy_protocol; /* connections start with a PROXY v1/v2 header */
+    /* Socket peers allowed to send it (malloc'd copy: the generation that
+     * opened the listener may go first); none: any peer. */
+    struct pt_cidr *proxy_from;
+    uint32_t nproxy_from;
 };
 
 struct pt_worker;

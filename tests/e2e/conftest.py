@@ -511,7 +511,8 @@ def raw_ex(port, data, timeout=5.0, host="127.0.0.1", pause_after=None, until_co
     """Sends `data` (bytes, or a list of bytes sent separately) on a fresh
     connection and reads until the peer closes or `timeout` seconds pass
     without the peer closing (or, with until_complete, until one complete
-    final response has arrived). Returns (received_bytes, closed_by_peer)."""
+    final response has arrived; a number N: N of them). Returns
+    (received_bytes, closed_by_peer)."""
     s = socket.create_connection((host, port), timeout=scaled(5))
     try:
         parts = data if isinstance(data, list) else [data]
@@ -546,7 +547,7 @@ def raw_ex(port, data, timeout=5.0, host="127.0.0.1", pause_after=None, until_co
                     rs, _ = parse_responses(buf, eof=False)
                 except ValueError:
                     rs = []
-                if any(r.status >= 200 and r.complete for r in rs):
+                if sum(r.status >= 200 and r.complete for r in rs) >= int(until_complete):
                     break
         return buf, closed
     finally:

@@ -1135,6 +1135,56 @@ static void test_never_effective(void)
            "t.yaml:6:50: host `[zz::1]` is not a valid IPv6 address");
 }
 
+/* `proxy_protocol` and `proxy_protocol_from` on a listener. */
+static void test_proxy_protocol_keys(void)
+{
+    struct pt_generation *g = EXPECT_OK("listeners:\n"
+                                        "  - { address: \"127.0.0.1:18080\" }\n"
+                                        "  - address: \"127.0.0.1:18081\"\n"
+                                        "    proxy_protocol: true\n"
+                                        "  - address: \"127.0.0.1:18082\"\n"
+                                        "    proxy_protocol: true\n"
+                                        "    proxy_protocol_from: [10.0.0.0/8, \"2001:db8::/32\", "
+                                        "192.0.2.7]\n");
+    if (g) {
+        CHECK(!g->listeners[0].proxy_protocol);
+        CHECK(g->listeners[1].proxy_protocol);
+        CHECK_EQ_INT(g->listeners[1].nproxy_from, 0);
+        CHECK(g->listeners[2].proxy_protocol);
+        CHECK_EQ_INT(g->listeners[2].nproxy_from, 3);
+        CHECK_EQ_INT(g->listeners[2].proxy_from[0].bits, 8);
+        CHECK_EQ_INT(g->listeners[2].proxy_from[1].net.family, 6);
+        CHECK_EQ_INT(g->listeners[2].proxy_from[2].bits, 32);
+    }
+    pt_generation_free(g);
+    EXPECT("listeners:\n"
+           "  - address: \"127.0.0.1:18080\"\n"
+           "    proxy_protocol: yes please\n",
+           "t.yaml:3:21: expected true or false for `proxy_protocol`, got `yes please`");
+    EXPECT("listeners:\n"
+           "  - address: \"127.0.0.1:18080\"\n"
+           "    proxy_protocol_from: [10.0.0.0/8]\n",
+           "t.yaml:3:5: `proxy_protocol_from` needs `proxy_protocol: true` on the same listener");
+    EXPECT("listeners:\n"
+           "  - address: \"127.0.0.1:18080\"\n"
+           "    proxy_protocol: true\n"
+           "    proxy_protocol_from: [10.0.0.0/8, 10.0.0.1/8, 10.0.0.0/40]\n",
+           "t.yaml:4:39: `proxy_protocol_from`: `10.0.0.1/8`: host bits are set past the prefix "
+           "length",
+           "t.yaml:4:51: `proxy_protocol_from`: `10.0.0.0/40`: the prefix length must be a number "
+           "from 0 to 32");
+    EXPECT("listeners:\n"
+           "  - address: \"127.0.0.1:18080\"\n"
+           "    proxy_protocol: true\n"
+           "    proxy_protocol_from: balancer.internal\n",
+           "t.yaml:4:26: `proxy_protocol_from`: `balancer.internal`: not an IP address "
+           "(expected e.g. 10.0.0.0/8, 192.0.2.7 or 2001:db8::/32)");
+    EXPECT("listeners:\n"
+           "  - address: \"127.0.0.1:18080\"\n"
+           "    proxy_protcol: true\n",
+           "t.yaml:3:5: unknown key `proxy_protcol` in listener (did you mean `proxy_protocol`?)");
+}
+
 int main(void)
 {
     test_examples();
@@ -1156,6 +1206,7 @@ int main(void)
     test_file_level();
     test_generic_fields();
     test_suggest();
+    test_proxy_protocol_keys();
 
     unlink("t.yaml");
     if (chdir("/") == 0)
