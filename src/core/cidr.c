@@ -9,6 +9,16 @@
 
 static const uint8_t v4_mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
+/* ::ffff:a.b.c.d is the IPv4 address a.b.c.d: one client, one key. */
+static void unmap_v4(struct pt_ip *ip)
+{
+    if (memcmp(ip->b, v4_mapped_prefix, sizeof(v4_mapped_prefix)) == 0) {
+        memmove(ip->b, ip->b + 12, 4);
+        memset(ip->b + 4, 0, 12);
+        ip->family = 4;
+    }
+}
+
 bool pt_ip_parse(pt_slice s, struct pt_ip *out)
 {
     char buf[PT_IP_TEXT_MAX];
@@ -27,11 +37,7 @@ bool pt_ip_parse(pt_slice s, struct pt_ip *out)
     if (inet_pton(AF_INET6, buf, out->b) != 1)
         return false;
     out->family = 6;
-    if (memcmp(out->b, v4_mapped_prefix, sizeof(v4_mapped_prefix)) == 0) {
-        memmove(out->b, out->b + 12, 4);
-        memset(out->b + 4, 0, 12);
-        out->family = 4;
-    }
+    unmap_v4(out);
     return true;
 }
 
@@ -171,10 +177,6 @@ bool pt_ip_from_sockaddr(const struct sockaddr_storage *sa, struct pt_ip *out)
         return false;
     memcpy(out->b, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
     out->family = 6;
-    if (memcmp(out->b, v4_mapped_prefix, sizeof(v4_mapped_prefix)) == 0) {
-        memmove(out->b, out->b + 12, 4);
-        memset(out->b + 4, 0, 12);
-        out->family = 4;
-    }
+    unmap_v4(out);
     return true;
 }
