@@ -96,6 +96,7 @@ struct pt_exchange {
      * remote_addr, ip_restriction and X-Real-IP see. Empty until the
      * request head is complete: the log then shows the peer. */
     pt_slice client;
+    struct pt_ip peer_ip;   /* the peer, parsed by the codec (family 0: none) */
     struct pt_ip client_ip; /* the same, parsed (family 0: the peer had no IP) */
     char client_buf[PT_IP_TEXT_MAX];
 

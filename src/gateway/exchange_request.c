@@ -14,10 +14,12 @@
 void pt_exchange_find_client(struct pt_exchange *ex)
 {
     ex->client = ex->peer;
-    if (!pt_ip_parse(ex->peer, &ex->client_ip))
-        return; /* no IP peer: nothing to walk or to match (family 0) */
-    if (ex->gen->trusted_proxies.n)
-        pt_forwarded_client(&ex->reqh, &ex->gen->trusted_proxies, &ex->client_ip);
+    ex->client_ip = ex->peer_ip;
+    if (!ex->peer_ip.family || !ex->gen->trusted_proxies.n)
+        return; /* nothing to walk: the peer (already canonical text) is the client */
+    pt_forwarded_client(&ex->reqh, &ex->gen->trusted_proxies, &ex->client_ip);
+    if (memcmp(&ex->client_ip, &ex->peer_ip, sizeof(ex->client_ip)) == 0)
+        return;
     /* Canonical text, so one client is one key (rate limits, hashing)
      * whatever spelling an X-Forwarded-For entry used. */
     size_t n = pt_ip_format(&ex->client_ip, ex->client_buf);

@@ -127,6 +127,7 @@ struct h1_txn *pt_h1s_txn_new(struct pt_conn *c)
     pt_exchange_init(&t->ex, c->w, &c->arena, &codec_ops, c);
     t->ex.listener = c->listener;
     t->ex.peer = (pt_slice){c->remote, c->remote_len};
+    t->ex.peer_ip = c->remote_ip;
     t->ex.req.scheme = (pt_slice){c->scheme, strlen(c->scheme)};
     t->ex.t_start = c->head_started ? c->head_ns : pt_loop_now_ns(&c->w->loop);
     t->minor_version = 1;
@@ -247,14 +248,14 @@ void pt_h1s_timeout(struct pt_loop *loop, struct pt_timer *tm)
 
 void pt_h1s_set_peer(struct pt_conn *c, const struct sockaddr_storage *peer)
 {
+    /* Parsed and written once per connection (canonical text, a v4-mapped
+     * address as IPv4), so a request pays nothing to know its peer. */
     c->remote[0] = 0;
-    if (peer->ss_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, c->remote,
-                  sizeof(c->remote));
-    else if (peer->ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)peer)->sin6_addr, c->remote,
-                  sizeof(c->remote));
-    c->remote_len = (uint8_t)strlen(c->remote);
+    c->remote_len = 0;
+    if (!pt_ip_from_sockaddr(peer, &c->remote_ip))
+        return;
+    _Static_assert(sizeof(c->remote) >= PT_IP_TEXT_MAX, "room for any address");
+    c->remote_len = (uint8_t)pt_ip_format(&c->remote_ip, c->remote);
 }
 
 void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,

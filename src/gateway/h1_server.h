@@ -21,11 +21,12 @@ struct pt_conn {
     struct pt_buf *rbuf;   /* client bytes; NULL while idle */
     struct pt_conn *next, *prev;
     struct pt_conn *free_next;
-    struct pt_arena arena; /* per-request allocations; blocks go back to the
-                              worker's pool after each request */
-    struct h1_txn *txn;    /* the request in progress, or NULL */
-    char remote[INET6_ADDRSTRLEN];
-    char listener[32]; /* copied: listeners can be replaced by a reload (names ≤ 31) */
+    struct pt_arena arena;       /* per-request allocations; blocks go back to the
+                                    worker's pool after each request */
+    struct h1_txn *txn;          /* the request in progress, or NULL */
+    char remote[PT_IP_TEXT_MAX]; /* the peer, canonical text */
+    struct pt_ip remote_ip;      /* the same, parsed (family 0: not an IP) */
+    char listener[32];           /* copied: listeners can be replaced by a reload (names ≤ 31) */
     const char *scheme;
     uint8_t remote_len;
     bool readable, writable; /* edge-triggered readiness not yet consumed */
