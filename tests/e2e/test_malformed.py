@@ -6,7 +6,8 @@ counter — nothing may reach the upstream (for body-framing errors, where
 the head may legitimately already be on its way, at most that one request
 and never the smuggled one behind it).
 
-CONNECT is not implemented (501, nothing forwarded); a broken chunk that
+CONNECT is refused with 501 (the gateway offers no tunnels; nothing is
+forwarded); a broken chunk that
 arrives after the upstream's response has started cuts the connection
 rather than write a 400 into the middle of that response.
 """

@@ -284,17 +284,6 @@ static void test_ip_restriction(void)
 
 /* ---- configuration ---- */
 
-static void write_file(const char *name, const char *text)
-{
-    FILE *f = fopen(name, "w");
-    if (!f) {
-        perror(name);
-        exit(2);
-    }
-    fputs(text, f);
-    fclose(f);
-}
-
 #define BASE                                                                                       \
     "listeners: [{ address: \"127.0.0.1:18080\" }]\n"                                              \
     "upstreams:\n"                                                                                 \
@@ -309,15 +298,15 @@ static void test_config(void)
     struct pt_diag d;
 
     /* Defaults: nobody trusted, X-Real-IP left alone. */
-    write_file(path, BASE);
+    unit_write_file(path, BASE);
     pt_diag_init(&d);
     struct pt_generation *g = pt_config_load(path, 1, &d);
     CHECK(g && g->trusted_proxies.n == 0 && !g->forward_real_ip);
     pt_generation_free(g);
     pt_diag_free(&d);
 
-    write_file(path, BASE "trusted_proxies: [10.0.0.0/8, \"::1\", 192.0.2.7]\n"
-                          "forward_real_ip: true\n");
+    unit_write_file(path, BASE "trusted_proxies: [10.0.0.0/8, \"::1\", 192.0.2.7]\n"
+                               "forward_real_ip: true\n");
     pt_diag_init(&d);
     g = pt_config_load(path, 1, &d);
     CHECK(g && g->trusted_proxies.n == 3 && g->forward_real_ip);
@@ -327,12 +316,12 @@ static void test_config(void)
     pt_diag_free(&d);
 
     /* Every bad entry at its own position, with the network suggested. */
-    write_file(path, BASE "trusted_proxies: [10.0.0.0/8, 10.1.2.3/8, bogus]\n"
-                          "routes:\n"
-                          "  - { name: r, upstream: users, filters: { ip_restriction: {} } }\n"
-                          "  - name: s\n"
-                          "    upstream: users\n"
-                          "    filters: { ip_restriction: { deny: [10.0.0.1/8] } }\n");
+    unit_write_file(path, BASE "trusted_proxies: [10.0.0.0/8, 10.1.2.3/8, bogus]\n"
+                               "routes:\n"
+                               "  - { name: r, upstream: users, filters: { ip_restriction: {} } }\n"
+                               "  - name: s\n"
+                               "    upstream: users\n"
+                               "    filters: { ip_restriction: { deny: [10.0.0.1/8] } }\n");
     pt_diag_init(&d);
     g = pt_config_load(path, 1, &d);
     CHECK(!g && d.n == 4);

@@ -27,20 +27,9 @@
     "upstreams:\n"                                                                                 \
     "  users: { targets: [\"127.0.0.1:9001\"] }\n"
 
-static void write_file(const char *name, const char *text)
-{
-    FILE *f = fopen(name, "w");
-    if (!f) {
-        perror(name);
-        exit(2);
-    }
-    fputs(text, f);
-    fclose(f);
-}
-
 static struct pt_generation *load(const char *yaml, struct pt_diag *d)
 {
-    write_file("t.yaml", yaml);
+    unit_write_file("t.yaml", yaml);
     pt_diag_init(d);
     return pt_config_load("t.yaml", 7, d);
 }

@@ -7,6 +7,7 @@
 #define PT_TESTS_UNIT_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int unit_passed, unit_failed;
@@ -36,6 +37,18 @@ static int unit_passed, unit_failed;
 #define CHECK_EQ_INT(a, b)                                                                         \
     CHECK_MSG((long long)(a) == (long long)(b), "%lld != %lld", (long long)(a), (long long)(b))
 #define CHECK_STR(a, b) CHECK_MSG(strcmp((a), (b)) == 0, "\"%s\" != \"%s\"", (a), (b))
+
+/* Writes a fixture file (a config to load); exits the test on failure. */
+static inline void unit_write_file(const char *name, const char *text)
+{
+    FILE *f = fopen(name, "w");
+    if (!f) {
+        perror(name);
+        exit(2);
+    }
+    fputs(text, f);
+    fclose(f);
+}
 
 static inline int unit_report(const char *name)
 {
