@@ -132,7 +132,6 @@ struct pt_exchange {
     /* gateway-made */
     const char *gw_error;
     pt_slice gw_body, gw_ctype;
-    pt_slice interim_hidden_names; /* unused: chain decides */
     /* response body filters' output (routes with on_response_body only) */
     pt_slice bf_out;
     bool bf_eos, bf_have;
