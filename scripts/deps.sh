@@ -3,7 +3,7 @@
 # Idempotent and quiet when nothing is missing.
 set -eu
 pkgs=(
-  build-essential pkg-config libyaml-dev libpcre2-dev liburing-dev
+  build-essential pkg-config libyaml-dev libpcre2-dev liburing-dev libc-ares-dev
   python3 python3-pytest python3-requests curl
   wrk nghttp2-client
 )

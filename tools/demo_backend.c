@@ -20,6 +20,7 @@
  *
  * Usage: demo_backend --listen HOST:PORT [--listen HOST:PORT ...]
  *                     [--name NAME] [--threads N] [--quiet]
+ *                     [--delay MS] [--status CODE]
  *
  * Endpoints, the X-Demo-* control headers and the /__stats counters are
  * documented in tools/README.md.
@@ -145,6 +146,10 @@ static struct listener g_ls[MAX_LISTEN];
 static int g_nls, g_stop_fd, g_stop_obj = OBJ_STOP;
 static atomic_llong g_accepts, g_requests, g_active;
 static atomic_uint g_epoch; /* bumped by /__stats/reset */
+/* Process-wide defaults for requests without their own X-Demo-Delay or
+ * X-Demo-Status (--delay, --status, POST /__control): a slow or failing
+ * target, for balancer, breaker and failover tests. */
+static atomic_int g_delay, g_status;
 static uint32_t g_crc[8][256];
 static char g_pat[REFILL + 16]; /* "0123456789abcdef" repeated */
 static bool g_tchar[256];
@@ -588,6 +593,15 @@ static int parse_head(struct conn *c, const char **err)
     r->keepalive = r->vminor == '0' ? want_ka && !want_close : !want_close;
     r->head = r->mlen == 4 && !memcmp(base, "HEAD", 4);
     r->expect = r->expect && r->vminor != '0' && (r->chunked || r->clen);
+    const char *tg = base + r->tgt;
+    if (!(r->tlen >= 3 && !memcmp(tg, "/__", 3))) { /* control paths are never slowed */
+        int d = atomic_load_explicit(&g_delay, memory_order_relaxed);
+        int st = atomic_load_explicit(&g_status, memory_order_relaxed);
+        if (d && !r->delay)
+            r->delay = d, r->demo = true;
+        if (st && !r->status)
+            r->status = st, r->demo = true;
+    }
     return 0;
 }
 
@@ -909,6 +923,35 @@ static void echo_json(struct buf *b, struct conn *c, const char *path, size_t pl
 }
 
 /* Routes a fully received request and queues its response. */
+/* POST /__control?delay=MS&status=CODE: sets (0 clears) the process-wide
+ * defaults; answers with the values now in force. */
+static int control(struct buf *b, const char *q, size_t ql)
+{
+    int delay = atomic_load(&g_delay), status = atomic_load(&g_status);
+    for (const char *p = q, *e = q + ql; p && p < e;) {
+        const char *amp = memchr(p, '&', (size_t)(e - p)), *end = amp ? amp : e;
+        const char *eq = memchr(p, '=', (size_t)(end - p));
+        uint64_t x;
+        if (!eq || !parse_u64(eq + 1, (size_t)(end - eq - 1), 3600000, &x)) {
+            PUTS(b, "{\"error\":\"bad /__control query (delay=MS&status=CODE)\"}");
+            return 400;
+        }
+        if (NAME_IS(p, (size_t)(eq - p), "delay")) {
+            delay = (int)x;
+        } else if (NAME_IS(p, (size_t)(eq - p), "status") && (x == 0 || (x >= 200 && x <= 599))) {
+            status = (int)x;
+        } else {
+            PUTS(b, "{\"error\":\"bad /__control query (delay=MS&status=CODE)\"}");
+            return 400;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    atomic_store(&g_delay, delay);
+    atomic_store(&g_status, status);
+    putf(b, "{\"delay\":%d,\"status\":%d}", delay, status);
+    return 200;
+}
+
 static void dispatch(struct worker *w, struct conn *c)
 {
     struct req *r = &c->r;
@@ -931,7 +974,8 @@ static void dispatch(struct worker *w, struct conn *c)
 #define PATH_HAS(lit) (pl >= sizeof(lit) - 1 && !memcmp(path, lit, sizeof(lit) - 1))
     bool get = r->head || (r->mlen == 3 && !memcmp(base, "GET", 3));
     bool post = r->mlen == 4 && !memcmp(base, "POST", 4);
-    bool stats = (get && PATH_IS("/__stats")) || (post && PATH_IS("/__stats/reset"));
+    bool stats = (get && PATH_IS("/__stats")) || (post && PATH_IS("/__stats/reset")) ||
+                 (post && PATH_IS("/__control"));
 
     /* Stats probes are invisible: not counted as requests, and a
      * connection that starts with one is not counted at all. */
@@ -977,6 +1021,8 @@ static void dispatch(struct worker *w, struct conn *c)
         }
     } else if (get && PATH_IS("/orders")) {
         code = orders_json(b, q, ql);
+    } else if (post && PATH_IS("/__control")) {
+        code = control(b, q, ql);
     } else if (stats) {
         if (post) {
             atomic_fetch_add(&g_epoch, 1);
@@ -1358,6 +1404,10 @@ int main(int argc, char **argv)
             g_name = v;
         else if ((v = opt_value(argc, argv, &i, "--threads")))
             nthreads = (int)strtol(v, &end, 10);
+        else if ((v = opt_value(argc, argv, &i, "--delay")))
+            atomic_store(&g_delay, (int)strtol(v, &end, 10));
+        else if ((v = opt_value(argc, argv, &i, "--status")))
+            atomic_store(&g_status, (int)strtol(v, &end, 10));
         else if (!strcmp(argv[i], "--quiet"))
             g_quiet = true;
         else
@@ -1367,7 +1417,8 @@ int main(int argc, char **argv)
     if (*end || !nspecs || nthreads < 1 || nthreads > MAX_THREADS || !nl || nl > 64 ||
         strspn(g_name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != nl) {
         fputs("usage: demo_backend --listen HOST:PORT [--listen HOST:PORT ...]\n"
-              "                    [--name NAME] [--threads N (1-64)] [--quiet]\n",
+              "                    [--name NAME] [--threads N (1-64)] [--quiet]\n"
+              "                    [--delay MS] [--status CODE]\n",
               stderr);
         return 2;
     }

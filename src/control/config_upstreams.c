@@ -99,6 +99,15 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
     u->read_timeout_ms = 30000;
     u->keepalive = 64;
     u->balance = PT_BALANCE_ROUND_ROBIN;
+    /* Documented defaults of the traffic-management keys (a key left out
+     * keeps them; a section left out keeps its feature off). */
+    for (int st = 502; st <= 504; st++)
+        pt_status_add(&u->failure_statuses, st);
+    u->passive = (struct pt_health_passive){false, 5, 30000, 50};
+    u->breaker = (struct pt_breaker_conf){false, 0.5, 20, 10000, 5000, 1, 0};
+    u->retry.attempts = 1;
+    u->retry.budget = 0.2;
+    u->retry.max_replay_body = 64 * 1024;
     u->pos = (struct pt_src_pos){key->line, key->col};
     if (!pt_cfg_want_map(&c->w, n, "an upstream"))
         return;

@@ -306,7 +306,7 @@ void pt_exchange_dispatch(struct pt_exchange *ex)
     struct pt_call_req req = {
         .up = ex->up,
         .rr = rr,
-        .rand = rr ? 0 : pt_worker_random(w),
+        .rand = pt_worker_random(w),
         .method = ex->req.method,
         .method_id = ex->req.method_id,
         .path = ex->path,

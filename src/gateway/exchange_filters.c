@@ -137,6 +137,9 @@ static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *
         u->connect_timeout_ms = 1000;
         u->read_timeout_ms = r->timeout_ms ? r->timeout_ms : 30000;
         u->keepalive = 16;
+        u->retry.attempts = 1;
+        for (int st = 502; st <= 504; st++)
+            pt_status_add(&u->failure_statuses, st);
         up = u;
         fixed = t;
     }

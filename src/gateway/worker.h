@@ -25,6 +25,7 @@
 #include "core/mpsc.h"
 #include "gateway/access_log.h"
 #include "gateway/generation.h"
+#include "proxy/balance.h"
 #include "proxy/pool.h"
 
 #include <pthread.h>

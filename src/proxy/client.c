@@ -89,9 +89,13 @@ static const struct pt_target *pick_target(struct pt_call *c)
     if (r->target)
         return r->target;
     const struct pt_upstream *u = r->up;
-    if (u->ntargets == 0)
-        return NULL;
-    uint32_t i = r->rr ? pt_rr_pick(r->rr, u) : pt_weighted_pick(u, r->rand);
+    struct pt_pick p = {
+        .rr = r->rr,
+        .rand = r->rand,
+        .now_ms = pt_loop_now_ns(loop_of(c)) / 1000000u,
+        .key = r->hash_key,
+    };
+    uint32_t i = pt_balance_pick(u, &p);
     return i < u->ntargets ? &u->targets[i] : NULL;
 }
 
@@ -513,7 +517,7 @@ static int final_head(struct pt_call *c, uint32_t head_len)
     if (!c->sent_all)
         c->reusable = false;
     c->phase = PT_CALL_BODY;
-    report(c, st < 502 || st > 504);
+    report(c, !pt_status_in(&c->req.up->failure_statuses, st));
     return 1;
 }
 

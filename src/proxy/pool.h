@@ -1,7 +1,6 @@
 /*
  * pool.h — outbound connections: per-worker keep-alive pools keyed by
- * target address, non-blocking connect, and the smooth weighted
- * round-robin balancer.
+ * target address and non-blocking connect.
  *
  * Ownership: a pt_uconn belongs either to its pool (idle: the pool watches
  * it and closes it when the peer hangs up) or to exactly one caller
@@ -72,17 +71,5 @@ int pt_uconn_finish_connect(struct pt_uconn *uc);
  * flows never leaves dead connections in the pool. */
 void pt_uconn_release(struct pt_uconn *uc, uint32_t keepalive, uint64_t idle_ms);
 void pt_uconn_close(struct pt_uconn *uc);
-
-/* Smooth weighted round-robin (per worker, per upstream). */
-struct pt_rr_state {
-    int *current; /* one per target */
-    uint32_t n;
-};
-/* Picks a healthy target's index (UINT32_MAX: none is healthy); `st`
- * must have been sized for u->ntargets. */
-uint32_t pt_rr_pick(struct pt_rr_state *st, const struct pt_upstream *u);
-/* Picks a target index in proportion to the weights, from a random r: for
- * a request that has no round-robin state to use (see pt_worker_rr). */
-uint32_t pt_weighted_pick(const struct pt_upstream *u, uint64_t r);
 
 #endif

@@ -13,6 +13,7 @@
 #include <time.h>
 
 struct pt_state_registry {
+    struct pt_upstream_state *upstreams; /* few: a list */
     struct pt_target_state **buckets;
     uint32_t nbuckets; /* power of two */
     uint32_t count;
@@ -73,6 +74,12 @@ void pt_state_registry_free(struct pt_state_registry *reg)
                     s->refs);
             cell_free(s);
         }
+    }
+    for (struct pt_upstream_state *u = reg->upstreams, *next; u; u = next) {
+        next = u->next;
+        pt_warn("state: upstream %s still referenced %u times at shutdown", u->name, u->refs);
+        free(u->name);
+        free(u);
     }
     free(reg->buckets);
     free(reg);
@@ -170,9 +177,54 @@ void pt_state_target_put(struct pt_target_state *s)
     cell_free(s);
 }
 
+struct pt_upstream_state *pt_state_upstream_find(struct pt_state_registry *reg, const char *name)
+{
+    for (struct pt_upstream_state *u = reg->upstreams; u; u = u->next)
+        if (strcmp(u->name, name) == 0)
+            return u;
+    return NULL;
+}
+
+struct pt_upstream_state *pt_state_upstream_get(struct pt_state_registry *reg, const char *name)
+{
+    struct pt_upstream_state *u = pt_state_upstream_find(reg, name);
+    if (u) {
+        u->refs++;
+        return u;
+    }
+    u = calloc(1, sizeof(*u));
+    if (!u || !(u->name = strdup(name))) {
+        free(u);
+        return NULL;
+    }
+    u->reg = reg;
+    u->refs = 1;
+    u->next = reg->upstreams;
+    reg->upstreams = u;
+    return u;
+}
+
+void pt_state_upstream_put(struct pt_upstream_state *u)
+{
+    if (!u || --u->refs > 0)
+        return;
+    for (struct pt_upstream_state **pp = &u->reg->upstreams; *pp; pp = &(*pp)->next) {
+        if (*pp == u) {
+            *pp = u->next;
+            break;
+        }
+    }
+    free(u->name);
+    free(u);
+}
+
 int pt_state_attach_upstreams(struct pt_state_registry *reg, struct pt_upstream *ups, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
+        if (!ups[i].state && !(ups[i].state = pt_state_upstream_get(reg, ups[i].name))) {
+            pt_state_detach_upstreams(ups, n);
+            return -ENOMEM;
+        }
         for (uint32_t t = 0; t < ups[i].ntargets; t++) {
             struct pt_target *tg = &ups[i].targets[t];
             if (tg->state)
@@ -190,6 +242,8 @@ int pt_state_attach_upstreams(struct pt_state_registry *reg, struct pt_upstream 
 void pt_state_detach_upstreams(struct pt_upstream *ups, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
+        pt_state_upstream_put(ups[i].state);
+        ups[i].state = NULL;
         for (uint32_t t = 0; t < ups[i].ntargets; t++) {
             struct pt_target *tg = &ups[i].targets[t];
             pt_state_target_put(tg->state);

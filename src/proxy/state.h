@@ -48,6 +48,14 @@ struct pt_target_state {
      * totals are per-worker metrics: no shared write per success.) */
     _Atomic uint32_t traffic_fails;
     _Atomic uint64_t call_failures;
+    /* Passive health: out of rotation until this monotonic ms (0: never
+     * ejected), and how many times in a row it was ejected. */
+    _Atomic uint64_t ejected_until_ms;
+    _Atomic uint32_t ejections;
+    /* p2c_ewma: peak-EWMA of the time to the response head (ns) and when
+     * it was last updated (monotonic ns). */
+    _Atomic uint64_t ewma_ns;
+    _Atomic uint64_t ewma_stamp_ns;
     /* Control thread only. */
     struct pt_state_registry *reg;
     uint32_t refs; /* targets of live generations pointing here */
@@ -55,6 +63,19 @@ struct pt_target_state {
     struct pt_target_state *next; /* registry bucket chain */
     char *upstream;               /* key, copied */
     char *address;                /* key, copied */
+};
+
+/* Per upstream, shared by every worker and kept across reloads: the
+ * circuit breaker, the retry budget and the concurrency cap. Keyed by the
+ * upstream's name; refcounted by the generations naming it, like target
+ * cells. */
+struct pt_upstream_state {
+    _Atomic uint32_t active; /* requests in flight (counted when max_concurrent is set) */
+    /* Control thread only. */
+    struct pt_state_registry *reg;
+    uint32_t refs;
+    struct pt_upstream_state *next;
+    char *name;
 };
 
 struct pt_state_registry *pt_state_registry_new(void);
@@ -75,8 +96,15 @@ struct pt_target_state *pt_state_target_find(struct pt_state_registry *reg, cons
 /* Control thread. Drops a reference; the last one frees the cell. */
 void pt_state_target_put(struct pt_target_state *s);
 
-/* Control thread. Points every target of `ups` at its cell (one reference
- * each). 0, or -ENOMEM with nothing attached. */
+/* Control thread. The upstream cell for `name` with one more reference
+ * (made when there was none), or NULL when out of memory. */
+struct pt_upstream_state *pt_state_upstream_get(struct pt_state_registry *reg, const char *name);
+struct pt_upstream_state *pt_state_upstream_find(struct pt_state_registry *reg, const char *name);
+void pt_state_upstream_put(struct pt_upstream_state *s);
+
+/* Control thread. Points every upstream of `ups` at its cell, and every
+ * target at its own (one reference each). 0, or -ENOMEM with nothing
+ * attached. */
 int pt_state_attach_upstreams(struct pt_state_registry *reg, struct pt_upstream *ups, uint32_t n);
 /* Control thread. Drops the references attach took and clears
  * target->state. Idempotent; targets never attached are skipped. */
@@ -133,6 +161,14 @@ static inline void pt_state_record_call(struct pt_target_state *s, bool ok)
 static inline bool pt_state_healthy(const struct pt_target_state *s)
 {
     return !s || atomic_load_explicit(&s->health, memory_order_relaxed) == PT_HEALTHY;
+}
+
+/* Takes traffic now: healthy by the active checks and not ejected by the
+ * passive ones (`now_ms` on the monotonic clock). */
+static inline bool pt_state_usable(const struct pt_target_state *s, uint64_t now_ms)
+{
+    return !s || (atomic_load_explicit(&s->health, memory_order_relaxed) == PT_HEALTHY &&
+                  atomic_load_explicit(&s->ejected_until_ms, memory_order_relaxed) <= now_ms);
 }
 
 #endif

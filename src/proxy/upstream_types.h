@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 struct pt_target_state;
+struct pt_upstream_state;
 
 /* Where a config value came from, for error messages and /debug output. */
 struct pt_src_pos {
@@ -31,7 +32,74 @@ struct pt_target {
     struct pt_target_state *state;
 };
 
-enum pt_balance { PT_BALANCE_ROUND_ROBIN = 0 };
+enum pt_balance {
+    PT_BALANCE_ROUND_ROBIN = 0, /* smooth weighted, per worker */
+    PT_BALANCE_LEAST_CONN,      /* fewest requests in flight (all workers) per weight */
+    PT_BALANCE_P2C_EWMA,        /* power of two choices on peak-EWMA latency × (active + 1) */
+    PT_BALANCE_CONSISTENT_HASH, /* a ring over hash_on's key */
+};
+
+/* upstreams.*.hash_on: where consistent_hash takes its key. */
+enum pt_hash_on {
+    PT_HASH_NONE = 0,
+    PT_HASH_HEADER,   /* header:NAME */
+    PT_HASH_COOKIE,   /* cookie:NAME */
+    PT_HASH_IP,       /* the real client address */
+    PT_HASH_CONSUMER, /* the identity's consumer */
+};
+
+/* upstreams.*.health_check.passive: outlier ejection from real traffic. */
+struct pt_health_passive {
+    bool enabled;
+    uint32_t consecutive_failures; /* default 5 */
+    uint64_t eject_for_ms;         /* default 30 s, doubling per repeat, up to 10× */
+    uint32_t max_ejected_percent;  /* default 50 */
+};
+
+/* upstreams.*.circuit_breaker (Hystrix's defaults). */
+struct pt_breaker_conf {
+    bool enabled;
+    double error_rate;           /* default 0.5 */
+    uint32_t min_requests;       /* default 20 */
+    uint64_t window_ms;          /* default 10 s */
+    uint64_t open_for_ms;        /* default 5 s */
+    uint32_t half_open_requests; /* default 1 */
+    uint32_t max_concurrent;     /* 0: unlimited (the default) */
+};
+
+/* What a retry may be for (upstreams.*.retries.on); statuses are kept in
+ * a bitmap beside it. */
+enum {
+    PT_RETRY_ON_CONNECT = 1u << 0, /* connect_failure: refused, unreachable, connect timeout */
+    PT_RETRY_ON_RESET = 1u << 1,   /* reset: closed or reset before a complete answer */
+    PT_RETRY_ON_TIMEOUT = 1u << 2, /* timeout: read or per-try timeout */
+};
+
+/* A set of HTTP statuses 100..599. */
+struct pt_status_set {
+    uint64_t bits[10];
+};
+
+static inline bool pt_status_in(const struct pt_status_set *s, int status)
+{
+    return status >= 0 && status < 640 && (s->bits[status >> 6] >> (status & 63)) & 1;
+}
+
+static inline void pt_status_add(struct pt_status_set *s, int status)
+{
+    if (status >= 0 && status < 640)
+        s->bits[status >> 6] |= 1ull << (status & 63);
+}
+
+/* upstreams.*.retries. */
+struct pt_retry_conf {
+    uint32_t attempts; /* every try, the first included; default 1 (no retry) */
+    uint32_t on;       /* PT_RETRY_ON_* */
+    struct pt_status_set statuses;
+    uint64_t per_try_timeout_ms; /* 0: none */
+    double budget;            /* retries ≤ budget × requests over 10 s (+ 10/s); default 0.2 */
+    uint64_t max_replay_body; /* request body bytes held for a replay; default 64 KiB */
+};
 
 /* upstreams.*.health_check.active: probes run on the control thread. */
 struct pt_health_active {
@@ -54,6 +122,15 @@ struct pt_upstream {
     uint64_t read_timeout_ms;    /* default 30 s → 504 */
     uint32_t keepalive;          /* idle pooled connections per worker per target; default 64 */
     struct pt_health_active hc;
+    struct pt_health_passive passive;
+    struct pt_breaker_conf breaker;
+    struct pt_retry_conf retry;
+    struct pt_status_set failure_statuses; /* default 502, 503, 504 */
+    enum pt_hash_on hash_on;
+    const char *hash_name; /* header or cookie name for hash_on */
+    /* Breaker, retry budget and concurrency, shared by every worker and
+     * kept across reloads (proxy/state.h); NULL as for targets. */
+    struct pt_upstream_state *state;
     struct pt_src_pos pos;
 };
 

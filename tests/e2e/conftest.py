@@ -163,7 +163,7 @@ def _kill(proc, grace=2.0):
 class Backend:
     """One demo_backend process listening on one or more ports."""
 
-    def __init__(self, name, ports, threads=None):
+    def __init__(self, name, ports, threads=None, delay=None, status=None):
         self.name = name
         self.ports = list(ports)
         self.port = self.ports[0]
@@ -173,6 +173,10 @@ class Backend:
         args += ["--name", name, "--quiet"]
         if threads:
             args += ["--threads", str(threads)]
+        if delay:
+            args += ["--delay", str(delay)]
+        if status:
+            args += ["--status", str(status)]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         self.err = _LineCapture(self.proc.stderr)
@@ -198,15 +202,24 @@ class Backend:
     def reset(self, port=None):
         requests.post(self.url("/__stats/reset", port), timeout=scaled(5)).raise_for_status()
 
+    def control(self, delay=None, status=None):
+        """Sets the process-wide delay (ms) and status (0 clears) of every
+        request without its own X-Demo-* header."""
+        q = "&".join("%s=%d" % (k, v) for k, v in (("delay", delay), ("status", status))
+                     if v is not None)
+        r = requests.post(self.url("/__control?" + q), timeout=scaled(5))
+        r.raise_for_status()
+        return r.json()
+
     def stop(self):
         _kill(self.proc)
 
 
 @contextlib.contextmanager
-def backend(name="demo", nports=1, threads=None):
+def backend(name="demo", nports=1, threads=None, delay=None, status=None):
     """Starts a demo backend on `nports` fresh ports; kills it on exit."""
     require_binaries()
-    b = Backend(name, [free_port() for _ in range(nports)], threads)
+    b = Backend(name, [free_port() for _ in range(nports)], threads, delay, status)
     try:
         yield b
     finally:

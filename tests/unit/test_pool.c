@@ -1,7 +1,7 @@
 /* test_pool.c — smooth weighted round-robin: exact shares per cycle and
  * spread (no bursts), single target, equal weights; the stateless weighted
  * pick: exact shares over every residue of the total weight. */
-#include "proxy/pool.h"
+#include "proxy/balance.h"
 #include "unit.h"
 
 static void setup(struct pt_upstream *u, struct pt_target *t, const int *w, uint32_t n)
@@ -26,12 +26,12 @@ static void test_three_to_one(void)
     struct pt_rr_state st = {cur, 2};
     char seq[9] = {0};
     for (int i = 0; i < 8; i++)
-        seq[i] = (char)('a' + pt_rr_pick(&st, &u));
+        seq[i] = (char)('a' + pt_rr_pick(&st, &u, 0));
     /* Smooth: b never twice in a row, a never more than three. */
     CHECK_STR(seq, "aabaaaba");
     int counts[2] = {0};
     for (int i = 0; i < 4000; i++)
-        counts[pt_rr_pick(&st, &u)]++;
+        counts[pt_rr_pick(&st, &u, 0)]++;
     CHECK_EQ_INT(counts[0], 3000);
     CHECK_EQ_INT(counts[1], 1000);
 }
@@ -44,12 +44,12 @@ static void test_weighted_pick(void)
     setup(&u, t, w, 3);
     int exact[3] = {0};
     for (uint64_t r = 1000; r < 1008; r++) /* each residue mod 8 once */
-        exact[pt_weighted_pick(&u, r)]++;
+        exact[pt_weighted_pick(&u, r, 0)]++;
     CHECK_EQ_INT(exact[0], 5);
     CHECK_EQ_INT(exact[1], 1);
     CHECK_EQ_INT(exact[2], 2);
     setup(&u, t, w, 1);
-    CHECK_EQ_INT((int)pt_weighted_pick(&u, 12345), 0);
+    CHECK_EQ_INT((int)pt_weighted_pick(&u, 12345, 0), 0);
 }
 
 static void test_spread(void)
@@ -62,7 +62,7 @@ static void test_spread(void)
     struct pt_rr_state st = {cur, 3};
     int run = 0, longest = 0, last = -1, counts[3] = {0};
     for (int i = 0; i < 7000; i++) {
-        int k = (int)pt_rr_pick(&st, &u);
+        int k = (int)pt_rr_pick(&st, &u, 0);
         counts[k]++;
         run = k == last ? run + 1 : 1;
         last = k;
@@ -79,7 +79,7 @@ static void test_spread(void)
     struct pt_rr_state st2 = {cur2, 3};
     char seq[8] = {0};
     for (int i = 0; i < 7; i++)
-        seq[i] = (char)('a' + pt_rr_pick(&st2, &u));
+        seq[i] = (char)('a' + pt_rr_pick(&st2, &u, 0));
     CHECK_STR(seq, "aabacaa");
 }
 
@@ -91,13 +91,13 @@ static void test_single_and_equal(void)
     setup(&u, t, one, 1);
     int cur[4] = {0};
     struct pt_rr_state st = {cur, 1};
-    CHECK_EQ_INT(pt_rr_pick(&st, &u), 0);
+    CHECK_EQ_INT(pt_rr_pick(&st, &u, 0), 0);
     int eq[] = {1, 1, 1, 1};
     setup(&u, t, eq, 4);
     memset(cur, 0, sizeof(cur));
     st.n = 4;
     for (int i = 0; i < 8; i++)
-        CHECK_EQ_INT(pt_rr_pick(&st, &u), i % 4);
+        CHECK_EQ_INT(pt_rr_pick(&st, &u, 0), i % 4);
 }
 
 int main(void)
