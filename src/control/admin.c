@@ -10,7 +10,8 @@
  *
  *   GET  /status     version, generation, workers, connections, requests
  *   GET  /routes     the route table in match order facts: name, match,
- *                    upstream, effective filters (in run order)
+ *                    upstream (or split, sticky, override_header),
+ *                    effective filters (in run order)
  *   GET  /upstreams  upstreams and their targets
  *   POST /reload     same as SIGHUP; 200 with the new generation or 400
  *                    with the file:line:col errors
@@ -280,6 +281,29 @@ static const char *method_name(int m)
     return m > 0 && m < PT_METHOD__COUNT ? pt_method_names[m].p : "?";
 }
 
+/* A route's split: its sides (in the order they own the key space), the
+ * sticky key and the override header (null when off). */
+static void split_json(struct sbuf *b, const struct pt_route_split *s)
+{
+    sb_printf(b, ",\"split\":[");
+    for (uint32_t i = 0; i < s->nsides; i++) {
+        sb_printf(b, "%s{\"upstream\":", i ? "," : "");
+        sb_json_str(b, s->sides[i].up->name);
+        sb_printf(b, ",\"weight\":%u}", s->sides[i].weight);
+    }
+    sb_printf(b, "],\"sticky\":");
+    if (s->sticky == PT_STICKY_NONE)
+        sb_printf(b, "null");
+    else
+        sb_printf(b, "\"%s:%.*s\"", s->sticky == PT_STICKY_HEADER ? "header" : "cookie",
+                  (int)s->sticky_name.len, s->sticky_name.p);
+    sb_printf(b, ",\"override_header\":");
+    if (s->override_header.len)
+        sb_printf(b, "\"%.*s\"", (int)s->override_header.len, s->override_header.p);
+    else
+        sb_printf(b, "null");
+}
+
 static void routes_json(struct sbuf *b, const struct pt_generation *g)
 {
     sb_printf(b, "{\"generation\":%llu,\"routes\":[", (unsigned long long)g->id);
@@ -317,6 +341,8 @@ static void routes_json(struct sbuf *b, const struct pt_generation *g)
         }
         sb_printf(b, "],\"headers\":%u,\"query\":%u},\"upstream\":", m->nheaders, m->nquery);
         sb_json_str(b, r->upstream ? r->upstream->name : NULL);
+        if (r->split)
+            split_json(b, r->split);
         if (r->strip_prefix) {
             sb_printf(b, ",\"strip_prefix\":");
             sb_json_str(b, r->strip_prefix);

@@ -104,5 +104,15 @@ void pt_cfg_walk_filter_block(struct cfg *c, const struct pt_ynode *n, bool in_r
                               struct filter_set *out);
 /* `routes:` (config_routes.c), after upstreams and default filters. */
 void pt_cfg_walk_routes(struct cfg *c, const struct pt_ynode *n);
+/* An RFC 9110 token (header and cookie names) (config_routes.c). */
+bool pt_cfg_is_token(const char *s);
+/* The upstream called `name`, or NULL after an "unknown upstream" error at
+ * `at` (with a did-you-mean) (config_routes.c). */
+struct pt_upstream *pt_cfg_find_upstream(struct cfg *c, const struct pt_ynode *at,
+                                         const char *name);
+/* A route's `split`, `sticky` and `override_header` (config_split.c); any
+ * of the nodes may be NULL (key absent). Sets r->split. */
+void pt_cfg_walk_split(struct cfg *c, const struct pt_ynode *split, const struct pt_ynode *sticky,
+                       const struct pt_ynode *override, struct pt_route *r);
 
 #endif

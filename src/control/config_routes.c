@@ -26,12 +26,14 @@ enum {
     R_TIMEOUT,
     R_MAX_BODY,
     R_FILTERS,
+    R_SPLIT,
+    R_STICKY,
+    R_OVERRIDE,
     R_N
 };
-static const char *const route_keys[] = {"name",         "match",   "priority", "upstream",
-                                         "strip_prefix", "rewrite", "timeout",  "max_body_bytes",
-                                         "filters",      NULL};
-static const char *const route_planned[] = {"split", "sticky", NULL};
+static const char *const route_keys[] = {
+    "name",           "match",   "priority", "upstream", "strip_prefix",    "rewrite", "timeout",
+    "max_body_bytes", "filters", "split",    "sticky",   "override_header", NULL};
 
 enum {
     M_HOSTS,
@@ -98,8 +100,8 @@ static pcre2_code *compile_regex(struct cfg *c, const struct pt_ynode *at, const
     return add_regex(c, re) ? re : NULL;
 }
 
-/* RFC 9110 tchar. */
-static bool is_token(const char *s)
+/* RFC 9110 token: one or more tchar. */
+bool pt_cfg_is_token(const char *s)
 {
     if (!*s)
         return false;
@@ -485,7 +487,7 @@ static bool walk_kv(struct cfg *c, const struct pt_ynode *n, bool headers, struc
     for (uint32_t i = 0; i < n->n; i++) {
         const struct pt_ynode *key = n->pairs[i].key, *val = n->pairs[i].value;
         const char *name = key->str;
-        if (headers && !is_token(name)) {
+        if (headers && !pt_cfg_is_token(name)) {
             err_at(c, key, "`%s` is not a valid header name", name);
             ok = false;
             continue;
@@ -803,6 +805,33 @@ static bool chain_has(const struct pt_chain *ch, const char *name)
     return false;
 }
 
+/* The upstream a route (or one side of its split) names, or NULL after an
+ * "unknown upstream" error at `at` with a did-you-mean. */
+struct pt_upstream *pt_cfg_find_upstream(struct cfg *c, const struct pt_ynode *at, const char *u)
+{
+    struct pt_upstream *up = (struct pt_upstream *)pt_cfg_strtab_get(&c->upstreams, u);
+    if (up)
+        return up;
+    const struct pt_generation *g = c->g;
+    if (g->nupstreams == 0) {
+        err_at(c, at, "unknown upstream `%s` (no upstreams are defined: add it under `upstreams`)",
+               u);
+        return NULL;
+    }
+    const char **cands = malloc(g->nupstreams * sizeof(*cands));
+    if (!cands) {
+        oom(c);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < g->nupstreams; i++)
+        cands[i] = g->upstreams[i].name;
+    char hint[160];
+    err_at(c, at, "unknown upstream `%s`%s", u,
+           pt_cfg_did_you_mean(u, cands, g->nupstreams, hint, sizeof(hint)));
+    free(cands);
+    return NULL;
+}
+
 static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route *r,
                        struct strtab *names)
 {
@@ -810,7 +839,7 @@ static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route 
         return;
     r->pos = (struct pt_src_pos){n->line, n->col};
     const struct pt_ynode *v[R_N] = {0}, *k[R_N] = {0};
-    uint32_t refused = pt_cfg_bind_keys(&c->w, n, route_keys, route_planned, "in route", v, k);
+    uint32_t refused = pt_cfg_bind_keys(&c->w, n, route_keys, NULL, "in route", v, k);
 
     if (!v[R_NAME]) {
         if (!refused)
@@ -834,30 +863,23 @@ static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route 
         pt_cfg_want_int(&c->w, v[R_PRIORITY], "`priority`", -1000000, 1000000, &prio))
         r->priority = (int)prio;
 
-    if (v[R_UPSTREAM]) {
+    if (v[R_UPSTREAM] && v[R_SPLIT]) {
+        bool split_later =
+            k[R_SPLIT]->line > k[R_UPSTREAM]->line ||
+            (k[R_SPLIT]->line == k[R_UPSTREAM]->line && k[R_SPLIT]->col > k[R_UPSTREAM]->col);
+        const struct pt_ynode *later = split_later ? k[R_SPLIT] : k[R_UPSTREAM];
+        const struct pt_ynode *first = split_later ? k[R_UPSTREAM] : k[R_SPLIT];
+        err_at(c, later,
+               "`%s` conflicts with `%s` (at %s:%d:%d): a route sends to one `upstream` or "
+               "splits between several with `split`, not both",
+               split_later ? "split" : "upstream", split_later ? "upstream" : "split", c->file,
+               first->line, first->col);
+    } else if (v[R_UPSTREAM]) {
         const char *u = pt_cfg_want_str(&c->w, v[R_UPSTREAM], "`upstream`");
-        if (u) {
-            r->upstream = (struct pt_upstream *)pt_cfg_strtab_get(&c->upstreams, u);
-            if (!r->upstream) {
-                const struct pt_generation *g = c->g;
-                const char **cands = malloc((g->nupstreams + 1) * sizeof(*cands));
-                if (!cands)
-                    return oom(c);
-                for (uint32_t i = 0; i < g->nupstreams; i++)
-                    cands[i] = g->upstreams[i].name;
-                char hint[160];
-                if (g->nupstreams == 0)
-                    err_at(c, v[R_UPSTREAM],
-                           "unknown upstream `%s` (no upstreams are defined: add it under "
-                           "`upstreams`)",
-                           u);
-                else
-                    err_at(c, v[R_UPSTREAM], "unknown upstream `%s`%s", u,
-                           pt_cfg_did_you_mean(u, cands, g->nupstreams, hint, sizeof(hint)));
-                free(cands);
-            }
-        }
+        if (u)
+            r->upstream = pt_cfg_find_upstream(c, v[R_UPSTREAM], u);
     }
+    pt_cfg_walk_split(c, v[R_SPLIT], v[R_STICKY], v[R_OVERRIDE], r);
 
     if (v[R_STRIP_PREFIX] && v[R_REWRITE]) {
         const struct pt_ynode *later = k[R_REWRITE]->line > k[R_STRIP_PREFIX]->line ||
@@ -893,11 +915,11 @@ static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route 
     build_chain(c, r, &own);
     free(own.v);
 
-    if (!v[R_UPSTREAM] && !refused && !chain_has(&r->chain, "aggregate")) {
+    if (!v[R_UPSTREAM] && !v[R_SPLIT] && !refused && !chain_has(&r->chain, "aggregate")) {
         if (r->name)
-            err_at(c, n, "route `%s` has no `upstream`", r->name);
+            err_at(c, n, "route `%s` has no `upstream` (or `split`)", r->name);
         else
-            err_at(c, n, "route has no `upstream`");
+            err_at(c, n, "route has no `upstream` (or `split`)");
     }
 }
 

@@ -236,6 +236,10 @@ static bool route(struct pt_exchange *ex)
     }
     ex->route = ex->rr.route;
     ex->up = ex->route->upstream;
+    if (ex->route->split && !pt_exchange_pick_side(ex)) {
+        pt_exchange_respond(ex, 500, "out of memory", true);
+        return false;
+    }
     return true;
 }
 
@@ -358,6 +362,8 @@ static void response_head(struct pt_exchange *ex)
     pt_headers_from_h1(&ex->resph, store, (uint32_t)h->nfields + 8, h->fields, h->nfields);
     pt_h1_drop_connection_listed(&ex->resph);
     pt_headers_set(&ex->resph, ex->arena, PT_SLICE("X-Request-ID"), ex->reqid);
+    if (ex->set_cookie.len) /* a sticky cookie the gateway made (exchange_split.c) */
+        pt_headers_add(&ex->resph, ex->arena, PT_SLICE("Set-Cookie"), ex->set_cookie);
     /* The upstream answered before taking the whole body (e.g. its own
      * 413): the client's connection can't carry another request. */
     if (!ex->call->sent_all)

@@ -85,7 +85,10 @@ struct pt_exchange {
     struct pt_generation *gen;
     const struct pt_route *route;
     struct pt_route_result rr;
-    const struct pt_upstream *up;
+    const struct pt_upstream *up; /* the route's, or the side its split picked */
+    /* The Set-Cookie value of a sticky cookie the gateway made for this
+     * request (exchange_split.c); len 0: none. */
+    pt_slice set_cookie;
     pt_slice path; /* after strip_prefix / rewrite */
     char reqid_buf[33];
     pt_slice reqid;

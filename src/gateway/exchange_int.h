@@ -21,6 +21,11 @@ int pt_exchange_rewrite_path(struct pt_exchange *ex);
 void pt_exchange_find_client(struct pt_exchange *ex);
 bool pt_exchange_forwarding_headers(struct pt_exchange *ex);
 
+/* exchange_split.c: picks the side of ex->route's split into ex->up
+ * (override header, sticky key, or weighted random); false when out of
+ * memory. Only for routes with a split. */
+bool pt_exchange_pick_side(struct pt_exchange *ex);
+
 /* exchange_filters.c */
 void pt_exchange_filters_begin(struct pt_exchange *ex);
 /* Runs the response head filters; false when they replaced the response. */

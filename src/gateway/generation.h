@@ -20,6 +20,7 @@
 #include "core/cidr.h"
 #include "core/loop.h"
 #include "filters/filter.h"
+#include "proxy/split.h"
 #include "proxy/upstream_types.h"
 
 #include <netinet/in.h>
@@ -100,12 +101,13 @@ struct pt_route {
     uint32_t index; /* file order */
     int priority;   /* default 0; higher first among equally specific routes */
     struct pt_route_match match;
-    struct pt_upstream *upstream;
-    const char *strip_prefix; /* removed from the front of the path (segment boundary) */
-    const char *rewrite;      /* replaces the path; "{param}" expands route params */
-    uint64_t timeout_ms;      /* 0 = upstream read_timeout */
-    uint64_t max_body_bytes;  /* 0 = limits.max_body_bytes */
-    struct pt_chain chain;    /* compiled filters */
+    struct pt_upstream *upstream;       /* NULL with `split` (or an aggregate route) */
+    const struct pt_route_split *split; /* canary split; NULL: `upstream` */
+    const char *strip_prefix;           /* removed from the front of the path (segment boundary) */
+    const char *rewrite;                /* replaces the path; "{param}" expands route params */
+    uint64_t timeout_ms;                /* 0 = upstream read_timeout */
+    uint64_t max_body_bytes;            /* 0 = limits.max_body_bytes */
+    struct pt_chain chain;              /* compiled filters */
     struct pt_src_pos pos;
 };
 
