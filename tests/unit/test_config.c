@@ -367,8 +367,8 @@ static void test_unknown_and_planned_keys(void)
     EXPECT(BASE "routes:\n"
                 "  - name: canary\n"
                 "    match: { path_prefix: /v2 }\n"
-                "    split: [{ upstream: users, weight: 10 }]\n",
-           "t.yaml:7:5: `split` is not supported by this build yet");
+                "    split: [{ upstream: users, weight: 0 }]\n",
+           "t.yaml:7:12: every weight in `split` is 0: at least one side must take traffic");
     EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
            "upstreams:\n"
            "  users:\n"
@@ -475,7 +475,7 @@ static void test_duplicates_and_references(void)
     EXPECT(BASE "routes:\n"
                 "  - name: r\n"
                 "    match: { path: /x }\n",
-           "t.yaml:5:5: route `r` has no `upstream`");
+           "t.yaml:5:5: route `r` has no `upstream` (or `split`)");
     EXPECT(BASE "routes:\n"
                 "  - upstream: users\n",
            "t.yaml:5:5: route has no `name`");
