@@ -9,10 +9,14 @@
  *   - p2c_ewma: the lower peak-EWMA × load wins; under a steady load a
  *     slow target gets little; a target never sampled gets tried once at a
  *     time; the EWMA takes peaks at once and decays below them;
- *   - the 64-bit hash spreads bits evenly.
+ *   - the 64-bit hash spreads bits evenly;
+ *   - cookie:NAME's key: found among pairs, across Cookie fields, exact
+ *     name only.
  * Cells are real (pt_target_state), set by hand.
  */
 #include "core/arena.h"
+#include "http/cookie.h"
+#include "http/tokens.h"
 #include "proxy/balance.h"
 #include "proxy/hash_ring.h"
 #include "unit.h"
@@ -358,6 +362,42 @@ static void test_hash_spread(void)
     CHECK(pt_hash64("abcdefgh", 8, 0) != pt_hash64("abcdefgh\0", 9, 0));
 }
 
+static pt_slice cookie(const char *const *fields, uint32_t n, const char *name, bool *found)
+{
+    static struct pt_hfield f[4];
+    static struct pt_headers h;
+    h = (struct pt_headers){f, n, 4};
+    for (uint32_t i = 0; i < n; i++)
+        f[i] = (struct pt_hfield){
+            PT_SLICE("Cookie"), {fields[i], strlen(fields[i])}, PT_TOK_COOKIE, false};
+    return pt_cookie_find(&h, (pt_slice){name, strlen(name)}, found);
+}
+
+static bool cookie_is(const char *const *fields, uint32_t n, const char *name, const char *want)
+{
+    bool found;
+    pt_slice v = cookie(fields, n, name, &found);
+    if (!want)
+        return !found && v.len == 0;
+    return found && v.len == strlen(want) && memcmp(v.p, want, v.len) == 0;
+}
+
+static void test_cookie_key(void)
+{
+    const char *one[] = {"theme=dark; session=abc123 ;lang=en"};
+    CHECK(cookie_is(one, 1, "session", "abc123"));
+    CHECK(cookie_is(one, 1, "lang", "en"));
+    CHECK(cookie_is(one, 1, "theme", "dark"));
+    CHECK(cookie_is(one, 1, "Session", NULL)); /* names are case-sensitive */
+    CHECK(cookie_is(one, 1, "sess", NULL));
+    const char *two[] = {"a=1", "b = 2 ; sid=", "sid=late"};
+    CHECK(cookie_is(two, 3, "b", "2"));
+    CHECK(cookie_is(two, 3, "sid", "")); /* the first, even empty */
+    const char *odd[] = {";;flag; x=y=z;"};
+    CHECK(cookie_is(odd, 1, "flag", NULL)); /* no "=": not a pair */
+    CHECK(cookie_is(odd, 1, "x", "y=z"));
+}
+
 int main(void)
 {
     test_ring_add_target();
@@ -369,5 +409,6 @@ int main(void)
     test_p2c_slow_target_under_load();
     test_p2c_unknown_target();
     test_hash_spread();
+    test_cookie_key();
     return unit_report("balance");
 }
