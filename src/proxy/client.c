@@ -52,7 +52,8 @@ static void report(struct pt_call *c, bool ok)
         return;
     c->reported = true;
     pt_state_record_call(c->target->state, ok);
-    if (c->req.up->balance == PT_BALANCE_P2C_EWMA)
+    /* Balanced calls only: a health probe (a fixed target) is not traffic. */
+    if (c->req.up->balance == PT_BALANCE_P2C_EWMA && !c->req.target)
         observe_latency(c, ok);
 }
 
