@@ -26,6 +26,7 @@
 #include "core/log.h"
 #include "gateway/respond.h"
 #include "http/h1.h"
+#include "proxy/balance.h"
 #include "proxy/state.h"
 
 #include <errno.h>
@@ -372,8 +373,16 @@ static void upstreams_json(struct sbuf *b, const struct pt_generation *g)
         const struct pt_upstream *u = &g->upstreams[i];
         sb_printf(b, "%s{\"name\":", i ? "," : "");
         sb_json_str(b, u->name);
+        sb_printf(b, ",\"balance\":\"%s\"", pt_balance_name(u->balance));
+        if (u->balance == PT_BALANCE_CONSISTENT_HASH) {
+            static const char *const on[] = {"", "header:", "cookie:", "ip", "consumer"};
+            char hb[160];
+            snprintf(hb, sizeof(hb), "%s%s", on[u->hash_on], u->hash_name ? u->hash_name : "");
+            sb_printf(b, ",\"hash_on\":");
+            sb_json_str(b, hb);
+        }
         sb_printf(b,
-                  ",\"balance\":\"round_robin\",\"connect_timeout_ms\":%llu,"
+                  ",\"connect_timeout_ms\":%llu,"
                   "\"read_timeout_ms\":%llu,\"keepalive\":%u,\"health_check\":%s,\"targets\":[",
                   (unsigned long long)u->connect_timeout_ms, (unsigned long long)u->read_timeout_ms,
                   u->keepalive, u->hc.enabled ? "true" : "false");
@@ -383,11 +392,17 @@ static void upstreams_json(struct sbuf *b, const struct pt_generation *g)
             const struct pt_target_state *st = u->targets[t].state;
             sb_printf(b,
                       ",\"weight\":%d,\"healthy\":%s,\"active_requests\":%u,"
-                      "\"consecutive_failures\":%u,\"call_failures\":%llu}",
+                      "\"consecutive_failures\":%u,\"call_failures\":%llu",
                       u->targets[t].weight, pt_state_healthy(st) ? "true" : "false",
                       pt_state_active(st),
                       st ? atomic_load_explicit(&st->traffic_fails, memory_order_relaxed) : 0,
                       st ? (unsigned long long)atomic_load(&st->call_failures) : 0ull);
+            if (u->balance == PT_BALANCE_P2C_EWMA && st) {
+                /* The latency p2c_ewma weighs (0: no answer yet). */
+                uint64_t e = atomic_load_explicit(&st->ewma_ns, memory_order_relaxed);
+                sb_printf(b, ",\"latency_ewma_ms\":%.3f", (double)e / 1e6);
+            }
+            sb_printf(b, "}");
         }
         sb_printf(b, "]}");
     }

@@ -6,11 +6,13 @@
  * config_int.h); everything read lives in the generation's arena.
  */
 #include "control/config_int.h"
+#include "proxy/hash_ring.h"
 
-static const char *const upstream_keys[] = {
-    "targets", "balance", "connect_timeout", "read_timeout", "keepalive", "health_check", NULL};
-static const char *const upstream_planned[] = {"hash_on",         "protocol", "tls",
-                                               "circuit_breaker", "retries",  NULL};
+static const char *const upstream_keys[] = {"targets",      "balance",   "connect_timeout",
+                                            "read_timeout", "keepalive", "health_check",
+                                            "hash_on",      NULL};
+static const char *const upstream_planned[] = {"protocol", "tls", "circuit_breaker", "retries",
+                                               NULL};
 static const char *const hc_keys[] = {"active", NULL};
 static const char *const hc_planned[] = {"passive", NULL};
 static const char *const hc_active_keys[] = {"path",      "interval", "timeout", "healthy",
@@ -60,7 +62,102 @@ static void walk_health_check(struct cfg *c, const struct pt_ynode *n, struct pt
             hc->host = dup_str(c, h);
     }
 }
-static const char *const balance_planned[] = {"least_conn", "p2c_ewma", "consistent_hash", NULL};
+/* RFC 9110 tchar: header names, and cookie names (RFC 6265 uses token). */
+static bool is_token_name(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", ch)))
+            return false;
+    }
+    return true;
+}
+
+/* hash_on: header:NAME | cookie:NAME | ip | consumer. */
+static void walk_hash_on(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u)
+{
+    const char *h = pt_cfg_want_str(&c->w, n, "`hash_on`");
+    if (!h)
+        return;
+    if (strcmp(h, "ip") == 0) {
+        u->hash_on = PT_HASH_IP;
+        return;
+    }
+    if (strcmp(h, "consumer") == 0) {
+        u->hash_on = PT_HASH_CONSUMER;
+        return;
+    }
+    const char *colon = strchr(h, ':');
+    const char *name = colon ? colon + 1 : "";
+    size_t plen = colon ? (size_t)(colon - h) : strlen(h);
+    bool header = plen == 6 && strncmp(h, "header", 6) == 0;
+    bool cookie = plen == 6 && strncmp(h, "cookie", 6) == 0;
+    if (header || cookie) {
+        if (!*name)
+            err_at(c, n, "`hash_on: %.*s:` needs a %s name (e.g. `%s`)", (int)plen, h,
+                   header ? "header" : "cookie", header ? "header:X-User-ID" : "cookie:session");
+        else if (!is_token_name(name))
+            err_at(c, n, "`hash_on`: `%s` is not a valid %s name", name,
+                   header ? "header" : "cookie");
+        else {
+            u->hash_on = header ? PT_HASH_HEADER : PT_HASH_COOKIE;
+            u->hash_name = dup_str(c, name);
+        }
+        return;
+    }
+    /* Suggest with the name the user gave: `hedaer:X-User` → `header:X-User`. */
+    char hc[2][160], hint[200];
+    snprintf(hc[0], sizeof(hc[0]), "header:%s", *name ? name : "NAME");
+    snprintf(hc[1], sizeof(hc[1]), "cookie:%s", *name ? name : "NAME");
+    const char *const cands[] = {hc[0], hc[1], "ip", "consumer"};
+    err_at(c, n, "unknown `hash_on` `%s`%s; expected header:NAME, cookie:NAME, ip or consumer", h,
+           pt_cfg_did_you_mean(h, cands, PT_ARRAY_LEN(cands), hint, sizeof(hint)));
+}
+
+/* balance, and hash_on which only consistent_hash takes (and needs). The
+ * ring is built here, once per generation, in its arena. */
+static void walk_balance(struct cfg *c, const struct pt_ynode *bn, const struct pt_ynode *hn,
+                         struct pt_upstream *u)
+{
+    /* In enum pt_balance's order. */
+    static const char *const names[] = {"round_robin", "least_conn", "p2c_ewma", "consistent_hash"};
+    if (bn) {
+        const char *b = pt_cfg_want_str(&c->w, bn, "`balance`");
+        if (!b)
+            return;
+        size_t i = 0;
+        while (i < PT_ARRAY_LEN(names) && strcmp(b, names[i]) != 0)
+            i++;
+        if (i == PT_ARRAY_LEN(names)) {
+            char hint[96];
+            err_at(c, bn, "unknown balance `%s`%s", b,
+                   pt_cfg_did_you_mean(b, names, PT_ARRAY_LEN(names), hint, sizeof(hint)));
+            return;
+        }
+        u->balance = (enum pt_balance)i;
+    }
+    if (u->balance != PT_BALANCE_CONSISTENT_HASH) {
+        if (hn)
+            err_at(c, hn,
+                   "`hash_on` applies only to `balance: consistent_hash` (upstream `%s` "
+                   "balances by %s)",
+                   u->name, names[u->balance]);
+        return;
+    }
+    if (!hn) {
+        err_at(c, bn,
+               "balance `consistent_hash` needs `hash_on` (header:NAME, cookie:NAME, ip or "
+               "consumer)");
+        return;
+    }
+    walk_hash_on(c, hn, u);
+    if (u->ntargets && !(u->ring = pt_hash_ring_build(c->a, u)))
+        oom(c);
+}
+
 static const char *const target_keys[] = {"address", "weight", NULL};
 
 static bool walk_target(struct cfg *c, const struct pt_ynode *item, struct pt_target *t)
@@ -111,7 +208,7 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
     u->pos = (struct pt_src_pos){key->line, key->col};
     if (!pt_cfg_want_map(&c->w, n, "an upstream"))
         return;
-    const struct pt_ynode *v[6] = {0};
+    const struct pt_ynode *v[7] = {0};
     uint32_t refused =
         pt_cfg_bind_keys(&c->w, n, upstream_keys, upstream_planned, "in upstream", v, NULL);
 
@@ -144,19 +241,7 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
             }
         }
     }
-    if (v[1]) {
-        const char *b = pt_cfg_want_str(&c->w, v[1], "`balance`");
-        static const char *const known[] = {"round_robin", "least_conn", "p2c_ewma",
-                                            "consistent_hash"};
-        char hint[96];
-        if (!b || strcmp(b, "round_robin") == 0)
-            ; /* the default */
-        else if (pt_cfg_in_list(b, balance_planned))
-            err_at(c, v[1], "balance `%s` is not supported by this build yet", b);
-        else
-            err_at(c, v[1], "unknown balance `%s`%s", b,
-                   pt_cfg_did_you_mean(b, known, PT_ARRAY_LEN(known), hint, sizeof(hint)));
-    }
+    walk_balance(c, v[1], v[6], u);
     if (v[2])
         pt_cfg_want_duration(&c->w, v[2], "`connect_timeout`", true, &u->connect_timeout_ms);
     if (v[3])

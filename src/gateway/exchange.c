@@ -11,6 +11,7 @@
 
 #include "core/log.h"
 #include "gateway/respond.h"
+#include "http/cookie.h"
 #include "http/h1_write.h"
 #include "http/path.h"
 
@@ -299,6 +300,33 @@ static void call_wake(void *user)
 
 static const struct pt_call_ops call_ops = {call_body_peek, call_body_consumed, call_wake};
 
+/* consistent_hash: the request's key, per the upstream's hash_on (len 0:
+ * none, and the balancer falls back to round robin). */
+static pt_slice hash_key(struct pt_exchange *ex)
+{
+    const struct pt_upstream *u = ex->up;
+    pt_slice none = {"", 0};
+    switch (u->hash_on) {
+    case PT_HASH_HEADER: {
+        const struct pt_hfield *f =
+            pt_headers_find(&ex->reqh, (pt_slice){u->hash_name, strlen(u->hash_name)});
+        return f ? f->value : none;
+    }
+    case PT_HASH_COOKIE: {
+        pt_slice v = none;
+        pt_cookie_find(&ex->reqh, (pt_slice){u->hash_name, strlen(u->hash_name)}, &v);
+        return v;
+    }
+    case PT_HASH_IP:
+        return ex->client;
+    case PT_HASH_CONSUMER:
+        return ex->identity.consumer;
+    case PT_HASH_NONE:
+        break;
+    }
+    return none;
+}
+
 void pt_exchange_dispatch(struct pt_exchange *ex)
 {
     if (!ex->up) {
@@ -326,6 +354,8 @@ void pt_exchange_dispatch(struct pt_exchange *ex)
     /* The request goes upstream as HTTP/1.1, where Host is required; an
      * HTTP/1.0 request may have come without one: name the target. */
     req.add_host = !pt_headers_find_token(&ex->reqh, PT_TOK_HOST);
+    if (ex->up->balance == PT_BALANCE_CONSISTENT_HASH)
+        req.hash_key = hash_key(ex);
     /* Allocated only now: a request waiting on a filter does not carry it
      * (pt_call_start zeroes it). */
     ex->call = pt_arena_alloc(ex->arena, sizeof(*ex->call));

@@ -6,6 +6,16 @@
  * by the active checks, not ejected by the passive ones: state.h) and not
  * one the request already tried (a retry goes elsewhere when it can).
  * Lock-free: shared inputs are the target cells' relaxed atomics.
+ *
+ * Policies (upstreams.*.balance), every one weighted:
+ *   round_robin      smooth weighted round-robin, per worker;
+ *   least_conn       fewest requests in flight per weight, counted across
+ *                    all workers in the cells; ties at random by weight;
+ *   p2c_ewma         two candidates drawn at random by weight, the one
+ *                    with the lower peak-EWMA latency × (active + 1) /
+ *                    weight wins (pt_balance_observe feeds the EWMA);
+ *   consistent_hash  the request's key on a ring (hash_ring.h), walking
+ *                    past targets out of rotation; no key: round robin.
  */
 #ifndef PT_PROXY_BALANCE_H
 #define PT_PROXY_BALANCE_H
@@ -40,5 +50,19 @@ uint32_t pt_rr_pick(struct pt_rr_state *st, const struct pt_upstream *u, uint64_
 /* A target index in proportion to the weights of usable targets, from a
  * random r (UINT32_MAX: none). */
 uint32_t pt_weighted_pick(const struct pt_upstream *u, uint64_t r, uint64_t now_ms);
+
+/* A policy's name as configured ("round_robin", ...). */
+const char *pt_balance_name(enum pt_balance b);
+
+/* p2c_ewma: one latency sample of a target (ns, from asking for a
+ * connection to the response head; a failure's penalty), at monotonic
+ * `now_ns`. Peak-EWMA: a sample above the average replaces it, one below
+ * pulls it down with weight 1 - e^(-dt/10 s). Relaxed stores; any worker;
+ * NULL is a no-op. */
+void pt_balance_observe(struct pt_target_state *s, uint64_t sample_ns, uint64_t now_ns);
+/* p2c_ewma: a target's cost now: its EWMA decayed to `now_ns` × (active
+ * + 1) / weight. No sample yet: 0 when nothing is in flight to it (try
+ * it), very high otherwise (wait for its first answer). */
+double pt_balance_ewma_cost(const struct pt_target *t, uint64_t now_ns);
 
 #endif

@@ -32,6 +32,19 @@ static struct pt_loop *loop_of(const struct pt_call *c)
 
 /* Ends the call with an error: the connection is closed (a half-read
  * response can never be reused). Returns -1 for the pumps. */
+/* p2c_ewma's latency sample: from asking for a connection to the final
+ * head. A failure counts as at least connect_timeout, so a target that
+ * fails fast does not look fast. */
+static void observe_latency(struct pt_call *c, bool ok)
+{
+    uint64_t now = pt_loop_now_ns(loop_of(c));
+    uint64_t end = ok && c->t_head_ns ? c->t_head_ns : now;
+    uint64_t sample = c->t_connect_ns && end > c->t_connect_ns ? end - c->t_connect_ns : 0;
+    if (!ok)
+        sample = PT_MAX(sample, c->req.up->connect_timeout_ms * 1000000u);
+    pt_balance_observe(c->target->state, sample, now);
+}
+
 /* Reports the call's outcome to its target's shared cell, once. */
 static void report(struct pt_call *c, bool ok)
 {
@@ -39,6 +52,9 @@ static void report(struct pt_call *c, bool ok)
         return;
     c->reported = true;
     pt_state_record_call(c->target->state, ok);
+    /* Balanced calls only: a health probe (a fixed target) is not traffic. */
+    if (c->req.up->balance == PT_BALANCE_P2C_EWMA && !c->req.target)
+        observe_latency(c, ok);
 }
 
 static int fail(struct pt_call *c, enum pt_call_fail why, const char *text)

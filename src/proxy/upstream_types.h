@@ -14,6 +14,7 @@
 
 struct pt_target_state;
 struct pt_upstream_state;
+struct pt_hash_ring;
 
 /* Where a config value came from, for error messages and /debug output. */
 struct pt_src_pos {
@@ -128,6 +129,9 @@ struct pt_upstream {
     struct pt_status_set failure_statuses; /* default 502, 503, 504 */
     enum pt_hash_on hash_on;
     const char *hash_name; /* header or cookie name for hash_on */
+    /* consistent_hash: the targets' ring (proxy/hash_ring.h), built at
+     * load in the generation's arena; NULL for the other policies. */
+    const struct pt_hash_ring *ring;
     /* Breaker, retry budget and concurrency, shared by every worker and
      * kept across reloads (proxy/state.h); NULL as for targets. */
     struct pt_upstream_state *state;

@@ -17,6 +17,7 @@
 #include "control/config_upstreams.c"
 
 #include "filters/template.h"
+#include "proxy/balance.h"
 #include "unit.h"
 
 #include <stdlib.h>
@@ -369,12 +370,6 @@ static void test_unknown_and_planned_keys(void)
                 "    match: { path_prefix: /v2 }\n"
                 "    split: [{ upstream: users, weight: 0 }]\n",
            "t.yaml:7:12: every weight in `split` is 0: at least one side must take traffic");
-    EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
-           "upstreams:\n"
-           "  users:\n"
-           "    targets: [\"127.0.0.1:9001\"]\n"
-           "    balance: least_conn\n",
-           "t.yaml:5:14: balance `least_conn` is not supported by this build yet");
     EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
            "upstreams:\n"
            "  users:\n"
@@ -1174,6 +1169,72 @@ static void test_proxy_protocol_keys(void)
            "t.yaml:3:5: unknown key `proxy_protcol` in listener (did you mean `proxy_protocol`?)");
 }
 
+/* balance and hash_on: every policy loads; consistent_hash needs hash_on
+ * (and gets a ring), which no other policy takes; hash_on's four forms. */
+#define UP                                                                                         \
+    "listeners: [{ address: \"127.0.0.1:18080\" }]\n"                                              \
+    "upstreams:\n"                                                                                 \
+    "  users:\n"                                                                                   \
+    "    targets: [\"127.0.0.1:9001\", { address: \"127.0.0.1:9002\", weight: 3 }]\n"
+static void test_balance_keys(void)
+{
+    static const char *const pol[] = {"round_robin", "least_conn", "p2c_ewma"};
+    for (size_t i = 0; i < PT_ARRAY_LEN(pol); i++) {
+        char y[512];
+        snprintf(y, sizeof(y), UP "    balance: %s\n", pol[i]);
+        struct pt_generation *g = EXPECT_OK(y);
+        if (g) {
+            CHECK_STR(pt_balance_name(g->upstreams[0].balance), pol[i]);
+            CHECK(g->upstreams[0].ring == NULL);
+        }
+        pt_generation_free(g);
+    }
+    static const struct {
+        const char *on;
+        enum pt_hash_on want;
+        const char *name;
+    } forms[] = {{"header:X-User-ID", PT_HASH_HEADER, "X-User-ID"},
+                 {"cookie:session", PT_HASH_COOKIE, "session"},
+                 {"ip", PT_HASH_IP, NULL},
+                 {"consumer", PT_HASH_CONSUMER, NULL}};
+    for (size_t i = 0; i < PT_ARRAY_LEN(forms); i++) {
+        char y[512];
+        snprintf(y, sizeof(y), UP "    balance: consistent_hash\n    hash_on: %s\n", forms[i].on);
+        struct pt_generation *g = EXPECT_OK(y);
+        if (!g)
+            continue;
+        const struct pt_upstream *u = &g->upstreams[0];
+        CHECK(u->balance == PT_BALANCE_CONSISTENT_HASH && u->hash_on == forms[i].want);
+        CHECK(forms[i].name ? u->hash_name && strcmp(u->hash_name, forms[i].name) == 0
+                            : u->hash_name == NULL);
+        /* 1000 points per weight unit: weights 1 and 3. */
+        CHECK(u->ring && u->ring->n == 4000);
+        pt_generation_free(g);
+    }
+    EXPECT(UP "    balance: consistent_hash\n",
+           "t.yaml:5:14: balance `consistent_hash` needs `hash_on` (header:NAME, cookie:NAME, ip "
+           "or consumer)");
+    EXPECT(UP "    hash_on: ip\n",
+           "t.yaml:5:14: `hash_on` applies only to `balance: consistent_hash` (upstream `users` "
+           "balances by round_robin)");
+    EXPECT(UP "    balance: least_conn\n    hash_on: consumer\n",
+           "t.yaml:6:14: `hash_on` applies only to `balance: consistent_hash` (upstream `users` "
+           "balances by least_conn)");
+    EXPECT(UP "    balance: consistent_hash\n    hash_on: hedaer:X-User\n",
+           "t.yaml:6:14: unknown `hash_on` `hedaer:X-User` (did you mean `header:X-User`?); "
+           "expected header:NAME, cookie:NAME, ip or consumer");
+    EXPECT(UP "    balance: consistent_hash\n    hash_on: consumr\n",
+           "t.yaml:6:14: unknown `hash_on` `consumr` (did you mean `consumer`?); expected "
+           "header:NAME, cookie:NAME, ip or consumer");
+    EXPECT(UP "    balance: consistent_hash\n    hash_on: \"header:\"\n",
+           "t.yaml:6:14: `hash_on: header:` needs a header name (e.g. `header:X-User-ID`)");
+    EXPECT(UP "    balance: consistent_hash\n    hash_on: \"cookie:a b\"\n",
+           "t.yaml:6:14: `hash_on`: `a b` is not a valid cookie name");
+    EXPECT(UP "    balance: p2c_ewa\n",
+           "t.yaml:5:14: unknown balance `p2c_ewa` (did you mean `p2c_ewma`?)");
+}
+#undef UP
+
 int main(void)
 {
     test_examples();
@@ -1196,6 +1257,7 @@ int main(void)
     test_generic_fields();
     test_suggest();
     test_proxy_protocol_keys();
+    test_balance_keys();
 
     unlink("t.yaml");
     if (chdir("/") == 0)
