@@ -388,7 +388,8 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
     }
     if (res)
         ares_freeaddrinfo(res);
-    qsort(v, k, sizeof(*v), addr_cmp);
+    if (k > 1)
+        qsort(v, k, sizeof(*v), addr_cmp);
     uint32_t u = 0; /* unique */
     for (uint32_t i = 0; i < k; i++)
         if (u == 0 || addr_cmp(&v[u - 1], &v[i]) != 0)
@@ -425,9 +426,13 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
         e->addrs = v;
         e->naddrs = u;
         e->have = true;
-        r->changed = true;
-        if (r->changed_cb)
-            r->changed_cb(r->user);
+        /* A name the running config no longer names (a refused reload
+         * asked for it) changes nothing that runs. */
+        if (e->wanted) {
+            r->changed = true;
+            if (r->changed_cb)
+                r->changed_cb(r->user);
+        }
     }
     arm_tick(r);
 }

@@ -27,9 +27,13 @@ static void test_literals_and_names(void)
     CHECK(!pt_dns_is_ip_literal("users.internal"));
     CHECK(!pt_dns_is_ip_literal("[::1]"));
 
-    static const char *const good[] = {"users", "users.internal", "users.internal.",
-                                       "a-b.c-d.svc.cluster.local", "_http._tcp.example",
-                                       "x1.0ab", "UPPER.Case"};
+    static const char *const good[] = {"users",
+                                       "users.internal",
+                                       "users.internal.",
+                                       "a-b.c-d.svc.cluster.local",
+                                       "_http._tcp.example",
+                                       "x1.0ab",
+                                       "UPPER.Case"};
     for (size_t i = 0; i < PT_ARRAY_LEN(good); i++)
         CHECK_MSG(pt_dns_valid_name(good[i]), "rejected %s", good[i]);
     char longlabel[80], longname[300];
@@ -39,9 +43,8 @@ static void test_literals_and_names(void)
     for (int i = 10; i < 254; i += 10)
         longname[i] = '.';
     longname[254] = 0;
-    const char *bad[] = {"",      ".",        "a..b",      "-a.b", "a-.b", "a.b-",
-                         "a b.c", "a/b",      "users:80",  "a.b..", "é.fr", longlabel,
-                         longname};
+    const char *bad[] = {"",    ".",        "a..b",  "-a.b", "a-.b",    "a.b-",  "a b.c",
+                         "a/b", "users:80", "a.b..", "é.fr", longlabel, longname};
     for (size_t i = 0; i < PT_ARRAY_LEN(bad); i++)
         CHECK_MSG(!pt_dns_valid_name(bad[i]), "accepted %.40s", bad[i]);
 }
@@ -115,14 +118,13 @@ static void test_split_url(void)
     CHECK(pt_slice_eq(auth, PT_SLICE("authz.internal:9000")));
     CHECK(pt_slice_eq(path, PT_SLICE("/check")));
     CHECK(pt_slice_eq(query, PT_SLICE("a=1")));
-    CHECK_EQ_INT(pt_fetch_split_url("http://authz", host, sizeof(host), &port, &auth, &path,
-                                    &query),
-                 0);
+    CHECK_EQ_INT(
+        pt_fetch_split_url("http://authz", host, sizeof(host), &port, &auth, &path, &query), 0);
     CHECK_EQ_INT(port, 80);
     CHECK(pt_slice_eq(path, PT_SLICE("/")));
-    CHECK_EQ_INT(pt_fetch_split_url("http://[::1]:81/x", host, sizeof(host), &port, &auth, &path,
-                                    &query),
-                 0);
+    CHECK_EQ_INT(
+        pt_fetch_split_url("http://[::1]:81/x", host, sizeof(host), &port, &auth, &path, &query),
+        0);
     CHECK_STR(host, "::1");
     CHECK(pt_slice_eq(auth, PT_SLICE("[::1]:81")));
     static const char *const bad[] = {"https://a/",   "http://",        "http://:80/",
