@@ -389,6 +389,10 @@ static void upstreams_json(struct sbuf *b, const struct pt_generation *g)
         for (uint32_t t = 0; t < u->ntargets; t++) {
             sb_printf(b, "%s{\"address\":", t ? "," : "");
             sb_json_str(b, u->targets[t].address);
+            if (u->targets[t].name) { /* resolved from this host-name target */
+                sb_printf(b, ",\"name\":");
+                sb_json_str(b, u->targets[t].name);
+            }
             const struct pt_target_state *st = u->targets[t].state;
             sb_printf(b,
                       ",\"weight\":%d,\"healthy\":%s,\"active_requests\":%u,"

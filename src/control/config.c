@@ -134,15 +134,32 @@ static void set_defaults(struct pt_generation *g)
 
 struct pt_generation *pt_config_load(const char *path, uint64_t id, struct pt_diag *diag)
 {
+    return pt_config_load_with(path, NULL, 0, NULL, id, diag);
+}
+
+struct pt_generation *pt_config_load_with(const char *path, const char *source, size_t source_len,
+                                          const struct pt_resolver *dns, uint64_t id,
+                                          struct pt_diag *diag)
+{
     struct pt_generation *g = NULL;
     struct pt_ydoc doc = {0};
     bool have_doc = false;
     char *text = NULL;
     size_t len = 0;
-    struct cfg c = {.file = path};
+    struct cfg c = {.file = path, .dns = dns};
     char err[512];
 
-    if (read_file(path, &text, &len, err, sizeof(err)) < 0) {
+    if (source) {
+        text = malloc(source_len + 1);
+        if (text) {
+            memcpy(text, source, source_len);
+            text[source_len] = 0;
+            len = source_len;
+        } else {
+            pt_diag_add(diag, path, 0, 0, "out of memory");
+            goto out;
+        }
+    } else if (read_file(path, &text, &len, err, sizeof(err)) < 0) {
         pt_diag_add(diag, path, 0, 0, "%s", err);
         goto out;
     }
@@ -158,9 +175,11 @@ struct pt_generation *pt_config_load(const char *path, uint64_t id, struct pt_di
     c.a = &g->arena;
     c.w.arena = &g->arena;
     g->source_path = pt_arena_strdup(c.a, path);
+    g->source_text = pt_arena_strndup(c.a, text, len);
+    g->source_len = len;
     const char *slash = strrchr(path, '/');
     c.dir = slash ? pt_arena_strndup(c.a, path, slash == path ? 1 : (size_t)(slash - path)) : ".";
-    if (!g->source_path || !c.dir)
+    if (!g->source_path || !c.dir || !g->source_text)
         oom(&c);
 
     have_doc = true;
@@ -171,6 +190,8 @@ struct pt_generation *pt_config_load(const char *path, uint64_t id, struct pt_di
         else
             walk_root(&c, doc.root);
     }
+    if (c.w.errs.n == 0 && !c.w.errs.oom && !c.w.oom)
+        pt_cfg_build_url_upstreams(&c);
 
     if (c.w.errs.n == 0 && !c.w.errs.oom && !c.w.oom) {
         g->router = pt_router_build(g, err, sizeof(err));
@@ -191,6 +212,7 @@ out:
     free(c.listener_at);
     free(c.upstreams.keys);
     free(c.upstreams.vals);
+    free(c.urls);
     free(text);
     return g;
 }
@@ -410,12 +432,14 @@ enum {
     K_IO_BACKEND,
     K_TRUSTED_PROXIES,
     K_FORWARD_REAL_IP,
+    K_RESOLVER,
     K_ROOT_N
 };
 
 static const char *const root_keys[] = {
-    "workers", "listeners", "admin",      "limits",          "access_log",      "upstreams",
-    "filters", "routes",    "io_backend", "trusted_proxies", "forward_real_ip", NULL};
+    "workers",         "listeners", "admin",  "limits",     "access_log",
+    "upstreams",       "filters",   "routes", "io_backend", "trusted_proxies",
+    "forward_real_ip", "resolver",  NULL};
 static const char *const root_planned[] = {"tracing", "cluster", "consumers", NULL};
 
 static void walk_root(struct cfg *c, const struct pt_ynode *root)
@@ -455,6 +479,8 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
         pt_cfg_want_cidrs(&c->w, v[K_TRUSTED_PROXIES], "`trusted_proxies`", &c->g->trusted_proxies);
     if (v[K_FORWARD_REAL_IP])
         pt_cfg_want_bool(&c->w, v[K_FORWARD_REAL_IP], "`forward_real_ip`", &c->g->forward_real_ip);
+    if (v[K_RESOLVER])
+        pt_cfg_walk_resolver(c, v[K_RESOLVER]);
     /* Upstreams and default filters before routes, wherever they are in
      * the file: routes refer to both. */
     if (v[K_UPSTREAMS])

@@ -30,4 +30,16 @@ void pt_diag_free(struct pt_diag *d);
  * returns NULL and fills `diag` (at least one line). */
 struct pt_generation *pt_config_load(const char *path, uint64_t id, struct pt_diag *diag);
 
+struct pt_resolver;
+
+/* pt_config_load with the host names of targets and URLs expanded from
+ * `dns`'s last good answers (a name without one has no address yet), and
+ * from `text` (the source of a running generation, `len` bytes) instead of
+ * the file when text is not NULL: what the runtime uses at start-up, on
+ * reload and when an answer changes. pt_config_load (validate, tests) is
+ * this with neither: it never needs DNS. */
+struct pt_generation *pt_config_load_with(const char *path, const char *text, size_t len,
+                                          const struct pt_resolver *dns, uint64_t id,
+                                          struct pt_diag *diag);
+
 #endif

@@ -122,6 +122,21 @@ static bool filter_upstreams_exist(struct cfg *c, const struct pt_filter_def *de
     return ok;
 }
 
+/* Every PT_F_URL field: a URL the loader checks, with its host name (when
+ * it has one) resolved like a target's. */
+static bool filter_urls_register(struct cfg *c, const struct pt_filter_def *def,
+                                 const struct pt_ynode *n, const void *conf)
+{
+    bool ok = true;
+    for (const struct pt_field *f = def->fields; f && f->name; f++) {
+        const char *url =
+            f->type == PT_F_URL ? *(const char *const *)((const char *)conf + f->offset) : NULL;
+        if (url)
+            ok &= pt_cfg_register_url(c, pt_ynode_get(n, f->name), url);
+    }
+    return ok;
+}
+
 /* Parses `name: {fields}` of one filter with its field table, then runs its
  * compile hook. Returns the config, or NULL after reporting. */
 static const void *parse_filter_conf(struct cfg *c, const struct pt_filter_def *def,
@@ -138,7 +153,8 @@ static const void *parse_filter_conf(struct cfg *c, const struct pt_filter_def *
     }
     bool ok =
         pt_cfg_read_fields(&c->w, def->name, def->fields, fields_planned_for(def->name), n, conf);
-    if (!ok || c->w.oom || !filter_upstreams_exist(c, def, n, conf))
+    if (!ok || c->w.oom || !filter_upstreams_exist(c, def, n, conf) ||
+        !filter_urls_register(c, def, n, conf))
         return NULL;
     if (def->compile) {
         struct compile_errs ce = {{compile_report}, c, def, key, n, 0, {0}, 0};

@@ -47,6 +47,9 @@ struct cfg {
     struct filter_set defaults;          /* top-level `filters:` */
     struct strtab upstreams;             /* name → struct pt_upstream * */
     const struct pt_ynode **listener_at; /* address node of g->listeners[i] */
+    const struct pt_resolver *dns;       /* answers for host names; NULL: none */
+    struct pt_upstream *urls;            /* URL authorities with a host name (malloc'd) */
+    uint32_t nurls, capurls;
 };
 
 /* ---- messages (config.c) ---- */
@@ -102,6 +105,14 @@ void pt_cfg_walk_upstreams(struct cfg *c, const struct pt_ynode *n);
  * `in_route`, a route's own; `out->v` is malloc'd. */
 void pt_cfg_walk_filter_block(struct cfg *c, const struct pt_ynode *n, bool in_route,
                               struct filter_set *out);
+/* `resolver:` (config_upstreams.c): DNS servers into g->resolver. */
+void pt_cfg_walk_resolver(struct cfg *c, const struct pt_ynode *n);
+/* A URL an outbound call will use (a PT_F_URL field): checked, and when
+ * its host is a name, registered so that it is resolved like a target
+ * (config_upstreams.c). False after reporting at n. */
+bool pt_cfg_register_url(struct cfg *c, const struct pt_ynode *n, const char *url);
+/* Turns the registered URL authorities into g->url_upstreams. */
+void pt_cfg_build_url_upstreams(struct cfg *c);
 /* `routes:` (config_routes.c), after upstreams and default filters. */
 void pt_cfg_walk_routes(struct cfg *c, const struct pt_ynode *n);
 /* An RFC 9110 token (header and cookie names) (config_routes.c). */

@@ -6,11 +6,19 @@
  * config_int.h); everything read lives in the generation's arena.
  */
 #include "control/config_int.h"
+#include "control/resolver.h"
+#include "proxy/fetch.h"
 #include "proxy/hash_ring.h"
 
-static const char *const upstream_keys[] = {"targets",      "balance",   "connect_timeout",
-                                            "read_timeout", "keepalive", "health_check",
-                                            "hash_on",      NULL};
+#include <strings.h>
+
+/* `resolve_every` below this would be a DNS flood, not discovery. */
+#define PT_RESOLVE_EVERY_MIN_MS 100
+#define PT_RESOLVE_EVERY_DEFAULT_MS 30000
+
+static const char *const upstream_keys[] = {"targets",      "balance",       "connect_timeout",
+                                            "read_timeout", "keepalive",     "health_check",
+                                            "hash_on",      "resolve_every", NULL};
 static const char *const upstream_planned[] = {"protocol", "tls", "circuit_breaker", "retries",
                                                NULL};
 static const char *const hc_keys[] = {"active", NULL};
@@ -160,7 +168,29 @@ static void walk_balance(struct cfg *c, const struct pt_ynode *bn, const struct 
 
 static const char *const target_keys[] = {"address", "weight", NULL};
 
-static bool walk_target(struct cfg *c, const struct pt_ynode *item, struct pt_target *t)
+enum target_kind { TARGET_BAD, TARGET_ADDRESS, TARGET_NAME };
+
+/* A host name (not an IP literal, not `localhost`) and port in "host:port",
+ * for a DNS target; false when `s` is anything else (an IP, or an address
+ * pt_cfg_want_address explains the problem with). */
+static bool host_name_target(const char *s, char *host, size_t hostlen, uint16_t *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (s[0] == '[' || !colon || memchr(s, ':', (size_t)(colon - s)) ||
+        (size_t)(colon - s) >= hostlen)
+        return false;
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = 0;
+    uint64_t pn;
+    if (!host[0] || pt_dns_is_ip_literal(host) || strcasecmp(host, "localhost") == 0 ||
+        !pt_cfg_parse_u64(colon + 1, &pn) || pn < 1 || pn > 65535)
+        return false;
+    *port = (uint16_t)pn;
+    return true;
+}
+
+static enum target_kind walk_target(struct cfg *c, const struct pt_ynode *item, struct pt_target *t,
+                                    struct pt_dns_target *d)
 {
     const struct pt_ynode *addr_node = item;
     uint64_t weight = 1;
@@ -170,23 +200,112 @@ static bool walk_target(struct cfg *c, const struct pt_ynode *item, struct pt_ta
         if (!v[0]) {
             if (!refused)
                 err_at(c, item, "target has no `address` (e.g. `address: 127.0.0.1:9001`)");
-            return false;
+            return TARGET_BAD;
         }
         addr_node = v[0];
         if (v[1] && !pt_cfg_want_uint(&c->w, v[1], "`weight`", 1, 1000, &weight))
-            return false;
+            return TARGET_BAD;
     } else if (item->kind != PT_YSCALAR || item->is_null) {
         char buf[64];
         err_at(c, item, "expected `host:port` or a mapping for each target, got %s",
                pt_cfg_describe(item, buf, sizeof(buf)));
-        return false;
+        return TARGET_BAD;
     }
     const char *addr = pt_cfg_want_str(&c->w, addr_node, "the target address");
     if (!addr)
-        return false;
+        return TARGET_BAD;
+    char host[256];
+    uint16_t port;
+    if (host_name_target(addr, host, sizeof(host), &port)) {
+        /* Resolved on the control thread, never here: validate needs no DNS. */
+        if (!pt_dns_valid_name(host)) {
+            err_at(c, addr_node,
+                   "address `%s`: `%s` is neither an IP address nor a valid host name", addr, host);
+            return TARGET_BAD;
+        }
+        d->written = dup_str(c, addr);
+        d->host = dup_str(c, host);
+        d->port = port;
+        d->weight = (int)weight;
+        return d->written && d->host ? TARGET_NAME : TARGET_BAD;
+    }
     t->address = dup_str(c, addr);
     t->weight = (int)weight;
-    return t->address && pt_cfg_want_address(&c->w, addr_node, addr, false, &t->addr, &t->addrlen);
+    return t->address && pt_cfg_want_address(&c->w, addr_node, addr, false, &t->addr, &t->addrlen)
+               ? TARGET_ADDRESS
+               : TARGET_BAD;
+}
+
+/* Adds a target per address of each host-name target's last good answer
+ * (none yet: none), after the IP targets. An address already in the
+ * upstream is left out: an answer never makes a config invalid. */
+static void expand_dns(struct cfg *c, struct pt_upstream *u)
+{
+    uint32_t total = u->ntargets;
+    const struct pt_dns_addr *v;
+    for (uint32_t i = 0; i < u->ndns; i++)
+        total += pt_resolver_lookup(c->dns, u->dns[i].host, &v);
+    if (total == u->ntargets)
+        return;
+    struct pt_target *t = pt_arena_zalloc(c->a, sizeof(*t) * total);
+    if (!t)
+        return oom(c);
+    if (u->ntargets)
+        memcpy(t, u->targets, sizeof(*t) * u->ntargets);
+    u->targets = t;
+    for (uint32_t i = 0; i < u->ndns; i++) {
+        struct pt_dns_target *d = &u->dns[i];
+        uint32_t n = pt_resolver_lookup(c->dns, d->host, &v);
+        for (uint32_t k = 0; k < n; k++) {
+            struct pt_target *x = &t[u->ntargets];
+            x->addrlen = pt_dns_sockaddr(&v[k], d->port, &x->addr);
+            bool dup = false;
+            for (uint32_t j = 0; j < u->ntargets && !dup; j++)
+                dup = pt_cfg_same_addr(&t[j].addr, &x->addr);
+            if (dup) {
+                memset(x, 0, sizeof(*x));
+                continue;
+            }
+            char text[64];
+            pt_dns_format(&v[k], d->port, text, sizeof(text));
+            x->address = dup_str(c, text);
+            x->name = d->written;
+            x->weight = d->weight;
+            x->index = u->ntargets++;
+            d->naddrs++;
+        }
+    }
+}
+
+/* `targets:`: IP targets as they are, host-name targets into u->dns and
+ * then expanded from the resolver's answers. */
+static void walk_targets(struct cfg *c, const struct pt_ynode *tn, struct pt_upstream *u)
+{
+    u->targets = pt_arena_zalloc(c->a, sizeof(*u->targets) * tn->n);
+    u->dns = pt_arena_zalloc(c->a, sizeof(*u->dns) * tn->n);
+    if (!u->targets || !u->dns)
+        return oom(c);
+    for (uint32_t i = 0; i < tn->n; i++) {
+        struct pt_target *t = &u->targets[u->ntargets];
+        struct pt_dns_target *d = &u->dns[u->ndns];
+        enum target_kind k = walk_target(c, tn->items[i], t, d);
+        bool dup = false;
+        for (uint32_t j = 0; k == TARGET_ADDRESS && j < u->ntargets && !dup; j++)
+            dup = pt_cfg_same_addr(&u->targets[j].addr, &t->addr);
+        for (uint32_t j = 0; k == TARGET_NAME && j < u->ndns && !dup; j++)
+            dup = strcasecmp(u->dns[j].written, d->written) == 0;
+        if (dup) {
+            err_at(c, tn->items[i],
+                   "target `%s` is listed twice in upstream `%s` (raise its `weight` instead)",
+                   k == TARGET_NAME ? d->written : t->address, u->name);
+            continue;
+        }
+        if (k == TARGET_ADDRESS)
+            t->index = u->ntargets++;
+        else if (k == TARGET_NAME)
+            u->ndns++;
+    }
+    expand_dns(c, u);
 }
 
 static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struct pt_ynode *n,
@@ -196,6 +315,7 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
     u->read_timeout_ms = 30000;
     u->keepalive = 64;
     u->balance = PT_BALANCE_ROUND_ROBIN;
+    u->resolve_every_ms = PT_RESOLVE_EVERY_DEFAULT_MS;
     /* Documented defaults of the traffic-management keys (a key left out
      * keeps them; a section left out keeps its feature off). */
     for (int st = 502; st <= 504; st++)
@@ -208,7 +328,7 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
     u->pos = (struct pt_src_pos){key->line, key->col};
     if (!pt_cfg_want_map(&c->w, n, "an upstream"))
         return;
-    const struct pt_ynode *v[7] = {0};
+    const struct pt_ynode *v[8] = {0};
     uint32_t refused =
         pt_cfg_bind_keys(&c->w, n, upstream_keys, upstream_planned, "in upstream", v, NULL);
 
@@ -220,25 +340,7 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
         if (tn->n == 0) {
             err_at(c, tn, "upstream `%s` has no targets (`targets` is empty)", u->name);
         } else {
-            u->targets = pt_arena_zalloc(c->a, sizeof(*u->targets) * tn->n);
-            if (!u->targets)
-                return oom(c);
-            for (uint32_t i = 0; i < tn->n; i++) {
-                struct pt_target *t = &u->targets[u->ntargets];
-                if (!walk_target(c, tn->items[i], t))
-                    continue;
-                bool dup = false;
-                for (uint32_t j = 0; j < u->ntargets && !dup; j++)
-                    dup = pt_cfg_same_addr(&u->targets[j].addr, &t->addr);
-                if (dup) {
-                    err_at(c, tn->items[i],
-                           "target `%s` is listed twice in upstream `%s` (raise its `weight` "
-                           "instead)",
-                           t->address, u->name);
-                    continue;
-                }
-                t->index = u->ntargets++;
-            }
+            walk_targets(c, tn, u);
         }
     }
     walk_balance(c, v[1], v[6], u);
@@ -251,6 +353,9 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
         u->keepalive = (uint32_t)ka;
     if (v[5])
         walk_health_check(c, v[5], u);
+    if (v[7] && pt_cfg_want_duration(&c->w, v[7], "`resolve_every`", true, &u->resolve_every_ms) &&
+        u->resolve_every_ms < PT_RESOLVE_EVERY_MIN_MS)
+        err_at(c, v[7], "`resolve_every` must be at least %dms", PT_RESOLVE_EVERY_MIN_MS);
 }
 
 void pt_cfg_walk_upstreams(struct cfg *c, const struct pt_ynode *n)
@@ -273,4 +378,107 @@ void pt_cfg_walk_upstreams(struct cfg *c, const struct pt_ynode *n)
         pt_cfg_strtab_put(c, &c->upstreams, u->name, u);
         walk_upstream(c, key, n->pairs[i].value, u);
     }
+}
+
+/* ---- DNS servers and URL authorities ---- */
+
+void pt_cfg_walk_resolver(struct cfg *c, const struct pt_ynode *n)
+{
+    struct pt_strlist list;
+    if (!pt_cfg_want_strlist(&c->w, n, "`resolver`", &list))
+        return;
+    if (list.n == 0) {
+        err_at(c, n,
+               "`resolver` is empty: list DNS servers (`[127.0.0.1:53]`) or leave it out "
+               "to use /etc/resolv.conf");
+        return;
+    }
+    size_t cap = (size_t)list.n * 64 + 1, k = 0;
+    char *csv = pt_arena_alloc(c->a, cap);
+    if (!csv)
+        return oom(c);
+    csv[0] = 0;
+    for (uint32_t i = 0; i < list.n; i++) {
+        const struct pt_ynode *at = n->kind == PT_YSEQ ? n->items[i] : n;
+        char one[64];
+        const char *why = NULL;
+        if (pt_dns_server_entry(list.v[i], one, sizeof(one), &why) < 0) {
+            err_at(c, at, "`resolver`: `%s`: %s", list.v[i], why);
+            continue;
+        }
+        k += (size_t)snprintf(csv + k, cap - k, "%s%s", k ? "," : "", one);
+    }
+    c->g->resolver = csv;
+}
+
+static void url_upstream_defaults(struct pt_upstream *u)
+{
+    memset(u, 0, sizeof(*u));
+    u->connect_timeout_ms = 1000;
+    u->read_timeout_ms = 30000;
+    u->keepalive = 16;
+    u->retry.attempts = 1;
+    u->resolve_every_ms = PT_RESOLVE_EVERY_DEFAULT_MS;
+    for (int st = 502; st <= 504; st++)
+        pt_status_add(&u->failure_statuses, st);
+}
+
+bool pt_cfg_register_url(struct cfg *c, const struct pt_ynode *n, const char *url)
+{
+    char host[256];
+    uint16_t port;
+    pt_slice auth, path, query;
+    if (pt_fetch_split_url(url, host, sizeof(host), &port, &auth, &path, &query) < 0) {
+        err_at(c, n, "`%s` is not an http:// URL with a host (and an optional port)", url);
+        return false;
+    }
+    if (pt_dns_is_ip_literal(host) || strcmp(host, "localhost") == 0)
+        return true; /* reached directly */
+    if (!pt_dns_valid_name(host)) {
+        err_at(c, n, "URL `%s`: `%s` is neither an IP address nor a valid host name", url, host);
+        return false;
+    }
+    for (uint32_t i = 0; i < c->nurls; i++)
+        if (strlen(c->urls[i].name) == auth.len && memcmp(c->urls[i].name, auth.p, auth.len) == 0)
+            return true;
+    if (c->nurls == c->capurls) {
+        uint32_t cap = c->capurls ? c->capurls * 2 : 4;
+        struct pt_upstream *v = realloc(c->urls, cap * sizeof(*v));
+        if (!v) {
+            oom(c);
+            return false;
+        }
+        c->urls = v;
+        c->capurls = cap;
+    }
+    struct pt_upstream *u = &c->urls[c->nurls];
+    url_upstream_defaults(u);
+    struct pt_dns_target *d = pt_arena_zalloc(c->a, sizeof(*d));
+    u->name = pt_arena_strndup(c->a, auth.p, auth.len);
+    if (!d || !u->name) {
+        oom(c);
+        return false;
+    }
+    d->written = u->name;
+    d->host = dup_str(c, host);
+    d->port = port;
+    d->weight = 1;
+    u->dns = d;
+    u->ndns = 1;
+    u->index = c->nurls++;
+    return d->host != NULL;
+}
+
+void pt_cfg_build_url_upstreams(struct cfg *c)
+{
+    if (!c->nurls)
+        return;
+    struct pt_generation *g = c->g;
+    g->url_upstreams = pt_arena_zalloc(c->a, sizeof(*g->url_upstreams) * c->nurls);
+    if (!g->url_upstreams)
+        return oom(c);
+    memcpy(g->url_upstreams, c->urls, sizeof(*c->urls) * c->nurls);
+    g->nurl_upstreams = c->nurls;
+    for (uint32_t i = 0; i < c->nurls; i++)
+        expand_dns(c, &g->url_upstreams[i]);
 }

@@ -711,7 +711,8 @@ static bool parse_field(struct pt_cfg_walk *w, const struct pt_field *f, const s
     void *dst = (char *)conf + f->offset;
     switch (f->type) {
     case PT_F_STRING:
-    case PT_F_UPSTREAM: {
+    case PT_F_UPSTREAM:
+    case PT_F_URL: {
         const char *s = pt_cfg_want_str(w, v, what);
         if (!s)
             return false;

@@ -3,7 +3,7 @@
  * on the control thread's loop through the outbound client.
  *
  * One probe per target of every upstream with a check: a GET of `path`
- * (Host: `host`, else the target's address) every `interval` ±10%, which
+ * (Host: `host`, else the target's host name or address) every `interval` ±10%, which
  * must answer 2xx within `timeout`. `healthy` passes in a row make a target
  * healthy, `unhealthy` failures in a row unhealthy (pt_state_record_check,
  * which logs each change). Workers read the verdict lock-free from the
@@ -84,7 +84,7 @@ static void probe_start(struct pt_loop *loop, struct pt_timer *t)
 {
     struct probe *p = (struct probe *)t;
     const struct pt_health_active *hc = &p->up->hc;
-    const char *host = hc->host ? hc->host : p->target->address;
+    const char *host = hc->host ? hc->host : p->target->name ? p->target->name : p->target->address;
     p->host_field = (struct pt_hfield){
         .name = PT_SLICE("Host"), .value = {host, strlen(host)}, .token = PT_TOK_HOST};
     p->headers = (struct pt_headers){&p->host_field, 1, 1};

@@ -17,6 +17,15 @@
  * Shared state: before a generation is published its targets are attached
  * to their cells in the state registry (proxy/state.h), and detached when
  * it is freed, so cells live as long as a generation that uses them.
+ *
+ * DNS: host-name targets are resolved on this loop (resolver.h). A
+ * config is loaded with the resolver's last good answers; names it has
+ * never had an answer for are waited for first, bounded by
+ * PT_DNS_FIRST_WAIT_MS, before the generation is published (start-up, a
+ * reload adding a name). When an answer changes later, the current
+ * generation's own source is loaded again with the new answers and
+ * published like a reload: requests in flight finish on the old
+ * generation's targets, so an address that disappears drains.
  */
 #include "control/runtime.h"
 
@@ -24,6 +33,7 @@
 #include "control/config.h"
 #include "control/config_yaml.h"
 #include "control/health.h"
+#include "control/resolver.h"
 #include "core/log.h"
 #include "core/version.h"
 #include "gateway/worker.h"
@@ -37,6 +47,9 @@
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
+
+/* How long a load waits for host names the resolver has never answered. */
+#define PT_DNS_FIRST_WAIT_MS 3000
 
 /* How often retired generations are looked at while there are any. */
 #define PT_RECLAIM_EVERY_MS 50
@@ -61,6 +74,8 @@ struct runtime {
     struct pt_bufpool bufs;
     struct pt_outbound ob;
     struct pt_health_checks *health; /* active health checks, on this loop */
+    struct pt_resolver *dns;         /* host-name targets, on this loop */
+    struct pt_timer dns_timer;       /* applies changed answers */
     bool stopping;                   /* TERM/INT seen: leave the loop and drain */
 };
 
@@ -90,6 +105,8 @@ static int gen_prepare(struct runtime *rt, struct pt_generation *g)
     int e = pt_generation_init_pins(g, (uint32_t)rt->nworkers);
     if (e == 0)
         e = pt_state_attach_upstreams(rt->state, g->upstreams, g->nupstreams);
+    if (e == 0)
+        e = pt_state_attach_upstreams(rt->state, g->url_upstreams, g->nurl_upstreams);
     return e;
 }
 
@@ -98,6 +115,7 @@ static void gen_free(struct pt_generation *g)
     if (!g)
         return;
     pt_state_detach_upstreams(g->upstreams, g->nupstreams);
+    pt_state_detach_upstreams(g->url_upstreams, g->nurl_upstreams);
     pt_generation_free(g);
 }
 
@@ -231,6 +249,7 @@ static int refuse(struct runtime *rt, struct pt_generation *g, const struct pt_g
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
     rt->reloads_failed++;
+    pt_resolver_sync(rt->dns, old); /* the names the running generation needs */
     pt_error("config reload failed: %s; generation %llu keeps serving", why,
              (unsigned long long)old->id);
     if (errors)
@@ -239,6 +258,34 @@ static int refuse(struct runtime *rt, struct pt_generation *g, const struct pt_g
     return -1;
 }
 
+/* Hands g's host names to the resolver; when some have never had an
+ * answer, waits for them (bounded: a dead DNS server delays a start or a
+ * reload by PT_DNS_FIRST_WAIT_MS, not forever) and loads g's source again
+ * with the answers. Returns the generation to use (g, or its rebuild). */
+static struct pt_generation *with_first_answers(struct runtime *rt, struct pt_generation *g)
+{
+    pt_resolver_take_change(rt->dns); /* g was built from every answer so far */
+    uint32_t missing = pt_resolver_sync(rt->dns, g);
+    if (missing == 0)
+        return g;
+    pt_info("dns: resolving %u host name%s (waiting up to %d ms)", missing, missing > 1 ? "s" : "",
+            PT_DNS_FIRST_WAIT_MS);
+    pt_resolver_wait(rt->dns, PT_DNS_FIRST_WAIT_MS);
+    if (!pt_resolver_take_change(rt->dns))
+        return g;
+    struct pt_diag diag;
+    pt_diag_init(&diag);
+    struct pt_generation *again =
+        pt_config_load_with(rt->path, g->source_text, g->source_len, rt->dns, g->id, &diag);
+    pt_diag_free(&diag);
+    if (!again)
+        return g; /* the same text loaded a moment ago: only memory can fail */
+    pt_generation_free(g);
+    return again;
+}
+
+static int publish(struct runtime *rt, struct pt_generation *g, char **errors, bool dns_change);
+
 /* Loads and publishes the config file. Returns 0, or -1 with the errors
  * (malloc'd, newline-separated) in *errors when errors is not NULL. */
 static int reload(struct runtime *rt, char **errors)
@@ -246,7 +293,7 @@ static int reload(struct runtime *rt, char **errors)
     reclaim(rt);
     struct pt_diag diag;
     pt_diag_init(&diag);
-    struct pt_generation *g = pt_config_load(rt->path, rt->next_id, &diag);
+    struct pt_generation *g = pt_config_load_with(rt->path, NULL, 0, rt->dns, rt->next_id, &diag);
     if (!g) {
         rt->reloads_failed++;
         pt_error("config reload failed: %s rejected, generation %llu keeps serving", rt->path,
@@ -266,6 +313,13 @@ static int reload(struct runtime *rt, char **errors)
         return -1;
     }
     pt_diag_free(&diag);
+    return publish(rt, with_first_answers(rt, g), errors, false);
+}
+
+/* Puts a loaded generation in place of the current one: a reload, or
+ * (dns_change) the same config with new DNS answers. 0 or -1 as reload. */
+static int publish(struct runtime *rt, struct pt_generation *g, char **errors, bool dns_change)
+{
     struct pt_generation *old = atomic_load(&pt_gen_current);
     if (gen_prepare(rt, g) < 0)
         return refuse(rt, g, old, errors, "out of memory");
@@ -293,10 +347,47 @@ static int reload(struct runtime *rt, char **errors)
     for (int i = 0; i < rt->nworkers; i++)
         pt_worker_wake(&rt->workers[i]);
     wait_adopted(rt, g->id);
+    if (dns_change) {
+        pt_info("dns: generation %llu has the new addresses", (unsigned long long)g->id);
+        return 0;
+    }
     rt->reloads_ok++;
     pt_info("config reloaded: generation %llu (%u routes, %u upstreams)", (unsigned long long)g->id,
             g->nroutes, g->nupstreams);
     return 0;
+}
+
+/* A DNS answer changed: the running config, built again with it. */
+static void on_dns_apply(struct pt_loop *loop, struct pt_timer *t)
+{
+    struct runtime *rt = pt_container_of(t, struct runtime, dns_timer);
+    (void)loop;
+    if (rt->stopping || !rt->workers || !pt_resolver_take_change(rt->dns))
+        return;
+    reclaim(rt);
+    const struct pt_generation *cur = atomic_load(&pt_gen_current);
+    struct pt_diag diag;
+    pt_diag_init(&diag);
+    struct pt_generation *g = pt_config_load_with(rt->path, cur->source_text, cur->source_len,
+                                                  rt->dns, rt->next_id, &diag);
+    if (!g) {
+        pt_error("dns: the running config could not be built again with the new addresses; "
+                 "generation %llu keeps serving",
+                 (unsigned long long)cur->id);
+        for (size_t i = 0; i < diag.n; i++)
+            pt_error("  %s", diag.lines[i]);
+    }
+    pt_diag_free(&diag);
+    if (g)
+        publish(rt, g, NULL, true);
+}
+
+static void on_dns_changed(void *user)
+{
+    struct runtime *rt = user;
+    /* Several names may answer in one turn: one rebuild for all. */
+    if (!pt_timer_armed(&rt->dns_timer))
+        pt_timer_arm(&rt->loop, &rt->dns_timer, 0, on_dns_apply);
 }
 
 /* ---- admin hooks ---- */
@@ -363,7 +454,8 @@ static int control_init(struct runtime *rt)
     pt_outbound_init(&rt->ob, &rt->loop, &rt->bufs);
     rt->state = pt_state_registry_new();
     rt->health = pt_health_new(&rt->loop, &rt->ob);
-    if (!rt->state || !rt->health) {
+    rt->dns = pt_resolver_new(&rt->loop, on_dns_changed, rt);
+    if (!rt->state || !rt->health || !rt->dns) {
         pt_error("state registry: out of memory");
         return -1;
     }
@@ -389,6 +481,8 @@ static int control_init(struct runtime *rt)
 static void control_destroy(struct runtime *rt)
 {
     pt_timer_cancel(&rt->loop, &rt->reclaim_timer);
+    pt_timer_cancel(&rt->loop, &rt->dns_timer);
+    pt_resolver_free(rt->dns);    /* ends queries in flight */
     pt_health_free(rt->health);   /* cancels probes in flight */
     pt_outbound_destroy(&rt->ob); /* closes idle pooled connections */
     pt_call_thread_exit();        /* the probes' parse scratch */
@@ -425,6 +519,7 @@ int pt_runtime_run(const char *config_path)
         goto out_loop;
     }
     the_rt = rt;
+    g = with_first_answers(rt, g);
     rt->nworkers = g->workers;
     rt->io_backend = (int)g->io_backend;
     if (gen_prepare(rt, g) < 0) {

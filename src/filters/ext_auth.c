@@ -4,8 +4,9 @@
  * ForwardAuth, Envoy ext_authz over HTTP).
  *
  *   ext_auth:
- *     upstream: authz                          # required: the auth service
- *     path: /check                             # default /
+ *     upstream: authz                          # the auth service: an upstream, or
+ *     url: http://authz.internal:9000/check    #   a URL (one of the two, required)
+ *     path: /check                             # default / (with upstream)
  *     timeout: 500ms                           # default 500ms (0 = default)
  *     forward_headers: [Authorization, Cookie] # default; [] sends none
  *     copy_headers: [X-User-ID, X-User-Groups] # default none
@@ -53,6 +54,7 @@
 
 struct ext_auth_conf {
     const char *upstream;
+    const char *url;  /* instead of upstream + path (host names resolved by the control thread) */
     const char *path; /* NULL: "/" */
     uint64_t timeout_ms;
     struct pt_strlist forward_headers; /* v == NULL (absent): the default list */
@@ -75,6 +77,7 @@ struct ext_auth_state {
 
 static const struct pt_field ext_auth_fields[] = {
     {"upstream", PT_F_UPSTREAM, offsetof(struct ext_auth_conf, upstream), NULL},
+    {"url", PT_F_URL, offsetof(struct ext_auth_conf, url), NULL},
     {"path", PT_F_STRING, offsetof(struct ext_auth_conf, path), NULL},
     {"timeout", PT_F_DURATION, offsetof(struct ext_auth_conf, timeout_ms), NULL},
     {"forward_headers", PT_F_STRING_LIST, offsetof(struct ext_auth_conf, forward_headers), NULL},
@@ -203,6 +206,7 @@ static int ext_auth_on_request(struct pt_filter_ctx *ctx, const void *conf_, voi
 
     struct pt_filter_call_req req = {
         .upstream = conf->upstream,
+        .url = conf->url,
         .method = PT_SLICE("GET"),
         .path = conf->path_s,
         .headers = h,
@@ -246,7 +250,8 @@ static void warn_failure(struct pt_filter_ctx *ctx, const struct ext_auth_conf *
         snprintf(why, sizeof(why), "%s", res->error_text ? res->error_text : "call failed");
     pt_warn("ext_auth: request %.*s: auth service `%s` failed (%s); %s it "
             "(%llu similar failures not logged)",
-            (int)ctx->request_id.len, ctx->request_id.p, conf->upstream, why,
+            (int)ctx->request_id.len, ctx->request_id.p,
+            conf->upstream ? conf->upstream : conf->url, why,
             conf->allow_on_error ? "allowing" : "denying", (unsigned long long)suppressed);
     suppressed = 0;
 }
@@ -358,9 +363,15 @@ static int ext_auth_compile(void *conf_, struct pt_arena *a, struct pt_filter_er
     struct ext_auth_conf *conf = conf_;
     int bad = 0;
 
-    if (!conf->upstream)
+    if (!conf->upstream && !conf->url)
         bad |= pt_filter_errorf(errs, NULL, NULL, false,
-                                "`upstream` is required (the auth service's upstream)");
+                                "`upstream` is required (the auth service's upstream), or `url`");
+    if (conf->upstream && conf->url)
+        bad |= pt_filter_errorf(errs, "url", NULL, false,
+                                "`url` and `upstream` both name the auth service: keep one");
+    if (conf->url && conf->path)
+        bad |= pt_filter_errorf(errs, "path", NULL, false,
+                                "`path` goes with `upstream`; with `url`, put the path in the URL");
     if (!conf->path)
         conf->path = "/";
     if (!path_ok(conf->path))

@@ -36,6 +36,9 @@ enum pt_field_type {
     PT_F_UPSTREAM, /* const char *: an upstream's name; the loader checks it exists */
     PT_F_PERCENT,  /* double in [0, 100]: "10", 10, "10%" */
     PT_F_OBJECT,   /* a nested mapping read with `sub` into the struct at offset */
+    /* const char *: an http:// URL for svc->call; the loader checks it and
+     * has its host name (if it is one) resolved like a target's */
+    PT_F_URL,
 };
 
 struct pt_strlist {
@@ -89,8 +92,9 @@ struct pt_filter_ctx;
  */
 struct pt_filter_call_req {
     const char *upstream; /* upstream name in the request's generation, or NULL: */
-    const char *url;      /* "http://127.0.0.1:8080/path?q" (an IP literal or localhost);
-                           * `path` is then ignored */
+    const char *url;      /* "http://127.0.0.1:8080/path?q": an IP literal, localhost, or
+                           * a host name from a PT_F_URL field (resolved by the control
+                           * thread); `path` is then ignored */
     pt_slice method;      /* default "GET" */
     pt_slice path;        /* origin-form target, query included */
     const struct pt_headers *headers; /* fields to send (NULL: none); Host is added

@@ -107,6 +107,18 @@ static const struct pt_upstream *find_upstream(const struct pt_generation *g, co
     return NULL;
 }
 
+/* The generation's upstream for a URL authority with a host name
+ * ("authz.internal:9000"), NULL for any other. */
+static const struct pt_upstream *find_url_upstream(const struct pt_generation *g, pt_slice auth)
+{
+    for (uint32_t i = 0; i < g->nurl_upstreams; i++) {
+        const char *n = g->url_upstreams[i].name;
+        if (strlen(n) == auth.len && memcmp(n, auth.p, auth.len) == 0)
+            return &g->url_upstreams[i];
+    }
+    return NULL;
+}
+
 static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *r,
                     pt_filter_call_cb cb)
 {
@@ -119,36 +131,48 @@ static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *
     pt_slice path = r->path;
     const struct pt_target *fixed = NULL;
     const struct pt_upstream *up = r->upstream ? find_upstream(ex->gen, r->upstream) : NULL;
+    bool url_up = false;
     if (!r->upstream && r->url) {
-        /* A URL: a one-target upstream of its own, in the request arena;
-         * its pooled connections are shared by address as any others. */
-        struct pt_upstream *u = pt_arena_zalloc(ex->arena, sizeof(*u));
-        struct pt_target *t = pt_arena_zalloc(ex->arena, sizeof(*t));
-        pt_slice q;
-        if (!u || !t)
-            return -ENOMEM;
-        if (pt_fetch_parse_url(r->url, ex->arena, t, &path, &q) < 0)
+        char host[256];
+        uint16_t port;
+        pt_slice auth, q;
+        if (pt_fetch_split_url(r->url, host, sizeof(host), &port, &auth, &path, &q) < 0)
             return -EINVAL;
         if (q.len) /* back to one origin-form target: split again below */
             path.len += q.len + 1;
-        u->name = "url";
-        u->targets = t;
-        u->ntargets = 1;
-        u->connect_timeout_ms = 1000;
-        u->read_timeout_ms = r->timeout_ms ? r->timeout_ms : 30000;
-        u->keepalive = 16;
-        u->retry.attempts = 1;
-        for (int st = 502; st <= 504; st++)
-            pt_status_add(&u->failure_statuses, st);
-        up = u;
-        fixed = t;
+        up = find_url_upstream(ex->gen, auth);
+        url_up = up != NULL;
+        if (!up) {
+            /* An IP literal: a one-target upstream of its own, in the
+             * request arena; its pooled connections are shared by address
+             * as any others. */
+            struct pt_upstream *u = pt_arena_zalloc(ex->arena, sizeof(*u));
+            struct pt_target *t = pt_arena_zalloc(ex->arena, sizeof(*t));
+            if (!u || !t)
+                return -ENOMEM;
+            if (pt_fetch_parse_url(r->url, ex->arena, t, &path, &q) < 0)
+                return -EINVAL;
+            if (q.len)
+                path.len += q.len + 1;
+            u->name = "url";
+            u->targets = t;
+            u->ntargets = 1;
+            u->connect_timeout_ms = 1000;
+            u->read_timeout_ms = r->timeout_ms ? r->timeout_ms : 30000;
+            u->keepalive = 16;
+            u->retry.attempts = 1;
+            for (int st = 502; st <= 504; st++)
+                pt_status_add(&u->failure_statuses, st);
+            up = u;
+            fixed = t;
+        }
     }
     if (!up)
         return -ENOENT;
     uint64_t to = r->timeout_ms ? r->timeout_ms : up->read_timeout_ms;
     struct pt_call_req req = {
         .up = up,
-        .rr = pt_worker_rr(ex->w, ex->gen, up),
+        .rr = url_up ? NULL : pt_worker_rr(ex->w, ex->gen, up), /* URL upstreams: random */
         .rand = pt_worker_random(ex->w),
         .method = r->method.len ? r->method : PT_SLICE("GET"),
         .method_id = r->method.len ? pt_method_lookup(r->method.p, r->method.len) : PT_METHOD_GET,

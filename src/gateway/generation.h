@@ -138,6 +138,18 @@ struct pt_generation {
     bool forward_real_ip; /* set X-Real-IP: <client> upstream */
     struct pt_upstream *upstreams;
     uint32_t nupstreams;
+    /* Outbound URLs with a host name (`ext_auth.url`): one upstream per
+     * authority, named by it ("authz.internal:9000"), with the host's
+     * addresses as targets; svc_call finds them by authority. */
+    struct pt_upstream *url_upstreams;
+    uint32_t nurl_upstreams;
+    /* `resolver`: the DNS servers as c-ares reads them
+     * ("127.0.0.1:5353,[::1]:53"); NULL: /etc/resolv.conf. */
+    const char *resolver;
+    /* The config text this generation was built from, so that a DNS
+     * change rebuilds the same config, not a file edited since. */
+    const char *source_text;
+    size_t source_len;
     struct pt_route *routes;
     uint32_t nroutes;
     struct pt_router *router;

@@ -184,7 +184,9 @@ static int retry_stale(struct pt_call *c)
 static bool build_head(struct pt_call *c)
 {
     const struct pt_call_req *r = &c->req;
-    size_t cap = r->method.len + r->path.len + r->query.len + 96 + strlen(c->target->address);
+    /* A target resolved from a host name is called by that name. */
+    const char *host = c->target->name ? c->target->name : c->target->address;
+    size_t cap = r->method.len + r->path.len + r->query.len + 96 + strlen(host);
     if (r->headers)
         cap += pt_h1_fields_size(r->headers);
     char *o = pt_arena_alloc(r->arena, cap);
@@ -206,8 +208,7 @@ static bool build_head(struct pt_call *c)
         n += pt_h1_put_field(o + n, f->name, f->value);
     }
     if (r->add_host)
-        n += pt_h1_put_field(o + n, PT_SLICE("Host"),
-                             (pt_slice){c->target->address, strlen(c->target->address)});
+        n += pt_h1_put_field(o + n, PT_SLICE("Host"), (pt_slice){host, strlen(host)});
     if (r->chunked)
         n += pt_h1_put(o + n, PT_SLICE("Transfer-Encoding: chunked\r\n"));
     else if (r->content_length >= 0)

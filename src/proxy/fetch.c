@@ -134,59 +134,44 @@ void pt_fetch_cancel(struct pt_fetch *f)
     pt_call_abort(&f->call);
 }
 
-int pt_fetch_parse_url(const char *url, struct pt_arena *a, struct pt_target *t, pt_slice *path,
-                       pt_slice *query)
+int pt_fetch_split_url(const char *url, char *host, size_t hostlen, uint16_t *port,
+                       pt_slice *authority, pt_slice *path, pt_slice *query)
 {
     if (strncmp(url, "http://", 7) != 0)
         return -EINVAL;
     const char *h = url + 7;
     size_t hl = strcspn(h, "/?#"); /* the authority ends at the path, query or fragment */
     const char *slash = h[hl] ? h + hl : NULL;
-    char host[128];
-    if (hl == 0 || hl >= sizeof(host))
+    char buf[256];
+    if (hl == 0 || hl >= sizeof(buf) || memchr(h, '@', hl))
         return -EINVAL;
-    memcpy(host, h, hl);
-    host[hl] = 0;
-    char *port = NULL;
-    char *name = host;
-    if (host[0] == '[') {
-        char *rb = strchr(host, ']');
-        if (!rb)
+    memcpy(buf, h, hl);
+    buf[hl] = 0;
+    char *pstr = NULL;
+    char *name = buf;
+    if (buf[0] == '[') {
+        char *rb = strchr(buf, ']');
+        if (!rb || (rb[1] && rb[1] != ':'))
             return -EINVAL;
         *rb = 0;
-        name = host + 1;
-        port = rb[1] == ':' ? rb + 2 : NULL;
+        name = buf + 1;
+        pstr = rb[1] == ':' ? rb + 2 : NULL;
     } else {
-        port = strrchr(host, ':');
-        if (port)
-            *port++ = 0;
+        pstr = strrchr(buf, ':');
+        if (pstr)
+            *pstr++ = 0;
     }
     long pn = 80;
-    if (port) {
-        if (!*port || strspn(port, "0123456789") != strlen(port) || strlen(port) > 5)
+    if (pstr) {
+        if (!*pstr || strspn(pstr, "0123456789") != strlen(pstr) || strlen(pstr) > 5)
             return -EINVAL;
-        pn = strtol(port, NULL, 10);
+        pn = strtol(pstr, NULL, 10);
     }
-    if (pn <= 0 || pn > 65535)
+    if (pn <= 0 || pn > 65535 || !*name || strlen(name) >= hostlen)
         return -EINVAL;
-    memset(t, 0, sizeof(*t));
-    if (strcmp(name, "localhost") == 0)
-        name = "127.0.0.1";
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&t->addr;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&t->addr;
-    if (inet_pton(AF_INET, name, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)pn);
-        t->addrlen = sizeof(*s4);
-    } else if (inet_pton(AF_INET6, name, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)pn);
-        t->addrlen = sizeof(*s6);
-    } else {
-        return -EINVAL; /* host names come with the resolver */
-    }
-    t->address = pt_arena_strndup(a, h, hl);
-    t->weight = 1;
+    memcpy(host, name, strlen(name) + 1);
+    *port = (uint16_t)pn;
+    *authority = (pt_slice){h, hl};
     /* A fragment never goes on the wire. */
     const char *rest = slash ? slash : "";
     size_t rl = strcspn(rest, "#");
@@ -194,5 +179,33 @@ int pt_fetch_parse_url(const char *url, struct pt_arena *a, struct pt_target *t,
     size_t pl = q ? (size_t)(q - rest) : rl;
     *path = pl ? (pt_slice){rest, pl} : PT_SLICE("/");
     *query = q ? (pt_slice){q + 1, rl - pl - 1} : (pt_slice){"", 0};
+    return 0;
+}
+
+int pt_fetch_parse_url(const char *url, struct pt_arena *a, struct pt_target *t, pt_slice *path,
+                       pt_slice *query)
+{
+    char host[256];
+    uint16_t pn;
+    pt_slice auth;
+    if (pt_fetch_split_url(url, host, sizeof(host), &pn, &auth, path, query) < 0)
+        return -EINVAL;
+    memset(t, 0, sizeof(*t));
+    const char *name = strcmp(host, "localhost") == 0 ? "127.0.0.1" : host;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&t->addr;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&t->addr;
+    if (inet_pton(AF_INET, name, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(pn);
+        t->addrlen = sizeof(*s4);
+    } else if (inet_pton(AF_INET6, name, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(pn);
+        t->addrlen = sizeof(*s6);
+    } else {
+        return -EINVAL; /* a host name: the generation's URL upstreams have it */
+    }
+    t->address = pt_arena_strndup(a, auth.p, auth.len);
+    t->weight = 1;
     return t->address ? 0 : -ENOMEM;
 }

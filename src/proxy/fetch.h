@@ -48,9 +48,17 @@ int pt_fetch_start(struct pt_fetch *f, struct pt_outbound *ob, struct pt_call_re
 /* Stops it; done will not run. Idempotent. */
 void pt_fetch_cancel(struct pt_fetch *f);
 
+/* Splits "http://host:port/path?query" (port 80 by default): the host
+ * without brackets into `host` (NUL-terminated), the authority as written,
+ * the path ("/" when empty) and the query, slices into `url`. 0 or
+ * -EINVAL (not http, userinfo, a bad port, a host too long). */
+int pt_fetch_split_url(const char *url, char *host, size_t hostlen, uint16_t *port,
+                       pt_slice *authority, pt_slice *path, pt_slice *query);
+
 /* Parses "http://host:port/path?query" with an IP literal or `localhost`
  * host into a target (address copied into `a`) and the path+query. 0 or
- * -EINVAL (not http, a host name, no port and no default...). */
+ * -EINVAL (not http, a host name, no port and no default...): a URL with a
+ * host name is reached through the generation's URL upstreams instead. */
 int pt_fetch_parse_url(const char *url, struct pt_arena *a, struct pt_target *t, pt_slice *path,
                        pt_slice *query);
 

@@ -22,7 +22,11 @@ struct pt_src_pos {
 };
 
 struct pt_target {
-    const char *address; /* "127.0.0.1:9001" as written */
+    const char *address; /* "127.0.0.1:9001" as written, or the resolved "10.0.0.5:9001" */
+    /* A target written as a host name ("users.internal:9001"), one of the
+     * addresses it resolved to: the name is what a call's Host and a
+     * probe's Host carry. NULL for an IP literal. */
+    const char *name;
     struct sockaddr_storage addr;
     socklen_t addrlen;
     int weight; /* default 1 */
@@ -113,6 +117,17 @@ struct pt_health_active {
     uint32_t unhealthy;   /* failures in a row that make it unhealthy; default 3 */
 };
 
+/* A target written as a host name (`users.internal:9001`): the control
+ * thread resolves it (control/resolver.h) and the loader turns each
+ * address of the last good answer into a target with this weight. */
+struct pt_dns_target {
+    const char *written; /* "users.internal:9001" */
+    const char *host;    /* "users.internal" */
+    uint16_t port;
+    int weight;
+    uint32_t naddrs; /* addresses it expanded to in this generation */
+};
+
 struct pt_upstream {
     const char *name;
     uint32_t index;
@@ -127,6 +142,11 @@ struct pt_upstream {
     struct pt_breaker_conf breaker;
     struct pt_retry_conf retry;
     struct pt_status_set failure_statuses; /* default 502, 503, 504 */
+    /* Host-name targets (their addresses are in `targets`) and how often
+     * they are resolved again (`resolve_every`, default 30 s). */
+    struct pt_dns_target *dns;
+    uint32_t ndns;
+    uint64_t resolve_every_ms;
     enum pt_hash_on hash_on;
     const char *hash_name; /* header or cookie name for hash_on */
     /* consistent_hash: the targets' ring (proxy/hash_ring.h), built at

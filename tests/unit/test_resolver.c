@@ -1,0 +1,221 @@
+/*
+ * test_resolver.c — the pure parts of host-name targets: which hosts are
+ * names and which are IP literals, DNS name syntax, `resolver:` entries,
+ * URL splitting for outbound calls, address formatting; and the loader's
+ * side (a host-name target loads without any DNS, as `validate` needs,
+ * with no address until the resolver has an answer). The resolver on the
+ * loop is driven end to end by tests/e2e/test_dns.py against a real DNS
+ * server.
+ */
+#include "control/config.h"
+#include "control/resolver.h"
+#include "proxy/fetch.h"
+
+#include "unit.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static void test_literals_and_names(void)
+{
+    CHECK(pt_dns_is_ip_literal("10.0.0.5"));
+    CHECK(pt_dns_is_ip_literal("::1"));
+    CHECK(pt_dns_is_ip_literal("fe80::1:2"));
+    CHECK(!pt_dns_is_ip_literal("10.0.0"));
+    CHECK(!pt_dns_is_ip_literal("users.internal"));
+    CHECK(!pt_dns_is_ip_literal("[::1]"));
+
+    static const char *const good[] = {"users",
+                                       "users.internal",
+                                       "users.internal.",
+                                       "a-b.c-d.svc.cluster.local",
+                                       "_http._tcp.example",
+                                       "x1.0ab",
+                                       "UPPER.Case"};
+    for (size_t i = 0; i < PT_ARRAY_LEN(good); i++)
+        CHECK_MSG(pt_dns_valid_name(good[i]), "rejected %s", good[i]);
+    char longlabel[80], longname[300];
+    memset(longlabel, 'a', 64);
+    longlabel[64] = 0;
+    memset(longname, 'a', 254);
+    for (int i = 10; i < 254; i += 10)
+        longname[i] = '.';
+    longname[254] = 0;
+    const char *bad[] = {"",    ".",        "a..b",  "-a.b", "a-.b",    "a.b-",  "a b.c",
+                         "a/b", "users:80", "a.b..", "é.fr", longlabel, longname};
+    for (size_t i = 0; i < PT_ARRAY_LEN(bad); i++)
+        CHECK_MSG(!pt_dns_valid_name(bad[i]), "accepted %.40s", bad[i]);
+}
+
+static void test_server_entries(void)
+{
+    char out[64];
+    const char *why = NULL;
+    CHECK_EQ_INT(pt_dns_server_entry("127.0.0.1", out, sizeof(out), &why), 0);
+    CHECK_STR(out, "127.0.0.1:53");
+    CHECK_EQ_INT(pt_dns_server_entry("127.0.0.1:5353", out, sizeof(out), &why), 0);
+    CHECK_STR(out, "127.0.0.1:5353");
+    CHECK_EQ_INT(pt_dns_server_entry("[::1]", out, sizeof(out), &why), 0);
+    CHECK_STR(out, "[::1]:53");
+    CHECK_EQ_INT(pt_dns_server_entry("[fd00::53]:1053", out, sizeof(out), &why), 0);
+    CHECK_STR(out, "[fd00::53]:1053");
+
+    struct {
+        const char *in, *why;
+    } bad[] = {
+        {"dns.example", "must be an IP address"},
+        {"dns.example:53", "must be an IP address"},
+        {"::1", "brackets"},
+        {"[::1", "`[` and `]`"},
+        {"[::1]53", "expected `:PORT`"},
+        {"[127.0.0.1]:53", "must be an IP address"},
+        {"127.0.0.1:0", "port"},
+        {"127.0.0.1:65536", "port"},
+        {"127.0.0.1:", "port"},
+        {"127.0.0.1:5x", "port"},
+        {"", "must be an IP address"},
+    };
+    for (size_t i = 0; i < PT_ARRAY_LEN(bad); i++) {
+        why = NULL;
+        CHECK_MSG(pt_dns_server_entry(bad[i].in, out, sizeof(out), &why) == -EINVAL, "accepted %s",
+                  bad[i].in);
+        CHECK_MSG(why && strstr(why, bad[i].why), "%s: \"%s\" lacks \"%s\"", bad[i].in,
+                  why ? why : "", bad[i].why);
+    }
+}
+
+static void test_format_and_sockaddr(void)
+{
+    struct pt_dns_addr a = {.family = AF_INET};
+    inet_pton(AF_INET, "10.0.0.5", &a.a.v4);
+    char out[64];
+    pt_dns_format(&a, 9001, out, sizeof(out));
+    CHECK_STR(out, "10.0.0.5:9001");
+    struct sockaddr_storage ss;
+    CHECK_EQ_INT((int)pt_dns_sockaddr(&a, 9001, &ss), (int)sizeof(struct sockaddr_in));
+    CHECK_EQ_INT(ntohs(((struct sockaddr_in *)&ss)->sin_port), 9001);
+
+    struct pt_dns_addr b = {.family = AF_INET6};
+    inet_pton(AF_INET6, "fd00::7", &b.a.v6);
+    pt_dns_format(&b, 80, out, sizeof(out));
+    CHECK_STR(out, "[fd00::7]:80");
+    CHECK_EQ_INT((int)pt_dns_sockaddr(&b, 80, &ss), (int)sizeof(struct sockaddr_in6));
+    CHECK_EQ_INT(ss.ss_family, AF_INET6);
+}
+
+static void test_split_url(void)
+{
+    char host[64];
+    uint16_t port = 0;
+    pt_slice auth, path, query;
+    CHECK_EQ_INT(pt_fetch_split_url("http://authz.internal:9000/check?a=1#f", host, sizeof(host),
+                                    &port, &auth, &path, &query),
+                 0);
+    CHECK_STR(host, "authz.internal");
+    CHECK_EQ_INT(port, 9000);
+    CHECK(pt_slice_eq(auth, PT_SLICE("authz.internal:9000")));
+    CHECK(pt_slice_eq(path, PT_SLICE("/check")));
+    CHECK(pt_slice_eq(query, PT_SLICE("a=1")));
+    CHECK_EQ_INT(
+        pt_fetch_split_url("http://authz", host, sizeof(host), &port, &auth, &path, &query), 0);
+    CHECK_EQ_INT(port, 80);
+    CHECK(pt_slice_eq(path, PT_SLICE("/")));
+    CHECK_EQ_INT(
+        pt_fetch_split_url("http://[::1]:81/x", host, sizeof(host), &port, &auth, &path, &query),
+        0);
+    CHECK_STR(host, "::1");
+    CHECK(pt_slice_eq(auth, PT_SLICE("[::1]:81")));
+    static const char *const bad[] = {"https://a/",   "http://",        "http://:80/",
+                                      "http://a:0/",  "http://a:99999", "http://u@a/",
+                                      "http://[::1/", "http://[::1]x/", "http://a:8x/"};
+    for (size_t i = 0; i < PT_ARRAY_LEN(bad); i++)
+        CHECK_MSG(pt_fetch_split_url(bad[i], host, sizeof(host), &port, &auth, &path, &query) ==
+                      -EINVAL,
+                  "accepted %s", bad[i]);
+    /* A URL with a host name is not a direct target. */
+    struct pt_arena a;
+    pt_arena_init(&a, 0);
+    struct pt_target t;
+    CHECK_EQ_INT(pt_fetch_parse_url("http://authz.internal:9000/x", &a, &t, &path, &query),
+                 -EINVAL);
+    pt_arena_destroy(&a);
+}
+
+/* The loader: host names are kept as names, never resolved by it. */
+static void test_loader_keeps_names(void)
+{
+    unit_write_file("t.yaml", "listeners: [{ address: \"127.0.0.1:18080\" }]\n"
+                              "resolver: [\"127.0.0.1:5353\", \"[::1]\"]\n"
+                              "upstreams:\n"
+                              "  users:\n"
+                              "    targets:\n"
+                              "      - { address: users.internal:9001, weight: 3 }\n"
+                              "      - 127.0.0.1:9002\n"
+                              "    resolve_every: 2s\n"
+                              "  plain: { targets: [127.0.0.1:9003] }\n"
+                              "routes:\n"
+                              "  - name: r\n"
+                              "    match: { path_prefix: / }\n"
+                              "    upstream: users\n"
+                              "    filters:\n"
+                              "      ext_auth: { url: \"http://authz.internal:81/check\" }\n"
+                              "  - name: s\n"
+                              "    match: { path_prefix: /s }\n"
+                              "    upstream: plain\n"
+                              "    filters:\n"
+                              "      ext_auth: { url: \"http://127.0.0.1:81/check\" }\n");
+    struct pt_diag d;
+    pt_diag_init(&d);
+    struct pt_generation *g = pt_config_load("t.yaml", 1, &d);
+    CHECK(g != NULL);
+    if (!g) {
+        pt_diag_print(&d, stderr);
+        pt_diag_free(&d);
+        return;
+    }
+    CHECK_STR(g->resolver, "127.0.0.1:5353,[::1]:53");
+    const struct pt_upstream *u = &g->upstreams[0];
+    CHECK_EQ_INT(u->ntargets, 1); /* the IP; the name has no answer (no resolver) */
+    CHECK_STR(u->targets[0].address, "127.0.0.1:9002");
+    CHECK(u->targets[0].name == NULL);
+    CHECK_EQ_INT(u->ndns, 1);
+    CHECK_STR(u->dns[0].written, "users.internal:9001");
+    CHECK_STR(u->dns[0].host, "users.internal");
+    CHECK_EQ_INT(u->dns[0].port, 9001);
+    CHECK_EQ_INT(u->dns[0].weight, 3);
+    CHECK_EQ_INT((int)u->resolve_every_ms, 2000);
+    CHECK_EQ_INT((int)g->upstreams[1].resolve_every_ms, 30000); /* the default */
+    CHECK_EQ_INT(g->upstreams[1].ndns, 0);
+    /* Only the URL with a host name has an upstream of its own. */
+    CHECK_EQ_INT(g->nurl_upstreams, 1);
+    CHECK_STR(g->url_upstreams[0].name, "authz.internal:81");
+    CHECK_EQ_INT(g->url_upstreams[0].ntargets, 0);
+    CHECK_STR(g->url_upstreams[0].dns[0].host, "authz.internal");
+    /* The source is kept for a rebuild with new answers. */
+    CHECK(g->source_text && strstr(g->source_text, "users.internal:9001"));
+
+    /* A rebuild from the kept text (no resolver: the same generation). */
+    struct pt_generation *again =
+        pt_config_load_with("t.yaml", g->source_text, g->source_len, NULL, 2, &d);
+    CHECK(again && again->upstreams[0].ntargets == 1 && again->upstreams[0].ndns == 1);
+    pt_generation_free(again);
+    pt_generation_free(g);
+    pt_diag_free(&d);
+}
+
+int main(void)
+{
+    char dir[] = "/tmp/pt-resolver-XXXXXX";
+    if (!mkdtemp(dir) || chdir(dir) != 0)
+        return 2;
+    test_literals_and_names();
+    test_server_entries();
+    test_format_and_sockaddr();
+    test_split_url();
+    test_loader_keeps_names();
+    unlink("t.yaml");
+    rmdir(dir);
+    return unit_report("resolver");
+}
