@@ -8,26 +8,22 @@
 #include "control/config_int.h"
 
 static const char *const upstream_keys[] = {
-    "targets", "balance", "connect_timeout", "read_timeout", "keepalive", "health_check", NULL};
-static const char *const upstream_planned[] = {"hash_on",         "protocol", "tls",
-                                               "circuit_breaker", "retries",  NULL};
-static const char *const hc_keys[] = {"active", NULL};
-static const char *const hc_planned[] = {"passive", NULL};
+    "targets",         "balance",          "connect_timeout",
+    "read_timeout",    "keepalive",        "health_check",
+    "circuit_breaker", "failure_statuses", NULL};
+static const char *const upstream_planned[] = {"hash_on", "protocol", "tls", "retries", NULL};
+static const char *const hc_keys[] = {"active", "passive", NULL};
 static const char *const hc_active_keys[] = {"path",      "interval", "timeout", "healthy",
                                              "unhealthy", "host",     NULL};
 
-/* health_check: { active: { path, interval, timeout, healthy, unhealthy, host } } */
-static void walk_health_check(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u)
+/* active: { path, interval, timeout, healthy, unhealthy, host } */
+static void walk_active(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u)
 {
     struct pt_health_active *hc = &u->hc;
-    if (!pt_cfg_want_map(&c->w, n, "`health_check`"))
-        return;
-    const struct pt_ynode *v[1] = {0};
-    pt_cfg_bind_keys(&c->w, n, hc_keys, hc_planned, "in health_check", v, NULL);
-    if (!v[0] || !pt_cfg_want_map(&c->w, v[0], "`active`"))
+    if (!pt_cfg_want_map(&c->w, n, "`active`"))
         return;
     const struct pt_ynode *a[6] = {0};
-    pt_cfg_bind_keys(&c->w, v[0], hc_active_keys, NULL, "in health_check.active", a, NULL);
+    pt_cfg_bind_keys(&c->w, n, hc_active_keys, NULL, "in health_check.active", a, NULL);
     hc->enabled = true;
     hc->path = "/";
     hc->interval_ms = 5000;
@@ -60,6 +56,19 @@ static void walk_health_check(struct cfg *c, const struct pt_ynode *n, struct pt
             hc->host = dup_str(c, h);
     }
 }
+/* health_check: { active: {...}, passive: {...} }: either or both. */
+static void walk_health_check(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u)
+{
+    if (!pt_cfg_want_map(&c->w, n, "`health_check`"))
+        return;
+    const struct pt_ynode *v[2] = {0};
+    pt_cfg_bind_keys(&c->w, n, hc_keys, NULL, "in health_check", v, NULL);
+    if (v[0])
+        walk_active(c, v[0], u);
+    if (v[1])
+        pt_cfg_walk_passive(c, v[1], u);
+}
+
 static const char *const balance_planned[] = {"least_conn", "p2c_ewma", "consistent_hash", NULL};
 static const char *const target_keys[] = {"address", "weight", NULL};
 
@@ -111,7 +120,7 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
     u->pos = (struct pt_src_pos){key->line, key->col};
     if (!pt_cfg_want_map(&c->w, n, "an upstream"))
         return;
-    const struct pt_ynode *v[6] = {0};
+    const struct pt_ynode *v[8] = {0};
     uint32_t refused =
         pt_cfg_bind_keys(&c->w, n, upstream_keys, upstream_planned, "in upstream", v, NULL);
 
@@ -166,6 +175,10 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
         u->keepalive = (uint32_t)ka;
     if (v[5])
         walk_health_check(c, v[5], u);
+    if (v[6])
+        pt_cfg_walk_breaker(c, v[6], u);
+    if (v[7])
+        pt_cfg_walk_failure_statuses(c, v[7], u);
 }
 
 void pt_cfg_walk_upstreams(struct cfg *c, const struct pt_ynode *n)

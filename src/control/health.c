@@ -44,7 +44,14 @@ struct pt_health_checks {
     struct probe *probes;
     uint32_t nprobes;
     uint64_t rng;
+    /* The passive side's sweep (every SWEEP_MS over the current
+     * generation): logs targets back from an ejection and breakers
+     * turning half-open, even with no traffic to notice them. */
+    struct pt_timer sweep;
+    const struct pt_generation *g;
 };
+
+#define SWEEP_MS 250
 
 static uint64_t next_random(struct pt_health_checks *h)
 {
@@ -111,6 +118,19 @@ static void probe_start(struct pt_loop *loop, struct pt_timer *t)
     }
 }
 
+static void on_sweep(struct pt_loop *loop, struct pt_timer *t)
+{
+    struct pt_health_checks *h = pt_container_of(t, struct pt_health_checks, sweep);
+    uint64_t now_ms = pt_loop_now_ns(loop) / 1000000u;
+    for (uint32_t i = 0; h->g && i < h->g->nupstreams; i++) {
+        const struct pt_upstream *u = &h->g->upstreams[i];
+        pt_passive_sweep(u, now_ms);
+        if (u->breaker.enabled && u->state)
+            pt_breaker_tick(&u->state->breaker, &u->breaker, u->name, now_ms);
+    }
+    pt_timer_arm(loop, t, SWEEP_MS, on_sweep);
+}
+
 static void probes_free(struct pt_health_checks *h)
 {
     for (uint32_t i = 0; i < h->nprobes; i++) {
@@ -141,12 +161,16 @@ void pt_health_free(struct pt_health_checks *h)
     if (!h)
         return;
     probes_free(h);
+    pt_timer_cancel(h->loop, &h->sweep);
     free(h);
 }
 
 int pt_health_sync(struct pt_health_checks *h, const struct pt_generation *g)
 {
     probes_free(h);
+    h->g = g;
+    if (!pt_timer_armed(&h->sweep))
+        pt_timer_arm(h->loop, &h->sweep, SWEEP_MS, on_sweep);
     uint32_t n = 0;
     for (uint32_t i = 0; i < g->nupstreams; i++)
         if (g->upstreams[i].hc.enabled)

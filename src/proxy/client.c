@@ -32,13 +32,16 @@ static struct pt_loop *loop_of(const struct pt_call *c)
 
 /* Ends the call with an error: the connection is closed (a half-read
  * response can never be reused). Returns -1 for the pumps. */
-/* Reports the call's outcome to its target's shared cell, once. */
+/* Reports the call's outcome to its target's shared cell, once. A call
+ * pinned to a target (a health check's probe) counts there but feeds no
+ * passive ejection: passive health judges real traffic only. */
 static void report(struct pt_call *c, bool ok)
 {
     if (c->reported || !c->target)
         return;
     c->reported = true;
-    pt_state_record_call(c->target->state, ok);
+    pt_state_record_call(c->target->state, ok, c->req.target ? NULL : c->req.up,
+                         pt_loop_now_ns(loop_of(c)) / 1000000u);
 }
 
 static int fail(struct pt_call *c, enum pt_call_fail why, const char *text)
