@@ -379,8 +379,9 @@ static void test_unknown_and_planned_keys(void)
 
 /* failure_statuses, health_check.passive, circuit_breaker: values,
  * defaults, and every refusal with its position. */
-#define UP "listeners: [{ address: \"127.0.0.1:18080\" }]\nupstreams:\n  users:\n" \
-           "    targets: [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n"
+#define UP                                                                                         \
+    "listeners: [{ address: \"127.0.0.1:18080\" }]\nupstreams:\n  users:\n"                        \
+    "    targets: [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n"
 static void test_failure_handling_keys(void)
 {
     struct pt_generation *g = EXPECT_OK(UP);
