@@ -1,6 +1,7 @@
 /*
  * health.c — active health checks (upstreams.*.health_check.active), run
- * on the control thread's loop through the outbound client.
+ * on the control thread's loop through the outbound client, and the
+ * control thread's sweep of passive health and circuit breakers.
  *
  * One probe per target of every upstream with a check: a GET of `path`
  * (Host: `host`, else the target's address) every `interval` ±10%, which
@@ -13,6 +14,11 @@
  * probes for the new generation but keeps every unchanged target's
  * health; a target the reload added starts healthy and is checked at once
  * (as at start).
+ *
+ * The same object runs the passive side's sweep (every SWEEP_MS over the
+ * current generation): targets whose passive-health ejection ended are
+ * logged as returned, and circuit breakers whose open_for passed turn
+ * half-open, so the log and the admin view move with no traffic.
  *
  * Ownership: the probe set is the control thread's (malloc'd); each probe
  * points into the generation it was built for, and is rebuilt (old probes
