@@ -5,14 +5,18 @@ after open_for, half-open probes close it once the backend recovers and a
 failing probe reopens it; failure_statuses decides what a failure is;
 connect errors count; max_concurrent refuses the overflow at once and
 gives slots back when calls end; the state is shown in admin /upstreams,
-logged, and kept across a reload."""
+logged, and kept across a reload. Bad values of these keys (and of
+health_check.passive and failure_statuses) are refused by `portico
+validate` with their position."""
 
+import subprocess
 import threading
 
+import pytest
 import requests
 
-from conftest import (assert_error_response, backend, backend_of, free_port, make_config, scaled,
-                      upstream, wait_until)
+from conftest import (PORTICO, assert_error_response, backend, backend_of, free_port, make_config,
+                      require_binaries, scaled, upstream, wait_until)
 
 BREAKER = {"error_rate": 0.5, "min_requests": 5, "window": "10s", "open_for": "2s",
            "half_open_requests": 2}
@@ -193,3 +197,36 @@ def test_max_concurrent_overflow_is_503_at_once(gateway):
         wait_until(lambda: breaker(gw)["active_requests"] == 0, scaled(5), what="slots back")
         r = requests.get(gw.u("/"), timeout=scaled(10))
         assert r.status_code == 200 and backend_of(r)[0] == "slow"
+
+
+BAD_KEYS = [
+    ("error-rate-above-1", "    circuit_breaker: { error_rate: 2 }\n", 5, 36,
+     "`error_rate` must be above 0 and at most 1"),
+    ("window-too-short", "    circuit_breaker: { window: 10ms }\n", 5, 32,
+     "`window` must be from 100ms to 1d"),
+    ("max-concurrent-word", "    circuit_breaker: { max_concurrent: lots }\n", 5, 40,
+     "expected a whole number for `max_concurrent` (or `unlimited`)"),
+    ("passive-percent", "    health_check: { passive: { max_ejected_percent: 150 } }\n", 5, 53,
+     "`max_ejected_percent` must be from 0 to 100"),
+    ("passive-unknown-key", "    health_check: { passive: { eject: 30s } }\n", 5, 32,
+     "unknown key `eject` in health_check.passive"),
+    ("failure-status-range", "    failure_statuses: [503, 700]\n", 5, 29,
+     "must be from 200 to 599"),
+]
+
+
+@pytest.mark.parametrize("name,line,at_line,col,needle", BAD_KEYS, ids=[b[0] for b in BAD_KEYS])
+def test_bad_failure_handling_keys_are_refused_with_their_position(tmp_path, name, line, at_line,
+                                                                   col, needle):
+    text = ("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
+            "upstreams:\n"
+            "  app:\n"
+            "    targets: [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n" + line +
+            "routes: [{ name: all, match: { path_prefix: / }, upstream: app }]\n")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    require_binaries()
+    p = subprocess.run([PORTICO, "validate", str(path)], capture_output=True, text=True,
+                       timeout=scaled(20))
+    assert p.returncode != 0
+    assert "cfg.yaml:%d:%d: " % (at_line, col) in p.stderr and needle in p.stderr, p.stderr
