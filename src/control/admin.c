@@ -366,8 +366,80 @@ static void routes_json(struct sbuf *b, const struct pt_generation *g)
     sb_printf(b, "]}\n");
 }
 
+/* An upstream's circuit breaker and concurrency cap, or null. */
+static void breaker_json(struct sbuf *b, const struct pt_upstream *u, uint64_t now_ms)
+{
+    if (!u->breaker.enabled) {
+        sb_printf(b, ",\"circuit_breaker\":null");
+        return;
+    }
+    const struct pt_upstream_state *us = u->state;
+    const struct pt_breaker_state *bs = us ? &us->breaker : NULL;
+    enum pt_breaker_phase ph = bs ? pt_breaker_phase(bs) : PT_BREAKER_CLOSED;
+    uint64_t since = bs ? atomic_load_explicit(&bs->since_ms, memory_order_relaxed) : 0;
+    uint64_t until = bs ? atomic_load_explicit(&bs->open_until_ms, memory_order_relaxed) : 0;
+    uint64_t req = 0, fail = 0;
+    if (bs)
+        pt_breaker_window(bs, &u->breaker, now_ms, &req, &fail);
+    sb_printf(
+        b, ",\"circuit_breaker\":{\"state\":\"%s\",\"since_ms_ago\":", pt_breaker_phase_names[ph]);
+    if (since)
+        sb_printf(b, "%llu", (unsigned long long)(now_ms > since ? now_ms - since : 0));
+    else
+        sb_printf(b, "null");
+    sb_printf(b,
+              ",\"open_remaining_ms\":%llu,\"opened\":%llu,\"window\":{\"requests\":%llu,"
+              "\"failures\":%llu,\"window_ms\":%llu},\"error_rate\":%g,\"min_requests\":%u,"
+              "\"open_for_ms\":%llu,\"half_open_requests\":%u,\"probes_in_flight\":%u,"
+              "\"max_concurrent\":",
+              (unsigned long long)(ph == PT_BREAKER_OPEN && until > now_ms ? until - now_ms : 0),
+              bs ? (unsigned long long)atomic_load(&bs->opened) : 0ull, (unsigned long long)req,
+              (unsigned long long)fail, (unsigned long long)u->breaker.window_ms,
+              u->breaker.error_rate, u->breaker.min_requests,
+              (unsigned long long)u->breaker.open_for_ms, u->breaker.half_open_requests,
+              bs && ph == PT_BREAKER_HALF_OPEN ? atomic_load(&bs->probes) : 0u);
+    if (u->breaker.max_concurrent)
+        sb_printf(b, "%u", u->breaker.max_concurrent);
+    else
+        sb_printf(b, "\"unlimited\"");
+    sb_printf(b, ",\"active_requests\":%u,\"overflows\":%llu}",
+              us ? atomic_load_explicit(&us->active, memory_order_relaxed) : 0u,
+              us ? (unsigned long long)atomic_load(&us->overflows) : 0ull);
+}
+
+static void target_json(struct sbuf *b, const struct pt_upstream *u, const struct pt_target *t,
+                        uint64_t now_ms)
+{
+    const struct pt_target_state *st = t->state;
+    uint64_t until = st ? atomic_load_explicit(&st->ejected_until_ms, memory_order_relaxed) : 0;
+    bool out = until > now_ms;
+    sb_printf(b, "{\"address\":");
+    sb_json_str(b, t->address);
+    if (t->name) { /* resolved from this host-name target */
+        sb_printf(b, ",\"name\":");
+        sb_json_str(b, t->name);
+    }
+    if (u->balance == PT_BALANCE_P2C_EWMA && st) {
+        /* The latency p2c_ewma weighs (0: no answer yet). */
+        uint64_t e = atomic_load_explicit(&st->ewma_ns, memory_order_relaxed);
+        sb_printf(b, ",\"latency_ewma_ms\":%.3f", (double)e / 1e6);
+    }
+    sb_printf(b,
+              ",\"weight\":%d,\"healthy\":%s,\"usable\":%s,\"active_requests\":%u,"
+              "\"consecutive_failures\":%u,\"call_failures\":%llu,\"ejected\":%s,"
+              "\"ejected_remaining_ms\":%llu,\"ejections\":%u,\"ejections_total\":%llu}",
+              t->weight, pt_state_healthy(st) ? "true" : "false",
+              pt_state_usable(st, now_ms) ? "true" : "false", pt_state_active(st),
+              st ? atomic_load_explicit(&st->traffic_fails, memory_order_relaxed) : 0,
+              st ? (unsigned long long)atomic_load(&st->call_failures) : 0ull,
+              out ? "true" : "false", out ? (unsigned long long)(until - now_ms) : 0ull,
+              st ? atomic_load_explicit(&st->ejections, memory_order_relaxed) : 0u,
+              st ? (unsigned long long)atomic_load(&st->ejections_total) : 0ull);
+}
+
 static void upstreams_json(struct sbuf *b, const struct pt_generation *g)
 {
+    uint64_t now_ms = pt_now_ns() / 1000000u; /* the workers' monotonic clock */
     sb_printf(b, "{\"generation\":%llu,\"upstreams\":[", (unsigned long long)g->id);
     for (uint32_t i = 0; i < g->nupstreams; i++) {
         const struct pt_upstream *u = &g->upstreams[i];
@@ -383,30 +455,31 @@ static void upstreams_json(struct sbuf *b, const struct pt_generation *g)
         }
         sb_printf(b,
                   ",\"connect_timeout_ms\":%llu,"
-                  "\"read_timeout_ms\":%llu,\"keepalive\":%u,\"health_check\":%s,\"targets\":[",
+                  "\"read_timeout_ms\":%llu,\"keepalive\":%u,\"health_check\":%s,"
+                  "\"failure_statuses\":[",
                   (unsigned long long)u->connect_timeout_ms, (unsigned long long)u->read_timeout_ms,
                   u->keepalive, u->hc.enabled ? "true" : "false");
-        for (uint32_t t = 0; t < u->ntargets; t++) {
-            sb_printf(b, "%s{\"address\":", t ? "," : "");
-            sb_json_str(b, u->targets[t].address);
-            if (u->targets[t].name) { /* resolved from this host-name target */
-                sb_printf(b, ",\"name\":");
-                sb_json_str(b, u->targets[t].name);
+        bool first = true;
+        for (int st = 200; st < 600; st++) {
+            if (pt_status_in(&u->failure_statuses, st)) {
+                sb_printf(b, "%s%d", first ? "" : ",", st);
+                first = false;
             }
-            const struct pt_target_state *st = u->targets[t].state;
+        }
+        sb_printf(b, "],\"passive_health\":");
+        if (u->passive.enabled)
             sb_printf(b,
-                      ",\"weight\":%d,\"healthy\":%s,\"active_requests\":%u,"
-                      "\"consecutive_failures\":%u,\"call_failures\":%llu",
-                      u->targets[t].weight, pt_state_healthy(st) ? "true" : "false",
-                      pt_state_active(st),
-                      st ? atomic_load_explicit(&st->traffic_fails, memory_order_relaxed) : 0,
-                      st ? (unsigned long long)atomic_load(&st->call_failures) : 0ull);
-            if (u->balance == PT_BALANCE_P2C_EWMA && st) {
-                /* The latency p2c_ewma weighs (0: no answer yet). */
-                uint64_t e = atomic_load_explicit(&st->ewma_ns, memory_order_relaxed);
-                sb_printf(b, ",\"latency_ewma_ms\":%.3f", (double)e / 1e6);
-            }
-            sb_printf(b, "}");
+                      "{\"consecutive_failures\":%u,\"eject_for_ms\":%llu,"
+                      "\"max_ejected_percent\":%u}",
+                      u->passive.consecutive_failures, (unsigned long long)u->passive.eject_for_ms,
+                      u->passive.max_ejected_percent);
+        else
+            sb_printf(b, "null");
+        breaker_json(b, u, now_ms);
+        sb_printf(b, ",\"targets\":[");
+        for (uint32_t t = 0; t < u->ntargets; t++) {
+            sb_printf(b, "%s", t ? "," : "");
+            target_json(b, u, &u->targets[t], now_ms);
         }
         sb_printf(b, "]}");
     }

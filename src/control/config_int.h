@@ -101,6 +101,12 @@ bool pt_cfg_same_addr(const struct sockaddr_storage *a, const struct sockaddr_st
 
 /* `upstreams:` (config_upstreams.c); each is registered in c->upstreams. */
 void pt_cfg_walk_upstreams(struct cfg *c, const struct pt_ynode *n);
+/* An upstream's failure handling (config_resilience.c): `failure_statuses`,
+ * `health_check.passive`, `circuit_breaker`, over walk_upstream's
+ * defaults. */
+void pt_cfg_walk_failure_statuses(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u);
+void pt_cfg_walk_passive(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u);
+void pt_cfg_walk_breaker(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u);
 /* A `filters:` mapping (config_filters.c), top level (defaults) or, with
  * `in_route`, a route's own; `out->v` is malloc'd. */
 void pt_cfg_walk_filter_block(struct cfg *c, const struct pt_ynode *n, bool in_route,

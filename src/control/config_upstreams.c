@@ -16,28 +16,22 @@
 #define PT_RESOLVE_EVERY_MIN_MS 100
 #define PT_RESOLVE_EVERY_DEFAULT_MS 30000
 
-static const char *const upstream_keys[] = {"targets",      "balance",       "connect_timeout",
-                                            "read_timeout", "keepalive",     "health_check",
-                                            "hash_on",      "resolve_every", NULL};
-static const char *const upstream_planned[] = {"protocol", "tls", "circuit_breaker", "retries",
-                                               NULL};
-static const char *const hc_keys[] = {"active", NULL};
-static const char *const hc_planned[] = {"passive", NULL};
+static const char *const upstream_keys[] = {
+    "targets", "balance",       "connect_timeout", "read_timeout",     "keepalive", "health_check",
+    "hash_on", "resolve_every", "circuit_breaker", "failure_statuses", NULL};
+static const char *const upstream_planned[] = {"protocol", "tls", "retries", NULL};
+static const char *const hc_keys[] = {"active", "passive", NULL};
 static const char *const hc_active_keys[] = {"path",      "interval", "timeout", "healthy",
                                              "unhealthy", "host",     NULL};
 
-/* health_check: { active: { path, interval, timeout, healthy, unhealthy, host } } */
-static void walk_health_check(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u)
+/* active: { path, interval, timeout, healthy, unhealthy, host } */
+static void walk_active(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u)
 {
     struct pt_health_active *hc = &u->hc;
-    if (!pt_cfg_want_map(&c->w, n, "`health_check`"))
-        return;
-    const struct pt_ynode *v[1] = {0};
-    pt_cfg_bind_keys(&c->w, n, hc_keys, hc_planned, "in health_check", v, NULL);
-    if (!v[0] || !pt_cfg_want_map(&c->w, v[0], "`active`"))
+    if (!pt_cfg_want_map(&c->w, n, "`active`"))
         return;
     const struct pt_ynode *a[6] = {0};
-    pt_cfg_bind_keys(&c->w, v[0], hc_active_keys, NULL, "in health_check.active", a, NULL);
+    pt_cfg_bind_keys(&c->w, n, hc_active_keys, NULL, "in health_check.active", a, NULL);
     hc->enabled = true;
     hc->path = "/";
     hc->interval_ms = 5000;
@@ -70,6 +64,19 @@ static void walk_health_check(struct cfg *c, const struct pt_ynode *n, struct pt
             hc->host = dup_str(c, h);
     }
 }
+/* health_check: { active: {...}, passive: {...} }: either or both. */
+static void walk_health_check(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u)
+{
+    if (!pt_cfg_want_map(&c->w, n, "`health_check`"))
+        return;
+    const struct pt_ynode *v[2] = {0};
+    pt_cfg_bind_keys(&c->w, n, hc_keys, NULL, "in health_check", v, NULL);
+    if (v[0])
+        walk_active(c, v[0], u);
+    if (v[1])
+        pt_cfg_walk_passive(c, v[1], u);
+}
+
 /* RFC 9110 tchar: header names, and cookie names (RFC 6265 uses token). */
 static bool is_token_name(const char *s)
 {
@@ -328,7 +335,7 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
     u->pos = (struct pt_src_pos){key->line, key->col};
     if (!pt_cfg_want_map(&c->w, n, "an upstream"))
         return;
-    const struct pt_ynode *v[8] = {0};
+    const struct pt_ynode *v[10] = {0};
     uint32_t refused =
         pt_cfg_bind_keys(&c->w, n, upstream_keys, upstream_planned, "in upstream", v, NULL);
 
@@ -356,6 +363,10 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
     if (v[7] && pt_cfg_want_duration(&c->w, v[7], "`resolve_every`", true, &u->resolve_every_ms) &&
         u->resolve_every_ms < PT_RESOLVE_EVERY_MIN_MS)
         err_at(c, v[7], "`resolve_every` must be at least %dms", PT_RESOLVE_EVERY_MIN_MS);
+    if (v[8])
+        pt_cfg_walk_breaker(c, v[8], u);
+    if (v[9])
+        pt_cfg_walk_failure_statuses(c, v[9], u);
 }
 
 void pt_cfg_walk_upstreams(struct cfg *c, const struct pt_ynode *n)

@@ -1,6 +1,7 @@
 /*
  * health.c — active health checks (upstreams.*.health_check.active), run
- * on the control thread's loop through the outbound client.
+ * on the control thread's loop through the outbound client, and the
+ * control thread's sweep of passive health and circuit breakers.
  *
  * One probe per target of every upstream with a check: a GET of `path`
  * (Host: `host`, else the target's host name or address) every `interval` ±10%, which
@@ -13,6 +14,11 @@
  * probes for the new generation but keeps every unchanged target's
  * health; a target the reload added starts healthy and is checked at once
  * (as at start).
+ *
+ * The same object runs the passive side's sweep (every SWEEP_MS over the
+ * current generation): targets whose passive-health ejection ended are
+ * logged as returned, and circuit breakers whose open_for passed turn
+ * half-open, so the log and the admin view move with no traffic.
  *
  * Ownership: the probe set is the control thread's (malloc'd); each probe
  * points into the generation it was built for, and is rebuilt (old probes
@@ -44,7 +50,14 @@ struct pt_health_checks {
     struct probe *probes;
     uint32_t nprobes;
     uint64_t rng;
+    /* The passive side's sweep (every SWEEP_MS over the current
+     * generation): logs targets back from an ejection and breakers
+     * turning half-open, even with no traffic to notice them. */
+    struct pt_timer sweep;
+    const struct pt_generation *g;
 };
+
+#define SWEEP_MS 250
 
 static uint64_t next_random(struct pt_health_checks *h)
 {
@@ -111,6 +124,19 @@ static void probe_start(struct pt_loop *loop, struct pt_timer *t)
     }
 }
 
+static void on_sweep(struct pt_loop *loop, struct pt_timer *t)
+{
+    struct pt_health_checks *h = pt_container_of(t, struct pt_health_checks, sweep);
+    uint64_t now_ms = pt_loop_now_ns(loop) / 1000000u;
+    for (uint32_t i = 0; h->g && i < h->g->nupstreams; i++) {
+        const struct pt_upstream *u = &h->g->upstreams[i];
+        pt_passive_sweep(u, now_ms);
+        if (u->breaker.enabled && u->state)
+            pt_breaker_tick(&u->state->breaker, &u->breaker, u->name, now_ms);
+    }
+    pt_timer_arm(loop, t, SWEEP_MS, on_sweep);
+}
+
 static void probes_free(struct pt_health_checks *h)
 {
     for (uint32_t i = 0; i < h->nprobes; i++) {
@@ -141,12 +167,16 @@ void pt_health_free(struct pt_health_checks *h)
     if (!h)
         return;
     probes_free(h);
+    pt_timer_cancel(h->loop, &h->sweep);
     free(h);
 }
 
 int pt_health_sync(struct pt_health_checks *h, const struct pt_generation *g)
 {
     probes_free(h);
+    h->g = g;
+    if (!pt_timer_armed(&h->sweep))
+        pt_timer_arm(h->loop, &h->sweep, SWEEP_MS, on_sweep);
     uint32_t n = 0;
     for (uint32_t i = 0; i < g->nupstreams; i++)
         if (g->upstreams[i].hc.enabled)

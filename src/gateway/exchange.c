@@ -76,12 +76,15 @@ void pt_exchange_respond(struct pt_exchange *ex, int status, const char *error, 
     pt_exchange_respond_body(ex, status, error, (pt_slice){0}, (pt_slice){0}, close);
 }
 
+static void call_over(struct pt_exchange *ex);
+
 void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *error, pt_slice body,
                               pt_slice ctype, bool close)
 {
     if (ex->calling) {
         pt_call_abort(ex->call);
         ex->calling = false;
+        call_over(ex);
     }
     if (ex->response_started) {
         /* A second response would land inside the first one's body. */
@@ -102,11 +105,99 @@ void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *er
     ex->bf_have = false;
 }
 
+/* ---- circuit breaker and max_concurrent ----
+ * The breaker counts requests (one final outcome each), where passive
+ * health counts attempts per target (the client's report()). An upstream
+ * without a circuit_breaker section costs one branch. */
+
+static uint64_t now_ms(const struct pt_exchange *ex)
+{
+    return pt_loop_now_ns(&ex->w->loop) / 1000000u;
+}
+
+/* Refused before the upstream was contacted: 503 JSON, with Retry-After
+ * when the breaker knows when to ask again. */
+static void refuse(struct pt_exchange *ex, const char *why, uint32_t retry_after_s)
+{
+    pt_exchange_respond(ex, 503, why, false);
+    char *v = retry_after_s ? pt_arena_alloc(ex->arena, 12) : NULL;
+    if (v) {
+        int n = snprintf(v, 12, "%u", retry_after_s);
+        pt_headers_add(&ex->resph, ex->arena, PT_SLICE("Retry-After"), (pt_slice){v, (size_t)n});
+    }
+}
+
+static void release_slot(struct pt_exchange *ex)
+{
+    if (ex->up_slot) {
+        ex->up_slot = false;
+        atomic_fetch_sub_explicit(&ex->up->state->active, 1, memory_order_relaxed);
+    }
+}
+
+/* max_concurrent, then the breaker. False when refused (answered). */
+static bool admit(struct pt_exchange *ex)
+{
+    const struct pt_upstream *u = ex->up;
+    struct pt_upstream_state *us = u->state;
+    if (pt_likely(!u->breaker.enabled) || !us)
+        return true;
+    if (u->breaker.max_concurrent) {
+        uint32_t n = atomic_fetch_add_explicit(&us->active, 1, memory_order_relaxed) + 1;
+        if (n > u->breaker.max_concurrent) {
+            atomic_fetch_sub_explicit(&us->active, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&us->overflows, 1, memory_order_relaxed);
+            refuse(ex, "upstream concurrency limit", 0);
+            return false;
+        }
+        ex->up_slot = true;
+    }
+    uint32_t retry_after = 1;
+    enum pt_breaker_verdict v =
+        pt_breaker_admit(&us->breaker, &u->breaker, u->name, now_ms(ex), &retry_after);
+    if (v == PT_BREAKER_REFUSE) {
+        release_slot(ex);
+        refuse(ex, "circuit breaker open", retry_after);
+        return false;
+    }
+    ex->breaker_owed = v == PT_BREAKER_PROBE ? 2 : 1;
+    return true;
+}
+
+/* The request's final outcome for the breaker, once: 1 the upstream
+ * answered well, 0 it failed (a status in failure_statuses, connect
+ * error, reset, timeout), -1 nothing the upstream did (client gone, no
+ * target, the gateway's own limits): a probe's slot goes back. */
+static void breaker_outcome(struct pt_exchange *ex, int result)
+{
+    uint8_t owed = ex->breaker_owed;
+    if (pt_likely(!owed))
+        return;
+    ex->breaker_owed = 0;
+    struct pt_breaker_state *b = &ex->up->state->breaker;
+    if (result < 0) {
+        if (owed == 2)
+            pt_breaker_release_probe(b);
+        return;
+    }
+    pt_breaker_record(b, &ex->up->breaker, ex->up->name, now_ms(ex), result > 0, owed == 2);
+}
+
+/* The upstream call is over (or never started): settle what admit took. */
+static void call_over(struct pt_exchange *ex)
+{
+    breaker_outcome(ex, -1);
+    release_slot(ex);
+}
+
 /* An upstream failure: an error response while nothing went out, else
  * the client is cut off (a broken response never looks complete). */
 static void upstream_failed(struct pt_exchange *ex)
 {
     const struct pt_call *c = ex->call;
+    bool theirs = c->fail != PT_CALL_FAIL_NO_TARGET && c->fail != PT_CALL_FAIL_RESOURCES &&
+                  c->fail != PT_CALL_FAIL_BODY_STALL;
+    breaker_outcome(ex, theirs ? 0 : -1);
     int status = 502;
     bool close = false;
     switch (c->fail) {
@@ -333,6 +424,8 @@ void pt_exchange_dispatch(struct pt_exchange *ex)
         pt_exchange_respond(ex, 502, "route has no upstream", false);
         return;
     }
+    if (!admit(ex))
+        return;
     struct pt_worker *w = ex->w;
     struct pt_rr_state *rr = pt_worker_rr(w, ex->gen, ex->up);
     struct pt_call_req req = {
@@ -360,6 +453,7 @@ void pt_exchange_dispatch(struct pt_exchange *ex)
      * (pt_call_start zeroes it). */
     ex->call = pt_arena_alloc(ex->arena, sizeof(*ex->call));
     if (!ex->call) {
+        call_over(ex);
         pt_exchange_respond(ex, 500, "out of memory", true);
         return;
     }
@@ -369,6 +463,7 @@ void pt_exchange_dispatch(struct pt_exchange *ex)
     if (r != 0) {
         upstream_failed(ex);
         pt_call_abort(ex->call);
+        call_over(ex);
         return;
     }
     ex->calling = true;
@@ -379,6 +474,7 @@ void pt_exchange_dispatch(struct pt_exchange *ex)
 static void response_head(struct pt_exchange *ex)
 {
     const struct pt_call_head *h = pt_call_head(ex->call);
+    breaker_outcome(ex, !pt_status_in(&ex->up->failure_statuses, h->status));
     ex->t_up_head = ex->call->t_head_ns;
     ex->status = h->status;
     ex->reason = h->reason;
@@ -422,6 +518,7 @@ int pt_exchange_pump(struct pt_exchange *ex)
         pt_call_abort(ex->call);
         ex->calling = false;
         upstream_failed(ex);
+        call_over(ex);
         return 1;
     }
     if (ex->resp == PT_RESP_NONE && pt_call_head(ex->call)) {
@@ -502,6 +599,7 @@ void pt_exchange_end(struct pt_exchange *ex, bool completed)
             pt_call_abort(ex->call);
         ex->calling = false;
     }
+    call_over(ex);
     if (!completed && ex->status == 0)
         ex->status = 499; /* client went away before a response: nginx's convention */
     if (ex->filters_begun && ex->route->chain.n_log)

@@ -122,6 +122,11 @@ struct pt_exchange {
     bool calling;         /* call started and not ended */
     bool dispatched;      /* the request went (or goes) upstream */
     bool want_continue;   /* the codec may answer 100 Continue */
+    /* upstreams.*.circuit_breaker (exchange.c admit()): the outcome owed
+     * to the breaker (0: none, 1: a request's, 2: a probe's), and whether
+     * the request holds one of the upstream's max_concurrent slots. */
+    uint8_t breaker_owed;
+    bool up_slot;
 
     /* ---- the response ---- */
     enum pt_resp_kind resp;

@@ -51,7 +51,8 @@ static void report(struct pt_call *c, bool ok)
     if (c->reported || !c->target)
         return;
     c->reported = true;
-    pt_state_record_call(c->target->state, ok);
+    pt_state_record_call(c->target->state, ok, c->req.target ? NULL : c->req.up,
+                         pt_loop_now_ns(loop_of(c)) / 1000000u);
     /* Balanced calls only: a health probe (a fixed target) is not traffic. */
     if (c->req.up->balance == PT_BALANCE_P2C_EWMA && !c->req.target)
         observe_latency(c, ok);

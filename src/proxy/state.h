@@ -25,6 +25,7 @@
 #ifndef PT_PROXY_STATE_H
 #define PT_PROXY_STATE_H
 
+#include "proxy/breaker.h"
 #include "proxy/upstream_types.h"
 
 #include <stdatomic.h>
@@ -48,10 +49,18 @@ struct pt_target_state {
      * totals are per-worker metrics: no shared write per success.) */
     _Atomic uint32_t traffic_fails;
     _Atomic uint64_t call_failures;
-    /* Passive health: out of rotation until this monotonic ms (0: never
-     * ejected), and how many times in a row it was ejected. */
+    /* Passive health (proxy/passive.c): out of rotation until this
+     * monotonic ms (the end of the latest ejection, kept after it passed;
+     * 0: never ejected); the repeat count k of the latest ejection (its
+     * length is eject_for × 2^(k-1), at most 10×; back to 0 after a
+     * healthy stretch of 10 × eject_for); ejections ever; and whether an
+     * ejection is in force or not yet seen to end (cleared, and the
+     * return logged, by whoever notices first: the control thread's
+     * sweep). */
     _Atomic uint64_t ejected_until_ms;
     _Atomic uint32_t ejections;
+    _Atomic uint64_t ejections_total;
+    _Atomic bool ejected;
     /* p2c_ewma: peak-EWMA of the time to the response head (ns) and when
      * it was last updated (monotonic ns). */
     _Atomic uint64_t ewma_ns;
@@ -70,7 +79,15 @@ struct pt_target_state {
  * upstream's name; refcounted by the generations naming it, like target
  * cells. */
 struct pt_upstream_state {
-    _Atomic uint32_t active; /* requests in flight (counted when max_concurrent is set) */
+    _Atomic uint32_t active;    /* requests in flight (counted when max_concurrent is set) */
+    _Atomic uint64_t overflows; /* requests refused by max_concurrent, ever */
+    /* Passive health: a worker ejecting one of this upstream's targets
+     * holds this (a try-lock, never waited on) while it counts the
+     * targets already out, so two workers cannot both pass the
+     * max_ejected_percent check. */
+    _Atomic bool ejecting;
+    /* The circuit breaker (proxy/breaker.h). */
+    struct pt_breaker_state breaker;
     /* Control thread only. */
     struct pt_state_registry *reg;
     uint32_t refs;
@@ -143,9 +160,25 @@ static inline uint32_t pt_state_active(const struct pt_target_state *s)
     return s ? atomic_load_explicit(&s->active, memory_order_relaxed) : 0;
 }
 
-/* A call's outcome, from the worker that made it: relaxed counters, and a
- * store of 0 only when a failure streak ends (no write per success). */
-static inline void pt_state_record_call(struct pt_target_state *s, bool ok)
+/* Passive health's slow path (proxy/passive.c): the failure that made a
+ * streak of `streak` reached the threshold; ejects the target when the
+ * upstream's max_ejected_percent allows. True when this call ejected it. */
+bool pt_passive_on_streak(struct pt_target_state *s, const struct pt_upstream *u, uint32_t streak,
+                          uint64_t now_ms);
+
+/* Control thread, periodically: logs the return of targets whose
+ * ejection ended, and resets their repeat count after a healthy stretch
+ * (proxy/passive.c). */
+void pt_passive_sweep(const struct pt_upstream *u, uint64_t now_ms);
+
+/* A call's outcome, from the worker that made it (one per attempt, per
+ * target): relaxed counters, and a store of 0 only when a failure streak
+ * ends (no write per success). `u` is the target's upstream (its
+ * passive health conf and its other targets, for the percent cap);
+ * `now_ms` on the monotonic clock. A streak reaching
+ * health_check.passive.consecutive_failures takes the slow path. */
+static inline void pt_state_record_call(struct pt_target_state *s, bool ok,
+                                        const struct pt_upstream *u, uint64_t now_ms)
 {
     if (pt_unlikely(s == NULL))
         return;
@@ -155,7 +188,9 @@ static inline void pt_state_record_call(struct pt_target_state *s, bool ok)
         return;
     }
     atomic_fetch_add_explicit(&s->call_failures, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&s->traffic_fails, 1, memory_order_relaxed);
+    uint32_t n = atomic_fetch_add_explicit(&s->traffic_fails, 1, memory_order_relaxed) + 1;
+    if (u && u->passive.enabled && n >= u->passive.consecutive_failures)
+        pt_passive_on_streak(s, u, n, now_ms);
 }
 
 static inline bool pt_state_healthy(const struct pt_target_state *s)

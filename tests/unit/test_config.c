@@ -350,12 +350,6 @@ static void test_unknown_and_planned_keys(void)
            "upstreams:\n"
            "  users:\n"
            "    targets: [\"127.0.0.1:9001\"]\n"
-           "    health_check: { passive: { consecutive_failures: 5 } }\n",
-           "t.yaml:5:21: `passive` is not supported by this build yet");
-    EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
-           "upstreams:\n"
-           "  users:\n"
-           "    targets: [\"127.0.0.1:9001\"]\n"
            "    health_check: { active: { path: healthz } }\n",
            "t.yaml:5:37: health check `path` must start with `/`, got `healthz`");
     EXPECT(
@@ -377,6 +371,99 @@ static void test_unknown_and_planned_keys(void)
            "    balance: round_robbin\n",
            "t.yaml:5:14: unknown balance `round_robbin` (did you mean `round_robin`?)");
 }
+
+/* failure_statuses, health_check.passive, circuit_breaker: values,
+ * defaults, and every refusal with its position. */
+#define UP                                                                                         \
+    "listeners: [{ address: \"127.0.0.1:18080\" }]\nupstreams:\n  users:\n"                        \
+    "    targets: [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n"
+static void test_failure_handling_keys(void)
+{
+    struct pt_generation *g = EXPECT_OK(UP);
+    if (g) {
+        const struct pt_upstream *u = &g->upstreams[0];
+        CHECK(!u->passive.enabled && !u->breaker.enabled);
+        CHECK(pt_status_in(&u->failure_statuses, 502) && pt_status_in(&u->failure_statuses, 503) &&
+              pt_status_in(&u->failure_statuses, 504) && !pt_status_in(&u->failure_statuses, 500));
+        pt_generation_free(g);
+    }
+    /* A section written empty switches the feature on with its defaults. */
+    g = EXPECT_OK(UP "    health_check: { passive: {} }\n    circuit_breaker: {}\n");
+    if (g) {
+        const struct pt_upstream *u = &g->upstreams[0];
+        CHECK(u->passive.enabled && u->passive.consecutive_failures == 5 &&
+              u->passive.eject_for_ms == 30000 && u->passive.max_ejected_percent == 50);
+        CHECK(!u->hc.enabled); /* passive alone: no probes */
+        CHECK(u->breaker.enabled && u->breaker.error_rate == 0.5 && u->breaker.min_requests == 20 &&
+              u->breaker.window_ms == 10000 && u->breaker.open_for_ms == 5000 &&
+              u->breaker.half_open_requests == 1 && u->breaker.max_concurrent == 0);
+        pt_generation_free(g);
+    }
+    g = EXPECT_OK(UP "    failure_statuses: [500, 503]\n"
+                     "    health_check:\n"
+                     "      active: { path: /h }\n"
+                     "      passive: { consecutive_failures: 3, eject_for: 2s, "
+                     "max_ejected_percent: 100 }\n"
+                     "    circuit_breaker: { error_rate: 25%, min_requests: 4, window: 2s, "
+                     "open_for: 1500ms, half_open_requests: 3, max_concurrent: 7 }\n");
+    if (g) {
+        const struct pt_upstream *u = &g->upstreams[0];
+        CHECK(pt_status_in(&u->failure_statuses, 500) && pt_status_in(&u->failure_statuses, 503) &&
+              !pt_status_in(&u->failure_statuses, 502));
+        CHECK(u->hc.enabled && u->passive.enabled && u->passive.consecutive_failures == 3 &&
+              u->passive.eject_for_ms == 2000 && u->passive.max_ejected_percent == 100);
+        CHECK(u->breaker.error_rate == 0.25 && u->breaker.min_requests == 4 &&
+              u->breaker.window_ms == 2000 && u->breaker.open_for_ms == 1500 &&
+              u->breaker.half_open_requests == 3 && u->breaker.max_concurrent == 7);
+        pt_generation_free(g);
+    }
+    g = EXPECT_OK(UP "    failure_statuses: []\n"
+                     "    circuit_breaker: { error_rate: 1, max_concurrent: unlimited }\n");
+    if (g) {
+        const struct pt_upstream *u = &g->upstreams[0];
+        CHECK(!pt_status_in(&u->failure_statuses, 502) && u->breaker.error_rate == 1.0 &&
+              u->breaker.max_concurrent == 0);
+        pt_generation_free(g);
+    }
+    EXPECT(UP "    failure_statuses: [502, 99]\n",
+           "t.yaml:5:29: a status in `failure_statuses` must be from 200 to 599, got 99");
+    EXPECT(UP "    failure_statuses: 503\n",
+           "t.yaml:5:23: expected a list for `failure_statuses`, got `503`");
+    EXPECT(UP "    health_check: { passive: { consecutive: 5 } }\n",
+           "t.yaml:5:32: unknown key `consecutive` in health_check.passive (did you mean "
+           "`consecutive_failures`?)");
+    EXPECT(UP "    health_check: { passive: { consecutive_failures: 0 } }\n",
+           "t.yaml:5:54: `consecutive_failures` must be from 1 to 100000, got 0");
+    EXPECT(UP "    health_check: { passive: { eject_for: 0s } }\n",
+           "t.yaml:5:43: `eject_for` must be longer than 0");
+    EXPECT(UP "    health_check: { passive: { eject_for: 2h } }\n",
+           "t.yaml:5:43: `eject_for` must be at most 1h (repeat ejections last up to 10×)");
+    EXPECT(UP "    health_check: { passive: { max_ejected_percent: 101 } }\n",
+           "t.yaml:5:53: `max_ejected_percent` must be from 0 to 100, got 101");
+    EXPECT(UP "    circuit_breaker: { error_rate: 1.5 }\n",
+           "t.yaml:5:36: `error_rate` must be above 0 and at most 1 (100%), got `1.5`");
+    EXPECT(UP "    circuit_breaker: { error_rate: 0 }\n",
+           "t.yaml:5:36: `error_rate` must be above 0 and at most 1 (100%), got `0`");
+    EXPECT(UP "    circuit_breaker: { error_rate: half }\n",
+           "t.yaml:5:36: expected a fraction (0.5) or a percentage (50%) for `error_rate`, got "
+           "`half`");
+    EXPECT(UP "    circuit_breaker: { min_requests: 0 }\n",
+           "t.yaml:5:38: `min_requests` must be from 1 to 1000000, got 0");
+    EXPECT(UP "    circuit_breaker: { window: 50ms }\n",
+           "t.yaml:5:32: `window` must be from 100ms to 1d");
+    EXPECT(UP "    circuit_breaker: { open_for: 0s }\n",
+           "t.yaml:5:34: `open_for` must be longer than 0");
+    EXPECT(UP "    circuit_breaker: { half_open_requests: 0 }\n",
+           "t.yaml:5:44: `half_open_requests` must be from 1 to 10000, got 0");
+    EXPECT(UP "    circuit_breaker: { max_concurrent: 0 }\n",
+           "t.yaml:5:40: `max_concurrent` (or `unlimited`) must be from 1 to 10000000, got 0");
+    EXPECT(UP "    circuit_breaker: { max_concurent: 10 }\n",
+           "t.yaml:5:24: unknown key `max_concurent` in circuit_breaker (did you mean "
+           "`max_concurrent`?)");
+    EXPECT(UP "    circuit_breaker: on\n",
+           "t.yaml:5:22: expected a mapping for `circuit_breaker`, got `on`");
+}
+#undef UP
 
 static void test_types_and_values(void)
 {
@@ -1246,6 +1333,7 @@ int main(void)
     test_full_config();
     test_defaults();
     test_unknown_and_planned_keys();
+    test_failure_handling_keys();
     test_types_and_values();
     test_duplicates_and_references();
     test_match_rules();
