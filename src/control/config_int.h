@@ -98,6 +98,8 @@ bool pt_cfg_same_addr(const struct sockaddr_storage *a, const struct sockaddr_st
 
 /* `upstreams:` (config_upstreams.c); each is registered in c->upstreams. */
 void pt_cfg_walk_upstreams(struct cfg *c, const struct pt_ynode *n);
+/* An upstream's `retries:` mapping (config_retries.c). */
+void pt_cfg_walk_retries(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u);
 /* A `filters:` mapping (config_filters.c), top level (defaults) or, with
  * `in_route`, a route's own; `out->v` is malloc'd. */
 void pt_cfg_walk_filter_block(struct cfg *c, const struct pt_ynode *n, bool in_route,

@@ -7,10 +7,11 @@
  */
 #include "control/config_int.h"
 
-static const char *const upstream_keys[] = {
-    "targets", "balance", "connect_timeout", "read_timeout", "keepalive", "health_check", NULL};
-static const char *const upstream_planned[] = {"hash_on",         "protocol", "tls",
-                                               "circuit_breaker", "retries",  NULL};
+static const char *const upstream_keys[] = {"targets",      "balance",   "connect_timeout",
+                                            "read_timeout", "keepalive", "health_check",
+                                            "retries",      NULL};
+static const char *const upstream_planned[] = {"hash_on", "protocol", "tls", "circuit_breaker",
+                                               NULL};
 static const char *const hc_keys[] = {"active", NULL};
 static const char *const hc_planned[] = {"passive", NULL};
 static const char *const hc_active_keys[] = {"path",      "interval", "timeout", "healthy",
@@ -111,7 +112,7 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
     u->pos = (struct pt_src_pos){key->line, key->col};
     if (!pt_cfg_want_map(&c->w, n, "an upstream"))
         return;
-    const struct pt_ynode *v[6] = {0};
+    const struct pt_ynode *v[7] = {0};
     uint32_t refused =
         pt_cfg_bind_keys(&c->w, n, upstream_keys, upstream_planned, "in upstream", v, NULL);
 
@@ -166,6 +167,8 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
         u->keepalive = (uint32_t)ka;
     if (v[5])
         walk_health_check(c, v[5], u);
+    if (v[6])
+        pt_cfg_walk_retries(c, v[6], u);
 }
 
 void pt_cfg_walk_upstreams(struct cfg *c, const struct pt_ynode *n)

@@ -25,6 +25,7 @@
 #ifndef PT_PROXY_STATE_H
 #define PT_PROXY_STATE_H
 
+#include "proxy/retry_budget.h"
 #include "proxy/upstream_types.h"
 
 #include <stdatomic.h>
@@ -71,6 +72,9 @@ struct pt_target_state {
  * cells. */
 struct pt_upstream_state {
     _Atomic uint32_t active; /* requests in flight (counted when max_concurrent is set) */
+    /* retries.budget: requests and retries per second over 10 s (only
+     * upstreams with retries.attempts > 1 write it). */
+    struct pt_retry_budget retry_budget;
     /* Control thread only. */
     struct pt_state_registry *reg;
     uint32_t refs;
