@@ -61,6 +61,14 @@ def test_listed_status_is_retried_on_the_other_target(tmp_path):
             assert len(retried) == first_on_bad
             assert all(l["target"] == "127.0.0.1:%d" % good.port for l in retried)
             assert all("attempts" not in l for l in lines if l not in retried)
+            # Admin shows the policy and the budget's window.
+            ups = requests.get("http://127.0.0.1:%d/upstreams" % gw.admin_port,
+                               timeout=scaled(5)).json()["upstreams"]
+            rt = ups[0]["retries"]
+            assert rt["attempts"] == 2 and rt["budget"] == 0.2
+            # (10 s window: on a loaded machine the first ones may have left it)
+            assert 0 < rt["window_requests"] <= n
+            assert 0 < rt["window_retries"] <= first_on_bad
         finally:
             gw.stop()
 
