@@ -437,6 +437,23 @@ static void target_json(struct sbuf *b, const struct pt_upstream *u, const struc
               st ? (unsigned long long)atomic_load(&st->ejections_total) : 0ull);
 }
 
+/* An upstream with retries: its settings and its budget's window now. */
+static void retries_json(struct sbuf *b, const struct pt_upstream *u)
+{
+    const struct pt_retry_conf *r = &u->retry;
+    if (r->attempts <= 1)
+        return;
+    uint64_t reqs = 0, rets = 0;
+    if (u->state)
+        pt_retry_budget_window(&u->state->retry_budget, pt_now_ms() / 1000u, &reqs, &rets);
+    sb_printf(b,
+              ",\"retries\":{\"attempts\":%u,\"per_try_timeout_ms\":%llu,\"budget\":%.4g,"
+              "\"max_replay_body\":%llu,\"window_requests\":%llu,\"window_retries\":%llu}",
+              r->attempts, (unsigned long long)r->per_try_timeout_ms, r->budget,
+              (unsigned long long)r->max_replay_body, (unsigned long long)reqs,
+              (unsigned long long)rets);
+}
+
 static void upstreams_json(struct sbuf *b, const struct pt_generation *g)
 {
     uint64_t now_ms = pt_now_ns() / 1000000u; /* the workers' monotonic clock */
@@ -481,7 +498,9 @@ static void upstreams_json(struct sbuf *b, const struct pt_generation *g)
             sb_printf(b, "%s", t ? "," : "");
             target_json(b, u, &u->targets[t], now_ms);
         }
-        sb_printf(b, "]}");
+        sb_printf(b, "]");
+        retries_json(b, u);
+        sb_printf(b, "}");
     }
     sb_printf(b, "]}\n");
 }

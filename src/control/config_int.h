@@ -107,6 +107,8 @@ void pt_cfg_walk_upstreams(struct cfg *c, const struct pt_ynode *n);
 void pt_cfg_walk_failure_statuses(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u);
 void pt_cfg_walk_passive(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u);
 void pt_cfg_walk_breaker(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u);
+/* An upstream's `retries:` mapping (config_retries.c). */
+void pt_cfg_walk_retries(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u);
 /* A `filters:` mapping (config_filters.c), top level (defaults) or, with
  * `in_route`, a route's own; `out->v` is malloc'd. */
 void pt_cfg_walk_filter_block(struct cfg *c, const struct pt_ynode *n, bool in_route,

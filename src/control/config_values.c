@@ -702,6 +702,12 @@ static bool want_percent(struct pt_cfg_walk *w, const struct pt_ynode *v, const 
     return true;
 }
 
+bool pt_cfg_want_percent(struct pt_cfg_walk *w, const struct pt_ynode *v, const char *what,
+                         double *out)
+{
+    return want_percent(w, v, what, out);
+}
+
 /* Fills one field of a filter's config struct from its YAML value. */
 static bool parse_field(struct pt_cfg_walk *w, const struct pt_field *f, const struct pt_ynode *v,
                         void *conf)

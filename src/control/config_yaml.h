@@ -139,6 +139,9 @@ bool pt_cfg_want_int(struct pt_cfg_walk *w, const struct pt_ynode *n, const char
 bool pt_cfg_want_bool(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what, bool *out);
 bool pt_cfg_want_double(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
                         double *out);
+/* A percentage in [0, 100]: `20%` or `20` (*out = 20). */
+bool pt_cfg_want_percent(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
+                         double *out);
 /* `positive`: 0 is refused ("must be longer than 0"). */
 /* The longest duration any key takes: 365 days. */
 #define PT_CFG_DURATION_MAX_MS (365ull * 24 * 3600 * 1000)

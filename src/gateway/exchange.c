@@ -642,21 +642,25 @@ void pt_exchange_log(struct pt_exchange *ex)
     const struct pt_target *tg = ex->call ? ex->call->target : NULL;
     /* Before the head was complete (a codec error) the client is the peer. */
     pt_slice client = ex->client.len ? ex->client : ex->peer;
+    /* Retries (upstreams.*.retries) show as the number of attempts. */
+    char att[24] = "";
+    if (ex->call && ex->dispatched && ex->call->attempts > 1)
+        snprintf(att, sizeof(att), ",\"attempts\":%u", ex->call->attempts);
     int n = snprintf(
         line, sizeof(line),
         "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":\"%.*s\","
         "\"remote_addr\":\"%.*s\",\"peer_addr\":\"%.*s\",\"listener\":\"%s\",\"route\":\"%s\","
         "\"upstream\":\"%s\","
         "\"target\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,"
-        "\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"upstream_ms\":%.3f%s%.*s%s%s%"
-        "s%s}\n",
+        "\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"upstream_ms\":%.3f%s%s%.*s%"
+        "s%s%s%s}\n",
         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
         ts.tv_nsec / 1000000, (int)rl, rid, (int)client.len, client.p, (int)ex->peer.len,
         ex->peer.p, ex->listener ? ex->listener : "", ex->route ? ex->route->name : "",
         ex->up ? ex->up->name : "", tg && ex->dispatched ? tg->address : "",
         (int)PT_MIN(ex->req.method.len, 32), ex->req.method.p ? ex->req.method.p : "", (int)pe, esc,
         ex->status, (unsigned long long)ex->bytes_in, (unsigned long long)ex->bytes_out, dur, up,
-        cl ? ",\"consumer\":\"" : "", (int)cl, cons, cl ? "\"" : "",
+        att, cl ? ",\"consumer\":\"" : "", (int)cl, cons, cl ? "\"" : "",
         ex->error ? ",\"error\":\"" : "", ex->error ? ex->error : "", ex->error ? "\"" : "");
     if (n > 0)
         pt_alog_push(&ex->w->alog, line, (size_t)PT_MIN(n, (int)sizeof(line) - 1));

@@ -1,13 +1,15 @@
 /*
  * client.c — see client.h. The HTTP/1.1 side of an outbound call: head
  * serialization, body framing, response parsing, timeouts and the
- * stale-connection retry.
+ * stale-connection retry. Retries across attempts and the replay of held
+ * body bytes are in client_retry.c.
  *
  * Every socket event and timer ends in pump() then one tail call of
  * ops->wake; nothing after the wake touches the call (the caller may have
  * ended it and reused its memory).
  */
 #include "proxy/client.h"
+#include "proxy/client_int.h"
 
 #include "http/h1_write.h"
 
@@ -17,6 +19,7 @@
 
 static int pump_write(struct pt_call *c);
 static int pump_read(struct pt_call *c);
+static pt_slice body_peek(struct pt_call *c, bool *eos);
 
 /* ---- small helpers ---- */
 
@@ -30,8 +33,6 @@ static struct pt_loop *loop_of(const struct pt_call *c)
     return c->ob->loop;
 }
 
-/* Ends the call with an error: the connection is closed (a half-read
- * response can never be reused). Returns -1 for the pumps. */
 /* p2c_ewma's latency sample: from asking for a connection to the final
  * head. A failure counts as at least connect_timeout, so a target that
  * fails fast does not look fast. */
@@ -45,7 +46,8 @@ static void observe_latency(struct pt_call *c, bool ok)
     pt_balance_observe(c->target->state, sample, now);
 }
 
-/* Reports the call's outcome to its target's shared cell, once. */
+/* Reports the call's outcome to its target's shared cell, once (per
+ * attempt: a retry clears `reported`). */
 static void report(struct pt_call *c, bool ok)
 {
     if (c->reported || !c->target)
@@ -58,7 +60,14 @@ static void report(struct pt_call *c, bool ok)
         observe_latency(c, ok);
 }
 
-static int fail(struct pt_call *c, enum pt_call_fail why, const char *text)
+void pt_client_report_attempt(struct pt_call *c, bool ok)
+{
+    report(c, ok);
+}
+
+/* Ends the call with an error: the connection is closed (a half-read
+ * response can never be reused). Returns -1 for the pumps. */
+int pt_client_fail_now(struct pt_call *c, enum pt_call_fail why, const char *text)
 {
     if (c->phase != PT_CALL_FAILED) {
         c->fail = why;
@@ -77,8 +86,17 @@ static int fail(struct pt_call *c, enum pt_call_fail why, const char *text)
     return -1;
 }
 
+/* A failure of the attempt: another attempt when retries allow (then 1:
+ * the pumps go on with it, or see it failed), else the call ends (-1). */
+static int fail(struct pt_call *c, enum pt_call_fail why, const char *text)
+{
+    if (pt_unlikely(c->retry_on) && c->phase != PT_CALL_FAILED && pt_client_retry(c, why, 0))
+        return 1;
+    return pt_client_fail_now(c, why, text);
+}
+
 /* Only idempotent methods (RFC 9110 §9.2.2) are sent twice. */
-static bool idempotent(int method_id)
+bool pt_client_idempotent(int method_id)
 {
     switch (method_id) {
     case PT_METHOD_GET:
@@ -100,7 +118,9 @@ static bool has_body(const struct pt_call *c)
 
 /* ---- target and connection ---- */
 
-static const struct pt_target *pick_target(struct pt_call *c)
+/* The target of the next attempt: the balancer's pick, avoiding the ones
+ * tried already (a retry goes elsewhere when it can). */
+const struct pt_target *pt_client_pick(struct pt_call *c)
 {
     const struct pt_call_req *r = &c->req;
     if (r->target)
@@ -111,13 +131,31 @@ static const struct pt_target *pick_target(struct pt_call *c)
         .rand = r->rand,
         .now_ms = pt_loop_now_ns(loop_of(c)) / 1000000u,
         .key = r->hash_key,
+        .avoid = c->tried,
+        .navoid = c->ntried,
     };
     uint32_t i = pt_balance_pick(u, &p);
-    return i < u->ntargets ? &u->targets[i] : NULL;
+    if (i >= u->ntargets)
+        return NULL;
+    if (c->ntried < PT_MAX_ATTEMPTS)
+        c->tried[c->ntried++] = i;
+    return &u->targets[i];
 }
 
 static void on_timeout(struct pt_loop *loop, struct pt_timer *tm);
 static void on_event(struct pt_uconn *uc, uint32_t events);
+
+/* Arms the connection's timer for `ms`, or to the attempt's per-try
+ * deadline when that comes first (until the final head). */
+static void arm(struct pt_call *c, uint64_t ms)
+{
+    if (pt_unlikely(c->try_deadline_ms)) {
+        uint64_t now = loop_of(c)->now_ms;
+        uint64_t left = c->try_deadline_ms > now ? c->try_deadline_ms - now : 0;
+        ms = PT_MIN(ms, left);
+    }
+    pt_timer_arm(loop_of(c), &c->uc->timer, ms, on_timeout);
+}
 
 /* The gateway's own limits (descriptors, memory, local ports), not the
  * upstream's fault: 503 for the caller, as for any overload. */
@@ -128,7 +166,7 @@ static bool out_of_resources(int err)
 }
 
 /* Takes a pooled connection (or a new one when `fresh`). -1 on failure. */
-static int take_connection(struct pt_call *c, bool fresh)
+int pt_client_take_connection(struct pt_call *c, bool fresh)
 {
     int err = 0;
     /* Pools are keyed by address and shared by upstreams naming the same
@@ -157,8 +195,7 @@ static int take_connection(struct pt_call *c, bool fresh)
     c->phase = uc->connected ? PT_CALL_WAITING : PT_CALL_CONNECTING;
     if (!c->t_connect_ns)
         c->t_connect_ns = pt_loop_now_ns(loop_of(c));
-    pt_timer_arm(loop_of(c), &uc->timer,
-                 uc->connected ? read_timeout(c) : c->req.up->connect_timeout_ms, on_timeout);
+    arm(c, uc->connected ? read_timeout(c) : c->req.up->connect_timeout_ms);
     return 0;
 }
 
@@ -169,20 +206,21 @@ static int take_connection(struct pt_call *c, bool fresh)
  * retry failed. */
 static int retry_stale(struct pt_call *c)
 {
-    if (!c->reused || c->res_any || has_body(c) || c->retries >= 2 || !idempotent(c->req.method_id))
+    if (!c->reused || c->res_any || has_body(c) || c->retries >= 2 ||
+        !pt_client_idempotent(c->req.method_id))
         return 0;
     c->retries++;
     pt_uconn_close(c->uc);
     c->uc = NULL;
     c->res_prev = 0;
-    return take_connection(c, true) < 0 ? -1 : 1;
+    return pt_client_take_connection(c, true) < 0 ? -1 : 1;
 }
 
 /* ---- the request head ---- */
 
 /* Request line with the caller's path, live non-hop-by-hop fields, then
  * our framing: no field edit can make the upstream see another length. */
-static bool build_head(struct pt_call *c)
+bool pt_client_build_head(struct pt_call *c)
 {
     const struct pt_call_req *r = &c->req;
     /* A target resolved from a host name is called by that name. */
@@ -230,19 +268,22 @@ int pt_call_start(struct pt_call *c, struct pt_outbound *ob, const struct pt_cal
     c->ops = ops;
     c->user = user;
     c->req_left = req->content_length > 0 && !req->chunked ? (uint64_t)req->content_length : 0;
-    c->target = pick_target(c);
+    c->attempts = 1;
+    c->target = pt_client_pick(c);
     if (!c->target) {
-        fail(c, PT_CALL_FAIL_NO_TARGET, "no healthy upstream target");
+        pt_client_fail_now(c, PT_CALL_FAIL_NO_TARGET, "no healthy upstream target");
         return c->fail;
     }
+    if (pt_unlikely(req->up->retry.attempts > 1 || req->up->retry.per_try_timeout_ms))
+        pt_client_retry_init(c);
     /* Requests in flight per target, across workers (least_conn reads it). */
     pt_state_active_inc(c->target->state);
     c->counted = true;
-    if (!build_head(c)) {
-        fail(c, PT_CALL_FAIL_RESOURCES, "out of memory");
+    if (!pt_client_build_head(c)) {
+        pt_client_fail_now(c, PT_CALL_FAIL_RESOURCES, "out of memory");
         return c->fail;
     }
-    if (take_connection(c, false) < 0)
+    if (pt_client_take_connection(c, false) < 0)
         return c->fail;
     /* A pooled connection is writable now: the head goes out at once
      * (no event would come to send it). */
@@ -296,12 +337,18 @@ static void on_timeout(struct pt_loop *loop, struct pt_timer *tm)
     /* The upstream took everything it was given and the rest of the body
      * never came: the caller's body source stalled, not the upstream. */
     if (!connecting && c->phase == PT_CALL_WAITING && !c->sent_all && c->head_sent == c->head_len &&
-        c->ops->body_peek(c->user, &eos).len == 0 && !eos)
+        body_peek(c, &eos).len == 0 && !eos)
         fail(c, PT_CALL_FAIL_BODY_STALL, "request body timeout");
+    else if (c->try_deadline_ms && loop->now_ms >= c->try_deadline_ms)
+        fail(c, PT_CALL_FAIL_TIMEOUT, "upstream per-try timeout");
     else if (connecting)
         fail(c, PT_CALL_FAIL_CONNECT_TO, "upstream connect timeout");
     else
         fail(c, PT_CALL_FAIL_TIMEOUT, "upstream timeout");
+    /* A retry started another attempt: a pooled connection is writable
+     * now and no event would come to send its head. */
+    if (c->phase != PT_CALL_FAILED)
+        pt_call_pump(c);
     wake(c);
 }
 
@@ -347,6 +394,25 @@ static void next_chunk_frame(struct pt_call *c, size_t len, bool last)
     c->chunk_line_sent = 0;
 }
 
+/* The body source: held bytes a retry re-sends first, then the caller's. */
+static pt_slice body_peek(struct pt_call *c, bool *eos)
+{
+    if (pt_unlikely(c->held_pos < c->held_len))
+        return pt_client_held_peek(c, eos);
+    return c->ops->body_peek(c->user, eos);
+}
+
+static void body_consumed(struct pt_call *c, size_t n)
+{
+    if (pt_unlikely(c->held_pos < c->held_len)) {
+        c->held_pos += n; /* gather never mixes held and fresh bytes */
+        return;
+    }
+    if (pt_unlikely(c->retry_on))
+        pt_client_hold(c, n);
+    c->ops->body_consumed(c->user, n);
+}
+
 /* What goes out next: head, framing, payload. Returns the iovec count and
  * sets *data to the payload bytes included. */
 static int gather(struct pt_call *c, struct iovec *iov, size_t *data, bool *last_frame)
@@ -360,7 +426,7 @@ static int gather(struct pt_call *c, struct iovec *iov, size_t *data, bool *last
     if (!c->req.chunked) {
         if (c->req_left == 0)
             return n;
-        pt_slice s = c->ops->body_peek(c->user, &eos);
+        pt_slice s = body_peek(c, &eos);
         size_t len = PT_MIN((uint64_t)s.len, c->req_left);
         if (len)
             iov[n++] = (struct iovec){(char *)s.p, len};
@@ -370,7 +436,7 @@ static int gather(struct pt_call *c, struct iovec *iov, size_t *data, bool *last
     if (c->body_eos_sent)
         return n;
     if (c->chunk_line_sent == c->chunk_line_len && c->chunk_left == 0) {
-        pt_slice s = c->ops->body_peek(c->user, &eos);
+        pt_slice s = body_peek(c, &eos);
         if (s.len)
             next_chunk_frame(c, PT_MIN(s.len, (size_t)1 << 30), false);
         else if (eos)
@@ -382,7 +448,7 @@ static int gather(struct pt_call *c, struct iovec *iov, size_t *data, bool *last
         *last_frame = c->chunk_left == 0;
     }
     if (c->chunk_left) {
-        pt_slice s = c->ops->body_peek(c->user, &eos);
+        pt_slice s = body_peek(c, &eos);
         size_t len = PT_MIN(s.len, (size_t)c->chunk_left);
         if (len)
             iov[n++] = (struct iovec){(char *)s.p, len};
@@ -405,7 +471,7 @@ static void account_sent(struct pt_call *c, size_t sent, bool last_frame)
             c->body_eos_sent = true;
     }
     if (sent) {
-        c->ops->body_consumed(c->user, sent);
+        body_consumed(c, sent);
         c->bytes_sent += sent;
         if (c->req.chunked) {
             c->chunk_left -= (uint32_t)sent;
@@ -416,7 +482,7 @@ static void account_sent(struct pt_call *c, size_t sent, bool last_frame)
         }
         /* The upstream is taking the body: its read timeout runs from the
          * last byte it took, not from the start of a long upload. */
-        pt_timer_arm(loop_of(c), &c->uc->timer, read_timeout(c), on_timeout);
+        arm(c, read_timeout(c));
     }
     if (c->head_sent == c->head_len && (c->req.chunked ? c->body_eos_sent : c->req_left == 0))
         c->sent_all = true;
@@ -435,7 +501,7 @@ static int finish_connect(struct pt_call *c)
                     e == -ECONNREFUSED ? "upstream connection refused" : "upstream connect failed");
     }
     c->phase = PT_CALL_WAITING;
-    pt_timer_arm(loop_of(c), &c->uc->timer, read_timeout(c), on_timeout);
+    arm(c, read_timeout(c));
     return 1;
 }
 
@@ -445,7 +511,7 @@ static int pump_write(struct pt_call *c)
         return 0;
     if (!c->uc->connected) {
         int r = finish_connect(c);
-        if (r <= 0 || !c->uc->connected)
+        if (r <= 0 || !c->uc || !c->uc->connected)
             return r;
     }
     struct iovec iov[3];
@@ -534,6 +600,15 @@ static int final_head(struct pt_call *c, uint32_t head_len)
      * connection can't be reused safely. */
     if (!c->sent_all)
         c->reusable = false;
+    /* A listed status is retried before the caller sees anything of it. */
+    if (pt_unlikely(c->retry_on) && pt_status_in(&c->req.up->retry.statuses, st) &&
+        pt_client_retry(c, PT_CALL_FAIL_NONE, st))
+        return 1;
+    if (pt_unlikely(c->try_deadline_ms)) {
+        /* The head came in time: from now on the read timeout rules. */
+        c->try_deadline_ms = 0;
+        arm(c, read_timeout(c));
+    }
     c->phase = PT_CALL_BODY;
     report(c, !pt_status_in(&c->req.up->failure_statuses, st));
     return 1;
@@ -589,6 +664,7 @@ static int parse_heads(struct pt_call *c)
             if (!keep_head(c, &c->interim, b->data + b->start, (uint32_t)r))
                 return fail(c, PT_CALL_FAIL_RESOURCES, "out of memory");
             c->interim_ready = true;
+            c->shown = true;
         }
         pt_buf_consume(b, (uint32_t)r);
     }
@@ -703,7 +779,7 @@ static int pump_read(struct pt_call *c)
         return read_ended(c, n);
     b->end += (uint32_t)n;
     c->res_any = true;
-    pt_timer_arm(loop_of(c), &uc->timer, read_timeout(c), on_timeout);
+    arm(c, read_timeout(c));
     if (c->phase < PT_CALL_BODY) {
         int r = parse_heads(c);
         if (r < 0 || c->phase < PT_CALL_BODY)
@@ -786,7 +862,7 @@ void pt_call_finish(struct pt_call *c)
 void pt_call_expire(struct pt_call *c)
 {
     if (c->phase != PT_CALL_FAILED)
-        fail(c, PT_CALL_FAIL_TIMEOUT, "upstream timeout");
+        pt_client_fail_now(c, PT_CALL_FAIL_TIMEOUT, "upstream timeout"); /* the caller's: final */
 }
 
 void pt_call_abort(struct pt_call *c)

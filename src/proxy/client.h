@@ -19,6 +19,11 @@
  *   end             pt_call_finish returns a clean connection to the pool;
  *                   pt_call_abort closes it. Either reports the outcome to
  *                   the target's shared state.
+ *   retries         (upstreams.*.retries, client_retry.c) a failed attempt
+ *                   — or a final head with a listed status, before the
+ *                   caller sees it — starts another on another target when
+ *                   attempts, the budget and safety allow; the caller only
+ *                   notices through its wake (and c->attempts).
  *
  * Driving (the "wake" model of h2o's and HAProxy's streams): socket
  * events and timers make the client do its I/O, then it tail-calls
@@ -117,6 +122,8 @@ struct pt_call {
     bool body_abandoned;              /* the upstream answered before taking the body */
     uint64_t bytes_sent;              /* request body payload bytes sent */
     uint64_t t_connect_ns, t_head_ns; /* loop times: connection asked for, final head */
+    uint32_t attempts; /* tries made (retries.attempts counts them; the stale-connection
+                        * retry is not one) */
 
     /* private */
     const struct pt_call_ops *ops;
@@ -133,7 +140,20 @@ struct pt_call {
     uint32_t chunk_left;                      /* payload bytes of the chunk in flight */
     bool chunk_crlf;                          /* CRLF after the chunk in flight pending */
     uint64_t req_left;                        /* Content-Length body bytes still to send */
-    int retries;
+    int retries;                              /* stale-connection retries */
+    /* retries (client_retry.c): on only for a balanced call of an upstream
+     * with attempts > 1; zero cost otherwise. */
+    bool retry_on;
+    bool shown;                      /* an interim head was offered: never retried */
+    uint32_t tried[PT_MAX_ATTEMPTS]; /* target indices picked, in order */
+    uint32_t ntried;
+    uint64_t try_deadline_ms; /* per_try_timeout: loop ms (0: none) */
+    /* Request body bytes the caller consumed, held for a replay (request
+     * arena): held[0..held_len); this attempt re-sent held[0..held_pos). */
+    char *held;
+    uint64_t held_len, held_cap, held_pos;
+    bool hold;      /* still holding what the caller gives */
+    bool held_lost; /* a consumed body byte is not held: no resend */
     struct pt_h1_response res;
     struct pt_h1_header *res_hdrs; /* the thread's parse scratch, during a parse */
     uint32_t res_prev;

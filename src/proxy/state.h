@@ -26,6 +26,7 @@
 #define PT_PROXY_STATE_H
 
 #include "proxy/breaker.h"
+#include "proxy/retry_budget.h"
 #include "proxy/upstream_types.h"
 
 #include <stdatomic.h>
@@ -88,6 +89,9 @@ struct pt_upstream_state {
     _Atomic bool ejecting;
     /* The circuit breaker (proxy/breaker.h). */
     struct pt_breaker_state breaker;
+    /* retries.budget: requests and retries per second over 10 s (only
+     * upstreams with retries.attempts > 1 write it). */
+    struct pt_retry_budget retry_budget;
     /* Control thread only. */
     struct pt_state_registry *reg;
     uint32_t refs;

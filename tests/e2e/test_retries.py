@@ -1,0 +1,404 @@
+"""Retries (upstreams.*.retries) end to end, against real demo backends:
+a retry goes to another target; connect failures, resets, listed
+statuses and per-try timeouts are retried and nothing else is; the retry
+budget bounds what an outage costs the upstreams; a request whose body
+started streaming and is not held (a POST, or a body past
+max_replay_body) is never sent twice, while a held body is replayed
+intact; failover under load loses no request, and a restarted target
+takes traffic again. Counts are taken at the backends (`/__stats`)."""
+
+import json
+import math
+import os
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import (Backend, Gateway, access_log_lines, assert_error_response, backend,
+                      backend_of, crc32_hex, free_port, http_conn, make_config, read_responses,
+                      scaled, upstream, wait_until)
+
+
+def retry_config(ports, retries, access_log=None, workers=2, **extra):
+    ups = {"u": upstream(*ports, retries=retries, **extra)}
+    routes = [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "u"}]
+    return make_config(free_port(), ups, routes, workers=workers, access_log=access_log)
+
+
+def requests_at(*backends):
+    return sum(b.stats()["requests"] for b in backends)
+
+
+def log_path(tmp_path):
+    return os.path.join(str(tmp_path), "access.log")
+
+
+# ---------------------------------------------------------------- where a retry goes
+
+
+def test_listed_status_is_retried_on_the_other_target(tmp_path):
+    with backend("bad", status=503) as bad, backend("good") as good:
+        log = log_path(tmp_path)
+        gw = Gateway(retry_config([bad.port, good.port], {"attempts": 2, "on": [503]},
+                                  access_log={"path": log}), tmp_path)
+        try:
+            n = 20
+            with requests.Session() as s:
+                for i in range(n):
+                    r = s.get(gw.u("/r/%d" % i), timeout=scaled(10))
+                    assert r.status_code == 200, r.text
+                    assert backend_of(r)[0] == "good"
+            first_on_bad = bad.stats()["requests"]
+            # Round robin sent about half first to the failing target; each
+            # of those was tried there once, then once on the good one.
+            assert 0 < first_on_bad < n
+            assert good.stats()["requests"] == n
+            lines = access_log_lines(log, n)
+            retried = [l for l in lines if l.get("attempts") == 2]
+            assert len(retried) == first_on_bad
+            assert all(l["target"] == "127.0.0.1:%d" % good.port for l in retried)
+            assert all("attempts" not in l for l in lines if l not in retried)
+            # Admin shows the policy and the budget's window.
+            ups = requests.get("http://127.0.0.1:%d/upstreams" % gw.admin_port,
+                               timeout=scaled(5)).json()["upstreams"]
+            rt = ups[0]["retries"]
+            assert rt["attempts"] == 2 and rt["budget"] == 0.2
+            # (10 s window: on a loaded machine the first ones may have left it)
+            assert 0 < rt["window_requests"] <= n
+            assert 0 < rt["window_retries"] <= first_on_bad
+        finally:
+            gw.stop()
+
+
+def test_status_not_listed_is_not_retried(tmp_path):
+    with backend("bad", status=500) as bad, backend("good") as good:
+        gw = Gateway(retry_config([bad.port, good.port], {"attempts": 3, "on": [503]}),
+                     tmp_path)
+        try:
+            n = 20
+            codes = []
+            with requests.Session() as s:
+                for i in range(n):
+                    codes.append(s.get(gw.u("/n/%d" % i), timeout=scaled(10)).status_code)
+            assert codes.count(500) == bad.stats()["requests"] > 0
+            assert requests_at(bad, good) == n  # every request went out once
+        finally:
+            gw.stop()
+
+
+def test_connect_failure_is_retried_on_a_live_target(tmp_path):
+    dead = free_port()  # nothing listens there
+    with backend("good") as good:
+        log = log_path(tmp_path)
+        gw = Gateway(retry_config([dead, good.port],
+                                  {"attempts": 2, "on": ["connect_failure"]},
+                                  access_log={"path": log}), tmp_path)
+        try:
+            n = 20
+            with requests.Session() as s:
+                for i in range(n):
+                    r = s.get(gw.u("/c/%d" % i), timeout=scaled(10))
+                    assert r.status_code == 200, r.text
+            assert good.stats()["requests"] == n
+            lines = access_log_lines(log, n)
+            assert any(l.get("attempts") == 2 for l in lines)
+        finally:
+            gw.stop()
+
+
+def test_without_retries_a_dead_target_fails_requests(tmp_path):
+    """The control for the test above: attempts 1 lets the failures show."""
+    dead = free_port()
+    with backend("good") as good:
+        gw = Gateway(retry_config([dead, good.port], {"attempts": 1}), tmp_path)
+        try:
+            with requests.Session() as s:
+                codes = [s.get(gw.u("/c/%d" % i), timeout=scaled(10)).status_code
+                         for i in range(10)]
+            assert 502 in codes and 200 in codes
+        finally:
+            gw.stop()
+
+
+# ---------------------------------------------------------------- timeouts
+
+
+def test_per_try_timeout_retries_a_slow_target_and_the_last_is_504(tmp_path):
+    with backend("slow", delay=3000) as slow, backend("fast") as fast:
+        retries = {"attempts": 2, "on": ["timeout"], "per_try_timeout": "300ms"}
+        gw = Gateway(retry_config([slow.port, fast.port], retries), tmp_path)
+        try:
+            n = 6
+            with requests.Session() as s:
+                for i in range(n):
+                    r = s.get(gw.u("/t/%d" % i), timeout=scaled(10))
+                    assert r.status_code == 200, r.text
+                    assert backend_of(r)[0] == "fast"
+                # A delayed request is counted when answered: count the
+                # connections the slow target was tried on instead.
+                assert slow.stats()["accepts"] > 0
+                # Both slow now: the last attempt's per-try timeout is a 504.
+                fast.control(delay=3000)
+                r = s.get(gw.u("/t/last"), headers={"X-Request-ID": "ptt-1"},
+                          timeout=scaled(10))
+                doc = assert_error_response(r, 504, "ptt-1")
+                assert "per-try" in doc["error"]
+        finally:
+            gw.stop()
+
+
+def test_read_timeout_without_timeout_listed_is_a_504_not_retried(tmp_path):
+    with backend("slow", delay=3000) as slow:
+        gw = Gateway(retry_config([slow.port], {"attempts": 3, "on": ["connect_failure"]},
+                                  read_timeout="300ms"), tmp_path)
+        try:
+            slow.reset()
+            r = requests.get(gw.u("/rt"), timeout=scaled(10))
+            assert_error_response(r, 504)
+            # One connection, one attempt (a delayed request is counted only
+            # when answered, so count connections).
+            assert slow.stats()["accepts"] == 1
+        finally:
+            gw.stop()
+
+
+# ---------------------------------------------------------------- the budget
+
+
+def test_retry_budget_bounds_upstream_attempts_when_every_target_fails(tmp_path):
+    with backend("a", status=503, threads=2) as a, backend("b", status=503, threads=2) as b:
+        gw = Gateway(retry_config([a.port, b.port],
+                                  {"attempts": 3, "on": [503], "budget": "20%"}), tmp_path)
+        try:
+            a.reset()
+            b.reset()
+            stop = time.monotonic() + 3.0
+            counts = []
+
+            def client():
+                c = http_conn(gw.port)
+                k = 0
+                while time.monotonic() < stop and k < 2000:  # under 10k requests in all
+                    c.request("GET", "/budget")
+                    r = c.getresponse()
+                    r.read()
+                    assert r.status == 503
+                    k += 1
+                counts.append(k)
+                c.close()
+
+            t0 = time.monotonic()
+            ts = [threading.Thread(target=client) for _ in range(4)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            elapsed = time.monotonic() - t0
+            n = sum(counts)
+            attempts = requests_at(a, b)
+            bound = n * 1.2 + 10 * math.ceil(elapsed + 1)
+            print("requests %d in %.1fs, upstream attempts %d, bound %.0f" %
+                  (n, elapsed, attempts, bound))
+            assert n > 0
+            assert attempts > n  # retries did happen (the floor at least)
+            assert attempts <= bound
+        finally:
+            gw.stop()
+
+
+# ---------------------------------------------------------------- safety
+
+
+def send_streamed(port, method, total, extra_headers=b"", first=None, pause=0.3):
+    """Sends `method` with a Content-Length body of `total` bytes on a raw
+    socket: `first` bytes, a pause (so the gateway streams them upstream),
+    then the rest. Returns the parsed response."""
+    body = bytes((i * 7) & 0xff for i in range(total))
+    first = first if first is not None else total // 2
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    try:
+        s.sendall(b"%s /safety HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n%s\r\n"
+                  % (method, total, extra_headers) + body[:first])
+        time.sleep(pause)
+        try:
+            s.sendall(body[first:])
+        except OSError:
+            pass  # the gateway may have answered and closed already
+        return read_responses(s, 1)[0], body
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("method,size", [(b"POST", 8 * 1024), (b"POST", 300 * 1024),
+                                         (b"PUT", 300 * 1024)])
+def test_request_whose_body_started_streaming_is_never_sent_twice(tmp_path, method, size):
+    """A POST once its bytes went out, and a PUT whose body is past
+    max_replay_body once it started streaming: a reset is not retried."""
+    with backend("a") as a, backend("b") as b:
+        retries = {"attempts": 3, "on": ["connect_failure", "reset", 502, 503, 504],
+                   "max_replay_body": "64KiB"}
+        gw = Gateway(retry_config([a.port, b.port], retries), tmp_path)
+        try:
+            a.reset()
+            b.reset()
+            r, _ = send_streamed(gw.port, method, size, b"X-Demo-Break: reset\r\n")
+            assert r.status == 502
+            assert requests_at(a, b) == 1
+        finally:
+            gw.stop()
+
+
+def test_held_put_body_is_retried_after_a_reset(tmp_path):
+    """The control for the test above: an idempotent request whose body is
+    held is sent again on a reset, to every attempt."""
+    with backend("a") as a, backend("b") as b:
+        retries = {"attempts": 3, "on": ["reset"]}
+        gw = Gateway(retry_config([a.port, b.port], retries), tmp_path)
+        try:
+            a.reset()
+            b.reset()
+            r, _ = send_streamed(gw.port, b"PUT", 8 * 1024, b"X-Demo-Break: reset\r\n")
+            assert r.status == 502
+            assert requests_at(a, b) == 3
+        finally:
+            gw.stop()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_held_put_body_is_replayed_intact(tmp_path, chunked):
+    with backend("bad", status=503) as bad, backend("good") as good:
+        retries = {"attempts": 2, "on": [503]}
+        gw = Gateway(retry_config([bad.port, good.port], retries), tmp_path)
+        try:
+            with requests.Session() as s:
+                for i in range(6):
+                    body = os.urandom(20000 + i * 5000)
+                    data = iter([body[:7000], body[7000:]]) if chunked else body
+                    r = s.put(gw.u("/put/%d" % i), data=data, timeout=scaled(10))
+                    assert r.status_code == 200, r.text
+                    doc = r.json()
+                    assert doc["backend"] == "good"
+                    assert doc["body_len"] == len(body)
+                    assert doc["body_crc32"] == crc32_hex(body)
+            assert bad.stats()["requests"] > 0  # some were replayed
+        finally:
+            gw.stop()
+
+
+# ---------------------------------------------------------------- failover
+
+
+def load(port, stop, errors, served, nthreads=4):
+    def run():
+        c = http_conn(port)
+        while not stop.is_set():
+            try:
+                c.request("GET", "/load")
+                r = c.getresponse()
+                r.read()
+                if r.status != 200:
+                    errors.append(r.status)
+                else:
+                    served.append(r.getheader("X-Backend"))
+            except (OSError, http_client_errors()) as e:
+                errors.append(repr(e))
+                c.close()
+                c = http_conn(port)
+        c.close()
+
+    ts = [threading.Thread(target=run) for _ in range(nthreads)]
+    for t in ts:
+        t.start()
+    return ts
+
+
+def http_client_errors():
+    import http.client
+    return http.client.HTTPException
+
+
+def test_failover_under_load_loses_nothing_and_a_restarted_target_returns(tmp_path):
+    ports = [free_port() for _ in range(3)]
+    bs = [Backend("b%d" % i, [p], threads=2) for i, p in enumerate(ports)]
+    gw = None
+    stop = threading.Event()
+    ts = []
+    try:
+        # A dead target fails one request in three: the budget is set to
+        # cover that (passive ejection, which would take it out of
+        # rotation, is another key).
+        retries = {"attempts": 3, "on": ["connect_failure", "reset"], "budget": "100%"}
+        gw = Gateway(retry_config(ports, retries), tmp_path)
+        errors, served = [], []
+        ts = load(gw.port, stop, errors, served)
+        wait_until(lambda: len(served) > 300, scaled(20), what="traffic")
+        bs[2].stop()  # killed mid-traffic: in-flight requests are reset
+        seen = len(served)
+        wait_until(lambda: len(served) > seen + 2000, scaled(30), what="traffic after the kill")
+        assert errors == []
+        after_kill = served[seen + 50:]
+        assert not any(s.endswith(":%d" % ports[2]) for s in after_kill)
+        # Back on the same port: traffic returns to it.
+        bs[2] = Backend("b2", [ports[2]], threads=2)
+        wait_until(lambda: bs[2].stats()["requests"] > 20, scaled(30),
+                   what="traffic back on the restarted target")
+        stop.set()
+        for t in ts:
+            t.join(scaled(10))
+        assert errors == []
+    finally:
+        stop.set()
+        for t in ts:
+            t.join(scaled(10))
+        if gw:
+            gw.stop()
+        for b in bs:
+            b.stop()
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_retries_config_errors_name_file_line_and_column(tmp_path):
+    from conftest import validate_errors
+    cfg = (
+        "listeners: [{name: p, address: 127.0.0.1:%d}]\n"
+        "admin: {address: 127.0.0.1:%d}\n"
+        "upstreams:\n"
+        "  u:\n"
+        "    targets: [127.0.0.1:9]\n"
+        "    retries:\n"
+        "      attempts: 0\n"
+        "      on: [connect_failure, rest, 503, 5030, 99]\n"
+        "      budget: 120%%\n"
+        "      per_try_timeout: 2x\n"
+        "      max_replay_body: 1GiB\n"
+        "      tries: 1\n"
+        "routes: [{name: r, upstream: u}]\n" % (free_port(), free_port()))
+    rc, out = validate_errors(tmp_path, cfg)
+    assert rc != 0
+    expect = [
+        ":7:17: ", "`attempts`",
+        ":8:29: unknown retry condition `rest`", "did you mean `reset`",
+        ":8:40: retry status `5030`",
+        ":8:46: retry status `99`",
+        ":9:15: expected a percentage",
+        ":10:24: invalid duration `2x`",
+        ":11:24: `max_replay_body` is at most 16MiB",
+        ":12:7: unknown key `tries` in retries",
+    ]
+    for e in expect:
+        assert e in out, (e, out)
+
+
+def test_retries_config_accepts_every_key(tmp_path):
+    from conftest import validate_errors
+    cfg = make_config(free_port(), {"u": upstream(9, retries={
+        "attempts": 3, "on": ["connect_failure", "reset", "timeout", 502, 503, 504, 429],
+        "per_try_timeout": "250ms", "budget": "25%", "max_replay_body": "1MiB"})},
+        [{"name": "r", "upstream": "u"}])
+    rc, out = validate_errors(tmp_path, cfg)
+    assert rc == 0, out
