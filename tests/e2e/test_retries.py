@@ -327,11 +327,13 @@ def test_failover_under_load_loses_nothing_and_a_restarted_target_returns(tmp_pa
     stop = threading.Event()
     ts = []
     try:
-        # A dead target fails one request in three: the budget is set to
-        # cover that (passive ejection, which would take it out of
-        # rotation, is another key).
-        retries = {"attempts": 3, "on": ["connect_failure", "reset"], "budget": "100%"}
-        gw = Gateway(retry_config(ports, retries), tmp_path)
+        # The default budget (20%, 10 a second): a dead target fails one
+        # first attempt in three until passive health ejects it, after 3
+        # in a row; after that it is tried again only when an ejection
+        # ends (1 s, doubling), and the retries stay within the floor.
+        retries = {"attempts": 3, "on": ["connect_failure", "reset"]}
+        passive = {"passive": {"consecutive_failures": 3, "eject_for": "1s"}}
+        gw = Gateway(retry_config(ports, retries, health_check=passive), tmp_path)
         errors, served = [], []
         ts = load(gw.port, stop, errors, served)
         wait_until(lambda: len(served) > 300, scaled(20), what="traffic")
