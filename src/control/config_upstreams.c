@@ -77,20 +77,6 @@ static void walk_health_check(struct cfg *c, const struct pt_ynode *n, struct pt
         pt_cfg_walk_passive(c, v[1], u);
 }
 
-/* RFC 9110 tchar: header names, and cookie names (RFC 6265 uses token). */
-static bool is_token_name(const char *s)
-{
-    if (!*s)
-        return false;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              strchr("!#$%&'*+-.^_`|~", ch)))
-            return false;
-    }
-    return true;
-}
-
 /* hash_on: header:NAME | cookie:NAME | ip | consumer. */
 static void walk_hash_on(struct cfg *c, const struct pt_ynode *n, struct pt_upstream *u)
 {
@@ -114,7 +100,7 @@ static void walk_hash_on(struct cfg *c, const struct pt_ynode *n, struct pt_upst
         if (!*name)
             err_at(c, n, "`hash_on: %.*s:` needs a %s name (e.g. `%s`)", (int)plen, h,
                    header ? "header" : "cookie", header ? "header:X-User-ID" : "cookie:session");
-        else if (!is_token_name(name))
+        else if (!pt_cfg_is_token(name))
             err_at(c, n, "`hash_on`: `%s` is not a valid %s name", name,
                    header ? "header" : "cookie");
         else {

@@ -29,6 +29,19 @@ typedef struct pt_slice {
 
 /* xorshift64*: a fast PRNG for ids, jitter and sampling (unique, not
  * unpredictable). *state must start non-zero. */
+/* A 64-bit finalizer (xor-shift, odd multiply; the constants of
+ * MurmurHash3's public-domain fmix64): every input bit reaches every
+ * output bit. */
+static inline uint64_t pt_mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
+
 static inline uint64_t pt_xorshift64s(uint64_t *state)
 {
     uint64_t x = *state;

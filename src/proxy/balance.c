@@ -71,7 +71,8 @@ static uint32_t weighted(const struct pt_upstream *u, uint64_t r, uint64_t now_m
 
 uint32_t pt_weighted_pick(const struct pt_upstream *u, uint64_t r, uint64_t now_ms)
 {
-    return weighted(u, r, now_ms, NULL, false);
+    static const struct pt_pick none = {0};
+    return weighted(u, r, now_ms, &none, false);
 }
 
 /* ---- helpers of the load-aware policies ---- */

@@ -138,6 +138,7 @@ static void reset_attempt(struct pt_call *c)
     c->sent_all = false;
     c->body_abandoned = false;
     c->bytes_sent = 0;
+    c->t_connect_ns = 0; /* p2c_ewma's sample is this attempt's own */
     c->t_head_ns = 0;
     c->head_sent = 0;
     c->readable = c->writable = c->hup = false;

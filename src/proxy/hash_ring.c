@@ -7,18 +7,6 @@
 
 #define GOLDEN 0x9e3779b97f4a7c15ull
 
-/* A 64-bit finalizer (xor-shift, multiply): every input bit reaches every
- * output bit. */
-static inline uint64_t fmix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
-}
-
 static inline uint64_t rotl(uint64_t x, int r)
 {
     return (x << r) | (x >> (64 - r));
@@ -27,19 +15,19 @@ static inline uint64_t rotl(uint64_t x, int r)
 uint64_t pt_hash64(const void *data, size_t len, uint64_t seed)
 {
     const unsigned char *p = data;
-    uint64_t h = fmix(seed + GOLDEN) ^ ((uint64_t)len * GOLDEN);
+    uint64_t h = pt_mix64(seed + GOLDEN) ^ ((uint64_t)len * GOLDEN);
     while (len >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
-        h = rotl(h ^ fmix(w), 29) * GOLDEN + 0x632be59bd9b4e019ull;
+        h = rotl(h ^ pt_mix64(w), 29) * GOLDEN + 0x632be59bd9b4e019ull;
         p += 8;
         len -= 8;
     }
     uint64_t w = 0;
     for (size_t i = 0; i < len; i++)
         w |= (uint64_t)p[i] << (8 * i);
-    h = rotl(h ^ fmix(w ^ 0xa0761d6478bd642full), 29) * GOLDEN;
-    return fmix(h);
+    h = rotl(h ^ pt_mix64(w ^ 0xa0761d6478bd642full), 29) * GOLDEN;
+    return pt_mix64(h);
 }
 
 static int by_hash(const void *a, const void *b)

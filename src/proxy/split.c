@@ -12,14 +12,8 @@ uint64_t pt_split_hash(pt_slice key)
     }
     /* FNV's last multiply leaves the high bits, which pick the side,
      * weakly dependent on the last bytes ("user-1" vs "user-2"): mix every
-     * bit into every other with xor-shift / odd-multiply rounds (the
-     * constants of MurmurHash3's public-domain 64-bit finaliser). */
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
+     * bit into every other. */
+    return pt_mix64(h);
 }
 
 const struct pt_upstream *pt_split_side_at(const struct pt_route_split *s, uint64_t x)
