@@ -23,9 +23,14 @@ BAL_DELAY_MS=20 # the slow target's delay on every request
 BAL_RATE=2000   # offered req/s in the slow-target row (h2load --rps × BAL_CONNS)
 BAL_CONNS=16
 BAL_ROUNDS=3
-BAL_D=6         # seconds per slow-target run
-BRK_ROUNDS=4
-BRK_D=4         # seconds per breaker-cost wrk -c32 run, and per fixed-rate run
+BAL_D=5         # seconds per slow-target run
+# The CPU comparisons (wrk -c32) use many short interleaved runs: on a
+# shared VM the noise is mostly slow drift, which short paired runs cancel.
+BAL_SAT_ROUNDS=6
+BAL_SAT_D=2     # seconds per wrk -c32 run with the three targets fast (portico only)
+BRK_ROUNDS=6
+BRK_D=2         # seconds per breaker-cost wrk -c32 run
+BRK_RATE_D=2    # seconds per breaker-cost fixed-rate run
 BRK_RATE=8000   # offered req/s in the breaker-cost fixed-rate runs
 
 # name, row, port offset, kind, value of @BALANCE@ (portico) — in round order.
@@ -36,10 +41,10 @@ BAL_SYSTEMS=(
     "bal-haproxy slow 22 haproxy -"
     "bal-nginx slow 23 nginx -"
 )
-declare -A BAL_PID BAL_PORT
+declare -A BAL_PID BAL_PORT BAL_KIND
 BAL_RUN=() # systems that started (the others are skipped, with the reason)
 
-balance_quick() { BAL_ROUNDS=2 BAL_D=3 BRK_ROUNDS=2 BRK_D=2; }
+balance_quick() { BAL_ROUNDS=2 BAL_D=3 BAL_SAT_ROUNDS=2 BRK_ROUNDS=2; }
 
 # Time a process has spent on a CPU, in ns: the sum of its threads'
 # sum_exec_runtime (/proc/PID/task/*/schedstat, first field). /proc/PID/stat
@@ -130,6 +135,7 @@ bal_start_system() { # name row offset kind balance
     local vars=(PORT="$port" SLOW_PORT="$BAL_SLOW_PORT" FAST1_PORT="$BAL_FAST1_PORT"
         FAST2_PORT="$BAL_FAST2_PORT" BALANCE="$balance")
     BAL_PORT[$name]=$port
+    BAL_KIND[$name]=$kind
     case $kind in
     portico) label="portico $balance" cfg=$TMP/$name.yaml ;;
     haproxy) label="HAProxy $(haproxy_version) leastconn" cfg=$TMP/$name.cfg ;;
@@ -213,6 +219,37 @@ bal_measure() { # round name
             '$1 == r && $2 == n && $3 == "slow_cpu_us" { printf "%.1f", $4 }' "$RAW/balance.tsv") µs CPU/req"
 }
 
+# The slow target's delay, changed at run time (demo_backend POST /__control).
+bal_slow_delay() { # ms (0: none)
+    local body
+    body=$(curl -s --max-time 2 -X POST "http://127.0.0.1:$BAL_SLOW_PORT/__control?delay=$1")
+    [[ $body == *"\"delay\":$1"* ]] || die "the slow target refused delay=$1: '$body'"
+}
+
+# What choosing costs, apart from where it sends requests: wrk -c32 (the
+# bench's CPU-per-request load) with the slow target made fast, so every
+# balancer moves the same work and the proxy runs at full speed.
+bal_saturate() { # round name
+    local r=$1 name=$2 pid=${BAL_PID[$2]} c0 c1 slow f1 f2 out=$RAW/bal-r$1-$2-sat-wrk.txt
+    kill -0 "$pid" 2>/dev/null || die "$name (pid $pid) is gone"
+    bal_targets_reset
+    c0=$(cpu_ns "$pid")
+    spin on # --spin: as in the rounds' wrk runs (README, "Two regimes")
+    taskset -c $LOAD_CPU wrk -t1 -c32 -d"${BAL_SAT_D}s" "http://127.0.0.1:${BAL_PORT[$name]}/tiny" \
+        >"$out" 2>&1 || die "wrk failed: $(cat "$out")"
+    spin off
+    c1=$(cpu_ns "$pid")
+    read -r WRK_REQ WRK_RPS WRK_ERR < <(parse_wrk "$out")
+    [ "${WRK_REQ:-0}" -gt 0 ] || die "wrk got no responses from $name"
+    [ "$WRK_ERR" = 0 ] || die "$name answered $WRK_ERR errors or non-2xx (${out#"$ROOT"/})"
+    read -r slow f1 f2 < <(bal_targets_requests)
+    bal_record "$r" "$name" sat_cpu_us "$(calc "($c1 - $c0) / 1000 / $WRK_REQ" 3)"
+    bal_record "$r" "$name" sat_rps "$WRK_RPS"
+    bal_record "$r" "$name" sat_first_share_pct "$(calc "100 * $slow / ($slow + $f1 + $f2)" 2)"
+    log "  round $r $(printf '%-11s' "$name") $(calc "($c1 - $c0) / 1000 / $WRK_REQ" 1) µs CPU/req" \
+        "(wrk -c32, $WRK_RPS req/s, targets all fast)"
+}
+
 # The breaker-cost gateway: both routes in one process, told apart by Host.
 brk_start() {
     local cfg=$TMP/brk.yaml body
@@ -244,9 +281,11 @@ brk_measure() { # round route(plain|guard)
     local r=$1 route=$2 c0 c1 name=brk-$2
     kill -0 "$BRK_PID" 2>/dev/null || die "the breaker gateway (pid $BRK_PID) is gone"
     c0=$(cpu_ns "$BRK_PID")
+    spin on
     taskset -c $LOAD_CPU wrk -t1 -c32 -d"${BRK_D}s" -H "Host: $route.bench" \
         "http://127.0.0.1:$BRK_PORT/tiny" >"$RAW/bal-r$r-$name-wrk.txt" 2>&1 ||
         die "wrk failed: $(cat "$RAW/bal-r$r-$name-wrk.txt")"
+    spin off
     c1=$(cpu_ns "$BRK_PID")
     read -r WRK_REQ WRK_RPS WRK_ERR < <(parse_wrk "$RAW/bal-r$r-$name-wrk.txt")
     [ "${WRK_REQ:-0}" -gt 0 ] || die "wrk got no responses from the $route route"
@@ -254,7 +293,7 @@ brk_measure() { # round route(plain|guard)
     bal_record "$r" "$name" cpu_us "$(calc "($c1 - $c0) / 1000 / $WRK_REQ" 3)"
     bal_record "$r" "$name" rps "$WRK_RPS"
     # h2load writes Host from :authority (a "Host:" header would be a second one).
-    bal_h2load "$r" "$name" rate "$BRK_PID" "$BRK_PORT" "$BRK_RATE" "$BRK_D" \
+    bal_h2load "$r" "$name" rate "$BRK_PID" "$BRK_PORT" "$BRK_RATE" "$BRK_RATE_D" \
         -H ":authority: $route.bench"
     log "  round $r $(printf '%-11s' "$name") $(calc "($c1 - $c0) / 1000 / $WRK_REQ" 1) µs CPU/req" \
         "(wrk -c32, $WRK_RPS req/s)"
@@ -265,9 +304,9 @@ measure_balance() {
     [ -r /proc/self/schedstat ] || die "no /proc/PID/schedstat: the balance section's CPU clock"
     : >"$RAW/balance.tsv"
     : >"$RAW/balance-systems.tsv"
-    printf 'balance\tdelay_ms=%s rate=%s conns=%s rounds=%s run_s=%s brk_rounds=%s brk_s=%s brk_rate=%s\n' \
-        "$BAL_DELAY_MS" "$BAL_RATE" "$BAL_CONNS" "$BAL_ROUNDS" "$BAL_D" "$BRK_ROUNDS" "$BRK_D" \
-        "$BRK_RATE" >>"$RAW/meta.tsv"
+    printf 'balance\tdelay_ms=%s rate=%s conns=%s rounds=%s run_s=%s sat_rounds=%s sat_s=%s brk_rounds=%s brk_s=%s brk_rate=%s brk_rate_s=%s\n' \
+        "$BAL_DELAY_MS" "$BAL_RATE" "$BAL_CONNS" "$BAL_ROUNDS" "$BAL_D" "$BAL_SAT_ROUNDS" "$BAL_SAT_D" \
+        "$BRK_ROUNDS" "$BRK_D" "$BRK_RATE" "$BRK_RATE_D" >>"$RAW/meta.tsv"
     log "issue 14, slow target: three targets (127.0.0.1:$BAL_SLOW_PORT +${BAL_DELAY_MS} ms)," \
         "$BAL_CONNS connections at $BAL_RATE req/s"
     bal_start_targets
@@ -283,6 +322,21 @@ measure_balance() {
             log "slow target, round $r/$BAL_ROUNDS"
             for n in "${BAL_RUN[@]}"; do bal_measure "$r" "$n"; done
         done
+        local sat=()
+        for n in "${BAL_RUN[@]}"; do [ "${BAL_KIND[$n]}" != portico ] || sat+=("$n"); done
+        if [ ${#sat[@]} -gt 0 ]; then
+            log "what choosing costs: wrk -c32, the slow target made fast (portico only)"
+            bal_slow_delay 0
+            local i
+            for r in $(seq "$BAL_SAT_ROUNDS"); do
+                # A B C, then C B A: a drift over the phase favours no one.
+                for i in "${!sat[@]}"; do
+                    [ $((r % 2)) = 1 ] || i=$((${#sat[@]} - 1 - i))
+                    bal_saturate "$r" "${sat[$i]}"
+                done
+            done
+            bal_slow_delay "$BAL_DELAY_MS"
+        fi
         for n in "${BAL_RUN[@]}"; do # their CPU stays out of the breaker row
             kill -TERM "${BAL_PID[$n]}"
             reap "${BAL_PID[$n]}"
