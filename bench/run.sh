@@ -26,16 +26,24 @@
 #      auth_request; and the suspension section holds 10,000 requests in a
 #      fault delay and reads the gateway's RSS (see bench/README.md).
 #
+#   8. (issue 14, bench/lib/balance.sh) the slow-target row: three targets,
+#      one 20 ms slow, 16 connections at a fixed rate through portico
+#      p2c_ewma / least_conn / round_robin, HAProxy leastconn and nginx
+#      least_conn (p50, p99, the slow target's share, CPU per request); and
+#      the breaker-cost row: a route with a closed circuit breaker and
+#      retries against the plain route, one gateway (see bench/README.md).
+#
 # Usage: bench/run.sh [--quick] [--rounds N]
-#                     [--scenarios plain,gateway,before,ext_auth,suspend]
+#                     [--scenarios plain,gateway,before,ext_auth,suspend,balance]
 #                     [--spin] [--keep-tmp]
 #   --spin  during the wrk -c32 runs only, keep both CPUs out of idle with
 #           SCHED_IDLE busy loops, so that waking a halted vCPU (costly in
 #           a VM) does not enter CPU/request; see bench/README.md, "Two
 #           regimes".
-# Environment: PORTICO_BENCH_PORT_BASE (default 23180; 16 ports from there),
-#              PORTICO_BUILD (default build),
-#              BENCH_ONLY=before|ext_auth|suspend|… one section only (its
+# Environment: PORTICO_BENCH_PORT_BASE (default 23180; 25 ports from there),
+#              PORTICO_BUILD (default build; relative to the repository or
+#                absolute),
+#              BENCH_ONLY=before|ext_auth|suspend|balance|… one section only (its
 #                systems plus the references it is judged against; no
 #                idle-memory phase); the report goes to
 #                bench/results/latest-<section>.md, latest.md is left alone,
@@ -48,9 +56,10 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
 BUILD=${PORTICO_BUILD:-build}
-PORTICO_BIN=$ROOT/$BUILD/portico
-BACKEND_BIN=$ROOT/$BUILD/demo_backend
-FLOOR_BIN=$ROOT/$BUILD/floor_fwd
+case $BUILD in /*) BUILD_DIR=$BUILD ;; *) BUILD_DIR=$ROOT/$BUILD ;; esac
+PORTICO_BIN=$BUILD_DIR/portico
+BACKEND_BIN=$BUILD_DIR/demo_backend
+FLOOR_BIN=$BUILD_DIR/floor_fwd
 PY=/usr/bin/python3
 LIB=$BENCH_DIR/lib
 CONF=$BENCH_DIR/conf
@@ -68,7 +77,7 @@ LOAD_CPU=1
 
 ROUNDS=5
 QUICK=0
-SCENARIOS="plain,gateway,before,ext_auth,suspend"
+SCENARIOS="plain,gateway,before,ext_auth,suspend,balance"
 ONLY=${BENCH_ONLY:-}
 KEEP_TMP=0
 SPIN=0
@@ -85,6 +94,7 @@ SUSPEND_N=10000   # requests held at once in the fault delay (suspension section
 SUSPEND_DELAY=10s # their delay: covers opening, the RSS reads and the latency probe
 D_PROBE=3         # h2load -c1 on the plain route, without and during the suspension
 SUSPEND=0         # the suspension section runs (scenario "suspend")
+BALANCE=0         # issue 14's section runs (scenario "balance", bench/lib/balance.sh)
 RATE_CONNS=16     # h2load connections for the fixed-rate run
 SKIP_S=0.2        # h2load samples dropped at the start of each run
 
@@ -113,6 +123,9 @@ if [ "$QUICK" = 1 ]; then
     [ "$ROUNDS" = 5 ] && ROUNDS=3
     D_LOAD=2 D_C1=1 D_RATE=2 D_STRACE=1 D_PERF=2
 fi
+# shellcheck source-path=SCRIPTDIR source=lib/balance.sh
+. "$BENCH_DIR/lib/balance.sh"
+[ "$QUICK" = 0 ] || balance_quick
 
 # ---------------------------------------------------------------- utilities
 
@@ -160,7 +173,7 @@ require_port_free() {
     local port=$1
     if [ -n "$(ss -Hltn "sport = :$port")" ]; then
         die "port $port is already in use: $(ss -Hltnp "sport = :$port" | head -3 | tr -s ' ')
-       (set PORTICO_BENCH_PORT_BASE to a free range of 10 ports)"
+       (set PORTICO_BENCH_PORT_BASE to a free range of 25 ports)"
     fi
 }
 
@@ -518,6 +531,11 @@ scenario_ext_auth() {
 # Issue 12: not a row of the rounds but a section of its own, run after
 # them on a gateway of its own (measure_suspend).
 scenario_suspend() { SUSPEND=1; }
+
+# Issue 14: balancers beside a slow target, and what a closed breaker and
+# retries cost; like the suspension, a section of its own after the rounds
+# (bench/lib/balance.sh), with its own targets and systems.
+scenario_balance() { BALANCE=1; }
 
 # ------------------------------------------------------------ measurements
 
@@ -934,7 +952,7 @@ main() {
 
     local s
     for s in ${SCENARIOS//,/ }; do
-        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend)"
+        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend, balance)"
         "scenario_$s"
     done
     machine_info
@@ -969,7 +987,7 @@ main() {
         done
     fi
 
-    # BENCH_ONLY=suspend registers no system: no rounds.
+    # BENCH_ONLY=suspend or balance registers no system: no rounds.
     if [ ${#SYS_LIST[@]} -gt 0 ]; then
         log "warm-up and calibration"
         for n in "${SYS_LIST[@]}"; do
@@ -1023,6 +1041,7 @@ main() {
         log "suspension: $SUSPEND_N requests held in a $SUSPEND_DELAY fault delay"
         measure_suspend
     fi
+    [ "$BALANCE" = 0 ] || measure_balance
 
     record 0 run elapsed_s $((SECONDS - t_begin))
     log "report"

@@ -21,6 +21,8 @@ import statistics
 import subprocess
 import sys
 
+import report_balance
+
 
 def arena_block_bytes():
     """PT_REQ_ARENA_BLOCK as the source defines it (the report describes
@@ -228,10 +230,11 @@ class Report:
                 ["HAProxy", m.get("haproxy", "")],
                 ["nginx", m.get("nginx", "")],
                 ["load", "wrk %s, h2load %s" % (m.get("wrk"), m.get("h2load"))],
-                ["pinning", m.get("pinning", "")],
-                ["rounds", "%s, interleaved (%s)" % (m.get("rounds"),
-                                                      " → ".join(self.run.systems))],
-                ["durations", m.get("durations", "")]]
+                ["pinning", m.get("pinning", "")]]
+        if self.run.systems:  # not for a section without rounds (suspend, balance)
+            rows += [["rounds", "%s, interleaved (%s)" % (m.get("rounds"),
+                                                          " → ".join(self.run.systems))],
+                     ["durations", m.get("durations", "")]]
         cap = self.run.one("calibration", "haproxy_capacity_rps")
         rate = self.run.one("calibration", "fixed_rate_rps")
         if cap:
@@ -857,14 +860,16 @@ def main():
     run = Run(raw)
     rep = Report(run)
     rep.header()
-    if not run.systems:  # BENCH_ONLY=suspend: the suspension section alone
+    if not run.systems:  # BENCH_ONLY=suspend or balance: that section alone
         rep.issue12()
+        rep.add(*report_balance.section(raw, run.meta))
         with open(os.path.join(results, name + ".md"), "w") as f:
             f.write("\n".join(rep.lines))
         return
     rep.summary()
     rep.goals()
     rep.issue12()
+    rep.add(*report_balance.section(raw, run.meta))
     rep.cpu_section()
     rep.rps_section()
     rep.latency_section()
