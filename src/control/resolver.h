@@ -61,6 +61,18 @@ void pt_resolver_free(struct pt_resolver *r);
  * answer (0: g's targets are complete). */
 uint32_t pt_resolver_sync(struct pt_resolver *r, const struct pt_generation *g);
 
+/* Forgets the names the last pt_resolver_sync did not name, and their
+ * answers. Call once the generation handed to that sync is the one
+ * running (published, or the old one given again after a refused
+ * reload): until then a refused reload may still need them. A name whose
+ * query is in flight is forgotten when that query ends (c-ares still
+ * holds it); naming it again in a sync before then keeps it. */
+void pt_resolver_prune(struct pt_resolver *r);
+
+/* How many names the resolver holds (needed ones, and forgotten ones
+ * whose query is still in flight); for tests and diagnostics. */
+uint32_t pt_resolver_names(const struct pt_resolver *r);
+
 /* Runs c-ares alone (no other event) until no name is waiting for its
  * first answer or `max_ms` passed; pt_resolver_take_change then says
  * whether to load again with the new answers. */

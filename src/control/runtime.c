@@ -250,6 +250,7 @@ static int refuse(struct runtime *rt, struct pt_generation *g, const struct pt_g
     va_end(ap);
     rt->reloads_failed++;
     pt_resolver_sync(rt->dns, old); /* the names the running generation needs */
+    pt_resolver_prune(rt->dns);     /* and no other: g's new ones go */
     pt_error("config reload failed: %s; generation %llu keeps serving", why,
              (unsigned long long)old->id);
     if (errors)
@@ -344,6 +345,10 @@ static int publish(struct runtime *rt, struct pt_generation *g, char **errors, b
         pt_warn("io_backend: %s → %s takes effect at the next restart",
                 pt_io_backend_names[rt->io_backend], pt_io_backend_names[g->io_backend]);
     atomic_store_explicit(&pt_gen_current, g, memory_order_release);
+    /* g's names were handed over (with_first_answers); the answers of
+     * names only the old generation had are dropped now that it cannot
+     * come back (its targets are copies). */
+    pt_resolver_prune(rt->dns);
     if (pt_health_sync(rt->health, g) < 0)
         pt_error("health checks: out of memory; targets keep their last health");
     retire(rt, old);

@@ -294,6 +294,59 @@ def test_reload_keeps_answers_and_adds_names(gateway, dns, demos):
     assert dns.count("users.test") == asked
 
 
+def hosts_file_name():
+    """A host name /etc/hosts maps to an IPv4 loopback address (not
+    `localhost`, which is taken as an address), or None."""
+    try:
+        lines = open("/etc/hosts").read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        f = line.split("#")[0].split()
+        if len(f) < 2 or not f[0].startswith("127."):
+            continue
+        for name in f[1:]:
+            if name.lower() != "localhost" and all(c.isalnum() or c in "-." for c in name) \
+                    and not name.replace(".", "").isdigit():
+                return name, f[0]
+    return None
+
+
+def test_host_name_from_hosts_file_serves_at_once(gateway, dns, demos):
+    # c-ares answers a name in /etc/hosts inside the query call, before the
+    # gateway waits for anything: the generation must still be built with
+    # that answer, at start-up and on a reload adding the name (not left
+    # without targets, answering 503, until some later rebuild).
+    found = hosts_file_name()
+    if not found:
+        pytest.skip("no name for a loopback address in /etc/hosts")
+    name, ip = found
+    port = free_port()
+    demos("h", ip, port)
+    gw = gateway(dns_config(free_port(), dns, ["%s:%d" % (name, port)], resolve_every="30s"))
+    assert who(gw) == (200, "h")
+    assert [x["address"] for x in upstream_targets(gw)] == ["%s:%d" % (ip, port)]
+    # The test's DNS server was not needed for it.
+    assert dns.count(name.lower()) == 0
+
+    # A reload drops the name, the next one adds it back: the resolver
+    # forgot it (and its answer) in between, so it is answered anew, at
+    # once again, and the reload is published with its address.
+    port2 = free_port()
+    demos("b", "127.0.0.2", port2)
+    dns.set("users.test", "127.0.0.2")
+    cfg = dns_config(gw.port, dns, ["users.test:%d" % port2], resolve_every="30s")
+    cfg["admin"] = {"address": "127.0.0.1:%d" % gw.admin_port}
+    gw.reload(cfg)
+    assert who(gw) == (200, "b")
+    start = len(gw.err)
+    cfg["upstreams"]["users"]["targets"] = ["users.test:%d" % port2, "%s:%d" % (name, port)]
+    gw.reload(cfg)
+    assert {who(gw)[1] for _ in range(6)} == {"h", "b"}
+    assert gw.err.count(lambda l: "%s:%d resolves to %s" % (name, port, ip) in l) == 2
+    assert dns.count(name.lower()) == 0
+
+
 def test_ext_auth_url_by_host_name(gateway, dns, demos):
     port = free_port()
     demos("a", "127.0.0.2", port)
