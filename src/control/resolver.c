@@ -605,6 +605,8 @@ uint32_t pt_resolver_sync(struct pt_resolver *r, const struct pt_generation *g)
                 (r->servers && g->resolver && strcmp(r->servers, g->resolver) == 0);
     if (!same) {
         channel_close(r); /* queries to the old servers end here */
+        for (struct entry *e = r->entries; e; e = e->next)
+            e->failing = false; /* new servers: worth a wait, and a log line, again */
         free(r->servers);
         r->servers = g->resolver ? strdup(g->resolver) : NULL;
         if (g->resolver && !r->servers)
@@ -615,7 +617,7 @@ uint32_t pt_resolver_sync(struct pt_resolver *r, const struct pt_generation *g)
     for (struct entry *e = r->entries; e; e = e->next) {
         if (!e->wanted)
             continue;
-        missing += !e->have;
+        missing += !e->have && !e->failing; /* a failed one is not waited for again */
         if (e->due_ms > now + e->every_ms)
             e->due_ms = now + e->every_ms; /* a shorter interval than before */
         if (!e->inflight && (!e->have || e->due_ms <= now || !same))
@@ -628,7 +630,7 @@ uint32_t pt_resolver_sync(struct pt_resolver *r, const struct pt_generation *g)
 static bool waiting(const struct pt_resolver *r)
 {
     for (const struct entry *e = r->entries; e; e = e->next)
-        if (e->wanted && !e->have && e->inflight)
+        if (e->wanted && !e->have && !e->failing && e->inflight)
             return true;
     return false;
 }

@@ -58,7 +58,9 @@ void pt_resolver_free(struct pt_resolver *r);
  * host-name targets), their intervals and g's `resolver` servers; names
  * no longer needed stop being asked for. Starts a query for every name
  * without an answer. Returns how many needed names have never had an
- * answer (0: g's targets are complete). */
+ * answer and have not failed yet (the ones worth waiting for; a name
+ * whose last query with the same servers failed is asked again but not
+ * waited for: its answer, when it comes, rebuilds like any change). */
 uint32_t pt_resolver_sync(struct pt_resolver *r, const struct pt_generation *g);
 
 /* Forgets the names the last pt_resolver_sync did not name, and their
@@ -74,7 +76,8 @@ void pt_resolver_prune(struct pt_resolver *r);
 uint32_t pt_resolver_names(const struct pt_resolver *r);
 
 /* Runs c-ares alone (no other event) until no name is waiting for its
- * first answer or `max_ms` passed; pt_resolver_take_change then says
+ * first answer (names that failed already are not waited for) or
+ * `max_ms` passed; pt_resolver_take_change then says
  * whether to load again with the new answers. */
 void pt_resolver_wait(struct pt_resolver *r, uint64_t max_ms);
 

@@ -275,6 +275,37 @@ def test_unresolved_name_answers_503_until_it_resolves(gateway, dns, demos):
     wait_until(lambda: who(gw) == (200, "a"), scaled(8), what="first answer applied")
 
 
+def test_reload_waits_again_only_for_names_that_have_not_failed(gateway, dns, demos):
+    # The first-answer wait holds the control thread: a name that already
+    # failed is asked again on a reload but not waited for (every reload
+    # would stall for the full wait otherwise); with new `resolver`
+    # servers it is worth the wait again.
+    port = free_port()
+    demos("a", "127.0.0.2", port)
+    dns.mode = "drop"
+    cfg = dns_config(free_port(), dns, ["users.test:%d" % port], resolve_every="30s")
+    gw = gateway(cfg)
+    assert gw.err.wait_for(lambda l: "could not be resolved" in l and "no address yet" in l,
+                           scaled(10))
+    waits = lambda start: [l for l in gw.err.lines[start:] if "dns: resolving" in l]
+    start = len(gw.err)
+    cfg["upstreams"]["users"]["resolve_every"] = "20s"
+    gw.reload(cfg)
+    assert waits(start) == []
+    assert_error_response(requests.get(gw.u("/"), timeout=scaled(10)), 503)
+    # New servers that answer: the reload waits and is published with it.
+    other = DnsServer()
+    try:
+        other.set("users.test", "127.0.0.2")
+        start = len(gw.err)
+        cfg["resolver"] = [other.address]
+        gw.reload(cfg)
+        assert len(waits(start)) == 1
+        assert who(gw) == (200, "a")
+    finally:
+        other.stop()
+
+
 def test_reload_keeps_answers_and_adds_names(gateway, dns, demos):
     port = free_port()
     demos("a", "127.0.0.2", port)
