@@ -45,6 +45,7 @@ struct entry {
     bool wanted;   /* the running config names it */
     bool inflight; /* a query is running */
     bool failing;  /* the last query failed (logged once) */
+    bool doomed;   /* pruned with a query in flight: freed by its callback */
     uint64_t every_ms;
     uint64_t due_ms; /* next query (pt_now_ms) */
     char **users;    /* "upstream users target users.internal:9001", for logs */
@@ -348,6 +349,34 @@ static void channel_close(struct pt_resolver *r)
     }
 }
 
+/* ---- entries ---- */
+
+static void free_users(struct entry *e)
+{
+    for (uint32_t i = 0; i < e->nusers; i++)
+        free(e->users[i]);
+    free(e->users);
+    e->users = NULL;
+    e->nusers = 0;
+}
+
+static void free_entry(struct entry *e)
+{
+    free_users(e);
+    free(e->addrs);
+    free(e->host);
+    free(e);
+}
+
+static void unlink_entry(struct pt_resolver *r, struct entry *e)
+{
+    for (struct entry **pp = &r->entries; *pp; pp = &(*pp)->next)
+        if (*pp == e) {
+            *pp = e->next;
+            return;
+        }
+}
+
 /* ---- answers ---- */
 
 /* One line per config item naming the host: "upstream users target
@@ -365,9 +394,13 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
     (void)timeouts;
     e->inflight = false;
     r->inflight--;
-    if (status == ARES_EDESTRUCTION || status == ARES_ECANCELLED) {
+    if (e->doomed || status == ARES_EDESTRUCTION || status == ARES_ECANCELLED) {
         if (res)
             ares_freeaddrinfo(res);
+        if (e->doomed) { /* no config names it any more (pt_resolver_prune) */
+            unlink_entry(r, e);
+            free_entry(e);
+        }
         return;
     }
     e->due_ms = pt_now_ms() + e->every_ms;
@@ -499,15 +532,6 @@ struct pt_resolver *pt_resolver_new(struct pt_loop *loop, pt_resolver_changed_cb
     return r;
 }
 
-static void free_users(struct entry *e)
-{
-    for (uint32_t i = 0; i < e->nusers; i++)
-        free(e->users[i]);
-    free(e->users);
-    e->users = NULL;
-    e->nusers = 0;
-}
-
 void pt_resolver_free(struct pt_resolver *r)
 {
     if (!r)
@@ -517,10 +541,7 @@ void pt_resolver_free(struct pt_resolver *r)
     while (r->entries) {
         struct entry *e = r->entries;
         r->entries = e->next;
-        free_users(e);
-        free(e->addrs);
-        free(e->host);
-        free(e);
+        free_entry(e);
     }
     free(r->servers);
     free(r);
@@ -561,6 +582,7 @@ static void want_upstream(struct pt_resolver *r, const struct pt_upstream *u, bo
         if (!e->wanted)
             e->every_ms = UINT64_MAX;
         e->wanted = true;
+        e->doomed = false; /* named again before its last query ended */
         e->every_ms = PT_MIN(e->every_ms, u->resolve_every_ms ? u->resolve_every_ms : 30000);
         if (url)
             add_user(e, "url target %s%s", u->dns[i].written, "");
@@ -583,6 +605,8 @@ uint32_t pt_resolver_sync(struct pt_resolver *r, const struct pt_generation *g)
                 (r->servers && g->resolver && strcmp(r->servers, g->resolver) == 0);
     if (!same) {
         channel_close(r); /* queries to the old servers end here */
+        for (struct entry *e = r->entries; e; e = e->next)
+            e->failing = false; /* new servers: worth a wait, and a log line, again */
         free(r->servers);
         r->servers = g->resolver ? strdup(g->resolver) : NULL;
         if (g->resolver && !r->servers)
@@ -593,7 +617,7 @@ uint32_t pt_resolver_sync(struct pt_resolver *r, const struct pt_generation *g)
     for (struct entry *e = r->entries; e; e = e->next) {
         if (!e->wanted)
             continue;
-        missing += !e->have;
+        missing += !e->have && !e->failing; /* a failed one is not waited for again */
         if (e->due_ms > now + e->every_ms)
             e->due_ms = now + e->every_ms; /* a shorter interval than before */
         if (!e->inflight && (!e->have || e->due_ms <= now || !same))
@@ -606,7 +630,7 @@ uint32_t pt_resolver_sync(struct pt_resolver *r, const struct pt_generation *g)
 static bool waiting(const struct pt_resolver *r)
 {
     for (const struct entry *e = r->entries; e; e = e->next)
-        if (e->wanted && !e->have && e->inflight)
+        if (e->wanted && !e->have && !e->failing && e->inflight)
             return true;
     return false;
 }
@@ -645,6 +669,31 @@ void pt_resolver_wait(struct pt_resolver *r, uint64_t max_ms)
         }
     }
     arm_ares_timer(r);
+}
+
+void pt_resolver_prune(struct pt_resolver *r)
+{
+    struct entry **pp = &r->entries;
+    while (*pp) {
+        struct entry *e = *pp;
+        if (e->wanted) {
+            pp = &e->next;
+        } else if (e->inflight) {
+            e->doomed = true; /* c-ares still holds e: on_answer frees it */
+            pp = &e->next;
+        } else {
+            *pp = e->next;
+            free_entry(e);
+        }
+    }
+}
+
+uint32_t pt_resolver_names(const struct pt_resolver *r)
+{
+    uint32_t n = 0;
+    for (const struct entry *e = r->entries; e; e = e->next)
+        n++;
+    return n;
 }
 
 bool pt_resolver_take_change(struct pt_resolver *r)

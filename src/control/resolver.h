@@ -58,11 +58,26 @@ void pt_resolver_free(struct pt_resolver *r);
  * host-name targets), their intervals and g's `resolver` servers; names
  * no longer needed stop being asked for. Starts a query for every name
  * without an answer. Returns how many needed names have never had an
- * answer (0: g's targets are complete). */
+ * answer and have not failed yet (the ones worth waiting for; a name
+ * whose last query with the same servers failed is asked again but not
+ * waited for: its answer, when it comes, rebuilds like any change). */
 uint32_t pt_resolver_sync(struct pt_resolver *r, const struct pt_generation *g);
 
+/* Forgets the names the last pt_resolver_sync did not name, and their
+ * answers. Call once the generation handed to that sync is the one
+ * running (published, or the old one given again after a refused
+ * reload): until then a refused reload may still need them. A name whose
+ * query is in flight is forgotten when that query ends (c-ares still
+ * holds it); naming it again in a sync before then keeps it. */
+void pt_resolver_prune(struct pt_resolver *r);
+
+/* How many names the resolver holds (needed ones, and forgotten ones
+ * whose query is still in flight); for tests and diagnostics. */
+uint32_t pt_resolver_names(const struct pt_resolver *r);
+
 /* Runs c-ares alone (no other event) until no name is waiting for its
- * first answer or `max_ms` passed; pt_resolver_take_change then says
+ * first answer (names that failed already are not waited for) or
+ * `max_ms` passed; pt_resolver_take_change then says
  * whether to load again with the new answers. */
 void pt_resolver_wait(struct pt_resolver *r, uint64_t max_ms);
 

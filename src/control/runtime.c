@@ -250,6 +250,7 @@ static int refuse(struct runtime *rt, struct pt_generation *g, const struct pt_g
     va_end(ap);
     rt->reloads_failed++;
     pt_resolver_sync(rt->dns, old); /* the names the running generation needs */
+    pt_resolver_prune(rt->dns);     /* and no other: g's new ones go */
     pt_error("config reload failed: %s; generation %llu keeps serving", why,
              (unsigned long long)old->id);
     if (errors)
@@ -260,17 +261,20 @@ static int refuse(struct runtime *rt, struct pt_generation *g, const struct pt_g
 
 /* Hands g's host names to the resolver; when some have never had an
  * answer, waits for them (bounded: a dead DNS server delays a start or a
- * reload by PT_DNS_FIRST_WAIT_MS, not forever) and loads g's source again
- * with the answers. Returns the generation to use (g, or its rebuild). */
+ * reload by PT_DNS_FIRST_WAIT_MS, not forever). Whenever an answer
+ * changed meanwhile, g's source is loaded again with the answers: also
+ * with nothing missing, since the sync itself may have asked again and
+ * been answered at once (c-ares reads /etc/hosts inside the query call).
+ * Returns the generation to use (g, or its rebuild). */
 static struct pt_generation *with_first_answers(struct runtime *rt, struct pt_generation *g)
 {
     pt_resolver_take_change(rt->dns); /* g was built from every answer so far */
     uint32_t missing = pt_resolver_sync(rt->dns, g);
-    if (missing == 0)
-        return g;
-    pt_info("dns: resolving %u host name%s (waiting up to %d ms)", missing, missing > 1 ? "s" : "",
-            PT_DNS_FIRST_WAIT_MS);
-    pt_resolver_wait(rt->dns, PT_DNS_FIRST_WAIT_MS);
+    if (missing) {
+        pt_info("dns: resolving %u host name%s (waiting up to %d ms)", missing,
+                missing > 1 ? "s" : "", PT_DNS_FIRST_WAIT_MS);
+        pt_resolver_wait(rt->dns, PT_DNS_FIRST_WAIT_MS);
+    }
     if (!pt_resolver_take_change(rt->dns))
         return g;
     struct pt_diag diag;
@@ -341,6 +345,10 @@ static int publish(struct runtime *rt, struct pt_generation *g, char **errors, b
         pt_warn("io_backend: %s → %s takes effect at the next restart",
                 pt_io_backend_names[rt->io_backend], pt_io_backend_names[g->io_backend]);
     atomic_store_explicit(&pt_gen_current, g, memory_order_release);
+    /* g's names were handed over (with_first_answers); the answers of
+     * names only the old generation had are dropped now that it cannot
+     * come back (its targets are copies). */
+    pt_resolver_prune(rt->dns);
     if (pt_health_sync(rt->health, g) < 0)
         pt_error("health checks: out of memory; targets keep their last health");
     retire(rt, old);

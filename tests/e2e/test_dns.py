@@ -275,6 +275,37 @@ def test_unresolved_name_answers_503_until_it_resolves(gateway, dns, demos):
     wait_until(lambda: who(gw) == (200, "a"), scaled(8), what="first answer applied")
 
 
+def test_reload_waits_again_only_for_names_that_have_not_failed(gateway, dns, demos):
+    # The first-answer wait holds the control thread: a name that already
+    # failed is asked again on a reload but not waited for (every reload
+    # would stall for the full wait otherwise); with new `resolver`
+    # servers it is worth the wait again.
+    port = free_port()
+    demos("a", "127.0.0.2", port)
+    dns.mode = "drop"
+    cfg = dns_config(free_port(), dns, ["users.test:%d" % port], resolve_every="30s")
+    gw = gateway(cfg)
+    assert gw.err.wait_for(lambda l: "could not be resolved" in l and "no address yet" in l,
+                           scaled(10))
+    waits = lambda start: [l for l in gw.err.lines[start:] if "dns: resolving" in l]
+    start = len(gw.err)
+    cfg["upstreams"]["users"]["resolve_every"] = "20s"
+    gw.reload(cfg)
+    assert waits(start) == []
+    assert_error_response(requests.get(gw.u("/"), timeout=scaled(10)), 503)
+    # New servers that answer: the reload waits and is published with it.
+    other = DnsServer()
+    try:
+        other.set("users.test", "127.0.0.2")
+        start = len(gw.err)
+        cfg["resolver"] = [other.address]
+        gw.reload(cfg)
+        assert len(waits(start)) == 1
+        assert who(gw) == (200, "a")
+    finally:
+        other.stop()
+
+
 def test_reload_keeps_answers_and_adds_names(gateway, dns, demos):
     port = free_port()
     demos("a", "127.0.0.2", port)
@@ -292,6 +323,59 @@ def test_reload_keeps_answers_and_adds_names(gateway, dns, demos):
     # one was not asked again.
     assert {who(gw)[1] for _ in range(6)} == {"a", "b"}
     assert dns.count("users.test") == asked
+
+
+def hosts_file_name():
+    """A host name /etc/hosts maps to an IPv4 loopback address (not
+    `localhost`, which is taken as an address), or None."""
+    try:
+        lines = open("/etc/hosts").read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        f = line.split("#")[0].split()
+        if len(f) < 2 or not f[0].startswith("127."):
+            continue
+        for name in f[1:]:
+            if name.lower() != "localhost" and all(c.isalnum() or c in "-." for c in name) \
+                    and not name.replace(".", "").isdigit():
+                return name, f[0]
+    return None
+
+
+def test_host_name_from_hosts_file_serves_at_once(gateway, dns, demos):
+    # c-ares answers a name in /etc/hosts inside the query call, before the
+    # gateway waits for anything: the generation must still be built with
+    # that answer, at start-up and on a reload adding the name (not left
+    # without targets, answering 503, until some later rebuild).
+    found = hosts_file_name()
+    if not found:
+        pytest.skip("no name for a loopback address in /etc/hosts")
+    name, ip = found
+    port = free_port()
+    demos("h", ip, port)
+    gw = gateway(dns_config(free_port(), dns, ["%s:%d" % (name, port)], resolve_every="30s"))
+    assert who(gw) == (200, "h")
+    assert [x["address"] for x in upstream_targets(gw)] == ["%s:%d" % (ip, port)]
+    # The test's DNS server was not needed for it.
+    assert dns.count(name.lower()) == 0
+
+    # A reload drops the name, the next one adds it back: the resolver
+    # forgot it (and its answer) in between, so it is answered anew, at
+    # once again, and the reload is published with its address.
+    port2 = free_port()
+    demos("b", "127.0.0.2", port2)
+    dns.set("users.test", "127.0.0.2")
+    cfg = dns_config(gw.port, dns, ["users.test:%d" % port2], resolve_every="30s")
+    cfg["admin"] = {"address": "127.0.0.1:%d" % gw.admin_port}
+    gw.reload(cfg)
+    assert who(gw) == (200, "b")
+    start = len(gw.err)
+    cfg["upstreams"]["users"]["targets"] = ["users.test:%d" % port2, "%s:%d" % (name, port)]
+    gw.reload(cfg)
+    assert {who(gw)[1] for _ in range(6)} == {"h", "b"}
+    assert gw.err.count(lambda l: "%s:%d resolves to %s" % (name, port, ip) in l) == 2
+    assert dns.count(name.lower()) == 0
 
 
 def test_ext_auth_url_by_host_name(gateway, dns, demos):

@@ -3,9 +3,11 @@
  * names and which are IP literals, DNS name syntax, `resolver:` entries,
  * URL splitting for outbound calls, address formatting; and the loader's
  * side (a host-name target loads without any DNS, as `validate` needs,
- * with no address until the resolver has an answer). The resolver on the
- * loop is driven end to end by tests/e2e/test_dns.py against a real DNS
- * server.
+ * with no address until the resolver has an answer); and the resolver's
+ * bookkeeping on a real loop against a DNS server played by the test
+ * (UDP on loopback, answering only when told): names no config needs any
+ * more are forgotten, also while their query is in flight. Traffic and
+ * re-resolution are driven end to end by tests/e2e/test_dns.py.
  */
 #include "control/config.h"
 #include "control/resolver.h"
@@ -15,7 +17,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static void test_literals_and_names(void)
@@ -205,6 +210,170 @@ static void test_loader_keeps_names(void)
     pt_diag_free(&d);
 }
 
+/* ---- the resolver on a loop ---- */
+
+/* Answers every query waiting on the test's DNS socket: A with
+ * 10.0.0.<n> for "<name>.test" names, n = the length of <name>; AAAA
+ * with no records. Returns how many it answered. */
+static int dns_answer_all(int fd)
+{
+    int answered = 0;
+    unsigned char q[512], out[600];
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof(peer);
+    ssize_t n;
+    while ((n = recvfrom(fd, q, sizeof(q), 0, (struct sockaddr *)&peer, &plen)) >= 12) {
+        size_t i = 12, first = q[12];
+        while (i < (size_t)n && q[i])
+            i += 1u + q[i];
+        i++;
+        if (i + 4 > (size_t)n)
+            continue;
+        unsigned qtype = (unsigned)q[i] << 8 | q[i + 1];
+        size_t qend = i + 4;
+        memcpy(out, q, qend);
+        out[2] = 0x81; /* QR, RD */
+        out[3] = 0x80; /* RA, NOERROR */
+        out[6] = out[7] = out[8] = out[9] = out[10] = out[11] = 0;
+        size_t len = qend;
+        if (qtype == 1) {
+            out[7] = 1;
+            const unsigned char rr[] = {0xc0, 0x0c, 0, 1, 0,  1, 0, 0,
+                                        0,    60,   0, 4, 10, 0, 0, (unsigned char)first};
+            memcpy(out + len, rr, sizeof(rr));
+            len += sizeof(rr);
+        }
+        sendto(fd, out, len, 0, (struct sockaddr *)&peer, plen);
+        answered++;
+        plen = sizeof(peer);
+    }
+    return answered;
+}
+
+/* Runs the loop (answering DNS when `answer`) until cond(r, host) or 5 s. */
+static bool run_until(struct pt_loop *loop, struct pt_resolver *r, int fd, bool answer,
+                      bool (*cond)(struct pt_resolver *, const char *), const char *host)
+{
+    uint64_t end = pt_now_ms() + 5000;
+    while (!cond(r, host) && pt_now_ms() < end) {
+        if (answer)
+            dns_answer_all(fd);
+        pt_loop_run_once(loop, 10);
+    }
+    return cond(r, host);
+}
+
+static bool has_answer(struct pt_resolver *r, const char *host)
+{
+    const struct pt_dns_addr *v;
+    return pt_resolver_lookup(r, host, &v) > 0;
+}
+
+static bool holds_one(struct pt_resolver *r, const char *host)
+{
+    (void)host;
+    return pt_resolver_names(r) == 1;
+}
+
+/* A generation naming `names` (comma-separated host names) as targets,
+ * asking the DNS server on `port`. */
+static struct pt_generation *gen_naming(uint16_t port, const char *names)
+{
+    char targets[256] = "", text[1024], one[64];
+    const char *p = names;
+    while (*p) {
+        size_t l = strcspn(p, ",");
+        snprintf(one, sizeof(one), "%s\"%.*s:9000\"", targets[0] ? ", " : "", (int)l, p);
+        strcat(targets, one);
+        p += l + (p[l] == ',');
+    }
+    snprintf(text, sizeof(text),
+             "listeners: [{ address: \"127.0.0.1:18080\" }]\n"
+             "resolver: [\"127.0.0.1:%u\"]\n"
+             "upstreams:\n"
+             "  u: { targets: [%s] }\n"
+             "routes: [{ name: r, match: { path_prefix: / }, upstream: u }]\n",
+             (unsigned)port, targets);
+    unit_write_file("g.yaml", text);
+    struct pt_diag d;
+    pt_diag_init(&d);
+    struct pt_generation *g = pt_config_load("g.yaml", 1, &d);
+    if (!g)
+        pt_diag_print(&d, stderr);
+    pt_diag_free(&d);
+    return g;
+}
+
+/* Names a reload dropped are forgotten once the reload is in place (a
+ * slow leak across reloads otherwise); one whose query is still in flight
+ * is forgotten when c-ares ends that query, unless named again first. */
+static void test_prune_forgets_dropped_names(void)
+{
+    struct pt_loop loop;
+    CHECK(pt_loop_init(&loop) == 0);
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+          getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
+    uint16_t port = ntohs(sa.sin_port);
+    struct pt_generation *both = gen_naming(port, "kept.test,gone.test");
+    struct pt_generation *kept = gen_naming(port, "kept.test");
+    struct pt_generation *late = gen_naming(port, "kept.test,late.test");
+    struct pt_generation *other = gen_naming(port, "kept.test,other.test");
+    struct pt_resolver *r = pt_resolver_new(&loop, NULL, NULL);
+    CHECK(both && kept && late && other && r);
+    if (!both || !kept || !late || !other || !r)
+        goto out;
+    const struct pt_dns_addr *v;
+
+    /* Both names answered; a reload drops one: its answer goes. */
+    CHECK_EQ_INT(pt_resolver_sync(r, both), 2);
+    CHECK(run_until(&loop, r, fd, true, has_answer, "gone.test"));
+    CHECK(run_until(&loop, r, fd, true, has_answer, "kept.test"));
+    CHECK_EQ_INT(pt_resolver_lookup(r, "gone.test", &v), 1);
+    CHECK_EQ_INT(v[0].a.v4.s_addr, htonl(0x0a000004));
+    CHECK_EQ_INT(pt_resolver_sync(r, kept), 0);
+    CHECK_EQ_INT(pt_resolver_names(r), 2); /* not before the prune: a reload may be refused */
+    pt_resolver_prune(r);
+    CHECK_EQ_INT(pt_resolver_names(r), 1);
+    CHECK(!has_answer(r, "gone.test") && has_answer(r, "kept.test"));
+
+    /* Dropped while its first query is in flight: kept until the answer
+     * comes, which then frees it (ASan: the callback's entry is alive). */
+    CHECK_EQ_INT(pt_resolver_sync(r, late), 1);
+    CHECK_EQ_INT(pt_resolver_sync(r, kept), 0);
+    pt_resolver_prune(r);
+    CHECK_EQ_INT(pt_resolver_names(r), 2);
+    CHECK(run_until(&loop, r, fd, true, holds_one, NULL));
+    CHECK(!has_answer(r, "late.test"));
+
+    /* Dropped, then named again before its query ended: it stays and
+     * takes its answer. */
+    CHECK_EQ_INT(pt_resolver_sync(r, late), 1);
+    CHECK_EQ_INT(pt_resolver_sync(r, kept), 0);
+    pt_resolver_prune(r);
+    CHECK_EQ_INT(pt_resolver_sync(r, late), 1);
+    pt_resolver_prune(r);
+    CHECK(run_until(&loop, r, fd, true, has_answer, "late.test"));
+    CHECK_EQ_INT(pt_resolver_names(r), 2);
+
+    /* Freed with a dropped query still in flight (ASan: no leak). */
+    CHECK_EQ_INT(pt_resolver_sync(r, other), 1);
+    CHECK_EQ_INT(pt_resolver_sync(r, kept), 0);
+    pt_resolver_prune(r);
+    CHECK_EQ_INT(pt_resolver_names(r), 2);
+out:
+    pt_resolver_free(r);
+    pt_generation_free(both);
+    pt_generation_free(kept);
+    pt_generation_free(late);
+    pt_generation_free(other);
+    close(fd);
+    pt_loop_destroy(&loop);
+    unlink("g.yaml");
+}
+
 int main(void)
 {
     char dir[] = "/tmp/pt-resolver-XXXXXX";
@@ -215,6 +384,7 @@ int main(void)
     test_format_and_sockaddr();
     test_split_url();
     test_loader_keeps_names();
+    test_prune_forgets_dropped_names();
     unlink("t.yaml");
     rmdir(dir);
     return unit_report("resolver");
