@@ -125,7 +125,9 @@ void pt_state_upstream_put(struct pt_upstream_state *s);
 
 /* Control thread. Points every upstream of `ups` at its cell, and every
  * target at its own (one reference each). 0, or -ENOMEM with nothing
- * attached. */
+ * attached. A kept upstream cell whose circuit breaker window changed has
+ * its window's counts cleared here (pt_breaker_reconf), before the
+ * generation is published. */
 int pt_state_attach_upstreams(struct pt_state_registry *reg, struct pt_upstream *ups, uint32_t n);
 /* Control thread. Drops the references attach took and clears
  * target->state. Idempotent; targets never attached are skipped. */

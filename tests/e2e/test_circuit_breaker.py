@@ -11,6 +11,7 @@ validate` with their position."""
 
 import subprocess
 import threading
+import time
 
 import pytest
 import requests
@@ -155,6 +156,28 @@ def test_the_open_state_survives_a_reload(gateway):
         assert_error_response(r, 503)
         assert breaker(gw)["state"] == "open"
         assert b.stats()["requests"] == 0
+
+
+def test_a_larger_window_after_a_reload_still_opens_it(gateway):
+    # Buckets filled with 100 ms slices (window 1s) hold epochs ten times
+    # those of 1 s slices: the reload must start the counts over, or the
+    # new window never counts anything and the breaker never opens.
+    with backend("b") as b:
+        cfg = config([b.port], dict(BREAKER, window="1s"))
+        gw = gateway(cfg)
+        with requests.Session() as s:
+            end = time.monotonic() + 1.5  # every bucket of the 1s window used
+            while time.monotonic() < end:
+                assert s.get(gw.u("/"), timeout=scaled(5)).status_code == 200
+                time.sleep(0.02)
+            gw.reload(config([b.port], dict(BREAKER, window="10s")) | {
+                "listeners": cfg["listeners"], "admin": cfg["admin"]})
+            assert "upstream app circuit breaker window is now 10s: its counts start over" in \
+                gw.stderr_text()
+            b.control(status=503)
+            assert open_breaker(gw, s) == 5
+        st = breaker(gw)
+        assert st["state"] == "open" and st["window"]["failures"] == 5, st
 
 
 def test_max_concurrent_overflow_is_503_at_once(gateway):
