@@ -62,6 +62,10 @@ struct pt_target_state {
     _Atomic uint32_t ejections;
     _Atomic uint64_t ejections_total;
     _Atomic bool ejected;
+    /* The current streak was held back by max_ejected_percent (or the last
+     * usable target) and that was logged: once per streak, cleared when
+     * the streak ends or the target is ejected. */
+    _Atomic bool held_logged;
     /* p2c_ewma: peak-EWMA of the time to the response head (ns) and when
      * it was last updated (monotonic ns). */
     _Atomic uint64_t ewma_ns;
@@ -189,8 +193,11 @@ static inline void pt_state_record_call(struct pt_target_state *s, bool ok,
     if (pt_unlikely(s == NULL))
         return;
     if (ok) {
-        if (atomic_load_explicit(&s->traffic_fails, memory_order_relaxed))
+        if (atomic_load_explicit(&s->traffic_fails, memory_order_relaxed)) {
             atomic_store_explicit(&s->traffic_fails, 0, memory_order_relaxed);
+            if (atomic_load_explicit(&s->held_logged, memory_order_relaxed))
+                atomic_store_explicit(&s->held_logged, false, memory_order_relaxed);
+        }
         return;
     }
     atomic_fetch_add_explicit(&s->call_failures, 1, memory_order_relaxed);
