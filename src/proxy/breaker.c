@@ -22,20 +22,36 @@ static uint64_t epoch_of(const struct pt_breaker_conf *c, uint64_t now_ms)
 }
 
 /* Counts one outcome in the bucket of now's slice, moving the bucket to
- * that slice first when it still holds an old one. */
+ * that slice first when it holds any other: an old one, or one "in the
+ * future" (counted with another slice size by a generation that is
+ * still draining after a reload). */
 static void count(struct pt_breaker_state *b, const struct pt_breaker_conf *c, uint64_t now_ms,
                   bool ok)
 {
     uint64_t ep = epoch_of(c, now_ms);
     struct pt_breaker_bucket *bk = &b->buckets[ep % PT_BREAKER_BUCKETS];
     uint64_t have = atomic_load_explicit(&bk->epoch, memory_order_relaxed);
-    if (have < ep && atomic_compare_exchange_strong_explicit(
-                         &bk->epoch, &have, ep, memory_order_relaxed, memory_order_relaxed))
+    if (have != ep && atomic_compare_exchange_strong_explicit(
+                          &bk->epoch, &have, ep, memory_order_relaxed, memory_order_relaxed))
         atomic_store_explicit(&bk->counts, 0, memory_order_relaxed);
     /* A worker whose clock lags a little may add to the next slice's
      * bucket: the window is off by one outcome, not wrong. */
     atomic_fetch_add_explicit(&bk->counts, ok ? COUNT_REQ : COUNT_REQ | COUNT_FAIL,
                               memory_order_relaxed);
+}
+
+bool pt_breaker_reconf(struct pt_breaker_state *b, const struct pt_breaker_conf *c)
+{
+    uint64_t s = slice_ms(c);
+    uint64_t had = atomic_load_explicit(&b->slice_ms, memory_order_relaxed);
+    if (had == s)
+        return false;
+    atomic_store_explicit(&b->slice_ms, s, memory_order_relaxed);
+    for (uint32_t i = 0; i < PT_BREAKER_BUCKETS; i++) {
+        atomic_store_explicit(&b->buckets[i].epoch, 0, memory_order_relaxed);
+        atomic_store_explicit(&b->buckets[i].counts, 0, memory_order_relaxed);
+    }
+    return had != 0; /* 0: a new cell, nothing was counted yet */
 }
 
 void pt_breaker_window(const struct pt_breaker_state *b, const struct pt_breaker_conf *c,
@@ -45,6 +61,8 @@ void pt_breaker_window(const struct pt_breaker_state *b, const struct pt_breaker
     for (uint32_t i = 0; i < PT_BREAKER_BUCKETS; i++) {
         const struct pt_breaker_bucket *bk = &b->buckets[i];
         uint64_t e = atomic_load_explicit(&bk->epoch, memory_order_relaxed);
+        /* Only the slices of the window ending now: an epoch past now's
+         * was counted with another slice size (see count). */
         if (e == 0 || e > ep || e + PT_BREAKER_BUCKETS <= ep)
             continue;
         uint64_t n = atomic_load_explicit(&bk->counts, memory_order_relaxed);

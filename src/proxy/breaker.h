@@ -18,8 +18,17 @@
  * bucket holds its slice number (epoch) and one 64-bit word of counts
  * (requests low, failures high), so recording an outcome is one relaxed
  * load and one fetch-add. A bucket found holding an old slice is reset
- * lazily by whoever CASes its epoch forward (an outcome racing that reset
- * may be lost: the window is a rate, not an audit).
+ * lazily by whoever CASes its epoch to now's (an outcome racing that reset
+ * may be lost: the window is a rate, not an audit). Any epoch other than
+ * now's is stale for counting, and only the last PT_BREAKER_BUCKETS
+ * slices up to now are read, so a bucket holding a "future" epoch (made
+ * with a smaller slice before a reload) never blocks the window.
+ *
+ * The cell outlives reloads: the buckets remember the slice they were
+ * made with, and pt_breaker_reconf (the control thread, before a
+ * generation whose window differs is published) clears them, since
+ * epochs of another slice size mean nothing in the new one. The phase is
+ * kept.
  *
  * Every state change is made by one compare-and-swap, and only its
  * winner logs it. Times are monotonic ms (the loop's clock); nothing
@@ -50,6 +59,7 @@ struct pt_breaker_state {
     _Atomic uint32_t probes;        /* HALF_OPEN: probes let through */
     _Atomic uint32_t probes_ok;     /* HALF_OPEN: of them, succeeded */
     _Atomic uint64_t opened;        /* times opened (reopenings included), ever */
+    _Atomic uint64_t slice_ms;      /* the slice the buckets count in (0: not set yet) */
     struct pt_breaker_bucket buckets[PT_BREAKER_BUCKETS];
 };
 
@@ -79,6 +89,12 @@ void pt_breaker_release_probe(struct pt_breaker_state *b);
  * passed, so the change is logged and shown even with no traffic. */
 void pt_breaker_tick(struct pt_breaker_state *b, const struct pt_breaker_conf *c, const char *name,
                      uint64_t now_ms);
+
+/* Control thread, before a generation with conf `c` is published: when
+ * the window's slice differs from the one the buckets were made with, the
+ * buckets are cleared (the phase and its times are kept). Returns true
+ * when it cleared them. */
+bool pt_breaker_reconf(struct pt_breaker_state *b, const struct pt_breaker_conf *c);
 
 /* Requests and failures in the window ending at now_ms. */
 void pt_breaker_window(const struct pt_breaker_state *b, const struct pt_breaker_conf *c,

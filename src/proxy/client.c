@@ -47,16 +47,20 @@ static void observe_latency(struct pt_call *c, bool ok)
 }
 
 /* Reports the call's outcome to its target's shared cell, once (per
- * attempt: a retry clears `reported`). */
+ * attempt: a retry clears `reported`). Balanced calls only: a call to a
+ * fixed target (an active health probe, a URL's call) is not traffic. A
+ * passing /healthz probe must not end the failure streak of the target's
+ * real routes, nor a failing one count as a failed request: the health
+ * checker keeps its own counts (pt_state_record_check). */
 static void report(struct pt_call *c, bool ok)
 {
     if (c->reported || !c->target)
         return;
     c->reported = true;
-    pt_state_record_call(c->target->state, ok, c->req.target ? NULL : c->req.up,
-                         pt_loop_now_ns(loop_of(c)) / 1000000u);
-    /* Balanced calls only: a health probe (a fixed target) is not traffic. */
-    if (c->req.up->balance == PT_BALANCE_P2C_EWMA && !c->req.target)
+    if (c->req.target)
+        return;
+    pt_state_record_call(c->target->state, ok, c->req.up, pt_loop_now_ns(loop_of(c)) / 1000000u);
+    if (c->req.up->balance == PT_BALANCE_P2C_EWMA)
         observe_latency(c, ok);
 }
 

@@ -18,7 +18,9 @@
  *                   framing removed (pt_call_body_peek / _consume);
  *   end             pt_call_finish returns a clean connection to the pool;
  *                   pt_call_abort closes it. Either reports the outcome to
- *                   the target's shared state.
+ *                   the target's shared state (balanced calls only: a call
+ *                   to a fixed target, such as a health probe, is not
+ *                   traffic).
  *   retries         (upstreams.*.retries, client_retry.c) a failed attempt
  *                   — or a final head with a listed status, before the
  *                   caller sees it — starts another on another target when

@@ -13,7 +13,9 @@
  *   - unless that would put more than max_ejected_percent of the
  *     upstream's targets out at once, or leave it no usable target
  *     (active health counted too): ejection alone never empties an
- *     upstream. The streak goes on, and a later failure tries again.
+ *     upstream. The streak goes on, and a later failure tries again;
+ *     the first failure of the streak to find no room logs it (once per
+ *     streak: the cell's held_logged).
  *
  * Races: the count-then-eject runs under the upstream cell's `ejecting`
  * try-lock (a worker that finds it taken skips: the next failure tries
@@ -69,8 +71,11 @@ bool pt_passive_on_streak(struct pt_target_state *s, const struct pt_upstream *u
     bool ejected = false;
     uint32_t out = 0;
     if (!room_to_eject(s, u, now_ms, &out)) {
-        /* Once per streak, not per failure. */
-        if (streak == p->consecutive_failures)
+        /* Once per streak, not per failure: by whichever failure first
+         * gets this far (the one at the threshold may have found the
+         * try-lock taken). */
+        if (!atomic_load_explicit(&s->held_logged, memory_order_relaxed) &&
+            !atomic_exchange_explicit(&s->held_logged, true, memory_order_relaxed))
             pt_warn("upstream %s target %s not ejected after %u consecutive failures: %u of %u "
                     "targets out or unusable would pass max_ejected_percent %u",
                     u->name, s->address, streak, out + 1, u->ntargets, p->max_ejected_percent);
@@ -90,6 +95,7 @@ bool pt_passive_on_streak(struct pt_target_state *s, const struct pt_upstream *u
     /* A fresh streak after the return: the failures that ejected it are
      * spent. */
     atomic_store_explicit(&s->traffic_fails, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->held_logged, false, memory_order_relaxed);
     pt_warn("upstream %s target %s ejected for %gs after %u consecutive failures (ejection %u in "
             "a row)",
             u->name, s->address, (double)len / 1000.0, streak, k);

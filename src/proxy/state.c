@@ -225,6 +225,11 @@ int pt_state_attach_upstreams(struct pt_state_registry *reg, struct pt_upstream 
             pt_state_detach_upstreams(ups, n);
             return -ENOMEM;
         }
+        /* Before publishing: buckets counted with another window size
+         * would misread in this generation's (the phase is kept). */
+        if (ups[i].breaker.enabled && pt_breaker_reconf(&ups[i].state->breaker, &ups[i].breaker))
+            pt_info("upstream %s circuit breaker window is now %gs: its counts start over",
+                    ups[i].name, (double)ups[i].breaker.window_ms / 1000.0);
         for (uint32_t t = 0; t < ups[i].ntargets; t++) {
             struct pt_target *tg = &ups[i].targets[t];
             if (tg->state)

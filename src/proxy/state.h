@@ -62,6 +62,10 @@ struct pt_target_state {
     _Atomic uint32_t ejections;
     _Atomic uint64_t ejections_total;
     _Atomic bool ejected;
+    /* The current streak was held back by max_ejected_percent (or the last
+     * usable target) and that was logged: once per streak, cleared when
+     * the streak ends or the target is ejected. */
+    _Atomic bool held_logged;
     /* p2c_ewma: peak-EWMA of the time to the response head (ns) and when
      * it was last updated (monotonic ns). */
     _Atomic uint64_t ewma_ns;
@@ -125,7 +129,9 @@ void pt_state_upstream_put(struct pt_upstream_state *s);
 
 /* Control thread. Points every upstream of `ups` at its cell, and every
  * target at its own (one reference each). 0, or -ENOMEM with nothing
- * attached. */
+ * attached. A kept upstream cell whose circuit breaker window changed has
+ * its window's counts cleared here (pt_breaker_reconf), before the
+ * generation is published. */
 int pt_state_attach_upstreams(struct pt_state_registry *reg, struct pt_upstream *ups, uint32_t n);
 /* Control thread. Drops the references attach took and clears
  * target->state. Idempotent; targets never attached are skipped. */
@@ -187,8 +193,11 @@ static inline void pt_state_record_call(struct pt_target_state *s, bool ok,
     if (pt_unlikely(s == NULL))
         return;
     if (ok) {
-        if (atomic_load_explicit(&s->traffic_fails, memory_order_relaxed))
+        if (atomic_load_explicit(&s->traffic_fails, memory_order_relaxed)) {
             atomic_store_explicit(&s->traffic_fails, 0, memory_order_relaxed);
+            if (atomic_load_explicit(&s->held_logged, memory_order_relaxed))
+                atomic_store_explicit(&s->held_logged, false, memory_order_relaxed);
+        }
         return;
     }
     atomic_fetch_add_explicit(&s->call_failures, 1, memory_order_relaxed);

@@ -4,13 +4,17 @@ contacted and clients get a 503 JSON error with Retry-After at once;
 after open_for, half-open probes close it once the backend recovers and a
 failing probe reopens it; failure_statuses decides what a failure is;
 connect errors count; max_concurrent refuses the overflow at once and
-gives slots back when calls end; the state is shown in admin /upstreams,
+gives slots back when calls end (a slow client still reading the response
+holds none once the gateway has the whole of it); a reload that grows the
+window keeps the breaker working; the state is shown in admin /upstreams,
 logged, and kept across a reload. Bad values of these keys (and of
 health_check.passive and failure_statuses) are refused by `portico
 validate` with their position."""
 
+import socket
 import subprocess
 import threading
+import time
 
 import pytest
 import requests
@@ -157,6 +161,28 @@ def test_the_open_state_survives_a_reload(gateway):
         assert b.stats()["requests"] == 0
 
 
+def test_a_larger_window_after_a_reload_still_opens_it(gateway):
+    # Buckets filled with 100 ms slices (window 1s) hold epochs ten times
+    # those of 1 s slices: the reload must start the counts over, or the
+    # new window never counts anything and the breaker never opens.
+    with backend("b") as b:
+        cfg = config([b.port], dict(BREAKER, window="1s"))
+        gw = gateway(cfg)
+        with requests.Session() as s:
+            end = time.monotonic() + 1.5  # every bucket of the 1s window used
+            while time.monotonic() < end:
+                assert s.get(gw.u("/"), timeout=scaled(5)).status_code == 200
+                time.sleep(0.02)
+            gw.reload(config([b.port], dict(BREAKER, window="10s")) | {
+                "listeners": cfg["listeners"], "admin": cfg["admin"]})
+            assert "upstream app circuit breaker window is now 10s: its counts start over" in \
+                gw.stderr_text()
+            b.control(status=503)
+            assert open_breaker(gw, s) == 5
+        st = breaker(gw)
+        assert st["state"] == "open" and st["window"]["failures"] == 5, st
+
+
 def test_max_concurrent_overflow_is_503_at_once(gateway):
     with backend("slow", delay=1500, threads=4) as b:
         gw = gateway(config([b.port], {"max_concurrent": 2}))
@@ -213,6 +239,34 @@ BAD_KEYS = [
     ("failure-status-range", "    failure_statuses: [503, 700]\n", 5, 29,
      "must be from 200 to 599"),
 ]
+
+
+def test_a_slow_reader_does_not_hold_the_slot_once_the_upstream_is_done(gateway):
+    # The slot is for the upstream: it goes back when the gateway has the
+    # whole response, while the client is still reading it.
+    size = 1 << 20
+    with backend("b") as b:
+        gw = gateway(config([b.port], {"max_concurrent": 1}))
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(10)) as slow:
+            slow.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+            data, second = b"", None
+            while b"\r\n\r\n" not in data or len(data) - data.index(b"\r\n\r\n") - 4 < size:
+                chunk = slow.recv(16384)
+                assert chunk, "the gateway closed mid-response"
+                data += chunk
+                body_got = len(data) - data.find(b"\r\n\r\n") - 4
+                if second is None:
+                    r = requests.get(gw.u("/"), timeout=scaled(5))
+                    if r.status_code == 200:
+                        second = body_got
+                    else:
+                        assert r.json()["error"] == "upstream concurrency limit", r.text
+                        time.sleep(0.01)
+            assert data.startswith(b"HTTP/1.1 200")
+            body = data[data.index(b"\r\n\r\n") + 4:]
+            assert body == (b"0123456789abcdef" * (size // 16))
+        assert second is not None and second < size, second
+        assert breaker(gw)["active_requests"] == 0
 
 
 @pytest.mark.parametrize("name,line,at_line,col,needle", BAD_KEYS, ids=[b[0] for b in BAD_KEYS])

@@ -4,10 +4,13 @@ and gets no traffic; it comes back when `eject_for` has passed, and a
 repeat ejection lasts twice as long; `max_ejected_percent` (and the last
 usable target) keep part of the upstream serving; it works beside active
 checks (both must allow a target); and an ejection survives a reload that
-keeps the target. Each target is its own demo backend process, so one can
+keeps the target. Active probes are not traffic: a passing probe does not
+end a streak of failed requests, and a failing one is not counted as a
+failed call. Each target is its own demo backend process, so one can
 be made to fail (Backend.control) while the others serve."""
 
 import contextlib
+import time
 
 import requests
 
@@ -159,6 +162,42 @@ def test_passive_and_active_checks_both_must_allow_a_target(gateway):
         got = get(gw, 20)
         assert all(s == 200 for s, _ in got), got
         assert {n for _, n in got} == {"t1"}
+
+
+def test_passing_probes_do_not_end_a_streak_of_failed_requests(gateway):
+    with fleet(2) as bs:
+        # /__stats answers 200 under a process-wide status: t0's probes
+        # pass while every request routed to it gets 503.
+        active = {"path": "/__stats", "interval": "50ms", "timeout": "1s", "healthy": 1,
+                  "unhealthy": 2}
+        gw = gateway(config(bs, {"consecutive_failures": 3, "eject_for": "60s"}, active=active))
+        bs[0].control(status=503)
+        got = []
+        with requests.Session() as s:
+            for _ in range(30):
+                r = s.get(gw.u("/"), timeout=scaled(5))
+                got.append((r.status_code, backend_of(r)[0]))
+                if admin_targets(gw)[addr(bs[0])]["ejected"]:
+                    break
+                time.sleep(0.15)  # probes of t0 pass between its failed requests
+        t0 = admin_targets(gw)[addr(bs[0])]
+        assert t0["ejected"] and t0["healthy"], (t0, got)
+        assert got.count((503, "t0")) == 3, got
+        assert t0["call_failures"] == 3, t0
+
+
+def test_failing_probes_are_not_counted_as_failed_calls(gateway):
+    with fleet(2) as bs:
+        bs[0].control(status=503)  # /healthz too: t0's probes fail
+        active = {"path": "/healthz", "interval": "50ms", "timeout": "1s", "healthy": 1,
+                  "unhealthy": 2}
+        gw = gateway(config(bs, {"consecutive_failures": 3, "eject_for": "60s"}, active=active))
+        wait_until(lambda: not admin_targets(gw)[addr(bs[0])]["healthy"], scaled(5),
+                   what="t0 unhealthy by its checks")
+        time.sleep(0.3)  # a few more failed probes
+        t0 = admin_targets(gw)[addr(bs[0])]
+        assert t0["call_failures"] == 0 and t0["consecutive_failures"] == 0, t0
+        assert not t0["ejected"] and t0["ejections_total"] == 0, t0
 
 
 def test_an_ejection_survives_a_reload_that_keeps_the_target(gateway):

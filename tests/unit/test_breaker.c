@@ -5,7 +5,9 @@
  * half_open_requests probes through, closes when all succeed (window
  * cleared), reopens on a failed probe, gives a probe's slot back when it
  * ends with no outcome, and is opened by exactly one of many racing
- * workers. */
+ * workers. A window whose size changes on a reload keeps counting: the
+ * reload clears the buckets, and a bucket holding a slice of another size
+ * (a "future" epoch) is reused, not left to block the window. */
 #include "core/log.h"
 #include "proxy/breaker.h"
 #include "unit.h"
@@ -80,6 +82,53 @@ static void test_window_forgets_old_outcomes(void)
     pt_breaker_window(&b, &c, 11000, &req, &fl);
     CHECK_EQ_INT(req, 3);
     CHECK_EQ_INT(fl, 3);
+}
+
+/* window 1 s → 10 s (slices 100 ms → 1 s): the old buckets hold epochs
+ * ten times the new ones. */
+static void test_window_grows_on_reload(void)
+{
+    struct pt_breaker_state b = {0};
+    struct pt_breaker_conf c1 = conf(), c2 = conf();
+    c2.window_ms = 10000;
+    uint64_t req, fl;
+    CHECK(!pt_breaker_reconf(&b, &c1)); /* a new cell: nothing to clear */
+    for (uint64_t t = 10000; t < 11500; t += 100)
+        ok_n(&b, &c1, t, 1);
+    CHECK(pt_breaker_reconf(&b, &c2));
+    CHECK(!pt_breaker_reconf(&b, &c2)); /* same window: kept */
+    pt_breaker_window(&b, &c2, 11500, &req, &fl);
+    CHECK_EQ_INT(req, 0);
+    fail_n(&b, &c2, 11500, 3);
+    pt_breaker_window(&b, &c2, 11600, &req, &fl);
+    CHECK_EQ_INT(req, 3);
+    CHECK_EQ_INT(fl, 3);
+    fail_n(&b, &c2, 11600, 1);
+    CHECK(pt_breaker_phase(&b) == PT_BREAKER_OPEN);
+    /* The phase survives a window change. */
+    CHECK(pt_breaker_reconf(&b, &c1));
+    CHECK(pt_breaker_phase(&b) == PT_BREAKER_OPEN);
+}
+
+/* A worker of the old generation still counting with the old (smaller)
+ * slice after the clear: its buckets hold future epochs for the new
+ * slice size, and must neither hide new outcomes nor be read. */
+static void test_future_epochs_are_stale(void)
+{
+    struct pt_breaker_state b = {0};
+    struct pt_breaker_conf small = conf(), big = conf();
+    big.window_ms = 10000;
+    uint64_t req, fl;
+    CHECK(!pt_breaker_reconf(&b, &big));
+    for (uint64_t t = 20000; t < 21000; t += 100)
+        ok_n(&b, &small, t, 1); /* epochs 201..210 in every bucket */
+    pt_breaker_window(&b, &big, 21000, &req, &fl);
+    CHECK_EQ_INT(req, 0); /* big's epoch is 22: none of them is read */
+    fail_n(&b, &big, 21000, 4);
+    pt_breaker_window(&b, &big, 21000, &req, &fl);
+    CHECK_EQ_INT(req, 4);
+    CHECK_EQ_INT(fl, 4);
+    CHECK(pt_breaker_phase(&b) == PT_BREAKER_OPEN);
 }
 
 static void open_it(struct pt_breaker_state *b, const struct pt_breaker_conf *c, uint64_t t)
@@ -203,6 +252,8 @@ int main(void)
     pt_log_min_level = PT_LOG_ERROR; /* every change is logged at info or warn */
     test_opens_on_rate_with_enough_requests();
     test_window_forgets_old_outcomes();
+    test_window_grows_on_reload();
+    test_future_epochs_are_stale();
     test_half_open_probes_close_it();
     test_failed_probe_reopens();
     test_released_probe_frees_its_slot();

@@ -3,11 +3,17 @@
  * success in between resets the streak), the ejection ends by time, repeat
  * ejections double up to 10 × eject_for and start over after a healthy
  * stretch, max_ejected_percent and the last usable target (active health
- * counted) hold ejection back, a health check's calls never eject, and the
- * control thread's sweep notices the return. */
+ * counted) hold ejection back (logged once per streak, even when the
+ * failure at the threshold lost the upstream's `ejecting` try-lock), calls
+ * reported without an upstream never eject, and the control thread's sweep
+ * notices the return. */
 #include "core/log.h"
 #include "proxy/state.h"
 #include "unit.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 struct fixture {
     struct pt_state_registry *reg;
@@ -134,6 +140,62 @@ static void test_percent_cap(void)
     teardown(&f);
 }
 
+/* The log (stderr, one write per line) while `fn` runs, at warn level. */
+static void capture_log(void (*fn)(struct fixture *), struct fixture *f, char *out, size_t cap)
+{
+    FILE *tmp = tmpfile();
+    CHECK(tmp != NULL);
+    int saved = dup(STDERR_FILENO);
+    dup2(fileno(tmp), STDERR_FILENO);
+    enum pt_log_level lvl = pt_log_min_level;
+    pt_log_min_level = PT_LOG_WARN;
+    fn(f);
+    pt_log_min_level = lvl;
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(out, 1, cap - 1, tmp);
+    out[n] = 0;
+    fclose(tmp);
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+/* Target 2 of 4 with two out already (50%): held back. Its threshold
+ * failure finds the try-lock taken (another worker counting), the next
+ * ones get through: logged once, at the first failure that checked. A
+ * success ends the streak; the next streak is logged again. */
+static void held_back_streaks(struct fixture *f)
+{
+    fail_n(f, 0, 10000, 3);
+    fail_n(f, 1, 10000, 3);
+    atomic_store(&f->u.state->ejecting, true);
+    fail_n(f, 2, 10000, 3);
+    atomic_store(&f->u.state->ejecting, false);
+    fail_n(f, 2, 10000, 3);
+    pt_state_record_call(cell(f, 2), true, &f->u, 10000);
+    fail_n(f, 2, 10000, 5);
+}
+
+static void test_held_back_logged_once_per_streak(void)
+{
+    struct fixture f;
+    char log[4096];
+    setup(&f, 4, 50);
+    capture_log(held_back_streaks, &f, log, sizeof(log));
+    CHECK(pt_state_usable(cell(&f, 2), 10000));
+    CHECK_EQ_INT(count_of(log, "target 10.0.0.3:80 not ejected after 4 consecutive failures"), 1);
+    CHECK_EQ_INT(count_of(log, "target 10.0.0.3:80 not ejected after 3 consecutive failures"), 1);
+    CHECK_EQ_INT(count_of(log, "not ejected"), 2);
+    teardown(&f);
+}
+
 static void test_last_usable_target_stays(void)
 {
     struct fixture f;
@@ -162,7 +224,7 @@ static void test_no_ejection_without_passive_or_for_probes(void)
 {
     struct fixture f;
     setup(&f, 4, 50);
-    for (int k = 0; k < 10; k++) /* a health check's calls: no upstream */
+    for (int k = 0; k < 10; k++) /* calls reported without their upstream */
         pt_state_record_call(cell(&f, 0), false, NULL, 10000);
     CHECK(pt_state_usable(cell(&f, 0), 10000));
     CHECK_EQ_INT(atomic_load(&cell(&f, 0)->call_failures), 10);
@@ -178,6 +240,7 @@ int main(void)
     test_streak_ejects_and_time_returns();
     test_repeat_ejections_double_up_to_10x();
     test_percent_cap();
+    test_held_back_logged_once_per_streak();
     test_last_usable_target_stays();
     test_no_ejection_without_passive_or_for_probes();
     return unit_report("passive");

@@ -123,6 +123,47 @@ static void test_reload_keeps_state(void)
     pt_state_registry_free(reg);
 }
 
+/* A reload that changes an upstream's circuit_breaker window clears the
+ * window's counts in the kept cell (their epochs were made with the old
+ * slice size) before the generation is published; the same window keeps
+ * them. */
+static void test_reload_new_breaker_window(void)
+{
+    struct pt_state_registry *reg = pt_state_registry_new();
+    const char *addrs[] = {"10.0.0.1:80"};
+    struct fake_gen *g1 = calloc(1, sizeof(*g1)), *g2 = calloc(1, sizeof(*g2)),
+                    *g3 = calloc(1, sizeof(*g3));
+    struct fake_gen *gens[] = {g1, g2, g3};
+    uint64_t windows[] = {1000, 1000, 10000};
+    for (int i = 0; i < 3; i++) {
+        fake_upstream(gens[i], 0, "api", addrs, 1);
+        gens[i]->ups[0].breaker = (struct pt_breaker_conf){true, 0.5, 5, windows[i], 5000, 1, 0};
+    }
+    uint64_t req, fl;
+    CHECK_EQ_INT(pt_state_attach_upstreams(reg, g1->ups, 1), 0);
+    struct pt_breaker_state *b = &g1->ups[0].state->breaker;
+    pt_breaker_record(b, &g1->ups[0].breaker, "api", 50000, false, false);
+    CHECK_EQ_INT(pt_state_attach_upstreams(reg, g2->ups, 1), 0);
+    CHECK(&g2->ups[0].state->breaker == b);
+    pt_breaker_window(b, &g2->ups[0].breaker, 50000, &req, &fl);
+    CHECK_EQ_INT(fl, 1); /* same window: kept */
+    CHECK_EQ_INT(pt_state_attach_upstreams(reg, g3->ups, 1), 0);
+    pt_breaker_window(b, &g3->ups[0].breaker, 50000, &req, &fl);
+    CHECK_EQ_INT(req, 0);
+    pt_log_min_level = PT_LOG_ERROR; /* the opening is a warning */
+    for (int i = 0; i < 5; i++)
+        pt_breaker_record(b, &g3->ups[0].breaker, "api", 50100, false, false);
+    pt_log_min_level = PT_LOG_WARN;
+    CHECK(pt_breaker_phase(b) == PT_BREAKER_OPEN);
+    for (int i = 0; i < 3; i++)
+        pt_state_detach_upstreams(gens[i]->ups, 1);
+    CHECK_EQ_INT(pt_state_registry_count(reg), 0);
+    free(g1);
+    free(g2);
+    free(g3);
+    pt_state_registry_free(reg);
+}
+
 static void test_health(void)
 {
     struct pt_state_registry *reg = pt_state_registry_new();
@@ -222,6 +263,7 @@ int main(void)
     pt_log_min_level = PT_LOG_WARN; /* health changes are logged at info */
     test_get_put();
     test_reload_keeps_state();
+    test_reload_new_breaker_window();
     test_health();
     test_growth();
     test_active_threads();
