@@ -127,7 +127,11 @@ const struct pt_target *pt_client_pick(struct pt_call *c)
         return r->target;
     const struct pt_upstream *u = r->up;
     struct pt_pick p = {
-        .rr = r->rr,
+        /* The worker's round-robin state is sized for the generation of
+         * the turn the call started in; a reload before a retry frees it.
+         * Only the first pick (nothing tried yet) uses it: a retry picks
+         * by weighted random. */
+        .rr = c->ntried ? NULL : r->rr,
         .rand = r->rand,
         .now_ms = pt_loop_now_ns(loop_of(c)) / 1000000u,
         .key = r->hash_key,

@@ -86,9 +86,9 @@ struct pt_call_ops {
 struct pt_call_req {
     const struct pt_upstream *up;   /* timeouts, keepalive; targets unless `target` */
     const struct pt_target *target; /* a fixed target (a URL's); NULL: balance over up */
-    struct pt_rr_state *rr;         /* round-robin state for up; NULL: weighted random */
-    uint64_t rand;                  /* randomness for the pick */
-    pt_slice hash_key;              /* consistent_hash: the request's key (len 0: none) */
+    struct pt_rr_state *rr; /* round-robin state for up (first pick only); NULL: weighted random */
+    uint64_t rand;          /* randomness for the pick */
+    pt_slice hash_key;      /* consistent_hash: the request's key (len 0: none) */
     pt_slice method;
     int method_id;                    /* enum pt_method: HEAD has no response body */
     pt_slice path, query;             /* origin-form; query without '?' (len 0: none) */

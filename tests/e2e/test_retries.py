@@ -165,6 +165,53 @@ def test_read_timeout_without_timeout_listed_is_a_504_not_retried(tmp_path):
             gw.stop()
 
 
+def test_retry_after_a_reload_mid_request_picks_without_the_old_round_robin_state(tmp_path):
+    """A reload between the first attempt and its retry makes the worker
+    free its round-robin state (sized for the old generation); the retry,
+    finding no untried target, must pick without it. The ASan pass
+    reports any read of the freed state (Gateway.stop raises)."""
+    per_try = int(scaled(1.5) * 1000)  # room for the reload within the first attempt
+    with backend("slow", delay=3 * per_try) as slow:
+        retries = {"attempts": 2, "on": ["timeout"], "per_try_timeout": "%dms" % per_try}
+        routes = [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "u"}]
+        cfg = make_config(free_port(), {"u": upstream(slow.port, retries=retries)}, routes,
+                          workers=1)
+        gw = Gateway(cfg, tmp_path)
+        try:
+            slow.reset()
+            res = {}
+
+            def call():
+                try:
+                    res["r"] = requests.get(gw.u("/rr"), timeout=scaled(20))
+                except Exception as e:  # reported below
+                    res["e"] = e
+
+            t = threading.Thread(target=call)
+            t.start()
+            wait_until(lambda: slow.stats()["accepts"] >= 1, scaled(5),
+                       what="first attempt at the slow target")
+            # Another upstream: the new generation's state has another size.
+            ups2 = {"u": upstream(slow.port, retries=retries),
+                    "v": upstream(*[free_port() for _ in range(8)])}
+            cfg2 = make_config(gw.port, ups2, routes, workers=1)
+            cfg2["admin"] = cfg["admin"]
+            gw.reload(cfg2)
+            t.join(scaled(20))
+            assert not t.is_alive()
+            assert "e" not in res, res.get("e")
+            # Both attempts ran out of per-try time at the one slow target.
+            doc = assert_error_response(res["r"], 504)
+            assert "per-try" in doc["error"]
+            assert slow.stats()["accepts"] == 2
+            # Still serving.
+            slow.control(delay=0)
+            r = requests.get(gw.u("/after"), timeout=scaled(10))
+            assert r.status_code == 200
+        finally:
+            gw.stop()
+
+
 # ---------------------------------------------------------------- the budget
 
 
