@@ -149,11 +149,20 @@ const struct pt_target *pt_client_pick(struct pt_call *c)
 static void on_timeout(struct pt_loop *loop, struct pt_timer *tm);
 static void on_event(struct pt_uconn *uc, uint32_t events);
 
+/* The per-try deadline bounds getting connected and sending the head,
+ * then, restarted when the whole request is out (account_sent), the wait
+ * for the final head. It is off while the body is still being sent: an
+ * upload takes as long as it takes, and read_timeout bounds a stall. */
+static bool try_deadline_applies(const struct pt_call *c)
+{
+    return c->try_deadline_ms && (c->sent_all || c->head_sent < c->head_len);
+}
+
 /* Arms the connection's timer for `ms`, or to the attempt's per-try
- * deadline when that comes first (until the final head). */
+ * deadline when that applies and comes first. */
 static void arm(struct pt_call *c, uint64_t ms)
 {
-    if (pt_unlikely(c->try_deadline_ms)) {
+    if (pt_unlikely(try_deadline_applies(c))) {
         uint64_t now = loop_of(c)->now_ms;
         uint64_t left = c->try_deadline_ms > now ? c->try_deadline_ms - now : 0;
         ms = PT_MIN(ms, left);
@@ -343,7 +352,7 @@ static void on_timeout(struct pt_loop *loop, struct pt_timer *tm)
     if (!connecting && c->phase == PT_CALL_WAITING && !c->sent_all && c->head_sent == c->head_len &&
         body_peek(c, &eos).len == 0 && !eos)
         fail(c, PT_CALL_FAIL_BODY_STALL, "request body timeout");
-    else if (c->try_deadline_ms && loop->now_ms >= c->try_deadline_ms)
+    else if (try_deadline_applies(c) && loop->now_ms >= c->try_deadline_ms)
         fail(c, PT_CALL_FAIL_TIMEOUT, "upstream per-try timeout");
     else if (connecting)
         fail(c, PT_CALL_FAIL_CONNECT_TO, "upstream connect timeout");
@@ -488,8 +497,20 @@ static void account_sent(struct pt_call *c, size_t sent, bool last_frame)
          * last byte it took, not from the start of a long upload. */
         arm(c, read_timeout(c));
     }
-    if (c->head_sent == c->head_len && (c->req.chunked ? c->body_eos_sent : c->req_left == 0))
+    if (!c->sent_all && c->head_sent == c->head_len &&
+        (c->req.chunked ? c->body_eos_sent : c->req_left == 0)) {
         c->sent_all = true;
+        if (pt_unlikely(c->try_deadline_ms)) {
+            /* The request is out: per_try_timeout now bounds the wait for
+             * the response head, however long the upload took. */
+            c->try_deadline_ms = loop_of(c)->now_ms + c->req.up->retry.per_try_timeout_ms;
+            arm(c, read_timeout(c));
+        }
+    } else if (pt_unlikely(c->try_deadline_ms) && h && c->head_sent == c->head_len) {
+        /* The head is out, the body goes on: the timer armed under the
+         * per-try deadline yields to the read timeout. */
+        arm(c, read_timeout(c));
+    }
 }
 
 static int finish_connect(struct pt_call *c)

@@ -147,7 +147,9 @@ struct pt_call {
     bool shown;                      /* an interim head was offered: never retried */
     uint32_t tried[PT_MAX_ATTEMPTS]; /* target indices picked, in order */
     uint32_t ntried;
-    uint64_t try_deadline_ms; /* per_try_timeout: loop ms (0: none) */
+    /* per_try_timeout: loop ms (0: none). Set at the attempt's start,
+     * off while the body is being sent, restarted once all is sent. */
+    uint64_t try_deadline_ms;
     /* Request body bytes the caller consumed, held for a replay (request
      * arena): held[0..held_len); this attempt re-sent held[0..held_pos). */
     char *held;

@@ -17,9 +17,9 @@ import time
 import pytest
 import requests
 
-from conftest import (Backend, Gateway, access_log_lines, assert_error_response, backend,
-                      backend_of, crc32_hex, free_port, http_conn, make_config, read_responses,
-                      scaled, upstream, wait_until)
+from conftest import (Backend, Gateway, access_log_lines, assert_error_resp,
+                      assert_error_response, backend, backend_of, crc32_hex, free_port, http_conn,
+                      make_config, read_responses, scaled, upstream, wait_until)
 
 
 def retry_config(ports, retries, access_log=None, workers=2, **extra):
@@ -146,6 +146,41 @@ def test_per_try_timeout_retries_a_slow_target_and_the_last_is_504(tmp_path):
                           timeout=scaled(10))
                 doc = assert_error_response(r, 504, "ptt-1")
                 assert "per-try" in doc["error"]
+        finally:
+            gw.stop()
+
+
+def send_trickled(port, total, pause, extra_headers=b""):
+    """A PUT whose Content-Length body of `total` bytes comes one byte
+    every `pause` seconds. Returns the parsed response."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(20))
+    try:
+        s.sendall(b"PUT /trickle HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n%s\r\n"
+                  % (total, extra_headers))
+        for _ in range(total):
+            time.sleep(pause)
+            s.sendall(b"a")
+        return read_responses(s, 1, timeout=scaled(10))[0]
+    finally:
+        s.close()
+
+
+def test_per_try_timeout_spares_an_upload_still_flowing(tmp_path):
+    """per_try_timeout bounds the wait for the response head once the
+    request is out: an upload lasting several per-try periods goes
+    through; after it, an answer slower than per_try_timeout is still
+    cut off (retried, then the 504)."""
+    with backend("b") as b:
+        retries = {"attempts": 2, "on": ["timeout"], "per_try_timeout": "500ms"}
+        gw = Gateway(retry_config([b.port], retries, workers=1), tmp_path)
+        try:
+            r = send_trickled(gw.port, 12, 0.15)  # ~1.8 s of upload
+            assert r.status == 200, r.body
+            doc = json.loads(r.body)
+            assert doc["body_len"] == 12
+            r = send_trickled(gw.port, 12, 0.15, b"X-Demo-Delay: 3000\r\n")
+            doc = assert_error_resp(r, 504)
+            assert "per-try" in doc["error"]
         finally:
             gw.stop()
 
