@@ -352,10 +352,16 @@ static void on_timeout(struct pt_loop *loop, struct pt_timer *tm)
     if (!connecting && c->phase == PT_CALL_WAITING && !c->sent_all && c->head_sent == c->head_len &&
         body_peek(c, &eos).len == 0 && !eos)
         fail(c, PT_CALL_FAIL_BODY_STALL, "request body timeout");
+    else if (connecting)
+        /* Whichever deadline ended it (connect_timeout or the per-try
+         * one), the attempt never got a connection: a connect failure,
+         * retried under `connect_failure`. */
+        fail(c, PT_CALL_FAIL_CONNECT_TO,
+             try_deadline_applies(c) && loop->now_ms >= c->try_deadline_ms
+                 ? "upstream connect timeout (per-try)"
+                 : "upstream connect timeout");
     else if (try_deadline_applies(c) && loop->now_ms >= c->try_deadline_ms)
         fail(c, PT_CALL_FAIL_TIMEOUT, "upstream per-try timeout");
-    else if (connecting)
-        fail(c, PT_CALL_FAIL_CONNECT_TO, "upstream connect timeout");
     else
         fail(c, PT_CALL_FAIL_TIMEOUT, "upstream timeout");
     /* A retry started another attempt: a pooled connection is writable

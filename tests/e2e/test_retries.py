@@ -185,6 +185,33 @@ def test_per_try_timeout_spares_an_upload_still_flowing(tmp_path):
             gw.stop()
 
 
+def test_per_try_timeout_while_connecting_is_retried_as_a_connect_failure(tmp_path):
+    """A target whose accept queue is full (connects to it hang) and a
+    connect_timeout longer than per_try_timeout: the per-try deadline
+    ends each attempt while connecting, which is a connect failure,
+    retried under `connect_failure` alone."""
+    hang = socket.socket()
+    fill = socket.socket()
+    try:
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(0)
+        fill.connect(hang.getsockname())  # the one queued connection
+        log = log_path(tmp_path)
+        retries = {"attempts": 2, "on": ["connect_failure"], "per_try_timeout": "300ms"}
+        gw = Gateway(retry_config([hang.getsockname()[1]], retries, access_log={"path": log},
+                                  connect_timeout="30s"), tmp_path)
+        try:
+            r = requests.get(gw.u("/hang"), timeout=scaled(20))
+            doc = assert_error_response(r, 504)
+            assert doc["error"] == "upstream connect timeout (per-try)"
+            assert access_log_lines(log, 1)[0].get("attempts") == 2
+        finally:
+            gw.stop()
+    finally:
+        fill.close()
+        hang.close()
+
+
 def test_read_timeout_without_timeout_listed_is_a_504_not_retried(tmp_path):
     with backend("slow", delay=3000) as slow:
         gw = Gateway(retry_config([slow.port], {"attempts": 3, "on": ["connect_failure"]},

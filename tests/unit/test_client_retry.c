@@ -437,6 +437,45 @@ static void test_per_try_timeout_spares_a_flowing_upload(void)
     up.retry.per_try_timeout_ms = 0;
 }
 
+/* A per-try deadline that ends an attempt still connecting (connect_timeout
+ * is longer) is a connect timeout: retried under connect_failure alone.
+ * The target is a listener whose accept queue is full, so a connect to
+ * it hangs (its SYNs are dropped). */
+static void test_per_try_timeout_while_connecting_is_a_connect_timeout(void)
+{
+    int h = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fill = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    if (bind(h, (struct sockaddr *)&sa, len) < 0 || listen(h, 0) < 0 ||
+        getsockname(h, (struct sockaddr *)&sa, &len) < 0 ||
+        connect(fill, (struct sockaddr *)&sa, len) < 0)
+        abort();
+    struct pt_target ht = tg[0];
+    memcpy(&ht.addr, &sa, sizeof(sa));
+    ht.address = "hang";
+    ht.name = NULL;
+    struct pt_upstream saved = up;
+    up.targets = &ht;
+    up.ntargets = 1;
+    up.connect_timeout_ms = 5000;
+    up.retry.on = PT_RETRY_ON_CONNECT;
+    up.retry.per_try_timeout_ms = 50;
+    cells_clear();
+    struct caller u;
+    CHECK_EQ_INT(start(&u, "GET", PT_METHOD_GET, NULL, false), 0);
+    SPIN_UNTIL(u.c.phase == PT_CALL_FAILED);
+    CHECK_EQ_INT(u.c.fail, PT_CALL_FAIL_CONNECT_TO);
+    CHECK_STR(u.c.fail_text, "upstream connect timeout (per-try)");
+    CHECK_EQ_INT(u.c.attempts, 2);
+    CHECK_EQ_INT(atomic_load(&cell[0].call_failures), 2);
+    pt_call_abort(&u.c);
+    up = saved;
+    close(fill);
+    close(h);
+    turn();
+}
+
 int main(void)
 {
     env_open();
@@ -445,6 +484,7 @@ int main(void)
     test_listed_status_is_retried_unseen();
     test_per_try_timeout();
     test_per_try_timeout_spares_a_flowing_upload();
+    test_per_try_timeout_while_connecting_is_a_connect_timeout();
     env_close();
     return unit_report("client_retry");
 }
