@@ -483,7 +483,7 @@ def test_retries_config_errors_name_file_line_and_column(tmp_path):
         "    targets: [127.0.0.1:9]\n"
         "    retries:\n"
         "      attempts: 0\n"
-        "      on: [connect_failure, rest, 503, 5030, 99]\n"
+        "      on: [connect_failure, rest, 503, 5030, 99, 101]\n"
         "      budget: 120%%\n"
         "      per_try_timeout: 2x\n"
         "      max_replay_body: 1GiB\n"
@@ -495,7 +495,8 @@ def test_retries_config_errors_name_file_line_and_column(tmp_path):
         ":7:17: ", "`attempts`",
         ":8:29: unknown retry condition `rest`", "did you mean `reset`",
         ":8:40: retry status `5030`",
-        ":8:46: retry status `99`",
+        ":8:46: retry status `99` must be a 3-digit HTTP status (200-599)",
+        ":8:50: retry status `101` is informational (1xx): only a final status (200-599)",
         ":9:15: expected a percentage",
         ":10:24: invalid duration `2x`",
         ":11:24: `max_replay_body` is at most 16MiB",
