@@ -14,7 +14,8 @@ static const char *const retry_keys[] = {"attempts",        "on", "per_try_timeo
 
 static const char *const retry_words[] = {"connect_failure", "reset", "timeout"};
 
-/* One entry of `on`: a condition word or a status code 100..599. */
+/* One entry of `on`: a condition word or a final status code 200..599
+ * (only a final head is ever checked: a 1xx could never match). */
 static void on_item(struct cfg *c, const struct pt_ynode *it, struct pt_retry_conf *r)
 {
     const char *s = pt_cfg_want_str(&c->w, it, "each `on` entry");
@@ -23,7 +24,14 @@ static void on_item(struct cfg *c, const struct pt_ynode *it, struct pt_retry_co
     if (s[0] >= '0' && s[0] <= '9') {
         uint64_t st;
         if (strlen(s) != 3 || !pt_cfg_parse_u64(s, &st) || st < 100 || st > 599) {
-            err_at(c, it, "retry status `%s` must be a 3-digit HTTP status (100-599)", s);
+            err_at(c, it, "retry status `%s` must be a 3-digit HTTP status (200-599)", s);
+            return;
+        }
+        if (st < 200) {
+            err_at(c, it,
+                   "retry status `%s` is informational (1xx): only a final status (200-599) can "
+                   "be retried",
+                   s);
             return;
         }
         pt_status_add(&r->statuses, (int)st);

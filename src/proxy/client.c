@@ -131,7 +131,11 @@ const struct pt_target *pt_client_pick(struct pt_call *c)
         return r->target;
     const struct pt_upstream *u = r->up;
     struct pt_pick p = {
-        .rr = r->rr,
+        /* The worker's round-robin state is sized for the generation of
+         * the turn the call started in; a reload before a retry frees it.
+         * Only the first pick (nothing tried yet) uses it: a retry picks
+         * by weighted random. */
+        .rr = c->ntried ? NULL : r->rr,
         .rand = r->rand,
         .now_ms = pt_loop_now_ns(loop_of(c)) / 1000000u,
         .key = r->hash_key,
@@ -149,11 +153,20 @@ const struct pt_target *pt_client_pick(struct pt_call *c)
 static void on_timeout(struct pt_loop *loop, struct pt_timer *tm);
 static void on_event(struct pt_uconn *uc, uint32_t events);
 
+/* The per-try deadline bounds getting connected and sending the head,
+ * then, restarted when the whole request is out (account_sent), the wait
+ * for the final head. It is off while the body is still being sent: an
+ * upload takes as long as it takes, and read_timeout bounds a stall. */
+static bool try_deadline_applies(const struct pt_call *c)
+{
+    return c->try_deadline_ms && (c->sent_all || c->head_sent < c->head_len);
+}
+
 /* Arms the connection's timer for `ms`, or to the attempt's per-try
- * deadline when that comes first (until the final head). */
+ * deadline when that applies and comes first. */
 static void arm(struct pt_call *c, uint64_t ms)
 {
-    if (pt_unlikely(c->try_deadline_ms)) {
+    if (pt_unlikely(try_deadline_applies(c))) {
         uint64_t now = loop_of(c)->now_ms;
         uint64_t left = c->try_deadline_ms > now ? c->try_deadline_ms - now : 0;
         ms = PT_MIN(ms, left);
@@ -343,10 +356,16 @@ static void on_timeout(struct pt_loop *loop, struct pt_timer *tm)
     if (!connecting && c->phase == PT_CALL_WAITING && !c->sent_all && c->head_sent == c->head_len &&
         body_peek(c, &eos).len == 0 && !eos)
         fail(c, PT_CALL_FAIL_BODY_STALL, "request body timeout");
-    else if (c->try_deadline_ms && loop->now_ms >= c->try_deadline_ms)
-        fail(c, PT_CALL_FAIL_TIMEOUT, "upstream per-try timeout");
     else if (connecting)
-        fail(c, PT_CALL_FAIL_CONNECT_TO, "upstream connect timeout");
+        /* Whichever deadline ended it (connect_timeout or the per-try
+         * one), the attempt never got a connection: a connect failure,
+         * retried under `connect_failure`. */
+        fail(c, PT_CALL_FAIL_CONNECT_TO,
+             try_deadline_applies(c) && loop->now_ms >= c->try_deadline_ms
+                 ? "upstream connect timeout (per-try)"
+                 : "upstream connect timeout");
+    else if (try_deadline_applies(c) && loop->now_ms >= c->try_deadline_ms)
+        fail(c, PT_CALL_FAIL_TIMEOUT, "upstream per-try timeout");
     else
         fail(c, PT_CALL_FAIL_TIMEOUT, "upstream timeout");
     /* A retry started another attempt: a pooled connection is writable
@@ -488,8 +507,20 @@ static void account_sent(struct pt_call *c, size_t sent, bool last_frame)
          * last byte it took, not from the start of a long upload. */
         arm(c, read_timeout(c));
     }
-    if (c->head_sent == c->head_len && (c->req.chunked ? c->body_eos_sent : c->req_left == 0))
+    if (!c->sent_all && c->head_sent == c->head_len &&
+        (c->req.chunked ? c->body_eos_sent : c->req_left == 0)) {
         c->sent_all = true;
+        if (pt_unlikely(c->try_deadline_ms)) {
+            /* The request is out: per_try_timeout now bounds the wait for
+             * the response head, however long the upload took. */
+            c->try_deadline_ms = loop_of(c)->now_ms + c->req.up->retry.per_try_timeout_ms;
+            arm(c, read_timeout(c));
+        }
+    } else if (pt_unlikely(c->try_deadline_ms) && h && c->head_sent == c->head_len) {
+        /* The head is out, the body goes on: the timer armed under the
+         * per-try deadline yields to the read timeout. */
+        arm(c, read_timeout(c));
+    }
 }
 
 static int finish_connect(struct pt_call *c)

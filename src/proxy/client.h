@@ -88,9 +88,9 @@ struct pt_call_ops {
 struct pt_call_req {
     const struct pt_upstream *up;   /* timeouts, keepalive; targets unless `target` */
     const struct pt_target *target; /* a fixed target (a URL's); NULL: balance over up */
-    struct pt_rr_state *rr;         /* round-robin state for up; NULL: weighted random */
-    uint64_t rand;                  /* randomness for the pick */
-    pt_slice hash_key;              /* consistent_hash: the request's key (len 0: none) */
+    struct pt_rr_state *rr; /* round-robin state for up (first pick only); NULL: weighted random */
+    uint64_t rand;          /* randomness for the pick */
+    pt_slice hash_key;      /* consistent_hash: the request's key (len 0: none) */
     pt_slice method;
     int method_id;                    /* enum pt_method: HEAD has no response body */
     pt_slice path, query;             /* origin-form; query without '?' (len 0: none) */
@@ -149,7 +149,9 @@ struct pt_call {
     bool shown;                      /* an interim head was offered: never retried */
     uint32_t tried[PT_MAX_ATTEMPTS]; /* target indices picked, in order */
     uint32_t ntried;
-    uint64_t try_deadline_ms; /* per_try_timeout: loop ms (0: none) */
+    /* per_try_timeout: loop ms (0: none). Set at the attempt's start,
+     * off while the body is being sent, restarted once all is sent. */
+    uint64_t try_deadline_ms;
     /* Request body bytes the caller consumed, held for a replay (request
      * arena): held[0..held_len); this attempt re-sent held[0..held_pos). */
     char *held;

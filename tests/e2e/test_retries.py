@@ -17,9 +17,9 @@ import time
 import pytest
 import requests
 
-from conftest import (Backend, Gateway, access_log_lines, assert_error_response, backend,
-                      backend_of, crc32_hex, free_port, http_conn, make_config, read_responses,
-                      scaled, upstream, wait_until)
+from conftest import (Backend, Gateway, access_log_lines, assert_error_resp,
+                      assert_error_response, backend, backend_of, crc32_hex, free_port, http_conn,
+                      make_config, read_responses, scaled, upstream, wait_until)
 
 
 def retry_config(ports, retries, access_log=None, workers=2, **extra):
@@ -150,6 +150,68 @@ def test_per_try_timeout_retries_a_slow_target_and_the_last_is_504(tmp_path):
             gw.stop()
 
 
+def send_trickled(port, total, pause, extra_headers=b""):
+    """A PUT whose Content-Length body of `total` bytes comes one byte
+    every `pause` seconds. Returns the parsed response."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(20))
+    try:
+        s.sendall(b"PUT /trickle HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n%s\r\n"
+                  % (total, extra_headers))
+        for _ in range(total):
+            time.sleep(pause)
+            s.sendall(b"a")
+        return read_responses(s, 1, timeout=scaled(10))[0]
+    finally:
+        s.close()
+
+
+def test_per_try_timeout_spares_an_upload_still_flowing(tmp_path):
+    """per_try_timeout bounds the wait for the response head once the
+    request is out: an upload lasting several per-try periods goes
+    through; after it, an answer slower than per_try_timeout is still
+    cut off (retried, then the 504)."""
+    with backend("b") as b:
+        retries = {"attempts": 2, "on": ["timeout"], "per_try_timeout": "500ms"}
+        gw = Gateway(retry_config([b.port], retries, workers=1), tmp_path)
+        try:
+            r = send_trickled(gw.port, 12, 0.15)  # ~1.8 s of upload
+            assert r.status == 200, r.body
+            doc = json.loads(r.body)
+            assert doc["body_len"] == 12
+            r = send_trickled(gw.port, 12, 0.15, b"X-Demo-Delay: 3000\r\n")
+            doc = assert_error_resp(r, 504)
+            assert "per-try" in doc["error"]
+        finally:
+            gw.stop()
+
+
+def test_per_try_timeout_while_connecting_is_retried_as_a_connect_failure(tmp_path):
+    """A target whose accept queue is full (connects to it hang) and a
+    connect_timeout longer than per_try_timeout: the per-try deadline
+    ends each attempt while connecting, which is a connect failure,
+    retried under `connect_failure` alone."""
+    hang = socket.socket()
+    fill = socket.socket()
+    try:
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(0)
+        fill.connect(hang.getsockname())  # the one queued connection
+        log = log_path(tmp_path)
+        retries = {"attempts": 2, "on": ["connect_failure"], "per_try_timeout": "300ms"}
+        gw = Gateway(retry_config([hang.getsockname()[1]], retries, access_log={"path": log},
+                                  connect_timeout="30s"), tmp_path)
+        try:
+            r = requests.get(gw.u("/hang"), timeout=scaled(20))
+            doc = assert_error_response(r, 504)
+            assert doc["error"] == "upstream connect timeout (per-try)"
+            assert access_log_lines(log, 1)[0].get("attempts") == 2
+        finally:
+            gw.stop()
+    finally:
+        fill.close()
+        hang.close()
+
+
 def test_read_timeout_without_timeout_listed_is_a_504_not_retried(tmp_path):
     with backend("slow", delay=3000) as slow:
         gw = Gateway(retry_config([slow.port], {"attempts": 3, "on": ["connect_failure"]},
@@ -161,6 +223,53 @@ def test_read_timeout_without_timeout_listed_is_a_504_not_retried(tmp_path):
             # One connection, one attempt (a delayed request is counted only
             # when answered, so count connections).
             assert slow.stats()["accepts"] == 1
+        finally:
+            gw.stop()
+
+
+def test_retry_after_a_reload_mid_request_picks_without_the_old_round_robin_state(tmp_path):
+    """A reload between the first attempt and its retry makes the worker
+    free its round-robin state (sized for the old generation); the retry,
+    finding no untried target, must pick without it. The ASan pass
+    reports any read of the freed state (Gateway.stop raises)."""
+    per_try = int(scaled(1.5) * 1000)  # room for the reload within the first attempt
+    with backend("slow", delay=3 * per_try) as slow:
+        retries = {"attempts": 2, "on": ["timeout"], "per_try_timeout": "%dms" % per_try}
+        routes = [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "u"}]
+        cfg = make_config(free_port(), {"u": upstream(slow.port, retries=retries)}, routes,
+                          workers=1)
+        gw = Gateway(cfg, tmp_path)
+        try:
+            slow.reset()
+            res = {}
+
+            def call():
+                try:
+                    res["r"] = requests.get(gw.u("/rr"), timeout=scaled(20))
+                except Exception as e:  # reported below
+                    res["e"] = e
+
+            t = threading.Thread(target=call)
+            t.start()
+            wait_until(lambda: slow.stats()["accepts"] >= 1, scaled(5),
+                       what="first attempt at the slow target")
+            # Another upstream: the new generation's state has another size.
+            ups2 = {"u": upstream(slow.port, retries=retries),
+                    "v": upstream(*[free_port() for _ in range(8)])}
+            cfg2 = make_config(gw.port, ups2, routes, workers=1)
+            cfg2["admin"] = cfg["admin"]
+            gw.reload(cfg2)
+            t.join(scaled(20))
+            assert not t.is_alive()
+            assert "e" not in res, res.get("e")
+            # Both attempts ran out of per-try time at the one slow target.
+            doc = assert_error_response(res["r"], 504)
+            assert "per-try" in doc["error"]
+            assert slow.stats()["accepts"] == 2
+            # Still serving.
+            slow.control(delay=0)
+            r = requests.get(gw.u("/after"), timeout=scaled(10))
+            assert r.status_code == 200
         finally:
             gw.stop()
 
@@ -374,7 +483,7 @@ def test_retries_config_errors_name_file_line_and_column(tmp_path):
         "    targets: [127.0.0.1:9]\n"
         "    retries:\n"
         "      attempts: 0\n"
-        "      on: [connect_failure, rest, 503, 5030, 99]\n"
+        "      on: [connect_failure, rest, 503, 5030, 99, 101]\n"
         "      budget: 120%%\n"
         "      per_try_timeout: 2x\n"
         "      max_replay_body: 1GiB\n"
@@ -386,7 +495,8 @@ def test_retries_config_errors_name_file_line_and_column(tmp_path):
         ":7:17: ", "`attempts`",
         ":8:29: unknown retry condition `rest`", "did you mean `reset`",
         ":8:40: retry status `5030`",
-        ":8:46: retry status `99`",
+        ":8:46: retry status `99` must be a 3-digit HTTP status (200-599)",
+        ":8:50: retry status `101` is informational (1xx): only a final status (200-599)",
         ":9:15: expected a percentage",
         ":10:24: invalid duration `2x`",
         ":11:24: `max_replay_body` is at most 16MiB",

@@ -109,6 +109,20 @@ static int pending(int turns)
 static char inbuf[1 << 17];
 static size_t inlen;
 
+/* Reads more of fd's request into inbuf until `end` is in it. */
+static void read_until(int fd, const char *end)
+{
+    for (int t = 0; fd >= 0 && t < 3000; t++) {
+        ssize_t r = recv(fd, inbuf + inlen, sizeof(inbuf) - inlen - 1, MSG_DONTWAIT);
+        if (r > 0)
+            inlen += (size_t)r;
+        inbuf[inlen] = 0;
+        if (memmem(inbuf, inlen, end, strlen(end)))
+            break;
+        turn();
+    }
+}
+
 /* Accepts on listener i and reads until `end` arrived; returns the fd. */
 static int serve_until(int i, const char *end)
 {
@@ -119,15 +133,7 @@ static int serve_until(int i, const char *end)
             turn();
     }
     inlen = 0;
-    for (int t = 0; fd >= 0 && t < 3000; t++) {
-        ssize_t r = recv(fd, inbuf + inlen, sizeof(inbuf) - inlen - 1, MSG_DONTWAIT);
-        if (r > 0)
-            inlen += (size_t)r;
-        inbuf[inlen] = 0;
-        if (memmem(inbuf, inlen, end, strlen(end)))
-            break;
-        turn();
-    }
+    read_until(fd, end);
     return fd;
 }
 
@@ -137,6 +143,7 @@ struct caller {
     struct pt_call c;
     const char *body;
     size_t len, off;  /* body[off..len) on offer, all of it */
+    size_t avail;     /* when nonzero: only body[off..avail) is on offer yet */
     size_t consumed;  /* bytes body_consumed was told of, in all */
     int first_status; /* the first final head the caller saw */
     bool eos;
@@ -145,8 +152,9 @@ struct caller {
 static pt_slice body_peek(void *user, bool *eos)
 {
     struct caller *u = user;
-    *eos = true;
-    return (pt_slice){u->body ? u->body + u->off : "", u->len - u->off};
+    size_t end = u->avail ? u->avail : u->len;
+    *eos = end == u->len;
+    return (pt_slice){u->body ? u->body + u->off : "", end - u->off};
 }
 
 static void body_consumed(void *user, size_t n)
@@ -366,6 +374,108 @@ static void test_per_try_timeout(void)
     turn();
 }
 
+/* Waits about `ms` of loop time, turning the loop. */
+static void spin_ms(uint64_t ms)
+{
+    uint64_t until = loop.now_ms + ms;
+    while (loop.now_ms < until)
+        turn();
+}
+
+/* per_try_timeout bounds the wait for the response head once the whole
+ * request is out, not the upload: a body that keeps flowing for several
+ * per-try periods reaches the target, and the deadline then starts over
+ * for the answer (an answer that never comes is a per-try timeout). */
+static void test_per_try_timeout_spares_a_flowing_upload(void)
+{
+    cells_clear();
+    up.retry.per_try_timeout_ms = 60;
+    static const char body[] = "0123456789";
+    for (int answer = 1; answer >= 0; answer--) {
+        struct caller u;
+        memset(&u, 0, sizeof(u));
+        CHECK_EQ_INT(start(&u, "PUT", PT_METHOD_PUT, body, false), 0);
+        u.avail = 1; /* one byte now, then one every 25 ms */
+        pt_call_pump(&u.c);
+        int a = pending(3000);
+        CHECK(a >= 0);
+        int fa = serve_until(a, "\r\n\r\n0");
+        for (size_t k = 2; k <= sizeof(body) - 1; k++) {
+            spin_ms(25);
+            CHECK_MSG(u.c.phase != PT_CALL_FAILED, "failed at byte %zu: %s", k, u.c.fail_text);
+            if (u.c.phase == PT_CALL_FAILED)
+                break;
+            u.avail = k;
+            pt_call_pump(&u.c);
+        }
+        read_until(fa, "9");
+        CHECK(memmem(inbuf, inlen, "\r\n\r\n0123456789", 14) != NULL);
+        CHECK(u.c.sent_all);
+        if (answer) {
+            CHECK(send(fa, OK, strlen(OK), MSG_NOSIGNAL) > 0);
+            SPIN_UNTIL(u.eos || u.c.phase == PT_CALL_FAILED);
+            CHECK_EQ_INT(u.c.fail, PT_CALL_FAIL_NONE);
+            CHECK_EQ_INT(u.first_status, 200);
+            CHECK_EQ_INT(u.c.attempts, 1);
+            pt_call_finish(&u.c);
+        } else {
+            /* Retried (the body is held), then the last attempt's
+             * deadline after its own upload ends the call. */
+            int b = pending(3000);
+            CHECK_EQ_INT(b, 1 - a);
+            int fb = serve_until(b, "0123456789");
+            SPIN_UNTIL(u.c.phase == PT_CALL_FAILED);
+            CHECK_EQ_INT(u.c.fail, PT_CALL_FAIL_TIMEOUT);
+            CHECK_STR(u.c.fail_text, "upstream per-try timeout");
+            CHECK_EQ_INT(u.c.attempts, 2);
+            pt_call_abort(&u.c);
+            close(fb);
+        }
+        close(fa);
+        turn();
+    }
+    up.retry.per_try_timeout_ms = 0;
+}
+
+/* A per-try deadline that ends an attempt still connecting (connect_timeout
+ * is longer) is a connect timeout: retried under connect_failure alone.
+ * The target is a listener whose accept queue is full, so a connect to
+ * it hangs (its SYNs are dropped). */
+static void test_per_try_timeout_while_connecting_is_a_connect_timeout(void)
+{
+    int h = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fill = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    if (bind(h, (struct sockaddr *)&sa, len) < 0 || listen(h, 0) < 0 ||
+        getsockname(h, (struct sockaddr *)&sa, &len) < 0 ||
+        connect(fill, (struct sockaddr *)&sa, len) < 0)
+        abort();
+    struct pt_target ht = tg[0];
+    memcpy(&ht.addr, &sa, sizeof(sa));
+    ht.address = "hang";
+    ht.name = NULL;
+    struct pt_upstream saved = up;
+    up.targets = &ht;
+    up.ntargets = 1;
+    up.connect_timeout_ms = 5000;
+    up.retry.on = PT_RETRY_ON_CONNECT;
+    up.retry.per_try_timeout_ms = 50;
+    cells_clear();
+    struct caller u;
+    CHECK_EQ_INT(start(&u, "GET", PT_METHOD_GET, NULL, false), 0);
+    SPIN_UNTIL(u.c.phase == PT_CALL_FAILED);
+    CHECK_EQ_INT(u.c.fail, PT_CALL_FAIL_CONNECT_TO);
+    CHECK_STR(u.c.fail_text, "upstream connect timeout (per-try)");
+    CHECK_EQ_INT(u.c.attempts, 2);
+    CHECK_EQ_INT(atomic_load(&cell[0].call_failures), 2);
+    pt_call_abort(&u.c);
+    up = saved;
+    close(fill);
+    close(h);
+    turn();
+}
+
 int main(void)
 {
     env_open();
@@ -373,6 +483,8 @@ int main(void)
     test_unsafe_requests_are_not_retried();
     test_listed_status_is_retried_unseen();
     test_per_try_timeout();
+    test_per_try_timeout_spares_a_flowing_upload();
+    test_per_try_timeout_while_connecting_is_a_connect_timeout();
     env_close();
     return unit_report("client_retry");
 }
