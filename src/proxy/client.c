@@ -510,9 +510,11 @@ static void account_sent(struct pt_call *c, size_t sent, bool last_frame)
     if (!c->sent_all && c->head_sent == c->head_len &&
         (c->req.chunked ? c->body_eos_sent : c->req_left == 0)) {
         c->sent_all = true;
-        if (pt_unlikely(c->try_deadline_ms)) {
-            /* The request is out: per_try_timeout now bounds the wait for
-             * the response head, however long the upload took. */
+        if (pt_unlikely(c->try_deadline_ms) && has_body(c)) {
+            /* The body is out: per_try_timeout now bounds the wait for the
+             * response head, however long the upload took. (A bodyless
+             * request keeps the deadline set at the attempt's start:
+             * connect, head and answer within one per_try_timeout.) */
             c->try_deadline_ms = loop_of(c)->now_ms + c->req.up->retry.per_try_timeout_ms;
             arm(c, read_timeout(c));
         }
