@@ -16,7 +16,9 @@ portico is starting on http://127.0.0.1:8080 (config: examples/quickstart.yaml).
 
   curl -i http://127.0.0.1:8080/v1/users          # users service, v1 (prefix stripped)
   curl -i http://127.0.0.1:8080/v1/users/2        # path template + rewrite
-  curl -i http://127.0.0.1:8080/v2/users          # the v2 service: versioning at the gateway
+  curl -i http://127.0.0.1:8080/v2/users          # a 10/90 canary between v2 and v1 (X-Backend says which)
+  curl -i -H 'X-User-ID: 7' http://127.0.0.1:8080/v2/users   # sticky: user 7 always sees the same side
+  curl -i -H 'X-Canary: users-v2' http://127.0.0.1:8080/v2/users   # force the canary
   curl -i http://127.0.0.1:8080/orders?user=1
   curl -i http://127.0.0.1:8080/nope              # 404 JSON with a request id
   curl -i -H 'X-Demo-Status: 401' http://127.0.0.1:8080/private/users   # ext_auth says no
