@@ -28,4 +28,14 @@
  */
 int pt_auth_refuse(struct pt_filter_ctx *ctx, int status, const char *scheme, const char *code);
 
+/*
+ * A verified caller: sets the exchange's identity (consumer, groups,
+ * source) and tells the upstream who it is, replacing whatever the client
+ * sent: `X-Consumer-Name: <consumer>` and, when there are groups,
+ * `X-Consumer-Groups: a,b`. The slices must outlive the request (request
+ * arena or generation). 0, or -ENOMEM.
+ */
+int pt_auth_set_identity(struct pt_filter_ctx *ctx, pt_slice consumer, const pt_slice *groups,
+                         uint32_t ngroups, const char *source);
+
 #endif
