@@ -3,8 +3,8 @@
 # Idempotent and quiet when nothing is missing.
 set -eu
 pkgs=(
-  build-essential pkg-config libyaml-dev libpcre2-dev liburing-dev libc-ares-dev
-  python3 python3-pytest python3-requests curl
+  build-essential pkg-config libyaml-dev libpcre2-dev liburing-dev libc-ares-dev libssl-dev libjansson-dev
+  python3 python3-pytest python3-requests python3-jwt python3-jwcrypto curl
   wrk nghttp2-client
 )
 [ "${PORTICO_BENCH_DEPS:-0}" = 1 ] && pkgs+=(haproxy nginx-light gnuplot-nox strace)

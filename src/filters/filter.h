@@ -166,6 +166,7 @@ struct pt_filter_ctx {
     /* Set by a filter returning PT_FILTER_RESPOND (or resuming with it).
      * Extra response headers go into resp_headers. */
     int respond_status;
+    const char *respond_error;     /* the standard JSON body's `error` (NULL: the status's) */
     pt_slice respond_body;         /* empty → the standard JSON error body */
     pt_slice respond_content_type; /* empty → application/json */
     /* A filter returning SUSPEND may set this: ms until the gateway gives

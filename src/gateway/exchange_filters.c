@@ -262,7 +262,8 @@ static void filter_respond(struct pt_exchange *ex)
 {
     struct pt_filter_ctx *ctx = &ex->fctx;
     int st = ctx->respond_status ? ctx->respond_status : 403;
-    pt_exchange_respond_body(ex, st, NULL, ctx->respond_body, ctx->respond_content_type, false);
+    pt_exchange_respond_body(ex, st, ctx->respond_error, ctx->respond_body,
+                             ctx->respond_content_type, false);
 }
 
 /* Runs the request phase from the cursor: dispatches when it completes. */
@@ -363,6 +364,7 @@ bool pt_exchange_filters_response_head(struct pt_exchange *ex)
         return true;
     ex->fctx.status = ex->status;
     ex->fctx.respond_status = 0;
+    ex->fctx.respond_error = NULL;
     uint32_t upstream_fields = ex->resph.n;
     int r = pt_chain_run_response_head(ch, &ex->fctx, ex->states);
     if (r == PT_FILTER_CONTINUE)
