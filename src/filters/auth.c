@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 int pt_auth_refuse(struct pt_filter_ctx *ctx, int status, const char *scheme, const char *code)
 {
@@ -58,4 +59,28 @@ int pt_auth_set_identity(struct pt_filter_ctx *ctx, pt_slice consumer, const pt_
                           (pt_slice){v, n}) < 0
                ? -ENOMEM
                : 0;
+}
+
+int pt_auth_pass_anonymous(struct pt_filter_ctx *ctx, const char *scheme)
+{
+    struct pt_identity *id = ctx->identity;
+    if (!scheme || !id)
+        return PT_FILTER_CONTINUE;
+    for (uint32_t i = 0; i < id->nchallenges; i++)
+        if (strcmp(id->challenges[i], scheme) == 0)
+            return PT_FILTER_CONTINUE;
+    if (id->nchallenges < PT_ARRAY_LEN(id->challenges))
+        id->challenges[id->nchallenges++] = scheme;
+    return PT_FILTER_CONTINUE;
+}
+
+int pt_auth_refuse_anonymous(struct pt_filter_ctx *ctx)
+{
+    const struct pt_identity *id = ctx->identity;
+    if (!id || id->nchallenges == 0)
+        return pt_auth_refuse(ctx, 401, "Bearer", NULL);
+    int r = PT_FILTER_RESPOND;
+    for (uint32_t i = 0; i < id->nchallenges && r == PT_FILTER_RESPOND; i++)
+        r = pt_auth_refuse(ctx, 401, id->challenges[i], NULL);
+    return r;
 }
