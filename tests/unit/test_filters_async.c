@@ -776,7 +776,7 @@ static void test_ext_auth_allow(void)
         CHECK_STR(dump(&r.reqh, 0),
                   "Host: api.example.com|Authorization: Bearer t0k|Cookie: a=1|Cookie: b=2|"
                   "X-Other: kept|X-Forwarded-For: 203.0.113.9, 192.0.2.7|X-User-ID: alice|"
-                  "X-User-Groups: dev|X-User-Groups: ops");
+                  "X-User-Groups: dev|X-User-Groups: ops|X-Consumer-Name: alice");
         CHECK_SLICE(ident.consumer, "alice");
         CHECK(ident.source && strcmp(ident.source, "ext_auth") == 0);
         CHECK_STR(dump(&r.resph, 1), ""); /* nothing for the client */
