@@ -22,8 +22,8 @@
  * At least one must be non-empty. Group names match exactly (case
  * matters, as in the consumers' `groups`).
  *
- * Priority 1200: after every auth filter (ext_auth 1450, jwt 1300,
- * introspection 1280, key_auth 1250), before rate_limit (1000), so a
+ * Priority 1200: after every auth filter (jwt 1300, introspection 1280,
+ * key_auth 1250, ext_auth 1240), before rate_limit (1000), so a
  * refused caller spends no rate-limit tokens. The loader refuses a route
  * with acl and no auth filter: every request would be a 401.
  *

@@ -29,6 +29,11 @@ int pt_auth_refuse(struct pt_filter_ctx *ctx, int status, const char *scheme, co
 int pt_auth_set_identity(struct pt_filter_ctx *ctx, pt_slice consumer, const pt_slice *groups,
                          uint32_t ngroups, const char *source)
 {
+    /* The first auth filter to identify the caller sets the identity
+     * (auth.h): a later one, with a credential that verified too, leaves
+     * it and what the upstream was told as they are. */
+    if (ctx->identity && ctx->identity->consumer.len)
+        return 0;
     if (ctx->identity) {
         ctx->identity->consumer = consumer;
         ctx->identity->groups = groups;

@@ -37,6 +37,11 @@ int pt_auth_refuse(struct pt_filter_ctx *ctx, int status, const char *scheme, co
  * sent: `X-Consumer-Name: <consumer>` and, when there are groups,
  * `X-Consumer-Groups: a,b`. The slices must outlive the request (request
  * arena or generation). 0, or -ENOMEM.
+ *
+ * With several auth filters on a route, the first (by priority) whose
+ * credential verifies sets the identity; a later call while an identity
+ * is set changes nothing and returns 0 (the later filter has still
+ * checked its credential: an invalid one is still its 401).
  */
 int pt_auth_set_identity(struct pt_filter_ctx *ctx, pt_slice consumer, const pt_slice *groups,
                          uint32_t ngroups, const char *source);

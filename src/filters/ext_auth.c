@@ -35,6 +35,10 @@
  * any of them is checked as always. ext_auth is an auth filter
  * (def->auth): the route loses client-sent X-Consumer-* fields.
  *
+ * Priority 1240: after ip_restriction and the local auth filters (jwt,
+ * introspection, key_auth), so a request they refuse costs no call; before
+ * acl, which reads the identity it finds.
+ *
  * Client-sent fields named in copy_headers or consumer_header are removed
  * before the check, whatever its outcome: only the auth service sets them.
  *
@@ -442,7 +446,7 @@ static int ext_auth_compile(void *conf_, struct pt_arena *a, struct pt_filter_er
 
 const struct pt_filter_def pt_filter_ext_auth = {
     .name = "ext_auth",
-    .priority = 1450,
+    .priority = 1240,
     .auth = true,
     .fields = ext_auth_fields,
     .config_size = sizeof(struct ext_auth_conf),

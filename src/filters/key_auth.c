@@ -18,7 +18,7 @@
  *                     upstream's X-Consumer-Name / X-Consumer-Groups
  *                     (pt_auth_set_identity), unless an auth filter that
  *                     ran earlier identified the caller already (the
- *                     first identity stands; the key was still checked);
+ *                     first identity stands, auth.h);
  *   no key at all     401 `WWW-Authenticate: ApiKey realm="portico"`, or,
  *                     with optional, the request passes on unauthenticated
  *                     (either-of auth: acl decides);
@@ -31,8 +31,9 @@
  * limits.max_header_bytes (431), the query by the URI limit (414); what
  * arrives is hashed like any other, in constant memory.
  *
- * Priority 1250: after ext_auth (1450), jwt (1300) and introspection
- * (1280), before acl (1200), which reads the identity (registry.h).
+ * Priority 1250: after jwt (1300) and introspection (1280), before
+ * ext_auth (1240, so a request with a bad key costs no call to the auth
+ * service) and acl (1200), which reads the identity (registry.h).
  *
  * Ownership: the config lives in the generation arena; the consumer table
  * is the pinned generation's (ctx->consumers), so a reload that rotates a
@@ -260,8 +261,6 @@ static int key_auth_on_request(struct pt_filter_ctx *ctx, const void *conf_, voi
         return pt_auth_refuse(ctx, 401, KEY_AUTH_SCHEME, PT_AUTH_INVALID_TOKEN);
     if (conf->hide_credentials && !hide(ctx, conf))
         return PT_FILTER_ERROR;
-    if (ctx->identity && ctx->identity->consumer.len)
-        return PT_FILTER_CONTINUE; /* identified by an earlier auth filter */
     if (pt_auth_set_identity(ctx, c->name, c->groups, c->ngroups, "key_auth") < 0)
         return PT_FILTER_ERROR;
     return PT_FILTER_CONTINUE;

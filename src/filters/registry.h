@@ -9,13 +9,15 @@
  *   2000  cors               preflight answered before anything can refuse it
  *   1600  ip_restriction     by the real client address, before any auth
  *                            work is spent on a refused one
- *   1450  ext_auth           authentication (1450..1250): who is calling.
- *   1300  jwt                Every auth filter has def->auth set (the route
- *   1280  introspection      then loses client-sent X-Consumer-* fields);
- *   1250  key_auth           with several on a route the first to identify
- *                            the caller sets the identity, and with
+ *   1300  jwt                authentication (1300..1240): who is calling.
+ *   1280  introspection      Every auth filter has def->auth set (the route
+ *   1250  key_auth           then loses client-sent X-Consumer-* fields);
+ *   1240  ext_auth           with several on a route the first to identify
+ *                            the caller sets the identity (auth.h), and with
  *                            `optional: true` each lets a request without
- *                            its credential pass on (either-of auth)
+ *                            its credential pass on (either-of auth).
+ *                            ext_auth last: a request the local checks
+ *                            refuse costs no call to the auth service
  *   1200  acl                authorization needs the consumer found above,
  *                            so it runs after every auth filter
  *   1000  rate_limit         counts only requests that got this far, per consumer

@@ -204,8 +204,8 @@ def test_either_of_invalid_credentials_are_always_401(env):
     r = get(gw, "/either/x", headers={"Authorization": "Bearer bad"})
     assert r.status_code == 401
     assert r.headers.get("WWW-Authenticate") == 'Bearer realm="svc"'
-    # a good token does not excuse a bad key
-    r = get(gw, "/either/x", "k-nobody", headers={"Authorization": "Bearer good"})
+    # a good key does not excuse a bad token
+    r = get(gw, "/either/x", "k-alice", headers={"Authorization": "Bearer bad"})
     assert r.status_code == 401
 
 
@@ -215,11 +215,18 @@ def test_either_of_acl_still_decides(env):
 
 
 def test_either_of_both_valid_first_filter_identifies(env):
-    gw, b, _ = env
+    gw, b, auth = env
+    calls = auth.calls
     r = get(gw, "/either/x", "k-alice", headers={"Authorization": "Bearer good"})
-    # ext_auth (priority 1450) ran first; key_auth checked the key but kept it
-    assert consumer_upstream(r) == "svc-user"
-    assert echo_headers(r.json(), "X-Consumer-Groups") == []
+    # key_auth (priority 1250) identified the caller; ext_auth (1240) still
+    # checked its credential but the first identity stands
+    assert consumer_upstream(r) == "alice"
+    assert echo_headers(r.json(), "X-Consumer-Groups") == ["mobile"]
+    assert auth.calls == calls + 1
+    # and a bad key costs no call to the auth service
+    r = get(gw, "/either/x", "k-nobody", headers={"Authorization": "Bearer good"})
+    assert r.status_code == 401
+    assert auth.calls == calls + 1
 
 
 # ---------------------------------------------------------------- config

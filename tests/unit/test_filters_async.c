@@ -1001,7 +1001,11 @@ static void test_ext_auth_compile(void)
     CHECK(compile(def, (const struct kv[]){{"upstream", .str = "a"}, {NULL}}, &gen) != NULL);
     pt_arena_destroy(&gen);
 
-    CHECK_EQ_INT(def->priority, 1450);
+    /* After the local auth filters (a request they refuse costs no call),
+     * before acl, which reads the identity. */
+    CHECK_EQ_INT(def->priority, 1240);
+    CHECK(def->priority < pt_filter_key_auth.priority && def->priority > pt_filter_acl.priority);
+    CHECK(def->auth);
     CHECK(pt_filter_find("ext_auth") == def);
 }
 
