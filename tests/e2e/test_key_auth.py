@@ -11,15 +11,13 @@ import json
 import os
 import re
 import socket
+import subprocess
 
 import pytest
 import requests
 
 from conftest import (ROOT, Gateway, PORTICO, assert_error_response, backend, echo_headers,
-                      free_port, make_config, parse_response, scaled, upstream, validate_errors,
-                      wait_until)
-
-import subprocess
+                      free_port, make_config, parse_response, scaled, upstream, validate_errors)
 
 
 def sha(key):
