@@ -433,14 +433,15 @@ enum {
     K_TRUSTED_PROXIES,
     K_FORWARD_REAL_IP,
     K_RESOLVER,
+    K_CONSUMERS,
     K_ROOT_N
 };
 
 static const char *const root_keys[] = {
-    "workers",         "listeners", "admin",  "limits",     "access_log",
-    "upstreams",       "filters",   "routes", "io_backend", "trusted_proxies",
-    "forward_real_ip", "resolver",  NULL};
-static const char *const root_planned[] = {"tracing", "cluster", "consumers", NULL};
+    "workers",         "listeners", "admin",     "limits",     "access_log",
+    "upstreams",       "filters",   "routes",    "io_backend", "trusted_proxies",
+    "forward_real_ip", "resolver",  "consumers", NULL};
+static const char *const root_planned[] = {"tracing", "cluster", NULL};
 
 static void walk_root(struct cfg *c, const struct pt_ynode *root)
 {
@@ -481,6 +482,8 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
         pt_cfg_want_bool(&c->w, v[K_FORWARD_REAL_IP], "`forward_real_ip`", &c->g->forward_real_ip);
     if (v[K_RESOLVER])
         pt_cfg_walk_resolver(c, v[K_RESOLVER]);
+    if (v[K_CONSUMERS])
+        pt_cfg_walk_consumers(c, v[K_CONSUMERS]);
     /* Upstreams and default filters before routes, wherever they are in
      * the file: routes refer to both. */
     if (v[K_UPSTREAMS])

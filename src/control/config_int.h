@@ -121,6 +121,8 @@ void pt_cfg_walk_resolver(struct cfg *c, const struct pt_ynode *n);
 bool pt_cfg_register_url(struct cfg *c, const struct pt_ynode *n, const char *url);
 /* Turns the registered URL authorities into g->url_upstreams. */
 void pt_cfg_build_url_upstreams(struct cfg *c);
+/* `consumers:` (config_consumers.c): g->consumers and its key table. */
+void pt_cfg_walk_consumers(struct cfg *c, const struct pt_ynode *n);
 /* `routes:` (config_routes.c), after upstreams and default filters. */
 void pt_cfg_walk_routes(struct cfg *c, const struct pt_ynode *n);
 /* An RFC 9110 token (header and cookie names) (config_routes.c). */

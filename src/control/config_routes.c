@@ -805,6 +805,24 @@ static bool chain_has(const struct pt_chain *ch, const char *name)
     return false;
 }
 
+/* acl reads the identity an auth filter sets: with none on the route,
+ * every request would be a 401. */
+static void check_acl_has_auth(struct cfg *c, const struct pt_ynode *at, const struct pt_chain *ch)
+{
+    bool acl = false, auth = false;
+    for (uint32_t i = 0; i < ch->n_all; i++) {
+        bool is_acl = strcmp(ch->all[i].def->name, "acl") == 0;
+        acl |= is_acl;
+        auth |= ch->all[i].def->auth && !is_acl;
+    }
+    if (acl && !auth) {
+        const struct pt_ynode *k = at->kind == PT_YMAP ? pt_ynode_get(at, "acl") : NULL;
+        err_at(c, k ? k : at,
+               "filter `acl` needs an auth filter on the same route to identify the caller "
+               "(key_auth, jwt, introspection or ext_auth); without one every request is a 401");
+    }
+}
+
 /* The upstream a route (or one side of its split) names, or NULL after an
  * "unknown upstream" error at `at` with a did-you-mean. */
 struct pt_upstream *pt_cfg_find_upstream(struct cfg *c, const struct pt_ynode *at, const char *u)
@@ -914,6 +932,7 @@ static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route 
         pt_cfg_walk_filter_block(c, v[R_FILTERS], true, &own);
     build_chain(c, r, &own);
     free(own.v);
+    check_acl_has_auth(c, v[R_FILTERS] ? v[R_FILTERS] : n, &r->chain);
 
     if (!v[R_UPSTREAM] && !v[R_SPLIT] && !refused && !chain_has(&r->chain, "aggregate")) {
         if (r->name)

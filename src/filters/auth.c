@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 int pt_auth_refuse(struct pt_filter_ctx *ctx, int status, const char *scheme, const char *code)
 {
@@ -28,6 +29,11 @@ int pt_auth_refuse(struct pt_filter_ctx *ctx, int status, const char *scheme, co
 int pt_auth_set_identity(struct pt_filter_ctx *ctx, pt_slice consumer, const pt_slice *groups,
                          uint32_t ngroups, const char *source)
 {
+    /* The first auth filter to identify the caller sets the identity
+     * (auth.h): a later one, with a credential that verified too, leaves
+     * it and what the upstream was told as they are. */
+    if (ctx->identity && ctx->identity->consumer.len)
+        return 0;
     if (ctx->identity) {
         ctx->identity->consumer = consumer;
         ctx->identity->groups = groups;
@@ -58,4 +64,28 @@ int pt_auth_set_identity(struct pt_filter_ctx *ctx, pt_slice consumer, const pt_
                           (pt_slice){v, n}) < 0
                ? -ENOMEM
                : 0;
+}
+
+int pt_auth_pass_anonymous(struct pt_filter_ctx *ctx, const char *scheme)
+{
+    struct pt_identity *id = ctx->identity;
+    if (!scheme || !id)
+        return PT_FILTER_CONTINUE;
+    for (uint32_t i = 0; i < id->nchallenges; i++)
+        if (strcmp(id->challenges[i], scheme) == 0)
+            return PT_FILTER_CONTINUE;
+    if (id->nchallenges < PT_ARRAY_LEN(id->challenges))
+        id->challenges[id->nchallenges++] = scheme;
+    return PT_FILTER_CONTINUE;
+}
+
+int pt_auth_refuse_anonymous(struct pt_filter_ctx *ctx)
+{
+    const struct pt_identity *id = ctx->identity;
+    if (!id || id->nchallenges == 0)
+        return pt_auth_refuse(ctx, 401, "Bearer", NULL);
+    int r = PT_FILTER_RESPOND;
+    for (uint32_t i = 0; i < id->nchallenges && r == PT_FILTER_RESPOND; i++)
+        r = pt_auth_refuse(ctx, 401, id->challenges[i], NULL);
+    return r;
 }

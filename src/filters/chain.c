@@ -113,6 +113,8 @@ int pt_chain_build(struct pt_chain *c, struct pt_filter_inst *inst, uint32_t n, 
     }
     c->all = all;
     c->n_all = n;
+    for (uint32_t i = 0; i < n; i++)
+        c->strips_consumer |= all[i].def->auth;
     c->n_request = (uint32_t)r;
     c->n_response_head = (uint32_t)h;
     c->n_response_body = (uint32_t)b;

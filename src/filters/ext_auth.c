@@ -12,6 +12,7 @@
  *     copy_headers: [X-User-ID, X-User-Groups] # default none
  *     consumer_header: X-User-ID               # default none
  *     on_error: deny                           # deny (503, default) | allow
+ *     optional: false                          # true: no forward_headers field, no check
  *
  * The check is a GET without a body to upstream + path carrying the
  * listed request fields as the client sent them, plus X-Forwarded-Method,
@@ -20,13 +21,23 @@
  *
  *   2xx        the request goes on; the copy_headers fields of the answer
  *              are added to it, consumer_header's value becomes the
- *              caller's identity;
+ *              caller's identity (and the upstream's X-Consumer-Name);
  *   3xx, 4xx   the client gets the auth service's answer: its status,
  *              WWW-Authenticate, Location, Set-Cookie, and its body with
  *              its Content-Type (an empty body: the gateway's JSON error);
  *   otherwise  (5xx, 1xx, timeout, connection failure) on_error: deny
  *              answers 503 (the caller did nothing wrong; Envoy's default
  *              is 403), allow lets the request go on without an identity.
+ *
+ * With `optional: true` (either-of auth, auth.h) a request that carries
+ * none of the forward_headers fields, i.e. no credential for the auth
+ * service, is not checked and goes on unauthenticated; one that carries
+ * any of them is checked as always. ext_auth is an auth filter
+ * (def->auth): the route loses client-sent X-Consumer-* fields.
+ *
+ * Priority 1240: after ip_restriction and the local auth filters (jwt,
+ * introspection, key_auth), so a request they refuse costs no call; before
+ * acl, which reads the identity it finds.
  *
  * Client-sent fields named in copy_headers or consumer_header are removed
  * before the check, whatever its outcome: only the auth service sets them.
@@ -38,6 +49,7 @@
  * config, so there is nothing for an on_cancel hook to release (the
  * gateway cancels the call itself).
  */
+#include "filters/auth.h"
 #include "filters/registry.h"
 #include "filters/template.h"
 #include "core/log.h"
@@ -61,6 +73,7 @@ struct ext_auth_conf {
     struct pt_strlist copy_headers;
     const char *consumer_header;
     const char *on_error; /* NULL: deny */
+    bool optional;
     /* Filled by ext_auth_compile (not YAML keys). */
     pt_slice path_s;
     const pt_slice *forward;
@@ -84,6 +97,7 @@ static const struct pt_field ext_auth_fields[] = {
     {"copy_headers", PT_F_STRING_LIST, offsetof(struct ext_auth_conf, copy_headers), NULL},
     {"consumer_header", PT_F_STRING, offsetof(struct ext_auth_conf, consumer_header), NULL},
     {"on_error", PT_F_STRING, offsetof(struct ext_auth_conf, on_error), NULL},
+    {"optional", PT_F_BOOL, offsetof(struct ext_auth_conf, optional), NULL},
     {NULL, 0, 0, NULL},
 };
 
@@ -188,11 +202,29 @@ static int build_call_headers(struct pt_filter_ctx *ctx, const struct ext_auth_c
     return 0;
 }
 
+/* Whether the request carries a field the auth service would be sent. */
+static bool has_credential(struct pt_filter_ctx *ctx, const struct ext_auth_conf *conf)
+{
+    for (uint32_t k = 0; k < conf->nforward; k++) {
+        uint32_t i = 0;
+        if (next_named(ctx->req_headers, conf->forward[k], &i))
+            return true;
+    }
+    return false;
+}
+
 static int ext_auth_on_request(struct pt_filter_ctx *ctx, const void *conf_, void *state_)
 {
     const struct ext_auth_conf *conf = conf_;
     struct ext_auth_state *st = state_;
     st->conf = conf;
+    if (conf->optional && !has_credential(ctx, conf)) {
+        for (uint32_t k = 0; k < conf->ncopy; k++)
+            pt_headers_remove(ctx->req_headers, conf->copy[k]);
+        if (conf->consumer.len)
+            pt_headers_remove(ctx->req_headers, conf->consumer);
+        return pt_auth_pass_anonymous(ctx, NULL);
+    }
 
     struct pt_headers *h = pt_arena_zalloc(ctx->arena, sizeof(*h));
     if (!h || build_call_headers(ctx, conf, h) < 0)
@@ -268,10 +300,10 @@ static int allow(struct pt_filter_ctx *ctx, const struct ext_auth_conf *conf,
                 return PT_FILTER_ERROR;
     uint32_t i = 0;
     f = conf->consumer.len ? next_named(&res->headers, conf->consumer, &i) : NULL;
-    if (f && f->value.len && ctx->identity) {
-        ctx->identity->consumer = f->value;
-        ctx->identity->source = "ext_auth";
-    }
+    /* As every auth filter: on the exchange and, as X-Consumer-Name, to
+     * the upstream. */
+    if (f && f->value.len && pt_auth_set_identity(ctx, f->value, NULL, 0, "ext_auth") < 0)
+        return PT_FILTER_ERROR;
     return PT_FILTER_CONTINUE;
 }
 
@@ -401,6 +433,10 @@ static int ext_auth_compile(void *conf_, struct pt_arena *a, struct pt_filter_er
                           true, a, &conf->forward, &conf->nforward);
     bad |= compile_names(errs, "copy_headers", conf->copy_headers.v, conf->copy_headers.n, true, a,
                          &conf->copy, &conf->ncopy);
+    if (conf->optional && conf->nforward == 0)
+        bad |= pt_filter_errorf(errs, "optional", NULL, false,
+                                "optional: true needs `forward_headers` (a request without any of "
+                                "them is the one that passes on unchecked)");
     conf->consumer = (pt_slice){"", 0};
     if (conf->consumer_header)
         bad |= check_name(errs, "consumer_header", NULL, false, conf->consumer_header,
@@ -410,7 +446,8 @@ static int ext_auth_compile(void *conf_, struct pt_arena *a, struct pt_filter_er
 
 const struct pt_filter_def pt_filter_ext_auth = {
     .name = "ext_auth",
-    .priority = 1450,
+    .priority = 1240,
+    .auth = true,
     .fields = ext_auth_fields,
     .config_size = sizeof(struct ext_auth_conf),
     .compile = ext_auth_compile,

@@ -78,9 +78,16 @@ struct pt_identity {
     const pt_slice *groups;
     uint32_t ngroups;
     const char *source; /* the filter that set it ("ext_auth"), for logs */
+    /* The challenges (WWW-Authenticate schemes) of optional auth filters
+     * that found no credential of theirs and let the request pass on
+     * (pt_auth_pass_anonymous, auth.h): what a later 401 (acl's, with
+     * nobody identified) offers the client. Static strings. */
+    const char *challenges[4];
+    uint32_t nchallenges;
 };
 
 struct pt_filter_ctx;
+struct pt_consumers;
 
 /*
  * An outbound call a filter makes through the gateway's outbound client
@@ -150,10 +157,14 @@ struct pt_filter_ctx {
     struct pt_headers *req_headers;  /* forwarded upstream; editable in on_request */
     struct pt_headers *resp_headers; /* sent to the client; editable in on_response_head */
     int method_id;                   /* enum pt_method */
-    pt_slice method, path, query;    /* path after routing rewrites */
-    pt_slice uri;                    /* the request target as the client sent it */
-    pt_slice scheme;                 /* "http" / "https": the listener's */
-    pt_slice authority;              /* the routed host (Host or absolute-form) */
+    pt_slice method, path;           /* path after routing rewrites */
+    /* The query string (without '?') that goes upstream: a request filter
+     * may replace it (with bytes in the request arena), e.g. to hide a
+     * credential sent as a query parameter. */
+    pt_slice query;
+    pt_slice uri;       /* the request target as the client sent it */
+    pt_slice scheme;    /* "http" / "https": the listener's */
+    pt_slice authority; /* the routed host (Host or absolute-form) */
     pt_slice request_id;
     pt_slice remote_addr;          /* the real client's IP, text (gateway/exchange.h) */
     const struct pt_ip *remote_ip; /* the same, parsed; NULL when there is no IP */
@@ -163,6 +174,10 @@ struct pt_filter_ctx {
     bool params_numbered;         /* see pt_param_lookup */
     int status;                   /* upstream status (response phases) */
     struct pt_identity *identity; /* the exchange's identity slot */
+    /* The consumers of the request's pinned generation (consumers.h),
+     * read-only; never NULL while a hook runs (an empty table when the
+     * config has none). */
+    const struct pt_consumers *consumers;
     /* Set by a filter returning PT_FILTER_RESPOND (or resuming with it).
      * Extra response headers go into resp_headers. */
     int respond_status;
@@ -196,7 +211,13 @@ struct pt_filter_errs {
 
 struct pt_filter_def {
     const char *name;
-    int priority;                  /* higher runs first within a phase; ties by name */
+    int priority; /* higher runs first within a phase; ties by name */
+    /* An auth filter: it sets or reads the caller's identity (ext_auth,
+     * jwt, key_auth, introspection, mtls_auth, acl). On a route with one,
+     * the gateway removes every client-sent X-Consumer-* field before the
+     * first filter runs, so only the gateway's own identity reaches the
+     * upstream (pt_chain.strips_consumer). */
+    bool auth;
     const struct pt_field *fields; /* terminated by {NULL} */
     size_t config_size;
     /* Optional: validate/compile the parsed config. Reports every problem
@@ -239,6 +260,7 @@ struct pt_chain {
     uint32_t n_response_body;
     const struct pt_filter_inst **log;
     uint32_t n_log;
+    bool strips_consumer; /* some filter of the chain is an auth filter (def->auth) */
 };
 
 /* Registry (registry.c): every known filter, by name. */

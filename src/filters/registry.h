@@ -9,11 +9,17 @@
  *   2000  cors               preflight answered before anything can refuse it
  *   1600  ip_restriction     by the real client address, before any auth
  *                            work is spent on a refused one
- *   1500  jwt / key_auth /   authentication (1500..1400): who is calling
- *   1450  ext_auth           after the local checks, so a request they refuse
- *                            costs no call to the auth service
- *   1400  introspection / mtls_auth
- *   1300  acl                authorization needs the consumer found above
+ *   1300  jwt                authentication (1300..1240): who is calling.
+ *   1280  introspection      Every auth filter has def->auth set (the route
+ *   1250  key_auth           then loses client-sent X-Consumer-* fields);
+ *   1240  ext_auth           with several on a route the first to identify
+ *                            the caller sets the identity (auth.h), and with
+ *                            `optional: true` each lets a request without
+ *                            its credential pass on (either-of auth).
+ *                            ext_auth last: a request the local checks
+ *                            refuse costs no call to the auth service
+ *   1200  acl                authorization needs the consumer found above,
+ *                            so it runs after every auth filter
  *   1000  rate_limit         counts only requests that got this far, per consumer
  *    900  fault              stands in for a failing upstream, so everything
  *                            the gateway decides itself (cors, auth, acl,
@@ -33,9 +39,11 @@
 
 #include "filters/filter.h"
 
+extern const struct pt_filter_def pt_filter_acl;
 extern const struct pt_filter_def pt_filter_ext_auth;
 extern const struct pt_filter_def pt_filter_fault;
 extern const struct pt_filter_def pt_filter_ip_restriction;
+extern const struct pt_filter_def pt_filter_key_auth;
 extern const struct pt_filter_def pt_filter_request_transform;
 extern const struct pt_filter_def pt_filter_response_transform;
 

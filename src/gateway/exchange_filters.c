@@ -341,10 +341,16 @@ void pt_exchange_filters_begin(struct pt_exchange *ex)
     f->nparams = ex->rr.nparams;
     f->params_numbered = ex->route->match.regex != NULL; /* groups, in order */
     f->identity = &ex->identity;
+    f->consumers = &ex->gen->consumers;
     f->svc = &services;
     f->resume = filters_resume;
     f->owner = ex;
     ex->filters_begun = true;
+    /* Only the gateway says who the caller is: on a route with an auth
+     * filter no client-sent X-Consumer-* field survives, whichever filter
+     * (if any) ends up identifying the caller. */
+    if (ex->route->chain.strips_consumer)
+        pt_headers_remove_prefix(&ex->reqh, PT_SLICE("X-Consumer-"));
     if (ex->route->chain.n_all) {
         ex->states = pt_chain_states(&ex->route->chain, ex->arena);
         if (!ex->states) {

@@ -19,6 +19,7 @@
 #include "core/arena.h"
 #include "core/cidr.h"
 #include "core/loop.h"
+#include "filters/consumers.h"
 #include "filters/filter.h"
 #include "proxy/split.h"
 #include "proxy/upstream_types.h"
@@ -153,6 +154,9 @@ struct pt_generation {
     struct pt_route *routes;
     uint32_t nroutes;
     struct pt_router *router;
+    /* `consumers:` with their API-key digest table (filters/consumers.h);
+     * empty when the config has none. */
+    struct pt_consumers consumers;
     /* regexes to free with the generation */
     pcre2_code **regexes;
     uint32_t nregexes, capregexes;

@@ -88,6 +88,20 @@ int pt_headers_remove(struct pt_headers *h, pt_slice name)
     return removed;
 }
 
+int pt_headers_remove_prefix(struct pt_headers *h, pt_slice prefix)
+{
+    int removed = 0;
+    for (uint32_t i = 0; i < h->n; i++) {
+        pt_slice n = h->f[i].name;
+        if (!h->f[i].dead && n.len >= prefix.len &&
+            pt_slice_ieq((pt_slice){n.p, prefix.len}, prefix)) {
+            h->f[i].dead = true;
+            removed++;
+        }
+    }
+    return removed;
+}
+
 int pt_headers_rename(struct pt_headers *h, struct pt_arena *a, pt_slice from, pt_slice to)
 {
     int tok = pt_token_lookup(from.p, from.len);

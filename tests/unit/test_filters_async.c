@@ -776,7 +776,7 @@ static void test_ext_auth_allow(void)
         CHECK_STR(dump(&r.reqh, 0),
                   "Host: api.example.com|Authorization: Bearer t0k|Cookie: a=1|Cookie: b=2|"
                   "X-Other: kept|X-Forwarded-For: 203.0.113.9, 192.0.2.7|X-User-ID: alice|"
-                  "X-User-Groups: dev|X-User-Groups: ops");
+                  "X-User-Groups: dev|X-User-Groups: ops|X-Consumer-Name: alice");
         CHECK_SLICE(ident.consumer, "alice");
         CHECK(ident.source && strcmp(ident.source, "ext_auth") == 0);
         CHECK_STR(dump(&r.resph, 1), ""); /* nothing for the client */
@@ -1001,7 +1001,11 @@ static void test_ext_auth_compile(void)
     CHECK(compile(def, (const struct kv[]){{"upstream", .str = "a"}, {NULL}}, &gen) != NULL);
     pt_arena_destroy(&gen);
 
-    CHECK_EQ_INT(def->priority, 1450);
+    /* After the local auth filters (a request they refuse costs no call),
+     * before acl, which reads the identity. */
+    CHECK_EQ_INT(def->priority, 1240);
+    CHECK(def->priority < pt_filter_key_auth.priority && def->priority > pt_filter_acl.priority);
+    CHECK(def->auth);
     CHECK(pt_filter_find("ext_auth") == def);
 }
 
