@@ -15,9 +15,8 @@
 /* Filters DESIGN.md §5 plans: named in a config, they are refused as not
  * yet supported rather than unknown, until they join the registry. */
 static const char *const planned_filters[] = {
-    "cors",      "request_id",   "jwt",        "key_auth", "introspection",
-    "mtls_auth", "acl",          "rate_limit", "cache",    "grpc_transcode",
-    "aggregate", "request_size", NULL};
+    "cors",  "request_id",     "jwt",       "key_auth",     "mtls_auth", "acl", "rate_limit",
+    "cache", "grpc_transcode", "aggregate", "request_size", NULL};
 
 /* Fields CONFIG.md shows for a registered filter that its table does not
  * have yet. */

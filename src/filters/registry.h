@@ -12,7 +12,9 @@
  *   1500  jwt / key_auth /   authentication (1500..1400): who is calling
  *   1450  ext_auth           after the local checks, so a request they refuse
  *                            costs no call to the auth service
- *   1400  introspection / mtls_auth
+ *   1400  mtls_auth
+ *   1280  introspection      after the local checks (jwt, key_auth): a token
+ *                            they settle costs no call to the IdP
  *   1300  acl                authorization needs the consumer found above
  *   1000  rate_limit         counts only requests that got this far, per consumer
  *    900  fault              stands in for a failing upstream, so everything
@@ -35,6 +37,7 @@
 
 extern const struct pt_filter_def pt_filter_ext_auth;
 extern const struct pt_filter_def pt_filter_fault;
+extern const struct pt_filter_def pt_filter_introspection;
 extern const struct pt_filter_def pt_filter_ip_restriction;
 extern const struct pt_filter_def pt_filter_request_transform;
 extern const struct pt_filter_def pt_filter_response_transform;
