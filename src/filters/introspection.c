@@ -451,7 +451,7 @@ static int failed(struct pt_filter_ctx *ctx, struct intro_state *st, enum pt_ica
 {
     if (why)
         warn_failure(ctx, st->conf, why, r == PT_ICACHE_STALE);
-    if (r == PT_ICACHE_STALE) {
+    if (r == PT_ICACHE_STALE && stale) {
         ctx->log_value = "stale";
         return apply(ctx, st, stale);
     }

@@ -418,6 +418,7 @@ def test_idp_failure_without_cached_answer_is_503(env, path):
     assert r.status_code == 503, (path, r.text)
     assert "WWW-Authenticate" not in r.headers  # the caller did nothing wrong
     assert r.json()["status"] == 503
+    assert r.json()["error"] == "introspection endpoint unavailable"
     assert time.monotonic() - t0 < scaled(3)   # /hang: the 300ms timeout, not the IdP's 30 s
 
 

@@ -21,8 +21,7 @@ static bool slice_is(pt_slice s, const char *want)
 
 static enum token_result token_of(const char *value, pt_slice *tok)
 {
-    struct pt_hfield f[2] = {{.name = PT_SLICE("authorization"),
-                              .value = {value, strlen(value)}}};
+    struct pt_hfield f[2] = {{.name = PT_SLICE("authorization"), .value = {value, strlen(value)}}};
     struct pt_headers h = {.f = f, .n = 1, .cap = 2};
     return bearer_token(&h, tok);
 }
@@ -107,8 +106,9 @@ static void test_parse_answer(void)
     struct intro_conf def = {0};
     struct pt_icache_answer ans;
 
-    CHECK(parse(&def, "{\"active\":true,\"sub\":\"alice\",\"scope\":\" read  write \","
-                      "\"exp\":1800000010}",
+    CHECK(parse(&def,
+                "{\"active\":true,\"sub\":\"alice\",\"scope\":\" read  write \","
+                "\"exp\":1800000010}",
                 &a, &ans) == 0);
     CHECK(ans.active && slice_is(ans.consumer, "alice") && ans.ngroups == 2);
     CHECK(ans.ngroups == 2 && slice_is(ans.groups[0], "read") && slice_is(ans.groups[1], "write"));
@@ -177,8 +177,8 @@ static void test_compile(void)
 {
     struct pt_arena a;
     pt_arena_init(&a, 4096);
-    struct intro_conf c = {.endpoint = "http://127.0.0.1:1/i", .client_id = "gw",
-                           .client_secret = "s"};
+    struct intro_conf c = {
+        .endpoint = "http://127.0.0.1:1/i", .client_id = "gw", .client_secret = "s"};
     CHECK(compile_conf(&c, &a) == 0);
     CHECK_EQ_INT(c.timeout_ms, 1000);
     CHECK_EQ_INT(c.ttl.positive_ms, 60000);
@@ -189,19 +189,25 @@ static void test_compile(void)
     memcpy(ns1, c.ns, sizeof(ns1));
 
     /* the secret is not part of the namespace; the client is */
-    struct intro_conf c2 = {.endpoint = "http://127.0.0.1:1/i", .client_id = "gw",
-                            .client_secret = "rotated", .stale_if_error = "off",
+    struct intro_conf c2 = {.endpoint = "http://127.0.0.1:1/i",
+                            .client_id = "gw",
+                            .client_secret = "rotated",
+                            .stale_if_error = "off",
                             .auth_method = "client_secret_post"};
     CHECK(compile_conf(&c2, &a) == 0);
     CHECK(memcmp(ns1, c2.ns, sizeof(ns1)) == 0);
     CHECK(c2.post_auth && c2.basic.len == 0 && c2.ttl.stale_ms == 0);
-    struct intro_conf c3 = {.endpoint = "http://127.0.0.1:1/i", .client_id = "other",
-                            .client_secret = "s", .stale_if_error = "30s"};
+    struct intro_conf c3 = {.endpoint = "http://127.0.0.1:1/i",
+                            .client_id = "other",
+                            .client_secret = "s",
+                            .stale_if_error = "30s"};
     CHECK(compile_conf(&c3, &a) == 0);
     CHECK(memcmp(ns1, c3.ns, sizeof(ns1)) != 0 && c3.ttl.stale_ms == 30000);
 
-    struct intro_conf bad = {.auth_method = "private_key_jwt", .stale_if_error = "soon",
-                             .client_id = "", .consumer_field = ""};
+    struct intro_conf bad = {.auth_method = "private_key_jwt",
+                             .stale_if_error = "soon",
+                             .client_id = "",
+                             .consumer_field = ""};
     CHECK(compile_conf(&bad, &a) < 0);
     CHECK(strstr(errbuf, "`endpoint` is required") != NULL);
     CHECK(strstr(errbuf, "client_id: `client_id` is required") != NULL);
@@ -241,8 +247,11 @@ static void test_cache_single_flight(void)
     CHECK(pt_icache_await(k, 110, &TTL, &a, &out, &w1) == PT_ICACHE_WAIT);
 
     pt_slice groups[] = {PT_SLICE("g1"), PT_SLICE("g2")};
-    struct pt_icache_answer ans = {.active = true, .consumer = PT_SLICE("alice"),
-                                   .groups = groups, .ngroups = 2, .exp_ms = 600};
+    struct pt_icache_answer ans = {.active = true,
+                                   .consumer = PT_SLICE("alice"),
+                                   .groups = groups,
+                                   .ngroups = 2,
+                                   .exp_ms = 600};
     pt_icache_store(k, lead, 120, &ans);
     CHECK(pt_icache_await(k, 125, &TTL, &a, &out, &w1) == PT_ICACHE_HIT);
     CHECK(out.active && slice_is(out.consumer, "alice") && out.ngroups == 2 &&
@@ -313,8 +322,8 @@ static void test_cache_freshness_and_stale(void)
     memset(gbuf, 'g', sizeof(gbuf));
     for (uint32_t i = 0; i < PT_ICACHE_MAX_GROUPS; i++)
         big[i] = (pt_slice){gbuf, sizeof(gbuf)};
-    struct pt_icache_answer huge = {.active = true, .consumer = PT_SLICE("c"), .groups = big,
-                                    .ngroups = PT_ICACHE_MAX_GROUPS};
+    struct pt_icache_answer huge = {
+        .active = true, .consumer = PT_SLICE("c"), .groups = big, .ngroups = PT_ICACHE_MAX_GROUPS};
     uint8_t k3[PT_ICACHE_KEY_LEN];
     key_of(k3, 4);
     CHECK(pt_icache_lookup(k3, 0, &TTL, &a, &out, &seq) == PT_ICACHE_LEAD);
