@@ -133,7 +133,9 @@ struct pt_filter_call_res {
 /* Completion callbacks run on the request's worker, with the state of the
  * filter that started the work. They run at most once, and never after the
  * request was cancelled (the gateway cancels the pending work first). A
- * callback ends by calling ctx->resume exactly once. */
+ * callback ends by calling ctx->resume exactly once, or by starting the
+ * next piece of work (a timer to poll again, a call) and returning: the
+ * suspension then goes on, under its first deadline. */
 typedef void (*pt_filter_timer_cb)(struct pt_filter_ctx *ctx, void *state);
 typedef void (*pt_filter_call_cb)(struct pt_filter_ctx *ctx, void *state,
                                   const struct pt_filter_call_res *res);
@@ -188,6 +190,11 @@ struct pt_filter_ctx {
      * up on it (cancels the work, calls on_cancel, answers 504). 0: the
      * default, PT_FILTER_SUSPEND_DEFAULT_MS. Reset before each hook. */
     uint64_t suspend_deadline_ms;
+    /* One note for the access log line, `"<log_key>":"<log_value>"`: both
+     * static strings, JSON-safe (e.g. introspection's cache result); NULL
+     * key: none. A later filter's note replaces an earlier one's. */
+    const char *log_key;
+    const char *log_value;
     const struct pt_filter_services *svc;
     /* Resumes the chain after PT_FILTER_SUSPEND: call exactly once, from
      * a completion callback. */

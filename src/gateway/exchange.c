@@ -646,6 +646,10 @@ void pt_exchange_log(struct pt_exchange *ex)
     char att[24] = "";
     if (ex->call && ex->dispatched && ex->call->attempts > 1)
         snprintf(att, sizeof(att), ",\"attempts\":%u", ex->call->attempts);
+    /* A filter's note (filter.h: ctx->log_key), e.g. "introspection":"hit". */
+    char note[96] = "";
+    if (ex->filters_begun && ex->fctx.log_key && ex->fctx.log_value)
+        snprintf(note, sizeof(note), ",\"%s\":\"%s\"", ex->fctx.log_key, ex->fctx.log_value);
     int n = snprintf(
         line, sizeof(line),
         "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":\"%.*s\","
@@ -653,7 +657,7 @@ void pt_exchange_log(struct pt_exchange *ex)
         "\"upstream\":\"%s\","
         "\"target\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,"
         "\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"upstream_ms\":%.3f%s%s%.*s%"
-        "s%s%s%s}\n",
+        "s%s%s%s%s}\n",
         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
         ts.tv_nsec / 1000000, (int)rl, rid, (int)client.len, client.p, (int)ex->peer.len,
         ex->peer.p, ex->listener ? ex->listener : "", ex->route ? ex->route->name : "",
@@ -661,7 +665,7 @@ void pt_exchange_log(struct pt_exchange *ex)
         (int)PT_MIN(ex->req.method.len, 32), ex->req.method.p ? ex->req.method.p : "", (int)pe, esc,
         ex->status, (unsigned long long)ex->bytes_in, (unsigned long long)ex->bytes_out, dur, up,
         att, cl ? ",\"consumer\":\"" : "", (int)cl, cons, cl ? "\"" : "",
-        ex->error ? ",\"error\":\"" : "", ex->error ? ex->error : "", ex->error ? "\"" : "");
+        ex->error ? ",\"error\":\"" : "", ex->error ? ex->error : "", ex->error ? "\"" : "", note);
     if (n > 0)
         pt_alog_push(&ex->w->alog, line, (size_t)PT_MIN(n, (int)sizeof(line) - 1));
 }
