@@ -33,8 +33,13 @@
 #      the breaker-cost row: a route with a closed circuit breaker and
 #      retries against the plain route, one gateway (see bench/README.md).
 #
+#   9. (issue 15, bench/lib/auth.sh) what verifying a caller costs: jwt
+#      RS256 and ES256 with a repeated token (cache hit) and unique tokens
+#      (cold) beside HAProxy's jwt_verify, the plain route and `openssl
+#      speed`; key_auth with 1,000 consumers against the plain route.
+#
 # Usage: bench/run.sh [--quick] [--rounds N]
-#                     [--scenarios plain,gateway,before,ext_auth,suspend,balance]
+#                     [--scenarios plain,gateway,before,ext_auth,suspend,balance,auth]
 #                     [--spin] [--keep-tmp]
 #   --spin  during the wrk -c32 runs only, keep both CPUs out of idle with
 #           SCHED_IDLE busy loops, so that waking a halted vCPU (costly in
@@ -43,12 +48,16 @@
 # Environment: PORTICO_BENCH_PORT_BASE (default 23180; 25 ports from there),
 #              PORTICO_BUILD (default build; relative to the repository or
 #                absolute),
-#              BENCH_ONLY=before|ext_auth|suspend|balance|… one section only (its
+#              BENCH_ONLY=before|ext_auth|suspend|balance|auth|… one section only (its
 #                systems plus the references it is judged against; no
 #                idle-memory phase); the report goes to
 #                bench/results/latest-<section>.md, latest.md is left alone,
 #              PORTICO_OLD_COMMIT (default c4f27d1), PORTICO_OLD_DIR (default
 #                build-old/<commit>): the "before" build's worktree.
+#              PORTICO_BENCH_AUTH_DIR (default <build>/bench-auth): the auth
+#                section's keys and tokens, made once and reused;
+#              PORTICO_BENCH_AUTH_AA=1: the auth section's jwt and key_auth
+#                routes without their filters (an A/A run of the method).
 set -euo pipefail
 
 # ---------------------------------------------------------------- settings
@@ -77,7 +86,7 @@ LOAD_CPU=1
 
 ROUNDS=5
 QUICK=0
-SCENARIOS="plain,gateway,before,ext_auth,suspend,balance"
+SCENARIOS="plain,gateway,before,ext_auth,suspend,balance,auth"
 ONLY=${BENCH_ONLY:-}
 KEEP_TMP=0
 SPIN=0
@@ -95,6 +104,7 @@ SUSPEND_DELAY=10s # their delay: covers opening, the RSS reads and the latency p
 D_PROBE=3         # h2load -c1 on the plain route, without and during the suspension
 SUSPEND=0         # the suspension section runs (scenario "suspend")
 BALANCE=0         # issue 14's section runs (scenario "balance", bench/lib/balance.sh)
+IDENTITY=0        # issue 15's section runs (scenario "auth", bench/lib/auth.sh)
 RATE_CONNS=16     # h2load connections for the fixed-rate run
 SKIP_S=0.2        # h2load samples dropped at the start of each run
 
@@ -126,6 +136,9 @@ fi
 # shellcheck source-path=SCRIPTDIR source=lib/balance.sh
 . "$BENCH_DIR/lib/balance.sh"
 [ "$QUICK" = 0 ] || balance_quick
+# shellcheck source-path=SCRIPTDIR source=lib/auth.sh
+. "$BENCH_DIR/lib/auth.sh"
+[ "$QUICK" = 0 ] || id_quick
 
 # ---------------------------------------------------------------- utilities
 
@@ -536,6 +549,11 @@ scenario_suspend() { SUSPEND=1; }
 # retries cost; like the suspension, a section of its own after the rounds
 # (bench/lib/balance.sh), with its own targets and systems.
 scenario_balance() { BALANCE=1; }
+
+# Issue 15: what verifying a caller costs (jwt cached and cold beside
+# HAProxy's jwt_verify and openssl speed, key_auth), a section of its own
+# after the rounds (bench/lib/auth.sh), with its own gateways.
+scenario_auth() { IDENTITY=1; }
 
 # ------------------------------------------------------------ measurements
 
@@ -952,7 +970,7 @@ main() {
 
     local s
     for s in ${SCENARIOS//,/ }; do
-        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend, balance)"
+        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend, balance, auth)"
         "scenario_$s"
     done
     machine_info
@@ -987,7 +1005,7 @@ main() {
         done
     fi
 
-    # BENCH_ONLY=suspend or balance registers no system: no rounds.
+    # BENCH_ONLY=suspend, balance or auth registers no system: no rounds.
     if [ ${#SYS_LIST[@]} -gt 0 ]; then
         log "warm-up and calibration"
         for n in "${SYS_LIST[@]}"; do
@@ -1042,6 +1060,7 @@ main() {
         measure_suspend
     fi
     [ "$BALANCE" = 0 ] || measure_balance
+    [ "$IDENTITY" = 0 ] || measure_auth
 
     record 0 run elapsed_s $((SECONDS - t_begin))
     log "report"

@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 
+import report_auth
 import report_balance
 
 
@@ -860,9 +861,10 @@ def main():
     run = Run(raw)
     rep = Report(run)
     rep.header()
-    if not run.systems:  # BENCH_ONLY=suspend or balance: that section alone
+    if not run.systems:  # BENCH_ONLY=suspend, balance or auth: that section alone
         rep.issue12()
         rep.add(*report_balance.section(raw, run.meta))
+        rep.add(*report_auth.section(raw, run.meta))
         with open(os.path.join(results, name + ".md"), "w") as f:
             f.write("\n".join(rep.lines))
         return
@@ -870,6 +872,7 @@ def main():
     rep.goals()
     rep.issue12()
     rep.add(*report_balance.section(raw, run.meta))
+    rep.add(*report_auth.section(raw, run.meta))
     rep.cpu_section()
     rep.rps_section()
     rep.latency_section()
