@@ -435,7 +435,7 @@ void pt_exchange_dispatch(struct pt_exchange *ex)
         .method = ex->req.method,
         .method_id = ex->req.method_id,
         .path = ex->path,
-        .query = ex->req.query,
+        .query = ex->filters_begun ? ex->fctx.query : ex->req.query, /* filters may edit it */
         .headers = &ex->reqh,
         .content_length = ex->req.chunked ? -1 : ex->req.content_length,
         .chunked = ex->req.chunked,
