@@ -330,8 +330,9 @@ static void test_chain_states(void)
 
 static void test_registry(void)
 {
-    CHECK_EQ_INT(pt_filter_registry_len, 5);
+    CHECK_EQ_INT(pt_filter_registry_len, 6);
     CHECK(pt_filter_find("ip_restriction") == &pt_filter_ip_restriction);
+    CHECK(pt_filter_find("jwt") == &pt_filter_jwt);
     CHECK(pt_filter_find("request_transform") == &pt_filter_request_transform);
     CHECK(pt_filter_find("response_transform") == &pt_filter_response_transform);
     CHECK(pt_filter_find("Request_Transform") == NULL); /* exact names */
