@@ -146,7 +146,9 @@ struct pt_filter_call_res {
 /* Completion callbacks run on the request's worker, with the state of the
  * filter that started the work. They run at most once, and never after the
  * request was cancelled (the gateway cancels the pending work first). A
- * callback ends by calling ctx->resume exactly once. */
+ * callback ends by calling ctx->resume exactly once, or by starting the
+ * next piece of work (a poll) and returning: the suspension then goes on
+ * under its first deadline, and that work's callback resumes. */
 typedef void (*pt_filter_timer_cb)(struct pt_filter_ctx *ctx, void *state);
 typedef void (*pt_filter_call_cb)(struct pt_filter_ctx *ctx, void *state,
                                   const struct pt_filter_call_res *res);

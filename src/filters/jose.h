@@ -27,8 +27,8 @@
 #define PT_JOSE_ALGS(X)                                                                            \
     X(RS256)                                                                                       \
     X(RS384)                                                                                       \
-    X(RS512) X(PS256) X(PS384) X(PS512) X(ES256) X(ES384) X(ES512) X(EdDSA) X(HS256) X(HS384)      \
-        X(HS512)
+    X(RS512)                                                                                       \
+    X(PS256) X(PS384) X(PS512) X(ES256) X(ES384) X(ES512) X(EdDSA) X(HS256) X(HS384) X(HS512)
 
 enum pt_jose_alg {
 #define PT_JOSE_ALG_ENUM(n) PT_JOSE_##n,

@@ -16,7 +16,7 @@
  * entry and copy its blob (no allocation and no crypto under a lock but
  * the one malloc of an insert). Bounded by a byte budget split evenly
  * over the shards; inserting past a shard's share evicts from its LRU
- * tail, expired entries first when they are met.
+ * tail; an expired entry a lookup meets is dropped.
  *
  * Ownership: one cache per compiled jwt filter config, created on the
  * control thread at compile time and freed with its generation's arena

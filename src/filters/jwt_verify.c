@@ -263,27 +263,31 @@ static int build_outcome(struct pt_arena *a, const struct jwt_provider *pv, cons
     return 0;
 }
 
-static size_t put_slice(char *buf, size_t n, pt_slice s)
+static size_t put_u32(char *buf, size_t n, uint32_t v)
 {
-    uint32_t len = (uint32_t)s.len;
-    if (buf) {
-        memcpy(buf + n, &len, 4);
-        if (s.len)
-            memcpy(buf + n + 4, s.p, s.len);
-    }
-    return n + 4 + s.len;
+    if (buf)
+        memcpy(buf + n, &v, 4);
+    return n + 4;
 }
 
-/* The outcome as bytes for the cache (two passes: size, then write). */
+static size_t put_slice(char *buf, size_t n, pt_slice s)
+{
+    n = put_u32(buf, n, (uint32_t)s.len);
+    if (buf && s.len)
+        memcpy(buf + n, s.p, s.len);
+    return n + s.len;
+}
+
+/* The outcome as bytes for the cache: the consumer, the group count and
+ * groups, then one value per claims_to_headers entry (empty: absent).
+ * Two passes: the size, then the bytes. */
 static pt_slice outcome_blob(struct pt_arena *a, const struct outcome *o)
 {
     char *buf = NULL;
     size_t n = 0;
     for (int pass = 0; pass < 2; pass++) {
         n = put_slice(buf, 0, o->consumer);
-        n = put_slice(buf, n, (pt_slice){(const char *)&o->ngroups, 0});
-        if (buf)
-            memcpy(buf + n - 4, &o->ngroups, 4);
+        n = put_u32(buf, n, o->ngroups);
         for (uint32_t i = 0; i < o->ngroups; i++)
             n = put_slice(buf, n, o->groups[i]);
         for (uint32_t i = 0; i < o->nh; i++)
@@ -294,17 +298,24 @@ static pt_slice outcome_blob(struct pt_arena *a, const struct outcome *o)
     return (pt_slice){buf, n};
 }
 
+static bool get_u32(pt_slice *b, uint32_t *v)
+{
+    if (b->len < 4)
+        return false;
+    memcpy(v, b->p, 4);
+    b->p += 4;
+    b->len -= 4;
+    return true;
+}
+
 static bool get_slice(pt_slice *b, pt_slice *out)
 {
     uint32_t len;
-    if (b->len < 4)
+    if (!get_u32(b, &len) || b->len < len)
         return false;
-    memcpy(&len, b->p, 4);
-    if (b->len - 4 < len)
-        return false;
-    *out = (pt_slice){b->p + 4, len};
-    b->p += 4 + len;
-    b->len -= 4 + len;
+    *out = (pt_slice){b->p, len};
+    b->p += len;
+    b->len -= len;
     return true;
 }
 
@@ -312,10 +323,8 @@ static int outcome_from_blob(struct pt_arena *a, const struct jwt_provider *pv, 
                              struct outcome *o)
 {
     memset(o, 0, sizeof(*o));
-    pt_slice ng;
-    if (!get_slice(&b, &o->consumer) || !get_slice(&b, &ng) || b.len < 4)
+    if (!get_slice(&b, &o->consumer) || !get_u32(&b, &o->ngroups) || o->ngroups > b.len / 4)
         return -1;
-    memcpy(&o->ngroups, b.p - 4, 4);
     o->groups = pt_arena_alloc(a, sizeof(*o->groups) * (o->ngroups + 1));
     o->nh = pv->nhdr;
     o->hvals = pt_arena_zalloc(a, sizeof(*o->hvals) * (pv->nhdr + 1));

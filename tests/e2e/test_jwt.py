@@ -436,6 +436,26 @@ def test_claims_to_headers_and_identity(env):
     assert echo_headers(doc, "Authorization") == ["Bearer " + t]
 
 
+def test_repeated_token_gives_the_same_upstream_view(env):
+    """The second and later requests come from the verified-token cache:
+    they must carry exactly what the first one did."""
+    gw, keys = env["gw"], env["keys"]
+    t = mint("ES512", keys.for_alg("ES512"),
+             claims(sub="carol", email="c@example.com", roles=["a", "b", "c"], level=7,
+                    groups=["g1", "g2", "g3"]))
+    names = ["X-User-ID", "X-User-Email", "X-Roles", "X-Level", "X-Admin", "X-Consumer-Name",
+             "X-Consumer-Groups"]
+    views = []
+    for _ in range(4):
+        r = get(gw, "/rs", t, headers={"X-Admin": "spoof"})
+        assert r.status_code == 200
+        doc = r.json()
+        views.append([echo_headers(doc, n) for n in names])
+    assert views[0] == [["carol"], ["c@example.com"], ["a,b,c"], ["7"], [], ["carol"],
+                        ["g1,g2,g3"]]
+    assert all(v == views[0] for v in views), views
+
+
 def test_spoofed_claim_headers_stripped(env):
     gw, keys = env["gw"], env["keys"]
     spoof = {"X-User-ID": "mallory", "X-Admin": "true", "X-Roles": "root"}
