@@ -14,9 +14,9 @@
 
 /* Filters DESIGN.md §5 plans: named in a config, they are refused as not
  * yet supported rather than unknown, until they join the registry. */
-static const char *const planned_filters[] = {
-    "cors",      "request_id",     "jwt",          "mtls_auth", "rate_limit", "cache",
-    "aggregate", "grpc_transcode", "request_size", NULL};
+static const char *const planned_filters[] = {"cors",           "request_id",   "mtls_auth",
+                                              "rate_limit",     "cache",        "aggregate",
+                                              "grpc_transcode", "request_size", NULL};
 
 /* Fields CONFIG.md shows for a registered filter that its table does not
  * have yet. */
@@ -121,19 +121,35 @@ static bool filter_upstreams_exist(struct cfg *c, const struct pt_filter_def *de
     return ok;
 }
 
+/* The PT_F_URL fields of one mapping read with `fields`, and of the items
+ * of its PT_F_OBJECT_LIST fields. */
+static bool urls_register(struct cfg *c, const struct pt_field *fields, const struct pt_ynode *n,
+                          const void *conf)
+{
+    bool ok = true;
+    for (const struct pt_field *f = fields; f && f->name; f++) {
+        const void *at = (const char *)conf + f->offset;
+        if (f->type == PT_F_OBJECT_LIST) {
+            const struct pt_objlist *l = at;
+            const struct pt_ynode *seq = pt_ynode_get(n, f->name);
+            for (uint32_t i = 0; seq && i < l->n && i < seq->n; i++)
+                ok &= urls_register(c, f->sub, seq->items[i],
+                                    (const char *)l->v + pt_field_item_size(f) * i);
+            continue;
+        }
+        const char *url = f->type == PT_F_URL ? *(const char *const *)at : NULL;
+        if (url)
+            ok &= pt_cfg_register_url(c, pt_ynode_get(n, f->name), url);
+    }
+    return ok;
+}
+
 /* Every PT_F_URL field: a URL the loader checks, with its host name (when
  * it has one) resolved like a target's. */
 static bool filter_urls_register(struct cfg *c, const struct pt_filter_def *def,
                                  const struct pt_ynode *n, const void *conf)
 {
-    bool ok = true;
-    for (const struct pt_field *f = def->fields; f && f->name; f++) {
-        const char *url =
-            f->type == PT_F_URL ? *(const char *const *)((const char *)conf + f->offset) : NULL;
-        if (url)
-            ok &= pt_cfg_register_url(c, pt_ynode_get(n, f->name), url);
-    }
-    return ok;
+    return urls_register(c, def->fields, n, conf);
 }
 
 /* Parses `name: {fields}` of one filter with its field table, then runs its

@@ -708,6 +708,36 @@ bool pt_cfg_want_percent(struct pt_cfg_walk *w, const struct pt_ynode *v, const 
     return want_percent(w, v, what, out);
 }
 
+/* A sequence of mappings, each read with the field's nested table. */
+static bool parse_objlist(struct pt_cfg_walk *w, const struct pt_field *f, const struct pt_ynode *v,
+                          const char *what, struct pt_objlist *out)
+{
+    char buf[64];
+    memset(out, 0, sizeof(*out));
+    if (v->kind != PT_YSEQ) {
+        pt_cfg_err(w, v, "expected a list of mappings for %s, got %s", what,
+                   pt_cfg_describe(v, buf, sizeof(buf)));
+        return false;
+    }
+    size_t size = pt_field_item_size(f);
+    out->v = pt_arena_zalloc(w->arena, size * (v->n ? v->n : 1));
+    if (!out->v) {
+        pt_cfg_oom(w);
+        return false;
+    }
+    bool ok = true;
+    for (uint32_t i = 0; i < v->n; i++) {
+        const struct pt_ynode *item = v->items[i];
+        if (!pt_cfg_want_map(w, item, what)) {
+            ok = false;
+            continue;
+        }
+        ok &= pt_cfg_read_fields(w, f->name, f->sub, NULL, item, (char *)out->v + size * i);
+    }
+    out->n = v->n;
+    return ok;
+}
+
 /* Fills one field of a filter's config struct from its YAML value. */
 static bool parse_field(struct pt_cfg_walk *w, const struct pt_field *f, const struct pt_ynode *v,
                         void *conf)
@@ -746,6 +776,8 @@ static bool parse_field(struct pt_cfg_walk *w, const struct pt_field *f, const s
         if (!pt_cfg_want_map(w, v, what))
             return false;
         return pt_cfg_read_fields(w, f->name, f->sub, NULL, v, dst);
+    case PT_F_OBJECT_LIST:
+        return parse_objlist(w, f, v, what, dst);
     }
     pt_cfg_err(w, v, "internal error: field `%s` has an unknown type", f->name);
     return false;

@@ -2,6 +2,7 @@
  * first block across resets, so steady-state requests never call malloc. */
 #include "core/arena.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,12 @@
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
+struct pt_arena_defer {
+    struct pt_arena_defer *next; /* older */
+    void (*fn)(void *arg);
+    void *arg;
+};
+
 struct pt_arena_block {
     struct pt_arena_block *next;
     size_t size; /* usable bytes in data[] */
@@ -32,6 +39,7 @@ void pt_arena_init(struct pt_arena *a, size_t block_size)
     a->block_size = block_size ? block_size : 4096;
     a->total = 0;
     a->pool = NULL;
+    a->defers = NULL;
 }
 
 void pt_arena_init_pooled(struct pt_arena *a, size_t block_size, struct pt_arena_pool *pool)
@@ -69,8 +77,31 @@ static void block_free(struct pt_arena *a, struct pt_arena_block *b)
     free(b);
 }
 
+/* The deferred calls first: they may read what the arena holds. */
+static void run_defers(struct pt_arena *a)
+{
+    while (a->defers) {
+        struct pt_arena_defer *d = a->defers;
+        a->defers = d->next;
+        d->fn(d->arg);
+    }
+}
+
+int pt_arena_defer(struct pt_arena *a, void (*fn)(void *arg), void *arg)
+{
+    struct pt_arena_defer *d = pt_arena_alloc(a, sizeof(*d));
+    if (!d)
+        return -ENOMEM;
+    d->fn = fn;
+    d->arg = arg;
+    d->next = a->defers;
+    a->defers = d;
+    return 0;
+}
+
 void pt_arena_release(struct pt_arena *a)
 {
+    run_defers(a);
     struct pt_arena_block *b = a->head;
     while (b) {
         struct pt_arena_block *next = b->next;
@@ -161,6 +192,7 @@ char *pt_arena_sprintf(struct pt_arena *a, const char *fmt, ...)
 
 void pt_arena_reset(struct pt_arena *a)
 {
+    run_defers(a);
     struct pt_arena_block *b = a->head;
     if (!b)
         return;

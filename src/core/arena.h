@@ -16,6 +16,7 @@
 #include "core/common.h"
 
 struct pt_arena_block;
+struct pt_arena_defer;
 
 /* An optional per-thread cache of standard-size blocks: arenas that come
  * and go with requests take blocks from it and give them back, so an idle
@@ -26,10 +27,11 @@ struct pt_arena_pool {
 };
 
 struct pt_arena {
-    struct pt_arena_block *head; /* current block (newest first) */
-    size_t block_size;           /* default size of new blocks */
-    size_t total;                /* bytes of all blocks, for metrics */
-    struct pt_arena_pool *pool;  /* where standard blocks come from; may be NULL */
+    struct pt_arena_block *head;   /* current block (newest first) */
+    size_t block_size;             /* default size of new blocks */
+    size_t total;                  /* bytes of all blocks, for metrics */
+    struct pt_arena_pool *pool;    /* where standard blocks come from; may be NULL */
+    struct pt_arena_defer *defers; /* run when the blocks go (pt_arena_defer) */
 };
 
 void pt_arena_init(struct pt_arena *a, size_t block_size);
@@ -45,6 +47,11 @@ char *pt_arena_strndup(struct pt_arena *a, const char *s, size_t n);
 char *pt_arena_strdup(struct pt_arena *a, const char *s);
 char *pt_arena_sprintf(struct pt_arena *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Runs fn(arg) when the arena's memory goes (release, reset or destroy),
+ * newest first, before any block is freed: what a generation holds outside
+ * its arena (a shared cache's reference, say) is let go with it. The record
+ * lives in the arena. 0 or -ENOMEM (fn is then not registered). */
+int pt_arena_defer(struct pt_arena *a, void (*fn)(void *arg), void *arg);
 /* Frees every block but the first, and rewinds it: cheap per-request reuse. */
 void pt_arena_reset(struct pt_arena *a);
 /* Frees everything. */

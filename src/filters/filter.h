@@ -39,6 +39,10 @@ enum pt_field_type {
     /* const char *: an http:// URL for svc->call; the loader checks it and
      * has its host name (if it is one) resolved like a target's */
     PT_F_URL,
+    /* struct pt_objlist: a sequence of mappings, each read with `sub` into
+     * an item whose size is the `offset` of sub's {NULL} terminator
+     * (PT_F_URL fields inside are registered like top-level ones) */
+    PT_F_OBJECT_LIST,
 };
 
 struct pt_strlist {
@@ -52,13 +56,29 @@ struct pt_strmap {
     uint32_t n;
 };
 
+/* PT_F_OBJECT_LIST: n items, each of the size pt_field_item_size gives. */
+struct pt_objlist {
+    void *v;
+    uint32_t n;
+};
+
 struct pt_field {
     const char *name; /* YAML key */
     enum pt_field_type type;
     size_t offset;              /* offsetof() into the filter's config struct */
-    const struct pt_field *sub; /* PT_F_OBJECT: the nested table, offsets relative
-                                 * to the nested struct; NULL otherwise */
+    const struct pt_field *sub; /* PT_F_OBJECT(_LIST): the nested table, offsets
+                                 * relative to the nested struct; NULL otherwise */
 };
+
+/* A PT_F_OBJECT_LIST item's size: its table's terminator carries it,
+ * {NULL, 0, sizeof(struct item), NULL}. */
+static inline size_t pt_field_item_size(const struct pt_field *f)
+{
+    const struct pt_field *t = f->sub;
+    while (t->name)
+        t++;
+    return t->offset;
+}
 
 /* ---- the per-request view a filter sees ---- */
 

@@ -725,8 +725,23 @@ static void test_filter_errors(void)
                 "  - name: r\n"
                 "    upstream: users\n"
                 "    filters:\n"
-                "      jwt: { issuer: x }\n",
-           "t.yaml:8:7: filter `jwt` is not supported by this build yet");
+                "      rate_limit: { scope: local }\n",
+           "t.yaml:8:7: filter `rate_limit` is not supported by this build yet");
+    EXPECT(BASE "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n"
+                "    filters:\n"
+                "      jwt: { secret: short, providers: [] }\n",
+           "t.yaml:8:40: filter `jwt`: providers: with a list, put every provider key (jwks_uri, "
+           "issuer, ...) "
+           "inside its entries, not beside it");
+    EXPECT(BASE "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n"
+                "    filters:\n"
+                "      jwt: { secret: short }\n",
+           "t.yaml:8:22: filter `jwt`: secret: an HMAC secret needs at least 32 bytes (RFC 7518 "
+           "§3.2), got 5");
     EXPECT(BASE "routes:\n"
                 "  - name: r\n"
                 "    upstream: users\n"

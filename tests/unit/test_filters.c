@@ -330,11 +330,13 @@ static void test_chain_states(void)
 
 static void test_registry(void)
 {
-    CHECK_EQ_INT(pt_filter_registry_len, 8);
+    CHECK_EQ_INT(pt_filter_registry_len, 9);
     CHECK(pt_filter_find("key_auth") == &pt_filter_key_auth);
     CHECK(pt_filter_find("acl") == &pt_filter_acl);
     CHECK(pt_filter_find("introspection") == &pt_filter_introspection);
+    CHECK(pt_filter_find("jwt") == &pt_filter_jwt);
     CHECK(pt_filter_find("ip_restriction") == &pt_filter_ip_restriction);
+    CHECK(pt_filter_find("jwt") == &pt_filter_jwt);
     CHECK(pt_filter_find("request_transform") == &pt_filter_request_transform);
     CHECK(pt_filter_find("response_transform") == &pt_filter_response_transform);
     CHECK(pt_filter_find("Request_Transform") == NULL); /* exact names */
