@@ -161,7 +161,8 @@ static void test_example(void)
         CHECK(pt_consumers_by_name(&g->consumers, PT_SLICE("old-partner")) != NULL);
         for (uint32_t i = 0; i < g->nroutes; i++)
             CHECK(g->routes[i].chain.strips_consumer);
-        CHECK(inst_of(g, "either", "ext_auth") && inst_of(g, "either", "acl"));
+        CHECK(inst_of(g, "either", "jwt") && inst_of(g, "either", "key_auth") &&
+              inst_of(g, "either", "acl"));
     }
     pt_generation_free(g);
     pt_diag_free(&diag);
