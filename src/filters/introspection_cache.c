@@ -282,7 +282,10 @@ static enum pt_icache_result look(const uint8_t *key, uint64_t now, const struct
     touch(s, e);
     if (is_fresh(e, now, t)) {
         r = copy_out(e, a, out) ? PT_ICACHE_HIT : PT_ICACHE_NOMEM;
-    } else if (e->flying && now - e->flight_start_ms < t->flight_timeout_ms) {
+    } else if (e->flying &&
+               (now < e->flight_start_ms || now - e->flight_start_ms < t->flight_timeout_ms)) {
+        /* A clock behind the leader's (another worker's loop) is still
+         * within the flight: the unsigned difference would wrap. */
         *seq = e->flight_seq;
         r = PT_ICACHE_WAIT;
     } else if (waiting && e->done_seq == *seq && e->done == OUT_FAILED) {
