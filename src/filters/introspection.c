@@ -177,10 +177,12 @@ static enum token_result bearer_token(const struct pt_headers *h, pt_slice *tok)
     if (!auth)
         return TOKEN_NONE;
     pt_slice v = auth->value;
-    if (v.len < 6 || strncasecmp(v.p, "Bearer", 6) != 0 || (v.len > 6 && v.p[6] != ' '))
+    /* The scheme ends at any SP or HTAB (RFC 7235 §2.1). */
+    if (v.len < 6 || strncasecmp(v.p, "Bearer", 6) != 0 ||
+        (v.len > 6 && v.p[6] != ' ' && v.p[6] != '\t'))
         return TOKEN_NONE;
     size_t i = 6;
-    while (i < v.len && v.p[i] == ' ')
+    while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t'))
         i++;
     size_t end = v.len;
     while (end > i && (v.p[end - 1] == ' ' || v.p[end - 1] == '\t'))

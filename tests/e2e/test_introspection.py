@@ -297,6 +297,25 @@ def test_missing_token_gets_a_bare_bearer_challenge(env):
     assert len(idp.calls) == before
 
 
+def test_bearer_followed_by_a_tab(env):
+    """RFC 7235: the scheme and the credentials are separated by SP or
+    HTAB."""
+    gw, idp, _ = env
+    tok = idp.answer(new_token(), active=True, sub="tabby")
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(10))
+    s.sendall(("GET /basic/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\t%s\r\n"
+               "Connection: close\r\n\r\n" % tok).encode())
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    s.close()
+    assert out.startswith(b"HTTP/1.1 200"), out[:300]
+    assert len(idp.calls_for(tok)) == 1
+
+
 def test_optional_lets_a_request_without_token_through(env):
     gw, idp, _ = env
     r = get(gw, "/optional/x")
