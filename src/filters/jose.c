@@ -311,6 +311,10 @@ int pt_jwk_parse(const json_t *o, struct pt_jwk *k, char *err, size_t errlen)
     why = "its `kid` is not a string";
     if (kid && !json_is_string(kid))
         goto out;
+    /* A kid with a NUL would match another kid by its prefix. */
+    why = "its `kid` contains a NUL character";
+    if (kid && strlen(json_string_value(kid)) != json_string_length(kid))
+        goto out;
     why = "out of memory";
     if (kid && !(k->kid = strdup(json_string_value(kid))))
         goto out;
@@ -397,6 +401,9 @@ int pt_jws_header(const struct pt_jws *jws, struct pt_arena *a, int *alg, const 
         goto out;
     const json_t *a_ = json_object_get(h, "alg"), *k = json_object_get(h, "kid");
     if (!json_is_string(a_) || (k && !json_is_string(k)))
+        goto out;
+    /* A kid with a NUL would match a key's kid by its prefix. */
+    if (k && strlen(json_string_value(k)) != json_string_length(k))
         goto out;
     *alg = pt_jose_alg_parse(json_string_value(a_), json_string_length(a_));
     if (k && !(*kid = pt_arena_strndup(a, json_string_value(k), json_string_length(k)))) {

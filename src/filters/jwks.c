@@ -102,11 +102,16 @@ const struct pt_jwk *pt_jwks_next(const struct pt_jwks_set *s, const char *kid, 
 {
     if (alg < 0)
         return NULL;
+    /* A kid no key has falls back to the keys without one (a secret, a
+     * JWKS that names none), never to a key that names another. */
+    bool exact = kid && pt_jwks_has_kid(s, kid);
     for (; s && *i < s->n; (*i)++) {
         const struct pt_jwk *k = &s->keys[*i];
         if (!(k->algs & PT_JOSE_BIT(alg)))
             continue;
-        if (kid && (!k->kid || strcmp(k->kid, kid) != 0))
+        if (exact && (!k->kid || strcmp(k->kid, kid) != 0))
+            continue;
+        if (kid && !exact && k->kid)
             continue;
         (*i)++;
         return k;
@@ -209,37 +214,61 @@ struct pt_jwks_set *pt_jwks_acquire(struct pt_jwks_source *src)
     return s;
 }
 
-enum pt_jwks_need pt_jwks_need(struct pt_jwks_source *src, bool unknown_kid, uint64_t now_ms)
+enum pt_jwks_need pt_jwks_need(struct pt_jwks_source *src, bool unknown_kid, bool verified,
+                               uint64_t now_ms)
 {
     if (!src->uri)
         return PT_JWKS_NEED_NONE;
     bool backing_off = now_ms < atomic_load_explicit(&src->retry_at_ms, memory_order_relaxed);
+    bool lost = atomic_load_explicit(&src->lost, memory_order_acquire);
     if (atomic_load_explicit(&src->set_seq, memory_order_acquire) == 0)
-        return backing_off ? PT_JWKS_NEED_NONE : PT_JWKS_NEED_FIRST;
+        return lost ? PT_JWKS_NEED_TAKEOVER : backing_off ? PT_JWKS_NEED_NONE : PT_JWKS_NEED_FIRST;
+    bool due =
+        !backing_off && now_ms >= atomic_load_explicit(&src->refresh_at_ms, memory_order_relaxed);
+    if (verified)
+        return due ? PT_JWKS_NEED_REFRESH : PT_JWKS_NEED_NONE;
     if (unknown_kid) {
         uint64_t last = atomic_load_explicit(&src->kid_fetch_ms, memory_order_relaxed);
-        return !last || now_ms >= last + PT_JWKS_KID_REFETCH_MS ? PT_JWKS_NEED_KID
-                                                                : PT_JWKS_NEED_NONE;
+        if (!last || now_ms >= last + PT_JWKS_KID_REFETCH_MS)
+            return PT_JWKS_NEED_KID;
+        if (lost)
+            return PT_JWKS_NEED_TAKEOVER;
     }
-    if (!backing_off && now_ms >= atomic_load_explicit(&src->refresh_at_ms, memory_order_relaxed))
-        return PT_JWKS_NEED_REFRESH;
-    return PT_JWKS_NEED_NONE;
+    return due ? PT_JWKS_NEED_REFRESH : PT_JWKS_NEED_NONE;
+}
+
+static bool takeover_allowed(struct pt_jwks_source *src, uint64_t now_ms)
+{
+    uint64_t last = atomic_load_explicit(&src->takeover_ms, memory_order_relaxed);
+    if (!atomic_load_explicit(&src->lost, memory_order_acquire) ||
+        (last && now_ms < last + PT_JWKS_TAKEOVER_MS))
+        return false;
+    atomic_store_explicit(&src->takeover_ms, now_ms ? now_ms : 1, memory_order_relaxed);
+    return true;
 }
 
 bool pt_jwks_begin_fetch(struct pt_jwks_source *src, enum pt_jwks_need why, uint64_t now_ms)
 {
     if (atomic_exchange_explicit(&src->fetching, true, memory_order_acq_rel))
         return false;
+    bool ok = true;
     if (why == PT_JWKS_NEED_KID) {
         /* Re-check under the flight: another worker may just have spent
          * the budget and finished. */
         uint64_t last = atomic_load_explicit(&src->kid_fetch_ms, memory_order_relaxed);
-        if (last && now_ms < last + PT_JWKS_KID_REFETCH_MS) {
-            atomic_store_explicit(&src->fetching, false, memory_order_release);
-            return false;
-        }
-        atomic_store_explicit(&src->kid_fetch_ms, now_ms ? now_ms : 1, memory_order_relaxed);
+        ok = !last || now_ms >= last + PT_JWKS_KID_REFETCH_MS;
+        if (ok)
+            atomic_store_explicit(&src->kid_fetch_ms, now_ms ? now_ms : 1, memory_order_relaxed);
+    } else if (why == PT_JWKS_NEED_TAKEOVER) {
+        /* Under the flight too: the lost fetch may have been taken over
+         * and finished meanwhile. */
+        ok = takeover_allowed(src, now_ms);
     }
+    if (!ok) {
+        atomic_store_explicit(&src->fetching, false, memory_order_release);
+        return false;
+    }
+    atomic_store_explicit(&src->lost, false, memory_order_release);
     return true;
 }
 
@@ -304,6 +333,7 @@ int pt_jwks_end_fetch(struct pt_jwks_source *src, uint64_t now_ms, int status, p
         fetch_failed(src, now_ms);
     }
     atomic_fetch_add_explicit(&src->fetches, 1, memory_order_relaxed);
+    atomic_store_explicit(&src->lost, false, memory_order_release);
     atomic_fetch_add_explicit(&src->done_seq, 1, memory_order_release);
     atomic_store_explicit(&src->fetching, false, memory_order_release);
     return rc;
@@ -311,8 +341,11 @@ int pt_jwks_end_fetch(struct pt_jwks_source *src, uint64_t now_ms, int status, p
 
 void pt_jwks_abort_fetch(struct pt_jwks_source *src)
 {
-    /* The kid budget stays spent: a client that hangs up cannot make the
-     * gateway fetch again and again. */
+    /* The kid budget stays spent; the fetch is owed to whoever needs it
+     * next (a waiter, a request with an unknown kid), once per
+     * PT_JWKS_TAKEOVER_MS: a client that hangs up can neither stop the
+     * gateway learning new keys nor make it fetch more often than that. */
+    atomic_store_explicit(&src->lost, true, memory_order_release);
     atomic_fetch_add_explicit(&src->done_seq, 1, memory_order_release);
     atomic_store_explicit(&src->fetching, false, memory_order_release);
 }

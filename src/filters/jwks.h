@@ -39,6 +39,9 @@
 #define PT_JWKS_MAX_TTL_MS (24 * 60 * 60 * 1000ull)
 /* Unknown-kid refetches: at most one per this interval per source. */
 #define PT_JWKS_KID_REFETCH_MS 30000ull
+/* A fetch whose request went away is taken over by another request that
+ * needs it, at most one take-over per this interval per source. */
+#define PT_JWKS_TAKEOVER_MS 1000ull
 /* A failed fetch is retried after this, doubled up to the max. */
 #define PT_JWKS_RETRY_MIN_MS 5000ull
 #define PT_JWKS_RETRY_MAX_MS (5 * 60 * 1000ull)
@@ -62,9 +65,10 @@ struct pt_jwks_set *pt_jwks_from_secret(const uint8_t *secret, size_t len);
 void pt_jwks_set_unref(struct pt_jwks_set *s);
 
 /*
- * The next key of s, from *i on, that may verify `alg` and matches `kid`
- * exactly (kid NULL: any key compatible with alg). Advances *i past it.
- * NULL when there is none left.
+ * The next key of s, from *i on, that may verify `alg` and matches `kid`:
+ * kid NULL: any key compatible with alg; else the keys with exactly that
+ * kid, or, when no key of s has it, the keys without a kid (never a key
+ * with another kid). Advances *i past it. NULL when there is none left.
  */
 const struct pt_jwk *pt_jwks_next(const struct pt_jwks_set *s, const char *kid, int alg,
                                   uint32_t *i);
@@ -78,6 +82,8 @@ struct pt_jwks_source {
     _Atomic uint64_t set_seq;       /* +1 per set installed (cached verdicts name it) */
     _Atomic uint64_t done_seq;      /* +1 per fetch that ended, either way */
     atomic_bool fetching;           /* one fetch in flight (single flight) */
+    atomic_bool lost;               /* the last flight's request went away */
+    _Atomic uint64_t takeover_ms;   /* the last take-over of a lost flight; 0 never */
     _Atomic uint64_t refresh_at_ms; /* refresh ahead of expiry from then on */
     _Atomic uint64_t retry_at_ms;   /* after a failure: no fetch before then */
     _Atomic uint64_t kid_fetch_ms;  /* the last unknown-kid refetch's start; 0 never */
@@ -104,15 +110,26 @@ struct pt_jwks_set *pt_jwks_acquire(struct pt_jwks_source *src);
 /* Why a fetch would be started now, or NONE. */
 enum pt_jwks_need {
     PT_JWKS_NEED_NONE,
-    PT_JWKS_NEED_FIRST,   /* no set yet (and not backing off) */
-    PT_JWKS_NEED_KID,     /* unknown kid, and the 30 s budget allows */
-    PT_JWKS_NEED_REFRESH, /* the set is due for refresh (and not backing off) */
+    PT_JWKS_NEED_FIRST,    /* no set yet (and not backing off) */
+    PT_JWKS_NEED_KID,      /* unknown kid, and the 30 s budget allows */
+    PT_JWKS_NEED_REFRESH,  /* the set is due for refresh (and not backing off) */
+    PT_JWKS_NEED_TAKEOVER, /* a fetch it needs was lost: take it over */
 };
-enum pt_jwks_need pt_jwks_need(struct pt_jwks_source *src, bool unknown_kid, uint64_t now_ms);
+/*
+ * What a request needs from src once it tried the current set: `verified`
+ * says whether its token verified, `unknown_kid` whether it names a kid
+ * no key of the set has. A verified token needs only a due refresh; one
+ * that did not verify needs the first set, a kid refetch (budget
+ * allowing), the take-over of a lost fetch (no set or unknown kid), or a
+ * due refresh (the IdP may have rotated keys without new kids).
+ */
+enum pt_jwks_need pt_jwks_need(struct pt_jwks_source *src, bool unknown_kid, bool verified,
+                               uint64_t now_ms);
 
 /* Claims the single flight: true for exactly one caller until
  * pt_jwks_end_fetch / pt_jwks_abort_fetch. For NEED_KID it also spends
- * the 30 s budget. */
+ * the 30 s budget; NEED_TAKEOVER spends none of it, but succeeds only
+ * while the last flight is lost and once per PT_JWKS_TAKEOVER_MS. */
 bool pt_jwks_begin_fetch(struct pt_jwks_source *src, enum pt_jwks_need why, uint64_t now_ms);
 
 /*
@@ -124,7 +141,9 @@ bool pt_jwks_begin_fetch(struct pt_jwks_source *src, enum pt_jwks_need why, uint
 int pt_jwks_end_fetch(struct pt_jwks_source *src, uint64_t now_ms, int status, pt_slice body,
                       pt_slice cache_control, char *err, size_t errlen);
 /* The fetch was cancelled (its request went away): releases the flight
- * without counting a failure (a spent kid budget stays spent). */
+ * without counting a failure and marks it lost, so that a request
+ * needing it (a waiter, or the next one with an unknown kid) takes it
+ * over without the kid budget, which stays spent. */
 void pt_jwks_abort_fetch(struct pt_jwks_source *src);
 
 /* The lifetime Cache-Control gives, in ms, bounded to [MIN, MAX]. */

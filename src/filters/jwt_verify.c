@@ -4,18 +4,22 @@
  * A repeated token is answered from the verified-token cache (one
  * SHA-256, one short lock); otherwise the token is split, its header
  * read (alg, kid; jku/x5u/jwk ignored), and each provider tried in order:
- * its issuer, its algorithm allow-list, its keys (kid exact, or every key
- * that can do the alg when the token names none), the signature, then the
- * claims. The first provider that accepts the token wins; one that
- * accepts everything but the scopes makes the answer 403 when no other
- * accepts it.
+ * its issuer, its algorithm allow-list, its keys (kid exact; a kid no
+ * key has falls back to the keys without a kid; every key that can do
+ * the alg when the token names none), the signature, then the claims.
+ * The first provider that accepts the token wins; one that accepts
+ * everything but the scopes makes the answer 403 when no other accepts
+ * it.
  *
- * Keys a remote provider does not have yet (no set, or an unknown kid)
- * suspend the request: it either runs the source's single fetch itself
- * (through ctx->svc->call) or, when another request runs it, polls the
- * source's done_seq every tick until it ends. Then it verifies again.
- * A request whose token verified may also run a due refresh of its
- * provider's keys, after its outcome is decided.
+ * A token the keys of a remote provider do not verify (no set yet, an
+ * unknown kid, or a bad signature while a refresh is due: the IdP may
+ * have rotated keys without new kids) suspends the request: it either
+ * runs the source's single fetch itself (through ctx->svc->call) or,
+ * when another request runs it, polls the source's done_seq every tick
+ * until it ends; a fetch whose request went away is taken over by a
+ * waiter. Then it verifies again. A request whose token verified may
+ * also run a due refresh of its provider's keys after its outcome is
+ * decided, held at most REFRESH_HOLD_MS.
  *
  * Parsed JSON (jansson) lives only inside one call of pt_jwt_verify; what
  * outlives it is in the request arena.
@@ -33,6 +37,12 @@
 
 #define POLL_MS 8
 #define DEADLINE_MARGIN_MS 1000
+/* A due refresh run by a request whose token verified holds that request
+ * (the filter contract ties a call to a suspended request): at most this
+ * long, whatever jwks_timeout says. A refresh cut short counts as a
+ * failed fetch; failing requests and unknown kids fetch with the full
+ * jwks_timeout. */
+#define REFRESH_HOLD_MS 1000
 
 enum verdict { V_FAIL, V_SCOPE, V_OK, V_SUSPEND, V_ERROR };
 
@@ -196,6 +206,17 @@ static bool aud_ok(const struct jwt_provider *pv, const json_t *aud)
     return false;
 }
 
+/* A NumericDate as whole seconds, rounded up, within ±1e15 (far beyond
+ * any real date; a cast of a larger double is undefined). */
+static int64_t clamp_s(double v)
+{
+    if (v > 1e15)
+        return (int64_t)1e15;
+    if (v < -1e15)
+        return (int64_t)-1e15;
+    return (int64_t)ceil(v);
+}
+
 /* exp (required), nbf, iss, aud, required_claims and required_scopes.
  * Fills the cache window on success. */
 static enum verdict claims_ok(const struct jwt_provider *pv, const json_t *claims, int64_t now_s,
@@ -207,13 +228,13 @@ static enum verdict claims_ok(const struct jwt_provider *pv, const json_t *claim
     double e = json_number_value(exp);
     if (!isfinite(e) || (double)now_s >= e + (double)pv->skew_s)
         return V_FAIL;
-    win->expire_at = e > 1e15 ? (int64_t)1e15 : (int64_t)ceil(e) + pv->skew_s;
+    win->expire_at = clamp_s(e) + pv->skew_s;
     win->not_before = INT64_MIN;
     if (nbf) {
         double b = json_number_value(nbf);
         if (!isfinite(b) || (double)now_s < b - (double)pv->skew_s)
             return V_FAIL;
-        win->not_before = b > 1e15 ? (int64_t)1e15 : (int64_t)ceil(b) - pv->skew_s;
+        win->not_before = clamp_s(b) - pv->skew_s;
     }
     if (pv->issuer) {
         const json_t *iss = json_object_get(claims, "iss");
@@ -278,9 +299,13 @@ static size_t put_slice(char *buf, size_t n, pt_slice s)
     return n + s.len;
 }
 
+/* A claims_to_headers value's length in the blob when the claim is
+ * absent (an empty claim is a present, empty value). */
+#define BLOB_ABSENT UINT32_MAX
+
 /* The outcome as bytes for the cache: the consumer, the group count and
- * groups, then one value per claims_to_headers entry (empty: absent).
- * Two passes: the size, then the bytes. */
+ * groups, then one value per claims_to_headers entry (BLOB_ABSENT: no
+ * such claim). Two passes: the size, then the bytes. */
 static pt_slice outcome_blob(struct pt_arena *a, const struct outcome *o)
 {
     char *buf = NULL;
@@ -291,7 +316,7 @@ static pt_slice outcome_blob(struct pt_arena *a, const struct outcome *o)
         for (uint32_t i = 0; i < o->ngroups; i++)
             n = put_slice(buf, n, o->groups[i]);
         for (uint32_t i = 0; i < o->nh; i++)
-            n = put_slice(buf, n, o->hvals[i].p ? o->hvals[i] : (pt_slice){"", 0});
+            n = o->hvals[i].p ? put_slice(buf, n, o->hvals[i]) : put_u32(buf, n, BLOB_ABSENT);
         if (!buf && !(buf = pt_arena_alloc(a, n)))
             return (pt_slice){NULL, 0};
     }
@@ -334,10 +359,14 @@ static int outcome_from_blob(struct pt_arena *a, const struct jwt_provider *pv, 
         if (!get_slice(&b, &o->groups[i]))
             return -1;
     for (uint32_t i = 0; i < o->nh; i++) {
-        if (!get_slice(&b, &o->hvals[i]))
-            return -1;
-        if (!o->hvals[i].len)
-            o->hvals[i].p = NULL;
+        uint32_t len;
+        pt_slice peek = b;
+        if (get_u32(&peek, &len) && len == BLOB_ABSENT) {
+            b = peek;
+            o->hvals[i] = (pt_slice){NULL, 0};
+        } else if (!get_slice(&b, &o->hvals[i])) {
+            return -1; /* else present, maybe empty */
+        }
     }
     return 0;
 }
@@ -380,11 +409,14 @@ static int start_fetch(struct pt_filter_ctx *ctx, struct jwt_state *st, struct j
     if (h && pt_headers_add(h, ctx->arena, PT_SLICE("Accept"),
                             PT_SLICE("application/jwk-set+json, application/json")) < 0)
         h = NULL;
+    uint64_t timeout = pv->jwks_timeout_ms;
+    if (phase == JWT_REFRESHING && timeout > REFRESH_HOLD_MS)
+        timeout = REFRESH_HOLD_MS;
     struct pt_filter_call_req req = {
         .url = pv->jwks_uri,
         .method = PT_SLICE("GET"),
         .headers = h,
-        .timeout_ms = pv->jwks_timeout_ms,
+        .timeout_ms = timeout,
         .max_body = PT_JWKS_MAX_BYTES,
     };
     if (!h || ctx->svc->call(ctx, &req, fetch_done) < 0) {
@@ -395,7 +427,7 @@ static int start_fetch(struct pt_filter_ctx *ctx, struct jwt_state *st, struct j
     st->phase = phase;
     st->pv = pv;
     st->fetched |= provider_bit(st, pv);
-    ctx->suspend_deadline_ms = pv->jwks_timeout_ms + DEADLINE_MARGIN_MS;
+    ctx->suspend_deadline_ms = timeout + DEADLINE_MARGIN_MS;
     return 0;
 }
 
@@ -408,7 +440,8 @@ static int start_wait(struct pt_filter_ctx *ctx, struct jwt_state *st, struct jw
     st->seen_seq = atomic_load_explicit(&pv->src->done_seq, memory_order_acquire);
     st->wait_until_ms = ctx->svc->now_ms(ctx) + pv->jwks_timeout_ms + POLL_MS;
     st->fetched |= provider_bit(st, pv);
-    ctx->suspend_deadline_ms = pv->jwks_timeout_ms + DEADLINE_MARGIN_MS;
+    /* Room for the wait, then a take-over of a lost fetch and that fetch. */
+    ctx->suspend_deadline_ms = 2 * pv->jwks_timeout_ms + PT_JWKS_TAKEOVER_MS + DEADLINE_MARGIN_MS;
     return 0;
 }
 
@@ -471,10 +504,23 @@ static void poll_fired(struct pt_filter_ctx *ctx, void *state)
 {
     struct jwt_state *st = state;
     struct jwt_provider *pv = st->pv;
-    bool ended = atomic_load_explicit(&pv->src->done_seq, memory_order_acquire) != st->seen_seq ||
-                 !atomic_load_explicit(&pv->src->fetching, memory_order_acquire);
-    if (!ended && ctx->svc->now_ms(ctx) < st->wait_until_ms &&
-        ctx->svc->timer(ctx, POLL_MS, poll_fired) == 0)
+    struct pt_jwks_source *src = pv->src;
+    uint64_t now = ctx->svc->now_ms(ctx);
+    uint64_t seq = atomic_load_explicit(&src->done_seq, memory_order_acquire);
+    bool ended = seq != st->seen_seq || !atomic_load_explicit(&src->fetching, memory_order_acquire);
+    if (ended && atomic_load_explicit(&src->lost, memory_order_acquire) &&
+        now < st->wait_until_ms) {
+        /* Its request went away: this one takes the fetch over, or keeps
+         * waiting for whoever did (or for the take-over interval). */
+        if (pt_jwks_begin_fetch(src, PT_JWKS_NEED_TAKEOVER, now)) {
+            if (start_fetch(ctx, st, pv, JWT_FETCHING) == 0)
+                return;
+        } else {
+            st->seen_seq = seq;
+            ended = false;
+        }
+    }
+    if (!ended && now < st->wait_until_ms && ctx->svc->timer(ctx, POLL_MS, poll_fired) == 0)
         return; /* still in flight: look again next tick */
     continue_after(ctx, st);
 }
@@ -497,30 +543,26 @@ struct token {
     json_t *claims;
 };
 
-/* The keys of pv to try, with a reference; NULL with *v = V_SUSPEND when
- * a fetch or wait was started, V_FAIL when there are none. */
-static struct pt_jwks_set *provider_keys(struct pt_filter_ctx *ctx, struct jwt_state *st,
-                                         struct jwt_provider *pv, const struct token *t,
-                                         enum verdict *v)
+/* The token did not verify with the keys pv has (none yet, an unknown
+ * kid, or a bad signature): V_SUSPEND when a fetch (the first, a kid
+ * refetch, a due refresh, the take-over of a lost one) or a wait for one
+ * was started, V_FAIL when there is nothing to wait for. */
+static enum verdict need_keys(struct pt_filter_ctx *ctx, struct jwt_state *st,
+                              struct jwt_provider *pv, bool have_set, bool unknown)
 {
-    struct pt_jwks_set *set = pt_jwks_acquire(pv->src);
-    bool unknown = set && t->kid && !pt_jwks_has_kid(set, t->kid);
-    *v = V_FAIL;
-    if ((set && !unknown) || !pv->src->uri || (st->fetched & provider_bit(st, pv)))
-        return set;
-    pt_jwks_set_unref(set);
+    struct pt_jwks_source *src = pv->src;
+    if (!src->uri || (st->fetched & provider_bit(st, pv)))
+        return V_FAIL;
     uint64_t now = ctx->svc->now_ms(ctx);
-    enum pt_jwks_need need = pt_jwks_need(pv->src, unknown, now);
-    if (need != PT_JWKS_NEED_NONE && pt_jwks_begin_fetch(pv->src, need, now)) {
-        if (start_fetch(ctx, st, pv, JWT_FETCHING) == 0)
-            *v = V_SUSPEND;
-    } else if (atomic_load_explicit(&pv->src->fetching, memory_order_acquire)) {
-        if (start_wait(ctx, st, pv) == 0)
-            *v = V_SUSPEND;
-    }
-    if (*v == V_SUSPEND)
-        return NULL;
-    return pt_jwks_acquire(pv->src); /* whatever there is: an unknown kid fails below */
+    enum pt_jwks_need need = pt_jwks_need(src, unknown, false, now);
+    if (need != PT_JWKS_NEED_NONE && pt_jwks_begin_fetch(src, need, now))
+        return start_fetch(ctx, st, pv, JWT_FETCHING) == 0 ? V_SUSPEND : V_FAIL;
+    /* Someone else's fetch may bring the keys: wait for it when the token
+     * needs new keys, or for a lost fetch to be taken over. */
+    bool wait = need == PT_JWKS_NEED_TAKEOVER ||
+                ((!have_set || unknown || need == PT_JWKS_NEED_REFRESH) &&
+                 atomic_load_explicit(&src->fetching, memory_order_acquire));
+    return wait && start_wait(ctx, st, pv) == 0 ? V_SUSPEND : V_FAIL;
 }
 
 static enum verdict try_provider(struct pt_filter_ctx *ctx, struct jwt_state *st,
@@ -535,18 +577,19 @@ static enum verdict try_provider(struct pt_filter_ctx *ctx, struct jwt_state *st
         if (!json_is_string(iss) || strcmp(json_string_value(iss), pv->issuer) != 0)
             return V_FAIL;
     }
-    enum verdict v;
     *set_seq = atomic_load_explicit(&pv->src->set_seq, memory_order_acquire);
-    struct pt_jwks_set *set = provider_keys(ctx, st, pv, t, &v);
-    if (!set)
-        return v;
+    struct pt_jwks_set *set = pt_jwks_acquire(pv->src);
+    bool unknown = set && t->kid && !pt_jwks_has_kid(set, t->kid);
     bool ok = false;
     uint32_t i = 0;
     for (const struct pt_jwk *k; !ok && (k = pt_jwks_next(set, t->kid, t->alg, &i));)
         ok = pt_jose_verify(t->alg, k, (const uint8_t *)t->jws.signing_input.p,
                             t->jws.signing_input.len, t->jws.sig, t->jws.sig_len);
+    bool have_set = set != NULL;
     pt_jwks_set_unref(set);
-    return ok ? claims_ok(pv, t->claims, now_s, win) : V_FAIL;
+    if (ok)
+        return claims_ok(pv, t->claims, now_s, win);
+    return need_keys(ctx, st, pv, have_set, unknown);
 }
 
 /* The token's parts, or -1 when it is not a JWS we could verify. */
@@ -580,7 +623,7 @@ static int accept_token(struct pt_filter_ctx *ctx, struct jwt_state *st, struct 
     if (r != PT_FILTER_CONTINUE || !pv->src->uri)
         return r;
     uint64_t now = ctx->svc->now_ms(ctx);
-    if (pt_jwks_need(pv->src, false, now) == PT_JWKS_NEED_REFRESH &&
+    if (pt_jwks_need(pv->src, false, true, now) == PT_JWKS_NEED_REFRESH &&
         pt_jwks_begin_fetch(pv->src, PT_JWKS_NEED_REFRESH, now) &&
         start_fetch(ctx, st, pv, JWT_REFRESHING) == 0) {
         st->outcome = PT_FILTER_CONTINUE;

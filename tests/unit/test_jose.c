@@ -287,9 +287,44 @@ static void test_jwks_sets(void)
     CHECK(pt_jwks_next(s, NULL, PT_JOSE_ES512, &i) == &s->keys[2]);
     CHECK(pt_jwks_has_kid(s, "a2"));
     CHECK(!pt_jwks_has_kid(s, "zz"));
+    /* A kid no key has falls back to the keys without a kid, never to a
+     * key with another kid; a kid some key has matches only that key. */
+    i = 0;
+    CHECK(pt_jwks_next(s, "zz", PT_JOSE_ES256, &i) == &s->keys[1]);
+    i = 0;
+    CHECK(pt_jwks_next(s, "zz", PT_JOSE_RS256, &i) == NULL);
+    i = 0;
+    CHECK(pt_jwks_next(s, "a2", PT_JOSE_ES256, &i) == NULL);
+    pt_jwks_set_unref(s);
+    /* A secret has no kid: a token naming one still verifies with it. */
+    s = pt_jwks_from_secret((const uint8_t *)"0123456789abcdef0123456789abcdef", 32);
+    i = 0;
+    CHECK(s && pt_jwks_next(s, "k1", PT_JOSE_HS256, &i) == &s->keys[0]);
     pt_jwks_set_unref(s);
     CHECK(pt_jwks_parse("{\"keys\":[]}", 11, false, &s, &skipped, err, sizeof(err)) < 0);
     CHECK(pt_jwks_parse("[1", 2, false, &s, &skipped, err, sizeof(err)) < 0);
+}
+
+/* A kid with an embedded NUL would match another kid by its prefix: the
+ * token's header and a JWK carrying one are refused. */
+static void test_kid_with_nul_refused(void)
+{
+    struct pt_jws jws;
+    int alg;
+    const char *kid;
+    CHECK(pt_jws_split(PT_SLICE("eyJhbGciOiJFUzI1NiIsImtpZCI6ImEifQ.e30.AA"), &arena, &jws) == 0);
+    CHECK(pt_jws_header(&jws, &arena, &alg, &kid) == 0 && kid && strcmp(kid, "a") == 0);
+    CHECK(pt_jws_split(PT_SLICE("eyJhbGciOiJFUzI1NiIsImtpZCI6ImFcdTAwMDBiIn0.e30.AA"), &arena,
+                       &jws) == 0);
+    CHECK(pt_jws_header(&jws, &arena, &alg, &kid) < 0);
+    char key[1024];
+    struct pt_jwk k;
+    snprintf(key, sizeof(key), "{\"kid\":\"a\\u0000b\",%s", a3_key + 1);
+    CHECK(load_key(key, &k) < 0);
+    snprintf(key, sizeof(key), "{\"kid\":\"ab\",%s", a3_key + 1);
+    CHECK(load_key(key, &k) == 0 && strcmp(k.kid, "ab") == 0);
+    pt_jwk_clear(&k);
+    pt_arena_reset(&arena);
 }
 
 static void test_jwks_source_bookkeeping(void)
@@ -297,25 +332,50 @@ static void test_jwks_source_bookkeeping(void)
     struct pt_jwks_source *a = pt_jwks_source_get("http://127.0.0.1:1/jwks");
     struct pt_jwks_source *b = pt_jwks_source_get("http://127.0.0.1:1/jwks");
     CHECK(a == b); /* one per URI, shared across generations */
-    CHECK_EQ_INT(pt_jwks_need(a, false, 1000), PT_JWKS_NEED_FIRST);
+    CHECK_EQ_INT(pt_jwks_need(a, false, false, 1000), PT_JWKS_NEED_FIRST);
     CHECK(pt_jwks_begin_fetch(a, PT_JWKS_NEED_FIRST, 1000));
     CHECK(!pt_jwks_begin_fetch(a, PT_JWKS_NEED_FIRST, 1000)); /* single flight */
     char err[128], doc[1024];
     snprintf(doc, sizeof(doc), "{\"keys\":[%s]}", a3_key);
     CHECK(pt_jwks_end_fetch(a, 1000, 200, (pt_slice){doc, strlen(doc)},
                             PT_SLICE("public, max-age=600"), err, sizeof(err)) == 0);
-    CHECK_EQ_INT(pt_jwks_need(a, false, 1000), PT_JWKS_NEED_NONE);
-    CHECK_EQ_INT(pt_jwks_need(a, false, 1000 + 540000), PT_JWKS_NEED_REFRESH);
+    CHECK_EQ_INT(pt_jwks_need(a, false, true, 1000), PT_JWKS_NEED_NONE);
+    CHECK_EQ_INT(pt_jwks_need(a, false, false, 1000), PT_JWKS_NEED_NONE);
+    CHECK_EQ_INT(pt_jwks_need(a, false, true, 1000 + 540000), PT_JWKS_NEED_REFRESH);
+    /* A token that does not verify while a refresh is due refreshes too:
+     * the IdP may have rotated keys that have no kid, or reused one. */
+    CHECK_EQ_INT(pt_jwks_need(a, false, false, 1000 + 540000), PT_JWKS_NEED_REFRESH);
+    CHECK_EQ_INT(pt_jwks_need(a, false, false, 1000 + 539999), PT_JWKS_NEED_NONE);
     /* Unknown kid: one refetch, then none for 30 s. */
-    CHECK_EQ_INT(pt_jwks_need(a, true, 2000), PT_JWKS_NEED_KID);
+    CHECK_EQ_INT(pt_jwks_need(a, true, false, 2000), PT_JWKS_NEED_KID);
     CHECK(pt_jwks_begin_fetch(a, PT_JWKS_NEED_KID, 2000));
     CHECK(pt_jwks_end_fetch(a, 2000, 503, (pt_slice){NULL, 0}, (pt_slice){NULL, 0}, err,
                             sizeof(err)) < 0);
     struct pt_jwks_set *s = pt_jwks_acquire(a);
     CHECK(s && s->n == 1); /* the last good set is kept */
     pt_jwks_set_unref(s);
-    CHECK_EQ_INT(pt_jwks_need(a, true, 2000 + 29000), PT_JWKS_NEED_NONE);
-    CHECK_EQ_INT(pt_jwks_need(a, true, 2000 + 30000), PT_JWKS_NEED_KID);
+    CHECK_EQ_INT(pt_jwks_need(a, true, false, 2000 + 29000), PT_JWKS_NEED_NONE);
+    CHECK_EQ_INT(pt_jwks_need(a, true, false, 2000 + 30000), PT_JWKS_NEED_KID);
+    /* A kid fetch whose request goes away is lost: the next request that
+     * needs it takes it over without the kid budget (which stays spent),
+     * at most once per PT_JWKS_TAKEOVER_MS. */
+    uint64_t t = 100000;
+    CHECK(pt_jwks_begin_fetch(a, PT_JWKS_NEED_KID, t));
+    pt_jwks_abort_fetch(a);
+    CHECK_EQ_INT(pt_jwks_need(a, true, false, t + 10), PT_JWKS_NEED_TAKEOVER);
+    CHECK_EQ_INT(pt_jwks_need(a, false, false, t + 10), PT_JWKS_NEED_NONE); /* known kid */
+    CHECK(!pt_jwks_begin_fetch(a, PT_JWKS_NEED_KID, t + 10));
+    CHECK(pt_jwks_begin_fetch(a, PT_JWKS_NEED_TAKEOVER, t + 10));
+    CHECK(!pt_jwks_begin_fetch(a, PT_JWKS_NEED_TAKEOVER, t + 10)); /* single flight */
+    pt_jwks_abort_fetch(a);
+    CHECK(!pt_jwks_begin_fetch(a, PT_JWKS_NEED_TAKEOVER, t + 10 + PT_JWKS_TAKEOVER_MS - 1));
+    CHECK(pt_jwks_begin_fetch(a, PT_JWKS_NEED_TAKEOVER, t + 10 + PT_JWKS_TAKEOVER_MS));
+    CHECK(pt_jwks_end_fetch(a, t + 20 + PT_JWKS_TAKEOVER_MS, 200, (pt_slice){doc, strlen(doc)},
+                            (pt_slice){NULL, 0}, err, sizeof(err)) == 0);
+    /* Done: nothing is owed any more, and the kid budget is as spent. */
+    CHECK_EQ_INT(pt_jwks_need(a, true, false, t + 5000), PT_JWKS_NEED_NONE);
+    CHECK(!pt_jwks_begin_fetch(a, PT_JWKS_NEED_TAKEOVER, t + 5000));
+    CHECK_EQ_INT(pt_jwks_need(a, true, false, t + 30000), PT_JWKS_NEED_KID);
     pt_jwks_source_put(b);
     pt_jwks_source_put(a);
 
@@ -367,6 +427,7 @@ int main(void)
     test_base64url();
     test_malformed_tokens();
     test_jwks_sets();
+    test_kid_with_nul_refused();
     test_jwks_source_bookkeeping();
     test_token_cache();
     pt_arena_destroy(&arena);

@@ -52,6 +52,16 @@ static void test_outcome_round_trip(void)
         CHECK(outcome_from_blob(&arena, &pv, (pt_slice){blob.p, cut}, &back) < 0);
     json_decref(c);
 
+    /* An empty claim is present: a cached outcome forwards it too. */
+    c = j("{\"sub\":\"bob\",\"email\":\"\",\"roles\":[]}");
+    CHECK(build_outcome(&arena, &pv, c, &o) == 0);
+    CHECK(o.hvals[0].p && o.hvals[0].len == 0);
+    CHECK(outcome_from_blob(&arena, &pv, outcome_blob(&arena, &o), &back) == 0);
+    CHECK(back.hvals[0].p != NULL && back.hvals[0].len == 0);
+    CHECK(back.hvals[1].p != NULL && back.hvals[1].len == 0);
+    CHECK(back.hvals[2].p == NULL); /* absent stays absent */
+    json_decref(c);
+
     /* A claim with a line break never becomes a header value. */
     c = j("{\"sub\":\"a\\r\\nX-Evil: 1\",\"email\":\"x\\ny\"}");
     CHECK(build_outcome(&arena, &pv, c, &o) == 0);
@@ -93,6 +103,15 @@ static void test_claim_boundaries(void)
     CHECK_EQ_INT(claims_ok(&pv, c, now, &w), V_FAIL);
     json_decref(c);
     c = CLAIMS("{\"iss\":\"iss\",\"aud\":[\"apix\"],\"exp\":%lld}", (long long)(now + 100));
+    CHECK_EQ_INT(claims_ok(&pv, c, now, &w), V_FAIL);
+    json_decref(c);
+
+    /* NumericDates far out of range are clamped, not cast (UB). */
+    c = CLAIMS("{\"iss\":\"iss\",\"aud\":\"api\",\"exp\":1e300,\"nbf\":-1e300}");
+    CHECK_EQ_INT(claims_ok(&pv, c, now, &w), V_OK);
+    CHECK(w.not_before == (int64_t)-1e15 - 60 && w.expire_at == (int64_t)1e15 + 60);
+    json_decref(c);
+    c = CLAIMS("{\"iss\":\"iss\",\"aud\":\"api\",\"exp\":-1e300}");
     CHECK_EQ_INT(claims_ok(&pv, c, now, &w), V_FAIL);
     json_decref(c);
 
