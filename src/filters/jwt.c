@@ -89,8 +89,10 @@ static int jwt_on_request(struct pt_filter_ctx *ctx, const void *conf_, void *st
         pt_headers_remove(ctx->req_headers, conf->strip[i]);
 
     pt_slice token;
-    if (pt_jwt_find_token(ctx, conf, &token) < 0)
-        return pt_auth_refuse(ctx, 401, "Bearer", PT_AUTH_INVALID_TOKEN);
+    int found = pt_jwt_find_token(ctx, conf, &token);
+    if (found < 0)
+        return pt_auth_refuse(ctx, 401, "Bearer",
+                              found == -2 ? PT_AUTH_INVALID_REQUEST : PT_AUTH_INVALID_TOKEN);
     if (token.len == 0)
         return conf->optional ? pt_auth_pass_anonymous(ctx, "Bearer")
                               : pt_auth_refuse(ctx, 401, "Bearer", NULL);
@@ -245,6 +247,16 @@ static int compile_source(const struct where *w, struct jwt_provider *p, struct 
     return 0;
 }
 
+/* Header names a claim must not set: the credentials the upstream may
+ * read, and the identity the gateway vouches for (Host, framing and
+ * hop-by-hop fields are refused by pt_header_name_check). */
+static bool reserved_name(pt_slice n)
+{
+    static const pt_slice prefix = PT_SLICE("X-Consumer-");
+    return pt_slice_ieq(n, PT_SLICE("Authorization")) || pt_slice_ieq(n, PT_SLICE("Cookie")) ||
+           (n.len >= prefix.len && pt_slice_ieq((pt_slice){n.p, prefix.len}, prefix));
+}
+
 static int compile_provider(const struct where *w, struct jwt_provider *p, struct pt_arena *a)
 {
     int bad = compile_source(w, p, a);
@@ -261,10 +273,18 @@ static int compile_provider(const struct where *w, struct jwt_provider *p, struc
     pt_slice *names = pt_arena_zalloc(a, sizeof(*names) * (p->claims_to_headers.n + 1));
     if (!names)
         return pt_filter_errorf(w->errs, NULL, NULL, false, "out of memory");
-    for (uint32_t i = 0; i < p->claims_to_headers.n; i++)
-        bad |= pt_header_name_check(w->errs, at(w, "claims_to_headers"),
-                                    w->list ? NULL : p->claims_to_headers.keys[i], true, true,
-                                    p->claims_to_headers.values[i], &names[i]);
+    for (uint32_t i = 0; i < p->claims_to_headers.n; i++) {
+        const char *entry = w->list ? NULL : p->claims_to_headers.keys[i];
+        int b = pt_header_name_check(w->errs, at(w, "claims_to_headers"), entry, true, true,
+                                     p->claims_to_headers.values[i], &names[i]);
+        if (b == 0 && reserved_name(names[i]))
+            b = pt_filter_errorf(w->errs, at(w, "claims_to_headers"), entry, true,
+                                 "claims_to_headers: header \"%s\" cannot carry a claim "
+                                 "(Authorization, Cookie and X-Consumer-* are the client's "
+                                 "credentials or the gateway's identity)",
+                                 p->claims_to_headers.values[i]);
+        bad |= b;
+    }
     p->hdr_names = names;
     p->nhdr = p->claims_to_headers.n;
     return bad;

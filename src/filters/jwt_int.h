@@ -91,8 +91,9 @@ int pt_jwt_verify(struct pt_filter_ctx *ctx, struct jwt_state *st);
 void pt_jwt_cancel(struct jwt_state *st);
 
 /* jwt_token.c */
-/* The token (empty: none), or -1 for one that is there but malformed
- * (more than one Authorization field, bad characters, too long). */
+/* The token (empty: none); -1 for one that is there but malformed (bad
+ * characters, too long); -2 for a carrier given twice (two Bearer
+ * fields, the cookie or the query parameter twice). */
 int pt_jwt_find_token(struct pt_filter_ctx *ctx, const struct jwt_conf *conf, pt_slice *token);
 /* Takes every configured carrier of the token out of the request. 0 or
  * -ENOMEM. */

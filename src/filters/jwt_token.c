@@ -5,7 +5,10 @@
  * Order: `Authorization: Bearer <token>` (RFC 6750 §2.1; another scheme
  * is left alone, for another auth filter), then the `cookie`, then the
  * `query` parameter when configured. A token is base64url parts joined
- * by dots, so anything else in it is refused before decoding.
+ * by dots, so anything else in it is refused before decoding. A carrier
+ * given twice (two Bearer fields, the cookie or the parameter twice) is
+ * refused: the gateway would verify one while the upstream may read the
+ * other.
  */
 #include "filters/jwt_int.h"
 #include "http/cookie.h"
@@ -35,17 +38,18 @@ static int check_token(pt_slice t, pt_slice *out)
 }
 
 /* `Bearer <token>`: 1 with the token, 0 for another scheme, -1 for a
- * Bearer field without a well-formed token. */
+ * Bearer field without a well-formed token. The scheme ends at any SP or
+ * HTAB (RFC 7235 §2.1). */
 static int bearer(pt_slice v, pt_slice *out)
 {
     while (v.len && (v.p[0] == ' ' || v.p[0] == '\t'))
         v.p++, v.len--;
     if (v.len < 6 || !pt_slice_ieq((pt_slice){v.p, 6}, PT_SLICE("Bearer")))
         return 0;
-    if (v.len > 6 && v.p[6] != ' ')
+    if (v.len > 6 && v.p[6] != ' ' && v.p[6] != '\t')
         return 0; /* "Bearerish" */
     pt_slice t = {v.p + 6, v.len - 6};
-    while (t.len && t.p[0] == ' ')
+    while (t.len && (t.p[0] == ' ' || t.p[0] == '\t'))
         t.p++, t.len--;
     while (t.len && (t.p[t.len - 1] == ' ' || t.p[t.len - 1] == '\t'))
         t.len--;
@@ -54,9 +58,11 @@ static int bearer(pt_slice v, pt_slice *out)
     return check_token(t, out) == 0 ? 1 : -1;
 }
 
-/* The query parameter `name`'s value (raw: a JWT needs no escaping). */
-static bool query_param(pt_slice q, pt_slice name, pt_slice *value)
+/* The query parameter `name`'s first value (raw: a JWT needs no
+ * escaping); how many times it occurs. */
+static int query_param(pt_slice q, pt_slice name, pt_slice *value)
 {
+    int count = 0;
     size_t i = 0;
     while (i < q.len) {
         const char *amp = memchr(q.p + i, '&', q.len - i);
@@ -64,13 +70,36 @@ static bool query_param(pt_slice q, pt_slice name, pt_slice *value)
         pt_slice pair = {q.p + i, end - i};
         const char *eq = memchr(pair.p, '=', pair.len);
         size_t klen = eq ? (size_t)(eq - pair.p) : pair.len;
-        if (klen == name.len && memcmp(pair.p, name.p, klen) == 0) {
+        if (klen == name.len && memcmp(pair.p, name.p, klen) == 0 && !count++)
             *value = eq ? (pt_slice){eq + 1, pair.len - klen - 1} : (pt_slice){pair.p, 0};
-            return true;
-        }
         i = end + 1;
     }
-    return false;
+    return count;
+}
+
+/* How many pairs named `name` the request's Cookie fields hold. */
+static int cookie_count(const struct pt_headers *h, pt_slice name)
+{
+    int count = 0;
+    for (uint32_t i = 0; h && i < h->n; i++) {
+        const struct pt_hfield *f = &h->f[i];
+        if (f->dead || !pt_slice_ieq(f->name, PT_SLICE("Cookie")))
+            continue;
+        pt_slice v = f->value;
+        size_t at = 0;
+        while (at < v.len) {
+            const char *semi = memchr(v.p + at, ';', v.len - at);
+            size_t end = semi ? (size_t)(semi - v.p) : v.len;
+            pt_slice pair = {v.p + at, end - at};
+            while (pair.len && (pair.p[0] == ' ' || pair.p[0] == '\t'))
+                pair.p++, pair.len--;
+            const char *eq = memchr(pair.p, '=', pair.len);
+            if (eq && (size_t)(eq - pair.p) == name.len && memcmp(pair.p, name.p, name.len) == 0)
+                count++;
+            at = end + 1;
+        }
+    }
+    return count;
 }
 
 int pt_jwt_find_token(struct pt_filter_ctx *ctx, const struct jwt_conf *conf, pt_slice *token)
@@ -84,8 +113,10 @@ int pt_jwt_find_token(struct pt_filter_ctx *ctx, const struct jwt_conf *conf, pt
             continue;
         pt_slice t;
         int r = bearer(f->value, &t);
-        if (r < 0 || (r > 0 && found))
-            return -1; /* two Bearer credentials: which one is meant? */
+        if (r < 0)
+            return -1;
+        if (r > 0 && found)
+            return -2; /* two Bearer credentials: which one is meant? */
         if (r > 0) {
             *token = t;
             found = 1;
@@ -94,10 +125,19 @@ int pt_jwt_find_token(struct pt_filter_ctx *ctx, const struct jwt_conf *conf, pt
     if (found)
         return 0;
     pt_slice v;
-    if (conf->cookie_s.len && h && pt_cookie_find(h, conf->cookie_s, &v) && v.len)
-        return check_token(v, token);
-    if (conf->query_s.len && query_param(ctx->query, conf->query_s, &v) && v.len)
-        return check_token(v, token);
+    if (conf->cookie_s.len && h && pt_cookie_find(h, conf->cookie_s, &v)) {
+        if (cookie_count(h, conf->cookie_s) > 1)
+            return -2;
+        if (v.len)
+            return check_token(v, token);
+    }
+    int n;
+    if (conf->query_s.len && (n = query_param(ctx->query, conf->query_s, &v))) {
+        if (n > 1)
+            return -2;
+        if (v.len)
+            return check_token(v, token);
+    }
     return 0;
 }
 
@@ -155,7 +195,7 @@ static int hide_cookie(struct pt_filter_ctx *ctx, pt_slice name)
 static int hide_query(struct pt_filter_ctx *ctx, pt_slice name)
 {
     pt_slice q = ctx->query, v;
-    if (!query_param(q, name, &v))
+    if (query_param(q, name, &v) == 0)
         return 0;
     char *out = pt_arena_alloc(ctx->arena, q.len + 1);
     if (!out)

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import socket
 import threading
 import time
 import uuid
@@ -29,7 +30,7 @@ from jwcrypto import jwk as jwc_jwk
 from jwcrypto import jwt as jwc_jwt
 
 from conftest import (Gateway, assert_error_response, backend, echo_headers, free_port,
-                      make_config, raw, scaled, upstream, validate_errors)
+                      make_config, raw, scaled, upstream, validate_errors, wait_until)
 
 ISS = "https://idp.test"
 AUD = "api"
@@ -171,10 +172,15 @@ def env(tmp_path_factory):
     rot_keys = [Keys("r1"), Keys("r2")]
     rot_idp = JwksServer([json.loads(rot_keys[0].rsa.export_public())])
     kid_idp = JwksServer(keys.public_jwks())
+    hand_keys = [Keys("h1"), Keys("h2")]
+    hand_idp = JwksServer([json.loads(hand_keys[0].rsa.export_public())])
+    nokid_key = jwc_jwk.JWK.generate(kty="EC", crv="P-256")  # a key without a kid
+    nokid_file = work / "nokid.json"
+    nokid_file.write_text(json.dumps({"keys": [json.loads(nokid_key.export_public())]}))
     file_keys = Keys("f")
     jwks_file = work / "jwks.json"
     jwks_file.write_text(json.dumps({"keys": file_keys.public_jwks()}))
-    servers = [idp, down_idp, rot_idp, kid_idp]
+    servers = [idp, down_idp, rot_idp, kid_idp, hand_idp]
     try:
         with backend("app") as b:
             base = {"jwks_uri": idp.url, "issuer": ISS, "audiences": [AUD]}
@@ -212,13 +218,16 @@ def env(tmp_path_factory):
                 route("down", "/down", {"jwks_uri": down_idp.url}),
                 route("kid", "/kid", {"jwks_uri": kid_idp.url}),
                 route("rot", "/rot", {"jwks_uri": rot_idp.url}),
+                route("hand", "/hand", {"jwks_uri": hand_idp.url}),
+                route("nokid", "/nokid", {"jwks_file": str(nokid_file)}),
             ]
             cfg = make_config(free_port(), {"app": upstream(b.port)}, routes, workers=2)
             gw = Gateway(cfg, work)
             try:
                 yield {"gw": gw, "b": b, "cfg": cfg, "keys": keys, "other": other, "idp": idp,
                        "down_keys": down_keys, "down_idp": down_idp, "rot_keys": rot_keys,
-                       "rot_idp": rot_idp, "kid_idp": kid_idp, "file_keys": file_keys}
+                       "rot_idp": rot_idp, "kid_idp": kid_idp, "file_keys": file_keys,
+                       "hand_keys": hand_keys, "hand_idp": hand_idp, "nokid_key": nokid_key}
             finally:
                 gw.stop()
     finally:
@@ -403,6 +412,31 @@ def test_unknown_kid_refused_after_one_refetch(env):
     assert idp.count() == before + 1
 
 
+def test_token_kid_with_keys_without_kid(env):
+    """A secret has no kid, nor has a JWKS key that names none: a token
+    naming a kid verifies with them (never with a key naming another)."""
+    gw = env["gw"]
+    r = get(gw, "/hs", mint("HS256", SECRET, headers={"kid": "k1"}))
+    assert r.status_code == 200, r.text[:200]
+    r = get(gw, "/hs64", mint("HS512", SECRET_B64_RAW, headers={"kid": "k1"}))
+    assert r.status_code == 200, r.text[:200]
+    r = get(gw, "/nokid", mint("ES256", env["nokid_key"], kid=False, headers={"kid": "any"}))
+    assert r.status_code == 200, r.text[:200]
+    assert get(gw, "/nokid", mint("ES256", env["nokid_key"], kid=False)).status_code == 200
+    # a key with a kid never stands in for another kid
+    assert_401(get(gw, "/file", mint("ES256", env["file_keys"].for_alg("ES256"), kid=False,
+                                     headers={"kid": "p256-other"})))
+
+
+def test_kid_with_nul_refused(env):
+    """It would match a key's kid by its prefix."""
+    gw, keys = env["gw"], env["keys"]
+    t = mint("RS256", keys.rsa, kid=False, headers={"kid": kid_of(keys.rsa) + "\u0000x"})
+    assert_401(get(gw, "/rs", t))
+    t = mint("HS256", SECRET, headers={"kid": "k1\u0000x"})
+    assert_401(get(gw, "/hs", t))
+
+
 def test_huge_token(env):
     gw = env["gw"]
     huge = "a" * (64 * 1024 - 100) + ".b.c"
@@ -454,6 +488,47 @@ def test_repeated_token_gives_the_same_upstream_view(env):
     assert views[0] == [["carol"], ["c@example.com"], ["a,b,c"], ["7"], [], ["carol"],
                         ["g1,g2,g3"]]
     assert all(v == views[0] for v in views), views
+
+
+def test_empty_claim_forwarded_on_cold_verify_and_cache_hit(env):
+    gw, keys = env["gw"], env["keys"]
+    t = mint("RS256", keys.rsa, claims(email="", roles=[]))
+    views = []
+    for _ in range(3):
+        r = get(gw, "/rs", t)
+        assert r.status_code == 200
+        views.append([echo_headers(r.json(), n) for n in ("X-User-Email", "X-Roles", "X-Admin")])
+    assert views[0] == [[""], [""], []], views
+    assert all(v == views[0] for v in views), views
+
+
+def test_bearer_followed_by_a_tab(env):
+    """RFC 7235: the scheme and the credentials are separated by SP or
+    HTAB."""
+    gw = env["gw"]
+    t = mint("HS256", SECRET)
+    req = ("GET /hs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\t%s\r\n"
+           "Connection: close\r\n\r\n" % t).encode()
+    out = raw(gw.port, req)
+    assert out.startswith(b"HTTP/1.1 200"), out[:300]
+
+
+def test_duplicate_token_carriers_refused(env):
+    """The gateway would verify one while the upstream may read the other."""
+    gw, keys = env["gw"], env["keys"]
+    t, other = mint("RS256", keys.rsa), mint("RS256", keys.rsa, claims(sub="mallory"))
+    r = requests.get(gw.u("/query/x?access_token=%s&access_token=%s" % (t, other)),
+                     timeout=scaled(10))
+    assert_401(r, code="invalid_request")
+    r = requests.get(gw.u("/cookie"), headers={"Cookie": "session=%s; session=%s" % (t, other)},
+                     timeout=scaled(10))
+    assert_401(r, code="invalid_request")
+    req = ("GET /cookie HTTP/1.1\r\nHost: x\r\nCookie: session=%s\r\n"
+           "Cookie: a=1; session=%s\r\nConnection: close\r\n\r\n" % (t, other)).encode()
+    out = raw(gw.port, req)
+    assert out.startswith(b"HTTP/1.1 401") and b"invalid_request" in out, out[:300]
+    # one of each is fine
+    assert requests.get(gw.u("/query/x?access_token=%s" % t), timeout=scaled(10)).status_code == 200
 
 
 def test_spoofed_claim_headers_stripped(env):
@@ -617,6 +692,41 @@ def test_jwks_rotation_under_load(env):
     assert srv.count() == base + 1, (base, srv.count())
 
 
+def test_fetch_leader_hanging_up_hands_the_fetch_over(env):
+    """The request that leads an unknown-kid fetch hangs up mid-fetch: a
+    request waiting for the same fetch takes it over (200 with the new
+    kid, not a false 401), and later requests verify the new kid."""
+    gw, srv, (k1, k2) = env["gw"], env["hand_idp"], env["hand_keys"]
+    assert get(gw, "/hand", mint("RS256", k1.rsa)).status_code == 200
+    base = srv.count()
+    srv.set_keys([json.loads(k1.rsa.export_public()), json.loads(k2.rsa.export_public())])
+    with srv.lock:
+        srv.delay = 1.0
+    try:
+        leader = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+        leader.sendall(("GET /hand HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+                        % mint("RS256", k2.rsa)).encode())
+        wait_until(lambda: srv.count() > base, scaled(5), what="the leader's JWKS fetch")
+        result = {}
+
+        def waiter():
+            result["r"] = get(gw, "/hand", mint("RS256", k2.rsa))
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        time.sleep(0.3)  # the waiter is polling the flight
+        leader.close()   # the leader hangs up mid-fetch
+        t.join(scaled(15))
+        r = result["r"]
+        assert r.status_code == 200, (r.status_code, r.text[:200])
+        assert srv.count() == base + 2  # the lost fetch, and the waiter's take-over
+    finally:
+        with srv.lock:
+            srv.delay = 0.0
+    assert get(gw, "/hand", mint("RS256", k2.rsa)).status_code == 200
+    assert srv.count() == base + 2
+
+
 def test_reload_keeps_the_jwks(env):
     """The same jwks_uri in a new generation reuses the fetched keys."""
     gw, idp, keys = env["gw"], env["idp"], env["keys"]
@@ -658,7 +768,9 @@ def bad_config(tmp_path, conf):
                                          "algorithms": ["HS512"]}]}, "HMAC algorithm"),
     ({"providers": [{"jwks_uri": "http://127.0.0.1:1/j", "issuerr": "x"}]}, "issuerr"),
     ({"jwks_uri": "http://127.0.0.1:1/j", "audience": ["x"]}, "audience"),
-])
+] + [({"secret": SECRET, "claims_to_headers": {"sub": name}}, name) for name in (
+    "Authorization", "cookie", "X-Consumer-Name", "x-consumer-groups", "Host", "Connection",
+    "Content-Length", "Transfer-Encoding", "TE", "Upgrade", "Proxy-Authorization")])
 def test_config_errors(tmp_path, conf, expect):
     out = bad_config(tmp_path, conf)
     assert expect in out, out
