@@ -88,13 +88,33 @@ int pt_headers_remove(struct pt_headers *h, pt_slice name)
     return removed;
 }
 
+/* Case-insensitive, with `-` and `_` alike: servers that map fields to
+ * CGI-style variables fold one into the other. */
+static bool prefix_loose(pt_slice name, pt_slice prefix)
+{
+    if (name.len < prefix.len)
+        return false;
+    for (size_t i = 0; i < prefix.len; i++) {
+        unsigned char a = (unsigned char)name.p[i], b = (unsigned char)prefix.p[i];
+        if (a == '_')
+            a = '-';
+        if (b == '_')
+            b = '-';
+        if (a >= 'A' && a <= 'Z')
+            a |= 0x20;
+        if (b >= 'A' && b <= 'Z')
+            b |= 0x20;
+        if (a != b)
+            return false;
+    }
+    return true;
+}
+
 int pt_headers_remove_prefix(struct pt_headers *h, pt_slice prefix)
 {
     int removed = 0;
     for (uint32_t i = 0; i < h->n; i++) {
-        pt_slice n = h->f[i].name;
-        if (!h->f[i].dead && n.len >= prefix.len &&
-            pt_slice_ieq((pt_slice){n.p, prefix.len}, prefix)) {
+        if (!h->f[i].dead && prefix_loose(h->f[i].name, prefix)) {
             h->f[i].dead = true;
             removed++;
         }

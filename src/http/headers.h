@@ -39,8 +39,9 @@ int pt_headers_add(struct pt_headers *h, struct pt_arena *a, pt_slice name, pt_s
 int pt_headers_set(struct pt_headers *h, struct pt_arena *a, pt_slice name, pt_slice value);
 /* Removes every field of that name; returns how many. */
 int pt_headers_remove(struct pt_headers *h, pt_slice name);
-/* Removes every field whose name starts with `prefix` (case-insensitive);
- * returns how many. */
+/* Removes every field whose name starts with `prefix` (case-insensitive,
+ * `-` and `_` alike: `X_Consumer_Name` is `X-Consumer-Name` to a server
+ * that maps fields to CGI variables); returns how many. */
 int pt_headers_remove_prefix(struct pt_headers *h, pt_slice prefix);
 /* Renames every field `from` to `to`. */
 int pt_headers_rename(struct pt_headers *h, struct pt_arena *a, pt_slice from, pt_slice to);

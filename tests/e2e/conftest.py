@@ -19,6 +19,7 @@ import json
 import os
 import re
 import signal
+import socketserver
 import socket
 import subprocess
 import threading
@@ -35,6 +36,12 @@ def pytest_configure(config):
         "in the plain epoll pass (`make test` runs the other passes with -m \"not heavy\")")
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+# The tests' own Python servers (auth services, IdPs, JWKS endpoints): the
+# gateway opens connections to them from every worker at once, and the
+# standard library's listen backlog of 5 overflows; a dropped SYN costs a
+# 1 s retransmit, longer than the filters' call timeouts.
+socketserver.TCPServer.request_queue_size = 128
+
 BUILD = os.environ.get("PORTICO_BUILD", "build")
 BUILD_DIR = BUILD if os.path.isabs(BUILD) else os.path.join(ROOT, BUILD)
 PORTICO = os.path.join(BUILD_DIR, "portico")

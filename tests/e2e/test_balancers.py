@@ -252,6 +252,7 @@ def test_consumer_key_comes_from_ext_auth(gateway):
         with backend("cons", nports=4) as b:
             ups = {"app": hash_upstream(b.ports, "consumer"), "authz": upstream(auth.port)}
             routes = route_all(filters={"ext_auth": {"upstream": "authz", "path": "/check",
+                                                     "timeout": "%dms" % (scaled(2) * 1000),
                                                      "consumer_header": "X-Consumer"}})
             gw = gateway(make_config(free_port(), ups, routes))
             jobs = [{"Authorization": "Bearer user%d" % k} for k in range(200)]

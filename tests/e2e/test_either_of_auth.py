@@ -96,3 +96,26 @@ def test_spoofed_consumer_fields_never_reach_the_upstream(env):
     assert r.status_code == 200
     assert echo_headers(r.json(), "X-Consumer-Name") == ["mobile-app"]
     assert echo_headers(r.json(), "X-Consumer-Groups") == ["mobile"]
+
+
+def test_underscore_spellings_of_consumer_fields_are_stripped_too(tmp_path):
+    # With underscores allowed through, `X_Consumer_Name` would be
+    # X-Consumer-Name to a CGI/WSGI upstream: it goes like the dashed one.
+    from conftest import Gateway
+    with backend("users") as b:
+        route = {"name": "r", "match": {"path_prefix": "/"}, "upstream": "users",
+                 "filters": {"key_auth": {"optional": True}}}
+        cfg = make_config(free_port(), {"users": upstream(b.port)}, [route],
+                          limits={"headers_with_underscores": "allow"})
+        cfg["consumers"] = CONSUMERS
+        gw = Gateway(cfg, tmp_path)
+        try:
+            r = requests.get(gw.u("/echo"), timeout=scaled(5),
+                             headers={"X_Consumer_Name": "root", "x-consumer_groups": "admin",
+                                      "X_Other": "kept"})
+            assert r.status_code == 200
+            names = [k.lower() for k, _ in r.json()["headers"]]
+            assert "x_consumer_name" not in names and "x-consumer_groups" not in names
+            assert "x_other" in names
+        finally:
+            gw.stop()
