@@ -95,8 +95,11 @@ def material(d, slices, rs_n, es_n):
 
         one = mint("user-repeat", "%s-repeat" % name)
         _write(os.path.join(d, name + ".one"), one + "\n")
-        # A bad signature of the same length: its last character changed.
-        _write(os.path.join(d, name + ".bad"), one[:-1] + ("A" if one[-1] != "A" else "B") + "\n")
+        # A bad signature of the same length: a character in its middle
+        # changed (the last one may hold only padding bits, which a lenient
+        # base64url decoder ignores: the signature would still be good).
+        k = len(one) - 10
+        _write(os.path.join(d, name + ".bad"), one[:k] + ("A" if one[k] != "A" else "B") + one[k + 1:] + "\n")
         for s in range(slices):
             toks = [mint("user-%06d" % (i % 100000), "%s-%d-%d" % (name, s, i)) for i in range(per_slice)]
             _write(os.path.join(d, "%s-%d.tokens" % (name, s)), "\n".join(toks) + "\n")
