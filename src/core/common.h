@@ -29,6 +29,18 @@ typedef struct pt_slice {
 
 /* xorshift64*: a fast PRNG for ids, jitter and sampling (unique, not
  * unpredictable). *state must start non-zero. */
+/* The value of one hex digit, or -1. */
+static inline int pt_hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
 /* A 64-bit finalizer (xor-shift, odd multiply; the constants of
  * MurmurHash3's public-domain fmix64): every input bit reaches every
  * output bit. */

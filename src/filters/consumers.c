@@ -24,17 +24,6 @@ void pt_key_digest(const void *key, size_t len, uint8_t out[PT_KEY_DIGEST_LEN])
     OPENSSL_cleanse(&c, sizeof(c)); /* it held the key */
 }
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 int pt_key_digest_parse(const char *text, uint8_t out[PT_KEY_DIGEST_LEN])
 {
     static const char prefix[] = "sha256:";
@@ -44,7 +33,7 @@ int pt_key_digest_parse(const char *text, uint8_t out[PT_KEY_DIGEST_LEN])
     if (strlen(h) != 2 * PT_KEY_DIGEST_LEN)
         return -1;
     for (size_t i = 0; i < PT_KEY_DIGEST_LEN; i++) {
-        int hi = hexval(h[2 * i]), lo = hexval(h[2 * i + 1]);
+        int hi = pt_hexval(h[2 * i]), lo = pt_hexval(h[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -1;
         out[i] = (uint8_t)(hi << 4 | lo);

@@ -71,17 +71,6 @@ static const struct pt_field key_auth_fields[] = {
 
 /* ---- the query string (application/x-www-form-urlencoded) ---- */
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 /* Decodes one form-encoded byte of `s` at *i (advancing it); -1 on a bad
  * %-escape. */
 static int form_byte(pt_slice s, size_t *i)
@@ -93,7 +82,7 @@ static int form_byte(pt_slice s, size_t *i)
         return (unsigned char)ch;
     if (*i + 2 > s.len)
         return -1;
-    int hi = hexval(s.p[*i]), lo = hexval(s.p[*i + 1]);
+    int hi = pt_hexval(s.p[*i]), lo = pt_hexval(s.p[*i + 1]);
     *i += 2;
     return hi < 0 || lo < 0 ? -1 : hi << 4 | lo;
 }

@@ -8,17 +8,6 @@
 
 #include <string.h>
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* RFC 3986 §2.3: decoding these never changes what a URI means. */
 static bool unreserved(int c)
 {
@@ -37,7 +26,8 @@ static long decode_unreserved(char *p, size_t len)
             p[w++] = p[i++];
             continue;
         }
-        int hi = len - i >= 3 ? hexval(p[i + 1]) : -1, lo = len - i >= 3 ? hexval(p[i + 2]) : -1;
+        int hi = len - i >= 3 ? pt_hexval(p[i + 1]) : -1,
+            lo = len - i >= 3 ? pt_hexval(p[i + 2]) : -1;
         if (hi < 0 || lo < 0)
             return -1;
         if (unreserved(hi * 16 + lo)) {
@@ -57,7 +47,7 @@ const char *const pt_semicolons_names[PT_SEMI_MODES] = {"reject", "keep"};
 /* The byte an escape at p[0] (`%` and two hex digits, len ≥ 3) stands for. */
 static int escape_at(const char *p)
 {
-    int hi = hexval(p[1]), lo = hexval(p[2]);
+    int hi = pt_hexval(p[1]), lo = pt_hexval(p[2]);
     return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
