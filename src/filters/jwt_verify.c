@@ -67,6 +67,17 @@ static bool printable(pt_slice s)
     return true;
 }
 
+/* The next space-separated word of [*s, end) (len 0: none left). */
+static pt_slice next_word(const char **s, const char *end)
+{
+    while (*s < end && **s == ' ')
+        (*s)++;
+    const char *b = *s;
+    while (*s < end && **s != ' ')
+        (*s)++;
+    return (pt_slice){b, (size_t)(*s - b)};
+}
+
 /* A scalar or nested value as text: strings as they are, the rest as
  * compact JSON. */
 static pt_slice json_text(struct pt_arena *a, const json_t *v)
@@ -141,16 +152,9 @@ static int words(struct pt_arena *a, const json_t *v, pt_slice **out, uint32_t *
         }
     } else {
         const char *s = json_string_value(v), *end = s + json_string_length(v);
-        while (s < end) {
-            while (s < end && *s == ' ')
-                s++;
-            const char *b = s;
-            while (s < end && *s != ' ')
-                s++;
-            pt_slice word = {b, (size_t)(s - b)};
-            if (word.len && printable(word) && !memchr(b, ',', word.len))
+        for (pt_slice word; (word = next_word(&s, end)).len;)
+            if (printable(word) && !memchr(word.p, ',', word.len))
                 w[(*n)++] = word;
-        }
     }
     /* The slices borrow from the JSON document: copy them out. */
     for (uint32_t i = 0; i < *n; i++) {
@@ -176,15 +180,9 @@ static bool has_word(const json_t *v, const char *want)
     if (!json_is_string(v))
         return false;
     const char *s = json_string_value(v), *end = s + json_string_length(v);
-    while (s < end) {
-        while (s < end && *s == ' ')
-            s++;
-        const char *b = s;
-        while (s < end && *s != ' ')
-            s++;
-        if ((size_t)(s - b) == wl && memcmp(b, want, wl) == 0)
+    for (pt_slice word; (word = next_word(&s, end)).len;)
+        if (word.len == wl && memcmp(word.p, want, wl) == 0)
             return true;
-    }
     return false;
 }
 

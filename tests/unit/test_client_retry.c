@@ -296,6 +296,8 @@ static void test_unsafe_requests_are_not_retried(void)
         CHECK_EQ_INT(start(&u, cases[k].method, cases[k].mid, big, false), 0);
         int a = pending(3000);
         CHECK(a >= 0);
+        /* Read until body bytes (the body is all 'x') have arrived: the
+         * request has started streaming, then the connection drops. */
         int fa = serve_until(a, "xxxxxxxxxx");
         close(fa);
         SPIN_UNTIL(u.c.phase == PT_CALL_FAILED);
