@@ -18,6 +18,7 @@
 #include "core/arena.h"
 #include "core/cidr.h"
 #include "http/headers.h"
+#include "proxy/redis.h"
 
 /* ---- configuration field tables (parsed by generic code) ---- */
 
@@ -104,10 +105,16 @@ struct pt_identity {
      * nobody identified) offers the client. Static strings. */
     const char *challenges[4];
     uint32_t nchallenges;
+    /* The claims segment (base64url, as the client sent it) of the JWT
+     * the jwt filter verified for this request; empty when none did.
+     * Points into the request's own bytes: read by rate_limit's
+     * `jwt:CLAIM` keys (pt_jwt_claim_string, jose.h). */
+    pt_slice token_claims;
 };
 
 struct pt_filter_ctx;
 struct pt_consumers;
+struct pt_rl_table;
 
 /*
  * An outbound call a filter makes through the gateway's outbound client
@@ -160,6 +167,11 @@ typedef void (*pt_filter_timer_cb)(struct pt_filter_ctx *ctx, void *state);
 typedef void (*pt_filter_call_cb)(struct pt_filter_ctx *ctx, void *state,
                                   const struct pt_filter_call_res *res);
 
+/* A script on the shared store (`cluster.redis`): the request and result
+ * types are proxy/redis.h's. */
+typedef void (*pt_filter_eval_cb)(struct pt_filter_ctx *ctx, void *state,
+                                  const struct pt_redis_result *res);
+
 /*
  * What the gateway lets a filter do (function pointers, so filters never
  * include a gateway header). A filter starts at most one piece of async
@@ -172,6 +184,11 @@ struct pt_filter_services {
                 pt_filter_call_cb cb);
     uint64_t (*now_ms)(struct pt_filter_ctx *ctx); /* the loop's clock */
     uint64_t (*random)(struct pt_filter_ctx *ctx); /* fast per-worker PRNG */
+    /* A script on the shared store; the callback gets exactly one
+     * result, on time or at req->timeout_ms (-ENOTCONN when the config
+     * has no cluster.redis: never called back). */
+    int (*eval)(struct pt_filter_ctx *ctx, const struct pt_redis_eval_req *req,
+                pt_filter_eval_cb cb);
 };
 
 struct pt_filter_ctx {
@@ -200,6 +217,12 @@ struct pt_filter_ctx {
      * read-only; never NULL while a hook runs (an empty table when the
      * config has none). */
     const struct pt_consumers *consumers;
+    /* The matched route's name (generation memory), for state keyed by
+     * route (rate_limit). */
+    const char *route_name;
+    /* The process's local rate-limit cells (filters/rl_table.h), shared by
+     * every worker and kept across reloads; never NULL while a hook runs. */
+    struct pt_rl_table *rl_table;
     /* Set by a filter returning PT_FILTER_RESPOND (or resuming with it).
      * Extra response headers go into resp_headers. */
     int respond_status;
@@ -234,6 +257,9 @@ struct pt_filter_ctx {
 struct pt_filter_errs {
     void (*report)(struct pt_filter_errs *e, const char *field, const char *entry, bool in_value,
                    const char *msg);
+    /* What the rest of the config provides, for checks that depend on
+     * it: `cluster.redis` is set (rate_limit's `scope: cluster` needs it). */
+    bool cluster_store;
 };
 
 struct pt_filter_def {

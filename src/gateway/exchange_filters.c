@@ -213,7 +213,16 @@ static uint64_t svc_random(struct pt_filter_ctx *ctx)
     return pt_worker_random(owner(ctx)->w);
 }
 
-static const struct pt_filter_services services = {svc_timer, svc_call, svc_now_ms, svc_random};
+/* The shared store: wired to the worker's Redis connection by the
+ * cluster rate-limit change; until then no config can reach it. */
+static int svc_eval(struct pt_filter_ctx *ctx, const struct pt_redis_eval_req *req,
+                    pt_filter_eval_cb cb)
+{
+    return -ENOTCONN;
+}
+
+static const struct pt_filter_services services = {svc_timer, svc_call, svc_now_ms, svc_random,
+                                                   svc_eval};
 
 /* ---- suspension ---- */
 
@@ -342,6 +351,8 @@ void pt_exchange_filters_begin(struct pt_exchange *ex)
     f->params_numbered = ex->route->match.regex != NULL; /* groups, in order */
     f->identity = &ex->identity;
     f->consumers = &ex->gen->consumers;
+    f->route_name = ex->route->name;
+    f->rl_table = ex->gen->rl_table;
     f->svc = &services;
     f->resume = filters_resume;
     f->owner = ex;

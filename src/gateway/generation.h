@@ -21,6 +21,8 @@
 #include "core/loop.h"
 #include "filters/consumers.h"
 #include "filters/filter.h"
+#include "filters/rl_table.h"
+#include "proxy/redis.h"
 #include "proxy/split.h"
 #include "proxy/upstream_types.h"
 
@@ -154,6 +156,17 @@ struct pt_generation {
     struct pt_route *routes;
     uint32_t nroutes;
     struct pt_router *router;
+    /* `cluster.redis` (proxy/redis.h): the shared store for rate limits
+     * with `scope: cluster`; has_redis false when the config has none. */
+    struct pt_redis_cfg redis;
+    bool has_redis;
+    /* `rate_limit_store.max_keys` (default PT_RL_DEFAULT_MAX_KEYS), and
+     * the process's local rate-limit table (filters/rl_table.h): a
+     * reference the runtime gives the generation before publishing it
+     * (the same table as the previous generation's unless max_keys
+     * changed), dropped by pt_generation_free. */
+    uint64_t rl_max_keys;
+    struct pt_rl_table *rl_table;
     /* `consumers:` with their API-key digest table (filters/consumers.h);
      * empty when the config has none. */
     struct pt_consumers consumers;

@@ -255,7 +255,7 @@ static void test_ip_restriction(void)
     const char *allow[] = {"10.0.0.0/8", "2001:db8::/32"};
     const char *deny[] = {"10.6.6.0/24", "192.0.2.7"};
     struct ir_conf c = {{allow, 2}, {deny, 2}, {0}, {0}};
-    struct errs_rec r = {{rec_report}, 0, ""};
+    struct errs_rec r = {{rec_report, false}, 0, ""};
     CHECK(pt_filter_ip_restriction.compile(&c, &a, &r.e) == 0 && r.n == 0);
     CHECK_EQ_INT(verdict(&c, "10.1.2.3"), 0);
     CHECK_EQ_INT(verdict(&c, "2001:db8::1"), 0);

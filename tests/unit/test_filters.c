@@ -549,7 +549,7 @@ static void *make_conf(const struct pt_filter_def *def, const struct tcfg *cfg,
     if (cfg->add)
         set_map(def, conf, "add_headers", cfg->add, gen);
     err[0] = '\0';
-    struct first_err fe = {{keep_first}, err, errlen, 0};
+    struct first_err fe = {{keep_first, false}, err, errlen, 0};
     return def->compile(conf, gen, &fe.e) == 0 ? conf : NULL;
 }
 

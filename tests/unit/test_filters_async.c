@@ -82,7 +82,8 @@ static void fake_resume(struct pt_filter_ctx *ctx, enum pt_filter_result r)
     fake.resumed = r;
 }
 
-static const struct pt_filter_services fake_svc = {fake_timer, fake_call, fake_now, fake_random};
+static const struct pt_filter_services fake_svc = {fake_timer, fake_call, fake_now, fake_random,
+                                                   NULL};
 
 static void fake_reset(void)
 {
@@ -253,7 +254,7 @@ static void *compile(const struct pt_filter_def *def, const struct kv *kvs, stru
     errbuf[0] = '\0';
     nerrs = 0;
     void *conf = make_conf(def, kvs, gen);
-    struct pt_filter_errs e = {collect};
+    struct pt_filter_errs e = {collect, false};
     int rc = def->compile(conf, gen, &e);
     CHECK_MSG((rc == 0) == (nerrs == 0), "rc %d with %d reports", rc, nerrs);
     return rc == 0 ? conf : NULL;

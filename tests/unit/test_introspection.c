@@ -168,7 +168,7 @@ static void collect(struct pt_filter_errs *e, const char *field, const char *ent
 
 static int compile_conf(struct intro_conf *c, struct pt_arena *a)
 {
-    struct pt_filter_errs errs = {collect};
+    struct pt_filter_errs errs = {collect, false};
     errbuf[0] = '\0';
     return intro_compile(c, a, &errs);
 }
