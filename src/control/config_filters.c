@@ -172,7 +172,7 @@ static const void *parse_filter_conf(struct cfg *c, const struct pt_filter_def *
         !filter_urls_register(c, def, n, conf))
         return NULL;
     if (def->compile) {
-        struct compile_errs ce = {{compile_report, false}, c, def, key, n, 0, {0}, 0};
+        struct compile_errs ce = {{compile_report, c->g->has_redis}, c, def, key, n, 0, {0}, 0};
         if (def->compile(conf, c->a, &ce.e) != 0) {
             if (ce.count == 0)
                 err_at(c, key, "filter `%s`: invalid configuration", def->name);
