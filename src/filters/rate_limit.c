@@ -539,8 +539,8 @@ static int compile_options(struct rl_conf *conf, struct pt_filter_errs *errs)
     if (conf->scope && strcmp(conf->scope, "cluster") == 0)
         conf->cluster = true;
     else if (conf->scope && strcmp(conf->scope, "local") != 0)
-        bad |= pt_filter_errorf(errs, "scope", NULL, false,
-                                "scope: \"%s\" is not local or cluster", conf->scope);
+        bad |= pt_filter_errorf(errs, "scope", NULL, false, "scope: \"%s\" is not local or cluster",
+                                conf->scope);
     if (conf->cluster && !errs->cluster_store)
         bad |= pt_filter_errorf(errs, "scope", NULL, false,
                                 "scope: cluster needs `cluster.redis` at the top level");

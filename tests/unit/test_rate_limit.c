@@ -133,8 +133,9 @@ static void test_compiled_limits(void)
 
 static void test_errors_at_their_node(void)
 {
-    EXPECT(HEAD "        scope: local\n", F "8:7: " RL "`limits` is required: a list of { key, rate, "
-                                             "burst, algorithm }");
+    EXPECT(HEAD "        scope: local\n",
+           F "8:7: " RL "`limits` is required: a list of { key, rate, "
+             "burst, algorithm }");
     EXPECT(HEAD "        limits: []\n", F "9:9: " RL "limits: 1 to 16 limits per route");
     EXPECT(HEAD "        limits:\n"
                 "          - { key: ip }\n",
@@ -143,25 +144,25 @@ static void test_errors_at_their_node(void)
                 "          - { rate: 1/s }\n"
                 "          - { rate: 10/week, burst: -1 }\n",
            F "11:22: " RL "limits: rate \"10/week\" is not a rate: N/s, N/m, N/h or N/d with N at "
-                          "least 1 (e.g. 100/s)",
+             "least 1 (e.g. 100/s)",
            F "11:39: " RL "limits: burst must be 0 or more");
     EXPECT(HEAD "        limits:\n"
                 "          - { rate: 0/s, algorithm: leaky }\n",
            F "10:21: " RL "limits: rate \"0/s\" is not a rate: N/s, N/m, N/h or N/d with N at "
-                          "least 1 (e.g. 100/s)",
+             "least 1 (e.g. 100/s)",
            F "10:37: " RL "limits: algorithm \"leaky\" is not gcra or sliding_window");
     EXPECT(HEAD "        limits:\n"
                 "          - { rate: 2000000/m, algorithm: sliding_window }\n",
            F "10:21: " RL "limits: sliding_window counts at most 1048575 requests per window "
-                          "(rate + burst); use gcra for more");
+             "(rate + burst); use gcra for more");
     /* key parts: each at its own position */
     EXPECT(HEAD "        limits:\n"
                 "          - { rate: 1/s, key: [consumer, user, \"header:bad name\", jwt:] }\n",
            F "10:38: " RL "limits: key \"user\" is not one of consumer, ip, route, header:NAME, "
-                          "jwt:CLAIM",
+             "jwt:CLAIM",
            F "10:44: " RL "header \"bad name\" is not a valid header name (RFC 9110 token)",
            F "10:63: " RL "limits: key \"jwt:\" is not one of consumer, ip, route, header:NAME, "
-                          "jwt:CLAIM");
+             "jwt:CLAIM");
     EXPECT(HEAD "        limits:\n"
                 "          - { rate: 1/s, key: [ip, header:X-A, header:x-a] }\n",
            F "10:49: " RL "limits: key part \"header:x-a\" is given twice");
