@@ -199,8 +199,8 @@ static int build_request(struct pt_filter_ctx *ctx, const struct rl_conf *conf,
         if (!a[1].p || !a[2].p || !a[3].p)
             return -ENOMEM;
     }
-    *req = (struct pt_redis_eval_req){pt_rl_cluster_script(), keys, n, args,
-                                      n * RL_ARGS_PER_LIMIT, conf->store_timeout_ms};
+    *req = (struct pt_redis_eval_req){pt_rl_cluster_script(), keys, n, args, n * RL_ARGS_PER_LIMIT,
+                                      conf->store_timeout_ms};
     return 0;
 }
 
@@ -222,7 +222,8 @@ static void on_answer(struct pt_filter_ctx *ctx, void *state, const struct pt_re
     const struct rl_conf *conf = st->conf;
     int r;
     if (res->error != PT_REDIS_OK) {
-        r = pt_rl_store_failed(ctx, conf, st, res->error_text ? res->error_text : why_of(res->error));
+        r = pt_rl_store_failed(ctx, conf, st,
+                               res->error_text ? res->error_text : why_of(res->error));
     } else if (res->nints != 1 + RL_ARGS_PER_LIMIT * conf->nlim) {
         r = pt_rl_store_failed(ctx, conf, st, "a reply of the wrong length");
     } else {

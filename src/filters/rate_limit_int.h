@@ -69,7 +69,7 @@ struct rl_conf {
 };
 
 struct rl_state {
-    const struct rl_conf *conf; /* cluster: for the store's answer (rate_limit_cluster.c) */
+    const struct rl_conf *conf;        /* cluster: for the store's answer (rate_limit_cluster.c) */
     pt_slice values[PT_RL_MAX_LIMITS]; /* each limit's key value, unambiguous text */
     struct pt_rl_result res[PT_RL_MAX_LIMITS];
     bool decided; /* res holds the decision: headers go on the response */
