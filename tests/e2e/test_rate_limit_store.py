@@ -4,9 +4,11 @@ keeps max_keys keeps the table and one that changes it starts a new one
 (and says so in the log), and the table's memory is only touched as keys
 arrive."""
 
+import re
+
 import requests
 
-from conftest import free_port, make_config, upstream
+from conftest import free_port, make_config, scaled, to_yaml, upstream
 
 
 def cfg(port, bport, max_keys=None):
@@ -54,6 +56,11 @@ def test_bad_max_keys_refused_with_position(gateway, backends):
     gw = gateway(cfg(port, be.port))
     c = cfg(port, be.port, max_keys=10)
     c["admin"] = {"address": "127.0.0.1:%d" % gw.admin_port}
-    gw.reload(c, expect_ok=False)
-    assert "`rate_limit_store.max_keys` must be from 1024 to 4294967296, got 10" in gw.stderr_text()
+    with open(gw.config_path, "w") as f:
+        f.write(to_yaml(c))
+    r = requests.post("http://127.0.0.1:%d/reload" % gw.admin_port, timeout=scaled(10))
+    assert r.status_code == 400
+    errors = r.json()["errors"]
+    assert re.search(r"portico\.yaml:\d+:\d+: `rate_limit_store.max_keys` must be from 1024 to "
+                     r"4294967296, got 10", errors), errors
     assert gw.status()["rate_limit"]["max_keys"] == 1048576
