@@ -3,7 +3,7 @@
 # Idempotent and quiet when nothing is missing.
 set -eu
 pkgs=(
-  build-essential pkg-config libyaml-dev libpcre2-dev liburing-dev libc-ares-dev libssl-dev libjansson-dev
+  build-essential pkg-config libyaml-dev libpcre2-dev liburing-dev libc-ares-dev libssl-dev libjansson-dev libhiredis-dev redis-server
   python3 python3-pytest python3-requests python3-jwt python3-jwcrypto curl
   wrk nghttp2-client
 )

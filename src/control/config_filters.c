@@ -15,7 +15,7 @@
 /* Filters DESIGN.md §5 plans: named in a config, they are refused as not
  * yet supported rather than unknown, until they join the registry. */
 static const char *const planned_filters[] = {"cors",           "request_id",   "mtls_auth",
-                                              "rate_limit",     "cache",        "aggregate",
+                                              "cache",          "aggregate",
                                               "grpc_transcode", "request_size", NULL};
 
 /* Fields CONFIG.md shows for a registered filter that its table does not
@@ -58,12 +58,44 @@ static bool already_placed(const struct compile_errs *ce, const struct pt_ynode 
     return false;
 }
 
+/* The item `#N` (1-based) of a list, then optionally `.key` of that item
+ * (its key, or with in_value its value), then optionally `#K`, the K-th
+ * item of that value: "#2", "#2.rate", "#2.key#1" (a PT_F_OBJECT_LIST
+ * entry, filter.h). NULL when the path names no node. */
+static const struct pt_ynode *item_path(const struct pt_ynode *f, const char *p, bool in_value)
+{
+    char *end;
+    unsigned long i = strtoul(p + 1, &end, 10);
+    if (f->kind != PT_YSEQ || end == p + 1 || i == 0 || i > f->n)
+        return NULL;
+    const struct pt_ynode *n = f->items[i - 1];
+    if (*end != '.')
+        return *end ? NULL : n;
+    const char *key = end + 1, *hash = strchr(key, '#');
+    size_t klen = hash ? (size_t)(hash - key) : strlen(key);
+    for (uint32_t k = 0; n->kind == PT_YMAP && k < n->n; k++) {
+        const struct pt_ynode *kn = n->pairs[k].key;
+        if (strlen(kn->str) != klen || strncmp(kn->str, key, klen) != 0)
+            continue;
+        const struct pt_ynode *v = n->pairs[k].value;
+        if (!hash)
+            return in_value ? v : kn;
+        unsigned long j = strtoul(hash + 1, &end, 10);
+        if (v->kind != PT_YSEQ)
+            return v; /* a scalar stands for a one-item list */
+        return *end == 0 && j >= 1 && j <= v->n ? v->items[j - 1] : v;
+    }
+    return NULL;
+}
+
 /* The node of `entry` in a field: in a mapping its key (or, in_value, its
- * value), in a list the first matching item not reported yet; NULL when
- * there is none. */
+ * value), in a list the first matching item not reported yet (or the
+ * item path "#N...", see item_path); NULL when there is none. */
 static const struct pt_ynode *entry_node(const struct compile_errs *ce, const struct pt_ynode *f,
                                          const char *entry, bool in_value)
 {
+    if (entry[0] == '#' && f->kind == PT_YSEQ)
+        return item_path(f, entry, in_value);
     if (f->kind == PT_YMAP && in_value)
         return pt_ynode_get(f, entry);
     const struct pt_ynode *first = NULL;

@@ -252,7 +252,10 @@ struct pt_filter_ctx {
 /* Where a compile hook reports what is wrong, one call per problem: the
  * field it is in (NULL: the filter as a whole) and, for a list item or a
  * mapping entry, that entry's name; `in_value` when the problem is in the
- * entry's value rather than its name. The loader turns each report into a
+ * entry's value rather than its name. In a PT_F_OBJECT_LIST field the
+ * entry is an item path: "#N" (the N-th item, 1-based), "#N.key" (that
+ * item's key, or its value with in_value), "#N.key#K" (the K-th item of
+ * that value when it is a list). The loader turns each report into a
  * file:line:col at that node. */
 struct pt_filter_errs {
     void (*report)(struct pt_filter_errs *e, const char *field, const char *entry, bool in_value,

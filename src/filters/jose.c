@@ -97,6 +97,32 @@ long pt_b64_decode_any(const char *in, size_t len, uint8_t *out, size_t cap)
     return b64_decode(in, len, out, cap, false);
 }
 
+/* ---- one claim as text ---- */
+
+pt_slice pt_jwt_claim_string(struct pt_arena *a, pt_slice claims, const char *name)
+{
+    pt_slice out = {"", 0};
+    if (!claims.len)
+        return out;
+    size_t cap = claims.len * 3 / 4 + 3;
+    uint8_t *buf = pt_arena_alloc(a, cap);
+    if (!buf)
+        return (pt_slice){NULL, 0};
+    long n = pt_b64url_decode(claims.p, claims.len, buf, cap);
+    json_t *doc = n < 0 ? NULL : json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
+    const json_t *v = json_is_object(doc) ? json_object_get(doc, name) : NULL;
+    if (json_is_string(v)) {
+        size_t len = json_string_length(v);
+        out = (pt_slice){pt_arena_strndup(a, json_string_value(v), len), len};
+    } else if (v && !json_is_null(v)) {
+        char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+        out = (pt_slice){text ? pt_arena_strdup(a, text) : NULL, text ? strlen(text) : 0};
+        free(text);
+    }
+    json_decref(doc);
+    return out;
+}
+
 /* ---- JWK ---- */
 
 /* A base64url member of o, decoded into a heap buffer (*out, freed by the

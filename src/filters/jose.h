@@ -60,6 +60,16 @@ long pt_b64url_decode(const char *in, size_t len, uint8_t *out, size_t cap);
 /* Standard base64 or base64url, padding optional (for secrets in config). */
 long pt_b64_decode_any(const char *in, size_t len, uint8_t *out, size_t cap);
 
+/*
+ * One claim of a JWT's claims segment (`claims`: base64url JSON, as the
+ * client sent it, e.g. ctx->identity->token_claims) as text in `a`: a
+ * string claim as it is, a number, boolean, array or object as its
+ * compact JSON text. Empty (not NULL) when the claim is absent or null,
+ * or the segment does not decode; {NULL, 0} only when out of memory.
+ * jansson allocates while parsing (freed before returning).
+ */
+pt_slice pt_jwt_claim_string(struct pt_arena *a, pt_slice claims, const char *name);
+
 /* A verification key. */
 struct pt_jwk {
     EVP_PKEY *pkey;  /* RSA, EC, Ed25519; NULL for a secret */

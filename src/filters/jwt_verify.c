@@ -369,9 +369,23 @@ static int outcome_from_blob(struct pt_arena *a, const struct jwt_provider *pv, 
     return 0;
 }
 
-static int apply_outcome(struct pt_filter_ctx *ctx, const struct jwt_provider *pv,
-                         const struct outcome *o)
+/* The claims segment (between the two dots) of a token that verified. */
+static pt_slice claims_segment(pt_slice token)
 {
+    const char *d1 = memchr(token.p, '.', token.len);
+    const char *end = token.p + token.len;
+    const char *d2 = d1 ? memchr(d1 + 1, '.', (size_t)(end - d1 - 1)) : NULL;
+    return d2 ? (pt_slice){d1 + 1, (size_t)(d2 - d1 - 1)} : (pt_slice){"", 0};
+}
+
+/* Every success path (a fresh verification or a cache hit) ends here. */
+static int apply_outcome(struct pt_filter_ctx *ctx, const struct jwt_provider *pv,
+                         const struct outcome *o, pt_slice token)
+{
+    /* For rate_limit's `jwt:CLAIM` keys: the first verified token stands,
+     * as the first identity does. */
+    if (ctx->identity && !ctx->identity->token_claims.len)
+        ctx->identity->token_claims = claims_segment(token);
     for (uint32_t i = 0; i < o->nh; i++)
         if (o->hvals[i].p &&
             pt_headers_add(ctx->req_headers, ctx->arena, pv->hdr_names[i], o->hvals[i]) < 0)
@@ -617,7 +631,7 @@ static int accept_token(struct pt_filter_ctx *ctx, struct jwt_state *st, struct 
         if (win->blob.p)
             pt_jwt_cache_put(conf->cache, st->key, win);
     }
-    int r = apply_outcome(ctx, pv, &o);
+    int r = apply_outcome(ctx, pv, &o, st->token);
     if (r != PT_FILTER_CONTINUE || !pv->src->uri)
         return r;
     uint64_t now = ctx->svc->now_ms(ctx);
@@ -645,7 +659,7 @@ static bool from_cache(struct pt_filter_ctx *ctx, struct jwt_state *st, int64_t 
     struct outcome o;
     if (outcome_from_blob(ctx->arena, pv, c.blob, &o) < 0)
         return false;
-    *r = apply_outcome(ctx, pv, &o);
+    *r = apply_outcome(ctx, pv, &o, st->token);
     return true;
 }
 

@@ -45,6 +45,9 @@ struct rl_limit {
     struct rl_keypart *parts;
     uint32_t nparts;
     pt_slice id; /* "<name>" or "#<position>", then ":" and the key spec ("consumer+route") */
+    /* An earlier limit with the same key parts (its value is reused), or
+     * -1. */
+    int same_key_as;
 };
 
 enum rl_on_failure { RL_FAIL_LOCAL = 0, RL_FAIL_ALLOW, RL_FAIL_DENY };
@@ -55,22 +58,34 @@ struct rl_conf {
     const char *scope;
     const char *on_store_failure;
     uint64_t store_timeout_ms; /* default 50 */
-    const bool *headers;       /* default true */
+    const char *headers;       /* true (default) | false */
     /* compiled */
     struct rl_limit *lim;
     uint32_t nlim;
     bool cluster;
     enum rl_on_failure on_failure;
     bool send_headers;
+    pt_slice policy; /* RateLimit-Policy: "100;w=1;burst=20, 10000;w=86400" */
 };
 
 struct rl_state {
     pt_slice values[PT_RL_MAX_LIMITS]; /* each limit's key value, unambiguous text */
     struct pt_rl_result res[PT_RL_MAX_LIMITS];
     bool decided;        /* res holds the decision: headers go on the response */
-    const char *outcome; /* for the access log: "local", "cluster", "fail_open", ... */
+    /* for the access log: "admitted", "refused", "fail_open",
+     * "store_failure_allow", ...; NULL: pt_rl_finish says admitted or
+     * refused */
+    const char *outcome;
+    /* RateLimit-Limit, -Remaining, -Reset as sent (pt_rl_finish), put
+     * again on the upstream's response head */
+    pt_slice hdr[3];
 };
 
+/* rate_limit.c: the key text of one limit from its parts' values: each
+ * percent-escaped (':' '%' and bytes outside 0x21..0x7e) and joined by
+ * ':' (a single part with nothing to escape is used as it is). 0, or
+ * -ENOMEM. */
+int pt_rl_key_text(struct pt_arena *a, const pt_slice *vals, uint32_t n, pt_slice *out);
 /* rate_limit.c: the local decision over the process table; fills st->res
  * and answers through pt_rl_finish. */
 int pt_rl_local_take(struct pt_filter_ctx *ctx, const struct rl_conf *conf, struct rl_state *st);

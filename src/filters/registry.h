@@ -46,6 +46,7 @@ extern const struct pt_filter_def pt_filter_introspection;
 extern const struct pt_filter_def pt_filter_ip_restriction;
 extern const struct pt_filter_def pt_filter_jwt;
 extern const struct pt_filter_def pt_filter_key_auth;
+extern const struct pt_filter_def pt_filter_rate_limit;
 extern const struct pt_filter_def pt_filter_request_transform;
 extern const struct pt_filter_def pt_filter_response_transform;
 

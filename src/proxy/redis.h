@@ -40,7 +40,7 @@
 /* `cluster.redis: redis://[:password@]host:port/db`, parsed by the
  * loader; host resolved when the config loads. */
 struct pt_redis_cfg {
-    const char *url; /* as written (for logs and to tell configs apart) */
+    const char *url; /* for logs and the admin API: the password shows as `***` */
     struct sockaddr_storage addr;
     socklen_t addrlen;
     const char *password; /* NULL: no AUTH */
@@ -94,11 +94,21 @@ typedef void (*pt_redis_cb)(void *ud, const struct pt_redis_result *res);
 /* A connection for cfg (copied), connecting on first use. NULL when out
  * of memory. */
 struct pt_redis *pt_redis_new(struct pt_loop *loop, const struct pt_redis_cfg *cfg);
-/* Closes it; pending commands are dropped without callbacks. */
+/* Closes it; pending commands are dropped without callbacks. Not from
+ * inside one of the loop's I/O callbacks: the connection's pt_io must
+ * outlive the loop turn it was closed in (the worker frees connections
+ * between turns). */
 void pt_redis_free(struct pt_redis *r);
-/* The URL the connection was made for (to notice a changed config). */
+/* The URL the connection was made for, as shown (the password is
+ * never in it: `redis://:***@host:port/db`). */
 const char *pt_redis_url(const struct pt_redis *r);
 bool pt_redis_connected(const struct pt_redis *r);
+/* Whether r talks to the server cfg names, as cfg says to (address,
+ * password, database): a reload that changes none keeps the connection. */
+bool pt_redis_same_cfg(const struct pt_redis *r, const struct pt_redis_cfg *cfg);
+/* Some caller still waits for a callback (a retired connection is freed
+ * once none does: at most the longest timeout later). */
+bool pt_redis_waiting(const struct pt_redis *r);
 
 /*
  * Runs a script. The result's ints live in `arena` (the caller's request

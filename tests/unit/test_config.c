@@ -725,8 +725,8 @@ static void test_filter_errors(void)
                 "  - name: r\n"
                 "    upstream: users\n"
                 "    filters:\n"
-                "      rate_limit: { scope: local }\n",
-           "t.yaml:8:7: filter `rate_limit` is not supported by this build yet");
+                "      cache: { ttl: 30s }\n",
+           "t.yaml:8:7: filter `cache` is not supported by this build yet");
     EXPECT(BASE "routes:\n"
                 "  - name: r\n"
                 "    upstream: users\n"
