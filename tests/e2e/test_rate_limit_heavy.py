@@ -13,15 +13,14 @@ per-request log, so the counts below are of what was actually sent.
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 import requests
 
-from conftest import (Gateway, backend, free_port, make_config, port_open, scaled,
-                      upstream, wait_until, SAN)
+from conftest import (Gateway, backend, free_port, make_config, scaled, upstream,
+                      wait_until)
 
 pytestmark = pytest.mark.heavy
 
