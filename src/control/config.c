@@ -434,14 +434,15 @@ enum {
     K_FORWARD_REAL_IP,
     K_RESOLVER,
     K_CONSUMERS,
+    K_CLUSTER,
     K_ROOT_N
 };
 
 static const char *const root_keys[] = {
     "workers",         "listeners", "admin",     "limits",     "access_log",
     "upstreams",       "filters",   "routes",    "io_backend", "trusted_proxies",
-    "forward_real_ip", "resolver",  "consumers", NULL};
-static const char *const root_planned[] = {"tracing", "cluster", NULL};
+    "forward_real_ip", "resolver",  "consumers", "cluster",    NULL};
+static const char *const root_planned[] = {"tracing", NULL};
 
 static void walk_root(struct cfg *c, const struct pt_ynode *root)
 {
@@ -484,6 +485,8 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
         pt_cfg_walk_resolver(c, v[K_RESOLVER]);
     if (v[K_CONSUMERS])
         pt_cfg_walk_consumers(c, v[K_CONSUMERS]);
+    /* The shared store before filters: rate_limit's compile checks it. */
+    pt_cfg_walk_cluster(c, v[K_CLUSTER]);
     /* Upstreams and default filters before routes, wherever they are in
      * the file: routes refer to both. */
     if (v[K_UPSTREAMS])

@@ -14,9 +14,9 @@
 
 /* Filters DESIGN.md §5 plans: named in a config, they are refused as not
  * yet supported rather than unknown, until they join the registry. */
-static const char *const planned_filters[] = {"cors",           "request_id",   "mtls_auth",
-                                              "cache",          "aggregate",
-                                              "grpc_transcode", "request_size", NULL};
+static const char *const planned_filters[] = {"cors",         "request_id", "mtls_auth",
+                                              "cache",        "aggregate",  "grpc_transcode",
+                                              "request_size", NULL};
 
 /* Fields CONFIG.md shows for a registered filter that its table does not
  * have yet. */
@@ -204,7 +204,7 @@ static const void *parse_filter_conf(struct cfg *c, const struct pt_filter_def *
         !filter_urls_register(c, def, n, conf))
         return NULL;
     if (def->compile) {
-        struct compile_errs ce = {{compile_report, false}, c, def, key, n, 0, {0}, 0};
+        struct compile_errs ce = {{compile_report, c->g->has_redis}, c, def, key, n, 0, {0}, 0};
         if (def->compile(conf, c->a, &ce.e) != 0) {
             if (ce.count == 0)
                 err_at(c, key, "filter `%s`: invalid configuration", def->name);

@@ -123,6 +123,10 @@ bool pt_cfg_register_url(struct cfg *c, const struct pt_ynode *n, const char *ur
 void pt_cfg_build_url_upstreams(struct cfg *c);
 /* `consumers:` (config_consumers.c): g->consumers and its key table. */
 void pt_cfg_walk_consumers(struct cfg *c, const struct pt_ynode *n);
+/* `cluster:` (config_cluster.c): g->redis and has_redis; sets the
+ * default prefix when n is NULL (no section). Before filters and routes:
+ * rate_limit's `scope: cluster` needs to know whether there is a store. */
+void pt_cfg_walk_cluster(struct cfg *c, const struct pt_ynode *n);
 /* `routes:` (config_routes.c), after upstreams and default filters. */
 void pt_cfg_walk_routes(struct cfg *c, const struct pt_ynode *n);
 /* An RFC 9110 token (header and cookie names) (config_routes.c). */

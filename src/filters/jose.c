@@ -109,7 +109,8 @@ pt_slice pt_jwt_claim_string(struct pt_arena *a, pt_slice claims, const char *na
     if (!buf)
         return (pt_slice){NULL, 0};
     long n = pt_b64url_decode(claims.p, claims.len, buf, cap);
-    json_t *doc = n < 0 ? NULL : json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
+    json_t *doc =
+        n < 0 ? NULL : json_loadb((const char *)buf, (size_t)n, JSON_REJECT_DUPLICATES, NULL);
     const json_t *v = json_is_object(doc) ? json_object_get(doc, name) : NULL;
     if (json_is_string(v)) {
         size_t len = json_string_length(v);

@@ -99,7 +99,8 @@ static pt_slice header_value(struct pt_filter_ctx *ctx, const struct rl_keypart 
     return (pt_slice){"", 0};
 }
 
-/* One part's value, unescaped; {NULL, 0} when out of memory. */
+/* One part's value, unescaped; {NULL, 0} is the empty value, or (jwt)
+ * out of memory. */
 static pt_slice part_value(struct pt_filter_ctx *ctx, const struct rl_keypart *kp)
 {
     const struct pt_identity *id = ctx->identity;
@@ -160,8 +161,10 @@ static int key_values(struct pt_filter_ctx *ctx, const struct rl_conf *conf, str
         pt_slice vals[PT_RL_MAX_LIMITS];
         for (uint32_t k = 0; k < l->nparts; k++) {
             vals[k] = part_value(ctx, &l->parts[k]);
-            if (!vals[k].p)
+            if (!vals[k].p && l->parts[k].kind == RLK_JWT)
                 return -ENOMEM;
+            if (!vals[k].p) /* an empty slice without bytes: the empty value */
+                vals[k] = (pt_slice){"", 0};
         }
         if (pt_rl_key_text(ctx->arena, vals, l->nparts, &st->values[i]) < 0)
             return -ENOMEM;
@@ -176,9 +179,10 @@ int pt_rl_local_take(struct pt_filter_ctx *ctx, const struct rl_conf *conf, stru
     const struct pt_rl_params *lims[PT_RL_MAX_LIMITS];
     uint64_t keys[PT_RL_MAX_LIMITS];
     const char *route = ctx->route_name ? ctx->route_name : "";
+    size_t rlen = strlen(route);
     for (uint32_t i = 0; i < conf->nlim; i++) {
         const struct rl_limit *l = &conf->lim[i];
-        pt_slice parts[3] = {{route, strlen(route)}, l->id, st->values[i]};
+        pt_slice parts[3] = {{route, rlen}, l->id, st->values[i]};
         lims[i] = &l->params;
         keys[i] = pt_rl_key(ctx->rl_table, parts, 3);
     }
@@ -539,8 +543,8 @@ static int compile_options(struct rl_conf *conf, struct pt_filter_errs *errs)
     if (conf->scope && strcmp(conf->scope, "cluster") == 0)
         conf->cluster = true;
     else if (conf->scope && strcmp(conf->scope, "local") != 0)
-        bad |= pt_filter_errorf(errs, "scope", NULL, false,
-                                "scope: \"%s\" is not local or cluster", conf->scope);
+        bad |= pt_filter_errorf(errs, "scope", NULL, false, "scope: \"%s\" is not local or cluster",
+                                conf->scope);
     if (conf->cluster && !errs->cluster_store)
         bad |= pt_filter_errorf(errs, "scope", NULL, false,
                                 "scope: cluster needs `cluster.redis` at the top level");

@@ -71,7 +71,7 @@ struct rl_conf {
 struct rl_state {
     pt_slice values[PT_RL_MAX_LIMITS]; /* each limit's key value, unambiguous text */
     struct pt_rl_result res[PT_RL_MAX_LIMITS];
-    bool decided;        /* res holds the decision: headers go on the response */
+    bool decided; /* res holds the decision: headers go on the response */
     /* for the access log: "admitted", "refused", "fail_open",
      * "store_failure_allow", ...; NULL: pt_rl_finish says admitted or
      * refused */

@@ -6,9 +6,15 @@
 #include "filters/registry.h"
 
 const struct pt_filter_def *const pt_filter_registry[] = {
-    &pt_filter_acl,           &pt_filter_ext_auth,          &pt_filter_fault,
-    &pt_filter_introspection, &pt_filter_ip_restriction,    &pt_filter_jwt,
-    &pt_filter_key_auth,      &pt_filter_rate_limit,        &pt_filter_request_transform,
+    &pt_filter_acl,
+    &pt_filter_ext_auth,
+    &pt_filter_fault,
+    &pt_filter_introspection,
+    &pt_filter_ip_restriction,
+    &pt_filter_jwt,
+    &pt_filter_key_auth,
+    &pt_filter_rate_limit,
+    &pt_filter_request_transform,
     &pt_filter_response_transform,
 };
 

@@ -34,7 +34,7 @@
  * Ownership: the runtime creates the table from the first config
  * (`rate_limit_store.max_keys`) and every generation holds a reference;
  * a reload that changes max_keys makes a new, empty table. Workers only
- * call pt_rl_table_take / pt_rl_table_refund.
+ * call pt_rl_table_take and pt_rl_key.
  */
 #ifndef PT_FILTERS_RL_TABLE_H
 #define PT_FILTERS_RL_TABLE_H
@@ -60,8 +60,10 @@ struct pt_rl_params {
 };
 
 /* Fills the derived fields from algorithm, count, burst and period_ms.
- * -EINVAL when they are out of range (count 0, a sliding window above
- * PT_RL_SW_MAX_COUNT). */
+ * -EINVAL when they are out of range: count 0, a period other than the
+ * four above, N + B overflowing, a sliding window above
+ * PT_RL_SW_MAX_COUNT, or a gcra bucket whose refill C × T exceeds 2^62 ns
+ * (146 years). */
 int pt_rl_params_init(struct pt_rl_params *p);
 
 /* One limit's answer for one request: what the RateLimit-* fields and

@@ -115,6 +115,9 @@ struct pt_exchange {
     struct pt_timer deadline; /* the suspension's deadline */
     struct pt_fetch *ffetch;  /* a filter's call (svc->call) */
     pt_filter_call_cb ffetch_cb;
+    struct pt_redis_cmd *feval; /* a filter's script (svc->eval), on feval_redis */
+    struct pt_redis *feval_redis;
+    pt_filter_eval_cb feval_cb;
     const struct pt_filter_inst *deadline_inst;
 
     /* the upstream call */

@@ -5,8 +5,9 @@
  * randomness), resume after a suspension, the suspension's deadline, and
  * cancellation.
  *
- * A suspended exchange has exactly one piece of pending work (the timer or
- * the call its filter started) plus the deadline timer. Cancelling stops
+ * A suspended exchange has exactly one piece of pending work (the timer,
+ * the call or the shared-store script its filter started) plus the
+ * deadline timer. Cancelling stops
  * both, then calls the filter's on_cancel, so no completion ever runs into
  * a request that is gone. Completions run on the worker's loop and end in
  * the codec's wake (tail call), as every other event does.
@@ -44,7 +45,7 @@ static void ftimer_fired(struct pt_loop *loop, struct pt_timer *t)
 static int svc_timer(struct pt_filter_ctx *ctx, uint64_t delay_ms, pt_filter_timer_cb cb)
 {
     struct pt_exchange *ex = owner(ctx);
-    if (!cb || ex->ftimer_cb || ex->ffetch)
+    if (!cb || ex->ftimer_cb || ex->ffetch || ex->feval)
         return -EBUSY;
     ex->ftimer_cb = cb;
     pt_timer_arm(&ex->w->loop, &ex->ftimer, delay_ms, ftimer_fired);
@@ -123,7 +124,7 @@ static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *
                     pt_filter_call_cb cb)
 {
     struct pt_exchange *ex = owner(ctx);
-    if (!cb || ex->ftimer_cb || ex->ffetch)
+    if (!cb || ex->ftimer_cb || ex->ffetch || ex->feval)
         return -EBUSY;
     struct pt_fetch *f = pt_arena_zalloc(ex->arena, sizeof(*f));
     if (!f)
@@ -213,12 +214,55 @@ static uint64_t svc_random(struct pt_filter_ctx *ctx)
     return pt_worker_random(owner(ctx)->w);
 }
 
-/* The shared store: wired to the worker's Redis connection by the
- * cluster rate-limit change; until then no config can reach it. */
+static void feval_done(void *ud, const struct pt_redis_result *res)
+{
+    struct pt_exchange *ex = ud;
+    pt_filter_eval_cb cb = ex->feval_cb;
+    ex->feval = NULL;
+    ex->feval_redis = NULL;
+    ex->feval_cb = NULL;
+    cb(&ex->fctx, susp_state(ex), res); /* ends in ctx->resume */
+}
+
+/* A script on the shared store, on this worker's connection to the
+ * request generation's `cluster.redis`. Every key gets the configured
+ * prefix (in the request arena). -ENOTCONN when there is no store or its
+ * connection is down: the caller applies its failure mode at once. */
 static int svc_eval(struct pt_filter_ctx *ctx, const struct pt_redis_eval_req *req,
                     pt_filter_eval_cb cb)
 {
-    return -ENOTCONN;
+    struct pt_exchange *ex = owner(ctx);
+    if (!cb || ex->ftimer_cb || ex->ffetch || ex->feval)
+        return -EBUSY;
+    struct pt_redis *r = pt_worker_redis(ex->w, ex->gen);
+    if (!r)
+        return ex->gen->has_redis ? -ENOMEM : -ENOTCONN;
+    const char *prefix = ex->gen->redis.prefix ? ex->gen->redis.prefix : PT_REDIS_DEFAULT_PREFIX;
+    size_t plen = strlen(prefix);
+    pt_slice *keys = pt_arena_alloc(ex->arena, sizeof(*keys) * (req->nkeys ? req->nkeys : 1));
+    if (!keys)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < req->nkeys; i++) {
+        char *k = pt_arena_alloc(ex->arena, plen + req->keys[i].len + 1);
+        if (!k)
+            return -ENOMEM;
+        memcpy(k, prefix, plen);
+        if (req->keys[i].len)
+            memcpy(k + plen, req->keys[i].p, req->keys[i].len);
+        keys[i] = (pt_slice){k, plen + req->keys[i].len};
+    }
+    struct pt_redis_eval_req pr = *req;
+    pr.keys = keys;
+    ex->feval_cb = cb;
+    ex->feval_redis = r;
+    ex->feval = pt_redis_eval(r, &pr, ex->arena, feval_done, ex);
+    if (!ex->feval) {
+        int e = errno;
+        ex->feval_cb = NULL;
+        ex->feval_redis = NULL;
+        return e == ENOTCONN ? -ENOTCONN : -(e ? e : EIO);
+    }
+    return 0;
 }
 
 static const struct pt_filter_services services = {svc_timer, svc_call, svc_now_ms, svc_random,
@@ -237,6 +281,12 @@ static void stop_pending(struct pt_exchange *ex, bool notify)
         pt_fetch_cancel(ex->ffetch);
         ex->ffetch = NULL;
         ex->ffetch_cb = NULL;
+    }
+    if (ex->feval) {
+        pt_redis_cancel(ex->feval_redis, ex->feval);
+        ex->feval = NULL;
+        ex->feval_redis = NULL;
+        ex->feval_cb = NULL;
     }
     const struct pt_filter_inst *inst = ex->susp;
     if (notify && inst && inst->def->on_cancel)
@@ -291,7 +341,7 @@ static void run_request(struct pt_exchange *ex)
     case PT_FILTER_SUSPEND: {
         ex->suspended = true;
         ex->susp = ch->request[ex->cursor - 1];
-        if (!ex->ftimer_cb && !ex->ffetch) {
+        if (!ex->ftimer_cb && !ex->ffetch && !ex->feval) {
             /* Suspended with nothing pending: nothing could ever resume it. */
             ex->suspended = false;
             pt_exchange_respond(ex, 500, "filter suspended without pending work", false);

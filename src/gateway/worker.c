@@ -98,6 +98,53 @@ static void rr_sync(struct pt_worker *w)
             assert(g->upstreams[i].targets[t].state != NULL);
 }
 
+/* ---- the shared store ---- */
+
+struct pt_redis *pt_worker_redis(struct pt_worker *w, const struct pt_generation *g)
+{
+    if (!g->has_redis)
+        return NULL;
+    if (pt_likely(w->redis && pt_redis_same_cfg(w->redis, &g->redis)))
+        return w->redis;
+    struct pt_redis *r = pt_redis_new(&w->loop, &g->redis);
+    if (!r)
+        return NULL;
+    if (w->redis) {
+        /* Requests still waiting on the old one keep it until they are
+         * answered or time out; freed between turns (redis_reap). */
+        struct pt_redis **v = realloc(w->redis_retired, sizeof(*v) * (w->nredis_retired + 1));
+        if (!v) {
+            pt_redis_free(r);
+            return w->redis;
+        }
+        v[w->nredis_retired++] = w->redis;
+        w->redis_retired = v;
+    }
+    w->redis = r;
+    return r;
+}
+
+/* Between loop turns: frees retired connections nobody waits on (all of
+ * them with `all`, as the worker stops). */
+static void redis_reap(struct pt_worker *w, bool all)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < w->nredis_retired; i++) {
+        struct pt_redis *r = w->redis_retired[i];
+        if (all || !pt_redis_waiting(r))
+            pt_redis_free(r);
+        else
+            w->redis_retired[k++] = r;
+    }
+    w->nredis_retired = k;
+    if (all) {
+        pt_redis_free(w->redis);
+        w->redis = NULL;
+        free(w->redis_retired);
+        w->redis_retired = NULL;
+    }
+}
+
 /* ---- listeners ---- */
 
 static void on_accept(struct pt_loop *loop, struct pt_io *io, uint32_t events)
@@ -375,6 +422,8 @@ static void *worker_main(void *arg)
         pt_loop_run_once(&w->loop, drain_started || paused ? 50 : 1000);
         pt_conn_reap(w);
         pt_outbound_reap(&w->ob);
+        if (pt_unlikely(w->nredis_retired))
+            redis_reap(w, false);
     }
     close_listeners(w);
     pt_conn_reap(w); /* connections closed by the last drain pass */
@@ -382,6 +431,7 @@ static void *worker_main(void *arg)
     pt_conn_cache_free(w);
     pt_arena_pool_destroy(&w->arena_pool);
     pt_outbound_destroy(&w->ob); /* closes idle pooled upstream connections */
+    redis_reap(w, true);         /* no request is left to wait on it */
     /* Last, on this thread: with io_uring, queued closes and the last
      * responses' bytes only reach the kernel through this thread's ring. */
     pt_loop_flush(&w->loop);

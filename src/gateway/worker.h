@@ -27,6 +27,7 @@
 #include "gateway/generation.h"
 #include "proxy/balance.h"
 #include "proxy/pool.h"
+#include "proxy/redis.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -98,6 +99,14 @@ struct pt_worker {
     struct pt_conn *conn_cache; /* recycled connection objects */
     uint32_t nconn_cache;
 
+    /* The shared store (`cluster.redis`, proxy/redis.h): this worker's
+     * connection, made on first use for the generation's URL. One a newer
+     * generation replaced goes to redis_retired and is freed, between loop
+     * turns, once no request waits on it. */
+    struct pt_redis *redis;
+    struct pt_redis **redis_retired;
+    uint32_t nredis_retired;
+
     struct pt_alog_ring alog;
     uint64_t rng;            /* request-id generator state */
     _Atomic uint64_t served; /* requests completed; written by the worker only */
@@ -136,6 +145,10 @@ void pt_worker_unpin(struct pt_worker *w, struct pt_generation *g);
  * loop turn. */
 struct pt_rr_state *pt_worker_rr(struct pt_worker *w, const struct pt_generation *g,
                                  const struct pt_upstream *u);
+
+/* The worker's connection to g's `cluster.redis` (made, or replaced when
+ * g names another server, here), or NULL: g has none, or out of memory. */
+struct pt_redis *pt_worker_redis(struct pt_worker *w, const struct pt_generation *g);
 
 /* Resumes accepting on listeners paused by max_connections or EMFILE. */
 void pt_worker_resume_accept(struct pt_worker *w);

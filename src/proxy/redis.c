@@ -245,9 +245,11 @@ static void result_of(const redisReply *rep, struct pt_arena *a, struct pt_redis
     *res = (struct pt_redis_result){PT_REDIS_OK, NULL, v, (uint32_t)rep->elements};
 }
 
+/* The setup commands were answered: the connection works. */
 static void restored(struct pt_redis *r)
 {
     r->backoff_ms = RETRY_MIN_MS;
+    r->down = false;
     if (r->logged_down) {
         pt_info("redis %s: connection restored", r->cfg.url);
         r->logged_down = false;
@@ -375,15 +377,12 @@ static void connected(struct pt_redis *r)
     pt_io_connected(r->loop, &r->io);
     pt_timer_cancel(r->loop, &r->timer);
     r->st = ST_UP;
-    r->down = false;
     /* What waited for the connect is measured from now. */
     uint64_t now = pt_loop_now(r->loop);
     for (struct pt_redis_cmd *c = r->head; c; c = c->next)
         c->sent_ms = now;
     if (r->head)
         pt_timer_arm(r->loop, &r->timer, STALL_MS, on_timer);
-    if (r->setup_left == 0)
-        restored(r);
     flush(r);
 }
 
@@ -468,7 +467,10 @@ static int queue_setup(struct pt_redis *r, int argc, const char **argv, const si
     return 0;
 }
 
-/* AUTH and SELECT, ahead of any command on a new connection. */
+/* AUTH, SELECT and a PING, ahead of any command on a new connection.
+ * The connection counts as working once they are answered: a server that
+ * accepts connections but does not answer (stopped, overloaded) stays
+ * down, and commands keep failing fast. */
 static int queue_setup_all(struct pt_redis *r)
 {
     if (r->cfg.password) {
@@ -485,7 +487,9 @@ static int queue_setup_all(struct pt_redis *r)
         if (queue_setup(r, 2, argv, lens) < 0)
             return -1;
     }
-    return 0;
+    const char *ping[] = {"PING"};
+    const size_t plen[] = {4};
+    return queue_setup(r, 1, ping, plen);
 }
 
 static void conn_start(struct pt_redis *r)

@@ -48,6 +48,8 @@ struct pt_redis_cfg {
     const char *prefix;   /* `cluster.redis_prefix`, default "portico:rl:" */
 };
 
+#define PT_REDIS_DEFAULT_PREFIX "portico:rl:"
+
 /* Parses the URL into cfg (strings allocated with `alloc(ud, size)`). 0,
  * or -1 with a reason in err. */
 int pt_redis_parse_url(const char *url, struct pt_redis_cfg *cfg, char *err, size_t errlen,
