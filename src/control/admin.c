@@ -305,6 +305,22 @@ static void split_json(struct sbuf *b, const struct pt_route_split *s)
         sb_printf(b, "null");
 }
 
+/* The local rate-limit table in /status: its size and how it is doing
+ * (a scan of every cell for `live`; the admin thread's time only). */
+static void rl_status_json(struct sbuf *b, struct pt_rl_table *t)
+{
+    if (!t)
+        return;
+    struct pt_rl_stats st;
+    pt_rl_table_stats(t, &st);
+    sb_printf(b,
+              ",\"rate_limit\":{\"max_keys\":%llu,\"slots\":%llu,\"live\":%llu,"
+              "\"inserts\":%llu,\"evictions\":%llu,\"fail_opens\":%llu}",
+              (unsigned long long)pt_rl_table_max_keys(t), (unsigned long long)st.slots,
+              (unsigned long long)st.live, (unsigned long long)st.inserts,
+              (unsigned long long)st.evictions, (unsigned long long)st.fail_opens);
+}
+
 static void routes_json(struct sbuf *b, const struct pt_generation *g)
 {
     sb_printf(b, "{\"generation\":%llu,\"routes\":[", (unsigned long long)g->id);
@@ -530,10 +546,12 @@ static void handle(struct pt_admin *a, struct admin_client *cl, const struct pt_
         sb_printf(&b,
                   ",\"workers\":%d,\"uptime_seconds\":%llu,\"connections_active\":%llu,"
                   "\"requests_served\":%llu,\"reloads\":{\"ok\":%llu,\"failed\":%llu},"
-                  "\"routes\":%u,\"upstreams\":%u}\n",
+                  "\"routes\":%u,\"upstreams\":%u",
                   st.workers, (unsigned long long)st.uptime_s, (unsigned long long)st.connections,
                   (unsigned long long)st.requests, (unsigned long long)st.reloads_ok,
                   (unsigned long long)st.reloads_failed, g->nroutes, g->nupstreams);
+        rl_status_json(&b, g->rl_table);
+        sb_printf(&b, "}\n");
     } else if (pt_slice_eq_cstr(req->path, "/routes") && get) {
         routes_json(&b, g);
     } else if (pt_slice_eq_cstr(req->path, "/upstreams") && get) {

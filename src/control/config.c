@@ -50,6 +50,7 @@ static void walk_io_backend(struct cfg *c, const struct pt_ynode *n);
 static void walk_listeners(struct cfg *c, const struct pt_ynode *n);
 static void walk_admin(struct cfg *c, const struct pt_ynode *n);
 static void walk_limits(struct cfg *c, const struct pt_ynode *n);
+static void walk_rl_store(struct cfg *c, const struct pt_ynode *n);
 static void walk_access_log(struct cfg *c, const struct pt_ynode *n);
 static void check_address_conflicts(struct cfg *c, const struct pt_ynode *admin);
 
@@ -130,6 +131,7 @@ static void set_defaults(struct pt_generation *g)
         .drain_timeout_ms = 30000,
     };
     g->access_log.mode = PT_ALOG_STDOUT;
+    g->rl_max_keys = PT_RL_DEFAULT_MAX_KEYS;
 }
 
 struct pt_generation *pt_config_load(const char *path, uint64_t id, struct pt_diag *diag)
@@ -435,13 +437,26 @@ enum {
     K_RESOLVER,
     K_CONSUMERS,
     K_CLUSTER,
+    K_RL_STORE,
     K_ROOT_N
 };
 
-static const char *const root_keys[] = {
-    "workers",         "listeners", "admin",     "limits",     "access_log",
-    "upstreams",       "filters",   "routes",    "io_backend", "trusted_proxies",
-    "forward_real_ip", "resolver",  "consumers", "cluster",    NULL};
+static const char *const root_keys[] = {"workers",
+                                        "listeners",
+                                        "admin",
+                                        "limits",
+                                        "access_log",
+                                        "upstreams",
+                                        "filters",
+                                        "routes",
+                                        "io_backend",
+                                        "trusted_proxies",
+                                        "forward_real_ip",
+                                        "resolver",
+                                        "consumers",
+                                        "cluster",
+                                        "rate_limit_store",
+                                        NULL};
 static const char *const root_planned[] = {"tracing", NULL};
 
 static void walk_root(struct cfg *c, const struct pt_ynode *root)
@@ -487,6 +502,8 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
         pt_cfg_walk_consumers(c, v[K_CONSUMERS]);
     /* The shared store before filters: rate_limit's compile checks it. */
     pt_cfg_walk_cluster(c, v[K_CLUSTER]);
+    if (v[K_RL_STORE])
+        walk_rl_store(c, v[K_RL_STORE]);
     /* Upstreams and default filters before routes, wherever they are in
      * the file: routes refer to both. */
     if (v[K_UPSTREAMS])
@@ -720,6 +737,20 @@ static void walk_mode(struct cfg *c, const struct pt_ynode *n, const char *key,
         pt_cfg_did_you_mean(n->str, names, (size_t)count, hint, sizeof(hint));
     err_at(c, n, "`%s` must be %s, got %s%s", key, list, pt_cfg_describe(n, buf, sizeof(buf)),
            hint);
+}
+
+/* `rate_limit_store: { max_keys: N }`: the local rate-limit table's size
+ * (16 bytes a slot, allocated once; filters/rl_table.h). */
+static void walk_rl_store(struct cfg *c, const struct pt_ynode *n)
+{
+    static const char *const keys[] = {"max_keys", NULL};
+    if (!pt_cfg_want_map(&c->w, n, "`rate_limit_store`"))
+        return;
+    const struct pt_ynode *v[1] = {0};
+    pt_cfg_bind_keys(&c->w, n, keys, NULL, "in rate_limit_store", v, NULL);
+    if (v[0])
+        pt_cfg_want_uint(&c->w, v[0], "`rate_limit_store.max_keys`", 1024, 1ull << 32,
+                         &c->g->rl_max_keys);
 }
 
 static void walk_limits(struct cfg *c, const struct pt_ynode *n)

@@ -77,6 +77,9 @@ struct runtime {
     struct pt_resolver *dns;         /* host-name targets, on this loop */
     struct pt_timer dns_timer;       /* applies changed answers */
     bool stopping;                   /* TERM/INT seen: leave the loop and drain */
+    /* The local rate-limit table of the published generation (one
+     * reference); each generation holds its own reference too. */
+    struct pt_rl_table *rl_table;
 };
 
 /* The running runtime, for pt_runtime_loop() and friends. */
@@ -102,12 +105,35 @@ struct pt_state_registry *pt_runtime_state(void)
  * but for what gen_free undoes). */
 static int gen_prepare(struct runtime *rt, struct pt_generation *g)
 {
+    /* the running table while rate_limit_store.max_keys stays the same,
+     * so limits keep their state across reloads */
+    if (!g->rl_table && rt->rl_table && pt_rl_table_max_keys(rt->rl_table) == g->rl_max_keys) {
+        pt_rl_table_ref(rt->rl_table);
+        g->rl_table = rt->rl_table;
+    } else if (!g->rl_table && !(g->rl_table = pt_rl_table_new(g->rl_max_keys))) {
+        return -ENOMEM;
+    }
     int e = pt_generation_init_pins(g, (uint32_t)rt->nworkers);
     if (e == 0)
         e = pt_state_attach_upstreams(rt->state, g->upstreams, g->nupstreams);
     if (e == 0)
         e = pt_state_attach_upstreams(rt->state, g->url_upstreams, g->nurl_upstreams);
     return e;
+}
+
+/* Once g is published: its table becomes the runtime's. */
+static void adopt_rl_table(struct runtime *rt, const struct pt_generation *g)
+{
+    if (g->rl_table == rt->rl_table)
+        return;
+    if (rt->rl_table)
+        pt_info("rate_limit_store.max_keys: %llu → %llu: a new local rate-limit table; local "
+                "limits start over",
+                (unsigned long long)pt_rl_table_max_keys(rt->rl_table),
+                (unsigned long long)g->rl_max_keys);
+    pt_rl_table_unref(rt->rl_table);
+    pt_rl_table_ref(g->rl_table);
+    rt->rl_table = g->rl_table;
 }
 
 static void gen_free(struct pt_generation *g)
@@ -345,6 +371,7 @@ static int publish(struct runtime *rt, struct pt_generation *g, char **errors, b
         pt_warn("io_backend: %s → %s takes effect at the next restart",
                 pt_io_backend_names[rt->io_backend], pt_io_backend_names[g->io_backend]);
     atomic_store_explicit(&pt_gen_current, g, memory_order_release);
+    adopt_rl_table(rt, g);
     /* g's names were handed over (with_first_answers); the answers of
      * names only the old generation had are dropped now that it cannot
      * come back (its targets are copies). */
@@ -537,6 +564,7 @@ int pt_runtime_run(const char *config_path)
     }
 
     atomic_store(&pt_gen_current, g);
+    adopt_rl_table(rt, g);
     if (probe_listeners(g, NULL) < 0)
         goto out;
     /* The admin listener opens before the data plane: once the public
@@ -611,6 +639,7 @@ out:
     free(rings);
 out_loop:
     the_rt = NULL;
+    pt_rl_table_unref(rt->rl_table);
     control_destroy(rt);
     free(rt);
     return rc;

@@ -69,6 +69,7 @@ struct rl_conf {
 };
 
 struct rl_state {
+    const struct rl_conf *conf;        /* cluster: for the store's answer (rate_limit_cluster.c) */
     pt_slice values[PT_RL_MAX_LIMITS]; /* each limit's key value, unambiguous text */
     struct pt_rl_result res[PT_RL_MAX_LIMITS];
     bool decided; /* res holds the decision: headers go on the response */
@@ -98,6 +99,9 @@ int pt_rl_finish(struct pt_filter_ctx *ctx, const struct rl_conf *conf, struct r
  * (PT_FILTER_SUSPEND), or, when it cannot start, applies on_store_failure
  * at once and returns that answer. */
 int pt_rl_cluster_take(struct pt_filter_ctx *ctx, const struct rl_conf *conf, struct rl_state *st);
+/* rate_limit_cluster.c: the decision's Lua script (its SHA-1 computed on
+ * first use), for tests. */
+const struct pt_redis_script *pt_rl_cluster_script(void);
 /* rate_limit_cluster.c: the store did not answer (down, timeout, error
  * reply): allow, deny (503 + Retry-After: 1) or decide locally, and log
  * the first failure of a streak. */

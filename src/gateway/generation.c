@@ -5,7 +5,8 @@
  * which PCRE2 allocates itself; the loader records each one in
  * g->regexes so that this is the only place that needs to know. The
  * router builds only in g->arena, so it needs nothing here. The pin
- * counters are the runtime's, one aligned block.
+ * counters are the runtime's, one aligned block; the rate-limit table is
+ * shared, and the generation drops its reference.
  */
 #include "gateway/generation.h"
 
@@ -33,6 +34,7 @@ void pt_generation_free(struct pt_generation *g)
     if (!g)
         return;
     free(g->pins);
+    pt_rl_table_unref(g->rl_table);
     for (uint32_t i = 0; i < g->nregexes; i++)
         pcre2_code_free(g->regexes[i]);
     pt_arena_destroy(&g->arena);

@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socketserver
 import socket
@@ -1149,3 +1150,114 @@ def tenv(tmp_path_factory):
             gw.stop()
 
 
+
+
+# ---------------------------------------------------------------- redis
+
+class RedisServer:
+    """A real `redis-server` on a loopback port, no persistence. stop() and
+    start() keep the port, so a gateway configured for it sees the store
+    go away and come back (empty: no cached scripts, no keys)."""
+
+    def __init__(self, workdir, password=None):
+        if not shutil.which("redis-server"):
+            raise AssertionError("redis-server is missing: it is a declared dependency "
+                                 "(scripts/deps.sh installs the Debian package redis-server)")
+        self.port = free_port()
+        self.password = password
+        self.workdir = str(workdir)
+        self.proc = None
+        self.start()
+
+    @property
+    def url(self):
+        auth = ":%s@" % self.password if self.password else ""
+        return "redis://%s127.0.0.1:%d/0" % (auth, self.port)
+
+    def start(self):
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--loglevel", "warning",
+                "--dir", self.workdir]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_until(lambda: self.proc.poll() is not None or self._pings(), scaled(10),
+                   what="redis-server on %d" % self.port)
+        if self.proc.poll() is not None:
+            raise AssertionError("redis-server exited rc=%s" % self.proc.returncode)
+
+    def _pings(self):
+        try:
+            return self.cmd("PING") == "PONG"
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            _kill(self.proc)
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    def cmd(self, *args):
+        """One command (AUTH first when there is a password): the decoded
+        reply (str, int, list, None); an error reply raises RuntimeError."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=scaled(5)) as s:
+            f = s.makefile("rb")
+            if self.password:
+                s.sendall(_resp_encode(["AUTH", self.password]))
+                _resp_read(f)
+            s.sendall(_resp_encode(args))
+            return _resp_read(f)
+
+
+def _resp_encode(args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        b = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(b), b)
+    return out
+
+
+def _resp_read(f):
+    line = f.readline()
+    if not line:
+        raise OSError("redis closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)[:-2]
+        return data.decode("utf-8", "replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp_read(f) for _ in range(n)]
+    raise OSError("bad RESP line %r" % line)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """Factory: redis_server(password=None) -> RedisServer; all stopped in
+    teardown."""
+    started = []
+
+    def start(password=None):
+        d = tmp_path / ("redis%d" % len(started))
+        d.mkdir()
+        r = RedisServer(d, password)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.stop()

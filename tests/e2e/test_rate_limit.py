@@ -395,6 +395,7 @@ def test_gcra_is_exact_across_workers(tmp_path):
     lo = 1000 + math.floor((ls - fe) / interval)
     hi = 1000 + math.floor((le - fs) / interval) + 1
     assert admitted < 5000, "the run never reached the limit"
+    print("gcra: admitted %d of %d in %.3f s, bounds [%d, %d]" % (admitted, len(got), le - fs, lo, hi))
     assert lo - 1 <= admitted <= hi + 1, (admitted, lo, hi, le - fs)
 
 
@@ -416,6 +417,7 @@ def test_sliding_window_stays_within_its_bound(tmp_path):
             gw.stop()
         admitted = got.count(200)
         assert admitted == b.stats()["requests"]
+    print("sliding_window: admitted %d in %.3f s" % (admitted, w1 - w0))
     if int(w0 // 60) == int(w1 // 60):
         assert admitted == 1000
     else:

@@ -1337,6 +1337,26 @@ static void test_balance_keys(void)
 }
 #undef UP
 
+/* `rate_limit_store.max_keys`: the default, a value, and its bounds. */
+static void test_rate_limit_store_key(void)
+{
+    struct pt_generation *g = EXPECT_OK(BASE);
+    if (g)
+        CHECK_EQ_INT(g->rl_max_keys, PT_RL_DEFAULT_MAX_KEYS);
+    CHECK(!g || g->rl_table == NULL); /* loading alone makes no table: the runtime does */
+    pt_generation_free(g);
+    g = EXPECT_OK(BASE "rate_limit_store: { max_keys: 4096 }\n");
+    if (g)
+        CHECK_EQ_INT(g->rl_max_keys, 4096);
+    pt_generation_free(g);
+    EXPECT(BASE "rate_limit_store: { max_keys: 100 }\n",
+           "t.yaml:4:31: `rate_limit_store.max_keys` must be from 1024 to 4294967296, got 100");
+    EXPECT(BASE "rate_limit_store: { max_key: 5000 }\n",
+           "t.yaml:4:21: unknown key `max_key` in rate_limit_store (did you mean `max_keys`?)");
+    EXPECT(BASE "rate_limit_store: 5\n",
+           "t.yaml:4:19: expected a mapping for `rate_limit_store`, got `5`");
+}
+
 int main(void)
 {
     test_examples();
@@ -1361,6 +1381,7 @@ int main(void)
     test_suggest();
     test_proxy_protocol_keys();
     test_balance_keys();
+    test_rate_limit_store_key();
 
     unlink("t.yaml");
     if (chdir("/") == 0)

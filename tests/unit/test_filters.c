@@ -330,8 +330,9 @@ static void test_chain_states(void)
 
 static void test_registry(void)
 {
-    CHECK_EQ_INT(pt_filter_registry_len, 9);
+    CHECK_EQ_INT(pt_filter_registry_len, 10);
     CHECK(pt_filter_find("key_auth") == &pt_filter_key_auth);
+    CHECK(pt_filter_find("rate_limit") == &pt_filter_rate_limit);
     CHECK(pt_filter_find("acl") == &pt_filter_acl);
     CHECK(pt_filter_find("introspection") == &pt_filter_introspection);
     CHECK(pt_filter_find("jwt") == &pt_filter_jwt);
