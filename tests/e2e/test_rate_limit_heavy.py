@@ -37,56 +37,31 @@ def _need(*tools):
 
 
 # ---------------------------------------------------------------- Redis
+# conftest's redis_server: stop() is a SIGKILL, start() comes back on the
+# same port, empty (no persistence).
 
-class Redis:
-    """A redis-server on a loopback port of its own, without persistence:
-    killed (SIGKILL) and started again on the same port by the tests."""
+def redis_info(redis, section):
+    out = {}
+    for line in redis.cmd("INFO", section).splitlines():
+        k, _, v = line.strip().partition(":")
+        if v:
+            out[k] = v
+    return out
 
-    def __init__(self, workdir):
-        _need("redis-server", "redis-cli")
-        self.port = free_port()
-        self.workdir = str(workdir)
-        self.proc = None
-        self.start()
 
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.workdir],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: self.proc.poll() is not None or self.cli("PING") == "PONG",
-                   scaled(10), what="redis-server on %d" % self.port)
-        assert self.proc.poll() is None, "redis-server exited rc=%s" % self.proc.returncode
+def redis_clients(redis):
+    """Connections other than the one asking."""
+    return int(redis_info(redis, "clients")["connected_clients"]) - 1
 
-    def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def cli(self, *args):
-        r = subprocess.run(["redis-cli", "-p", str(self.port)] + list(args),
-                           capture_output=True, text=True, timeout=10)
-        return r.stdout.strip()
-
-    def info(self, section):
-        out = {}
-        for line in self.cli("INFO", section).splitlines():
-            k, _, v = line.partition(":")
-            if v:
-                out[k] = v
-        return out
-
-    def clients(self):
-        """Connections other than the redis-cli asking."""
-        return int(self.info("clients")["connected_clients"]) - 1
-
-    @property
-    def url(self):
-        return "redis://127.0.0.1:%d/0" % self.port
+def script_calls(redis):
+    """EVALSHA + EVAL calls the server has run."""
+    st = redis_info(redis, "commandstats")
+    n = 0
+    for k in ("cmdstat_evalsha", "cmdstat_eval"):
+        if k in st:
+            n += int(dict(kv.split("=") for kv in st[k].split(","))["calls"])
+    return n
 
 
 # ---------------------------------------------------------------- gateways and load
@@ -186,7 +161,7 @@ def settle(cluster, redis):
     def up():
         for g in cluster.gws:
             requests.get(g.u("/tiny"), timeout=scaled(5))
-        return redis.clients() >= len(cluster.gws)
+        return redis_clients(redis) >= len(cluster.gws)
     wait_until(up, scaled(15), interval=0.2, what="every gateway connected to Redis")
     time.sleep(1.0 + 1.0 / LIMIT)
 
@@ -216,7 +191,7 @@ def check_exact(cluster, redis, tmp_path, seconds, tag, be):
 
 # ---------------------------------------------------------------- cluster accuracy
 
-def test_cluster_limit_is_exact_across_three_gateways(tmp_path):
+def test_cluster_limit_is_exact_across_three_gateways(tmp_path, redis_server):
     """Three gateways share `100/s, burst 0, scope: cluster` through one
     redis-server while 2,000 req/s are offered over the three for 10 s:
     the total admitted is within [95%, 100%] of 100 × 10 + 100 (the bucket
@@ -224,38 +199,26 @@ def test_cluster_limit_is_exact_across_three_gateways(tmp_path):
     and never reach the upstream; each decision is one script run on the
     server (EVALSHA calls = requests)."""
     _need("h2load")
-    redis = Redis(tmp_path)
-    try:
-        with backend(threads=2) as be:
-            cluster = Cluster(tmp_path, be.port, redis, "deny")
-            try:
-                settle(cluster, redis)
-                calls0 = _script_calls(redis)
-                be.reset()
-                rows = run_load(cluster, tmp_path, 10, "exact")
-                calls = _script_calls(redis) - calls0
-                ok = count(rows, lambda s: 200 <= s < 300)
-                bound, span = admitted_bound(rows)
-                print("sent %d in %.2f s, admitted %d of at most %d, %d scripts on Redis"
-                      % (len(rows), span, ok, bound, calls))
-                assert len(rows) >= 0.75 * OFFERED * 10, "the generator sent only %d" % len(rows)
-                assert count(rows, lambda s: s not in (429,) and not 200 <= s < 300) == 0
-                assert 0.95 * (LIMIT * 10 + LIMIT) <= ok <= min(bound, LIMIT * 10 + LIMIT + 1)
-                assert be.stats()["requests"] == ok
-                assert calls == len(rows), "%d scripts for %d requests" % (calls, len(rows))
-            finally:
-                cluster.stop()
-    finally:
-        redis.stop()
-
-
-def _script_calls(redis):
-    st = redis.info("commandstats")
-    n = 0
-    for k in ("cmdstat_evalsha", "cmdstat_eval"):
-        if k in st:
-            n += int(dict(kv.split("=") for kv in st[k].split(","))["calls"])
-    return n
+    redis = redis_server()
+    with backend(threads=2) as be:
+        cluster = Cluster(tmp_path, be.port, redis, "deny")
+        try:
+            settle(cluster, redis)
+            calls0 = script_calls(redis)
+            be.reset()
+            rows = run_load(cluster, tmp_path, 10, "exact")
+            calls = script_calls(redis) - calls0
+            ok = count(rows, lambda s: 200 <= s < 300)
+            bound, span = admitted_bound(rows)
+            print("sent %d in %.2f s, admitted %d of at most %d, %d scripts on Redis"
+                  % (len(rows), span, ok, bound, calls))
+            assert len(rows) >= 0.75 * OFFERED * 10, "the generator sent only %d" % len(rows)
+            assert count(rows, lambda s: s not in (429,) and not 200 <= s < 300) == 0
+            assert 0.95 * (LIMIT * 10 + LIMIT) <= ok <= min(bound, LIMIT * 10 + LIMIT + 1)
+            assert be.stats()["requests"] == ok
+            assert calls == len(rows), "%d scripts for %d requests" % (calls, len(rows))
+        finally:
+            cluster.stop()
 
 
 def _outage(redis, t_kill, t_restart, seen):
@@ -264,7 +227,7 @@ def _outage(redis, t_kill, t_restart, seen):
     def during(t0):
         time.sleep(max(0.0, t0 + t_kill - time.time()))
         seen["kill"] = time.time()
-        redis.kill()
+        redis.stop()
         time.sleep(0.5)
         seen["probe"] = requests.get(seen["probe_url"], timeout=scaled(5))
         time.sleep(max(0.0, t0 + t_restart - time.time()))
@@ -274,7 +237,7 @@ def _outage(redis, t_kill, t_restart, seen):
 
 
 @pytest.mark.parametrize("mode", ["deny", "local"])
-def test_cluster_store_failure_mode_then_exact_again(tmp_path, mode):
+def test_cluster_store_failure_mode_then_exact_again(tmp_path, redis_server, mode):
     """Redis is killed in the middle of a 2,000 req/s run over three
     gateways and started again 2.5 s later (empty: no persistence). While it
     is down, `on_store_failure` is what the gateways do:
@@ -286,45 +249,42 @@ def test_cluster_store_failure_mode_then_exact_again(tmp_path, mode):
     Each gateway logs the lost connection and its return. Once every
     gateway is connected again, a clean 3 s run is exact again."""
     _need("h2load")
-    redis = Redis(tmp_path)
-    try:
-        with backend(threads=2) as be:
-            cluster = Cluster(tmp_path, be.port, redis, mode)
-            try:
-                settle(cluster, redis)
-                seen = {"probe_url": cluster.gws[0].u("/tiny")}
-                rows = run_load(cluster, tmp_path, 8, mode, _outage(redis, 2.5, 5.0, seen))
-                # Requests that started while it was certainly down (the
-                # gateways see the reset at once; 0.1 s for in-flight answers).
-                down_from, down_to = seen["kill"] + 0.1, seen["restart"]
-                w = down_to - down_from
-                down = [(t, s) for t, s in rows if down_from <= t < down_to]
-                ok = count(down, lambda s: 200 <= s < 300)
-                unavailable = count(down, lambda s: s == 503)
-                print("%s: %d requests while down (%.2f s): %d admitted, %d 503"
-                      % (mode, len(down), w, ok, unavailable))
-                assert len(down) >= 0.75 * OFFERED * w
-                probe = seen["probe"]
-                if mode == "deny":
-                    assert unavailable == len(down), "deny: %d of %d were not 503" % (
-                        len(down) - unavailable, len(down))
-                    assert probe.status_code == 503 and probe.headers.get("Retry-After") == "1"
-                else:
-                    assert count(rows, lambda s: s == 503 or s < 0) == 0
-                    assert probe.status_code in (200, 429)
-                    # Three local buckets: more than one shared limit can
-                    # admit, at most three full buckets plus their refill.
-                    assert ok > 1.5 * LIMIT * w, "local: only %d admitted in %.2f s" % (ok, w)
-                    assert ok <= 3 * (LIMIT + LIMIT * w) + 3, "local: %d admitted in %.2f s" % (ok, w)
-                for g in cluster.gws:
-                    wait_until(lambda: "connection restored" in g.stderr_text(), scaled(15),
-                               interval=0.2, what="'connection restored' in the log")
-                    assert "connection lost" in g.stderr_text()
-                check_exact(cluster, redis, tmp_path, 3, mode + "-after", be)
-            finally:
-                cluster.stop()
-    finally:
-        redis.stop()
+    redis = redis_server()
+    with backend(threads=2) as be:
+        cluster = Cluster(tmp_path, be.port, redis, mode)
+        try:
+            settle(cluster, redis)
+            seen = {"probe_url": cluster.gws[0].u("/tiny")}
+            rows = run_load(cluster, tmp_path, 8, mode, _outage(redis, 2.5, 5.0, seen))
+            # Requests that started while it was certainly down (the
+            # gateways see the reset at once; 0.1 s for in-flight answers).
+            down_from, down_to = seen["kill"] + 0.1, seen["restart"]
+            w = down_to - down_from
+            down = [(t, s) for t, s in rows if down_from <= t < down_to]
+            ok = count(down, lambda s: 200 <= s < 300)
+            unavailable = count(down, lambda s: s == 503)
+            print("%s: %d requests while down (%.2f s): %d admitted, %d 503"
+                  % (mode, len(down), w, ok, unavailable))
+            assert len(down) >= 0.75 * OFFERED * w
+            probe = seen["probe"]
+            if mode == "deny":
+                assert unavailable == len(down), "deny: %d of %d were not 503" % (
+                    len(down) - unavailable, len(down))
+                assert probe.status_code == 503 and probe.headers.get("Retry-After") == "1"
+            else:
+                assert count(rows, lambda s: s == 503 or s < 0) == 0
+                assert probe.status_code in (200, 429)
+                # Three local buckets: more than one shared limit can
+                # admit, at most three full buckets plus their refill.
+                assert ok > 1.5 * LIMIT * w, "local: only %d admitted in %.2f s" % (ok, w)
+                assert ok <= 3 * (LIMIT + LIMIT * w) + 3, "local: %d admitted in %.2f s" % (ok, w)
+            for g in cluster.gws:
+                wait_until(lambda: "connection restored" in g.stderr_text(), scaled(15),
+                           interval=0.2, what="'connection restored' in the log")
+                assert "connection lost" in g.stderr_text()
+            check_exact(cluster, redis, tmp_path, 3, mode + "-after", be)
+        finally:
+            cluster.stop()
 
 
 # ---------------------------------------------------------------- key flood
