@@ -38,17 +38,23 @@
 #      (cold) beside HAProxy's jwt_verify, the plain route and `openssl
 #      speed`; key_auth with 1,000 consumers against the plain route.
 #
+#  10. (issue 16, bench/lib/ratelimit.sh) what a rate limit costs: a route
+#      with a local rate_limit that never trips against the plain route,
+#      beside HAProxy's stick-table http_req_rate tracking; and a cluster
+#      limit on a loopback redis-server (added latency at half the plain
+#      route's capacity, Redis round trips per decision).
+#
 # Usage: bench/run.sh [--quick] [--rounds N]
-#                     [--scenarios plain,gateway,before,ext_auth,suspend,balance,auth]
+#                     [--scenarios plain,gateway,before,ext_auth,suspend,balance,auth,ratelimit]
 #                     [--spin] [--keep-tmp]
 #   --spin  during the wrk -c32 runs only, keep both CPUs out of idle with
 #           SCHED_IDLE busy loops, so that waking a halted vCPU (costly in
 #           a VM) does not enter CPU/request; see bench/README.md, "Two
 #           regimes".
-# Environment: PORTICO_BENCH_PORT_BASE (default 23180; 25 ports from there),
+# Environment: PORTICO_BENCH_PORT_BASE (default 23180; 29 ports from there),
 #              PORTICO_BUILD (default build; relative to the repository or
 #                absolute),
-#              BENCH_ONLY=before|ext_auth|suspend|balance|auth|… one section only (its
+#              BENCH_ONLY=before|ext_auth|suspend|balance|auth|ratelimit|… one section only (its
 #                systems plus the references it is judged against; no
 #                idle-memory phase); the report goes to
 #                bench/results/latest-<section>.md, latest.md is left alone,
@@ -86,7 +92,7 @@ LOAD_CPU=1
 
 ROUNDS=5
 QUICK=0
-SCENARIOS="plain,gateway,before,ext_auth,suspend,balance,auth"
+SCENARIOS="plain,gateway,before,ext_auth,suspend,balance,auth,ratelimit"
 ONLY=${BENCH_ONLY:-}
 KEEP_TMP=0
 SPIN=0
@@ -105,6 +111,7 @@ D_PROBE=3         # h2load -c1 on the plain route, without and during the suspen
 SUSPEND=0         # the suspension section runs (scenario "suspend")
 BALANCE=0         # issue 14's section runs (scenario "balance", bench/lib/balance.sh)
 IDENTITY=0        # issue 15's section runs (scenario "auth", bench/lib/auth.sh)
+RATELIMIT=0       # issue 16's section runs (scenario "ratelimit", bench/lib/ratelimit.sh)
 RATE_CONNS=16     # h2load connections for the fixed-rate run
 SKIP_S=0.2        # h2load samples dropped at the start of each run
 
@@ -139,6 +146,9 @@ fi
 # shellcheck source-path=SCRIPTDIR source=lib/auth.sh
 . "$BENCH_DIR/lib/auth.sh"
 [ "$QUICK" = 0 ] || id_quick
+# shellcheck source-path=SCRIPTDIR source=lib/ratelimit.sh
+. "$BENCH_DIR/lib/ratelimit.sh"
+[ "$QUICK" = 0 ] || rl_quick
 
 # ---------------------------------------------------------------- utilities
 
@@ -186,7 +196,7 @@ require_port_free() {
     local port=$1
     if [ -n "$(ss -Hltn "sport = :$port")" ]; then
         die "port $port is already in use: $(ss -Hltnp "sport = :$port" | head -3 | tr -s ' ')
-       (set PORTICO_BENCH_PORT_BASE to a free range of 25 ports)"
+       (set PORTICO_BENCH_PORT_BASE to a free range of 29 ports)"
     fi
 }
 
@@ -554,6 +564,11 @@ scenario_balance() { BALANCE=1; }
 # HAProxy's jwt_verify and openssl speed, key_auth), a section of its own
 # after the rounds (bench/lib/auth.sh), with its own gateways.
 scenario_auth() { IDENTITY=1; }
+
+# Issue 16: what a rate limit costs (a local limit beside HAProxy's stick
+# table; a cluster limit on a loopback redis-server), a section of its own
+# (bench/lib/ratelimit.sh).
+scenario_ratelimit() { RATELIMIT=1; }
 
 # ------------------------------------------------------------ measurements
 
@@ -970,7 +985,7 @@ main() {
 
     local s
     for s in ${SCENARIOS//,/ }; do
-        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend, balance, auth)"
+        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend, balance, auth, ratelimit)"
         "scenario_$s"
     done
     machine_info
@@ -1005,7 +1020,7 @@ main() {
         done
     fi
 
-    # BENCH_ONLY=suspend, balance or auth registers no system: no rounds.
+    # BENCH_ONLY=suspend, balance, auth or ratelimit registers no system: no rounds.
     if [ ${#SYS_LIST[@]} -gt 0 ]; then
         log "warm-up and calibration"
         for n in "${SYS_LIST[@]}"; do
@@ -1061,6 +1076,7 @@ main() {
     fi
     [ "$BALANCE" = 0 ] || measure_balance
     [ "$IDENTITY" = 0 ] || measure_auth
+    [ "$RATELIMIT" = 0 ] || measure_ratelimit
 
     record 0 run elapsed_s $((SECONDS - t_begin))
     log "report"

@@ -23,6 +23,7 @@ import sys
 
 import report_auth
 import report_balance
+import report_ratelimit
 
 
 def arena_block_bytes():
@@ -861,10 +862,11 @@ def main():
     run = Run(raw)
     rep = Report(run)
     rep.header()
-    if not run.systems:  # BENCH_ONLY=suspend, balance or auth: that section alone
+    if not run.systems:  # BENCH_ONLY=suspend, balance, auth or ratelimit: that section alone
         rep.issue12()
         rep.add(*report_balance.section(raw, run.meta))
         rep.add(*report_auth.section(raw, run.meta))
+        rep.add(*report_ratelimit.section(raw, run.meta))
         with open(os.path.join(results, name + ".md"), "w") as f:
             f.write("\n".join(rep.lines))
         return
@@ -873,6 +875,7 @@ def main():
     rep.issue12()
     rep.add(*report_balance.section(raw, run.meta))
     rep.add(*report_auth.section(raw, run.meta))
+    rep.add(*report_ratelimit.section(raw, run.meta))
     rep.cpu_section()
     rep.rps_section()
     rep.latency_section()
