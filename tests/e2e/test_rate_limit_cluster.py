@@ -255,3 +255,11 @@ routes: []
     assert p.returncode != 0
     assert re.search(r"c\.yaml:3:\d+: `cluster\.redis`: .*%s" % why, p.stderr), p.stderr
     assert re.search(r"c\.yaml:4:\d+: `postgres` is not supported by this build yet", p.stderr)
+
+
+def test_example_cluster_yaml_validates():
+    """examples/cluster.yaml, the documented two-instance setup, loads."""
+    from conftest import ROOT, scaled
+    p = subprocess.run([PORTICO, "validate", os.path.join(ROOT, "examples", "cluster.yaml")],
+                       capture_output=True, text=True, timeout=scaled(20))
+    assert p.returncode == 0, p.stdout + p.stderr
