@@ -52,6 +52,8 @@ static void walk_admin(struct cfg *c, const struct pt_ynode *n);
 static void walk_limits(struct cfg *c, const struct pt_ynode *n);
 static void walk_rl_store(struct cfg *c, const struct pt_ynode *n);
 static void walk_access_log(struct cfg *c, const struct pt_ynode *n);
+static void walk_error_log(struct cfg *c, const struct pt_ynode *level,
+                           const struct pt_ynode *format, const struct pt_ynode *path);
 static void check_address_conflicts(struct cfg *c, const struct pt_ynode *admin);
 
 /* Helpers. */
@@ -131,6 +133,7 @@ static void set_defaults(struct pt_generation *g)
         .drain_timeout_ms = 30000,
     };
     g->access_log.mode = PT_ALOG_STDOUT;
+    g->log = (struct pt_log_cfg){.level = PT_LOG_INFO, .format = PT_LOG_TEXT, .error_log = NULL};
     g->rl_max_keys = PT_RL_DEFAULT_MAX_KEYS;
 }
 
@@ -438,25 +441,17 @@ enum {
     K_CONSUMERS,
     K_CLUSTER,
     K_RL_STORE,
+    K_LOG_LEVEL,
+    K_LOG_FORMAT,
+    K_ERROR_LOG,
     K_ROOT_N
 };
 
-static const char *const root_keys[] = {"workers",
-                                        "listeners",
-                                        "admin",
-                                        "limits",
-                                        "access_log",
-                                        "upstreams",
-                                        "filters",
-                                        "routes",
-                                        "io_backend",
-                                        "trusted_proxies",
-                                        "forward_real_ip",
-                                        "resolver",
-                                        "consumers",
-                                        "cluster",
-                                        "rate_limit_store",
-                                        NULL};
+static const char *const root_keys[] = {
+    "workers",         "listeners",  "admin",     "limits",     "access_log",
+    "upstreams",       "filters",    "routes",    "io_backend", "trusted_proxies",
+    "forward_real_ip", "resolver",   "consumers", "cluster",    "rate_limit_store",
+    "log_level",       "log_format", "error_log", NULL};
 static const char *const root_planned[] = {"tracing", NULL};
 
 static void walk_root(struct cfg *c, const struct pt_ynode *root)
@@ -492,6 +487,7 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
         walk_limits(c, v[K_LIMITS]);
     if (v[K_ACCESS_LOG])
         walk_access_log(c, v[K_ACCESS_LOG]);
+    walk_error_log(c, v[K_LOG_LEVEL], v[K_LOG_FORMAT], v[K_ERROR_LOG]);
     if (v[K_TRUSTED_PROXIES])
         pt_cfg_want_cidrs(&c->w, v[K_TRUSTED_PROXIES], "`trusted_proxies`", &c->g->trusted_proxies);
     if (v[K_FORWARD_REAL_IP])
@@ -828,4 +824,29 @@ static void walk_access_log(struct cfg *c, const struct pt_ynode *n)
         if (f && strcmp(f, "json") != 0)
             err_at(c, v[1], "access_log format `%s` is not supported (only `json`)", f);
     }
+}
+
+/* `log_level`, `log_format` and `error_log` (each may be NULL: absent). */
+static void walk_error_log(struct cfg *c, const struct pt_ynode *level,
+                           const struct pt_ynode *format, const struct pt_ynode *path)
+{
+    struct pt_log_cfg *lc = &c->g->log;
+    uint8_t m;
+    if (level) {
+        m = (uint8_t)lc->level;
+        walk_mode(c, level, "log_level", pt_log_level_names, PT_LOG_LEVELS, &m);
+        lc->level = (enum pt_log_level)m;
+    }
+    if (format) {
+        m = (uint8_t)lc->format;
+        walk_mode(c, format, "log_format", pt_log_format_names, PT_LOG_FORMATS, &m);
+        lc->format = (enum pt_log_format)m;
+    }
+    const char *p = path ? pt_cfg_want_str(&c->w, path, "`error_log`") : NULL;
+    if (!p || strcmp(p, "stderr") == 0)
+        return;
+    /* Relative to the config file, like access_log.path. */
+    lc->error_log = p[0] == '/' ? dup_str(c, p) : pt_arena_sprintf(c->a, "%s/%s", c->dir, p);
+    if (!lc->error_log)
+        oom(c);
 }

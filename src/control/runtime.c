@@ -69,7 +69,7 @@ struct runtime {
     struct pt_state_registry *state;
     /* The control loop and what runs on it. */
     struct pt_loop loop;
-    struct pt_io sig_io; /* signalfd: HUP, TERM, INT */
+    struct pt_io sig_io; /* signalfd: HUP, USR1, TERM, INT */
     struct pt_timer reclaim_timer;
     struct pt_bufpool bufs;
     struct pt_outbound ob;
@@ -200,6 +200,30 @@ static int open_access_log(struct runtime *rt, const struct pt_generation *g)
     if (e < 0)
         pt_error("access_log: cannot open %s: %s", g->access_log.path, strerror(-e));
     return e;
+}
+
+/* Applies g's log_level, log_format and error_log (core/log.h). */
+static int apply_error_log(const struct pt_generation *g)
+{
+    int e = pt_log_configure(g->log.level, g->log.format, g->log.error_log);
+    if (e < 0)
+        pt_error("error_log: cannot open %s: %s", g->log.error_log, strerror(-e));
+    return e;
+}
+
+/* SIGUSR1 (logrotate's postrotate): both log files opened again at their
+ * paths, so lines go to new files where the renamed ones were. The
+ * access log's file is swapped under the logger's lock, between drains. */
+static void reopen_logs(struct runtime *rt)
+{
+    const struct pt_generation *g = atomic_load(&pt_gen_current);
+    int e = pt_log_reopen();
+    if (e < 0)
+        pt_error("error_log: cannot reopen %s: %s; still writing to the old file", g->log.error_log,
+                 strerror(-e));
+    if (g->access_log.mode == PT_ALOG_FILE)
+        open_access_log(rt, g);
+    pt_info("log files reopened");
 }
 
 /* How long a reload waits for every worker to take the new generation. */
@@ -364,6 +388,12 @@ static int publish(struct runtime *rt, struct pt_generation *g, char **errors, b
             pt_admin_sync(rt->admin, old); /* back where it was */
         return refuse(rt, g, old, errors, "access_log: cannot open %s", g->access_log.path);
     }
+    if (apply_error_log(g) < 0) {
+        if (rt->admin)
+            pt_admin_sync(rt->admin, old);
+        open_access_log(rt, old);
+        return refuse(rt, g, old, errors, "error_log: cannot open %s", g->log.error_log);
+    }
     rt->next_id++;
     if (g->workers != rt->nworkers)
         pt_warn("workers: %d → %d takes effect at the next restart", rt->nworkers, g->workers);
@@ -468,6 +498,8 @@ static void on_signal(struct pt_loop *loop, struct pt_io *io, uint32_t events)
     while (!rt->stopping && read(io->fd, &si, sizeof(si)) == sizeof(si)) {
         if (si.ssi_signo == SIGHUP) {
             reload(rt, NULL);
+        } else if (si.ssi_signo == SIGUSR1) {
+            reopen_logs(rt);
         } else {
             pt_info("shutting down: draining in-flight requests (up to %llu ms)",
                     (unsigned long long)atomic_load(&pt_gen_current)->limits.drain_timeout_ms);
@@ -499,6 +531,7 @@ static int control_init(struct runtime *rt)
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
@@ -549,6 +582,11 @@ int pt_runtime_run(const char *config_path)
         return 1;
     }
     pt_diag_free(&diag);
+    if (apply_error_log(g) < 0) {
+        pt_generation_free(g);
+        free(rt);
+        return 1;
+    }
     if (control_init(rt) < 0) {
         pt_generation_free(g);
         goto out_loop;

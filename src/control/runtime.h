@@ -2,7 +2,8 @@
  * runtime.h — the main thread's job (DESIGN.md §2, §7): load the first
  * generation, start the workers and the access logger, then run the
  * control loop: signals (SIGHUP reloads, a bad file is rejected and the
- * running generation keeps serving; SIGTERM/SIGINT drain and exit), the
+ * running generation keeps serving; SIGUSR1 reopens the log files;
+ * SIGTERM/SIGINT drain and exit), the
  * admin API, and freeing retired generations once no worker can still see
  * them. Shared per-target state (proxy/state.h) is attached to each
  * generation here.

@@ -2,38 +2,165 @@
  * different threads never interleave. */
 #include "core/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
-enum pt_log_level pt_log_min_level = PT_LOG_INFO;
+const char *const pt_log_level_names[PT_LOG_LEVELS] = {"debug", "info", "warn", "error"};
+const char *const pt_log_format_names[PT_LOG_FORMATS] = {"text", "json"};
 
-static const char *const level_names[] = {"debug", "info", "warn", "error"};
+_Atomic int pt_log_min_level = PT_LOG_INFO;
+static _Atomic int format = PT_LOG_TEXT;
+static _Atomic int out_fd = STDERR_FILENO; /* what writers write to */
+/* Control thread only: */
+static bool level_pinned; /* --log-level given */
+static int file_fd = -1;  /* the stable descriptor files are dup'ed onto */
+static char *file_path;   /* the error log file, NULL: stderr */
+
+bool pt_log_enabled(enum pt_log_level level)
+{
+    return (int)level >= atomic_load_explicit(&pt_log_min_level, memory_order_relaxed);
+}
+
+/* JSON string escape of s into out (room for `cap` bytes, NUL included);
+ * cut at a character boundary when out is full. */
+static size_t json_escape(char *out, size_t cap, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t k = 0;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        char esc[7];
+        size_t n = 0;
+        if (ch == '"' || ch == '\\') {
+            esc[n++] = '\\';
+            esc[n++] = (char)ch;
+        } else if (ch == '\n' || ch == '\t' || ch == '\r') {
+            esc[n++] = '\\';
+            esc[n++] = ch == '\n' ? 'n' : ch == '\t' ? 't' : 'r';
+        } else if (ch < 0x20 || ch == 0x7f) {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[ch >> 4];
+            esc[5] = hex[ch & 15];
+            n = 6;
+        } else {
+            esc[n++] = (char)ch;
+        }
+        if (k + n + 1 > cap)
+            break;
+        memcpy(out + k, esc, n);
+        k += n;
+    }
+    out[k] = 0;
+    return k;
+}
 
 void pt_log(enum pt_log_level level, const char *fmt, ...)
 {
-    if (level < pt_log_min_level)
+    if (!pt_log_enabled(level))
         return;
-    char line[2048];
+    char msg[2048], line[4096 + 128];
     struct timeval tv;
     struct tm tm;
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     (int)(tv.tv_usec / 1000), level_names[level]);
+    char ts[80];
+    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    int m = vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     if (m < 0)
-        m = 0;
-    size_t len = (size_t)n + (size_t)m;
+        msg[0] = 0;
+    int n;
+    if (atomic_load_explicit(&format, memory_order_relaxed) == PT_LOG_JSON) {
+        char esc[4096];
+        json_escape(esc, sizeof(esc), msg);
+        n = snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"%s\"}", ts,
+                     pt_log_level_names[level], esc);
+    } else {
+        n = snprintf(line, sizeof(line), "%s %s %s", ts, pt_log_level_names[level], msg);
+    }
+    size_t len = n < 0 ? 0 : (size_t)n;
     if (len > sizeof(line) - 2)
         len = sizeof(line) - 2;
     line[len++] = '\n';
-    ssize_t w = write(STDERR_FILENO, line, len);
+    ssize_t w = write(atomic_load_explicit(&out_fd, memory_order_relaxed), line, len);
     (void)w;
+}
+
+int pt_log_pin_level(const char *name)
+{
+    for (int l = 0; l < PT_LOG_LEVELS; l++) {
+        if (strcmp(name, pt_log_level_names[l]) == 0) {
+            atomic_store_explicit(&pt_log_min_level, l, memory_order_relaxed);
+            level_pinned = true;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Points the stable descriptor at `fd` (a new file, or stderr) and makes
+ * it the destination. 0 or -errno. */
+static int point_at(int fd)
+{
+    if (file_fd < 0) {
+        file_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (file_fd < 0)
+            return -errno;
+    } else if (dup3(fd, file_fd, O_CLOEXEC) < 0) {
+        return -errno;
+    }
+    atomic_store_explicit(&out_fd, file_fd, memory_order_relaxed);
+    return 0;
+}
+
+static int open_file(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    int e = point_at(fd);
+    close(fd);
+    return e;
+}
+
+int pt_log_configure(enum pt_log_level level, enum pt_log_format fmt, const char *path)
+{
+    if (path && (!file_path || strcmp(path, file_path) != 0)) {
+        char *copy = strdup(path);
+        if (!copy)
+            return -ENOMEM;
+        int e = open_file(path);
+        if (e < 0) {
+            free(copy);
+            return e;
+        }
+        free(file_path);
+        file_path = copy;
+    } else if (!path && file_path) {
+        /* Back to stderr; the stable descriptor lets go of the file. */
+        if (point_at(STDERR_FILENO) < 0)
+            atomic_store_explicit(&out_fd, STDERR_FILENO, memory_order_relaxed);
+        free(file_path);
+        file_path = NULL;
+    }
+    if (!level_pinned)
+        atomic_store_explicit(&pt_log_min_level, (int)level, memory_order_relaxed);
+    atomic_store_explicit(&format, (int)fmt, memory_order_relaxed);
+    return 0;
+}
+
+int pt_log_reopen(void)
+{
+    return file_path ? open_file(file_path) : 0;
 }

@@ -642,10 +642,12 @@ void pt_exchange_log(struct pt_exchange *ex)
     const struct pt_target *tg = ex->call ? ex->call->target : NULL;
     /* Before the head was complete (a codec error) the client is the peer. */
     pt_slice client = ex->client.len ? ex->client : ex->peer;
-    /* Retries (upstreams.*.retries) show as the number of attempts. */
+    /* Retries (upstreams.*.retries): tries after the first, on every
+     * request that reached the outbound call. */
     char att[24] = "";
-    if (ex->call && ex->dispatched && ex->call->attempts > 1)
-        snprintf(att, sizeof(att), ",\"attempts\":%u", ex->call->attempts);
+    if (ex->call && ex->dispatched)
+        snprintf(att, sizeof(att), ",\"retries\":%u",
+                 ex->call->attempts ? ex->call->attempts - 1 : 0);
     /* A filter's note (filter.h: ctx->log_key), e.g. "introspection":"hit". */
     char note[96] = "";
     if (ex->filters_begun && ex->fctx.log_key && ex->fctx.log_value)
@@ -655,7 +657,7 @@ void pt_exchange_log(struct pt_exchange *ex)
         "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":\"%.*s\","
         "\"remote_addr\":\"%.*s\",\"peer_addr\":\"%.*s\",\"listener\":\"%s\",\"route\":\"%s\","
         "\"upstream\":\"%s\","
-        "\"target\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,"
+        "\"upstream_target\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,"
         "\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"upstream_ms\":%.3f%s%s%.*s%"
         "s%s%s%s%s}\n",
         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,

@@ -18,6 +18,7 @@
 
 #include "core/arena.h"
 #include "core/cidr.h"
+#include "core/log.h"
 #include "core/loop.h"
 #include "filters/consumers.h"
 #include "filters/filter.h"
@@ -72,6 +73,14 @@ enum pt_access_log_mode { PT_ALOG_OFF, PT_ALOG_STDOUT, PT_ALOG_FILE };
 struct pt_access_log_cfg {
     enum pt_access_log_mode mode;
     const char *path; /* for PT_ALOG_FILE */
+};
+
+/* `log_level`, `log_format`, `error_log`: the error log (core/log.h),
+ * applied by the runtime at start-up and on every reload. */
+struct pt_log_cfg {
+    enum pt_log_level level;   /* default info */
+    enum pt_log_format format; /* default text */
+    const char *error_log;     /* a file (relative to the config's directory); NULL: stderr */
 };
 
 /* A header or query predicate: exact value, or regex when written "~re". */
@@ -135,6 +144,7 @@ struct pt_generation {
     const char *admin_token; /* bearer token for the admin API; NULL = none (loopback only) */
     struct pt_limits limits;
     struct pt_access_log_cfg access_log;
+    struct pt_log_cfg log;
     /* `trusted_proxies`: peers whose X-Forwarded-For is believed (empty:
      * none; every peer is the client). */
     struct pt_cidr_set trusted_proxies;
