@@ -21,7 +21,7 @@ portico is starting on http://127.0.0.1:8080 (config: examples/quickstart.yaml).
   curl -i -H 'X-Canary: users-v2' http://127.0.0.1:8080/v2/users   # force the canary
   curl -i http://127.0.0.1:8080/orders?user=1
   curl -i http://127.0.0.1:8080/nope              # 404 JSON with a request id
-  curl -i -H 'X-Demo-Status: 401' http://127.0.0.1:8080/private/users   # ext_auth says no
+  curl -i -H 'X-Demo-Status: 401' http://127.0.0.1:8080/v1/private/users   # ext_auth says no
   curl -i -H 'X-Portico-Fault-Abort: 503' http://127.0.0.1:8080/orders   # fault injection
   curl -s http://127.0.0.1:9901/upstreams         # targets, health, requests in flight
   kill -HUP $(pgrep -f 'portico -c')              # hot reload, drops nothing

@@ -302,21 +302,35 @@ static void rule_body_limit(struct lint *l, const struct pt_ynode *route, const 
     }
 }
 
+/* A route's API path for unversioned-path: `path_prefix` or
+ * `path_template`. An exact `path:` is one endpoint (a health check, a
+ * well-known file) rather than an API surface, and is left out. */
+static const struct pt_ynode *api_path(const struct pt_ynode *route)
+{
+    const struct pt_ynode *m = pt_ynode_get(route, "match");
+    const struct pt_ynode *p = pt_ynode_get(m, "path_prefix");
+    if (scalar(p))
+        return p;
+    p = pt_ynode_get(m, "path_template");
+    return scalar(p) ? p : NULL;
+}
+
 /*
- * unversioned-path: a route whose path (path_prefix, path or
- * path_template; not path_regex) has no version segment while another
- * route with the same `upstream:` has one. Routes with `split` (no
- * `upstream:`) are not compared. At the unversioned path.
+ * unversioned-path: a route whose `path_prefix` or `path_template` has no
+ * version segment while another route with the same `upstream:` has one
+ * in its `path_prefix` or `path_template`. Exact `path:` and `path_regex`
+ * routes, and routes with `split` (no `upstream:`), are not compared. At
+ * the unversioned path.
  */
 static void rule_version(struct lint *l, uint32_t i, const struct pt_ynode *route, const char *name)
 {
-    const struct pt_ynode *path = route_path(route);
+    const struct pt_ynode *path = api_path(route);
     const char *up = scalar(pt_ynode_get(route, "upstream"));
     if (!path || !up || has_version(path->str))
         return;
     for (uint32_t j = 0; j < nroutes(l); j++) {
         const struct pt_ynode *other = route_item(l, j);
-        const struct pt_ynode *op = other && j != i ? route_path(other) : NULL;
+        const struct pt_ynode *op = other && j != i ? api_path(other) : NULL;
         const char *oup = op ? scalar(pt_ynode_get(other, "upstream")) : NULL;
         if (!oup || strcmp(oup, up) != 0 || !has_version(op->str))
             continue;
