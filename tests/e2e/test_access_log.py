@@ -12,7 +12,7 @@ import requests
 from conftest import (PORTICO, Gateway, backend, free_port, make_config, scaled, to_yaml,
                       upstream, wait_until, with_backend)
 
-KEYS = {"time", "request_id", "remote_addr", "peer_addr", "route", "upstream", "target", "method", "path", "status",
+KEYS = {"time", "request_id", "remote_addr", "peer_addr", "route", "upstream", "upstream_target", "method", "path", "status",
         "bytes_in", "bytes_out", "duration_ms", "upstream_ms"}
 
 
@@ -62,7 +62,7 @@ def test_file_log_lines(tmp_path):
     a = by_id["log-test-1"]
     assert a["route"] == "logr"
     assert a["upstream"] == "lu"
-    assert a["target"] == "127.0.0.1:%d" % b.port
+    assert a["upstream_target"] == "127.0.0.1:%d" % b.port
     assert a["method"] == "GET"
     assert a["path"] in ("/log/abc", "/log/abc?x=1")
     assert a["status"] == 200

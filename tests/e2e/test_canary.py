@@ -316,7 +316,7 @@ def test_access_log_and_admin_show_the_split(tmp_path, pair):
 
         by_id = {d["request_id"]: d for d in wait_until(lines, scaled(10), what="2 log lines")}
         assert by_id["c1"]["upstream"] == "users-v2"
-        assert by_id["c1"]["target"] == "127.0.0.1:%d" % canary.port
+        assert by_id["c1"]["upstream_target"] == "127.0.0.1:%d" % canary.port
         assert by_id["s1"]["upstream"] == "users"
 
         doc = requests.get("http://127.0.0.1:%d/routes" % admin, timeout=scaled(5)).json()
