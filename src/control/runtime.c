@@ -242,6 +242,7 @@ static void reclaim(struct runtime *rt)
         }
         *pp = g->retired_next;
         rt->nretired--;
+        pt_debug("generation %llu freed: no worker can see it any more", (unsigned long long)g->id);
         gen_free(g);
     }
 }
@@ -587,6 +588,9 @@ int pt_runtime_run(const char *config_path)
         free(rt);
         return 1;
     }
+    pt_debug("%s loaded: %u routes, %u upstreams, %u listeners, log_level %s, log_format %s",
+             config_path, g->nroutes, g->nupstreams, g->nlisteners,
+             pt_log_level_names[g->log.level], pt_log_format_names[g->log.format]);
     if (control_init(rt) < 0) {
         pt_generation_free(g);
         goto out_loop;
