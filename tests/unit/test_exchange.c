@@ -1167,7 +1167,7 @@ static void test_cancel_calling(void)
     const char *log = last_log();
     CHECK_LOG(log, "\"status\":499");
     char want[64];
-    snprintf(want, sizeof(want), "\"target\":\"127.0.0.1:%d\"", srv.port);
+    snprintf(want, sizeof(want), "\"upstream_target\":\"127.0.0.1:%d\"", srv.port);
     CHECK_LOG(log, want);
     int wakes = c.wakes;
     run_loop_for(400);
