@@ -136,7 +136,9 @@ static int open_file(const char *path)
 
 int pt_log_configure(enum pt_log_level level, enum pt_log_format fmt, const char *path)
 {
-    if (path && (!file_path || strcmp(path, file_path) != 0)) {
+    /* The same path is opened again too: a reload after a rotation (mv,
+     * then SIGHUP) lets go of the renamed file, as the access log does. */
+    if (path) {
         char *copy = strdup(path);
         if (!copy)
             return -ENOMEM;

@@ -42,8 +42,8 @@ int pt_log_pin_level(const char *name);
 /*
  * Applies a configuration's `log_level` (unless pinned), `log_format` and
  * `error_log` (`path` NULL: stderr). A file is opened (append, created
- * 0644) before anything changes: on failure returns -errno and the
- * current destination, level and format stay. Control thread only.
+ * 0644; again when it is the current one) before anything changes: on failure returns -errno and
+ * the current destination, level and format stay. Control thread only.
  */
 int pt_log_configure(enum pt_log_level level, enum pt_log_format format, const char *path);
 /* Opens the error log file again at its path (logrotate: the old file was
