@@ -55,7 +55,6 @@ static void walk_access_log(struct cfg *c, const struct pt_ynode *n);
 static void check_address_conflicts(struct cfg *c, const struct pt_ynode *admin);
 
 /* Helpers. */
-static int read_file(const char *path, char **text, size_t *len, char *err, size_t errlen);
 
 /* ---- diagnostics ---- */
 
@@ -143,12 +142,22 @@ struct pt_generation *pt_config_load_with(const char *path, const char *source, 
                                           const struct pt_resolver *dns, uint64_t id,
                                           struct pt_diag *diag)
 {
+    struct pt_config_src src = {.path = path, .text = source, .len = source_len};
+    return pt_config_load_src(&src, dns, id, diag);
+}
+
+struct pt_generation *pt_config_load_src(const struct pt_config_src *src,
+                                         const struct pt_resolver *dns, uint64_t id,
+                                         struct pt_diag *diag)
+{
+    const char *path = src->path, *source = src->text;
+    size_t source_len = src->len;
     struct pt_generation *g = NULL;
     struct pt_ydoc doc = {0};
     bool have_doc = false;
     char *text = NULL;
     size_t len = 0;
-    struct cfg c = {.file = path, .dns = dns};
+    struct cfg c = {.file = path, .dns = dns, .src = src};
     char err[512];
 
     if (source) {
@@ -161,7 +170,7 @@ struct pt_generation *pt_config_load_with(const char *path, const char *source, 
             pt_diag_add(diag, path, 0, 0, "out of memory");
             goto out;
         }
-    } else if (read_file(path, &text, &len, err, sizeof(err)) < 0) {
+    } else if (pt_cfg_read_file(path, &text, &len, err, sizeof(err)) < 0) {
         pt_diag_add(diag, path, 0, 0, "%s", err);
         goto out;
     }
@@ -202,12 +211,15 @@ struct pt_generation *pt_config_load_with(const char *path, const char *source, 
     }
 
 out:
-    if (c.w.errs.n || c.w.errs.oom || c.w.oom || !g) {
+    if (c.w.errs.n || c.w.errs.oom || c.w.oom || !g || c.cons_errs.n || c.cons_errs.oom) {
         pt_cfg_errors_flush(&c.w.errs, path, diag);
+        pt_cfg_errors_flush(&c.cons_errs, c.cons_path ? c.cons_path : path, diag);
         pt_generation_free(g);
         g = NULL;
     }
     pt_cfg_errors_free(&c.w.errs);
+    pt_cfg_errors_free(&c.cons_errs);
+    free(c.cons_path);
     if (have_doc)
         pt_ydoc_free(&doc);
     free(c.defaults.v);
@@ -219,7 +231,7 @@ out:
     return g;
 }
 
-static int read_file(const char *path, char **text, size_t *len, char *err, size_t errlen)
+int pt_cfg_read_file(const char *path, char **text, size_t *len, char *err, size_t errlen)
 {
     int rc = -1;
     char *buf = NULL;
@@ -438,6 +450,7 @@ enum {
     K_CONSUMERS,
     K_CLUSTER,
     K_RL_STORE,
+    K_CONSUMERS_FILE,
     K_ROOT_N
 };
 
@@ -456,6 +469,7 @@ static const char *const root_keys[] = {"workers",
                                         "consumers",
                                         "cluster",
                                         "rate_limit_store",
+                                        "consumers_file",
                                         NULL};
 static const char *const root_planned[] = {"tracing", NULL};
 
@@ -498,8 +512,7 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
         pt_cfg_want_bool(&c->w, v[K_FORWARD_REAL_IP], "`forward_real_ip`", &c->g->forward_real_ip);
     if (v[K_RESOLVER])
         pt_cfg_walk_resolver(c, v[K_RESOLVER]);
-    if (v[K_CONSUMERS])
-        pt_cfg_walk_consumers(c, v[K_CONSUMERS]);
+    pt_cfg_walk_consumers(c, v[K_CONSUMERS], v[K_CONSUMERS_FILE]);
     /* The shared store before filters: rate_limit's compile checks it. */
     pt_cfg_walk_cluster(c, v[K_CLUSTER]);
     if (v[K_RL_STORE])
