@@ -56,6 +56,10 @@ struct pt_config_src {
     size_t consumers_len;
 };
 
+/* Why a raw API key could never be sent by a client (empty, too long,
+ * surrounding spaces, control characters), or NULL when it is fine. */
+const char *pt_config_key_problem(const char *key);
+
 struct pt_generation *pt_config_load_src(const struct pt_config_src *src,
                                          const struct pt_resolver *dns, uint64_t id,
                                          struct pt_diag *diag);

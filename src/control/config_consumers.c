@@ -31,7 +31,7 @@ static const char *const consumer_keys[] = {"name", "groups", "api_keys", NULL};
  * surrounding spaces, could never match. */
 #define KEY_MAX_BYTES 4096
 
-static const char *raw_key_problem(const char *k)
+const char *pt_config_key_problem(const char *k)
 {
     size_t n = strlen(k);
     if (n == 0)
@@ -102,7 +102,7 @@ static void add_key(struct cfg *c, const struct pt_ynode *at, struct pt_consumer
         return;
     }
     if (form == 0) {
-        const char *why = raw_key_problem(text);
+        const char *why = pt_config_key_problem(text);
         if (why) {
             err_at(c, at, "consumer `%s`: %s", cons->name.p, why);
             return;
