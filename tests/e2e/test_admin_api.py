@@ -16,7 +16,7 @@ import time
 
 import requests
 
-from conftest import Gateway, echo_headers, free_port, scaled, wait_until
+from conftest import E2E_IO_BACKEND, Gateway, echo_headers, free_port, scaled, wait_until
 
 TOKEN = "t0k-admin-s3cret"
 
@@ -25,7 +25,8 @@ def config_text(port, admin, bport, extra_route="", admin_block=None):
     """A hand-written config with comments and a ${ENV} reference."""
     admin_block = admin_block or "admin:\n  address: 127.0.0.1:%d\n" % admin
     return ("# the portico config: comments must survive PUT /config\n"
-            "workers: 2\n"
+            "workers: 2\n" +
+            ("io_backend: %s\n" % E2E_IO_BACKEND if E2E_IO_BACKEND else "") +
             "listeners:\n  - name: public\n    address: 127.0.0.1:%d\n" % port +
             admin_block +
             "access_log: { path: off }\n"
