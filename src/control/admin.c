@@ -1,36 +1,39 @@
 /*
- * admin.c — the admin API (DESIGN.md §7), served by the main thread.
+ * admin.c — the admin API (DESIGN.md §7), served by the main thread: the
+ * server and the dispatch; the endpoints are in admin_*.c (admin_int.h).
  *
  * A deliberately small HTTP/1.1 server: non-blocking sockets registered on
  * the control thread's event loop (the listener and each client are
  * pt_io's, each client's deadline a pt_timer), one request per connection
- * (Connection: close),
- * requests parsed by the same strict parser as the data plane. It never
- * touches a worker's state except through atomics the workers publish.
+ * (Connection: close), requests parsed by the same strict parser as the
+ * data plane. The head is read into the client's fixed buffer (8 KiB);
+ * a Content-Length body (PUT /config, consumers) up to ADMIN_BODY_MAX is
+ * then read into a buffer of that size as it arrives (413 beyond; chunked
+ * bodies get 411). It never touches a worker's state except through
+ * atomics the workers publish.
  *
- *   GET  /status     version, generation, workers, connections, requests
- *   GET  /routes     the route table in match order facts: name, match,
- *                    upstream (or split, sticky, override_header),
- *                    effective filters (in run order)
- *   GET  /upstreams  upstreams and their targets
- *   POST /reload     same as SIGHUP; 200 with the new generation or 400
- *                    with the file:line:col errors
+ *   GET  /healthz /readyz       liveness; readiness (503 before the first
+ *                               generation serves and while draining)
+ *   GET  /status /routes /upstreams                   (admin_info.c)
+ *   POST /reload                same as SIGHUP
+ *   GET|PUT /config, POST /config/validate            (admin_config.c)
+ *   GET|POST /consumers, GET|PUT|DELETE /consumers/{name}  (admin_consumers.c)
+ *   GET  /debug/match?method=&host=&path=&header=     (admin_match.c)
  *
  * When `admin.token` is set every request needs `Authorization: Bearer
  * <token>` (compared in constant time); the loader refuses a non-loopback
- * admin address without one.
+ * admin address without one. /healthz and /readyz need it too: a probe
+ * that cannot send it should use the public port's routes.
  */
 #include "control/admin.h"
 
+#include "control/admin_int.h"
 #include "control/config_yaml.h"
 #include "core/log.h"
 #include "gateway/respond.h"
 #include "http/h1.h"
-#include "proxy/balance.h"
-#include "proxy/state.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -38,8 +41,10 @@
 
 #define ADMIN_MAX_CLIENTS 32
 #define ADMIN_REQ_MAX 8192
-#define ADMIN_HEAD_MS 2000    /* to send the whole request */
-#define ADMIN_ANSWER_MS 10000 /* to read the response */
+#define ADMIN_BODY_MAX (4u << 20) /* PUT /config, consumers: 413 beyond */
+#define ADMIN_HEAD_MS 2000        /* to send the whole head */
+#define ADMIN_BODY_MS 10000       /* to send the body */
+#define ADMIN_ANSWER_MS 10000     /* to read the response */
 
 struct admin_client {
     struct pt_io io;
@@ -47,10 +52,15 @@ struct admin_client {
     struct pt_admin *a;
     int slot; /* index in a->clients */
     bool closed;
+    bool have_head;                 /* req/hs describe in[0..head_len) */
     struct admin_client *free_next; /* freed after the loop turn */
     uint64_t deadline_ms;
-    size_t in_len;
+    size_t in_len, head_len;
     char in[ADMIN_REQ_MAX];
+    struct pt_h1_request req;
+    struct pt_h1_header hs[64];
+    char *body; /* malloc'd: Content-Length + 1 bytes */
+    size_t body_len, body_want;
     char *out; /* malloc'd response */
     size_t out_len, out_sent;
 };
@@ -67,51 +77,6 @@ struct pt_admin {
 };
 
 static void on_accept(struct pt_loop *loop, struct pt_io *io, uint32_t events);
-
-/* A growable text buffer for JSON bodies. */
-struct sbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    for (;;) {
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return;
-        if (b->p && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t ncap = (b->cap ? b->cap * 2 : 1024) + (size_t)n;
-        char *np = realloc(b->p, ncap);
-        if (!np)
-            return;
-        b->p = np;
-        b->cap = ncap;
-    }
-}
-
-/* Appends a JSON string literal (with quotes). */
-static void sb_json_str(struct sbuf *b, const char *s)
-{
-    if (!s) {
-        sb_printf(b, "null");
-        return;
-    }
-    size_t n = strlen(s);
-    char *esc = malloc(6 * n + 1);
-    if (!esc)
-        return;
-    size_t e = pt_json_escape(esc, s, n);
-    sb_printf(b, "\"%.*s\"", (int)e, esc);
-    free(esc);
-}
 
 static int open_admin_socket(const struct sockaddr_storage *addr, socklen_t addrlen)
 {
@@ -200,6 +165,8 @@ static void client_close(struct pt_admin *a, struct admin_client *cl)
     pt_io_close(a->loop, &cl->io);
     free(cl->out);
     cl->out = NULL;
+    free(cl->body);
+    cl->body = NULL;
     a->clients[cl->slot] = NULL;
     cl->free_next = a->to_free;
     a->to_free = cl;
@@ -228,11 +195,14 @@ static void set_response(struct admin_client *cl, int status, const char *ctype,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                      "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
                      status, pt_reason_phrase(status), ctype, blen);
+    free(cl->body); /* the request is answered: its body is not needed */
+    cl->body = NULL;
     cl->out = malloc((size_t)h + blen);
     if (!cl->out)
         return;
     memcpy(cl->out, head, (size_t)h);
-    memcpy(cl->out + h, body, blen);
+    if (blen)
+        memcpy(cl->out + h, body, blen);
     cl->out_len = (size_t)h + blen;
     cl->out_sent = 0;
     set_deadline(cl, ADMIN_ANSWER_MS);
@@ -259,12 +229,10 @@ static int client_slot(struct pt_admin *a)
 
 static void json_error(struct admin_client *cl, int status, const char *msg)
 {
-    struct sbuf b = {0};
-    sb_printf(&b, "{\"error\":");
-    sb_json_str(&b, msg);
-    sb_printf(&b, ",\"status\":%d}\n", status);
-    set_response(cl, status, "application/json", b.p ? b.p : "", b.len);
-    free(b.p);
+    struct admin_resp r = {0};
+    admin_error(&r, status, msg);
+    set_response(cl, status, "application/json", r.body.p ? r.body.p : "", r.body.len);
+    free(r.body.p);
 }
 
 /* Constant-time comparison: the token must not leak through timing. */
@@ -277,354 +245,207 @@ static bool token_ok(pt_slice got, const char *want)
     return diff == 0;
 }
 
-static const char *method_name(int m)
+static bool authorized(const struct pt_generation *g, const struct pt_h1_request *req)
 {
-    return m > 0 && m < PT_METHOD__COUNT ? pt_method_names[m].p : "?";
+    if (!g->admin_token)
+        return true;
+    pt_slice auth = {0};
+    for (size_t i = 0; i < req->num_headers; i++)
+        if (req->headers[i].token == PT_TOK_AUTHORIZATION)
+            auth = req->headers[i].value;
+    return auth.len >= 7 && strncasecmp(auth.p, "Bearer ", 7) == 0 &&
+           token_ok((pt_slice){auth.p + 7, auth.len - 7}, g->admin_token);
 }
 
-/* A route's split: its sides (in the order they own the key space), the
- * sticky key and the override header (null when off). */
-static void split_json(struct sbuf *b, const struct pt_route_split *s)
+static bool path_is(const struct admin_req *rq, const char *p)
 {
-    sb_printf(b, ",\"split\":[");
-    for (uint32_t i = 0; i < s->nsides; i++) {
-        sb_printf(b, "%s{\"upstream\":", i ? "," : "");
-        sb_json_str(b, s->sides[i].up->name);
-        sb_printf(b, ",\"weight\":%u}", s->sides[i].weight);
-    }
-    sb_printf(b, "],\"sticky\":");
-    if (s->sticky == PT_STICKY_NONE)
-        sb_printf(b, "null");
-    else
-        sb_printf(b, "\"%s:%.*s\"", s->sticky == PT_STICKY_HEADER ? "header" : "cookie",
-                  (int)s->sticky_name.len, s->sticky_name.p);
-    sb_printf(b, ",\"override_header\":");
-    if (s->override_header.len)
-        sb_printf(b, "\"%.*s\"", (int)s->override_header.len, s->override_header.p);
-    else
-        sb_printf(b, "null");
+    return pt_slice_eq_cstr(rq->path, p);
 }
 
-/* The local rate-limit table in /status: its size and how it is doing
- * (a scan of every cell for `live`; the admin thread's time only). */
-static void rl_status_json(struct sbuf *b, struct pt_rl_table *t)
+/* The endpoint for rq; false when the path is unknown. A known path with
+ * another method gets 405. */
+static bool dispatch(const struct admin_req *rq, struct admin_resp *out)
 {
-    if (!t)
-        return;
-    struct pt_rl_stats st;
-    pt_rl_table_stats(t, &st);
-    sb_printf(b,
-              ",\"rate_limit\":{\"max_keys\":%llu,\"slots\":%llu,\"live\":%llu,"
-              "\"inserts\":%llu,\"evictions\":%llu,\"fail_opens\":%llu}",
-              (unsigned long long)pt_rl_table_max_keys(t), (unsigned long long)st.slots,
-              (unsigned long long)st.live, (unsigned long long)st.inserts,
-              (unsigned long long)st.evictions, (unsigned long long)st.fail_opens);
-}
-
-static void routes_json(struct sbuf *b, const struct pt_generation *g)
-{
-    sb_printf(b, "{\"generation\":%llu,\"routes\":[", (unsigned long long)g->id);
-    for (uint32_t i = 0; i < g->nroutes; i++) {
-        const struct pt_route *r = &g->routes[i];
-        const struct pt_route_match *m = &r->match;
-        sb_printf(b, "%s{\"name\":", i ? "," : "");
-        sb_json_str(b, r->name);
-        sb_printf(b, ",\"priority\":%d,\"match\":{\"hosts\":[", r->priority);
-        for (uint32_t h = 0; h < m->nhosts; h++) {
-            sb_printf(b, "%s", h ? "," : "");
-            sb_json_str(b, m->hosts[h]);
+    int m = rq->method;
+    bool get = m == PT_METHOD_GET;
+    typedef void (*endpoint)(const struct admin_req *, struct admin_resp *);
+    endpoint fn = NULL;
+    if (path_is(rq, "/healthz") || path_is(rq, "/readyz")) {
+        if (get) {
+            bool live = path_is(rq, "/healthz") || rq->hooks->ready(rq->ctx);
+            out->status = live ? 200 : 503;
+            sb_printf(&out->body, "{\"status\":\"%s\",\"generation\":%llu}\n",
+                      live ? "ok" : "not ready", (unsigned long long)rq->g->id);
+            return true;
         }
-        sb_printf(b, "]");
-        if (m->path) {
-            sb_printf(b, ",\"path\":");
-            sb_json_str(b, m->path);
-        } else if (m->path_prefix) {
-            sb_printf(b, ",\"path_prefix\":");
-            sb_json_str(b, m->path_prefix);
-        } else if (m->path_template) {
-            sb_printf(b, ",\"path_template\":");
-            sb_json_str(b, m->path_template);
-        } else if (m->path_regex) {
-            sb_printf(b, ",\"path_regex\":");
-            sb_json_str(b, m->path_regex);
-        }
-        sb_printf(b, ",\"methods\":[");
-        bool first = true;
-        for (int k = 1; k < PT_METHOD__COUNT; k++) {
-            if (m->methods & (1u << k)) {
-                sb_printf(b, "%s\"%s\"", first ? "" : ",", method_name(k));
-                first = false;
+    } else if (path_is(rq, "/status")) {
+        fn = get ? admin_status : NULL;
+    } else if (path_is(rq, "/routes")) {
+        fn = get ? admin_routes : NULL;
+    } else if (path_is(rq, "/upstreams")) {
+        fn = get ? admin_upstreams : NULL;
+    } else if (path_is(rq, "/config")) {
+        fn = get ? admin_config_get : m == PT_METHOD_PUT ? admin_config_put : NULL;
+    } else if (path_is(rq, "/config/validate")) {
+        fn = m == PT_METHOD_POST ? admin_config_validate : NULL;
+    } else if (path_is(rq, "/debug/match")) {
+        fn = get ? admin_debug_match : NULL;
+    } else if (path_is(rq, "/consumers") ||
+               (rq->path.len > 11 && memcmp(rq->path.p, "/consumers/", 11) == 0)) {
+        fn = admin_consumers;
+    } else if (path_is(rq, "/reload")) {
+        if (m == PT_METHOD_POST) {
+            char *errors = NULL;
+            uint64_t id = 0;
+            if (rq->hooks->reload(rq->ctx, &id, &errors) == 0) {
+                sb_printf(&out->body, "{\"reloaded\":true,\"generation\":%llu}\n",
+                          (unsigned long long)id);
+            } else {
+                out->status = 400;
+                sb_printf(&out->body, "{\"reloaded\":false,\"errors\":");
+                sb_json_str(&out->body, errors ? errors : "reload failed");
+                sb_printf(&out->body, "}\n");
             }
-        }
-        sb_printf(b, "],\"headers\":%u,\"query\":%u},\"upstream\":", m->nheaders, m->nquery);
-        sb_json_str(b, r->upstream ? r->upstream->name : NULL);
-        if (r->split)
-            split_json(b, r->split);
-        if (r->strip_prefix) {
-            sb_printf(b, ",\"strip_prefix\":");
-            sb_json_str(b, r->strip_prefix);
-        }
-        if (r->rewrite) {
-            sb_printf(b, ",\"rewrite\":");
-            sb_json_str(b, r->rewrite);
-        }
-        /* The timeout in force: the route's, else its upstream's read_timeout. */
-        uint64_t tmo = r->timeout_ms ? r->timeout_ms
-                       : r->upstream ? r->upstream->read_timeout_ms
-                                     : 0;
-        sb_printf(b, ",\"timeout_ms\":%llu,\"filters\":[", (unsigned long long)tmo);
-        for (uint32_t f = 0; f < r->chain.n_all; f++) {
-            sb_printf(b, "%s", f ? "," : "");
-            sb_json_str(b, r->chain.all[f].def->name);
-        }
-        sb_printf(b, "]}");
-    }
-    sb_printf(b, "]}\n");
-}
-
-/* An upstream's circuit breaker and concurrency cap, or null. */
-static void breaker_json(struct sbuf *b, const struct pt_upstream *u, uint64_t now_ms)
-{
-    if (!u->breaker.enabled) {
-        sb_printf(b, ",\"circuit_breaker\":null");
-        return;
-    }
-    const struct pt_upstream_state *us = u->state;
-    const struct pt_breaker_state *bs = us ? &us->breaker : NULL;
-    enum pt_breaker_phase ph = bs ? pt_breaker_phase(bs) : PT_BREAKER_CLOSED;
-    uint64_t since = bs ? atomic_load_explicit(&bs->since_ms, memory_order_relaxed) : 0;
-    uint64_t until = bs ? atomic_load_explicit(&bs->open_until_ms, memory_order_relaxed) : 0;
-    uint64_t req = 0, fail = 0;
-    if (bs)
-        pt_breaker_window(bs, &u->breaker, now_ms, &req, &fail);
-    sb_printf(
-        b, ",\"circuit_breaker\":{\"state\":\"%s\",\"since_ms_ago\":", pt_breaker_phase_names[ph]);
-    if (since)
-        sb_printf(b, "%llu", (unsigned long long)(now_ms > since ? now_ms - since : 0));
-    else
-        sb_printf(b, "null");
-    sb_printf(b,
-              ",\"open_remaining_ms\":%llu,\"opened\":%llu,\"window\":{\"requests\":%llu,"
-              "\"failures\":%llu,\"window_ms\":%llu},\"error_rate\":%g,\"min_requests\":%u,"
-              "\"open_for_ms\":%llu,\"half_open_requests\":%u,\"probes_in_flight\":%u,"
-              "\"max_concurrent\":",
-              (unsigned long long)(ph == PT_BREAKER_OPEN && until > now_ms ? until - now_ms : 0),
-              bs ? (unsigned long long)atomic_load(&bs->opened) : 0ull, (unsigned long long)req,
-              (unsigned long long)fail, (unsigned long long)u->breaker.window_ms,
-              u->breaker.error_rate, u->breaker.min_requests,
-              (unsigned long long)u->breaker.open_for_ms, u->breaker.half_open_requests,
-              bs && ph == PT_BREAKER_HALF_OPEN ? atomic_load(&bs->probes) : 0u);
-    if (u->breaker.max_concurrent)
-        sb_printf(b, "%u", u->breaker.max_concurrent);
-    else
-        sb_printf(b, "\"unlimited\"");
-    sb_printf(b, ",\"active_requests\":%u,\"overflows\":%llu}",
-              us ? atomic_load_explicit(&us->active, memory_order_relaxed) : 0u,
-              us ? (unsigned long long)atomic_load(&us->overflows) : 0ull);
-}
-
-static void target_json(struct sbuf *b, const struct pt_upstream *u, const struct pt_target *t,
-                        uint64_t now_ms)
-{
-    const struct pt_target_state *st = t->state;
-    uint64_t until = st ? atomic_load_explicit(&st->ejected_until_ms, memory_order_relaxed) : 0;
-    bool out = until > now_ms;
-    sb_printf(b, "{\"address\":");
-    sb_json_str(b, t->address);
-    if (t->name) { /* resolved from this host-name target */
-        sb_printf(b, ",\"name\":");
-        sb_json_str(b, t->name);
-    }
-    if (u->balance == PT_BALANCE_P2C_EWMA && st) {
-        /* The latency p2c_ewma weighs (0: no answer yet). */
-        uint64_t e = atomic_load_explicit(&st->ewma_ns, memory_order_relaxed);
-        sb_printf(b, ",\"latency_ewma_ms\":%.3f", (double)e / 1e6);
-    }
-    sb_printf(b,
-              ",\"weight\":%d,\"healthy\":%s,\"usable\":%s,\"active_requests\":%u,"
-              "\"consecutive_failures\":%u,\"call_failures\":%llu,\"ejected\":%s,"
-              "\"ejected_remaining_ms\":%llu,\"ejections\":%u,\"ejections_total\":%llu}",
-              t->weight, pt_state_healthy(st) ? "true" : "false",
-              pt_state_usable(st, now_ms) ? "true" : "false", pt_state_active(st),
-              st ? atomic_load_explicit(&st->traffic_fails, memory_order_relaxed) : 0,
-              st ? (unsigned long long)atomic_load(&st->call_failures) : 0ull,
-              out ? "true" : "false", out ? (unsigned long long)(until - now_ms) : 0ull,
-              st ? atomic_load_explicit(&st->ejections, memory_order_relaxed) : 0u,
-              st ? (unsigned long long)atomic_load(&st->ejections_total) : 0ull);
-}
-
-/* An upstream with retries: its settings and its budget's window now. */
-static void retries_json(struct sbuf *b, const struct pt_upstream *u)
-{
-    const struct pt_retry_conf *r = &u->retry;
-    if (r->attempts <= 1)
-        return;
-    uint64_t reqs = 0, rets = 0;
-    if (u->state)
-        pt_retry_budget_window(&u->state->retry_budget, pt_now_ms() / 1000u, &reqs, &rets);
-    sb_printf(b,
-              ",\"retries\":{\"attempts\":%u,\"per_try_timeout_ms\":%llu,\"budget\":%.4g,"
-              "\"max_replay_body\":%llu,\"window_requests\":%llu,\"window_retries\":%llu}",
-              r->attempts, (unsigned long long)r->per_try_timeout_ms, r->budget,
-              (unsigned long long)r->max_replay_body, (unsigned long long)reqs,
-              (unsigned long long)rets);
-}
-
-static void upstreams_json(struct sbuf *b, const struct pt_generation *g)
-{
-    uint64_t now_ms = pt_now_ns() / 1000000u; /* the workers' monotonic clock */
-    sb_printf(b, "{\"generation\":%llu,\"upstreams\":[", (unsigned long long)g->id);
-    for (uint32_t i = 0; i < g->nupstreams; i++) {
-        const struct pt_upstream *u = &g->upstreams[i];
-        sb_printf(b, "%s{\"name\":", i ? "," : "");
-        sb_json_str(b, u->name);
-        sb_printf(b, ",\"balance\":\"%s\"", pt_balance_name(u->balance));
-        if (u->balance == PT_BALANCE_CONSISTENT_HASH) {
-            static const char *const on[] = {"", "header:", "cookie:", "ip", "consumer"};
-            char hb[160];
-            snprintf(hb, sizeof(hb), "%s%s", on[u->hash_on], u->hash_name ? u->hash_name : "");
-            sb_printf(b, ",\"hash_on\":");
-            sb_json_str(b, hb);
-        }
-        sb_printf(b,
-                  ",\"connect_timeout_ms\":%llu,"
-                  "\"read_timeout_ms\":%llu,\"keepalive\":%u,\"health_check\":%s,"
-                  "\"failure_statuses\":[",
-                  (unsigned long long)u->connect_timeout_ms, (unsigned long long)u->read_timeout_ms,
-                  u->keepalive, u->hc.enabled ? "true" : "false");
-        bool first = true;
-        for (int st = 200; st < 600; st++) {
-            if (pt_status_in(&u->failure_statuses, st)) {
-                sb_printf(b, "%s%d", first ? "" : ",", st);
-                first = false;
-            }
-        }
-        sb_printf(b, "],\"passive_health\":");
-        if (u->passive.enabled)
-            sb_printf(b,
-                      "{\"consecutive_failures\":%u,\"eject_for_ms\":%llu,"
-                      "\"max_ejected_percent\":%u}",
-                      u->passive.consecutive_failures, (unsigned long long)u->passive.eject_for_ms,
-                      u->passive.max_ejected_percent);
-        else
-            sb_printf(b, "null");
-        breaker_json(b, u, now_ms);
-        sb_printf(b, ",\"targets\":[");
-        for (uint32_t t = 0; t < u->ntargets; t++) {
-            sb_printf(b, "%s", t ? "," : "");
-            target_json(b, u, &u->targets[t], now_ms);
-        }
-        sb_printf(b, "]");
-        retries_json(b, u);
-        sb_printf(b, "}");
-    }
-    sb_printf(b, "]}\n");
-}
-
-static void handle(struct pt_admin *a, struct admin_client *cl, const struct pt_h1_request *req)
-{
-    const struct pt_generation *g = a->hooks->current(a->ctx);
-    if (g->admin_token) {
-        pt_slice auth = {0};
-        for (size_t i = 0; i < req->num_headers; i++)
-            if (req->headers[i].token == PT_TOK_AUTHORIZATION)
-                auth = req->headers[i].value;
-        if (auth.len < 7 || strncasecmp(auth.p, "Bearer ", 7) != 0 ||
-            !token_ok((pt_slice){auth.p + 7, auth.len - 7}, g->admin_token)) {
-            json_error(cl, 401, "admin token required");
-            return;
-        }
-    }
-    struct sbuf b = {0};
-    bool get = req->method_id == PT_METHOD_GET;
-    if (pt_slice_eq_cstr(req->path, "/status") && get) {
-        struct pt_admin_status st;
-        a->hooks->status(a->ctx, &st);
-        sb_printf(&b, "{\"version\":\"%s\",\"generation\":%llu,\"config\":", st.version,
-                  (unsigned long long)g->id);
-        sb_json_str(&b, g->source_path);
-        sb_printf(&b,
-                  ",\"workers\":%d,\"uptime_seconds\":%llu,\"connections_active\":%llu,"
-                  "\"requests_served\":%llu,\"reloads\":{\"ok\":%llu,\"failed\":%llu},"
-                  "\"routes\":%u,\"upstreams\":%u",
-                  st.workers, (unsigned long long)st.uptime_s, (unsigned long long)st.connections,
-                  (unsigned long long)st.requests, (unsigned long long)st.reloads_ok,
-                  (unsigned long long)st.reloads_failed, g->nroutes, g->nupstreams);
-        rl_status_json(&b, g->rl_table);
-        sb_printf(&b, "}\n");
-    } else if (pt_slice_eq_cstr(req->path, "/routes") && get) {
-        routes_json(&b, g);
-    } else if (pt_slice_eq_cstr(req->path, "/upstreams") && get) {
-        upstreams_json(&b, g);
-    } else if (pt_slice_eq_cstr(req->path, "/reload") && req->method_id == PT_METHOD_POST) {
-        char *errors = NULL;
-        uint64_t id = 0;
-        if (a->hooks->reload(a->ctx, &id, &errors) == 0) {
-            sb_printf(&b, "{\"reloaded\":true,\"generation\":%llu}\n", (unsigned long long)id);
-        } else {
-            sb_printf(&b, "{\"reloaded\":false,\"errors\":");
-            sb_json_str(&b, errors ? errors : "reload failed");
-            sb_printf(&b, "}\n");
-            set_response(cl, 400, "application/json", b.p ? b.p : "", b.len);
-            free(b.p);
             free(errors);
-            return;
+            return true;
         }
-        free(errors);
-    } else if (pt_slice_eq_cstr(req->path, "/status") || pt_slice_eq_cstr(req->path, "/routes") ||
-               pt_slice_eq_cstr(req->path, "/upstreams") ||
-               pt_slice_eq_cstr(req->path, "/reload")) {
-        json_error(cl, 405, "method not allowed");
-        return;
     } else {
-        json_error(cl, 404,
-                   "unknown admin endpoint (try /status, /routes, /upstreams, "
-                   "POST /reload)");
+        return false;
+    }
+    if (!fn)
+        admin_error(out, 405, "method not allowed");
+    else
+        fn(rq, out);
+    return true;
+}
+
+static void handle(struct pt_admin *a, struct admin_client *cl)
+{
+    const struct pt_h1_request *req = &cl->req;
+    const struct pt_generation *g = a->hooks->current(a->ctx);
+    if (!authorized(g, req)) {
+        json_error(cl, 401, "admin token required");
         return;
     }
-    set_response(cl, 200, "application/json", b.p ? b.p : "", b.len);
-    free(b.p);
+    struct admin_req rq = {.method = req->method_id,
+                           .path = req->path,
+                           .query = req->query,
+                           .headers = req->headers,
+                           .nheaders = req->num_headers,
+                           .body = cl->body ? cl->body : "",
+                           .body_len = cl->body_len,
+                           .g = g,
+                           .hooks = a->hooks,
+                           .ctx = a->ctx};
+    struct admin_resp out = {.status = 200, .ctype = "application/json"};
+    if (!dispatch(&rq, &out)) {
+        admin_error(&out, 404,
+                    "unknown admin endpoint (try /status, /routes, /upstreams, /config, "
+                    "/consumers, /debug/match, /healthz, /readyz, POST /reload)");
+    }
+    if (out.body.oom)
+        admin_error(&out, 500, "out of memory");
+    set_response(cl, out.status, out.ctype, out.body.p ? out.body.p : "", out.body.len);
+    free(out.body.p);
+}
+
+/* The head is complete: a body to read (into cl->body), or an answer. */
+static void head_done(struct pt_admin *a, struct admin_client *cl)
+{
+    const struct pt_h1_request *req = &cl->req;
+    if (req->framing.chunked) {
+        json_error(cl, 411, "send the body with a Content-Length");
+        return;
+    }
+    int64_t cl_len = req->framing.content_length;
+    if (cl_len > (int64_t)ADMIN_BODY_MAX) {
+        json_error(cl, 413, "request body larger than 4 MiB");
+        return;
+    }
+    if (cl_len > 0) {
+        cl->body_want = (size_t)cl_len;
+        cl->body = malloc(cl->body_want + 1);
+        if (!cl->body) {
+            json_error(cl, 500, "out of memory");
+            return;
+        }
+        size_t have = cl->in_len - cl->head_len;
+        if (have > cl->body_want)
+            have = cl->body_want;
+        memcpy(cl->body, cl->in + cl->head_len, have);
+        cl->body_len = have;
+        cl->body[have] = 0;
+        if (have < cl->body_want && req->expect_continue) {
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            struct iovec iov = {(void *)cont, sizeof(cont) - 1};
+            (void)pt_io_sendv(a->loop, &cl->io, &iov, 1); /* best effort: the client
+                                                             sends anyway after a wait */
+        }
+        set_deadline(cl, ADMIN_BODY_MS);
+    }
+    cl->have_head = true;
+}
+
+/* Reads what the socket has: into the head buffer until the head parses,
+ * then into the body buffer. Returns 1 with the whole request, 0 for
+ * "wait for more", -1 when the client was closed or answered. */
+static int client_fill(struct pt_admin *a, struct admin_client *cl)
+{
+    for (;;) {
+        char *dst;
+        size_t room;
+        if (cl->have_head) {
+            if (cl->body_len == cl->body_want)
+                return 1;
+            dst = cl->body + cl->body_len;
+            room = cl->body_want - cl->body_len;
+        } else {
+            if (cl->in_len == sizeof(cl->in)) {
+                json_error(cl, 431, "request head too large");
+                return -1;
+            }
+            dst = cl->in + cl->in_len;
+            room = sizeof(cl->in) - cl->in_len;
+        }
+        ssize_t n = pt_io_recv(a->loop, &cl->io, dst, room);
+        if (n > 0) {
+            if (cl->have_head) {
+                cl->body_len += (size_t)n;
+                cl->body[cl->body_len] = 0;
+                continue;
+            }
+            size_t prev = cl->in_len;
+            cl->in_len += (size_t)n;
+            struct pt_h1_limits lim = {64, sizeof(cl->in), 2048};
+            int r = pt_h1_parse_request(cl->in, cl->in_len, prev, &cl->req, cl->hs, &lim);
+            if (r == PT_H1_INCOMPLETE)
+                continue;
+            if (r < 0) {
+                json_error(cl, cl->req.error_status ? cl->req.error_status : 400,
+                           cl->req.error_reason ? cl->req.error_reason : "bad request");
+                return -1;
+            }
+            cl->head_len = (size_t)r;
+            head_done(a, cl);
+            if (cl->out)
+                return -1;
+            continue;
+        }
+        if (n < 0 && errno == EAGAIN)
+            return cl->have_head && cl->body_len == cl->body_want ? 1 : 0;
+        /* A client may shut down its write side right after its request
+         * (nc -N, scripts): a complete request still gets its answer. */
+        if (n == 0 && cl->have_head && cl->body_len == cl->body_want)
+            return 1;
+        client_close(a, cl);
+        return -1;
+    }
 }
 
 static void client_read(struct pt_admin *a, struct admin_client *cl)
 {
-    bool eof = false;
-    for (;;) {
-        if (cl->in_len == sizeof(cl->in)) {
-            json_error(cl, 431, "request too large");
-            return;
-        }
-        ssize_t n = pt_io_recv(a->loop, &cl->io, cl->in + cl->in_len, sizeof(cl->in) - cl->in_len);
-        if (n > 0) {
-            cl->in_len += (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EAGAIN)
-            break;
-        /* A client may shut down its write side right after its request
-         * (nc -N, scripts): a complete request still gets its answer. */
-        if (n == 0 && cl->in_len > 0) {
-            eof = true;
-            break;
-        }
-        client_close(a, cl);
-        return;
-    }
-    struct pt_h1_header hs[64];
-    struct pt_h1_request req;
-    struct pt_h1_limits lim = {64, sizeof(cl->in), 2048};
-    int r = pt_h1_parse_request(cl->in, cl->in_len, 0, &req, hs, &lim);
-    if (r == PT_H1_INCOMPLETE) {
-        if (eof)
-            client_close(a, cl);
-        return;
-    }
-    if (r < 0) {
-        json_error(cl, req.error_status ? req.error_status : 400,
-                   req.error_reason ? req.error_reason : "bad request");
-        return;
-    }
-    handle(a, cl, &req);
+    if (client_fill(a, cl) == 1)
+        handle(a, cl);
 }
 
 static void client_write(struct pt_admin *a, struct admin_client *cl)

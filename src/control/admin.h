@@ -6,6 +6,7 @@
 #ifndef PT_CONTROL_ADMIN_H
 #define PT_CONTROL_ADMIN_H
 
+#include "control/config.h"
 #include "core/loop.h"
 #include "gateway/generation.h"
 
@@ -24,6 +25,14 @@ struct pt_admin_hooks {
     /* Reloads the config file; 0 and the new id, or -1 and a malloc'd
      * newline-separated error text. */
     int (*reload)(void *ctx, uint64_t *new_id, char **errors);
+    /* Loads `src` (its path is the runtime's config file) and publishes
+     * it: 0 and the new id; -1 when it does not load (its messages in
+     * *diag, which the caller frees); -2 when it loaded but could not be
+     * put in place (a malloc'd reason in *errors). Writes no file. */
+    int (*apply)(void *ctx, const struct pt_config_src *src, uint64_t *new_id, struct pt_diag *diag,
+                 char **errors);
+    /* Serving a generation and not draining (/readyz). */
+    bool (*ready)(void *ctx);
 };
 
 struct pt_admin;

@@ -57,7 +57,6 @@ static void walk_error_log(struct cfg *c, const struct pt_ynode *level,
 static void check_address_conflicts(struct cfg *c, const struct pt_ynode *admin);
 
 /* Helpers. */
-static int read_file(const char *path, char **text, size_t *len, char *err, size_t errlen);
 
 /* ---- diagnostics ---- */
 
@@ -146,12 +145,22 @@ struct pt_generation *pt_config_load_with(const char *path, const char *source, 
                                           const struct pt_resolver *dns, uint64_t id,
                                           struct pt_diag *diag)
 {
+    struct pt_config_src src = {.path = path, .text = source, .len = source_len};
+    return pt_config_load_src(&src, dns, id, diag);
+}
+
+struct pt_generation *pt_config_load_src(const struct pt_config_src *src,
+                                         const struct pt_resolver *dns, uint64_t id,
+                                         struct pt_diag *diag)
+{
+    const char *path = src->path, *source = src->text;
+    size_t source_len = src->len;
     struct pt_generation *g = NULL;
     struct pt_ydoc doc = {0};
     bool have_doc = false;
     char *text = NULL;
     size_t len = 0;
-    struct cfg c = {.file = path, .dns = dns};
+    struct cfg c = {.file = path, .dns = dns, .src = src};
     char err[512];
 
     if (source) {
@@ -164,7 +173,7 @@ struct pt_generation *pt_config_load_with(const char *path, const char *source, 
             pt_diag_add(diag, path, 0, 0, "out of memory");
             goto out;
         }
-    } else if (read_file(path, &text, &len, err, sizeof(err)) < 0) {
+    } else if (pt_cfg_read_file(path, &text, &len, err, sizeof(err)) < 0) {
         pt_diag_add(diag, path, 0, 0, "%s", err);
         goto out;
     }
@@ -205,12 +214,15 @@ struct pt_generation *pt_config_load_with(const char *path, const char *source, 
     }
 
 out:
-    if (c.w.errs.n || c.w.errs.oom || c.w.oom || !g) {
+    if (c.w.errs.n || c.w.errs.oom || c.w.oom || !g || c.cons_errs.n || c.cons_errs.oom) {
         pt_cfg_errors_flush(&c.w.errs, path, diag);
+        pt_cfg_errors_flush(&c.cons_errs, c.cons_path ? c.cons_path : path, diag);
         pt_generation_free(g);
         g = NULL;
     }
     pt_cfg_errors_free(&c.w.errs);
+    pt_cfg_errors_free(&c.cons_errs);
+    free(c.cons_path);
     if (have_doc)
         pt_ydoc_free(&doc);
     free(c.defaults.v);
@@ -222,7 +234,7 @@ out:
     return g;
 }
 
-static int read_file(const char *path, char **text, size_t *len, char *err, size_t errlen)
+int pt_cfg_read_file(const char *path, char **text, size_t *len, char *err, size_t errlen)
 {
     int rc = -1;
     char *buf = NULL;
@@ -444,6 +456,7 @@ enum {
     K_LOG_LEVEL,
     K_LOG_FORMAT,
     K_ERROR_LOG,
+    K_CONSUMERS_FILE,
     K_ROOT_N
 };
 
@@ -451,7 +464,7 @@ static const char *const root_keys[] = {
     "workers",         "listeners",  "admin",     "limits",     "access_log",
     "upstreams",       "filters",    "routes",    "io_backend", "trusted_proxies",
     "forward_real_ip", "resolver",   "consumers", "cluster",    "rate_limit_store",
-    "log_level",       "log_format", "error_log", NULL};
+    "log_level",       "log_format", "error_log", "consumers_file", NULL};
 static const char *const root_planned[] = {"tracing", NULL};
 
 static void walk_root(struct cfg *c, const struct pt_ynode *root)
@@ -494,8 +507,7 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
         pt_cfg_want_bool(&c->w, v[K_FORWARD_REAL_IP], "`forward_real_ip`", &c->g->forward_real_ip);
     if (v[K_RESOLVER])
         pt_cfg_walk_resolver(c, v[K_RESOLVER]);
-    if (v[K_CONSUMERS])
-        pt_cfg_walk_consumers(c, v[K_CONSUMERS]);
+    pt_cfg_walk_consumers(c, v[K_CONSUMERS], v[K_CONSUMERS_FILE]);
     /* The shared store before filters: rate_limit's compile checks it. */
     pt_cfg_walk_cluster(c, v[K_CLUSTER]);
     if (v[K_RL_STORE])

@@ -42,4 +42,26 @@ struct pt_generation *pt_config_load_with(const char *path, const char *text, si
                                           const struct pt_resolver *dns, uint64_t id,
                                           struct pt_diag *diag);
 
+/* What one load reads: the config (`text`, or the file at `path` when
+ * text is NULL) and its consumers file (`consumers_file`, resolved beside
+ * the config): read from disk unless `consumers_given`, in which case
+ * `consumers_text` is its content (NULL: there is no such file). The
+ * admin API loads submitted text this way without touching the disk. */
+struct pt_config_src {
+    const char *path;
+    const char *text;
+    size_t len;
+    bool consumers_given;
+    const char *consumers_text;
+    size_t consumers_len;
+};
+
+/* Why a raw API key could never be sent by a client (empty, too long,
+ * surrounding spaces, control characters), or NULL when it is fine. */
+const char *pt_config_key_problem(const char *key);
+
+struct pt_generation *pt_config_load_src(const struct pt_config_src *src,
+                                         const struct pt_resolver *dns, uint64_t id,
+                                         struct pt_diag *diag);
+
 #endif

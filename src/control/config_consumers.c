@@ -20,6 +20,8 @@
 #include <openssl/crypto.h>
 
 #include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 
 enum { C_NAME, C_GROUPS, C_API_KEYS, C_NKEYS };
 static const char *const consumer_keys[] = {"name", "groups", "api_keys", NULL};
@@ -29,7 +31,7 @@ static const char *const consumer_keys[] = {"name", "groups", "api_keys", NULL};
  * surrounding spaces, could never match. */
 #define KEY_MAX_BYTES 4096
 
-static const char *raw_key_problem(const char *k)
+const char *pt_config_key_problem(const char *k)
 {
     size_t n = strlen(k);
     if (n == 0)
@@ -100,7 +102,7 @@ static void add_key(struct cfg *c, const struct pt_ynode *at, struct pt_consumer
         return;
     }
     if (form == 0) {
-        const char *why = raw_key_problem(text);
+        const char *why = pt_config_key_problem(text);
         if (why) {
             err_at(c, at, "consumer `%s`: %s", cons->name.p, why);
             return;
@@ -151,27 +153,136 @@ static void walk_consumer(struct cfg *c, const struct pt_ynode *n, struct pt_con
         add_key(c, keys->items[i], out);
 }
 
-void pt_cfg_walk_consumers(struct cfg *c, const struct pt_ynode *n)
+/* Keys written in a `consumers:` list (for sizing the table once). */
+static uint32_t count_keys(const struct pt_ynode *n)
 {
-    if (!pt_cfg_want_seq(&c->w, n, "`consumers`") || n->kind != PT_YSEQ || n->n == 0)
-        return;
-    struct pt_consumers *t = &c->g->consumers;
-    /* The key table is sized once, for every key written. */
     uint32_t max_keys = 0;
-    for (uint32_t i = 0; i < n->n; i++) {
+    for (uint32_t i = 0; n && n->kind == PT_YSEQ && i < n->n; i++) {
         const struct pt_ynode *k =
             n->items[i]->kind == PT_YMAP ? pt_ynode_get(n->items[i], "api_keys") : NULL;
         if (k && k->kind == PT_YSEQ)
             max_keys += k->n;
     }
-    t->v = pt_arena_zalloc(c->a, sizeof(*t->v) * n->n);
-    if (!t->v || pt_consumers_init_keys(t, c->a, max_keys) < 0)
-        return oom(c);
-    struct strtab names = {0};
-    for (uint32_t i = 0; i < n->n; i++) {
-        walk_consumer(c, n->items[i], &t->v[t->n], &names);
+    return max_keys;
+}
+
+static void walk_list(struct cfg *c, const struct pt_ynode *n, struct strtab *names)
+{
+    struct pt_consumers *t = &c->g->consumers;
+    for (uint32_t i = 0; n && n->kind == PT_YSEQ && i < n->n; i++) {
+        walk_consumer(c, n->items[i], &t->v[t->n], names);
         if (t->v[t->n].name.len)
             t->n++;
     }
+}
+
+/* `consumers_file` resolved: absolute as written, else beside the config. */
+static const char *consumers_path(struct cfg *c, const struct pt_ynode *file)
+{
+    const char *name = "consumers.yaml";
+    if (file && !(name = pt_cfg_want_str(&c->w, file, "`consumers_file`")))
+        return NULL;
+    if (name[0] == '/' || !strchr(c->file, '/'))
+        return dup_str(c, name);
+    char *p = NULL;
+    if (asprintf(&p, "%s/%s", c->dir, name) < 0)
+        return oom(c), NULL;
+    const char *out = dup_str(c, p);
+    free(p);
+    return out;
+}
+
+/* The consumers file's text (given or read; NULL when there is none, or
+ * after a message about it in c->cons_errs). */
+static char *consumers_text(struct cfg *c, const char *path, size_t *len)
+{
+    const struct pt_config_src *src = c->src;
+    if (src && src->consumers_given) {
+        if (!src->consumers_text)
+            return NULL;
+        char *t = malloc(src->consumers_len + 1);
+        if (!t)
+            return oom(c), NULL;
+        memcpy(t, src->consumers_text, src->consumers_len);
+        t[src->consumers_len] = 0;
+        *len = src->consumers_len;
+        return t;
+    }
+    struct stat st;
+    if (stat(path, &st) < 0 && errno == ENOENT)
+        return NULL; /* created on the admin API's first write */
+    char *t = NULL, err[256];
+    if (pt_cfg_read_file(path, &t, len, err, sizeof(err)) < 0) {
+        pt_cfg_error_add(&c->cons_errs, 0, 0, "%s", err);
+        return NULL;
+    }
+    return t;
+}
+
+/* The consumers file's `consumers:` list (its only key), parsed into doc;
+ * problems go to c->w.errs, which the caller has pointed at cons_errs. */
+static const struct pt_ynode *file_list(struct cfg *c, struct pt_ydoc *doc, const char *text,
+                                        size_t len)
+{
+    static const char *const keys[] = {"consumers", NULL};
+    if (pt_ydoc_parse(doc, c->cons_path, text, len, &c->w.errs) < 0 || !doc->root ||
+        doc->root->is_null)
+        return NULL;
+    if (!pt_cfg_want_map(&c->w, doc->root, "the consumers file") || doc->root->kind != PT_YMAP)
+        return NULL;
+    const struct pt_ynode *v[1] = {0};
+    pt_cfg_bind_keys(&c->w, doc->root, keys, NULL, "in the consumers file", v, NULL);
+    if (v[0] && (!pt_cfg_want_seq(&c->w, v[0], "`consumers`") || v[0]->kind != PT_YSEQ))
+        return NULL;
+    return v[0];
+}
+
+void pt_cfg_walk_consumers(struct cfg *c, const struct pt_ynode *list, const struct pt_ynode *file)
+{
+    struct pt_generation *g = c->g;
+    if (list && (!pt_cfg_want_seq(&c->w, list, "`consumers`") || list->kind != PT_YSEQ))
+        list = NULL;
+    if (!(g->consumers_path = consumers_path(c, file)))
+        return;
+    if (!(c->cons_path = strdup(g->consumers_path)))
+        return oom(c);
+    size_t len = 0;
+    char *text = consumers_text(c, g->consumers_path, &len);
+    struct pt_ydoc doc = {0};
+    const struct pt_ynode *flist = NULL;
+    struct pt_cfg_errors main_errs = c->w.errs;
+    if (text) {
+        g->consumers_text = pt_arena_strndup(c->a, text, len);
+        g->consumers_len = len;
+        if (!g->consumers_text)
+            oom(c);
+        c->w.errs = c->cons_errs;
+        flist = file_list(c, &doc, text, len);
+        c->cons_errs = c->w.errs;
+        c->w.errs = main_errs;
+    }
+    uint32_t n = (list ? list->n : 0) + (flist ? flist->n : 0);
+    struct pt_consumers *t = &g->consumers;
+    if (n) {
+        t->v = pt_arena_zalloc(c->a, sizeof(*t->v) * n);
+        if (!t->v || pt_consumers_init_keys(t, c->a, count_keys(list) + count_keys(flist)) < 0) {
+            oom(c);
+            goto out;
+        }
+    }
+    struct strtab names = {0};
+    walk_list(c, list, &names);
+    g->consumers_from_file = t->n;
+    if (flist) {
+        main_errs = c->w.errs;
+        c->w.errs = c->cons_errs;
+        walk_list(c, flist, &names);
+        c->cons_errs = c->w.errs;
+        c->w.errs = main_errs;
+    }
     pt_cfg_strtab_free(&names);
+out:
+    if (text)
+        pt_ydoc_free(&doc);
+    free(text);
 }

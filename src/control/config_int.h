@@ -50,6 +50,11 @@ struct cfg {
     const struct pt_resolver *dns;       /* answers for host names; NULL: none */
     struct pt_upstream *urls;            /* URL authorities with a host name (malloc'd) */
     uint32_t nurls, capurls;
+    /* The consumers file: given text (src->consumers_given) or read from
+     * disk, and its own messages, flushed with its path (malloc'd). */
+    const struct pt_config_src *src;
+    struct pt_cfg_errors cons_errs;
+    char *cons_path;
 };
 
 /* ---- messages (config.c) ---- */
@@ -121,8 +126,13 @@ void pt_cfg_walk_resolver(struct cfg *c, const struct pt_ynode *n);
 bool pt_cfg_register_url(struct cfg *c, const struct pt_ynode *n, const char *url);
 /* Turns the registered URL authorities into g->url_upstreams. */
 void pt_cfg_build_url_upstreams(struct cfg *c);
-/* `consumers:` (config_consumers.c): g->consumers and its key table. */
-void pt_cfg_walk_consumers(struct cfg *c, const struct pt_ynode *n);
+/* `consumers:` and `consumers_file` (config_consumers.c): g->consumers
+ * and its key table, the config's consumers first, then the file's
+ * (either node may be NULL). */
+void pt_cfg_walk_consumers(struct cfg *c, const struct pt_ynode *list, const struct pt_ynode *file);
+/* Reads a whole file (at most 16 MiB) into a malloc'd, NUL-terminated
+ * buffer. 0, or -1 with a message in err (errno kept from open()). */
+int pt_cfg_read_file(const char *path, char **text, size_t *len, char *err, size_t errlen);
 /* `cluster:` (config_cluster.c): g->redis and has_redis; sets the
  * default prefix when n is NULL (no section). Before filters and routes:
  * rate_limit's `scope: cluster` needs to know whether there is a store. */

@@ -77,6 +77,7 @@ struct runtime {
     struct pt_resolver *dns;         /* host-name targets, on this loop */
     struct pt_timer dns_timer;       /* applies changed answers */
     bool stopping;                   /* TERM/INT seen: leave the loop and drain */
+    bool workers_started;            /* the first generation is serving (/readyz) */
     /* The local rate-limit table of the published generation (one
      * reference); each generation holds its own reference too. */
     struct pt_rl_table *rl_table;
@@ -310,6 +311,18 @@ static int refuse(struct runtime *rt, struct pt_generation *g, const struct pt_g
     return -1;
 }
 
+/* What g was built from: its config text and its consumers file's text
+ * as loaded, not the files as they may have been edited since. */
+static struct pt_config_src same_source(const struct runtime *rt, const struct pt_generation *g)
+{
+    return (struct pt_config_src){.path = rt->path,
+                                  .text = g->source_text,
+                                  .len = g->source_len,
+                                  .consumers_given = true,
+                                  .consumers_text = g->consumers_text,
+                                  .consumers_len = g->consumers_len};
+}
+
 /* Hands g's host names to the resolver; when some have never had an
  * answer, waits for them (bounded: a dead DNS server delays a start or a
  * reload by PT_DNS_FIRST_WAIT_MS, not forever). Whenever an answer
@@ -330,8 +343,8 @@ static struct pt_generation *with_first_answers(struct runtime *rt, struct pt_ge
         return g;
     struct pt_diag diag;
     pt_diag_init(&diag);
-    struct pt_generation *again =
-        pt_config_load_with(rt->path, g->source_text, g->source_len, rt->dns, g->id, &diag);
+    struct pt_config_src src = same_source(rt, g);
+    struct pt_generation *again = pt_config_load_src(&src, rt->dns, g->id, &diag);
     pt_diag_free(&diag);
     if (!again)
         return g; /* the same text loaded a moment ago: only memory can fail */
@@ -341,14 +354,25 @@ static struct pt_generation *with_first_answers(struct runtime *rt, struct pt_ge
 
 static int publish(struct runtime *rt, struct pt_generation *g, char **errors, bool dns_change);
 
-/* Loads and publishes the config file. Returns 0, or -1 with the errors
- * (malloc'd, newline-separated) in *errors when errors is not NULL. */
-static int reload(struct runtime *rt, char **errors)
+/* Loads `src` and publishes it. Returns 0, or -1 with the errors
+ * (malloc'd, newline-separated) in *errors when errors is not NULL; when
+ * `diag_out` is not NULL a load's errors are moved there instead. */
+static int load_publish(struct runtime *rt, const struct pt_config_src *src, char **errors,
+                        struct pt_diag *diag_out)
 {
     reclaim(rt);
     struct pt_diag diag;
     pt_diag_init(&diag);
-    struct pt_generation *g = pt_config_load_with(rt->path, NULL, 0, rt->dns, rt->next_id, &diag);
+    struct pt_generation *g = pt_config_load_src(src, rt->dns, rt->next_id, &diag);
+    if (!g && diag_out) {
+        rt->reloads_failed++;
+        pt_error("config rejected, generation %llu keeps serving",
+                 (unsigned long long)(rt->next_id - 1));
+        for (size_t i = 0; i < diag.n; i++)
+            pt_error("  %s", diag.lines[i]);
+        *diag_out = diag;
+        return -1;
+    }
     if (!g) {
         rt->reloads_failed++;
         pt_error("config reload failed: %s rejected, generation %llu keeps serving", rt->path,
@@ -369,6 +393,13 @@ static int reload(struct runtime *rt, char **errors)
     }
     pt_diag_free(&diag);
     return publish(rt, with_first_answers(rt, g), errors, false);
+}
+
+/* Loads and publishes the config file (and its consumers file). */
+static int reload(struct runtime *rt, char **errors)
+{
+    struct pt_config_src src = {.path = rt->path};
+    return load_publish(rt, &src, errors, NULL);
 }
 
 /* Puts a loaded generation in place of the current one: a reload, or
@@ -434,8 +465,8 @@ static void on_dns_apply(struct pt_loop *loop, struct pt_timer *t)
     const struct pt_generation *cur = atomic_load(&pt_gen_current);
     struct pt_diag diag;
     pt_diag_init(&diag);
-    struct pt_generation *g = pt_config_load_with(rt->path, cur->source_text, cur->source_len,
-                                                  rt->dns, rt->next_id, &diag);
+    struct pt_config_src src = same_source(rt, cur);
+    struct pt_generation *g = pt_config_load_src(&src, rt->dns, rt->next_id, &diag);
     if (!g) {
         pt_error("dns: the running config could not be built again with the new addresses; "
                  "generation %llu keeps serving",
@@ -486,7 +517,31 @@ static int hook_reload(void *ctx, uint64_t *new_id, char **errors)
     return r;
 }
 
-static const struct pt_admin_hooks admin_hooks = {hook_current, hook_status, hook_reload};
+/* PUT /config and the consumers API: a source in memory, loaded and
+ * published like a reload (while draining: refused). */
+static int hook_apply(void *ctx, const struct pt_config_src *src, uint64_t *new_id,
+                      struct pt_diag *diag, char **errors)
+{
+    struct runtime *rt = ctx;
+    if (rt->stopping) {
+        *errors = strdup("the gateway is shutting down");
+        return -2;
+    }
+    struct pt_config_src s = *src;
+    s.path = rt->path;
+    int r = load_publish(rt, &s, errors, diag);
+    *new_id = atomic_load(&pt_gen_current)->id;
+    return r < 0 && diag->n ? -1 : r < 0 ? -2 : 0;
+}
+
+static bool hook_ready(void *ctx)
+{
+    struct runtime *rt = ctx;
+    return rt->workers_started && !rt->stopping;
+}
+
+static const struct pt_admin_hooks admin_hooks = {hook_current, hook_status, hook_reload,
+                                                  hook_apply, hook_ready};
 
 /* Signals arrive here, on the control loop, never as interruptions.
  * Edge-triggered: read them all. */
@@ -647,6 +702,7 @@ int pt_runtime_run(const char *config_path)
         pt_info("listening on %s (%s)", g->listeners[i].address, g->listeners[i].name);
     if (pt_health_sync(rt->health, g) < 0)
         goto out_stop;
+    rt->workers_started = true;
     pt_info("portico ready: generation %llu, %d workers (%s), %u routes", (unsigned long long)g->id,
             rt->nworkers, pt_io_backend_names[g->io_backend], g->nroutes);
 
@@ -660,8 +716,17 @@ int pt_runtime_run(const char *config_path)
     rt->health = NULL;
     rc = 0;
 out_stop:
+    rt->stopping = true;
     for (int i = 0; i < rt->nworkers; i++)
         pt_worker_drain(&rt->workers[i]);
+    /* While the workers drain, the admin API keeps answering (/readyz:
+     * 503) until the last one has stopped. */
+    for (int i = 0; i < rt->nworkers; i++) {
+        while (atomic_load(&rt->workers[i].seen_gen) != UINT64_MAX) {
+            pt_loop_run_once(&rt->loop, 20);
+            pt_admin_reap(rt->admin);
+        }
+    }
     for (int i = 0; i < rt->nworkers; i++)
         pt_worker_join(&rt->workers[i]);
     pt_alog_stop(rt->logger);

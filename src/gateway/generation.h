@@ -180,6 +180,15 @@ struct pt_generation {
     /* `consumers:` with their API-key digest table (filters/consumers.h);
      * empty when the config has none. */
     struct pt_consumers consumers;
+    /* `consumers_file` (default consumers.yaml beside the config), as a
+     * path (relative ones joined to the config's directory); its text as
+     * loaded (NULL: there was no file); consumers.v[consumers_from_file..n)
+     * came from it, the ones before from the config's `consumers:`. The
+     * admin API rewrites that file, never the config. */
+    const char *consumers_path;
+    const char *consumers_text;
+    size_t consumers_len;
+    uint32_t consumers_from_file;
     /* regexes to free with the generation */
     pcre2_code **regexes;
     uint32_t nregexes, capregexes;

@@ -52,4 +52,34 @@ struct pt_router *pt_router_build(struct pt_generation *g, char *err, size_t err
 int pt_router_match(const struct pt_router *r, const struct pt_route_input *in,
                     struct pt_route_result *out);
 
+/* Why a route did not match a request (pt_router_explain). */
+enum pt_route_miss {
+    PT_MISS_NONE, /* it matches */
+    PT_MISS_HOST,
+    PT_MISS_PATH,
+    PT_MISS_METHOD,
+    PT_MISS_HEADER,
+    PT_MISS_QUERY,
+};
+extern const char *const pt_route_miss_names[];
+
+struct pt_route_explain {
+    const struct pt_route *route;
+    enum pt_route_miss miss;
+    const char *what; /* the header or query parameter that failed */
+};
+
+/*
+ * For the admin API's /debug/match (control thread; slow and allocating
+ * on purpose, never on the request path): the lookup's result (*res, as
+ * pt_router_match), and every route the router weighs before the winner
+ * (all routes when none wins), in match order, each with the first
+ * predicate it fails (host, path, method, then headers and query in the
+ * order written). Routes whose host does not match come after those whose
+ * host does. *out is malloc'd (the caller frees it); returns its length,
+ * or SIZE_MAX when out of memory.
+ */
+size_t pt_router_explain(const struct pt_generation *g, const struct pt_route_input *in,
+                         struct pt_route_result *res, struct pt_route_explain **out);
+
 #endif
