@@ -442,23 +442,11 @@ enum {
     K_ROOT_N
 };
 
-static const char *const root_keys[] = {"workers",
-                                        "listeners",
-                                        "admin",
-                                        "limits",
-                                        "access_log",
-                                        "upstreams",
-                                        "filters",
-                                        "routes",
-                                        "io_backend",
-                                        "trusted_proxies",
-                                        "forward_real_ip",
-                                        "resolver",
-                                        "consumers",
-                                        "cluster",
-                                        "rate_limit_store",
-                                        "tracing",
-                                        NULL};
+static const char *const root_keys[] = {
+    "workers",         "listeners", "admin",     "limits",     "access_log",
+    "upstreams",       "filters",   "routes",    "io_backend", "trusted_proxies",
+    "forward_real_ip", "resolver",  "consumers", "cluster",    "rate_limit_store",
+    "tracing",         NULL};
 
 static void walk_root(struct cfg *c, const struct pt_ynode *root)
 {

@@ -22,8 +22,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-static const char *const tracing_keys[] = {"otlp_endpoint", "sample",     "service_name",
-                                           "server_timing", "batch",      "flush_every",
+static const char *const tracing_keys[] = {"otlp_endpoint", "sample", "service_name",
+                                           "server_timing", "batch",  "flush_every",
                                            "max_queue",     NULL};
 enum { TR_ENDPOINT, TR_SAMPLE, TR_SERVICE, TR_TIMING, TR_BATCH, TR_FLUSH, TR_QUEUE, TR_N };
 
@@ -117,7 +117,8 @@ void pt_cfg_walk_tracing(struct cfg *c, const struct pt_ynode *n)
     }
     if (v[TR_TIMING])
         pt_cfg_want_bool(&c->w, v[TR_TIMING], "`tracing.server_timing`", &t->server_timing);
-    if (v[TR_QUEUE] && pt_cfg_want_uint(&c->w, v[TR_QUEUE], "`tracing.max_queue`", 16, 1u << 20, &x))
+    if (v[TR_QUEUE] &&
+        pt_cfg_want_uint(&c->w, v[TR_QUEUE], "`tracing.max_queue`", 16, 1u << 20, &x))
         t->max_queue = (uint32_t)x;
     if (v[TR_BATCH] && pt_cfg_want_uint(&c->w, v[TR_BATCH], "`tracing.batch`", 1, 1u << 16, &x)) {
         t->batch = (uint32_t)x;

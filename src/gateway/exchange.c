@@ -672,7 +672,8 @@ void pt_exchange_log(struct pt_exchange *ex)
         (int)PT_MIN(ex->req.method.len, 32), ex->req.method.p ? ex->req.method.p : "", (int)pe, esc,
         ex->status, (unsigned long long)ex->bytes_in, (unsigned long long)ex->bytes_out, dur, up,
         att, cl ? ",\"consumer\":\"" : "", (int)cl, cons, cl ? "\"" : "",
-        ex->error ? ",\"error\":\"" : "", ex->error ? ex->error : "", ex->error ? "\"" : "", note, (int)tl, trace);
+        ex->error ? ",\"error\":\"" : "", ex->error ? ex->error : "", ex->error ? "\"" : "", note,
+        (int)tl, trace);
     if (n > 0)
         pt_alog_push(&ex->w->alog, line, (size_t)PT_MIN(n, (int)sizeof(line) - 1));
 }

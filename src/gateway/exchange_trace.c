@@ -82,8 +82,7 @@ static void up_begin(struct pt_call_trace *t, const struct pt_call *c)
 
 /* A client span: the attempt's peer, number, status or error. */
 static void client_span(struct pt_exchange *ex, const uint8_t span_id[8], uint64_t start,
-                        pt_slice name, const struct pt_call *c, int status,
-                        enum pt_call_fail fail)
+                        pt_slice name, const struct pt_call *c, int status, enum pt_call_fail fail)
 {
     struct pt_trace_ring *r = &ex->w->trace;
     struct pt_span_rec *s = pt_trace_ring_reserve(r);
@@ -116,8 +115,8 @@ static void up_end(struct pt_call_trace *t, const struct pt_call *c, int status,
     struct pt_exchange *ex = of_up(t);
     if (!ex->trace.sampled)
         return;
-    client_span(ex, ex->up_span, ex->up_span_start,
-                (pt_slice){ex->up->name, strlen(ex->up->name)}, c, status, fail);
+    client_span(ex, ex->up_span, ex->up_span_start, (pt_slice){ex->up->name, strlen(ex->up->name)},
+                c, status, fail);
 }
 
 struct pt_call_trace *pt_exchange_trace_upstream(struct pt_exchange *ex)

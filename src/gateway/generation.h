@@ -87,8 +87,8 @@ struct pt_tracing_cfg {
      * one-target `export_up` made here. */
     const char *export_authority;
     struct pt_upstream *export_up;
-    pt_slice export_path; /* origin-form path, with the query */
-    uint32_t batch;       /* default 512 spans: export as soon as this many wait */
+    pt_slice export_path;    /* origin-form path, with the query */
+    uint32_t batch;          /* default 512 spans: export as soon as this many wait */
     uint64_t flush_every_ms; /* default 1 s: export what waits at least this often */
     uint32_t max_queue;      /* default 8192 spans per worker; more are dropped */
 };

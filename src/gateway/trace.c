@@ -40,8 +40,7 @@ void pt_trace_new_span_id(uint8_t out[8], uint64_t *rng)
     while (!(out[0] | out[1] | out[2] | out[3] | out[4] | out[5] | out[6] | out[7]));
 }
 
-void pt_trace_begin(struct pt_trace_ctx *t, pt_slice tp, uint32_t ntp, double ratio,
-                    uint64_t *rng)
+void pt_trace_begin(struct pt_trace_ctx *t, pt_slice tp, uint32_t ntp, double ratio, uint64_t *rng)
 {
     struct pt_traceparent in;
     t->on = true;
@@ -126,7 +125,6 @@ static void bump(_Atomic uint64_t *c, uint64_t by)
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + by,
                           memory_order_relaxed);
 }
-
 
 static int64_t unix_offset(void)
 {

@@ -68,8 +68,8 @@ struct pt_trace_ctx {
 
 /* The worker's span ring and its exporter's state. */
 struct pt_trace_ring {
-    struct pt_span_rec *v; /* cap records (malloc'd when tracing is first on) */
-    uint32_t cap, head, n; /* oldest at head */
+    struct pt_span_rec *v;  /* cap records (malloc'd when tracing is first on) */
+    uint32_t cap, head, n;  /* oldest at head */
     int64_t unix_offset_ns; /* Unix time minus the loop's monotonic clock */
     _Atomic uint64_t queued, dropped, exported, export_failed; /* spans; one writer */
     /* trace_export.c */
@@ -92,8 +92,7 @@ bool pt_trace_sample_new(double ratio, uint64_t rand);
 /* Starts or continues a trace from the request's traceparent value
  * (`tp`, len 0: none; `ntp` how many traceparent fields came: more than
  * one is invalid). Draws ids from *rng. */
-void pt_trace_begin(struct pt_trace_ctx *t, pt_slice tp, uint32_t ntp, double ratio,
-                    uint64_t *rng);
+void pt_trace_begin(struct pt_trace_ctx *t, pt_slice tp, uint32_t ntp, double ratio, uint64_t *rng);
 
 /* A new non-zero span id. */
 void pt_trace_new_span_id(uint8_t out[8], uint64_t *rng);

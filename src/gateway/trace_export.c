@@ -90,8 +90,7 @@ static void rearm(struct pt_worker *w)
     if (!r->n)
         return;
     r->timer_soon = r->n >= w->gen->tracing.batch;
-    pt_timer_arm(&w->loop, &r->timer, r->timer_soon ? 0 : w->gen->tracing.flush_every_ms,
-                 on_timer);
+    pt_timer_arm(&w->loop, &r->timer, r->timer_soon ? 0 : w->gen->tracing.flush_every_ms, on_timer);
 }
 
 static void post_over(struct pt_worker *w)
@@ -180,8 +179,8 @@ static void export_now(struct pt_worker *w)
         .rand = pt_xorshift64s(&w->rng),
         .method = PT_SLICE("POST"),
         .method_id = PT_METHOD_POST,
-        .path = q ? (pt_slice){cfg->export_path.p, (size_t)(q - cfg->export_path.p)}
-                  : cfg->export_path,
+        .path =
+            q ? (pt_slice){cfg->export_path.p, (size_t)(q - cfg->export_path.p)} : cfg->export_path,
         .query = q ? (pt_slice){q + 1, cfg->export_path.len - (size_t)(q - cfg->export_path.p) - 1}
                    : (pt_slice){"", 0},
         .headers = h,

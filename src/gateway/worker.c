@@ -432,7 +432,7 @@ static void *worker_main(void *arg)
     inbox_close(w);
     pt_conn_cache_free(w);
     pt_arena_pool_destroy(&w->arena_pool);
-    pt_trace_worker_stop(w); /* its post in flight uses the outbound client */
+    pt_trace_worker_stop(w);     /* its post in flight uses the outbound client */
     pt_outbound_destroy(&w->ob); /* closes idle pooled upstream connections */
     redis_reap(w, true);         /* no request is left to wait on it */
     /* Last, on this thread: with io_uring, queued closes and the last

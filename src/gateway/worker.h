@@ -110,8 +110,8 @@ struct pt_worker {
 
     struct pt_alog_ring alog;
     struct pt_trace_ring trace; /* sampled spans waiting for export (gateway/trace.h) */
-    uint64_t rng;            /* request-id generator state */
-    _Atomic uint64_t served; /* requests completed; written by the worker only */
+    uint64_t rng;               /* request-id generator state */
+    _Atomic uint64_t served;    /* requests completed; written by the worker only */
     _Atomic bool draining;
 };
 
