@@ -64,6 +64,13 @@ void pt_exchange_trace_start(struct pt_exchange *ex)
         pt_headers_remove(&ex->reqh, PT_SLICE("tracestate"));
 }
 
+/* Spans are kept only for a sampled request of a generation that has
+ * somewhere to send them. */
+static bool recording(const struct pt_exchange *ex)
+{
+    return ex->trace.sampled && ex->gen->tracing.otlp_endpoint;
+}
+
 static uint8_t flags_of(const struct pt_exchange *ex)
 {
     return ex->trace.sampled ? PT_TRACE_FLAG_SAMPLED : 0;
@@ -113,7 +120,7 @@ static void up_end(struct pt_call_trace *t, const struct pt_call *c, int status,
                    enum pt_call_fail fail)
 {
     struct pt_exchange *ex = of_up(t);
-    if (!ex->trace.sampled)
+    if (!recording(ex))
         return;
     client_span(ex, ex->up_span, ex->up_span_start, (pt_slice){ex->up->name, strlen(ex->up->name)},
                 c, status, fail);
@@ -144,7 +151,7 @@ static void aux_end(struct pt_call_trace *t, const struct pt_call *c, int status
                     enum pt_call_fail fail)
 {
     struct pt_exchange *ex = of_aux(t);
-    if (!ex->trace.sampled)
+    if (!recording(ex))
         return;
     const char *n = ex->aux_name ? ex->aux_name : "filter call";
     client_span(ex, ex->aux_span, ex->aux_span_start, (pt_slice){n, strlen(n)}, c, status, fail);
@@ -180,7 +187,7 @@ static const char *route_pattern(const struct pt_route *rt)
 
 void pt_exchange_trace_end(struct pt_exchange *ex)
 {
-    if (pt_likely(!ex->trace.on) || !ex->trace.sampled)
+    if (pt_likely(!ex->trace.on) || !recording(ex))
         return;
     struct pt_trace_ring *r = &ex->w->trace;
     struct pt_span_rec *s = pt_trace_ring_reserve(r);
