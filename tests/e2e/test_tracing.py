@@ -403,3 +403,45 @@ def test_bad_tracing_config_is_refused_with_a_position(tmp_path, tracing, msg):
     assert rc != 0
     assert msg in out, out
     assert re.search(r"bad\.yaml:\d+:\d+: ", out), out
+
+
+def test_reload_resizes_and_switches_tracing(tmp_path):
+    """A reload that changes max_queue and sample applies to the next
+    requests (the ring is remade), and one that removes `tracing` stops
+    both export and propagation; no request fails on the way."""
+    col = Collector()
+    auth = AuthService()
+    try:
+        with backend("trr", nports=2) as b:
+            cfg = tracing_config(b, col, auth, {"sample": 1.0})
+            gw = Gateway(cfg, tmp_path)
+            try:
+                r = requests.get(gw.u("/api/one"), timeout=scaled(5))
+                first = upstream_traceparent(r).split("-")[1]
+                col.wait_trace(first, 2)
+                cfg2 = tracing_config(b, col, auth, {"sample": 0, "max_queue": 64, "batch": 8})
+                cfg2["listeners"], cfg2["admin"] = cfg["listeners"], cfg["admin"]
+                gw.reload(cfg2)
+                r = requests.get(gw.u("/api/two"), timeout=scaled(5))
+                assert upstream_traceparent(r).endswith("-00")  # not sampled now
+                sampled = "5555aaaa5555aaaa5555aaaa5555aaaa"
+                for i in range(20):  # past one batch of the new ring
+                    r = requests.get(gw.u("/api/s%d" % i), headers={
+                        "traceparent": "00-%s-%s-01" % (sampled, PARENT)}, timeout=scaled(5))
+                    assert r.status_code == 200
+                col.wait_trace(sampled, 40)
+                off = make_config(free_port(), {"app": upstream(b.port)},
+                                  [{"name": "users", "match": {"path_prefix": "/api"},
+                                    "upstream": "app"}], workers=1)
+                off["listeners"] = cfg["listeners"]
+                off["admin"] = cfg["admin"]
+                gw.reload(off)
+                tp = "00-%s-%s-01" % (TRACE, PARENT)
+                r = requests.get(gw.u("/api/three"), headers={"traceparent": tp},
+                                 timeout=scaled(5))
+                assert upstream_traceparent(r) == tp  # untouched again
+            finally:
+                gw.stop()
+    finally:
+        auth.stop()
+        col.stop()
