@@ -54,7 +54,7 @@
 # Environment: PORTICO_BENCH_PORT_BASE (default 23180; 29 ports from there),
 #              PORTICO_BUILD (default build; relative to the repository or
 #                absolute),
-#              BENCH_ONLY=before|ext_auth|suspend|balance|auth|ratelimit|… one section only (its
+#              BENCH_ONLY=before|ext_auth|suspend|balance|auth|ratelimit|tracing|… one section only (its
 #                systems plus the references it is judged against; no
 #                idle-memory phase); the report goes to
 #                bench/results/latest-<section>.md, latest.md is left alone,
@@ -112,6 +112,7 @@ SUSPEND=0         # the suspension section runs (scenario "suspend")
 BALANCE=0         # issue 14's section runs (scenario "balance", bench/lib/balance.sh)
 IDENTITY=0        # issue 15's section runs (scenario "auth", bench/lib/auth.sh)
 RATELIMIT=0       # issue 16's section runs (scenario "ratelimit", bench/lib/ratelimit.sh)
+TRACING=0         # issue 17's tracing row runs (scenario "tracing", bench/lib/tracing.sh)
 RATE_CONNS=16     # h2load connections for the fixed-rate run
 SKIP_S=0.2        # h2load samples dropped at the start of each run
 
@@ -148,6 +149,9 @@ fi
 [ "$QUICK" = 0 ] || id_quick
 # shellcheck source-path=SCRIPTDIR source=lib/ratelimit.sh
 . "$BENCH_DIR/lib/ratelimit.sh"
+# shellcheck source-path=SCRIPTDIR source=lib/tracing.sh
+. "$BENCH_DIR/lib/tracing.sh"
+[ "$QUICK" = 0 ] || tr_quick
 [ "$QUICK" = 0 ] || rl_quick
 
 # ---------------------------------------------------------------- utilities
@@ -570,6 +574,11 @@ scenario_auth() { IDENTITY=1; }
 # (bench/lib/ratelimit.sh).
 scenario_ratelimit() { RATELIMIT=1; }
 
+# Issue 17: what tracing costs (sample 1.0, exported to a sink receiver,
+# against the same route without tracing), a section of its own
+# (bench/lib/tracing.sh). Not in the default list: BENCH_ONLY=tracing.
+scenario_tracing() { TRACING=1; }
+
 # ------------------------------------------------------------ measurements
 
 # Idle RSS, then RSS growth per idle keep-alive connection.
@@ -985,7 +994,7 @@ main() {
 
     local s
     for s in ${SCENARIOS//,/ }; do
-        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend, balance, auth, ratelimit)"
+        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend, balance, auth, ratelimit, tracing)"
         "scenario_$s"
     done
     machine_info
@@ -1077,6 +1086,7 @@ main() {
     [ "$BALANCE" = 0 ] || measure_balance
     [ "$IDENTITY" = 0 ] || measure_auth
     [ "$RATELIMIT" = 0 ] || measure_ratelimit
+    [ "$TRACING" = 0 ] || measure_tracing
 
     record 0 run elapsed_s $((SECONDS - t_begin))
     log "report"

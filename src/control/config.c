@@ -457,6 +457,7 @@ enum {
     K_LOG_FORMAT,
     K_ERROR_LOG,
     K_CONSUMERS_FILE,
+    K_TRACING,
     K_ROOT_N
 };
 
@@ -464,8 +465,7 @@ static const char *const root_keys[] = {
     "workers",         "listeners",  "admin",     "limits",     "access_log",
     "upstreams",       "filters",    "routes",    "io_backend", "trusted_proxies",
     "forward_real_ip", "resolver",   "consumers", "cluster",    "rate_limit_store",
-    "log_level",       "log_format", "error_log", "consumers_file", NULL};
-static const char *const root_planned[] = {"tracing", NULL};
+    "log_level",       "log_format", "error_log", "consumers_file", "tracing", NULL};
 
 static void walk_root(struct cfg *c, const struct pt_ynode *root)
 {
@@ -480,7 +480,7 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
         return;
     }
     const struct pt_ynode *v[K_ROOT_N] = {0};
-    pt_cfg_bind_keys(&c->w, root, root_keys, root_planned, "at the top level", v, NULL);
+    pt_cfg_bind_keys(&c->w, root, root_keys, NULL, "at the top level", v, NULL);
 
     if (v[K_WORKERS])
         walk_workers(c, v[K_WORKERS]);
@@ -512,6 +512,8 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
     pt_cfg_walk_cluster(c, v[K_CLUSTER]);
     if (v[K_RL_STORE])
         walk_rl_store(c, v[K_RL_STORE]);
+    if (v[K_TRACING])
+        pt_cfg_walk_tracing(c, v[K_TRACING]);
     /* Upstreams and default filters before routes, wherever they are in
      * the file: routes refer to both. */
     if (v[K_UPSTREAMS])

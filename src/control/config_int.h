@@ -137,6 +137,9 @@ int pt_cfg_read_file(const char *path, char **text, size_t *len, char *err, size
  * default prefix when n is NULL (no section). Before filters and routes:
  * rate_limit's `scope: cluster` needs to know whether there is a store. */
 void pt_cfg_walk_cluster(struct cfg *c, const struct pt_ynode *n);
+/* `tracing:` (config_tracing.c): g->tracing; the endpoint's URL is
+ * registered like ext_auth's. */
+void pt_cfg_walk_tracing(struct cfg *c, const struct pt_ynode *n);
 /* `routes:` (config_routes.c), after upstreams and default filters. */
 void pt_cfg_walk_routes(struct cfg *c, const struct pt_ynode *n);
 /* An RFC 9110 token (header and cookie names) (config_routes.c). */

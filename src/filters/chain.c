@@ -167,6 +167,7 @@ int pt_chain_run_request(const struct pt_chain *c, struct pt_filter_ctx *ctx, vo
     uint32_t i = *cursor;
     for (; i < c->n_request; i++) {
         const struct pt_filter_inst *inst = c->request[i];
+        ctx->running = inst->def->name;
         int r = checked(inst->def->on_request(ctx, inst->conf, state_of(states, inst)));
         if (r == PT_FILTER_CONTINUE)
             continue;

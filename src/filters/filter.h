@@ -220,6 +220,9 @@ struct pt_filter_ctx {
     /* The matched route's name (generation memory), for state keyed by
      * route (rate_limit). */
     const char *route_name;
+    /* The filter whose request hook runs or last ran (its def->name): a
+     * call it makes is traced under its name. */
+    const char *running;
     /* The process's local rate-limit cells (filters/rl_table.h), shared by
      * every worker and kept across reloads; never NULL while a hook runs. */
     struct pt_rl_table *rl_table;

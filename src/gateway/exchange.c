@@ -103,6 +103,7 @@ void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *er
     ex->gw_ctype = ctype;
     ex->close_after |= close;
     ex->bf_have = false;
+    pt_exchange_server_timing(ex);
 }
 
 /* ---- circuit breaker and max_concurrent ----
@@ -339,6 +340,7 @@ void pt_exchange_start(struct pt_exchange *ex)
 {
     const struct pt_limits *lim = &ex->gen->limits;
     pt_exchange_find_client(ex); /* first: every refusal below logs the client */
+    pt_exchange_trace_start(ex);
     /* CONNECT asks for a tunnel, which the gateway does not offer (its
      * authority-form target has no path to route or forward). */
     if (ex->req.method_id == PT_METHOD_CONNECT) {
@@ -443,6 +445,7 @@ void pt_exchange_dispatch(struct pt_exchange *ex)
         .pool_idle_ms = ex->gen->limits.idle_timeout_ms,
         .arena = ex->arena,
         .max_headers = (uint32_t)ex->gen->limits.max_headers,
+        .trace = pt_exchange_trace_upstream(ex),
     };
     /* The request goes upstream as HTTP/1.1, where Host is required; an
      * HTTP/1.0 request may have come without one: name the target. */
@@ -496,6 +499,7 @@ static void response_head(struct pt_exchange *ex)
         ex->close_after = true;
     ex->resp = PT_RESP_UPSTREAM;
     ex->resp_seq++;
+    pt_exchange_server_timing(ex);
     if (!pt_exchange_filters_response_head(ex))
         return;
     /* Body filters may change the length: such a route streams with a
@@ -604,6 +608,7 @@ void pt_exchange_end(struct pt_exchange *ex, bool completed)
         ex->status = 499; /* client went away before a response: nginx's convention */
     if (ex->filters_begun && ex->route->chain.n_log)
         pt_chain_run_log(&ex->route->chain, &ex->fctx, ex->states);
+    pt_exchange_trace_end(ex);
     pt_exchange_log(ex);
     pt_worker_unpin(ex->w, ex->gen);
     /* Single writer: a relaxed load+store is a plain add, no locked
@@ -652,6 +657,8 @@ void pt_exchange_log(struct pt_exchange *ex)
     char note[96] = "";
     if (ex->filters_begun && ex->fctx.log_key && ex->fctx.log_value)
         snprintf(note, sizeof(note), ",\"%s\":\"%s\"", ex->fctx.log_key, ex->fctx.log_value);
+    char trace[80];
+    size_t tl = pt_exchange_trace_log(ex, trace);
     int n = snprintf(
         line, sizeof(line),
         "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":\"%.*s\","
@@ -659,7 +666,7 @@ void pt_exchange_log(struct pt_exchange *ex)
         "\"upstream\":\"%s\","
         "\"upstream_target\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,"
         "\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"upstream_ms\":%.3f%s%s%.*s%"
-        "s%s%s%s%s}\n",
+        "s%s%s%s%s%.*s}\n",
         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
         ts.tv_nsec / 1000000, (int)rl, rid, (int)client.len, client.p, (int)ex->peer.len,
         ex->peer.p, ex->listener ? ex->listener : "", ex->route ? ex->route->name : "",
@@ -667,7 +674,8 @@ void pt_exchange_log(struct pt_exchange *ex)
         (int)PT_MIN(ex->req.method.len, 32), ex->req.method.p ? ex->req.method.p : "", (int)pe, esc,
         ex->status, (unsigned long long)ex->bytes_in, (unsigned long long)ex->bytes_out, dur, up,
         att, cl ? ",\"consumer\":\"" : "", (int)cl, cons, cl ? "\"" : "",
-        ex->error ? ",\"error\":\"" : "", ex->error ? ex->error : "", ex->error ? "\"" : "", note);
+        ex->error ? ",\"error\":\"" : "", ex->error ? ex->error : "", ex->error ? "\"" : "", note,
+        (int)tl, trace);
     if (n > 0)
         pt_alog_push(&ex->w->alog, line, (size_t)PT_MIN(n, (int)sizeof(line) - 1));
 }

@@ -32,6 +32,7 @@
 
 #include "core/cidr.h"
 #include "gateway/router.h"
+#include "gateway/trace.h"
 #include "gateway/worker.h"
 #include "proxy/client.h"
 #include "proxy/fetch.h"
@@ -148,6 +149,16 @@ struct pt_exchange {
     bool bf_eos, bf_have;
     bool response_started; /* the codec wrote some of the final response */
     const char *cut;       /* set: the codec must cut the client off (why) */
+
+    /* tracing (exchange_trace.c; untouched when `tracing` is off) */
+    struct pt_trace_ctx trace;
+    struct pt_call_trace up_trace; /* the upstream call's attempts */
+    uint8_t up_span[8];            /* the current attempt's span */
+    uint64_t up_span_start;
+    struct pt_call_trace aux_trace; /* a filter's call */
+    uint8_t aux_span[8];
+    uint64_t aux_span_start;
+    const char *aux_name; /* the filter's name: the span's */
 
     /* log record */
     const char *error;

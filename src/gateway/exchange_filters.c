@@ -186,6 +186,7 @@ static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *
         .pool_idle_ms = ex->gen->limits.idle_timeout_ms,
         .arena = ex->arena,
         .max_headers = (uint32_t)ex->gen->limits.max_headers,
+        .trace = pt_exchange_trace_filter_call(ex, ex->fctx.running),
     };
     /* The path may carry a query: split it for the request line. */
     const char *q = path.p ? memchr(path.p, '?', path.len) : NULL;

@@ -26,6 +26,18 @@ bool pt_exchange_forwarding_headers(struct pt_exchange *ex);
  * memory. Only for routes with a split. */
 bool pt_exchange_pick_side(struct pt_exchange *ex);
 
+/* exchange_trace.c (gateway/trace.h): the request's trace context, from
+ * its traceparent (before routing; the client's copy is removed); the
+ * hooks for the upstream call and a filter's call (NULL: untraced); the
+ * request's span (at the end); Server-Timing on the response about to
+ * go (tracing.server_timing); the access log's ids (len, 0: none). */
+void pt_exchange_trace_start(struct pt_exchange *ex);
+struct pt_call_trace *pt_exchange_trace_upstream(struct pt_exchange *ex);
+struct pt_call_trace *pt_exchange_trace_filter_call(struct pt_exchange *ex, const char *filter);
+void pt_exchange_trace_end(struct pt_exchange *ex);
+void pt_exchange_server_timing(struct pt_exchange *ex);
+size_t pt_exchange_trace_log(const struct pt_exchange *ex, char out[80]);
+
 /* exchange_filters.c */
 void pt_exchange_filters_begin(struct pt_exchange *ex);
 /* Runs the response head filters; false when they replaced the response. */

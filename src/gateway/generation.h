@@ -83,6 +83,25 @@ struct pt_log_cfg {
     const char *error_log;     /* a file (relative to the config's directory); NULL: stderr */
 };
 
+/* `tracing` (gateway/trace.h). Off (enabled false) when the config has
+ * no `tracing` section: traceparent then passes through untouched. */
+struct pt_tracing_cfg {
+    bool enabled;
+    bool server_timing;        /* default false: Server-Timing on responses */
+    double sample;             /* new traces' ratio in [0, 1], default 0.1 */
+    const char *service_name;  /* default "portico": resource service.name */
+    const char *otlp_endpoint; /* NULL: ids propagate and log, nothing is exported */
+    /* How the exporter reaches it: a host-name URL through the generation's
+     * URL upstream named `export_authority`; an IP literal through the
+     * one-target `export_up` made here. */
+    const char *export_authority;
+    struct pt_upstream *export_up;
+    pt_slice export_path;    /* origin-form path, with the query */
+    uint32_t batch;          /* default 512 spans: export as soon as this many wait */
+    uint64_t flush_every_ms; /* default 1 s: export what waits at least this often */
+    uint32_t max_queue;      /* default 8192 spans per worker; more are dropped */
+};
+
 /* A header or query predicate: exact value, or regex when written "~re". */
 struct pt_kv_match {
     const char *name;
@@ -145,6 +164,7 @@ struct pt_generation {
     struct pt_limits limits;
     struct pt_access_log_cfg access_log;
     struct pt_log_cfg log;
+    struct pt_tracing_cfg tracing;
     /* `trusted_proxies`: peers whose X-Forwarded-For is believed (empty:
      * none; every peer is the client). */
     struct pt_cidr_set trusted_proxies;

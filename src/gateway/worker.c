@@ -5,6 +5,7 @@
 #include "gateway/worker.h"
 
 #include "core/log.h"
+#include "gateway/trace_export.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -375,6 +376,7 @@ struct pt_generation *pt_worker_refresh_gen(struct pt_worker *w)
     if (pt_unlikely(g != w->gen)) {
         w->gen = g;
         rr_sync(w);
+        pt_trace_worker_sync(w);
     }
     return g;
 }
@@ -430,6 +432,7 @@ static void *worker_main(void *arg)
     inbox_close(w);
     pt_conn_cache_free(w);
     pt_arena_pool_destroy(&w->arena_pool);
+    pt_trace_worker_stop(w);     /* its post in flight uses the outbound client */
     pt_outbound_destroy(&w->ob); /* closes idle pooled upstream connections */
     redis_reap(w, true);         /* no request is left to wait on it */
     /* Last, on this thread: with io_uring, queued closes and the last
@@ -460,6 +463,7 @@ int pt_worker_start(struct pt_worker *w, int id)
      * at start-up, before the process says it is ready. */
     w->gen = atomic_load(&pt_gen_current);
     rr_sync(w);
+    pt_trace_worker_sync(w);
     listeners_sync(w);
     for (uint32_t i = 0; i < w->nlisteners; i++)
         if (w->listeners[i].io.fd < 0)

@@ -25,6 +25,7 @@
 #include "core/mpsc.h"
 #include "gateway/access_log.h"
 #include "gateway/generation.h"
+#include "gateway/trace.h"
 #include "proxy/balance.h"
 #include "proxy/pool.h"
 #include "proxy/redis.h"
@@ -108,8 +109,9 @@ struct pt_worker {
     uint32_t nredis_retired;
 
     struct pt_alog_ring alog;
-    uint64_t rng;            /* request-id generator state */
-    _Atomic uint64_t served; /* requests completed; written by the worker only */
+    struct pt_trace_ring trace; /* sampled spans waiting for export (gateway/trace.h) */
+    uint64_t rng;               /* request-id generator state */
+    _Atomic uint64_t served;    /* requests completed; written by the worker only */
     _Atomic bool draining;
 };
 

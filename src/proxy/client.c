@@ -12,10 +12,12 @@
 #include "proxy/client_int.h"
 
 #include "http/h1_write.h"
+#include "http/traceparent.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 
 static int pump_write(struct pt_call *c);
 static int pump_read(struct pt_call *c);
@@ -69,6 +71,24 @@ void pt_client_report_attempt(struct pt_call *c, bool ok)
     report(c, ok);
 }
 
+void pt_client_trace_begin(struct pt_call *c)
+{
+    struct pt_call_trace *t = c->req.trace;
+    if (pt_likely(!t))
+        return;
+    t->begin(t, c);
+    t->open = true;
+}
+
+void pt_client_trace_end(struct pt_call *c, int status, enum pt_call_fail fail)
+{
+    struct pt_call_trace *t = c->req.trace;
+    if (pt_likely(!t) || !t->open)
+        return;
+    t->open = false;
+    t->end(t, c, status, fail);
+}
+
 /* Ends the call with an error: the connection is closed (a half-read
  * response can never be reused). Returns -1 for the pumps. */
 int pt_client_fail_now(struct pt_call *c, enum pt_call_fail why, const char *text)
@@ -77,6 +97,7 @@ int pt_client_fail_now(struct pt_call *c, enum pt_call_fail why, const char *tex
         c->fail = why;
         c->fail_text = text;
         c->phase = PT_CALL_FAILED;
+        pt_client_trace_end(c, 0, why);
         /* The gateway's own limits and a stalled client are not the
          * target's fault. */
         if (why != PT_CALL_FAIL_RESOURCES && why != PT_CALL_FAIL_BODY_STALL &&
@@ -245,6 +266,8 @@ bool pt_client_build_head(struct pt_call *c)
     size_t cap = r->method.len + r->path.len + r->query.len + 96 + strlen(host);
     if (r->headers)
         cap += pt_h1_fields_size(r->headers);
+    if (r->trace)
+        cap += 16 + PT_TRACEPARENT_LEN;
     char *o = pt_arena_alloc(r->arena, cap);
     if (!o)
         return false;
@@ -261,8 +284,13 @@ bool pt_client_build_head(struct pt_call *c)
         if (f->dead || (pt_token_flags[f->token] & PT_TF_HOP) || f->token == PT_TOK_EXPECT ||
             f->token == PT_TOK_CONTENT_LENGTH)
             continue;
+        if (r->trace && f->name.len == 11 && strncasecmp(f->name.p, "traceparent", 11) == 0)
+            continue; /* ours names this attempt's span */
         n += pt_h1_put_field(o + n, f->name, f->value);
     }
+    if (r->trace)
+        n += pt_h1_put_field(o + n, PT_SLICE("traceparent"),
+                             (pt_slice){r->trace->traceparent, PT_TRACEPARENT_LEN});
     if (r->add_host)
         n += pt_h1_put_field(o + n, PT_SLICE("Host"), (pt_slice){host, strlen(host)});
     if (r->chunked)
@@ -296,6 +324,7 @@ int pt_call_start(struct pt_call *c, struct pt_outbound *ob, const struct pt_cal
     /* Requests in flight per target, across workers (least_conn reads it). */
     pt_state_active_inc(c->target->state);
     c->counted = true;
+    pt_client_trace_begin(c);
     if (!pt_client_build_head(c)) {
         pt_client_fail_now(c, PT_CALL_FAIL_RESOURCES, "out of memory");
         return c->fail;
@@ -879,6 +908,7 @@ static void uncount(struct pt_call *c)
 
 void pt_call_finish(struct pt_call *c)
 {
+    pt_client_trace_end(c, c->final.status, PT_CALL_FAIL_NONE);
     uncount(c);
     if (!c->uc)
         return;
@@ -904,6 +934,9 @@ void pt_call_expire(struct pt_call *c)
 
 void pt_call_abort(struct pt_call *c)
 {
+    /* The caller stopped it (its client went away, a filter answered):
+     * the head's status when one came. */
+    pt_client_trace_end(c, pt_call_head(c) ? c->final.status : 0, PT_CALL_FAIL_NONE);
     uncount(c);
     if (c->uc) {
         pt_uconn_close(c->uc);

@@ -85,6 +85,25 @@ struct pt_call_ops {
     void (*wake)(void *user);
 };
 
+struct pt_call;
+
+/*
+ * Tracing (optional; the caller's, alive as long as the call): a span per
+ * attempt. begin runs as an attempt starts (the first and each retry),
+ * before its head is written; the head then carries `traceparent: ` with
+ * the value begin left in `traceparent` (a client-sent copy in the
+ * headers is not sent). end runs once per attempt as it ends: status is
+ * the final head's (0: none came), fail why it failed (NONE: it did not).
+ * Neither may start or end calls.
+ */
+struct pt_call_trace {
+    void (*begin)(struct pt_call_trace *t, const struct pt_call *c);
+    void (*end)(struct pt_call_trace *t, const struct pt_call *c, int status,
+                enum pt_call_fail fail);
+    char traceparent[56]; /* 55 bytes, set by begin */
+    bool open;            /* begin ran and end did not: the client's */
+};
+
 struct pt_call_req {
     const struct pt_upstream *up;   /* timeouts, keepalive; targets unless `target` */
     const struct pt_target *target; /* a fixed target (a URL's); NULL: balance over up */
@@ -102,6 +121,7 @@ struct pt_call_req {
     uint64_t pool_idle_ms;            /* a released connection is closed after this idle */
     struct pt_arena *arena;           /* where the head is built and the response head copied */
     uint32_t max_headers;             /* response field cap */
+    struct pt_call_trace *trace;      /* NULL: untraced */
 };
 
 struct pt_call_head {

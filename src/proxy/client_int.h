@@ -19,6 +19,9 @@ bool pt_client_build_head(struct pt_call *c);
 /* Picks a target for the next attempt, avoiding c->tried; NULL: none. */
 const struct pt_target *pt_client_pick(struct pt_call *c);
 bool pt_client_idempotent(int method_id);
+/* Tracing (req.trace): the attempt's span begins / ends (once). */
+void pt_client_trace_begin(struct pt_call *c);
+void pt_client_trace_end(struct pt_call *c, int status, enum pt_call_fail fail);
 
 /* client_retry.c */
 /* At pt_call_start: turns retries on for a call that may use them. */

@@ -179,6 +179,7 @@ bool pt_client_retry(struct pt_call *c, enum pt_call_fail why, int status)
         return false;
     }
     /* This attempt's outcome goes to its own target. */
+    pt_client_trace_end(c, status, why);
     pt_client_report_attempt(
         c, why == PT_CALL_FAIL_NONE ? !pt_status_in(&u->failure_statuses, status) : false);
     if (c->uc) {
@@ -194,8 +195,10 @@ bool pt_client_retry(struct pt_call *c, enum pt_call_fail why, int status)
     reset_attempt(c);
     c->attempts++;
     c->req.rand = c->req.rand * 6364136223846793005ull + 1442695040888963407ull;
-    /* Host names the target when the caller sent none: a new head. */
-    if (c->req.add_host && next != prev && !pt_client_build_head(c)) {
+    pt_client_trace_begin(c);
+    /* Host names the target when the caller sent none, traceparent the
+     * new attempt's span: a new head. */
+    if (((c->req.add_host && next != prev) || c->req.trace) && !pt_client_build_head(c)) {
         pt_client_fail_now(c, PT_CALL_FAIL_RESOURCES, "out of memory");
         return true;
     }

@@ -339,9 +339,6 @@ static void test_unknown_and_planned_keys(void)
     EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
            "frobnicate: 1\n",
            "t.yaml:2:1: unknown key `frobnicate` at the top level");
-    EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
-           "tracing: { sample: 0.1 }\n",
-           "t.yaml:2:1: `tracing` is not supported by this build yet");
     EXPECT("listeners:\n"
            "  - address: \"127.0.0.1:18443\"\n"
            "    tls: { certificates: [] }\n",
@@ -1357,6 +1354,46 @@ static void test_rate_limit_store_key(void)
            "t.yaml:4:19: expected a mapping for `rate_limit_store`, got `5`");
 }
 
+/* `tracing`: off without the section; its defaults; values; errors. */
+static void test_tracing_section(void)
+{
+    struct pt_generation *g = EXPECT_OK(BASE);
+    CHECK(!g || !g->tracing.enabled);
+    pt_generation_free(g);
+    g = EXPECT_OK(BASE "tracing: {}\n");
+    if (g) {
+        CHECK(g->tracing.enabled && !g->tracing.server_timing);
+        CHECK(g->tracing.sample == 0.1);
+        CHECK_STR(g->tracing.service_name, "portico");
+        CHECK(g->tracing.otlp_endpoint == NULL); /* propagate and log only */
+        CHECK_EQ_INT(g->tracing.batch, 512);
+        CHECK_EQ_INT(g->tracing.flush_every_ms, 1000);
+        CHECK_EQ_INT(g->tracing.max_queue, 8192);
+    }
+    pt_generation_free(g);
+    g = EXPECT_OK(BASE "tracing: { otlp_endpoint: \"http://127.0.0.1:4318/v1/traces?x=1\", "
+                       "sample: 25%, service_name: edge, server_timing: true, batch: 64, "
+                       "flush_every: 250ms, max_queue: 1024 }\n");
+    if (g) {
+        CHECK(g->tracing.sample == 0.25);
+        CHECK_STR(g->tracing.service_name, "edge");
+        CHECK(g->tracing.server_timing);
+        CHECK(g->tracing.export_up && g->tracing.export_up->ntargets == 1);
+        CHECK_STR(g->tracing.export_up->targets[0].address, "127.0.0.1:4318");
+        CHECK_EQ_INT(g->tracing.export_path.len, strlen("/v1/traces?x=1"));
+        CHECK_EQ_INT(g->tracing.batch, 64);
+        CHECK_EQ_INT(g->tracing.flush_every_ms, 250);
+        CHECK_EQ_INT(g->tracing.max_queue, 1024);
+    }
+    pt_generation_free(g);
+    EXPECT(BASE "tracing: { sample: 1.5 }\n",
+           "t.yaml:4:20: `tracing.sample` must be from 0 to 1 (100%), got `1.5`");
+    EXPECT(BASE "tracing: { sampel: 1 }\n",
+           "t.yaml:4:12: unknown key `sampel` in tracing (did you mean `sample`?)");
+    EXPECT(BASE "tracing: { batch: 9000 }\n",
+           "t.yaml:4:19: `tracing.batch` (9000) is above `tracing.max_queue` (8192)");
+}
+
 int main(void)
 {
     test_examples();
@@ -1382,6 +1419,7 @@ int main(void)
     test_proxy_protocol_keys();
     test_balance_keys();
     test_rate_limit_store_key();
+    test_tracing_section();
 
     unlink("t.yaml");
     if (chdir("/") == 0)
