@@ -293,8 +293,10 @@ FLOOD_LUA = r"""
 -- One distinct X-Key per request: thread i sends keys i*10^8 + 1, 2, ...
 -- until its share is sent, then writes DONE_FILE.<i> and stops.
 --   wrk ... -s flood.lua URL -- PER_THREAD DONE_FILE
-local counter, id, per, done = 0, 0, 0, nil
+-- `id` is a global: setup() sets it in each thread's environment.
+local counter, per, done = 0, 0, nil
 local n = 0
+id = 0
 function setup(thread)
     thread:set("id", n)
     n = n + 1
@@ -330,7 +332,7 @@ def _flood(tmp_path, port, host, total, threads=2, conns=32):
                           str(done)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: all(os.path.exists("%s.%d" % (done, i)) for i in range(threads))
-                   or p.poll() is not None, scaled(240), interval=0.1, what="wrk's flood")
+                   or p.poll() is not None, scaled(120), interval=0.1, what="wrk's flood")
         time.sleep(0.2)
         p.send_signal(signal.SIGINT)
         out, _ = p.communicate(timeout=30)
