@@ -93,9 +93,9 @@ def _goals(d):
         pa, ha = d.added("p-local", "p-plain"), d.added("h-limit", "h-plain")
         # Paired: portico's added cost minus HAProxy's within each round.
         both = [p - h for p, h in zip(pa, ha)]
-        rows.append([goal, "portico +%s µs/req, HAProxy +%s µs/req (medians of paired differences); "
-                     "portico − HAProxy, paired: %s µs"
-                     % (_fmt(_med(pa), 2), _fmt(_med(ha), 2), _diff(both)),
+        rows.append([goal, "portico %+.2f µs/req, HAProxy %+.2f µs/req (medians of paired "
+                     "differences); portico − HAProxy, paired: %s µs"
+                     % (_med(pa), _med(ha), _diff(both)),
                      _verdict(_med(both), 0.0)])
     goal = "cluster limit: p99 added ≤ %d µs at half the plain route's capacity" % CLUSTER_P99_ADDED
     why = _why(d, "lat-clstr", "lat-plain")
