@@ -163,7 +163,7 @@ def settle(cluster, redis):
             requests.get(g.u("/tiny"), timeout=scaled(5))
         return redis_clients(redis) >= len(cluster.gws)
     wait_until(up, scaled(15), interval=0.2, what="every gateway connected to Redis")
-    time.sleep(1.0 + 1.0 / LIMIT)
+    time.sleep(1.0 + 1.0 / LIMIT)  # the refill under test: 100 tokens at 100/s
 
 
 def check_exact(cluster, redis, tmp_path, seconds, tag, be):
@@ -225,6 +225,7 @@ def _outage(redis, t_kill, t_restart, seen):
     """during(): kill Redis at t0 + t_kill, probe one gateway while it is
     down, start it again at t0 + t_restart."""
     def during(t0):
+        # The sleeps are the outage's timeline: the behaviour under test.
         time.sleep(max(0.0, t0 + t_kill - time.time()))
         seen["kill"] = time.time()
         redis.stop()
@@ -333,7 +334,7 @@ def _flood(tmp_path, port, host, total, threads=2, conns=32):
     try:
         wait_until(lambda: all(os.path.exists("%s.%d" % (done, i)) for i in range(threads))
                    or p.poll() is not None, scaled(120), interval=0.1, what="wrk's flood")
-        time.sleep(0.2)
+        time.sleep(0.2)  # the last keys' answers arrive before wrk is stopped
         p.send_signal(signal.SIGINT)
         out, _ = p.communicate(timeout=30)
     finally:
