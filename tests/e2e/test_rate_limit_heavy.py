@@ -19,8 +19,8 @@ import time
 import pytest
 import requests
 
-from conftest import (SAN, Gateway, backend, free_port, make_config, scaled, upstream,
-                      wait_until)
+from conftest import (SAN, Gateway, backend, free_port, low_quarantine_env, make_config, scaled,
+                      upstream, wait_until)
 
 pytestmark = pytest.mark.heavy
 
@@ -380,7 +380,7 @@ def test_key_flood_stays_within_the_table_bound(tmp_path):
                            {"name": "plain", "match": {"path_prefix": "/"}, "upstream": "app"}],
                           workers=2)
         cfg["rate_limit_store"] = {"max_keys": max_keys}
-        gw = Gateway(cfg, tmp_path)
+        gw = Gateway(cfg, tmp_path, low_quarantine_env())  # RSS is measured
         try:
             st0 = gw.status()["rate_limit"]
             slots = st0["slots"]
