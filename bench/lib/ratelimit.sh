@@ -39,6 +39,10 @@ RL_LAT_ROUNDS=5   # fixed-rate rounds (plain route and cluster route)
 RL_LAT_D=4        # seconds per h2load run
 RL_CONNS=16       # h2load connections at the fixed rate
 RL_CAP_D=2        # seconds per capacity run (three, median)
+# redis-server's CPU: with the load (CPU 1, the default, like every
+# backend) or, to see what sharing CPU 1 with h2load and the backend costs
+# the cluster row, PORTICO_BENCH_REDIS_CPU=0 (beside the proxy).
+RL_REDIS_CPU=${PORTICO_BENCH_REDIS_CPU:-$LOAD_CPU}
 
 # name, system, Host (or - for HAProxy's frontends, told apart by port) —
 # in round order.
@@ -75,7 +79,7 @@ rl_label() { # name
 rl_start_redis() {
     command -v redis-server >/dev/null && command -v redis-cli >/dev/null || return 1
     require_port_free "$RL_REDIS_PORT"
-    spawn $LOAD_CPU "$TMP/redis.log" redis-server --port "$RL_REDIS_PORT" --bind 127.0.0.1 \
+    spawn "$RL_REDIS_CPU" "$TMP/redis.log" redis-server --port "$RL_REDIS_PORT" --bind 127.0.0.1 \
         --save '' --appendonly no --dir "$TMP"
     RL_REDIS_PID=$LAST_PID
     for _ in $(seq 100); do
@@ -334,8 +338,8 @@ measure_ratelimit() {
     [ -r /proc/self/schedstat ] || die "no /proc/PID/schedstat: the ratelimit section's CPU clock"
     : >"$RAW/ratelimit.tsv"
     : >"$RAW/ratelimit-runs.tsv"
-    printf 'ratelimit\trounds=%s run_s=%s lat_rounds=%s lat_s=%s conns=%s cap_s=%s\n' \
-        "$RL_ROUNDS" "$RL_D" "$RL_LAT_ROUNDS" "$RL_LAT_D" "$RL_CONNS" "$RL_CAP_D" >>"$RAW/meta.tsv"
+    printf 'ratelimit\trounds=%s run_s=%s lat_rounds=%s lat_s=%s conns=%s cap_s=%s redis_cpu=%s\n' \
+        "$RL_ROUNDS" "$RL_D" "$RL_LAT_ROUNDS" "$RL_LAT_D" "$RL_CONNS" "$RL_CAP_D" "$RL_REDIS_CPU" >>"$RAW/meta.tsv"
     log "issue 16, rate limits: a local limit beside HAProxy's stick table; a cluster limit on" \
         "a loopback redis-server (127.0.0.1:$RL_REDIS_PORT)"
     rl_start_redis || log "  no redis-server: the cluster row is skipped"

@@ -192,11 +192,12 @@ def _cluster(d, s):
             "requests h2load sent (a 503 after `store_timeout` was a decision too). *Non-2xx*: "
             "after the first 0.2 s; with `on_store_failure: deny` a script answered later than "
             "`store_timeout` (50 ms) is a 503. *CPU 0 busy elsewhere*: wall time − CPU 0's idle "
-            "time − portico's time, over the run (another user of the machine). redis-server runs on CPU 1 with the load (no "
-            "persistence); its CPU per request is the schedstat delta of its process."
+            "time − portico's time, over the run (another user of the machine). redis-server runs on CPU 1 with the load by default (no "
+            "persistence; `PORTICO_BENCH_REDIS_CPU`: this run's is CPU %s); its CPU per request is "
+            "the schedstat delta of its process."
             % (s.get("cap_s", "?"), _fmt(d.one("calibration", "plain_capacity_rps"), 0),
                s.get("conns", "?"), s.get("conns", "?"), s.get("lat_s", "?"), _fmt(rate, 0),
-               s.get("lat_rounds", "?")), "",
+               s.get("lat_rounds", "?"), s.get("redis_cpu", "?")), "",
             _table(["route", "p50", "p90", "p99", "p99.9", "achieved req/s", "portico CPU µs/req",
                     "redis CPU µs/req", "scripts per request", "non-2xx",
                     "CPU 0 busy elsewhere % (max)"], rows + added), ""]
