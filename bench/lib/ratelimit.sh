@@ -33,12 +33,16 @@ RL_GW_PORT=$((PORT_BASE + 25))
 RL_HA_PORT=$((PORT_BASE + 26))
 RL_HA_LIM_PORT=$((PORT_BASE + 27))
 RL_REDIS_PORT=$((PORT_BASE + 28))
-RL_ROUNDS=6       # CPU rounds (A B C D, then D C B A)
+RL_ROUNDS=8       # CPU rounds (A B C D, then D C B A): short paired runs cancel slow drift
 RL_D=2            # seconds per wrk -t1 -c32 run
 RL_LAT_ROUNDS=5   # fixed-rate rounds (plain route and cluster route)
 RL_LAT_D=4        # seconds per h2load run
 RL_CONNS=16       # h2load connections at the fixed rate
 RL_CAP_D=2        # seconds per capacity run (three, median)
+# redis-server's CPU: with the load (CPU 1, the default, like every
+# backend) or, to see what sharing CPU 1 with h2load and the backend costs
+# the cluster row, PORTICO_BENCH_REDIS_CPU=0 (beside the proxy).
+RL_REDIS_CPU=${PORTICO_BENCH_REDIS_CPU:-$LOAD_CPU}
 
 # name, system, Host (or - for HAProxy's frontends, told apart by port) —
 # in round order.
@@ -75,7 +79,7 @@ rl_label() { # name
 rl_start_redis() {
     command -v redis-server >/dev/null && command -v redis-cli >/dev/null || return 1
     require_port_free "$RL_REDIS_PORT"
-    spawn $LOAD_CPU "$TMP/redis.log" redis-server --port "$RL_REDIS_PORT" --bind 127.0.0.1 \
+    spawn "$RL_REDIS_CPU" "$TMP/redis.log" redis-server --port "$RL_REDIS_PORT" --bind 127.0.0.1 \
         --save '' --appendonly no --dir "$TMP"
     RL_REDIS_PID=$LAST_PID
     for _ in $(seq 100); do
@@ -285,10 +289,12 @@ rl_capacity() {
 # per request, and on the cluster route the scripts Redis ran per answer.
 rl_lat_run() { # round name host
     local r=$1 name=$2 host=$3 pid=${RL_PID[portico]} base=$RAW/rl-r$1-$2 c0 c1 rc0 rc1 e0 e1 k v kv
-    local d=$RL_LAT_D all=0
+    local d=$RL_LAT_D all=0 sent i0 i1 w0 w1
     [ "$r" != 0 ] || d=1
     kill -0 "$pid" 2>/dev/null || die "the ratelimit gateway (pid $pid) is gone"
     e0=$(rl_redis_evals)
+    i0=$(cpu_idle_ticks $PROXY_CPU)
+    w0=$(now_us)
     rc0=$(cpu_ns "$RL_REDIS_PID")
     c0=$(cpu_ns "$pid")
     taskset -c $LOAD_CPU h2load --h1 -t1 -c"$RL_CONNS" --rps="$RL_RATE_PER_CONN" -D "$d" \
@@ -296,9 +302,12 @@ rl_lat_run() { # round name host
         >"$base.h2load.txt" 2>&1 || die "h2load failed against $name: $(tail -5 "$base.h2load.txt")"
     c1=$(cpu_ns "$pid")
     rc1=$(cpu_ns "$RL_REDIS_PID")
+    w1=$(now_us)
+    i1=$(cpu_idle_ticks $PROXY_CPU)
     e1=$(rl_redis_evals)
     kv=$($PY "$LIB/h2lat.py" "$TMP/rl-h2.log" "$SKIP_S" "$base.grid") ||
         die "no latency samples from h2load against $name"
+    sent=$(wc -l <"$TMP/rl-h2.log") # every request, answered or not: each one was a decision
     rm -f "$TMP/rl-h2.log"
     for k in $kv; do
         v=${k#*=}
@@ -311,13 +320,17 @@ rl_lat_run() { # round name host
     [ "$all" -gt 0 ] || die "h2load got no successful answer from $name"
     [ "$r" != 0 ] || return 0
     rl_record "$r" "$name" answered "$all"
+    rl_record "$r" "$name" requests "$sent"
+    # Other work on the proxy's CPU during the run (it disturbs tails first).
+    rl_record "$r" "$name" cpu0_other_pct \
+        "$(calc "100 * (1 - (($i1 - $i0) / $CLK_TCK + ($c1 - $c0) / 1e9) / (($w1 - $w0) / 1e6))" 1)"
     rl_record "$r" "$name" cpu_us "$(calc "($c1 - $c0) / 1000 / $all" 3)"
     rl_record "$r" "$name" redis_cpu_us "$(calc "($rc1 - $rc0) / 1000 / $all" 3)"
     rl_record "$r" "$name" redis_evals "$((e1 - e0))"
     log "  round $r $(printf '%-9s' "$name") p50 $(awk -F'\t' -v r="$r" -v n="$name" \
         '$1 == r && $2 == n && $3 == "p50" { print $4 }' "$RAW/ratelimit.tsv") µs, p99 $(awk -F'\t' \
         -v r="$r" -v n="$name" '$1 == r && $2 == n && $3 == "p99" { print $4 }' "$RAW/ratelimit.tsv") µs," \
-        "$((e1 - e0)) scripts on Redis for $all answers"
+        "$((e1 - e0)) scripts on Redis for $sent requests ($all answered 2xx)"
 }
 
 measure_ratelimit() {
@@ -325,8 +338,8 @@ measure_ratelimit() {
     [ -r /proc/self/schedstat ] || die "no /proc/PID/schedstat: the ratelimit section's CPU clock"
     : >"$RAW/ratelimit.tsv"
     : >"$RAW/ratelimit-runs.tsv"
-    printf 'ratelimit\trounds=%s run_s=%s lat_rounds=%s lat_s=%s conns=%s cap_s=%s\n' \
-        "$RL_ROUNDS" "$RL_D" "$RL_LAT_ROUNDS" "$RL_LAT_D" "$RL_CONNS" "$RL_CAP_D" >>"$RAW/meta.tsv"
+    printf 'ratelimit\trounds=%s run_s=%s lat_rounds=%s lat_s=%s conns=%s cap_s=%s redis_cpu=%s\n' \
+        "$RL_ROUNDS" "$RL_D" "$RL_LAT_ROUNDS" "$RL_LAT_D" "$RL_CONNS" "$RL_CAP_D" "$RL_REDIS_CPU" >>"$RAW/meta.tsv"
     log "issue 16, rate limits: a local limit beside HAProxy's stick table; a cluster limit on" \
         "a loopback redis-server (127.0.0.1:$RL_REDIS_PORT)"
     rl_start_redis || log "  no redis-server: the cluster row is skipped"

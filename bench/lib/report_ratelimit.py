@@ -93,9 +93,9 @@ def _goals(d):
         pa, ha = d.added("p-local", "p-plain"), d.added("h-limit", "h-plain")
         # Paired: portico's added cost minus HAProxy's within each round.
         both = [p - h for p, h in zip(pa, ha)]
-        rows.append([goal, "portico +%s µs/req, HAProxy +%s µs/req (medians of paired differences); "
-                     "portico − HAProxy, paired: %s µs"
-                     % (_fmt(_med(pa), 2), _fmt(_med(ha), 2), _diff(both)),
+        rows.append([goal, "portico %+.2f µs/req, HAProxy %+.2f µs/req (medians of paired "
+                     "differences); portico − HAProxy, paired: %s µs"
+                     % (_med(pa), _med(ha), _diff(both)),
                      _verdict(_med(both), 0.0)])
     goal = "cluster limit: p99 added ≤ %d µs at half the plain route's capacity" % CLUSTER_P99_ADDED
     why = _why(d, "lat-clstr", "lat-plain")
@@ -109,12 +109,12 @@ def _goals(d):
                      % (_fmt(_med(d.series("lat-clstr", "p99")), 0),
                         _fmt(_med(d.series("lat-plain", "p99")), 0), _diff(p99, 0), _diff(p50, 0)),
                      _verdict(_med(p99), CLUSTER_P99_ADDED)])
-        ev, ans = sum(d.series("lat-clstr", "redis_evals")), sum(d.series("lat-clstr", "answered"))
-        per = [e / a for e, a in zip(d.series("lat-clstr", "redis_evals"), d.series("lat-clstr", "answered")) if a]
+        ev, ans = sum(d.series("lat-clstr", "redis_evals")), sum(d.series("lat-clstr", "requests"))
+        per = [e / a for e, a in zip(d.series("lat-clstr", "redis_evals"), d.series("lat-clstr", "requests")) if a]
         x = ev / ans if ans else None
         ok = None if x is None else abs(x - EVALS_PER_DECISION) <= EVALS_TOLERANCE
         rows.append(["cluster limit: one Redis round trip per decision",
-                     "%s EVALSHA + EVAL calls on the server for %s answers: %s per request "
+                     "%s EVALSHA + EVAL calls on the server for %s requests: %s per request "
                      "(rounds %s – %s)" % (_fmt(ev, 0), _fmt(ans, 0), _fmt(x, 4),
                                            _fmt(min(per) if per else None, 4),
                                            _fmt(max(per) if per else None, 4)),
@@ -164,22 +164,24 @@ def _cluster(d, s):
     rows = []
     for name in ("lat-plain", "lat-clstr"):
         ach = d.series(name, "rate")
+        other = [max(0.0, x) for x in d.series(name, "cpu0_other_pct")]
         short = sum(1 for x in ach if rate and x < 0.95 * rate)
         cell = _fmt(_med(ach), 0) + (" ⚠ %d of %d runs below 95%% of the offered rate"
                                      % (short, len(ach)) if short else "")
         ev = d.series(name, "redis_evals")
-        ans = d.series(name, "answered")
+        ans = d.series(name, "requests")
         rows.append([d.label(name)] + [_fmt(_med(d.series(name, q)), 0)
                                        for q in ("p50", "p90", "p99", "p999")]
                     + [cell, "%s (%s)" % (_fmt(_med(d.series(name, "cpu_us")), 2),
                                           _spread(d.series(name, "cpu_us"), 2)),
                        _fmt(_med(d.series(name, "redis_cpu_us")), 2),
                        _fmt(sum(ev) / sum(ans), 4) if ans and sum(ans) else "–",
-                       _fmt(sum(d.series(name, "failed")), 0)])
+                       _fmt(sum(d.series(name, "failed")), 0),
+                       "%s (%s)" % (_fmt(_med(other)), _fmt(max(other) if other else None))])
     added = [["added by the cluster decision (paired)"]
              + [_diff(d.added("lat-clstr", "lat-plain", q), 0) for q in ("p50", "p90", "p99", "p999")]
              + ["", _diff(d.added("lat-clstr", "lat-plain", "cpu_us")),
-                _diff(d.added("lat-clstr", "lat-plain", "redis_cpu_us")), "", ""]]
+                _diff(d.added("lat-clstr", "lat-plain", "redis_cpu_us")), "", "", ""]]
     return ["### Cluster row: added latency at a fixed rate, Redis round trips", "",
             "The plain route's capacity (median of three `wrk -t1 -c32 -d%ss`): %s req/s; fixed "
             "rate: half of it, `h2load --h1 -c%s --rps R/%s -D%s` = %s req/s offered, plain route "
@@ -187,13 +189,20 @@ def _cluster(d, s):
             "from h2load's per-request log (first 0.2 s dropped), medians over the rounds; the "
             "added row is the median (spread) of the paired differences. *Scripts per request*: "
             "the server's `INFO commandstats` calls of `evalsha` and `eval` during the run ÷ the "
-            "2xx answers h2load counted. redis-server runs on CPU 1 with the load (no "
-            "persistence); its CPU per request is the schedstat delta of its process."
+            "requests h2load logged (a 503 after `store_timeout` was a decision too; the requests "
+            "in flight when h2load stops, up to one per connection, are counted by the server "
+            "but not in the log). *Non-2xx*: "
+            "after the first 0.2 s; with `on_store_failure: deny` a script answered later than "
+            "`store_timeout` (50 ms) is a 503. *CPU 0 busy elsewhere*: wall time − CPU 0's idle "
+            "time − portico's time, over the run (another user of the machine). redis-server runs on CPU 1 with the load by default (no "
+            "persistence; `PORTICO_BENCH_REDIS_CPU`: this run's is CPU %s); its CPU per request is "
+            "the schedstat delta of its process."
             % (s.get("cap_s", "?"), _fmt(d.one("calibration", "plain_capacity_rps"), 0),
                s.get("conns", "?"), s.get("conns", "?"), s.get("lat_s", "?"), _fmt(rate, 0),
-               s.get("lat_rounds", "?")), "",
+               s.get("lat_rounds", "?"), s.get("redis_cpu", "?")), "",
             _table(["route", "p50", "p90", "p99", "p99.9", "achieved req/s", "portico CPU µs/req",
-                    "redis CPU µs/req", "scripts per request", "non-2xx"], rows + added), ""]
+                    "redis CPU µs/req", "scripts per request", "non-2xx",
+                    "CPU 0 busy elsewhere % (max)"], rows + added), ""]
 
 
 def section(raw, meta):
