@@ -16,8 +16,9 @@
  * gets PT_REDIS_ERR_TIMEOUT and its reply, when it comes, is dropped. A
  * connection that is refused, reset, or leaves a command unanswered for a
  * second is closed (every pending command fails with UNAVAILABLE) and
- * retried with backoff: 100 ms doubling to 5 s, back to 100 ms once a
- * connection works. While down, commands fail at once (UNAVAILABLE), so a
+ * retried with backoff: 100 ms doubling to 5 s (each delay ±20 % at
+ * random, so workers and instances do not reconnect in lockstep), back to
+ * 100 ms once a connection works. While down, commands fail at once (UNAVAILABLE), so a
  * request never waits for a store that is known to be away. Each change
  * of state (lost, restored) is logged once.
  *
