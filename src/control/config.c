@@ -759,7 +759,7 @@ static void walk_rl_store(struct cfg *c, const struct pt_ynode *n)
     const struct pt_ynode *v[1] = {0};
     pt_cfg_bind_keys(&c->w, n, keys, NULL, "in rate_limit_store", v, NULL);
     if (v[0])
-        pt_cfg_want_uint(&c->w, v[0], "`rate_limit_store.max_keys`", 1024, 1ull << 32,
+        pt_cfg_want_uint(&c->w, v[0], "`rate_limit_store.max_keys`", 1024, PT_RL_MAX_MAX_KEYS,
                          &c->g->rl_max_keys);
 }
 

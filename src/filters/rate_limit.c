@@ -41,6 +41,10 @@
 #define RL_DEFAULT_STORE_TIMEOUT_MS 50
 #define RL_MAX_STORE_TIMEOUT_MS 10000
 #define RL_MAX_NAME 64
+/* scope: cluster, gcra: the script's interval T = period / N is whole
+ * µs, rounded down; from 100 µs up that admits at most 1 % above the
+ * rate (exact when period / N is a whole number of µs). */
+#define RL_CLUSTER_MIN_INTERVAL_US 100
 
 static const struct pt_field limit_fields[] = {
     {"name", PT_F_STRING, offsetof(struct rl_limit, name), NULL},
@@ -55,7 +59,7 @@ static const struct pt_field rl_fields[] = {
     {"limits", PT_F_OBJECT_LIST, offsetof(struct rl_conf, limits), limit_fields},
     {"scope", PT_F_STRING, offsetof(struct rl_conf, scope), NULL},
     {"on_store_failure", PT_F_STRING, offsetof(struct rl_conf, on_store_failure), NULL},
-    {"store_timeout", PT_F_DURATION, offsetof(struct rl_conf, store_timeout_ms), NULL},
+    {"store_timeout", PT_F_STRING, offsetof(struct rl_conf, store_timeout), NULL},
     {"headers", PT_F_STRING, offsetof(struct rl_conf, headers), NULL},
     {NULL, 0, 0, NULL},
 };
@@ -186,9 +190,12 @@ int pt_rl_local_take(struct pt_filter_ctx *ctx, const struct rl_conf *conf, stru
         lims[i] = &l->params;
         keys[i] = pt_rl_key(ctx->rl_table, parts, 3);
     }
-    struct timespec wall;
-    clock_gettime(CLOCK_REALTIME, &wall);
-    uint64_t wall_ms = (uint64_t)wall.tv_sec * 1000u + (uint64_t)wall.tv_nsec / 1000000u;
+    uint64_t wall_ms = 0; /* no sliding window: GCRA needs only the monotonic clock */
+    if (conf->needs_wall) {
+        struct timespec wall;
+        clock_gettime(CLOCK_REALTIME, &wall);
+        wall_ms = (uint64_t)wall.tv_sec * 1000u + (uint64_t)wall.tv_nsec / 1000000u;
+    }
     bool ok =
         pt_rl_table_take(ctx->rl_table, lims, keys, conf->nlim, pt_now_ns(), wall_ms, st->res);
     if (ok && !st->outcome)
@@ -203,18 +210,31 @@ static uint64_t ceil_s(uint64_t ms)
     return ms / 1000u + (ms % 1000u != 0);
 }
 
-/* The most restrictive limit: the fewest remaining, then the longest
- * reset. */
-static uint32_t most_restrictive(const struct rl_conf *conf, const struct rl_state *st)
+/* The limit the RateLimit-* fields describe: the most restrictive one
+ * (the fewest remaining, then the longest reset); on a refusal, only a
+ * refusing limit (the longest retry, then the longest reset), so the
+ * fields agree with the 429. */
+static uint32_t most_restrictive(const struct rl_conf *conf, const struct rl_state *st,
+                                 bool admitted)
 {
-    uint32_t best = 0;
-    for (uint32_t i = 1; i < conf->nlim; i++) {
-        const struct pt_rl_result *a = &st->res[i], *b = &st->res[best];
-        if (a->remaining < b->remaining ||
-            (a->remaining == b->remaining && a->reset_ms > b->reset_ms))
+    uint32_t best = UINT32_MAX;
+    for (uint32_t i = 0; i < conf->nlim; i++) {
+        const struct pt_rl_result *a = &st->res[i];
+        if (!admitted && a->admitted)
+            continue;
+        if (best == UINT32_MAX) {
+            best = i;
+            continue;
+        }
+        const struct pt_rl_result *b = &st->res[best];
+        bool better = admitted ? a->remaining < b->remaining ||
+                                     (a->remaining == b->remaining && a->reset_ms > b->reset_ms)
+                               : a->retry_ms > b->retry_ms ||
+                                     (a->retry_ms == b->retry_ms && a->reset_ms > b->reset_ms);
+        if (better)
             best = i;
     }
-    return best;
+    return best == UINT32_MAX ? 0 : best;
 }
 
 static pt_slice u64_text(struct pt_arena *a, uint64_t v)
@@ -254,7 +274,7 @@ int pt_rl_finish(struct pt_filter_ctx *ctx, const struct rl_conf *conf, struct r
     ctx->log_value = st->outcome;
     st->decided = true;
     if (conf->send_headers) {
-        const struct pt_rl_result *r = &st->res[most_restrictive(conf, st)];
+        const struct pt_rl_result *r = &st->res[most_restrictive(conf, st, admitted)];
         st->hdr[0] = u64_text(ctx->arena, r->limit);
         st->hdr[1] = u64_text(ctx->arena, r->remaining);
         st->hdr[2] = u64_text(ctx->arena, ceil_s(r->reset_ms));
@@ -559,11 +579,13 @@ static int compile_options(struct rl_conf *conf, struct pt_filter_errs *errs)
                                     "on_store_failure: \"%s\" is not allow, deny or local",
                                     conf->on_store_failure);
     }
-    if (!conf->store_timeout_ms)
-        conf->store_timeout_ms = RL_DEFAULT_STORE_TIMEOUT_MS;
-    if (conf->store_timeout_ms > RL_MAX_STORE_TIMEOUT_MS)
-        bad |= pt_filter_errorf(errs, "store_timeout", NULL, false, "store_timeout: at most %ds",
-                                RL_MAX_STORE_TIMEOUT_MS / 1000);
+    conf->store_timeout_ms = RL_DEFAULT_STORE_TIMEOUT_MS;
+    if (conf->store_timeout &&
+        (pt_parse_duration_ms(conf->store_timeout, &conf->store_timeout_ms) < 0 ||
+         conf->store_timeout_ms == 0 || conf->store_timeout_ms > RL_MAX_STORE_TIMEOUT_MS))
+        bad |= pt_filter_errorf(errs, "store_timeout", NULL, false,
+                                "store_timeout: \"%s\" is not a duration from 1ms to %ds",
+                                conf->store_timeout, RL_MAX_STORE_TIMEOUT_MS / 1000);
     static const char *const yes[] = {"true", "yes", "on", NULL};
     static const char *const no[] = {"false", "no", "off", NULL};
     conf->send_headers = true;
@@ -581,6 +603,25 @@ static int compile_options(struct rl_conf *conf, struct pt_filter_errs *errs)
     return bad;
 }
 
+/* scope: cluster: a gcra limit's interval T must be at least
+ * RL_CLUSTER_MIN_INTERVAL_US (the script counts whole µs). */
+static int check_cluster_rates(struct rl_conf *conf, struct pt_filter_errs *errs)
+{
+    int bad = 0;
+    for (uint32_t i = 0; i < conf->nlim; i++) {
+        const struct pt_rl_params *p = &conf->lim[i].params;
+        if (p->algorithm != PT_RL_GCRA ||
+            p->period_ms * 1000u / p->count >= RL_CLUSTER_MIN_INTERVAL_US)
+            continue;
+        struct lim_where w = {errs, i + 1, ""};
+        bad |= pt_filter_errorf(errs, "limits", at(&w, "rate"), true,
+                                "limits: rate %s is faster than scope: cluster counts exactly "
+                                "(at most %u a second per key with gcra)",
+                                conf->lim[i].rate, 1000000u / RL_CLUSTER_MIN_INTERVAL_US);
+    }
+    return bad;
+}
+
 static int rl_compile(void *conf_, struct pt_arena *a, struct pt_filter_errs *errs)
 {
     struct rl_conf *conf = conf_;
@@ -593,8 +634,12 @@ static int rl_compile(void *conf_, struct pt_arena *a, struct pt_filter_errs *er
                                 PT_RL_MAX_LIMITS);
     conf->lim = conf->limits.v;
     conf->nlim = conf->limits.n;
-    for (uint32_t i = 0; i < conf->nlim; i++)
+    for (uint32_t i = 0; i < conf->nlim; i++) {
         bad |= compile_limit(errs, conf, i, a);
+        conf->needs_wall |= conf->lim[i].params.algorithm == PT_RL_SLIDING_WINDOW;
+    }
+    if (!bad && conf->cluster)
+        bad |= check_cluster_rates(conf, errs);
     if (!bad && compile_policy(conf, a) < 0)
         bad |= pt_filter_errorf(errs, NULL, NULL, false, "out of memory");
     return bad ? -1 : 0;

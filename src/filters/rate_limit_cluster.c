@@ -13,12 +13,20 @@
  * nothing: it costs no limit anything.
  *
  * Keys are the same on every node: prefix (added by the gateway), route,
- * the limit's id, and the key value — "=" and the value as it is, or "#"
- * and its SHA-256 in hex when longer than RL_KEY_VALUE_MAX, so a key
- * stays bounded whatever a client sends and the two forms never meet.
+ * the limit's id, the state's shape — "g" (gcra: a string, the TAT) or
+ * "s<period in s>" (sliding window: a hash of window counts) — and the
+ * key value: "=" and the value as it is, or "#" and its SHA-256 in hex
+ * when longer than RL_KEY_VALUE_MAX, so a key stays bounded whatever a
+ * client sends and the two forms never meet. A reload that changes a
+ * limit's rate or burst keeps its key (and its state); one that changes
+ * the algorithm or a window's period starts a new key, never reading a
+ * state of the other shape (WRONGTYPE). Each key is built once, with
+ * room in front for the gateway's prefix (RL_KEY_HEADROOM).
  *
  * Numbers: Lua's are doubles, exact to 2^53. Times are in µs (now ≈ 2^51
- * µs since 1970), GCRA's interval T = period / N in whole µs (at least 1),
+ * µs since 1970), GCRA's interval T = period / N in whole µs, rounded
+ * down (the filter refuses T below 100 µs, so the rounding admits at most
+ * 1 % above the rate; none when period / N is a whole number of µs),
  * and a bucket C × T is kept below 2^53 µs by the limits the filter
  * accepts (a limit's refill time is at most a day, C at most 2^20 for a
  * sliding window). Numbers go back to Redis through string.format("%.0f"),
@@ -34,12 +42,16 @@
 #include <stdio.h>
 
 #define RL_KEY_VALUE_MAX 200
+/* Bytes before each key for the gateway's prefix (the default
+ * "portico:rl:" is 11); a longer prefix is copied in front instead. */
+#define RL_KEY_HEADROOM 32
 #define RL_ARGS_PER_LIMIT 4
 
 /* KEYS[i]: limit i's state. ARGV[4i-3..4i]: algorithm (0 gcra, 1
  * sliding_window), capacity C, period in ms, GCRA interval T in µs.
  * Returns {all admitted, then per limit: admitted, remaining, reset_ms,
- * retry_ms}. */
+ * retry_ms}; on a refusal, an admitting limit answers without the charge
+ * that did not happen (as pt_rl_table_take). */
 static const char rl_script_text[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
@@ -52,7 +64,7 @@ static const char rl_script_text[] =
     "  if e > from then return e end\n"
     "  return from\n"
     "end\n"
-    "local out, put, all = {0}, {}, true\n"
+    "local out, put, unc, all = {0}, {}, {}, true\n"
     "for i = 1, #KEYS do\n"
     "  local a, c = tonumber(ARGV[4*i-3]), tonumber(ARGV[4*i-2])\n"
     "  local w, iv = tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i])\n"
@@ -64,7 +76,7 @@ static const char rl_script_text[] =
     "    local bucket = c * iv\n"
     "    if after <= bucket then\n"
     "      ok, rem, reset = 1, math.floor((bucket - after) / iv), math.ceil(after / 1000)\n"
-    "      put[i] = base + iv\n"
+    "      put[i], unc[i] = base + iv, math.ceil((base - now) / 1000)\n"
     "    else\n"
     "      reset = math.ceil((base - now) / 1000)\n"
     "      retry = math.max(1, math.ceil((after - bucket) / 1000))\n"
@@ -83,7 +95,7 @@ static const char rl_script_text[] =
     "    reset = w - e\n"
     "    if held + (cur + 1) * w <= room then\n"
     "      ok, rem = 1, math.floor((room - held) / w) - (cur + 1)\n"
-    "      put[i] = {win, cur + 1, prev}\n"
+    "      put[i], unc[i] = {win, cur + 1, prev}, reset\n"
     "    else\n"
     "      local wait\n"
     "      if cur + 1 <= c then wait = fit(prev, cur + 1, c, w, e) - e\n"
@@ -94,7 +106,12 @@ static const char rl_script_text[] =
     "  if ok == 0 then all = false end\n"
     "  out[4*i-2], out[4*i-1], out[4*i], out[4*i+1] = ok, rem, reset, retry\n"
     "end\n"
-    "if not all then return out end\n"
+    "if not all then\n"
+    "  for i = 1, #KEYS do\n"
+    "    if out[4*i-2] == 1 then out[4*i-1], out[4*i] = out[4*i-1] + 1, unc[i] end\n"
+    "  end\n"
+    "  return out\n"
+    "end\n"
     "out[1] = 1\n"
     "for i = 1, #KEYS do\n"
     "  local w, p = tonumber(ARGV[4*i-1]), put[i]\n"
@@ -139,17 +156,24 @@ static pt_slice u64_text(struct pt_arena *a, uint64_t v)
     return (pt_slice){b, (size_t)snprintf(b, 24, "%llu", (unsigned long long)v)};
 }
 
-/* route ":" id ":" ("=" value | "#" sha256-hex(value)), without the
- * prefix (the gateway adds it). */
+/* route ":" id ":" shape ("=" value | "#" sha256-hex(value)), without
+ * the prefix (the gateway writes it into the RL_KEY_HEADROOM bytes in
+ * front). shape: "g" (gcra) or "s" and the window in seconds. */
 static int key_of(struct pt_arena *a, const char *route, const struct rl_limit *l, pt_slice value,
                   pt_slice *out)
 {
     size_t rlen = strlen(route);
     bool hashed = value.len > RL_KEY_VALUE_MAX;
     size_t vlen = hashed ? 64 : value.len;
-    char *k = pt_arena_alloc(a, rlen + l->id.len + vlen + 4);
+    char shape[16];
+    size_t slen = l->params.algorithm == PT_RL_GCRA
+                      ? (size_t)snprintf(shape, sizeof(shape), "g")
+                      : (size_t)snprintf(shape, sizeof(shape), "s%llu",
+                                         (unsigned long long)(l->params.period_ms / 1000u));
+    char *k = pt_arena_alloc(a, RL_KEY_HEADROOM + rlen + l->id.len + slen + vlen + 4);
     if (!k)
         return -ENOMEM;
+    k += RL_KEY_HEADROOM;
     size_t n = 0;
     memcpy(k, route, rlen);
     n += rlen;
@@ -157,6 +181,8 @@ static int key_of(struct pt_arena *a, const char *route, const struct rl_limit *
     memcpy(k + n, l->id.p, l->id.len);
     n += l->id.len;
     k[n++] = ':';
+    memcpy(k + n, shape, slen);
+    n += slen;
     k[n++] = hashed ? '#' : '=';
     if (hashed) {
         unsigned char md[EVP_MAX_MD_SIZE];
@@ -199,8 +225,9 @@ static int build_request(struct pt_filter_ctx *ctx, const struct rl_conf *conf,
         if (!a[1].p || !a[2].p || !a[3].p)
             return -ENOMEM;
     }
-    *req = (struct pt_redis_eval_req){pt_rl_cluster_script(), keys, n, args, n * RL_ARGS_PER_LIMIT,
-                                      conf->store_timeout_ms};
+    *req = (struct pt_redis_eval_req){
+        pt_rl_cluster_script(), keys,           n, args, n * RL_ARGS_PER_LIMIT,
+        conf->store_timeout_ms, RL_KEY_HEADROOM};
     return 0;
 }
 

@@ -15,7 +15,10 @@
  *
  * A limit's identity (the state it keeps across reloads) is the route
  * (ctx->route_name), `id` (its name, else "#<position>") and its key spec;
- * a reload that keeps all three keeps the state.
+ * a reload that keeps all three keeps the state (also across a change of
+ * rate or burst). The state's shape is the algorithm's (and a sliding
+ * window's period), so those are part of the key too: locally in the
+ * cell's kind, on the shared store in the key's text.
  */
 #ifndef PT_FILTERS_RATE_LIMIT_INT_H
 #define PT_FILTERS_RATE_LIMIT_INT_H
@@ -57,12 +60,14 @@ struct rl_conf {
     struct pt_objlist limits; /* struct rl_limit */
     const char *scope;
     const char *on_store_failure;
-    uint64_t store_timeout_ms; /* default 50 */
+    const char *store_timeout; /* a duration, 1ms to 10s; default 50ms */
     const char *headers;       /* true (default) | false */
     /* compiled */
     struct rl_limit *lim;
     uint32_t nlim;
     bool cluster;
+    bool needs_wall; /* a sliding-window limit: the take reads the UTC clock */
+    uint64_t store_timeout_ms;
     enum rl_on_failure on_failure;
     bool send_headers;
     pt_slice policy; /* RateLimit-Policy: "100;w=1;burst=20, 10000;w=86400" */

@@ -16,7 +16,8 @@
  * Reading a cell is two 8-byte loads checked by re-reading the tag; a
  * torn read only makes the CAS that follows fail, and the CAS's failure
  * hands back the cell's true 16 bytes to retry with. A refusal (which
- * writes nothing) is confirmed by a CAS of the read value onto itself.
+ * writes nothing) is confirmed by reading the refusing cells again: a
+ * plain, tag-checked read, no locked instruction.
  *
  * Threads: any worker, no lock. Allocation: one mmap at creation, so
  * pages are touched only as keys arrive.
@@ -48,8 +49,9 @@
 #define SW_WINDOW_MASK ((1ull << SW_WINDOW_BITS) - 1)
 #define SW_COUNT_MASK ((1ull << SW_COUNT_BITS) - 1)
 
-/* How often a refusal may be re-read because its confirming CAS lost to a
- * concurrent change before the refusal stands as read. */
+/* How often a refusal may be decided again because a refusing cell
+ * changed between the decision and its confirming read, before the
+ * refusal stands as read. */
 #define CONFIRM_ATTEMPTS 4
 
 typedef union rl_cell {
@@ -183,7 +185,9 @@ static bool cell_idle(rl_cell v, uint64_t now_ns, uint64_t now_wall_ms, uint64_t
         *idle_ms = (now_ns - v.w.state) / NS_PER_MS;
         return true;
     }
-    if (kind < KIND_SW_FIRST || kind >= KIND_SW_FIRST + 4)
+    /* now_wall_ms 0: the take has no sliding-window limit and read no
+     * UTC clock, so it cannot tell whether a window is over */
+    if (kind < KIND_SW_FIRST || kind >= KIND_SW_FIRST + 4 || now_wall_ms == 0)
         return false;
     struct sw_view sv = sw_view_of(kind, v.w.state, now_wall_ms);
     if (sv.age < 2)
@@ -270,6 +274,9 @@ static enum claim_result rl_claim(struct pt_rl_table *t, struct rl_where wh, uin
 
 /* Adds `state` (a cell just emptied by a merge) into the key's first
  * cell, giving the key a cell again if it has none any more. */
+static void rl_merge(struct pt_rl_table *t, struct rl_where wh, uint64_t tag, uint64_t now_ns,
+                     uint64_t now_wall_ms);
+
 static void rl_carry(struct pt_rl_table *t, struct rl_where wh, uint64_t tag, uint64_t state,
                      uint64_t now_ns, uint64_t now_wall_ms)
 {
@@ -279,6 +286,9 @@ static void rl_carry(struct pt_rl_table *t, struct rl_where wh, uint64_t tag, ui
         rl_cell v;
         switch (rl_claim(t, wh, tag, state, now_ns, now_wall_ms, &c, &v)) {
         case CLAIM_INSERTED:
+            /* a fresh insert of the key may have raced this one */
+            rl_merge(t, wh, tag, now_ns, now_wall_ms);
+            return;
         case CLAIM_FULL: /* every candidate live: the state has no home */
             return;
         case CLAIM_RACE:
@@ -299,10 +309,16 @@ static void rl_carry(struct pt_rl_table *t, struct rl_where wh, uint64_t tag, ui
 /* After an insert: while the key holds two cells (another worker inserted
  * it at the same time), empty the later one and add its consumption to
  * the first. Emptying is one CAS from the exact value read, so exactly
- * one thread carries each emptied state. */
+ * one thread carries each emptied state.
+ *
+ * Both racing inserters do insert-CAS, then scan. The full fence keeps
+ * each scan's loads after its own CAS's store on any memory model (a
+ * store-load order, which acquire/release does not give), so at least
+ * one of the two sees the other's cell. */
 static void rl_merge(struct pt_rl_table *t, struct rl_where wh, uint64_t tag, uint64_t now_ns,
                      uint64_t now_wall_ms)
 {
+    atomic_thread_fence(memory_order_seq_cst);
     for (;;) {
         rl_cell *other = NULL;
         rl_cell ov = {0};
@@ -375,22 +391,36 @@ static bool cell_decide(const struct pt_rl_params *p, unsigned kind, uint64_t st
     return ok;
 }
 
-/* A limit admits without a cell: the answer of a fresh cell. */
-static void rl_fail_open(struct pt_rl_table *t, const struct pt_rl_params *p, unsigned kind,
-                         uint64_t now_ns, uint64_t now_wall_ms, struct pt_rl_result *r)
+/* A limit admits without a cell: the answer of a fresh cell. Counted
+ * once the whole request is admitted (rl_count_fail_opens). */
+static void rl_fail_open(const struct pt_rl_params *p, unsigned kind, uint64_t now_ns,
+                         uint64_t now_wall_ms, struct pt_rl_result *r)
 {
     uint64_t next;
     cell_decide(p, kind, fresh_state(kind, now_wall_ms), now_ns, now_wall_ms, &next, r);
     r->no_cell = true;
-    uint64_t n = atomic_fetch_add_explicit(&t->fail_opens, 1, memory_order_relaxed) + 1;
+}
+
+/* An admitted request: each of its limits that had no cell is one
+ * fail-open (a request another limit refused, or a decision taken again,
+ * counts nothing). Warns at most once a second. */
+static void rl_count_fail_opens(struct pt_rl_table *t, uint32_t n, const struct pt_rl_result *out,
+                                uint64_t now_ns)
+{
+    uint64_t k = 0;
+    for (uint32_t i = 0; i < n; i++)
+        k += out[i].no_cell;
+    if (pt_likely(k == 0))
+        return;
+    uint64_t total = atomic_fetch_add_explicit(&t->fail_opens, k, memory_order_relaxed) + k;
     uint64_t last = atomic_load_explicit(&t->last_warn_ns, memory_order_relaxed);
     if ((last == 0 || now_ns - last >= 1000 * NS_PER_MS) &&
         atomic_compare_exchange_strong_explicit(&t->last_warn_ns, &last, now_ns ? now_ns : 1,
                                                 memory_order_relaxed, memory_order_relaxed))
         pt_warn("rate_limit: local table full (all 16 candidate cells of a key live): request "
-                "admitted without a limit; %llu such requests so far; raise "
+                "admitted without a limit; %llu such limit checks so far; raise "
                 "rate_limit_store.max_keys (now %llu)",
-                (unsigned long long)n, (unsigned long long)t->max_keys);
+                (unsigned long long)total, (unsigned long long)t->max_keys);
 }
 
 /* What was charged to one limit, to give it back. */
@@ -452,7 +482,7 @@ static bool rl_decide_all(struct pt_rl_table *t, const struct pt_rl_params *cons
         s[i].ch.wh = where_of(t, s[i].ch.tag);
         s[i].ch.cell = rl_find(t, s[i].ch.wh, s[i].ch.tag, now_ns, now_wall_ms, &s[i].seen);
         if (!s[i].ch.cell) {
-            rl_fail_open(t, lims[i], s[i].kind, now_ns, now_wall_ms, &out[i]);
+            rl_fail_open(lims[i], s[i].kind, now_ns, now_wall_ms, &out[i]);
             continue;
         }
         uint64_t next;
@@ -463,17 +493,33 @@ static bool rl_decide_all(struct pt_rl_table *t, const struct pt_rl_params *cons
 }
 
 /* A refusal stands when every refusing cell still holds what was read:
- * a CAS of the value onto itself proves it at one instant. */
+ * a tag-checked read of each (no write: refusals are the flood's path,
+ * and a locked CAS would bounce the cell's line between workers). */
 static bool rl_refusal_confirmed(uint32_t n, struct rl_slot *s, const struct pt_rl_result *out)
 {
     for (uint32_t i = 0; i < n; i++) {
         if (!s[i].ch.cell || out[i].admitted)
             continue;
-        rl_cell v = s[i].seen;
-        if (!cell_cas(s[i].ch.cell, &v, s[i].seen.w.tag, s[i].seen.w.state))
+        rl_cell v = cell_read(s[i].ch.cell);
+        if (v.w.tag != s[i].seen.w.tag || v.w.state != s[i].seen.w.state)
             return false;
     }
     return true;
+}
+
+/* A limit that admitted a request another limit refused: its answer
+ * without the charge that did not happen (one more remaining; GCRA's
+ * reset from the TAT as it was). */
+static void rl_uncharged(const struct rl_slot *s, uint64_t now_ns, struct pt_rl_result *r)
+{
+    if (!r->admitted)
+        return;
+    if (r->remaining < r->limit)
+        r->remaining++;
+    if (s->kind == KIND_GCRA) {
+        uint64_t tat = s->ch.cell ? s->seen.w.state : 0;
+        r->reset_ms = tat > now_ns ? (tat - now_ns + NS_PER_MS - 1) / NS_PER_MS : 0;
+    }
 }
 
 /* Charges one limit with a CAS loop, deciding again on the cell's fresh
@@ -487,11 +533,12 @@ static bool rl_charge(struct pt_rl_table *t, const struct pt_rl_params *p, struc
         if (v.w.tag != s->ch.tag) {
             s->ch.cell = rl_find(t, s->ch.wh, s->ch.tag, now_ns, now_wall_ms, &v);
             if (!s->ch.cell) {
-                rl_fail_open(t, p, s->kind, now_ns, now_wall_ms, r);
+                rl_fail_open(p, s->kind, now_ns, now_wall_ms, r);
                 return true;
             }
         }
         uint64_t next;
+        s->seen = v;
         if (!cell_decide(p, s->kind, v.w.state, now_ns, now_wall_ms, &next, r))
             return false;
         if (cell_cas(s->ch.cell, &v, s->ch.tag, next)) {
@@ -511,19 +558,25 @@ bool pt_rl_table_take(struct pt_rl_table *t, const struct pt_rl_params *const *l
     for (int attempt = 0;; attempt++) {
         if (rl_decide_all(t, lims, keys, n, now_ns, now_wall_ms, s, out))
             break;
-        if (attempt + 1 >= CONFIRM_ATTEMPTS || rl_refusal_confirmed(n, s, out))
+        if (attempt + 1 >= CONFIRM_ATTEMPTS || rl_refusal_confirmed(n, s, out)) {
+            for (uint32_t i = 0; i < n; i++)
+                rl_uncharged(&s[i], now_ns, &out[i]);
             return false;
+        }
     }
     for (uint32_t i = 0; i < n; i++) {
         if (!s[i].ch.cell)
             continue;
         if (rl_charge(t, lims[i], &s[i], now_ns, now_wall_ms, &out[i]))
             continue;
-        for (uint32_t j = 0; j < i; j++)
-            if (s[j].ch.cell && !out[j].no_cell)
+        for (uint32_t j = 0; j < n; j++) {
+            if (j < i && s[j].ch.cell && !out[j].no_cell)
                 rl_refund(t, lims[j], &s[j].ch, now_ns, now_wall_ms);
+            rl_uncharged(&s[j], now_ns, &out[j]);
+        }
         return false;
     }
+    rl_count_fail_opens(t, n, out, now_ns);
     return true;
 }
 
@@ -560,7 +613,10 @@ struct pt_rl_table *pt_rl_table_new(uint64_t max_keys)
     if (!t)
         return NULL;
     t->map_bytes = (size_t)(nbuckets * CELLS_PER_BUCKET * sizeof(rl_cell));
-    void *m = mmap(NULL, t->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* NORESERVE: pages are touched only as keys arrive, so a large table
+     * is not refused by the kernel's overcommit heuristic up front. */
+    void *m = mmap(NULL, t->map_bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED) {
         free(t);
         return NULL;

@@ -44,6 +44,8 @@
 #include <stdatomic.h>
 
 #define PT_RL_DEFAULT_MAX_KEYS (1u << 20)
+/* The largest table: 2^28 cells, 4 GiB (reserved, touched as keys come). */
+#define PT_RL_MAX_MAX_KEYS (1ull << 28)
 /* sliding_window counts at most this many requests per window. */
 #define PT_RL_SW_MAX_COUNT ((1u << 20) - 1)
 
@@ -117,10 +119,14 @@ uint64_t pt_rl_key(const struct pt_rl_table *t, const pt_slice *parts, uint32_t 
  * checked before any is charged, and the request is charged to all of
  * them only when all admit, so a refusal costs nothing anywhere. Returns
  * true when admitted. out[i] is limit i's answer (on a refusal, the
- * refusing limits have admitted = false and a retry_ms). A limit whose
- * key gets no cell (every candidate live) admits with no_cell set; the
- * table counts it in fail_opens.
- * now_ns: monotonic (gcra); now_wall_ms: UTC (sliding windows).
+ * refusing limits have admitted = false and a retry_ms; the others
+ * answer as they stand, without the charge that did not happen). A limit
+ * whose key gets no cell (every candidate live) admits with no_cell set;
+ * when the request is admitted, the table counts each such limit once in
+ * fail_opens.
+ * now_ns: monotonic (gcra); now_wall_ms: UTC (sliding windows), or 0
+ * when no limit of the take is a sliding window (the caller then need
+ * not read the UTC clock; no sliding-window cell counts as idle then).
  */
 bool pt_rl_table_take(struct pt_rl_table *t, const struct pt_rl_params *const *lims,
                       const uint64_t *keys, uint32_t n, uint64_t now_ns, uint64_t now_wall_ms,

@@ -227,7 +227,8 @@ static void feval_done(void *ud, const struct pt_redis_result *res)
 
 /* A script on the shared store, on this worker's connection to the
  * request generation's `cluster.redis`. Every key gets the configured
- * prefix (in the request arena). -ENOTCONN when there is no store or its
+ * prefix: written into the room the caller left in front of the key, else
+ * (a long prefix) a copy in the request arena. -ENOTCONN when there is no store or its
  * connection is down: the caller applies its failure mode at once. */
 static int svc_eval(struct pt_filter_ctx *ctx, const struct pt_redis_eval_req *req,
                     pt_filter_eval_cb cb)
@@ -244,6 +245,13 @@ static int svc_eval(struct pt_filter_ctx *ctx, const struct pt_redis_eval_req *r
     if (!keys)
         return -ENOMEM;
     for (uint32_t i = 0; i < req->nkeys; i++) {
+        if (plen <= req->key_headroom) {
+            /* the caller's arena bytes, writable (redis.h key_headroom) */
+            char *k = (char *)(uintptr_t)req->keys[i].p - plen;
+            memcpy(k, prefix, plen);
+            keys[i] = (pt_slice){k, plen + req->keys[i].len};
+            continue;
+        }
         char *k = pt_arena_alloc(ex->arena, plen + req->keys[i].len + 1);
         if (!k)
             return -ENOMEM;

@@ -101,48 +101,74 @@ static void rr_sync(struct pt_worker *w)
 
 /* ---- the shared store ---- */
 
+/* The retired connection for cfg, or -1. */
+static int redis_retired_find(const struct pt_worker *w, const struct pt_redis_cfg *cfg)
+{
+    for (uint32_t i = 0; i < w->nredis_retired; i++)
+        if (pt_redis_same_cfg(w->redis_retired[i].r, cfg))
+            return (int)i;
+    return -1;
+}
+
 struct pt_redis *pt_worker_redis(struct pt_worker *w, const struct pt_generation *g)
 {
     if (!g->has_redis)
         return NULL;
     if (pt_likely(w->redis && pt_redis_same_cfg(w->redis, &g->redis)))
         return w->redis;
-    struct pt_redis *r = pt_redis_new(&w->loop, &g->redis);
+    uint64_t now = pt_loop_now(&w->loop);
+    bool newest = g == w->gen;
+    int i = redis_retired_find(w, &g->redis);
+    struct pt_redis *r;
+    if (i >= 0) {
+        r = w->redis_retired[i].r;
+        if (!newest) {
+            w->redis_retired[i].used_ms = now;
+            return r;
+        }
+        /* the newest generation's config again: the two trade places */
+        if (w->redis)
+            w->redis_retired[i] = (struct pt_worker_redis_slot){w->redis, now};
+        else
+            w->redis_retired[i] = w->redis_retired[--w->nredis_retired];
+        w->redis = r;
+        return r;
+    }
+    /* a config not seen yet: a new connection, kept beside the others */
+    bool park = newest ? w->redis != NULL : true;
+    if (park && w->nredis_retired >= PT_WORKER_MAX_REDIS)
+        return NULL;
+    r = pt_redis_new(&w->loop, &g->redis);
     if (!r)
         return NULL;
-    if (w->redis) {
-        /* Requests still waiting on the old one keep it until they are
-         * answered or time out; freed between turns (redis_reap). */
-        struct pt_redis **v = realloc(w->redis_retired, sizeof(*v) * (w->nredis_retired + 1));
-        if (!v) {
-            pt_redis_free(r);
-            return w->redis;
-        }
-        v[w->nredis_retired++] = w->redis;
-        w->redis_retired = v;
+    if (!newest) {
+        w->redis_retired[w->nredis_retired++] = (struct pt_worker_redis_slot){r, now};
+        return r;
     }
+    if (w->redis)
+        w->redis_retired[w->nredis_retired++] = (struct pt_worker_redis_slot){w->redis, now};
     w->redis = r;
     return r;
 }
 
-/* Between loop turns: frees retired connections nobody waits on (all of
- * them with `all`, as the worker stops). */
+/* Between loop turns: frees retired connections nobody waits on and
+ * nobody used for PT_WORKER_REDIS_IDLE_MS (all of them with `all`, as the
+ * worker stops). */
 static void redis_reap(struct pt_worker *w, bool all)
 {
+    uint64_t now = pt_loop_now(&w->loop);
     uint32_t k = 0;
     for (uint32_t i = 0; i < w->nredis_retired; i++) {
-        struct pt_redis *r = w->redis_retired[i];
-        if (all || !pt_redis_waiting(r))
-            pt_redis_free(r);
+        struct pt_worker_redis_slot sl = w->redis_retired[i];
+        if (all || (now - sl.used_ms >= PT_WORKER_REDIS_IDLE_MS && !pt_redis_waiting(sl.r)))
+            pt_redis_free(sl.r);
         else
-            w->redis_retired[k++] = r;
+            w->redis_retired[k++] = sl;
     }
     w->nredis_retired = k;
     if (all) {
         pt_redis_free(w->redis);
         w->redis = NULL;
-        free(w->redis_retired);
-        w->redis_retired = NULL;
     }
 }
 

@@ -70,6 +70,11 @@ struct pt_wmsg {
     void (*run)(struct pt_worker *w, struct pt_wmsg *m);
 };
 
+/* Connections to the shared store one worker keeps besides the newest
+ * generation's (worker.redis_retired), and how long an unused one stays. */
+#define PT_WORKER_MAX_REDIS 8
+#define PT_WORKER_REDIS_IDLE_MS 10000
+
 struct pt_worker {
     int id;
     pthread_t thread;
@@ -101,11 +106,18 @@ struct pt_worker {
     uint32_t nconn_cache;
 
     /* The shared store (`cluster.redis`, proxy/redis.h): this worker's
-     * connection, made on first use for the generation's URL. One a newer
-     * generation replaced goes to redis_retired and is freed, between loop
-     * turns, once no request waits on it. */
+     * connection for the newest generation's config, made on first use.
+     * Connections for other configs (older generations still finishing
+     * requests after a reload changed cluster.redis) are kept by config in
+     * redis_retired, at most PT_WORKER_MAX_REDIS, so requests of two
+     * generations share two connections instead of reopening one at each
+     * switch; each is freed between loop turns once nobody waits on it and
+     * nobody used it for PT_WORKER_REDIS_IDLE_MS. */
     struct pt_redis *redis;
-    struct pt_redis **redis_retired;
+    struct pt_worker_redis_slot {
+        struct pt_redis *r;
+        uint64_t used_ms; /* loop time of the last request on it */
+    } redis_retired[PT_WORKER_MAX_REDIS];
     uint32_t nredis_retired;
 
     struct pt_alog_ring alog;
@@ -148,8 +160,10 @@ void pt_worker_unpin(struct pt_worker *w, struct pt_generation *g);
 struct pt_rr_state *pt_worker_rr(struct pt_worker *w, const struct pt_generation *g,
                                  const struct pt_upstream *u);
 
-/* The worker's connection to g's `cluster.redis` (made, or replaced when
- * g names another server, here), or NULL: g has none, or out of memory. */
+/* The worker's connection to g's `cluster.redis` (one per distinct config:
+ * reused when one for the same server, password and database exists, else
+ * made here), or NULL: g has none, out of memory, or PT_WORKER_MAX_REDIS
+ * configs in use at once. */
 struct pt_redis *pt_worker_redis(struct pt_worker *w, const struct pt_generation *g);
 
 /* Resumes accepting on listeners paused by max_connections or EMFILE. */

@@ -54,11 +54,10 @@ struct pt_redis_cmd {
     void *ud;
     struct pt_arena *arena; /* the caller's; NULL once nobody waits */
     const struct pt_redis_script *script;
-    /* The EVALSHA's arguments from numkeys on, as formatted (arena): what
-     * an EVAL after NOSCRIPT sends again behind the script text. */
-    const char *tail;
-    size_t tail_len;
-    int argc; /* of the EVALSHA */
+    /* The caller's keys and args (its arena, valid while it waits): what
+     * an EVAL after NOSCRIPT sends again, formatted only then. */
+    const pt_slice *keys, *args;
+    uint32_t nkeys, nargs;
     uint64_t sent_ms;
     struct pt_timer timer;
     uint8_t kind;
@@ -79,6 +78,7 @@ struct pt_redis {
     uint32_t setup_left; /* AUTH / SELECT answers this connection awaits */
     uint64_t epoch;      /* bumped whenever the connection is closed */
     uint64_t backoff_ms;
+    uint64_t rng; /* jitter of the retry delay */
     redisReader *reader;
     struct pt_redis_cmd *head, *tail;
     uint32_t npending;
@@ -256,21 +256,15 @@ static void restored(struct pt_redis *r)
     }
 }
 
+static int format_call(struct pt_redis *r, const char *verb, size_t vlen, const char *body,
+                       size_t blen, const struct pt_redis_cmd *c, struct pt_arena *arena);
+
 /* NOSCRIPT: the same call as EVAL with the script's text, behind
  * everything sent so far. 0, or -1 (the caller then gets the error). */
 static int resend_as_eval(struct pt_redis *r, struct pt_redis_cmd *c)
 {
-    size_t tlen = strlen(c->script->text);
-    char head[64];
-    int hn = snprintf(head, sizeof(head), "*%d\r\n$4\r\nEVAL\r\n$%zu\r\n", c->argc, tlen);
-    if (r->ooff == r->olen)
-        r->ooff = r->olen = 0;
-    size_t mark = r->olen;
-    if (out_append(r, head, (size_t)hn) < 0 || out_append(r, c->script->text, tlen) < 0 ||
-        out_append(r, "\r\n", 2) < 0 || out_append(r, c->tail, c->tail_len) < 0) {
-        r->olen = mark; /* nothing half-written goes out */
-        return -1;
-    }
+    if (format_call(r, "EVAL", 4, c->script->text, strlen(c->script->text), c, c->arena) < 0)
+        return -1; /* nothing appended then */
     c->resent = true;
     fifo_push(r, c);
     flush(r);
@@ -407,6 +401,17 @@ static void on_io(struct pt_loop *loop, struct pt_io *io, uint32_t events)
         on_readable(r);
 }
 
+/* The retry delay: the backoff ±20 %, so the workers of one gateway and
+ * the gateways of a cluster do not reconnect in lockstep. */
+static uint64_t jittered(struct pt_redis *r)
+{
+    r->rng ^= r->rng << 13; /* xorshift64 */
+    r->rng ^= r->rng >> 7;
+    r->rng ^= r->rng << 17;
+    uint64_t span = r->backoff_ms * 2 / 5; /* 40 % of it, centred */
+    return r->backoff_ms - span / 2 + (span ? r->rng % (span + 1) : 0);
+}
+
 /* Fails every pending command (UNAVAILABLE) and waits to retry. */
 static void conn_lost(struct pt_redis *r, const char *why)
 {
@@ -424,7 +429,7 @@ static void conn_lost(struct pt_redis *r, const char *why)
                 r->cfg.url, why);
         r->logged_down = true;
     }
-    pt_timer_arm(r->loop, &r->timer, r->backoff_ms, on_timer);
+    pt_timer_arm(r->loop, &r->timer, jittered(r), on_timer);
     r->backoff_ms = r->backoff_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : r->backoff_ms * 2;
     /* Detached first: a callback may issue a command (it fails fast now,
      * the connection being down) or cancel one of these. */
@@ -597,6 +602,7 @@ struct pt_redis *pt_redis_new(struct pt_loop *loop, const struct pt_redis_cfg *c
     r->io.fd = -1;
     r->st = ST_IDLE;
     r->backoff_ms = RETRY_MIN_MS;
+    r->rng = pt_mix64(pt_now_ns() ^ (uint64_t)(uintptr_t)r) | 1;
     return r;
 }
 
@@ -660,48 +666,38 @@ static void cmd_timeout(struct pt_loop *loop, struct pt_timer *t)
         cb(c->ud, &res_timeout);
 }
 
-/* Formats EVALSHA sha numkeys keys... args... into c (the bytes go to
- * the output buffer; the part from numkeys on is kept in the arena for a
- * resend as EVAL). 0 or -1. */
-static int format_eval(struct pt_redis *r, struct pt_redis_cmd *c,
-                       const struct pt_redis_eval_req *req, struct pt_arena *arena)
+/* Formats `verb body numkeys keys... args...` (c's) into the output
+ * buffer: EVALSHA with the SHA-1, or EVAL with the text. 0, or -1 with
+ * nothing appended. */
+static int format_call(struct pt_redis *r, const char *verb, size_t vlen, const char *body,
+                       size_t blen, const struct pt_redis_cmd *c, struct pt_arena *arena)
 {
-    int argc = 3 + (int)req->nkeys + (int)req->nargs;
+    int argc = 3 + (int)c->nkeys + (int)c->nargs;
     const char **argv = pt_arena_alloc(arena, sizeof(*argv) * (size_t)argc);
     size_t *lens = pt_arena_alloc(arena, sizeof(*lens) * (size_t)argc);
     if (!argv || !lens)
         return -1;
     char nk[16];
-    argv[0] = "EVALSHA";
-    lens[0] = 7;
-    argv[1] = req->script->sha1;
-    lens[1] = 40;
-    lens[2] = (size_t)snprintf(nk, sizeof(nk), "%u", (unsigned)req->nkeys);
+    argv[0] = verb;
+    lens[0] = vlen;
+    argv[1] = body;
+    lens[1] = blen;
+    lens[2] = (size_t)snprintf(nk, sizeof(nk), "%u", (unsigned)c->nkeys);
     argv[2] = nk;
-    for (uint32_t i = 0; i < req->nkeys; i++) {
-        argv[3 + i] = req->keys[i].p ? req->keys[i].p : "";
-        lens[3 + i] = req->keys[i].len;
+    for (uint32_t i = 0; i < c->nkeys; i++) {
+        argv[3 + i] = c->keys[i].p ? c->keys[i].p : "";
+        lens[3 + i] = c->keys[i].len;
     }
-    for (uint32_t i = 0; i < req->nargs; i++) {
-        argv[3 + req->nkeys + i] = req->args[i].p ? req->args[i].p : "";
-        lens[3 + req->nkeys + i] = req->args[i].len;
+    for (uint32_t i = 0; i < c->nargs; i++) {
+        argv[3 + c->nkeys + i] = c->args[i].p ? c->args[i].p : "";
+        lens[3 + c->nkeys + i] = c->args[i].len;
     }
     char *cmd = NULL;
     int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
     if (n < 0)
         return -1;
-    /* "*<argc>\r\n" "$7\r\nEVALSHA\r\n" "$40\r\n<sha>\r\n": the rest is the tail. */
-    const char *eol = memchr(cmd, '\n', (size_t)n);
-    size_t skip = eol ? (size_t)(eol - cmd) + 1 + 13 + 47 : (size_t)n + 1;
-    int rc = -1;
-    if (skip <= (size_t)n) {
-        c->tail_len = (size_t)n - skip;
-        c->tail = pt_arena_strndup(arena, cmd + skip, c->tail_len);
-        if (c->tail && out_append(r, cmd, (size_t)n) == 0)
-            rc = 0;
-    }
+    int rc = out_append(r, cmd, (size_t)n);
     redisFreeCommand(cmd);
-    c->argc = argc;
     return rc;
 }
 
@@ -723,7 +719,11 @@ struct pt_redis_cmd *pt_redis_eval(struct pt_redis *r, const struct pt_redis_eva
         errno = ENOMEM;
         return NULL;
     }
-    if (format_eval(r, c, req, arena) < 0) { /* nothing appended then */
+    c->keys = req->keys;
+    c->args = req->args;
+    c->nkeys = req->nkeys;
+    c->nargs = req->nargs;
+    if (format_call(r, "EVALSHA", 7, req->script->sha1, 40, c, arena) < 0) {
         cmd_put(r, c);
         errno = ENOMEM;
         return NULL;

@@ -16,8 +16,9 @@
  * gets PT_REDIS_ERR_TIMEOUT and its reply, when it comes, is dropped. A
  * connection that is refused, reset, or leaves a command unanswered for a
  * second is closed (every pending command fails with UNAVAILABLE) and
- * retried with backoff: 100 ms doubling to 5 s, back to 100 ms once a
- * connection works. While down, commands fail at once (UNAVAILABLE), so a
+ * retried with backoff: 100 ms doubling to 5 s (each delay ±20 % at
+ * random, so workers and instances do not reconnect in lockstep), back to
+ * 100 ms once a connection works. While down, commands fail at once (UNAVAILABLE), so a
  * request never waits for a store that is known to be away. Each change
  * of state (lost, restored) is logged once.
  *
@@ -69,6 +70,10 @@ struct pt_redis_eval_req {
     const pt_slice *args; /* ARGV[1..nargs] */
     uint32_t nargs;
     uint64_t timeout_ms; /* no answer by then: PT_REDIS_ERR_TIMEOUT */
+    /* Writable bytes in front of every keys[i].p (the caller's arena):
+     * a key prefix that fits is written there instead of copying the key
+     * (the gateway's svc->eval). 0: none. */
+    uint32_t key_headroom;
 };
 
 enum pt_redis_error {
@@ -114,7 +119,9 @@ bool pt_redis_waiting(const struct pt_redis *r);
 
 /*
  * Runs a script. The result's ints live in `arena` (the caller's request
- * arena; it must outlive the callback). Returns the pending command
+ * arena; it must outlive the callback). req's keys and args (not req
+ * itself) must stay as they are while the caller waits: a NOSCRIPT answer
+ * sends them again, as EVAL. Returns the pending command
  * (for pt_redis_cancel) or NULL with errno set, never calling back then:
  * ENOTCONN while the connection is down (the caller applies its failure
  * mode at once), ENOMEM.

@@ -131,20 +131,22 @@ def test_keys_have_the_prefix_and_a_ttl(tmp_path, redis_server):
             assert requests.get(gw.u("/shared"), headers={"X-T": key}).status_code == 200
             assert requests.get(gw.u("/window"), headers={"X-T": key}).status_code == 200
             keys = r.cmd("KEYS", "*")
-            assert "t16:shared:#1:header:x-t:=" + key in keys, keys
+            # route, limit id, the state's shape (g: gcra, s<window s>: sliding)
+            assert "t16:shared:#1:header:x-t:g=" + key in keys, keys
             assert all(k.startswith("t16:") for k in keys), keys
             # GCRA: until the bucket is full again (one interval, 6 s)
-            pttl = r.cmd("PTTL", "t16:shared:#1:header:x-t:=" + key)
+            pttl = r.cmd("PTTL", "t16:shared:#1:header:x-t:g=" + key)
             assert 0 < pttl <= 6000
             # sliding window: two windows
             wk = [k for k in keys if k.startswith("t16:window:") and key in k][0]
+            assert wk == "t16:window:#1:header:x-t:s3600=" + key, wk
             assert 3600 * 1000 < r.cmd("PTTL", wk) <= 2 * 3600 * 1000
             assert r.cmd("TYPE", wk) == "hash"
             # a long key value is stored as its SHA-256, so keys stay bounded
             long_value = "v" * 300
             assert requests.get(gw.u("/shared"), headers={"X-T": long_value}).status_code == 200
-            hashed = [k for k in r.cmd("KEYS", "t16:shared:*") if ":#" in k.split("x-t", 1)[1]]
-            assert len(hashed) == 1 and re.search(r":#[0-9a-f]{64}$", hashed[0]), hashed
+            hashed = [k for k in r.cmd("KEYS", "t16:shared:*") if "#" in k.split("x-t", 1)[1]]
+            assert len(hashed) == 1 and re.search(r":g#[0-9a-f]{64}$", hashed[0]), hashed
         finally:
             gw.stop()
 
@@ -263,3 +265,141 @@ def test_example_cluster_yaml_validates():
     p = subprocess.run([PORTICO, "validate", os.path.join(ROOT, "examples", "cluster.yaml")],
                        capture_output=True, text=True, timeout=scaled(20))
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_reload_changing_the_algorithm_keeps_deciding(tmp_path, redis_server):
+    """A reload that turns a cluster limit from gcra into a sliding window
+    (a string state into a hash) gets a new key: the store keeps deciding
+    (no WRONGTYPE, so `deny` never answers 503), and a rate change alone
+    keeps the key and its state."""
+    r = redis_server()
+
+    base = {}
+
+    def cfg(app_port, algorithm, rate):
+        lim = {"key": "header:X-T", "rate": rate, "algorithm": algorithm}
+        c = config(app_port, r.url, routes=[route("alg", rl(lim, on_store_failure="deny"))])
+        # the same listener and admin ports across reloads
+        for k in ("listeners", "admin"):
+            c[k] = base.setdefault(k, c[k])
+        return c
+    with backend("app") as b:
+        gw = Gateway(cfg(b.port, "gcra", "3/m"), tmp_path)
+        try:
+            key = uuid.uuid4().hex
+            got = [requests.get(gw.u("/alg"), headers={"X-T": key}, timeout=scaled(5))
+                   for _ in range(2)]
+            assert [x.status_code for x in got] == [200, 200]
+            assert got[1].headers["RateLimit-Remaining"] == "1"
+            # a rate change keeps the state (the TAT, 40 s ahead: with 4/m
+            # this request leaves 0, where a fresh state would leave 3)
+            gw.reload(cfg(b.port, "gcra", "4/m"))
+            x = requests.get(gw.u("/alg"), headers={"X-T": key}, timeout=scaled(5))
+            assert x.status_code == 200 and x.headers["RateLimit-Remaining"] == "0", x.headers
+            # the algorithm changes: a new, empty state of the other shape
+            gw.reload(cfg(b.port, "sliding_window", "4/m"))
+            got = [requests.get(gw.u("/alg"), headers={"X-T": key}, timeout=scaled(5))
+                   for _ in range(5)]
+            assert [x.status_code for x in got] == [200] * 4 + [429], [
+                (x.status_code, x.text) for x in got]
+            assert [x.headers["RateLimit-Remaining"] for x in got[:4]] == ["3", "2", "1", "0"]
+            assert "shared store failed" not in gw.stderr_text()
+            keys = sorted(k for k in r.cmd("KEYS", "portico:rl:alg:*") if key in k)
+            assert [k.split(":")[-1][:3] for k in keys] == ["g=" + key[0], "s60"], keys
+        finally:
+            gw.stop()
+
+
+def _pair(path):
+    """The same limits twice: /l<path> local, /c<path> cluster."""
+    def mk(scope):
+        return rl({"name": "hour", "key": "header:X-T", "rate": "2/h"},
+                  {"name": "sec", "key": "header:X-T", "rate": "1/s"},
+                  {"name": "win", "key": "header:X-T", "rate": "3/m",
+                   "algorithm": "sliding_window"},
+                  scope=scope)
+    return [route("l" + path, mk("local")), route("c" + path, mk("cluster"))]
+
+
+def _fields(x):
+    h = x.headers
+    return (x.status_code, h.get("RateLimit-Limit"), h.get("RateLimit-Remaining"),
+            int(h.get("RateLimit-Reset", "-1")), int(h.get("Retry-After", "-1")))
+
+
+def test_local_and_cluster_answer_alike(tmp_path, redis_server):
+    """One request sequence on a local route and on a cluster route with
+    the same three limits: the same statuses and RateLimit-* / Retry-After
+    (Reset and Retry-After within the second the two requests are apart).
+    The 429s describe the refusing limit (`sec`), not `hour`, which has
+    nothing left either but did not refuse."""
+    r = redis_server()
+    with backend("app") as b:
+        gw = Gateway(config(b.port, r.url, routes=_pair("p")), tmp_path)
+        try:
+            key = uuid.uuid4().hex
+            steps = [0, 0, 1.1, 0, 0]  # seconds to wait before each request
+            seen = []
+            for wait in steps:
+                time.sleep(wait)
+                pair = [_fields(requests.get(gw.u(p), headers={"X-T": key},
+                                             timeout=scaled(5)))
+                        for p in ("/lp", "/cp")]
+                seen.append(pair)
+            for i, (loc, clu) in enumerate(seen):
+                assert loc[:3] == clu[:3], (i, seen)
+                assert abs(loc[3] - clu[3]) <= 1 and abs(loc[4] - clu[4]) <= 1, (i, seen)
+            codes = [loc[0] for loc, _ in seen]
+            assert codes == [200, 429, 200, 429, 429], seen
+            # 1: sec has 0 left (the fewest); 2: sec refuses (hour, charged,
+            # would show 0 left and an hour's reset: not what refused)
+            assert seen[0][0][1:3] == ("1", "0")
+            assert seen[1][0][1:3] == ("1", "0") and seen[1][0][4] == 1, seen
+            # 3: hour has 0 left, with the longest reset
+            assert seen[2][0][1:3] == ("2", "0") and seen[2][0][3] > 3000, seen
+            # 4: hour and sec both refuse: the longer wait is hour's
+            assert seen[3][0][1] == "2" and seen[3][0][4] > 1000, seen
+        finally:
+            gw.stop()
+
+
+def test_client_gone_while_the_store_hangs(tmp_path, redis_server):
+    """Redis stops answering (SIGSTOP) while decisions are pending, and
+    their clients hang up after 100 ms: the gateway stays healthy (other
+    routes answer, nothing leaks: also run under ASan), and once Redis
+    runs again (SIGCONT) cluster decisions come back."""
+    import signal
+    import socket
+    r = redis_server()
+    routes = [route("hang", rl({"key": "header:X-T", "rate": "100/s"}, store_timeout="2s",
+                               on_store_failure="deny")),
+              {"name": "plain", "match": {"path_prefix": "/plain"}, "upstream": "app"}]
+    with backend("app") as b:
+        gw = Gateway(config(b.port, r.url, routes=routes), tmp_path)
+        try:
+            for _ in range(4):  # connections made on every worker
+                assert requests.get(gw.u("/hang"), headers={"X-T": "w"},
+                                    timeout=scaled(5)).status_code == 200
+            os.kill(r.proc.pid, signal.SIGSTOP)
+            try:
+                for i in range(8):
+                    s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+                    s.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\nX-T: k%d\r\n\r\n" % i)
+                    time.sleep(0.1)
+                    s.close()
+                assert requests.get(gw.u("/plain"), timeout=scaled(5)).status_code == 200
+                # while Redis hangs, decisions fail over (deny), never hang
+                x = requests.get(gw.u("/hang"), headers={"X-T": "z"}, timeout=scaled(10))
+                assert x.status_code == 503, x.status_code
+            finally:
+                os.kill(r.proc.pid, signal.SIGCONT)
+
+            def decided():
+                x = requests.get(gw.u("/hang"), headers={"X-T": uuid.uuid4().hex},
+                                 timeout=scaled(5))
+                return x.status_code == 200 and "RateLimit-Limit" in x.headers
+            for _ in range(4):  # each worker's connection
+                wait_until(decided, scaled(15), what="the store deciding again")
+            assert gw.proc.poll() is None
+        finally:
+            gw.stop()

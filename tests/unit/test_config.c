@@ -1347,7 +1347,11 @@ static void test_rate_limit_store_key(void)
         CHECK_EQ_INT(g->rl_max_keys, 4096);
     pt_generation_free(g);
     EXPECT(BASE "rate_limit_store: { max_keys: 100 }\n",
-           "t.yaml:4:31: `rate_limit_store.max_keys` must be from 1024 to 4294967296, got 100");
+           "t.yaml:4:31: `rate_limit_store.max_keys` must be from 1024 to 268435456, got 100");
+    /* 2^28 cells (4 GiB) at most: a larger table is refused at load */
+    EXPECT(BASE "rate_limit_store: { max_keys: 268435457 }\n",
+           "t.yaml:4:31: `rate_limit_store.max_keys` must be from 1024 to 268435456, got "
+           "268435457");
     EXPECT(BASE "rate_limit_store: { max_key: 5000 }\n",
            "t.yaml:4:21: unknown key `max_key` in rate_limit_store (did you mean `max_keys`?)");
     EXPECT(BASE "rate_limit_store: 5\n",

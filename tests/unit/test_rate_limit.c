@@ -188,11 +188,63 @@ static void test_errors_at_their_node(void)
                 "        headers: maybe\n",
            F "10:16: " RL "scope: \"global\" is not local or cluster",
            F "11:27: " RL "on_store_failure: \"retry\" is not allow, deny or local",
-           F "12:24: " RL "store_timeout: at most 10s",
+           F "12:24: " RL "store_timeout: \"1m\" is not a duration from 1ms to 10s",
            F "13:18: " RL "headers: expected true or false, got \"maybe\"");
+    /* store_timeout 0 would time every decision out at once */
+    EXPECT(HEAD "        limits: [{ rate: 1/s }]\n"
+                "        store_timeout: 0ms\n",
+           F "10:24: " RL "store_timeout: \"0ms\" is not a duration from 1ms to 10s");
+    EXPECT(HEAD "        limits: [{ rate: 1/s }]\n"
+                "        store_timeout: soon\n",
+           F "10:24: " RL "store_timeout: \"soon\" is not a duration from 1ms to 10s");
     EXPECT(HEAD "        limits: [{ rate: 1/s, burst: 1 }]\n"
                 "        limit: 3\n",
            F "10:9: unknown field `limit` in filter `rate_limit` (did you mean `limits`?)");
+}
+
+/* scope: cluster counts GCRA's interval in whole µs: rates faster than
+ * 10,000/s per key (T < 100 µs) are refused at the rate's node; a
+ * sliding window (no interval) and local limits are not bounded so. */
+static void test_cluster_rate_bound(void)
+{
+    const char *cl = "cluster: { redis: \"redis://127.0.0.1:6379/0\" }\n";
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml),
+             "%s" HEAD "        scope: cluster\n"
+             "        limits:\n"
+             "          - { rate: 10000/s }\n"
+             "          - { key: route, rate: 10001/s }\n"
+             "          - { key: consumer, rate: 700000/s, algorithm: sliding_window }\n"
+             "          - { key: [consumer, ip], rate: 864000001/d }\n",
+             cl);
+    /* HEAD's lines move down by one: the cluster line comes first */
+    EXPECT(yaml,
+           F "13:33: " RL "limits: rate 10001/s is faster than scope: cluster counts exactly (at "
+             "most 10000 a second per key with gcra)",
+           F "15:42: " RL "limits: rate 864000001/d is faster than scope: cluster counts exactly "
+             "(at most 10000 a second per key with gcra)");
+    snprintf(yaml, sizeof(yaml),
+             HEAD "        limits:\n"
+                  "          - { rate: 1000000/s }\n");
+    struct pt_diag d;
+    struct pt_generation *g = load(yaml, &d);
+    CHECK(g != NULL); /* local: exact in ns */
+    pt_generation_free(g);
+    pt_diag_free(&d);
+    snprintf(yaml, sizeof(yaml),
+             "%s" HEAD "        scope: cluster\n"
+             "        limits:\n"
+             "          - { rate: 10000/s }\n"
+             "          - { key: consumer, rate: 1000000/m, algorithm: sliding_window }\n",
+             cl);
+    g = load(yaml, &d);
+    CHECK(g != NULL);
+    if (!g)
+        pt_diag_print(&d, stderr);
+    const struct rl_conf *c = conf_of(g);
+    CHECK(c && c->cluster && c->needs_wall);
+    pt_generation_free(g);
+    pt_diag_free(&d);
 }
 
 static bool text_is(const char *const *vals, uint32_t n, const char *want)
@@ -246,6 +298,7 @@ static void test_jwt_claim(void)
 
 int main(void)
 {
+    test_cluster_rate_bound();
     test_compiled_limits();
     test_errors_at_their_node();
     test_key_text();

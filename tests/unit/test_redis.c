@@ -185,7 +185,7 @@ static struct pt_redis_cmd *eval1(struct pt_redis *r, struct pt_arena *a, const 
     pt_slice *v = pt_arena_alloc(a, sizeof(*v));
     *k = (pt_slice){key, strlen(key)};
     *v = (pt_slice){num, strlen(num)};
-    struct pt_redis_eval_req req = {&echo_incr, k, 1, v, 1, timeout_ms};
+    struct pt_redis_eval_req req = {&echo_incr, k, 1, v, 1, timeout_ms, 0};
     return pt_redis_eval(r, &req, a, on_answer, ans);
 }
 
@@ -412,7 +412,7 @@ static void test_error_reply(struct pt_loop *loop)
     pt_arena_init(&a, 4096);
     static struct answer ans;
     memset(&ans, 0, sizeof(ans));
-    struct pt_redis_eval_req req = {&bad, NULL, 0, NULL, 0, 1000};
+    struct pt_redis_eval_req req = {&bad, NULL, 0, NULL, 0, 1000, 0};
     CHECK(pt_redis_eval(r, &req, &a, on_answer, &ans) != NULL);
     req.script = &str;
     CHECK(pt_redis_eval(r, &req, &a, on_answer, &ans) != NULL);

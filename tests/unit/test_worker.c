@@ -185,8 +185,78 @@ static void test_pins(void)
     free_worker(other);
 }
 
+/* A config as a reload gives it: an address, a database. No connection
+ * is made (connections connect on first use). */
+static void redis_gen(struct pt_generation *g, uint16_t port, uint32_t db)
+{
+    memset(g, 0, sizeof(*g));
+    g->has_redis = true;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&g->redis.addr;
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(port);
+    sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    g->redis.addrlen = sizeof(*sin);
+    g->redis.db = db;
+    g->redis.url = "redis://127.0.0.1/0";
+}
+
+/* A reload that changes cluster.redis, with requests of the old and the
+ * new generation alternating: two connections, each kept for its config
+ * (no new one at every switch); a third config is a third connection;
+ * unused ones go after PT_WORKER_REDIS_IDLE_MS; the cap holds. */
+static void test_redis_kept_per_config(void)
+{
+    struct pt_worker *w = bare_worker(0);
+    static struct pt_generation old, cur, third, same_as_old;
+    redis_gen(&old, 6379, 0);
+    redis_gen(&cur, 6380, 0);
+    redis_gen(&third, 6379, 2);
+    redis_gen(&same_as_old, 6379, 0);
+    w->gen = &old;
+    struct pt_redis *a = pt_worker_redis(w, &old);
+    CHECK(a != NULL && w->redis == a);
+    w->gen = &cur; /* the reload */
+    struct pt_redis *b = pt_worker_redis(w, &cur);
+    CHECK(b != NULL && b != a && w->redis == b);
+    for (int i = 0; i < 10; i++) {
+        CHECK(pt_worker_redis(w, &old) == a);
+        CHECK(pt_worker_redis(w, &cur) == b);
+    }
+    CHECK_EQ_INT(w->nredis_retired, 1);
+    /* an older generation first seen after the reload: parked, not current */
+    CHECK(pt_worker_redis(w, &third) != NULL);
+    CHECK_EQ_INT(w->nredis_retired, 2);
+    CHECK(w->redis == b);
+    /* a reload back to the old config takes the kept connection back */
+    w->gen = &same_as_old;
+    CHECK(pt_worker_redis(w, &same_as_old) == a);
+    CHECK(w->redis == a);
+    CHECK(pt_worker_redis(w, &cur) == b);
+    CHECK_EQ_INT(w->nredis_retired, 2);
+    /* used just now: kept; idle long enough (nobody waits): freed */
+    redis_reap(w, false);
+    CHECK_EQ_INT(w->nredis_retired, 2);
+    for (uint32_t i = 0; i < w->nredis_retired; i++)
+        w->redis_retired[i].used_ms -= PT_WORKER_REDIS_IDLE_MS;
+    redis_reap(w, false);
+    CHECK_EQ_INT(w->nredis_retired, 0);
+    CHECK(w->redis == a);
+    /* bounded: at most PT_WORKER_MAX_REDIS besides the current one */
+    static struct pt_generation many[PT_WORKER_MAX_REDIS + 1];
+    for (uint32_t i = 0; i <= PT_WORKER_MAX_REDIS; i++) {
+        redis_gen(&many[i], (uint16_t)(7000 + i), 0);
+        struct pt_redis *r = pt_worker_redis(w, &many[i]);
+        CHECK(i < PT_WORKER_MAX_REDIS ? r != NULL : r == NULL);
+    }
+    CHECK_EQ_INT(w->nredis_retired, PT_WORKER_MAX_REDIS);
+    redis_reap(w, true);
+    CHECK(w->redis == NULL && w->nredis_retired == 0);
+    free_worker(w);
+}
+
 int main(void)
 {
+    test_redis_kept_per_config();
     test_messages();
     test_pins();
     return unit_report("worker");
