@@ -214,7 +214,11 @@ def test_cluster_limit_is_exact_across_three_gateways(tmp_path, redis_server):
                   % (len(rows), span, ok, bound, calls))
             assert len(rows) >= 0.75 * OFFERED * 10, "the generator sent only %d" % len(rows)
             assert count(rows, lambda s: s not in (429,) and not 200 <= s < 300) == 0
-            assert 0.95 * (LIMIT * 10 + LIMIT) <= ok <= min(bound, LIMIT * 10 + LIMIT + 1)
+            # [95%, 100%] of 100 × 10 + 100, where "10" is the run as it
+            # really lasted (first to last request: a busy machine stretches
+            # it by a few tens of ms, each worth a token), plus one request
+            # of rounding: admitted_bound.
+            assert 0.95 * (LIMIT * 10 + LIMIT) <= ok <= bound, (ok, bound, span)
             assert be.stats()["requests"] == ok
             assert calls == len(rows), "%d scripts for %d requests" % (calls, len(rows))
         finally:
