@@ -127,8 +127,7 @@ void pt_cfg_walk_tracing(struct cfg *c, const struct pt_ynode *n)
     if (!v[TR_BATCH]) {
         if (t->batch > t->max_queue)
             t->batch = t->max_queue;
-    } else if (pt_cfg_want_uint(&c->w, v[TR_BATCH], "`tracing.batch`", 1, PT_TRACE_BATCH_MAX,
-                                &x)) {
+    } else if (pt_cfg_want_uint(&c->w, v[TR_BATCH], "`tracing.batch`", 1, PT_TRACE_BATCH_MAX, &x)) {
         t->batch = (uint32_t)x;
         if (t->batch > t->max_queue)
             err_at(c, v[TR_BATCH], "`tracing.batch` (%u) is above `tracing.max_queue` (%u)",
