@@ -187,6 +187,9 @@ static void set_deadline(struct admin_client *cl, uint64_t delay_ms)
     pt_timer_arm(cl->a->loop, &cl->timer, delay_ms, on_deadline);
 }
 
+/* Sets the answer and its deadline. Out of memory for it, the client is
+ * closed (cl->closed): the request is over either way, so no path may
+ * read it again — callers check cl->out || cl->closed. */
 static void set_response(struct admin_client *cl, int status, const char *ctype, const char *body,
                          size_t blen)
 {
@@ -197,9 +200,13 @@ static void set_response(struct admin_client *cl, int status, const char *ctype,
                      status, pt_reason_phrase(status), ctype, blen);
     free(cl->body); /* the request is answered: its body is not needed */
     cl->body = NULL;
+    cl->body_len = cl->body_want = 0;
     cl->out = malloc((size_t)h + blen);
-    if (!cl->out)
+    if (!cl->out) {
+        pt_warn("admin: out of memory for a %d answer: closing the connection", status);
+        client_close(cl->a, cl);
         return;
+    }
     memcpy(cl->out, head, (size_t)h);
     if (blen)
         memcpy(cl->out + h, body, blen);
@@ -333,7 +340,7 @@ static void handle(struct pt_admin *a, struct admin_client *cl)
                            .headers = req->headers,
                            .nheaders = req->num_headers,
                            .body = cl->body ? cl->body : "",
-                           .body_len = cl->body_len,
+                           .body_len = cl->body ? cl->body_len : 0,
                            .g = g,
                            .hooks = a->hooks,
                            .ctx = a->ctx};
@@ -427,8 +434,8 @@ static int client_fill(struct pt_admin *a, struct admin_client *cl)
             }
             cl->head_len = (size_t)r;
             head_done(a, cl);
-            if (cl->out)
-                return -1;
+            if (cl->out || cl->closed)
+                return -1; /* answered (an error), or closed for want of memory */
             continue;
         }
         if (n < 0 && errno == EAGAIN)

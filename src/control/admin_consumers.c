@@ -216,6 +216,10 @@ static const char *parse_body(const struct admin_req *rq, const char *path_name,
         why = "the body's `name` differs from the one in the URL";
         goto out;
     }
+    if (strstr(nm, "${")) { /* the loader would expand it, like a group's */
+        why = "a consumer's name may not contain `${`";
+        goto out;
+    }
     if ((why = want_strings(body, "groups", &groups)) ||
         (why = want_strings(body, "api_keys", &keys))) {
         snprintf(msg, sizeof(msg), "`%s` %s",
@@ -469,9 +473,19 @@ void admin_consumers(const struct admin_req *rq, struct admin_resp *out)
             admin_error(out, 405, "method not allowed (GET, POST)");
         return;
     }
-    char *name = strndup(rq->path.p + 11, rq->path.len - 11);
-    if (!name) {
+    /* The name is one path segment, percent-encoded like any (a client
+     * sends "a b" as a%20b). */
+    char *name = NULL;
+    size_t nlen;
+    int rc = admin_pct_decode(rq->path.p + 11, rq->path.len - 11, false, &name, &nlen);
+    if (rc == -ENOMEM) {
         admin_error(out, 500, "out of memory");
+        return;
+    }
+    if (rc < 0) {
+        admin_error(out, 400,
+                    "the consumer's name in the URL has a bad percent-escape (`%` needs two hex "
+                    "digits; %00 is not allowed)");
         return;
     }
     if (m == PT_METHOD_GET)

@@ -28,6 +28,12 @@ void sb_put(struct sbuf *b, const char *s, size_t n);
 void sb_json_str(struct sbuf *b, const char *s);
 void sb_json_strn(struct sbuf *b, const char *s, size_t n);
 
+/* Percent-decodes s[0..n) into a new malloc'd NUL-terminated string
+ * (*len bytes); `plus_space`: '+' is a space (a query's form encoding).
+ * 0; -EINVAL for a '%' not followed by two hex digits or a decoded NUL;
+ * -ENOMEM. */
+int admin_pct_decode(const char *s, size_t n, bool plus_space, char **out, size_t *len);
+
 struct admin_req {
     int method; /* enum pt_method */
     pt_slice path, query;

@@ -4,48 +4,27 @@
  * generation, its filters in run order, its upstream or split, and for
  * each route weighed before it the first predicate it fails
  * (gateway/router.h, pt_router_explain). Parameters are percent-decoded
- * ('+' is a space); the path is matched as given (the data plane matches
- * the normalized path: give it normalized).
+ * ('+' is a space; a bad escape or %00 is a 400). `path` is the path as a
+ * client would send it: it goes through the data plane's own path rules
+ * and normalisation (pt_exchange_path, with the generation's `limits`),
+ * so the answer names the route the request would really get, or says it
+ * would be refused with a 400 and why. `host` loses its port as the data
+ * plane's Host does (pt_router_host: `[::1]:8080` → `[::1]`).
  */
 #include "control/admin_int.h"
+#include "gateway/exchange.h"
 #include "gateway/router.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 #define MATCH_MAX_HEADERS 32
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = (char)(c | 0x20);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Decodes s into a new malloc'd string (n bytes in *len). */
-static char *pct_decode(const char *s, size_t n, size_t *len)
-{
-    char *o = malloc(n + 1);
-    size_t k = 0;
-    for (size_t i = 0; o && i < n; i++) {
-        if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            o[k++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-            i += 2;
-        } else {
-            o[k++] = s[i] == '+' ? ' ' : s[i];
-        }
-    }
-    if (o)
-        o[k] = 0;
-    *len = k;
-    return o;
-}
 
 struct match_args {
     char *method, *host, *path, *query;
     char *hdr[MATCH_MAX_HEADERS]; /* "Name:Value" */
     uint32_t nhdr;
-    bool oom;
+    int err; /* 0; -ENOMEM; -EINVAL: a bad percent-escape */
 };
 
 static void parse_args(pt_slice q, struct match_args *a)
@@ -58,7 +37,10 @@ static void parse_args(pt_slice q, struct match_args *a)
         const char *eq = memchr(p, '=', (size_t)(amp - p));
         if (eq) {
             size_t kl = (size_t)(eq - p), vl;
-            char *v = pct_decode(eq + 1, (size_t)(amp - eq - 1), &vl);
+            char *v = NULL;
+            int rc = admin_pct_decode(eq + 1, (size_t)(amp - eq - 1), true, &v, &vl);
+            if (rc < 0 && !a->err)
+                a->err = rc;
             char **slot = NULL;
             if (kl == 6 && memcmp(p, "method", 6) == 0)
                 slot = &a->method;
@@ -70,8 +52,6 @@ static void parse_args(pt_slice q, struct match_args *a)
                 slot = &a->query;
             else if (kl == 6 && memcmp(p, "header", 6) == 0 && a->nhdr < MATCH_MAX_HEADERS)
                 slot = &a->hdr[a->nhdr++];
-            if (!v)
-                a->oom = true;
             if (slot) {
                 free(*slot);
                 *slot = v;
@@ -153,6 +133,52 @@ static void explain_json(struct sbuf *b, const struct pt_generation *g,
     free(ex);
 }
 
+/* The answer for a request whose parameters are valid: the path as the
+ * data plane would make it, then the route (or the 400 it would get). */
+static void answer(const struct admin_req *rq, struct admin_resp *out, const struct match_args *a,
+                   const char *method, int mid, pt_slice host, const struct pt_headers *hs)
+{
+    struct pt_arena arena;
+    pt_arena_init(&arena, 1024);
+    pt_slice path;
+    const char *why = NULL;
+    int st =
+        pt_exchange_path(&rq->g->limits, &arena, (pt_slice){a->path, strlen(a->path)}, &path, &why);
+    if (st == 500) {
+        admin_error(out, 500, "out of memory");
+        pt_arena_destroy(&arena);
+        return;
+    }
+    struct sbuf *b = &out->body;
+    sb_printf(b, "{\"generation\":%llu,\"request\":{\"method\":", (unsigned long long)rq->g->id);
+    sb_json_str(b, method);
+    sb_printf(b, ",\"host\":");
+    sb_json_strn(b, host.p, host.len);
+    sb_printf(b, ",\"path\":");
+    sb_json_str(b, a->path);
+    sb_printf(b, ",\"normalized_path\":");
+    if (st)
+        sb_printf(b, "null");
+    else
+        sb_json_strn(b, path.p, path.len);
+    sb_printf(b, ",\"headers\":%u}", hs->n);
+    if (st) {
+        /* Refused before routing, as the data plane would. */
+        sb_printf(b, ",\"status\":%d,\"refused\":", st);
+        sb_json_str(b, why);
+        sb_printf(b, ",\"route\":null,\"not_matched\":[]}\n");
+    } else {
+        struct pt_route_input in = {
+            .host = host,
+            .path = path,
+            .query = {a->query ? a->query : "", a->query ? strlen(a->query) : 0},
+            .method_id = mid,
+            .headers = hs};
+        explain_json(b, rq->g, &in);
+    }
+    pt_arena_destroy(&arena);
+}
+
 void admin_debug_match(const struct admin_req *rq, struct admin_resp *out)
 {
     struct match_args a = {0};
@@ -164,8 +190,12 @@ void admin_debug_match(const struct admin_req *rq, struct admin_resp *out)
     for (int m = 1; m < PT_METHOD__COUNT; m++)
         if (pt_slice_eq_cstr(pt_method_names[m], method))
             mid = m;
-    if (a.oom) {
+    if (a.err == -ENOMEM) {
         admin_error(out, 500, "out of memory");
+    } else if (a.err) {
+        admin_error(out, 400,
+                    "a parameter has a bad percent-escape (`%` needs two hex digits; %00 is not "
+                    "allowed)");
     } else if (!a.path || a.path[0] != '/') {
         admin_error(out, 400, "`path` is required and starts with '/'");
     } else if (mid < 0) {
@@ -188,24 +218,8 @@ void admin_debug_match(const struct admin_req *rq, struct admin_resp *out)
             };
         }
         const char *host = a.host ? a.host : "";
-        const char *port = strrchr(host, ':');
-        size_t hl = port && !strchr(host, ']') ? (size_t)(port - host) : strlen(host);
-        struct pt_route_input in = {
-            .host = {host, hl},
-            .path = {a.path, strlen(a.path)},
-            .query = {a.query ? a.query : "", a.query ? strlen(a.query) : 0},
-            .method_id = mid,
-            .headers = &hs};
-        struct sbuf *b = &out->body;
-        sb_printf(b,
-                  "{\"generation\":%llu,\"request\":{\"method\":", (unsigned long long)rq->g->id);
-        sb_json_str(b, method);
-        sb_printf(b, ",\"host\":");
-        sb_json_strn(b, host, hl);
-        sb_printf(b, ",\"path\":");
-        sb_json_str(b, a.path);
-        sb_printf(b, ",\"headers\":%u}", hs.n);
-        explain_json(b, rq->g, &in);
+        pt_slice h = pt_router_host((pt_slice){host, strlen(host)});
+        answer(rq, out, &a, method, mid, h, &hs);
     }
     args_free(&a);
 }

@@ -16,6 +16,7 @@
  */
 #include "control/config_int.h"
 
+#include "gateway/trace.h"
 #include "proxy/fetch.h"
 
 #include <errno.h>
@@ -120,7 +121,13 @@ void pt_cfg_walk_tracing(struct cfg *c, const struct pt_ynode *n)
     if (v[TR_QUEUE] &&
         pt_cfg_want_uint(&c->w, v[TR_QUEUE], "`tracing.max_queue`", 16, 1u << 20, &x))
         t->max_queue = (uint32_t)x;
-    if (v[TR_BATCH] && pt_cfg_want_uint(&c->w, v[TR_BATCH], "`tracing.batch`", 1, 1u << 16, &x)) {
+    /* An unset batch follows a small queue down, or early export could never
+     * trigger; a set one must fit in the queue, whichever key was written. The
+     * cap keeps the per-worker export buffer bounded (trace_export.c). */
+    if (!v[TR_BATCH]) {
+        if (t->batch > t->max_queue)
+            t->batch = t->max_queue;
+    } else if (pt_cfg_want_uint(&c->w, v[TR_BATCH], "`tracing.batch`", 1, PT_TRACE_BATCH_MAX, &x)) {
         t->batch = (uint32_t)x;
         if (t->batch > t->max_queue)
             err_at(c, v[TR_BATCH], "`tracing.batch` (%u) is above `tracing.max_queue` (%u)",

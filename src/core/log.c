@@ -29,16 +29,66 @@ bool pt_log_enabled(enum pt_log_level level)
     return (int)level >= atomic_load_explicit(&pt_log_min_level, memory_order_relaxed);
 }
 
+/* The length of the well-formed UTF-8 sequence at s (1-4; RFC 3629 §4:
+ * no overlong forms, surrogates or code points past U+10FFFF), or 0 when
+ * the byte at s starts none. s is NUL-terminated, and NUL is never a
+ * continuation byte, so this reads no further than its end. */
+static size_t utf8_seq(const unsigned char *s)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    unsigned char lo = 0x80, hi = 0xbf;
+    size_t n;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        lo = c == 0xe0 ? 0xa0 : 0x80;
+        hi = c == 0xed ? 0x9f : 0xbf;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        lo = c == 0xf0 ? 0x90 : 0x80;
+        hi = c == 0xf4 ? 0x8f : 0xbf;
+    } else {
+        return 0;
+    }
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+/* Cuts a string that was cut at `len` bytes back to a character boundary:
+ * a multi-byte sequence the cut left incomplete is dropped. */
+static void utf8_trim_cut(char *s, size_t len)
+{
+    size_t i = len;
+    while (i > 0 && len - i < 3 && ((unsigned char)s[i - 1] & 0xc0) == 0x80)
+        i--;
+    if (i == 0)
+        return;
+    unsigned char lead = (unsigned char)s[i - 1];
+    size_t want = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+    if (len - (i - 1) < want)
+        s[i - 1] = 0;
+}
+
 /* JSON string escape of s into out (room for `cap` bytes, NUL included);
- * cut at a character boundary when out is full. */
+ * cut at a character boundary when out is full. A byte that starts no
+ * well-formed UTF-8 sequence becomes \ufffd (the replacement character),
+ * so the line is always valid JSON text (RFC 8259 §8.1). */
 static size_t json_escape(char *out, size_t cap, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
     size_t k = 0;
-    for (; *s; s++) {
+    while (*s) {
         unsigned char ch = (unsigned char)*s;
         char esc[7];
-        size_t n = 0;
+        const char *src = esc;
+        size_t n = 0, used = 1;
         if (ch == '"' || ch == '\\') {
             esc[n++] = '\\';
             esc[n++] = (char)ch;
@@ -50,13 +100,21 @@ static size_t json_escape(char *out, size_t cap, const char *s)
             esc[4] = hex[ch >> 4];
             esc[5] = hex[ch & 15];
             n = 6;
-        } else {
+        } else if (ch < 0x80) {
             esc[n++] = (char)ch;
+        } else if ((used = utf8_seq((const unsigned char *)s)) > 0) {
+            src = s; /* a whole character, copied as it is */
+            n = used;
+        } else {
+            memcpy(esc, "\\ufffd", 6);
+            n = 6;
+            used = 1;
         }
         if (k + n + 1 > cap)
             break;
-        memcpy(out + k, esc, n);
+        memcpy(out + k, src, n);
         k += n;
+        s += used;
     }
     out[k] = 0;
     return k;
@@ -80,6 +138,8 @@ void pt_log(enum pt_log_level level, const char *fmt, ...)
     va_end(ap);
     if (m < 0)
         msg[0] = 0;
+    else if ((size_t)m >= sizeof(msg))
+        utf8_trim_cut(msg, sizeof(msg) - 1); /* never end mid-character */
     int n;
     if (atomic_load_explicit(&format, memory_order_relaxed) == PT_LOG_JSON) {
         char esc[4096];

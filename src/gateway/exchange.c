@@ -265,56 +265,53 @@ static bool screen_underscores(struct pt_exchange *ex, uint8_t mode)
     return true;
 }
 
-/* The path rules (http/path.h), then one spelling of the path for
- * routing, filters and the upstream, made in a copy (a refused path is
- * logged as it was sent). */
-static bool normalize(struct pt_exchange *ex)
+int pt_exchange_path(const struct pt_limits *lim, struct pt_arena *a, pt_slice p, pt_slice *out,
+                     const char **why)
 {
-    const struct pt_limits *lim = &ex->gen->limits;
-    pt_slice p = ex->req.path;
     bool escaped;
-    const char *why = pt_path_screen(p.p, p.len, lim->escaped_slashes, lim->semicolons, &escaped);
-    if (why) {
-        pt_exchange_respond(ex, 400, why, true);
-        return false;
-    }
+    *out = p;
+    *why = pt_path_screen(p.p, p.len, lim->escaped_slashes, lim->semicolons, &escaped);
+    if (*why)
+        return 400;
     bool decode = escaped && lim->escaped_slashes == PT_ESC_DECODE;
     bool norm = lim->normalize_path && pt_path_needs_normalize(p.p, p.len, lim->merge_slashes);
     if (!decode && !norm)
-        return true;
-    char *np = pt_arena_alloc(ex->arena, p.len ? p.len : 1);
+        return 0;
+    char *np = pt_arena_alloc(a, p.len ? p.len : 1);
     if (!np) {
-        pt_exchange_respond(ex, 500, "out of memory", true);
-        return false;
+        *why = "out of memory";
+        return 500;
     }
     memcpy(np, p.p, p.len);
     size_t n = decode ? pt_path_decode_slashes(np, p.len) : p.len;
     if (lim->normalize_path) {
         long nl = pt_path_normalize(np, n, lim->merge_slashes);
         if (nl < 0) {
-            pt_exchange_respond(ex, 400, "invalid path: `..` above the root or a bad `%` escape",
-                                true);
-            return false;
+            *why = "invalid path: `..` above the root or a bad `%` escape";
+            return 400;
         }
         n = (size_t)nl;
     }
-    ex->req.path = (pt_slice){np, n};
+    *out = (pt_slice){np, n};
+    return 0;
+}
+
+/* One spelling of the path for routing, filters and the upstream (a
+ * refused path is logged as it was sent). */
+static bool normalize(struct pt_exchange *ex)
+{
+    const char *why;
+    int st = pt_exchange_path(&ex->gen->limits, ex->arena, ex->req.path, &ex->req.path, &why);
+    if (st) {
+        pt_exchange_respond(ex, st, why, true);
+        return false;
+    }
     return true;
 }
 
 static bool route(struct pt_exchange *ex)
 {
-    pt_slice host = ex->req.host;
-    for (size_t i = host.len; i > 0; i--) {
-        if (host.p[i - 1] == ':') {
-            host.len = i - 1;
-            break;
-        }
-        if (host.p[i - 1] == ']')
-            break;
-    }
-    if (host.len > 1 && host.p[host.len - 1] == '.')
-        host.len--; /* "api.example.com." is the same name */
+    pt_slice host = pt_router_host(ex->req.host);
     struct pt_route_input in = {host, ex->req.path, ex->req.query, ex->req.method_id, &ex->reqh};
     int st = pt_router_match(ex->gen->router, &in, &ex->rr);
     if (st != 0) {

@@ -195,6 +195,15 @@ bool pt_exchange_body_done(struct pt_exchange *ex);
  * went out whole. The codec releases the arena afterwards. */
 void pt_exchange_end(struct pt_exchange *ex, bool completed);
 
+/* The path the router, the filters and the upstream see for the request
+ * path `p` as sent, under `lim` (generation.h): the path rules
+ * (pt_path_screen), then `%2F` decoding and normalisation (http/path.h)
+ * in a copy from `a` when they change anything. 0 with *out; 400 with
+ * *why, the rule broken (the client's answer); 500 out of memory. Pure:
+ * /debug/match answers with it too. */
+int pt_exchange_path(const struct pt_limits *lim, struct pt_arena *a, pt_slice p, pt_slice *out,
+                     const char **why);
+
 /* Fast per-worker PRNG (xorshift64*). */
 uint64_t pt_worker_random(struct pt_worker *w);
 

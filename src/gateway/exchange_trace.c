@@ -14,6 +14,7 @@
 #include "gateway/trace_export.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <strings.h>
 
 static struct pt_exchange *of_up(struct pt_call_trace *t)
@@ -29,6 +30,48 @@ static struct pt_exchange *of_aux(struct pt_call_trace *t)
 static bool is_named(pt_slice name, const char *lit, size_t len)
 {
     return name.len == len && strncasecmp(name.p, lit, len) == 0;
+}
+
+/* Several tracestate fields are one list joined by commas (W3C Trace
+ * Context §3.3.1.1, like any list header, RFC 9110 §5.3). Joins them in
+ * the request arena into the first field (`first`, one of n) and removes
+ * the rest; false when the list is longer than PT_TRACESTATE_MAX (or the
+ * arena is out), and the caller drops it all. */
+static bool join_tracestate(struct pt_exchange *ex, struct pt_hfield *first, uint32_t n)
+{
+    if (n == 1)
+        return first->value.len <= PT_TRACESTATE_MAX;
+    size_t total = 0;
+    uint32_t nonempty = 0;
+    for (uint32_t i = 0; i < ex->reqh.n; i++) {
+        const struct pt_hfield *f = &ex->reqh.f[i];
+        if (!f->dead && f->value.len && is_named(f->name, "tracestate", 10)) {
+            total += f->value.len;
+            nonempty++;
+        }
+    }
+    total += nonempty ? nonempty - 1 : 0;
+    if (total > PT_TRACESTATE_MAX)
+        return false;
+    char *o = pt_arena_alloc(ex->arena, total ? total : 1);
+    if (!o)
+        return false;
+    size_t k = 0;
+    for (uint32_t i = 0; i < ex->reqh.n; i++) {
+        struct pt_hfield *f = &ex->reqh.f[i];
+        if (f->dead || !is_named(f->name, "tracestate", 10))
+            continue;
+        if (f->value.len) {
+            if (k)
+                o[k++] = ',';
+            memcpy(o + k, f->value.p, f->value.len);
+            k += f->value.len;
+        }
+        if (f != first)
+            f->dead = true;
+    }
+    first->value = (pt_slice){o, k};
+    return true;
 }
 
 void pt_exchange_trace_start(struct pt_exchange *ex)
@@ -49,7 +92,8 @@ void pt_exchange_trace_start(struct pt_exchange *ex)
             ntp++;
             f->dead = true; /* ours replaces it, per attempt (client.h) */
         } else if (is_named(f->name, "tracestate", 10)) {
-            ts = f;
+            if (!ts)
+                ts = f; /* the first: a joined list goes in its place */
             nts++;
         }
     }
@@ -58,9 +102,9 @@ void pt_exchange_trace_start(struct pt_exchange *ex)
                                      ex->trace.parent_id[2] | ex->trace.parent_id[3] |
                                      ex->trace.parent_id[4] | ex->trace.parent_id[5] |
                                      ex->trace.parent_id[6] | ex->trace.parent_id[7];
-    /* tracestate belongs to the trace it came with: passed on unchanged
-     * when that trace continues (one field, bounded), else dropped. */
-    if (ts && (!continued || nts > 1 || ts->value.len > PT_TRACESTATE_MAX))
+    /* tracestate belongs to the trace it came with: passed on when that
+     * trace continues (bounded), else dropped. */
+    if (ts && (!continued || !join_tracestate(ex, ts, nts)))
         pt_headers_remove(&ex->reqh, PT_SLICE("tracestate"));
 }
 

@@ -27,6 +27,24 @@
 
 #define PT_ROUTE_MAX_PARAMS 16
 
+/* The Host value (or :authority) as the router takes it: without its
+ * port (`api:8080`, `[::1]:8080` → `[::1]`) and one trailing dot
+ * ("api.example.com." is the same name). */
+static inline pt_slice pt_router_host(pt_slice host)
+{
+    for (size_t i = host.len; i > 0; i--) {
+        if (host.p[i - 1] == ':') {
+            host.len = i - 1;
+            break;
+        }
+        if (host.p[i - 1] == ']')
+            break;
+    }
+    if (host.len > 1 && host.p[host.len - 1] == '.')
+        host.len--;
+    return host;
+}
+
 struct pt_route_input {
     pt_slice host;  /* Host without port, any case */
     pt_slice path;  /* raw path, no query */

@@ -232,7 +232,7 @@ static size_t encode_attrs(char *o, const struct pt_span_rec *s)
     return k;
 }
 
-/* One span; o has room for PT_SPAN_JSON_MAX bytes. */
+/* One span; o has room for span_bound(s) bytes. */
 static size_t encode_span(char *o, const struct pt_span_rec *s)
 {
     static const uint8_t zero[8];
@@ -263,11 +263,31 @@ static size_t encode_span(char *o, const struct pt_span_rec *s)
     return k;
 }
 
+/* At most what encode_span() writes for s: the fixed frame (ids, times,
+ * kind, status, the keys) plus every text byte escaped as \u00XX and,
+ * per attribute, its key (a static name that needs no escape) plus its
+ * value's frame and up to 20 digits. */
+static size_t span_bound(const struct pt_span_rec *s)
+{
+    size_t k = 400 + 6 * (size_t)s->text_len;
+    for (uint32_t i = 0; i < s->nattrs; i++)
+        k += 64 + strlen(s->attrs[i].key);
+    return k;
+}
+
+size_t pt_otlp_bound(const char *service_name, const struct pt_span_rec *const *v, uint32_t n)
+{
+    size_t k = 256 + 6 * strnlen(service_name, 128);
+    for (uint32_t i = 0; i < n; i++)
+        k += span_bound(v[i]) + 1;
+    return k;
+}
+
 size_t pt_otlp_encode(char *out, size_t cap, const char *service_name,
                       const struct pt_span_rec *const *v, uint32_t n)
 {
     size_t slen = strnlen(service_name, 128);
-    if (cap < 256 + 6 * slen + (size_t)n * (PT_SPAN_JSON_MAX + 1))
+    if (cap < pt_otlp_bound(service_name, v, n))
         return 0;
     size_t k = PUTS(out, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service."
                          "name\",\"value\":{\"stringValue\":");

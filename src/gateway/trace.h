@@ -40,7 +40,7 @@ enum { PT_SPAN_UNSET = 0, PT_SPAN_OK = 1, PT_SPAN_ERROR = 2 };
 #define PT_SPAN_TEXT 464 /* name, string attributes and status message */
 
 struct pt_span_attr {
-    const char *key; /* a static string */
+    const char *key; /* a static name that needs no JSON escape */
     bool is_int;
     uint16_t off, len; /* string value: text[off..off+len) */
     int64_t i;
@@ -125,8 +125,18 @@ static inline uint64_t pt_trace_unix_ns(const struct pt_trace_ring *r, uint64_t 
 
 /* ---- OTLP/HTTP JSON ---- */
 
-/* Worst-case JSON bytes of one span. */
+/* Worst-case JSON bytes of any span (a record full of text that all
+ * needs \u escapes); pt_otlp_bound() is the much smaller bound of the
+ * records actually given. */
 #define PT_SPAN_JSON_MAX (6 * PT_SPAN_TEXT + 80 * PT_SPAN_ATTRS + 400)
+
+/* Most spans one export post carries (`tracing.batch` is capped here):
+ * bounds the worker's export buffer. */
+#define PT_TRACE_BATCH_MAX 4096
+
+/* Bytes pt_otlp_encode() needs at most for spans [0, n) of `v`, from
+ * their actual text lengths. */
+size_t pt_otlp_bound(const char *service_name, const struct pt_span_rec *const *v, uint32_t n);
 
 /* Encodes spans [0, n) of the array `v` (consecutive records) as one
  * ExportTraceServiceRequest: resourceSpans → scopeSpans → spans. Returns

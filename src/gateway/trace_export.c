@@ -125,20 +125,23 @@ static size_t encode_batch(struct pt_worker *w, uint32_t take)
 {
     struct pt_trace_ring *r = &w->trace;
     const struct pt_tracing_cfg *cfg = &w->gen->tracing;
-    size_t need = 1024 + 6 * strlen(cfg->service_name) + (size_t)take * (PT_SPAN_JSON_MAX + 1);
-    if (r->buf_cap < need) {
-        char *b = realloc(r->buf, need);
-        if (!b)
-            return 0;
-        r->buf = b;
-        r->buf_cap = need;
-    }
     const struct pt_span_rec **v = pt_arena_alloc(&r->arena, sizeof(*v) * take);
     if (!v)
         return 0;
     for (uint32_t i = 0; i < take; i++) {
         uint32_t k = r->head + i;
         v[i] = &r->v[k >= r->cap ? k - r->cap : k];
+    }
+    /* Sized from these records' text, not the worst case (~4 KB a span):
+     * typical spans need a few hundred bytes. The buffer is kept and only
+     * grows; batch ≤ PT_TRACE_BATCH_MAX bounds it. */
+    size_t need = pt_otlp_bound(cfg->service_name, v, take);
+    if (r->buf_cap < need) {
+        char *b = realloc(r->buf, need);
+        if (!b)
+            return 0;
+        r->buf = b;
+        r->buf_cap = need;
     }
     size_t len = pt_otlp_encode(r->buf, r->buf_cap, cfg->service_name, v, take);
     r->head = (r->head + take) % r->cap;

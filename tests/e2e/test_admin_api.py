@@ -8,6 +8,8 @@ a restart; the file holds only digests; delete → 401), /debug/match's
 reasons, /healthz and /readyz (503 while draining)."""
 
 import hashlib
+import http.client
+import json
 import os
 import signal
 import socket
@@ -326,6 +328,52 @@ def test_consumers_file_conflicts_and_config_consumers(tmp_path, backends):
     assert "consumers.yaml:3:11: consumer `static` is defined twice" in p.stderr, p.stderr
 
 
+def raw_request(gw, method, path, body=None):
+    """A request whose target goes out byte for byte (no client-side
+    re-encoding of '%'): (status, text)."""
+    c = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=scaled(5))
+    try:
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        c.request(method, path, body=body, headers=hdrs)
+        r = c.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        c.close()
+
+
+def test_consumer_names_in_urls_are_percent_decoded(tmp_path, backends):
+    be = backends("app")
+    gw = start(tmp_path, be.port)
+    try:
+        st, text = raw_request(gw, "PUT", "/consumers/team%2Da",
+                               json.dumps({"api_keys": ["k-team-a"]}))
+        assert st == 201, text
+        assert json.loads(text)["consumer"]["name"] == "team-a"
+        # the same consumer, however the client escapes its name
+        for spelled in ("/consumers/team-a", "/consumers/team%2da", "/consumers/%74eam-a"):
+            st, text = raw_request(gw, "GET", spelled)
+            assert st == 200 and json.loads(text)["name"] == "team-a", (spelled, text)
+        # a body naming it must agree with the decoded URL name
+        st, _ = raw_request(gw, "PUT", "/consumers/team%2Da", json.dumps({"name": "team-a"}))
+        assert st == 200
+        # bad escapes and an escaped NUL are refused, nothing is written
+        for bad in ("/consumers/team%2", "/consumers/team%zza", "/consumers/te%00am"):
+            st, text = raw_request(gw, "PUT", bad, "{}")
+            assert st == 400 and "percent-escape" in text, (bad, text)
+        # `${` would be expanded by the loader: refused in the body and the URL
+        st, text = raw_request(gw, "POST", "/consumers", json.dumps({"name": "${HOME}"}))
+        assert st == 400 and "${" in text, text
+        st, text = raw_request(gw, "PUT", "/consumers/%24%7BHOME%7D", "{}")
+        assert st == 400 and "${" in text, text
+        st, text = raw_request(gw, "DELETE", "/consumers/team%2Da")
+        assert st == 200 and json.loads(text)["deleted"] == "team-a"
+        with open(os.path.join(str(tmp_path), "consumers.yaml")) as f:
+            stored = f.read()
+        assert "team" not in stored and "HOME" not in stored
+    finally:
+        gw.stop()
+
+
 def test_debug_match(tmp_path, backends):
     be = backends("app")
     extra = ("  - name: admin-only\n"
@@ -363,6 +411,35 @@ def test_debug_match(tmp_path, backends):
         r = requests.get(adm(gw, "/debug/match"), params={"path": "/nothing"}).json()
         assert r["status"] == 404 and r["route"] is None and len(r["not_matched"]) == 4
         assert requests.get(adm(gw, "/debug/match")).status_code == 400
+    finally:
+        gw.stop()
+
+
+def test_debug_match_sees_the_path_and_host_the_data_plane_sees(tmp_path, backends):
+    be = backends("app")
+    gw = start(tmp_path, be.port)
+    try:
+        def match(**params):
+            r = requests.get(adm(gw, "/debug/match"), params=params)
+            assert r.status_code == 200, r.text
+            return r.json()
+        # dot segments resolve before matching, as on the public port
+        j = match(path="/app/../keyed/x")
+        assert j["request"]["normalized_path"] == "/keyed/x" and j["route"] == "keyed", j
+        assert requests.get(gw.u("/app/../keyed/x")).status_code == 401  # keyed: key_auth
+        j = match(path="/app/%2e%2e/keyed/x")
+        assert j["route"] == "keyed", j
+        # what the data plane refuses with a 400 is said so, with the rule
+        for bad in ("/../etc/passwd", "/app%2Fadmin", "/app/a%00b"):
+            j = match(path=bad)
+            assert j["status"] == 400 and j["route"] is None and j["refused"], (bad, j)
+            assert j["request"]["normalized_path"] is None
+        # an IPv6 literal keeps its brackets and loses its port; a name its port
+        assert match(path="/app", host="[::1]:8080")["request"]["host"] == "[::1]"
+        assert match(path="/app", host="[::1]")["request"]["host"] == "[::1]"
+        assert match(path="/app", host="api.test:8443")["request"]["host"] == "api.test"
+        # a bad escape in a parameter is a 400, not a guess
+        assert raw_request(gw, "GET", "/debug/match?path=/app%zz")[0] == 400
     finally:
         gw.stop()
 

@@ -183,6 +183,49 @@ routes:
     assert "route `slow`" in warnings[0][3]
 
 
+def at(text, line_has, word):
+    """(line, col) of `word` on the first line of `text` containing `line_has`."""
+    for n, l in enumerate(text.splitlines(), 1):
+        if line_has in l:
+            return n, l.index(word) + 1
+    raise AssertionError(line_has)
+
+
+def test_long_timeout_inherited_from_the_upstream_and_split_sides(tmp_path):
+    text = BASE.replace("    targets: [127.0.0.1:19003, 127.0.0.1:19004]\n",
+                        "    targets: [127.0.0.1:19003, 127.0.0.1:19004]\n"
+                        "    retries: { attempts: 2 }\n"
+                        "    read_timeout: 5m\n"
+                        "  slow:\n"
+                        "    targets: [127.0.0.1:19005, 127.0.0.1:19006]\n"
+                        "    read_timeout: 90s\n") + """\
+routes:
+  - { name: inherits, match: { path_prefix: /i }, upstream: slow }
+  - { name: capped, match: { path_prefix: /c }, upstream: slow, timeout: 10s }
+  - { name: retried, match: { path_prefix: /r }, upstream: orders }
+  - name: canary
+    match: { path_prefix: /s }
+    split: [{ upstream: users, weight: 1 }, { upstream: slow, weight: 9 }]
+  - name: canary-long
+    match: { path_prefix: /l }
+    timeout: 2m
+    split: [{ upstream: orders, weight: 1 }, { upstream: users, weight: 9 }]
+"""
+    rc, warnings, _ = lint(tmp_path, text)
+    assert rc == 0
+    got = [(w[0], w[1], w[2]) for w in warnings]
+    rule = "long-timeout-without-retries"
+    assert got == [
+        at(text, "name: inherits", "slow") + (rule,),        # inherits read_timeout 90s
+        at(text, "{ upstream: slow, weight: 9", "slow, weight: 9")
+        + (rule,),                                           # a split side inheriting it
+        at(text, "timeout: 2m", "2m") + (rule,),             # the route's own, for side users
+    ], warnings
+    assert "route `inherits`" in warnings[0][3] and "read_timeout: 90s" in warnings[0][3]
+    assert "route `canary`" in warnings[1][3] and "upstream `slow`" in warnings[1][3]
+    assert "route `canary-long`" in warnings[2][3] and "upstream `users`" in warnings[2][3]
+
+
 def test_unauthenticated_route_under_an_authenticated_prefix(tmp_path):
     text = BASE + """\
 routes:

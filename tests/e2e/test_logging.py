@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 
 import requests
 
@@ -139,6 +140,57 @@ def test_error_log_file_and_sigusr1_reopen(tmp_path):
     assert len(old) == 1 and old[0]["path"].startswith("/r/1")
     assert not any("log files reopened" in l for l in read(elog + ".1"))
     assert any("stopped" in l for l in read(elog))
+
+
+def test_sigusr1_rotation_loses_no_access_log_line_under_traffic(tmp_path):
+    """logrotate's rename + SIGUSR1, three times, while clients keep
+    sending: every answered request is in exactly one of the files."""
+    alog = os.path.join(str(tmp_path), "access.log")
+    answered, errors = [], []
+    stop = threading.Event()
+
+    def client(n):
+        with requests.Session() as s:
+            i = 0
+            while not stop.is_set():
+                rid = "c%d-%d" % (n, i)
+                i += 1
+                try:
+                    r = s.get(gw.u("/r/%s" % rid), headers={"X-Request-ID": rid},
+                              timeout=scaled(5))
+                except requests.RequestException as e:
+                    errors.append(repr(e))
+                    continue
+                if r.status_code == 200:
+                    answered.append(rid)
+
+    with backend("rot") as b:
+        gw = Gateway(cfg(b, workers=2, access_log={"path": alog}), tmp_path)
+        try:
+            threads = [threading.Thread(target=client, args=(n,)) for n in range(3)]
+            for t in threads:
+                t.start()
+            for k in range(1, 4):
+                wait_until(lambda: len(answered) >= 50 * k, scaled(10), what="traffic")
+                os.rename(alog, "%s.%d" % (alog, k))
+                gw.send(signal.SIGUSR1)
+                wait_until(lambda: os.path.exists(alog), scaled(5), what="the reopened log")
+            wait_until(lambda: len(answered) >= 200, scaled(10), what="traffic after")
+            stop.set()
+            for t in threads:
+                t.join()
+        finally:
+            stop.set()
+            gw.stop()  # the access log is flushed before exit
+    assert not errors, errors[:3]
+    logged, per_file = [], []
+    for f in [alog + ".1", alog + ".2", alog + ".3", alog]:
+        ids = [json.loads(l)["request_id"] for l in read(f)]
+        per_file.append(len(ids))
+        logged += ids
+    assert all(per_file), per_file  # each file took some of the traffic
+    assert len(logged) == len(set(logged))  # none twice
+    assert sorted(logged) == sorted(answered), (len(logged), len(answered))
 
 
 def test_access_log_consumer_target_and_retries(tmp_path):

@@ -7,6 +7,7 @@ tracestate), the traceparent each upstream attempt and each auth call
 gets, the exported spans (ids, parents, kinds, attributes), sampling,
 Server-Timing and the trace id in the access log."""
 
+import http.client
 import http.server
 import json
 import os
@@ -203,6 +204,39 @@ def test_continued_trace_ids_and_parents(env):
     path, ctype, res = col.posts[0]
     assert path == "/v1/traces" and ctype == "application/json"
     assert res["service.name"] == {"stringValue": "portico"}
+
+
+def get_with_fields(gw, path, fields):
+    """A GET that sends `fields` (name, value) as given, repeats included."""
+    c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=scaled(5))
+    try:
+        c.putrequest("GET", path)
+        for name, value in fields:
+            c.putheader(name, value)
+        c.endheaders()
+        resp = c.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        c.close()
+
+
+def test_tracestate_fields_are_joined_into_one_list(env):
+    gw, _, _, _, _ = env
+    tp = ("traceparent", "00-%s-%s-01" % (TRACE, PARENT))
+    status, body = get_with_fields(gw, "/api/ts", [
+        tp, ("tracestate", "a=1,b=2"), ("tracestate", "c=3")])
+    assert status == 200
+    assert echo_headers(body, "tracestate") == ["a=1,b=2,c=3"]
+    # 512 bytes joined is still kept (W3C: propagate at least 512) ...
+    first, second = "a=" + "x" * 300, "b=" + "y" * 207
+    assert len(first) + 1 + len(second) == 512
+    status, body = get_with_fields(gw, "/api/ts", [
+        tp, ("tracestate", first), ("tracestate", second)])
+    assert echo_headers(body, "tracestate") == [first + "," + second]
+    # ... one more and the whole list is dropped, never cut
+    status, body = get_with_fields(gw, "/api/ts", [
+        tp, ("tracestate", first), ("tracestate", second + "z")])
+    assert status == 200 and echo_headers(body, "tracestate") == []
 
 
 def test_started_trace_when_none_came(env):

@@ -1394,8 +1394,24 @@ static void test_tracing_section(void)
            "t.yaml:4:20: `tracing.sample` must be from 0 to 1 (100%), got `1.5`");
     EXPECT(BASE "tracing: { sampel: 1 }\n",
            "t.yaml:4:12: unknown key `sampel` in tracing (did you mean `sample`?)");
-    EXPECT(BASE "tracing: { batch: 9000 }\n",
-           "t.yaml:4:19: `tracing.batch` (9000) is above `tracing.max_queue` (8192)");
+    EXPECT(BASE "tracing: { max_queue: 100, batch: 200 }\n",
+           "t.yaml:4:35: `tracing.batch` (200) is above `tracing.max_queue` (100)");
+    /* An unset batch follows a queue smaller than 512 down, so a full
+     * queue still triggers an early export. */
+    g = EXPECT_OK(BASE "tracing: { max_queue: 16 }\n");
+    if (g)
+        CHECK_EQ_INT(g->tracing.batch, 16);
+    pt_generation_free(g);
+    g = EXPECT_OK(BASE "tracing: { max_queue: 600 }\n");
+    if (g)
+        CHECK_EQ_INT(g->tracing.batch, 512);
+    pt_generation_free(g);
+    /* Both set: checked whichever order they are written in. */
+    EXPECT(BASE "tracing: { batch: 64, max_queue: 32 }\n",
+           "t.yaml:4:19: `tracing.batch` (64) is above `tracing.max_queue` (32)");
+    /* The cap that bounds a worker's export buffer. */
+    EXPECT(BASE "tracing: { batch: 4097, max_queue: 8192 }\n",
+           "t.yaml:4:19: `tracing.batch` must be from 1 to 4096, got 4097");
 }
 
 int main(void)

@@ -8,6 +8,7 @@
 #include "unit.h"
 
 #include <jansson.h>
+#include <stdlib.h>
 
 #define TID "4bf92f3577b34da6a3ce929d0e0e4736"
 #define PID "00f067aa0ba902b7"
@@ -218,6 +219,48 @@ static void test_otlp_json_of_a_span(void)
     json_decref(doc);
 }
 
+/* The export buffer is sized from the records' own text: a small span
+ * needs far less than the worst case, and a worst-case span (all text
+ * needing \u escapes, every attribute an int of 20 characters) still fits
+ * in exactly its bound. */
+static void test_otlp_bound_fits_the_records(void)
+{
+    uint64_t rng = 7;
+    struct pt_trace_ctx t = {0};
+    pt_trace_begin(&t, (pt_slice){"", 0}, 0, 1.0, &rng);
+    static struct pt_span_rec small, worst;
+    pt_span_init(&small, &t, t.span_id, t.parent_id, PT_SPAN_SERVER);
+    pt_span_set_name(&small, PT_SLICE("users-v1"));
+    pt_span_str(&small, "http.request.method", PT_SLICE("GET"));
+    pt_span_int(&small, "http.response.status_code", 200);
+    const struct pt_span_rec *v[2] = {&small, &small};
+    size_t b1 = pt_otlp_bound("portico", v, 1);
+    CHECK_MSG(b1 - pt_otlp_bound("portico", v, 0) < PT_SPAN_JSON_MAX / 4,
+              "bound of a small span: %zu", b1);
+    CHECK_EQ_INT(pt_otlp_bound("portico", v, 2) - b1, b1 - pt_otlp_bound("portico", v, 0));
+
+    static char ctl[PT_SPAN_TEXT];
+    memset(ctl, 0x01, sizeof(ctl));
+    pt_span_init(&worst, &t, t.span_id, t.span_id, PT_SPAN_CLIENT);
+    pt_span_set_name(&worst, (pt_slice){ctl, 40});
+    pt_span_set_error(&worst, "\x01\x01\x01\x01");
+    for (int i = 0; i < PT_SPAN_ATTRS - 1; i++)
+        pt_span_int(&worst, "http.response.status_code", INT64_MIN);
+    pt_span_str(&worst, "url.path", (pt_slice){ctl, sizeof(ctl)});
+    v[0] = &worst;
+    size_t cap = pt_otlp_bound("svc", v, 1);
+    char *buf = malloc(cap);
+    size_t n = pt_otlp_encode(buf, cap, "svc", v, 1);
+    CHECK(n > 0 && n <= cap);
+    json_error_t err;
+    json_t *doc = json_loadb(buf, n, 0, &err);
+    CHECK_MSG(doc != NULL, "%s", err.text);
+    json_decref(doc);
+    /* One byte short of the bound is refused, never overrun. */
+    CHECK_EQ_INT(pt_otlp_encode(buf, cap - 1, "svc", v, 1), 0);
+    free(buf);
+}
+
 int main(void)
 {
     test_traceparent_valid();
@@ -226,5 +269,6 @@ int main(void)
     test_context_decision();
     test_ring_is_bounded();
     test_otlp_json_of_a_span();
+    test_otlp_bound_fits_the_records();
     return unit_report("trace");
 }
