@@ -521,6 +521,19 @@ static void upstreams_json(struct sbuf *b, const struct pt_generation *g)
     sb_printf(b, "]}\n");
 }
 
+/* GET /metrics: the runtime's exposition (control/metrics_text.c). */
+static void admin_metrics(struct pt_admin *a, struct admin_client *cl)
+{
+    size_t n = 0;
+    char *text = a->hooks->metrics ? a->hooks->metrics(a->ctx, &n) : NULL;
+    if (!text) {
+        json_error(cl, 500, "out of memory");
+        return;
+    }
+    set_response(cl, 200, "text/plain; version=0.0.4; charset=utf-8", text, n);
+    free(text);
+}
+
 static void handle(struct pt_admin *a, struct admin_client *cl, const struct pt_h1_request *req)
 {
     const struct pt_generation *g = a->hooks->current(a->ctx);
@@ -571,6 +584,9 @@ static void handle(struct pt_admin *a, struct admin_client *cl, const struct pt_
             return;
         }
         free(errors);
+    } else if (pt_slice_eq_cstr(req->path, "/metrics") && get) {
+        admin_metrics(a, cl);
+        return;
     } else if (pt_slice_eq_cstr(req->path, "/status") || pt_slice_eq_cstr(req->path, "/routes") ||
                pt_slice_eq_cstr(req->path, "/upstreams") ||
                pt_slice_eq_cstr(req->path, "/reload")) {

@@ -24,6 +24,9 @@ struct pt_admin_hooks {
     /* Reloads the config file; 0 and the new id, or -1 and a malloc'd
      * newline-separated error text. */
     int (*reload)(void *ctx, uint64_t *new_id, char **errors);
+    /* The Prometheus text of GET /metrics (malloc'd, *len bytes), or NULL
+     * when out of memory (control/metrics_text.h). */
+    char *(*metrics)(void *ctx, size_t *len);
 };
 
 struct pt_admin;

@@ -51,6 +51,7 @@ static void walk_listeners(struct cfg *c, const struct pt_ynode *n);
 static void walk_admin(struct cfg *c, const struct pt_ynode *n);
 static void walk_limits(struct cfg *c, const struct pt_ynode *n);
 static void walk_rl_store(struct cfg *c, const struct pt_ynode *n);
+static void walk_metrics(struct cfg *c, const struct pt_ynode *n);
 static void walk_access_log(struct cfg *c, const struct pt_ynode *n);
 static void check_address_conflicts(struct cfg *c, const struct pt_ynode *admin);
 
@@ -131,6 +132,7 @@ static void set_defaults(struct pt_generation *g)
         .drain_timeout_ms = 30000,
     };
     g->access_log.mode = PT_ALOG_STDOUT;
+    g->metrics_enabled = true;
     g->rl_max_keys = PT_RL_DEFAULT_MAX_KEYS;
 }
 
@@ -438,25 +440,15 @@ enum {
     K_CONSUMERS,
     K_CLUSTER,
     K_RL_STORE,
+    K_METRICS,
     K_ROOT_N
 };
 
-static const char *const root_keys[] = {"workers",
-                                        "listeners",
-                                        "admin",
-                                        "limits",
-                                        "access_log",
-                                        "upstreams",
-                                        "filters",
-                                        "routes",
-                                        "io_backend",
-                                        "trusted_proxies",
-                                        "forward_real_ip",
-                                        "resolver",
-                                        "consumers",
-                                        "cluster",
-                                        "rate_limit_store",
-                                        NULL};
+static const char *const root_keys[] = {
+    "workers",         "listeners", "admin",     "limits",     "access_log",
+    "upstreams",       "filters",   "routes",    "io_backend", "trusted_proxies",
+    "forward_real_ip", "resolver",  "consumers", "cluster",    "rate_limit_store",
+    "metrics",         NULL};
 static const char *const root_planned[] = {"tracing", NULL};
 
 static void walk_root(struct cfg *c, const struct pt_ynode *root)
@@ -504,6 +496,8 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
     pt_cfg_walk_cluster(c, v[K_CLUSTER]);
     if (v[K_RL_STORE])
         walk_rl_store(c, v[K_RL_STORE]);
+    if (v[K_METRICS])
+        walk_metrics(c, v[K_METRICS]);
     /* Upstreams and default filters before routes, wherever they are in
      * the file: routes refer to both. */
     if (v[K_UPSTREAMS])
@@ -751,6 +745,19 @@ static void walk_rl_store(struct cfg *c, const struct pt_ynode *n)
     if (v[0])
         pt_cfg_want_uint(&c->w, v[0], "`rate_limit_store.max_keys`", 1024, 1ull << 32,
                          &c->g->rl_max_keys);
+}
+
+/* `metrics: { enabled: true }`: off, requests record nothing and
+ * /metrics shows only the process's gauges and the totals kept so far. */
+static void walk_metrics(struct cfg *c, const struct pt_ynode *n)
+{
+    static const char *const keys[] = {"enabled", NULL};
+    if (!pt_cfg_want_map(&c->w, n, "`metrics`"))
+        return;
+    const struct pt_ynode *v[1] = {0};
+    pt_cfg_bind_keys(&c->w, n, keys, NULL, "in metrics", v, NULL);
+    if (v[0])
+        pt_cfg_want_bool(&c->w, v[0], "`metrics.enabled`", &c->g->metrics_enabled);
 }
 
 static void walk_limits(struct cfg *c, const struct pt_ynode *n)

@@ -6,6 +6,7 @@
 #define PT_GATEWAY_EXCHANGE_INT_H
 
 #include "gateway/exchange.h"
+#include "gateway/metrics.h"
 
 /* exchange.c */
 void pt_exchange_dispatch(struct pt_exchange *ex);
@@ -25,6 +26,12 @@ bool pt_exchange_forwarding_headers(struct pt_exchange *ex);
  * (override header, sticky key, or weighted random); false when out of
  * memory. Only for routes with a split. */
 bool pt_exchange_pick_side(struct pt_exchange *ex);
+
+/* exchange_metrics.c: records the request into its generation's metric
+ * block for this worker (nothing with metrics off). At the log phase. */
+void pt_exchange_metrics(struct pt_exchange *ex);
+/* The outcome a responding filter's status means (metrics.h). */
+uint8_t pt_exchange_filter_outcome(int status);
 
 /* exchange_filters.c */
 void pt_exchange_filters_begin(struct pt_exchange *ex);

@@ -25,6 +25,7 @@
 #include "core/mpsc.h"
 #include "gateway/access_log.h"
 #include "gateway/generation.h"
+#include "gateway/metrics.h"
 #include "proxy/balance.h"
 #include "proxy/pool.h"
 #include "proxy/redis.h"
@@ -110,6 +111,9 @@ struct pt_worker {
     struct pt_alog_ring alog;
     uint64_t rng;            /* request-id generator state */
     _Atomic uint64_t served; /* requests completed; written by the worker only */
+    /* Client connections opened/closed per listener name (metrics.h);
+     * written by the worker only, read by the scrape. */
+    struct pt_conn_counts conn_counts;
     _Atomic bool draining;
 };
 
