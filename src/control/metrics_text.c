@@ -165,6 +165,9 @@ static void process_state(struct out *o, const struct pt_mx_scrape_in *in)
 {
     header(o, "portico_config_generation", "gauge", "The running configuration generation.");
     out_printf(o, "portico_config_generation %llu\n", (unsigned long long)in->current->id);
+    header(o, "portico_config_generations_live", "gauge",
+           "Generations not yet freed: the running one and those requests still hold.");
+    out_printf(o, "portico_config_generations_live %u\n", in->nlive);
     header(o, "portico_config_reloads_total", "counter", "Configuration reloads by result.");
     out_printf(o, "portico_config_reloads_total{result=\"ok\"} %llu\n",
                (unsigned long long)in->reloads_ok);

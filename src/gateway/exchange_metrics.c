@@ -22,11 +22,12 @@ uint8_t pt_exchange_filter_outcome(int status)
     return PT_FOUT_RESPOND;
 }
 
-/* Index + 1 of ex->up among the generation's upstreams; 0: none. */
+/* Index + 1 of ex->up among the generation's upstreams; 0: none, or the
+ * request never went upstream (a filter or the gateway answered it). */
 static uint32_t upstream_plus1(const struct pt_exchange *ex)
 {
     const struct pt_generation *g = ex->gen;
-    if (!ex->up || ex->up < g->upstreams || ex->up >= g->upstreams + g->nupstreams)
+    if (!ex->up || !ex->dispatched || ex->up < g->upstreams || ex->up >= g->upstreams + g->nupstreams)
         return 0;
     return (uint32_t)(ex->up - g->upstreams) + 1;
 }
