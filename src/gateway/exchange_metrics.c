@@ -27,7 +27,8 @@ uint8_t pt_exchange_filter_outcome(int status)
 static uint32_t upstream_plus1(const struct pt_exchange *ex)
 {
     const struct pt_generation *g = ex->gen;
-    if (!ex->up || !ex->dispatched || ex->up < g->upstreams || ex->up >= g->upstreams + g->nupstreams)
+    if (!ex->up || !ex->dispatched || ex->up < g->upstreams ||
+        ex->up >= g->upstreams + g->nupstreams)
         return 0;
     return (uint32_t)(ex->up - g->upstreams) + 1;
 }
