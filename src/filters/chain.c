@@ -154,18 +154,18 @@ static void *state_of(void **states, const struct pt_filter_inst *inst)
     return states ? states[inst->state_index] : NULL;
 }
 
-/* Hook timing (ctx->hook_ns, metrics on): one clock read before a phase
+/* Hook timing (ctx->hook_ns, metrics on; the runners accept a NULL ctx): one clock read before a phase
  * and one after each hook, each hook charged the time since the previous
  * read. Nothing at all when hook_ns is NULL. */
 static inline uint64_t hook_clock(const struct pt_filter_ctx *ctx)
 {
-    return ctx->hook_ns ? pt_now_ns() : 0;
+    return ctx && ctx->hook_ns ? pt_now_ns() : 0;
 }
 
 static inline uint64_t hook_charge(struct pt_filter_ctx *ctx, const struct pt_filter_inst *inst,
                                    uint64_t t0)
 {
-    if (!ctx->hook_ns)
+    if (!ctx || !ctx->hook_ns)
         return 0;
     uint64_t t = pt_now_ns();
     ctx->hook_ns[inst->state_index] += t - t0;
