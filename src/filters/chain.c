@@ -154,9 +154,9 @@ static void *state_of(void **states, const struct pt_filter_inst *inst)
     return states ? states[inst->state_index] : NULL;
 }
 
-/* Hook timing (ctx->hook_ns, metrics on; the runners accept a NULL ctx): one clock read before a phase
- * and one after each hook, each hook charged the time since the previous
- * read. Nothing at all when hook_ns is NULL. */
+/* Hook timing (ctx->hook_ns, metrics on; the runners accept a NULL ctx): one clock read before a
+ * phase and one after each hook, each hook charged the time since the previous read. Nothing at all
+ * when hook_ns is NULL. */
 static inline uint64_t hook_clock(const struct pt_filter_ctx *ctx)
 {
     return ctx && ctx->hook_ns ? pt_now_ns() : 0;
