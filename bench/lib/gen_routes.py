@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Writes the observability section's scrape gateway: N routes (prefixes
-/r0/ … /rN-1/, each with a key_auth-free rate_limit that never trips, so
-every route has a filter series too) on one upstream, metrics on.
+/r0/ … /rN-1/, each with a rate_limit that never trips, so every route
+has a filter series too, and a catch-all `/` for the readiness probe) on
+one upstream, metrics on.
 
 Usage: gen_routes.py OUT N PORT ADMIN_PORT BACKEND_PORT
 """
@@ -18,6 +19,8 @@ def main():
     for i in range(n):
         lines.append("  - {name: r%d, match: {path_prefix: /r%d/}, upstream: backend, "
                      "filters: {rate_limit: {limits: [{key: ip, rate: 100000000/s}]}}}" % (i, i))
+    # GET /tiny for the bench's readiness probe
+    lines.append("  - {name: rest, match: {path_prefix: /}, upstream: backend}")
     with open(out, "w") as f:
         f.write("\n".join(lines) + "\n")
 

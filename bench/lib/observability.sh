@@ -113,8 +113,10 @@ ob_start_haproxy() {
     wait_ready "HAProxy (observability)" "$LAST_PID" "$OB_HA_PORT" "$TMP/obs-haproxy.log"
     wait_ready "HAProxy (observed)" "$LAST_PID" "$OB_HA_OBS_PORT" "$TMP/obs-haproxy.log"
     curl -s --max-time 2 "http://127.0.0.1:$OB_HA_OBS_PORT/tiny" >/dev/null
-    curl -s --max-time 5 "http://127.0.0.1:$OB_HA_PROM_PORT/metrics" | grep -q '^haproxy_frontend_http_requests_total{proxy="observed"' ||
-        die "HAProxy's PROMEX frontend does not answer /metrics"
+    local prom
+    prom=$(curl -s --max-time 5 "http://127.0.0.1:$OB_HA_PROM_PORT/metrics")
+    [[ $prom == *'haproxy_frontend_http_requests_total{proxy="observed"'* ]] ||
+        die "HAProxy's PROMEX frontend does not answer /metrics with the observed frontend's counters"
 }
 
 ob_cpu_run() { # round name

@@ -521,17 +521,27 @@ static void upstreams_json(struct sbuf *b, const struct pt_generation *g)
     sb_printf(b, "]}\n");
 }
 
-/* GET /metrics: the runtime's exposition (control/metrics_text.c). */
+/* GET /metrics: the runtime's exposition (control/metrics_text.c), sent
+ * in place: the head goes into the headroom just before the text. */
 static void admin_metrics(struct pt_admin *a, struct admin_client *cl)
 {
     size_t n = 0;
-    char *text = a->hooks->metrics ? a->hooks->metrics(a->ctx, &n) : NULL;
-    if (!text) {
+    char *buf = a->hooks->metrics ? a->hooks->metrics(a->ctx, &n) : NULL;
+    if (!buf) {
         json_error(cl, 500, "out of memory");
         return;
     }
-    set_response(cl, 200, "text/plain; version=0.0.4; charset=utf-8", text, n);
-    free(text);
+    char head[PT_ADMIN_HEADROOM];
+    int h = snprintf(head, sizeof(head),
+                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; "
+                     "charset=utf-8\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
+                     "Connection: close\r\n\r\n",
+                     n);
+    memcpy(buf + PT_ADMIN_HEADROOM - h, head, (size_t)h);
+    cl->out = buf;
+    cl->out_sent = PT_ADMIN_HEADROOM - (size_t)h;
+    cl->out_len = PT_ADMIN_HEADROOM + n;
+    set_deadline(cl, ADMIN_ANSWER_MS);
 }
 
 static void handle(struct pt_admin *a, struct admin_client *cl, const struct pt_h1_request *req)

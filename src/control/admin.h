@@ -18,14 +18,18 @@ struct pt_admin_status {
     uint64_t reloads_ok, reloads_failed;
 };
 
+#define PT_ADMIN_HEADROOM 256
+
 struct pt_admin_hooks {
     const struct pt_generation *(*current)(void *ctx);
     void (*status)(void *ctx, struct pt_admin_status *out);
     /* Reloads the config file; 0 and the new id, or -1 and a malloc'd
      * newline-separated error text. */
     int (*reload)(void *ctx, uint64_t *new_id, char **errors);
-    /* The Prometheus text of GET /metrics (malloc'd, *len bytes), or NULL
-     * when out of memory (control/metrics_text.h). */
+    /* The Prometheus text of GET /metrics (control/metrics_text.h): a
+     * malloc'd block whose first PT_ADMIN_HEADROOM bytes are left free for
+     * the response head, then *len bytes of text; NULL when out of memory.
+     * The admin API sends it in place (a big scrape is not copied). */
     char *(*metrics)(void *ctx, size_t *len);
 };
 

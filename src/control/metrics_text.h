@@ -76,8 +76,11 @@ struct pt_mx_scrape_in {
     uint64_t reloads_ok, reloads_failed;
 };
 
-/* The exposition text (malloc'd, *len bytes): retired totals plus every
- * live generation, then the state read now. NULL when out of memory. */
-char *pt_mx_scrape(const struct pt_mx_set *retired, const struct pt_mx_scrape_in *in, size_t *len);
+/* The exposition text: retired totals plus every live generation, then
+ * the state read now. A malloc'd block: `headroom` bytes left free (for
+ * the caller's response head), then *len bytes of text. NULL when out of
+ * memory. */
+char *pt_mx_scrape(const struct pt_mx_set *retired, const struct pt_mx_scrape_in *in,
+                   size_t headroom, size_t *len);
 
 #endif

@@ -484,7 +484,7 @@ static char *hook_metrics(void *ctx, size_t *len)
                                  .nworkers = rt->nworkers,
                                  .reloads_ok = rt->reloads_ok,
                                  .reloads_failed = rt->reloads_failed};
-    char *text = pt_mx_scrape(&rt->mx_retired, &in, len);
+    char *text = pt_mx_scrape(&rt->mx_retired, &in, PT_ADMIN_HEADROOM, len);
     free(live);
     return text;
 }

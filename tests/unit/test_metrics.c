@@ -161,7 +161,9 @@ static void test_fold_retired_generation(void)
     const struct pt_generation *live[] = {&b.g};
     struct pt_mx_scrape_in in = {.current = &b.g, .live = live, .nlive = 1, .reloads_ok = 1};
     size_t len = 0;
-    char *text = pt_mx_scrape(&retired, &in, &len);
+    char *block = pt_mx_scrape(&retired, &in, 16, &len);
+    CHECK(block != NULL);
+    char *text = block ? strndup(block + 16, len) : NULL;
     CHECK(text && len == strlen(text));
     CHECK(text && strstr(text, "# TYPE portico_requests_total counter\n"));
     CHECK(text && strstr(text, "portico_requests_total{route=\"users\",upstream=\"app\","
@@ -178,6 +180,7 @@ static void test_fold_retired_generation(void)
     CHECK(text && strstr(text, "portico_config_generation 2\n"));
     CHECK(text && strstr(text, "portico_config_reloads_total{result=\"ok\"} 1\n"));
     free(text);
+    free(block);
 
     pt_mx_set_free(&s);
     pt_mx_set_free(&retired);
