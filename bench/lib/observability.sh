@@ -63,6 +63,8 @@ ob_label() { # name
     h-obs) echo "$ha frontend with option httplog to a file, PROMEX on its own frontend" ;;
     lat-quiet) echo "portico, $OB_ROUTES routes, no scrape" ;;
     lat-scraped) echo "portico, $OB_ROUTES routes, /metrics scraped every 100 ms" ;;
+    lat-quiet-ct) echo "the same, control thread moved to CPU $LOAD_CPU, no scrape" ;;
+    lat-scraped-ct) echo "the same, control thread moved to CPU $LOAD_CPU, scraped every 100 ms" ;;
     esac
 }
 
@@ -146,7 +148,7 @@ ob_cpu_run() { # round name
 ob_lat_run() { # round name
     local r=$1 name=$2 base=$RAW/ob-r$1-$2 k v kv all=0 spid="" d=$OB_LAT_D
     [ "$r" != 0 ] || d=1
-    if [ "$name" = lat-scraped ]; then
+    if [[ $name == lat-scraped* ]]; then
         spawn $LOAD_CPU "$base.scraper.txt" $PY "$LIB/scrape.py" loop "$OB_SCR_ADMIN" "$d"
         spid=$LAST_PID
     fi
@@ -171,6 +173,19 @@ ob_lat_run() { # round name
     [ "$r" = 0 ] || log "  round $r $(printf '%-11s' "$name") p50 $(awk -F'\t' -v r="$r" -v n="$name" \
         '$1 == r && $2 == n && $3 == "p50" { print $4 }' "$RAW/observability.tsv") µs, p99 $(awk -F'\t' \
         -v r="$r" -v n="$name" '$1 == r && $2 == n && $3 == "p99" { print $4 }' "$RAW/observability.tsv") µs"
+}
+
+ob_lat_rounds() { # quiet scraped
+    local r
+    for r in $(seq "$OB_LAT_ROUNDS"); do
+        if [ $((r % 2)) = 1 ]; then
+            ob_lat_run "$r" "$1"
+            ob_lat_run "$r" "$2"
+        else
+            ob_lat_run "$r" "$2"
+            ob_lat_run "$r" "$1"
+        fi
+    done
 }
 
 ob_scrape_row() {
@@ -203,16 +218,15 @@ ob_scrape_row() {
     ob_run_row lat-quiet portico "$(ob_label lat-quiet)" ran
     ob_run_row lat-scraped portico "$(ob_label lat-scraped)" ran
     ob_lat_run 0 lat-quiet
-    local r
-    for r in $(seq "$OB_LAT_ROUNDS"); do
-        if [ $((r % 2)) = 1 ]; then
-            ob_lat_run "$r" lat-quiet
-            ob_lat_run "$r" lat-scraped
-        else
-            ob_lat_run "$r" lat-scraped
-            ob_lat_run "$r" lat-quiet
-        fi
-    done
+    ob_lat_rounds lat-quiet lat-scraped
+    # The whole process was pinned to CPU 0, so the scrape (the control
+    # thread) took its milliseconds from the worker's core. Again with the
+    # control thread alone on the other CPU (its thread id is the pid;
+    # the worker keeps CPU 0), as on a machine with a core to spare.
+    taskset -p -c $LOAD_CPU "${OB_PID[scrape]}" >/dev/null || die "taskset -p failed"
+    ob_run_row lat-quiet-ct portico "$(ob_label lat-quiet-ct)" ran
+    ob_run_row lat-scraped-ct portico "$(ob_label lat-scraped-ct)" ran
+    ob_lat_rounds lat-quiet-ct lat-scraped-ct
     kill -TERM "${OB_PID[scrape]}"
     reap "${OB_PID[scrape]}"
 }
