@@ -180,6 +180,7 @@ static void process_state(struct out *o, const struct pt_mx_scrape_in *in)
         char name[32];
         int64_t n;
     } seen[PT_CONN_LISTENERS * 2];
+    memset(seen, 0, sizeof(seen));
     uint32_t nseen = 0;
     for (int w = 0; w < in->nworkers; w++) {
         const struct pt_conn_counts *c = &in->workers[w].conn_counts;
@@ -193,7 +194,6 @@ static void process_state(struct out *o, const struct pt_mx_scrape_in *in)
                 if (nseen == sizeof(seen) / sizeof(seen[0]))
                     continue;
                 snprintf(seen[j].name, sizeof(seen[j].name), "%s", c->slot[i].name);
-                seen[j].n = 0;
                 nseen++;
             }
             seen[j].n += v;
