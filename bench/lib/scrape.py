@@ -3,7 +3,9 @@
 
   scrape.py fill PORT N          one GET /rI/tiny on each of N routes (keep-alive)
   scrape.py time ADMIN_PORT K    K scrapes of /metrics one after the other;
-                                 prints "ms_p50=.. ms_max=.. bytes=.. series=.."
+                                 prints "ms_first=.. ms_p50=.. ms_max=.. bytes=..
+                                 series=.." (p50 and max over the K-1 after the
+                                 first, which is the process's cold one)
   scrape.py loop ADMIN_PORT S    scrapes every 100 ms for S seconds; prints
                                  "scrapes=.. ms_max=.."
 """
@@ -38,14 +40,15 @@ def main():
             get(c, "/r%d/tiny" % i)
         return
     if mode == "time":
+        first, _ = scrape(port)
         times, body = [], b""
-        for _ in range(int(n)):
+        for _ in range(max(1, int(n) - 1)):
             ms, body = scrape(port)
             times.append(ms)
         times.sort()
         series = sum(1 for line in body.split(b"\n") if line and not line.startswith(b"#"))
-        print("ms_p50=%.2f ms_max=%.2f bytes=%d series=%d" %
-              (times[len(times) // 2], times[-1], len(body), series))
+        print("ms_first=%.2f ms_p50=%.2f ms_max=%.2f bytes=%d series=%d" %
+              (first, times[len(times) // 2], times[-1], len(body), series))
         return
     end = time.monotonic() + float(n)
     k, worst = 0, 0.0
