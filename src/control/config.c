@@ -444,11 +444,26 @@ enum {
     K_ROOT_N
 };
 
-static const char *const root_keys[] = {
-    "workers",         "listeners", "admin",     "limits",     "access_log",
-    "upstreams",       "filters",   "routes",    "io_backend", "trusted_proxies",
-    "forward_real_ip", "resolver",  "consumers", "cluster",    "rate_limit_store",
-    "metrics",         NULL};
+/* One key a line (kept so by clang-format off): branches adding keys merge. */
+// clang-format off
+static const char *const root_keys[] = {"workers",
+                                        "listeners",
+                                        "admin",
+                                        "limits",
+                                        "access_log",
+                                        "upstreams",
+                                        "filters",
+                                        "routes",
+                                        "io_backend",
+                                        "trusted_proxies",
+                                        "forward_real_ip",
+                                        "resolver",
+                                        "consumers",
+                                        "cluster",
+                                        "rate_limit_store",
+                                        "metrics",
+                                        NULL};
+// clang-format on
 static const char *const root_planned[] = {"tracing", NULL};
 
 static void walk_root(struct cfg *c, const struct pt_ynode *root)
