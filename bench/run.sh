@@ -44,17 +44,22 @@
 #      limit on a loopback redis-server (added latency at half the plain
 #      route's capacity, Redis round trips per decision).
 #
+#  11. (issue 17, bench/lib/observability.sh) what observing a route costs:
+#      metrics + JSON access log on vs off on the plain route, beside
+#      HAProxy's httplog + PROMEX; a /metrics scrape with 1,000 routes (its
+#      time, and a route's p99 with and without scrapes).
+#
 # Usage: bench/run.sh [--quick] [--rounds N]
-#                     [--scenarios plain,gateway,before,ext_auth,suspend,balance,auth,ratelimit]
+#                     [--scenarios plain,gateway,before,ext_auth,suspend,balance,auth,ratelimit,observability]
 #                     [--spin] [--keep-tmp]
 #   --spin  during the wrk -c32 runs only, keep both CPUs out of idle with
 #           SCHED_IDLE busy loops, so that waking a halted vCPU (costly in
 #           a VM) does not enter CPU/request; see bench/README.md, "Two
 #           regimes".
-# Environment: PORTICO_BENCH_PORT_BASE (default 23180; 29 ports from there),
+# Environment: PORTICO_BENCH_PORT_BASE (default 23180; 42 ports from there),
 #              PORTICO_BUILD (default build; relative to the repository or
 #                absolute),
-#              BENCH_ONLY=before|ext_auth|suspend|balance|auth|ratelimit|tracing|… one section only (its
+#              BENCH_ONLY=before|ext_auth|suspend|balance|auth|ratelimit|tracing|observability|… one section only (its
 #                systems plus the references it is judged against; no
 #                idle-memory phase); the report goes to
 #                bench/results/latest-<section>.md, latest.md is left alone,
@@ -92,7 +97,7 @@ LOAD_CPU=1
 
 ROUNDS=5
 QUICK=0
-SCENARIOS="plain,gateway,before,ext_auth,suspend,balance,auth,ratelimit"
+SCENARIOS="plain,gateway,before,ext_auth,suspend,balance,auth,ratelimit,observability"
 ONLY=${BENCH_ONLY:-}
 KEEP_TMP=0
 SPIN=0
@@ -113,6 +118,7 @@ BALANCE=0         # issue 14's section runs (scenario "balance", bench/lib/balan
 IDENTITY=0        # issue 15's section runs (scenario "auth", bench/lib/auth.sh)
 RATELIMIT=0       # issue 16's section runs (scenario "ratelimit", bench/lib/ratelimit.sh)
 TRACING=0         # issue 17's tracing row runs (scenario "tracing", bench/lib/tracing.sh)
+OBSERVABILITY=0   # issue 17's section runs (scenario "observability", bench/lib/observability.sh)
 RATE_CONNS=16     # h2load connections for the fixed-rate run
 SKIP_S=0.2        # h2load samples dropped at the start of each run
 
@@ -153,6 +159,9 @@ fi
 . "$BENCH_DIR/lib/tracing.sh"
 [ "$QUICK" = 0 ] || tr_quick
 [ "$QUICK" = 0 ] || rl_quick
+# shellcheck source-path=SCRIPTDIR source=lib/observability.sh
+. "$BENCH_DIR/lib/observability.sh"
+[ "$QUICK" = 0 ] || ob_quick
 
 # ---------------------------------------------------------------- utilities
 
@@ -200,7 +209,7 @@ require_port_free() {
     local port=$1
     if [ -n "$(ss -Hltn "sport = :$port")" ]; then
         die "port $port is already in use: $(ss -Hltnp "sport = :$port" | head -3 | tr -s ' ')
-       (set PORTICO_BENCH_PORT_BASE to a free range of 29 ports)"
+       (set PORTICO_BENCH_PORT_BASE to a free range of 42 ports)"
     fi
 }
 
@@ -994,7 +1003,7 @@ main() {
 
     local s
     for s in ${SCENARIOS//,/ }; do
-        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend, balance, auth, ratelimit, tracing)"
+        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend, balance, auth, ratelimit, tracing, observability)"
         "scenario_$s"
     done
     machine_info
@@ -1087,6 +1096,7 @@ main() {
     [ "$IDENTITY" = 0 ] || measure_auth
     [ "$RATELIMIT" = 0 ] || measure_ratelimit
     [ "$TRACING" = 0 ] || measure_tracing
+    [ "$OBSERVABILITY" = 0 ] || measure_observability
 
     record 0 run elapsed_s $((SECONDS - t_begin))
     log "report"

@@ -6,6 +6,7 @@ pkgs=(
   build-essential pkg-config libyaml-dev libpcre2-dev liburing-dev libc-ares-dev libssl-dev libjansson-dev libhiredis-dev redis-server
   python3 python3-pytest python3-requests python3-jwt python3-jwcrypto curl
   wrk nghttp2-client
+  prometheus # promtool: tests/e2e/test_metrics.py checks /metrics with `promtool check metrics`
 )
 [ "${PORTICO_BENCH_DEPS:-0}" = 1 ] && pkgs+=(haproxy nginx-light gnuplot-nox strace)
 missing=()

@@ -23,6 +23,7 @@ import sys
 
 import report_auth
 import report_balance
+import report_observability
 import report_ratelimit
 import report_tracing
 
@@ -869,6 +870,7 @@ def main():
         rep.add(*report_auth.section(raw, run.meta))
         rep.add(*report_ratelimit.section(raw, run.meta))
         rep.add(*report_tracing.section(raw, run.meta))
+        rep.add(*report_observability.section(raw, run.meta))
         with open(os.path.join(results, name + ".md"), "w") as f:
             f.write("\n".join(rep.lines))
         return
@@ -879,6 +881,7 @@ def main():
     rep.add(*report_auth.section(raw, run.meta))
     rep.add(*report_ratelimit.section(raw, run.meta))
     rep.add(*report_tracing.section(raw, run.meta))
+    rep.add(*report_observability.section(raw, run.meta))
     rep.cpu_section()
     rep.rps_section()
     rep.latency_section()

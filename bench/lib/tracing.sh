@@ -17,13 +17,13 @@
 # rather than dropped. Writes RAW/tracing.tsv (round, run, metric, value);
 # bench/lib/report_tracing.py makes the report's section.
 #
-# Uses cpu_ns and cpu_idle_ticks from lib/balance.sh. Ports: BASE+36 the
-# plain gateway, BASE+37 the traced one, BASE+38 the sink. Loopback only;
+# Uses cpu_ns and cpu_idle_ticks from lib/balance.sh. Ports: BASE+39 the
+# plain gateway, BASE+40 the traced one, BASE+41 the sink. Loopback only;
 # gateways on CPU 0, load, backend and sink on CPU 1.
 
-TR_OFF_PORT=$((PORT_BASE + 36))
-TR_ON_PORT=$((PORT_BASE + 37))
-TR_SINK_PORT=$((PORT_BASE + 38))
+TR_OFF_PORT=$((PORT_BASE + 39))
+TR_ON_PORT=$((PORT_BASE + 40))
+TR_SINK_PORT=$((PORT_BASE + 41))
 TR_ROUNDS=6 # CPU rounds
 TR_D=3      # seconds per wrk run
 declare -A TR_PID TR_PORT

@@ -19,6 +19,7 @@
  *   GET|PUT /config, POST /config/validate            (admin_config.c)
  *   GET|POST /consumers, GET|PUT|DELETE /consumers/{name}  (admin_consumers.c)
  *   GET  /debug/match?method=&host=&path=&header=     (admin_match.c)
+ *   GET  /metrics               Prometheus text (control/metrics_text.c)
  *
  * When `admin.token` is set every request needs `Authorization: Bearer
  * <token>` (compared in constant time); the loader refuses a non-loopback
@@ -326,12 +327,45 @@ static bool dispatch(const struct admin_req *rq, struct admin_resp *out)
     return true;
 }
 
+/* GET /metrics: the runtime's exposition (control/metrics_text.c), sent
+ * in place: the head goes into the headroom just before the text. */
+static void admin_metrics(struct pt_admin *a, struct admin_client *cl)
+{
+    size_t n = 0;
+    char *buf = a->hooks->metrics ? a->hooks->metrics(a->ctx, &n) : NULL;
+    if (!buf) {
+        json_error(cl, 500, "out of memory");
+        return;
+    }
+    char head[PT_ADMIN_HEADROOM];
+    int h = snprintf(head, sizeof(head),
+                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; "
+                     "charset=utf-8\r\nContent-Length: %zu\r\nCache-Control: no-store\r\n"
+                     "Connection: close\r\n\r\n",
+                     n);
+    free(cl->body); /* the request is answered: its body is not needed */
+    cl->body = NULL;
+    cl->body_len = cl->body_want = 0;
+    memcpy(buf + PT_ADMIN_HEADROOM - h, head, (size_t)h);
+    cl->out = buf;
+    cl->out_sent = PT_ADMIN_HEADROOM - (size_t)h;
+    cl->out_len = PT_ADMIN_HEADROOM + n;
+    set_deadline(cl, ADMIN_ANSWER_MS);
+}
+
 static void handle(struct pt_admin *a, struct admin_client *cl)
 {
     const struct pt_h1_request *req = &cl->req;
     const struct pt_generation *g = a->hooks->current(a->ctx);
     if (!authorized(g, req)) {
         json_error(cl, 401, "admin token required");
+        return;
+    }
+    if (pt_slice_eq_cstr(req->path, "/metrics")) {
+        if (req->method_id == PT_METHOD_GET)
+            admin_metrics(a, cl);
+        else
+            json_error(cl, 405, "method not allowed");
         return;
     }
     struct admin_req rq = {.method = req->method_id,
@@ -348,7 +382,7 @@ static void handle(struct pt_admin *a, struct admin_client *cl)
     if (!dispatch(&rq, &out)) {
         admin_error(&out, 404,
                     "unknown admin endpoint (try /status, /routes, /upstreams, /config, "
-                    "/consumers, /debug/match, /healthz, /readyz, POST /reload)");
+                    "/consumers, /debug/match, /metrics, /healthz, /readyz, POST /reload)");
     }
     if (out.body.oom)
         admin_error(&out, 500, "out of memory");

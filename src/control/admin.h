@@ -19,6 +19,8 @@ struct pt_admin_status {
     uint64_t reloads_ok, reloads_failed;
 };
 
+#define PT_ADMIN_HEADROOM 256
+
 struct pt_admin_hooks {
     const struct pt_generation *(*current)(void *ctx);
     void (*status)(void *ctx, struct pt_admin_status *out);
@@ -33,6 +35,11 @@ struct pt_admin_hooks {
                  char **errors);
     /* Serving a generation and not draining (/readyz). */
     bool (*ready)(void *ctx);
+    /* The Prometheus text of GET /metrics (control/metrics_text.h): a
+     * malloc'd block whose first PT_ADMIN_HEADROOM bytes are left free for
+     * the response head, then *len bytes of text; NULL when out of memory.
+     * The admin API sends it in place (a big scrape is not copied). */
+    char *(*metrics)(void *ctx, size_t *len);
 };
 
 struct pt_admin;

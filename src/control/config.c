@@ -51,6 +51,7 @@ static void walk_listeners(struct cfg *c, const struct pt_ynode *n);
 static void walk_admin(struct cfg *c, const struct pt_ynode *n);
 static void walk_limits(struct cfg *c, const struct pt_ynode *n);
 static void walk_rl_store(struct cfg *c, const struct pt_ynode *n);
+static void walk_metrics(struct cfg *c, const struct pt_ynode *n);
 static void walk_access_log(struct cfg *c, const struct pt_ynode *n);
 static void walk_error_log(struct cfg *c, const struct pt_ynode *level,
                            const struct pt_ynode *format, const struct pt_ynode *path);
@@ -133,6 +134,7 @@ static void set_defaults(struct pt_generation *g)
     };
     g->access_log.mode = PT_ALOG_STDOUT;
     g->log = (struct pt_log_cfg){.level = PT_LOG_INFO, .format = PT_LOG_TEXT, .error_log = NULL};
+    g->metrics_enabled = true;
     g->rl_max_keys = PT_RL_DEFAULT_MAX_KEYS;
 }
 
@@ -458,14 +460,35 @@ enum {
     K_ERROR_LOG,
     K_CONSUMERS_FILE,
     K_TRACING,
+    K_METRICS,
     K_ROOT_N
 };
 
-static const char *const root_keys[] = {
-    "workers",         "listeners",  "admin",     "limits",     "access_log",
-    "upstreams",       "filters",    "routes",    "io_backend", "trusted_proxies",
-    "forward_real_ip", "resolver",   "consumers", "cluster",    "rate_limit_store",
-    "log_level",       "log_format", "error_log", "consumers_file", "tracing", NULL};
+/* One key a line (kept so by clang-format off): branches adding keys merge. */
+// clang-format off
+static const char *const root_keys[] = {"workers",
+                                        "listeners",
+                                        "admin",
+                                        "limits",
+                                        "access_log",
+                                        "upstreams",
+                                        "filters",
+                                        "routes",
+                                        "io_backend",
+                                        "trusted_proxies",
+                                        "forward_real_ip",
+                                        "resolver",
+                                        "consumers",
+                                        "cluster",
+                                        "rate_limit_store",
+                                        "log_level",
+                                        "log_format",
+                                        "error_log",
+                                        "consumers_file",
+                                        "tracing",
+                                        "metrics",
+                                        NULL};
+// clang-format on
 
 static void walk_root(struct cfg *c, const struct pt_ynode *root)
 {
@@ -514,6 +537,8 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
         walk_rl_store(c, v[K_RL_STORE]);
     if (v[K_TRACING])
         pt_cfg_walk_tracing(c, v[K_TRACING]);
+    if (v[K_METRICS])
+        walk_metrics(c, v[K_METRICS]);
     /* Upstreams and default filters before routes, wherever they are in
      * the file: routes refer to both. */
     if (v[K_UPSTREAMS])
@@ -761,6 +786,19 @@ static void walk_rl_store(struct cfg *c, const struct pt_ynode *n)
     if (v[0])
         pt_cfg_want_uint(&c->w, v[0], "`rate_limit_store.max_keys`", 1024, PT_RL_MAX_MAX_KEYS,
                          &c->g->rl_max_keys);
+}
+
+/* `metrics: { enabled: true }`: off, requests record nothing and
+ * /metrics shows only the process's gauges and the totals kept so far. */
+static void walk_metrics(struct cfg *c, const struct pt_ynode *n)
+{
+    static const char *const keys[] = {"enabled", NULL};
+    if (!pt_cfg_want_map(&c->w, n, "`metrics`"))
+        return;
+    const struct pt_ynode *v[1] = {0};
+    pt_cfg_bind_keys(&c->w, n, keys, NULL, "in metrics", v, NULL);
+    if (v[0])
+        pt_cfg_want_bool(&c->w, v[0], "`metrics.enabled`", &c->g->metrics_enabled);
 }
 
 static void walk_limits(struct cfg *c, const struct pt_ynode *n)

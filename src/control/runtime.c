@@ -33,6 +33,7 @@
 #include "control/config.h"
 #include "control/config_yaml.h"
 #include "control/health.h"
+#include "control/metrics_text.h"
 #include "control/resolver.h"
 #include "core/log.h"
 #include "core/version.h"
@@ -81,6 +82,8 @@ struct runtime {
     /* The local rate-limit table of the published generation (one
      * reference); each generation holds its own reference too. */
     struct pt_rl_table *rl_table;
+    /* Metric counts of generations already freed (control/metrics_text.h). */
+    struct pt_mx_set mx_retired;
 };
 
 /* The running runtime, for pt_runtime_loop() and friends. */
@@ -115,6 +118,9 @@ static int gen_prepare(struct runtime *rt, struct pt_generation *g)
         return -ENOMEM;
     }
     int e = pt_generation_init_pins(g, (uint32_t)rt->nworkers);
+    if (e == 0 && g->metrics_enabled && !g->metrics &&
+        !(g->metrics = pt_gen_metrics_new(g, (uint32_t)rt->nworkers)))
+        e = -ENOMEM;
     if (e == 0)
         e = pt_state_attach_upstreams(rt->state, g->upstreams, g->nupstreams);
     if (e == 0)
@@ -244,6 +250,11 @@ static void reclaim(struct runtime *rt)
         *pp = g->retired_next;
         rt->nretired--;
         pt_debug("generation %llu freed: no worker can see it any more", (unsigned long long)g->id);
+        /* No worker writes g's metric blocks any more: its counts join the
+         * retired totals, so counters never go backwards across reloads. */
+        if (pt_mx_set_add_generation(&rt->mx_retired, g) < 0)
+            pt_error("metrics: out of memory folding generation %llu; its counts are lost",
+                     (unsigned long long)g->id);
         gen_free(g);
     }
 }
@@ -540,8 +551,31 @@ static bool hook_ready(void *ctx)
     return rt->workers_started && !rt->stopping;
 }
 
+static char *hook_metrics(void *ctx, size_t *len)
+{
+    struct runtime *rt = ctx;
+    const struct pt_generation *cur = atomic_load(&pt_gen_current);
+    const struct pt_generation **live = malloc(sizeof(*live) * (rt->nretired + 1));
+    if (!live)
+        return NULL;
+    uint32_t n = 0;
+    live[n++] = cur;
+    for (const struct pt_generation *r = rt->retired; r; r = r->retired_next)
+        live[n++] = r;
+    struct pt_mx_scrape_in in = {.current = cur,
+                                 .live = live,
+                                 .nlive = n,
+                                 .workers = rt->workers,
+                                 .nworkers = rt->nworkers,
+                                 .reloads_ok = rt->reloads_ok,
+                                 .reloads_failed = rt->reloads_failed};
+    char *text = pt_mx_scrape(&rt->mx_retired, &in, PT_ADMIN_HEADROOM, len);
+    free(live);
+    return text;
+}
+
 static const struct pt_admin_hooks admin_hooks = {hook_current, hook_status, hook_reload,
-                                                  hook_apply, hook_ready};
+                                                  hook_apply,   hook_ready,  hook_metrics};
 
 /* Signals arrive here, on the control loop, never as interruptions.
  * Edge-triggered: read them all. */
@@ -622,6 +656,7 @@ int pt_runtime_run(const char *config_path)
     struct runtime *rt = calloc(1, sizeof(*rt)); /* not on the stack: the loop's wheel is large */
     if (!rt)
         return 1;
+    pt_mx_set_init(&rt->mx_retired);
     rt->path = config_path;
     rt->next_id = 1;
     rt->started_ms = pt_now_ms();
@@ -747,6 +782,7 @@ out:
 out_loop:
     the_rt = NULL;
     pt_rl_table_unref(rt->rl_table);
+    pt_mx_set_free(&rt->mx_retired);
     control_destroy(rt);
     free(rt);
     return rc;

@@ -154,6 +154,24 @@ static void *state_of(void **states, const struct pt_filter_inst *inst)
     return states ? states[inst->state_index] : NULL;
 }
 
+/* Hook timing (ctx->hook_ns, metrics on; the runners accept a NULL ctx): one clock read before a
+ * phase and one after each hook, each hook charged the time since the previous read. Nothing at all
+ * when hook_ns is NULL. */
+static inline uint64_t hook_clock(const struct pt_filter_ctx *ctx)
+{
+    return ctx && ctx->hook_ns ? pt_now_ns() : 0;
+}
+
+static inline uint64_t hook_charge(struct pt_filter_ctx *ctx, const struct pt_filter_inst *inst,
+                                   uint64_t t0)
+{
+    if (!ctx || !ctx->hook_ns)
+        return 0;
+    uint64_t t = pt_now_ns();
+    ctx->hook_ns[inst->state_index] += t - t0;
+    return t;
+}
+
 /* A hook's result as the runner reports it: anything outside the enum is
  * a filter bug and is treated as an internal error, not as CONTINUE. */
 static int checked(int r)
@@ -165,10 +183,12 @@ int pt_chain_run_request(const struct pt_chain *c, struct pt_filter_ctx *ctx, vo
                          uint32_t *cursor)
 {
     uint32_t i = *cursor;
+    uint64_t t = hook_clock(ctx);
     for (; i < c->n_request; i++) {
         const struct pt_filter_inst *inst = c->request[i];
         ctx->running = inst->def->name;
         int r = checked(inst->def->on_request(ctx, inst->conf, state_of(states, inst)));
+        t = hook_charge(ctx, inst, t);
         if (r == PT_FILTER_CONTINUE)
             continue;
         /* RESPOND/ERROR leave the cursor on the filter that stopped the
@@ -184,9 +204,11 @@ int pt_chain_run_request(const struct pt_chain *c, struct pt_filter_ctx *ctx, vo
 
 int pt_chain_run_response_head(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states)
 {
+    uint64_t t = hook_clock(ctx);
     for (uint32_t i = 0; i < c->n_response_head; i++) {
         const struct pt_filter_inst *inst = c->response_head[i];
         int r = checked(inst->def->on_response_head(ctx, inst->conf, state_of(states, inst)));
+        t = hook_charge(ctx, inst, t);
         /* There is no cursor to resume this phase from, so a filter that
          * suspends here is a bug; fail the request rather than hang it. */
         if (r == PT_FILTER_SUSPEND)
@@ -200,10 +222,12 @@ int pt_chain_run_response_head(const struct pt_chain *c, struct pt_filter_ctx *c
 int pt_chain_run_response_body(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states,
                                pt_slice *chunk, bool eos)
 {
+    uint64_t t = hook_clock(ctx);
     for (uint32_t i = 0; i < c->n_response_body; i++) {
         const struct pt_filter_inst *inst = c->response_body[i];
         int r = checked(
             inst->def->on_response_body(ctx, inst->conf, state_of(states, inst), chunk, eos));
+        t = hook_charge(ctx, inst, t);
         if (r == PT_FILTER_SUSPEND)
             return PT_FILTER_ERROR;
         if (r != PT_FILTER_CONTINUE)
@@ -214,9 +238,11 @@ int pt_chain_run_response_body(const struct pt_chain *c, struct pt_filter_ctx *c
 
 void pt_chain_run_log(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states)
 {
+    uint64_t t = hook_clock(ctx);
     for (uint32_t i = 0; i < c->n_log; i++) {
         const struct pt_filter_inst *inst = c->log[i];
         inst->def->on_log(ctx, inst->conf, state_of(states, inst));
+        t = hook_charge(ctx, inst, t);
     }
 }
 

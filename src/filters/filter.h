@@ -241,6 +241,9 @@ struct pt_filter_ctx {
      * key: none. A later filter's note replaces an earlier one's. */
     const char *log_key;
     const char *log_value;
+    /* Nanoseconds spent in each filter's hooks, indexed by state_index
+     * (the chain runners add to it); NULL: not timed (metrics off). */
+    uint64_t *hook_ns;
     const struct pt_filter_services *svc;
     /* Resumes the chain after PT_FILTER_SUSPEND: call exactly once, from
      * a completion callback. */

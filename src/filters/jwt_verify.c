@@ -670,7 +670,12 @@ int pt_jwt_verify(struct pt_filter_ctx *ctx, struct jwt_state *st)
     int r;
     if (st->fetched == 0 && conf->cache) {
         SHA256((const unsigned char *)st->token.p, st->token.len, st->key);
-        if (from_cache(ctx, st, now_s, &r))
+        /* The verified-token cache's result, for the access log and the
+         * metrics (portico_filter_notes_total). */
+        ctx->log_key = "jwt_cache";
+        bool hit = from_cache(ctx, st, now_s, &r);
+        ctx->log_value = hit ? "hit" : "miss";
+        if (hit)
             return r;
     }
     struct token t;

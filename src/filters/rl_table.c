@@ -657,6 +657,15 @@ uint64_t pt_rl_table_max_keys(const struct pt_rl_table *t)
     return t->max_keys;
 }
 
+void pt_rl_table_counters(const struct pt_rl_table *t, struct pt_rl_stats *out)
+{
+    out->slots = t->nbuckets * CELLS_PER_BUCKET;
+    out->live = 0;
+    out->inserts = atomic_load_explicit(&t->inserts, memory_order_relaxed);
+    out->evictions = atomic_load_explicit(&t->evictions, memory_order_relaxed);
+    out->fail_opens = atomic_load_explicit(&t->fail_opens, memory_order_relaxed);
+}
+
 void pt_rl_table_stats(struct pt_rl_table *t, struct pt_rl_stats *out)
 {
     struct timespec ts;

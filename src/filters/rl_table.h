@@ -108,6 +108,9 @@ void pt_rl_table_ref(struct pt_rl_table *t);
 void pt_rl_table_unref(struct pt_rl_table *t);
 uint64_t pt_rl_table_max_keys(const struct pt_rl_table *t); /* as created */
 void pt_rl_table_stats(struct pt_rl_table *t, struct pt_rl_stats *out);
+/* The same without the scan (live stays 0): the counters only, for the
+ * metrics scrape, which must stay cheap with any table size. */
+void pt_rl_table_counters(const struct pt_rl_table *t, struct pt_rl_stats *out);
 
 /* The key of one limit for one request: a keyed 64-bit hash (SipHash,
  * seeded per table) of the parts, each length-prefixed so ("ab","c") and

@@ -606,6 +606,7 @@ void pt_exchange_end(struct pt_exchange *ex, bool completed)
     if (ex->filters_begun && ex->route->chain.n_log)
         pt_chain_run_log(&ex->route->chain, &ex->fctx, ex->states);
     pt_exchange_trace_end(ex);
+    pt_exchange_metrics(ex);
     pt_exchange_log(ex);
     pt_worker_unpin(ex->w, ex->gen);
     /* Single writer: a relaxed load+store is a plain add, no locked

@@ -120,6 +120,14 @@ struct pt_exchange {
     struct pt_redis *feval_redis;
     pt_filter_eval_cb feval_cb;
     const struct pt_filter_inst *deadline_inst;
+    /* metrics (gateway/metrics.h, exchange_metrics.c): ns per filter
+     * (fctx.hook_ns, request arena; NULL with metrics off), when the
+     * current suspension began, and which request-phase filter stopped the
+     * chain (its position, + 1; 0: none) with what outcome. */
+    uint64_t t_susp;
+    uint32_t fstop_pos;
+    uint8_t fstop_outcome;
+    bool fcancelled; /* ended while a filter was suspended */
 
     /* the upstream call */
     struct pt_call *call; /* from dispatch on (request arena); NULL before */

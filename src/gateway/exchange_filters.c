@@ -302,6 +302,15 @@ static void stop_pending(struct pt_exchange *ex, bool notify)
         inst->def->on_cancel(&ex->fctx, inst->conf, susp_state(ex));
 }
 
+/* A suspended filter's wait counts as its time (an auth call's round
+ * trip is that filter's cost on the route). Loop time: no clock read. */
+static void charge_suspension(struct pt_exchange *ex)
+{
+    if (ex->fctx.hook_ns && ex->susp && ex->t_susp)
+        ex->fctx.hook_ns[ex->susp->state_index] += pt_loop_now_ns(&ex->w->loop) - ex->t_susp;
+    ex->t_susp = 0;
+}
+
 static void deadline_passed(struct pt_loop *loop, struct pt_timer *t)
 {
     struct pt_exchange *ex = pt_container_of(t, struct pt_exchange, deadline);
@@ -309,6 +318,9 @@ static void deadline_passed(struct pt_loop *loop, struct pt_timer *t)
         return;
     stop_pending(ex, true);
     ex->suspended = false;
+    charge_suspension(ex);
+    ex->fstop_pos = ex->cursor;
+    ex->fstop_outcome = PT_FOUT_ERROR;
     pt_warn("request %.*s: filter `%s` did not finish in time", (int)ex->reqid.len, ex->reqid.p,
             ex->susp ? ex->susp->def->name : "?");
     pt_exchange_respond(ex, 504, "filter timeout", false);
@@ -320,6 +332,8 @@ void pt_exchange_filters_cancel(struct pt_exchange *ex)
     if (!ex->suspended)
         return;
     ex->suspended = false;
+    ex->fcancelled = true;
+    charge_suspension(ex);
     stop_pending(ex, true);
 }
 
@@ -332,6 +346,15 @@ static void filter_respond(struct pt_exchange *ex)
     int st = ctx->respond_status ? ctx->respond_status : 403;
     pt_exchange_respond_body(ex, st, ctx->respond_error, ctx->respond_body,
                              ctx->respond_content_type, false);
+}
+
+/* The request-phase filter at the cursor answered: noted for metrics. */
+static void request_answered(struct pt_exchange *ex)
+{
+    int st = ex->fctx.respond_status ? ex->fctx.respond_status : 403;
+    ex->fstop_pos = ex->cursor + 1;
+    ex->fstop_outcome = pt_exchange_filter_outcome(st);
+    filter_respond(ex);
 }
 
 /* Runs the request phase from the cursor: dispatches when it completes. */
@@ -358,13 +381,16 @@ static void run_request(struct pt_exchange *ex)
         }
         uint64_t d = ex->fctx.suspend_deadline_ms ? ex->fctx.suspend_deadline_ms
                                                   : PT_FILTER_SUSPEND_DEFAULT_MS;
+        ex->t_susp = pt_loop_now_ns(&ex->w->loop);
         pt_timer_arm(&ex->w->loop, &ex->deadline, d, deadline_passed);
         return;
     }
     case PT_FILTER_RESPOND:
-        filter_respond(ex);
+        request_answered(ex);
         return;
     default:
+        ex->fstop_pos = ex->cursor + 1;
+        ex->fstop_outcome = PT_FOUT_ERROR;
         pt_exchange_respond(ex, 500, "filter error", false);
         return;
     }
@@ -377,12 +403,15 @@ static void filters_resume(struct pt_filter_ctx *ctx, enum pt_filter_result r)
         return; /* a second resume, or one after a cancel: a filter bug */
     ex->suspended = false;
     stop_pending(ex, false);
+    charge_suspension(ex);
     if (r == PT_FILTER_CONTINUE) {
         run_request(ex);
     } else if (r == PT_FILTER_RESPOND) {
         ex->cursor--; /* as if the suspended filter answered now */
-        filter_respond(ex);
+        request_answered(ex);
     } else {
+        ex->fstop_pos = ex->cursor; /* the suspended filter's position + 1 */
+        ex->fstop_outcome = PT_FOUT_ERROR;
         pt_exchange_respond(ex, 500, "filter error", false);
     }
     ex->codec->wake(ex->conn); /* last act */
@@ -427,6 +456,8 @@ void pt_exchange_filters_begin(struct pt_exchange *ex)
             pt_exchange_respond(ex, 500, "out of memory", true);
             return;
         }
+        if (ex->gen->metrics) /* NULL when out of memory: the request just goes untimed */
+            f->hook_ns = pt_arena_zalloc(ex->arena, sizeof(uint64_t) * ex->route->chain.n_all);
     }
     run_request(ex);
 }

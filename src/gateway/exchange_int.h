@@ -6,6 +6,7 @@
 #define PT_GATEWAY_EXCHANGE_INT_H
 
 #include "gateway/exchange.h"
+#include "gateway/metrics.h"
 
 /* exchange.c */
 void pt_exchange_dispatch(struct pt_exchange *ex);
@@ -37,6 +38,11 @@ struct pt_call_trace *pt_exchange_trace_filter_call(struct pt_exchange *ex, cons
 void pt_exchange_trace_end(struct pt_exchange *ex);
 void pt_exchange_server_timing(struct pt_exchange *ex);
 size_t pt_exchange_trace_log(const struct pt_exchange *ex, char out[80]);
+/* exchange_metrics.c: records the request into its generation's metric
+ * block for this worker (nothing with metrics off). At the log phase. */
+void pt_exchange_metrics(struct pt_exchange *ex);
+/* The outcome a responding filter's status means (metrics.h). */
+uint8_t pt_exchange_filter_outcome(int status);
 
 /* exchange_filters.c */
 void pt_exchange_filters_begin(struct pt_exchange *ex);

@@ -10,6 +10,8 @@
  */
 #include "gateway/generation.h"
 
+#include "gateway/metrics.h"
+
 #include <errno.h>
 #include <stdlib.h>
 
@@ -34,6 +36,7 @@ void pt_generation_free(struct pt_generation *g)
     if (!g)
         return;
     free(g->pins);
+    pt_gen_metrics_free(g->metrics);
     pt_rl_table_unref(g->rl_table);
     for (uint32_t i = 0; i < g->nregexes; i++)
         pcre2_code_free(g->regexes[i]);

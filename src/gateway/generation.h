@@ -35,6 +35,7 @@
 #include <pcre2.h>
 
 struct pt_router;
+struct pt_gen_metrics;
 
 struct pt_listener_cfg {
     const char *name;
@@ -217,6 +218,11 @@ struct pt_generation {
      * thread's retired-list link. */
     struct pt_gen_pins *pins;
     uint32_t npins;
+    /* `metrics.enabled` (default true) and, when on, the per-worker metric
+     * blocks (gateway/metrics.h), runtime-owned like pins (NULL until
+     * published; freed by pt_generation_free). */
+    bool metrics_enabled;
+    struct pt_gen_metrics *metrics;
     struct pt_generation *retired_next;
 };
 

@@ -299,6 +299,8 @@ void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
         return;
     }
     atomic_fetch_add_explicit(&pt_active_connections, 1, memory_order_relaxed);
+    c->lslot = pt_conn_counts_slot(&w->conn_counts, c->listener);
+    pt_ctr_add(&w->conn_counts.slot[c->lslot].opened, 1);
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
@@ -348,6 +350,7 @@ void pt_h1s_close(struct pt_conn *c)
     c->free_next = w->to_free;
     w->to_free = c;
     atomic_fetch_sub_explicit(&pt_active_connections, 1, memory_order_relaxed);
+    pt_ctr_add(&w->conn_counts.slot[c->lslot].closed, 1);
 }
 
 /* Cuts the client off in the middle of a response. When the client's

@@ -29,6 +29,7 @@ struct pt_conn {
     char listener[32];           /* copied: listeners can be replaced by a reload (names ≤ 31) */
     const char *scheme;
     uint8_t remote_len;
+    uint8_t lslot;           /* the worker's connection counts slot for `listener` (metrics.h) */
     bool readable, writable; /* edge-triggered readiness not yet consumed */
     bool hup;                /* peer half-closed or errored: read until EOF */
     bool hup_unjudged;       /* hangup reported before its request was complete */

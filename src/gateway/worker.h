@@ -26,6 +26,7 @@
 #include "gateway/access_log.h"
 #include "gateway/generation.h"
 #include "gateway/trace.h"
+#include "gateway/metrics.h"
 #include "proxy/balance.h"
 #include "proxy/pool.h"
 #include "proxy/redis.h"
@@ -124,6 +125,9 @@ struct pt_worker {
     struct pt_trace_ring trace; /* sampled spans waiting for export (gateway/trace.h) */
     uint64_t rng;               /* request-id generator state */
     _Atomic uint64_t served;    /* requests completed; written by the worker only */
+    /* Client connections opened/closed per listener name (metrics.h);
+     * written by the worker only, read by the scrape. */
+    struct pt_conn_counts conn_counts;
     _Atomic bool draining;
 };
 

@@ -144,8 +144,9 @@ struct pt_call {
     bool body_abandoned;              /* the upstream answered before taking the body */
     uint64_t bytes_sent;              /* request body payload bytes sent */
     uint64_t t_connect_ns, t_head_ns; /* loop times: connection asked for, final head */
-    uint32_t attempts; /* tries made (retries.attempts counts them; the stale-connection
-                        * retry is not one) */
+    uint32_t attempts;   /* tries made (retries.attempts counts them; the stale-connection
+                          * retry is not one) */
+    bool budget_refused; /* a retry was due but the upstream's retry budget refused it */
 
     /* private */
     const struct pt_call_ops *ops;

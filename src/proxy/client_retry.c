@@ -176,6 +176,7 @@ bool pt_client_retry(struct pt_call *c, enum pt_call_fail why, int status)
         return false;
     if (u->state && !pt_retry_budget_take(&u->state->retry_budget, rc->budget, now_s(c))) {
         c->ntried = ntried;
+        c->budget_refused = true;
         return false;
     }
     /* This attempt's outcome goes to its own target. */
