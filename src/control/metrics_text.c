@@ -162,6 +162,32 @@ static void folded(struct out *o, const struct pt_mx_set *s)
                    "counter", "Requests whose due retry the retry budget refused.");
 }
 
+/* Tracing (gateway/trace.h): each worker's span ring counters, one writer
+ * each, summed here. */
+static void trace_state(struct out *o, const struct pt_mx_scrape_in *in)
+{
+    static const struct {
+        const char *name, *help;
+    } fam[4] = {
+        {"portico_trace_spans_queued_total", "Sampled spans queued for export."},
+        {"portico_trace_spans_dropped_total", "Sampled spans dropped: the export ring was full."},
+        {"portico_trace_spans_exported_total", "Spans the OTLP endpoint accepted."},
+        {"portico_trace_spans_export_failed_total", "Spans in OTLP export batches that failed."},
+    };
+    uint64_t v[4] = {0};
+    for (int w = 0; w < in->nworkers; w++) {
+        const struct pt_trace_ring *r = &in->workers[w].trace;
+        v[0] += atomic_load_explicit(&r->queued, memory_order_relaxed);
+        v[1] += atomic_load_explicit(&r->dropped, memory_order_relaxed);
+        v[2] += atomic_load_explicit(&r->exported, memory_order_relaxed);
+        v[3] += atomic_load_explicit(&r->export_failed, memory_order_relaxed);
+    }
+    for (int i = 0; i < 4; i++) {
+        header(o, fam[i].name, "counter", fam[i].help);
+        out_printf(o, "%s %llu\n", fam[i].name, (unsigned long long)v[i]);
+    }
+}
+
 static void process_state(struct out *o, const struct pt_mx_scrape_in *in)
 {
     header(o, "portico_config_generation", "gauge", "The running configuration generation.");
@@ -214,6 +240,7 @@ static void process_state(struct out *o, const struct pt_mx_scrape_in *in)
     header(o, "portico_ratelimit_evictions_total", "counter",
            "Idle rate-limit cells handed to a new key.");
     out_printf(o, "portico_ratelimit_evictions_total %llu\n", (unsigned long long)rs.evictions);
+    trace_state(o, in);
 }
 
 /* One labelled gauge/counter line per upstream or target. */

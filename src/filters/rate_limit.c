@@ -237,13 +237,18 @@ static uint32_t most_restrictive(const struct rl_conf *conf, const struct rl_sta
     return best == UINT32_MAX ? 0 : best;
 }
 
-static pt_slice u64_text(struct pt_arena *a, uint64_t v)
+/* v in decimal at p (room for 20 digits); returns the length. */
+static size_t put_u64(char *p, uint64_t v)
 {
-    char *buf = pt_arena_alloc(a, 24);
-    if (!buf)
-        return (pt_slice){NULL, 0};
-    int n = snprintf(buf, 24, "%llu", (unsigned long long)v);
-    return (pt_slice){buf, (size_t)n};
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
 }
 
 static const pt_slice hdr_names[3] = {
@@ -252,15 +257,20 @@ static const pt_slice hdr_names[3] = {
     PT_SLICE("RateLimit-Reset"),
 };
 
-/* The RateLimit-* fields into ctx->resp_headers, replacing any there. */
+/* The RateLimit-* fields into ctx->resp_headers, replacing any there: one
+ * pass drops every RateLimit-* field (an upstream's, or the copies a
+ * gateway answer got), then the four are appended. On the request path
+ * the list is usually empty and the pass costs nothing. */
 static int put_headers(struct pt_filter_ctx *ctx, const struct rl_conf *conf,
                        const struct rl_state *st)
 {
+    struct pt_headers *h = ctx->resp_headers;
+    if (h->n)
+        pt_headers_remove_prefix(h, PT_SLICE("RateLimit-"));
     for (int i = 0; i < 3; i++)
-        if (pt_headers_set(ctx->resp_headers, ctx->arena, hdr_names[i], st->hdr[i]) < 0)
+        if (pt_headers_add(h, ctx->arena, hdr_names[i], st->hdr[i]) < 0)
             return -ENOMEM;
-    if (pt_headers_set(ctx->resp_headers, ctx->arena, PT_SLICE("RateLimit-Policy"), conf->policy) <
-        0)
+    if (pt_headers_add(h, ctx->arena, PT_SLICE("RateLimit-Policy"), conf->policy) < 0)
         return -ENOMEM;
     return 0;
 }
@@ -275,10 +285,13 @@ int pt_rl_finish(struct pt_filter_ctx *ctx, const struct rl_conf *conf, struct r
     st->decided = true;
     if (conf->send_headers) {
         const struct pt_rl_result *r = &st->res[most_restrictive(conf, st, admitted)];
-        st->hdr[0] = u64_text(ctx->arena, r->limit);
-        st->hdr[1] = u64_text(ctx->arena, r->remaining);
-        st->hdr[2] = u64_text(ctx->arena, ceil_s(r->reset_ms));
-        if (!st->hdr[0].p || !st->hdr[1].p || !st->hdr[2].p || put_headers(ctx, conf, st) < 0) {
+        char *buf = pt_arena_alloc(ctx->arena, 60); /* three numbers of ≤ 20 digits */
+        if (buf) {
+            st->hdr[0] = (pt_slice){buf, put_u64(buf, r->limit)};
+            st->hdr[1] = (pt_slice){buf + 20, put_u64(buf + 20, r->remaining)};
+            st->hdr[2] = (pt_slice){buf + 40, put_u64(buf + 40, ceil_s(r->reset_ms))};
+        }
+        if (!buf || put_headers(ctx, conf, st) < 0) {
             st->decided = false;
             return PT_FILTER_ERROR;
         }
@@ -290,8 +303,9 @@ int pt_rl_finish(struct pt_filter_ctx *ctx, const struct rl_conf *conf, struct r
         if (!st->res[i].admitted && st->res[i].retry_ms > retry_ms)
             retry_ms = st->res[i].retry_ms;
     uint64_t retry_s = ceil_s(retry_ms);
-    pt_slice ra = u64_text(ctx->arena, retry_s ? retry_s : 1);
-    if (!ra.p || pt_headers_set(ctx->resp_headers, ctx->arena, PT_SLICE("Retry-After"), ra) < 0)
+    char *ra = pt_arena_alloc(ctx->arena, 20);
+    if (!ra || pt_headers_set(ctx->resp_headers, ctx->arena, PT_SLICE("Retry-After"),
+                              (pt_slice){ra, put_u64(ra, retry_s ? retry_s : 1)}) < 0)
         return PT_FILTER_ERROR;
     ctx->respond_status = 429;
     ctx->respond_error = "rate limit exceeded";
@@ -304,7 +318,9 @@ static int rl_on_request(struct pt_filter_ctx *ctx, const void *conf_, void *sta
 {
     const struct rl_conf *conf = conf_;
     struct rl_state *st = state;
-    if (key_values(ctx, conf, st) < 0)
+    st->values = pt_arena_alloc(ctx->arena, conf->nlim * sizeof(*st->values));
+    st->res = pt_arena_zalloc(ctx->arena, conf->nlim * sizeof(*st->res));
+    if (!st->values || !st->res || key_values(ctx, conf, st) < 0)
         return PT_FILTER_ERROR;
     if (conf->cluster)
         return pt_rl_cluster_take(ctx, conf, st);

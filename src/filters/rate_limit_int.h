@@ -74,9 +74,11 @@ struct rl_conf {
 };
 
 struct rl_state {
-    const struct rl_conf *conf;        /* cluster: for the store's answer (rate_limit_cluster.c) */
-    pt_slice values[PT_RL_MAX_LIMITS]; /* each limit's key value, unambiguous text */
-    struct pt_rl_result res[PT_RL_MAX_LIMITS];
+    const struct rl_conf *conf; /* cluster: for the store's answer (rate_limit_cluster.c) */
+    /* conf->nlim entries each, in the request arena (rl_on_request): the
+     * state the chain zeroes per request stays a few words. */
+    pt_slice *values; /* each limit's key value, unambiguous text */
+    struct pt_rl_result *res;
     bool decided; /* res holds the decision: headers go on the response */
     /* for the access log: "admitted", "refused", "fail_open",
      * "store_failure_allow", ...; NULL: pt_rl_finish says admitted or

@@ -397,6 +397,17 @@ def test_export_failures_do_not_touch_requests(tmp_path):
                     assert requests.get(gw.u("/api/x"), timeout=scaled(5)).status_code == 200
                 wait_until(lambda: "the collector answered 500" in gw.stderr_text(), scaled(10),
                            what="the export failure logged")
+                # ... and counted: every queued span either failed or waits.
+                def trace_metrics():
+                    text = requests.get("http://127.0.0.1:%d/metrics" % gw.admin_port,
+                                        timeout=scaled(5)).text
+                    return {l.split()[0]: int(l.split()[1]) for l in text.splitlines()
+                            if l.startswith("portico_trace_spans_")}
+                wait_until(lambda: trace_metrics()["portico_trace_spans_export_failed_total"] >= 5,
+                           scaled(10), what="failed spans counted in /metrics")
+                m = trace_metrics()
+                assert m["portico_trace_spans_queued_total"] >= 10  # server + attempt span each
+                assert m["portico_trace_spans_exported_total"] == 0
                 col.stop()
                 for _ in range(5):
                     assert requests.get(gw.u("/api/y"), timeout=scaled(5)).status_code == 200
@@ -479,3 +490,18 @@ def test_reload_resizes_and_switches_tracing(tmp_path):
     finally:
         auth.stop()
         col.stop()
+
+
+def test_exported_spans_are_counted_in_metrics(env):
+    """/metrics counts the spans the collector accepted: after a traced
+    request is exported, exported_total has grown by at least its spans."""
+    gw, b, col, auth, log = env
+
+    def exported():
+        text = requests.get("http://127.0.0.1:%d/metrics" % gw.admin_port, timeout=scaled(5)).text
+        return sum(int(l.split()[1]) for l in text.splitlines()
+                   if l.startswith("portico_trace_spans_exported_total "))
+    before = exported()
+    assert requests.get(gw.u("/api/counted"), timeout=scaled(5)).status_code == 200
+    wait_until(lambda: exported() >= before + 2, scaled(10),
+               what="the request's two spans counted as exported")
