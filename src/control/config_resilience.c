@@ -7,7 +7,6 @@
  */
 #include "control/config_int.h"
 
-#include <errno.h>
 #include <stdlib.h>
 
 /* failure_statuses: [502, 503, 504] — a list of final statuses (200-599);
@@ -51,33 +50,6 @@ void pt_cfg_walk_passive(struct cfg *c, const struct pt_ynode *n, struct pt_upst
         p->max_ejected_percent = (uint32_t)x;
 }
 
-/* error_rate: a fraction in (0, 1], or a percentage "50%". */
-static void want_rate(struct cfg *c, const struct pt_ynode *n, double *out)
-{
-    const char *s = pt_cfg_want_str(&c->w, n, "`error_rate`");
-    if (!s)
-        return;
-    char *end = NULL;
-    errno = 0;
-    double d = strtod(s, &end);
-    bool pct = end && *end == '%';
-    if (pct)
-        end++;
-    bool plain = s[0] && strspn(s, "0123456789.%") == strlen(s);
-    if (!plain || errno || end == s || !end || *end) {
-        err_at(c, n, "expected a fraction (0.5) or a percentage (50%%) for `error_rate`, got `%s`",
-               s);
-        return;
-    }
-    if (pct)
-        d /= 100.0;
-    if (!(d > 0 && d <= 1)) {
-        err_at(c, n, "`error_rate` must be above 0 and at most 1 (100%%), got `%s`", s);
-        return;
-    }
-    *out = d;
-}
-
 static const char *const breaker_keys[] = {"error_rate", "min_requests",       "window",
                                            "open_for",   "half_open_requests", "max_concurrent",
                                            NULL};
@@ -94,7 +66,7 @@ void pt_cfg_walk_breaker(struct cfg *c, const struct pt_ynode *n, struct pt_upst
     b->enabled = true;
     uint64_t x;
     if (v[0])
-        want_rate(c, v[0], &b->error_rate);
+        pt_cfg_want_ratio(&c->w, v[0], "`error_rate`", false, &b->error_rate);
     if (v[1] && pt_cfg_want_uint(&c->w, v[1], "`min_requests`", 1, 1000000, &x))
         b->min_requests = (uint32_t)x;
     /* Ten buckets of window/10: 100ms is the finest that still means

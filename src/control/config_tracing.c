@@ -19,41 +19,12 @@
 #include "gateway/trace.h"
 #include "proxy/fetch.h"
 
-#include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 
 static const char *const tracing_keys[] = {"otlp_endpoint", "sample", "service_name",
                                            "server_timing", "batch",  "flush_every",
                                            "max_queue",     NULL};
 enum { TR_ENDPOINT, TR_SAMPLE, TR_SERVICE, TR_TIMING, TR_BATCH, TR_FLUSH, TR_QUEUE, TR_N };
-
-/* `sample`: a number in [0, 1] or a percentage ("10%"). */
-static void walk_sample(struct cfg *c, const struct pt_ynode *n, double *out)
-{
-    const char *s = pt_cfg_want_str(&c->w, n, "`tracing.sample`");
-    if (!s)
-        return;
-    char *end = NULL;
-    errno = 0;
-    double d = strtod(s, &end);
-    bool pct = end && *end == '%';
-    if (pct)
-        end++;
-    bool plain = s[0] && strspn(s, "0123456789.%") == strlen(s);
-    if (!plain || errno || end == s || !end || *end || !isfinite(d)) {
-        err_at(c, n, "expected a ratio (0.1) or a percentage (10%%) for `tracing.sample`, got `%s`",
-               s);
-        return;
-    }
-    if (pct)
-        d /= 100.0;
-    if (d < 0 || d > 1) {
-        err_at(c, n, "`tracing.sample` must be from 0 to 1 (100%%), got `%s`", s);
-        return;
-    }
-    *out = d;
-}
 
 /* The exporter's way to the endpoint (see generation.h). */
 static void walk_endpoint(struct cfg *c, const struct pt_ynode *n, struct pt_tracing_cfg *t)
@@ -108,7 +79,7 @@ void pt_cfg_walk_tracing(struct cfg *c, const struct pt_ynode *n)
     if (v[TR_ENDPOINT] && !v[TR_ENDPOINT]->is_null)
         walk_endpoint(c, v[TR_ENDPOINT], t);
     if (v[TR_SAMPLE])
-        walk_sample(c, v[TR_SAMPLE], &t->sample);
+        pt_cfg_want_ratio(&c->w, v[TR_SAMPLE], "`tracing.sample`", true, &t->sample);
     if (v[TR_SERVICE]) {
         const char *s = pt_cfg_want_str(&c->w, v[TR_SERVICE], "`tracing.service_name`");
         if (s && strlen(s) > 128)

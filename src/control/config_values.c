@@ -708,6 +708,34 @@ bool pt_cfg_want_percent(struct pt_cfg_walk *w, const struct pt_ynode *v, const 
     return want_percent(w, v, what, out);
 }
 
+bool pt_cfg_want_ratio(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
+                       bool zero_ok, double *out)
+{
+    const char *s = pt_cfg_want_str(w, n, what);
+    if (!s)
+        return false;
+    char *end = NULL;
+    errno = 0;
+    double d = strtod(s, &end);
+    bool pct = end && *end == '%';
+    if (pct)
+        end++;
+    bool plain = s[0] && strspn(s, "0123456789.%") == strlen(s);
+    if (!plain || errno || end == s || !end || *end || !isfinite(d)) {
+        pt_cfg_err(w, n, "expected a ratio (0.5) or a percentage (50%%) for %s, got `%s`", what, s);
+        return false;
+    }
+    if (pct)
+        d /= 100.0;
+    if (d > 1 || d < 0 || (!zero_ok && d == 0)) {
+        pt_cfg_err(w, n, "%s must be %s, got `%s`", what,
+                   zero_ok ? "from 0 to 1 (100%)" : "above 0 and at most 1 (100%)", s);
+        return false;
+    }
+    *out = d;
+    return true;
+}
+
 /* A sequence of mappings, each read with the field's nested table. */
 static bool parse_objlist(struct pt_cfg_walk *w, const struct pt_field *f, const struct pt_ynode *v,
                           const char *what, struct pt_objlist *out)

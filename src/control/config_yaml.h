@@ -139,6 +139,10 @@ bool pt_cfg_want_int(struct pt_cfg_walk *w, const struct pt_ynode *n, const char
 bool pt_cfg_want_bool(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what, bool *out);
 bool pt_cfg_want_double(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
                         double *out);
+/* A ratio: a number in [0, 1] or a percentage ("10%"), as a fraction;
+ * 0 refused unless zero_ok (shared/CONFIG.md "ratios"). */
+bool pt_cfg_want_ratio(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
+                       bool zero_ok, double *out);
 /* A percentage in [0, 100]: `20%` or `20` (*out = 20). */
 bool pt_cfg_want_percent(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
                          double *out);

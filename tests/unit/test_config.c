@@ -442,7 +442,7 @@ static void test_failure_handling_keys(void)
     EXPECT(UP "    circuit_breaker: { error_rate: 0 }\n",
            "t.yaml:5:36: `error_rate` must be above 0 and at most 1 (100%), got `0`");
     EXPECT(UP "    circuit_breaker: { error_rate: half }\n",
-           "t.yaml:5:36: expected a fraction (0.5) or a percentage (50%) for `error_rate`, got "
+           "t.yaml:5:36: expected a ratio (0.5) or a percentage (50%) for `error_rate`, got "
            "`half`");
     EXPECT(UP "    circuit_breaker: { min_requests: 0 }\n",
            "t.yaml:5:38: `min_requests` must be from 1 to 1000000, got 0");
