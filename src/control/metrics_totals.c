@@ -46,8 +46,12 @@ static int map_grow(struct pt_mx_map *m)
     if (!v)
         return -ENOMEM;
     m->vals = v;
+    /* cap only once the index has room for it: a failed rehash leaves the
+     * map as it was (n == cap: the next add tries again). */
+    if (map_rehash(m, cap * 2) < 0)
+        return -ENOMEM;
     m->cap = cap;
-    return map_rehash(m, cap * 2);
+    return 0;
 }
 
 int pt_mx_map_add(struct pt_mx_map *m, const char *key, const uint64_t *vals)

@@ -168,7 +168,9 @@ static inline uint64_t hook_charge(struct pt_filter_ctx *ctx, const struct pt_fi
     if (!ctx || !ctx->hook_ns)
         return 0;
     uint64_t t = pt_now_ns();
-    ctx->hook_ns[inst->state_index] += t - t0;
+    /* A hook that ran is charged at least 1 ns: 0 means "did not run" to
+     * the metrics (a filter after one that answered is not observed). */
+    ctx->hook_ns[inst->state_index] += t > t0 ? t - t0 : 1;
     return t;
 }
 

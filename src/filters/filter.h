@@ -20,6 +20,8 @@
 #include "http/headers.h"
 #include "proxy/redis.h"
 
+#include <string.h>
+
 /* ---- configuration field tables (parsed by generic code) ---- */
 
 enum pt_field_type {
@@ -111,6 +113,8 @@ struct pt_identity {
      * `jwt:CLAIM` keys (pt_jwt_claim_string, jose.h). */
     pt_slice token_claims;
 };
+
+#define PT_FILTER_NOTES_MAX 4
 
 struct pt_filter_ctx;
 struct pt_consumers;
@@ -236,11 +240,14 @@ struct pt_filter_ctx {
      * up on it (cancels the work, calls on_cancel, answers 504). 0: the
      * default, PT_FILTER_SUSPEND_DEFAULT_MS. Reset before each hook. */
     uint64_t suspend_deadline_ms;
-    /* One note for the access log line, `"<log_key>":"<log_value>"`: both
-     * static strings, JSON-safe (e.g. introspection's cache result); NULL
-     * key: none. A later filter's note replaces an earlier one's. */
-    const char *log_key;
-    const char *log_value;
+    /* Notes for the access log line, `"<key>":"<value>"` each, and the
+     * metrics (portico_filter_notes_total): static strings, JSON-safe
+     * (e.g. introspection's cache result). Written with pt_filter_note
+     * only: one per key, a later value for the same key replaces it. */
+    struct {
+        const char *key, *value;
+    } notes[PT_FILTER_NOTES_MAX];
+    uint32_t nnotes;
     /* Nanoseconds spent in each filter's hooks, indexed by state_index
      * (the chain runners add to it); NULL: not timed (metrics off). */
     uint64_t *hook_ns;
@@ -252,6 +259,22 @@ struct pt_filter_ctx {
 };
 
 #define PT_FILTER_SUSPEND_DEFAULT_MS 30000
+
+/* Sets the note `key` (static strings): replaces that key's value, else
+ * adds it; beyond PT_FILTER_NOTES_MAX keys a note is dropped. */
+static inline void pt_filter_note(struct pt_filter_ctx *ctx, const char *key, const char *value)
+{
+    for (uint32_t i = 0; i < ctx->nnotes; i++)
+        if (ctx->notes[i].key == key || strcmp(ctx->notes[i].key, key) == 0) {
+            ctx->notes[i].value = value;
+            return;
+        }
+    if (ctx->nnotes < PT_FILTER_NOTES_MAX) {
+        ctx->notes[ctx->nnotes].key = key;
+        ctx->notes[ctx->nnotes].value = value;
+        ctx->nnotes++;
+    }
+}
 
 /* ---- filter definitions ---- */
 

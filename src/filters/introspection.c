@@ -454,7 +454,7 @@ static int failed(struct pt_filter_ctx *ctx, struct intro_state *st, enum pt_ica
     if (why)
         warn_failure(ctx, st->conf, why, r == PT_ICACHE_STALE);
     if (r == PT_ICACHE_STALE && stale) {
-        ctx->log_value = "stale";
+        pt_filter_note(ctx, "introspection", "stale");
         return apply(ctx, st, stale);
     }
     ctx->respond_status = 503;
@@ -491,7 +491,7 @@ static int on_cache(struct pt_filter_ctx *ctx, struct intro_state *st, enum pt_i
         st->phase = PH_WAITING;
         return PT_FILTER_SUSPEND;
     case PT_ICACHE_LEAD:
-        ctx->log_value = "miss";
+        pt_filter_note(ctx, "introspection", "miss");
         if (start_call(ctx, st) < 0)
             return lead_failed(ctx, st, "the call could not be started");
         return PT_FILTER_SUSPEND;
@@ -522,13 +522,12 @@ static int intro_on_request(struct pt_filter_ctx *ctx, const void *conf_, void *
     }
     if (!token_key(ctx, conf, st->token, st->key))
         return PT_FILTER_ERROR;
-    ctx->log_key = "introspection";
-    ctx->log_value = "hit";
+    pt_filter_note(ctx, "introspection", "hit");
     struct pt_icache_answer ans;
     enum pt_icache_result r =
         pt_icache_lookup(st->key, now_ms(ctx), &conf->ttl, ctx->arena, &ans, &st->seq);
     if (r == PT_ICACHE_WAIT)
-        ctx->log_value = "coalesced";
+        pt_filter_note(ctx, "introspection", "coalesced");
     int res = on_cache(ctx, st, r, &ans);
     if (res == PT_FILTER_SUSPEND)
         /* A waiter may end up leading a call of its own: room for both. */

@@ -672,9 +672,8 @@ int pt_jwt_verify(struct pt_filter_ctx *ctx, struct jwt_state *st)
         SHA256((const unsigned char *)st->token.p, st->token.len, st->key);
         /* The verified-token cache's result, for the access log and the
          * metrics (portico_filter_notes_total). */
-        ctx->log_key = "jwt_cache";
         bool hit = from_cache(ctx, st, now_s, &r);
-        ctx->log_value = hit ? "hit" : "miss";
+        pt_filter_note(ctx, "jwt_cache", hit ? "hit" : "miss");
         if (hit)
             return r;
     }

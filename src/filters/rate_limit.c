@@ -280,8 +280,7 @@ int pt_rl_finish(struct pt_filter_ctx *ctx, const struct rl_conf *conf, struct r
 {
     if (!st->outcome)
         st->outcome = admitted ? "admitted" : "refused";
-    ctx->log_key = "rate_limit";
-    ctx->log_value = st->outcome;
+    pt_filter_note(ctx, "rate_limit", st->outcome);
     st->decided = true;
     if (conf->send_headers) {
         const struct pt_rl_result *r = &st->res[most_restrictive(conf, st, admitted)];

@@ -301,14 +301,12 @@ int pt_rl_store_failed(struct pt_filter_ctx *ctx, const struct rl_conf *conf, st
     case RL_FAIL_ALLOW:
         st->outcome = "store_failure_allow";
         st->decided = false; /* no RateLimit-* without a decision */
-        ctx->log_key = "rate_limit";
-        ctx->log_value = st->outcome;
+        pt_filter_note(ctx, "rate_limit", st->outcome);
         return PT_FILTER_CONTINUE;
     case RL_FAIL_DENY:
         st->outcome = "store_failure_deny";
         st->decided = false;
-        ctx->log_key = "rate_limit";
-        ctx->log_value = st->outcome;
+        pt_filter_note(ctx, "rate_limit", st->outcome);
         if (pt_headers_set(ctx->resp_headers, ctx->arena, PT_SLICE("Retry-After"), PT_SLICE("1")) <
             0)
             return PT_FILTER_ERROR;

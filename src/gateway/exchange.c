@@ -651,10 +651,18 @@ void pt_exchange_log(struct pt_exchange *ex)
     if (ex->call && ex->dispatched)
         snprintf(att, sizeof(att), ",\"retries\":%u",
                  ex->call->attempts ? ex->call->attempts - 1 : 0);
-    /* A filter's note (filter.h: ctx->log_key), e.g. "introspection":"hit". */
-    char note[96] = "";
-    if (ex->filters_begun && ex->fctx.log_key && ex->fctx.log_value)
-        snprintf(note, sizeof(note), ",\"%s\":\"%s\"", ex->fctx.log_key, ex->fctx.log_value);
+    /* The filters' notes (filter.h: pt_filter_note), e.g. "introspection":"hit". */
+    char note[PT_FILTER_NOTES_MAX * 64] = "";
+    size_t nl = 0;
+    for (uint32_t i = 0; ex->filters_begun && i < ex->fctx.nnotes; i++) {
+        int k = snprintf(note + nl, sizeof(note) - nl, ",\"%s\":\"%s\"", ex->fctx.notes[i].key,
+                         ex->fctx.notes[i].value);
+        if (k < 0 || (size_t)k >= sizeof(note) - nl) {
+            note[nl] = '\0'; /* a note that does not fit is left out whole */
+            break;
+        }
+        nl += (size_t)k;
+    }
     char trace[80];
     size_t tl = pt_exchange_trace_log(ex, trace);
     int n = snprintf(

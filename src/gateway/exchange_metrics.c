@@ -4,7 +4,8 @@
  * upstream's time and retries, each filter's time and outcome, and the
  * filters' notes.
  *
- * Cost: one clock read (the request's end), a handful of relaxed
+ * Cost here: one clock read (the request's end; the chain runners read
+ * the clock around each hook), a handful of relaxed
  * load/store pairs into this worker's block of the request's generation,
  * and per filter a histogram bucket. Nothing is shared with another
  * worker, nothing allocated, no lock.
@@ -39,9 +40,10 @@ static void record_filters(const struct pt_exchange *ex, struct pt_worker_mx *wm
     const struct pt_chain *ch = &ex->route->chain;
     struct pt_filter_mx *fm = wm->filters + base;
     const uint64_t *ns = ex->fctx.hook_ns;
-    if (ns)
+    if (ns) /* filters that ran (a hook that ran charged at least 1 ns) */
         for (uint32_t i = 0; i < ch->n_all; i++)
-            pt_hist_observe(&fm[i].time, ns[i]);
+            if (ns[i])
+                pt_hist_observe(&fm[i].time, ns[i]);
     /* Request filters before the one that stopped the chain (or all of
      * them when it ran through) passed; one still suspended at the end
      * (client gone) has no outcome. */
@@ -90,7 +92,7 @@ void pt_exchange_metrics(struct pt_exchange *ex)
     if (ex->filters_begun) {
         if (ex->route->chain.n_all)
             record_filters(ex, wm, m->filter_base[ri]);
-        if (ex->fctx.log_key && ex->fctx.log_value)
-            pt_mx_count_note(rm, ex->fctx.log_key, ex->fctx.log_value);
+        for (uint32_t i = 0; i < ex->fctx.nnotes; i++)
+            pt_mx_count_note(rm, ex->fctx.notes[i].key, ex->fctx.notes[i].value);
     }
 }

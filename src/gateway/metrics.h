@@ -76,7 +76,7 @@ struct pt_code_slot {
     _Atomic uint64_t n;
 };
 
-/* Filter notes (filter.h: ctx->log_key / log_value, static strings, e.g.
+/* Filter notes (filter.h: pt_filter_note, static strings, e.g.
  * "introspection"/"hit", "jwt_cache"/"miss", "rate_limit"/"fail_open"):
  * counted per route in a small open table like the codes. */
 #define PT_NOTE_SLOTS 8

@@ -40,6 +40,11 @@ ROUTES = [
           filters={"rate_limit": {"limits": [{"key": "header:X-T", "rate": "2/m"}]}}),
     route("token", "/token", filters={"jwt": {"secret": SECRET}}),
     route("dead", "/dead", up="dead"),
+    # Two filters that both leave a note; rate_limit runs only for callers
+    # jwt let through.
+    route("guarded", "/guarded", filters={"jwt": {"secret": SECRET},
+                                          "rate_limit": {"limits": [{"key": "ip",
+                                                                     "rate": "100/m"}]}}),
 ]
 
 
@@ -152,6 +157,9 @@ def send_mix(gw):
         assert get("/token", headers={"Authorization": "Bearer " + tok}).status_code == 200
     assert get("/dead").status_code == 502
     assert get("/nowhere").status_code == 404
+    assert get("/guarded").status_code == 401
+    for _ in range(2):
+        assert get("/guarded", headers={"Authorization": "Bearer " + tok}).status_code == 200
 
 
 def test_counters_equal_the_requests_sent(env):
@@ -172,12 +180,12 @@ def test_counters_equal_the_requests_sent(env):
     # no route: no route label to count it under
     assert not any(dict(l).get("route") == "" for (n, l) in samples)
     total = sum(v for (n, _), v in samples.items() if n == "portico_requests_total")
-    assert total == 5 + 3 + 5 + 5 + 3 + 1
+    assert total == 5 + 3 + 5 + 5 + 3 + 1 + 3
 
     count = lambda fam, **l: value(samples, fam + "_count", **l)
     assert count("portico_request_duration_seconds", route="plain") == 8
     assert count("portico_overhead_seconds", route="keyed") == 5
-    assert count("portico_upstream_duration_seconds", upstream="app") == 5 + 3 + 3 + 2 + 3
+    assert count("portico_upstream_duration_seconds", upstream="app") == 5 + 3 + 3 + 2 + 3 + 2
     assert count("portico_filter_duration_seconds", route="keyed", filter="key_auth") == 5
     assert count("portico_filter_duration_seconds", route="limited", filter="rate_limit") == 5
     check_histograms(samples, types)
@@ -194,6 +202,13 @@ def test_counters_equal_the_requests_sent(env):
     assert note("rate_limit", "refused", "limited") == 3
     assert note("jwt_cache", "miss", "token") == 1
     assert note("jwt_cache", "hit", "token") == 2
+    # every note of a request counts, not only the last filter's
+    assert note("jwt_cache", "miss", "guarded") == 1
+    assert note("jwt_cache", "hit", "guarded") == 1
+    assert note("rate_limit", "admitted", "guarded") == 2
+    # a filter is observed only when it ran: rate_limit not for the 401
+    assert count("portico_filter_duration_seconds", route="guarded", filter="jwt") == 3
+    assert count("portico_filter_duration_seconds", route="guarded", filter="rate_limit") == 2
     assert value(samples, "portico_upstream_retries_total", upstream="dead") == 1
     assert value(samples, "portico_config_generation") == 1
     assert types["portico_upstream_target_healthy"] == "gauge"
