@@ -7,7 +7,7 @@ OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=gnu17 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
            -D_GNU_SOURCE -Isrc -pthread -fno-strict-aliasing
-LDLIBS  += -lyaml -lpcre2-8 -luring -lcares -lssl -lcrypto -ljansson -lhiredis -lpthread -lm -latomic
+LDLIBS  += -lyaml -lpcre2-8 -luring -lcares -lssl -lcrypto -lnghttp2 -ljansson -lhiredis -lpthread -lm -latomic
 
 ifneq ($(SANITIZE),)
 BUILD   ?= build-san

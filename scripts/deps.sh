@@ -3,9 +3,9 @@
 # Idempotent and quiet when nothing is missing.
 set -eu
 pkgs=(
-  build-essential pkg-config libyaml-dev libpcre2-dev liburing-dev libc-ares-dev libssl-dev libjansson-dev libhiredis-dev redis-server
-  python3 python3-pytest python3-requests python3-jwt python3-jwcrypto curl
-  wrk nghttp2-client
+  build-essential pkg-config libyaml-dev libpcre2-dev liburing-dev libc-ares-dev libssl-dev libjansson-dev libhiredis-dev libnghttp2-dev redis-server
+  python3 python3-pytest python3-requests python3-jwt python3-jwcrypto python3-h2 python3-websockets curl openssl
+  wrk nghttp2-client testssl.sh
   prometheus # promtool: tests/e2e/test_metrics.py checks /metrics with `promtool check metrics`
 )
 [ "${PORTICO_BENCH_DEPS:-0}" = 1 ] && pkgs+=(haproxy nginx-light gnuplot-nox strace)

@@ -20,6 +20,8 @@
 #include "http/headers.h"
 #include "proxy/redis.h"
 
+struct pt_tls;
+
 #include <string.h>
 
 /* ---- configuration field tables (parsed by generic code) ---- */
@@ -230,6 +232,10 @@ struct pt_filter_ctx {
     /* The process's local rate-limit cells (filters/rl_table.h), shared by
      * every worker and kept across reloads; never NULL while a hook runs. */
     struct pt_rl_table *rl_table;
+    /* The client connection's TLS session (core/tls.h: pt_tls_get_info for
+     * SNI and the verified client certificate); NULL on a plain
+     * connection. */
+    struct pt_tls *tls;
     /* Set by a filter returning PT_FILTER_RESPOND (or resuming with it).
      * Extra response headers go into resp_headers. */
     int respond_status;

@@ -80,6 +80,9 @@ struct pt_exchange {
      * address a PROXY protocol header carried. The codec sets it, and only
      * the codec; the exchange derives `client` from it. */
     pt_slice peer;
+    /* The connection's TLS session (core/tls.h), NULL on plain TCP: set by
+     * the codec; the mtls_auth filter and the 421 check read it. */
+    struct pt_tls *tls;
     uint64_t t_start;
 
     /* ---- the request's way ---- */

@@ -441,6 +441,7 @@ void pt_exchange_filters_begin(struct pt_exchange *ex)
     f->consumers = &ex->gen->consumers;
     f->route_name = ex->route->name;
     f->rl_table = ex->gen->rl_table;
+    f->tls = ex->tls;
     f->svc = &services;
     f->resume = filters_resume;
     f->owner = ex;

@@ -127,6 +127,7 @@ struct h1_txn *pt_h1s_txn_new(struct pt_conn *c)
     pt_exchange_init(&t->ex, c->w, &c->arena, &codec_ops, c);
     t->ex.listener = c->listener;
     t->ex.peer = (pt_slice){c->remote, c->remote_len};
+    t->ex.tls = c->tls;
     t->ex.peer_ip = c->remote_ip;
     t->ex.req.scheme = (pt_slice){c->scheme, strlen(c->scheme)};
     t->ex.t_start = c->head_started ? c->head_ns : pt_loop_now_ns(&c->w->loop);
@@ -167,7 +168,8 @@ static bool judge_hangup(struct pt_conn *c)
     c->hup_unjudged = false;
     if (t->pipelined && !c->hup_reset)
         return false; /* a client that half-closed after pipelining waits for its answers */
-    if ((c->rbuf && pt_buf_len(c->rbuf) > 0) || !pt_io_peer_gone(&c->w->loop, &c->io))
+    if ((c->rbuf && pt_buf_len(c->rbuf) > 0) || (c->tls && pt_tls_has_buffered(c->tls)) ||
+        !pt_io_peer_gone(&c->w->loop, &c->io))
         return false; /* pipelined requests still get their answers */
     if (t->chead_sent == 0)
         t->ex.status = 499;
@@ -183,6 +185,8 @@ static void conn_on_event(struct pt_loop *loop, struct pt_io *io, uint32_t event
     (void)loop;
     if (c->closed)
         return;
+    if (c->tls)
+        events = pt_tls_events(c->tls, events);
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->readable = true;
     /* Edge-triggered epoll repeats RDHUP in every later event's mask:
@@ -335,6 +339,8 @@ void pt_h1s_close(struct pt_conn *c)
         pt_h1s_txn_end(c->txn, false);
     pt_timer_cancel(&w->loop, &c->timer);
     pt_io_close_ex(&w->loop, &c->io, c->cut);
+    pt_tls_free(c->tls);
+    c->tls = NULL;
     c->closed = true;
     if (c->rbuf) {
         pt_buf_put(&w->bufs, c->rbuf);
@@ -420,7 +426,7 @@ bool pt_conn_close_longest_idle(struct pt_worker *w)
          * would take it): its request may be on the wire, and losing it is
          * worse than a slot held for header_timeout. */
         if (c->requests == 0 || c->txn || c->head_started || c->lingering || c->readable ||
-            pt_io_has_input(&w->loop, &c->io) || !pt_timer_armed(&c->timer))
+            pt_conn_has_input(c) || !pt_timer_armed(&c->timer))
             continue;
         if (!oldest || c->idle_since <= oldest->idle_since) /* ties: older */
             oldest = c;

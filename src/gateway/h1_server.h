@@ -6,6 +6,7 @@
 #ifndef PT_GATEWAY_H1_SERVER_H
 #define PT_GATEWAY_H1_SERVER_H
 
+#include "core/tls.h"
 #include "gateway/exchange.h"
 
 enum body_mode { BODY_NONE, BODY_CL, BODY_CHUNKED };
@@ -16,6 +17,7 @@ struct h1_txn;
 
 struct pt_conn {
     struct pt_io io;
+    struct pt_tls *tls; /* TLS listeners: the session over io; NULL: plain */
     struct pt_worker *w;
     struct pt_timer timer; /* idle / header / send timeout */
     struct pt_buf *rbuf;   /* client bytes; NULL while idle */
@@ -88,6 +90,35 @@ struct h1_txn {
     bool continue_done;
     bool close_after;
 };
+
+/* The connection's byte stream: TLS when the listener terminates it, the
+ * socket otherwise (same semantics, core/tls.h). */
+static inline ssize_t pt_conn_recv(struct pt_conn *c, void *buf, size_t len)
+{
+    if (c->tls)
+        return pt_tls_recv(c->tls, buf, len);
+    return pt_io_recv(&c->w->loop, &c->io, buf, len);
+}
+
+static inline ssize_t pt_conn_sendv(struct pt_conn *c, const struct iovec *iov, int n)
+{
+    if (c->tls)
+        return pt_tls_sendv(c->tls, iov, n);
+    return pt_io_sendv(&c->w->loop, &c->io, iov, n);
+}
+
+static inline int pt_conn_shutdown_wr(struct pt_conn *c)
+{
+    if (c->tls)
+        return pt_tls_shutdown_wr(c->tls);
+    return pt_io_shutdown_wr(&c->w->loop, &c->io);
+}
+
+/* Input is known to be waiting: the socket's, or bytes TLS holds. */
+static inline bool pt_conn_has_input(struct pt_conn *c)
+{
+    return pt_io_has_input(&c->w->loop, &c->io) || (c->tls && pt_tls_has_buffered(c->tls));
+}
 
 /* h1_server.c */
 void pt_h1s_close(struct pt_conn *c);

@@ -121,7 +121,7 @@ static int recv_into_rbuf(struct pt_conn *c)
     if (pt_buf_space(c->rbuf) == 0)
         pt_buf_compact(c->rbuf);
     size_t space = pt_buf_space(c->rbuf);
-    ssize_t n = pt_io_recv(&c->w->loop, &c->io, c->rbuf->data + c->rbuf->end, space);
+    ssize_t n = pt_conn_recv(c, c->rbuf->data + c->rbuf->end, space);
     if (n > 0) {
         c->rbuf->end += (uint32_t)n;
         /* A short read drained the socket; with edge triggering the next
@@ -338,7 +338,7 @@ static int pump_client_read(struct h1_txn *t)
     }
     /* Empty buffer: reuse it from the front (the head was copied). */
     c->rbuf->start = c->rbuf->end = 0;
-    ssize_t n = pt_io_recv(&c->w->loop, &c->io, c->rbuf->data, c->rbuf->cap);
+    ssize_t n = pt_conn_recv(c, c->rbuf->data, c->rbuf->cap);
     if (n > 0) {
         c->rbuf->end = (uint32_t)n;
         if ((size_t)n < c->rbuf->cap && !c->hup)
@@ -366,7 +366,7 @@ static int pump_client_read(struct h1_txn *t)
 static ssize_t client_send(struct h1_txn *t, struct iovec *iov, int n)
 {
     struct pt_conn *c = t->c;
-    ssize_t w = pt_io_sendv(&c->w->loop, &c->io, iov, n);
+    ssize_t w = pt_conn_sendv(c, iov, n);
     if (w >= 0)
         return w;
     if (errno == EAGAIN) {
@@ -742,7 +742,7 @@ static void linger_discard(struct pt_conn *c)
     if (!c->readable)
         return;
     for (;;) {
-        ssize_t n = pt_io_recv(&c->w->loop, &c->io, sink, sizeof(sink));
+        ssize_t n = pt_conn_recv(c, sink, sizeof(sink));
         if (n > 0) {
             c->linger_bytes += (uint64_t)n;
             if (c->linger_bytes > PT_LINGER_MAX_BYTES)
@@ -766,7 +766,7 @@ static void conn_linger(struct pt_conn *c)
         pt_buf_put(&c->w->bufs, c->rbuf);
         c->rbuf = NULL;
     }
-    if (pt_io_shutdown_wr(&c->w->loop, &c->io) < 0) {
+    if (pt_conn_shutdown_wr(c) < 0) {
         pt_h1s_close(c);
         return;
     }
@@ -799,8 +799,7 @@ static void txn_finish(struct h1_txn *t)
     /* Bytes of the next request already here (buffered, received, or
      * reported readable): it was pipelined, and a FIN behind it is no
      * reason to drop it (judge_hangup). */
-    c->next_pipelined =
-        (c->rbuf && pt_buf_len(c->rbuf) > 0) || c->readable || pt_io_has_input(&w->loop, &c->io);
+    c->next_pipelined = (c->rbuf && pt_buf_len(c->rbuf) > 0) || c->readable || pt_conn_has_input(c);
     c->idle_since = pt_loop_now(&w->loop);
     if (c->rbuf && pt_buf_len(c->rbuf) == 0) {
         pt_buf_put(&w->bufs, c->rbuf);
@@ -826,7 +825,7 @@ static void settle_readable(struct pt_conn *c, struct h1_txn *t)
 {
     t->input_settled = true;
     if (c->readable && !c->hup && (!c->rbuf || pt_buf_len(c->rbuf) == 0) &&
-        !pt_io_input_waiting(&c->w->loop, &c->io))
+        !(c->tls && pt_tls_has_buffered(c->tls)) && !pt_io_input_waiting(&c->w->loop, &c->io))
         c->readable = false;
 }
 
