@@ -130,6 +130,7 @@ static int bio_read_ex(BIO *b, char *p, size_t n, size_t *got)
         ssize_t r = pt_io_recv(t->loop, t->io, p, n);
         if (r > 0) {
             t->bytes += (uint64_t)r;
+            t->short_read = (size_t)r < n;
             *got = (size_t)r;
             return 1;
         }
@@ -212,6 +213,9 @@ static struct pt_tls *tls_new(SSL_CTX *ctx, struct pt_loop *loop, struct pt_io *
      * other: HTTP framing (not TLS) decides whether a message was cut. */
     SSL_set_options(t->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
     SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
+    /* Read whole socket bursts, not a record header then its body: one
+     * recv per burst instead of two per record. */
+    SSL_set_read_ahead(t->ssl, 1);
     return t;
 }
 
@@ -242,6 +246,14 @@ void pt_tls_free(struct pt_tls *t)
 {
     if (!t)
         return;
+    /* OpenSSL forgets (marks not resumable) the session of a connection
+     * freed without a shutdown; a connection that worked and is simply
+     * closed keeps its session for the next handshake. */
+    if (t->handshake_done && !t->err) {
+        SSL_set_quiet_shutdown(t->ssl, 1);
+        (void)SSL_shutdown(t->ssl);
+    }
+    ERR_clear_error();
     SSL_free(t->ssl); /* frees the BIO too */
     free(t->wpend);
     free(t->info);
@@ -327,6 +339,7 @@ ssize_t pt_tls_recv(struct pt_tls *t, void *buf, size_t len)
     }
     size_t got = 0;
     t->read_blocked = false;
+    t->short_read = false;
     /* Fill until the socket would block: a short result then means
      * drained, as the codecs' edge-triggered reads assume. */
     while (got < len) {
@@ -335,6 +348,10 @@ ssize_t pt_tls_recv(struct pt_tls *t, void *buf, size_t len)
         if (rc == 1) {
             got += n;
             t->handshake_done = true;
+            /* The socket gave less than asked and nothing is left inside
+             * OpenSSL: drained, so skip the read that would say EAGAIN. */
+            if (t->short_read && !SSL_has_pending(t->ssl))
+                break;
             continue;
         }
         ssize_t r = ssl_fail(t, rc, got, false);

@@ -71,6 +71,7 @@ struct pt_tls {
     bool handshake_done;
     bool write_wants_read; /* a write (handshake) waits for the peer's bytes */
     bool read_blocked;     /* the last read stopped on EAGAIN */
+    bool short_read;       /* the socket's last read gave less than asked */
     bool shut_sent;
     bool eof;       /* the peer closed (close_notify or TCP EOF) */
     int err;        /* sticky errno of a failed connection (EPROTO for TLS errors) */
