@@ -1,0 +1,274 @@
+"""HTTP/2 downstream (listeners[].http2): h2c with prior knowledge through
+the exchange (routes, filters, upstream), flow control both ways, the
+RFC 9113 §8.2 downgrade checks, limits, flood guards and GOAWAY.
+
+Real clients only: python `h2` over a plain socket, curl
+--http2-prior-knowledge, nghttp and h2load."""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import zlib
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+import pytest
+
+from conftest import (Gateway, access_log_lines, backend, free_port, make_config, scaled,
+                      upstream, wait_until)
+
+MiB = 1024 * 1024
+
+
+def h2_config(up_port, routes=None, limits=None, access_log=None, workers=1, http2=True,
+              consumers=None):
+    cfg = make_config(free_port(), {"u": upstream(up_port)},
+                      routes or [{"name": "all", "match": {"path_prefix": "/"},
+                                  "upstream": "u"}],
+                      workers=workers, limits=limits, access_log=access_log)
+    cfg["listeners"][0]["http2"] = http2
+    if consumers:
+        cfg["consumers"] = consumers
+    return cfg
+
+
+class H2Client:
+    """A python-h2 client connection (h2c, prior knowledge) driven by hand."""
+
+    def __init__(self, port, validate=True, window=None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+        cfg = h2.config.H2Configuration(client_side=True,
+                                        header_encoding=None,
+                                        validate_outbound_headers=validate,
+                                        normalize_outbound_headers=validate,
+                                        validate_inbound_headers=True)
+        self.conn = h2.connection.H2Connection(config=cfg)
+        self.conn.initiate_connection()
+        if window:
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+            self.conn.increment_flow_control_window(window)
+        self.flush()
+        self.streams = {}  # id -> {"headers": [...], "data": bytearray, "ended", "reset"}
+        self.goaway = None
+        self.closed = False
+        self.pending = {}  # id -> remaining body bytes to send
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def request(self, method, path, headers=(), body=None, authority="gw.test"):
+        sid = self.conn.get_next_available_stream_id()
+        hs = [(":method", method), (":path", path), (":scheme", "http"),
+              (":authority", authority)] + list(headers)
+        self.conn.send_headers(sid, hs, end_stream=body is None)
+        self.streams[sid] = {"headers": None, "data": bytearray(), "ended": False,
+                             "reset": None}
+        if body is not None:
+            self.pending[sid] = memoryview(body)
+            self._push_bodies()
+        self.flush()
+        return sid
+
+    def _push_bodies(self):
+        for sid in list(self.pending):
+            mv = self.pending[sid]
+            st = self.streams[sid]
+            if st["reset"] is not None or st["ended"] and st["headers"] is None:
+                del self.pending[sid]
+                continue
+            while len(mv):
+                try:
+                    win = min(self.conn.local_flow_control_window(sid),
+                              self.conn.max_outbound_frame_size)
+                except (h2.exceptions.StreamClosedError, KeyError):
+                    del self.pending[sid]
+                    break
+                if win <= 0:
+                    break
+                n = min(win, len(mv))
+                self.conn.send_data(sid, mv[:n].tobytes())
+                mv = mv[n:]
+            if sid in self.pending:
+                if len(mv) == 0:
+                    self.conn.end_stream(sid)
+                    del self.pending[sid]
+                else:
+                    self.pending[sid] = mv
+
+    def pump(self, timeout=None):
+        """Reads once; handles events. False on EOF."""
+        self.sock.settimeout(timeout or scaled(10))
+        data = self.sock.recv(65536)
+        if not data:
+            self.closed = True
+            return False
+        for ev in self.conn.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived):
+                self.streams[ev.stream_id]["headers"] = ev.headers
+            elif isinstance(ev, h2.events.DataReceived):
+                self.streams[ev.stream_id]["data"] += ev.data
+                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, h2.events.StreamEnded):
+                self.streams[ev.stream_id]["ended"] = True
+            elif isinstance(ev, h2.events.StreamReset):
+                if ev.stream_id in self.streams:
+                    self.streams[ev.stream_id]["reset"] = ev.error_code
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                self.goaway = ev
+        self._push_bodies()
+        self.flush()
+        return True
+
+    def wait(self, sids, timeout=None):
+        deadline = time.monotonic() + (timeout or scaled(20))
+        while not all(self.streams[s]["ended"] or self.streams[s]["reset"] is not None
+                      for s in sids):
+            assert time.monotonic() < deadline, "streams not done"
+            if not self.pump():
+                break
+        return [self.streams[s] for s in sids]
+
+    def get(self, path, headers=(), body=None, method=None, **kw):
+        sid = self.request(method or ("POST" if body is not None else "GET"), path, headers,
+                           body, **kw)
+        return self.wait([sid])[0]
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def status(st):
+    return int(dict(st["headers"])[b":status"])
+
+
+def hdr(st, name):
+    return dict(st["headers"]).get(name.encode())
+
+
+@pytest.fixture
+def demo():
+    with backend("demo") as b:
+        yield b
+
+
+@pytest.fixture
+def gw(tmp_path, demo):
+    g = Gateway(h2_config(demo.port), tmp_path)
+    yield g
+    g.stop()
+
+
+# ---------------------------------------------------------------- basics
+
+def test_h2c_prior_knowledge_request_reaches_the_upstream_through_the_route(gw):
+    c = H2Client(gw.port)
+    st = c.get("/hello/world?x=1", headers=[("x-test", "yes"), ("cookie", "a=1"),
+                                            ("cookie", "b=2")])
+    assert status(st) == 200
+    echo = json.loads(st["data"])
+    assert echo["method"] == "GET"
+    assert echo["path"] == "/hello/world"
+    assert echo["query"] == "x=1"
+    hs = {k.lower(): v for k, v in echo["headers"]}
+    assert hs["host"] == "gw.test"
+    assert hs["x-test"] == "yes"
+    assert hs["cookie"] == "a=1; b=2"  # crumbs joined (RFC 9113 §8.2.3)
+    assert hs["x-forwarded-proto"] == "http"
+    assert echo["version"] == "HTTP/1.1"
+    # response fields came back lowercase, nothing connection-specific
+    names = [k for k, _ in st["headers"]]
+    assert all(n == n.lower() for n in names)
+    assert b"connection" not in names and b"keep-alive" not in names
+    assert b"transfer-encoding" not in names
+    c.close()
+
+
+def test_h1_still_works_on_an_http2_listener(gw):
+    import requests
+    r = requests.get(gw.u("/plain"), timeout=scaled(5))
+    assert r.status_code == 200
+    assert r.json()["path"] == "/plain"
+
+
+def test_curl_http2_prior_knowledge(gw):
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "-", "-w",
+                          "\\n%{http_version} %{http_code}", gw.u("/curl?q=2")],
+                         capture_output=True, timeout=scaled(20))
+    assert out.returncode == 0, out.stderr
+    body, _, tail = out.stdout.rpartition(b"\n")
+    assert tail == b"2 200"
+    assert json.loads(body)["query"] == "q=2"
+
+
+def test_nghttp_concurrent_streams(gw):
+    urls = [gw.u("/n/%d" % i) for i in range(20)]
+    out = subprocess.run(["nghttp", "-n", "-s"] + urls, capture_output=True,
+                         timeout=scaled(30))
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert out.stdout.count(b"/n/") == 20
+
+
+def test_gateway_made_responses_render_over_h2(tmp_path, demo):
+    routes = [{"name": "api", "match": {"path_prefix": "/api"}, "upstream": "u"}]
+    g = Gateway(h2_config(demo.port, routes=routes), tmp_path)
+    try:
+        c = H2Client(g.port)
+        st = c.get("/nowhere")
+        assert status(st) == 404
+        doc = json.loads(st["data"])
+        assert doc["status"] == 404
+        assert hdr(st, "content-type") == b"application/json"
+        assert int(hdr(st, "content-length")) == len(st["data"])
+        assert doc["request_id"] == hdr(st, "x-request-id").decode()
+        # HEAD: headers only
+        st = c.get("/nowhere", method="HEAD")
+        assert status(st) == 404 and st["data"] == b""
+    finally:
+        g.stop()
+
+
+# ---------------------------------------------------------------- bodies
+
+def test_request_and_response_bodies_under_flow_control(gw):
+    c = H2Client(gw.port)
+    body = os.urandom(3 * MiB + 17)
+    st = c.get("/upload", body=body, headers=[("content-type", "application/octet-stream")])
+    assert status(st) == 200
+    echo = json.loads(st["data"])
+    assert echo["body_len"] == len(body)
+    assert echo["body_crc32"] == "%08x" % (zlib.crc32(body) & 0xffffffff)
+    # without content-length: goes upstream chunked
+    st = c.get("/bytes/%d" % (5 * MiB))
+    assert status(st) == 200
+    expect = (b"0123456789abcdef" * (5 * MiB // 16))
+    assert hashlib.sha256(bytes(st["data"])).digest() == hashlib.sha256(expect).digest()
+    c.close()
+
+
+def test_access_log_says_http2(tmp_path, demo):
+    log = os.path.join(str(tmp_path), "access.log")
+    g = Gateway(h2_config(demo.port, access_log={"path": log}), tmp_path)
+    try:
+        c = H2Client(g.port)
+        assert status(c.get("/logged")) == 200
+        import requests
+        requests.get(g.u("/logged1"), timeout=scaled(5))
+        lines = access_log_lines(log, 2)
+        by = {l["path"]: l for l in lines}
+        assert by["/logged"]["protocol"] == "HTTP/2.0"
+        assert by["/logged1"]["protocol"] == "HTTP/1.1"
+    finally:
+        g.stop()
