@@ -272,3 +272,182 @@ def test_access_log_says_http2(tmp_path, demo):
         assert by["/logged1"]["protocol"] == "HTTP/1.1"
     finally:
         g.stop()
+
+
+# ---------------------------------------------------------------- routes and filters
+
+def test_routes_and_filters_apply_to_streams(tmp_path, demo):
+    routes = [
+        {"name": "keyed", "match": {"path_prefix": "/keyed"}, "upstream": "u",
+         "filters": {"key_auth": {}}},
+        {"name": "limited", "match": {"path_prefix": "/limited"}, "upstream": "u",
+         "filters": {"rate_limit": {"limits": [{"key": "header:x-t", "rate": "2/m"}]}}},
+    ]
+    cfg = h2_config(demo.port, routes=routes,
+                    consumers=[{"name": "alice", "api_keys": ["k-alice"]}])
+    g = Gateway(cfg, tmp_path)
+    try:
+        c = H2Client(g.port)
+        assert status(c.get("/nope")) == 404
+        assert status(c.get("/keyed")) == 401
+        st = c.get("/keyed", headers=[("x-api-key", "k-alice")])
+        assert status(st) == 200
+        assert json.loads(st["data"])["path"] == "/keyed"
+        codes = [status(c.get("/limited", headers=[("x-t", "one")])) for _ in range(3)]
+        assert codes == [200, 200, 429]
+    finally:
+        g.stop()
+
+
+# ---------------------------------------------------------------- downgrade checks
+
+def raw_stream(port, headers, body=None, end=True):
+    """Sends one request with unvalidated headers; returns (client, stream)."""
+    c = H2Client(port, validate=False)
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, headers, end_stream=body is None and end)
+    c.streams[sid] = {"headers": None, "data": bytearray(), "ended": False, "reset": None}
+    if body is not None:
+        c.conn.send_data(sid, body, end_stream=end)
+    c.flush()
+    return c, c.wait([sid])[0]
+
+
+BASE = [(":method", "POST"), (":path", "/x"), (":scheme", "http"), (":authority", "gw.test")]
+
+
+@pytest.mark.parametrize("field", [
+    ("connection", "keep-alive"), ("transfer-encoding", "chunked"), ("upgrade", "h2c"),
+    ("keep-alive", "5"), ("proxy-connection", "x"), ("te", "gzip"),
+    ("x-bad", "a\r\nb: c"), ("x-nul", "a\x00b"), ("X-Upper", "v"), ("x-sp", " lead"),
+])
+def test_forbidden_fields_never_reach_the_upstream(gw, demo, field):
+    demo.reset()
+    c, st = raw_stream(gw.port, BASE + [field], body=b"")
+    assert st["reset"] is not None or status(st) == 400, st
+    assert demo.stats()["requests"] == 0
+    c.close()
+
+
+def test_te_trailers_is_allowed_and_not_forwarded(gw):
+    c = H2Client(gw.port)
+    st = c.get("/te", headers=[("te", "trailers")])
+    assert status(st) == 200
+    assert "te" not in {k.lower() for k, _ in json.loads(st["data"])["headers"]}
+
+
+def test_authority_and_host_must_agree(gw, demo):
+    demo.reset()
+    c, st = raw_stream(gw.port, BASE + [("host", "other.test")], body=b"")
+    assert status(st) == 400
+    c, st = raw_stream(gw.port, BASE + [("host", "gw.test")], body=b"")
+    assert status(st) == 200
+
+
+@pytest.mark.parametrize("declared,sent", [(10, 5), (5, 10)])
+def test_content_length_must_match_the_data(gw, demo, declared, sent):
+    demo.reset()
+    c, st = raw_stream(gw.port, BASE + [("content-length", str(declared))], body=b"a" * sent)
+    assert st["reset"] is not None, st
+    # the upstream never saw a complete request
+    time.sleep(0.2)
+    assert demo.stats()["requests"] == 0
+    # the connection is still usable
+    assert status(c.get("/after")) == 200
+
+
+# ---------------------------------------------------------------- many streams
+
+def test_thousand_streams_with_bodies_both_ways(tmp_path, demo):
+    g = Gateway(h2_config(demo.port, limits={"max_body_bytes": "16MiB"}), tmp_path)
+    try:
+        c = H2Client(g.port, window=8 * MiB)
+        sizes = [0, 1, 100, 65535, 65536, 300000]
+        results = {}
+        sent = {}
+        inflight = []
+        i = 0
+        while i < 1000 or inflight:
+            while i < 1000 and len(inflight) < 100:
+                if i % 250 == 7:  # a few big ones: 10 MiB up / down
+                    if i % 500 == 7:
+                        body = os.urandom(10 * MiB)
+                        sid = c.request("POST", "/echo/%d" % i, body=body)
+                        sent[sid] = body
+                    else:
+                        sid = c.request("GET", "/bytes/%d" % (10 * MiB))
+                        sent[sid] = None
+                else:
+                    body = os.urandom(sizes[i % len(sizes)])
+                    sid = c.request("POST", "/echo/%d" % i, body=body)
+                    sent[sid] = body
+                inflight.append(sid)
+                i += 1
+            c.pump()
+            for sid in [s for s in inflight if c.streams[s]["ended"] or
+                        c.streams[s]["reset"] is not None]:
+                inflight.remove(sid)
+                results[sid] = c.streams[sid]
+        assert len(results) == 1000
+        for sid, st in results.items():
+            assert st["reset"] is None and status(st) == 200, (sid, st["reset"])
+            body = sent[sid]
+            if body is None:
+                expect = b"0123456789abcdef" * (10 * MiB // 16)
+                assert hashlib.sha256(bytes(st["data"])).digest() == \
+                    hashlib.sha256(expect).digest()
+            else:
+                echo = json.loads(st["data"])
+                assert echo["body_len"] == len(body)
+                assert echo["body_crc32"] == "%08x" % (zlib.crc32(body) & 0xffffffff)
+        c.close()
+    finally:
+        g.stop()
+
+
+def test_concurrent_streams_are_capped_at_100(gw):
+    c = H2Client(gw.port)
+    c.pump()  # the server's SETTINGS
+    assert c.conn.remote_settings.max_concurrent_streams == 100
+    assert c.conn.remote_settings.max_header_list_size == 16 * 1024
+    c.close()
+
+
+# ---------------------------------------------------------------- limits
+
+def test_oversized_header_list_gets_431(gw, demo):
+    demo.reset()
+    c = H2Client(gw.port, validate=False)
+    # 200 fields of ~40 bytes: under 16 KiB raw, over it with 32 per field... and over 100 fields
+    st = c.get("/big", headers=[("x-f%d" % i, "v" * 8) for i in range(150)])
+    assert status(st) == 431
+    big = c.get("/big2", headers=[("x-big", "v" * 17000)])
+    assert status(big) == 431
+    assert demo.stats()["requests"] == 0
+    assert status(c.get("/fine")) == 200
+
+
+def test_goaway_on_sigterm_lets_inflight_streams_finish(tmp_path):
+    with backend("slow", delay=800) as slow:
+        g = Gateway(h2_config(slow.port), tmp_path)
+        p = subprocess.Popen(["nghttp", "-v", "-n", g.u("/slow")], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        time.sleep(0.3)
+        g.send(signal.SIGTERM)
+        out, _ = p.communicate(timeout=scaled(20))
+        assert "recv GOAWAY frame" in out, out
+        import re
+        sid = re.search(r"send HEADERS frame <[^>]*stream_id=(\d+)>", out).group(1)
+        assert "recv GOAWAY frame" in out and \
+            "(last_stream_id=%s, error_code=NO_ERROR" % sid in out, out
+        assert ":status: 200" in out, out  # the in-flight stream finished
+        assert g.proc.wait(timeout=scaled(10)) == 0
+        g.stop()
+
+
+def test_h2load_smoke(gw):
+    out = subprocess.run(["h2load", "-n", "2000", "-c", "4", "-m", "100", gw.u("/tiny")],
+                         capture_output=True, timeout=scaled(60), text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2000 succeeded" in out.stdout, out.stdout
+    assert "status codes: 2000 2xx" in out.stdout, out.stdout
