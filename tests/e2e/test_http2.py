@@ -451,3 +451,168 @@ def test_h2load_smoke(gw):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "2000 succeeded" in out.stdout, out.stdout
     assert "status codes: 2000 2xx" in out.stdout, out.stdout
+
+
+# ---------------------------------------------------------------- floods
+
+def _frame(ftype, flags, sid, payload):
+    import struct
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + \
+        struct.pack(">I", sid) + payload
+
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0, b"")
+
+
+def _hpack(headers):
+    import hpack
+    return hpack.Encoder().encode(headers)
+
+
+def _read_goaway(sock, timeout):
+    """Reads until EOF or GOAWAY; returns the GOAWAY error code or None."""
+    import struct
+    sock.settimeout(timeout)
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            d = sock.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not d:
+            break
+        buf += d
+        while len(buf) >= 9:
+            ln = int.from_bytes(buf[:3], "big")
+            if len(buf) < 9 + ln:
+                break
+            if buf[3] == 7:
+                return struct.unpack(">II", buf[9:17])[1]
+            buf = buf[9 + ln:]
+    return None
+
+
+class Bystander:
+    """Another client's requests, all the while: they must keep working."""
+
+    def __init__(self, port):
+        self.port = port
+        self.ok = 0
+        self.bad = []
+        self.stop = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        c = H2Client(self.port)
+        while not self.stop:
+            try:
+                st = c.get("/bystander")
+                if status(st) == 200:
+                    self.ok += 1
+                else:
+                    self.bad.append(status(st))
+            except Exception as e:  # noqa: BLE001 - reported by the test
+                self.bad.append(repr(e))
+                return
+        c.close()
+
+    def finish(self):
+        self.stop = True
+        self.t.join(scaled(20))
+        assert not self.bad, self.bad
+        assert self.ok > 0
+
+
+def _flood(port, frames_fn, seconds=3.0):
+    """Writes frames_fn(i) as fast as the gateway takes them; returns the
+    GOAWAY error code the gateway sent (None: none)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    s.sendall(PREFACE)
+    code = None
+    deadline = time.monotonic() + seconds
+    i = 0
+    try:
+        while time.monotonic() < deadline:
+            s.sendall(frames_fn(i))
+            i += 1
+    except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        pass
+    code = _read_goaway(s, scaled(5))
+    s.close()
+    return code, i
+
+
+ENHANCE_YOUR_CALM = 0xb
+
+
+def _flood_case(gw, demo, frames_fn):
+    rss0 = gw.rss_kb()
+    by = Bystander(gw.port)
+    code, n = _flood(gw.port, frames_fn)
+    by.finish()
+    assert code is not None, "no GOAWAY after %d writes" % n
+    assert gw.rss_kb() < rss0 + 64 * 1024, (rss0, gw.rss_kb())
+    assert gw.proc.poll() is None
+    return code
+
+
+@pytest.mark.heavy
+def test_rapid_reset_ends_in_goaway(gw, demo):
+    hb = _hpack([(":method", "GET"), (":path", "/rr"), (":scheme", "http"),
+                 (":authority", "gw.test")])
+
+    def frames(i):
+        out = b""
+        for k in range(50):
+            sid = 1 + 2 * (i * 50 + k)
+            out += _frame(1, 0x4 | 0x1, sid, hb) + _frame(3, 0, sid, (8).to_bytes(4, "big"))
+        return out
+    code = _flood_case(gw, demo, frames)
+    print("rapid reset GOAWAY", code)
+    assert code == ENHANCE_YOUR_CALM
+
+
+@pytest.mark.heavy
+def test_continuation_flood_ends_in_goaway(gw, demo):
+    hb = _hpack([(":method", "GET"), (":path", "/cf"), (":scheme", "http"),
+                 (":authority", "gw.test")])
+
+    def frames(i):
+        if i == 0:
+            return _frame(1, 0x1, 1, hb)  # HEADERS without END_HEADERS
+        return _frame(9, 0, 1, _hpack([("x-c%d" % i, "v" * 100)]))
+    code = _flood_case(gw, demo, frames)
+    print("continuation GOAWAY", code)
+    assert code in (ENHANCE_YOUR_CALM, 1)  # ours, or nghttp2's max_continuations
+
+
+@pytest.mark.heavy
+def test_ping_and_settings_floods_end_in_goaway(gw, demo):
+    code = _flood_case(gw, demo, lambda i: _frame(6, 0, 0, b"12345678") * 100)
+    assert code == ENHANCE_YOUR_CALM
+    code = _flood_case(gw, demo, lambda i: _frame(4, 0, 0, b"") * 100)
+    assert code == ENHANCE_YOUR_CALM
+
+
+def test_hpack_bomb_gets_431_then_goaway(gw, demo):
+    """A 3000-byte field indexed once, then referenced many times: a few
+    hundred bytes on the wire decode to far more. Over the header-list cap
+    (32 bytes per field counted) it is a 431 and the connection stays
+    usable; far over it (8x) it is an attack: GOAWAY ENHANCE_YOUR_CALM."""
+    demo.reset()
+    c = H2Client(gw.port, validate=False)
+    c.pump()
+    st = c.get("/bomb", headers=[("x-bomb", "v" * 3000)] * 30)
+    assert status(st) == 431
+    assert status(c.get("/still-up")) == 200
+    sid = c.request("GET", "/bomb2", headers=[("x-bomb", "v" * 3000)] * 100)
+    while c.goaway is None and not c.closed:
+        c.pump()
+    assert c.goaway is not None and c.goaway.error_code == ENHANCE_YOUR_CALM
+    assert c.streams[sid]["headers"] is None
+    assert demo.stats()["requests"] == 1  # /still-up only
+    c.close()
+    c = H2Client(gw.port)
+    assert status(c.get("/next-connection")) == 200
