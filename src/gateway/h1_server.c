@@ -109,6 +109,7 @@ struct pt_h1_header *pt_h1s_scratch_headers(size_t n)
 void pt_conn_thread_exit(void)
 {
     pt_call_thread_exit();
+    pt_h2s_thread_exit();
     free(hscratch);
     hscratch = NULL;
     hscratch_cap = 0;

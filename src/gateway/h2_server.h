@@ -102,6 +102,8 @@ void pt_h2s_close(struct pt_conn *c);
 void pt_h2s_free(struct pt_conn *c);
 /* Drain: GOAWAY (last stream id), in-flight streams finish, then close. */
 void pt_h2s_drain(struct pt_conn *c);
+/* Frees the worker thread's nghttp2 callbacks and options. */
+void pt_h2s_thread_exit(void);
 /* Counts a client-side reset / abandoned stream; trips `calm` over budget. */
 void pt_h2s_count_reset(struct pt_h2s *h);
 

@@ -274,31 +274,40 @@ static void h2_on_event(struct pt_loop *loop, struct pt_io *io, uint32_t events)
 
 /* ---- life ---- */
 
+static __thread nghttp2_session_callbacks *t_cb;
+static __thread nghttp2_option *t_opt;
+
 static nghttp2_session_callbacks *callbacks(void)
 {
-    static __thread nghttp2_session_callbacks *cb;
-    if (!cb && nghttp2_session_callbacks_new(&cb) == 0)
-        pt_h2_set_stream_callbacks(cb);
-    return cb;
+    if (!t_cb && nghttp2_session_callbacks_new(&t_cb) == 0)
+        pt_h2_set_stream_callbacks(t_cb);
+    return t_cb;
+}
+
+void pt_h2s_thread_exit(void)
+{
+    nghttp2_session_callbacks_del(t_cb);
+    nghttp2_option_del(t_opt);
+    t_cb = NULL;
+    t_opt = NULL;
 }
 
 static nghttp2_option *options(void)
 {
-    static __thread nghttp2_option *opt;
-    if (opt || nghttp2_option_new(&opt) != 0)
-        return opt;
+    if (t_opt || nghttp2_option_new(&t_opt) != 0)
+        return t_opt;
     /* The window reopens as the exchange pulls the body (h2_stream.c). */
-    nghttp2_option_set_no_auto_window_update(opt, 1);
-    nghttp2_option_set_no_closed_streams(opt, 1);
+    nghttp2_option_set_no_auto_window_update(t_opt, 1);
+    nghttp2_option_set_no_closed_streams(t_opt, 1);
     /* Flood guards (Debian's 1.52.0-1+deb12u3 has them): rapid reset's
      * token bucket, CONTINUATIONs per header block, SETTINGS entries per
      * frame, queued SETTINGS/PING ACKs. */
-    nghttp2_option_set_stream_reset_rate_limit(opt, 1000, 33);
-    nghttp2_option_set_max_continuations(opt, 8);
-    nghttp2_option_set_max_settings(opt, 32);
-    nghttp2_option_set_max_outbound_ack(opt, 1000);
-    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
-    return opt;
+    nghttp2_option_set_stream_reset_rate_limit(t_opt, 1000, 33);
+    nghttp2_option_set_max_continuations(t_opt, 8);
+    nghttp2_option_set_max_settings(t_opt, 32);
+    nghttp2_option_set_max_outbound_ack(t_opt, 1000);
+    nghttp2_option_set_max_deflate_dynamic_table_size(t_opt, 4096);
+    return t_opt;
 }
 
 bool pt_h2s_adopt(struct pt_conn *c)
