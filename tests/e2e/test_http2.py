@@ -616,3 +616,19 @@ def test_hpack_bomb_gets_431_then_goaway(gw, demo):
     c.close()
     c = H2Client(gw.port)
     assert status(c.get("/next-connection")) == 200
+
+
+def test_http2_key_must_be_a_bool(tmp_path):
+    from conftest import PORTICO
+    cfg = h2_config(free_port())
+    cfg["listeners"][0]["http2"] = "maybe"
+    from conftest import to_yaml
+    path = os.path.join(str(tmp_path), "bad.yaml")
+    with open(path, "w") as f:
+        f.write(to_yaml(cfg))
+    p = subprocess.run([PORTICO, "validate", path], capture_output=True, text=True,
+                       timeout=scaled(10))
+    assert p.returncode != 0
+    line = [i for i, l in enumerate(to_yaml(cfg).splitlines(), 1) if "http2" in l][0]
+    assert "bad.yaml:%d:" % line in p.stderr + p.stdout, p.stderr
+    assert "http2" in p.stderr + p.stdout
