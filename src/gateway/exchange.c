@@ -670,7 +670,8 @@ void pt_exchange_log(struct pt_exchange *ex)
         "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"request_id\":\"%.*s\","
         "\"remote_addr\":\"%.*s\",\"peer_addr\":\"%.*s\",\"listener\":\"%s\",\"route\":\"%s\","
         "\"upstream\":\"%s\","
-        "\"upstream_target\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"status\":%d,"
+        "\"upstream_target\":\"%s\",\"method\":\"%.*s\",\"path\":\"%.*s\",\"protocol\":\"%s\","
+        "\"status\":%d,"
         "\"bytes_in\":%llu,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"upstream_ms\":%.3f%s%s%.*s%"
         "s%s%s%s%s%.*s}\n",
         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
@@ -678,6 +679,9 @@ void pt_exchange_log(struct pt_exchange *ex)
         ex->peer.p, ex->listener ? ex->listener : "", ex->route ? ex->route->name : "",
         ex->up ? ex->up->name : "", tg && ex->dispatched ? tg->address : "",
         (int)PT_MIN(ex->req.method.len, 32), ex->req.method.p ? ex->req.method.p : "", (int)pe, esc,
+        ex->req.h2       ? "HTTP/2.0"
+        : ex->req.http10 ? "HTTP/1.0"
+                         : "HTTP/1.1",
         ex->status, (unsigned long long)ex->bytes_in, (unsigned long long)ex->bytes_out, dur, up,
         att, cl ? ",\"consumer\":\"" : "", (int)cl, cons, cl ? "\"" : "",
         ex->error ? ",\"error\":\"" : "", ex->error ? ex->error : "", ex->error ? "\"" : "", note,

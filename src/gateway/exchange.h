@@ -58,6 +58,7 @@ struct pt_request_meta {
     int64_t content_length; /* -1: none (or chunked) */
     bool chunked;           /* body of unknown length */
     bool http10;            /* an HTTP/1.0 client (Host may be absent) */
+    bool h2;                /* came on an HTTP/2 stream (h2_server) */
 };
 
 /* Where the response the codec renders comes from. */

@@ -43,6 +43,7 @@ struct pt_listener_cfg {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     bool proxy_protocol;        /* a PROXY v1/v2 header comes before any other byte */
+    bool http2;                 /* default false: h2c prior knowledge; ALPN h2 on TLS */
     struct pt_cidr *proxy_from; /* socket peers allowed to send it; none listed: any */
     uint32_t nproxy_from;
 };

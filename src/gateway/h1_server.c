@@ -20,6 +20,7 @@
  * read only once the other side drained what it holds (backpressure).
  */
 #include "gateway/h1_server.h"
+#include "gateway/h2_server.h"
 #include "gateway/respond.h"
 
 #include "core/log.h"
@@ -108,6 +109,7 @@ struct pt_h1_header *pt_h1s_scratch_headers(size_t n)
 void pt_conn_thread_exit(void)
 {
     pt_call_thread_exit();
+    pt_h2s_thread_exit();
     free(hscratch);
     hscratch = NULL;
     hscratch_cap = 0;
@@ -297,6 +299,7 @@ void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
     snprintf(c->listener, sizeof(c->listener), "%s", l->name);
     pt_h1s_set_peer(c, peer);
     c->want_proxy = l->proxy_protocol;
+    c->http2 = l->http2;
     if (pt_loop_add_stream(&w->loop, &c->io, false) < 0) {
         close(fd);
         free(c);
@@ -335,6 +338,8 @@ void pt_h1s_close(struct pt_conn *c)
     if (c->closed)
         return;
     struct pt_worker *w = c->w;
+    if (c->h2)
+        pt_h2s_close(c);
     if (c->txn)
         pt_h1s_txn_end(c->txn, false);
     pt_timer_cancel(&w->loop, &c->timer);
@@ -382,6 +387,8 @@ void pt_conn_reap(struct pt_worker *w)
         struct pt_conn *c = w->to_free;
         w->to_free = c->free_next;
         pt_arena_release(&c->arena);
+        if (c->h2)
+            pt_h2s_free(c);
         if (w->nconn_cache < PT_CONN_CACHE_MAX && !atomic_load(&w->draining)) {
             c->free_next = w->conn_cache;
             w->conn_cache = c;
@@ -410,7 +417,9 @@ void pt_conn_close_idle(struct pt_worker *w)
     struct pt_conn *c = w->conns;
     while (c) {
         struct pt_conn *next = c->next;
-        if (!c->txn && !c->head_started)
+        if (c->h2)
+            pt_h2s_drain(c); /* GOAWAY; in-flight streams finish */
+        else if (!c->txn && !c->head_started)
             pt_h1s_close(c);
         c = next;
     }
@@ -425,7 +434,7 @@ bool pt_conn_close_longest_idle(struct pt_worker *w)
          * events. A new connection never does, even a silent one (nginx
          * would take it): its request may be on the wire, and losing it is
          * worse than a slot held for header_timeout. */
-        if (c->requests == 0 || c->txn || c->head_started || c->lingering || c->readable ||
+        if (c->h2 || c->requests == 0 || c->txn || c->head_started || c->lingering || c->readable ||
             pt_conn_has_input(c) || !pt_timer_armed(&c->timer))
             continue;
         if (!oldest || c->idle_since <= oldest->idle_since) /* ties: older */

@@ -14,6 +14,7 @@ enum body_mode { BODY_NONE, BODY_CL, BODY_CHUNKED };
 enum out_mode { OUT_NONE, OUT_LENGTH, OUT_CHUNKED, OUT_CLOSE };
 
 struct h1_txn;
+struct pt_h2s;
 
 struct pt_conn {
     struct pt_io io;
@@ -26,6 +27,7 @@ struct pt_conn {
     struct pt_arena arena;       /* per-request allocations; blocks go back to the
                                     worker's pool after each request */
     struct h1_txn *txn;          /* the request in progress, or NULL */
+    struct pt_h2s *h2;           /* handed to the HTTP/2 codec (h2_server.h), or NULL */
     char remote[PT_IP_TEXT_MAX]; /* the peer, canonical text */
     struct pt_ip remote_ip;      /* the same, parsed (family 0: not an IP) */
     char listener[32];           /* copied: listeners can be replaced by a reload (names ≤ 31) */
@@ -37,6 +39,7 @@ struct pt_conn {
     bool hup_unjudged;       /* hangup reported before its request was complete */
     bool hup_reset;          /* the hangup was a reset or error, not a FIN */
     bool closed;
+    bool http2;            /* the listener takes HTTP/2: sniff the first bytes */
     bool want_proxy;       /* a PROXY header is due before any HTTP byte */
     bool in_run;           /* conn_run is on the stack: a wake only marks `again` */
     bool again;            /* woken during conn_run: pump once more */

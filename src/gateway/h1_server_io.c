@@ -6,6 +6,7 @@
  * pump that runs it all (pt_h1s_run).
  */
 #include "gateway/h1_server.h"
+#include "gateway/h2_server.h"
 #include "gateway/respond.h"
 
 #include "http/h1.h"
@@ -139,6 +140,25 @@ static int recv_into_rbuf(struct pt_conn *c)
     return 0;
 }
 
+/* On a listener with `http2: true`, whether the connection speaks HTTP/2:
+ * ALPN said "h2", or the first bytes are the client preface (h2c with
+ * prior knowledge). 1 yes, -1 no (HTTP/1.1), 0 not known yet (a prefix of
+ * the preface so far). Only a connection's first bytes are looked at. */
+static int sniff_h2(struct pt_conn *c)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    if (c->requests > 0)
+        return -1;
+    if (c->tls) {
+        const char *alpn = pt_tls_alpn(c->tls);
+        return alpn && strcmp(alpn, "h2") == 0 ? 1 : -1;
+    }
+    uint32_t n = PT_MIN(pt_buf_len(c->rbuf), (uint32_t)sizeof(preface) - 1);
+    if (memcmp(c->rbuf->data + c->rbuf->start, preface, n) != 0)
+        return -1;
+    return n == sizeof(preface) - 1 ? 1 : 0;
+}
+
 /* Reads the client while no transaction is active; starts one when a head
  * is complete. Returns true when a transaction was started. */
 static bool read_head(struct pt_conn *c)
@@ -163,7 +183,16 @@ static bool read_head(struct pt_conn *c)
                 return false;
             }
         }
-        if (pt_buf_len(c->rbuf) > 0) {
+        if (c->http2 && pt_buf_len(c->rbuf) > 0) {
+            int h2 = sniff_h2(c);
+            if (h2 > 0) {
+                pt_h2s_adopt(c);
+                return false;
+            }
+            if (h2 < 0)
+                c->http2 = false;
+        }
+        if (pt_buf_len(c->rbuf) > 0 && !c->http2) {
             struct pt_h1_request req;
             int r = pt_h1_parse_request(c->rbuf->data + c->rbuf->start, pt_buf_len(c->rbuf), prev,
                                         &req, hs, &lim);

@@ -132,24 +132,40 @@ size_t pt_json_escape(char *out, const char *s, size_t len)
     return (size_t)(o - out);
 }
 
+/* The JSON error body into `jbody` (512 bytes). */
+static pt_slice error_body(char *jbody, int status, const char *error, pt_slice request_id)
+{
+    char esc[6 * 96];
+    const char *e = error ? error : pt_error_text(status);
+    size_t elen = strnlen(e, 96);
+    size_t n = pt_json_escape(esc, e, elen);
+    char rid[6 * 128];
+    size_t rlen = pt_json_escape(rid, request_id.p, PT_MIN(request_id.len, 128));
+    int m = snprintf(jbody, 512, "{\"error\":\"%.*s\",\"status\":%d,\"request_id\":\"%.*s\"}\n",
+                     (int)n, esc, status, (int)rlen, rid);
+    return (pt_slice){jbody, (size_t)(m < 512 ? m : 511)};
+}
+
+pt_slice pt_respond_error_body(struct pt_arena *a, int status, const char *error,
+                               pt_slice request_id)
+{
+    char jbody[512];
+    pt_slice b = error_body(jbody, status, error, request_id);
+    char *o = pt_arena_alloc(a, b.len ? b.len : 1);
+    if (!o)
+        return (pt_slice){"", 0};
+    memcpy(o, b.p, b.len);
+    return (pt_slice){o, b.len};
+}
+
 pt_slice pt_respond_build(struct pt_arena *a, int status, const char *error, pt_slice request_id,
                           const char *extra, pt_slice body, pt_slice content_type, bool close,
                           bool head_only)
 {
     char jbody[512];
     bool custom = body.len > 0;
-    if (body.len == 0) {
-        char esc[6 * 96];
-        const char *e = error ? error : pt_error_text(status);
-        size_t elen = strnlen(e, 96);
-        size_t n = pt_json_escape(esc, e, elen);
-        char rid[6 * 128];
-        size_t rlen = pt_json_escape(rid, request_id.p, PT_MIN(request_id.len, 128));
-        int m = snprintf(jbody, sizeof(jbody),
-                         "{\"error\":\"%.*s\",\"status\":%d,\"request_id\":\"%.*s\"}\n", (int)n,
-                         esc, status, (int)rlen, rid);
-        body = (pt_slice){jbody, (size_t)(m < (int)sizeof(jbody) ? m : (int)sizeof(jbody) - 1)};
-    }
+    if (body.len == 0)
+        body = error_body(jbody, status, error, request_id);
     const char *ex = extra ? extra : "";
     /* A body of our own is JSON; one a filter relays keeps its type. */
     pt_slice ctype = content_type.len && custom ? content_type : PT_SLICE("application/json");

@@ -20,6 +20,10 @@ size_t pt_json_escape(char *out, const char *s, size_t len);
  * be NULL), Connection: close when `close`, then the body — `body` when
  * non-empty, else {"error":..., "status":..., "request_id":...}.
  */
+/* The JSON error body alone ({"error":..., "status":..., "request_id":...}),
+ * in the arena: what HTTP/2 sends after its own HEADERS. */
+pt_slice pt_respond_error_body(struct pt_arena *a, int status, const char *error,
+                               pt_slice request_id);
 pt_slice pt_respond_build(struct pt_arena *a, int status, const char *error, pt_slice request_id,
                           const char *extra, pt_slice body, pt_slice content_type, bool close,
                           bool head_only);

@@ -276,6 +276,7 @@ static void listeners_sync(struct pt_worker *w)
         /* Read per connection at accept: a reload that changes them
          * applies to the connections accepted after it. */
         l->proxy_protocol = cfg->proxy_protocol;
+        l->http2 = cfg->http2;
         if (cfg->nproxy_from) {
             l->proxy_from = malloc(sizeof(*l->proxy_from) * cfg->nproxy_from);
             if (!l->proxy_from) {

@@ -46,6 +46,7 @@ struct pt_wlistener {
     socklen_t addrlen;
     bool paused;         /* accept paused (EMFILE / max_connections) */
     bool proxy_protocol; /* connections start with a PROXY v1/v2 header */
+    bool http2;          /* HTTP/2 taken (h2_server.h) */
     /* Socket peers allowed to send it (malloc'd copy: the generation that
      * opened the listener may go first); none: any peer. */
     struct pt_cidr *proxy_from;

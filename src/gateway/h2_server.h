@@ -1,0 +1,118 @@
+/*
+ * h2_server.h — private to the HTTP/2 server codec (h2_session.c: the
+ * connection, nghttp2's session, reading, writing, timers, flood guards,
+ * GOAWAY; h2_stream.c: one stream = one exchange, request head and body
+ * in, response out). See h2_session.c for what the codec owns.
+ */
+#ifndef PT_GATEWAY_H2_SERVER_H
+#define PT_GATEWAY_H2_SERVER_H
+
+#include "gateway/h1_server.h"
+
+#include <nghttp2/nghttp2.h>
+
+/* SETTINGS_MAX_CONCURRENT_STREAMS we advertise (and enforce). */
+#define PT_H2_MAX_STREAMS 100
+/* Per-stream receive window: the request body a stream buffers at most. */
+#define PT_H2_STREAM_WINDOW 65535u
+/* Connection receive window. */
+#define PT_H2_CONN_WINDOW (1u << 20)
+/* Control frames (SETTINGS, PING, PRIORITY, WINDOW_UPDATE on stream 0,
+ * empty DATA, HEADERS without END_HEADERS) a client may send per window
+ * before it gets GOAWAY ENHANCE_YOUR_CALM. */
+#define PT_H2_FLOOD_WINDOW_MS 1000
+#define PT_H2_MAX_CTL_PER_WINDOW 500
+/* Streams the client resets (or that end before their response is out)
+ * per 10 s before GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487);
+ * nghttp2's own token bucket (burst 1000, 33/s) also applies. */
+#define PT_H2_RESET_WINDOW_MS 10000
+#define PT_H2_MAX_RESETS_PER_WINDOW 200
+/* Header block bytes (HPACK-compressed, over HEADERS + CONTINUATION) per
+ * request at most: a multiple of max_header_bytes. Beyond: GOAWAY. */
+#define PT_H2_HEADER_BLOCK_FACTOR 2
+
+struct pt_h2s;
+
+struct h2_stream {
+    struct pt_exchange ex; /* first: the exchange's conn is the stream */
+    struct pt_arena arena;
+    struct pt_h2s *h;
+    struct h2_stream *next, *prev; /* the connection's open streams */
+    int32_t id;
+
+    /* request head, from the header callbacks */
+    pt_slice method, path, scheme, authority, host, cookie, protocol;
+    int64_t content_length; /* -1: none */
+    uint32_t nfields;
+    uint64_t hbytes;     /* decoded bytes, 32 per field added (RFC 7541 §4.1) */
+    uint64_t hblock;     /* header block bytes on the wire */
+    int hfail;           /* a status to answer instead (400 / 431), 0: fine */
+    const char *hwhy;    /* and why */
+    bool started;        /* pt_exchange_start ran */
+    bool ended;          /* pt_exchange_end ran */
+    bool req_eos;        /* END_STREAM received */
+    bool discard;        /* request DATA is dropped (the exchange won't read it) */
+    bool head_only;      /* HEAD */
+    bool nghttp2_closed; /* the stream is gone from the session */
+
+    /* request body: DATA not yet pulled by the exchange (≤ the window) */
+    char *body;
+    uint32_t bstart, bend;
+    uint64_t body_in;
+    uint64_t body_limit;
+
+    /* response */
+    bool submitted; /* HEADERS submitted for built_seq */
+    uint32_t built_seq;
+    bool deferred; /* the data provider said DEFERRED */
+    bool gateway;  /* the body is gw (whole, here) */
+    pt_slice gw;   /* gateway-made body */
+    uint32_t gw_off;
+    bool out_eos; /* END_STREAM sent */
+    bool rst_sent;
+};
+
+struct pt_h2s {
+    nghttp2_session *s;
+    struct pt_conn *c;
+    struct h2_stream *streams; /* open */
+    uint32_t nstreams;
+    const uint8_t *out; /* nghttp2_session_mem_send output not yet written */
+    size_t out_len;
+    bool in_run, again;
+    bool goaway;    /* GOAWAY submitted: no new streams */
+    bool calm;      /* a flood guard tripped: GOAWAY ENHANCE_YOUR_CALM due */
+    bool had_req;   /* a request head arrived (the header timeout is over) */
+    bool out_block; /* the socket took less than offered */
+    uint8_t timer_mode;
+    uint64_t ctl_win_ms, rst_win_ms;
+    uint32_t ctl_frames, resets;
+    uint64_t requests;
+};
+
+/* h2_session.c */
+/* Takes over the accepted connection: bytes in c->rbuf are the start of
+ * the HTTP/2 stream (the client preface). Returns false when it closed c. */
+bool pt_h2s_adopt(struct pt_conn *c);
+void pt_h2s_run(struct pt_conn *c);
+/* From pt_h1s_close: ends every stream, drops the session. */
+void pt_h2s_close(struct pt_conn *c);
+/* From pt_conn_reap: frees what close kept (the run may still be on the
+ * stack when close happens). */
+void pt_h2s_free(struct pt_conn *c);
+/* Drain: GOAWAY (last stream id), in-flight streams finish, then close. */
+void pt_h2s_drain(struct pt_conn *c);
+/* Frees the worker thread's nghttp2 callbacks and options. */
+void pt_h2s_thread_exit(void);
+/* Counts a client-side reset / abandoned stream; trips `calm` over budget. */
+void pt_h2s_count_reset(struct pt_h2s *h);
+
+/* h2_stream.c */
+void pt_h2_set_stream_callbacks(nghttp2_session_callbacks *cb);
+/* One pass over a stream's exchange: pump, render the response, resume
+ * the body. 1 on progress. */
+int pt_h2_stream_pump(struct pt_h2s *h, struct h2_stream *st);
+/* Ends the stream's exchange (once) and gives its memory back. */
+void pt_h2_stream_free(struct pt_h2s *h, struct h2_stream *st, bool completed);
+
+#endif
