@@ -44,6 +44,7 @@ class _Data:
             except OSError:
                 self.skip[run] = ""
         self.info = _tsv(os.path.join(raw, "tls-info.tsv"))
+        self.resume = {f[0]: f[2] for f in _tsv(os.path.join(raw, "tls-resume.tsv")) if len(f) > 2}
 
     def series(self, run, metric):
         d = self.per.get((run, metric), {})
@@ -239,9 +240,16 @@ def _negotiated(d):
         by_probe[probe].add(tuple(f[2:6]))
     differ = sorted(p for p, v in by_probe.items() if len(v) > 1)
     out = ["### What was negotiated", "",
-           "Each system once with `openssl s_client -brief` (its defaults, the offer wrk makes; and "
+           "Each system once with `openssl s_client` (its defaults, the offer wrk makes; and "
            "forced to TLS 1.2), and as h2load reported it in each row.", "",
            _table(["system", "client", "protocol", "cipher", "key exchange", "ALPN"], rows, left=6), ""]
+    if d.resume:
+        out += ["Session resumption (tickets on): a second `openssl s_client -sess_in` connection, "
+                "offering the session of a first one that made a request, was: %s."
+                % ", ".join("%s **%s**" % (d.labels.get(k, k), v.lower()) for k, v in sorted(d.resume.items())), ""]
+        if any(v != "Reused" for v in d.resume.values()):
+            out += ["**Warning: not every system resumed a session: session tickets are not configured "
+                    "alike.**", ""]
     if differ:
         out += ["**Warning: the systems negotiated different parameters for %s: their configurations "
                 "do not match; the comparison is not like for like.**" % ", ".join(differ), ""]

@@ -168,10 +168,11 @@ tls_start_portico() {
         unset 'TLS_PID[portico]'
         return 0
     fi
+    local got
     if [ -n "$why_h2" ]; then
         tls_skip portico h2 "$why_h2"
-    elif [ "$(tls_get "$TLS_PORTICO_PORT" --http2)" != '2 {"ok":true}' ]; then
-        tls_skip portico h2 "with \`http2: true\` ALPN did not pick h2 (curl --http2: '$(tls_get "$TLS_PORTICO_PORT" --http2)')"
+    elif got=$(tls_get "$TLS_PORTICO_PORT" --http2) && [ "$got" != '2 {"ok":true}' ]; then
+        tls_skip portico h2 "with \`http2: true\`, GET /tiny over TLS with ALPN h2 did not get an HTTP/2 answer (curl --http2: '$got')"
     fi
     log "  portico: TLS listener up${feats:+ with http2} (127.0.0.1:$TLS_PORTICO_PORT)"
 }
@@ -247,6 +248,16 @@ tls_probe() { # system
             "$(sed -n 's/^Server Temp Key: //p' <<<"$out" | tr -d ,)" "$(sed -n 's/^ALPN protocol: //p' <<<"$out")" \
             >>"$RAW/tls-info.tsv"
     done
+    # Session tickets on: a second connection offering the first one's
+    # session resumes (the request is answered first, so the TLS 1.3
+    # tickets sent after the handshake have arrived).
+    local sess=$TMP/tls/sess-$sys.pem
+    printf 'GET /tiny HTTP/1.0\r\n\r\n' |
+        openssl s_client -connect "127.0.0.1:$port" -sess_out "$sess" -quiet >/dev/null 2>&1 || true
+    out=$(printf 'GET /tiny HTTP/1.0\r\n\r\n' |
+        openssl s_client -connect "127.0.0.1:$port" -sess_in "$sess" 2>&1 || true)
+    printf '%s\tresumption\t%s\n' "$sys" "$(grep -m1 -oE '^(New|Reused),' <<<"$out" | tr -d , || echo none)" \
+        >>"$RAW/tls-resume.tsv"
 }
 
 # What an h2load run negotiated, once per system and row.
@@ -341,6 +352,7 @@ measure_tls() {
     : >"$RAW/tls.tsv"
     : >"$RAW/tls-runs.tsv"
     : >"$RAW/tls-info.tsv"
+    : >"$RAW/tls-resume.tsv"
     printf 'tls\trounds=%s d=%s hs_n=%s ka_conns=%s h2_conns=%s h2_streams=%s openssl=%s\n' \
         "$TLS_ROUNDS" "$TLS_D" "$TLS_HS_N" "$TLS_KA_CONNS" "$TLS_H2_CONNS" "$TLS_H2_STREAMS" \
         "$(openssl version | awk '{ print $2 }')" >>"$RAW/meta.tsv"
