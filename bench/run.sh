@@ -49,17 +49,25 @@
 #      HAProxy's httplog + PROMEX; a /metrics scrape with 1,000 routes (its
 #      time, and a route's p99 with and without scrapes).
 #
+#  12. (issue 18, bench/lib/tls.sh) TLS termination and HTTP/2 beside
+#      HAProxy and nginx on the same ECDSA P-256 certificate and ciphers:
+#      HTTPS/1.1 kept alive (wrk -c32: CPU per request), new full TLS
+#      handshakes (h2load, one fresh client per connection: handshakes/s
+#      and CPU per handshake), h2 with 100 streams per connection (h2load
+#      -c4 -m100: requests/s). Portico's rows are skipped while the build
+#      refuses `tls` / `http2`.
+#
 # Usage: bench/run.sh [--quick] [--rounds N]
-#                     [--scenarios plain,gateway,before,ext_auth,suspend,balance,auth,ratelimit,observability]
+#                     [--scenarios plain,gateway,before,ext_auth,suspend,balance,auth,ratelimit,observability,tls]
 #                     [--spin] [--keep-tmp]
 #   --spin  during the wrk -c32 runs only, keep both CPUs out of idle with
 #           SCHED_IDLE busy loops, so that waking a halted vCPU (costly in
 #           a VM) does not enter CPU/request; see bench/README.md, "Two
 #           regimes".
-# Environment: PORTICO_BENCH_PORT_BASE (default 23180; 42 ports from there),
+# Environment: PORTICO_BENCH_PORT_BASE (default 23180; 45 ports from there),
 #              PORTICO_BUILD (default build; relative to the repository or
 #                absolute),
-#              BENCH_ONLY=before|ext_auth|suspend|balance|auth|ratelimit|tracing|observability|… one section only (its
+#              BENCH_ONLY=before|ext_auth|suspend|balance|auth|ratelimit|tracing|observability|tls|… one section only (its
 #                systems plus the references it is judged against; no
 #                idle-memory phase); the report goes to
 #                bench/results/latest-<section>.md, latest.md is left alone,
@@ -97,7 +105,7 @@ LOAD_CPU=1
 
 ROUNDS=5
 QUICK=0
-SCENARIOS="plain,gateway,before,ext_auth,suspend,balance,auth,ratelimit,observability"
+SCENARIOS="plain,gateway,before,ext_auth,suspend,balance,auth,ratelimit,observability,tls"
 ONLY=${BENCH_ONLY:-}
 KEEP_TMP=0
 SPIN=0
@@ -119,6 +127,7 @@ IDENTITY=0        # issue 15's section runs (scenario "auth", bench/lib/auth.sh)
 RATELIMIT=0       # issue 16's section runs (scenario "ratelimit", bench/lib/ratelimit.sh)
 TRACING=0         # issue 17's tracing row runs (scenario "tracing", bench/lib/tracing.sh)
 OBSERVABILITY=0   # issue 17's section runs (scenario "observability", bench/lib/observability.sh)
+TLS_SECTION=0     # issue 18's section runs (scenario "tls", bench/lib/tls.sh)
 RATE_CONNS=16     # h2load connections for the fixed-rate run
 SKIP_S=0.2        # h2load samples dropped at the start of each run
 
@@ -162,6 +171,9 @@ fi
 # shellcheck source-path=SCRIPTDIR source=lib/observability.sh
 . "$BENCH_DIR/lib/observability.sh"
 [ "$QUICK" = 0 ] || ob_quick
+# shellcheck source-path=SCRIPTDIR source=lib/tls.sh
+. "$BENCH_DIR/lib/tls.sh"
+[ "$QUICK" = 0 ] || tls_quick
 
 # ---------------------------------------------------------------- utilities
 
@@ -209,7 +221,7 @@ require_port_free() {
     local port=$1
     if [ -n "$(ss -Hltn "sport = :$port")" ]; then
         die "port $port is already in use: $(ss -Hltnp "sport = :$port" | head -3 | tr -s ' ')
-       (set PORTICO_BENCH_PORT_BASE to a free range of 42 ports)"
+       (set PORTICO_BENCH_PORT_BASE to a free range of 45 ports)"
     fi
 }
 
@@ -587,6 +599,16 @@ scenario_ratelimit() { RATELIMIT=1; }
 # against the same route without tracing), a section of its own
 # (bench/lib/tracing.sh). Not in the default list: BENCH_ONLY=tracing.
 scenario_tracing() { TRACING=1; }
+
+# Issue 17: what observing a route costs (metrics and access log on vs
+# off beside HAProxy's httplog + PROMEX; a /metrics scrape with 1,000
+# routes), a section of its own (bench/lib/observability.sh).
+scenario_observability() { OBSERVABILITY=1; }
+
+# Issue 18: TLS termination and HTTP/2 beside HAProxy and nginx (HTTPS/1.1
+# kept alive, full handshakes, h2 with 100 streams), a section of its own
+# (bench/lib/tls.sh).
+scenario_tls() { TLS_SECTION=1; }
 
 # ------------------------------------------------------------ measurements
 
@@ -1003,7 +1025,7 @@ main() {
 
     local s
     for s in ${SCENARIOS//,/ }; do
-        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend, balance, auth, ratelimit, tracing, observability)"
+        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend, balance, auth, ratelimit, tracing, observability, tls)"
         "scenario_$s"
     done
     machine_info
@@ -1038,7 +1060,7 @@ main() {
         done
     fi
 
-    # BENCH_ONLY=suspend, balance, auth or ratelimit registers no system: no rounds.
+    # BENCH_ONLY=suspend, balance, auth, ratelimit, tracing, observability or tls registers no system: no rounds.
     if [ ${#SYS_LIST[@]} -gt 0 ]; then
         log "warm-up and calibration"
         for n in "${SYS_LIST[@]}"; do
@@ -1097,6 +1119,7 @@ main() {
     [ "$RATELIMIT" = 0 ] || measure_ratelimit
     [ "$TRACING" = 0 ] || measure_tracing
     [ "$OBSERVABILITY" = 0 ] || measure_observability
+    [ "$TLS_SECTION" = 0 ] || measure_tls
 
     record 0 run elapsed_s $((SECONDS - t_begin))
     log "report"

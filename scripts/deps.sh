@@ -8,6 +8,9 @@ pkgs=(
   wrk nghttp2-client testssl.sh
   prometheus # promtool: tests/e2e/test_metrics.py checks /metrics with `promtool check metrics`
 )
+# bench: Debian 12's nginx-light pulls in the nginx binary, built with
+# http_ssl_module and http_v2_module (bench/lib/tls.sh checks `nginx -V`);
+# haproxy is built with OpenSSL (`haproxy -vv`).
 [ "${PORTICO_BENCH_DEPS:-0}" = 1 ] && pkgs+=(haproxy nginx-light gnuplot-nox strace)
 missing=()
 for p in "${pkgs[@]}"; do

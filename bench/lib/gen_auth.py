@@ -116,7 +116,7 @@ def config(template, out, features, pairs):
 
     def block(m):
         return m.group(2) if m.group(1).lower() in feats else ""
-    pat = re.compile(r"^[ \t]*# @IF_([A-Z_]+)@\n(.*?)^[ \t]*# @END_\1@\n", flags=re.S | re.M)
+    pat = re.compile(r"^[ \t]*# @IF_([A-Z0-9_]+)@\n(.*?)^[ \t]*# @END_\1@\n", flags=re.S | re.M)
     while True:  # blocks nest: resolve the outer ones, then what they kept
         text, n = pat.subn(block, text)
         if not n:

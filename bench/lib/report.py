@@ -26,6 +26,7 @@ import report_balance
 import report_observability
 import report_ratelimit
 import report_tracing
+import report_tls
 
 
 def arena_block_bytes():
@@ -864,13 +865,14 @@ def main():
     run = Run(raw)
     rep = Report(run)
     rep.header()
-    if not run.systems:  # BENCH_ONLY=suspend, balance, auth or ratelimit: that section alone
+    if not run.systems:  # BENCH_ONLY=suspend, balance, auth, ratelimit, …, tls: that section alone
         rep.issue12()
         rep.add(*report_balance.section(raw, run.meta))
         rep.add(*report_auth.section(raw, run.meta))
         rep.add(*report_ratelimit.section(raw, run.meta))
         rep.add(*report_tracing.section(raw, run.meta))
         rep.add(*report_observability.section(raw, run.meta))
+        rep.add(*report_tls.section(raw, run.meta))
         with open(os.path.join(results, name + ".md"), "w") as f:
             f.write("\n".join(rep.lines))
         return
@@ -882,6 +884,7 @@ def main():
     rep.add(*report_ratelimit.section(raw, run.meta))
     rep.add(*report_tracing.section(raw, run.meta))
     rep.add(*report_observability.section(raw, run.meta))
+    rep.add(*report_tls.section(raw, run.meta))
     rep.cpu_section()
     rep.rps_section()
     rep.latency_section()
