@@ -124,6 +124,12 @@ void pt_cfg_walk_resolver(struct cfg *c, const struct pt_ynode *n);
  * its host is a name, registered so that it is resolved like a target
  * (config_upstreams.c). False after reporting at n. */
 bool pt_cfg_register_url(struct cfg *c, const struct pt_ynode *n, const char *url);
+/* `upstreams.*.tls` (config_tls.c): NULL when off or after reporting. */
+const struct pt_upstream_tls *pt_cfg_walk_upstream_tls(struct cfg *c, const struct pt_ynode *n);
+/* The TLS of an https:// URL at `at`: verification on, against the CA
+ * file at `ca_at` (a `tls_ca` key) or else the system store. */
+const struct pt_upstream_tls *pt_cfg_url_tls(struct cfg *c, const struct pt_ynode *at,
+                                             const struct pt_ynode *ca_at);
 /* Turns the registered URL authorities into g->url_upstreams. */
 void pt_cfg_build_url_upstreams(struct cfg *c);
 /* `consumers:` and `consumers_file` (config_consumers.c): g->consumers

@@ -18,8 +18,9 @@
 
 static const char *const upstream_keys[] = {
     "targets", "balance",       "connect_timeout", "read_timeout",     "keepalive", "health_check",
-    "hash_on", "resolve_every", "circuit_breaker", "failure_statuses", "retries",   NULL};
-static const char *const upstream_planned[] = {"protocol", "tls", NULL};
+    "hash_on", "resolve_every", "circuit_breaker", "failure_statuses", "retries",   "tls",
+    NULL};
+static const char *const upstream_planned[] = {"protocol", NULL};
 static const char *const hc_keys[] = {"active", "passive", NULL};
 static const char *const hc_active_keys[] = {"path",      "interval", "timeout", "healthy",
                                              "unhealthy", "host",     NULL};
@@ -321,7 +322,7 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
     u->pos = (struct pt_src_pos){key->line, key->col};
     if (!pt_cfg_want_map(&c->w, n, "an upstream"))
         return;
-    const struct pt_ynode *v[11] = {0};
+    const struct pt_ynode *v[12] = {0};
     uint32_t refused =
         pt_cfg_bind_keys(&c->w, n, upstream_keys, upstream_planned, "in upstream", v, NULL);
 
@@ -355,6 +356,8 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
         pt_cfg_walk_failure_statuses(c, v[9], u);
     if (v[10])
         pt_cfg_walk_retries(c, v[10], u);
+    if (v[11])
+        u->tls = pt_cfg_walk_upstream_tls(c, v[11]);
 }
 
 void pt_cfg_walk_upstreams(struct cfg *c, const struct pt_ynode *n)
