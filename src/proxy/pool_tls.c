@@ -74,7 +74,17 @@ static bool is_ip_literal(const char *s)
 int pt_uconn_start_tls(struct pt_uconn *uc, const struct pt_upstream_tls *tls,
                        const struct pt_target *t)
 {
-    const char *name = tls->sni ? tls->sni : t->name;
+    /* A host-name target's name is as written, with its port. */
+    char host[256];
+    const char *name = tls->sni;
+    if (!name && t->name) {
+        size_t n = strcspn(t->name, ":");
+        if (n >= sizeof(host))
+            return -EINVAL;
+        memcpy(host, t->name, n);
+        host[n] = 0;
+        name = host;
+    }
     /* SNI carries host names only (RFC 6066 §3). */
     const char *sni = name && !is_ip_literal(name) ? name : NULL;
     struct pt_tls *s =

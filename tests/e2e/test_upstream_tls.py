@@ -15,11 +15,15 @@ import socketserver
 import ssl
 import subprocess
 import threading
+import time
 
+import jwt as pyjwt
 import pytest
 import requests
+from jwcrypto import jwk as jwc_jwk
 
-from conftest import (Gateway, free_port, make_config, scaled, validate_errors, wait_until)
+from conftest import (Gateway, backend, echo_headers, free_port, make_config, scaled, upstream,
+                      validate_errors, wait_until)
 
 
 # ---------------------------------------------------------------- certificates
@@ -51,7 +55,8 @@ def make_cert(d, ca, name, cn, sans):
 def certs(tmp_path_factory):
     d = str(tmp_path_factory.mktemp("upstream-tls-certs"))
     c = {"dir": d, "ca": make_ca(d, "ca"), "other_ca": make_ca(d, "otherca")}
-    c["server"] = make_cert(d, "ca", "server", "backend.test", "DNS:backend.test,IP:127.0.0.1")
+    c["server"] = make_cert(d, "ca", "server", "backend.test",
+                            "DNS:backend.test,DNS:localhost,IP:127.0.0.1")
     c["client"] = make_cert(d, "ca", "client", "gateway-client", "DNS:gateway.test")
     _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
              "-keyout", "self.key", "-out", "self.pem", "-subj", "/CN=self", "-days", "2", cwd=d)
@@ -74,6 +79,8 @@ class TLSBackend:
         self.snis = []
         self.peer_cns = []
         self.healthy = True
+        self.jwks = {"keys": []}
+        self.posts = []
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(*cert)
         if client_ca:
@@ -107,11 +114,25 @@ class TLSBackend:
                     be.requests += 1
                 if self.path == "/healthz":
                     code, body = (200, b"ok") if be.healthy else (503, b"down")
+                elif self.path == "/jwks.json":
+                    code, body = 200, json.dumps(be.jwks).encode()
                 else:
                     code = 200
                     body = json.dumps({"path": self.path, "host": self.headers.get("Host"),
                                        "tls": self.request.version()}).encode()
                 self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with be.lock:
+                    be.posts.append((self.path, data.decode()))
+                body = json.dumps({"active": True, "sub": "alice",
+                                   "exp": int(time.time()) + 3600}).encode()
+                self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -239,11 +260,14 @@ def test_client_certificate_reaches_a_backend_that_requires_one(tmp_path, certs,
         assert be.peer_cns == ["gateway-client"]
     finally:
         gw.stop()
-    # Without one, the backend refuses the handshake.
+    # Without one, the backend refuses it. (TLS 1.3: the refusal comes
+    # after our side of the handshake, as an alert the request's read
+    # reports, or as a reset its write meets first.)
     gw = Gateway(config(free_port(), be, {"ca": certs["ca"]}), tmp_path)
     try:
         r = get(gw)
-        assert r.status_code == 502 and "upstream TLS handshake failed" in r.text
+        assert r.status_code == 502, r.text
+        assert be.requests == 0
     finally:
         gw.stop()
 
@@ -342,3 +366,84 @@ def test_config_errors_for_tls_files(tmp_path, certs, tls_backend):
 
 class _Addr:
     address = "127.0.0.1:9"
+
+
+# ---------------------------------------------------------------- https:// URLs
+
+def url_config(port, app_port, filters, **top):
+    cfg = make_config(port, {"app": upstream(app_port)},
+                      [{"name": "r", "match": {"path_prefix": "/"}, "upstream": "app",
+                        "filters": filters}])
+    cfg.update(top)
+    return cfg
+
+
+def test_jwks_over_https_with_verification(tmp_path, certs, tls_backend):
+    idp = tls_backend()
+    key = jwc_jwk.JWK.generate(kty="EC", crv="P-256", kid="k1")
+    idp.jwks = {"keys": [json.loads(key.export_public())]}
+    now = int(time.time())
+    tok = pyjwt.encode({"iss": "https://idp.test", "aud": "api", "sub": "alice", "iat": now,
+                        "exp": now + 300}, key.export_to_pem(private_key=True, password=None),
+                       algorithm="ES256", headers={"kid": "k1"})
+    jwt_conf = {"jwks_uri": "https://127.0.0.1:%d/jwks.json" % idp.port, "tls_ca": certs["ca"],
+                "issuer": "https://idp.test", "audiences": ["api"]}
+    with backend() as b:
+        gw = Gateway(url_config(free_port(), b.port, {"jwt": jwt_conf}), tmp_path)
+        try:
+            r = get(gw, headers={"Authorization": "Bearer " + tok})
+            assert r.status_code == 200, r.text
+            assert idp.connections >= 1 and idp.requests >= 1
+        finally:
+            gw.stop()
+        # The system store does not know the test CA: the keys never come.
+        del jwt_conf["tls_ca"]
+        gw = Gateway(url_config(free_port(), b.port, {"jwt": jwt_conf}), tmp_path)
+        try:
+            r = get(gw, headers={"Authorization": "Bearer " + tok})
+            assert r.status_code != 200
+            wait_until(lambda: "upstream TLS handshake failed" in gw.stderr_text(), scaled(5),
+                       what="the JWKS fetch's TLS failure logged")
+        finally:
+            gw.stop()
+
+
+def test_introspection_over_https_with_verification(tmp_path, certs, tls_backend):
+    idp = tls_backend()
+    conf = {"endpoint": "https://localhost:%d/introspect" % idp.port, "tls_ca": certs["ca"],
+            "client_id": "gw", "client_secret": "s3cret"}
+    with backend() as b:
+        gw = Gateway(url_config(free_port(), b.port, {"introspection": conf}), tmp_path)
+        try:
+            r = get(gw, headers={"Authorization": "Bearer tok-1"})
+            assert r.status_code == 200, r.text
+            assert echo_headers(r.json(), "X-Consumer-Name") == ["alice"]
+            assert idp.posts and idp.posts[0][0] == "/introspect"
+            assert idp.snis[-1] == "localhost"  # SNI and the name checked: the URL's host
+        finally:
+            gw.stop()
+
+
+def test_otlp_export_over_https(tmp_path, certs, tls_backend):
+    col = tls_backend()
+    tracing = {"otlp_endpoint": "https://127.0.0.1:%d/v1/traces" % col.port,
+               "tls_ca": certs["ca"], "sample": 1.0, "flush_every": "100ms"}
+    with backend() as b:
+        gw = Gateway(url_config(free_port(), b.port, {}, tracing=tracing), tmp_path)
+        try:
+            assert get(gw).status_code == 200
+            wait_until(lambda: any(p == "/v1/traces" for p, _ in col.posts), scaled(5),
+                       what="spans exported over https")
+        finally:
+            gw.stop()
+
+
+def test_url_tls_config_errors(tmp_path, certs):
+    conf = {"endpoint": "http://127.0.0.1:9/introspect", "tls_ca": certs["ca"],
+            "client_id": "gw", "client_secret": "x"}
+    _, text = validate_errors(tmp_path, url_config(free_port(), 9, {"introspection": conf}))
+    assert "`tls_ca` is for an https:// URL" in text, text
+    conf["endpoint"] = "https://127.0.0.1:9/introspect"
+    conf["tls_ca"] = str(tmp_path / "missing.pem")
+    _, text = validate_errors(tmp_path, url_config(free_port(), 9, {"introspection": conf}))
+    assert "`tls_ca`: cannot read" in text, text
