@@ -232,6 +232,7 @@ out:
     free(c.upstreams.keys);
     free(c.upstreams.vals);
     free(c.urls);
+    free(c.urls_ca);
     free(text);
     return g;
 }

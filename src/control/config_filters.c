@@ -171,7 +171,7 @@ static bool urls_register(struct cfg *c, const struct pt_field *fields, const st
         }
         const char *url = f->type == PT_F_URL ? *(const char *const *)at : NULL;
         if (url)
-            ok &= pt_cfg_register_url(c, pt_ynode_get(n, f->name), url);
+            ok &= pt_cfg_register_url(c, pt_ynode_get(n, f->name), url, pt_ynode_get(n, "tls_ca"));
     }
     return ok;
 }

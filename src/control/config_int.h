@@ -49,6 +49,7 @@ struct cfg {
     const struct pt_ynode **listener_at; /* address node of g->listeners[i] */
     const struct pt_resolver *dns;       /* answers for host names; NULL: none */
     struct pt_upstream *urls;            /* URL authorities with a host name (malloc'd) */
+    const char **urls_ca;                /* each one's `tls_ca` as written (https; malloc'd) */
     uint32_t nurls, capurls;
     /* The consumers file: given text (src->consumers_given) or read from
      * disk, and its own messages, flushed with its path (malloc'd). */
@@ -122,8 +123,17 @@ void pt_cfg_walk_filter_block(struct cfg *c, const struct pt_ynode *n, bool in_r
 void pt_cfg_walk_resolver(struct cfg *c, const struct pt_ynode *n);
 /* A URL an outbound call will use (a PT_F_URL field): checked, and when
  * its host is a name, registered so that it is resolved like a target
- * (config_upstreams.c). False after reporting at n. */
-bool pt_cfg_register_url(struct cfg *c, const struct pt_ynode *n, const char *url);
+ * (config_upstreams.c). An https:// one is always registered, with its
+ * TLS (verified; against the file at `ca_at`, the mapping's `tls_ca`, or
+ * the system store). False after reporting at n. */
+bool pt_cfg_register_url(struct cfg *c, const struct pt_ynode *n, const char *url,
+                         const struct pt_ynode *ca_at);
+/* `upstreams.*.tls` (config_tls.c): NULL when off or after reporting. */
+const struct pt_upstream_tls *pt_cfg_walk_upstream_tls(struct cfg *c, const struct pt_ynode *n);
+/* The TLS of an https:// URL at `at`: verification on, against the CA
+ * file at `ca_at` (a `tls_ca` key) or else the system store. */
+const struct pt_upstream_tls *pt_cfg_url_tls(struct cfg *c, const struct pt_ynode *at,
+                                             const struct pt_ynode *ca_at);
 /* Turns the registered URL authorities into g->url_upstreams. */
 void pt_cfg_build_url_upstreams(struct cfg *c);
 /* `consumers:` and `consumers_file` (config_consumers.c): g->consumers

@@ -3,6 +3,7 @@
  *
  *   tracing:
  *     otlp_endpoint: http://127.0.0.1:4318/v1/traces   # none: propagate and log only
+ *     tls_ca: certs/otel-ca.pem   # an https endpoint's CA (default: the system store)
  *     sample: 0.1            # new traces: a ratio in [0, 1] or a percentage
  *     service_name: portico
  *     server_timing: false
@@ -23,14 +24,17 @@
 
 static const char *const tracing_keys[] = {"otlp_endpoint", "sample", "service_name",
                                            "server_timing", "batch",  "flush_every",
-                                           "max_queue",     NULL};
-enum { TR_ENDPOINT, TR_SAMPLE, TR_SERVICE, TR_TIMING, TR_BATCH, TR_FLUSH, TR_QUEUE, TR_N };
+                                           "max_queue",     "tls_ca", NULL};
+enum { TR_ENDPOINT, TR_SAMPLE, TR_SERVICE, TR_TIMING, TR_BATCH, TR_FLUSH, TR_QUEUE, TR_CA, TR_N };
 
 /* The exporter's way to the endpoint (see generation.h). */
-static void walk_endpoint(struct cfg *c, const struct pt_ynode *n, struct pt_tracing_cfg *t)
+static void walk_endpoint(struct cfg *c, const struct pt_ynode *n, const struct pt_ynode *ca,
+                          struct pt_tracing_cfg *t)
 {
     const char *url = pt_cfg_want_str(&c->w, n, "`tracing.otlp_endpoint`");
-    if (!url || !pt_cfg_register_url(c, n, url))
+    if (ca && !pt_cfg_want_str(&c->w, ca, "`tracing.tls_ca`"))
+        return;
+    if (!url || !pt_cfg_register_url(c, n, url, ca))
         return;
     t->otlp_endpoint = dup_str(c, url);
     char host[256];
@@ -45,9 +49,12 @@ static void walk_endpoint(struct cfg *c, const struct pt_ynode *n, struct pt_tra
     if (!u || !tg)
         return oom(c);
     pt_slice p2, q2;
-    if (pt_fetch_parse_url(t->otlp_endpoint, c->a, tg, &p2, &q2) < 0) {
-        /* A host name: the URL upstream registered above. */
-        t->export_authority = pt_arena_strndup(c->a, auth.p, auth.len);
+    bool https = pt_fetch_url_https(t->otlp_endpoint);
+    if (https || pt_fetch_parse_url(t->otlp_endpoint, c->a, tg, &p2, &q2) < 0) {
+        /* A host name, or https: the URL upstream registered above (its
+         * name, "https://" and the authority for https). */
+        t->export_authority = https ? pt_arena_sprintf(c->a, "https://%.*s", (int)auth.len, auth.p)
+                                    : pt_arena_strndup(c->a, auth.p, auth.len);
         if (!t->export_authority)
             oom(c);
         return;
@@ -77,7 +84,7 @@ void pt_cfg_walk_tracing(struct cfg *c, const struct pt_ynode *n)
     pt_cfg_bind_keys(&c->w, n, tracing_keys, NULL, "in tracing", v, NULL);
     uint64_t x;
     if (v[TR_ENDPOINT] && !v[TR_ENDPOINT]->is_null)
-        walk_endpoint(c, v[TR_ENDPOINT], t);
+        walk_endpoint(c, v[TR_ENDPOINT], v[TR_CA], t);
     if (v[TR_SAMPLE])
         pt_cfg_want_ratio(&c->w, v[TR_SAMPLE], "`tracing.sample`", true, &t->sample);
     if (v[TR_SERVICE]) {

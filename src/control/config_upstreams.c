@@ -18,8 +18,9 @@
 
 static const char *const upstream_keys[] = {
     "targets", "balance",       "connect_timeout", "read_timeout",     "keepalive", "health_check",
-    "hash_on", "resolve_every", "circuit_breaker", "failure_statuses", "retries",   NULL};
-static const char *const upstream_planned[] = {"protocol", "tls", NULL};
+    "hash_on", "resolve_every", "circuit_breaker", "failure_statuses", "retries",   "tls",
+    NULL};
+static const char *const upstream_planned[] = {"protocol", NULL};
 static const char *const hc_keys[] = {"active", "passive", NULL};
 static const char *const hc_active_keys[] = {"path",      "interval", "timeout", "healthy",
                                              "unhealthy", "host",     NULL};
@@ -321,7 +322,7 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
     u->pos = (struct pt_src_pos){key->line, key->col};
     if (!pt_cfg_want_map(&c->w, n, "an upstream"))
         return;
-    const struct pt_ynode *v[11] = {0};
+    const struct pt_ynode *v[12] = {0};
     uint32_t refused =
         pt_cfg_bind_keys(&c->w, n, upstream_keys, upstream_planned, "in upstream", v, NULL);
 
@@ -355,6 +356,8 @@ static void walk_upstream(struct cfg *c, const struct pt_ynode *key, const struc
         pt_cfg_walk_failure_statuses(c, v[9], u);
     if (v[10])
         pt_cfg_walk_retries(c, v[10], u);
+    if (v[11])
+        u->tls = pt_cfg_walk_upstream_tls(c, v[11]);
 }
 
 void pt_cfg_walk_upstreams(struct cfg *c, const struct pt_ynode *n)
@@ -422,50 +425,116 @@ static void url_upstream_defaults(struct pt_upstream *u)
         pt_status_add(&u->failure_statuses, st);
 }
 
-bool pt_cfg_register_url(struct cfg *c, const struct pt_ynode *n, const char *url)
+/* A URL upstream slot in c->urls (grown as needed), set to the defaults. */
+static struct pt_upstream *url_slot(struct cfg *c)
+{
+    if (c->nurls == c->capurls) {
+        uint32_t cap = c->capurls ? c->capurls * 2 : 4;
+        struct pt_upstream *v = realloc(c->urls, cap * sizeof(*v));
+        if (v)
+            c->urls = v;
+        const char **cas = v ? realloc(c->urls_ca, cap * sizeof(*cas)) : NULL;
+        if (!cas) {
+            oom(c);
+            return NULL;
+        }
+        c->urls_ca = cas;
+        c->capurls = cap;
+    }
+    struct pt_upstream *u = &c->urls[c->nurls];
+    url_upstream_defaults(u);
+    return u;
+}
+
+/* An https:// URL with an IP literal (or localhost): a one-target URL
+ * upstream all the same, for its TLS setting. */
+static bool url_fixed_target(struct cfg *c, const char *url, const char *host,
+                             struct pt_upstream *u)
+{
+    struct pt_target *t = pt_arena_zalloc(c->a, sizeof(*t));
+    pt_slice path, query;
+    if (!t) {
+        oom(c);
+        return false;
+    }
+    if (pt_fetch_parse_url(url, c->a, t, &path, &query) < 0)
+        return false;
+    if (strcmp(host, "localhost") == 0)
+        t->name = t->address; /* SNI and the certificate's name: localhost */
+    u->targets = t;
+    u->ntargets = 1;
+    return true;
+}
+
+bool pt_cfg_register_url(struct cfg *c, const struct pt_ynode *n, const char *url,
+                         const struct pt_ynode *ca_at)
 {
     char host[256];
     uint16_t port;
     pt_slice auth, path, query;
     if (pt_fetch_split_url(url, host, sizeof(host), &port, &auth, &path, &query) < 0) {
-        err_at(c, n, "`%s` is not an http:// URL with a host (and an optional port)", url);
+        err_at(c, n, "`%s` is not an http:// or https:// URL with a host (and an optional port)",
+               url);
         return false;
     }
-    if (pt_dns_is_ip_literal(host) || strcmp(host, "localhost") == 0)
+    bool https = pt_fetch_url_https(url);
+    if (ca_at && !https) {
+        err_at(c, ca_at, "`tls_ca` is for an https:// URL; `%s` is plain http", url);
+        return false;
+    }
+    bool direct = pt_dns_is_ip_literal(host) || strcmp(host, "localhost") == 0;
+    if (direct && !https)
         return true; /* reached directly */
-    if (!pt_dns_valid_name(host)) {
+    if (!direct && !pt_dns_valid_name(host)) {
         err_at(c, n, "URL `%s`: `%s` is neither an IP address nor a valid host name", url, host);
         return false;
     }
-    for (uint32_t i = 0; i < c->nurls; i++)
-        if (strlen(c->urls[i].name) == auth.len && memcmp(c->urls[i].name, auth.p, auth.len) == 0)
-            return true;
-    if (c->nurls == c->capurls) {
-        uint32_t cap = c->capurls ? c->capurls * 2 : 4;
-        struct pt_upstream *v = realloc(c->urls, cap * sizeof(*v));
-        if (!v) {
-            oom(c);
+    const char *ca = ca_at ? ca_at->str : NULL;
+    for (uint32_t i = 0; i < c->nurls; i++) {
+        if (!pt_fetch_url_name_eq(c->urls[i].name, https, auth))
+            continue;
+        const char *had = c->urls[i].tls ? c->urls_ca[i] : NULL;
+        if (https && (had ? !ca || strcmp(had, ca) != 0 : ca != NULL)) {
+            err_at(c, ca_at ? ca_at : n,
+                   "URL `%s`: https://%.*s is used elsewhere with another `tls_ca`: one CA per "
+                   "authority",
+                   url, (int)auth.len, auth.p);
             return false;
         }
-        c->urls = v;
-        c->capurls = cap;
+        return true;
     }
-    struct pt_upstream *u = &c->urls[c->nurls];
-    url_upstream_defaults(u);
-    struct pt_dns_target *d = pt_arena_zalloc(c->a, sizeof(*d));
-    u->name = pt_arena_strndup(c->a, auth.p, auth.len);
-    if (!d || !u->name) {
+    struct pt_upstream *u = url_slot(c);
+    if (!u)
+        return false;
+    u->name = https ? pt_arena_sprintf(c->a, "https://%.*s", (int)auth.len, auth.p)
+                    : pt_arena_strndup(c->a, auth.p, auth.len);
+    if (!u->name) {
         oom(c);
         return false;
     }
-    d->written = u->name;
-    d->host = dup_str(c, host);
-    d->port = port;
-    d->weight = 1;
-    u->dns = d;
-    u->ndns = 1;
+    if (https && !(u->tls = pt_cfg_url_tls(c, n, ca_at)))
+        return false;
+    if (direct) {
+        if (!url_fixed_target(c, url, host, u))
+            return false;
+    } else {
+        struct pt_dns_target *d = pt_arena_zalloc(c->a, sizeof(*d));
+        if (!d) {
+            oom(c);
+            return false;
+        }
+        d->written = pt_arena_strndup(c->a, auth.p, auth.len);
+        d->host = dup_str(c, host);
+        d->port = port;
+        d->weight = 1;
+        u->dns = d;
+        u->ndns = 1;
+        if (!d->written || !d->host)
+            return false;
+    }
+    c->urls_ca[c->nurls] = ca;
     u->index = c->nurls++;
-    return d->host != NULL;
+    return true;
 }
 
 void pt_cfg_build_url_upstreams(struct cfg *c)

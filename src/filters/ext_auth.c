@@ -66,8 +66,9 @@
 
 struct ext_auth_conf {
     const char *upstream;
-    const char *url;  /* instead of upstream + path (host names resolved by the control thread) */
-    const char *path; /* NULL: "/" */
+    const char *url;    /* instead of upstream + path (host names resolved by the control thread) */
+    const char *tls_ca; /* https url: the CA file (read by the loader) */
+    const char *path;   /* NULL: "/" */
     uint64_t timeout_ms;
     struct pt_strlist forward_headers; /* v == NULL (absent): the default list */
     struct pt_strlist copy_headers;
@@ -91,6 +92,7 @@ struct ext_auth_state {
 static const struct pt_field ext_auth_fields[] = {
     {"upstream", PT_F_UPSTREAM, offsetof(struct ext_auth_conf, upstream), NULL},
     {"url", PT_F_URL, offsetof(struct ext_auth_conf, url), NULL},
+    {"tls_ca", PT_F_STRING, offsetof(struct ext_auth_conf, tls_ca), NULL},
     {"path", PT_F_STRING, offsetof(struct ext_auth_conf, path), NULL},
     {"timeout", PT_F_DURATION, offsetof(struct ext_auth_conf, timeout_ms), NULL},
     {"forward_headers", PT_F_STRING_LIST, offsetof(struct ext_auth_conf, forward_headers), NULL},

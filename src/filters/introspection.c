@@ -82,6 +82,7 @@
 
 struct intro_conf {
     const char *endpoint;
+    const char *tls_ca; /* https endpoint: the CA file (read by the loader) */
     const char *client_id;
     const char *client_secret;
     const char *auth_method; /* NULL: client_secret_basic */
@@ -117,6 +118,7 @@ struct intro_state {
 
 static const struct pt_field intro_fields[] = {
     {"endpoint", PT_F_URL, offsetof(struct intro_conf, endpoint), NULL},
+    {"tls_ca", PT_F_STRING, offsetof(struct intro_conf, tls_ca), NULL},
     {"client_id", PT_F_STRING, offsetof(struct intro_conf, client_id), NULL},
     {"client_secret", PT_F_STRING, offsetof(struct intro_conf, client_secret), NULL},
     {"auth_method", PT_F_STRING, offsetof(struct intro_conf, auth_method), NULL},

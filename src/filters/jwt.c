@@ -44,6 +44,7 @@
 
 #define PROVIDER_FIELDS(S, off)                                                                    \
     {"jwks_uri", PT_F_URL, off + offsetof(S, jwks_uri), NULL},                                     \
+        {"tls_ca", PT_F_STRING, off + offsetof(S, tls_ca), NULL},                                  \
         {"jwks_file", PT_F_STRING, off + offsetof(S, jwks_file), NULL},                            \
         {"secret", PT_F_STRING, off + offsetof(S, secret), NULL},                                  \
         {"secret_base64", PT_F_STRING, off + offsetof(S, secret_base64), NULL},                    \

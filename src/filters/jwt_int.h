@@ -26,7 +26,8 @@
 
 struct jwt_provider {
     /* YAML keys */
-    const char *jwks_uri;               /* http:// JWKS endpoint */
+    const char *jwks_uri;               /* http:// or https:// JWKS endpoint */
+    const char *tls_ca;                 /* https: the CA file (else the system store); loader's */
     const char *jwks_file;              /* a JWKS document on disk, read at load */
     const char *secret;                 /* HMAC secret, raw text */
     const char *secret_base64;          /* HMAC secret, base64 (standard or url) */

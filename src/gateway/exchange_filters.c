@@ -109,14 +109,13 @@ static const struct pt_upstream *find_upstream(const struct pt_generation *g, co
 }
 
 /* The generation's upstream for a URL authority with a host name
- * ("authz.internal:9000"), NULL for any other. */
-static const struct pt_upstream *find_url_upstream(const struct pt_generation *g, pt_slice auth)
+ * ("authz.internal:9000"), or for any https one, NULL for any other. */
+static const struct pt_upstream *find_url_upstream(const struct pt_generation *g, bool https,
+                                                   pt_slice auth)
 {
-    for (uint32_t i = 0; i < g->nurl_upstreams; i++) {
-        const char *n = g->url_upstreams[i].name;
-        if (strlen(n) == auth.len && memcmp(n, auth.p, auth.len) == 0)
+    for (uint32_t i = 0; i < g->nurl_upstreams; i++)
+        if (pt_fetch_url_name_eq(g->url_upstreams[i].name, https, auth))
             return &g->url_upstreams[i];
-    }
     return NULL;
 }
 
@@ -141,9 +140,10 @@ static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *
             return -EINVAL;
         if (q.len) /* back to one origin-form target: split again below */
             path.len += q.len + 1;
-        up = find_url_upstream(ex->gen, auth);
+        bool https = pt_fetch_url_https(r->url);
+        up = find_url_upstream(ex->gen, https, auth);
         url_up = up != NULL;
-        if (!up) {
+        if (!up && !https) {
             /* An IP literal: a one-target upstream of its own, in the
              * request arena; its pooled connections are shared by address
              * as any others. */

@@ -13,6 +13,7 @@
 #include "gateway/metrics.h"
 
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <stdlib.h>
 
 const char *const pt_underscores_names[PT_US_MODES] = {"drop", "reject", "allow"};
@@ -40,6 +41,9 @@ void pt_generation_free(struct pt_generation *g)
     pt_rl_table_unref(g->rl_table);
     for (uint32_t i = 0; i < g->nregexes; i++)
         pcre2_code_free(g->regexes[i]);
+    for (uint32_t i = 0; i < g->ntls_ctxs; i++)
+        SSL_CTX_free(g->tls_ctxs[i]);
+    free(g->tls_ctxs);
     pt_arena_destroy(&g->arena);
     free(g);
 }

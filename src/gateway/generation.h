@@ -214,6 +214,11 @@ struct pt_generation {
     /* regexes to free with the generation */
     pcre2_code **regexes;
     uint32_t nregexes, capregexes;
+    /* Client TLS contexts of upstreams' `tls` and https:// URLs (OpenSSL
+     * SSL_CTX, reference-counted: a connection still using one keeps it),
+     * freed with the generation. malloc'd array. */
+    struct ssl_ctx_st **tls_ctxs;
+    uint32_t ntls_ctxs, captls_ctxs;
     /* Runtime-owned (not the loader's): per-worker pin counts, indexed by
      * worker id (NULL until pt_generation_init_pins), and the control
      * thread's retired-list link. */

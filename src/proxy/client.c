@@ -21,6 +21,8 @@
 
 static int pump_write(struct pt_call *c);
 static int pump_read(struct pt_call *c);
+static int tls_step(struct pt_call *c);
+static int start_tls(struct pt_call *c);
 static pt_slice body_peek(struct pt_call *c, bool *eos);
 
 /* ---- small helpers ---- */
@@ -210,7 +212,8 @@ int pt_client_take_connection(struct pt_call *c, bool fresh)
     /* Pools are keyed by address and shared by upstreams naming the same
      * target: one with keepalive 0 never takes another's idle connection. */
     fresh |= c->req.up->keepalive == 0;
-    struct pt_uconn *uc = pt_uconn_acquire(c->ob, c->target, fresh, &c->reused, &err);
+    struct pt_uconn *uc =
+        pt_uconn_acquire(c->ob, c->target, c->req.up->tls, fresh, &c->reused, &err);
     if (!uc) {
         if (out_of_resources(err))
             return fail(c, PT_CALL_FAIL_RESOURCES, "gateway out of resources");
@@ -230,10 +233,12 @@ int pt_client_take_connection(struct pt_call *c, bool fresh)
     c->readable = false;
     c->head_sent = 0;
     c->sent_all = false; /* a retry sends the (bodyless) request again */
-    c->phase = uc->connected ? PT_CALL_WAITING : PT_CALL_CONNECTING;
+    /* A new TLS connection is "connecting" until its handshake is done. */
+    bool ready = uc->connected && (pt_likely(!c->req.up->tls) || uc->tls);
+    c->phase = ready ? PT_CALL_WAITING : PT_CALL_CONNECTING;
     if (!c->t_connect_ns)
         c->t_connect_ns = pt_loop_now_ns(loop_of(c));
-    arm(c, uc->connected ? read_timeout(c) : c->req.up->connect_timeout_ms);
+    arm(c, ready ? read_timeout(c) : c->req.up->connect_timeout_ms);
     return 0;
 }
 
@@ -347,6 +352,8 @@ static void wake(struct pt_call *c)
 static void on_event(struct pt_uconn *uc, uint32_t events)
 {
     struct pt_call *c = uc->user;
+    if (pt_unlikely(uc->tls != NULL))
+        events = pt_tls_events(uc->tls, events);
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         c->readable = true;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
@@ -378,7 +385,7 @@ static void on_timeout(struct pt_loop *loop, struct pt_timer *tm)
         pt_timer_arm(loop, &uc->timer, read_timeout(c), on_timeout);
         return;
     }
-    bool connecting = !uc->connected;
+    bool connecting = c->phase == PT_CALL_CONNECTING;
     bool eos = false;
     /* The upstream took everything it was given and the rest of the body
      * never came: the caller's body source stalled, not the upstream. */
@@ -392,7 +399,8 @@ static void on_timeout(struct pt_loop *loop, struct pt_timer *tm)
         fail(c, PT_CALL_FAIL_CONNECT_TO,
              try_deadline_applies(c) && loop->now_ms >= c->try_deadline_ms
                  ? "upstream connect timeout (per-try)"
-                 : "upstream connect timeout");
+             : uc->connected ? "upstream TLS handshake timeout"
+                             : "upstream connect timeout");
     else if (try_deadline_applies(c) && loop->now_ms >= c->try_deadline_ms)
         fail(c, PT_CALL_FAIL_TIMEOUT, "upstream per-try timeout");
     else
@@ -566,18 +574,65 @@ static int finish_connect(struct pt_call *c)
         return fail(c, PT_CALL_FAIL_CONNECT,
                     e == -ECONNREFUSED ? "upstream connection refused" : "upstream connect failed");
     }
+    if (pt_unlikely(c->req.up->tls != NULL))
+        return start_tls(c);
     c->phase = PT_CALL_WAITING;
+    arm(c, read_timeout(c));
+    return 1;
+}
+
+/* A new connection to a TLS upstream is connected: the handshake starts.
+ * It runs within connect_timeout (the timer armed for the connect keeps
+ * running); tls_step goes on with it. */
+static int start_tls(struct pt_call *c)
+{
+    if (pt_uconn_start_tls(c->uc, c->req.up->tls, c->target) < 0)
+        return fail(c, PT_CALL_FAIL_RESOURCES, "out of memory");
+    return tls_step(c);
+}
+
+/* Drives the TLS handshake of a new connection: 1 when it completed, 0
+ * while it waits for the server, -1 on failure. A failure is a connect
+ * failure (retries under connect_failure, reported to the target). */
+static int tls_step(struct pt_call *c)
+{
+    const char *why = NULL;
+    int r = pt_uconn_handshake(c->uc, &why);
+    if (r == 0) {
+        c->readable = c->writable = false; /* the next event says which */
+        return 0;
+    }
+    if (r < 0) {
+        const char *text = pt_arena_strdup(c->req.arena, why);
+        return fail(c, PT_CALL_FAIL_CONNECT, text ? text : "upstream TLS handshake failed");
+    }
+    c->phase = PT_CALL_WAITING;
+    c->writable = true;
+    c->readable = pt_tls_has_buffered(c->uc->tls);
     arm(c, read_timeout(c));
     return 1;
 }
 
 static int pump_write(struct pt_call *c)
 {
-    if (!c->uc || !c->writable || c->body_abandoned || c->sent_all)
+    if (!c->uc)
+        return 0;
+    if (pt_unlikely(c->phase == PT_CALL_CONNECTING && c->uc->connected)) {
+        /* TLS: connect() completed, the handshake is under way (or, on a
+         * socket connected at once, not started). */
+        if (!c->uc->tls)
+            return start_tls(c);
+        if (!c->readable && !c->writable)
+            return 0;
+        int r = tls_step(c);
+        if (r <= 0 || !c->uc)
+            return r;
+    }
+    if (!c->writable || c->body_abandoned || c->sent_all)
         return 0;
     if (!c->uc->connected) {
         int r = finish_connect(c);
-        if (r <= 0 || !c->uc || !c->uc->connected)
+        if (r <= 0 || !c->uc || !c->uc->connected || c->phase == PT_CALL_CONNECTING)
             return r;
     }
     struct iovec iov[3];
@@ -586,7 +641,7 @@ static int pump_write(struct pt_call *c)
     int n = gather(c, iov, &data, &last_frame);
     if (n == 0)
         return 0;
-    ssize_t w = pt_io_sendv(loop_of(c), &c->uc->io, iov, n);
+    ssize_t w = pt_uconn_sendv(c->uc, iov, n);
     if (w < 0) {
         if (errno == EAGAIN) {
             c->writable = false;
@@ -776,6 +831,16 @@ static bool scan_body(struct pt_call *c)
     return true;
 }
 
+/* TLS 1.3: the server's verdict on our certificate comes after our side
+ * of the handshake is over, as an alert in place of the response. The
+ * request never reached the application: a connect failure. */
+static int tls_refused(struct pt_call *c)
+{
+    const char *text =
+        pt_arena_sprintf(c->req.arena, "upstream TLS handshake failed: %s", pt_tls_last_error());
+    return fail(c, PT_CALL_FAIL_CONNECT, text ? text : "upstream TLS handshake failed");
+}
+
 /* A read that returned 0 (EOF) or an error. */
 static int read_ended(struct pt_call *c, ssize_t n)
 {
@@ -800,7 +865,7 @@ static int read_ended(struct pt_call *c, ssize_t n)
 static int pump_read(struct pt_call *c)
 {
     struct pt_uconn *uc = c->uc;
-    if (!uc || !uc->connected)
+    if (!uc || !uc->connected || c->phase == PT_CALL_CONNECTING)
         return 0;
     /* Heads already here behind an interim one the caller just took. */
     if (c->phase == PT_CALL_WAITING && !c->interim_ready && uc->rbuf && pt_buf_len(uc->rbuf) > 0 &&
@@ -832,7 +897,7 @@ static int pump_read(struct pt_call *c)
     if (pt_buf_space(b) == 0)
         return fail(c, PT_CALL_FAIL_PROTOCOL, "upstream response head too large");
     size_t space = pt_buf_space(b);
-    ssize_t n = pt_io_recv(loop_of(c), &uc->io, b->data + b->end, space);
+    ssize_t n = pt_uconn_recv(uc, b->data + b->end, space);
     if (n > 0 && (size_t)n < space && !c->hup)
         c->readable = false;
     if (n < 0 && errno == EAGAIN) {
@@ -841,6 +906,8 @@ static int pump_read(struct pt_call *c)
     }
     if (n < 0 && errno == EINTR)
         return 1;
+    if (pt_unlikely(n < 0 && errno == EPROTO && uc->tls && !c->reused && !c->res_any))
+        return tls_refused(c);
     if (n <= 0)
         return read_ended(c, n);
     b->end += (uint32_t)n;

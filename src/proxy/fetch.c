@@ -137,9 +137,10 @@ void pt_fetch_cancel(struct pt_fetch *f)
 int pt_fetch_split_url(const char *url, char *host, size_t hostlen, uint16_t *port,
                        pt_slice *authority, pt_slice *path, pt_slice *query)
 {
-    if (strncmp(url, "http://", 7) != 0)
+    bool https = pt_fetch_url_https(url);
+    if (!https && strncmp(url, "http://", 7) != 0)
         return -EINVAL;
-    const char *h = url + 7;
+    const char *h = url + (https ? 8 : 7);
     size_t hl = strcspn(h, "/?#"); /* the authority ends at the path, query or fragment */
     const char *slash = h[hl] ? h + hl : NULL;
     char buf[256];
@@ -161,7 +162,7 @@ int pt_fetch_split_url(const char *url, char *host, size_t hostlen, uint16_t *po
         if (pstr)
             *pstr++ = 0;
     }
-    long pn = 80;
+    long pn = https ? 443 : 80;
     if (pstr) {
         if (!*pstr || strspn(pstr, "0123456789") != strlen(pstr) || strlen(pstr) > 5)
             return -EINVAL;

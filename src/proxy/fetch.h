@@ -48,7 +48,28 @@ int pt_fetch_start(struct pt_fetch *f, struct pt_outbound *ob, struct pt_call_re
 /* Stops it; done will not run. Idempotent. */
 void pt_fetch_cancel(struct pt_fetch *f);
 
-/* Splits "http://host:port/path?query" (port 80 by default): the host
+/* An https:// URL: reached with TLS, verified (the loader gives it a URL
+ * upstream with its pt_upstream_tls, IP literal or not). */
+static inline bool pt_fetch_url_https(const char *url)
+{
+    return strncmp(url, "https://", 8) == 0;
+}
+
+/* The generation's URL upstreams are named by authority ("idp:9000"),
+ * https ones with the scheme ("https://idp:8443"): does `name` stand for
+ * this URL's authority? */
+static inline bool pt_fetch_url_name_eq(const char *name, bool https, pt_slice auth)
+{
+    if (https) {
+        if (strncmp(name, "https://", 8) != 0)
+            return false;
+        name += 8;
+    }
+    return strlen(name) == auth.len && memcmp(name, auth.p, auth.len) == 0;
+}
+
+/* Splits "http://host:port/path?query" (port 80 by default; https://,
+ * port 443 by default, too): the host
  * without brackets into `host` (NUL-terminated), the authority as written,
  * the path ("/" when empty) and the query, slices into `url`. 0 or
  * -EINVAL (not http, userinfo, a bad port, a host too long). */

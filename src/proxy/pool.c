@@ -14,12 +14,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-struct pt_upool {
-    struct sockaddr_storage addr;
-    socklen_t addrlen;
-    struct pt_uconn *idle; /* most recently used first */
-    uint32_t nidle;
-};
+#include "proxy/pool_int.h"
 
 void pt_outbound_init(struct pt_outbound *ob, struct pt_loop *loop, struct pt_bufpool *bufs)
 {
@@ -37,9 +32,10 @@ static uint64_t addr_hash(const struct sockaddr_storage *a, socklen_t len)
     return h;
 }
 
-static bool addr_eq(const struct pt_upool *p, const struct pt_target *t)
+static bool addr_eq(const struct pt_upool *p, const struct pt_target *t, uint64_t tls_key)
 {
-    return p->addrlen == t->addrlen && memcmp(&p->addr, &t->addr, t->addrlen) == 0;
+    return p->tls_key == tls_key && p->addrlen == t->addrlen &&
+           memcmp(&p->addr, &t->addr, t->addrlen) == 0;
 }
 
 static void pools_grow(struct pt_outbound *ob)
@@ -52,7 +48,7 @@ static void pools_grow(struct pt_outbound *ob)
         struct pt_upool *p = ob->pools[i];
         if (!p)
             continue;
-        uint32_t j = (uint32_t)addr_hash(&p->addr, p->addrlen) & (ncap - 1);
+        uint32_t j = (uint32_t)(addr_hash(&p->addr, p->addrlen) ^ p->tls_key) & (ncap - 1);
         while (np[j])
             j = (j + 1) & (ncap - 1);
         np[j] = p;
@@ -62,18 +58,20 @@ static void pools_grow(struct pt_outbound *ob)
     ob->cappools = ncap;
 }
 
-/* Finds or creates the pool for a target address (allocation happens once
- * per distinct address per worker, not per request). */
-static struct pt_upool *pool_for(struct pt_outbound *ob, const struct pt_target *t)
+/* Finds or creates the pool for a target address and TLS setting
+ * (allocation happens once per distinct pair per worker, not per
+ * request). */
+static struct pt_upool *pool_for(struct pt_outbound *ob, const struct pt_target *t,
+                                 uint64_t tls_key)
 {
     if (ob->npools * 2 >= ob->cappools)
         pools_grow(ob);
     if (!ob->pools)
         return NULL;
     uint32_t mask = ob->cappools - 1;
-    uint32_t j = (uint32_t)addr_hash(&t->addr, t->addrlen) & mask;
+    uint32_t j = (uint32_t)(addr_hash(&t->addr, t->addrlen) ^ tls_key) & mask;
     while (ob->pools[j]) {
-        if (addr_eq(ob->pools[j], t))
+        if (addr_eq(ob->pools[j], t, tls_key))
             return ob->pools[j];
         j = (j + 1) & mask;
     }
@@ -82,6 +80,7 @@ static struct pt_upool *pool_for(struct pt_outbound *ob, const struct pt_target 
         return NULL;
     memcpy(&p->addr, &t->addr, t->addrlen);
     p->addrlen = t->addrlen;
+    p->tls_key = tls_key;
     ob->pools[j] = p;
     ob->npools++;
     return p;
@@ -109,6 +108,10 @@ void pt_uconn_close(struct pt_uconn *uc)
     if (uc->idle)
         idle_unlink(uc);
     pt_timer_cancel(ob->loop, &uc->timer);
+    if (uc->tls) {
+        pt_tls_free(uc->tls); /* the SSL only: the fd is the pt_io's */
+        uc->tls = NULL;
+    }
     pt_io_close(ob->loop, &uc->io); /* also unregisters it */
     if (uc->rbuf) {
         pt_buf_put(ob->bufs, uc->rbuf);
@@ -137,6 +140,8 @@ void pt_outbound_destroy(struct pt_outbound *ob)
             continue;
         while (p->idle)
             pt_uconn_close(p->idle);
+        if (p->tls_session)
+            SSL_SESSION_free(p->tls_session);
         free(p);
     }
     free(ob->pools);
@@ -159,10 +164,17 @@ static void uconn_io(struct pt_loop *loop, struct pt_io *io, uint32_t events)
         uc->on_event(uc, events);
 }
 
-struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target *t, bool fresh,
-                                  bool *reused, int *err)
+/* Input is waiting on a connection: on the socket, or inside TLS. */
+static bool has_input(struct pt_outbound *ob, struct pt_uconn *uc)
 {
-    struct pt_upool *p = pool_for(ob, t);
+    return pt_io_has_input(ob->loop, &uc->io) || (uc->tls && pt_tls_has_buffered(uc->tls));
+}
+
+struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target *t,
+                                  const struct pt_upstream_tls *tls, bool fresh, bool *reused,
+                                  int *err)
+{
+    struct pt_upool *p = pool_for(ob, t, tls ? tls->pool_key : 0);
     if (!p) {
         *err = -ENOMEM;
         return NULL;
@@ -183,7 +195,7 @@ struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target
         /* Stray bytes or a close on this idle connection are in the
          * current batch of events, not handled yet: the request would read
          * them as its response. */
-        if (pt_io_has_input(ob->loop, &uc->io)) {
+        if (has_input(ob, uc)) {
             pt_uconn_close(uc);
             uc = next;
             continue;
@@ -258,7 +270,8 @@ void pt_uconn_release(struct pt_uconn *uc, uint32_t keepalive, uint64_t idle_ms)
     struct pt_outbound *ob = uc->ob;
     pt_timer_cancel(ob->loop, &uc->timer);
     uc->released_turn = ob->loop->turn;
-    if ((uc->rbuf && pt_buf_len(uc->rbuf) > 0) || pt_io_has_input(ob->loop, &uc->io)) {
+    if ((uc->rbuf && pt_buf_len(uc->rbuf) > 0) || has_input(ob, uc) ||
+        (uc->tls && (pt_tls_write_pending(uc->tls) || uc->tls->eof))) {
         /* Unexpected bytes (or the upstream's close) after a complete
          * response: not reusable. */
         pt_uconn_close(uc);

@@ -14,6 +14,7 @@
 
 #include "core/buf.h"
 #include "core/loop.h"
+#include "core/tls.h"
 #include "proxy/state.h"
 #include "proxy/upstream_types.h"
 
@@ -22,6 +23,10 @@ struct pt_outbound;
 
 struct pt_uconn {
     struct pt_io io;
+    /* TLS to the upstream (upstreams.*.tls, https:// URLs); NULL: plain.
+     * Created by pt_uconn_start_tls once connect() completed; the
+     * handshake is done when tls->handshake_done. */
+    struct pt_tls *tls;
     struct pt_timer timer; /* owned by the current user while acquired */
     struct pt_outbound *ob;
     struct pt_upool *pool;        /* the pool this target's connections return to */
@@ -61,10 +66,40 @@ void pt_outbound_reap(struct pt_outbound *ob);
  * pt_uconn_finish_connect). Returns NULL with *err = -errno on immediate
  * failure (e.g. EMFILE, ECONNREFUSED on loopback).
  */
-struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target *t, bool fresh,
-                                  bool *reused, int *err);
+struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target *t,
+                                  const struct pt_upstream_tls *tls, bool fresh, bool *reused,
+                                  int *err);
 /* After EPOLLOUT on a connecting socket: 0 when connected, else -errno. */
 int pt_uconn_finish_connect(struct pt_uconn *uc);
+
+/* TLS to the upstream on a connected socket (pool_tls.c): creates uc->tls
+ * with SNI (tls->sni, else the target's host name; none for an IP) and,
+ * when tls->verify, the name (or the IP address) the certificate must
+ * match, offering the pool's last session for resumption. 0 or -ENOMEM. */
+int pt_uconn_start_tls(struct pt_uconn *uc, const struct pt_upstream_tls *tls,
+                       const struct pt_target *t);
+/* Drives the handshake: 1 done, 0 in progress, -1 failed (with the
+ * reason, "upstream TLS handshake failed: ...", in *why: a thread-local
+ * buffer valid until the next call). */
+int pt_uconn_handshake(struct pt_uconn *uc, const char **why);
+/* Sets up a client SSL_CTX for pooled use: the session cache keeps each
+ * target's last session in its pool (not in the SSL_CTX). */
+void pt_outbound_tls_ctx_init(SSL_CTX *ctx);
+
+/* The connection's reads and writes: through TLS when it has it. */
+static inline ssize_t pt_uconn_recv(struct pt_uconn *uc, void *buf, size_t len)
+{
+    if (pt_unlikely(uc->tls != NULL))
+        return pt_tls_recv(uc->tls, buf, len);
+    return pt_io_recv(uc->ob->loop, &uc->io, buf, len);
+}
+
+static inline ssize_t pt_uconn_sendv(struct pt_uconn *uc, const struct iovec *iov, int n)
+{
+    if (pt_unlikely(uc->tls != NULL))
+        return pt_tls_sendv(uc->tls, iov, n);
+    return pt_io_sendv(uc->ob->loop, &uc->io, iov, n);
+}
 /* Returns a healthy, fully-read connection to its pool (closing it when the
  * pool already holds `keepalive` idle connections). An idle connection is
  * closed after `idle_ms` unused, so a middlebox that silently drops idle

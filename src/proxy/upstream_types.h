@@ -15,6 +15,7 @@
 struct pt_target_state;
 struct pt_upstream_state;
 struct pt_hash_ring;
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
 
 /* Where a config value came from, for error messages and /debug output. */
 struct pt_src_pos {
@@ -128,8 +129,22 @@ struct pt_dns_target {
     uint32_t naddrs; /* addresses it expanded to in this generation */
 };
 
+/* upstreams.*.tls (and an https:// URL's): TLS to the targets. The
+ * SSL_CTX is built by the config loader and freed with the generation
+ * (g->tls_ctxs). */
+struct pt_upstream_tls {
+    struct ssl_ctx_st *ctx;
+    bool verify;     /* default true: chain against `ca` (else the system store) and name */
+    const char *sni; /* `sni`; NULL: the target's host name (none for an IP literal) */
+    /* Pools are keyed by address and this: a connection made under one TLS
+     * setting is never reused under another (0 never: plain has no tls). */
+    uint64_t pool_key;
+};
+
 struct pt_upstream {
     const char *name;
+    /* NULL: plain HTTP/1.1 to the targets (the common case: one test). */
+    const struct pt_upstream_tls *tls;
     uint32_t index;
     struct pt_target *targets;
     uint32_t ntargets;

@@ -422,7 +422,7 @@ def test_ext_auth_url_by_host_name(gateway, dns, demos):
     ({"target": "users.test:0"}, ["port"]),
     ({"target2": "USERS.test:9000"}, ["listed twice"]),
     ({"auth_url": "http://authz..test:81/x"}, ["neither an IP address nor a valid host name"]),
-    ({"auth_url": "https://authz.test/x"}, ["not an http:// URL"]),
+    ({"auth_url": "gopher://authz.test/x"}, ["not an http:// or https:// URL"]),
 ])
 def test_dns_config_errors(tmp_path, patch, needles):
     targets = [patch.get("target", "users.test:9000")]

@@ -553,7 +553,7 @@ def bad_config(**conf):
     ({"client_secret": None}, "`client_secret` is required"),
     ({"auth_method": "private_key_jwt"}, "auth_method: expected client_secret_basic"),
     ({"stale_if_error": "soon"}, "stale_if_error: expected a duration"),
-    ({"endpoint": "ftp://idp/x"}, "is not an http:// URL"),
+    ({"endpoint": "ftp://idp/x"}, "is not an http:// or https:// URL"),
     ({"cache_ttl": "forever"}, "invalid duration `forever`"),
     ({"client_secrets": "x"}, "client_secret"),  # unknown key, with a hint
 ])

@@ -759,7 +759,7 @@ def bad_config(tmp_path, conf):
     ({"jwks_uri": "http://127.0.0.1:1/j", "algorithms": ["none"]}, "unknown algorithm \"none\""),
     ({"jwks_uri": "http://127.0.0.1:1/j", "algorithms": []}, "the list is empty"),
     ({"jwks_uri": "http://127.0.0.1:1/j", "clock_skew": "soon"}, "not a duration"),
-    ({"jwks_uri": "ftp://x/j"}, "not an http:// URL"),
+    ({"jwks_uri": "ftp://x/j"}, "not an http:// or https:// URL"),
     ({"jwks_file": "/nonexistent/jwks.json"}, "cannot read"),
     ({"jwks_uri": "http://127.0.0.1:1/j", "cache_bytes": "lots"}, "not a size"),
     ({"jwks_uri": "http://127.0.0.1:1/j", "claims_to_headers": {"sub": "Bad Header"}}, "Bad Header"),

@@ -434,7 +434,7 @@ def test_tracing_off_passes_traceparent_through(tmp_path):
 @pytest.mark.parametrize("tracing,msg", [
     ({"sample": 1.5}, "`tracing.sample` must be from 0 to 1"),
     ({"sample": "often"}, "expected a ratio"),
-    ({"otlp_endpoint": "https://collector:4318/v1/traces"}, "is not an http:// URL"),
+    ({"otlp_endpoint": "ftp://collector:4318/v1/traces"}, "is not an http:// or https:// URL"),
     ({"batch": 0}, "`tracing.batch` must be from 1"),
     ({"batch": 100, "max_queue": 50}, "is above `tracing.max_queue`"),
     ({"flush_every": "0s"}, "tracing.flush_every"),

@@ -1226,7 +1226,6 @@ static void test_parse_url(void)
     CHECK_EQ_INT(query.len, 0);
 
     static const char *bad[] = {
-        "https://127.0.0.1:8443/",
         "HTTPS://127.0.0.1/",
         "ftp://127.0.0.1/",
         "127.0.0.1:80/",
@@ -1243,6 +1242,10 @@ static void test_parse_url(void)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         CHECK_MSG(pt_fetch_parse_url(bad[i], &a, &t, &path, &query) == -EINVAL, "accepted %s",
                   bad[i]);
+    /* https with an IP literal: a direct target too (its TLS is the URL
+     * upstream's); port 443 unless given. */
+    CHECK_EQ_INT(pt_fetch_parse_url("https://127.0.0.1/k", &a, &t, &path, &query), 0);
+    CHECK_EQ_INT(ntohs(((struct sockaddr_in *)&t.addr)->sin_port), 443);
 
     /* Regression (fetch.c, pt_fetch_parse_url): the authority used to end
      * at the first '/' only, and the port is read with strtol without checking where it

@@ -132,7 +132,14 @@ static void test_split_url(void)
         0);
     CHECK_STR(host, "::1");
     CHECK(pt_slice_eq(auth, PT_SLICE("[::1]:81")));
-    static const char *const bad[] = {"https://a/",   "http://",        "http://:80/",
+    /* https: port 443 by default (the URL upstream gets its TLS). */
+    CHECK_EQ_INT(pt_fetch_split_url("https://idp.test/jwks", host, sizeof(host), &port, &auth,
+                                    &path, &query),
+                 0);
+    CHECK_EQ_INT(port, 443);
+    CHECK_STR(host, "idp.test");
+    CHECK(pt_slice_eq(path, PT_SLICE("/jwks")));
+    static const char *const bad[] = {"ftp://a/",     "http://",        "http://:80/",
                                       "http://a:0/",  "http://a:99999", "http://u@a/",
                                       "http://[::1/", "http://[::1]x/", "http://a:8x/"};
     for (size_t i = 0; i < PT_ARRAY_LEN(bad); i++)
