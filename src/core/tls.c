@@ -61,7 +61,7 @@ static bool wpend_append(struct pt_tls *t, const char *p, size_t n)
 }
 
 /* Sends queued ciphertext: 1 when the queue is empty, 0 when the socket
- * is full, -1 on a socket error (t->err set). */
+ * is full, -1 on a socket error (t->werr set). */
 static int wpend_flush(struct pt_tls *t)
 {
     while (t->wpend_off < t->wpend_len) {
@@ -75,7 +75,7 @@ static int wpend_flush(struct pt_tls *t)
             continue;
         if (n < 0 && errno == EAGAIN)
             return 0;
-        t->err = n < 0 ? errno : EPIPE;
+        t->werr = n < 0 ? errno : EPIPE;
         return -1;
     }
     t->wpend_off = t->wpend_len = 0;
@@ -93,7 +93,7 @@ static int bio_write_ex(BIO *b, const char *p, size_t n, size_t *written)
 {
     struct pt_tls *t = BIO_get_data(b);
     BIO_clear_retry_flags(b);
-    if (t->err)
+    if (t->werr)
         return 0;
     size_t off = 0;
     if (t->wpend_off == t->wpend_len) {
@@ -108,14 +108,14 @@ static int bio_write_ex(BIO *b, const char *p, size_t n, size_t *written)
                 continue;
             if (s < 0 && errno == EAGAIN)
                 break;
-            t->err = s < 0 ? errno : EPIPE;
+            t->werr = s < 0 ? errno : EPIPE;
             return 0;
         }
     }
     /* Never a retry for OpenSSL: what the socket did not take waits here
      * (bounded by PT_TLS_WRITE_CHUNK per sendv, plus handshake flights). */
     if (off < n && !wpend_append(t, p + off, n - off)) {
-        t->err = ENOMEM;
+        t->werr = ENOMEM;
         return 0;
     }
     *written = n;
@@ -249,7 +249,7 @@ void pt_tls_free(struct pt_tls *t)
     /* OpenSSL forgets (marks not resumable) the session of a connection
      * freed without a shutdown; a connection that worked and is simply
      * closed keeps its session for the next handshake. */
-    if (t->handshake_done && !t->err) {
+    if (t->handshake_done && !t->err && !t->werr) {
         SSL_set_quiet_shutdown(t->ssl, 1);
         (void)SSL_shutdown(t->ssl);
     }
@@ -283,6 +283,18 @@ static ssize_t ssl_fail(struct pt_tls *t, int rc, size_t got, bool writing)
     default:
         break;
     }
+    if (e == SSL_ERROR_SYSCALL && t->werr && !t->err) {
+        /* The socket refused our bytes: the write side is broken, but
+         * what the peer sent (an answer, an alert saying why) can still
+         * be read. Reading code sees the read side's own fate. */
+        ERR_clear_error();
+        if (!writing && !t->handshake_done)
+            t->err = t->werr;
+        if (got)
+            return (ssize_t)got;
+        errno = t->werr;
+        return -1;
+    }
     if (!t->err) {
         if (e == SSL_ERROR_SYSCALL && t->eof && ERR_peek_error() == 0) {
             ERR_clear_error();
@@ -303,18 +315,18 @@ int pt_tls_handshake(struct pt_tls *t)
 {
     if (t->handshake_done)
         return 1;
-    if (t->err) {
-        errno = t->err;
+    if (t->err || t->werr) {
+        errno = t->err ? t->err : t->werr;
         return -1;
     }
     if (pt_tls_write_pending(t) && wpend_flush(t) < 0) {
-        errno = t->err;
+        errno = t->werr;
         return -1;
     }
     int rc = SSL_do_handshake(t->ssl);
     if (rc == 1) {
         t->handshake_done = true;
-        return wpend_flush(t) < 0 ? (errno = t->err, -1) : 1;
+        return wpend_flush(t) < 0 ? (errno = t->werr, -1) : 1;
     }
     ssize_t r = ssl_fail(t, rc, 0, false);
     if (r < 0 && errno == EAGAIN)
@@ -323,7 +335,7 @@ int pt_tls_handshake(struct pt_tls *t)
         set_last_error("connection closed during the handshake");
         t->err = ECONNRESET;
     }
-    errno = t->err ? t->err : EPROTO;
+    errno = t->err ? t->err : t->werr ? t->werr : EPROTO;
     return -1;
 }
 
@@ -333,10 +345,10 @@ ssize_t pt_tls_recv(struct pt_tls *t, void *buf, size_t len)
         errno = t->err;
         return -1;
     }
-    if (pt_tls_write_pending(t) && wpend_flush(t) < 0) {
-        errno = t->err;
-        return -1;
-    }
+    /* A queued flight goes first; a broken write side does not stop us
+     * reading what the peer already sent. */
+    if (pt_tls_write_pending(t))
+        (void)wpend_flush(t);
     size_t got = 0;
     t->read_blocked = false;
     t->short_read = false;
@@ -355,11 +367,11 @@ ssize_t pt_tls_recv(struct pt_tls *t, void *buf, size_t len)
             continue;
         }
         ssize_t r = ssl_fail(t, rc, got, false);
+        int saved = errno;
         /* A handshake flight or a session ticket may be queued. */
-        if (pt_tls_write_pending(t) && wpend_flush(t) < 0 && r <= 0) {
-            errno = t->err;
-            return -1;
-        }
+        if (pt_tls_write_pending(t))
+            (void)wpend_flush(t);
+        errno = saved;
         return r;
     }
     return (ssize_t)got;
@@ -367,14 +379,14 @@ ssize_t pt_tls_recv(struct pt_tls *t, void *buf, size_t len)
 
 ssize_t pt_tls_sendv(struct pt_tls *t, const struct iovec *iov, int n)
 {
-    if (t->err) {
-        errno = t->err;
+    if (t->err || t->werr) {
+        errno = t->werr ? t->werr : t->err;
         return -1;
     }
     if (pt_tls_write_pending(t)) {
         int f = wpend_flush(t);
         if (f < 0) {
-            errno = t->err;
+            errno = t->werr;
             return -1;
         }
         if (f == 0) {
@@ -427,11 +439,11 @@ int pt_tls_shutdown_wr(struct pt_tls *t)
     if (t->shut_sent)
         return 0;
     t->shut_sent = true;
-    if (!t->err && t->handshake_done) {
+    if (!t->err && !t->werr && t->handshake_done) {
         (void)SSL_shutdown(t->ssl); /* queues close_notify through the BIO */
         ERR_clear_error();
     }
-    if (t->err)
+    if (t->err || t->werr)
         return -1;
     if (pt_tls_write_pending(t))
         return wpend_flush(t) < 0 ? -1 : 0; /* shuts the socket when drained */

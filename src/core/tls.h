@@ -75,6 +75,8 @@ struct pt_tls {
     bool shut_sent;
     bool eof;       /* the peer closed (close_notify or TCP EOF) */
     int err;        /* sticky errno of a failed connection (EPROTO for TLS errors) */
+    int werr;       /* sticky errno of a failed write: reads go on (the peer's
+                       answer or alert may still be there) */
     uint64_t bytes; /* ciphertext received, for handshake-only accounting */
     struct pt_tls_info *info;
 };
