@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import time
+import zlib
 
 import pytest
 
@@ -70,6 +71,8 @@ def subject_cn(cert):
 def s_client(port, *args, data=b"", timeout=15):
     """openssl s_client; returns its stdout+stderr text."""
     cmd = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port] + list(args)
+    if data:
+        cmd.append("-ign_eof")  # wait for the response (the request says Connection: close)
     r = subprocess.run(cmd, input=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        timeout=scaled(timeout))
     return r.stdout.decode("utf-8", "replace")
@@ -128,3 +131,233 @@ def test_rsa_or_ecdsa_for_one_name_by_client_sigalgs(multi):
     assert "subject=CN = both.test ecdsa" in out, out
     out = s_client(multi.port, "-servername", "both.test", "-sigalgs", "RSA-PSS+SHA256:RSA+SHA256")
     assert "subject=CN = both.test rsa" in out, out
+
+
+@pytest.fixture(scope="module")
+def single(tls_certs, echo, tmp_path_factory):
+    """A TLS listener with one ECDSA certificate, http2: true (ALPN offers
+    h2), and a second, plain-TLS listener without http2."""
+    api = tls_certs.server("api-ec", ["api.test"], kind="ec")
+    port, port2 = free_port(), free_port()
+    cfg = tls_config(port, echo, [api], handshake_timeout="1s")
+    cfg["limits"] = {"max_body_bytes": "64MiB"}
+    cfg["listeners"][0]["http2"] = True
+    cfg["listeners"].append({"name": "h1only", "address": "127.0.0.1:%d" % port2,
+                             "tls": {"certificates": [{"cert": api[0], "key": api[1]}]}})
+    gw = Gateway(cfg, tmp_path_factory.mktemp("tls-single"))
+    gw.port2 = port2
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def alpn_of(out):
+    for line in out.splitlines():
+        if line.startswith("ALPN protocol:"):
+            return line.split(":", 1)[1].strip()
+        if "No ALPN negotiated" in line:
+            return None
+    return "?"
+
+
+def test_alpn_h2_only_on_http2_listener(single):
+    out = s_client(single.port, "-servername", "api.test", "-alpn", "h2,http/1.1")
+    assert alpn_of(out) == "h2", out
+    out = s_client(single.port2, "-servername", "api.test", "-alpn", "h2,http/1.1")
+    assert alpn_of(out) == "http/1.1", out
+    # a client that offers only h2 to a listener without http2: no ALPN, no failure
+    out = s_client(single.port2, "-servername", "api.test", "-alpn", "h2")
+    assert alpn_of(out) is None and "Cipher is" in out, out
+
+
+def test_python_client_negotiates_http11_by_alpn(single, tls_certs):
+    ctx = client_ctx(tls_certs.ca, alpn=["http/1.1"])
+    with socket.create_connection(("127.0.0.1", single.port), timeout=scaled(5)) as s:
+        with ctx.wrap_socket(s, server_hostname="api.test") as t:
+            assert t.selected_alpn_protocol() == "http/1.1"
+            t.sendall(b"GET /echo HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                d = t.recv(65536)
+                if not d:
+                    break
+                data += d
+    assert data.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("flag", ["-tls1", "-tls1_1"])
+def test_tls10_and_tls11_refused_even_when_client_allows_them(single, flag):
+    out = s_client(single.port, flag, "-cipher", "DEFAULT:@SECLEVEL=0", "-servername", "api.test")
+    assert "Cipher is (NONE)" in out, out
+    assert "BEGIN CERTIFICATE" not in out and "Server certificate" not in out
+
+
+@pytest.mark.parametrize("flag,proto", [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")])
+def test_tls12_and_tls13_work(single, flag, proto, tls_certs):
+    out = s_client(single.port, flag, "-servername", "api.test", "-CAfile", tls_certs.ca,
+                   data=b"GET /echo HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+    assert "Protocol  : " + proto in out or ("New, " + proto) in out, out
+    assert "Verify return code: 0 (ok)" in out
+    assert "HTTP/1.1 200" in out
+
+
+def resume_pair(port, tmp, port2=None, proto="-tls1_3"):
+    """Two s_client runs, the second offering the first's session ticket."""
+    sess = os.path.join(str(tmp), "sess-%d-%s.pem" % (port, proto))
+    req = b"GET /echo HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n"
+    first = s_client(port, proto, "-servername", "api.test", "-sess_out", sess, data=req)
+    assert "HTTP/1.1 200" in first, first
+    second = s_client(port2 or port, proto, "-servername", "api.test", "-sess_in", sess, data=req)
+    assert "HTTP/1.1 200" in second, second
+    return second
+
+
+@pytest.mark.parametrize("proto", ["-tls1_2", "-tls1_3"])
+def test_session_ticket_resumes(single, tmp_path, proto):
+    out = resume_pair(single.port, tmp_path, proto=proto)
+    assert "Reused, " in out, out
+
+
+def test_resumption_across_instances_sharing_ticket_key_file(tls_certs, echo, tmp_path):
+    api = tls_certs.server("api-ec", ["api.test"], kind="ec")
+    keyfile = tmp_path / "tickets.key"
+    keyfile.write_bytes(os.urandom(160))  # two keys: the first encrypts
+    gws = []
+    try:
+        for i in range(2):
+            d = tmp_path / ("gw%d" % i)
+            d.mkdir()
+            gws.append(Gateway(tls_config(free_port(), echo, [api],
+                                          ticket_key_file=str(keyfile)), d))
+        for proto in ("-tls1_3", "-tls1_2"):
+            out = resume_pair(gws[0].port, tmp_path, gws[1].port, proto)
+            assert "Reused, " in out, out
+    finally:
+        for g in gws:
+            g.stop()
+
+
+def test_no_resumption_across_instances_without_shared_keys(tls_certs, echo, tmp_path):
+    api = tls_certs.server("api-ec", ["api.test"], kind="ec")
+    gws = []
+    try:
+        for i in range(2):
+            d = tmp_path / ("gw%d" % i)
+            d.mkdir()
+            gws.append(Gateway(tls_config(free_port(), echo, [api]), d))
+        out = resume_pair(gws[0].port, tmp_path, gws[1].port)
+        assert "New, " in out and "Reused, " not in out, out
+    finally:
+        for g in gws:
+            g.stop()
+
+
+def test_handshake_timeout_closes_silent_connection(single):
+    with socket.create_connection(("127.0.0.1", single.port), timeout=scaled(5)) as s:
+        t0 = time.monotonic()
+        s.settimeout(scaled(5))
+        assert s.recv(100) == b""  # closed without a byte (no HTTP response)
+        assert time.monotonic() - t0 >= 0.9
+
+
+def test_garbage_instead_of_clienthello_closes_without_http_response(single):
+    with socket.create_connection(("127.0.0.1", single.port), timeout=scaled(5)) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(scaled(5))
+        data = b""
+        try:
+            while True:
+                d = s.recv(1000)
+                if not d:
+                    break
+                data += d
+        except ConnectionResetError:
+            pass
+        assert b"HTTP/1.1" not in data
+
+
+def test_proxy_v1_header_then_tls(tls_certs, echo, tmp_path):
+    api = tls_certs.server("api-ec", ["api.test"], kind="ec")
+    port = free_port()
+    cfg = tls_config(port, echo, [api])
+    cfg["listeners"][0]["proxy_protocol"] = True
+    gw = Gateway(cfg, tmp_path)
+    try:
+        ctx = client_ctx(tls_certs.ca)
+        for split in (True, False):
+            s = socket.create_connection(("127.0.0.1", port), timeout=scaled(5))
+            hdr = b"PROXY TCP4 203.0.113.7 192.0.2.1 40000 443\r\n"
+            if split:
+                s.sendall(hdr)
+                t = ctx.wrap_socket(s, server_hostname="api.test")
+            else:
+                # the header and the ClientHello in one segment
+                inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+                obj = ctx.wrap_bio(inc, out, server_hostname="api.test")
+                try:
+                    obj.do_handshake()
+                except ssl.SSLWantReadError:
+                    pass
+                s.sendall(hdr + out.read())
+                while True:
+                    try:
+                        obj.do_handshake()
+                        break
+                    except ssl.SSLWantReadError:
+                        if out.pending:
+                            s.sendall(out.read())
+                        d = s.recv(65536)
+                        assert d, "closed during the handshake"
+                        inc.write(d)
+                s.sendall(out.read())
+                obj.write(b"GET /echo HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+                s.sendall(out.read())
+                data = b""
+                while True:
+                    try:
+                        data += obj.read(65536)
+                        continue
+                    except ssl.SSLWantReadError:
+                        pass
+                    except ssl.SSLZeroReturnError:
+                        break
+                    d = s.recv(65536)
+                    if not d:
+                        break
+                    inc.write(d)
+                s.close()
+                assert b" 200 " in data.split(b"\r\n")[0]
+                body = data.split(b"\r\n\r\n", 1)[1]
+                assert echo_headers(json.loads(body), "X-Forwarded-For") == ["203.0.113.7"]
+                continue
+            t.sendall(b"GET /echo HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                d = t.recv(65536)
+                if not d:
+                    break
+                data += d
+            t.close()
+            assert data.startswith(b"HTTP/1.1 200")
+            body = data.split(b"\r\n\r\n", 1)[1]
+            assert echo_headers(json.loads(body), "X-Forwarded-For") == ["203.0.113.7"]
+    finally:
+        gw.stop()
+
+
+def test_large_bodies_byte_exact_both_ways(single, tls_certs):
+    """10 MiB up and down: records larger than the socket takes at once go
+    through the TLS layer's side buffer."""
+    body = os.urandom(10 * 1024 * 1024)
+    status, data, _ = https(single.port, "api.test", tls_certs.ca, method="POST",
+                            path="/upload", body=body,
+                            headers={"Content-Type": "application/octet-stream"})
+    assert status == 200
+    doc = json.loads(data)
+    assert doc["body_len"] == len(body)
+    assert doc["body_crc32"] == "%08x" % (zlib.crc32(body) & 0xFFFFFFFF)
+    n = 10 * 1024 * 1024
+    status, data, _ = https(single.port, "api.test", tls_certs.ca, path="/bytes/%d" % n)
+    assert status == 200 and len(data) == n
+    assert data == (b"0123456789abcdef" * (n // 16))
