@@ -255,7 +255,10 @@ static bool tls_handshake_step(struct pt_conn *c)
     if (r == 0)
         return false;
     if (r < 0) {
-        pt_h1s_tls_done(c, false, errno == EPROTO ? pt_tls_last_error() : strerror(errno));
+        /* A connect-and-close without a byte (a TCP health check) is not a
+         * failed handshake. */
+        if (c->tls->bytes > 0)
+            pt_h1s_tls_done(c, false, errno == EPROTO ? pt_tls_last_error() : strerror(errno));
         pt_h1s_close(c);
         return false;
     }

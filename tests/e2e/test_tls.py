@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -361,3 +362,127 @@ def test_large_bodies_byte_exact_both_ways(single, tls_certs):
     status, data, _ = https(single.port, "api.test", tls_certs.ca, path="/bytes/%d" % n)
     assert status == 200 and len(data) == n
     assert data == (b"0123456789abcdef" * (n // 16))
+
+
+def test_reload_serves_new_certificate_while_old_connection_keeps_working(tls_certs, echo,
+                                                                          tmp_path):
+    old = tls_certs.server("reload-old", ["api.test"], kind="ec", cn="api.test old")
+    new = tls_certs.server("reload-new", ["api.test"], kind="rsa", cn="api.test new")
+    port = free_port()
+    cfg = tls_config(port, echo, [old])
+    gw = Gateway(cfg, tmp_path)
+    try:
+        ctx = client_ctx(tls_certs.ca)
+        kept = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=scaled(10))
+        kept.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                                    server_hostname="api.test")
+        assert subject_cn(kept.sock.getpeercert()) == "api.test old"
+        kept.request("GET", "/echo", headers={"Host": "api.test"})
+        r = kept.getresponse()
+        assert r.status == 200 and r.read()
+        cfg2 = tls_config(port, echo, [new])
+        cfg2["admin"] = cfg["admin"]
+        gw.reload(cfg2)
+        _, _, cert = https(port, "api.test", tls_certs.ca)
+        assert subject_cn(cert) == "api.test new"
+        for _ in range(3):  # the old connection, on the old certificate's session
+            kept.request("GET", "/echo", headers={"Host": "api.test"})
+            r = kept.getresponse()
+            assert r.status == 200 and json.loads(r.read())["method"] == "GET"
+        kept.close()
+    finally:
+        gw.stop()
+
+
+def test_bad_certificate_in_reload_is_rejected_and_old_keeps_serving(tls_certs, echo, tmp_path):
+    api = tls_certs.server("api-ec", ["api.test"], kind="ec")
+    other = tls_certs.server("api", ["api.test"], kind="rsa")
+    port = free_port()
+    cfg = tls_config(port, echo, [api])
+    gw = Gateway(cfg, tmp_path)
+    try:
+        bad = tls_config(port, echo, [(api[0], other[1])])  # a key from another certificate
+        bad["admin"] = cfg["admin"]
+        gw.reload(bad, expect_ok=False)
+        status, _, cert = https(port, "api.test", tls_certs.ca)
+        assert status == 200 and subject_cn(cert) == "api.test"
+    finally:
+        gw.stop()
+
+
+def validate(tmp_path, tls_block):
+    text = ("listeners:\n  - address: 127.0.0.1:%d\n    tls:\n" % free_port() + tls_block +
+            "upstreams: { u: { targets: [127.0.0.1:9] } }\n"
+            "routes: [{ name: r, match: { path_prefix: / }, upstream: u }]\n")
+    path = tmp_path / "v.yaml"
+    path.write_text(text)
+    import conftest
+    r = subprocess.run([conftest.PORTICO, "validate", str(path)], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    return r.returncode, r.stdout
+
+
+def test_config_errors_point_at_the_file_and_say_why(tls_certs, tmp_path):
+    api = tls_certs.server("api-ec", ["api.test"], kind="ec")
+    other = tls_certs.server("api", ["api.test"], kind="rsa")
+    rc, out = validate(tmp_path, "      certificates:\n"
+                                 "        - { cert: missing.pem, key: %s }\n" % api[1])
+    assert rc != 0 and re.search(r"v\.yaml:5:19: cannot read `.*missing\.pem`: No such file", out), out
+    rc, out = validate(tmp_path, "      certificates:\n"
+                                 "        - { cert: %s, key: %s }\n" % (api[0], other[1]))
+    assert rc != 0 and re.search(r"v\.yaml:5:\d+: the key does not match the certificate", out), out
+    assert "PRIVATE KEY" not in out
+    rc, out = validate(tmp_path, "      certificates:\n"
+                                 "        - { cert: %s, key: %s }\n" % (api[1], api[1]))
+    assert rc != 0 and "holds no PEM certificate" in out, out
+    rc, out = validate(tmp_path, "      certificates: [{ cert: %s, key: %s }]\n"
+                                 "      ticket_key_file: %s\n" % (api[0], api[1], api[0]))
+    assert rc != 0 and re.search(r"v\.yaml:5:24: .* must hold 1 to 16 keys of 80 bytes", out), out
+    rc, out = validate(tmp_path, "      certificates: [{ cert: %s, key: %s }]\n"
+                                 "      client_auth: required\n" % (api[0], api[1]))
+    assert rc != 0 and "v.yaml:5:20: `client_auth` needs `client_ca`" in out, out
+    rc, out = validate(tmp_path, "      certificates: [{ cert: %s, key: %s }]\n"
+                                 "      client_ca: nope.pem\n" % (api[0], api[1]))
+    assert rc != 0 and re.search(r"v\.yaml:5:18: cannot read `.*nope\.pem`", out), out
+    rc, out = validate(tmp_path, "      certificates: [{ cert: %s, key: %s }]\n"
+                                 "      handshake_timout: 5s\n" % (api[0], api[1]))
+    assert rc != 0 and "did you mean `handshake_timeout`" in out, out
+
+
+def test_handshake_metrics_and_access_log_fields(tls_certs, echo, tmp_path):
+    api = tls_certs.server("api-ec", ["api.test"], kind="ec")
+    port = free_port()
+    log = str(tmp_path / "access.log")
+    cfg = tls_config(port, echo, [api])
+    cfg["access_log"] = {"path": log, "format": "json"}
+    gw = Gateway(cfg, tmp_path)
+    try:
+        resume_pair(port, tmp_path, proto="-tls1_3")  # one full, one resumed
+        with socket.create_connection(("127.0.0.1", port)) as s:  # one failed
+            s.sendall(b"\x16\x03\x01\x00\x05hello")
+            s.settimeout(scaled(5))
+            try:
+                s.recv(100)
+            except ConnectionResetError:
+                pass
+
+        def counts():
+            import requests
+            text = requests.get("http://127.0.0.1:%d/metrics" % gw.admin_port,
+                                timeout=scaled(5)).text
+            got = {}
+            for r in ("full", "resumed", "failed"):
+                m = re.search(r'portico_tls_handshakes_total\{listener="public",result="%s"\} (\d+)'
+                              % r, text)
+                got[r] = int(m.group(1)) if m else 0
+            return got
+        wait_until(lambda: counts() == {"full": 1, "resumed": 1, "failed": 1}, scaled(5),
+                   what="handshake counters, got %r" % (counts(),))
+        wait_until(lambda: os.path.exists(log) and len(open(log).read().splitlines()) >= 2,
+                   scaled(5), what="access log lines")
+        for line in open(log).read().splitlines():
+            doc = json.loads(line)
+            assert doc["tls_version"] == "TLSv1.3"
+            assert doc["tls_cipher"].startswith("TLS_")
+    finally:
+        gw.stop()
