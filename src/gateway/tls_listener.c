@@ -326,9 +326,9 @@ static void fail(struct pt_tls_build_error *e, enum pt_tls_err_at at, uint32_t i
         snprintf(reason, sizeof(reason), " (OpenSSL: %s)", r ? r : "unknown error");
     }
     ERR_clear_error();
-    char msg[256];
-    snprintf(msg, sizeof(msg), fmt, arg);
-    snprintf(e->msg, sizeof(e->msg), "%s%s", msg, reason);
+    int n = snprintf(e->msg, sizeof(e->msg), fmt, arg);
+    if (n >= 0 && (size_t)n < sizeof(e->msg))
+        snprintf(e->msg + n, sizeof(e->msg) - (size_t)n, "%s", reason);
 }
 
 /* A readable regular file, or a message saying why not. */
