@@ -486,3 +486,27 @@ def test_handshake_metrics_and_access_log_fields(tls_certs, echo, tmp_path):
             assert doc["tls_cipher"].startswith("TLS_")
     finally:
         gw.stop()
+
+
+@pytest.mark.parametrize("proto", ["-tls1_2", "-tls1_3"])
+def test_client_ca_listener_never_resumes_a_ticket_under_another_name(tls_certs, echo, tmp_path,
+                                                                      proto):
+    """nginx CVE-2025-23419: a session from one SNI name is not resumed
+    under another on a listener that checks client certificates."""
+    a = tls_certs.server("cve-a", ["a.test"], kind="ec")
+    b = tls_certs.server("cve-b", ["b.test"], kind="ec")
+    port = free_port()
+    gw = Gateway(tls_config(port, echo, [a, b], client_ca=tls_certs.ca), tmp_path)
+    try:
+        sess = str(tmp_path / "s.pem")
+        req = b"GET /echo HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+        first = s_client(port, proto, "-servername", "a.test", "-sess_out", sess, data=req)
+        assert "HTTP/1.1 200" in first, first
+        same = s_client(port, proto, "-servername", "a.test", "-sess_in", sess, data=req)
+        assert "Reused, " in same, same
+        other = s_client(port, proto, "-servername", "b.test", "-sess_in", sess,
+                         data=req.replace(b"a.test", b"b.test"))
+        assert "Reused, " not in other and "New, " in other, other
+        assert "CN = b.test" in other
+    finally:
+        gw.stop()
