@@ -582,7 +582,6 @@ static void walk_io_backend(struct cfg *c, const struct pt_ynode *n)
 static const char *const listener_keys[] = {
     "name", "address", "proxy_protocol", "proxy_protocol_from", "http2", "tls", NULL};
 enum { L_NAME, L_ADDRESS, L_PROXY, L_PROXY_FROM, L_HTTP2, L_TLS, L_NKEYS };
-static const char *const listener_planned[] = {NULL};
 
 /* `proxy_protocol: true|false` and `proxy_protocol_from: [CIDR, ...]`. */
 static bool walk_proxy_protocol(struct cfg *c, struct pt_listener_cfg *l, const struct pt_ynode *on,
@@ -634,8 +633,7 @@ static void walk_listeners(struct cfg *c, const struct pt_ynode *n)
         if (!pt_cfg_want_map(&c->w, item, "each listener"))
             continue;
         const struct pt_ynode *v[L_NKEYS] = {0}, *k[L_NKEYS] = {0};
-        uint32_t refused =
-            pt_cfg_bind_keys(&c->w, item, listener_keys, listener_planned, "in listener", v, k);
+        uint32_t refused = pt_cfg_bind_keys(&c->w, item, listener_keys, NULL, "in listener", v, k);
         struct pt_listener_cfg *l = &g->listeners[g->nlisteners];
         l->name = v[0] ? pt_cfg_want_name(c, v[0], "listener name", PT_LISTENER_NAME_MAX)
                        : pt_arena_sprintf(c->a, "listener-%u", i + 1);

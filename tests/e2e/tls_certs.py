@@ -50,7 +50,7 @@ class CertFactory:
         self.ca_key = os.path.join(self.dir, tag + ".key")
         self.ca = os.path.join(self.dir, tag + ".pem")
         _key(self.ca_key, "ec", self.dir)
-        _run("req", "-x509", "-new", "-key", self.ca_key, "-out", self.ca, "-days", "30",
+        _run("req", "-x509", "-new", "-key", self.ca_key, "-out", self.ca, "-days", "365",
              "-subj", "/CN=" + ca_name, "-addext", "basicConstraints=critical,CA:TRUE",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=self.dir)
         self._other = None
@@ -66,7 +66,7 @@ class CertFactory:
         with open(ext, "w") as f:
             f.write("\n".join(exts) + "\n")
         _run("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
-             "-CAcreateserial", "-days", "30", "-sha256", "-extfile", ext, "-out", cert,
+             "-CAcreateserial", "-days", "365", "-sha256", "-extfile", ext, "-out", cert,
              cwd=self.dir)
         if chain:
             with open(cert, "a") as out, open(self.ca) as ca:
