@@ -581,9 +581,8 @@ static void walk_io_backend(struct cfg *c, const struct pt_ynode *n)
 /* ---- listeners and admin ---- */
 
 static const char *const listener_keys[] = {
-    "name", "address", "proxy_protocol", "proxy_protocol_from", "http2", NULL};
-enum { L_NAME, L_ADDRESS, L_PROXY, L_PROXY_FROM, L_HTTP2, L_NKEYS };
-static const char *const listener_planned[] = {"tls", NULL};
+    "name", "address", "proxy_protocol", "proxy_protocol_from", "http2", "tls", NULL};
+enum { L_NAME, L_ADDRESS, L_PROXY, L_PROXY_FROM, L_HTTP2, L_TLS, L_NKEYS };
 
 /* `proxy_protocol: true|false` and `proxy_protocol_from: [CIDR, ...]`. */
 static bool walk_proxy_protocol(struct cfg *c, struct pt_listener_cfg *l, const struct pt_ynode *on,
@@ -635,8 +634,7 @@ static void walk_listeners(struct cfg *c, const struct pt_ynode *n)
         if (!pt_cfg_want_map(&c->w, item, "each listener"))
             continue;
         const struct pt_ynode *v[L_NKEYS] = {0}, *k[L_NKEYS] = {0};
-        uint32_t refused =
-            pt_cfg_bind_keys(&c->w, item, listener_keys, listener_planned, "in listener", v, k);
+        uint32_t refused = pt_cfg_bind_keys(&c->w, item, listener_keys, NULL, "in listener", v, k);
         struct pt_listener_cfg *l = &g->listeners[g->nlisteners];
         l->name = v[0] ? pt_cfg_want_name(c, v[0], "listener name", PT_LISTENER_NAME_MAX)
                        : pt_arena_sprintf(c->a, "listener-%u", i + 1);
@@ -663,6 +661,8 @@ static void walk_listeners(struct cfg *c, const struct pt_ynode *n)
         if (!walk_proxy_protocol(c, l, v[L_PROXY], v[L_PROXY_FROM], k[L_PROXY_FROM]))
             continue;
         if (v[L_HTTP2] && !pt_cfg_want_bool(&c->w, v[L_HTTP2], "`http2`", &l->http2))
+            continue;
+        if (v[L_TLS] && !pt_cfg_walk_listener_tls(c, v[L_TLS], l))
             continue;
         c->listener_at[g->nlisteners++] = v[1];
     }

@@ -128,7 +128,7 @@ void pt_cfg_walk_resolver(struct cfg *c, const struct pt_ynode *n);
  * the system store). False after reporting at n. */
 bool pt_cfg_register_url(struct cfg *c, const struct pt_ynode *n, const char *url,
                          const struct pt_ynode *ca_at);
-/* `upstreams.*.tls` (config_tls.c): NULL when off or after reporting. */
+/* `upstreams.*.tls` (config_upstream_tls.c): NULL when off or after reporting. */
 const struct pt_upstream_tls *pt_cfg_walk_upstream_tls(struct cfg *c, const struct pt_ynode *n);
 /* The TLS of an https:// URL at `at`: verification on, against the CA
  * file at `ca_at` (a `tls_ca` key) or else the system store. */
@@ -150,6 +150,10 @@ void pt_cfg_walk_cluster(struct cfg *c, const struct pt_ynode *n);
 /* `tracing:` (config_tracing.c): g->tracing; the endpoint's URL is
  * registered like ext_auth's. */
 void pt_cfg_walk_tracing(struct cfg *c, const struct pt_ynode *n);
+/* A listener's `tls:` block (config_tls.c): checks it and builds
+ * l->tls (its SSL_CTX) with l->name and l->http2 already set. False after
+ * reporting. */
+bool pt_cfg_walk_listener_tls(struct cfg *c, const struct pt_ynode *n, struct pt_listener_cfg *l);
 /* `routes:` (config_routes.c), after upstreams and default filters. */
 void pt_cfg_walk_routes(struct cfg *c, const struct pt_ynode *n);
 /* An RFC 9110 token (header and cookie names) (config_routes.c). */

@@ -205,9 +205,11 @@ static void process_state(struct out *o, const struct pt_mx_scrape_in *in)
     struct {
         char name[32];
         int64_t n;
+        uint64_t tls[3]; /* full, resumed, failed */
     } seen[PT_CONN_LISTENERS * 2];
     memset(seen, 0, sizeof(seen));
     uint32_t nseen = 0;
+    bool any_tls = false;
     for (int w = 0; w < in->nworkers; w++) {
         const struct pt_conn_counts *c = &in->workers[w].conn_counts;
         uint32_t n = atomic_load_explicit(&c->n, memory_order_acquire);
@@ -223,6 +225,10 @@ static void process_state(struct out *o, const struct pt_mx_scrape_in *in)
                 nseen++;
             }
             seen[j].n += v;
+            seen[j].tls[0] += pt_ctr_get(&c->slot[i].tls_full);
+            seen[j].tls[1] += pt_ctr_get(&c->slot[i].tls_resumed);
+            seen[j].tls[2] += pt_ctr_get(&c->slot[i].tls_failed);
+            any_tls |= seen[j].tls[0] || seen[j].tls[1] || seen[j].tls[2];
         }
     }
     char esc[80];
@@ -230,6 +236,20 @@ static void process_state(struct out *o, const struct pt_mx_scrape_in *in)
         pt_mx_escape(esc, sizeof(esc), seen[j].name);
         out_printf(o, "portico_connections_active{listener=\"%s\"} %lld\n", esc,
                    (long long)(seen[j].n > 0 ? seen[j].n : 0));
+    }
+    if (any_tls) {
+        static const char *const results[3] = {"full", "resumed", "failed"};
+        header(o, "portico_tls_handshakes_total", "counter",
+               "TLS handshakes on client connections per listener: full, resumed (session "
+               "ticket), failed (errors and handshake timeouts).");
+        for (uint32_t j = 0; j < nseen; j++) {
+            if (!seen[j].tls[0] && !seen[j].tls[1] && !seen[j].tls[2])
+                continue;
+            pt_mx_escape(esc, sizeof(esc), seen[j].name);
+            for (int r = 0; r < 3; r++)
+                out_printf(o, "portico_tls_handshakes_total{listener=\"%s\",result=\"%s\"} %llu\n",
+                           esc, results[r], (unsigned long long)seen[j].tls[r]);
+        }
     }
     struct pt_rl_stats rs = {0};
     if (in->current->rl_table)

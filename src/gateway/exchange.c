@@ -647,10 +647,16 @@ void pt_exchange_log(struct pt_exchange *ex)
     pt_slice client = ex->client.len ? ex->client : ex->peer;
     /* Retries (upstreams.*.retries): tries after the first, on every
      * request that reached the outbound call. */
-    char att[24] = "";
+    char att[24 + 96] = "";
+    int al = 0;
     if (ex->call && ex->dispatched)
-        snprintf(att, sizeof(att), ",\"retries\":%u",
-                 ex->call->attempts ? ex->call->attempts - 1 : 0);
+        al = snprintf(att, sizeof(att), ",\"retries\":%u",
+                      ex->call->attempts ? ex->call->attempts - 1 : 0);
+    /* TLS connections: the protocol version and cipher (static strings). */
+    if (ex->tls && al >= 0 && (size_t)al < sizeof(att))
+        snprintf(att + al, sizeof(att) - (size_t)al,
+                 ",\"tls_version\":\"%s\",\"tls_cipher\":\"%s\"", SSL_get_version(ex->tls->ssl),
+                 SSL_get_cipher_name(ex->tls->ssl));
     /* The filters' notes (filter.h: pt_filter_note), e.g. "introspection":"hit". */
     char note[PT_FILTER_NOTES_MAX * 64] = "";
     size_t nl = 0;

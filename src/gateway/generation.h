@@ -26,6 +26,7 @@
 #include "proxy/redis.h"
 #include "proxy/split.h"
 #include "proxy/upstream_types.h"
+#include "gateway/tls_listener.h"
 
 #include <netinet/in.h>
 #include <stdatomic.h>
@@ -46,6 +47,7 @@ struct pt_listener_cfg {
     bool http2;                 /* default false: h2c prior knowledge; ALPN h2 on TLS */
     struct pt_cidr *proxy_from; /* socket peers allowed to send it; none listed: any */
     uint32_t nproxy_from;
+    struct pt_tls_listener *tls; /* `tls`: terminate TLS (NULL: plain HTTP) */
 };
 
 struct pt_limits {
