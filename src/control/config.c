@@ -579,10 +579,10 @@ static void walk_io_backend(struct cfg *c, const struct pt_ynode *n)
 
 /* ---- listeners and admin ---- */
 
-static const char *const listener_keys[] = {"name", "address", "proxy_protocol",
-                                            "proxy_protocol_from", NULL};
-enum { L_NAME, L_ADDRESS, L_PROXY, L_PROXY_FROM, L_NKEYS };
-static const char *const listener_planned[] = {"http2", "tls", NULL};
+static const char *const listener_keys[] = {
+    "name", "address", "proxy_protocol", "proxy_protocol_from", "http2", "tls", NULL};
+enum { L_NAME, L_ADDRESS, L_PROXY, L_PROXY_FROM, L_HTTP2, L_TLS, L_NKEYS };
+static const char *const listener_planned[] = {NULL};
 
 /* `proxy_protocol: true|false` and `proxy_protocol_from: [CIDR, ...]`. */
 static bool walk_proxy_protocol(struct cfg *c, struct pt_listener_cfg *l, const struct pt_ynode *on,
@@ -660,6 +660,10 @@ static void walk_listeners(struct cfg *c, const struct pt_ynode *n)
         if (!l->address || !pt_cfg_want_address(&c->w, v[1], addr, true, &l->addr, &l->addrlen))
             continue;
         if (!walk_proxy_protocol(c, l, v[L_PROXY], v[L_PROXY_FROM], k[L_PROXY_FROM]))
+            continue;
+        if (v[L_HTTP2] && !pt_cfg_want_bool(&c->w, v[L_HTTP2], "`http2`", &l->http2))
+            continue;
+        if (v[L_TLS] && !pt_cfg_walk_listener_tls(c, v[L_TLS], l))
             continue;
         c->listener_at[g->nlisteners++] = v[1];
     }

@@ -140,6 +140,10 @@ void pt_cfg_walk_cluster(struct cfg *c, const struct pt_ynode *n);
 /* `tracing:` (config_tracing.c): g->tracing; the endpoint's URL is
  * registered like ext_auth's. */
 void pt_cfg_walk_tracing(struct cfg *c, const struct pt_ynode *n);
+/* A listener's `tls:` block (config_tls.c): checks it and builds
+ * l->tls (its SSL_CTX) with l->name and l->http2 already set. False after
+ * reporting. */
+bool pt_cfg_walk_listener_tls(struct cfg *c, const struct pt_ynode *n, struct pt_listener_cfg *l);
 /* `routes:` (config_routes.c), after upstreams and default filters. */
 void pt_cfg_walk_routes(struct cfg *c, const struct pt_ynode *n);
 /* An RFC 9110 token (header and cookie names) (config_routes.c). */

@@ -126,6 +126,18 @@ static int bio_read_ex(BIO *b, char *p, size_t n, size_t *got)
 {
     struct pt_tls *t = BIO_get_data(b);
     BIO_clear_retry_flags(b);
+    if (t->pre) {
+        size_t k = t->pre_len - t->pre_off < n ? t->pre_len - t->pre_off : n;
+        memcpy(p, t->pre + t->pre_off, k);
+        t->pre_off += (uint32_t)k;
+        t->bytes += k;
+        if (t->pre_off == t->pre_len) {
+            free(t->pre);
+            t->pre = NULL;
+        }
+        *got = k;
+        return 1;
+    }
     for (;;) {
         ssize_t r = pt_io_recv(t->loop, t->io, p, n);
         if (r > 0) {
@@ -238,10 +250,26 @@ struct pt_tls *pt_tls_new_client(SSL_CTX *ctx, struct pt_loop *loop, struct pt_i
     return t;
 }
 
+int pt_tls_push_input(struct pt_tls *t, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (t->pre || n > UINT32_MAX)
+        return -1;
+    t->pre = malloc(n);
+    if (!t->pre)
+        return -1;
+    memcpy(t->pre, p, n);
+    t->pre_len = (uint32_t)n;
+    t->pre_off = 0;
+    return 0;
+}
+
 void pt_tls_free(struct pt_tls *t)
 {
     if (!t)
         return;
+    free(t->pre);
     SSL_free(t->ssl); /* frees the BIO too */
     free(t->wpend);
     free(t->info);
@@ -439,7 +467,7 @@ uint32_t pt_tls_events(struct pt_tls *t, uint32_t events)
 
 bool pt_tls_has_buffered(const struct pt_tls *t)
 {
-    return SSL_has_pending(t->ssl) != 0;
+    return SSL_has_pending(t->ssl) != 0 || t->pre != NULL;
 }
 
 const char *pt_tls_alpn(const struct pt_tls *t)

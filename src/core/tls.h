@@ -79,6 +79,8 @@ struct pt_tls {
     bool eof;       /* the peer closed (close_notify or TCP EOF) */
     int err;        /* sticky errno of a failed connection (EPROTO for TLS errors) */
     uint64_t bytes; /* ciphertext received, for handshake-only accounting */
+    char *pre;      /* ciphertext read before the TLS layer existed (pt_tls_push_input) */
+    uint32_t pre_len, pre_off;
     struct pt_tls_info *info;
 };
 
@@ -91,6 +93,10 @@ void pt_tls_global_init(void);
 struct pt_tls *pt_tls_new_server(SSL_CTX *ctx, struct pt_loop *loop, struct pt_io *io);
 struct pt_tls *pt_tls_new_client(SSL_CTX *ctx, struct pt_loop *loop, struct pt_io *io,
                                  const char *sni, SSL_SESSION *session);
+/* Bytes already read from the socket that belong to the TLS stream (a
+ * ClientHello that came in the same read as a PROXY header): the BIO
+ * serves them before the socket's. Copied; 0, or -1 on OOM. */
+int pt_tls_push_input(struct pt_tls *t, const void *p, size_t n);
 /* Frees the SSL and buffers; does not touch the fd (close the pt_io). */
 void pt_tls_free(struct pt_tls *t);
 

@@ -36,6 +36,8 @@ void pt_generation_free(struct pt_generation *g)
     if (!g)
         return;
     free(g->pins);
+    for (uint32_t i = 0; i < g->nlisteners; i++)
+        pt_tls_listener_free(g->listeners[i].tls);
     pt_gen_metrics_free(g->metrics);
     pt_rl_table_unref(g->rl_table);
     for (uint32_t i = 0; i < g->nregexes; i++)

@@ -26,6 +26,7 @@
 #include "proxy/redis.h"
 #include "proxy/split.h"
 #include "proxy/upstream_types.h"
+#include "gateway/tls_listener.h"
 
 #include <netinet/in.h>
 #include <stdatomic.h>
@@ -45,6 +46,8 @@ struct pt_listener_cfg {
     bool proxy_protocol;        /* a PROXY v1/v2 header comes before any other byte */
     struct pt_cidr *proxy_from; /* socket peers allowed to send it; none listed: any */
     uint32_t nproxy_from;
+    bool http2;                  /* TLS: offer h2 in ALPN (h2c prior knowledge on plain) */
+    struct pt_tls_listener *tls; /* `tls`: terminate TLS (NULL: plain HTTP) */
 };
 
 struct pt_limits {

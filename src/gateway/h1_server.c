@@ -228,6 +228,11 @@ void pt_h1s_timeout(struct pt_loop *loop, struct pt_timer *tm)
     (void)loop;
     if (c->closed)
         return;
+    if (c->tls && !c->tls->handshake_done) {
+        pt_h1s_tls_done(c, false, "handshake timeout");
+        pt_h1s_close(c);
+        return;
+    }
     if (c->lingering || c->want_proxy) {
         /* No valid PROXY header in time: the peer is not speaking HTTP to
          * us yet, so no response (nothing a balancer would relay). */
@@ -297,7 +302,19 @@ void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
     snprintf(c->listener, sizeof(c->listener), "%s", l->name);
     pt_h1s_set_peer(c, peer);
     c->want_proxy = l->proxy_protocol;
+    if (l->tls_ctx) {
+        /* Behind a PROXY header the ClientHello comes after it. */
+        struct pt_tls *t = pt_tls_listener_accept(l->tls_ctx, &w->loop, &c->io);
+        if (!t) {
+            close(fd);
+            free(c);
+            return;
+        }
+        *(c->want_proxy ? &c->tls_wait : &c->tls) = t;
+        c->hs_timeout_ms = (uint32_t)PT_MIN(l->handshake_timeout_ms, (uint64_t)UINT32_MAX);
+    }
     if (pt_loop_add_stream(&w->loop, &c->io, false) < 0) {
+        pt_tls_free(c->tls ? c->tls : c->tls_wait);
         close(fd);
         free(c);
         return;
@@ -316,8 +333,23 @@ void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
      * client that connects and sends nothing is a slowloris too); between
      * requests a keep-alive connection gets idle_timeout. */
     c->readable = true;
-    pt_timer_arm(&w->loop, &c->timer, w->gen->limits.header_timeout_ms, pt_h1s_timeout);
+    pt_timer_arm(&w->loop, &c->timer, c->tls ? c->hs_timeout_ms : w->gen->limits.header_timeout_ms,
+                 pt_h1s_timeout);
     pt_h1s_run(c);
+}
+
+void pt_h1s_tls_done(struct pt_conn *c, bool ok, const char *why)
+{
+    struct pt_worker *w = c->w;
+    if (!ok) {
+        pt_ctr_add(&w->conn_counts.slot[c->lslot].tls_failed, 1);
+        pt_debug("listener %s: TLS handshake with %s failed: %s", c->listener, c->remote, why);
+        return;
+    }
+    if (SSL_session_reused(c->tls->ssl))
+        pt_ctr_add(&w->conn_counts.slot[c->lslot].tls_resumed, 1);
+    else
+        pt_ctr_add(&w->conn_counts.slot[c->lslot].tls_full, 1);
 }
 
 /* Ends the transaction: the exchange (call, filters, log, pin), then the
@@ -341,6 +373,8 @@ void pt_h1s_close(struct pt_conn *c)
     pt_io_close_ex(&w->loop, &c->io, c->cut);
     pt_tls_free(c->tls);
     c->tls = NULL;
+    pt_tls_free(c->tls_wait);
+    c->tls_wait = NULL;
     c->closed = true;
     if (c->rbuf) {
         pt_buf_put(&w->bufs, c->rbuf);

@@ -18,6 +18,9 @@ struct h1_txn;
 struct pt_conn {
     struct pt_io io;
     struct pt_tls *tls; /* TLS listeners: the session over io; NULL: plain */
+    /* A TLS listener that expects a PROXY header: the session, started
+     * once the header is taken (moves to `tls`). */
+    struct pt_tls *tls_wait;
     struct pt_worker *w;
     struct pt_timer timer; /* idle / header / send timeout */
     struct pt_buf *rbuf;   /* client bytes; NULL while idle */
@@ -32,6 +35,7 @@ struct pt_conn {
     const char *scheme;
     uint8_t remote_len;
     uint8_t lslot;           /* the worker's connection counts slot for `listener` (metrics.h) */
+    uint32_t hs_timeout_ms;  /* TLS: the handshake's time limit (listeners[].tls) */
     bool readable, writable; /* edge-triggered readiness not yet consumed */
     bool hup;                /* peer half-closed or errored: read until EOF */
     bool hup_unjudged;       /* hangup reported before its request was complete */
@@ -134,6 +138,10 @@ void pt_h1s_set_peer(struct pt_conn *c, const struct sockaddr_storage *peer);
 
 /* Per-thread parse scratch, grown to n fields; NULL on OOM. */
 struct pt_h1_header *pt_h1s_scratch_headers(size_t n);
+
+/* TLS: the handshake ended (counted per listener; a failure is logged at
+ * debug and closes the connection without a response). */
+void pt_h1s_tls_done(struct pt_conn *c, bool ok, const char *why);
 
 /* h1_server_io.c: pumps until nothing can move. */
 void pt_h1s_run(struct pt_conn *c);

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -217,18 +218,52 @@ static bool read_head(struct pt_conn *c)
  * the socket's), and the bytes after it are the HTTP stream, with a head
  * timer of its own (a balancer sends the header at connect, before its
  * client has said anything). */
-static void proxy_header_taken(struct pt_conn *c, const struct pt_pp_header *h, uint32_t n)
+static bool proxy_header_taken(struct pt_conn *c, const struct pt_pp_header *h, uint32_t n)
 {
     struct pt_worker *w = c->w;
     if (!h->local)
         pt_h1s_set_peer(c, &h->src);
     c->want_proxy = false;
     pt_buf_consume(c->rbuf, n);
+    if (c->tls_wait) {
+        /* TLS starts now; bytes read past the header are its ClientHello. */
+        c->tls = c->tls_wait;
+        c->tls_wait = NULL;
+        uint32_t rest = pt_buf_len(c->rbuf);
+        if (rest && pt_tls_push_input(c->tls, c->rbuf->data + c->rbuf->start, rest) < 0) {
+            pt_h1s_close(c);
+            return false;
+        }
+        pt_buf_consume(c->rbuf, rest);
+        pt_timer_arm(&w->loop, &c->timer, c->hs_timeout_ms, pt_h1s_timeout);
+        return true;
+    }
     if (pt_buf_len(c->rbuf) > 0) {
         c->head_started = true;
         c->head_ns = pt_loop_now_ns(&w->loop);
     }
     pt_timer_arm(&w->loop, &c->timer, w->gen->limits.header_timeout_ms, pt_h1s_timeout);
+    return true;
+}
+
+/* TLS: drives the handshake before the first head. True once it is done
+ * (the first head gets header_timeout from here; ALPN is known), false
+ * while it waits for the peer or when it failed (closed, no response). */
+static bool tls_handshake_step(struct pt_conn *c)
+{
+    int r = pt_tls_handshake(c->tls);
+    if (r == 0)
+        return false;
+    if (r < 0) {
+        pt_h1s_tls_done(c, false, errno == EPROTO ? pt_tls_last_error() : strerror(errno));
+        pt_h1s_close(c);
+        return false;
+    }
+    pt_h1s_tls_done(c, true, NULL);
+    struct pt_worker *w = c->w;
+    c->readable = true; /* the request may have come with the handshake's last flight */
+    pt_timer_arm(&w->loop, &c->timer, w->gen->limits.header_timeout_ms, pt_h1s_timeout);
+    return true;
 }
 
 /* On a proxy_protocol listener, reads the PROXY header before any other
@@ -243,10 +278,8 @@ static bool read_proxy_header(struct pt_conn *c)
         if (c->rbuf && pt_buf_len(c->rbuf) > 0) {
             struct pt_pp_header h;
             int r = pt_pp_parse(c->rbuf->data + c->rbuf->start, pt_buf_len(c->rbuf), &h);
-            if (r > 0) {
-                proxy_header_taken(c, &h, (uint32_t)r);
-                return true;
-            }
+            if (r > 0)
+                return proxy_header_taken(c, &h, (uint32_t)r);
             if (r == PT_PP_ERROR || pt_buf_len(c->rbuf) == c->rbuf->cap) {
                 pt_h1s_close(c);
                 return false;
@@ -888,6 +921,8 @@ void pt_h1s_run(struct pt_conn *c)
             break;
         if (!c->txn) {
             if (c->want_proxy && !read_proxy_header(c))
+                break;
+            if (c->tls && !c->tls->handshake_done && !tls_handshake_step(c))
                 break;
             if (!read_head(c))
                 break;

@@ -149,6 +149,8 @@ struct pt_conn_counts {
     struct {
         char name[32];
         _Atomic uint64_t opened, closed;
+        /* TLS handshakes: full, resumed (tickets), failed (timeouts too) */
+        _Atomic uint64_t tls_full, tls_resumed, tls_failed;
     } slot[PT_CONN_LISTENERS];
 };
 

@@ -247,8 +247,10 @@ static bool same_addr(const struct sockaddr_storage *a, socklen_t alen,
 
 static void wlisteners_free(struct pt_wlistener *ls, uint32_t n)
 {
-    for (uint32_t i = 0; ls && i < n; i++)
+    for (uint32_t i = 0; ls && i < n; i++) {
         free(ls[i].proxy_from);
+        SSL_CTX_free(ls[i].tls_ctx);
+    }
     free(ls);
 }
 
@@ -271,6 +273,14 @@ static void listeners_sync(struct pt_worker *w)
         snprintf(l->name_buf, sizeof(l->name_buf), "%s", cfg->name);
         l->name = l->name_buf;
         l->scheme = "http";
+        if (cfg->tls && cfg->tls->ctx && SSL_CTX_up_ref(cfg->tls->ctx)) {
+            l->tls_ctx = cfg->tls->ctx;
+            l->handshake_timeout_ms = cfg->tls->handshake_timeout_ms;
+            l->scheme = "https";
+        } else if (cfg->tls) {
+            pt_error("worker %d: listener %s: no TLS context", w->id, cfg->name);
+            continue;
+        }
         memcpy(&l->addr, &cfg->addr, cfg->addrlen);
         l->addrlen = cfg->addrlen;
         /* Read per connection at accept: a reload that changes them

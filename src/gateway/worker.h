@@ -25,6 +25,7 @@
 #include "core/mpsc.h"
 #include "gateway/access_log.h"
 #include "gateway/generation.h"
+#include "gateway/tls_listener.h"
 #include "gateway/trace.h"
 #include "gateway/metrics.h"
 #include "proxy/balance.h"
@@ -41,7 +42,11 @@ struct pt_wlistener {
     struct pt_worker *w;
     const char *name; /* points into the generation that opened it, copied */
     char name_buf[64];
-    const char *scheme; /* "http" (TLS listeners will say "https"): X-Forwarded-Proto */
+    const char *scheme; /* "http", or "https" on a TLS listener: X-Forwarded-Proto */
+    /* TLS listeners: the generation's context (a reference of our own,
+     * gateway/tls_listener.h) and the handshake timeout; NULL: plain. */
+    SSL_CTX *tls_ctx;
+    uint64_t handshake_timeout_ms;
     struct sockaddr_storage addr;
     socklen_t addrlen;
     bool paused;         /* accept paused (EMFILE / max_connections) */

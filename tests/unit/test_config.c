@@ -342,7 +342,7 @@ static void test_unknown_and_planned_keys(void)
     EXPECT("listeners:\n"
            "  - address: \"127.0.0.1:18443\"\n"
            "    tls: { certificates: [] }\n",
-           "t.yaml:3:5: `tls` is not supported by this build yet");
+           "t.yaml:3:26: `certificates` is empty: list at least one `{ cert: ..., key: ... }`");
     EXPECT("listeners: [{ address: \"127.0.0.1:18080\" }]\n"
            "upstreams:\n"
            "  users:\n"
