@@ -162,11 +162,17 @@ def echoed(body):
 
 
 def test_consumer_from_subject_cn_with_consumers_groups(gw, certs):
-    st, body, _ = curl(certs, gw.ports["optional"], "/cn", cert="alice")
+    st, body, _ = curl(certs, gw.ports["optional"], "/cn/consumer-log", cert="alice")
     assert st == 200, body
     doc = echoed(body)
     assert echo_headers(doc, "X-Consumer-Name") == ["alice"]
     assert echo_headers(doc, "X-Consumer-Groups") == ["ops,beta"]
+
+    def logged():
+        with open(gw.stdout_path) as f:
+            return [json.loads(l) for l in f if "/cn/consumer-log" in l]
+    wait_until(lambda: logged(), scaled(5), what="access log line")
+    assert logged()[0]["consumer"] == "alice"
 
 
 def test_consumer_without_entry_has_no_groups_and_require_consumer_refuses(gw, certs):
@@ -275,12 +281,14 @@ def test_host_other_than_sni_is_421(gw, certs):
 
 
 def test_421_in_the_access_log(gw, certs):
-    curl(certs, gw.ports["optional"], "/open?mark421", host=OTHER)
+    curl(certs, gw.ports["optional"], "/open/mark421", host=OTHER)
+
     def logged():
         with open(gw.stdout_path) as f:
-            return [json.loads(l) for l in f if "mark421" in l]
+            return [json.loads(l) for l in f if "/open/mark421" in l]
     wait_until(lambda: logged(), scaled(5), what="access log line")
-    assert logged()[0]["status"] == 421
+    line = logged()[0]
+    assert line["status"] == 421 and line["route"] == "" and line["listener"] == "optional"
 
 
 # ---- resumption across names (nginx CVE-2025-23419) ----
