@@ -281,6 +281,8 @@ void pt_cfg_walk_consumers(struct cfg *c, const struct pt_ynode *list, const str
         c->w.errs = main_errs;
     }
     pt_cfg_strtab_free(&names);
+    if (pt_consumers_index_names(t, c->a) < 0)
+        oom(c);
 out:
     if (text)
         pt_ydoc_free(&doc);

@@ -34,8 +34,7 @@
 /* More transforms than this on one route are flagged. */
 #define LINT_MAX_TRANSFORMS 3
 
-/* Filters that establish who the caller is. mtls_auth is a planned filter
- * (CONFIG.md), listed now so the rule needs no change when it lands. */
+/* Filters that establish who the caller is. */
 static const char *const auth_filters[] = {"jwt",           "key_auth",  "ext_auth",
                                            "introspection", "mtls_auth", NULL};
 static const char *const transform_filters[] = {"request_transform", "response_transform", NULL};

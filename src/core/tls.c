@@ -598,6 +598,7 @@ const struct pt_tls_info *pt_tls_get_info(struct pt_tls *t)
     in->version = SSL_get_version(t->ssl);
     in->cipher = SSL_get_cipher_name(t->ssl);
     in->resumed = SSL_session_reused(t->ssl) != 0;
+    in->client_auth = SSL_is_server(t->ssl) && (SSL_get_verify_mode(t->ssl) & SSL_VERIFY_PEER);
     in->subject = in->subject_cn = in->fingerprint = "";
     X509 *cert = SSL_get0_peer_certificate(t->ssl);
     if (cert) {

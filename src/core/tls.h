@@ -47,6 +47,10 @@ struct pt_tls_info {
     const char *version; /* "TLSv1.3" ... */
     const char *cipher;
     bool resumed;
+    /* Server side: the server asked the client for a certificate
+     * (SSL_VERIFY_PEER: a listener with client_ca), whatever the client
+     * sent. What the 421 check keys on. */
+    bool client_auth;
     /* The peer certificate: present and verified against the CA (a
      * server's client_ca, a client's upstream ca). A certificate that
      * failed verification under client_auth: optional shows as

@@ -113,3 +113,60 @@ const struct pt_consumer *pt_consumers_by_name(const struct pt_consumers *t, pt_
             return &t->v[i];
     return NULL;
 }
+
+/* FNV-1a: names come from the config, and a lookup's name from a
+ * certificate the client CA signed, so nobody picks colliding names to
+ * slow the table down. */
+static uint32_t name_hash(pt_slice s)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < s.len; i++)
+        h = (h ^ (unsigned char)s.p[i]) * 16777619u;
+    return h;
+}
+
+int pt_consumers_index_names(struct pt_consumers *t, struct pt_arena *a)
+{
+    t->byname = NULL;
+    t->name_mask = 0;
+    if (t->n == 0)
+        return 0;
+    uint64_t cap = 4;
+    while (cap < 2 * (uint64_t)t->n)
+        cap <<= 1;
+    if (cap > UINT32_MAX / 2)
+        return -ENOMEM;
+    const struct pt_consumer **v = pt_arena_zalloc(a, sizeof(*v) * cap);
+    if (!v)
+        return -ENOMEM;
+    uint32_t mask = (uint32_t)cap - 1;
+    for (uint32_t k = 0; k < t->n; k++) {
+        const struct pt_consumer *c = &t->v[k];
+        if (!c->name.len)
+            continue;
+        /* Names are unique (the loader refuses a duplicate); keep the
+         * first should one slip through. */
+        uint32_t i = name_hash(c->name) & mask;
+        while (v[i] && !pt_slice_eq(v[i]->name, c->name))
+            i = (i + 1) & mask;
+        if (!v[i])
+            v[i] = c;
+    }
+    t->byname = v;
+    t->name_mask = mask;
+    return 0;
+}
+
+const struct pt_consumer *pt_consumers_named(const struct pt_consumers *t, pt_slice name)
+{
+    if (!t || !t->byname || !name.len)
+        return NULL;
+    /* Terminates: the array is never more than half full. */
+    for (uint32_t i = name_hash(name) & t->name_mask;; i = (i + 1) & t->name_mask) {
+        const struct pt_consumer *c = t->byname[i];
+        if (!c)
+            return NULL;
+        if (pt_slice_eq(c->name, name))
+            return c;
+    }
+}

@@ -45,6 +45,11 @@ struct pt_consumers {
     struct pt_consumer_slot *slots; /* NULL when there are no keys */
     uint32_t mask;                  /* slots - 1 (a power of two) */
     uint32_t nkeys;
+    /* By name, for lookups on workers (mtls_auth): open addressing over a
+     * power-of-two array at most half full; NULL when there are no
+     * consumers (pt_consumers_index_names). */
+    const struct pt_consumer **byname;
+    uint32_t name_mask;
 };
 
 /* SHA-256 of a key, into out. Allocates nothing (safe on workers). */
@@ -67,6 +72,15 @@ int pt_consumers_add_key(struct pt_consumers *t, const struct pt_consumer *c,
 /* The consumer whose key has this digest, or NULL (also for t NULL). */
 const struct pt_consumer *pt_consumers_find(const struct pt_consumers *t,
                                             const uint8_t digest[PT_KEY_DIGEST_LEN]);
+
+/* Indexes t->v[0..n) by name in `a`, once every consumer is added (the
+ * loader, after the keys). 0 or -ENOMEM. */
+int pt_consumers_index_names(struct pt_consumers *t, struct pt_arena *a);
+
+/* The consumer called exactly `name`, or NULL (also for t NULL or before
+ * pt_consumers_index_names): a hash and about one compare; allocates
+ * nothing (safe on workers). */
+const struct pt_consumer *pt_consumers_named(const struct pt_consumers *t, pt_slice name);
 
 /* The consumer called `name`, or NULL. A linear scan: load time only. */
 const struct pt_consumer *pt_consumers_by_name(const struct pt_consumers *t, pt_slice name);

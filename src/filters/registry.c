@@ -13,6 +13,7 @@ const struct pt_filter_def *const pt_filter_registry[] = {
     &pt_filter_ip_restriction,
     &pt_filter_jwt,
     &pt_filter_key_auth,
+    &pt_filter_mtls_auth,
     &pt_filter_rate_limit,
     &pt_filter_request_transform,
     &pt_filter_response_transform,

@@ -9,7 +9,10 @@
  *   2000  cors               preflight answered before anything can refuse it
  *   1600  ip_restriction     by the real client address, before any auth
  *                            work is spent on a refused one
- *   1300  jwt                authentication (1300..1240): who is calling.
+ *   1310  mtls_auth          authentication (1310..1240): who is calling.
+ *                            mtls_auth first: its check was paid for in
+ *                            the TLS handshake, so asking it costs nothing.
+ *   1300  jwt
  *   1280  introspection      Every auth filter has def->auth set (the route
  *   1250  key_auth           then loses client-sent X-Consumer-* fields);
  *   1240  ext_auth           with several on a route the first to identify
@@ -46,6 +49,7 @@ extern const struct pt_filter_def pt_filter_introspection;
 extern const struct pt_filter_def pt_filter_ip_restriction;
 extern const struct pt_filter_def pt_filter_jwt;
 extern const struct pt_filter_def pt_filter_key_auth;
+extern const struct pt_filter_def pt_filter_mtls_auth;
 extern const struct pt_filter_def pt_filter_rate_limit;
 extern const struct pt_filter_def pt_filter_request_transform;
 extern const struct pt_filter_def pt_filter_response_transform;

@@ -10,6 +10,7 @@
 #include "gateway/exchange_int.h"
 
 #include "core/log.h"
+#include "core/tls.h"
 #include "gateway/respond.h"
 #include "http/cookie.h"
 #include "http/h1_write.h"
@@ -333,6 +334,27 @@ static bool route(struct pt_exchange *ex)
     return true;
 }
 
+/* RFC 9110 §15.5.20, nginx's rule: on a listener that asks for client
+ * certificates, a request whose Host (port and one trailing dot off, any
+ * case) names another server than the SNI the handshake was made for is
+ * 421. The certificate was checked under that SNI; a Host switch must not
+ * carry it to another virtual server. Only with an SNI to compare. */
+static bool misdirected(struct pt_exchange *ex)
+{
+    const struct pt_tls_info *in = pt_tls_get_info(ex->tls);
+    if (!in || !in->client_auth || !in->sni[0] || !ex->req.host.len)
+        return false;
+    pt_slice host = pt_router_host(ex->req.host);
+    pt_slice sni = {in->sni, strlen(in->sni)};
+    if (sni.len > 1 && sni.p[sni.len - 1] == '.')
+        sni.len--;
+    if (pt_slice_ieq(host, sni))
+        return false;
+    pt_exchange_respond(ex, 421, "misdirected request: Host does not match the TLS server name",
+                        false);
+    return true;
+}
+
 void pt_exchange_start(struct pt_exchange *ex)
 {
     const struct pt_limits *lim = &ex->gen->limits;
@@ -344,6 +366,8 @@ void pt_exchange_start(struct pt_exchange *ex)
         pt_exchange_respond(ex, 501, "CONNECT is not supported", true);
         return;
     }
+    if (ex->tls && misdirected(ex))
+        return;
     if (lim->underscores != PT_US_ALLOW && !screen_underscores(ex, lim->underscores))
         return;
     if (!normalize(ex) || !route(ex))

@@ -54,6 +54,8 @@ const char *pt_reason_phrase(int status)
         return "Unsupported Media Type";
     case 417:
         return "Expectation Failed";
+    case 421:
+        return "Misdirected Request";
     case 429:
         return "Too Many Requests";
     case 431:
