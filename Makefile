@@ -40,7 +40,7 @@ $(BUILD)/portico: $(BUILD)/src/main.o $(BUILD)/libportico.a
 
 $(BUILD)/demo_backend: tools/demo_backend.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lpthread
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lpthread -lcrypto
 
 # Unit tests #include the module under test when they need its statics,
 # so they link against the library minus nothing: duplicate symbols are

@@ -139,7 +139,10 @@ struct pt_route {
     const char *rewrite;                /* replaces the path; "{param}" expands route params */
     uint64_t timeout_ms;                /* 0 = upstream read_timeout */
     uint64_t max_body_bytes;            /* 0 = limits.max_body_bytes */
-    struct pt_chain chain;              /* compiled filters */
+    /* Upgrade: websocket is forwarded (and a 101 turns the exchange into a
+     * tunnel); false: such a request is refused with 403. */
+    bool websocket;
+    struct pt_chain chain; /* compiled filters */
     struct pt_src_pos pos;
 };
 

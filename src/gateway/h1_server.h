@@ -9,9 +9,11 @@
 #include "core/tls.h"
 #include "gateway/exchange.h"
 
-enum body_mode { BODY_NONE, BODY_CL, BODY_CHUNKED };
+/* BODY_TUNNEL: after a 101, every client byte until its EOF (exchange.h). */
+enum body_mode { BODY_NONE, BODY_CL, BODY_CHUNKED, BODY_TUNNEL };
 /* How the response body is delimited toward the client. */
-enum out_mode { OUT_NONE, OUT_LENGTH, OUT_CHUNKED, OUT_CLOSE };
+/* OUT_TUNNEL: raw bytes after a 101 until the upstream's EOF, then our FIN. */
+enum out_mode { OUT_NONE, OUT_LENGTH, OUT_CHUNKED, OUT_CLOSE, OUT_TUNNEL };
 
 struct h1_txn;
 
@@ -89,6 +91,11 @@ struct h1_txn {
     uint32_t interim_cap;
     bool continue_done;
     bool close_after;
+
+    /* tunnel (a 101 to Upgrade: websocket): both sides raw until each EOF */
+    bool tunnel;
+    bool tunnel_eof;     /* the client closed its side (read EOF) */
+    bool tunnel_wr_shut; /* the upstream's side ended: our FIN went to the client */
 };
 
 /* The connection's byte stream: TLS when the listener terminates it, the

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -61,6 +62,28 @@ static bool keep_head(struct h1_txn *t, struct pt_h1_request *req, uint32_t head
     return true;
 }
 
+/* Connection: upgrade came with an Upgrade field: WebSocket when it names
+ * it. Anything else (h2c included) is not an upgrade the gateway makes:
+ * the request goes on as plain HTTP/1.1 and the field is dropped. */
+static uint8_t upgrade_asked(struct pt_headers *h)
+{
+    const struct pt_hfield *f = pt_headers_find_token(h, PT_TOK_UPGRADE);
+    if (!f)
+        return PT_UPGRADE_NONE;
+    const char *p = f->value.p, *end = p + f->value.len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *q = p;
+        while (q < end && *q != ',' && *q != ' ' && *q != '\t')
+            q++;
+        if (q - p == 9 && strncasecmp(p, "websocket", 9) == 0)
+            return PT_UPGRADE_WEBSOCKET;
+        p = q;
+    }
+    return PT_UPGRADE_NONE;
+}
+
 /* A complete head is at the front of c->rbuf: start the transaction. */
 static void txn_start(struct pt_conn *c, struct pt_h1_request *req, uint32_t head_len)
 {
@@ -87,6 +110,8 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *req, uint32_t hea
     ex->req.http10 = req->minor_version == 0;
     ex->req.chunked = req->framing.chunked;
     ex->req.content_length = req->framing.chunked ? -1 : req->framing.content_length;
+    if (pt_unlikely(req->framing.upgrade))
+        ex->req.upgrade = upgrade_asked(&ex->reqh);
     struct pt_hfield *rid = pt_headers_find_token(&ex->reqh, PT_TOK_X_REQUEST_ID);
     if (rid)
         pt_exchange_set_request_id(ex, rid->value);
@@ -350,7 +375,16 @@ static int pump_client_read(struct h1_txn *t)
             return -1;
         return 1;
     }
+    if (n == 0 && t->tunnel) {
+        /* The client's half-close: relayed as our FIN to the upstream. */
+        t->tunnel_eof = true;
+        t->req_done = true;
+        c->readable = false;
+        return 1;
+    }
     if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        if (!t->ex.error && t->tunnel)
+            t->ex.error = n == 0 ? "client closed the connection" : "client connection reset";
         pt_h1s_close(c); /* client vanished mid-body */
         return -1;
     }
@@ -510,6 +544,19 @@ static void build_gateway_response(struct h1_txn *t)
     t->body_finished = true;
 }
 
+/* The 101 went (or goes) out: from here both sides are raw bytes
+ * (exchange.h "Tunnels"). Bytes the client sent behind its handshake are
+ * already in rbuf: the first the upstream gets. */
+static void tunnel_begin(struct h1_txn *t)
+{
+    t->tunnel = true;
+    t->out = OUT_TUNNEL;
+    t->close_after = true; /* nothing follows a tunnel on this connection */
+    t->req_mode = BODY_TUNNEL;
+    t->req_done = false;
+    t->c->readable = true; /* an edge may have come while nobody read */
+}
+
 /* Renders the head of an upstream response, choosing this client's body
  * framing from how the upstream delimited it. */
 static bool build_upstream_head(struct h1_txn *t)
@@ -535,6 +582,14 @@ static bool build_upstream_head(struct h1_txn *t)
     }
     if (ex->close_after)
         t->close_after = true;
+    if (pt_unlikely(ex->upgraded)) {
+        tunnel_begin(t);
+        len += pt_h1_put(o + len, PT_SLICE("Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"));
+        t->chead = (pt_slice){o, len};
+        t->out_gateway = false;
+        t->body_finished = false;
+        return true;
+    }
     switch (ex->frame) {
     case PT_FRAME_NONE:
         t->out = OUT_NONE;
@@ -722,7 +777,7 @@ static int pump_client_write(struct h1_txn *t)
 static bool txn_finished(struct h1_txn *t)
 {
     return t->head_built && t->chead_sent == t->chead.len && t->body_finished &&
-           t->interim_sent == t->interim.len;
+           t->interim_sent == t->interim.len && (!t->tunnel || t->req_done);
 }
 
 /*
@@ -829,6 +884,21 @@ static void settle_readable(struct pt_conn *c, struct h1_txn *t)
         c->readable = false;
 }
 
+/* A tunnel whose upstream side ended and was all written: our FIN to the
+ * client (it may still send; the tunnel ends at its EOF). 1 on progress,
+ * -1 when the connection failed and was closed. */
+static int tunnel_half_close(struct h1_txn *t)
+{
+    if (t->tunnel_wr_shut || !t->body_finished || t->chead_sent < t->chead.len || t->req_done)
+        return 0;
+    t->tunnel_wr_shut = true;
+    if (pt_conn_shutdown_wr(t->c) < 0) {
+        pt_h1s_close(t->c);
+        return -1;
+    }
+    return 1;
+}
+
 /* One pass over every side of the transaction. 1 on progress, 0 when
  * nothing moved, -1 when the connection was closed. */
 static int pump_txn(struct pt_conn *c, struct h1_txn *t)
@@ -866,6 +936,8 @@ static int pump_txn(struct pt_conn *c, struct h1_txn *t)
     if ((r = pump_client_write(t)) < 0)
         return -1;
     progress |= r > 0;
+    if (pt_unlikely(t->tunnel) && (r = tunnel_half_close(t)) != 0)
+        return r;
     /* Pulling the body may have asked for a cut (a body filter failed
      * after the response started): act on it now, no event would come. */
     if (t->ex.cut) {
