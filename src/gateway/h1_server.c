@@ -339,6 +339,7 @@ void pt_conn_accept(struct pt_worker *w, struct pt_wlistener *l, int fd,
 void pt_h1s_txn_end(struct h1_txn *t, bool completed)
 {
     struct pt_conn *c = t->c;
+    pt_timer_cancel(&c->w->loop, &t->rate_timer);
     pt_exchange_end(&t->ex, completed);
     c->txn = NULL;
     pt_arena_release(&c->arena);

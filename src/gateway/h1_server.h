@@ -71,6 +71,11 @@ struct h1_txn {
     bool input_settled; /* `readable` checked once the request was complete */
     uint64_t body_limit;
     uint64_t body_seen; /* chunked payload bytes received */
+    /* limits.min_body_rate: body bytes received, the count at the current
+     * window's start, and the window's timer (armed only while a body is
+     * being received and nothing of a response went out). */
+    uint64_t body_rx, rate_mark;
+    struct pt_timer rate_timer;
 
     /* response, exchange → client */
     uint32_t built_seq; /* ex.resp_seq the head below was built for */
@@ -144,5 +149,7 @@ struct pt_h1_header *pt_h1s_scratch_headers(size_t n);
 
 /* h1_server_io.c: pumps until nothing can move. */
 void pt_h1s_run(struct pt_conn *c);
+/* Starts judging the request body's rate (limits.min_body_rate). */
+void pt_h1s_body_rate_start(struct h1_txn *t);
 
 #endif

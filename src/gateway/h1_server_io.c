@@ -129,12 +129,15 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *req, uint32_t hea
     t->close_after = !req->framing.keep_alive;
     /* The head leaves the buffer; body bytes follow at rbuf start. */
     pt_buf_consume(c->rbuf, head_len);
+    t->body_rx = pt_buf_len(c->rbuf); /* body bytes that came with the head */
     pt_exchange_start(ex);
     if (ex->route)
         t->body_limit =
             ex->route->max_body_bytes ? ex->route->max_body_bytes : ex->gen->limits.max_body_bytes;
     else
         t->body_limit = ex->gen->limits.max_body_bytes;
+    if (!t->req_done && ex->resp != PT_RESP_GATEWAY && ex->gen->limits.min_body_rate)
+        pt_h1s_body_rate_start(t);
 }
 
 /* Reads what the client has into c->rbuf (which has room once compacted:
@@ -366,6 +369,7 @@ static int pump_client_read(struct h1_txn *t)
     ssize_t n = pt_conn_recv(c, c->rbuf->data, c->rbuf->cap);
     if (n > 0) {
         c->rbuf->end = (uint32_t)n;
+        t->body_rx += (uint64_t)n;
         if ((size_t)n < c->rbuf->cap && !c->hup)
             c->readable = false;
         /* An error sets a response, or cuts the client when the response
@@ -390,6 +394,42 @@ static int pump_client_read(struct h1_txn *t)
     }
     c->readable = false;
     return 0;
+}
+
+/* ---- the minimum body rate ----
+ * Slow-body attacks (R.U.D.Y., slowloris on bodies) keep a request and its
+ * upstream connection busy with a byte now and then, which no single
+ * read timeout catches. Each window (limits.body_rate_window; the first
+ * one is the grace a client gets to get going) must bring
+ * min_body_rate × window bytes — judged only when the gateway is waiting
+ * on the client: with the previous bytes still unsent (a slow upstream,
+ * a filter at work) the client is not the one holding things up. Too
+ * slow → 408 and close, as nginx's client_body_timeout. */
+
+static void body_rate_check(struct pt_loop *loop, struct pt_timer *tm)
+{
+    struct h1_txn *t = pt_container_of(tm, struct h1_txn, rate_timer);
+    struct pt_conn *c = t->c;
+    if (c->closed || c->txn != t || t->req_done || t->tunnel || t->ex.response_started ||
+        t->ex.resp == PT_RESP_GATEWAY)
+        return;
+    const struct pt_limits *lim = &t->ex.gen->limits;
+    uint64_t need = lim->min_body_rate * lim->body_rate_window_ms / 1000;
+    bool waiting_on_client = (!c->rbuf || pt_buf_len(c->rbuf) == 0) && !t->ex.suspended;
+    if (waiting_on_client && t->body_rx - t->rate_mark < need) {
+        request_fail(t, 408, "request body too slow");
+        pt_h1s_run(c);
+        return;
+    }
+    t->rate_mark = t->body_rx;
+    pt_timer_arm(loop, &t->rate_timer, lim->body_rate_window_ms, body_rate_check);
+}
+
+void pt_h1s_body_rate_start(struct h1_txn *t)
+{
+    t->rate_mark = 0; /* the grace window counts what came with the head */
+    pt_timer_arm(&t->c->w->loop, &t->rate_timer, t->ex.gen->limits.body_rate_window_ms,
+                 body_rate_check);
 }
 
 /* ---- responses ---- */
