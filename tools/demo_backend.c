@@ -2,7 +2,8 @@
  * demo_backend.c - the origin server behind portico's demo, end-to-end
  * tests and benchmarks.
  *
- * A self-contained HTTP/1.1 server (libc + pthreads only) with its own
+ * A self-contained HTTP/1.1 server (libc + pthreads; libcrypto for the
+ * WebSocket handshake in demo_ws.c) with its own
  * request parser; it shares no code with the gateway, so it checks the
  * gateway rather than mirroring its bugs.  Design:
  *
@@ -27,11 +28,9 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -46,7 +45,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -957,204 +955,11 @@ static int control(struct buf *b, const char *q, size_t ql)
 
 /* ------------------------------------------------------------ websocket */
 
-/* GET /ws/echo with Upgrade: websocket (RFC 6455): the connection leaves
- * the worker's epoll and gets a thread of its own with blocking I/O (a
- * test tool: a few sessions at a time). It echoes text and binary
- * messages (fragmented ones reassembled, up to WS_MAX), answers a ping
- * with a pong, echoes a close frame's code and reason, and closes. A text
- * message "__headers" is answered with the handshake's request fields as
- * JSON; "__close:CODE" makes the backend close first with CODE. */
-#define WS_MAX (64u << 20)
-
-struct ws_sess {
-    int fd;
-    size_t npend, pos;
-    char *pend; /* bytes that came behind the handshake */
-    char *hdrs; /* the handshake's fields, JSON */
-    size_t hdrs_len;
-};
-
-static bool ws_read(struct ws_sess *s, void *dst, size_t n)
-{
-    char *d = dst;
-    while (n && s->pos < s->npend) {
-        *d++ = s->pend[s->pos++];
-        n--;
-    }
-    while (n) {
-        ssize_t k = read(s->fd, d, n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return false;
-        d += k;
-        n -= (size_t)k;
-    }
-    return true;
-}
-
-static bool ws_write_all(int fd, const void *p, size_t n)
-{
-    const char *q = p;
-    while (n) {
-        ssize_t k = write(fd, q, n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return false;
-        q += k;
-        n -= (size_t)k;
-    }
-    return true;
-}
-
-static bool ws_send(int fd, int op, const void *p, size_t n)
-{
-    unsigned char h[10];
-    size_t hl = 2;
-    h[0] = (unsigned char)(0x80 | op);
-    if (n < 126) {
-        h[1] = (unsigned char)n;
-    } else if (n < 65536) {
-        h[1] = 126;
-        h[2] = (unsigned char)(n >> 8);
-        h[3] = (unsigned char)n;
-        hl = 4;
-    } else {
-        h[1] = 127;
-        for (int i = 0; i < 8; i++)
-            h[2 + i] = (unsigned char)((uint64_t)n >> (56 - 8 * i));
-        hl = 10;
-    }
-    return ws_write_all(fd, h, hl) && ws_write_all(fd, p, n);
-}
-
-static void ws_close_with(int fd, unsigned code, const char *reason)
-{
-    char p[125];
-    size_t rl = strlen(reason) > 123 ? 123 : strlen(reason);
-    p[0] = (char)(code >> 8);
-    p[1] = (char)code;
-    memcpy(p + 2, reason, rl);
-    ws_send(fd, 8, p, 2 + rl);
-}
-
-/* One frame: opcode, fin, payload (unmasked into *buf at *len). */
-static bool ws_frame(struct ws_sess *s, int *op, bool *fin, char **buf, size_t *len, size_t *cap)
-{
-    unsigned char h[2], ext[8], mask[4];
-    if (!ws_read(s, h, 2))
-        return false;
-    *fin = h[0] & 0x80;
-    *op = h[0] & 0x0f;
-    uint64_t n = h[1] & 0x7f;
-    if (n == 126 || n == 127) {
-        size_t k = n == 126 ? 2 : 8;
-        if (!ws_read(s, ext, k))
-            return false;
-        n = 0;
-        for (size_t i = 0; i < k; i++)
-            n = n << 8 | ext[i];
-    }
-    if (!(h[1] & 0x80) || n > WS_MAX || *len + n > WS_MAX) {
-        ws_close_with(s->fd, !(h[1] & 0x80) ? 1002 : 1009, "");
-        return false;
-    }
-    if (!ws_read(s, mask, 4))
-        return false;
-    if (*len + n > *cap) {
-        *cap = (size_t)(*len + n);
-        *buf = xrealloc(*buf, *cap);
-    }
-    char *p = *buf + *len;
-    if (!ws_read(s, p, (size_t)n))
-        return false;
-    for (uint64_t i = 0; i < n; i++)
-        p[i] ^= (char)mask[i & 3];
-    *len += (size_t)n;
-    return true;
-}
-
-static void *ws_main(void *arg)
-{
-    struct ws_sess *s = arg;
-    char *msg = NULL, *ctl = NULL;
-    size_t mlen = 0, mcap = 0, clen, ccap = 0;
-    int mop = 0;
-    for (;;) {
-        int op;
-        bool fin;
-        /* Data fragments append to msg; a control frame (allowed between
-         * fragments) is moved out to ctl. */
-        size_t before = mlen;
-        if (!ws_frame(s, &op, &fin, &msg, &mlen, &mcap))
-            break;
-        if (op >= 8) { /* control: move its payload out of the message */
-            clen = mlen - before;
-            if (clen > ccap) {
-                ccap = clen;
-                ctl = xrealloc(ctl, ccap);
-            }
-            memcpy(ctl, msg + before, clen);
-            mlen = before;
-            if (op == 9 && !ws_send(s->fd, 10, ctl, clen))
-                break;
-            if (op == 8) {
-                ws_send(s->fd, 8, ctl, clen); /* the same code and reason back */
-                break;
-            }
-            continue;
-        }
-        if (op != 0)
-            mop = op;
-        if (!fin)
-            continue;
-        if (mop == 1 && mlen == 9 && !memcmp(msg, "__headers", 9)) {
-            if (!ws_send(s->fd, 1, s->hdrs, s->hdrs_len))
-                break;
-        } else if (mop == 1 && mlen > 8 && !memcmp(msg, "__close:", 8)) {
-            char code[8] = {0};
-            memcpy(code, msg + 8, mlen - 8 < 7 ? mlen - 8 : 7);
-            ws_close_with(s->fd, (unsigned)atoi(code), "backend closes");
-            /* wait for the peer's close (or EOF), then close */
-            size_t l2 = 0, c2 = 0;
-            char *b2 = NULL;
-            while (ws_frame(s, &op, &fin, &b2, &l2, &c2) && op != 8)
-                l2 = 0;
-            free(b2);
-            break;
-        } else if (!ws_send(s->fd, mop, msg, mlen)) {
-            break;
-        }
-        mlen = 0;
-    }
-    shutdown(s->fd, SHUT_WR);
-    char sink[4096];
-    struct timeval tv = {2, 0};
-    setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    while (read(s->fd, sink, sizeof sink) > 0)
-        ;
-    close(s->fd);
-    free(msg);
-    free(ctl);
-    free(s->pend);
-    free(s->hdrs);
-    free(s);
-    return NULL;
-}
-
-static void ws_accept_value(const char *key, size_t kl, char out[29])
-{
-    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    char in[128 + sizeof guid];
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned mdl = 0;
-    kl = kl > 128 ? 128 : kl;
-    memcpy(in, key, kl);
-    memcpy(in + kl, guid, sizeof guid - 1);
-    EVP_Digest(in, kl + sizeof guid - 1, md, &mdl, EVP_sha1(), NULL);
-    EVP_EncodeBlock((unsigned char *)out, md, (int)mdl);
-}
+/* tools/demo_ws.c: takes the socket (a dup of fd, now blocking), answers
+ * the handshake for `key` and echoes on a thread of its own; `pend`
+ * (bytes behind the handshake) and `hdrs` (its fields as JSON) are its. */
+bool demo_ws_start(int fd, const char *key, size_t kl, char *pend, size_t npend, char *hdrs,
+                   size_t hl);
 
 /* Answers the handshake and hands the socket to a session thread. False
  * when this is not a valid upgrade (then it is answered as a request). */
@@ -1172,10 +977,7 @@ static bool ws_upgrade(struct worker *w, struct conn *c)
     }
     if (!key || !up || !has_token(up, ul, "websocket"))
         return false;
-    struct ws_sess *s = calloc(1, sizeof *s);
     struct buf hb = {0};
-    if (!s)
-        return false;
     PUTS(&hb, "[");
     for (unsigned i = 0; i < r->nhdr; i++) {
         put_kv(&hb, i ? ",[" : "[", base + r->h[i].name, r->h[i].nlen);
@@ -1183,34 +985,12 @@ static bool ws_upgrade(struct worker *w, struct conn *c)
         PUTS(&hb, "]");
     }
     PUTS(&hb, "]");
-    s->hdrs = hb.p;
-    s->hdrs_len = hb.len;
-    char acc[29] = {0};
-    ws_accept_value(key, kl, acc);
-    s->npend = c->wpos - c->bpos;
-    s->pend = xrealloc(NULL, s->npend + 1);
-    memcpy(s->pend, c->in + c->bpos, s->npend);
+    size_t npend = c->wpos - c->bpos;
+    char *pend = xrealloc(NULL, npend + 1);
+    memcpy(pend, c->in + c->bpos, npend);
     c->bpos = c->wpos;
     epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
-    s->fd = dup(c->fd);
-    int fl = fcntl(s->fd, F_GETFL);
-    fcntl(s->fd, F_SETFL, fl & ~O_NONBLOCK);
-    char head[256];
-    int hl = snprintf(head, sizeof head,
-                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-                      acc);
-    pthread_t tid;
-    if (s->fd < 0 || !ws_write_all(s->fd, head, (size_t)hl) ||
-        pthread_create(&tid, NULL, ws_main, s) != 0) {
-        if (s->fd >= 0)
-            close(s->fd);
-        free(s->pend);
-        free(s->hdrs);
-        free(s);
-    } else {
-        pthread_detach(tid);
-    }
+    demo_ws_start(c->fd, key, kl, pend, npend, hb.p, hb.len);
     c->dead = true; /* the worker lets go of its descriptor; the session has its own */
     return true;
 }
