@@ -16,7 +16,7 @@ import time
 import pytest
 import websockets
 
-from conftest import (Gateway, backend, free_port, make_config, raw,
+from conftest import (Gateway, backend, free_port, make_config, raw, read_responses, request_heads,
                       parse_response, scaled, upstream, wait_until)
 
 MiB = 1 << 20
@@ -144,26 +144,35 @@ def test_handshake_forwarded_with_upgrade_and_accept_checked_by_client(env):
 
 
 def test_reload_during_session_neither_cuts_it_nor_waits_for_it(env):
+    """20 reloads while a session is open: each completes (the session's
+    pin never holds one up, nor fills the generations still in use), the
+    session goes on, and new requests and sessions see the new config."""
     gw, b, cfg, d = env
+    extra = dict(cfg)
+    extra["routes"] = ws_routes() + [{"name": "extra", "match": {"path": "/extra"},
+                                      "upstream": "u"}]
 
     async def go():
         async with connect(gw) as ws:
             await ws.send("before")
             assert await ws.recv() == "before"
-            new = dict(cfg)
-            new["routes"] = ws_routes() + [{"name": "extra", "match": {"path": "/extra"},
-                                            "upstream": "u"}]
-            t0 = time.monotonic()
-            # Gateway.reload waits for the "reloaded ... generation" line.
-            await asyncio.get_running_loop().run_in_executor(None, gw.reload, new)
-            assert time.monotonic() - t0 < scaled(5)
-            for i in range(50):
+            loop = asyncio.get_running_loop()
+            for i in range(20):
+                # Gateway.reload waits for the "reloaded ... generation" line.
+                await loop.run_in_executor(None, gw.reload, extra if i % 2 == 0 else cfg)
                 await ws.send("after %d" % i)
                 assert await ws.recv() == "after %d" % i
+            await loop.run_in_executor(None, gw.reload, extra)
             # New connections get the new generation while this one lives.
             r = raw(gw.port, b"GET /extra HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert parse_response(r).status == 200
+            async with connect(gw) as ws2:
+                await ws2.send("second")
+                assert await ws2.recv() == "second"
+            await ws.send(b"\x00" * 100000)
+            assert await ws.recv() == b"\x00" * 100000
     run(go())
+    gw.reload(cfg)
 
 
 def test_upgrade_refused_on_a_route_without_websocket(env):
@@ -255,26 +264,53 @@ def test_idle_tunnel_closed_after_route_timeout(tmp_path):
 
 def test_half_close_from_client_is_relayed(env):
     """A client that shuts its write side still gets what the backend
-    sends after it (here: the echo of its close frame)."""
+    sends after it (here: the echo of its close frame). The frames go in
+    the same packet as the handshake, before the 101: they wait in the
+    gateway and are the tunnel's first bytes."""
     gw = env[0]
     key = base64.b64encode(os.urandom(16)).decode()
+    mask = b"\x01\x02\x03\x04"
+
+    def frame(op, payload):
+        return bytes([0x80 | op, 0x80 | len(payload)]) + mask + bytes(
+            x ^ mask[i % 4] for i, x in enumerate(payload))
     s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
     s.sendall(("GET /ws/echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-               "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n" % key).encode())
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        buf += s.recv(4096)
-    assert buf.startswith(b"HTTP/1.1 101")
-    # a masked close frame, code 1000, then FIN
-    mask = b"\x01\x02\x03\x04"
-    payload = bytes(x ^ mask[i % 4] for i, x in enumerate(b"\x03\xe8"))
-    s.sendall(b"\x88\x82" + mask + payload)
+               "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n" % key).encode()
+              + frame(1, b"early") + frame(8, b"\x03\xe8"))
     s.shutdown(socket.SHUT_WR)
-    rest = buf.split(b"\r\n\r\n", 1)[1]
+    buf = b""
     while True:
         k = s.recv(4096)
         if not k:
             break
-        rest += k
+        buf += k
     s.close()
-    assert rest == b"\x88\x02\x03\xe8"
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    assert rest == b"\x81\x05early" + b"\x88\x02\x03\xe8"
+
+
+def test_upstream_200_to_an_upgrade_is_no_switch(tmp_path, raw_upstream):
+    """Only a 101 switches (Envoy CVE-2024-23326 treated a 200 as one):
+    a 200 to the upgrade is an ordinary response, and the next request on
+    the connection is parsed as HTTP again, not relayed as tunnel bytes."""
+    def handler(s):
+        for head in request_heads(s):
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno")
+    up = raw_upstream(handler)
+    cfg = make_config(free_port(), {"u": upstream(up.port)}, ws_routes())
+    gw = Gateway(cfg, tmp_path)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+        s.sendall(("GET /ws/x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                   "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n" % key).encode())
+        rs = read_responses(s, 1, scaled(5))
+        assert rs[0].status == 200 and rs[0].body == b"no"
+        s.sendall(b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
+        rs = read_responses(s, 1, scaled(5))
+        assert rs[0].status == 200 and rs[0].body == b"no"
+        s.close()
+    finally:
+        gw.stop()
