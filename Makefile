@@ -38,9 +38,9 @@ $(BUILD)/libportico.a: $(LIB_OBJ)
 $(BUILD)/portico: $(BUILD)/src/main.o $(BUILD)/libportico.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/demo_backend: tools/demo_backend.c
+$(BUILD)/demo_backend: tools/demo_backend.c tools/demo_ws.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lpthread
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ -lpthread -lcrypto
 
 # Unit tests #include the module under test when they need its statics,
 # so they link against the library minus nothing: duplicate symbols are

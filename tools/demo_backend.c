@@ -2,7 +2,8 @@
  * demo_backend.c - the origin server behind portico's demo, end-to-end
  * tests and benchmarks.
  *
- * A self-contained HTTP/1.1 server (libc + pthreads only) with its own
+ * A self-contained HTTP/1.1 server (libc + pthreads; libcrypto for the
+ * WebSocket handshake in demo_ws.c) with its own
  * request parser; it shares no code with the gateway, so it checks the
  * gateway rather than mirroring its bugs.  Design:
  *
@@ -952,6 +953,48 @@ static int control(struct buf *b, const char *q, size_t ql)
     return 200;
 }
 
+/* ------------------------------------------------------------ websocket */
+
+/* tools/demo_ws.c: takes the socket (a dup of fd, now blocking), answers
+ * the handshake for `key` and echoes on a thread of its own; `pend`
+ * (bytes behind the handshake) and `hdrs` (its fields as JSON) are its. */
+bool demo_ws_start(int fd, const char *key, size_t kl, char *pend, size_t npend, char *hdrs,
+                   size_t hl);
+
+/* Answers the handshake and hands the socket to a session thread. False
+ * when this is not a valid upgrade (then it is answered as a request). */
+static bool ws_upgrade(struct worker *w, struct conn *c)
+{
+    struct req *r = &c->r;
+    const char *base = c->in + c->rpos, *key = NULL, *up = NULL;
+    size_t kl = 0, ul = 0;
+    for (unsigned i = 0; i < r->nhdr; i++) {
+        const char *n = base + r->h[i].name;
+        if (r->h[i].nlen == 17 && !strncasecmp(n, "sec-websocket-key", 17))
+            key = base + r->h[i].val, kl = r->h[i].vlen;
+        if (r->h[i].nlen == 7 && !strncasecmp(n, "upgrade", 7))
+            up = base + r->h[i].val, ul = r->h[i].vlen;
+    }
+    if (!key || !up || !has_token(up, ul, "websocket"))
+        return false;
+    struct buf hb = {0};
+    PUTS(&hb, "[");
+    for (unsigned i = 0; i < r->nhdr; i++) {
+        put_kv(&hb, i ? ",[" : "[", base + r->h[i].name, r->h[i].nlen);
+        put_kv(&hb, ",", base + r->h[i].val, r->h[i].vlen);
+        PUTS(&hb, "]");
+    }
+    PUTS(&hb, "]");
+    size_t npend = c->wpos - c->bpos;
+    char *pend = xrealloc(NULL, npend + 1);
+    memcpy(pend, c->in + c->bpos, npend);
+    c->bpos = c->wpos;
+    epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    demo_ws_start(c->fd, key, kl, pend, npend, hb.p, hb.len);
+    c->dead = true; /* the worker lets go of its descriptor; the session has its own */
+    return true;
+}
+
 static void dispatch(struct worker *w, struct conn *c)
 {
     struct req *r = &c->r;
@@ -991,6 +1034,8 @@ static void dispatch(struct worker *w, struct conn *c)
         do_break(w, c);
         return;
     }
+    if (get && PATH_IS("/ws/echo") && ws_upgrade(w, c))
+        return;
     if (get && !r->demo && !r->head && r->keepalive && r->vminor == '1' && PATH_IS("/tiny")) {
         /* the benchmark path: three copies into the output buffer */
         struct listener *l = c->l;

@@ -131,6 +131,8 @@ static void set_defaults(struct pt_generation *g)
         .idle_timeout_ms = 60000,
         .max_connections = 20000,
         .drain_timeout_ms = 30000,
+        .min_body_rate = 1024,
+        .body_rate_window_ms = 10000,
     };
     g->access_log.mode = PT_ALOG_STDOUT;
     g->log = (struct pt_log_cfg){.level = PT_LOG_INFO, .format = PT_LOG_TEXT, .error_log = NULL};
@@ -750,6 +752,8 @@ static const char *const limits_keys[] = {"max_header_bytes",
                                           "merge_slashes",
                                           "escaped_slashes",
                                           "semicolons",
+                                          "min_body_rate",
+                                          "body_rate_window",
                                           NULL};
 
 /* One of `names` (a mode key such as headers_with_underscores), with a
@@ -808,7 +812,7 @@ static void walk_limits(struct cfg *c, const struct pt_ynode *n)
 {
     if (!pt_cfg_want_map(&c->w, n, "`limits`"))
         return;
-    const struct pt_ynode *v[13] = {0};
+    const struct pt_ynode *v[15] = {0};
     pt_cfg_bind_keys(&c->w, n, limits_keys, NULL, "in limits", v, NULL);
     struct pt_limits *l = &c->g->limits;
     /* A head is read into one buffer per connection (and 32-bit offsets). */
@@ -842,6 +846,10 @@ static void walk_limits(struct cfg *c, const struct pt_ynode *n)
                   &l->escaped_slashes);
     if (v[12])
         walk_mode(c, v[12], "semicolons", pt_semicolons_names, PT_SEMI_MODES, &l->semicolons);
+    if (v[13])
+        pt_cfg_want_size(&c->w, v[13], "`min_body_rate`", false, &l->min_body_rate);
+    if (v[14])
+        pt_cfg_want_duration(&c->w, v[14], "`body_rate_window`", true, &l->body_rate_window_ms);
 }
 
 static const char *const access_log_keys[] = {"path", "format", NULL};

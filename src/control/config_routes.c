@@ -29,11 +29,12 @@ enum {
     R_SPLIT,
     R_STICKY,
     R_OVERRIDE,
+    R_WEBSOCKET,
     R_N
 };
 static const char *const route_keys[] = {
-    "name",           "match",   "priority", "upstream", "strip_prefix",    "rewrite", "timeout",
-    "max_body_bytes", "filters", "split",    "sticky",   "override_header", NULL};
+    "name",           "match",   "priority", "upstream", "strip_prefix",    "rewrite",   "timeout",
+    "max_body_bytes", "filters", "split",    "sticky",   "override_header", "websocket", NULL};
 
 enum {
     M_HOSTS,
@@ -926,6 +927,8 @@ static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route 
         pt_cfg_want_duration(&c->w, v[R_TIMEOUT], "`timeout`", true, &r->timeout_ms);
     if (v[R_MAX_BODY])
         pt_cfg_want_size(&c->w, v[R_MAX_BODY], "`max_body_bytes`", true, &r->max_body_bytes);
+    if (v[R_WEBSOCKET])
+        pt_cfg_want_bool(&c->w, v[R_WEBSOCKET], "`websocket`", &r->websocket);
 
     struct filter_set own = {0};
     if (v[R_FILTERS])

@@ -15,6 +15,7 @@
 #include "http/cookie.h"
 #include "http/h1_write.h"
 #include "http/path.h"
+#include "http/websocket.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -355,6 +356,33 @@ static bool misdirected(struct pt_exchange *ex)
     return true;
 }
 
+/* An upgrade to WebSocket (exchange.h "Tunnels"): only on a route that
+ * allows it, with a well-formed RFC 6455 handshake. False when refused. */
+static bool websocket_admit(struct pt_exchange *ex)
+{
+    if (!ex->route->websocket) {
+        /* Envoy's answer (403, "upgrade not allowed"): the client learns at
+         * once, where nginx's silent plain forward would leave it waiting
+         * on a handshake that never completes. */
+        pt_exchange_respond(ex, 403, "websocket not allowed on this route", false);
+        return false;
+    }
+    const struct pt_hfield *key = pt_headers_find(&ex->reqh, PT_SLICE("Sec-WebSocket-Key"));
+    const struct pt_hfield *ver = pt_headers_find(&ex->reqh, PT_SLICE("Sec-WebSocket-Version"));
+    /* A body would run into the tunnel's bytes: a handshake has none. */
+    bool body = ex->req.chunked || ex->req.content_length > 0;
+    if (ex->req.method_id != PT_METHOD_GET || body || !key || !pt_ws_key_valid(key->value)) {
+        pt_exchange_respond(ex, 400, "invalid websocket handshake", true);
+        return false;
+    }
+    if (!ver || ver->value.len != 2 || memcmp(ver->value.p, "13", 2) != 0) {
+        pt_exchange_respond(ex, 426, "unsupported websocket version", false);
+        pt_headers_add(&ex->resph, ex->arena, PT_SLICE("Sec-WebSocket-Version"), PT_SLICE("13"));
+        return false;
+    }
+    return true;
+}
+
 void pt_exchange_start(struct pt_exchange *ex)
 {
     const struct pt_limits *lim = &ex->gen->limits;
@@ -371,6 +399,8 @@ void pt_exchange_start(struct pt_exchange *ex)
     if (lim->underscores != PT_US_ALLOW && !screen_underscores(ex, lim->underscores))
         return;
     if (!normalize(ex) || !route(ex))
+        return;
+    if (pt_unlikely(ex->req.upgrade) && !websocket_admit(ex))
         return;
     uint64_t body_limit =
         ex->route->max_body_bytes ? ex->route->max_body_bytes : lim->max_body_bytes;
@@ -468,6 +498,8 @@ void pt_exchange_dispatch(struct pt_exchange *ex)
         .max_headers = (uint32_t)ex->gen->limits.max_headers,
         .trace = pt_exchange_trace_upstream(ex),
     };
+    if (pt_unlikely(ex->req.upgrade == PT_UPGRADE_WEBSOCKET))
+        req.upgrade = PT_SLICE("websocket");
     /* The request goes upstream as HTTP/1.1, where Host is required; an
      * HTTP/1.0 request may have come without one: name the target. */
     req.add_host = !pt_headers_find_token(&ex->reqh, PT_TOK_HOST);
@@ -522,7 +554,13 @@ static void response_head(struct pt_exchange *ex)
     ex->resp_seq++;
     pt_exchange_server_timing(ex);
     if (!pt_exchange_filters_response_head(ex))
+        return; /* replaced (a 101 too: the call is aborted, no tunnel) */
+    ex->upgraded = ex->call->upgraded;
+    if (ex->upgraded) {
+        /* The codec sees ex->upgraded before its next body_peek. */
+        pt_call_tunnel_open(ex->call);
         return;
+    } /* a tunnel's bytes are not a body: body filters stay out */
     /* Body filters may change the length: such a route streams with a
      * length only the end of the body tells. */
     if (ex->route->chain.n_response_body && ex->frame != PT_FRAME_NONE) {
@@ -577,7 +615,7 @@ pt_slice pt_exchange_body_peek(struct pt_exchange *ex, bool *eos)
     *eos = true;
     if (ex->resp != PT_RESP_UPSTREAM)
         return (pt_slice){"", 0};
-    if (ex->route->chain.n_response_body)
+    if (ex->route->chain.n_response_body && !ex->upgraded)
         return pt_exchange_filters_body_peek(ex, eos);
     if (!ex->calling) {
         *eos = false;
@@ -589,7 +627,7 @@ pt_slice pt_exchange_body_peek(struct pt_exchange *ex, bool *eos)
 void pt_exchange_body_consume(struct pt_exchange *ex, size_t n)
 {
     ex->bytes_out += n;
-    if (ex->route->chain.n_response_body) {
+    if (ex->route->chain.n_response_body && !ex->upgraded) {
         pt_exchange_filters_body_consume(ex, n);
         return;
     }

@@ -46,6 +46,9 @@ struct pt_codec_ops {
     void (*wake)(void *conn);
 };
 
+/* A protocol switch the client asked for (exchange.c; see "Tunnels"). */
+enum pt_upgrade { PT_UPGRADE_NONE = 0, PT_UPGRADE_WEBSOCKET };
+
 /* What a codec knows of a request when its head is complete. */
 struct pt_request_meta {
     pt_slice method;
@@ -59,6 +62,12 @@ struct pt_request_meta {
     bool chunked;           /* body of unknown length */
     bool http10;            /* an HTTP/1.0 client (Host may be absent) */
     bool h2;                /* came on an HTTP/2 stream (h2_server) */
+    /* The client asked to switch to this protocol (HTTP/1.1: Connection:
+     * upgrade + Upgrade: websocket; HTTP/2: extended CONNECT with
+     * :protocol websocket, mapped as below). Only WebSocket is ever asked
+     * upstream; any other Upgrade (h2c included) is left at NONE and the
+     * field is dropped as hop-by-hop. */
+    uint8_t upgrade;
 };
 
 /* Where the response the codec renders comes from. */
@@ -160,7 +169,10 @@ struct pt_exchange {
     pt_slice bf_out;
     bool bf_eos, bf_have;
     bool response_started; /* the codec wrote some of the final response */
-    const char *cut;       /* set: the codec must cut the client off (why) */
+    /* The upstream answered 101 to req.upgrade: the exchange is a tunnel
+     * (see "Tunnels" below). Set with resp = PT_RESP_UPSTREAM. */
+    bool upgraded;
+    const char *cut; /* set: the codec must cut the client off (why) */
 
     /* tracing (exchange_trace.c; untouched when `tracing` is off) */
     struct pt_trace_ctx trace;
@@ -178,6 +190,44 @@ struct pt_exchange {
     uint64_t t_up_start, t_up_head;
     bool ended;
 };
+
+/*
+ * Tunnels (WebSocket; routes[].websocket). A codec that sees an upgrade
+ * request sets req.upgrade = PT_UPGRADE_WEBSOCKET and starts the exchange
+ * as usual. pt_exchange_start refuses it with 403 on a route without
+ * `websocket: true`, checks the handshake fields (GET, Sec-WebSocket-Key
+ * of 16 bytes in base64 → else 400, Sec-WebSocket-Version 13 → else 426
+ * with `Sec-WebSocket-Version: 13`), and the upstream call asks for
+ * `Upgrade: websocket` itself (the client's Connection/Upgrade fields are
+ * hop-by-hop and never forwarded). Only a 101 switches (a 200 or anything
+ * else is an ordinary response); then ex->upgraded (from then on the
+ * codec's body_peek must give tunnel bytes), ex->status 101,
+ * ex->resph holds the upstream's end-to-end fields (Sec-WebSocket-Accept,
+ * -Protocol, -Extensions; its Connection/Upgrade are dropped: the codec
+ * writes its own), and both bodies become raw byte streams:
+ *   - client → upstream: the codec's body_peek/body_consumed hand over
+ *     every byte the client sends, unframed; *eos once the client has
+ *     closed its side (HTTP/1.1: read EOF; HTTP/2: END_STREAM) — the
+ *     upstream then gets a FIN (half-close);
+ *   - upstream → client: pt_exchange_body_peek/_consume, eos when the
+ *     upstream closed its side; the codec then half-closes the client
+ *     (HTTP/1.1: shutdown(SHUT_WR); HTTP/2: END_STREAM).
+ * The tunnel is over when both directions ended: the codec calls
+ * pt_exchange_end(ex, true), which closes the upstream connection, logs
+ * one line (status 101, bytes_in/bytes_out both ways, the whole duration)
+ * and unpins the generation. The pin never blocks a reload (generations
+ * retire when their last pin goes). Idle: the route's `timeout` (else the
+ * upstream's read_timeout) bounds the silence of both directions; when it
+ * passes, the call fails and ex->cut is set: the codec closes the client.
+ *
+ * For HTTP/2 (RFC 8441): map `:method CONNECT` + `:protocol websocket` to
+ * method GET (req.method_id PT_METHOD_GET), req.upgrade = WEBSOCKET, add
+ * `Sec-WebSocket-Key` (pt_ws_make_key, http/websocket.h) and
+ * `Sec-WebSocket-Version: 13` to reqh (keep the client's -Protocol and
+ * -Extensions), start. On ex->upgraded, check Sec-WebSocket-Accept against
+ * the key (pt_ws_accept), drop it from resph and answer 200 instead of
+ * 101; DATA frames are the tunnel's bytes.
+ */
 
 /* Sets up an exchange at the codec's arena. Pins the newest generation. */
 void pt_exchange_init(struct pt_exchange *ex, struct pt_worker *w, struct pt_arena *a,

@@ -59,11 +59,16 @@ struct pt_limits {
     uint64_t idle_timeout_ms;   /* default 60 s */
     uint64_t max_connections;   /* default 20000 (per process) */
     uint64_t drain_timeout_ms;  /* default 30 s: shutdown grace for in-flight requests */
-    uint8_t underscores;        /* request header names with `_`: enum pt_underscores */
-    bool normalize_path;        /* default true: see http/path.h */
-    bool merge_slashes;         /* default true (with normalize_path) */
-    uint8_t escaped_slashes;    /* `%2F`/`%5C`: enum pt_escaped_slashes, default reject */
-    uint8_t semicolons;         /* `;`: enum pt_semicolons, default reject */
+    /* A request body must arrive at min_body_rate bytes/s (default 1 KiB,
+     * 0: off), judged over each body_rate_window (default 10 s; the first
+     * is the grace) in which the gateway waited on the client → 408. */
+    uint64_t min_body_rate;
+    uint64_t body_rate_window_ms;
+    uint8_t underscores;     /* request header names with `_`: enum pt_underscores */
+    bool normalize_path;     /* default true: see http/path.h */
+    bool merge_slashes;      /* default true (with normalize_path) */
+    uint8_t escaped_slashes; /* `%2F`/`%5C`: enum pt_escaped_slashes, default reject */
+    uint8_t semicolons;      /* `;`: enum pt_semicolons, default reject */
 };
 
 /* What happens to a request header whose name holds an underscore. CGI and
@@ -142,7 +147,10 @@ struct pt_route {
     const char *rewrite;                /* replaces the path; "{param}" expands route params */
     uint64_t timeout_ms;                /* 0 = upstream read_timeout */
     uint64_t max_body_bytes;            /* 0 = limits.max_body_bytes */
-    struct pt_chain chain;              /* compiled filters */
+    /* Upgrade: websocket is forwarded (and a 101 turns the exchange into a
+     * tunnel); false: such a request is refused with 403. */
+    bool websocket;
+    struct pt_chain chain; /* compiled filters */
     struct pt_src_pos pos;
 };
 

@@ -48,10 +48,18 @@ static pt_slice codec_body_peek(void *conn, bool *eos)
     struct pt_conn *c = conn;
     struct h1_txn *t = c->txn;
     *eos = true;
+    if (pt_unlikely(t && t->ex.upgraded && !t->tunnel)) {
+        *eos = false; /* the 101 is not rendered yet: the tunnel starts there */
+        return (pt_slice){"", 0};
+    }
     if (!t || t->req_mode == BODY_NONE || t->req_done)
         return (pt_slice){"", 0};
     uint32_t avail = c->rbuf ? pt_buf_len(c->rbuf) : 0;
     const char *p = c->rbuf ? c->rbuf->data + c->rbuf->start : "";
+    if (t->req_mode == BODY_TUNNEL) {
+        *eos = t->tunnel_eof && avail == 0;
+        return (pt_slice){p, avail};
+    }
     if (t->req_mode == BODY_CL) {
         uint32_t n = (uint32_t)PT_MIN((uint64_t)avail, t->req_left);
         *eos = n == t->req_left;
@@ -68,7 +76,9 @@ static void codec_body_consumed(void *conn, size_t n)
     if (!t || n == 0)
         return;
     pt_buf_consume(c->rbuf, (uint32_t)n);
-    if (t->req_mode == BODY_CL) {
+    if (t->req_mode == BODY_TUNNEL) {
+        t->req_done = t->tunnel_eof && pt_buf_len(c->rbuf) == 0;
+    } else if (t->req_mode == BODY_CL) {
         t->req_left -= n;
         t->req_done = t->req_left == 0;
     } else {
@@ -167,6 +177,10 @@ static bool judge_hangup(struct pt_conn *c)
     }
     if (!t || c->requests < c->hup_req || !t->req_done)
         return false; /* not yet: judged when the request is complete */
+    if (t->tunnel) {
+        c->hup_unjudged = false; /* a tunnel's half-close is read as EOF and relayed */
+        return false;
+    }
     c->hup_unjudged = false;
     if (t->pipelined && !c->hup_reset)
         return false; /* a client that half-closed after pipelining waits for its answers */
@@ -360,6 +374,7 @@ void pt_h1s_tls_done(struct pt_conn *c, bool ok, const char *why)
 void pt_h1s_txn_end(struct h1_txn *t, bool completed)
 {
     struct pt_conn *c = t->c;
+    pt_timer_cancel(&c->w->loop, &t->rate_timer);
     pt_exchange_end(&t->ex, completed);
     c->txn = NULL;
     pt_arena_release(&c->arena);
@@ -404,7 +419,7 @@ void pt_h1s_close(struct pt_conn *c)
 void pt_h1s_cut(struct h1_txn *t, const char *why)
 {
     t->ex.error = why;
-    if (t->out == OUT_CLOSE) {
+    if (t->out == OUT_CLOSE) { /* (a tunnel ends with a FIN: its frames tell their end) */
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         setsockopt(t->c->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }

@@ -9,9 +9,11 @@
 #include "core/tls.h"
 #include "gateway/exchange.h"
 
-enum body_mode { BODY_NONE, BODY_CL, BODY_CHUNKED };
+/* BODY_TUNNEL: after a 101, every client byte until its EOF (exchange.h). */
+enum body_mode { BODY_NONE, BODY_CL, BODY_CHUNKED, BODY_TUNNEL };
 /* How the response body is delimited toward the client. */
-enum out_mode { OUT_NONE, OUT_LENGTH, OUT_CHUNKED, OUT_CLOSE };
+/* OUT_TUNNEL: raw bytes after a 101 until the upstream's EOF, then our FIN. */
+enum out_mode { OUT_NONE, OUT_LENGTH, OUT_CHUNKED, OUT_CLOSE, OUT_TUNNEL };
 
 struct h1_txn;
 struct pt_h2s;
@@ -76,6 +78,11 @@ struct h1_txn {
     bool input_settled; /* `readable` checked once the request was complete */
     uint64_t body_limit;
     uint64_t body_seen; /* chunked payload bytes received */
+    /* limits.min_body_rate: body bytes received, the count at the current
+     * window's start, and the window's timer (armed only while a body is
+     * being received and nothing of a response went out). */
+    uint64_t body_rx, rate_mark;
+    struct pt_timer rate_timer;
 
     /* response, exchange → client */
     uint32_t built_seq; /* ex.resp_seq the head below was built for */
@@ -96,6 +103,11 @@ struct h1_txn {
     uint32_t interim_cap;
     bool continue_done;
     bool close_after;
+
+    /* tunnel (a 101 to Upgrade: websocket): both sides raw until each EOF */
+    bool tunnel;
+    bool tunnel_eof;     /* the client closed its side (read EOF) */
+    bool tunnel_wr_shut; /* the upstream's side ended: our FIN went to the client */
 };
 
 /* The connection's byte stream: TLS when the listener terminates it, the
@@ -148,5 +160,7 @@ void pt_h1s_tls_done(struct pt_conn *c, bool ok, const char *why);
 
 /* h1_server_io.c: pumps until nothing can move. */
 void pt_h1s_run(struct pt_conn *c);
+/* Starts judging the request body's rate (limits.min_body_rate). */
+void pt_h1s_body_rate_start(struct h1_txn *t);
 
 #endif

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -63,6 +64,28 @@ static bool keep_head(struct h1_txn *t, struct pt_h1_request *req, uint32_t head
     return true;
 }
 
+/* Connection: upgrade came with an Upgrade field: WebSocket when it names
+ * it. Anything else (h2c included) is not an upgrade the gateway makes:
+ * the request goes on as plain HTTP/1.1 and the field is dropped. */
+static uint8_t upgrade_asked(struct pt_headers *h)
+{
+    const struct pt_hfield *f = pt_headers_find_token(h, PT_TOK_UPGRADE);
+    if (!f)
+        return PT_UPGRADE_NONE;
+    const char *p = f->value.p, *end = p + f->value.len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *q = p;
+        while (q < end && *q != ',' && *q != ' ' && *q != '\t')
+            q++;
+        if (q - p == 9 && strncasecmp(p, "websocket", 9) == 0)
+            return PT_UPGRADE_WEBSOCKET;
+        p = q;
+    }
+    return PT_UPGRADE_NONE;
+}
+
 /* A complete head is at the front of c->rbuf: start the transaction. */
 static void txn_start(struct pt_conn *c, struct pt_h1_request *req, uint32_t head_len)
 {
@@ -89,6 +112,8 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *req, uint32_t hea
     ex->req.http10 = req->minor_version == 0;
     ex->req.chunked = req->framing.chunked;
     ex->req.content_length = req->framing.chunked ? -1 : req->framing.content_length;
+    if (pt_unlikely(req->framing.upgrade))
+        ex->req.upgrade = upgrade_asked(&ex->reqh);
     struct pt_hfield *rid = pt_headers_find_token(&ex->reqh, PT_TOK_X_REQUEST_ID);
     if (rid)
         pt_exchange_set_request_id(ex, rid->value);
@@ -106,12 +131,15 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *req, uint32_t hea
     t->close_after = !req->framing.keep_alive;
     /* The head leaves the buffer; body bytes follow at rbuf start. */
     pt_buf_consume(c->rbuf, head_len);
+    t->body_rx = pt_buf_len(c->rbuf); /* body bytes that came with the head */
     pt_exchange_start(ex);
     if (ex->route)
         t->body_limit =
             ex->route->max_body_bytes ? ex->route->max_body_bytes : ex->gen->limits.max_body_bytes;
     else
         t->body_limit = ex->gen->limits.max_body_bytes;
+    if (!t->req_done && ex->resp != PT_RESP_GATEWAY && ex->gen->limits.min_body_rate)
+        pt_h1s_body_rate_start(t);
 }
 
 /* Reads what the client has into c->rbuf (which has room once compacted:
@@ -406,6 +434,7 @@ static int pump_client_read(struct h1_txn *t)
     ssize_t n = pt_conn_recv(c, c->rbuf->data, c->rbuf->cap);
     if (n > 0) {
         c->rbuf->end = (uint32_t)n;
+        t->body_rx += (uint64_t)n;
         if ((size_t)n < c->rbuf->cap && !c->hup)
             c->readable = false;
         /* An error sets a response, or cuts the client when the response
@@ -415,12 +444,57 @@ static int pump_client_read(struct h1_txn *t)
             return -1;
         return 1;
     }
+    if (n == 0 && t->tunnel) {
+        /* The client's half-close: relayed as our FIN to the upstream. */
+        t->tunnel_eof = true;
+        t->req_done = true;
+        c->readable = false;
+        return 1;
+    }
     if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        if (!t->ex.error && t->tunnel)
+            t->ex.error = n == 0 ? "client closed the connection" : "client connection reset";
         pt_h1s_close(c); /* client vanished mid-body */
         return -1;
     }
     c->readable = false;
     return 0;
+}
+
+/* ---- the minimum body rate ----
+ * Slow-body attacks (R.U.D.Y., slowloris on bodies) keep a request and its
+ * upstream connection busy with a byte now and then, which no single
+ * read timeout catches. Each window (limits.body_rate_window; the first
+ * one is the grace a client gets to get going) must bring
+ * min_body_rate × window bytes — judged only when the gateway is waiting
+ * on the client: with the previous bytes still unsent (a slow upstream,
+ * a filter at work) the client is not the one holding things up. Too
+ * slow → 408 and close, as nginx's client_body_timeout. */
+
+static void body_rate_check(struct pt_loop *loop, struct pt_timer *tm)
+{
+    struct h1_txn *t = pt_container_of(tm, struct h1_txn, rate_timer);
+    struct pt_conn *c = t->c;
+    if (c->closed || c->txn != t || t->req_done || t->tunnel || t->ex.response_started ||
+        t->ex.resp == PT_RESP_GATEWAY)
+        return;
+    const struct pt_limits *lim = &t->ex.gen->limits;
+    uint64_t need = lim->min_body_rate * lim->body_rate_window_ms / 1000;
+    bool waiting_on_client = (!c->rbuf || pt_buf_len(c->rbuf) == 0) && !t->ex.suspended;
+    if (waiting_on_client && t->body_rx - t->rate_mark < need) {
+        request_fail(t, 408, "request body too slow");
+        pt_h1s_run(c);
+        return;
+    }
+    t->rate_mark = t->body_rx;
+    pt_timer_arm(loop, &t->rate_timer, lim->body_rate_window_ms, body_rate_check);
+}
+
+void pt_h1s_body_rate_start(struct h1_txn *t)
+{
+    t->rate_mark = 0; /* the grace window counts what came with the head */
+    pt_timer_arm(&t->c->w->loop, &t->rate_timer, t->ex.gen->limits.body_rate_window_ms,
+                 body_rate_check);
 }
 
 /* ---- responses ---- */
@@ -575,6 +649,19 @@ static void build_gateway_response(struct h1_txn *t)
     t->body_finished = true;
 }
 
+/* The 101 went (or goes) out: from here both sides are raw bytes
+ * (exchange.h "Tunnels"). Bytes the client sent behind its handshake are
+ * already in rbuf: the first the upstream gets. */
+static void tunnel_begin(struct h1_txn *t)
+{
+    t->tunnel = true;
+    t->out = OUT_TUNNEL;
+    t->close_after = true; /* nothing follows a tunnel on this connection */
+    t->req_mode = BODY_TUNNEL;
+    t->req_done = false;
+    t->c->readable = true; /* an edge may have come while nobody read */
+}
+
 /* Renders the head of an upstream response, choosing this client's body
  * framing from how the upstream delimited it. */
 static bool build_upstream_head(struct h1_txn *t)
@@ -600,6 +687,14 @@ static bool build_upstream_head(struct h1_txn *t)
     }
     if (ex->close_after)
         t->close_after = true;
+    if (pt_unlikely(ex->upgraded)) {
+        tunnel_begin(t);
+        len += pt_h1_put(o + len, PT_SLICE("Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"));
+        t->chead = (pt_slice){o, len};
+        t->out_gateway = false;
+        t->body_finished = false;
+        return true;
+    }
     switch (ex->frame) {
     case PT_FRAME_NONE:
         t->out = OUT_NONE;
@@ -787,7 +882,7 @@ static int pump_client_write(struct h1_txn *t)
 static bool txn_finished(struct h1_txn *t)
 {
     return t->head_built && t->chead_sent == t->chead.len && t->body_finished &&
-           t->interim_sent == t->interim.len;
+           t->interim_sent == t->interim.len && (!t->tunnel || t->req_done);
 }
 
 /*
@@ -894,6 +989,21 @@ static void settle_readable(struct pt_conn *c, struct h1_txn *t)
         c->readable = false;
 }
 
+/* A tunnel whose upstream side ended and was all written: our FIN to the
+ * client (it may still send; the tunnel ends at its EOF). 1 on progress,
+ * -1 when the connection failed and was closed. */
+static int tunnel_half_close(struct h1_txn *t)
+{
+    if (t->tunnel_wr_shut || !t->body_finished || t->chead_sent < t->chead.len || t->req_done)
+        return 0;
+    t->tunnel_wr_shut = true;
+    if (pt_conn_shutdown_wr(t->c) < 0) {
+        pt_h1s_close(t->c);
+        return -1;
+    }
+    return 1;
+}
+
 /* One pass over every side of the transaction. 1 on progress, 0 when
  * nothing moved, -1 when the connection was closed. */
 static int pump_txn(struct pt_conn *c, struct h1_txn *t)
@@ -931,6 +1041,8 @@ static int pump_txn(struct pt_conn *c, struct h1_txn *t)
     if ((r = pump_client_write(t)) < 0)
         return -1;
     progress |= r > 0;
+    if (pt_unlikely(t->tunnel) && (r = tunnel_half_close(t)) != 0)
+        return r;
     /* Pulling the body may have asked for a cut (a body filter failed
      * after the response started): act on it now, no event would come. */
     if (t->ex.cut) {

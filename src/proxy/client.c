@@ -273,6 +273,7 @@ bool pt_client_build_head(struct pt_call *c)
         cap += pt_h1_fields_size(r->headers);
     if (r->trace)
         cap += 16 + PT_TRACEPARENT_LEN;
+    cap += r->upgrade.len ? 48 + r->upgrade.len : 0;
     char *o = pt_arena_alloc(r->arena, cap);
     if (!o)
         return false;
@@ -298,6 +299,12 @@ bool pt_client_build_head(struct pt_call *c)
                              (pt_slice){r->trace->traceparent, PT_TRACEPARENT_LEN});
     if (r->add_host)
         n += pt_h1_put_field(o + n, PT_SLICE("Host"), (pt_slice){host, strlen(host)});
+    if (r->upgrade.len) {
+        /* Ours, not the client's (hop-by-hop, skipped above): only the
+         * protocol the route allows is asked for. */
+        n += pt_h1_put(o + n, PT_SLICE("Connection: Upgrade\r\n"));
+        n += pt_h1_put_field(o + n, PT_SLICE("Upgrade"), r->upgrade);
+    }
     if (r->chunked)
         n += pt_h1_put(o + n, PT_SLICE("Transfer-Encoding: chunked\r\n"));
     else if (r->content_length >= 0)
@@ -404,7 +411,7 @@ static void on_timeout(struct pt_loop *loop, struct pt_timer *tm)
     else if (try_deadline_applies(c) && loop->now_ms >= c->try_deadline_ms)
         fail(c, PT_CALL_FAIL_TIMEOUT, "upstream per-try timeout");
     else
-        fail(c, PT_CALL_FAIL_TIMEOUT, "upstream timeout");
+        fail(c, PT_CALL_FAIL_TIMEOUT, c->upgraded ? "tunnel idle timeout" : "upstream timeout");
     /* A retry started another attempt: a pooled connection is writable
      * now and no event would come to send its head. */
     if (c->phase != PT_CALL_FAILED)
@@ -613,8 +620,42 @@ static int tls_step(struct pt_call *c)
     return 1;
 }
 
+/* A tunnel's client-to-upstream bytes: unframed, as the caller offers
+ * them; the caller's end is our FIN toward the upstream (half-close). */
+static int pump_tunnel_write(struct pt_call *c)
+{
+    if (c->tunnel_wr_shut || !c->writable || !c->tunnel_open)
+        return 0;
+    bool eos = false;
+    pt_slice s = c->ops->body_peek(c->user, &eos);
+    if (s.len == 0) {
+        if (!eos)
+            return 0;
+        c->tunnel_wr_shut = true;
+        if (pt_uconn_shutdown_wr(c->uc) < 0)
+            return fail(c, PT_CALL_FAIL_WRITE, "upstream write failed");
+        return 1;
+    }
+    struct iovec iov = {(char *)s.p, s.len};
+    ssize_t w = pt_uconn_sendv(c->uc, &iov, 1);
+    if (w < 0) {
+        if (errno == EAGAIN) {
+            c->writable = false;
+            return 0;
+        }
+        return fail(c, errno == ECONNRESET ? PT_CALL_FAIL_RESET : PT_CALL_FAIL_WRITE,
+                    "upstream write failed");
+    }
+    c->ops->body_consumed(c->user, (size_t)w);
+    c->bytes_sent += (uint64_t)w;
+    arm(c, read_timeout(c)); /* the idle timer: any byte either way */
+    return 1;
+}
+
 static int pump_write(struct pt_call *c)
 {
+    if (pt_unlikely(c->upgraded) && c->uc)
+        return pump_tunnel_write(c);
     if (!c->uc)
         return 0;
     if (pt_unlikely(c->phase == PT_CALL_CONNECTING && c->uc->connected)) {
@@ -735,6 +776,30 @@ static int final_head(struct pt_call *c, uint32_t head_len)
     return 1;
 }
 
+/* A 101 to the Upgrade we asked for: the call becomes a tunnel. The head
+ * is kept for the caller (it answers its client with it); every byte after
+ * it, already read or to come, is the "body" until the upstream closes. No
+ * retry from here on, and nothing is held for one. */
+static int switch_protocols(struct pt_call *c, uint32_t head_len)
+{
+    struct pt_buf *b = c->uc->rbuf;
+    c->t_head_ns = pt_loop_now_ns(loop_of(c));
+    if (!keep_head(c, &c->final, b->data + b->start, head_len))
+        return fail(c, PT_CALL_FAIL_RESOURCES, "out of memory");
+    pt_buf_consume(b, head_len);
+    c->final.frame = PT_FRAME_CLOSE;
+    c->final.content_length = -1;
+    c->reusable = false;
+    c->upgraded = true;
+    c->retry_on = false;
+    c->try_deadline_ms = 0;
+    c->writable = true; /* the tunnel's first write finds out */
+    c->phase = PT_CALL_BODY;
+    arm(c, read_timeout(c));
+    report(c, true);
+    return 1;
+}
+
 /* The parser's field array: per thread, not per call. The parser re-reads
  * a head from its start on every attempt and keep_head copies the fields
  * out at once, so nothing outlives one parse_heads; a request arena does
@@ -777,8 +842,11 @@ static int parse_heads(struct pt_call *c)
         c->res_prev = 0;
         if (c->res.status >= 200)
             return final_head(c, (uint32_t)r);
-        if (c->res.status == 101)
-            return fail(c, PT_CALL_FAIL_PROTOCOL, "unexpected protocol switch");
+        if (c->res.status == 101) {
+            if (!c->req.upgrade.len || !c->sent_all)
+                return fail(c, PT_CALL_FAIL_PROTOCOL, "unexpected protocol switch");
+            return switch_protocols(c, (uint32_t)r);
+        }
         /* A stray 100 is ours to answer, not forwarded; other 1xx (103
          * Early Hints) are offered to the caller (RFC 9110 §15.2). */
         if (c->res.status != 100) {

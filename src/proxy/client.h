@@ -117,11 +117,19 @@ struct pt_call_req {
     bool add_host;                    /* no Host field: send the picked target's address */
     int64_t content_length;           /* -1: no body, or chunked when `chunked` */
     bool chunked;                     /* body of unknown length, sent chunked */
-    uint64_t read_timeout_ms;         /* 0: up->read_timeout_ms */
-    uint64_t pool_idle_ms;            /* a released connection is closed after this idle */
-    struct pt_arena *arena;           /* where the head is built and the response head copied */
-    uint32_t max_headers;             /* response field cap */
-    struct pt_call_trace *trace;      /* NULL: untraced */
+    /* A protocol to switch to (e.g. "websocket"; len 0: none): the head
+     * carries `Connection: Upgrade` and `Upgrade: <it>`, and a 101 (and
+     * only a 101) makes the call a tunnel: from then on body_peek's bytes
+     * go out unframed (eos: shutdown(SHUT_WR) toward the upstream) and the
+     * response "body" is every byte the upstream sends until it closes
+     * (PT_FRAME_CLOSE). read_timeout then bounds the silence of both
+     * directions together (any byte either way restarts it). */
+    pt_slice upgrade;
+    uint64_t read_timeout_ms;    /* 0: up->read_timeout_ms */
+    uint64_t pool_idle_ms;       /* a released connection is closed after this idle */
+    struct pt_arena *arena;      /* where the head is built and the response head copied */
+    uint32_t max_headers;        /* response field cap */
+    struct pt_call_trace *trace; /* NULL: untraced */
 };
 
 struct pt_call_head {
@@ -147,6 +155,9 @@ struct pt_call {
     uint32_t attempts;   /* tries made (retries.attempts counts them; the stale-connection
                           * retry is not one) */
     bool budget_refused; /* a retry was due but the upstream's retry budget refused it */
+    bool upgraded;       /* a 101 came for req.upgrade: the call is a tunnel */
+    bool tunnel_open;    /* the caller took the 101: its body_peek gives tunnel bytes */
+    bool tunnel_wr_shut; /* tunnel: the caller's bytes ended, the upstream got our FIN */
 
     /* private */
     const struct pt_call_ops *ops;
@@ -214,6 +225,13 @@ void pt_call_interim_done(struct pt_call *c);
 static inline const struct pt_call_head *pt_call_head(const struct pt_call *c)
 {
     return c->phase >= PT_CALL_BODY && c->phase != PT_CALL_FAILED ? &c->final : NULL;
+}
+
+/* After a 101 (c->upgraded): the caller has switched its body source to
+ * the tunnel's bytes; nothing is sent upstream before this. */
+static inline void pt_call_tunnel_open(struct pt_call *c)
+{
+    c->tunnel_open = true;
 }
 
 /* Body payload ready now (borrowed until consumed); *eos when the body is

@@ -100,6 +100,16 @@ static inline ssize_t pt_uconn_sendv(struct pt_uconn *uc, const struct iovec *io
         return pt_tls_sendv(uc->tls, iov, n);
     return pt_io_sendv(uc->ob->loop, &uc->io, iov, n);
 }
+
+/* Half-closes toward the upstream (a tunnel's client side ended):
+ * close_notify first over TLS. 0 or -1. */
+static inline int pt_uconn_shutdown_wr(struct pt_uconn *uc)
+{
+    if (pt_unlikely(uc->tls != NULL))
+        return pt_tls_shutdown_wr(uc->tls);
+    return pt_io_shutdown_wr(uc->ob->loop, &uc->io);
+}
+
 /* Returns a healthy, fully-read connection to its pool (closing it when the
  * pool already holds `keepalive` idle connections). An idle connection is
  * closed after `idle_ms` unused, so a middlebox that silently drops idle

@@ -1,0 +1,241 @@
+"""Slow and abusive HTTP/1.1 clients: 500 slow connections (slowloris
+heads and slow bodies) while normal requests keep succeeding, with the
+gateway's memory per connection measured; the minimum body rate answers a
+trickling body with 408 and closes, but leaves a slow-enough upload and a
+body held up by its upstream alone; max_connections makes a client over the
+cap wait (not refused, not reset) until a slot frees."""
+
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import (Gateway, backend, free_port, make_config, read_head, read_responses,
+                      scaled, upstream)
+
+
+def slow_config(port, up_port, **limits):
+    lim = {"header_timeout": "60s", "idle_timeout": "60s"}
+    lim.update(limits)
+    return make_config(port, {"u": upstream(up_port)},
+                       [{"name": "all", "match": {"path_prefix": "/"}, "upstream": "u"}],
+                       workers=2, limits=lim)
+
+
+def open_conns(port, n):
+    out = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+        out.append(s)
+    return out
+
+
+@pytest.mark.heavy
+def test_500_slow_connections_do_not_stop_normal_requests(tmp_path, capsys):
+    with backend("slow", threads=2) as b:
+        gw = Gateway(slow_config(free_port(), b.port), tmp_path)
+        socks = []
+        try:
+            requests.get(gw.u("/tiny"), timeout=scaled(5))
+            base = gw.rss_kb()
+            idle = open_conns(gw.port, 1000)  # connected, silent
+            socks += idle
+            time.sleep(0.5)
+            idle_kb = gw.rss_kb() - base
+            for s in idle:
+                s.close()
+            socks = []
+            time.sleep(1.0)  # the gateway sees the closes
+            base2 = gw.rss_kb()
+            heads = open_conns(gw.port, 250)
+            bodies = open_conns(gw.port, 250)
+            socks = heads + bodies
+            for s in heads:
+                s.sendall(b"GET /slow HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+            for s in bodies:
+                s.sendall(b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nx")
+            stop = threading.Event()
+
+            def dribble():
+                while not stop.is_set():
+                    for s in socks:
+                        try:
+                            s.send(b"x")
+                        except OSError:
+                            pass
+                    stop.wait(1.0)
+
+            t = threading.Thread(target=dribble)
+            t.start()
+            try:
+                ok = 0
+                sess = requests.Session()
+                t_end = time.monotonic() + 5
+                while time.monotonic() < t_end:
+                    r = sess.get(gw.u("/tiny"), timeout=scaled(5))
+                    assert r.status_code == 200
+                    r = requests.post(gw.u("/echo"), data=b"y" * 5000, timeout=scaled(5))
+                    assert r.status_code == 200 and r.json()["body_len"] == 5000
+                    ok += 1
+                slow_kb = gw.rss_kb() - base2
+            finally:
+                stop.set()
+                t.join()
+            assert ok > 10
+            # Every slow connection is still held (none was dropped to make room).
+            alive = 0
+            for s in socks:
+                s.setblocking(False)
+                try:
+                    alive += s.recv(1) != b""
+                except BlockingIOError:
+                    alive += 1
+                except OSError:
+                    pass
+            assert alive == 500
+            with capsys.disabled():
+                print("\n[memory] 1000 idle connections: %d KiB (%.1f KiB each); "
+                      "500 slow (250 heads, 250 bodies): %d KiB (%.1f KiB each)"
+                      % (idle_kb, idle_kb / 1000, slow_kb, slow_kb / 500))
+            # Bounded: a slow head holds one 16 KiB read buffer, a slow body
+            # its arena, buffer and upstream connection; far below 64 KiB.
+            assert slow_kb < 500 * 64
+            assert idle_kb < 1000 * 16
+        finally:
+            for s in socks:
+                s.close()
+            gw.stop()
+
+
+def trickle_body(port, total, piece, every, limit_s):
+    """Sends a POST head with Content-Length `total`, then `piece` bytes
+    every `every` s (on a thread) until the body is out or an answer came;
+    returns (the response or None, seconds until it came)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % total)
+    t0 = time.monotonic()
+    stop = threading.Event()
+
+    def sender():
+        sent = 0
+        while sent < total and not stop.is_set():
+            n = min(piece, total - sent)
+            try:
+                s.send(b"u" * n)
+            except OSError:
+                return
+            sent += n
+            stop.wait(every)
+
+    t = threading.Thread(target=sender)
+    t.start()
+    try:
+        rs = read_responses(s, 1, limit_s)
+    finally:
+        took = time.monotonic() - t0
+        stop.set()
+        t.join()
+        s.close()
+    return (rs[0] if rs else None), took
+
+
+def test_min_body_rate_answers_408_and_closes(tmp_path):
+    with backend("rate") as b:
+        gw = Gateway(slow_config(free_port(), b.port, min_body_rate="1KiB",
+                                 body_rate_window="1s"), tmp_path)
+        try:
+            r, took = trickle_body(gw.port, 100000, 20, 0.1, scaled(8))
+            assert r is not None and r.status == 408, r
+            assert r.json()["error"] == "request body too slow"
+            assert 0.9 <= took < scaled(4)
+            assert r.header("Connection") == "close"  # and the gateway closed
+        finally:
+            gw.stop()
+
+
+def test_upload_above_min_body_rate_is_not_cut(tmp_path):
+    with backend("rate") as b:
+        gw = Gateway(slow_config(free_port(), b.port, min_body_rate="1KiB",
+                                 body_rate_window="1s"), tmp_path)
+        try:
+            # 3 KiB/s for about 3 s: above the rate in every window
+            r, took = trickle_body(gw.port, 9000, 300, 0.1, scaled(10))
+            assert r is not None and r.status == 200, r
+            assert r.json()["body_len"] == 9000 and took > 2.5
+        finally:
+            gw.stop()
+
+
+def test_min_body_rate_off_with_zero(tmp_path):
+    with backend("rate") as b:
+        gw = Gateway(slow_config(free_port(), b.port, min_body_rate=0,
+                                 body_rate_window="1s"), tmp_path)
+        try:
+            r, took = trickle_body(gw.port, 60, 2, 0.1, scaled(10))
+            assert r is not None and r.status == 200 and took > 2.5, r
+        finally:
+            gw.stop()
+
+
+def test_body_held_up_by_a_slow_upstream_is_not_judged(tmp_path, raw_upstream):
+    """The upstream takes the body slowly (128 KiB every 100 ms, far below
+    min_body_rate): the client is not the slow one, so no 408 — the upload
+    completes."""
+    def handler(s):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 131072)  # little room to hide the pace
+        head, rest = read_head(s)
+        n = int([l.split(b":")[1] for l in head.split(b"\r\n")
+                 if l.lower().startswith(b"content-length")][0])
+        got = len(rest)
+        while got < n:
+            time.sleep(0.1)
+            k = s.recv(131072)
+            if not k:
+                return
+            got += len(k)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d" % (len(str(got)), got))
+    up = raw_upstream(handler)
+    cfg = slow_config(free_port(), up.port, min_body_rate="4MiB", body_rate_window="1s",
+                      max_body_bytes="16MiB")
+    cfg["upstreams"]["u"]["read_timeout"] = "30s"
+    gw = Gateway(cfg, tmp_path)
+    try:
+        body = b"z" * (8 << 20)  # beyond the socket buffers: the upstream sets the pace
+        t0 = time.monotonic()
+        r = requests.post(gw.u("/up"), data=body, timeout=scaled(60))
+        assert r.status_code == 200 and r.text == str(len(body)), r.text
+        assert time.monotonic() - t0 > 2  # slower than min_body_rate over several windows
+    finally:
+        gw.stop()
+
+
+def test_max_connections_over_cap_waits_then_is_served(tmp_path):
+    """At the cap, accepting pauses: a client over it completes its TCP
+    handshake in the kernel's backlog and is served once a slot frees (here
+    when the slowloris connections holding the cap hit header_timeout) —
+    neither refused nor reset."""
+    with backend("cap") as b:
+        cfg = slow_config(free_port(), b.port, max_connections=20, header_timeout="2s")
+        cfg["workers"] = 1
+        gw = Gateway(cfg, tmp_path)
+        hold = []
+        try:
+            hold = open_conns(gw.port, 20)
+            for s in hold:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n")  # a head that never ends
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            r = requests.get(gw.u("/tiny"), timeout=scaled(10))
+            took = time.monotonic() - t0
+            assert r.status_code == 200
+            assert took >= 1.0, "served at once: the cap did not hold"
+            # the holders got their 408 when their header_timeout passed
+            for s in hold:
+                s.settimeout(scaled(5))
+                assert s.recv(4096).startswith(b"HTTP/1.1 408")
+        finally:
+            for s in hold:
+                s.close()
+            gw.stop()
