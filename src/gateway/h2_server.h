@@ -62,7 +62,7 @@ struct h2_stream {
 
     /* request body: DATA not yet pulled by the exchange (≤ the window) */
     char *body;
-    uint32_t bstart, bend;
+    uint32_t bstart, bend, bcap;
     uint64_t body_in;
     uint64_t body_limit;
 

@@ -342,18 +342,26 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
             nghttp2_session_consume_connection(s, len);
         return 0;
     }
+    if (len == 0)
+        return 0;
     if (!st->body) {
-        st->body = pt_arena_alloc(&st->arena, PT_H2_STREAM_WINDOW);
+        /* A body that declared a smaller length than the window gets just
+         * that (a small JSON POST holds its size, not 64 KiB); nghttp2
+         * resets a stream whose DATA exceeds its content-length. */
+        st->bcap = st->content_length > 0 && st->content_length < PT_H2_STREAM_WINDOW
+                       ? (uint32_t)st->content_length
+                       : PT_H2_STREAM_WINDOW;
+        st->body = pt_arena_alloc(&st->arena, st->bcap);
         if (!st->body)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
-    if (st->bend + len > PT_H2_STREAM_WINDOW) {
+    if (st->bend + len > st->bcap) {
         memmove(st->body, st->body + st->bstart, st->bend - st->bstart);
         st->bend -= st->bstart;
         st->bstart = 0;
     }
-    if (st->bend + len > PT_H2_STREAM_WINDOW)
-        return NGHTTP2_ERR_CALLBACK_FAILURE; /* nghttp2 enforces the window: can't happen */
+    if (st->bend + len > st->bcap)
+        return NGHTTP2_ERR_CALLBACK_FAILURE; /* nghttp2 enforces window and length */
     memcpy(st->body + st->bend, data, len);
     st->bend += (uint32_t)len;
     st->ex.bytes_in += len;
