@@ -482,16 +482,21 @@ bool pt_conn_close_longest_idle(struct pt_worker *w)
          * not one whose next request is here or reported in this batch of
          * events. A new connection never does, even a silent one (nginx
          * would take it): its request may be on the wire, and losing it is
-         * worse than a slot held for header_timeout. */
-        if (c->h2 || c->requests == 0 || c->txn || c->head_started || c->lingering || c->readable ||
-            pt_conn_has_input(c) || !pt_timer_armed(&c->timer))
+         * worse than a slot held for header_timeout. An HTTP/2
+         * connection gives way the same: served, no stream open. */
+        if (c->h2 ? !pt_h2s_idle(c) : c->requests == 0 || c->txn || c->head_started || c->lingering)
+            continue;
+        if (c->readable || pt_conn_has_input(c) || !pt_timer_armed(&c->timer))
             continue;
         if (!oldest || c->idle_since <= oldest->idle_since) /* ties: older */
             oldest = c;
     }
     if (!oldest)
         return false;
-    pt_h1s_close(oldest);
+    if (oldest->h2)
+        pt_h2s_evict(oldest);
+    else
+        pt_h1s_close(oldest);
     return true;
 }
 

@@ -22,11 +22,16 @@
  * before it gets GOAWAY ENHANCE_YOUR_CALM. */
 #define PT_H2_FLOOD_WINDOW_MS 1000
 #define PT_H2_MAX_CTL_PER_WINDOW 500
-/* Streams the client resets (or that end before their response is out)
- * per 10 s before GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487);
- * nghttp2's own token bucket (burst 1000, 33/s) also applies. */
+/* Streams reset before their response is complete (by the client, or by
+ * nghttp2 for the client's protocol error), per 10 s, before GOAWAY
+ * ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487; MadeYouReset): more
+ * than this many, and more than half the streams opened in the window.
+ * A browser cancelling a navigation resets up to 100 at once (the stream
+ * cap): four of those in 10 s pass; a busy connection that cancels some
+ * of many never trips; our own resets (an upstream cut, the send timeout)
+ * never count. nghttp2's own token bucket (burst 1000, 33/s) also applies. */
 #define PT_H2_RESET_WINDOW_MS 10000
-#define PT_H2_MAX_RESETS_PER_WINDOW 200
+#define PT_H2_MAX_RESETS_PER_WINDOW (4 * PT_H2_MAX_STREAMS)
 /* Header block bytes (HPACK-compressed, over HEADERS + CONTINUATION) per
  * request at most: a multiple of max_header_bytes. Beyond: GOAWAY. */
 #define PT_H2_HEADER_BLOCK_FACTOR 2
@@ -57,7 +62,7 @@ struct h2_stream {
 
     /* request body: DATA not yet pulled by the exchange (≤ the window) */
     char *body;
-    uint32_t bstart, bend;
+    uint32_t bstart, bend, bcap;
     uint64_t body_in;
     uint64_t body_limit;
 
@@ -70,6 +75,7 @@ struct h2_stream {
     uint32_t gw_off;
     bool out_eos; /* END_STREAM sent */
     bool rst_sent;
+    uint64_t out_ms; /* when response bytes last left (the send timeout) */
 };
 
 struct pt_h2s {
@@ -77,16 +83,18 @@ struct pt_h2s {
     struct pt_conn *c;
     struct h2_stream *streams; /* open */
     uint32_t nstreams;
+    uint32_t nheads;    /* open streams whose header block is not complete */
     const uint8_t *out; /* nghttp2_session_mem_send output not yet written */
     size_t out_len;
     bool in_run, again;
     bool goaway;    /* GOAWAY submitted: no new streams */
+    bool term;      /* the session is over (error, guard, timeout): read no more */
     bool calm;      /* a flood guard tripped: GOAWAY ENHANCE_YOUR_CALM due */
     bool had_req;   /* a request head arrived (the header timeout is over) */
     bool out_block; /* the socket took less than offered */
     uint8_t timer_mode;
     uint64_t ctl_win_ms, rst_win_ms;
-    uint32_t ctl_frames, resets;
+    uint32_t ctl_frames, resets, win_streams; /* in the current windows */
     uint64_t requests;
 };
 
@@ -104,8 +112,15 @@ void pt_h2s_free(struct pt_conn *c);
 void pt_h2s_drain(struct pt_conn *c);
 /* Frees the worker thread's nghttp2 callbacks and options. */
 void pt_h2s_thread_exit(void);
-/* Counts a client-side reset / abandoned stream; trips `calm` over budget. */
+/* Counts a stream the client opened / reset before its response was
+ * complete; trips `calm` over budget. */
+void pt_h2s_count_stream(struct pt_h2s *h);
 void pt_h2s_count_reset(struct pt_h2s *h);
+/* For max_connections: whether the connection is idle between requests
+ * (a request was served, no stream is open, nothing is left to write),
+ * so it may give way; and giving way (GOAWAY NO_ERROR, then closed). */
+bool pt_h2s_idle(const struct pt_conn *c);
+void pt_h2s_evict(struct pt_conn *c);
 
 /* h2_stream.c */
 void pt_h2_set_stream_callbacks(nghttp2_session_callbacks *cb);
@@ -114,5 +129,10 @@ void pt_h2_set_stream_callbacks(nghttp2_session_callbacks *cb);
 int pt_h2_stream_pump(struct pt_h2s *h, struct h2_stream *st);
 /* Ends the stream's exchange (once) and gives its memory back. */
 void pt_h2_stream_free(struct pt_h2s *h, struct h2_stream *st, bool completed);
+/* Whether the stream's response has bytes ready that the client's
+ * flow-control window (the stream's or the connection's) holds back. */
+bool pt_h2_stream_window_shut(struct pt_h2s *h, struct h2_stream *st);
+/* Resets the stream (RST_STREAM code), its exchange logs `why`. */
+void pt_h2_stream_reset(struct pt_h2s *h, struct h2_stream *st, uint32_t code, const char *why);
 
 #endif

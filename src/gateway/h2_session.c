@@ -31,7 +31,15 @@
 #include <stdlib.h>
 #include <sys/uio.h>
 
-enum { TM_NONE, TM_HEADER, TM_IDLE, TM_SEND };
+/* What the connection's one timer stands for now (set_timer):
+ *   HEADER  no request yet, or a header block begun and not finished:
+ *           header_timeout, then GOAWAY and close (the slowloris guard);
+ *   IDLE    no stream open: idle_timeout, then GOAWAY and close;
+ *   SEND    the socket takes no more of our bytes: idle_timeout, then cut;
+ *   STALL   streams open: every idle_timeout, a stream whose response the
+ *           client's flow-control window held back that long is reset
+ *           (the per-stream send timeout; its upstream call ends). */
+enum { TM_NONE, TM_HEADER, TM_IDLE, TM_SEND, TM_STALL };
 
 static void close_now(struct pt_conn *c)
 {
@@ -40,15 +48,59 @@ static void close_now(struct pt_conn *c)
 
 /* ---- time and flood accounting ---- */
 
-void pt_h2s_count_reset(struct pt_h2s *h)
+static void reset_window(struct pt_h2s *h)
 {
     uint64_t now = pt_loop_now(&h->c->w->loop);
     if (now - h->rst_win_ms >= PT_H2_RESET_WINDOW_MS) {
         h->rst_win_ms = now;
         h->resets = 0;
+        h->win_streams = 0;
     }
-    if (++h->resets > PT_H2_MAX_RESETS_PER_WINDOW)
+}
+
+void pt_h2s_count_stream(struct pt_h2s *h)
+{
+    reset_window(h);
+    h->win_streams++;
+}
+
+void pt_h2s_count_reset(struct pt_h2s *h)
+{
+    reset_window(h);
+    if (++h->resets > PT_H2_MAX_RESETS_PER_WINDOW && h->resets > h->win_streams / 2)
         h->calm = true;
+}
+
+/* Ends the session: GOAWAY (last stream processed) goes out with the next
+ * write, nothing more is read, and the connection closes once it is out. */
+static void terminate(struct pt_h2s *h, uint32_t code)
+{
+    if (!h->term)
+        nghttp2_session_terminate_session(h->s, code);
+    h->term = true;
+    h->goaway = true;
+}
+
+static void h2_timeout(struct pt_loop *loop, struct pt_timer *tm);
+
+/* The per-stream send timeout: resets each stream the client's window
+ * has held back for idle_timeout; re-arms for the next one due. */
+static void stall_check(struct pt_conn *c, struct pt_h2s *h)
+{
+    uint64_t lim = c->w->gen->limits.idle_timeout_ms, now = pt_loop_now(&c->w->loop);
+    uint64_t next = lim;
+    for (struct h2_stream *st = h->streams; st; st = st->next) {
+        if (!pt_h2_stream_window_shut(h, st))
+            continue;
+        uint64_t held = now - st->out_ms;
+        if (held >= lim)
+            pt_h2_stream_reset(h, st, NGHTTP2_CANCEL, "client send timeout");
+        else if (lim - held < next)
+            next = lim - held;
+    }
+    h->timer_mode = TM_STALL;
+    pt_timer_arm(&c->w->loop, &c->timer, next, h2_timeout);
+    pt_h2s_run(c); /* sends the resets; set_timer moves on if the mode changed */
 }
 
 static void h2_timeout(struct pt_loop *loop, struct pt_timer *tm)
@@ -58,39 +110,49 @@ static void h2_timeout(struct pt_loop *loop, struct pt_timer *tm)
     (void)loop;
     if (c->closed)
         return;
+    uint8_t mode = h->timer_mode;
     h->timer_mode = TM_NONE;
-    if (h->nstreams == 0 && !h->out_block) {
-        /* Idle (or no request head in time): say goodbye properly. */
-        if (!h->goaway) {
-            h->goaway = true;
-            nghttp2_session_terminate_session(h->s, NGHTTP2_NO_ERROR);
-        }
-        pt_h2s_run(c);
-        if (!c->closed)
-            close_now(c);
+    if (mode == TM_STALL) {
+        stall_check(c, h);
         return;
     }
-    /* The client stopped reading: its streams are cut. */
-    c->cut = true;
-    close_now(c);
+    if (mode == TM_SEND) {
+        /* The client stopped reading: its streams are cut. */
+        c->cut = true;
+        close_now(c);
+        return;
+    }
+    /* Idle, or no complete request head in time: say goodbye properly. A
+     * header block left unfinished blocks the whole connection (nothing
+     * may come between its frames), so its other streams go too. */
+    for (struct h2_stream *st = h->streams; st; st = st->next)
+        if (!st->started && !st->ex.error)
+            st->ex.error = "request header timeout";
+    terminate(h, NGHTTP2_NO_ERROR);
+    pt_h2s_run(c);
+    if (!c->closed)
+        close_now(c);
 }
 
 static void set_timer(struct pt_conn *c, struct pt_h2s *h)
 {
     const struct pt_limits *lim = &c->w->gen->limits;
-    uint8_t mode = TM_NONE;
+    uint8_t mode;
     if (h->out_block)
         mode = TM_SEND;
+    else if (h->nheads > 0 || (h->nstreams == 0 && !h->had_req))
+        mode = TM_HEADER;
     else if (h->nstreams == 0)
-        mode = h->had_req ? TM_IDLE : TM_HEADER;
+        mode = TM_IDLE;
+    else
+        mode = TM_STALL;
     if (mode == h->timer_mode)
         return;
     h->timer_mode = mode;
-    if (mode == TM_NONE)
-        pt_timer_cancel(&c->w->loop, &c->timer);
-    else
-        pt_timer_arm(&c->w->loop, &c->timer,
-                     mode == TM_HEADER ? lim->header_timeout_ms : lim->idle_timeout_ms, h2_timeout);
+    if (mode == TM_IDLE)
+        c->idle_since = pt_loop_now(&c->w->loop); /* max_connections evicts the oldest */
+    pt_timer_arm(&c->w->loop, &c->timer,
+                 mode == TM_HEADER ? lim->header_timeout_ms : lim->idle_timeout_ms, h2_timeout);
 }
 
 /* ---- bytes ---- */
@@ -112,9 +174,7 @@ static bool feed(struct pt_conn *c, struct pt_h2s *h, const uint8_t *p, size_t n
                         : nghttp2_strerror((int)r));
         /* nghttp2 queued its own GOAWAY for protocol errors; ours goes
          * for a guard. Either way: flush it, then close. */
-        nghttp2_session_terminate_session(h->s, h->calm ? NGHTTP2_ENHANCE_YOUR_CALM
-                                                        : NGHTTP2_PROTOCOL_ERROR);
-        h->goaway = true;
+        terminate(h, h->calm ? NGHTTP2_ENHANCE_YOUR_CALM : NGHTTP2_PROTOCOL_ERROR);
         return false;
     }
     return true;
@@ -125,7 +185,9 @@ static int h2_read(struct pt_conn *c, struct pt_h2s *h)
 {
     uint8_t buf[16384];
     int progress = 0;
-    while (c->readable && !h->goaway && !h->out_block && nghttp2_session_want_read(h->s)) {
+    /* After a graceful GOAWAY (drain) reading goes on: the streams in
+     * flight still need the client's WINDOW_UPDATEs and request DATA. */
+    while (c->readable && !h->term && !h->out_block && nghttp2_session_want_read(h->s)) {
         ssize_t n = pt_conn_recv(c, buf, sizeof(buf));
         if (n > 0) {
             progress = 1;
@@ -361,6 +423,21 @@ void pt_h2s_drain(struct pt_conn *c)
     nghttp2_submit_goaway(h->s, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h->s),
                           NGHTTP2_NO_ERROR, NULL, 0);
     pt_h2s_run(c);
+}
+
+bool pt_h2s_idle(const struct pt_conn *c)
+{
+    const struct pt_h2s *h = c->h2;
+    return h->s && h->had_req && h->nstreams == 0 && !h->goaway && !h->out_block && !c->rbuf &&
+           h->out_len == 0;
+}
+
+void pt_h2s_evict(struct pt_conn *c)
+{
+    terminate(c->h2, NGHTTP2_NO_ERROR);
+    pt_h2s_run(c); /* the GOAWAY goes out, then it closes */
+    if (!c->closed)
+        close_now(c); /* the slot is needed now */
 }
 
 void pt_h2s_close(struct pt_conn *c)

@@ -84,6 +84,8 @@ static struct h2_stream *stream_new(struct pt_h2s *h, int32_t id)
         h->streams->prev = st;
     h->streams = st;
     h->nstreams++;
+    h->nheads++;
+    pt_h2s_count_stream(h);
     return st;
 }
 
@@ -95,6 +97,8 @@ void pt_h2_stream_free(struct pt_h2s *h, struct h2_stream *st, bool completed)
             st->ex.error = "stream reset before its request was complete";
         pt_exchange_end(&st->ex, completed);
     }
+    if (!st->started)
+        h->nheads--;
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -275,6 +279,7 @@ static void start_request(struct pt_h2s *h, struct h2_stream *st, bool eos)
     struct pt_exchange *ex = &st->ex;
     struct pt_request_meta *r = &ex->req;
     st->started = true;
+    h->nheads--;
     st->req_eos = eos;
     ex->t_start = pt_loop_now_ns(&h->c->w->loop);
     r->method = st->method;
@@ -337,18 +342,26 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
             nghttp2_session_consume_connection(s, len);
         return 0;
     }
+    if (len == 0)
+        return 0;
     if (!st->body) {
-        st->body = pt_arena_alloc(&st->arena, PT_H2_STREAM_WINDOW);
+        /* A body that declared a smaller length than the window gets just
+         * that (a small JSON POST holds its size, not 64 KiB); nghttp2
+         * resets a stream whose DATA exceeds its content-length. */
+        st->bcap = st->content_length > 0 && st->content_length < PT_H2_STREAM_WINDOW
+                       ? (uint32_t)st->content_length
+                       : PT_H2_STREAM_WINDOW;
+        st->body = pt_arena_alloc(&st->arena, st->bcap);
         if (!st->body)
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
-    if (st->bend + len > PT_H2_STREAM_WINDOW) {
+    if (st->bend + len > st->bcap) {
         memmove(st->body, st->body + st->bstart, st->bend - st->bstart);
         st->bend -= st->bstart;
         st->bstart = 0;
     }
-    if (st->bend + len > PT_H2_STREAM_WINDOW)
-        return NGHTTP2_ERR_CALLBACK_FAILURE; /* nghttp2 enforces the window: can't happen */
+    if (st->bend + len > st->bcap)
+        return NGHTTP2_ERR_CALLBACK_FAILURE; /* nghttp2 enforces window and length */
     memcpy(st->body + st->bend, data, len);
     st->bend += (uint32_t)len;
     st->ex.bytes_in += len;
@@ -417,8 +430,13 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t error_code, 
     if (st->bend > st->bstart)
         nghttp2_session_consume_connection(s, st->bend - st->bstart);
     bool completed = st->out_eos && error_code == NGHTTP2_NO_ERROR;
-    if (!completed) {
+    /* The client's reset, or nghttp2's for the client's protocol error
+     * (MadeYouReset, CVE-2025-8671, makes the server reset for it), of a
+     * stream whose response was not out: that costs work for nothing.
+     * Our own resets (an upstream cut, the send timeout) don't count. */
+    if (!st->out_eos && !st->rst_sent)
         pt_h2s_count_reset(h);
+    if (!completed) {
         if (!st->ex.error)
             st->ex.error = error_code == NGHTTP2_NO_ERROR         ? "stream closed"
                            : error_code == NGHTTP2_PROTOCOL_ERROR ? "stream reset: protocol error"
@@ -475,6 +493,7 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
         if (st->gw_off == st->gw.len)
             *flags |= NGHTTP2_DATA_FLAG_EOF;
         st->ex.bytes_out += n;
+        st->out_ms = pt_loop_now(&st->h->c->w->loop);
         return (ssize_t)n;
     }
     bool eos;
@@ -487,6 +506,7 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
     memcpy(buf, b.p, n);
     pt_exchange_body_consume(&st->ex, n);
     st->ex.bytes_out += n;
+    st->out_ms = pt_loop_now(&st->h->c->w->loop);
     if (n == b.len && eos)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
     return (ssize_t)n;
@@ -582,12 +602,21 @@ static int submit_response(struct pt_h2s *h, struct h2_stream *st)
             pt_exchange_body_consume(ex, b.len);
     }
     ex->response_started = true;
+    st->out_ms = pt_loop_now(&h->c->w->loop);
     st->submitted = true;
     st->built_seq = ex->resp_seq;
     return 0;
 }
 
-static void stream_reset(struct pt_h2s *h, struct h2_stream *st, uint32_t code, const char *why)
+bool pt_h2_stream_window_shut(struct pt_h2s *h, struct h2_stream *st)
+{
+    if (!st->submitted || st->out_eos || st->deferred || st->rst_sent || st->nghttp2_closed)
+        return false;
+    return nghttp2_session_get_stream_remote_window_size(h->s, st->id) <= 0 ||
+           nghttp2_session_get_remote_window_size(h->s) <= 0;
+}
+
+void pt_h2_stream_reset(struct pt_h2s *h, struct h2_stream *st, uint32_t code, const char *why)
 {
     if (!st->ex.error)
         st->ex.error = why;
@@ -609,19 +638,19 @@ int pt_h2_stream_pump(struct pt_h2s *h, struct h2_stream *st)
     while (pt_exchange_interim(ex)) /* 1xx heads: not relayed over HTTP/2 */
         pt_exchange_interim_done(ex);
     if (ex->cut) {
-        stream_reset(h, st, NGHTTP2_INTERNAL_ERROR, ex->cut);
+        pt_h2_stream_reset(h, st, NGHTTP2_INTERNAL_ERROR, ex->cut);
         return 1;
     }
     if (ex->resp != PT_RESP_NONE && (!st->submitted || st->built_seq != ex->resp_seq)) {
         if (st->submitted) {
             /* A response replaced after its head went out: a cut. */
-            stream_reset(h, st, NGHTTP2_INTERNAL_ERROR, "response replaced after it started");
+            pt_h2_stream_reset(h, st, NGHTTP2_INTERNAL_ERROR, "response replaced after it started");
             return 1;
         }
         if (ex->resp == PT_RESP_GATEWAY || ex->dispatched == false)
             st->discard = st->discard || !ex->dispatched;
         if (submit_response(h, st) < 0) {
-            stream_reset(h, st, NGHTTP2_INTERNAL_ERROR, "out of memory");
+            pt_h2_stream_reset(h, st, NGHTTP2_INTERNAL_ERROR, "out of memory");
             return 1;
         }
         progress = 1;
