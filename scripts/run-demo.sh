@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# `make run`: starts the demo backends and portico on examples/quickstart.yaml.
+# `make run`: starts the demo backends, portico on examples/quickstart.yaml
+# and a second portico on examples/edge.yaml (HTTPS, HTTP/2, WebSocket,
+# client certificates) with demo certificates made on first use.
 set -eu
 BUILD=${1:-build}
 cd "$(dirname "$0")/.."
@@ -9,6 +11,7 @@ trap cleanup EXIT INT TERM
 "$BUILD/demo_backend" --name users --listen 127.0.0.1:9001 --listen 127.0.0.1:9002 --quiet & pids+=($!)
 "$BUILD/demo_backend" --name orders --listen 127.0.0.1:9003 --quiet & pids+=($!)
 "$BUILD/demo_backend" --name users-v2 --listen 127.0.0.1:9004 --quiet & pids+=($!)
+scripts/demo-certs.sh examples/certs >/dev/null
 sleep 0.3
 cat <<'TXT'
 
@@ -26,7 +29,16 @@ portico is starting on http://127.0.0.1:8080 (config: examples/quickstart.yaml).
   curl -s http://127.0.0.1:9901/upstreams         # targets, health, requests in flight
   kill -HUP $(pgrep -f 'portico -c')              # hot reload, drops nothing
 
+and on the edge (examples/edge.yaml, admin on 9902):
+
+  curl --cacert examples/certs/ca.pem https://localhost:8443/v1/users        # HTTP/2 over TLS
+  curl --http2-prior-knowledge http://127.0.0.1:8081/v1/users                 # h2c
+  curl --cacert examples/certs/ca.pem --cert examples/certs/alice.pem --key examples/certs/alice.key \
+       https://localhost:8444/partners/v1/users                                # mTLS: consumer alice
+  python3 -m websockets ws://127.0.0.1:8081/ws/echo                           # WebSocket echo
+
 Ctrl-C stops everything.
 TXT
+"$BUILD/portico" -c examples/edge.yaml & pids+=($!)
 "$BUILD/portico" -c examples/quickstart.yaml & pids+=($!)
 wait "${pids[-1]}"
