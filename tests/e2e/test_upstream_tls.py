@@ -58,6 +58,7 @@ def certs(tmp_path_factory):
     c["server"] = make_cert(d, "ca", "server", "backend.test",
                             "DNS:backend.test,DNS:localhost,IP:127.0.0.1")
     c["client"] = make_cert(d, "ca", "client", "gateway-client", "DNS:gateway.test")
+    c["only_a"] = make_cert(d, "ca", "only_a", "a.test", "DNS:a.test")
     _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
              "-keyout", "self.key", "-out", "self.pem", "-subj", "/CN=self", "-days", "2", cwd=d)
     c["self"] = (os.path.join(d, "self.pem"), os.path.join(d, "self.key"))
@@ -300,6 +301,50 @@ def test_new_connections_resume_the_last_session(tmp_path, certs, tls_backend):
         assert be.resumed == 4  # all but the first
     finally:
         gw.stop()
+
+
+def two_names_config(port, dns, be_port, ca, **extra):
+    """Upstreams `ua` (a.test) and `ub` (b.test): one TLS setting, two names
+    that resolve to one address."""
+    ups = {}
+    for n in ("a", "b"):
+        up = {"targets": ["%s.test:%d" % (n, be_port)], "tls": {"ca": ca},
+              "resolve_every": "30s"}
+        up.update(extra)
+        ups["u" + n] = up
+    cfg = make_config(port, ups, [{"name": n, "match": {"path_prefix": "/" + n},
+                                   "upstream": "u" + n} for n in ("a", "b")], workers=1)
+    cfg["resolver"] = [dns.address]
+    return cfg
+
+
+@pytest.mark.parametrize("keepalive", [16, 0], ids=["pooled-connection", "resumed-session"])
+def test_another_name_at_the_same_address_is_verified_on_its_own(tmp_path, certs, tls_backend,
+                                                                 keepalive):
+    # The backend's certificate names a.test only. b.test resolves to the
+    # same address under the same TLS setting: neither a pooled connection
+    # verified for a.test (keepalive) nor a.test's session (resumed without
+    # a certificate) may carry a request for b.test past the name check.
+    from test_dns import DnsServer
+    dns = DnsServer()
+    be = tls_backend(cert=certs["only_a"])
+    dns.set("a.test", "127.0.0.1")
+    dns.set("b.test", "127.0.0.1")
+    gw = Gateway(two_names_config(free_port(), dns, be.port, certs["ca"], keepalive=keepalive),
+                 tmp_path)
+    try:
+        r = get(gw, "/a")
+        assert r.status_code == 200, r.text
+        r = get(gw, "/b")
+        assert r.status_code == 502, r.text
+        assert "hostname mismatch" in r.text, r.text
+        assert be.requests == 1
+        assert be.snis == ["a.test", "b.test"]
+        r = get(gw, "/a")  # a.test keeps its own connection / session
+        assert r.status_code == 200, r.text
+    finally:
+        gw.stop()
+        dns.stop()
 
 
 # ---------------------------------------------------------------- health checks
