@@ -22,8 +22,9 @@ import pytest
 import requests
 from jwcrypto import jwk as jwc_jwk
 
-from conftest import (Gateway, backend, echo_headers, free_port, make_config, scaled, upstream,
-                      validate_errors, wait_until)
+from conftest import (Gateway, RawUpstream, access_log_lines, backend, echo_headers, free_port,
+                      logged_gateway, make_config, parse_response, raw_until_close, read_head,
+                      scaled, upstream, validate_errors, wait_peer_read, wait_until)
 
 
 # ---------------------------------------------------------------- certificates
@@ -345,6 +346,49 @@ def test_another_name_at_the_same_address_is_verified_on_its_own(tmp_path, certs
     finally:
         gw.stop()
         dns.stop()
+
+
+# ---------------------------------------------------------------- truncation
+
+@pytest.mark.parametrize("close_notify", [True, False], ids=["close_notify", "bare-fin"])
+def test_close_delimited_body_over_tls_is_complete_only_with_close_notify(tmp_path, certs,
+                                                                          close_notify):
+    # A response without a length ends at close. Over TLS the peer says
+    # "the end" with close_notify; a FIN alone can be forged by anyone on
+    # the path to cut the body short (a truncation attack), so it must
+    # reach the client as a cut, never as a complete response.
+    body = b"close-delimited-" * 200
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*certs["server"])
+
+    def handler(s):
+        ts = ctx.wrap_socket(s, server_side=True)
+        ts.settimeout(scaled(5))
+        read_head(ts)
+        ts.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + body)
+        wait_peer_read(ts)
+        if close_notify:
+            try:
+                ts.unwrap()  # close_notify, then the FIN
+            except (OSError, ssl.SSLError):
+                pass
+        ts.close()  # Python sends no close_notify of its own on close
+
+    up = RawUpstream(handler)
+    try:
+        with logged_gateway(tmp_path, up.port, tls={"ca": certs["ca"]}) as (gw, log):
+            buf, how = raw_until_close(gw.port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert buf.startswith(b"HTTP/1.1 200 "), buf[:100]
+            d = access_log_lines(log, 1)[0]
+            if close_notify:
+                r = parse_response(buf)
+                assert r.complete and r.body == body, (how, len(buf))
+                assert "error" not in d or not d["error"], d
+            else:
+                assert how == "reset", (how, len(buf))
+                assert d["error"] == "upstream closed TLS without close_notify", d
+    finally:
+        up.close()
 
 
 # ---------------------------------------------------------------- health checks
