@@ -12,7 +12,8 @@ import subprocess
 
 import pytest
 
-from conftest import Gateway, backend, free_port, make_config, scaled, upstream, wait_until
+from conftest import SAN, backend, free_port, make_config, scaled, upstream
+from conftest import Gateway
 from tls_certs import tls_certs  # noqa: F401  (the session fixture)
 
 
@@ -175,6 +176,7 @@ def test_thousand_parallel_handshakes_leave_rss_bounded(gw, tls_certs):
     after_second = gw.rss_kb()
     print("RSS kB: before %d, after 1000 handshakes %d, after 2000 %d"
           % (before, after_first, after_second))
-    assert after_first - before < 64 * 1024, (before, after_first)
-    assert after_second - after_first < 8 * 1024, (after_first, after_second)
+    if not SAN:  # ASan's quarantine keeps freed memory (its leak check runs at exit)
+        assert after_first - before < 64 * 1024, (before, after_first)
+        assert after_second - after_first < 8 * 1024, (after_first, after_second)
     assert served(gw, tls_certs)
