@@ -147,7 +147,7 @@ static int bio_read_ex(BIO *b, char *p, size_t n, size_t *got)
             return 1;
         }
         if (r == 0) {
-            t->eof = true;
+            t->eof = t->tcp_eof = true;
             return 0;
         }
         if (errno == EINTR)
@@ -222,7 +222,9 @@ static struct pt_tls *tls_new(SSL_CTX *ctx, struct pt_loop *loop, struct pt_io *
     BIO_set_data(t->bio, t);
     SSL_set_bio(t->ssl, t->bio, t->bio);
     /* A peer's TCP FIN without close_notify is an end of input like any
-     * other: HTTP framing (not TLS) decides whether a message was cut. */
+     * other: HTTP framing decides whether a message was cut, and where a
+     * message ends at close, pt_tls_closed_cleanly says whether the peer
+     * (not someone in between) ended it. */
     SSL_set_options(t->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
     SSL_set_mode(t->ssl, SSL_MODE_RELEASE_BUFFERS);
     /* Read whole socket bursts, not a record header then its body: one
@@ -306,6 +308,10 @@ static ssize_t ssl_fail(struct pt_tls *t, int rc, size_t got, bool writing)
         errno = EAGAIN;
         return -1;
     case SSL_ERROR_ZERO_RETURN:
+        /* SSL_OP_IGNORE_UNEXPECTED_EOF reports a bare FIN this way too:
+         * only a close_notify read before the socket's EOF is clean. */
+        if (!t->tcp_eof)
+            t->close_notify = true;
         t->eof = true;
         return (ssize_t)got;
     default:

@@ -77,12 +77,14 @@ struct pt_tls {
     bool read_blocked;     /* the last read stopped on EAGAIN */
     bool short_read;       /* the socket's last read gave less than asked */
     bool shut_sent;
-    bool eof;       /* the peer closed (close_notify or TCP EOF) */
-    int err;        /* sticky errno of a failed connection (EPROTO for TLS errors) */
-    int werr;       /* sticky errno of a failed write: reads go on (the peer's
-                       answer or alert may still be there) */
-    uint64_t bytes; /* ciphertext received, for handshake-only accounting */
-    char *pre;      /* ciphertext read before the TLS layer existed (pt_tls_push_input) */
+    bool eof;          /* the peer closed (close_notify or TCP EOF) */
+    bool tcp_eof;      /* the socket said EOF (a FIN) */
+    bool close_notify; /* the peer's close_notify came before any FIN */
+    int err;           /* sticky errno of a failed connection (EPROTO for TLS errors) */
+    int werr;          /* sticky errno of a failed write: reads go on (the peer's
+                          answer or alert may still be there) */
+    uint64_t bytes;    /* ciphertext received, for handshake-only accounting */
+    char *pre;         /* ciphertext read before the TLS layer existed (pt_tls_push_input) */
     uint32_t pre_len, pre_off;
     struct pt_tls_info *info;
 };
@@ -122,6 +124,14 @@ bool pt_tls_has_buffered(const struct pt_tls *t);
 static inline bool pt_tls_write_pending(const struct pt_tls *t)
 {
     return t->wpend_len > t->wpend_off;
+}
+
+/* The peer ended its stream with close_notify. A FIN without it reads as
+ * EOF all the same (many servers never send one), but where a message
+ * ends at close, only this says it was not cut by someone in between. */
+static inline bool pt_tls_closed_cleanly(const struct pt_tls *t)
+{
+    return t->close_notify;
 }
 
 /* The connection's facts (extracted on first call after the handshake;

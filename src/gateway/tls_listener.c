@@ -346,6 +346,35 @@ static bool readable(const char *path, struct pt_tls_build_error *e, enum pt_tls
     return true;
 }
 
+/* SHA-256 over the listener's name, client_auth, client_ca path and the
+ * client_ca file's bytes. False when the file cannot be read. */
+static bool sid_context(const struct pt_tls_listener *tl, const char *name, unsigned char *md,
+                        unsigned int *mdlen)
+{
+    EVP_MD_CTX *d = EVP_MD_CTX_new();
+    char head[64];
+    int n = snprintf(head, sizeof(head), "portico|%d|", (int)tl->client_auth);
+    bool ok = d && EVP_DigestInit_ex(d, EVP_sha256(), NULL) == 1 &&
+              EVP_DigestUpdate(d, head, (size_t)n) == 1 &&
+              EVP_DigestUpdate(d, name, strlen(name) + 1) == 1;
+    if (ok && tl->client_ca) {
+        ok = EVP_DigestUpdate(d, tl->client_ca, strlen(tl->client_ca) + 1) == 1;
+        FILE *f = ok ? fopen(tl->client_ca, "rb") : NULL;
+        ok = f != NULL;
+        char buf[4096];
+        size_t got;
+        while (ok && (got = fread(buf, 1, sizeof(buf), f)) > 0)
+            ok = EVP_DigestUpdate(d, buf, got) == 1;
+        if (f) {
+            ok = ok && !ferror(f);
+            fclose(f);
+        }
+    }
+    ok = ok && EVP_DigestFinal_ex(d, md, mdlen) == 1;
+    EVP_MD_CTX_free(d);
+    return ok;
+}
+
 static SSL_CTX *ctx_new(const struct pt_tls_listener *tl, const char *name,
                         struct pt_tls_build_error *e)
 {
@@ -370,14 +399,17 @@ static SSL_CTX *ctx_new(const struct pt_tls_listener *tl, const char *name,
         return NULL;
     }
     /* Sessions resume only on this listener with this client-auth set-up:
-     * the context id names both. */
+     * the context id names both, and the CAs themselves (a reload that
+     * drops a CA from the same file must not resume sessions it
+     * verified). */
     unsigned char md[32];
     unsigned int mdlen = 0;
-    char idtext[512];
-    int n = snprintf(idtext, sizeof(idtext), "portico|%s|%d|%s", name, (int)tl->client_auth,
-                     tl->client_ca ? tl->client_ca : "");
-    EVP_Digest(idtext, (size_t)(n < (int)sizeof(idtext) ? n : (int)sizeof(idtext) - 1), md, &mdlen,
-               EVP_sha256(), NULL);
+    if (tl->client_ca && !readable(tl->client_ca, e, PT_TLS_ERR_CLIENT_CA, 0))
+        goto bad;
+    if (!sid_context(tl, name, md, &mdlen)) {
+        fail(e, PT_TLS_ERR_CLIENT_CA, 0, "cannot read `%s`", tl->client_ca);
+        goto bad;
+    }
     SSL_CTX_set_session_id_context(ctx, md,
                                    mdlen > SSL_MAX_SID_CTX_LENGTH ? SSL_MAX_SID_CTX_LENGTH : mdlen);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);

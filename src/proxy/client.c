@@ -920,12 +920,16 @@ static int read_ended(struct pt_call *c, ssize_t n)
                     n == 0 ? "upstream closed the connection" : "upstream connection reset");
     }
     /* A body that ends at close ends at a clean close only: a reset may
-     * have lost bytes. */
-    if (c->final.frame == PT_FRAME_CLOSE && n == 0) {
+     * have lost bytes. Over TLS, clean means close_notify: a bare FIN can
+     * come from anyone on the path (a truncation attack). */
+    if (c->final.frame == PT_FRAME_CLOSE && n == 0 &&
+        pt_likely(!c->uc->tls || pt_tls_closed_cleanly(c->uc->tls))) {
         c->res_eos = true;
         c->readable = false;
         return 1;
     }
+    if (c->final.frame == PT_FRAME_CLOSE && n == 0)
+        return fail(c, PT_CALL_FAIL_RESET, "upstream closed TLS without close_notify");
     return fail(c, PT_CALL_FAIL_RESET,
                 n == 0 ? "upstream truncated the response" : "upstream connection reset");
 }

@@ -32,10 +32,32 @@ static uint64_t addr_hash(const struct sockaddr_storage *a, socklen_t len)
     return h;
 }
 
-static bool addr_eq(const struct pt_upool *p, const struct pt_target *t, uint64_t tls_key)
+static uint64_t name_hash(const char *s, size_t n)
 {
-    return p->tls_key == tls_key && p->addrlen == t->addrlen &&
-           memcmp(&p->addr, &t->addr, t->addrlen) == 0;
+    uint64_t h = 1099511628211ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+static bool addr_eq(const struct pt_upool *p, const struct pt_target *t, uint64_t tls_key,
+                    pt_slice name)
+{
+    if (p->tls_key != tls_key || p->addrlen != t->addrlen ||
+        memcmp(&p->addr, &t->addr, t->addrlen) != 0)
+        return false;
+    if (pt_likely(!p->tls_name))
+        return name.len == 0;
+    return strlen(p->tls_name) == name.len && memcmp(p->tls_name, name.p, name.len) == 0;
+}
+
+static uint32_t pool_slot(const struct sockaddr_storage *a, socklen_t len, uint64_t tls_key,
+                          const char *name, size_t nlen)
+{
+    uint64_t h = addr_hash(a, len) ^ tls_key;
+    if (nlen)
+        h ^= name_hash(name, nlen);
+    return (uint32_t)h;
 }
 
 static void pools_grow(struct pt_outbound *ob)
@@ -48,7 +70,9 @@ static void pools_grow(struct pt_outbound *ob)
         struct pt_upool *p = ob->pools[i];
         if (!p)
             continue;
-        uint32_t j = (uint32_t)(addr_hash(&p->addr, p->addrlen) ^ p->tls_key) & (ncap - 1);
+        uint32_t j = pool_slot(&p->addr, p->addrlen, p->tls_key, p->tls_name,
+                               p->tls_name ? strlen(p->tls_name) : 0) &
+                     (ncap - 1);
         while (np[j])
             j = (j + 1) & (ncap - 1);
         np[j] = p;
@@ -58,26 +82,32 @@ static void pools_grow(struct pt_outbound *ob)
     ob->cappools = ncap;
 }
 
-/* Finds or creates the pool for a target address and TLS setting
- * (allocation happens once per distinct pair per worker, not per
- * request). */
+/* Finds or creates the pool for a target address and TLS setting (with
+ * TLS, and the name it verifies) (allocation happens once per distinct
+ * key per worker, not per request). */
 static struct pt_upool *pool_for(struct pt_outbound *ob, const struct pt_target *t,
-                                 uint64_t tls_key)
+                                 const struct pt_upstream_tls *tls)
 {
     if (ob->npools * 2 >= ob->cappools)
         pools_grow(ob);
     if (!ob->pools)
         return NULL;
+    uint64_t tls_key = tls ? tls->pool_key : 0;
+    pt_slice name = pt_unlikely(tls != NULL) ? pt_tls_target_name(tls, t) : (pt_slice){NULL, 0};
     uint32_t mask = ob->cappools - 1;
-    uint32_t j = (uint32_t)(addr_hash(&t->addr, t->addrlen) ^ tls_key) & mask;
+    uint32_t j = pool_slot(&t->addr, t->addrlen, tls_key, name.p, name.len) & mask;
     while (ob->pools[j]) {
-        if (addr_eq(ob->pools[j], t, tls_key))
+        if (addr_eq(ob->pools[j], t, tls_key, name))
             return ob->pools[j];
         j = (j + 1) & mask;
     }
     struct pt_upool *p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
+    if (name.len && !(p->tls_name = strndup(name.p, name.len))) {
+        free(p);
+        return NULL;
+    }
     memcpy(&p->addr, &t->addr, t->addrlen);
     p->addrlen = t->addrlen;
     p->tls_key = tls_key;
@@ -142,6 +172,7 @@ void pt_outbound_destroy(struct pt_outbound *ob)
             pt_uconn_close(p->idle);
         if (p->tls_session)
             SSL_SESSION_free(p->tls_session);
+        free(p->tls_name);
         free(p);
     }
     free(ob->pools);
@@ -174,7 +205,7 @@ struct pt_uconn *pt_uconn_acquire(struct pt_outbound *ob, const struct pt_target
                                   const struct pt_upstream_tls *tls, bool fresh, bool *reused,
                                   int *err)
 {
-    struct pt_upool *p = pool_for(ob, t, tls ? tls->pool_key : 0);
+    struct pt_upool *p = pool_for(ob, t, tls);
     if (!p) {
         *err = -ENOMEM;
         return NULL;

@@ -71,18 +71,25 @@ static bool is_ip_literal(const char *s)
     return inet_pton(AF_INET, s, b) == 1 || inet_pton(AF_INET6, s, b) == 1;
 }
 
+pt_slice pt_tls_target_name(const struct pt_upstream_tls *tls, const struct pt_target *t)
+{
+    if (!tls || tls->sni || !t->name)
+        return (pt_slice){NULL, 0};
+    /* A host-name target's name is as written, with its port. */
+    return (pt_slice){t->name, strcspn(t->name, ":")};
+}
+
 int pt_uconn_start_tls(struct pt_uconn *uc, const struct pt_upstream_tls *tls,
                        const struct pt_target *t)
 {
-    /* A host-name target's name is as written, with its port. */
     char host[256];
     const char *name = tls->sni;
-    if (!name && t->name) {
-        size_t n = strcspn(t->name, ":");
-        if (n >= sizeof(host))
+    pt_slice tn = pt_tls_target_name(tls, t);
+    if (!name && tn.len) {
+        if (tn.len >= sizeof(host))
             return -EINVAL;
-        memcpy(host, t->name, n);
-        host[n] = 0;
+        memcpy(host, tn.p, tn.len);
+        host[tn.len] = 0;
         name = host;
     }
     /* SNI carries host names only (RFC 6066 §3). */

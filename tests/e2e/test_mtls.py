@@ -346,3 +346,33 @@ def test_session_from_a_listener_without_client_auth_never_resumes_on_a_required
         out = s_client(certs, gw.ports["required"], sni, sess_in=sess)
         assert "Reused" not in out, out
         assert status_of(out) is None, out   # no certificate: the handshake fails
+
+
+def test_reload_that_changes_the_client_ca_file_never_resumes_its_old_sessions(certs, tmp_path):
+    """The same client_ca path with other CAs in it after a reload: a ticket
+    from before (the ticket keys outlive reloads) must not carry the old
+    verdict on the certificate into the new configuration."""
+    ca = tmp_path / "clients.pem"
+    ca.write_bytes(open(certs.path("client-ca.pem"), "rb").read())
+    with backend("app") as b:
+        port = free_port()
+        cfg = make_config(port, {"app": upstream(b.port)}, ROUTES)
+        lst = tls_listener("optional", port, certs, "optional")
+        lst["tls"]["client_ca"] = str(ca)
+        cfg["listeners"] = [lst]
+        g = Gateway(cfg, tmp_path)
+        try:
+            sess = str(tmp_path / "alice.sess")
+            out = s_client(certs, port, NAME, sess_out=sess, cert="alice")
+            assert status_of(out) == 200, out
+            out = s_client(certs, port, NAME, sess_in=sess)
+            assert "Reused, TLSv1.3" in out and status_of(out) == 200, out  # the control
+            ca.write_bytes(open(certs.path("rogue-ca.pem"), "rb").read())
+            g.reload(cfg)
+            out = s_client(certs, port, NAME, sess_in=sess)
+            assert "Reused" not in out, out
+            assert status_of(out) == 401, out   # no certificate sent on the new handshake
+            out = s_client(certs, port, NAME, cert="alice")
+            assert status_of(out) == 401, out   # alice's CA is no longer trusted
+        finally:
+            g.stop()

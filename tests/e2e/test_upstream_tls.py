@@ -22,8 +22,9 @@ import pytest
 import requests
 from jwcrypto import jwk as jwc_jwk
 
-from conftest import (Gateway, backend, echo_headers, free_port, make_config, scaled, upstream,
-                      validate_errors, wait_until)
+from conftest import (Gateway, RawUpstream, access_log_lines, backend, echo_headers, free_port,
+                      logged_gateway, make_config, parse_response, raw_until_close, read_head,
+                      scaled, upstream, validate_errors, wait_peer_read, wait_until)
 
 
 # ---------------------------------------------------------------- certificates
@@ -58,6 +59,7 @@ def certs(tmp_path_factory):
     c["server"] = make_cert(d, "ca", "server", "backend.test",
                             "DNS:backend.test,DNS:localhost,IP:127.0.0.1")
     c["client"] = make_cert(d, "ca", "client", "gateway-client", "DNS:gateway.test")
+    c["only_a"] = make_cert(d, "ca", "only_a", "a.test", "DNS:a.test")
     _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
              "-keyout", "self.key", "-out", "self.pem", "-subj", "/CN=self", "-days", "2", cwd=d)
     c["self"] = (os.path.join(d, "self.pem"), os.path.join(d, "self.key"))
@@ -300,6 +302,93 @@ def test_new_connections_resume_the_last_session(tmp_path, certs, tls_backend):
         assert be.resumed == 4  # all but the first
     finally:
         gw.stop()
+
+
+def two_names_config(port, dns, be_port, ca, **extra):
+    """Upstreams `ua` (a.test) and `ub` (b.test): one TLS setting, two names
+    that resolve to one address."""
+    ups = {}
+    for n in ("a", "b"):
+        up = {"targets": ["%s.test:%d" % (n, be_port)], "tls": {"ca": ca},
+              "resolve_every": "30s"}
+        up.update(extra)
+        ups["u" + n] = up
+    cfg = make_config(port, ups, [{"name": n, "match": {"path_prefix": "/" + n},
+                                   "upstream": "u" + n} for n in ("a", "b")], workers=1)
+    cfg["resolver"] = [dns.address]
+    return cfg
+
+
+@pytest.mark.parametrize("keepalive", [16, 0], ids=["pooled-connection", "resumed-session"])
+def test_another_name_at_the_same_address_is_verified_on_its_own(tmp_path, certs, tls_backend,
+                                                                 keepalive):
+    # The backend's certificate names a.test only. b.test resolves to the
+    # same address under the same TLS setting: neither a pooled connection
+    # verified for a.test (keepalive) nor a.test's session (resumed without
+    # a certificate) may carry a request for b.test past the name check.
+    from test_dns import DnsServer
+    dns = DnsServer()
+    be = tls_backend(cert=certs["only_a"])
+    dns.set("a.test", "127.0.0.1")
+    dns.set("b.test", "127.0.0.1")
+    gw = Gateway(two_names_config(free_port(), dns, be.port, certs["ca"], keepalive=keepalive),
+                 tmp_path)
+    try:
+        r = get(gw, "/a")
+        assert r.status_code == 200, r.text
+        r = get(gw, "/b")
+        assert r.status_code == 502, r.text
+        assert "hostname mismatch" in r.text, r.text
+        assert be.requests == 1
+        assert be.snis == ["a.test", "b.test"]
+        r = get(gw, "/a")  # a.test keeps its own connection / session
+        assert r.status_code == 200, r.text
+    finally:
+        gw.stop()
+        dns.stop()
+
+
+# ---------------------------------------------------------------- truncation
+
+@pytest.mark.parametrize("close_notify", [True, False], ids=["close_notify", "bare-fin"])
+def test_close_delimited_body_over_tls_is_complete_only_with_close_notify(tmp_path, certs,
+                                                                          close_notify):
+    # A response without a length ends at close. Over TLS the peer says
+    # "the end" with close_notify; a FIN alone can be forged by anyone on
+    # the path to cut the body short (a truncation attack), so it must
+    # reach the client as a cut, never as a complete response.
+    body = b"close-delimited-" * 200
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*certs["server"])
+
+    def handler(s):
+        ts = ctx.wrap_socket(s, server_side=True)
+        ts.settimeout(scaled(5))
+        read_head(ts)
+        ts.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + body)
+        wait_peer_read(ts)
+        if close_notify:
+            try:
+                ts.unwrap()  # close_notify, then the FIN
+            except (OSError, ssl.SSLError):
+                pass
+        ts.close()  # Python sends no close_notify of its own on close
+
+    up = RawUpstream(handler)
+    try:
+        with logged_gateway(tmp_path, up.port, tls={"ca": certs["ca"]}) as (gw, log):
+            buf, how = raw_until_close(gw.port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert buf.startswith(b"HTTP/1.1 200 "), buf[:100]
+            d = access_log_lines(log, 1)[0]
+            if close_notify:
+                r = parse_response(buf)
+                assert r.complete and r.body == body, (how, len(buf))
+                assert "error" not in d or not d["error"], d
+            else:
+                assert how == "reset", (how, len(buf))
+                assert d["error"] == "upstream closed TLS without close_notify", d
+    finally:
+        up.close()
 
 
 # ---------------------------------------------------------------- health checks

@@ -244,6 +244,37 @@ static void test_transfer_both_ways(enum pt_io_backend be)
         pt_loop_run_once(&loop, 1);
     }
     CHECK_EQ_INT(r, 0);
+    CHECK(pt_tls_closed_cleanly(p.sv.tls));
+    close_pair(&loop, &p);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(cctx);
+    pt_loop_destroy(&loop);
+}
+
+/* A FIN without close_notify reads as EOF too, but not as a clean close:
+ * whoever cut the TCP stream, it was not the TLS peer. */
+static void test_bare_fin_is_eof_but_not_clean(enum pt_io_backend be)
+{
+    struct pt_loop loop;
+    CHECK(pt_loop_init_backend(&loop, be) == 0);
+    pt_loop_thread_start(&loop);
+    SSL_CTX *sctx = server_ctx(false), *cctx = client_ctx(false);
+    struct conn_pair p;
+    open_pair(&loop, &p);
+    p.sv.tls = pt_tls_new_server(sctx, &loop, &p.sv.io);
+    p.cl.tls = pt_tls_new_client(cctx, &loop, &p.cl.io, "server.test", NULL);
+    CHECK(handshake(&loop, &p));
+    transfer(&loop, &p.sv, &p.cl, 1000);
+    CHECK(pt_io_shutdown_wr(&loop, &p.sv.io) == 0); /* the socket's FIN only */
+    char buf[64];
+    ssize_t r = -1;
+    for (int i = 0; i < 500 && r != 0; i++) {
+        r = pt_tls_recv(p.cl.tls, buf, sizeof(buf));
+        pt_loop_run_once(&loop, 1);
+    }
+    CHECK_EQ_INT(r, 0);
+    CHECK(p.cl.tls->eof);
+    CHECK(!pt_tls_closed_cleanly(p.cl.tls));
     close_pair(&loop, &p);
     SSL_CTX_free(sctx);
     SSL_CTX_free(cctx);
@@ -340,6 +371,7 @@ int main(void)
         }
         pt_loop_destroy(&probe);
         test_transfer_both_ways(backends[b]);
+        test_bare_fin_is_eof_but_not_clean(backends[b]);
         test_client_cert_and_resumption(backends[b]);
         test_handshake_failure(backends[b]);
     }
