@@ -102,6 +102,9 @@ int pt_uconn_start_tls(struct pt_uconn *uc, const struct pt_upstream_tls *tls,
     if (tls->verify) {
         char ip[INET6_ADDRSTRLEN];
         bool ok;
+        /* `f*.example.com` matches nothing (RFC 6125 §7.2 discourages
+         * partial wildcards; browsers refuse them). */
+        SSL_set_hostflags(s->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
         if (sni)
             ok = SSL_set1_host(s->ssl, sni) == 1;
         else if (name)
