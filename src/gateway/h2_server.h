@@ -59,6 +59,12 @@ struct h2_stream {
     bool discard;        /* request DATA is dropped (the exchange won't read it) */
     bool head_only;      /* HEAD */
     bool nghttp2_closed; /* the stream is gone from the session */
+    /* RFC 8441 WebSocket (h2_tunnel.c): an extended CONNECT mapped onto
+     * the exchange's tunnel; open once the upstream's 101 was checked
+     * (from then on the stream's DATA are tunnel bytes both ways). */
+    bool tunnel;
+    bool tunnel_open;
+    char ws_key[25]; /* the Sec-WebSocket-Key we sent upstream */
 
     /* request body: DATA not yet pulled by the exchange (≤ the window) */
     char *body;
@@ -134,5 +140,15 @@ void pt_h2_stream_free(struct pt_h2s *h, struct h2_stream *st, bool completed);
 bool pt_h2_stream_window_shut(struct pt_h2s *h, struct h2_stream *st);
 /* Resets the stream (RST_STREAM code), its exchange logs `why`. */
 void pt_h2_stream_reset(struct pt_h2s *h, struct h2_stream *st, uint32_t code, const char *why);
+
+/* h2_tunnel.c */
+/* The head of a CONNECT stream: `:protocol websocket` becomes the
+ * exchange's WebSocket upgrade (true); anything else is refused (hfail
+ * set: plain CONNECT 405, another :protocol 501). */
+bool pt_h2_tunnel_request(struct h2_stream *st);
+/* The upstream switched (ex->upgraded): checks Sec-WebSocket-Accept
+ * against our key and turns the 101 into the stream's 200 (true); a
+ * mismatch becomes a 502 (false). */
+bool pt_h2_tunnel_switched(struct h2_stream *st);
 
 #endif

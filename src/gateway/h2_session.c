@@ -393,6 +393,8 @@ bool pt_h2s_adopt(struct pt_conn *c)
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, PT_H2_MAX_STREAMS},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, PT_H2_STREAM_WINDOW},
+        /* RFC 8441: WebSocket over extended CONNECT (h2_tunnel.c). */
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
          (uint32_t)PT_MIN(lim->max_header_bytes, UINT32_MAX)},
     };

@@ -26,6 +26,10 @@ static pt_slice codec_body_peek(void *conn, bool *eos)
 {
     struct h2_stream *st = conn;
     *eos = st->req_eos;
+    if (pt_unlikely(st->tunnel && !st->tunnel_open)) {
+        *eos = false; /* the tunnel's bytes go once the upstream switched */
+        return (pt_slice){"", 0};
+    }
     if (!st->body)
         return (pt_slice){"", 0};
     return (pt_slice){st->body + st->bstart, st->bend - st->bstart};
@@ -295,14 +299,15 @@ static void start_request(struct pt_h2s *h, struct h2_stream *st, bool eos)
         head_fail(st, 400, ":authority and host disagree");
     if (!r->host.len)
         head_fail(st, 400, "no :authority or host");
-    if (r->method_id == PT_METHOD_CONNECT)
-        head_fail(st, 405, "CONNECT is not supported");
     if (st->cookie.len && pt_headers_add(&ex->reqh, &st->arena, PT_SLICE("cookie"), st->cookie) < 0)
         head_fail(st, 500, "out of memory");
     if (st->host.len && pt_headers_add(&ex->reqh, &st->arena, PT_SLICE("host"), r->host) < 0)
         head_fail(st, 500, "out of memory");
     r->content_length = st->content_length >= 0 ? st->content_length : (eos ? 0 : -1);
     r->chunked = r->content_length < 0;
+    /* CONNECT: RFC 8441 WebSocket (h2_tunnel.c), else refused. */
+    if (pt_unlikely(r->method_id == PT_METHOD_CONNECT) && !pt_h2_tunnel_request(st))
+        head_fail(st, 500, "out of memory");
     struct pt_hfield *rid = pt_headers_find_token(&ex->reqh, PT_TOK_X_REQUEST_ID);
     if (rid)
         pt_exchange_set_request_id(ex, rid->value);
@@ -329,7 +334,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     struct h2_stream *st = stream_of(s, id);
     if (st)
         st->body_in += len;
-    if (st && st->started && !st->discard && st->body_in > st->body_limit) {
+    if (st && st->started && !st->discard && st->body_in > st->body_limit && !st->tunnel) {
         st->discard = true;
         if (!st->ex.response_started)
             pt_exchange_respond(&st->ex, 413, NULL, false);
@@ -460,7 +465,7 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *u
     st->out_eos = true;
     /* The whole response is out while the client still sends a body
      * nobody reads: tell it to stop (RFC 9113 §8.1). */
-    if (!st->req_eos && !st->rst_sent) {
+    if (!st->req_eos && !st->rst_sent && !st->tunnel) {
         st->rst_sent = true;
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
     }
@@ -504,8 +509,7 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
         return NGHTTP2_ERR_DEFERRED;
     }
     memcpy(buf, b.p, n);
-    pt_exchange_body_consume(&st->ex, n);
-    st->ex.bytes_out += n;
+    pt_exchange_body_consume(&st->ex, n); /* (counts bytes_out) */
     st->out_ms = pt_loop_now(&st->h->c->w->loop);
     if (n == b.len && eos)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -641,6 +645,10 @@ int pt_h2_stream_pump(struct pt_h2s *h, struct h2_stream *st)
         pt_h2_stream_reset(h, st, NGHTTP2_INTERNAL_ERROR, ex->cut);
         return 1;
     }
+    /* A WebSocket tunnel's 101: checked, it becomes the stream's 200 (or
+     * a 502 replaces it). */
+    if (pt_unlikely(ex->upgraded && !st->tunnel_open && !st->submitted))
+        pt_h2_tunnel_switched(st);
     if (ex->resp != PT_RESP_NONE && (!st->submitted || st->built_seq != ex->resp_seq)) {
         if (st->submitted) {
             /* A response replaced after its head went out: a cut. */
