@@ -71,6 +71,11 @@ struct h2_stream {
     uint32_t bstart, bend, bcap;
     uint64_t body_in;
     uint64_t body_limit;
+    /* limits.min_body_rate (h2_stream.c): body_in at the current window's
+     * start, and the window's timer (armed only while the body is due and
+     * no response was made). */
+    uint64_t rate_mark;
+    struct pt_timer rate_timer;
 
     /* response */
     bool submitted; /* HEADERS submitted for built_seq */

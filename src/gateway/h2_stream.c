@@ -103,6 +103,7 @@ void pt_h2_stream_free(struct pt_h2s *h, struct h2_stream *st, bool completed)
     }
     if (!st->started)
         h->nheads--;
+    pt_timer_cancel(&h->c->w->loop, &st->rate_timer);
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -277,6 +278,36 @@ static void split_target(struct h2_stream *st)
     }
 }
 
+/* ---- the minimum body rate ----
+ * limits.min_body_rate per stream, as HTTP/1.1 judges it (h1_server_io.c):
+ * each body_rate_window (the first is the grace) must bring rate × window
+ * bytes of the request body, judged only while the gateway waits on the
+ * client (the stream's buffer is empty: the upstream took everything, so
+ * the client has its whole window to fill, and no filter is at work).
+ * Too slow → 408 on that stream (Envoy's answer to a stream timeout
+ * before the response began), then RST_STREAM NO_ERROR to stop the
+ * upload (on_frame_send); the connection's other streams carry on. */
+
+static void body_rate_check(struct pt_loop *loop, struct pt_timer *tm)
+{
+    struct h2_stream *st = pt_container_of(tm, struct h2_stream, rate_timer);
+    struct pt_exchange *ex = &st->ex;
+    if (st->req_eos || st->discard || ex->response_started || ex->resp == PT_RESP_GATEWAY ||
+        st->h->c->closed)
+        return;
+    const struct pt_limits *lim = &ex->gen->limits;
+    uint64_t need = lim->min_body_rate * lim->body_rate_window_ms / 1000;
+    bool waiting_on_client = st->bstart == st->bend && !ex->suspended;
+    if (waiting_on_client && st->body_in - st->rate_mark < need) {
+        st->discard = true; /* what still comes is dropped, its window reopened */
+        pt_exchange_respond(ex, 408, "request body too slow", false);
+        pt_h2s_run(st->h->c);
+        return;
+    }
+    st->rate_mark = st->body_in;
+    pt_timer_arm(loop, &st->rate_timer, lim->body_rate_window_ms, body_rate_check);
+}
+
 /* The head is complete: fill the exchange's request and start it. */
 static void start_request(struct pt_h2s *h, struct h2_stream *st, bool eos)
 {
@@ -323,6 +354,10 @@ static void start_request(struct pt_h2s *h, struct h2_stream *st, bool eos)
                                                             : ex->gen->limits.max_body_bytes;
     if (ex->resp != PT_RESP_NONE && !ex->dispatched)
         st->discard = true; /* answered before any body was wanted */
+    if (!eos && !st->tunnel && !st->discard && ex->resp != PT_RESP_GATEWAY &&
+        ex->gen->limits.min_body_rate)
+        pt_timer_arm(&h->c->w->loop, &st->rate_timer, ex->gen->limits.body_rate_window_ms,
+                     body_rate_check); /* the grace window counts what came with the head */
 }
 
 /* ---- the request body ---- */
