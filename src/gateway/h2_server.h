@@ -43,6 +43,11 @@ struct h2_stream {
     struct pt_arena arena;
     struct pt_h2s *h;
     struct h2_stream *next, *prev; /* the connection's open streams */
+    /* On the connection's ready list: the stream has something to pump
+     * (its exchange woke, request DATA or END_STREAM came, its response
+     * body was drained into frames). Only ready streams are pumped. */
+    struct h2_stream *rnext, *rprev;
+    bool queued;
     int32_t id;
 
     /* request head, from the header callbacks */
@@ -92,7 +97,10 @@ struct h2_stream {
 struct pt_h2s {
     nghttp2_session *s;
     struct pt_conn *c;
-    struct h2_stream *streams; /* open */
+    struct h2_stream *streams;            /* open */
+    struct h2_stream *ready, *ready_tail; /* streams to pump (pt_h2_stream_ready) */
+    struct pt_h2s *fnext;                 /* the worker's flush list (w->h2_flush) */
+    bool flush_queued;                    /* on it */
     uint32_t nstreams;
     uint32_t nheads;    /* open streams whose header block is not complete */
     const uint8_t *out; /* nghttp2_session_mem_send output not yet written */
@@ -110,6 +118,15 @@ struct pt_h2s {
 };
 
 /* h2_session.c */
+/* Runs every connection on the worker's flush list (end of a loop turn). */
+void pt_h2s_flush_turn(struct pt_worker *w);
+/* Queues the connection's run for the end of this loop turn (or for the
+ * next pass of the run on the stack). */
+void pt_h2s_defer(struct pt_h2s *h);
+/* Puts a stream on its connection's ready list (idempotent) / takes it
+ * off (a stream being freed). */
+void pt_h2_stream_ready(struct pt_h2s *h, struct h2_stream *st);
+void pt_h2_stream_unready(struct pt_h2s *h, struct h2_stream *st);
 /* Takes over the accepted connection: bytes in c->rbuf are the start of
  * the HTTP/2 stream (the client preface). Returns false when it closed c. */
 bool pt_h2s_adopt(struct pt_conn *c);

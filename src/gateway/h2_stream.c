@@ -52,7 +52,10 @@ static void codec_body_consumed(void *conn, size_t n)
 static void codec_wake(void *conn)
 {
     struct h2_stream *st = conn;
-    pt_h2s_run(st->h->c);
+    /* Batched: the stream is pumped, and the connection written, once at
+     * the end of this loop turn with everything else that woke. */
+    pt_h2_stream_ready(st->h, st);
+    pt_h2s_defer(st->h);
 }
 
 static const struct pt_codec_ops codec_ops = {codec_body_peek, codec_body_consumed, codec_wake};
@@ -104,6 +107,7 @@ void pt_h2_stream_free(struct pt_h2s *h, struct h2_stream *st, bool completed)
     if (!st->started)
         h->nheads--;
     pt_timer_cancel(&h->c->w->loop, &st->rate_timer);
+    pt_h2_stream_unready(h, st);
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -301,6 +305,7 @@ static void body_rate_check(struct pt_loop *loop, struct pt_timer *tm)
     if (waiting_on_client && st->body_in - st->rate_mark < need) {
         st->discard = true; /* what still comes is dropped, its window reopened */
         pt_exchange_respond(ex, 408, "request body too slow", false);
+        pt_h2_stream_ready(st->h, st);
         pt_h2s_run(st->h->c);
         return;
     }
@@ -314,6 +319,7 @@ static void start_request(struct pt_h2s *h, struct h2_stream *st, bool eos)
     struct pt_exchange *ex = &st->ex;
     struct pt_request_meta *r = &ex->req;
     st->started = true;
+    pt_h2_stream_ready(h, st);
     h->nheads--;
     st->req_eos = eos;
     ex->t_start = pt_loop_now_ns(&h->c->w->loop);
@@ -405,6 +411,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     memcpy(st->body + st->bend, data, len);
     st->bend += (uint32_t)len;
     st->ex.bytes_in += len;
+    pt_h2_stream_ready(st->h, st); /* the call may take it */
     return 0;
 }
 
@@ -436,8 +443,11 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
     default:
         break;
     }
-    if (st && eos)
+    if (st && eos) {
         st->req_eos = true;
+        if (st->started)
+            pt_h2_stream_ready(h, st);
+    }
     return 0;
 }
 
@@ -545,6 +555,7 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
     }
     memcpy(buf, b.p, n);
     pt_exchange_body_consume(&st->ex, n); /* (counts bytes_out) */
+    pt_h2_stream_ready(st->h, st);        /* room: the call may read more */
     st->out_ms = pt_loop_now(&st->h->c->w->loop);
     if (n == b.len && eos)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
