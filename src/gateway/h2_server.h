@@ -43,6 +43,11 @@ struct h2_stream {
     struct pt_arena arena;
     struct pt_h2s *h;
     struct h2_stream *next, *prev; /* the connection's open streams */
+    /* On the connection's ready list: the stream has something to pump
+     * (its exchange woke, request DATA or END_STREAM came, its response
+     * body was drained into frames). Only ready streams are pumped. */
+    struct h2_stream *rnext, *rprev;
+    bool queued;
     int32_t id;
 
     /* request head, from the header callbacks */
@@ -59,12 +64,23 @@ struct h2_stream {
     bool discard;        /* request DATA is dropped (the exchange won't read it) */
     bool head_only;      /* HEAD */
     bool nghttp2_closed; /* the stream is gone from the session */
+    /* RFC 8441 WebSocket (h2_tunnel.c): an extended CONNECT mapped onto
+     * the exchange's tunnel; open once the upstream's 101 was checked
+     * (from then on the stream's DATA are tunnel bytes both ways). */
+    bool tunnel;
+    bool tunnel_open;
+    char ws_key[25]; /* the Sec-WebSocket-Key we sent upstream */
 
     /* request body: DATA not yet pulled by the exchange (≤ the window) */
     char *body;
     uint32_t bstart, bend, bcap;
     uint64_t body_in;
     uint64_t body_limit;
+    /* limits.min_body_rate (h2_stream.c): body_in at the current window's
+     * start, and the window's timer (armed only while the body is due and
+     * no response was made). */
+    uint64_t rate_mark;
+    struct pt_timer rate_timer;
 
     /* response */
     bool submitted; /* HEADERS submitted for built_seq */
@@ -81,7 +97,10 @@ struct h2_stream {
 struct pt_h2s {
     nghttp2_session *s;
     struct pt_conn *c;
-    struct h2_stream *streams; /* open */
+    struct h2_stream *streams;            /* open */
+    struct h2_stream *ready, *ready_tail; /* streams to pump (pt_h2_stream_ready) */
+    struct pt_h2s *fnext;                 /* the worker's flush list (w->h2_flush) */
+    bool flush_queued;                    /* on it */
     uint32_t nstreams;
     uint32_t nheads;    /* open streams whose header block is not complete */
     const uint8_t *out; /* nghttp2_session_mem_send output not yet written */
@@ -99,6 +118,15 @@ struct pt_h2s {
 };
 
 /* h2_session.c */
+/* Runs every connection on the worker's flush list (end of a loop turn). */
+void pt_h2s_flush_turn(struct pt_worker *w);
+/* Queues the connection's run for the end of this loop turn (or for the
+ * next pass of the run on the stack). */
+void pt_h2s_defer(struct pt_h2s *h);
+/* Puts a stream on its connection's ready list (idempotent) / takes it
+ * off (a stream being freed). */
+void pt_h2_stream_ready(struct pt_h2s *h, struct h2_stream *st);
+void pt_h2_stream_unready(struct pt_h2s *h, struct h2_stream *st);
 /* Takes over the accepted connection: bytes in c->rbuf are the start of
  * the HTTP/2 stream (the client preface). Returns false when it closed c. */
 bool pt_h2s_adopt(struct pt_conn *c);
@@ -134,5 +162,15 @@ void pt_h2_stream_free(struct pt_h2s *h, struct h2_stream *st, bool completed);
 bool pt_h2_stream_window_shut(struct pt_h2s *h, struct h2_stream *st);
 /* Resets the stream (RST_STREAM code), its exchange logs `why`. */
 void pt_h2_stream_reset(struct pt_h2s *h, struct h2_stream *st, uint32_t code, const char *why);
+
+/* h2_tunnel.c */
+/* The head of a CONNECT stream: `:protocol websocket` becomes the
+ * exchange's WebSocket upgrade (true); anything else is refused (hfail
+ * set: plain CONNECT 405, another :protocol 501). */
+bool pt_h2_tunnel_request(struct h2_stream *st);
+/* The upstream switched (ex->upgraded): checks Sec-WebSocket-Accept
+ * against our key and turns the 101 into the stream's 200 (true); a
+ * mismatch becomes a 502 (false). */
+bool pt_h2_tunnel_switched(struct h2_stream *st);
 
 #endif

@@ -266,15 +266,83 @@ static int h2_write(struct pt_conn *c, struct pt_h2s *h)
 
 /* ---- the pump ---- */
 
+void pt_h2_stream_ready(struct pt_h2s *h, struct h2_stream *st)
+{
+    if (st->queued)
+        return;
+    st->queued = true;
+    st->rnext = NULL;
+    st->rprev = h->ready_tail;
+    if (h->ready_tail)
+        h->ready_tail->rnext = st;
+    else
+        h->ready = st;
+    h->ready_tail = st;
+}
+
+void pt_h2_stream_unready(struct pt_h2s *h, struct h2_stream *st)
+{
+    if (!st->queued)
+        return;
+    st->queued = false;
+    if (st->rprev)
+        st->rprev->rnext = st->rnext;
+    else
+        h->ready = st->rnext;
+    if (st->rnext)
+        st->rnext->rprev = st->rprev;
+    else
+        h->ready_tail = st->rprev;
+}
+
+/* Pumps the streams that were ready when it began (one pass: a stream
+ * that made progress goes to the back, for the next pass after a write).
+ * Streams with nothing new cost nothing: a connection with 100 streams
+ * waiting on their upstreams pumps only those that woke. */
 static int pump_streams(struct pt_h2s *h)
 {
     int progress = 0;
     struct pt_conn *c = h->c;
-    for (struct h2_stream *st = h->streams, *next; st && !c->closed; st = next) {
-        next = st->next;
-        progress |= pt_h2_stream_pump(h, st);
+    struct h2_stream *last = h->ready_tail;
+    while (h->ready && !c->closed) {
+        struct h2_stream *st = h->ready;
+        bool end = st == last;
+        pt_h2_stream_unready(h, st);
+        if (pt_h2_stream_pump(h, st)) {
+            progress = 1;
+            if (!c->closed)
+                pt_h2_stream_ready(h, st);
+        }
+        if (end)
+            break;
     }
     return progress;
+}
+
+void pt_h2s_defer(struct pt_h2s *h)
+{
+    if (h->in_run) {
+        h->again = true;
+        return;
+    }
+    if (h->flush_queued || h->c->closed)
+        return;
+    struct pt_worker *w = h->c->w;
+    h->flush_queued = true;
+    h->fnext = w->h2_flush;
+    w->h2_flush = h;
+}
+
+void pt_h2s_flush_turn(struct pt_worker *w)
+{
+    struct pt_h2s *h;
+    while ((h = w->h2_flush) != NULL) {
+        w->h2_flush = h->fnext;
+        h->fnext = NULL;
+        h->flush_queued = false;
+        if (!h->c->closed && h->s)
+            pt_h2s_run(h->c);
+    }
 }
 
 void pt_h2s_run(struct pt_conn *c)
@@ -331,7 +399,9 @@ static void h2_on_event(struct pt_loop *loop, struct pt_io *io, uint32_t events)
         close_now(c); /* reset: nothing more can be said to it */
         return;
     }
-    pt_h2s_run(c);
+    /* Read, pump and write once at the end of the turn, together with
+     * whatever the turn's upstream events woke: one write for all. */
+    pt_h2s_defer(c->h2);
 }
 
 /* ---- life ---- */
@@ -393,6 +463,8 @@ bool pt_h2s_adopt(struct pt_conn *c)
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, PT_H2_MAX_STREAMS},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, PT_H2_STREAM_WINDOW},
+        /* RFC 8441: WebSocket over extended CONNECT (h2_tunnel.c). */
+        {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
          (uint32_t)PT_MIN(lim->max_header_bytes, UINT32_MAX)},
     };
@@ -458,6 +530,14 @@ void pt_h2s_close(struct pt_conn *c)
 
 void pt_h2s_free(struct pt_conn *c)
 {
+    struct pt_h2s *h = c->h2;
+    if (h->flush_queued) { /* (reap runs after the flush: not expected) */
+        struct pt_h2s **pp = &c->w->h2_flush;
+        while (*pp && *pp != h)
+            pp = &(*pp)->fnext;
+        if (*pp)
+            *pp = h->fnext;
+    }
     free(c->h2);
     c->h2 = NULL;
 }

@@ -26,6 +26,10 @@ static pt_slice codec_body_peek(void *conn, bool *eos)
 {
     struct h2_stream *st = conn;
     *eos = st->req_eos;
+    if (pt_unlikely(st->tunnel && !st->tunnel_open)) {
+        *eos = false; /* the tunnel's bytes go once the upstream switched */
+        return (pt_slice){"", 0};
+    }
     if (!st->body)
         return (pt_slice){"", 0};
     return (pt_slice){st->body + st->bstart, st->bend - st->bstart};
@@ -48,7 +52,10 @@ static void codec_body_consumed(void *conn, size_t n)
 static void codec_wake(void *conn)
 {
     struct h2_stream *st = conn;
-    pt_h2s_run(st->h->c);
+    /* Batched: the stream is pumped, and the connection written, once at
+     * the end of this loop turn with everything else that woke. */
+    pt_h2_stream_ready(st->h, st);
+    pt_h2s_defer(st->h);
 }
 
 static const struct pt_codec_ops codec_ops = {codec_body_peek, codec_body_consumed, codec_wake};
@@ -99,6 +106,8 @@ void pt_h2_stream_free(struct pt_h2s *h, struct h2_stream *st, bool completed)
     }
     if (!st->started)
         h->nheads--;
+    pt_timer_cancel(&h->c->w->loop, &st->rate_timer);
+    pt_h2_stream_unready(h, st);
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -273,12 +282,44 @@ static void split_target(struct h2_stream *st)
     }
 }
 
+/* ---- the minimum body rate ----
+ * limits.min_body_rate per stream, as HTTP/1.1 judges it (h1_server_io.c):
+ * each body_rate_window (the first is the grace) must bring rate × window
+ * bytes of the request body, judged only while the gateway waits on the
+ * client (the stream's buffer is empty: the upstream took everything, so
+ * the client has its whole window to fill, and no filter is at work).
+ * Too slow → 408 on that stream (Envoy's answer to a stream timeout
+ * before the response began), then RST_STREAM NO_ERROR to stop the
+ * upload (on_frame_send); the connection's other streams carry on. */
+
+static void body_rate_check(struct pt_loop *loop, struct pt_timer *tm)
+{
+    struct h2_stream *st = pt_container_of(tm, struct h2_stream, rate_timer);
+    struct pt_exchange *ex = &st->ex;
+    if (st->req_eos || st->discard || ex->response_started || ex->resp == PT_RESP_GATEWAY ||
+        st->h->c->closed)
+        return;
+    const struct pt_limits *lim = &ex->gen->limits;
+    uint64_t need = lim->min_body_rate * lim->body_rate_window_ms / 1000;
+    bool waiting_on_client = st->bstart == st->bend && !ex->suspended;
+    if (waiting_on_client && st->body_in - st->rate_mark < need) {
+        st->discard = true; /* what still comes is dropped, its window reopened */
+        pt_exchange_respond(ex, 408, "request body too slow", false);
+        pt_h2_stream_ready(st->h, st);
+        pt_h2s_run(st->h->c);
+        return;
+    }
+    st->rate_mark = st->body_in;
+    pt_timer_arm(loop, &st->rate_timer, lim->body_rate_window_ms, body_rate_check);
+}
+
 /* The head is complete: fill the exchange's request and start it. */
 static void start_request(struct pt_h2s *h, struct h2_stream *st, bool eos)
 {
     struct pt_exchange *ex = &st->ex;
     struct pt_request_meta *r = &ex->req;
     st->started = true;
+    pt_h2_stream_ready(h, st);
     h->nheads--;
     st->req_eos = eos;
     ex->t_start = pt_loop_now_ns(&h->c->w->loop);
@@ -295,14 +336,15 @@ static void start_request(struct pt_h2s *h, struct h2_stream *st, bool eos)
         head_fail(st, 400, ":authority and host disagree");
     if (!r->host.len)
         head_fail(st, 400, "no :authority or host");
-    if (r->method_id == PT_METHOD_CONNECT)
-        head_fail(st, 405, "CONNECT is not supported");
     if (st->cookie.len && pt_headers_add(&ex->reqh, &st->arena, PT_SLICE("cookie"), st->cookie) < 0)
         head_fail(st, 500, "out of memory");
     if (st->host.len && pt_headers_add(&ex->reqh, &st->arena, PT_SLICE("host"), r->host) < 0)
         head_fail(st, 500, "out of memory");
     r->content_length = st->content_length >= 0 ? st->content_length : (eos ? 0 : -1);
     r->chunked = r->content_length < 0;
+    /* CONNECT: RFC 8441 WebSocket (h2_tunnel.c), else refused. */
+    if (pt_unlikely(r->method_id == PT_METHOD_CONNECT) && !pt_h2_tunnel_request(st))
+        head_fail(st, 500, "out of memory");
     struct pt_hfield *rid = pt_headers_find_token(&ex->reqh, PT_TOK_X_REQUEST_ID);
     if (rid)
         pt_exchange_set_request_id(ex, rid->value);
@@ -318,6 +360,10 @@ static void start_request(struct pt_h2s *h, struct h2_stream *st, bool eos)
                                                             : ex->gen->limits.max_body_bytes;
     if (ex->resp != PT_RESP_NONE && !ex->dispatched)
         st->discard = true; /* answered before any body was wanted */
+    if (!eos && !st->tunnel && !st->discard && ex->resp != PT_RESP_GATEWAY &&
+        ex->gen->limits.min_body_rate)
+        pt_timer_arm(&h->c->w->loop, &st->rate_timer, ex->gen->limits.body_rate_window_ms,
+                     body_rate_check); /* the grace window counts what came with the head */
 }
 
 /* ---- the request body ---- */
@@ -329,7 +375,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     struct h2_stream *st = stream_of(s, id);
     if (st)
         st->body_in += len;
-    if (st && st->started && !st->discard && st->body_in > st->body_limit) {
+    if (st && st->started && !st->discard && st->body_in > st->body_limit && !st->tunnel) {
         st->discard = true;
         if (!st->ex.response_started)
             pt_exchange_respond(&st->ex, 413, NULL, false);
@@ -365,6 +411,7 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     memcpy(st->body + st->bend, data, len);
     st->bend += (uint32_t)len;
     st->ex.bytes_in += len;
+    pt_h2_stream_ready(st->h, st); /* the call may take it */
     return 0;
 }
 
@@ -396,8 +443,11 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
     default:
         break;
     }
-    if (st && eos)
+    if (st && eos) {
         st->req_eos = true;
+        if (st->started)
+            pt_h2_stream_ready(h, st);
+    }
     return 0;
 }
 
@@ -460,7 +510,7 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *u
     st->out_eos = true;
     /* The whole response is out while the client still sends a body
      * nobody reads: tell it to stop (RFC 9113 §8.1). */
-    if (!st->req_eos && !st->rst_sent) {
+    if (!st->req_eos && !st->rst_sent && !st->tunnel) {
         st->rst_sent = true;
         nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
     }
@@ -504,8 +554,8 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
         return NGHTTP2_ERR_DEFERRED;
     }
     memcpy(buf, b.p, n);
-    pt_exchange_body_consume(&st->ex, n);
-    st->ex.bytes_out += n;
+    pt_exchange_body_consume(&st->ex, n); /* (counts bytes_out) */
+    pt_h2_stream_ready(st->h, st);        /* room: the call may read more */
     st->out_ms = pt_loop_now(&st->h->c->w->loop);
     if (n == b.len && eos)
         *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -641,6 +691,10 @@ int pt_h2_stream_pump(struct pt_h2s *h, struct h2_stream *st)
         pt_h2_stream_reset(h, st, NGHTTP2_INTERNAL_ERROR, ex->cut);
         return 1;
     }
+    /* A WebSocket tunnel's 101: checked, it becomes the stream's 200 (or
+     * a 502 replaces it). */
+    if (pt_unlikely(ex->upgraded && !st->tunnel_open && !st->submitted))
+        pt_h2_tunnel_switched(st);
     if (ex->resp != PT_RESP_NONE && (!st->submitted || st->built_seq != ex->resp_seq)) {
         if (st->submitted) {
             /* A response replaced after its head went out: a cut. */

@@ -5,6 +5,7 @@
 #include "gateway/worker.h"
 
 #include "core/log.h"
+#include "gateway/h2_server.h"
 #include "gateway/trace_export.h"
 
 #include <assert.h>
@@ -459,6 +460,8 @@ static void *worker_main(void *arg)
         if (paused)
             pt_worker_resume_accept(w);
         pt_loop_run_once(&w->loop, drain_started || paused ? 50 : 1000);
+        if (w->h2_flush)
+            pt_h2s_flush_turn(w); /* before reap: the list holds live sessions */
         pt_conn_reap(w);
         pt_outbound_reap(&w->ob);
         if (pt_unlikely(w->nredis_retired))

@@ -135,6 +135,11 @@ struct pt_worker {
      * written by the worker only, read by the scrape. */
     struct pt_conn_counts conn_counts;
     _Atomic bool draining;
+    /* HTTP/2 connections with work for the end of this loop turn (read,
+     * pump woken streams, one write): h2_session.c's flush list, run by
+     * pt_h2s_flush_turn after pt_loop_run_once dispatched the turn's
+     * events. NULL: nothing to do (one pointer test per turn). */
+    struct pt_h2s *h2_flush;
 };
 
 /* Process-wide state shared by workers and the control thread. */

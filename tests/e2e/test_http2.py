@@ -41,10 +41,16 @@ def h2_config(up_port, routes=None, limits=None, access_log=None, workers=1, htt
 
 
 class H2Client:
-    """A python-h2 client connection (h2c, prior knowledge) driven by hand."""
+    """A python-h2 client connection (h2c, prior knowledge; or over TLS with
+    ALPN h2 when ssl_ctx is given) driven by hand."""
 
-    def __init__(self, port, validate=True, window=None):
+    def __init__(self, port, validate=True, window=None, ssl_ctx=None, server_hostname=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+        self.scheme = "http"
+        if ssl_ctx is not None:
+            self.sock = ssl_ctx.wrap_socket(self.sock, server_hostname=server_hostname)
+            assert self.sock.selected_alpn_protocol() == "h2"
+            self.scheme = "https"
         cfg = h2.config.H2Configuration(client_side=True,
                                         header_encoding=None,
                                         validate_outbound_headers=validate,
@@ -68,7 +74,7 @@ class H2Client:
 
     def request(self, method, path, headers=(), body=None, authority="gw.test"):
         sid = self.conn.get_next_available_stream_id()
-        hs = [(":method", method), (":path", path), (":scheme", "http"),
+        hs = [(":method", method), (":path", path), (":scheme", self.scheme),
               (":authority", authority)] + list(headers)
         self.conn.send_headers(sid, hs, end_stream=body is None)
         self.streams[sid] = {"headers": None, "data": bytearray(), "ended": False,
@@ -358,48 +364,54 @@ def test_content_length_must_match_the_data(gw, demo, declared, sent):
 
 # ---------------------------------------------------------------- many streams
 
+def thousand_streams(c):
+    """1000 streams, at most 100 at once, on client c: bodies up to 10 MiB
+    both ways, each response checked byte-exact (test_http2_tls.py too)."""
+    sizes = [0, 1, 100, 65535, 65536, 300000]
+    results = {}
+    sent = {}
+    inflight = []
+    i = 0
+    while i < 1000 or inflight:
+        while i < 1000 and len(inflight) < 100:
+            if i % 250 == 7:  # a few big ones: 10 MiB up / down
+                if i % 500 == 7:
+                    body = os.urandom(10 * MiB)
+                    sid = c.request("POST", "/echo/%d" % i, body=body)
+                    sent[sid] = body
+                else:
+                    sid = c.request("GET", "/bytes/%d" % (10 * MiB))
+                    sent[sid] = None
+            else:
+                body = os.urandom(sizes[i % len(sizes)])
+                sid = c.request("POST", "/echo/%d" % i, body=body)
+                sent[sid] = body
+            inflight.append(sid)
+            i += 1
+        c.pump()
+        for sid in [s for s in inflight if c.streams[s]["ended"] or
+                    c.streams[s]["reset"] is not None]:
+            inflight.remove(sid)
+            results[sid] = c.streams[sid]
+    assert len(results) == 1000
+    for sid, st in results.items():
+        assert st["reset"] is None and status(st) == 200, (sid, st["reset"])
+        body = sent[sid]
+        if body is None:
+            expect = b"0123456789abcdef" * (10 * MiB // 16)
+            assert hashlib.sha256(bytes(st["data"])).digest() == \
+                hashlib.sha256(expect).digest()
+        else:
+            echo = json.loads(st["data"])
+            assert echo["body_len"] == len(body)
+            assert echo["body_crc32"] == "%08x" % (zlib.crc32(body) & 0xffffffff)
+
+
 def test_thousand_streams_with_bodies_both_ways(tmp_path, demo):
     g = Gateway(h2_config(demo.port, limits={"max_body_bytes": "16MiB"}), tmp_path)
     try:
         c = H2Client(g.port, window=8 * MiB)
-        sizes = [0, 1, 100, 65535, 65536, 300000]
-        results = {}
-        sent = {}
-        inflight = []
-        i = 0
-        while i < 1000 or inflight:
-            while i < 1000 and len(inflight) < 100:
-                if i % 250 == 7:  # a few big ones: 10 MiB up / down
-                    if i % 500 == 7:
-                        body = os.urandom(10 * MiB)
-                        sid = c.request("POST", "/echo/%d" % i, body=body)
-                        sent[sid] = body
-                    else:
-                        sid = c.request("GET", "/bytes/%d" % (10 * MiB))
-                        sent[sid] = None
-                else:
-                    body = os.urandom(sizes[i % len(sizes)])
-                    sid = c.request("POST", "/echo/%d" % i, body=body)
-                    sent[sid] = body
-                inflight.append(sid)
-                i += 1
-            c.pump()
-            for sid in [s for s in inflight if c.streams[s]["ended"] or
-                        c.streams[s]["reset"] is not None]:
-                inflight.remove(sid)
-                results[sid] = c.streams[sid]
-        assert len(results) == 1000
-        for sid, st in results.items():
-            assert st["reset"] is None and status(st) == 200, (sid, st["reset"])
-            body = sent[sid]
-            if body is None:
-                expect = b"0123456789abcdef" * (10 * MiB // 16)
-                assert hashlib.sha256(bytes(st["data"])).digest() == \
-                    hashlib.sha256(expect).digest()
-            else:
-                echo = json.loads(st["data"])
-                assert echo["body_len"] == len(body)
-                assert echo["body_crc32"] == "%08x" % (zlib.crc32(body) & 0xffffffff)
+        thousand_streams(c)
         c.close()
     finally:
         g.stop()
