@@ -101,7 +101,9 @@ void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *er
     ex->resp_seq++;
     ex->status = status;
     ex->gw_error = error;
-    ex->error = error ? error : pt_error_text(status);
+    /* A filter's 204 (a CORS preflight) or 304 is an answer, not an error
+     * (the log line and the trace span say so). */
+    ex->error = error ? error : status >= 400 ? pt_error_text(status) : NULL;
     ex->gw_body = body;
     ex->gw_ctype = ctype;
     ex->close_after |= close;

@@ -9,6 +9,9 @@ subdomain, regex and "*" origins; a route whose methods lack OPTIONS still
 answering a preflight; responses the gateway makes after cors (a 401)
 decorated too; config errors with file:line:col."""
 
+import json
+import subprocess
+
 import pytest
 import requests
 
@@ -47,6 +50,8 @@ def gw(tmp_path_factory):
     with backend("cors") as b:
         cfg = make_config(free_port(), {"echo": upstream(b.port)}, ROUTES)
         cfg["consumers"] = [{"name": "web", "api_keys": ["k-1"]}]
+        cfg["listeners"][0]["http2"] = True  # h2c with prior knowledge beside HTTP/1.1
+        cfg["access_log"] = {"path": "stdout", "format": "json"}
         g = Gateway(cfg, tmp_path_factory.mktemp("cors"))
         try:
             yield g, b
@@ -299,3 +304,45 @@ def test_config_errors(tmp_path, cors, want):
     cfg = make_config(free_port(), {"echo": upstream(free_port())}, [route("r", cors)])
     rc, out = validate_errors(tmp_path, cfg)
     assert rc == 1 and "bad.yaml:" in out and want in out, out
+
+
+def test_preflight_over_http2(gw):
+    # A bodiless 204 on an h2 stream: no content-length, or the client's
+    # nghttp2 resets the stream.
+    g, b = gw
+    b.reset()
+    out = subprocess.run(["curl", "-s", "-i", "--http2-prior-knowledge", "-X", "OPTIONS",
+                          g.u("/exact/h2"), "-H", "Origin: " + APP,
+                          "-H", "Access-Control-Request-Method: PUT"],
+                         capture_output=True, text=True, timeout=scaled(10))
+    assert out.returncode == 0, out.stderr
+    head = out.stdout.lower()
+    assert head.startswith("http/2 204")
+    assert "access-control-allow-origin: " + APP in head
+    assert "\ncontent-length:" not in head and "\ncontent-type:" not in head
+    out = subprocess.run(["curl", "-s", "-i", "--http2-prior-knowledge", g.u("/exact/h2"),
+                          "-H", "Origin: " + APP], capture_output=True, text=True,
+                         timeout=scaled(10))
+    assert out.returncode == 0 and "access-control-allow-origin: " + APP in out.stdout.lower()
+    assert b.stats()["requests"] == 1
+
+
+def test_access_log_notes(gw):
+    g, _ = gw
+    preflight(g, "/exact/logged-preflight", APP)
+    requests.get(g.u("/exact/logged-refused"), headers={"Origin": "https://evil.example.net"},
+                 timeout=scaled(5))
+
+    def lines():
+        out = {}
+        for line in g.stdout_text().splitlines():
+            if line.startswith("{"):
+                rec = json.loads(line)
+                out[rec["path"]] = rec
+        return out if {"/exact/logged-preflight", "/exact/logged-refused"} <= out.keys() else None
+
+    from conftest import wait_until
+    recs = wait_until(lines, scaled(5), what="access log lines")
+    pre = recs["/exact/logged-preflight"]
+    assert pre["status"] == 204 and pre["cors"] == "preflight" and "error" not in pre
+    assert recs["/exact/logged-refused"]["cors"] == "refused"
