@@ -7,6 +7,7 @@ pkgs=(
   python3 python3-pytest python3-requests python3-jwt python3-jwcrypto python3-h2 python3-websockets curl openssl
   wrk nghttp2-client testssl.sh
   prometheus # promtool: tests/e2e/test_metrics.py checks /metrics with `promtool check metrics`
+  chromium # headless, driven over DevTools: tests/e2e/test_cors_browser.py (heavy tier)
 )
 # bench: Debian 12's nginx-light pulls in the nginx binary, built with
 # http_ssl_module and http_v2_module (bench/lib/tls.sh checks `nginx -V`);

@@ -11,6 +11,7 @@
 
 #include "core/log.h"
 #include "core/tls.h"
+#include "filters/registry.h"
 #include "gateway/respond.h"
 #include "http/cookie.h"
 #include "http/h1_write.h"
@@ -100,7 +101,9 @@ void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *er
     ex->resp_seq++;
     ex->status = status;
     ex->gw_error = error;
-    ex->error = error ? error : pt_error_text(status);
+    /* A filter's 204 (a CORS preflight) or 304 is an answer, not an error
+     * (the log line and the trace span say so). */
+    ex->error = error ? error : status >= 400 ? pt_error_text(status) : NULL;
     ex->gw_body = body;
     ex->gw_ctype = ctype;
     ex->close_after |= close;
@@ -311,11 +314,44 @@ static bool normalize(struct pt_exchange *ex)
     return true;
 }
 
+static bool has_cors(const struct pt_route *rt)
+{
+    for (uint32_t i = 0; i < rt->chain.n_all; i++)
+        if (rt->chain.all[i].def == &pt_filter_cors)
+            return true;
+    return false;
+}
+
+/* A CORS preflight that no route takes as OPTIONS (405): it asks about
+ * another method, so it is routed as that method, then by host and path
+ * alone; a route found so answers it only when it has cors. The 405 path
+ * only: an ordinary lookup pays nothing. Returns 0 with ex->rr set, or
+ * the original 405 with the original result in ex->rr. */
+static int route_preflight(struct pt_exchange *ex, struct pt_route_input *in)
+{
+    const struct pt_hfield *acrm =
+        pt_headers_find(&ex->reqh, PT_SLICE("Access-Control-Request-Method"));
+    if (!acrm || !acrm->value.len || !pt_headers_find_token(&ex->reqh, PT_TOK_ORIGIN))
+        return 405;
+    struct pt_route_result saved = ex->rr;
+    in->method_id = pt_method_lookup(acrm->value.p, acrm->value.len);
+    if (pt_router_match(ex->gen->router, in, &ex->rr) == 0 && has_cors(ex->rr.route))
+        return 0;
+    in->any_method = true;
+    if (pt_router_match(ex->gen->router, in, &ex->rr) == 0 && has_cors(ex->rr.route))
+        return 0;
+    ex->rr = saved;
+    return 405;
+}
+
 static bool route(struct pt_exchange *ex)
 {
     pt_slice host = pt_router_host(ex->req.host);
-    struct pt_route_input in = {host, ex->req.path, ex->req.query, ex->req.method_id, &ex->reqh};
+    struct pt_route_input in = {host,      ex->req.path, ex->req.query, ex->req.method_id,
+                                &ex->reqh, false};
     int st = pt_router_match(ex->gen->router, &in, &ex->rr);
+    if (pt_unlikely(st == 405) && ex->req.method_id == PT_METHOD_OPTIONS)
+        st = route_preflight(ex, &in);
     if (st != 0) {
         pt_exchange_respond(ex, st, NULL, false);
         if (st == 405) {

@@ -615,8 +615,12 @@ static int submit_response(struct pt_h2s *h, struct h2_stream *st)
         st->gw = ex->gw_body.len
                      ? ex->gw_body
                      : pt_respond_error_body(&st->arena, ex->status, ex->gw_error, ex->reqid);
-        clen = (int64_t)st->gw.len;
-        nva[n++] = NV("content-type", 12, ctype.p, ctype.len);
+        /* A 204 carries no Content-Length (RFC 9110 §8.6; nghttp2 clients
+         * reset the stream otherwise), a 304 none of its own. */
+        bool bodiless = ex->status == 204 || ex->status == 304;
+        clen = bodiless ? -1 : (int64_t)st->gw.len;
+        if (!bodiless)
+            nva[n++] = NV("content-type", 12, ctype.p, ctype.len);
         nva[n++] = NV("x-request-id", 12, ex->reqid.p, ex->reqid.len);
         body = body && st->gw.len;
     } else if (ex->frame == PT_FRAME_LENGTH || (ex->frame == PT_FRAME_NONE && ex->status != 204)) {

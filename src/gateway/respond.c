@@ -175,6 +175,14 @@ pt_slice pt_respond_build(struct pt_arena *a, int status, const char *error, pt_
     char *out = pt_arena_alloc(a, cap);
     if (!out)
         return (pt_slice){NULL, 0};
+    /* A 204 has no body and no Content-Length (RFC 9110 §8.6), a 304 none
+     * of its own (the length would be the 200's): no framing fields. */
+    if (status == 204 || status == 304) {
+        int n = snprintf(out, cap, "HTTP/1.1 %d %s\r\nX-Request-ID: %.*s\r\n%s%s\r\n", status,
+                         pt_reason_phrase(status), (int)request_id.len, request_id.p, ex,
+                         close ? "Connection: close\r\n" : "");
+        return (pt_slice){out, (size_t)n};
+    }
     int n = snprintf(out, cap,
                      "HTTP/1.1 %d %s\r\nContent-Type: %.*s\r\nContent-Length: %zu\r\n"
                      "X-Request-ID: %.*s\r\n%s%s\r\n",

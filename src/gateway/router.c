@@ -156,7 +156,9 @@ int pt_router_match(const struct pt_router *r, const struct pt_route_input *in,
     m.r = r;
     m.in = in;
     m.out = out;
-    m.mbit = (in->method_id >= 0 && in->method_id < 32) ? 1u << in->method_id : 0;
+    m.mbit = in->any_method                               ? ~0u
+             : (in->method_id >= 0 && in->method_id < 32) ? 1u << in->method_id
+                                                          : 0;
     m.allow_pass = false;
     m.allow = 0;
     m.ncached = 0;

@@ -51,6 +51,9 @@ struct pt_route_input {
     pt_slice query; /* raw query, no '?' */
     int method_id;
     const struct pt_headers *headers;
+    /* Match any method (a CORS preflight routed by host and path alone,
+     * exchange.c); false on every ordinary lookup. */
+    bool any_method;
 };
 
 struct pt_route_result {
