@@ -121,6 +121,7 @@ struct pt_identity {
 struct pt_filter_ctx;
 struct pt_consumers;
 struct pt_rl_table;
+struct pt_cache_store;
 
 /*
  * An outbound call a filter makes through the gateway's outbound client
@@ -232,6 +233,9 @@ struct pt_filter_ctx {
     /* The process's local rate-limit cells (filters/rl_table.h), shared by
      * every worker and kept across reloads; never NULL while a hook runs. */
     struct pt_rl_table *rl_table;
+    /* The process's shared response cache (filters/cache_store.h), kept
+     * across reloads like rl_table; never NULL while a hook runs. */
+    struct pt_cache_store *cache_store;
     /* The client connection's TLS session (core/tls.h: pt_tls_get_info for
      * SNI and the verified client certificate); NULL on a plain
      * connection. */
