@@ -87,6 +87,7 @@ struct cache_state {
     bool no_cache;   /* the client asked for a fresh answer */
     const char *xcache;
     pt_slice key;
+    pt_slice inm, ims; /* the client's If-None-Match / If-Modified-Since */
     uint64_t hash, seq, wait_until;
     struct pt_cache_entry *entry; /* served, or stale and being revalidated */
     /* the answer being stored */
@@ -193,16 +194,14 @@ static void add_age(struct pt_filter_ctx *ctx, const struct pt_cache_entry *e)
 }
 
 /* Whether a conditional request matches the entry (→ 304). */
-static bool not_modified(struct pt_filter_ctx *ctx, const struct pt_cache_entry *e)
+static bool not_modified(const struct cache_state *st, const struct pt_cache_entry *e)
 {
     if (e->status != 200)
         return false;
-    struct pt_hfield *inm = pt_headers_find_token(ctx->req_headers, PT_TOK_IF_NONE_MATCH);
-    if (inm)
-        return e->etag.len && pt_cache_etag_match(inm->value, e->etag);
-    struct pt_hfield *ims = pt_headers_find_token(ctx->req_headers, PT_TOK_IF_MODIFIED_SINCE);
+    if (st->inm.p)
+        return e->etag.len && pt_cache_etag_match(st->inm, e->etag);
     int64_t since, lm;
-    return ims && e->last_modified.len && pt_http_date_parse(ims->value, &since) &&
+    return st->ims.p && e->last_modified.len && pt_http_date_parse(st->ims, &since) &&
            pt_http_date_parse(e->last_modified, &lm) && lm <= since;
 }
 
@@ -213,7 +212,7 @@ static int serve(struct pt_filter_ctx *ctx, struct cache_state *st, const char *
 {
     const struct pt_cache_entry *e = st->entry;
     note(ctx, st, result, xcache);
-    bool nm = not_modified(ctx, e);
+    bool nm = not_modified(st, e);
     for (uint32_t i = 0; i < e->nfields; i++) {
         if (nm && pt_token_lookup(e->names[i].p, e->names[i].len) == PT_TOK_CONTENT_ENCODING)
             continue;
@@ -319,6 +318,10 @@ static int cache_on_request(struct pt_filter_ctx *ctx, const void *conf_, void *
         return PT_FILTER_CONTINUE;
     }
     st->no_cache = cc.no_cache;
+    struct pt_hfield *f = pt_headers_find_token(ctx->req_headers, PT_TOK_IF_NONE_MATCH);
+    st->inm = f ? f->value : (pt_slice){0};
+    f = pt_headers_find_token(ctx->req_headers, PT_TOK_IF_MODIFIED_SINCE);
+    st->ims = f ? f->value : (pt_slice){0};
     if (!build_key(ctx, conf, st))
         return PT_FILTER_ERROR;
     st->wait_until = now_ms(ctx) + conf->lock_timeout_ms;
@@ -541,6 +544,19 @@ static int cache_on_response_head(struct pt_filter_ctx *ctx, const void *conf_, 
     return PT_FILTER_CONTINUE;
 }
 
+/* No answer came (connect error, timeout, reset): stale_if_error. */
+static int cache_on_upstream_failure(struct pt_filter_ctx *ctx, const void *conf, void *state_)
+{
+    (void)conf;
+    struct cache_state *st = state_;
+    if (st->mode != M_FETCH || !st->entry ||
+        !stale_usable(st->entry, st->entry->sie_ms, now_ms(ctx)))
+        return PT_FILTER_CONTINUE;
+    end_flight(ctx, st, false);
+    st->mode = M_OFF;
+    return serve(ctx, st, "stale", "STALE");
+}
+
 static int cache_on_response_body(struct pt_filter_ctx *ctx, const void *conf_, void *state_,
                                   pt_slice *chunk, bool eos)
 {
@@ -632,4 +648,5 @@ const struct pt_filter_def pt_filter_cache = {
     .on_response_head = cache_on_response_head,
     .on_response_body = cache_on_response_body,
     .on_log = cache_on_log,
+    .on_upstream_failure = cache_on_upstream_failure,
 };

@@ -490,6 +490,27 @@ bool pt_exchange_filters_response_head(struct pt_exchange *ex)
     return false;
 }
 
+bool pt_exchange_filters_upstream_failed(struct pt_exchange *ex, int status)
+{
+    const struct pt_chain *ch = &ex->route->chain;
+    if (!ex->filters_begun)
+        return false;
+    for (uint32_t i = 0; i < ch->n_all; i++) {
+        const struct pt_filter_inst *in = &ch->all[i];
+        if (!in->def->on_upstream_failure)
+            continue;
+        ex->fctx.status = status;
+        ex->fctx.respond_status = 0;
+        ex->fctx.respond_error = NULL;
+        if (in->def->on_upstream_failure(&ex->fctx, in->conf, ex->states[in->state_index]) ==
+            PT_FILTER_RESPOND) {
+            filter_respond(ex);
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Pulls the next chunk through the body filters into bf_out. */
 pt_slice pt_exchange_filters_body_peek(struct pt_exchange *ex, bool *eos)
 {
