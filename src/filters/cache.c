@@ -222,7 +222,9 @@ static int serve(struct pt_filter_ctx *ctx, struct cache_state *st, const char *
     pt_headers_set(ctx->resp_headers, ctx->arena, PT_SLICE("X-Cache"), cstr(xcache));
     ctx->respond_status = nm ? 304 : e->status;
     ctx->respond_error = NULL;
-    ctx->respond_body = nm ? (pt_slice){0} : e->body;
+    ctx->respond_body = e->body;
+    if (nm)
+        ctx->respond_body = (pt_slice){0};
     ctx->respond_content_type = e->ctype;
     return PT_FILTER_RESPOND;
 }

@@ -330,7 +330,8 @@ static void test_chain_states(void)
 
 static void test_registry(void)
 {
-    CHECK_EQ_INT(pt_filter_registry_len, 11);
+    CHECK_EQ_INT(pt_filter_registry_len, 12);
+    CHECK(pt_filter_find("cache") == &pt_filter_cache);
     CHECK(pt_filter_find("mtls_auth") == &pt_filter_mtls_auth);
     CHECK(pt_filter_find("key_auth") == &pt_filter_key_auth);
     CHECK(pt_filter_find("rate_limit") == &pt_filter_rate_limit);
