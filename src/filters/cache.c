@@ -595,6 +595,13 @@ static int cache_on_response_body(struct pt_filter_ctx *ctx, const void *conf_, 
         st->put.body = st->chunks;
         st->put.nbody = st->nchunks;
         st->put.now_ms = now_ms(ctx);
+        /* A filter response with an empty body renders the gateway's JSON
+         * error body (filter.h respond_body): an empty non-204 answer is
+         * not stored until that contract can say "empty". */
+        if (st->put.body_len == 0 && st->put.status != 204) {
+            end_flight(ctx, st, true);
+            return PT_FILTER_CONTINUE;
+        }
         int e = pt_cache_insert(st->store, st->hash, &st->put);
         end_flight(ctx, st, e == -E2BIG);
     }
