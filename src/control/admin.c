@@ -19,6 +19,7 @@
  *   GET|PUT /config, POST /config/validate            (admin_config.c)
  *   GET|POST /consumers, GET|PUT|DELETE /consumers/{name}  (admin_consumers.c)
  *   GET  /debug/match?method=&host=&path=&header=     (admin_match.c)
+ *   GET|DELETE /cache[?route=&prefix=]  response cache size; purge (admin_cache.c)
  *   GET  /metrics               Prometheus text (control/metrics_text.c)
  *
  * When `admin.token` is set every request needs `Authorization: Bearer
@@ -301,6 +302,8 @@ static bool dispatch(const struct admin_req *rq, struct admin_resp *out)
     } else if (path_is(rq, "/consumers") ||
                (rq->path.len > 11 && memcmp(rq->path.p, "/consumers/", 11) == 0)) {
         fn = admin_consumers;
+    } else if (path_is(rq, "/cache")) {
+        fn = admin_cache;
     } else if (path_is(rq, "/reload")) {
         if (m == PT_METHOD_POST) {
             char *errors = NULL;
@@ -382,7 +385,7 @@ static void handle(struct pt_admin *a, struct admin_client *cl)
     if (!dispatch(&rq, &out)) {
         admin_error(&out, 404,
                     "unknown admin endpoint (try /status, /routes, /upstreams, /config, "
-                    "/consumers, /debug/match, /metrics, /healthz, /readyz, POST /reload)");
+                    "/consumers, /cache, /debug/match, /metrics, /healthz, /readyz, POST /reload)");
     }
     if (out.body.oom)
         admin_error(&out, 500, "out of memory");

@@ -7,6 +7,7 @@
  *   admin_config.c    GET/PUT /config, POST /config/validate, atomic writes
  *   admin_consumers.c GET/POST/PUT/DELETE /consumers[/name]
  *   admin_match.c     GET /debug/match
+ *   admin_cache.c     GET|DELETE /cache
  * Everything runs on the control thread.
  */
 #ifndef PT_CONTROL_ADMIN_INT_H
@@ -69,6 +70,8 @@ void admin_config_validate(const struct admin_req *rq, struct admin_resp *out);
 /* /consumers and /consumers/{name} (any method). */
 void admin_consumers(const struct admin_req *rq, struct admin_resp *out);
 void admin_debug_match(const struct admin_req *rq, struct admin_resp *out);
+/* GET|DELETE /cache[?route=&prefix=] (admin_cache.c). */
+void admin_cache(const struct admin_req *rq, struct admin_resp *out);
 
 /* Writes `len` bytes to `path` atomically: a temporary file in the same
  * directory (mode of the file it replaces, else 0600), fsync, rename over

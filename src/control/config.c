@@ -51,6 +51,7 @@ static void walk_listeners(struct cfg *c, const struct pt_ynode *n);
 static void walk_admin(struct cfg *c, const struct pt_ynode *n);
 static void walk_limits(struct cfg *c, const struct pt_ynode *n);
 static void walk_rl_store(struct cfg *c, const struct pt_ynode *n);
+static void walk_cache_store(struct cfg *c, const struct pt_ynode *n);
 static void walk_metrics(struct cfg *c, const struct pt_ynode *n);
 static void walk_access_log(struct cfg *c, const struct pt_ynode *n);
 static void walk_error_log(struct cfg *c, const struct pt_ynode *level,
@@ -138,6 +139,8 @@ static void set_defaults(struct pt_generation *g)
     g->log = (struct pt_log_cfg){.level = PT_LOG_INFO, .format = PT_LOG_TEXT, .error_log = NULL};
     g->metrics_enabled = true;
     g->rl_max_keys = PT_RL_DEFAULT_MAX_KEYS;
+    g->cache_max_bytes = PT_CACHE_DEFAULT_MAX_BYTES;
+    g->cache_shards = PT_CACHE_DEFAULT_SHARDS;
 }
 
 struct pt_generation *pt_config_load(const char *path, uint64_t id, struct pt_diag *diag)
@@ -464,6 +467,7 @@ enum {
     K_CONSUMERS_FILE,
     K_TRACING,
     K_METRICS,
+    K_CACHE_STORE,
     K_ROOT_N
 };
 
@@ -490,6 +494,7 @@ static const char *const root_keys[] = {"workers",
                                         "consumers_file",
                                         "tracing",
                                         "metrics",
+                                        "cache_store",
                                         NULL};
 // clang-format on
 
@@ -542,6 +547,8 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
         pt_cfg_walk_tracing(c, v[K_TRACING]);
     if (v[K_METRICS])
         walk_metrics(c, v[K_METRICS]);
+    if (v[K_CACHE_STORE])
+        walk_cache_store(c, v[K_CACHE_STORE]);
     /* Upstreams and default filters before routes, wherever they are in
      * the file: routes refer to both. */
     if (v[K_UPSTREAMS])
@@ -793,6 +800,26 @@ static void walk_rl_store(struct cfg *c, const struct pt_ynode *n)
     if (v[0])
         pt_cfg_want_uint(&c->w, v[0], "`rate_limit_store.max_keys`", 1024, PT_RL_MAX_MAX_KEYS,
                          &c->g->rl_max_keys);
+}
+
+/* `cache_store: { max_bytes: 256MiB, shards: 64 }`: the shared response
+ * cache (filters/cache_store.h); each shard gets max_bytes / shards. The
+ * store is made when the first generation is published, not at load. */
+static void walk_cache_store(struct cfg *c, const struct pt_ynode *n)
+{
+    static const char *const keys[] = {"max_bytes", "shards", NULL};
+    if (!pt_cfg_want_map(&c->w, n, "`cache_store`"))
+        return;
+    const struct pt_ynode *v[2] = {0};
+    pt_cfg_bind_keys(&c->w, n, keys, NULL, "in cache_store", v, NULL);
+    if (v[0] &&
+        pt_cfg_want_size(&c->w, v[0], "`cache_store.max_bytes`", true, &c->g->cache_max_bytes) &&
+        c->g->cache_max_bytes < PT_CACHE_MIN_MAX_BYTES)
+        err_at(c, v[0], "`cache_store.max_bytes` must be at least 64KiB");
+    uint64_t shards = c->g->cache_shards;
+    if (v[1] &&
+        pt_cfg_want_uint(&c->w, v[1], "`cache_store.shards`", 1, PT_CACHE_MAX_SHARDS, &shards))
+        c->g->cache_shards = (uint32_t)shards;
 }
 
 /* `metrics: { enabled: true }`: off, requests record nothing and

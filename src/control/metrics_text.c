@@ -156,6 +156,9 @@ static void folded(struct out *o, const struct pt_mx_set *s)
     counter_family(o, &s->f[PT_MXF_NOTES], "portico_filter_notes_total", "counter",
                    "Filter notes: jwt_cache hit|miss, introspection hit|miss|stale|coalesced, "
                    "rate_limit decisions (the last note a request's filters made).");
+    counter_family(o, &s->f[PT_MXF_CACHE], "portico_cache_requests_total", "counter",
+                   "Requests on routes with the cache filter by result: hit, miss, stale, "
+                   "bypass.");
     counter_family(o, &s->f[PT_MXF_RETRIES], "portico_upstream_retries_total", "counter",
                    "Upstream attempts beyond the first (upstreams.*.retries).");
     counter_family(o, &s->f[PT_MXF_BUDGET], "portico_upstream_retry_budget_exhausted_total",

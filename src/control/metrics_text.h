@@ -48,6 +48,7 @@ enum pt_mx_family {
     PT_MXF_UP_TIME,      /* upstream (histogram) */
     PT_MXF_RETRIES,      /* upstream */
     PT_MXF_BUDGET,       /* upstream */
+    PT_MXF_CACHE,        /* route, result (the cache filter's note) */
     PT_MXF_N
 };
 

@@ -204,6 +204,11 @@ static int add_codes(struct pt_mx_set *s, const struct pt_generation *g, uint32_
             const char *nv = atomic_load_explicit(&rm->notes[i].value, memory_order_relaxed);
             snprintf(key, sizeof(key), "route=\"%s\",filter=\"%s\",result=\"%s\"", route, nk, nv);
             e = add_counter(s, PT_MXF_NOTES, key, pt_ctr_get(&rm->notes[i].n));
+            /* the cache filter's note is its own family as well */
+            if (e == 0 && strcmp(nk, "cache") == 0) {
+                snprintf(key, sizeof(key), "route=\"%s\",result=\"%s\"", route, nv);
+                e = add_counter(s, PT_MXF_CACHE, key, pt_ctr_get(&rm->notes[i].n));
+            }
         }
     }
     return e;

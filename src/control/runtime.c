@@ -82,6 +82,9 @@ struct runtime {
     /* The local rate-limit table of the published generation (one
      * reference); each generation holds its own reference too. */
     struct pt_rl_table *rl_table;
+    /* The response cache of the published generation (one reference),
+     * as rl_table. */
+    struct pt_cache_store *cache_store;
     /* Metric counts of generations already freed (control/metrics_text.h). */
     struct pt_mx_set mx_retired;
 };
@@ -117,6 +120,17 @@ static int gen_prepare(struct runtime *rt, struct pt_generation *g)
     } else if (!g->rl_table && !(g->rl_table = pt_rl_table_new(g->rl_max_keys))) {
         return -ENOMEM;
     }
+    /* the running cache while cache_store keeps its size and shards, so
+     * a reload keeps every stored answer */
+    if (!g->cache_store && rt->cache_store &&
+        pt_cache_store_max_bytes(rt->cache_store) == g->cache_max_bytes &&
+        pt_cache_store_shards(rt->cache_store) == g->cache_shards) {
+        pt_cache_store_ref(rt->cache_store);
+        g->cache_store = rt->cache_store;
+    } else if (!g->cache_store &&
+               !(g->cache_store = pt_cache_store_new(g->cache_max_bytes, g->cache_shards))) {
+        return -ENOMEM;
+    }
     int e = pt_generation_init_pins(g, (uint32_t)rt->nworkers);
     if (e == 0 && g->metrics_enabled && !g->metrics &&
         !(g->metrics = pt_gen_metrics_new(g, (uint32_t)rt->nworkers)))
@@ -141,6 +155,23 @@ static void adopt_rl_table(struct runtime *rt, const struct pt_generation *g)
     pt_rl_table_unref(rt->rl_table);
     pt_rl_table_ref(g->rl_table);
     rt->rl_table = g->rl_table;
+}
+
+/* Once g is published: its cache becomes the runtime's. A resized store
+ * starts empty (entries are not moved: a resize is rare and a cold cache
+ * is only slower). */
+static void adopt_cache_store(struct runtime *rt, const struct pt_generation *g)
+{
+    if (g->cache_store == rt->cache_store)
+        return;
+    if (rt->cache_store)
+        pt_info("cache_store: %llu bytes in %u shards → %llu in %u: a new, empty response cache",
+                (unsigned long long)pt_cache_store_max_bytes(rt->cache_store),
+                pt_cache_store_shards(rt->cache_store), (unsigned long long)g->cache_max_bytes,
+                g->cache_shards);
+    pt_cache_store_unref(rt->cache_store);
+    pt_cache_store_ref(g->cache_store);
+    rt->cache_store = g->cache_store;
 }
 
 static void gen_free(struct pt_generation *g)
@@ -445,6 +476,7 @@ static int publish(struct runtime *rt, struct pt_generation *g, char **errors, b
                 pt_io_backend_names[rt->io_backend], pt_io_backend_names[g->io_backend]);
     atomic_store_explicit(&pt_gen_current, g, memory_order_release);
     adopt_rl_table(rt, g);
+    adopt_cache_store(rt, g);
     /* g's names were handed over (with_first_answers); the answers of
      * names only the old generation had are dropped now that it cannot
      * come back (its targets are copies). */
@@ -697,6 +729,7 @@ int pt_runtime_run(const char *config_path)
 
     atomic_store(&pt_gen_current, g);
     adopt_rl_table(rt, g);
+    adopt_cache_store(rt, g);
     if (probe_listeners(g, NULL) < 0)
         goto out;
     /* The admin listener opens before the data plane: once the public
@@ -782,6 +815,7 @@ out:
 out_loop:
     the_rt = NULL;
     pt_rl_table_unref(rt->rl_table);
+    pt_cache_store_unref(rt->cache_store);
     pt_mx_set_free(&rt->mx_retired);
     control_destroy(rt);
     free(rt);

@@ -121,6 +121,7 @@ struct pt_identity {
 struct pt_filter_ctx;
 struct pt_consumers;
 struct pt_rl_table;
+struct pt_cache_store;
 
 /*
  * An outbound call a filter makes through the gateway's outbound client
@@ -232,6 +233,9 @@ struct pt_filter_ctx {
     /* The process's local rate-limit cells (filters/rl_table.h), shared by
      * every worker and kept across reloads; never NULL while a hook runs. */
     struct pt_rl_table *rl_table;
+    /* The process's shared response cache (filters/cache_store.h), kept
+     * across reloads like rl_table; never NULL while a hook runs. */
+    struct pt_cache_store *cache_store;
     /* The client connection's TLS session (core/tls.h: pt_tls_get_info for
      * SNI and the verified client certificate); NULL on a plain
      * connection. */
@@ -325,6 +329,12 @@ struct pt_filter_def {
     int (*on_response_body)(struct pt_filter_ctx *ctx, const void *conf, void *state,
                             pt_slice *chunk, bool eos);
     void (*on_log)(struct pt_filter_ctx *ctx, const void *conf, void *state);
+    /* Optional: the upstream call failed before a response head (connect
+     * error, timeout, reset; ctx->status holds the 502/503/504 the gateway
+     * is about to answer). PT_FILTER_RESPOND answers with ctx->respond_*
+     * instead (the cache's stale_if_error); anything else lets the error
+     * stand. Runs only on that failure path. */
+    int (*on_upstream_failure)(struct pt_filter_ctx *ctx, const void *conf, void *state);
     /* Optional: the request ends while this filter's work is pending
      * (client gone, drain, reload drain, suspend deadline). The gateway has
      * already cancelled the timer or call it started; release whatever

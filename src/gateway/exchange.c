@@ -224,6 +224,8 @@ static void upstream_failed(struct pt_exchange *ex)
     default:
         break;
     }
+    if (!close && ex->route && pt_exchange_filters_upstream_failed(ex, status))
+        return; /* a filter answered (the cache's stale_if_error) */
     pt_exchange_respond(ex, status, c->fail_text, close);
 }
 

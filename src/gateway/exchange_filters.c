@@ -441,6 +441,7 @@ void pt_exchange_filters_begin(struct pt_exchange *ex)
     f->consumers = &ex->gen->consumers;
     f->route_name = ex->route->name;
     f->rl_table = ex->gen->rl_table;
+    f->cache_store = ex->gen->cache_store;
     f->tls = ex->tls;
     f->svc = &services;
     f->resume = filters_resume;
@@ -486,6 +487,27 @@ bool pt_exchange_filters_response_head(struct pt_exchange *ex)
         filter_respond(ex);
     else
         pt_exchange_respond(ex, 500, "filter error", false);
+    return false;
+}
+
+bool pt_exchange_filters_upstream_failed(struct pt_exchange *ex, int status)
+{
+    const struct pt_chain *ch = &ex->route->chain;
+    if (!ex->filters_begun)
+        return false;
+    for (uint32_t i = 0; i < ch->n_all; i++) {
+        const struct pt_filter_inst *in = &ch->all[i];
+        if (!in->def->on_upstream_failure)
+            continue;
+        ex->fctx.status = status;
+        ex->fctx.respond_status = 0;
+        ex->fctx.respond_error = NULL;
+        if (in->def->on_upstream_failure(&ex->fctx, in->conf, ex->states[in->state_index]) ==
+            PT_FILTER_RESPOND) {
+            filter_respond(ex);
+            return true;
+        }
+    }
     return false;
 }
 

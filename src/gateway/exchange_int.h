@@ -47,6 +47,9 @@ uint8_t pt_exchange_filter_outcome(int status);
 /* exchange_filters.c */
 void pt_exchange_filters_begin(struct pt_exchange *ex);
 /* Runs the response head filters; false when they replaced the response. */
+/* The upstream call failed (status: the error the gateway would answer):
+ * true when a filter's on_upstream_failure answered instead. */
+bool pt_exchange_filters_upstream_failed(struct pt_exchange *ex, int status);
 bool pt_exchange_filters_response_head(struct pt_exchange *ex);
 pt_slice pt_exchange_filters_body_peek(struct pt_exchange *ex, bool *eos);
 void pt_exchange_filters_body_consume(struct pt_exchange *ex, size_t n);

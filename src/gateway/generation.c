@@ -41,6 +41,7 @@ void pt_generation_free(struct pt_generation *g)
         pt_tls_listener_free(g->listeners[i].tls);
     pt_gen_metrics_free(g->metrics);
     pt_rl_table_unref(g->rl_table);
+    pt_cache_store_unref(g->cache_store);
     for (uint32_t i = 0; i < g->nregexes; i++)
         pcre2_code_free(g->regexes[i]);
     for (uint32_t i = 0; i < g->ntls_ctxs; i++)

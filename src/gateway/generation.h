@@ -22,6 +22,7 @@
 #include "core/loop.h"
 #include "filters/consumers.h"
 #include "filters/filter.h"
+#include "filters/cache_store.h"
 #include "filters/rl_table.h"
 #include "proxy/redis.h"
 #include "proxy/split.h"
@@ -209,6 +210,14 @@ struct pt_generation {
      * changed), dropped by pt_generation_free. */
     uint64_t rl_max_keys;
     struct pt_rl_table *rl_table;
+    /* `cache_store: { max_bytes, shards }` and the process's response
+     * cache (filters/cache_store.h): like rl_table, a reference the runtime
+     * gives the generation before publishing it (the previous generation's
+     * store unless max_bytes or shards changed), dropped by
+     * pt_generation_free. */
+    uint64_t cache_max_bytes;
+    uint32_t cache_shards;
+    struct pt_cache_store *cache_store;
     /* `consumers:` with their API-key digest table (filters/consumers.h);
      * empty when the config has none. */
     struct pt_consumers consumers;

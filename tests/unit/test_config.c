@@ -722,8 +722,14 @@ static void test_filter_errors(void)
                 "  - name: r\n"
                 "    upstream: users\n"
                 "    filters:\n"
-                "      cache: { ttl: 30s }\n",
-           "t.yaml:8:7: filter `cache` is not supported by this build yet");
+                "      aggregate: {}\n",
+           "t.yaml:8:7: filter `aggregate` is not supported by this build yet");
+    EXPECT(BASE "cache_store: { max_bytes: 1KiB, shards: 0 }\n"
+                "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n",
+           "t.yaml:4:27: `cache_store.max_bytes` must be at least 64KiB",
+           "t.yaml:4:41: `cache_store.shards` must be from 1 to 4096, got 0");
     EXPECT(BASE "routes:\n"
                 "  - name: r\n"
                 "    upstream: users\n"

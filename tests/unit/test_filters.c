@@ -330,8 +330,9 @@ static void test_chain_states(void)
 
 static void test_registry(void)
 {
-    CHECK_EQ_INT(pt_filter_registry_len, 12);
+    CHECK_EQ_INT(pt_filter_registry_len, 13);
     CHECK(pt_filter_find("cors") == &pt_filter_cors);
+    CHECK(pt_filter_find("cache") == &pt_filter_cache);
     CHECK(pt_filter_find("mtls_auth") == &pt_filter_mtls_auth);
     CHECK(pt_filter_find("key_auth") == &pt_filter_key_auth);
     CHECK(pt_filter_find("rate_limit") == &pt_filter_rate_limit);

@@ -1,0 +1,330 @@
+"""The shared response cache (`cache` filter, `cache_store`, admin /cache):
+hits with Age and X-Cache, request coalescing across workers, Vary, what is
+never shared between users, stale answers, revalidation, purge, reload,
+eviction, HEAD, metrics and the access log field."""
+import concurrent.futures
+import http.server
+import json
+import threading
+import time
+
+import requests
+
+from conftest import (access_log_lines, backend, free_port, make_config, scaled, upstream,
+                      wait_until)
+
+
+def cfg_for(port, up_port, cache=None, admin_port=None, workers=2, extra_routes=(),
+            access_log=None, store=None, route_filters=None):
+    filters = {"cache": cache if cache is not None else {"ttl": "60s"}}
+    if route_filters:
+        filters.update(route_filters)
+    routes = list(extra_routes) + [
+        {"name": "cached", "match": {"path_prefix": "/"}, "upstream": "app", "filters": filters}]
+    cfg = make_config(port, {"app": upstream(up_port)}, routes, admin_port=admin_port,
+                      workers=workers, access_log=access_log)
+    if store:
+        cfg["cache_store"] = store
+    return cfg
+
+
+def demo_header(v):
+    return {"X-Demo-Header": v}
+
+
+def count(b):
+    return b.stats()["requests"]
+
+
+def test_miss_then_hit_with_age_and_x_cache(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port))
+        r1 = requests.get(gw.u("/item?a=1"))
+        assert r1.status_code == 200 and r1.headers["X-Cache"] == "MISS"
+        r2 = requests.get(gw.u("/item?a=1"))
+        assert r2.status_code == 200 and r2.headers["X-Cache"] == "HIT"
+        assert r2.json() == r1.json()
+        assert r2.headers["Content-Type"] == r1.headers["Content-Type"]
+        assert int(r2.headers["Age"]) >= 0
+        assert requests.get(gw.u("/item?a=2")).headers["X-Cache"] == "MISS"  # query is in the key
+        assert count(b) == 2
+
+
+def test_hundred_concurrent_cold_misses_make_one_upstream_fetch(gateway):
+    with backend(threads=4) as b:
+        gw = gateway(cfg_for(free_port(), b.port, workers=2))
+        b.reset()
+        h = {"X-Demo-Delay": "300"}
+        with concurrent.futures.ThreadPoolExecutor(100) as pool:
+            rs = list(pool.map(lambda _: requests.get(gw.u("/cold"), headers=h, timeout=scaled(10)),
+                               range(100)))
+        assert all(r.status_code == 200 for r in rs)
+        assert count(b) == 1
+        assert sum(r.headers["X-Cache"] == "MISS" for r in rs) >= 1
+
+
+def test_uncacheable_answer_releases_waiters_at_once(gateway):
+    with backend(threads=4) as b:
+        gw = gateway(cfg_for(free_port(), b.port, workers=2))
+        b.reset()
+        h = {"X-Demo-Delay": "300", "X-Demo-Header": "Cache-Control: no-store"}
+        t0 = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:
+            rs = list(pool.map(lambda _: requests.get(gw.u("/nostore"), headers=h), range(10)))
+        assert all(r.status_code == 200 for r in rs)
+        assert count(b) == 10  # each went upstream: nothing was stored
+        assert time.monotonic() - t0 < 0.3 * 10  # not one after another for lock_timeout
+
+
+def test_never_stored_set_cookie_private_no_store(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port))
+        for path, hv in (("/c", "Set-Cookie: sid=alice"), ("/p", "Cache-Control: private"),
+                         ("/n", "Cache-Control: no-store")):
+            r1 = requests.get(gw.u(path), headers=demo_header(hv))
+            r2 = requests.get(gw.u(path))
+            assert r1.headers["X-Cache"] == "MISS" and r2.headers["X-Cache"] == "MISS", path
+            assert "sid=alice" not in r2.headers.get("Set-Cookie", "")
+
+
+def test_authorization_is_not_shared_without_per_consumer(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port))
+        r1 = requests.get(gw.u("/me"), headers={"Authorization": "Bearer alice"})
+        assert r1.headers["X-Cache"] == "BYPASS"
+        r2 = requests.get(gw.u("/me"), headers={"Authorization": "Bearer bob"})
+        assert r2.headers["X-Cache"] == "BYPASS"
+        assert "Bearer bob" in json.dumps(r2.json())
+
+
+def test_per_consumer_with_key_auth(gateway):
+    with backend() as b:
+        cfg = cfg_for(free_port(), b.port, cache={"ttl": "60s", "per_consumer": True},
+                      route_filters={"key_auth": {"header": "X-API-Key"}})
+        cfg["consumers"] = [{"name": "alice", "api_keys": ["ka"]}, {"name": "bob", "api_keys": ["kb"]}]
+        gw = gateway(cfg)
+        ra = requests.get(gw.u("/mine"), headers={"X-API-Key": "ka", "Authorization": "x"})
+        assert ra.headers["X-Cache"] == "MISS"
+        rb = requests.get(gw.u("/mine"), headers={"X-API-Key": "kb", "Authorization": "x"})
+        assert rb.headers["X-Cache"] == "MISS"  # bob never gets alice's entry
+        ra2 = requests.get(gw.u("/mine"), headers={"X-API-Key": "ka", "Authorization": "x"})
+        assert ra2.headers["X-Cache"] == "HIT" and ra2.json() == ra.json()
+
+
+def test_vary_headers_and_response_vary(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port,
+                             cache={"ttl": "60s", "vary_headers": ["Accept-Language"]}))
+        en = {"Accept-Language": "en"}
+        de = {"Accept-Language": "de"}
+        assert requests.get(gw.u("/v"), headers=en).headers["X-Cache"] == "MISS"
+        assert requests.get(gw.u("/v"), headers=de).headers["X-Cache"] == "MISS"
+        assert requests.get(gw.u("/v"), headers=en).headers["X-Cache"] == "HIT"
+        # the response's own Vary: X-Tenant
+        h1 = {"X-Tenant": "a", "X-Demo-Header": "Vary: X-Tenant"}
+        h2 = {"X-Tenant": "b", "X-Demo-Header": "Vary: X-Tenant"}
+        assert requests.get(gw.u("/rv"), headers=h1).headers["X-Cache"] == "MISS"
+        r = requests.get(gw.u("/rv"), headers={"X-Tenant": "b"})
+        assert r.headers["X-Cache"] != "HIT"
+        assert requests.get(gw.u("/rv"), headers={"X-Tenant": "a"}).headers["X-Cache"] == "HIT"
+        # Vary: * is never stored
+        star = {"X-Demo-Header": "Vary: *"}
+        requests.get(gw.u("/star"), headers=star)
+        assert requests.get(gw.u("/star"), headers=star).headers["X-Cache"] == "MISS"
+        del h2
+
+
+def test_response_max_age_wins_over_ttl_unless_override(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port, cache={"ttl": "60s"}))
+        h = demo_header("Cache-Control: max-age=1")
+        requests.get(gw.u("/short"), headers=h)
+        assert requests.get(gw.u("/short")).headers["X-Cache"] == "HIT"
+        time.sleep(1.3)
+        assert requests.get(gw.u("/short"), headers=h).headers["X-Cache"] == "MISS"
+
+
+def test_head_is_served_from_the_get_entry(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port))
+        g = requests.get(gw.u("/h"))
+        h = requests.head(gw.u("/h"))
+        assert h.headers["X-Cache"] == "HIT" and h.content == b""
+        assert int(h.headers["Content-Length"]) == len(g.content)
+
+
+def test_conditional_client_request_gets_304(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port))
+        requests.get(gw.u("/etag"), headers=demo_header('ETag: "v1"'))
+        r = requests.get(gw.u("/etag"), headers={"If-None-Match": '"v1"'})
+        assert r.status_code == 304 and r.headers["X-Cache"] == "HIT"
+        assert r.headers["ETag"] == '"v1"'
+        r = requests.get(gw.u("/etag"), headers={"If-None-Match": '"v0"'})
+        assert r.status_code == 200
+
+
+class _Origin(http.server.BaseHTTPRequestHandler):
+    """An origin with an ETag that answers If-None-Match with 304, or 500
+    while `fail` is set; counts what it got."""
+    protocol_version = "HTTP/1.1"
+    hits = []
+    fail = False
+
+    def do_GET(self):
+        _Origin.hits.append(self.headers.get("If-None-Match"))
+        if _Origin.fail:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.headers.get("If-None-Match") == '"e1"':
+            self.send_response(304)
+            self.send_header("ETag", '"e1"')
+            self.send_header("Cache-Control", "max-age=1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b"origin body"
+        self.send_response(200)
+        self.send_header("ETag", '"e1"')
+        self.send_header("Cache-Control", "max-age=1")
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def _origin():
+    _Origin.hits = []
+    _Origin.fail = False
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Origin)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def test_revalidation_with_etag_refreshes_on_304(gateway):
+    srv = _origin()
+    try:
+        gw = gateway(cfg_for(free_port(), srv.server_port))
+        assert requests.get(gw.u("/r")).text == "origin body"
+        time.sleep(1.2)
+        r = requests.get(gw.u("/r"))
+        assert r.status_code == 200 and r.text == "origin body"
+        assert _Origin.hits == [None, '"e1"']
+        assert requests.get(gw.u("/r")).headers["X-Cache"] == "HIT"  # fresh again
+        assert len(_Origin.hits) == 2
+    finally:
+        srv.shutdown()
+
+
+def test_stale_while_revalidate_serves_stale_and_refreshes_once(gateway):
+    with backend(threads=4) as b:
+        gw = gateway(cfg_for(free_port(), b.port,
+                             cache={"ttl": "1s", "stale_while_revalidate": "30s"}))
+        requests.get(gw.u("/swr"))
+        time.sleep(1.2)
+        b.reset()
+        slow = {"X-Demo-Delay": "500"}
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            first = pool.submit(requests.get, gw.u("/swr"), headers=slow)
+            time.sleep(0.1)
+            rest = list(pool.map(lambda _: requests.get(gw.u("/swr"), headers=slow), range(19)))
+            first.result()
+        assert all(r.headers["X-Cache"] == "STALE" for r in rest)
+        assert count(b) == 1
+        assert requests.get(gw.u("/swr")).headers["X-Cache"] == "HIT"
+
+
+def test_stale_if_error_during_an_outage(gateway):
+    srv = _origin()
+    try:
+        gw = gateway(cfg_for(free_port(), srv.server_port,
+                             cache={"ttl": "1s", "stale_if_error": "60s"}))
+        requests.get(gw.u("/sie"))
+        time.sleep(1.2)
+        _Origin.fail = True
+        r = requests.get(gw.u("/sie"))
+        assert r.status_code == 200 and r.text == "origin body"
+        assert r.headers["X-Cache"] == "STALE"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    # the origin is gone (connection refused)
+    r = requests.get(gw.u("/sie"))
+    assert r.status_code == 200 and r.headers["X-Cache"] == "STALE"
+
+
+def test_purge_all_route_prefix_and_reload_keeps_entries(gateway):
+    with backend() as b:
+        admin = free_port()
+        port = free_port()
+        other = {"name": "other", "match": {"path_prefix": "/o/"}, "upstream": "app",
+                 "filters": {"cache": {"ttl": "60s"}}}
+        cfg = cfg_for(port, b.port, admin_port=admin, extra_routes=[other])
+        gw = gateway(cfg)
+        a = "http://127.0.0.1:%d/cache" % admin
+
+        def warm():
+            for p in ("/a/1", "/a/2", "/b/1", "/o/1"):
+                requests.get(gw.u(p))
+
+        def state(p):
+            return requests.get(gw.u(p)).headers["X-Cache"]
+        warm()
+        assert requests.delete(a + "?prefix=/a/").json() == {"purged": 2}
+        assert state("/a/1") == "MISS" and state("/b/1") == "HIT"
+        assert requests.delete(a + "?route=other").json() == {"purged": 1}
+        assert state("/o/1") == "MISS" and state("/b/1") == "HIT"
+        gw.reload(cfg)
+        assert state("/b/1") == "HIT"
+        assert requests.delete(a).json()["purged"] >= 3
+        assert state("/b/1") == "MISS"
+        assert requests.delete(a + "?bogus=1").status_code == 400
+
+
+def test_eviction_under_max_bytes(gateway):
+    with backend() as b:
+        admin = free_port()
+        gw = gateway(cfg_for(free_port(), b.port, admin_port=admin,
+                             store={"max_bytes": "256KiB", "shards": 1}))
+        for i in range(10):
+            requests.get(gw.u("/bytes/40000?i=%d" % i))
+        st = requests.get("http://127.0.0.1:%d/cache" % admin).json()
+        assert st["bytes"] <= 256 * 1024 and st["evictions"] >= 4
+        assert requests.get(gw.u("/bytes/40000?i=9")).headers["X-Cache"] == "HIT"
+        assert requests.get(gw.u("/bytes/40000?i=0")).headers["X-Cache"] == "MISS"
+
+
+def test_metrics_and_access_log_field(gateway, tmp_path):
+    with backend() as b:
+        admin = free_port()
+        log = str(tmp_path / "access.log")
+        gw = gateway(cfg_for(free_port(), b.port, admin_port=admin,
+                             access_log={"path": log, "format": "json"}))
+        requests.get(gw.u("/m"))
+        requests.get(gw.u("/m"))
+        requests.post(gw.u("/m"))
+        lines = access_log_lines(log, 3)
+        assert sorted(l.get("cache") for l in lines) == ["bypass", "hit", "miss"]
+        text = requests.get("http://127.0.0.1:%d/metrics" % admin).text
+        assert 'portico_cache_requests_total{route="cached",result="hit"} 1' in text
+        assert 'portico_cache_requests_total{route="cached",result="miss"} 1' in text
+        assert 'portico_cache_requests_total{route="cached",result="bypass"} 1' in text
+
+
+def test_bad_config_is_reported_with_position(tmp_path):
+    import subprocess
+    from conftest import PORTICO
+    p = tmp_path / "c.yaml"
+    p.write_text("listeners: [{address: 127.0.0.1:1}]\ncache_store: { max_bytes: 1KiB }\n"
+                 "upstreams: {a: {targets: [{address: 127.0.0.1:2}]}}\n"
+                 "routes: [{name: r, match: {path_prefix: /}, upstream: a,"
+                 " filters: {cache: {vary_headers: ['bad name']}}}]\n")
+    r = subprocess.run([PORTICO, "validate", str(p)], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "c.yaml:2:" in r.stderr + r.stdout and "64KiB" in r.stderr + r.stdout
+    assert "vary_headers" in r.stderr + r.stdout
