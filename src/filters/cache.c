@@ -213,10 +213,20 @@ static int serve(struct pt_filter_ctx *ctx, struct cache_state *st, const char *
     const struct pt_cache_entry *e = st->entry;
     note(ctx, st, result, xcache);
     bool nm = not_modified(st, e);
+    /* The stored response was decorated when it was stored (cors' Vary
+     * and Access-Control-*, response_transform's fields): a field it holds
+     * replaces what a filter before this one already put on the answer,
+     * never doubles it. */
+    struct pt_headers *h = ctx->resp_headers;
+    uint32_t before = h->n;
+    for (uint32_t i = 0; i < before; i++)
+        for (uint32_t j = 0; j < e->nfields && !h->f[i].dead; j++)
+            if (pt_slice_ieq(h->f[i].name, e->names[j]))
+                h->f[i].dead = true;
     for (uint32_t i = 0; i < e->nfields; i++) {
         if (nm && pt_token_lookup(e->names[i].p, e->names[i].len) == PT_TOK_CONTENT_ENCODING)
             continue;
-        pt_headers_add(ctx->resp_headers, ctx->arena, e->names[i], e->values[i]);
+        pt_headers_add(h, ctx->arena, e->names[i], e->values[i]);
     }
     add_age(ctx, e);
     pt_headers_set(ctx->resp_headers, ctx->arena, PT_SLICE("X-Cache"), cstr(xcache));

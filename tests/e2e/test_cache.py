@@ -328,3 +328,22 @@ def test_bad_config_is_reported_with_position(tmp_path):
     assert r.returncode != 0
     assert "c.yaml:2:" in r.stderr + r.stdout and "64KiB" in r.stderr + r.stdout
     assert "vary_headers" in r.stderr + r.stdout
+
+
+def test_cors_route_hit_carries_one_decoration_per_origin(gateway):
+    """A cached response on a cors route: each origin gets its own variant
+    (Vary: Origin), and a hit carries the CORS fields once, not the stored
+    copy beside the fresh decoration."""
+    with backend() as b:
+        cors = {"cors": {"origins": ["https://a.example", "https://b.example"],
+                         "credentials": True}}
+        gw = gateway(cfg_for(free_port(), b.port, route_filters=cors))
+        for origin in ("https://a.example", "https://b.example"):
+            for want in ("MISS", "HIT"):
+                r = requests.get(gw.u("/users"), headers={"Origin": origin})
+                assert r.headers["X-Cache"] == want
+                raw = r.raw.headers
+                assert raw.getlist("Access-Control-Allow-Origin") == [origin]
+                assert raw.getlist("Access-Control-Allow-Credentials") == ["true"]
+                assert raw.getlist("Vary") == ["Origin"]
+        assert count(b) == 2
