@@ -112,7 +112,9 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *req, uint32_t hea
     ex->req.http10 = req->minor_version == 0;
     ex->req.chunked = req->framing.chunked;
     ex->req.content_length = req->framing.chunked ? -1 : req->framing.content_length;
-    if (pt_unlikely(req->framing.upgrade))
+    /* An HTTP/1.0 request's Upgrade is ignored (RFC 9110 §7.8): served
+     * as a plain request, the field dropped as hop-by-hop. */
+    if (pt_unlikely(req->framing.upgrade) && req->minor_version == 1)
         ex->req.upgrade = upgrade_asked(&ex->reqh);
     struct pt_hfield *rid = pt_headers_find_token(&ex->reqh, PT_TOK_X_REQUEST_ID);
     if (rid)

@@ -492,3 +492,24 @@ def test_session_to_a_tls_upstream(tmp_path, tls_certs):
             gw.stop()
     finally:
         srv.stop()
+
+
+def test_http10_upgrade_is_ignored_and_served_plain(tmp_path):
+    """RFC 9110 §7.8: an Upgrade in an HTTP/1.0 request is ignored; the
+    request is served as a plain one and the backend sees no Upgrade."""
+    with backend("ws10") as b:
+        cfg = make_config(free_port(), {"u": upstream(b.port)}, ws_routes(), workers=1)
+        gw = Gateway(cfg, tmp_path)
+        try:
+            key = base64.b64encode(os.urandom(16)).decode()
+            c = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+            c.sendall(("GET /ws/plain HTTP/1.0\r\nHost: x\r\nConnection: Upgrade\r\n"
+                       "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                       "Sec-WebSocket-Key: %s\r\n\r\n" % key).encode())
+            rs = read_responses(c, 1, scaled(5))
+            c.close()
+            assert rs and rs[0].status == 200, rs
+            names = [k.lower() for k, _ in rs[0].json()["headers"]]
+            assert "upgrade" not in names
+        finally:
+            gw.stop()
