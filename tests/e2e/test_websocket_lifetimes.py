@@ -171,8 +171,14 @@ def test_101_that_is_not_a_websocket_switch_is_refused_502(tmp_path, scripted, c
     the key it was sent) may not have switched at all: tunnelling the
     client's bytes to it would hand it raw requests past the gateway's
     routes and filters (WebSocket request smuggling). 502, and nothing the
-    client sends after the handshake reaches the upstream."""
+    client sends after the handshake reaches the upstream raw: a request
+    pipelined behind the handshake is parsed and routed by the gateway as
+    any request."""
     def handler(u, s, head, rest):
+        if key_of(head) is None:  # the pipelined request, routed by the gateway
+            u.seen.append(("routed", head.split(b" ")[1]))
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain")
+            return
         if case == "no-upgrade-field":
             switch(s, head, upgrade=b"")
         elif case == "upgrade-h2c":
@@ -192,19 +198,22 @@ def test_101_that_is_not_a_websocket_switch_is_refused_502(tmp_path, scripted, c
                 got += k
         except OSError:
             pass
-        u.seen.append(got)
+        u.seen.append(("raw", got))
     up = scripted(handler)
     gw, _ = gw_for(tmp_path, up.port)
     try:
         c = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
         _, req = handshake()
         c.sendall(req + b"GET /internal/admin HTTP/1.1\r\nHost: backend\r\n\r\n")
-        rs = read_responses(c, 1, scaled(5))
-        assert rs and rs[0].status == 502, rs
-        assert "switch" in rs[0].json()["error"]
+        rs = read_responses(c, 2, scaled(5))
+        assert len(rs) == 2 and rs[0].status == 502, rs
+        assert rs[0].json()["error"] == "invalid upstream protocol switch"
+        assert rs[1].status == 200 and rs[1].body == b"plain"
         c.close()
-        wait_until(lambda: up.seen, scaled(10), what="the upstream's connection to end")
-        assert up.seen[0] == b"", "client bytes reached the upstream: %r" % up.seen[0]
+        raw = wait_until(lambda: [g for k, g in up.seen if k == "raw"], scaled(10),
+                         what="the upstream's connection to end")
+        assert raw == [b""], "client bytes reached the upstream raw: %r" % raw
+        assert ("routed", b"/internal/admin") in up.seen
         line = wait_until(lambda: access_lines(tmp_path / "access.log", "/ws/x"), scaled(5))
         assert len(line) == 1 and line[0]["status"] == 502
     finally:
@@ -450,10 +459,11 @@ class TLSEchoServer:
         self.loop.run_forever()
 
     def stop(self):
-        def shut():
+        async def shut():
             self.server.close()
-            self.loop.stop()
-        self.loop.call_soon_threadsafe(shut)
+            await self.server.wait_closed()
+        asyncio.run_coroutine_threadsafe(shut(), self.loop).result(scaled(5))
+        self.loop.call_soon_threadsafe(self.loop.stop)
         self.t.join(5)
 
 
@@ -513,3 +523,46 @@ def test_http10_upgrade_is_ignored_and_served_plain(tmp_path):
             assert "upgrade" not in names
         finally:
             gw.stop()
+
+
+def test_upstream_half_close_reaches_a_tls_client_which_still_sends(tmp_path, scripted, tls_certs):
+    """Over a TLS listener the upstream's FIN becomes close_notify to the
+    client; the client may still send (TLS 1.3 half-close), and its bytes
+    reach the upstream."""
+    cert, key = tls_certs.server("wss-half", ["localhost"], kind="ec")
+
+    def handler(u, s, head, rest):
+        switch(s, head)
+        s.sendall(b"\x81\x04last")
+        s.shutdown(socket.SHUT_WR)
+        got = rest
+        while True:
+            try:
+                k = s.recv(4096)
+            except OSError:
+                break
+            if not k:
+                break
+            got += k
+        u.seen.append(got)
+    up = scripted(handler)
+    cfg = make_config(free_port(), {"u": upstream(up.port)}, ws_routes(), workers=1,
+                      access_log={"path": str(tmp_path / "access.log")})
+    cfg["listeners"][0]["tls"] = {"certificates": [{"cert": cert, "key": key}]}
+    gw = Gateway(cfg, tmp_path)
+    try:
+        ctx = ssl.create_default_context(cafile=tls_certs.ca)
+        c = ctx.wrap_socket(socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5)),
+                            server_hostname="localhost")
+        _, req = handshake(path="/ws/tlshalf")
+        c.sendall(req)
+        buf = recv_until_eof(c, scaled(5))  # close_notify
+        assert buf.endswith(b"\x81\x04last"), buf
+        frames = b"".join(masked(2, b"after %d" % i) for i in range(5))
+        c.sendall(frames)
+        time.sleep(0.5)  # taken by the gateway before the close
+        c.close()
+        wait_until(lambda: up.seen, scaled(10), what="the upstream connection to end")
+        assert up.seen[0] == frames
+    finally:
+        gw.stop()
