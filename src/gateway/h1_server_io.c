@@ -1015,8 +1015,8 @@ static int pump_txn(struct pt_conn *c, struct h1_txn *t)
         settle_readable(c, t);
     /* A complete request holds no read buffer (its head was copied): a
      * request waiting on a filter or a slow upstream costs its arena, not
-     * a 16 KiB buffer. */
-    if (t->req_done && c->rbuf && pt_buf_len(c->rbuf) == 0) {
+     * a 16 KiB buffer. Nor does a quiet tunnel (the next read takes one). */
+    if ((t->req_done || t->tunnel) && c->rbuf && pt_buf_len(c->rbuf) == 0) {
         pt_buf_put(&c->w->bufs, c->rbuf);
         c->rbuf = NULL;
     }

@@ -1045,6 +1045,12 @@ void pt_call_body_consume(struct pt_call *c, size_t n)
     }
     pt_buf_consume(c->uc->rbuf, (uint32_t)n);
     c->res_ready -= (uint32_t)n;
+    if (pt_unlikely(c->upgraded) && pt_buf_len(c->uc->rbuf) == 0) {
+        /* A tunnel is mostly quiet: it holds no buffer between bursts (the
+         * next read takes one from the worker's pool). */
+        pt_buf_put(c->ob->bufs, c->uc->rbuf);
+        c->uc->rbuf = NULL;
+    }
     if (c->final.frame == PT_FRAME_LENGTH)
         c->res_left -= n;
     if (c->res_eos && c->res_ready == 0)

@@ -409,3 +409,42 @@ def test_tls_max_connections_over_cap_waits_then_is_served(tls_env):
     finally:
         for h in hold:
             h.close()
+
+
+@pytest.mark.heavy
+def test_memory_per_slow_tls_connection(tmp_path, tls_certs, capsys):
+    """250 TLS connections that finished the handshake and trickle a head:
+    the RSS growth per connection (the SSL object and OpenSSL's record
+    buffers on top of a plain slow connection), printed for
+    docs/operations.md and bounded."""
+    cert, key = tls_certs.server("slow-tls-mem", ["localhost"], kind="ec")
+    with backend("slowtlsmem") as b:
+        cfg = slow_config(free_port(), b.port)
+        cfg["listeners"][0]["tls"] = {"certificates": [{"cert": cert, "key": key}]}
+        gw = Gateway(cfg, tmp_path)
+        ctx = ssl.create_default_context(cafile=tls_certs.ca)
+        socks = []
+        try:
+            w = tls_conn(gw, ctx)
+            w.sendall(b"GET /tiny HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            read_responses(w, 1, scaled(5))
+            w.close()
+            time.sleep(0.3)
+            base = gw.rss_kb()
+            for _ in range(250):
+                s = tls_conn(gw, ctx)
+                s.sendall(b"GET /slow HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+                socks.append(s)
+            for _ in range(3):
+                for s in socks:
+                    s.send(b"x")
+                time.sleep(0.3)
+            kb = gw.rss_kb() - base
+            with capsys.disabled():
+                print("\n[memory] 250 slow TLS connections: %d KiB (%.1f KiB each)"
+                      % (kb, kb / 250))
+            assert kb < 250 * 96
+        finally:
+            for s in socks:
+                s.close()
+            gw.stop()

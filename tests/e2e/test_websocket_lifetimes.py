@@ -329,7 +329,8 @@ def test_sigterm_with_open_sessions_ends_within_drain_timeout(tmp_path):
     it, then the sessions are closed and the process exits 0."""
     with backend("wsterm") as b:
         cfg = make_config(free_port(), {"u": upstream(b.port)}, ws_routes(), workers=2,
-                          limits={"drain_timeout": "2s"})
+                          limits={"drain_timeout": "2s"},
+                          access_log={"path": str(tmp_path / "access.log")})
         gw = Gateway(cfg, tmp_path)
 
         async def go():
@@ -354,6 +355,9 @@ def test_sigterm_with_open_sessions_ends_within_drain_timeout(tmp_path):
             rc, took = run(go())
             assert rc == 0
             assert 1.8 <= took < scaled(6), took
+            lines = access_lines(tmp_path / "access.log", "/ws/echo")
+            assert len(lines) == 4, lines
+            assert all(l["status"] == 101 and l["error"] == "drain timeout" for l in lines)
         finally:
             gw.stop()
 
@@ -566,3 +570,41 @@ def test_upstream_half_close_reaches_a_tls_client_which_still_sends(tmp_path, sc
         assert up.seen[0] == frames
     finally:
         gw.stop()
+
+
+@pytest.mark.heavy
+def test_memory_per_open_session(tmp_path, capsys):
+    """200 open sessions (one 64 KiB message each way, then quiet): the
+    gateway's RSS growth per session, printed for docs/operations.md and
+    bounded by what internals.md says a session holds (two 16 KiB buffers,
+    the arena, the connection objects)."""
+    with backend("wsmem", threads=2) as b:
+        cfg = make_config(free_port(), {"u": upstream(b.port)}, ws_routes(), workers=2)
+        gw = Gateway(cfg, tmp_path)
+        try:
+            async def go():
+                url = "ws://127.0.0.1:%d/ws/echo" % gw.port
+                async with connect(url) as ws:  # warm: pools, buffers, arenas
+                    await ws.send(os.urandom(65536))
+                    await ws.recv()
+                await asyncio.sleep(0.3)
+                base = gw.rss_kb()
+                socks = []
+                for _ in range(200):
+                    ws = await connect(url)
+                    m = os.urandom(65536)
+                    await ws.send(m)
+                    assert await ws.recv() == m
+                    socks.append(ws)
+                await asyncio.sleep(0.3)
+                grown = gw.rss_kb() - base
+                for ws in socks:
+                    await ws.close()
+                return grown
+            kb = run(go(), limit=120)
+            with capsys.disabled():
+                print("\n[memory] 200 open WebSocket sessions: %d KiB (%.1f KiB each)"
+                      % (kb, kb / 200))
+            assert kb < 200 * 64
+        finally:
+            gw.stop()
