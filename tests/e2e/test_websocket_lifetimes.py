@@ -230,7 +230,7 @@ def test_client_reset_mid_session_closes_the_upstream_and_logs_once(tmp_path, sc
         while True:
             try:
                 k = s.recv(4096)
-            except OSError as e:
+            except OSError:
                 u.seen.append(("reset", got))
                 return
             if not k:
