@@ -200,7 +200,9 @@ struct pt_exchange {
  * with `Sec-WebSocket-Version: 13`), and the upstream call asks for
  * `Upgrade: websocket` itself (the client's Connection/Upgrade fields are
  * hop-by-hop and never forwarded). Only a 101 switches (a 200 or anything
- * else is an ordinary response); then ex->upgraded (from then on the
+ * else is an ordinary response), and only with `Upgrade: websocket` and
+ * the Sec-WebSocket-Accept the key calls for (client.c switch_agreed; else
+ * the call fails: 502); then ex->upgraded (from then on the
  * codec's body_peek must give tunnel bytes), ex->status 101,
  * ex->resph holds the upstream's end-to-end fields (Sec-WebSocket-Accept,
  * -Protocol, -Extensions; its Connection/Upgrade are dropped: the codec
@@ -224,9 +226,9 @@ struct pt_exchange {
  * method GET (req.method_id PT_METHOD_GET), req.upgrade = WEBSOCKET, add
  * `Sec-WebSocket-Key` (pt_ws_make_key, http/websocket.h) and
  * `Sec-WebSocket-Version: 13` to reqh (keep the client's -Protocol and
- * -Extensions), start. On ex->upgraded, check Sec-WebSocket-Accept against
- * the key (pt_ws_accept), drop it from resph and answer 200 instead of
- * 101; DATA frames are the tunnel's bytes.
+ * -Extensions), start. On ex->upgraded (the accept was checked against
+ * the key by the outbound client), drop Sec-WebSocket-Accept from resph
+ * and answer 200 instead of 101; DATA frames are the tunnel's bytes.
  */
 
 /* Sets up an exchange at the codec's arena. Pins the newest generation. */

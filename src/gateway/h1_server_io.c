@@ -112,7 +112,9 @@ static void txn_start(struct pt_conn *c, struct pt_h1_request *req, uint32_t hea
     ex->req.http10 = req->minor_version == 0;
     ex->req.chunked = req->framing.chunked;
     ex->req.content_length = req->framing.chunked ? -1 : req->framing.content_length;
-    if (pt_unlikely(req->framing.upgrade))
+    /* An HTTP/1.0 request's Upgrade is ignored (RFC 9110 §7.8): served
+     * as a plain request, the field dropped as hop-by-hop. */
+    if (pt_unlikely(req->framing.upgrade) && req->minor_version == 1)
         ex->req.upgrade = upgrade_asked(&ex->reqh);
     struct pt_hfield *rid = pt_headers_find_token(&ex->reqh, PT_TOK_X_REQUEST_ID);
     if (rid)
@@ -1013,8 +1015,8 @@ static int pump_txn(struct pt_conn *c, struct h1_txn *t)
         settle_readable(c, t);
     /* A complete request holds no read buffer (its head was copied): a
      * request waiting on a filter or a slow upstream costs its arena, not
-     * a 16 KiB buffer. */
-    if (t->req_done && c->rbuf && pt_buf_len(c->rbuf) == 0) {
+     * a 16 KiB buffer. Nor does a quiet tunnel (the next read takes one). */
+    if ((t->req_done || t->tunnel) && c->rbuf && pt_buf_len(c->rbuf) == 0) {
         pt_buf_put(&c->w->bufs, c->rbuf);
         c->rbuf = NULL;
     }

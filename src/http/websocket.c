@@ -2,6 +2,8 @@
  * websocket.c — see websocket.h.
  */
 #include "http/websocket.h"
+#include "http/h1_write.h"
+#include "http/tokens.h"
 
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -38,6 +40,25 @@ void pt_ws_accept(pt_slice key, char out[29])
     EVP_Digest(in, n + sizeof(ws_guid) - 1, md, &mdlen, EVP_sha1(), NULL);
     EVP_EncodeBlock((unsigned char *)out, md, SHA_DIGEST_LENGTH);
     out[28] = 0;
+}
+
+bool pt_ws_switch_valid(const struct pt_h1_header *f, size_t n, pt_slice key)
+{
+    char want[29];
+    pt_ws_accept(key, want);
+    bool upgrade = false;
+    int accepts = 0, good = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].token == PT_TOK_UPGRADE) {
+            const char *p = f[i].value.p, *end = p + f[i].value.len;
+            while (p < end)
+                upgrade |= pt_slice_ieq_cstr(pt_h1_list_next(&p, end), "websocket");
+        } else if (pt_slice_ieq_cstr(f[i].name, "Sec-WebSocket-Accept")) {
+            accepts++;
+            good += f[i].value.len == 28 && memcmp(f[i].value.p, want, 28) == 0;
+        }
+    }
+    return upgrade && accepts == 1 && good == 1;
 }
 
 void pt_ws_make_key(uint64_t a, uint64_t b, char out[25])

@@ -13,6 +13,7 @@
 
 #include "http/h1_write.h"
 #include "http/traceparent.h"
+#include "http/websocket.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -800,6 +801,21 @@ static int switch_protocols(struct pt_call *c, uint32_t head_len)
     return 1;
 }
 
+/* A 101 switches only to the protocol we asked for, and for WebSocket
+ * only with the Sec-WebSocket-Accept the key we sent calls for (http/
+ * websocket.h: a server that says 101 without really switching must not
+ * get the client's raw bytes). */
+static bool switch_agreed(struct pt_call *c)
+{
+    if (!pt_slice_ieq_cstr(c->req.upgrade, "websocket"))
+        return false; /* the only upgrade the gateway asks for */
+    const struct pt_headers *h = c->req.headers;
+    for (uint32_t i = 0; i < h->n; i++)
+        if (!h->f[i].dead && pt_slice_ieq_cstr(h->f[i].name, "Sec-WebSocket-Key"))
+            return pt_ws_switch_valid(c->res_hdrs, c->res.num_headers, h->f[i].value);
+    return false;
+}
+
 /* The parser's field array: per thread, not per call. The parser re-reads
  * a head from its start on every attempt and keep_head copies the fields
  * out at once, so nothing outlives one parse_heads; a request arena does
@@ -845,6 +861,8 @@ static int parse_heads(struct pt_call *c)
         if (c->res.status == 101) {
             if (!c->req.upgrade.len || !c->sent_all)
                 return fail(c, PT_CALL_FAIL_PROTOCOL, "unexpected protocol switch");
+            if (!switch_agreed(c))
+                return fail(c, PT_CALL_FAIL_PROTOCOL, "invalid upstream protocol switch");
             return switch_protocols(c, (uint32_t)r);
         }
         /* A stray 100 is ours to answer, not forwarded; other 1xx (103
@@ -1031,6 +1049,12 @@ void pt_call_body_consume(struct pt_call *c, size_t n)
     }
     pt_buf_consume(c->uc->rbuf, (uint32_t)n);
     c->res_ready -= (uint32_t)n;
+    if (pt_unlikely(c->upgraded) && pt_buf_len(c->uc->rbuf) == 0) {
+        /* A tunnel is mostly quiet: it holds no buffer between bursts (the
+         * next read takes one from the worker's pool). */
+        pt_buf_put(c->ob->bufs, c->uc->rbuf);
+        c->uc->rbuf = NULL;
+    }
     if (c->final.frame == PT_FRAME_LENGTH)
         c->res_left -= n;
     if (c->res_eos && c->res_ready == 0)

@@ -1,6 +1,7 @@
 /*
  * test_websocket.c — the RFC 6455 handshake values: the RFC's own
- * example accept value, key validation, and made keys that validate.
+ * example accept value, key validation, made keys that validate, and
+ * which 101 heads count as a real switch to WebSocket.
  */
 #include "http/websocket.h"
 #include "unit.h"
@@ -35,10 +36,45 @@ static void test_made_keys_validate(void)
     }
 }
 
+#define F(n, v)                                                                                    \
+    {                                                                                              \
+        PT_SLICE(n), PT_SLICE(v), pt_token_lookup(n, sizeof(n) - 1)                                \
+    }
+
+static void test_switch_valid(void)
+{
+    pt_slice key = PT_SLICE("dGhlIHNhbXBsZSBub25jZQ==");
+    struct pt_h1_header ok[] = {F("Connection", "Upgrade"), F("Upgrade", "WebSocket"),
+                                F("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")};
+    CHECK(pt_ws_switch_valid(ok, 3, key));
+    struct pt_h1_header listed[] = {F("upgrade", "foo/2, websocket"),
+                                    F("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")};
+    CHECK(pt_ws_switch_valid(listed, 2, key));
+    CHECK(!pt_ws_switch_valid(ok + 1, 2, PT_SLICE("AAAAAAAAAAAAAAAAAAAAAA=="))); /* other key */
+    CHECK(!pt_ws_switch_valid(ok, 2, key));                                      /* no accept */
+    struct pt_h1_header no_upgrade[] = {F("Connection", "Upgrade"),
+                                        F("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")};
+    CHECK(!pt_ws_switch_valid(no_upgrade, 2, key));
+    struct pt_h1_header h2c[] = {F("Upgrade", "h2c"),
+                                 F("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")};
+    CHECK(!pt_ws_switch_valid(h2c, 2, key));
+    struct pt_h1_header prefix[] = {F("Upgrade", "websocketx"),
+                                    F("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")};
+    CHECK(!pt_ws_switch_valid(prefix, 2, key));
+    struct pt_h1_header twice[] = {F("Upgrade", "websocket"),
+                                   F("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                                   F("Sec-WebSocket-Accept", "xxxxLMBiTxaQ9kYGzzhZRbK+xOo=")};
+    CHECK(!pt_ws_switch_valid(twice, 3, key));
+    struct pt_h1_header truncated[] = {F("Upgrade", "websocket"),
+                                       F("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xO")};
+    CHECK(!pt_ws_switch_valid(truncated, 2, key));
+}
+
 int main(void)
 {
     test_accept_rfc_example();
     test_key_valid();
     test_made_keys_validate();
+    test_switch_valid();
     return unit_report("websocket");
 }
