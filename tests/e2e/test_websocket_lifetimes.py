@@ -390,6 +390,9 @@ def test_old_generation_freed_when_the_session_that_pins_it_ends(tmp_path):
             run(go())
             wait_until(lambda: metric(gw, "portico_config_generations_live") == 1, scaled(5),
                        what="the old generation to be freed")
+            # the access log is written off the request path: wait for it
+            wait_until(lambda: access_lines(tmp_path / "access.log", "gen-pin"), scaled(5),
+                       what="the session's log line")
             lines = access_lines(tmp_path / "access.log", "gen-pin")
             assert len(lines) == 1 and lines[0]["status"] == 101
         finally:
