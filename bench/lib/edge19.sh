@@ -14,7 +14,10 @@
 #           same object (GET /users/1), CPU per request.
 #   bff     `aggregate` fanning one request out to three backend calls
 #           against the plain route's GET /tiny: CPU per client request, p99
-#           (wrk --latency) and backend requests per client request (3).
+#           (wrk --latency) and backend requests per client request (3);
+#           then latency at a fixed offered rate (h2load --rps, E19_LAT_RPS
+#           over 16 connections), the fan-out and the plain route
+#           alternately: p50/p99/p99.9 and the achieved rate.
 #
 # Rows whose portico feature this build refuses ("not supported by this
 # build yet", or an unknown body-rule key before the body transforms land)
@@ -43,6 +46,8 @@ E19_NGINX_PORT=$((PORT_BASE + 46))
 E19_HA_PORT=$((PORT_BASE + 47))
 E19_ROUNDS=6    # paired rounds (list order, then reversed)
 E19_D=3         # seconds per wrk -t1 -c32 run
+E19_LAT_RPS=1000 # offered req/s of the fan-out's fixed-rate latency runs …
+E19_LAT_CONNS=16 # … over this many connections
 E19_ORIGIN=https://app.bench
 # The warm-up request gives the cached object an explicit lifetime: HAProxy
 # stores nothing without one (no validator, no freshness), and the same
@@ -66,6 +71,7 @@ E19_RUN=()                            # runs whose system and route are up
 E19_FEATURES=""                       # portico features this build accepts
 
 edge19_quick() { E19_ROUNDS=2 E19_D=1; }
+[ -z "${PORTICO_BENCH_E19_LAT_RPS:-}" ] || E19_LAT_RPS=$PORTICO_BENCH_E19_LAT_RPS
 
 e19_record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RAW/edge19.tsv"; }
 e19_check_log() { printf '%s\n' "$*" >>"$RAW/edge19-checks.txt"; }
@@ -80,6 +86,8 @@ e19_label() { # run
     p-json) echo "portico plain route (GET /users/1)" ;;
     p-xform) echo "portico response_transform body rules (GET /users/1)" ;;
     p-bff) echo "portico aggregate, fan-out of 3 (GET /bff/1)" ;;
+    lat-plain) echo "portico plain route (GET /tiny), fixed rate" ;;
+    lat-bff) echo "portico aggregate, fan-out of 3 (GET /bff/1), fixed rate" ;;
     esac
 }
 
@@ -90,6 +98,7 @@ e19_row() { # run → the report row it belongs to
     p-cors) echo cors ;;
     p-json | p-xform) echo xform ;;
     p-bff) echo bff ;;
+    lat-*) echo lat ;;
     esac
 }
 
@@ -314,13 +323,54 @@ e19_run() { # round name
         "p99 $(e19_wrk_p99 "$out") µs, backend saw $be_req"
 }
 
+# One fixed-rate run on HOST PATH: h2load --h1 -c E19_LAT_CONNS at
+# E19_LAT_RPS in total for E19_D seconds (1 s in round 0, which records
+# nothing): latency percentiles from its per-request log (lib/h2lat.py, the
+# first SKIP_S dropped), the achieved rate, portico's CPU per answer.
+e19_lat_run() { # round name host path
+    local r=$1 name=$2 host=$3 path=$4 pid=${E19_PID[portico]} base=$RAW/edge19-r$1-$2
+    local d=$E19_D per=$((E19_LAT_RPS / E19_LAT_CONNS)) c0 c1 kv k v all=0
+    [ "$r" != 0 ] || d=1
+    [ "$per" -gt 0 ] || per=1
+    kill -0 "$pid" 2>/dev/null || die "the edge19 gateway (pid $pid) is gone"
+    backend_reset
+    c0=$(cpu_ns "$pid")
+    taskset -c $LOAD_CPU h2load --h1 -t1 -c"$E19_LAT_CONNS" --rps="$per" -D "$d" \
+        -H ":authority: $host" --log-file="$TMP/e19-h2.log" "http://127.0.0.1:$E19_GW_PORT$path" \
+        >"$base.h2load.txt" 2>&1 || die "h2load failed against $name: $(tail -5 "$base.h2load.txt")"
+    c1=$(cpu_ns "$pid")
+    kv=$($PY "$LIB/h2lat.py" "$TMP/e19-h2.log" "$SKIP_S" "$base.grid") ||
+        die "no latency samples from h2load against $name"
+    rm -f "$TMP/e19-h2.log"
+    for k in $kv; do
+        v=${k#*=}
+        k=${k%%=*}
+        case $k in
+        p50 | p90 | p99 | p999 | rate | failed) [ "$r" = 0 ] || e19_record "$r" "$name" "$k" "$v" ;;
+        all) all=$v ;;
+        esac
+    done
+    [ "$all" -gt 0 ] || die "h2load got no successful answer from $name"
+    [ "$r" != 0 ] || return 0
+    local accepts be_req
+    read -r accepts be_req < <(backend_stats)
+    e19_record "$r" "$name" offered_rps $((per * E19_LAT_CONNS))
+    e19_record "$r" "$name" responses "$all"
+    e19_record "$r" "$name" upstream_requests "$be_req"
+    e19_record "$r" "$name" cpu_us "$(calc "($c1 - $c0) / 1000 / $all" 3)"
+    log "  round $r $(printf '%-9s' "$name") p50 $(awk -F'\t' -v r="$r" -v n="$name" \
+        '$1 == r && $2 == n && $3 == "p50" { print $4 }' "$RAW/edge19.tsv") µs, p99 $(awk -F'\t' \
+        -v r="$r" -v n="$name" '$1 == r && $2 == n && $3 == "p99" { print $4 }' "$RAW/edge19.tsv") µs"
+}
+
 measure_edge19() {
     local t0=$SECONDS spec name sys feat r i n
     [ -r /proc/self/schedstat ] || die "no /proc/PID/schedstat: the edge19 section's CPU clock"
     : >"$RAW/edge19.tsv"
     : >"$RAW/edge19-runs.tsv"
     : >"$RAW/edge19-checks.txt"
-    printf 'edge19\trounds=%s d=%s origin=%s\n' "$E19_ROUNDS" "$E19_D" "$E19_ORIGIN" >>"$RAW/meta.tsv"
+    printf 'edge19\trounds=%s d=%s origin=%s lat_rps=%s lat_conns=%s\n' "$E19_ROUNDS" "$E19_D" "$E19_ORIGIN" \
+        "$E19_LAT_RPS" "$E19_LAT_CONNS" >>"$RAW/meta.tsv"
     log "issues 19 and 20, edge filters: cache hits beside nginx proxy_cache and HAProxy's cache," \
         "cors, body transforms, aggregate (127.0.0.1:$E19_GW_PORT, :$E19_NGINX_PORT, :$E19_HA_PORT)"
     e19_start_portico
@@ -352,6 +402,31 @@ measure_edge19() {
             e19_run "$r" "${E19_RUN[$i]}"
         done
     done
+    if [ -z "${E19_SKIP[bff]:-}" ]; then
+        # Latency of the fan-out at a fixed rate, beside the plain route;
+        # the peers stop first so their timers stay off CPU 0.
+        for sys in nginx haproxy; do
+            kill -TERM "${E19_PID[$sys]}" 2>/dev/null || true
+            reap "${E19_PID[$sys]}"
+            unset "E19_PID[$sys]"
+        done
+        for name in lat-plain lat-bff; do
+            printf '%s\tportico\tlat\t%s\tran\n' "$name" "$(e19_label "$name")" >>"$RAW/edge19-runs.tsv"
+        done
+        log "edge19: fan-out latency at $E19_LAT_RPS req/s offered, $E19_ROUNDS rounds"
+        e19_lat_run 0 lat-plain plain.bench /tiny
+        e19_lat_run 0 lat-bff bff.bench /bff/1
+        for r in $(seq "$E19_ROUNDS"); do
+            # Alternate which route goes first, so neither always follows the other.
+            if [ $((r % 2)) = 1 ]; then
+                e19_lat_run "$r" lat-plain plain.bench /tiny
+                e19_lat_run "$r" lat-bff bff.bench /bff/1
+            else
+                e19_lat_run "$r" lat-bff bff.bench /bff/1
+                e19_lat_run "$r" lat-plain plain.bench /tiny
+            fi
+        done
+    fi
     for sys in portico nginx haproxy; do
         [ -n "${E19_PID[$sys]:-}" ] || continue
         kill -TERM "${E19_PID[$sys]}" 2>/dev/null || true

@@ -74,9 +74,20 @@ class _Data:
                 return "not run (%s)" % (self.skip.get(run) or "did not run")
         return None
 
+    def added(self, a, b, metric):
+        x, y = self.per.get((a, metric), {}), self.per.get((b, metric), {})
+        return [x[r] - y[r] for r in self.rounds if r in x and r in y]
+
     def upstream_per_response(self, run):
         req, resp = sum(self.series(run, "upstream_requests")), sum(self.series(run, "responses"))
         return req / resp if resp else None
+
+
+def _diff(xs, nd=0):
+    """'+41 (+20 – +90)' for a list of paired differences."""
+    if not xs:
+        return "–"
+    return "%+.*f (%+.*f – %+.*f)" % (nd, _med(xs), nd, min(xs), nd, max(xs))
 
 
 def _cpu_pair(d, a, b):
@@ -123,7 +134,13 @@ def _goals(d):
         rows.append([goal, _cpu_pair(d, "p-bff", "p-plain") + "; p99 %s µs vs %s µs (wrk -c32); "
                      "%s backend requests per client request"
                      % (_fmt(_med(d.series("p-bff", "p99_us")), 0),
-                        _fmt(_med(d.series("p-plain", "p99_us")), 0), _fmt(up, 2)),
+                        _fmt(_med(d.series("p-plain", "p99_us")), 0), _fmt(up, 2))
+                     + ("; at a fixed %s req/s: p99 %s µs vs %s µs, added %s µs (paired)"
+                        % (_fmt(_med(d.series("lat-bff", "offered_rps")), 0),
+                           _fmt(_med(d.series("lat-bff", "p99")), 0),
+                           _fmt(_med(d.series("lat-plain", "p99")), 0),
+                           _diff(d.added("lat-bff", "lat-plain", "p99")))
+                        if d.ran("lat-bff") and d.ran("lat-plain") else ""),
                      _verdict(_med(d.paired("p-bff", "p-plain")), BFF_VS_PLAIN)])
     return ["### Goals (issues 19 and 20, \"Numbers\")", "",
             "Ratios are paired: computed within each round, then the median (min – max over the "
@@ -135,7 +152,9 @@ def _goals(d):
 
 def _runs(d, s):
     rows = []
-    for run, _, _, label, status in d.runs:
+    for run, _, row, label, status in d.runs:
+        if row == "lat":
+            continue
         if status != "ran":
             rows.append([label, "skipped: %s" % (d.skip.get(run) or "did not run")] + [""] * 6)
             continue
@@ -166,6 +185,34 @@ def _runs(d, s):
                    rows), ""]
 
 
+def _latency(d, s):
+    if not (d.ran("lat-bff") and d.ran("lat-plain")):
+        return []
+    rows = []
+    for name in ("lat-plain", "lat-bff"):
+        ach, off = d.series(name, "rate"), d.series(name, "offered_rps")
+        short = sum(1 for a, o in zip(ach, off) if a < 0.95 * o)
+        rows.append([d.label(name)] + [_fmt(_med(d.series(name, q)), 0) for q in ("p50", "p90", "p99", "p999")]
+                    + [_fmt(_med(ach), 0) + (" ⚠ %d of %d runs below 95%% of the offered rate"
+                                             % (short, len(ach)) if short else ""),
+                       "%s (%s)" % (_fmt(_med(d.series(name, "cpu_us")), 2), _spread(d.series(name, "cpu_us"), 2)),
+                       _fmt(d.upstream_per_response(name), 3), _fmt(sum(d.series(name, "failed")), 0)])
+    rows.append(["added by the fan-out (paired)"]
+                + [_diff(d.added("lat-bff", "lat-plain", q)) for q in ("p50", "p90", "p99", "p999")]
+                + ["", _diff(d.added("lat-bff", "lat-plain", "cpu_us"), 2), "", ""])
+    return ["### Fan-out latency at a fixed rate", "",
+            "`h2load --h1 -t1 -c%s --rps R/%s -D%s`, R = %s req/s offered (`PORTICO_BENCH_E19_LAT_RPS`), "
+            "the plain route's `GET /tiny` and the fan-out's `GET /bff/1` alternately (the first one "
+            "alternating), %s rounds, after nginx and HAProxy stopped. Latencies in µs from h2load's "
+            "per-request log (first 0.2 s dropped), medians over the rounds; the added row is the "
+            "median (spread) of the paired differences. A fan-out answer waits for the slowest of its "
+            "three calls, all to the one demo backend thread on CPU 1."
+            % (s.get("lat_conns", "16"), s.get("lat_conns", "16"), s.get("d", "?"), s.get("lat_rps", "?"),
+               s.get("rounds", "?")), "",
+            _table(["route", "p50", "p90", "p99", "p99.9", "achieved req/s", "portico CPU µs/req",
+                    "backend requests per response", "failed"], rows), ""]
+
+
 def section(raw, meta):
     d = _Data(raw)
     if not d.runs:
@@ -189,7 +236,7 @@ def section(raw, meta):
                 "max %s%%, beside the proxy): something else runs on this machine. The CPU figures "
                 "and ratios are disturbed; rerun on a quiet machine before quoting numbers.**"
                 % (_fmt(_med(other)), _fmt(max(other))), ""]
-    out += _goals(d) + _runs(d, s)
+    out += _goals(d) + _runs(d, s) + _latency(d, s)
     if d.checks:
         out += ["### Start-up checks", "", "What each route answered before the rounds (the run stops "
                 "if one does not do what its row claims):", ""] + ["- %s" % c for c in d.checks] + [""]
