@@ -57,17 +57,24 @@
 #      -c4 -m100: requests/s). Portico's rows are skipped while the build
 #      refuses `tls` / `http2`.
 #
+#  13. (issues 19 and 20, bench/lib/edge19.sh) what the edge filters cost:
+#      a cache hit beside nginx proxy_cache and HAProxy's cache (CPU per
+#      hit, the backend must see none), a route with `cors` and one with
+#      JSON body transforms against the plain route, and an `aggregate`
+#      fan-out of 3 (CPU per client request, p99). Portico's rows are
+#      skipped while the build refuses their feature.
+#
 # Usage: bench/run.sh [--quick] [--rounds N]
-#                     [--scenarios plain,gateway,before,ext_auth,suspend,balance,auth,ratelimit,observability,tls]
+#                     [--scenarios plain,gateway,before,ext_auth,suspend,balance,auth,ratelimit,observability,tls,edge19]
 #                     [--spin] [--keep-tmp]
 #   --spin  during the wrk -c32 runs only, keep both CPUs out of idle with
 #           SCHED_IDLE busy loops, so that waking a halted vCPU (costly in
 #           a VM) does not enter CPU/request; see bench/README.md, "Two
 #           regimes".
-# Environment: PORTICO_BENCH_PORT_BASE (default 23180; 45 ports from there),
+# Environment: PORTICO_BENCH_PORT_BASE (default 23180; 48 ports from there),
 #              PORTICO_BUILD (default build; relative to the repository or
 #                absolute),
-#              BENCH_ONLY=before|ext_auth|suspend|balance|auth|ratelimit|tracing|observability|tls|… one section only (its
+#              BENCH_ONLY=before|ext_auth|suspend|balance|auth|ratelimit|tracing|observability|tls|edge19|… one section only (its
 #                systems plus the references it is judged against; no
 #                idle-memory phase); the report goes to
 #                bench/results/latest-<section>.md, latest.md is left alone,
@@ -105,7 +112,7 @@ LOAD_CPU=1
 
 ROUNDS=5
 QUICK=0
-SCENARIOS="plain,gateway,before,ext_auth,suspend,balance,auth,ratelimit,observability,tls"
+SCENARIOS="plain,gateway,before,ext_auth,suspend,balance,auth,ratelimit,observability,tls,edge19"
 ONLY=${BENCH_ONLY:-}
 KEEP_TMP=0
 SPIN=0
@@ -128,6 +135,7 @@ RATELIMIT=0       # issue 16's section runs (scenario "ratelimit", bench/lib/rat
 TRACING=0         # issue 17's tracing row runs (scenario "tracing", bench/lib/tracing.sh)
 OBSERVABILITY=0   # issue 17's section runs (scenario "observability", bench/lib/observability.sh)
 TLS_SECTION=0     # issue 18's section runs (scenario "tls", bench/lib/tls.sh)
+EDGE19=0          # issues 19 and 20's section runs (scenario "edge19", bench/lib/edge19.sh)
 RATE_CONNS=16     # h2load connections for the fixed-rate run
 SKIP_S=0.2        # h2load samples dropped at the start of each run
 
@@ -174,6 +182,9 @@ fi
 # shellcheck source-path=SCRIPTDIR source=lib/tls.sh
 . "$BENCH_DIR/lib/tls.sh"
 [ "$QUICK" = 0 ] || tls_quick
+# shellcheck source-path=SCRIPTDIR source=lib/edge19.sh
+. "$BENCH_DIR/lib/edge19.sh"
+[ "$QUICK" = 0 ] || edge19_quick
 
 # ---------------------------------------------------------------- utilities
 
@@ -221,7 +232,7 @@ require_port_free() {
     local port=$1
     if [ -n "$(ss -Hltn "sport = :$port")" ]; then
         die "port $port is already in use: $(ss -Hltnp "sport = :$port" | head -3 | tr -s ' ')
-       (set PORTICO_BENCH_PORT_BASE to a free range of 45 ports)"
+       (set PORTICO_BENCH_PORT_BASE to a free range of 48 ports)"
     fi
 }
 
@@ -609,6 +620,11 @@ scenario_observability() { OBSERVABILITY=1; }
 # kept alive, full handshakes, h2 with 100 streams), a section of its own
 # (bench/lib/tls.sh).
 scenario_tls() { TLS_SECTION=1; }
+
+# Issues 19 and 20: what the edge filters cost (a cache hit beside nginx
+# proxy_cache and HAProxy's cache, cors, JSON body transforms, an
+# aggregate fan-out of 3), a section of its own (bench/lib/edge19.sh).
+scenario_edge19() { EDGE19=1; }
 
 # ------------------------------------------------------------ measurements
 
@@ -1025,7 +1041,7 @@ main() {
 
     local s
     for s in ${SCENARIOS//,/ }; do
-        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend, balance, auth, ratelimit, tracing, observability, tls)"
+        declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s' (have: plain, gateway, before, ext_auth, suspend, balance, auth, ratelimit, tracing, observability, tls, edge19)"
         "scenario_$s"
     done
     machine_info
@@ -1060,7 +1076,7 @@ main() {
         done
     fi
 
-    # BENCH_ONLY=suspend, balance, auth, ratelimit, tracing, observability or tls registers no system: no rounds.
+    # BENCH_ONLY=suspend, balance, auth, ratelimit, tracing, observability, tls or edge19 registers no system: no rounds.
     if [ ${#SYS_LIST[@]} -gt 0 ]; then
         log "warm-up and calibration"
         for n in "${SYS_LIST[@]}"; do
@@ -1120,6 +1136,7 @@ main() {
     [ "$TRACING" = 0 ] || measure_tracing
     [ "$OBSERVABILITY" = 0 ] || measure_observability
     [ "$TLS_SECTION" = 0 ] || measure_tls
+    [ "$EDGE19" = 0 ] || measure_edge19
 
     record 0 run elapsed_s $((SECONDS - t_begin))
     log "report"

@@ -23,6 +23,7 @@ import sys
 
 import report_auth
 import report_balance
+import report_edge19
 import report_observability
 import report_ratelimit
 import report_tracing
@@ -865,7 +866,7 @@ def main():
     run = Run(raw)
     rep = Report(run)
     rep.header()
-    if not run.systems:  # BENCH_ONLY=suspend, balance, auth, ratelimit, …, tls: that section alone
+    if not run.systems:  # BENCH_ONLY=suspend, balance, auth, ratelimit, …, tls, edge19: that section alone
         rep.issue12()
         rep.add(*report_balance.section(raw, run.meta))
         rep.add(*report_auth.section(raw, run.meta))
@@ -873,6 +874,7 @@ def main():
         rep.add(*report_tracing.section(raw, run.meta))
         rep.add(*report_observability.section(raw, run.meta))
         rep.add(*report_tls.section(raw, run.meta))
+        rep.add(*report_edge19.section(raw, run.meta))
         with open(os.path.join(results, name + ".md"), "w") as f:
             f.write("\n".join(rep.lines))
         return
@@ -885,6 +887,7 @@ def main():
     rep.add(*report_tracing.section(raw, run.meta))
     rep.add(*report_observability.section(raw, run.meta))
     rep.add(*report_tls.section(raw, run.meta))
+    rep.add(*report_edge19.section(raw, run.meta))
     rep.cpu_section()
     rep.rps_section()
     rep.latency_section()
