@@ -168,6 +168,11 @@ struct pt_exchange {
     /* response body filters' output (routes with on_response_body only) */
     pt_slice bf_out;
     bool bf_eos, bf_have;
+    /* The body filters see this response's body (some did not skip it),
+     * one of them takes it whole (filter.h PT_BODY_WHOLE), and its head
+     * is held until their output starts (a Content-Length to recompute;
+     * resp stays PT_RESP_NONE meanwhile). */
+    bool bf_active, bf_whole, bf_hold;
     bool response_started; /* the codec wrote some of the final response */
     /* The upstream answered 101 to req.upgrade: the exchange is a tunnel
      * (see "Tunnels" below). Set with resp = PT_RESP_UPSTREAM. */

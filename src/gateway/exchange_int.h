@@ -50,6 +50,9 @@ void pt_exchange_filters_begin(struct pt_exchange *ex);
 bool pt_exchange_filters_response_head(struct pt_exchange *ex);
 pt_slice pt_exchange_filters_body_peek(struct pt_exchange *ex, bool *eos);
 void pt_exchange_filters_body_consume(struct pt_exchange *ex, size_t n);
+/* Pulls a whole-body filter's input on every pump; releases a held head
+ * (exchange_filters.c). 1 on progress. */
+int pt_exchange_filters_whole_pump(struct pt_exchange *ex);
 /* Cancels a pending suspension (timer, call, deadline) with on_cancel. */
 void pt_exchange_filters_cancel(struct pt_exchange *ex);
 
