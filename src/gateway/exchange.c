@@ -88,6 +88,8 @@ void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *er
         ex->calling = false;
         call_over(ex);
     }
+    if (pt_unlikely(ex->rb_gathering))
+        pt_exchange_gather_stop(ex);
     if (ex->response_started) {
         /* A second response would land inside the first one's body. */
         if (!ex->status)
@@ -426,12 +428,18 @@ void pt_exchange_start(struct pt_exchange *ex)
 static pt_slice call_body_peek(void *user, bool *eos)
 {
     struct pt_exchange *ex = user;
+    if (pt_unlikely(ex->rb_sending))
+        return pt_exchange_gathered_peek(ex, eos);
     return ex->codec->body_peek(ex->conn, eos);
 }
 
 static void call_body_consumed(void *user, size_t n)
 {
     struct pt_exchange *ex = user;
+    if (pt_unlikely(ex->rb_sending)) {
+        pt_exchange_gathered_consumed(ex, n);
+        return;
+    }
     ex->bytes_in += n;
     ex->codec->body_consumed(ex->conn, n);
 }
@@ -593,6 +601,8 @@ static void response_head(struct pt_exchange *ex)
 
 int pt_exchange_pump(struct pt_exchange *ex)
 {
+    if (pt_unlikely(ex->rb_gathering))
+        return pt_exchange_gather_pump(ex);
     if (!ex->calling)
         return 0;
     int progress = pt_call_pump(ex->call);
@@ -676,6 +686,7 @@ void pt_exchange_end(struct pt_exchange *ex, bool completed)
         return;
     ex->ended = true;
     pt_exchange_filters_cancel(ex);
+    pt_exchange_gather_stop(ex);
     if (ex->calling) {
         /* pt_call_finish pools the connection only when the response was
          * wholly read and the connection is clean; else it closes it. */

@@ -153,6 +153,15 @@ struct pt_exchange {
     uint8_t breaker_owed;
     bool up_slot;
 
+    /* The request body gathered for whole-body filters (exchange_body.c;
+     * request arena): parts while a chunked body comes in, then one
+     * slice, sent from rb_off on; rb_eos: it is the whole body (else the
+     * codec's rest follows it). */
+    bool rb_gathering, rb_sending, rb_eos;
+    void *rb_first, *rb_last;
+    pt_slice rb_body;
+    size_t rb_len, rb_off;
+
     /* ---- the response ---- */
     enum pt_resp_kind resp;
     uint32_t resp_seq; /* bumps when a response (re)places the previous */

@@ -368,7 +368,10 @@ static void run_request(struct pt_exchange *ex)
     }
     switch (r) {
     case PT_FILTER_CONTINUE:
-        pt_exchange_dispatch(ex);
+        if (pt_unlikely(ex->fctx.request_body_want))
+            pt_exchange_gather_start(ex); /* dispatches once the body is in */
+        else
+            pt_exchange_dispatch(ex);
         return;
     case PT_FILTER_SUSPEND: {
         ex->suspended = true;

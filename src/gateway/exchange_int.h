@@ -44,6 +44,15 @@ void pt_exchange_metrics(struct pt_exchange *ex);
 /* The outcome a responding filter's status means (metrics.h). */
 uint8_t pt_exchange_filter_outcome(int status);
 
+/* exchange_body.c: the whole request body for filters that asked for it
+ * (ctx->request_body_want): gathered before dispatch, then the call's
+ * body source. */
+void pt_exchange_gather_start(struct pt_exchange *ex);
+int pt_exchange_gather_pump(struct pt_exchange *ex);
+void pt_exchange_gather_stop(struct pt_exchange *ex);
+pt_slice pt_exchange_gathered_peek(struct pt_exchange *ex, bool *eos);
+void pt_exchange_gathered_consumed(struct pt_exchange *ex, size_t n);
+
 /* exchange_filters.c */
 void pt_exchange_filters_begin(struct pt_exchange *ex);
 /* Runs the response head filters; false when they replaced the response. */
