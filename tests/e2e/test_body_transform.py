@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from conftest import (Gateway, free_port, make_config, scaled, to_yaml, upstream,
-                      wait_until)
+                      wait_until, with_backend)
 
 DOC = {"id": 7, "user_name": "ann", "secret": "s3",
        "user": {"address": {"zip": "12345", "city": "Oslo"}, "tags": [1, 2]},
@@ -157,7 +157,7 @@ def body_config(port, oport, admin_port):
 
 @pytest.fixture(scope="module")
 def gw(origin, tmp_path_factory):
-    cfg = body_config(free_port(), origin, free_port())
+    cfg = with_backend(body_config(free_port(), origin, free_port()))
     # `quoted: "2"`: a quoted YAML scalar (to_yaml writes 2 plain)
     text = to_yaml(cfg).replace("quoted: 2\n", 'quoted: "2"\n')
     g = Gateway(text, tmp_path_factory.mktemp("bt"))
