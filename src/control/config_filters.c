@@ -17,23 +17,6 @@
 static const char *const planned_filters[] = {"request_id", "aggregate", "grpc_transcode",
                                               "request_size", NULL};
 
-/* Fields CONFIG.md shows for a registered filter that its table does not
- * have yet. */
-static const struct {
-    const char *filter;
-    const char *const *fields; /* NULL-terminated */
-} planned_fields[] = {
-    {"request_transform", (const char *const[]){"rename_body_fields", NULL}},
-};
-
-static const char *const *fields_planned_for(const char *filter)
-{
-    for (size_t i = 0; i < PT_ARRAY_LEN(planned_fields); i++)
-        if (strcmp(planned_fields[i].filter, filter) == 0)
-            return planned_fields[i].fields;
-    return NULL;
-}
-
 /* A compile hook's reports, placed at the node they name: the entry of a
  * list or mapping field (its key, or its value), else the field, else the
  * filter's name. */
@@ -197,8 +180,7 @@ static const void *parse_filter_conf(struct cfg *c, const struct pt_filter_def *
         oom(c);
         return NULL;
     }
-    bool ok =
-        pt_cfg_read_fields(&c->w, def->name, def->fields, fields_planned_for(def->name), n, conf);
+    bool ok = pt_cfg_read_fields(&c->w, def->name, def->fields, NULL, n, conf);
     if (!ok || c->w.oom || !filter_upstreams_exist(c, def, n, conf) ||
         !filter_urls_register(c, def, n, conf))
         return NULL;

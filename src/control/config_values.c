@@ -679,6 +679,43 @@ static bool parse_strmap(struct pt_cfg_walk *w, const struct pt_ynode *n, const 
     return ok;
 }
 
+/* PT_F_JSON_MAP: a mapping of scalars as in parse_strmap (values read as
+ * templates), each remembering whether it was plain; a plain null is the
+ * text "null" (a JSON null). */
+static bool parse_jsonmap(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
+                          struct pt_jsonmap *out)
+{
+    char buf[64];
+    memset(out, 0, sizeof(*out));
+    if (!pt_cfg_want_map(w, n, what) || n->kind != PT_YMAP || n->n == 0)
+        return n->kind == PT_YMAP || n->is_null;
+    out->keys = pt_arena_zalloc(w->arena, sizeof(*out->keys) * n->n);
+    out->values = pt_arena_zalloc(w->arena, sizeof(*out->values) * n->n);
+    bool *plain = pt_arena_zalloc(w->arena, sizeof(*plain) * n->n);
+    if (!out->keys || !out->values || !plain) {
+        pt_cfg_oom(w);
+        return false;
+    }
+    out->plain = plain;
+    bool ok = true;
+    for (uint32_t i = 0; i < n->n; i++) {
+        const struct pt_ynode *k = n->pairs[i].key, *v = n->pairs[i].value;
+        if (v->kind != PT_YSCALAR) {
+            pt_cfg_err(
+                w, v,
+                "expected a scalar (string, number, true/false or null) for `%s` in %s, got %s",
+                k->str, what, pt_cfg_describe(v, buf, sizeof(buf)));
+            ok = false;
+            continue;
+        }
+        out->keys[out->n] = dup_str(w, k->str);
+        out->values[out->n] = dup_str(w, v->is_null ? "null" : v->tstr ? v->tstr : v->str);
+        plain[out->n] = v->plain || v->is_null;
+        out->n++;
+    }
+    return ok;
+}
+
 /* A percentage in [0, 100]: a number, or a number followed by `%`. */
 static bool want_percent(struct pt_cfg_walk *w, const struct pt_ynode *v, const char *what,
                          double *out)
@@ -788,6 +825,8 @@ static bool parse_field(struct pt_cfg_walk *w, const struct pt_field *f, const s
     case PT_F_STRING_MAP:
     case PT_F_TEMPLATE_MAP:
         return parse_strmap(w, v, what, f->type == PT_F_TEMPLATE_MAP, dst);
+    case PT_F_JSON_MAP:
+        return parse_jsonmap(w, v, what, dst);
     case PT_F_BOOL:
         return pt_cfg_want_bool(w, v, what, dst);
     case PT_F_INT:

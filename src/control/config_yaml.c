@@ -257,6 +257,7 @@ static int handle_event(struct builder *b, yaml_event_t *ev)
         bool plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
         struct frame *top = b->depth ? &b->stack[b->depth - 1] : NULL;
         bool is_key = top && top->node->kind == PT_YMAP && !top->pending_key && !top->skip_value;
+        n->plain = plain;
         n->is_null = plain && (len == 0 || strcmp(raw, "~") == 0 || strcmp(raw, "null") == 0 ||
                                strcmp(raw, "Null") == 0 || strcmp(raw, "NULL") == 0);
         /* Keys are schema names or user-chosen names (upstreams, filters,

@@ -38,6 +38,7 @@ struct pt_ynode {
     const char *tstr;
     size_t len;
     bool is_null; /* plain "", "~" or "null": `key:` with nothing after it */
+    bool plain;   /* written without quotes (a JSON value's type depends on it) */
     bool bad;     /* `${...}` expansion failed and was reported: say nothing more */
     /* sequences */
     struct pt_ynode **items;

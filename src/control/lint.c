@@ -38,8 +38,7 @@
 static const char *const auth_filters[] = {"jwt",           "key_auth",  "ext_auth",
                                            "introspection", "mtls_auth", NULL};
 static const char *const transform_filters[] = {"request_transform", "response_transform", NULL};
-/* Body rules as CONFIG.md names them (the body transform is not in this
- * build's loader yet; the rule is ready for it). */
+/* Body rules as CONFIG.md names them. */
 static const char *const body_keys[] = {"rename_body_fields", "remove_body_fields",
                                         "add_body_fields", NULL};
 /* What counts as one transform: each of these keys with at least one
@@ -295,7 +294,8 @@ static void rule_body_limit(struct lint *l, const struct pt_ynode *route, const 
                 continue;
             warn(l, inherited ? route_at(route) : key_of(conf, *b), RULE_BODY,
                  "route `%s`: %s%s `%s` rewrites bodies, and the route has no `max_body_bytes`: "
-                 "each body is buffered up to `limits.max_body_bytes`; set a bound on the route",
+                 "JSON bodies up to `max_transform_bytes` are buffered and longer ones pass "
+                 "unchanged; set a bound on the route so that they are refused (413) instead",
                  name, inherited ? "the default " : "", *t, *b);
             break;
         }

@@ -39,12 +39,12 @@ static bool runs_before(const struct pt_filter_inst *x, const struct pt_filter_i
 /* Points out[] at every instance of `all` for which `has_hook` holds.
  * Returns the count, or -1 when the array cannot be allocated. */
 static int64_t split_phase(const struct pt_filter_inst *all, uint32_t n, struct pt_arena *a,
-                           bool (*has_hook)(const struct pt_filter_def *),
+                           bool (*has_hook)(const struct pt_filter_inst *),
                            const struct pt_filter_inst ***out)
 {
     uint32_t count = 0;
     for (uint32_t i = 0; i < n; i++)
-        count += has_hook(all[i].def);
+        count += has_hook(&all[i]);
     *out = NULL;
     if (count == 0)
         return 0;
@@ -53,30 +53,42 @@ static int64_t split_phase(const struct pt_filter_inst *all, uint32_t n, struct 
         return -1;
     uint32_t k = 0;
     for (uint32_t i = 0; i < n; i++)
-        if (has_hook(all[i].def))
+        if (has_hook(&all[i]))
             arr[k++] = &all[i];
     *out = arr;
     return count;
 }
 
-static bool has_request(const struct pt_filter_def *d)
+static bool has_request(const struct pt_filter_inst *f)
 {
-    return d->on_request != NULL;
+    return f->def->on_request != NULL;
 }
 
-static bool has_response_head(const struct pt_filter_def *d)
+static bool has_response_head(const struct pt_filter_inst *f)
 {
-    return d->on_response_head != NULL;
+    return f->def->on_response_head != NULL;
 }
 
-static bool has_response_body(const struct pt_filter_def *d)
+/* A body hook counts only when the instance's config uses it: a
+ * transform with header rules only stays out of the body phases. */
+static bool uses_body(const struct pt_filter_inst *f)
 {
-    return d->on_response_body != NULL;
+    return !f->def->uses_body || f->def->uses_body(f->conf);
 }
 
-static bool has_log(const struct pt_filter_def *d)
+static bool has_response_body(const struct pt_filter_inst *f)
 {
-    return d->on_log != NULL;
+    return f->def->on_response_body != NULL && uses_body(f);
+}
+
+static bool has_request_body(const struct pt_filter_inst *f)
+{
+    return f->def->on_request_body != NULL && uses_body(f);
+}
+
+static bool has_log(const struct pt_filter_inst *f)
+{
+    return f->def->on_log != NULL;
 }
 
 int pt_chain_build(struct pt_chain *c, struct pt_filter_inst *inst, uint32_t n, struct pt_arena *a)
@@ -107,7 +119,8 @@ int pt_chain_build(struct pt_chain *c, struct pt_filter_inst *inst, uint32_t n, 
     int64_t h = split_phase(all, n, a, has_response_head, &c->response_head);
     int64_t b = split_phase(all, n, a, has_response_body, &c->response_body);
     int64_t l = split_phase(all, n, a, has_log, &c->log);
-    if (r < 0 || h < 0 || b < 0 || l < 0) {
+    int64_t q = split_phase(all, n, a, has_request_body, &c->request_body);
+    if (r < 0 || h < 0 || b < 0 || l < 0 || q < 0) {
         memset(c, 0, sizeof(*c));
         return -ENOMEM;
     }
@@ -119,6 +132,7 @@ int pt_chain_build(struct pt_chain *c, struct pt_filter_inst *inst, uint32_t n, 
     c->n_response_head = (uint32_t)h;
     c->n_response_body = (uint32_t)b;
     c->n_log = (uint32_t)l;
+    c->n_request_body = (uint32_t)q;
     return 0;
 }
 
@@ -189,8 +203,14 @@ int pt_chain_run_request(const struct pt_chain *c, struct pt_filter_ctx *ctx, vo
     for (; i < c->n_request; i++) {
         const struct pt_filter_inst *inst = c->request[i];
         ctx->running = inst->def->name;
+        ctx->body_use = PT_BODY_CHANGE;
         int r = checked(inst->def->on_request(ctx, inst->conf, state_of(states, inst)));
         t = hook_charge(ctx, inst, t);
+        /* A filter that asked for the whole request body: only one with
+         * a request-body hook its config uses can get it. */
+        if (pt_unlikely(ctx->body_use == PT_BODY_WHOLE) && inst->state_index < 64 &&
+            has_request_body(inst))
+            ctx->request_body_want |= 1ull << inst->state_index;
         if (r == PT_FILTER_CONTINUE)
             continue;
         /* RESPOND/ERROR leave the cursor on the filter that stopped the
@@ -204,13 +224,51 @@ int pt_chain_run_request(const struct pt_chain *c, struct pt_filter_ctx *ctx, vo
     return PT_FILTER_CONTINUE;
 }
 
+/* The response body's combined use (filter.h, enum pt_body_use) from
+ * what each body filter said in its head hook (`whole`, `observe`: bits
+ * by state index; skips in ctx->response_body_skip); a body filter
+ * without a head hook changes chunks (the default). */
+static uint8_t combine_body_use(const struct pt_chain *c, const struct pt_filter_ctx *ctx,
+                                uint64_t whole, uint64_t observe)
+{
+    uint8_t use = PT_BODY_SKIP;
+    for (uint32_t i = 0; i < c->n_response_body; i++) {
+        uint32_t k = c->response_body[i]->state_index;
+        uint64_t bit = k < 64 ? 1ull << k : 0;
+        if (bit & ctx->response_body_skip)
+            continue;
+        if (!(bit & (whole | observe)))
+            return PT_BODY_CHANGE;
+        if (bit & whole)
+            use = PT_BODY_WHOLE;
+        else if (use == PT_BODY_SKIP)
+            use = PT_BODY_OBSERVE;
+    }
+    return use;
+}
+
 int pt_chain_run_response_head(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states)
 {
+    struct pt_filter_ctx none;
+    if (!ctx) { /* (unit tests run phases without a request) */
+        memset(&none, 0, sizeof(none));
+        ctx = &none;
+    }
     uint64_t t = hook_clock(ctx);
+    uint64_t whole = 0, observe = 0;
+    ctx->response_body_skip = 0;
     for (uint32_t i = 0; i < c->n_response_head; i++) {
         const struct pt_filter_inst *inst = c->response_head[i];
+        ctx->body_use = PT_BODY_CHANGE;
         int r = checked(inst->def->on_response_head(ctx, inst->conf, state_of(states, inst)));
         t = hook_charge(ctx, inst, t);
+        uint64_t bit = inst->state_index < 64 ? 1ull << inst->state_index : 0;
+        if (ctx->body_use == PT_BODY_SKIP)
+            ctx->response_body_skip |= bit;
+        else if (ctx->body_use == PT_BODY_WHOLE)
+            whole |= bit;
+        else if (ctx->body_use == PT_BODY_OBSERVE)
+            observe |= bit;
         /* There is no cursor to resume this phase from, so a filter that
          * suspends here is a bug; fail the request rather than hang it. */
         if (r == PT_FILTER_SUSPEND)
@@ -218,6 +276,7 @@ int pt_chain_run_response_head(const struct pt_chain *c, struct pt_filter_ctx *c
         if (r != PT_FILTER_CONTINUE)
             return r;
     }
+    ctx->response_body_use = combine_body_use(c, ctx, whole, observe);
     return PT_FILTER_CONTINUE;
 }
 
@@ -227,8 +286,28 @@ int pt_chain_run_response_body(const struct pt_chain *c, struct pt_filter_ctx *c
     uint64_t t = hook_clock(ctx);
     for (uint32_t i = 0; i < c->n_response_body; i++) {
         const struct pt_filter_inst *inst = c->response_body[i];
+        if (ctx && inst->state_index < 64 && (ctx->response_body_skip >> inst->state_index & 1))
+            continue;
         int r = checked(
             inst->def->on_response_body(ctx, inst->conf, state_of(states, inst), chunk, eos));
+        t = hook_charge(ctx, inst, t);
+        if (r == PT_FILTER_SUSPEND)
+            return PT_FILTER_ERROR;
+        if (r != PT_FILTER_CONTINUE)
+            return r;
+    }
+    return PT_FILTER_CONTINUE;
+}
+
+int pt_chain_run_request_body(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states,
+                              pt_slice *body)
+{
+    uint64_t t = hook_clock(ctx);
+    for (uint32_t i = 0; i < c->n_request_body; i++) {
+        const struct pt_filter_inst *inst = c->request_body[i];
+        if (inst->state_index >= 64 || !(ctx->request_body_want >> inst->state_index & 1))
+            continue;
+        int r = checked(inst->def->on_request_body(ctx, inst->conf, state_of(states, inst), body));
         t = hook_charge(ctx, inst, t);
         if (r == PT_FILTER_SUSPEND)
             return PT_FILTER_ERROR;

@@ -48,6 +48,11 @@ enum pt_field_type {
      * an item whose size is the `offset` of sub's {NULL} terminator
      * (PT_F_URL fields inside are registered like top-level ones) */
     PT_F_OBJECT_LIST,
+    /* struct pt_jsonmap: a mapping of scalars meant as JSON values
+     * (add_body_fields): like PT_F_TEMPLATE_MAP, and each value remembers
+     * whether YAML wrote it plain (unquoted), so `42`, `true` or `null`
+     * can stay a JSON number, boolean or null while "42" is a string */
+    PT_F_JSON_MAP,
 };
 
 struct pt_strlist {
@@ -58,6 +63,15 @@ struct pt_strlist {
 struct pt_strmap {
     const char **keys;
     const char **values;
+    uint32_t n;
+};
+
+/* PT_F_JSON_MAP: keys and value templates as in pt_strmap; plain[i]
+ * when YAML wrote value i unquoted (a null value arrives as "null"). */
+struct pt_jsonmap {
+    const char **keys;
+    const char **values;
+    const bool *plain;
     uint32_t n;
 };
 
@@ -117,6 +131,31 @@ struct pt_identity {
 };
 
 #define PT_FILTER_NOTES_MAX 4
+
+/*
+ * How a filter with a body hook uses one message's body, said in the hook
+ * that sees the head (on_request for the request body, on_response_head
+ * for the response body) by setting ctx->body_use; the runner resets it to
+ * PT_BODY_CHANGE before each such hook. The exchange frames the body by
+ * the strongest use of the filters that did not skip it:
+ *   - every filter SKIP: the body streams as if the route had no body
+ *     filter (no copy, the upstream's framing kept);
+ *   - OBSERVE only: chunks pass through the filters, framing kept;
+ *   - WHOLE (and no CHANGE): the filter takes the whole body and emits its
+ *     result at end of stream (or gives up and emits the body unchanged):
+ *     a response with a Content-Length has its head held until the
+ *     result is known and gets the result's length; a chunked one stays
+ *     chunked. The request body is gathered before dispatch (see
+ *     on_request_body);
+ *   - CHANGE (the default): chunks may change size: a known length is
+ *     dropped and the response goes chunked.
+ */
+enum pt_body_use {
+    PT_BODY_CHANGE = 0,
+    PT_BODY_SKIP,
+    PT_BODY_OBSERVE,
+    PT_BODY_WHOLE,
+};
 
 struct pt_filter_ctx;
 struct pt_consumers;
@@ -258,6 +297,21 @@ struct pt_filter_ctx {
         const char *key, *value;
     } notes[PT_FILTER_NOTES_MAX];
     uint32_t nnotes;
+    /* enum pt_body_use: what the running hook says about the body it is
+     * about to see (above). For the request body, WHOLE also needs
+     * request_body_max. */
+    uint8_t body_use;
+    /* Runner-maintained: the response body's combined use (enum
+     * pt_body_use) and the body filters that skip it (bit state_index;
+     * filters past the 64th never skip). */
+    uint8_t response_body_use;
+    uint64_t response_body_skip;
+    /* Request side: the filters that want the whole request body (bit
+     * state_index), and how much of it the largest of them takes: the
+     * exchange gathers up to that many bytes before dispatch; a longer
+     * body is sent on unchanged (the hooks are not called). */
+    uint64_t request_body_want;
+    uint64_t request_body_max;
     /* Nanoseconds spent in each filter's hooks, indexed by state_index
      * (the chain runners add to it); NULL: not timed (metrics off). */
     uint64_t *hook_ns;
@@ -328,6 +382,18 @@ struct pt_filter_def {
     bool (*hides_interim_field)(const void *conf, pt_slice name);
     int (*on_response_body)(struct pt_filter_ctx *ctx, const void *conf, void *state,
                             pt_slice *chunk, bool eos);
+    /* Optional: the whole request body, once, before dispatch, when this
+     * filter's on_request set body_use = PT_BODY_WHOLE (and
+     * request_body_max) and the body fits. *body may be replaced with
+     * bytes in the request arena; it goes upstream with a Content-Length
+     * of its new size (retries send the same bytes). CONTINUE or ERROR. */
+    int (*on_request_body)(struct pt_filter_ctx *ctx, const void *conf, void *state,
+                           pt_slice *body);
+    /* Optional: whether this instance's config uses its body hooks
+     * (on_request_body, on_response_body). NULL: whenever it has them. A
+     * filter whose body rules are optional (request_transform with header
+     * rules only) keeps such routes out of the body phases: zero cost. */
+    bool (*uses_body)(const void *conf);
     void (*on_log)(struct pt_filter_ctx *ctx, const void *conf, void *state);
     /* Optional: the upstream call failed before a response head (connect
      * error, timeout, reset; ctx->status holds the 502/503/504 the gateway
@@ -361,6 +427,8 @@ struct pt_chain {
     uint32_t n_response_body;
     const struct pt_filter_inst **log;
     uint32_t n_log;
+    const struct pt_filter_inst **request_body;
+    uint32_t n_request_body;
     bool strips_consumer; /* some filter of the chain is an auth filter (def->auth) */
 };
 
@@ -387,6 +455,10 @@ int pt_chain_run_response_head(const struct pt_chain *c, struct pt_filter_ctx *c
  * is not CONTINUE (SUSPEND counts as ERROR: body filters do not wait). */
 int pt_chain_run_response_body(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states,
                                pt_slice *chunk, bool eos);
+/* Runs the request-body hooks of the filters in ctx->request_body_want
+ * over the gathered body; stops at the first result that is not CONTINUE. */
+int pt_chain_run_request_body(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states,
+                              pt_slice *body);
 void pt_chain_run_log(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states);
 /* Whether some response filter of the chain hides this field of a 1xx head. */
 bool pt_chain_hides_interim_field(const struct pt_chain *c, pt_slice name);

@@ -21,7 +21,8 @@ enum part_kind {
     PART_REMOTE_ADDR,
     PART_METHOD,
     PART_PATH,
-    PART_PARAM, /* ${path.NAME}: text is NAME */
+    PART_PARAM,    /* ${path.NAME}: text is NAME */
+    PART_CONSUMER, /* the identified caller (auth filters), empty when anonymous */
 };
 
 struct template_part {
@@ -36,7 +37,8 @@ struct pt_template {
     pt_slice literal; /* the whole text when constant */
 };
 
-static const char known_variables[] = "request_id, remote_addr, path.<param>, method, path";
+static const char known_variables[] =
+    "request_id, remote_addr, path.<param>, method, path, consumer";
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -59,10 +61,9 @@ static int classify_variable(pt_slice name, struct template_part *part)
         const char *name;
         enum part_kind kind;
     } fixed[] = {
-        {"request_id", PART_REQUEST_ID},
-        {"remote_addr", PART_REMOTE_ADDR},
-        {"method", PART_METHOD},
-        {"path", PART_PATH},
+        {"request_id", PART_REQUEST_ID}, {"remote_addr", PART_REMOTE_ADDR},
+        {"method", PART_METHOD},         {"path", PART_PATH},
+        {"consumer", PART_CONSUMER},
     };
     for (size_t i = 0; i < PT_ARRAY_LEN(fixed); i++) {
         if (pt_slice_eq_cstr(name, fixed[i].name)) {
@@ -177,6 +178,9 @@ static pt_slice part_value(const struct template_part *p, const struct pt_filter
         return ctx->method;
     case PART_PATH:
         return ctx->path;
+    case PART_CONSUMER:
+        return ctx->identity && ctx->identity->consumer.p ? ctx->identity->consumer
+                                                          : (pt_slice){"", 0};
     case PART_PARAM: {
         pt_slice v = pt_param_lookup(ctx->param_names, ctx->param_values, ctx->nparams,
                                      ctx->params_numbered, p->text);

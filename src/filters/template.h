@@ -3,8 +3,9 @@
  * header-edit program that request_transform and response_transform share.
  *
  * A template is literal text with variables: ${request_id}, ${remote_addr},
- * ${method}, ${path} (the current path, after routing rewrites) and
- * ${path.NAME} (the route's path parameter NAME). `$$` is a literal `$`; a
+ * ${method}, ${path} (the current path, after routing rewrites),
+ * ${path.NAME} (the route's path parameter NAME) and ${consumer} (the
+ * caller an auth filter identified; empty when anonymous). `$$` is a literal `$`; a
  * `$` followed by anything else is literal too. Templates are compiled once
  * at config load into a list of parts (unknown variables are compile
  * errors) and rendered per request from a struct pt_filter_ctx.

@@ -89,6 +89,8 @@ void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *er
         ex->calling = false;
         call_over(ex);
     }
+    if (pt_unlikely(ex->rb_gathering))
+        pt_exchange_gather_stop(ex);
     if (ex->response_started) {
         /* A second response would land inside the first one's body. */
         if (!ex->status)
@@ -464,12 +466,18 @@ void pt_exchange_start(struct pt_exchange *ex)
 static pt_slice call_body_peek(void *user, bool *eos)
 {
     struct pt_exchange *ex = user;
+    if (pt_unlikely(ex->rb_sending))
+        return pt_exchange_gathered_peek(ex, eos);
     return ex->codec->body_peek(ex->conn, eos);
 }
 
 static void call_body_consumed(void *user, size_t n)
 {
     struct pt_exchange *ex = user;
+    if (pt_unlikely(ex->rb_sending)) {
+        pt_exchange_gathered_consumed(ex, n);
+        return;
+    }
     ex->bytes_in += n;
     ex->codec->body_consumed(ex->conn, n);
 }
@@ -564,6 +572,32 @@ void pt_exchange_dispatch(struct pt_exchange *ex)
     ex->want_continue = true;
 }
 
+/* How the body filters' use of this body (filter.h, enum pt_body_use)
+ * frames it for the client. Skipped by all: it streams as on a route
+ * without them. Observed: framing kept. Taken whole: a chunked or
+ * close-delimited body keeps its framing, and a response with a
+ * Content-Length holds its head until the filters' output is known (the
+ * codec sees nothing until then). Changed chunk by chunk: a length only
+ * the end of the body tells, so the response goes chunked. */
+static void body_framing(struct pt_exchange *ex)
+{
+    uint8_t use = ex->fctx.response_body_use;
+    ex->bf_active = use != PT_BODY_SKIP;
+    ex->bf_whole = use == PT_BODY_WHOLE;
+    if (use == PT_BODY_SKIP || use == PT_BODY_OBSERVE || ex->frame == PT_FRAME_NONE)
+        return;
+    if (use == PT_BODY_WHOLE) {
+        if (ex->frame == PT_FRAME_LENGTH) {
+            ex->bf_hold = true;
+            ex->resp = PT_RESP_NONE;
+        }
+        return;
+    }
+    ex->content_length = -1;
+    if (ex->frame == PT_FRAME_LENGTH)
+        ex->frame = PT_FRAME_CHUNKED;
+}
+
 /* The final head came: the response's meta, then the head filters. */
 static void response_head(struct pt_exchange *ex)
 {
@@ -599,17 +633,14 @@ static void response_head(struct pt_exchange *ex)
         pt_call_tunnel_open(ex->call);
         return;
     } /* a tunnel's bytes are not a body: body filters stay out */
-    /* Body filters may change the length: such a route streams with a
-     * length only the end of the body tells. */
-    if (ex->route->chain.n_response_body && ex->frame != PT_FRAME_NONE) {
-        ex->content_length = -1;
-        if (ex->frame == PT_FRAME_LENGTH)
-            ex->frame = PT_FRAME_CHUNKED;
-    }
+    if (ex->route->chain.n_response_body)
+        body_framing(ex);
 }
 
 int pt_exchange_pump(struct pt_exchange *ex)
 {
+    if (pt_unlikely(ex->rb_gathering))
+        return pt_exchange_gather_pump(ex);
     if (!ex->calling)
         return 0;
     int progress = pt_call_pump(ex->call);
@@ -622,10 +653,12 @@ int pt_exchange_pump(struct pt_exchange *ex)
         call_over(ex);
         return 1;
     }
-    if (ex->resp == PT_RESP_NONE && pt_call_head(ex->call)) {
+    if (ex->resp == PT_RESP_NONE && !ex->bf_hold && pt_call_head(ex->call)) {
         response_head(ex);
         return 1;
     }
+    if (pt_unlikely(ex->bf_whole))
+        progress |= pt_exchange_filters_whole_pump(ex);
     return progress;
 }
 
@@ -653,7 +686,7 @@ pt_slice pt_exchange_body_peek(struct pt_exchange *ex, bool *eos)
     *eos = true;
     if (ex->resp != PT_RESP_UPSTREAM)
         return (pt_slice){"", 0};
-    if (ex->route->chain.n_response_body && !ex->upgraded)
+    if (ex->bf_active && !ex->upgraded)
         return pt_exchange_filters_body_peek(ex, eos);
     if (!ex->calling) {
         *eos = false;
@@ -665,7 +698,7 @@ pt_slice pt_exchange_body_peek(struct pt_exchange *ex, bool *eos)
 void pt_exchange_body_consume(struct pt_exchange *ex, size_t n)
 {
     ex->bytes_out += n;
-    if (ex->route->chain.n_response_body && !ex->upgraded) {
+    if (ex->bf_active && !ex->upgraded) {
         pt_exchange_filters_body_consume(ex, n);
         return;
     }
@@ -691,6 +724,7 @@ void pt_exchange_end(struct pt_exchange *ex, bool completed)
         return;
     ex->ended = true;
     pt_exchange_filters_cancel(ex);
+    pt_exchange_gather_stop(ex);
     if (ex->calling) {
         /* pt_call_finish pools the connection only when the response was
          * wholly read and the connection is clean; else it closes it. */

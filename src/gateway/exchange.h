@@ -153,6 +153,15 @@ struct pt_exchange {
     uint8_t breaker_owed;
     bool up_slot;
 
+    /* The request body gathered for whole-body filters (exchange_body.c;
+     * request arena): parts while a chunked body comes in, then one
+     * slice, sent from rb_off on; rb_eos: it is the whole body (else the
+     * codec's rest follows it). */
+    bool rb_gathering, rb_sending, rb_eos;
+    void *rb_first, *rb_last;
+    pt_slice rb_body;
+    size_t rb_len, rb_off;
+
     /* ---- the response ---- */
     enum pt_resp_kind resp;
     uint32_t resp_seq; /* bumps when a response (re)places the previous */
@@ -168,6 +177,11 @@ struct pt_exchange {
     /* response body filters' output (routes with on_response_body only) */
     pt_slice bf_out;
     bool bf_eos, bf_have;
+    /* The body filters see this response's body (some did not skip it),
+     * one of them takes it whole (filter.h PT_BODY_WHOLE), and its head
+     * is held until their output starts (a Content-Length to recompute;
+     * resp stays PT_RESP_NONE meanwhile). */
+    bool bf_active, bf_whole, bf_hold;
     bool response_started; /* the codec wrote some of the final response */
     /* The upstream answered 101 to req.upgrade: the exchange is a tunnel
      * (see "Tunnels" below). Set with resp = PT_RESP_UPSTREAM. */

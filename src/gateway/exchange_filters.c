@@ -368,7 +368,10 @@ static void run_request(struct pt_exchange *ex)
     }
     switch (r) {
     case PT_FILTER_CONTINUE:
-        pt_exchange_dispatch(ex);
+        if (pt_unlikely(ex->fctx.request_body_want))
+            pt_exchange_gather_start(ex); /* dispatches once the body is in */
+        else
+            pt_exchange_dispatch(ex);
         return;
     case PT_FILTER_SUSPEND: {
         ex->suspended = true;
@@ -469,6 +472,9 @@ void pt_exchange_filters_begin(struct pt_exchange *ex)
 bool pt_exchange_filters_response_head(struct pt_exchange *ex)
 {
     const struct pt_chain *ch = &ex->route->chain;
+    /* Body filters without a head hook change chunks (filter.h). */
+    ex->fctx.response_body_use = PT_BODY_CHANGE;
+    ex->fctx.response_body_skip = 0;
     if (!ch->n_response_head)
         return true;
     ex->fctx.status = ex->status;
@@ -511,40 +517,86 @@ bool pt_exchange_filters_upstream_failed(struct pt_exchange *ex, int status)
     return false;
 }
 
-/* Pulls the next chunk through the body filters into bf_out. */
-pt_slice pt_exchange_filters_body_peek(struct pt_exchange *ex, bool *eos)
+/* Pulls upstream chunks through the body filters until one comes out
+ * (into bf_out) or the upstream has nothing more for now. A chunk the
+ * filters swallow whole (a filter taking the whole body) pulls the next
+ * one at once: an empty chunk before the end is never handed out. *moved
+ * says whether any upstream bytes were taken. */
+static pt_slice pull_body(struct pt_exchange *ex, bool *eos, bool *moved)
 {
+    *moved = false;
     if (ex->bf_have) {
         *eos = ex->bf_eos;
         return ex->bf_out;
     }
     *eos = false;
-    if (!ex->calling)
-        return (pt_slice){"", 0};
-    bool in_eos = false;
-    pt_slice in = pt_call_body_peek(ex->call, &in_eos);
-    if (in.len == 0 && !in_eos)
-        return (pt_slice){"", 0};
-    /* The filters may keep pointers to the chunk: it goes into the arena
-     * before the call's buffer is reused. */
-    pt_slice chunk = {pt_arena_strndup(ex->arena, in.p ? in.p : "", in.len), in.len};
-    pt_call_body_consume(ex->call, in.len);
-    if (!chunk.p) {
-        pt_exchange_respond(ex, 502, "out of memory", false);
-        return (pt_slice){"", 0};
+    while (ex->calling) {
+        bool in_eos = false;
+        pt_slice in = pt_call_body_peek(ex->call, &in_eos);
+        if (in.len == 0 && !in_eos)
+            break;
+        /* The filters may keep pointers to the chunk: it goes into the arena
+         * before the call's buffer is reused. */
+        pt_slice chunk = {pt_arena_strndup(ex->arena, in.p ? in.p : "", in.len), in.len};
+        pt_call_body_consume(ex->call, in.len);
+        *moved = true;
+        if (!chunk.p) {
+            pt_exchange_respond(ex, 502, "out of memory", false);
+            break;
+        }
+        int r =
+            pt_chain_run_response_body(&ex->route->chain, &ex->fctx, ex->states, &chunk, in_eos);
+        if (r != PT_FILTER_CONTINUE) {
+            pt_exchange_respond(
+                ex,
+                r == PT_FILTER_RESPOND && ex->fctx.respond_status ? ex->fctx.respond_status : 500,
+                "filter error", false);
+            break;
+        }
+        if (chunk.len == 0 && !in_eos)
+            continue;
+        ex->bf_out = chunk;
+        ex->bf_eos = in_eos;
+        ex->bf_have = true;
+        *eos = in_eos;
+        return chunk;
     }
-    int r = pt_chain_run_response_body(&ex->route->chain, &ex->fctx, ex->states, &chunk, in_eos);
-    if (r != PT_FILTER_CONTINUE) {
-        pt_exchange_respond(
-            ex, r == PT_FILTER_RESPOND && ex->fctx.respond_status ? ex->fctx.respond_status : 500,
-            "filter error", false);
-        return (pt_slice){"", 0};
+    return (pt_slice){"", 0};
+}
+
+pt_slice pt_exchange_filters_body_peek(struct pt_exchange *ex, bool *eos)
+{
+    bool moved;
+    return pull_body(ex, eos, &moved);
+}
+
+/* A body filter takes the whole body (PT_BODY_WHOLE): the upstream's
+ * chunks are pulled on every pump, not only when the client can take
+ * more, because the filters may swallow them without output (the upstream
+ * would stall on a full buffer). A held head (a response with a
+ * Content-Length) goes to the codec once the filters produced their first
+ * output: at end of stream its length is the output's; before it (a filter
+ * gave up and passes the body on unchanged) the upstream's length stands.
+ * 1 on progress. */
+int pt_exchange_filters_whole_pump(struct pt_exchange *ex)
+{
+    if (ex->bf_have || ex->resp == PT_RESP_GATEWAY)
+        return 0;
+    bool eos, moved;
+    pt_slice out = pull_body(ex, &eos, &moved);
+    if (ex->resp == PT_RESP_GATEWAY) {
+        ex->bf_hold = false;
+        return 1;
     }
-    ex->bf_out = chunk;
-    ex->bf_eos = in_eos;
-    ex->bf_have = true;
-    *eos = in_eos;
-    return chunk;
+    if (ex->bf_hold && ex->bf_have) {
+        ex->bf_hold = false;
+        if (eos)
+            ex->content_length = (int64_t)out.len;
+        ex->resp = PT_RESP_UPSTREAM;
+        ex->resp_seq++;
+        return 1;
+    }
+    return moved;
 }
 
 void pt_exchange_filters_body_consume(struct pt_exchange *ex, size_t n)

@@ -44,6 +44,15 @@ void pt_exchange_metrics(struct pt_exchange *ex);
 /* The outcome a responding filter's status means (metrics.h). */
 uint8_t pt_exchange_filter_outcome(int status);
 
+/* exchange_body.c: the whole request body for filters that asked for it
+ * (ctx->request_body_want): gathered before dispatch, then the call's
+ * body source. */
+void pt_exchange_gather_start(struct pt_exchange *ex);
+int pt_exchange_gather_pump(struct pt_exchange *ex);
+void pt_exchange_gather_stop(struct pt_exchange *ex);
+pt_slice pt_exchange_gathered_peek(struct pt_exchange *ex, bool *eos);
+void pt_exchange_gathered_consumed(struct pt_exchange *ex, size_t n);
+
 /* exchange_filters.c */
 void pt_exchange_filters_begin(struct pt_exchange *ex);
 /* Runs the response head filters; false when they replaced the response. */
@@ -53,6 +62,9 @@ bool pt_exchange_filters_upstream_failed(struct pt_exchange *ex, int status);
 bool pt_exchange_filters_response_head(struct pt_exchange *ex);
 pt_slice pt_exchange_filters_body_peek(struct pt_exchange *ex, bool *eos);
 void pt_exchange_filters_body_consume(struct pt_exchange *ex, size_t n);
+/* Pulls a whole-body filter's input on every pump; releases a held head
+ * (exchange_filters.c). 1 on progress. */
+int pt_exchange_filters_whole_pump(struct pt_exchange *ex);
 /* Cancels a pending suspension (timer, call, deadline) with on_cancel. */
 void pt_exchange_filters_cancel(struct pt_exchange *ex);
 

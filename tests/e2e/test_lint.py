@@ -95,9 +95,8 @@ routes:
     assert lint(tmp_path, text2)[1] == []
 
 
-def test_body_rules_are_refused_by_this_builds_loader(tmp_path):
-    # The rule is ready for the body transform; until it lands, the loader
-    # refuses the key and lint exits 1 with that error, not a warning.
+def test_body_rules_without_route_limit_warn(tmp_path):
+    # Body rules load; a route with them and no max_body_bytes is flagged.
     text = BASE + """\
 routes:
   - name: a
@@ -112,8 +111,16 @@ routes:
         f.write(text)
     p = subprocess.run([PORTICO, "lint", path], capture_output=True, text=True,
                        timeout=scaled(20))
-    assert p.returncode == 1
-    assert "rename_body_fields" in p.stderr and "warning" not in p.stderr
+    assert "body-transform-without-limit" in p.stdout + p.stderr
+    assert "rename_body_fields" in p.stdout + p.stderr
+    assert "not supported" not in p.stdout + p.stderr
+    text2 = text.replace("    upstream: users\n", "    upstream: users\n    max_body_bytes: 64KiB\n")
+    with open(path, "w") as f:
+        f.write(text2)
+    p = subprocess.run([PORTICO, "lint", path], capture_output=True, text=True,
+                       timeout=scaled(20))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "body-transform-without-limit" not in p.stdout + p.stderr
 
 
 def test_unversioned_path_beside_a_versioned_sibling(tmp_path):

@@ -756,8 +756,16 @@ static void test_filter_errors(void)
                 "  - name: r\n"
                 "    upstream: users\n"
                 "    filters:\n"
-                "      request_transform: { rename_body_fields: { a: b } }\n",
-           "t.yaml:8:28: `rename_body_fields` is not supported by this build yet");
+                "      request_transform: { remove_body_fields: [a..b] }\n",
+           "t.yaml:8:49: filter `request_transform`: `a..b` is not a field path: members joined "
+           "by single dots (user.address.zip), none of them empty");
+    EXPECT(BASE "routes:\n"
+                "  - name: r\n"
+                "    upstream: users\n"
+                "    filters:\n"
+                "      response_transform: { add_body_fields: { n: 1e999 } }\n",
+           "t.yaml:8:51: filter `response_transform`: number 1e999 is out of range for JSON "
+           "(quote it for a string)");
     EXPECT(BASE "routes:\n"
                 "  - name: r\n"
                 "    upstream: users\n"

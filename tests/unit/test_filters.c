@@ -450,7 +450,7 @@ static void test_template(void)
 
     check_compile_error(&gen, "${foo}",
                         "unknown variable ${foo} (known: request_id, remote_addr, path.<param>, "
-                        "method, path)");
+                        "method, path, consumer)");
     check_compile_error(&gen, "x ${Request_Id} y", "unknown variable ${Request_Id}");
     check_compile_error(&gen, "${}", "unknown variable ${}");
     check_compile_error(&gen, "${path.}", "empty parameter name");
@@ -761,7 +761,7 @@ static void test_transform_rejects(const struct pt_filter_def *def)
                    "has no value");
     check_rejected(def, &(struct tcfg){.set = KV1("X-A", "${foo}")}, &gen,
                    "set_headers: value of header \"X-A\": unknown variable ${foo}",
-                   "(known: request_id, remote_addr, path.<param>, method, path)");
+                   "(known: request_id, remote_addr, path.<param>, method, path, consumer)");
     /* one bad entry among good ones still fails the whole config */
     check_rejected(
         def,
@@ -784,16 +784,17 @@ static void test_response_transform(void)
 {
     const struct pt_filter_def *def = &pt_filter_response_transform;
     CHECK_STR(def->name, "response_transform");
-    /* Same field table as request_transform, and nothing else. */
-    const char *keys[] = {"add_headers", "set_headers", "remove_headers", "rename_headers"};
+    /* Same field table as request_transform: header and body rules. */
+    const char *keys[] = {"add_headers",     "set_headers",        "remove_headers",
+                          "rename_headers",  "rename_body_fields", "remove_body_fields",
+                          "add_body_fields", "max_transform_bytes"};
     size_t nfields = 0;
     for (const struct pt_field *f = def->fields; f->name; f++)
         nfields++;
-    CHECK_EQ_INT(nfields, 4);
-    for (size_t i = 0; i < 4; i++)
+    CHECK_EQ_INT(nfields, 8);
+    for (size_t i = 0; i < 8; i++)
         CHECK_MSG(field_named(def, keys[i]) != NULL, "no field %s", keys[i]);
-    CHECK(field_named(def, "rename_body_fields") == NULL);
-    CHECK(field_named(&pt_filter_request_transform, "rename_body_fields") == NULL);
+    CHECK(def->fields == pt_filter_request_transform.fields);
 
     struct pt_arena gen, req;
     pt_arena_init(&gen, 0);
@@ -833,7 +834,10 @@ static void test_response_transform(void)
     /* equal priority 800: ties broken by name */
     CHECK(c.all[0].def == &pt_filter_request_transform);
     void **states = pt_chain_states(&c, &req);
-    CHECK(states && !states[0] && !states[1]);
+    /* response_transform keeps per-request state for body rules */
+    CHECK(states && !states[0] && states[1]);
+    /* header rules only: no body phase at all (zero cost) */
+    CHECK(c.n_response_body == 0 && c.n_request_body == 0);
     make_headers(&resp, &req, (const char *const[]){"Server: nginx", NULL});
     CHECK_EQ_INT(pt_chain_run_response_head(&c, &ctx, states), PT_FILTER_CONTINUE);
     CHECK_STR(dump(&resp), "X-Request-ID: rid-0001|Cache-Control: no-store|Vary: Origin");
