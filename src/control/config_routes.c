@@ -937,7 +937,11 @@ static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route 
     free(own.v);
     check_acl_has_auth(c, v[R_FILTERS] ? v[R_FILTERS] : n, &r->chain);
 
-    bool aggregates = chain_has(&r->chain, "aggregate");
+    /* the filter's key counts even when its settings were refused: one
+     * error about them, not a second about the route */
+    bool aggregates =
+        chain_has(&r->chain, "aggregate") ||
+        (v[R_FILTERS] && v[R_FILTERS]->kind == PT_YMAP && pt_ynode_get(v[R_FILTERS], "aggregate"));
     if (aggregates && (v[R_UPSTREAM] || v[R_SPLIT])) {
         const struct pt_ynode *at = v[R_UPSTREAM] ? k[R_UPSTREAM] : k[R_SPLIT];
         err_at(c, at,
