@@ -14,8 +14,7 @@
 
 /* Filters DESIGN.md §5 plans: named in a config, they are refused as not
  * yet supported rather than unknown, until they join the registry. */
-static const char *const planned_filters[] = {"request_id", "aggregate", "grpc_transcode",
-                                              "request_size", NULL};
+static const char *const planned_filters[] = {"request_id", "grpc_transcode", "request_size", NULL};
 
 /* Fields CONFIG.md shows for a registered filter that its table does not
  * have yet. */
