@@ -895,6 +895,27 @@ static int orders_json(struct buf *b, const char *q, size_t ql)
     return 200;
 }
 
+/* GET /recommendations?user=ID (examples/bff.yaml's web profile): a
+ * nested document, the same few items for everyone, ranked per user. */
+static int recommendations_json(struct buf *b, const char *q, size_t ql)
+{
+    static const char *const items[] = {"Difference Engine replica", "Slide rule",
+                                        "Core memory plane"};
+    uint64_t user = 0;
+    if (ql < 5 || memcmp(q, "user=", 5) != 0 || !parse_u64(q + 5, ql - 5, NUSERS, &user) ||
+        user == 0) {
+        PUTS(b, "{\"error\":\"user=ID expected\"}");
+        return 400;
+    }
+    putf(b, "{\"user_id\":%llu,\"model\":{\"name\":\"demo\",\"version\":3},\"items\":[",
+         (unsigned long long)user);
+    for (size_t i = 0; i < 3; i++)
+        putf(b, "%s{\"sku\":\"SKU-%zu\",\"title\":\"%s\",\"score\":%.2f}", i ? "," : "",
+             100 + (i + user) % 3, items[(i + user) % 3], 0.9 - 0.2 * (double)i);
+    PUTS(b, "]}");
+    return 200;
+}
+
 /* The catch-all handler: describes the request as JSON. */
 static void echo_json(struct buf *b, struct conn *c, const char *path, size_t pl, const char *q,
                       size_t ql)
@@ -1066,6 +1087,8 @@ static void dispatch(struct worker *w, struct conn *c)
         }
     } else if (get && PATH_IS("/orders")) {
         code = orders_json(b, q, ql);
+    } else if (get && PATH_IS("/recommendations")) {
+        code = recommendations_json(b, q, ql);
     } else if (post && PATH_IS("/__control")) {
         code = control(b, q, ql);
     } else if (stats) {

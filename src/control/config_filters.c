@@ -14,8 +14,7 @@
 
 /* Filters DESIGN.md §5 plans: named in a config, they are refused as not
  * yet supported rather than unknown, until they join the registry. */
-static const char *const planned_filters[] = {"request_id", "aggregate", "grpc_transcode",
-                                              "request_size", NULL};
+static const char *const planned_filters[] = {"request_id", "grpc_transcode", "request_size", NULL};
 
 /* A compile hook's reports, placed at the node they name: the entry of a
  * list or mapping field (its key, or its value), else the field, else the
@@ -107,16 +106,25 @@ static void compile_report(struct pt_filter_errs *e, const char *field, const ch
     ce->count++;
 }
 
-/* Every PT_F_UPSTREAM field of a filter's (top-level) settings names an
+/* Every PT_F_UPSTREAM field of one mapping read with `fields`, and of the
+ * items of its PT_F_OBJECT_LIST fields (aggregate's calls), names an
  * upstream of this file; reports each that does not, at its value. */
-static bool filter_upstreams_exist(struct cfg *c, const struct pt_filter_def *def,
-                                   const struct pt_ynode *n, const void *conf)
+static bool upstreams_exist(struct cfg *c, const struct pt_filter_def *def,
+                            const struct pt_field *fields, const struct pt_ynode *n,
+                            const void *conf)
 {
     bool ok = true;
-    for (const struct pt_field *f = def->fields; f && f->name; f++) {
-        const char *name = f->type == PT_F_UPSTREAM
-                               ? *(const char *const *)((const char *)conf + f->offset)
-                               : NULL;
+    for (const struct pt_field *f = fields; f && f->name; f++) {
+        const void *at = (const char *)conf + f->offset;
+        if (f->type == PT_F_OBJECT_LIST) {
+            const struct pt_objlist *l = at;
+            const struct pt_ynode *seq = pt_ynode_get(n, f->name);
+            for (uint32_t i = 0; seq && i < l->n && i < seq->n; i++)
+                ok &= upstreams_exist(c, def, f->sub, seq->items[i],
+                                      (const char *)l->v + pt_field_item_size(f) * i);
+            continue;
+        }
+        const char *name = f->type == PT_F_UPSTREAM ? *(const char *const *)at : NULL;
         if (!name || pt_cfg_strtab_get(&c->upstreams, name))
             continue;
         const char **cands = malloc((c->g->nupstreams + 1) * sizeof(*cands));
@@ -133,6 +141,12 @@ static bool filter_upstreams_exist(struct cfg *c, const struct pt_filter_def *de
         ok = false;
     }
     return ok;
+}
+
+static bool filter_upstreams_exist(struct cfg *c, const struct pt_filter_def *def,
+                                   const struct pt_ynode *n, const void *conf)
+{
+    return upstreams_exist(c, def, def->fields, n, conf);
 }
 
 /* The PT_F_URL fields of one mapping read with `fields`, and of the items

@@ -937,7 +937,19 @@ static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route 
     free(own.v);
     check_acl_has_auth(c, v[R_FILTERS] ? v[R_FILTERS] : n, &r->chain);
 
-    if (!v[R_UPSTREAM] && !v[R_SPLIT] && !refused && !chain_has(&r->chain, "aggregate")) {
+    /* the filter's key counts even when its settings were refused: one
+     * error about them, not a second about the route */
+    bool aggregates =
+        chain_has(&r->chain, "aggregate") ||
+        (v[R_FILTERS] && v[R_FILTERS]->kind == PT_YMAP && pt_ynode_get(v[R_FILTERS], "aggregate"));
+    if (aggregates && (v[R_UPSTREAM] || v[R_SPLIT])) {
+        const struct pt_ynode *at = v[R_UPSTREAM] ? k[R_UPSTREAM] : k[R_SPLIT];
+        err_at(c, at,
+               "`%s` conflicts with the `aggregate` filter: an aggregating route answers from "
+               "its calls' upstreams (name them in `aggregate.calls`), not from one `upstream`",
+               v[R_UPSTREAM] ? "upstream" : "split");
+    }
+    if (!v[R_UPSTREAM] && !v[R_SPLIT] && !refused && !aggregates) {
         if (r->name)
             err_at(c, n, "route `%s` has no `upstream` (or `split`)", r->name);
         else

@@ -773,6 +773,41 @@ bool pt_cfg_want_ratio(struct pt_cfg_walk *w, const struct pt_ynode *n, const ch
     return true;
 }
 
+/* A mapping whose values are string lists (PT_F_STRLIST_MAP) or
+ * mappings of scalars (PT_F_STRMAP_MAP), each read as that type. */
+static bool parse_map_of(struct pt_cfg_walk *w, const struct pt_ynode *n, const char *what,
+                         bool lists, void *dst)
+{
+    struct pt_strlistmap *lm = dst;
+    struct pt_strmapmap *mm = dst;
+    memset(dst, 0, lists ? sizeof(*lm) : sizeof(*mm));
+    if (!pt_cfg_want_map(w, n, what) || n->kind != PT_YMAP || n->n == 0)
+        return n->kind == PT_YMAP || n->is_null;
+    const char **keys = pt_arena_zalloc(w->arena, sizeof(*keys) * n->n);
+    void *vals = pt_arena_zalloc(
+        w->arena, (lists ? sizeof(struct pt_strlist) : sizeof(struct pt_strmap)) * n->n);
+    if (!keys || !vals) {
+        pt_cfg_oom(w);
+        return false;
+    }
+    bool ok = true;
+    for (uint32_t i = 0; i < n->n; i++) {
+        const struct pt_ynode *k = n->pairs[i].key, *v = n->pairs[i].value;
+        char in[192];
+        snprintf(in, sizeof(in), "`%.60s` of %.100s", k->str, what);
+        keys[i] = dup_str(w, k->str);
+        if (lists)
+            ok &= pt_cfg_want_strlist(w, v, in, (struct pt_strlist *)vals + i);
+        else
+            ok &= parse_strmap(w, v, in, false, (struct pt_strmap *)vals + i);
+    }
+    if (lists)
+        *lm = (struct pt_strlistmap){keys, vals, n->n};
+    else
+        *mm = (struct pt_strmapmap){keys, vals, n->n};
+    return ok;
+}
+
 /* A sequence of mappings, each read with the field's nested table. */
 static bool parse_objlist(struct pt_cfg_walk *w, const struct pt_field *f, const struct pt_ynode *v,
                           const char *what, struct pt_objlist *out)
@@ -845,6 +880,9 @@ static bool parse_field(struct pt_cfg_walk *w, const struct pt_field *f, const s
         return pt_cfg_read_fields(w, f->name, f->sub, NULL, v, dst);
     case PT_F_OBJECT_LIST:
         return parse_objlist(w, f, v, what, dst);
+    case PT_F_STRLIST_MAP:
+    case PT_F_STRMAP_MAP:
+        return parse_map_of(w, v, what, f->type == PT_F_STRLIST_MAP, dst);
     }
     pt_cfg_err(w, v, "internal error: field `%s` has an unknown type", f->name);
     return false;

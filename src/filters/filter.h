@@ -53,6 +53,12 @@ enum pt_field_type {
      * whether YAML wrote it plain (unquoted), so `42`, `true` or `null`
      * can stay a JSON number, boolean or null while "42" is a string */
     PT_F_JSON_MAP,
+    /* struct pt_strlistmap: a mapping whose values are string lists (a
+     * scalar stands for a one-item list): aggregate's `fields` per part */
+    PT_F_STRLIST_MAP,
+    /* struct pt_strmapmap: a mapping whose values are mappings of scalars:
+     * aggregate's `rename` per part */
+    PT_F_STRMAP_MAP,
 };
 
 struct pt_strlist {
@@ -72,6 +78,18 @@ struct pt_jsonmap {
     const char **keys;
     const char **values;
     const bool *plain;
+    uint32_t n;
+};
+
+struct pt_strlistmap {
+    const char **keys;
+    struct pt_strlist *values;
+    uint32_t n;
+};
+
+struct pt_strmapmap {
+    const char **keys;
+    struct pt_strmap *values;
     uint32_t n;
 };
 
@@ -212,6 +230,10 @@ struct pt_filter_call_res {
 typedef void (*pt_filter_timer_cb)(struct pt_filter_ctx *ctx, void *state);
 typedef void (*pt_filter_call_cb)(struct pt_filter_ctx *ctx, void *state,
                                   const struct pt_filter_call_res *res);
+/* A fan-out call's completion (svc->fan_call): `tag` is what the filter
+ * gave when it started that call. */
+typedef void (*pt_filter_fan_cb)(struct pt_filter_ctx *ctx, void *state, uint32_t tag,
+                                 const struct pt_filter_call_res *res);
 
 /* A script on the shared store (`cluster.redis`): the request and result
  * types are proxy/redis.h's. */
@@ -235,6 +257,17 @@ struct pt_filter_services {
      * has no cluster.redis: never called back). */
     int (*eval)(struct pt_filter_ctx *ctx, const struct pt_redis_eval_req *req,
                 pt_filter_eval_cb cb);
+    /* One of several calls out at once (aggregate's fan-out): like `call`
+     * (each is an ordinary outbound call, traced as its own span under
+     * the filter's name), but any number may be pending together, each
+     * completing on its own with the `tag` it was started with. The
+     * filter stays suspended while any is out. A completion returns (more
+     * are out), starts further fan calls (a dependent call) and returns,
+     * or ends the wait with ctx->resume, which cancels every fan call
+     * still out, as the request's end does. -EBUSY while a timer, call or
+     * script is pending (and those return -EBUSY while a fan call is). */
+    int (*fan_call)(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *req, uint32_t tag,
+                    pt_filter_fan_cb cb);
 };
 
 struct pt_filter_ctx {

@@ -7,6 +7,7 @@
 
 const struct pt_filter_def *const pt_filter_registry[] = {
     &pt_filter_acl,
+    &pt_filter_aggregate,
     &pt_filter_cache,
     &pt_filter_cors,
     &pt_filter_ext_auth,

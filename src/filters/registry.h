@@ -43,6 +43,7 @@
 #include "filters/filter.h"
 
 extern const struct pt_filter_def pt_filter_acl;
+extern const struct pt_filter_def pt_filter_aggregate;
 extern const struct pt_filter_def pt_filter_cache;
 extern const struct pt_filter_def pt_filter_cors;
 extern const struct pt_filter_def pt_filter_ext_auth;

@@ -129,6 +129,10 @@ struct pt_exchange {
     struct pt_timer deadline; /* the suspension's deadline */
     struct pt_fetch *ffetch;  /* a filter's call (svc->call) */
     pt_filter_call_cb ffetch_cb;
+    /* a filter's fan-out calls (svc->fan_call, exchange_int.h), newest
+     * first, in the request arena; nfan of them are still out */
+    struct pt_fan_call *fan;
+    uint32_t nfan;
     struct pt_redis_cmd *feval; /* a filter's script (svc->eval), on feval_redis */
     struct pt_redis *feval_redis;
     pt_filter_eval_cb feval_cb;

@@ -33,6 +33,12 @@ static void *susp_state(struct pt_exchange *ex)
     return ex->states && ex->susp ? ex->states[ex->susp->state_index] : NULL;
 }
 
+/* Whether a timer, call, script or fan call of a filter is out. */
+static bool work_pending(const struct pt_exchange *ex)
+{
+    return ex->ftimer_cb || ex->ffetch || ex->feval || ex->nfan;
+}
+
 static void ftimer_fired(struct pt_loop *loop, struct pt_timer *t)
 {
     struct pt_exchange *ex = pt_container_of(t, struct pt_exchange, ftimer);
@@ -45,7 +51,7 @@ static void ftimer_fired(struct pt_loop *loop, struct pt_timer *t)
 static int svc_timer(struct pt_filter_ctx *ctx, uint64_t delay_ms, pt_filter_timer_cb cb)
 {
     struct pt_exchange *ex = owner(ctx);
-    if (!cb || ex->ftimer_cb || ex->ffetch || ex->feval)
+    if (!cb || work_pending(ex))
         return -EBUSY;
     ex->ftimer_cb = cb;
     pt_timer_arm(&ex->w->loop, &ex->ftimer, delay_ms, ftimer_fired);
@@ -76,27 +82,15 @@ static enum pt_call_error call_error_of(enum pt_call_fail f)
     return PT_CALL_ERR_PROTOCOL;
 }
 
+static struct pt_filter_call_res fetch_result(struct pt_exchange *ex, const struct pt_fetch *f);
+
 static void ffetch_done(struct pt_fetch *f, void *user)
 {
     struct pt_exchange *ex = user;
     pt_filter_call_cb cb = ex->ffetch_cb;
     ex->ffetch = NULL;
     ex->ffetch_cb = NULL;
-    struct pt_filter_call_res res = {.error = call_error_of(f->fail),
-                                     .error_text = f->fail_text,
-                                     .status = f->status,
-                                     .body = {f->rbody, f->rlen},
-                                     .truncated = f->truncated};
-    if (res.error == PT_CALL_OK && f->head) {
-        struct pt_hfield *store =
-            pt_arena_alloc(ex->arena, sizeof(*store) * (f->head->nfields + 1));
-        if (store)
-            pt_headers_from_h1(&res.headers, store, (uint32_t)f->head->nfields + 1, f->head->fields,
-                               f->head->nfields);
-        else
-            res = (struct pt_filter_call_res){.error = PT_CALL_ERR_RESOURCES,
-                                              .error_text = "out of memory"};
-    }
+    struct pt_filter_call_res res = fetch_result(ex, f);
     cb(&ex->fctx, susp_state(ex), &res); /* ends in ctx->resume */
 }
 
@@ -119,15 +113,12 @@ static const struct pt_upstream *find_url_upstream(const struct pt_generation *g
     return NULL;
 }
 
-static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *r,
-                    pt_filter_call_cb cb)
+/* Fills the client's request for a filter's call (`path` keeps the
+ * slices alive); 0, -ENOMEM, -EINVAL (a bad URL) or -ENOENT (no such
+ * upstream). */
+static int prepare_call(struct pt_exchange *ex, const struct pt_filter_call_req *r,
+                        struct pt_call_req *req)
 {
-    struct pt_exchange *ex = owner(ctx);
-    if (!cb || ex->ftimer_cb || ex->ffetch || ex->feval)
-        return -EBUSY;
-    struct pt_fetch *f = pt_arena_zalloc(ex->arena, sizeof(*f));
-    if (!f)
-        return -ENOMEM;
     pt_slice path = r->path;
     const struct pt_target *fixed = NULL;
     const struct pt_upstream *up = r->upstream ? find_upstream(ex->gen, r->upstream) : NULL;
@@ -171,7 +162,7 @@ static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *
     if (!up)
         return -ENOENT;
     uint64_t to = r->timeout_ms ? r->timeout_ms : up->read_timeout_ms;
-    struct pt_call_req req = {
+    *req = (struct pt_call_req){
         .up = up,
         .rr = url_up ? NULL : pt_worker_rr(ex->w, ex->gen, up), /* URL upstreams: random */
         .rand = pt_worker_random(ex->w),
@@ -186,20 +177,97 @@ static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *
         .pool_idle_ms = ex->gen->limits.idle_timeout_ms,
         .arena = ex->arena,
         .max_headers = (uint32_t)ex->gen->limits.max_headers,
-        .trace = pt_exchange_trace_filter_call(ex, ex->fctx.running),
     };
     /* The path may carry a query: split it for the request line. */
     const char *q = path.p ? memchr(path.p, '?', path.len) : NULL;
     if (q) {
-        req.path.len = (size_t)(q - path.p);
-        req.query = (pt_slice){q + 1, path.len - req.path.len - 1};
+        req->path.len = (size_t)(q - path.p);
+        req->query = (pt_slice){q + 1, path.len - req->path.len - 1};
     }
+    return 0;
+}
+
+static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *r,
+                    pt_filter_call_cb cb)
+{
+    struct pt_exchange *ex = owner(ctx);
+    if (!cb || work_pending(ex))
+        return -EBUSY;
+    struct pt_fetch *f = pt_arena_zalloc(ex->arena, sizeof(*f));
+    if (!f)
+        return -ENOMEM;
+    struct pt_call_req req;
+    int e = prepare_call(ex, r, &req);
+    if (e < 0)
+        return e;
+    req.trace = pt_exchange_trace_filter_call(ex, ex->fctx.running);
     ex->ffetch = f;
     ex->ffetch_cb = cb;
-    int e = pt_fetch_start(f, &ex->w->ob, &req, r->body, r->max_body, ffetch_done, ex);
+    e = pt_fetch_start(f, &ex->w->ob, &req, r->body, r->max_body, ffetch_done, ex);
     if (e != 0) {
         ex->ffetch = NULL;
         ex->ffetch_cb = NULL;
+        return -EIO;
+    }
+    return 0;
+}
+
+/* The result of a finished fetch, its head's fields in the request arena. */
+static struct pt_filter_call_res fetch_result(struct pt_exchange *ex, const struct pt_fetch *f)
+{
+    struct pt_filter_call_res res = {.error = call_error_of(f->fail),
+                                     .error_text = f->fail_text,
+                                     .status = f->status,
+                                     .body = {f->rbody, f->rlen},
+                                     .truncated = f->truncated};
+    if (res.error == PT_CALL_OK && f->head) {
+        struct pt_hfield *store =
+            pt_arena_alloc(ex->arena, sizeof(*store) * (f->head->nfields + 1));
+        if (store)
+            pt_headers_from_h1(&res.headers, store, (uint32_t)f->head->nfields + 1, f->head->fields,
+                               f->head->nfields);
+        else
+            res = (struct pt_filter_call_res){.error = PT_CALL_ERR_RESOURCES,
+                                              .error_text = "out of memory"};
+    }
+    return res;
+}
+
+static void fan_done(struct pt_fetch *f, void *user)
+{
+    struct pt_fan_call *fc = user;
+    struct pt_exchange *ex = fc->ex;
+    fc->out = false;
+    ex->nfan--;
+    struct pt_filter_call_res res = fetch_result(ex, f);
+    fc->cb(&ex->fctx, susp_state(ex), fc->tag, &res); /* may resume, or start more */
+}
+
+static int svc_fan_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *r, uint32_t tag,
+                        pt_filter_fan_cb cb)
+{
+    struct pt_exchange *ex = owner(ctx);
+    if (!cb || ex->ftimer_cb || ex->ffetch || ex->feval)
+        return -EBUSY;
+    struct pt_fan_call *fc = pt_arena_zalloc(ex->arena, sizeof(*fc));
+    if (!fc)
+        return -ENOMEM;
+    struct pt_call_req req;
+    int e = prepare_call(ex, r, &req);
+    if (e < 0)
+        return e;
+    fc->ex = ex;
+    fc->cb = cb;
+    fc->tag = tag;
+    req.trace = pt_exchange_trace_fan_call(ex, fc);
+    fc->out = true;
+    fc->next = ex->fan;
+    ex->fan = fc;
+    ex->nfan++;
+    if (pt_fetch_start(&fc->fetch, &ex->w->ob, &req, r->body, r->max_body, fan_done, fc) != 0) {
+        fc->out = false;
+        ex->fan = fc->next;
+        ex->nfan--;
         return -EIO;
     }
     return 0;
@@ -234,7 +302,7 @@ static int svc_eval(struct pt_filter_ctx *ctx, const struct pt_redis_eval_req *r
                     pt_filter_eval_cb cb)
 {
     struct pt_exchange *ex = owner(ctx);
-    if (!cb || ex->ftimer_cb || ex->ffetch || ex->feval)
+    if (!cb || work_pending(ex))
         return -EBUSY;
     struct pt_redis *r = pt_worker_redis(ex->w, ex->gen);
     if (!r)
@@ -274,10 +342,22 @@ static int svc_eval(struct pt_filter_ctx *ctx, const struct pt_redis_eval_req *r
     return 0;
 }
 
-static const struct pt_filter_services services = {svc_timer, svc_call, svc_now_ms, svc_random,
-                                                   svc_eval};
+static const struct pt_filter_services services = {svc_timer,  svc_call, svc_now_ms,
+                                                   svc_random, svc_eval, svc_fan_call};
 
 /* ---- suspension ---- */
+
+/* Cancels every fan call still out. */
+static void stop_fan(struct pt_exchange *ex)
+{
+    for (struct pt_fan_call *fc = ex->fan; fc; fc = fc->next)
+        if (fc->out) {
+            fc->out = false;
+            pt_fetch_cancel(&fc->fetch);
+        }
+    ex->fan = NULL;
+    ex->nfan = 0;
+}
 
 /* Stops the pending work; with `notify`, the suspended filter's on_cancel
  * runs (it will never be resumed). */
@@ -291,6 +371,7 @@ static void stop_pending(struct pt_exchange *ex, bool notify)
         ex->ffetch = NULL;
         ex->ffetch_cb = NULL;
     }
+    stop_fan(ex);
     if (ex->feval) {
         pt_redis_cancel(ex->feval_redis, ex->feval);
         ex->feval = NULL;
@@ -365,6 +446,10 @@ static void run_request(struct pt_exchange *ex)
     if (ch->n_request) {
         ex->fctx.suspend_deadline_ms = 0;
         r = pt_chain_run_request(ch, &ex->fctx, ex->states, &ex->cursor);
+        /* A filter that answers at once may have fan calls out still (an
+         * aggregate whose required part failed to start): they go. */
+        if (pt_unlikely(r != PT_FILTER_SUSPEND && ex->nfan))
+            stop_fan(ex);
     }
     switch (r) {
     case PT_FILTER_CONTINUE:
@@ -376,7 +461,7 @@ static void run_request(struct pt_exchange *ex)
     case PT_FILTER_SUSPEND: {
         ex->suspended = true;
         ex->susp = ch->request[ex->cursor - 1];
-        if (!ex->ftimer_cb && !ex->ffetch && !ex->feval) {
+        if (!work_pending(ex)) {
             /* Suspended with nothing pending: nothing could ever resume it. */
             ex->suspended = false;
             pt_exchange_respond(ex, 500, "filter suspended without pending work", false);

@@ -8,6 +8,21 @@
 #include "gateway/exchange.h"
 #include "gateway/metrics.h"
 
+/* One call of a filter's fan-out (svc->fan_call, exchange_filters.c), in
+ * the request arena: its fetch, who to tell, and (tracing on) its span. */
+struct pt_fan_call {
+    struct pt_fetch fetch;
+    struct pt_exchange *ex;
+    pt_filter_fan_cb cb;
+    uint32_t tag;
+    bool out; /* started and neither done nor cancelled */
+    struct pt_fan_call *next;
+    struct pt_call_trace trace;
+    uint8_t span[8];
+    uint64_t span_start;
+    const char *name; /* the filter's: the span's name */
+};
+
 /* exchange.c */
 void pt_exchange_dispatch(struct pt_exchange *ex);
 void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *error, pt_slice body,
@@ -35,6 +50,7 @@ bool pt_exchange_pick_side(struct pt_exchange *ex);
 void pt_exchange_trace_start(struct pt_exchange *ex);
 struct pt_call_trace *pt_exchange_trace_upstream(struct pt_exchange *ex);
 struct pt_call_trace *pt_exchange_trace_filter_call(struct pt_exchange *ex, const char *filter);
+struct pt_call_trace *pt_exchange_trace_fan_call(struct pt_exchange *ex, struct pt_fan_call *fc);
 void pt_exchange_trace_end(struct pt_exchange *ex);
 void pt_exchange_server_timing(struct pt_exchange *ex);
 size_t pt_exchange_trace_log(const struct pt_exchange *ex, char out[80]);

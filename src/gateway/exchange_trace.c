@@ -180,6 +180,39 @@ struct pt_call_trace *pt_exchange_trace_upstream(struct pt_exchange *ex)
     return &ex->up_trace;
 }
 
+/* ---- one call of a filter's fan-out (aggregate): a span each ---- */
+
+static void fan_begin(struct pt_call_trace *t, const struct pt_call *c)
+{
+    struct pt_fan_call *fc = pt_container_of(t, struct pt_fan_call, trace);
+    struct pt_exchange *ex = fc->ex;
+    pt_trace_new_span_id(fc->span, &ex->w->rng);
+    fc->span_start = pt_loop_now_ns(&ex->w->loop);
+    pt_traceparent_format(t->traceparent, ex->trace.trace_id, fc->span, flags_of(ex));
+    (void)c;
+}
+
+static void fan_end(struct pt_call_trace *t, const struct pt_call *c, int status,
+                    enum pt_call_fail fail)
+{
+    struct pt_fan_call *fc = pt_container_of(t, struct pt_fan_call, trace);
+    if (!recording(fc->ex))
+        return;
+    const char *n = fc->name ? fc->name : "filter call";
+    client_span(fc->ex, fc->span, fc->span_start, (pt_slice){n, strlen(n)}, c, status, fail);
+}
+
+struct pt_call_trace *pt_exchange_trace_fan_call(struct pt_exchange *ex, struct pt_fan_call *fc)
+{
+    if (pt_likely(!ex->trace.on))
+        return NULL;
+    fc->trace.begin = fan_begin;
+    fc->trace.end = fan_end;
+    fc->trace.open = false;
+    fc->name = ex->fctx.running;
+    return &fc->trace;
+}
+
 /* ---- a filter's call (ext_auth, introspection, a JWKS fetch) ---- */
 
 static void aux_begin(struct pt_call_trace *t, const struct pt_call *c)

@@ -22,6 +22,28 @@ static void body_consumed(void *user, size_t n)
     f->body_off += n;
 }
 
+/* The body buffer starts small (a large max_body costs nothing until a
+ * body that large comes) and doubles in the arena, up to max_body. */
+#define FETCH_BODY_FIRST 4096
+
+static bool grow(struct pt_fetch *f, size_t need)
+{
+    if (need <= f->rcap)
+        return true;
+    size_t cap = f->rcap ? f->rcap : FETCH_BODY_FIRST;
+    while (cap < need)
+        cap *= 2;
+    cap = PT_MIN(cap, f->max_body);
+    char *p = pt_arena_alloc(f->arena, cap);
+    if (!p)
+        return false;
+    if (f->rlen)
+        memcpy(p, f->rbody, f->rlen);
+    f->rbody = p;
+    f->rcap = cap;
+    return true;
+}
+
 /* Copies what the call has into the result, pumping it while that makes
  * progress; true when the response is complete. */
 static bool collect(struct pt_fetch *f)
@@ -40,6 +62,8 @@ static bool collect(struct pt_fetch *f)
             bool eos = false;
             pt_slice s = pt_call_body_peek(c, &eos);
             size_t keep = f->rlen < f->max_body ? PT_MIN(s.len, f->max_body - f->rlen) : 0;
+            if (keep && !grow(f, f->rlen + keep))
+                keep = 0; /* out of memory: what did not fit counts as cut off */
             if (keep) {
                 memcpy(f->rbody + f->rlen, s.p, keep);
                 f->rlen += keep;
@@ -103,7 +127,8 @@ int pt_fetch_start(struct pt_fetch *f, struct pt_outbound *ob, struct pt_call_re
     f->arena = req->arena;
     f->done = done;
     f->user = user;
-    f->rbody = pt_arena_alloc(req->arena, max_body ? max_body : 1);
+    f->rcap = PT_MIN(max_body, (size_t)FETCH_BODY_FIRST);
+    f->rbody = pt_arena_alloc(req->arena, f->rcap ? f->rcap : 1);
     if (!f->rbody) {
         f->fail = PT_CALL_FAIL_RESOURCES;
         f->fail_text = "out of memory";

@@ -34,8 +34,8 @@ struct pt_fetch {
     const char *fail_text;
     int status;
     const struct pt_call_head *head;
-    char *rbody;
-    size_t rlen;
+    char *rbody; /* grows in the arena as the body comes, up to max_body */
+    size_t rlen, rcap;
     bool truncated;
 };
 

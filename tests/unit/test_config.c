@@ -723,7 +723,11 @@ static void test_filter_errors(void)
                 "    upstream: users\n"
                 "    filters:\n"
                 "      aggregate: {}\n",
-           "t.yaml:8:7: filter `aggregate` is not supported by this build yet");
+           "t.yaml:6:5: `upstream` conflicts with the `aggregate` filter: an aggregating route "
+           "answers from its calls' upstreams (name them in `aggregate.calls`), not from one "
+           "`upstream`",
+           "t.yaml:8:7: filter `aggregate`: `aggregate` needs `calls` (a list of {name, upstream, "
+           "path})");
     EXPECT(BASE "cache_store: { max_bytes: 1KiB, shards: 0 }\n"
                 "routes:\n"
                 "  - name: r\n"

@@ -330,7 +330,8 @@ static void test_chain_states(void)
 
 static void test_registry(void)
 {
-    CHECK_EQ_INT(pt_filter_registry_len, 13);
+    CHECK_EQ_INT(pt_filter_registry_len, 14);
+    CHECK(pt_filter_find("aggregate") == &pt_filter_aggregate);
     CHECK(pt_filter_find("cors") == &pt_filter_cors);
     CHECK(pt_filter_find("cache") == &pt_filter_cache);
     CHECK(pt_filter_find("mtls_auth") == &pt_filter_mtls_auth);

@@ -1,0 +1,421 @@
+"""The `aggregate` filter (Backend for Frontend): one client request fans
+out to several calls through the outbound client and one merged JSON answer
+comes back (issue 20, "How it is checked").
+
+Real processes throughout: demo backends (tools/demo_backend.c: /users/ID,
+/orders?user=, a JSON echo of any other request, X-Demo-Delay and
+X-Demo-Status per request, /__stats counting requests and open
+connections) and, for exact nested JSON, a small Python server.
+"""
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import (PORTICO, SAN, free_port, make_config, read_head, scaled, upstream,
+                      wait_until)
+
+
+def agg_route(calls, name="bff", path="/p/{id}", **extra):
+    f = {"calls": calls}
+    f.update(extra)
+    return {"name": name, "match": {"path_template": path}, "filters": {"aggregate": f}}
+
+
+def delayed(name, ms, up="a", **kw):
+    c = {"name": name, "upstream": up, "path": "/echo/%s/{id}" % name,
+         "headers": {"X-Demo-Delay": str(ms)}}
+    c.update(kw)
+    return c
+
+
+def start(gateway, ups, routes, limits=None, workers=1):
+    return gateway(make_config(free_port(), ups, routes, workers=workers, limits=limits))
+
+
+def timed_get(url, **kw):
+    t = time.monotonic()
+    r = requests.get(url, timeout=scaled(10), **kw)
+    return r, time.monotonic() - t
+
+
+def test_parallel_fan_out_takes_the_longest_not_the_sum(gateway, backends):
+    b = backends("svc")
+    gw = start(gateway, {"a": upstream(b.port)},
+               [agg_route([delayed("one", 100), delayed("two", 200), delayed("three", 300)])])
+    requests.get(gw.u("/p/1"), timeout=scaled(10))  # connections warm
+    r, took = timed_get(gw.u("/p/7"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert sorted(body) == ["one", "three", "two"]
+    for n in ("one", "two", "three"):
+        assert body[n]["path"] == "/echo/%s/7" % n
+    assert took >= 0.3
+    if not SAN:
+        assert took <= 0.35, took
+
+
+def test_dependent_chain_waits_for_its_call_only(gateway, backends):
+    b = backends("svc")
+    # A (200 ms) → B (200 ms) while C (350 ms) runs beside them: ≈ 400 ms.
+    a = delayed("a", 200)
+    bb = {"name": "b", "upstream": "a", "path": "/echo/b/${call.a.path}",
+          "headers": {"X-Demo-Delay": "200"}}
+    c = delayed("c", 350)
+    gw = start(gateway, {"a": upstream(b.port)}, [agg_route([a, bb, c])])
+    requests.get(gw.u("/p/1"), timeout=scaled(10))
+    r, took = timed_get(gw.u("/p/5"))
+    assert r.status_code == 200, r.text
+    # B's path carries A's answer field, percent-encoded into one segment.
+    assert r.json()["b"]["path"] == "/echo/b/%2Fecho%2Fa%2F5"
+    assert took >= 0.4
+    if not SAN:
+        assert took < 0.55, took  # not A + B + C (750 ms)
+
+
+def test_optional_part_failed_gives_the_rest_and_the_partial_marker(gateway, backends):
+    b = backends("svc")
+    calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
+             {"name": "orders", "upstream": "a", "path": "/orders?user={id}",
+              "optional": True, "headers": {"X-Demo-Status": "503"}}]
+    gw = start(gateway, {"a": upstream(b.port)}, [agg_route(calls)])
+    r = requests.get(gw.u("/p/2"), timeout=scaled(10))
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Partial-Response"] == "true"
+    body = r.json()
+    assert body["user"]["name"] == "Alan Turing"
+    assert "orders" not in body
+    assert body["_errors"] == [{"part": "orders", "error": "the upstream failed",
+                                "status": 503}]
+
+
+def test_errors_member_name_is_configurable(gateway, backends):
+    b = backends("svc")
+    calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
+             {"name": "extra", "upstream": "a", "path": "/users/999", "optional": True}]
+    gw = start(gateway, {"a": upstream(b.port)}, [agg_route(calls, errors_field="failed")])
+    r = requests.get(gw.u("/p/1"), timeout=scaled(10))
+    assert r.status_code == 200
+    assert r.json()["failed"][0]["part"] == "extra"
+    assert r.json()["failed"][0]["status"] == 404
+
+
+def test_all_parts_ok_has_no_partial_marker(gateway, backends):
+    b = backends("svc")
+    calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
+             {"name": "orders", "upstream": "a", "path": "/orders?user={id}&limit=1",
+              "optional": True}]
+    gw = start(gateway, {"a": upstream(b.port)}, [agg_route(calls)])
+    r = requests.get(gw.u("/p/1"), timeout=scaled(10))
+    assert r.status_code == 200
+    assert "X-Partial-Response" not in r.headers
+    assert r.json() == {
+        "user": {"id": 1, "name": "Ada Lovelace", "email": "ada@example.com",
+                 "avatar": "https://avatars.example.com/ada.png"},
+        "orders": [{"id": 1001, "user_id": 1, "item": "Analytical Engine punch cards",
+                    "quantity": 3, "total_cents": 4500, "status": "shipped"}]}
+
+
+def test_required_404_passes_through_with_its_body(gateway, backends):
+    b = backends("svc")
+    calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
+             {"name": "orders", "upstream": "a", "path": "/orders?user={id}"}]
+    gw = start(gateway, {"a": upstream(b.port)}, [agg_route(calls)])
+    r = requests.get(gw.u("/p/42"), timeout=scaled(10))
+    assert r.status_code == 404
+    assert r.json() == {"error": "not found"}
+
+
+def test_required_5xx_gives_502_naming_the_part(gateway, backends):
+    b = backends("svc")
+    calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
+             {"name": "billing", "upstream": "a", "path": "/billing/{id}",
+              "headers": {"X-Demo-Status": "500"}}]
+    gw = start(gateway, {"a": upstream(b.port)}, [agg_route(calls)])
+    r = requests.get(gw.u("/p/1"), timeout=scaled(10))
+    assert r.status_code == 502
+    assert r.json()["part"] == "billing"
+    assert r.json()["error"] == "bad gateway"
+
+
+def test_required_connection_failure_gives_502(gateway, backends):
+    b = backends("svc")
+    dead = free_port()
+    calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
+             {"name": "gone", "upstream": "dead", "path": "/x"}]
+    gw = start(gateway, {"a": upstream(b.port), "dead": upstream(dead)}, [agg_route(calls)])
+    r = requests.get(gw.u("/p/1"), timeout=scaled(10))
+    assert r.status_code == 502
+    assert r.json()["part"] == "gone"
+
+
+def test_required_timeout_gives_504_at_the_per_call_timeout(gateway, backends):
+    b = backends("svc")
+    calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
+             {"name": "slow", "upstream": "a", "path": "/slow", "timeout": "300ms",
+              "headers": {"X-Demo-Delay": "3000"}}]
+    gw = start(gateway, {"a": upstream(b.port)}, [agg_route(calls)])
+    r, took = timed_get(gw.u("/p/1"))
+    assert r.status_code == 504
+    assert r.json()["part"] == "slow"
+    assert took >= 0.3
+    if not SAN:
+        assert took < 0.8, took
+
+
+def test_non_json_required_part_is_its_failure(gateway, backends):
+    b = backends("svc")
+    calls = [{"name": "blob", "upstream": "a", "path": "/bytes/10"}]
+    gw = start(gateway, {"a": upstream(b.port)}, [agg_route(calls)])
+    r = requests.get(gw.u("/p/1"), timeout=scaled(10))
+    assert r.status_code == 502
+    assert r.json()["part"] == "blob"
+    assert "JSON" in r.json()["detail"]
+
+
+class _Holder:
+    """An upstream that reads a request and never answers: it counts the
+    requests that started and the connections the gateway closed."""
+
+    def __init__(self, raw_upstream):
+        self.started = 0
+        self.closed = 0
+        self.up = raw_upstream(self.handle)
+
+    def handle(self, s):
+        read_head(s)
+        self.started += 1
+        while s.recv(4096):
+            pass
+        self.closed += 1
+
+
+def test_client_hang_up_cancels_every_outstanding_call(gateway, raw_upstream):
+    hs = [_Holder(raw_upstream) for _ in range(3)]
+    ups = {"u%d" % i: upstream(h.up.port) for i, h in enumerate(hs)}
+    calls = [{"name": "c%d" % i, "upstream": "u%d" % i, "path": "/hang", "timeout": "20s"}
+             for i in range(3)]
+    gw = start(gateway, ups, [agg_route(calls)])
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=scaled(5))
+    s.sendall(b"GET /p/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_until(lambda: all(h.started == 1 for h in hs), scaled(5),
+               what="every call to reach its backend")
+    assert all(h.closed == 0 for h in hs)
+    s.close()
+    # the gateway closes every call's connection, long before any timeout
+    wait_until(lambda: all(h.closed == 1 for h in hs), scaled(3),
+               what="the gateway to close every call")
+    assert [h.started for h in hs] == [1, 1, 1]  # no retry, no second call
+    assert [h.up.accepts for h in hs] == [1, 1, 1]
+    gw.stop()  # an ASan build reports any leak here
+
+
+class _JSONServer:
+    """Answers every GET with a fixed JSON document; records the targets."""
+
+    def __init__(self, doc):
+        self.targets = []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                outer.targets.append(self.path)
+                b = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(b)))
+                self.end_headers()
+                self.wfile.write(b)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture
+def json_server():
+    made = []
+
+    def make(doc):
+        s = _JSONServer(doc)
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.close()
+
+
+PROFILE = {
+    "id": 7, "name": "Grace", "secret": "x",
+    "address": {"city": "Arlington", "zip": "22201", "geo": {"lat": 38.88, "lon": -77.1}},
+    "tags": [{"k": "a", "v": 1, "drop": True}, {"k": "b", "v": 2}, 5],
+}
+
+
+def test_fields_and_rename_shape_nested_json_exactly(gateway, json_server):
+    srv = json_server(PROFILE)
+    calls = [{"name": "p", "upstream": "j", "path": "/p/{id}",
+              "fields": ["id", "name", "address.geo.lat", "address.city", "tags.k", "missing.x"],
+              "rename": {"name": "full_name", "address.city": "location.city"}},
+             {"name": "whole", "upstream": "j", "path": "/w"}]
+    gw = start(gateway, {"j": upstream(srv.port)}, [agg_route(calls)])
+    r = requests.get(gw.u("/p/7"), timeout=scaled(10))
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "p": {"id": 7, "full_name": "Grace",
+              "address": {"geo": {"lat": 38.88}},
+              "location": {"city": "Arlington"},
+              "tags": [{"k": "a"}, {"k": "b"}, 5]},
+        "whole": PROFILE,
+    }
+
+
+def test_top_level_fields_map_and_deep_merge(gateway, json_server):
+    one = json_server({"id": 1, "profile": {"name": "A", "bio": "b"}, "x": 1})
+    two = json_server({"profile": {"avatar": "p.png"}, "x": 2, "y": 3})
+    ups = {"one": upstream(one.port), "two": upstream(two.port)}
+    calls = [{"name": "first", "upstream": "one", "path": "/1"},
+             {"name": "second", "upstream": "two", "path": "/2"}]
+    gw = start(gateway, ups, [
+        agg_route(calls, name="last", path="/last/{id}", merge="deep",
+                  fields={"first": ["id", "profile.name", "x"]}),
+        agg_route(calls, name="first", path="/first/{id}", merge="deep", on_conflict="first"),
+        agg_route(calls, name="err", path="/err/{id}", merge="deep", on_conflict="error")])
+    r = requests.get(gw.u("/last/1"), timeout=scaled(10))
+    assert r.json() == {"id": 1, "profile": {"name": "A", "avatar": "p.png"}, "x": 2, "y": 3}
+    r = requests.get(gw.u("/first/1"), timeout=scaled(10))
+    assert r.json()["x"] == 1
+    r = requests.get(gw.u("/err/1"), timeout=scaled(10))
+    assert r.status_code == 502
+    assert r.json()["part"] == "second" and "`x`" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("value,segment", [
+    ("..%2F..%2Fadmin", "..%2F..%2Fadmin"),
+    ("a%3Fb=c", "a%3Fb%3Dc"),
+    ("x&y", "x%26y"),
+])
+def test_injection_stays_percent_encoded_inside_its_segment(gateway, backends, value, segment):
+    b = backends("svc")
+    calls = [{"name": "e", "upstream": "a", "path": "/items/{id}/detail?q=${query.q}"}]
+    gw = start(gateway, {"a": upstream(b.port)}, [agg_route(calls)],
+               limits={"escaped_slashes": "keep"})
+    r = requests.get(gw.u("/p/" + value) + "?q=" + value.replace("&", "%26"), timeout=scaled(10))
+    assert r.status_code == 200, r.text
+    assert r.json()["e"]["target"] == "/items/%s/detail?q=%s" % (segment, segment)
+    assert r.json()["e"]["path"] == "/items/%s/detail" % segment
+
+
+def test_a_dot_segment_value_has_its_dots_encoded(gateway, backends):
+    b = backends("svc")
+    calls = [{"name": "e", "upstream": "a", "path": "/items/${query.q}/detail"}]
+    gw = start(gateway, {"a": upstream(b.port)}, [agg_route(calls)])
+    r = requests.get(gw.u("/p/1?q=.."), timeout=scaled(10))
+    assert r.json()["e"]["target"] == "/items/%2E%2E/detail"
+    r = requests.get(gw.u("/p/1?q=v1.2"), timeout=scaled(10))
+    assert r.json()["e"]["target"] == "/items/v1.2/detail"
+
+
+def test_identity_and_tracing_headers_are_forwarded_by_default(gateway, backends):
+    b = backends("svc")
+    calls = [{"name": "d", "upstream": "a", "path": "/d"},
+             {"name": "none", "upstream": "a", "path": "/n", "forward_headers": []}]
+    gw = start(gateway, {"a": upstream(b.port)}, [agg_route(calls)])
+    r = requests.get(gw.u("/p/1"), timeout=scaled(10),
+                     headers={"X-Request-ID": "rid-123", "Cookie": "s=1",
+                              "Authorization": "Bearer t"})
+    names = {k.lower(): v for k, v in r.json()["d"]["headers"]}
+    assert names["x-request-id"] == "rid-123"
+    assert names["x-forwarded-for"] == "127.0.0.1"
+    assert "cookie" not in names and "authorization" not in names
+    bare = {k.lower() for k, _ in r.json()["none"]["headers"]}
+    assert "x-request-id" not in bare and "x-forwarded-for" not in bare
+
+
+def test_merged_and_part_body_caps(gateway, backends):
+    b = backends("svc")
+    calls = [{"name": "big", "upstream": "a", "path": "/users"}]
+    gw = start(gateway, {"a": upstream(b.port)}, [
+        agg_route(calls, name="part", path="/part/{id}", max_part_body=100),
+        agg_route(calls, name="merged", path="/merged/{id}", max_body=100),
+        agg_route(calls, name="fits", path="/fits/{id}")])
+    r = requests.get(gw.u("/part/1"), timeout=scaled(10))
+    assert r.status_code == 502 and "max_part_body" in r.json()["detail"]
+    r = requests.get(gw.u("/merged/1"), timeout=scaled(10))
+    assert r.status_code == 502 and "max_body" in r.json()["detail"]
+    assert requests.get(gw.u("/fits/1"), timeout=scaled(10)).status_code == 200
+
+
+def validate(tmp_path, text):
+    p = os.path.join(str(tmp_path), "agg.yaml")
+    with open(p, "w") as f:
+        f.write(text)
+    return subprocess.run([PORTICO, "validate", p], capture_output=True, text=True, timeout=30)
+
+
+BASE = """\
+listeners: [{name: public, address: "127.0.0.1:%d"}]
+upstreams:
+  a: {targets: [{address: "127.0.0.1:9"}]}
+routes:
+  - name: bff
+    match: { path_template: "/p/{id}" }
+%s    filters:
+      aggregate:
+        calls:
+%s"""
+
+
+def base(calls, extra=""):
+    return BASE % (free_port(), extra, calls)
+
+
+def test_config_error_cycle(tmp_path):
+    r = validate(tmp_path, base(
+        '          - { name: x, upstream: a, path: "/x/${call.y.id}" }\n'
+        '          - { name: y, upstream: a, path: "/y/${call.x.id}" }\n'))
+    assert r.returncode != 0
+    assert "agg.yaml:10:" in r.stderr and "agg.yaml:11:" in r.stderr, r.stderr
+    assert "cycle" in r.stderr and "has no `upstream`" not in r.stderr
+
+
+def test_config_error_unknown_call(tmp_path):
+    r = validate(tmp_path, base(
+        '          - { name: x, upstream: a, path: "/x/${call.nobody.id}" }\n'))
+    assert r.returncode != 0
+    assert "agg.yaml:10:" in r.stderr and "names no call" in r.stderr, r.stderr
+
+
+def test_config_error_unknown_upstream_and_both_upstream_and_aggregate(tmp_path):
+    r = validate(tmp_path, base('          - { name: x, upstream: nope, path: "/x" }\n'))
+    assert r.returncode != 0 and "agg.yaml:10:" in r.stderr and "nope" in r.stderr, r.stderr
+    r = validate(tmp_path, base('          - { name: x, upstream: a, path: "/x" }\n',
+                                "    upstream: a\n"))
+    assert r.returncode != 0 and "agg.yaml:7:" in r.stderr and "aggregate" in r.stderr, r.stderr
+
+
+def test_config_error_too_many_parts(tmp_path):
+    calls = "".join('          - { name: c%d, upstream: a, path: "/x" }\n' % i for i in range(3))
+    r = validate(tmp_path, base(calls).replace("        calls:", "        max_parts: 2\n        calls:"))
+    assert r.returncode != 0 and "max_parts" in r.stderr, r.stderr
+
+
+def test_aggregate_route_without_upstream_validates(tmp_path):
+    r = validate(tmp_path, base('          - { name: x, upstream: a, path: "/x/{id}" }\n'))
+    assert r.returncode == 0, r.stderr
