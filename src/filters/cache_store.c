@@ -18,6 +18,7 @@ struct flight {
     uint64_t hash;
     uint64_t seq;
     uint64_t until_ms; /* LOADING: taken over after; PASS: forgotten after */
+    uint64_t waiters;  /* worker bits of the requests parked on it */
     bool pass;
     size_t klen;
     char key[]; /* klen bytes */
@@ -148,6 +149,11 @@ uint64_t pt_cache_hash(const struct pt_cache_store *s, pt_slice key)
     return pt_siphash24(s->hkey, key.p, key.len);
 }
 
+void pt_cache_entry_ref(struct pt_cache_entry *e)
+{
+    atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+}
+
 void pt_cache_entry_unref(struct pt_cache_store *s, struct pt_cache_entry *e)
 {
     (void)s;
@@ -247,7 +253,7 @@ static struct flight *find_flight(struct shard *sh, uint64_t hash, pt_slice key,
 
 static enum pt_cache_flight claim_flight(struct pt_cache_store *s, struct shard *sh, uint64_t hash,
                                          pt_slice key, uint64_t now_ms, uint64_t lock_timeout_ms,
-                                         uint64_t *seq)
+                                         uint64_t *seq, uint64_t wait_bit)
 {
     struct flight **where = NULL;
     struct flight *f = find_flight(sh, hash, key, &where);
@@ -263,6 +269,7 @@ static enum pt_cache_flight claim_flight(struct pt_cache_store *s, struct shard 
         if (*seq && *seq != f->seq)
             return PT_CACHE_NONE; /* the flight we waited on ended; a new one runs */
         *seq = f->seq;
+        f->waiters |= wait_bit;
         return PT_CACHE_WAIT;
     }
     if (*seq)
@@ -273,6 +280,7 @@ static enum pt_cache_flight claim_flight(struct pt_cache_store *s, struct shard 
     f->hash = hash;
     f->seq = atomic_fetch_add_explicit(&s->seq, 1, memory_order_relaxed);
     f->until_ms = now_ms + lock_timeout_ms;
+    f->waiters = 0;
     f->pass = false;
     f->klen = key.len;
     memcpy(f->key, key.p, key.len);
@@ -285,7 +293,8 @@ static enum pt_cache_flight claim_flight(struct pt_cache_store *s, struct shard 
 struct pt_cache_entry *pt_cache_lookup(struct pt_cache_store *s, uint64_t hash, pt_slice key,
                                        pt_cache_field_fn field, void *ud, uint64_t now_ms,
                                        bool claim, uint64_t lock_timeout_ms,
-                                       enum pt_cache_flight *flight, uint64_t *seq)
+                                       enum pt_cache_flight *flight, uint64_t *seq,
+                                       uint64_t wait_bit)
 {
     struct shard *sh = shard_of(s, hash);
     struct pt_cache_entry *found = NULL;
@@ -303,19 +312,22 @@ struct pt_cache_entry *pt_cache_lookup(struct pt_cache_store *s, uint64_t hash, 
         lru_front(sh, found);
     }
     if (claim && (!found || !pt_cache_entry_fresh(found, now_ms)))
-        *flight = claim_flight(s, sh, hash, key, now_ms, lock_timeout_ms, seq);
+        *flight = claim_flight(s, sh, hash, key, now_ms, lock_timeout_ms, seq, wait_bit);
     pthread_mutex_unlock(&sh->mu);
     return found;
 }
 
-void pt_cache_flight_end(struct pt_cache_store *s, uint64_t hash, pt_slice key, uint64_t seq,
-                         bool pass, uint64_t now_ms)
+uint64_t pt_cache_flight_end(struct pt_cache_store *s, uint64_t hash, pt_slice key, uint64_t seq,
+                             bool pass, uint64_t now_ms)
 {
     struct shard *sh = shard_of(s, hash);
+    uint64_t waiters = 0;
     pthread_mutex_lock(&sh->mu);
     struct flight **where = NULL;
     struct flight *f = find_flight(sh, hash, key, &where);
     if (f && f->seq == seq) {
+        waiters = f->waiters;
+        f->waiters = 0;
         if (pass) {
             f->pass = true;
             f->until_ms = now_ms + PT_CACHE_PASS_MS;
@@ -325,6 +337,7 @@ void pt_cache_flight_end(struct pt_cache_store *s, uint64_t hash, pt_slice key, 
         }
     }
     pthread_mutex_unlock(&sh->mu);
+    return waiters;
 }
 
 /* ---- building an entry ---- */

@@ -221,22 +221,117 @@ def test_revalidation_with_etag_refreshes_on_304(gateway):
         srv.shutdown()
 
 
-def test_stale_while_revalidate_serves_stale_and_refreshes_once(gateway):
-    with backend(threads=4) as b:
-        gw = gateway(cfg_for(free_port(), b.port,
+class _Gated(http.server.BaseHTTPRequestHandler):
+    """An origin whose answers say `v<N>` (N: the request's number, 1 on)
+    with max-age=1; from the second request on it answers only once
+    `release` is set. Records the request heads it got."""
+    protocol_version = "HTTP/1.1"
+    heads = []
+    release = threading.Event()
+    etag = None
+
+    def do_GET(self):
+        _Gated.heads.append(dict(self.headers))
+        n = len(_Gated.heads)
+        if n > 1:
+            _Gated.release.wait(30)
+        if _Gated.etag and self.headers.get("If-None-Match") == _Gated.etag:
+            self.send_response(304)
+            self.send_header("ETag", _Gated.etag)
+            self.send_header("Cache-Control", "max-age=60")
+            self.send_header("X-Revalidated", "yes")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b"v%d" % n
+        self.send_response(200)
+        self.send_header("Cache-Control", "max-age=1")
+        if _Gated.etag:
+            self.send_header("ETag", _Gated.etag)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def _gated(etag=None):
+    _Gated.heads = []
+    _Gated.release = threading.Event()
+    _Gated.etag = etag
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Gated)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def test_stale_while_revalidate_answers_at_once_while_one_background_refresh_runs(gateway):
+    srv = _gated()
+    try:
+        gw = gateway(cfg_for(free_port(), srv.server_port,
                              cache={"ttl": "1s", "stale_while_revalidate": "30s"}))
-        requests.get(gw.u("/swr"))
+        assert requests.get(gw.u("/swr")).text == "v1"
         time.sleep(1.2)
-        b.reset()
-        slow = {"X-Demo-Delay": "500"}
+        # The origin holds every refresh until released: each of these is
+        # answered from the stale entry while the one refresh is pending,
+        # the first (which started it) included, on both workers.
         with concurrent.futures.ThreadPoolExecutor(20) as pool:
-            first = pool.submit(requests.get, gw.u("/swr"), headers=slow)
-            time.sleep(0.1)
-            rest = list(pool.map(lambda _: requests.get(gw.u("/swr"), headers=slow), range(19)))
-            first.result()
-        assert all(r.headers["X-Cache"] == "STALE" for r in rest)
-        assert count(b) == 1
-        assert requests.get(gw.u("/swr")).headers["X-Cache"] == "HIT"
+            rs = list(pool.map(lambda _: requests.get(gw.u("/swr"), timeout=scaled(10)),
+                               range(20)))
+        assert all(r.headers["X-Cache"] == "STALE" and r.text == "v1" for r in rs)
+        wait_until(lambda: len(_Gated.heads) == 2, scaled(5), what="the refresh to reach the origin")
+        assert not _Gated.release.is_set()  # every answer above came before the refresh's
+        _Gated.release.set()
+        wait_until(lambda: requests.get(gw.u("/swr")).headers["X-Cache"] == "HIT", scaled(5),
+                   what="the refreshed entry")
+        r = requests.get(gw.u("/swr"))
+        assert r.text == "v2" and r.headers["X-Cache"] == "HIT"
+        assert len(_Gated.heads) == 2  # one refresh for 20 stale answers
+    finally:
+        _Gated.release.set()
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_background_refresh_revalidates_with_the_entry_validator(gateway):
+    srv = _gated(etag='"e7"')
+    _Gated.release.set()
+    try:
+        gw = gateway(cfg_for(free_port(), srv.server_port,
+                             cache={"ttl": "1s", "stale_while_revalidate": "30s"}))
+        assert requests.get(gw.u("/reval?x=1")).text == "v1"
+        time.sleep(1.2)
+        # the client's own validator is not what the refresh sends
+        r = requests.get(gw.u("/reval?x=1"), headers={"If-None-Match": '"other"'})
+        assert r.status_code == 200 and r.headers["X-Cache"] == "STALE" and r.text == "v1"
+        wait_until(lambda: requests.get(gw.u("/reval?x=1")).headers["X-Cache"] == "HIT",
+                   scaled(5), what="the revalidated entry")
+        assert len(_Gated.heads) == 2
+        assert _Gated.heads[1].get("If-None-Match") == '"e7"'
+        r = requests.get(gw.u("/reval?x=1"))
+        # the stored body, with the 304's fields merged in (RFC 9111 §4.3.4)
+        assert r.text == "v1" and r.headers["X-Revalidated"] == "yes"
+        assert "max-age=60" in r.headers["Cache-Control"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_background_refresh_ends_cleanly_when_the_gateway_stops(gateway):
+    srv = _gated()
+    try:
+        gw = gateway(cfg_for(free_port(), srv.server_port,
+                             cache={"ttl": "1s", "stale_while_revalidate": "30s"}))
+        requests.get(gw.u("/stop"))
+        time.sleep(1.2)
+        assert requests.get(gw.u("/stop")).headers["X-Cache"] == "STALE"
+        wait_until(lambda: len(_Gated.heads) == 2, scaled(5), what="the refresh to start")
+        gw.stop()  # the refresh is still held by the origin: cancelled, no leak (ASan build)
+    finally:
+        _Gated.release.set()
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_stale_if_error_during_an_outage(gateway):
