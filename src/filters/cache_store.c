@@ -39,7 +39,7 @@ struct shard {
 struct pt_cache_store {
     _Atomic uint32_t refs;
     uint32_t nshards;
-    uint64_t max_bytes;
+    _Atomic uint64_t max_bytes;
     _Atomic uint64_t seq;
     uint8_t hkey[16];
     struct shard *shards;
@@ -60,7 +60,7 @@ struct pt_cache_store *pt_cache_store_new(uint64_t max_bytes, uint32_t nshards)
     }
     s->shards = sh;
     s->nshards = nshards;
-    s->max_bytes = max_bytes;
+    atomic_init(&s->max_bytes, max_bytes);
     atomic_init(&s->refs, 1);
     atomic_init(&s->seq, 1);
     uint64_t r0 = pt_mix64((uint64_t)(uintptr_t)s ^ pt_now_ns());
@@ -119,19 +119,14 @@ void pt_cache_store_unref(struct pt_cache_store *s)
     free(s);
 }
 
-uint64_t pt_cache_store_max_bytes(const struct pt_cache_store *s)
+uint64_t pt_cache_store_max_bytes(struct pt_cache_store *s)
 {
-    return s->max_bytes;
-}
-
-uint32_t pt_cache_store_shards(const struct pt_cache_store *s)
-{
-    return s->nshards;
+    return atomic_load(&s->max_bytes);
 }
 
 void pt_cache_store_stats(struct pt_cache_store *s, struct pt_cache_stats *out)
 {
-    *out = (struct pt_cache_stats){.max_bytes = s->max_bytes, .shards = s->nshards};
+    *out = (struct pt_cache_stats){.max_bytes = atomic_load(&s->max_bytes), .shards = s->nshards};
     for (uint32_t i = 0; i < s->nshards; i++) {
         struct shard *sh = &s->shards[i];
         pthread_mutex_lock(&sh->mu);
@@ -224,6 +219,43 @@ static struct pt_cache_entry *unlink_entry(struct shard *sh, struct pt_cache_ent
     if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1)
         return e;
     return NULL;
+}
+
+/* Evicts from the LRU tail until the shard fits its budget (under the
+ * lock); the entries whose last reference went are chained on hnext. */
+static struct pt_cache_entry *shrink(struct shard *sh, size_t need)
+{
+    struct pt_cache_entry *dead = NULL;
+    while (sh->bytes + need > sh->budget && sh->lru_tail) {
+        struct pt_cache_entry *d = unlink_entry(sh, sh->lru_tail);
+        sh->evictions++;
+        if (d) {
+            d->hnext = dead;
+            dead = d;
+        }
+    }
+    return dead;
+}
+
+void pt_cache_store_resize(struct pt_cache_store *s, uint64_t max_bytes)
+{
+    atomic_store(&s->max_bytes, max_bytes);
+    for (uint32_t i = 0; i < s->nshards; i++) {
+        struct shard *sh = &s->shards[i];
+        pthread_mutex_lock(&sh->mu);
+        sh->budget = (size_t)(max_bytes / s->nshards);
+        struct pt_cache_entry *dead = shrink(sh, 0);
+        pthread_mutex_unlock(&sh->mu);
+        for (struct pt_cache_entry *n; dead; dead = n) {
+            n = dead->hnext;
+            entry_free(dead);
+        }
+    }
+}
+
+uint32_t pt_cache_store_shards(const struct pt_cache_store *s)
+{
+    return s->nshards;
 }
 
 static bool vary_match(const struct pt_cache_entry *e, pt_cache_field_fn field, void *ud)
@@ -415,7 +447,7 @@ static bool same_variant(const struct pt_cache_entry *a, const struct pt_cache_e
     if (a->nvary != b->nvary)
         return false;
     for (uint32_t i = 0; i < a->nvary; i++)
-        if (!pt_slice_eq(a->vary_names[i], b->vary_names[i]) ||
+        if (!pt_slice_ieq(a->vary_names[i], b->vary_names[i]) ||
             !pt_slice_eq(a->vary_values[i], b->vary_values[i]))
             return false;
     return true;
@@ -425,7 +457,10 @@ int pt_cache_insert(struct pt_cache_store *s, uint64_t hash, const struct pt_cac
 {
     struct shard *sh = shard_of(s, hash);
     size_t size = put_size(p);
-    if (size + ENTRY_OVERHEAD > sh->budget)
+    pthread_mutex_lock(&sh->mu);
+    size_t budget = sh->budget; /* a reload may resize it */
+    pthread_mutex_unlock(&sh->mu);
+    if (size + ENTRY_OVERHEAD > budget)
         return -E2BIG;
     /* the copy happens before the lock */
     struct pt_cache_entry *e = entry_build(p, hash, size);
@@ -448,12 +483,11 @@ int pt_cache_insert(struct pt_cache_store *s, uint64_t hash, const struct pt_cac
             }
         }
     }
-    while (sh->bytes + e->size > sh->budget && sh->lru_tail) {
-        struct pt_cache_entry *d = unlink_entry(sh, sh->lru_tail);
-        sh->evictions++;
-        if (d && ndead < PT_ARRAY_LEN(dead))
+    for (struct pt_cache_entry *d = shrink(sh, e->size), *n; d; d = n) {
+        n = d->hnext;
+        if (ndead < PT_ARRAY_LEN(dead))
             dead[ndead++] = d;
-        else if (d) {
+        else {
             d->hnext = overflow;
             overflow = d;
         }

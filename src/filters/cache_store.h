@@ -117,7 +117,10 @@ struct pt_cache_store *pt_cache_store_new(uint64_t max_bytes, uint32_t shards);
 void pt_cache_store_ref(struct pt_cache_store *s);
 /* Drops a reference; the last one frees every entry (NULL: no-op). */
 void pt_cache_store_unref(struct pt_cache_store *s);
-uint64_t pt_cache_store_max_bytes(const struct pt_cache_store *s);
+uint64_t pt_cache_store_max_bytes(struct pt_cache_store *s);
+/* A reload's new max_bytes (same shards): every shard's budget changes,
+ * and shards over it evict from their LRU tail at once. */
+void pt_cache_store_resize(struct pt_cache_store *s, uint64_t max_bytes);
 uint32_t pt_cache_store_shards(const struct pt_cache_store *s);
 void pt_cache_store_stats(struct pt_cache_store *s, struct pt_cache_stats *out);
 

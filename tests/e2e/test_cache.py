@@ -8,6 +8,7 @@ import json
 import threading
 import time
 
+import pytest
 import requests
 
 from conftest import (access_log_lines, backend, free_port, make_config, scaled, upstream,
@@ -442,3 +443,106 @@ def test_cors_route_hit_carries_one_decoration_per_origin(gateway):
                 assert raw.getlist("Access-Control-Allow-Credentials") == ["true"]
                 assert raw.getlist("Vary") == ["Origin"]
         assert count(b) == 2
+
+
+def test_five_xx_and_truncated_answers_are_never_stored(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port))
+        r = requests.get(gw.u("/e5"), headers={"X-Demo-Status": "503"})
+        assert r.status_code == 503
+        r = requests.get(gw.u("/e5"))
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+        with pytest.raises(requests.exceptions.RequestException):
+            requests.get(gw.u("/short"), headers={"X-Demo-Break": "short"})
+        b.reset()
+        r = requests.get(gw.u("/short"))
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS" and count(b) == 1
+
+
+def test_must_revalidate_turns_off_stale_if_error(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port, cache={"ttl": "60s", "stale_if_error": "60s"}))
+        requests.get(gw.u("/mr"), headers=demo_header("Cache-Control: max-age=1, must-revalidate"))
+        requests.get(gw.u("/plain"), headers=demo_header("Cache-Control: max-age=1"))
+        time.sleep(1.2)
+        fail = {"X-Demo-Status": "500"}
+        r = requests.get(gw.u("/plain"), headers=fail)
+        assert r.status_code == 200 and r.headers["X-Cache"] == "STALE"
+        r = requests.get(gw.u("/mr"), headers=fail)
+        assert r.status_code == 500 and r.headers["X-Cache"] == "MISS"
+
+
+def test_vary_on_several_fields_with_odd_spacing_and_case(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port))
+        # every answer of the origin says the same Vary
+        vary = demo_header("Vary: x-a ,  X-B,accept-LANGUAGE")
+        base = {"X-A": "1", "X-B": "2", "Accept-Language": "en", **vary}
+        assert requests.get(gw.u("/mv"), headers=base).headers["X-Cache"] == "MISS"
+        assert requests.get(gw.u("/mv"), headers=base).headers["X-Cache"] == "HIT"
+        assert requests.get(gw.u("/mv"), headers={"x-a": "1", "x-b": "2", "accept-language": "en",
+                                                  **vary}).headers["X-Cache"] == "HIT"
+        for name in ("X-A", "X-B", "Accept-Language"):
+            other = {**base, name: "other"}
+            assert requests.get(gw.u("/mv"), headers=other).headers["X-Cache"] == "MISS", name
+        missing = {k: v for k, v in base.items() if k != "X-B"}
+        assert requests.get(gw.u("/mv"), headers=missing).headers["X-Cache"] == "MISS"
+
+
+def test_age_counts_the_upstreams_age_and_the_time_stored(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port))
+        h = {"X-Demo-Header": "Age: 100"}
+        requests.get(gw.u("/aged"), headers={**h, "X-Demo-Delay": "0"},
+                     ).raise_for_status()
+        requests.get(gw.u("/aged2"), headers=demo_header("Cache-Control: max-age=1000, public"))
+        time.sleep(1.1)
+        r = requests.get(gw.u("/aged2"))
+        assert r.headers["X-Cache"] == "HIT" and int(r.headers["Age"]) >= 1
+        # an upstream Age beyond the lifetime: stored already stale, not a hit
+        assert requests.get(gw.u("/aged")).headers["X-Cache"] == "MISS"
+        requests.get(gw.u("/aged3"), headers={"X-Demo-Header": "Cache-Control: max-age=1000"})
+        r = requests.get(gw.u("/aged3"))
+        assert r.headers["X-Cache"] == "HIT"
+
+
+def test_purge_while_a_large_hit_is_being_sent(gateway):
+    with backend() as b:
+        admin = free_port()
+        gw = gateway(cfg_for(free_port(), b.port, admin_port=admin,
+                             cache={"ttl": "60s", "max_object_bytes": "4MiB"},
+                             store={"max_bytes": "64MiB", "shards": 4}))
+        whole = requests.get(gw.u("/bytes/3000000")).content
+        assert len(whole) == 3000000
+        r = requests.get(gw.u("/bytes/3000000"), stream=True)
+        assert r.headers["X-Cache"] == "HIT"
+        first = r.raw.read(1000)
+        assert requests.delete("http://127.0.0.1:%d/cache" % admin).json()["purged"] == 1
+        rest = r.raw.read()
+        assert first + rest == whole  # the entry lives until the answer is sent
+        assert requests.get(gw.u("/bytes/3000000")).headers["X-Cache"] == "MISS"
+
+
+def test_reload_with_a_new_max_bytes_keeps_entries_and_shrinks_in_place(gateway):
+    with backend() as b:
+        admin = free_port()
+        port = free_port()
+        cfg = cfg_for(port, b.port, admin_port=admin, store={"max_bytes": "2MiB", "shards": 1})
+        gw = gateway(cfg)
+        stats = "http://127.0.0.1:%d/cache" % admin
+        for i in range(10):
+            requests.get(gw.u("/bytes/40000?i=%d" % i))
+        assert requests.get(stats).json()["entries"] == 10
+        cfg["cache_store"] = {"max_bytes": "128KiB", "shards": 1}
+        gw.reload(cfg)
+        st = requests.get(stats).json()
+        assert st["max_bytes"] == 128 * 1024 and st["bytes"] <= 128 * 1024
+        assert 0 < st["entries"] < 10 and st["evictions"] >= 1
+        assert requests.get(gw.u("/bytes/40000?i=9")).headers["X-Cache"] == "HIT"  # newest kept
+        assert requests.get(gw.u("/bytes/40000?i=0")).headers["X-Cache"] == "MISS"  # oldest gone
+        cfg["cache_store"] = {"max_bytes": "4MiB", "shards": 1}
+        gw.reload(cfg)
+        assert requests.get(gw.u("/bytes/40000?i=9")).headers["X-Cache"] == "HIT"
+        cfg["cache_store"] = {"max_bytes": "4MiB", "shards": 2}  # new shards: a new, empty store
+        gw.reload(cfg)
+        assert requests.get(gw.u("/bytes/40000?i=9")).headers["X-Cache"] == "MISS"
