@@ -5,6 +5,7 @@ eviction, HEAD, metrics and the access log field."""
 import concurrent.futures
 import http.server
 import json
+import subprocess
 import threading
 import time
 
@@ -13,6 +14,7 @@ import requests
 
 from conftest import (access_log_lines, backend, free_port, make_config, scaled, upstream,
                       wait_until)
+from tls_certs import tls_certs  # noqa: F401  (the session fixture)
 
 
 def cfg_for(port, up_port, cache=None, admin_port=None, workers=2, extra_routes=(),
@@ -110,6 +112,15 @@ def test_per_consumer_with_key_auth(gateway):
         assert rb.headers["X-Cache"] == "MISS"  # bob never gets alice's entry
         ra2 = requests.get(gw.u("/mine"), headers={"X-API-Key": "ka", "Authorization": "x"})
         assert ra2.headers["X-Cache"] == "HIT" and ra2.json() == ra.json()
+
+
+def test_per_consumer_without_an_auth_filter_still_bypasses_authorization(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port, cache={"ttl": "60s", "per_consumer": True}))
+        for who in ("alice", "bob"):
+            r = requests.get(gw.u("/acct"), headers={"Authorization": "Bearer " + who})
+            assert r.headers["X-Cache"] == "BYPASS" and ("Bearer " + who) in json.dumps(r.json())
+        assert count(b) == 2
 
 
 def test_vary_headers_and_response_vary(gateway):
@@ -546,3 +557,56 @@ def test_reload_with_a_new_max_bytes_keeps_entries_and_shrinks_in_place(gateway)
         cfg["cache_store"] = {"max_bytes": "4MiB", "shards": 2}  # new shards: a new, empty store
         gw.reload(cfg)
         assert requests.get(gw.u("/bytes/40000?i=9")).headers["X-Cache"] == "MISS"
+
+
+def _curl(args, timeout=20):
+    out = subprocess.run(["curl", "-sS", "--max-time", str(scaled(10)), "-D", "-", "-o",
+                          "/dev/null", "-w", "%{http_version}"] + args,
+                         capture_output=True, text=True, timeout=scaled(timeout))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    fields = {}
+    for l in lines[1:-1]:
+        if ":" in l:
+            k, _, v = l.partition(":")
+            fields[k.strip().lower()] = v.strip()
+    return lines[0].split()[1], fields, lines[-1]
+
+
+def test_hits_and_304s_over_tls_with_http2_and_http1(gateway, tls_certs):
+    name = "cache.test"
+    with backend() as b:
+        cert, key = tls_certs.server("cachetls", [name], kind="ec")
+        cfg = cfg_for(free_port(), b.port)
+        cfg["listeners"][0]["tls"] = {"certificates": [{"cert": cert, "key": key}]}
+        cfg["listeners"][0]["http2"] = True
+        gw = gateway(cfg)
+        base = ["--resolve", "%s:%d:127.0.0.1" % (name, gw.port), "--cacert", tls_certs.ca]
+        url = "https://%s:%d/tls-item" % (name, gw.port)
+        etag = ["-H", 'X-Demo-Header: ETag: "t1"']
+        st, f, ver = _curl(["--http2"] + base + etag + [url])
+        assert (st, f["x-cache"], ver) == ("200", "MISS", "2")
+        st, f, ver = _curl(["--http2"] + base + [url])
+        assert (st, f["x-cache"], ver) == ("200", "HIT", "2")
+        st, f, ver = _curl(["--http1.1"] + base + [url])
+        assert (st, f["x-cache"], ver) == ("200", "HIT", "1.1")
+        assert int(f["content-length"]) > 0 and "age" in f
+        for v in ("--http2", "--http1.1"):
+            st, f, _ = _curl([v] + base + ["-H", 'If-None-Match: "t1"', url])
+            # a 304 from the cache: the entry's validator, no framing or
+            # JSON type of its own (RFC 9110 15.4.5)
+            assert (st, f["x-cache"], f["etag"]) == ("304", "HIT", '"t1"'), v
+            assert "content-length" not in f and "application/json" not in f.get(
+                "content-type", ""), (v, f)
+        assert b.stats()["requests"] == 1
+
+
+def test_hit_over_cleartext_http2(gateway):
+    with backend() as b:
+        cfg = cfg_for(free_port(), b.port)
+        cfg["listeners"][0]["http2"] = True
+        gw = gateway(cfg)
+        url = gw.u("/h2c-item")
+        assert _curl(["--http2-prior-knowledge", url])[1]["x-cache"] == "MISS"
+        st, f, ver = _curl(["--http2-prior-knowledge", url])
+        assert (st, f["x-cache"], ver) == ("200", "HIT", "2")
