@@ -76,6 +76,7 @@ struct cache_state {
     bool lead;       /* holds the key's flight (seq) */
     bool collecting; /* the answer is being stored */
     bool no_cache;   /* the client asked for a fresh answer */
+    bool validated;  /* the fetch carries the entry's validators: a 304 is for us */
     const char *xcache;
     pt_slice key;
     pt_slice inm, ims; /* the client's If-None-Match / If-Modified-Since */
@@ -249,11 +250,15 @@ static int fetch(struct pt_filter_ctx *ctx, struct cache_state *st)
     pt_headers_remove(ctx->req_headers, PT_SLICE("If-None-Match"));
     pt_headers_remove(ctx->req_headers, PT_SLICE("If-Modified-Since"));
     const struct pt_cache_entry *e = st->entry;
-    if (e && e->etag.len)
+    if (e && e->etag.len) {
         pt_headers_set(ctx->req_headers, ctx->arena, PT_SLICE("If-None-Match"), e->etag);
-    else if (e && e->last_modified.len)
+        st->validated = true;
+    }
+    if (e && e->last_modified.len) {
         pt_headers_set(ctx->req_headers, ctx->arena, PT_SLICE("If-Modified-Since"),
                        e->last_modified);
+        st->validated = true;
+    }
     if (!st->xcache)
         note(ctx, st, "miss", "MISS");
     return PT_FILTER_CONTINUE;
@@ -385,8 +390,8 @@ static int cache_on_response_head(struct pt_filter_ctx *ctx, const void *conf_, 
     if (st->mode != M_FETCH)
         return PT_FILTER_CONTINUE;
     uint64_t now = now_ms(ctx);
-    if (ctx->status == 304 && st->entry && st->lead)
-        return revalidated(ctx, st);
+    if (ctx->status == 304 && st->entry && st->validated)
+        return revalidated(ctx, st); /* leader or not: a 304 the client did not ask for */
     if (ctx->status >= 500 && st->entry && stale_usable(st->entry, st->entry->sie_ms, now)) {
         end_flight(ctx, st, false);
         st->mode = M_OFF;

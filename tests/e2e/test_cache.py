@@ -610,3 +610,57 @@ def test_hit_over_cleartext_http2(gateway):
         assert _curl(["--http2-prior-knowledge", url])[1]["x-cache"] == "MISS"
         st, f, ver = _curl(["--http2-prior-knowledge", url])
         assert (st, f["x-cache"], ver) == ("200", "HIT", "2")
+
+
+class _Scripted(http.server.BaseHTTPRequestHandler):
+    """Answers request N (0 on) as plan[N]: (delay s, status); 200s carry
+    ETag "s1" and max-age=1, a 304 only the ETag. Records If-None-Match."""
+    protocol_version = "HTTP/1.1"
+    plan = []
+    seen = []
+    lock = threading.Lock()
+
+    def do_GET(self):
+        with _Scripted.lock:
+            n = len(_Scripted.seen)
+            _Scripted.seen.append(self.headers.get("If-None-Match"))
+        delay, st = _Scripted.plan[min(n, len(_Scripted.plan) - 1)]
+        time.sleep(delay)
+        body = b"" if st == 304 else b"scripted %d" % n
+        self.send_response(st)
+        self.send_header("ETag", '"s1"')
+        if st == 200:
+            self.send_header("Cache-Control", "max-age=1")
+            self.send_header("Content-Type", "text/plain")
+        if st != 304:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_a_waiter_whose_fetch_revalidates_gets_the_stored_answer_not_a_bare_304(gateway):
+    _Scripted.plan = [(0, 200), (0.5, 500), (0, 304)]
+    _Scripted.seen = []
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Scripted)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        gw = gateway(cfg_for(free_port(), srv.server_port))
+        assert requests.get(gw.u("/s")).text == "scripted 0"
+        time.sleep(1.2)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            lead = pool.submit(requests.get, gw.u("/s"))
+            wait_until(lambda: len(_Scripted.seen) == 2, scaled(5), what="the leader's fetch")
+            waiter = pool.submit(requests.get, gw.u("/s"))  # parks on the leader's flight
+            assert lead.result().status_code == 500
+            r = waiter.result()
+        # the leader's 500 ended the flight: the waiter fetched itself with
+        # the entry's validator and got the stored answer back, fresh again
+        assert _Scripted.seen == [None, '"s1"', '"s1"']
+        assert r.status_code == 200 and r.text == "scripted 0"
+        assert requests.get(gw.u("/s")).headers["X-Cache"] == "HIT"
+    finally:
+        srv.shutdown()
+        srv.server_close()
