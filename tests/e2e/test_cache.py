@@ -664,3 +664,26 @@ def test_a_waiter_whose_fetch_revalidates_gets_the_stored_answer_not_a_bare_304(
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_concurrent_http2_streams_on_a_cold_key_make_one_fetch(gateway):
+    from test_http2 import H2Client
+    with backend(threads=4) as b:
+        cfg = cfg_for(free_port(), b.port)
+        cfg["listeners"][0]["http2"] = True
+        gw = gateway(cfg)
+        b.reset()
+        # 30 streams on one connection (one worker): 29 park on the flight
+        # and are woken together when the one fetch stores its answer
+        c = H2Client(gw.port)
+        try:
+            sids = [c.request("GET", "/h2cold", headers=[("x-demo-delay", "300")])
+                    for _ in range(30)]
+            res = c.wait(sids)
+        finally:
+            c.close()
+        heads = [dict(r["headers"]) for r in res]
+        assert all(h[b":status"] == b"200" for h in heads)
+        assert sorted(h[b"x-cache"] for h in heads) == [b"HIT"] * 29 + [b"MISS"]
+        assert len({bytes(r["data"]) for r in res}) == 1
+        assert count(b) == 1
