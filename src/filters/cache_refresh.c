@@ -95,6 +95,8 @@ static void refresh_done(void *arg, const struct pt_filter_call_res *res, uint64
     bool pass = false;
     if (res->error == PT_CALL_OK)
         pass = refresh_store(r, res, now);
+    if (res->error != PT_CALL_OK || res->status >= 500)
+        pt_cache_store_count_refresh(r->store, true);
     uint64_t waiters = pt_cache_flight_end(r->store, r->hash, r->key, r->seq, pass, now);
     if (waiters)
         r->svc->unpark(waiters);
@@ -204,6 +206,8 @@ int pt_cache_refresh_start(struct pt_filter_ctx *ctx, const struct cache_conf *c
     pt_cache_entry_ref(e);
     pt_cache_store_ref(store);
     int rc = ctx->svc->call_detached(ctx, &req, refresh_done, r);
+    if (rc == 0)
+        pt_cache_store_count_refresh(store, false);
     if (rc < 0) {
         pt_cache_entry_unref(store, e);
         pt_cache_store_unref(store);

@@ -41,6 +41,7 @@ struct pt_cache_store {
     uint32_t nshards;
     _Atomic uint64_t max_bytes;
     _Atomic uint64_t seq;
+    _Atomic uint64_t refreshes, refresh_failures;
     uint8_t hkey[16];
     struct shard *shards;
 };
@@ -63,6 +64,8 @@ struct pt_cache_store *pt_cache_store_new(uint64_t max_bytes, uint32_t nshards)
     atomic_init(&s->max_bytes, max_bytes);
     atomic_init(&s->refs, 1);
     atomic_init(&s->seq, 1);
+    atomic_init(&s->refreshes, 0);
+    atomic_init(&s->refresh_failures, 0);
     uint64_t r0 = pt_mix64((uint64_t)(uintptr_t)s ^ pt_now_ns());
     uint64_t r1 = pt_mix64(r0 ^ 0x9e3779b97f4a7c15ull);
     memcpy(s->hkey, &r0, 8);
@@ -126,7 +129,10 @@ uint64_t pt_cache_store_max_bytes(struct pt_cache_store *s)
 
 void pt_cache_store_stats(struct pt_cache_store *s, struct pt_cache_stats *out)
 {
-    *out = (struct pt_cache_stats){.max_bytes = atomic_load(&s->max_bytes), .shards = s->nshards};
+    *out = (struct pt_cache_stats){.max_bytes = atomic_load(&s->max_bytes),
+                                   .shards = s->nshards,
+                                   .refreshes = atomic_load(&s->refreshes),
+                                   .refresh_failures = atomic_load(&s->refresh_failures)};
     for (uint32_t i = 0; i < s->nshards; i++) {
         struct shard *sh = &s->shards[i];
         pthread_mutex_lock(&sh->mu);
@@ -137,6 +143,12 @@ void pt_cache_store_stats(struct pt_cache_store *s, struct pt_cache_stats *out)
         out->purged += sh->purged;
         pthread_mutex_unlock(&sh->mu);
     }
+}
+
+void pt_cache_store_count_refresh(struct pt_cache_store *s, bool failed)
+{
+    atomic_fetch_add_explicit(failed ? &s->refresh_failures : &s->refreshes, 1,
+                              memory_order_relaxed);
 }
 
 uint64_t pt_cache_hash(const struct pt_cache_store *s, pt_slice key)

@@ -111,6 +111,9 @@ enum pt_cache_flight {
 struct pt_cache_stats {
     uint64_t entries, bytes, max_bytes, shards;
     uint64_t inserts, evictions, purged;
+    /* background refreshes (cache_refresh.c): started, and of those ended
+     * without a new answer (failed, 5xx, timed out, cancelled) */
+    uint64_t refreshes, refresh_failures;
 };
 
 struct pt_cache_store *pt_cache_store_new(uint64_t max_bytes, uint32_t shards);
@@ -125,6 +128,8 @@ uint32_t pt_cache_store_shards(const struct pt_cache_store *s);
 void pt_cache_store_stats(struct pt_cache_store *s, struct pt_cache_stats *out);
 
 uint64_t pt_cache_hash(const struct pt_cache_store *s, pt_slice key);
+/* Counts a background refresh started / one that got no new answer. */
+void pt_cache_store_count_refresh(struct pt_cache_store *s, bool failed);
 
 /*
  * The entry for key whose Vary values match the request (a new reference,

@@ -281,7 +281,8 @@ def _gated(etag=None):
 def test_stale_while_revalidate_answers_at_once_while_one_background_refresh_runs(gateway):
     srv = _gated()
     try:
-        gw = gateway(cfg_for(free_port(), srv.server_port,
+        admin = free_port()
+        gw = gateway(cfg_for(free_port(), srv.server_port, admin_port=admin,
                              cache={"ttl": "1s", "stale_while_revalidate": "30s"}))
         assert requests.get(gw.u("/swr")).text == "v1"
         time.sleep(1.2)
@@ -300,6 +301,8 @@ def test_stale_while_revalidate_answers_at_once_while_one_background_refresh_run
         r = requests.get(gw.u("/swr"))
         assert r.text == "v2" and r.headers["X-Cache"] == "HIT"
         assert len(_Gated.heads) == 2  # one refresh for 20 stale answers
+        st = requests.get("http://127.0.0.1:%d/cache" % admin).json()
+        assert st["refreshes"] == 1 and st["refresh_failures"] == 0
     finally:
         _Gated.release.set()
         srv.shutdown()
@@ -328,6 +331,27 @@ def test_background_refresh_revalidates_with_the_entry_validator(gateway):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_failed_background_refresh_keeps_the_stale_entry(gateway):
+    with backend() as b:
+        admin = free_port()
+        gw = gateway(cfg_for(free_port(), b.port, admin_port=admin,
+                             cache={"ttl": "1s", "stale_while_revalidate": "30s"}))
+        first = requests.get(gw.u("/keep")).json()
+        time.sleep(1.2)
+        # the refresh goes with the request's fields: this one gets a 503
+        fail = {"X-Demo-Status": "503"}
+        r = requests.get(gw.u("/keep"), headers=fail)
+        assert r.status_code == 200 and r.headers["X-Cache"] == "STALE" and r.json() == first
+        stats = "http://127.0.0.1:%d/cache" % admin
+        wait_until(lambda: requests.get(stats).json()["refresh_failures"] == 1, scaled(5),
+                   what="the failed refresh")
+        r = requests.get(gw.u("/keep"))
+        assert r.headers["X-Cache"] == "STALE" and r.json() == first  # still there
+        wait_until(lambda: requests.get(gw.u("/keep")).headers["X-Cache"] == "HIT", scaled(5),
+                   what="the second refresh")
+        assert requests.get(stats).json()["refreshes"] == 2
 
 
 def test_background_refresh_ends_cleanly_when_the_gateway_stops(gateway):
