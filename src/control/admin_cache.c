@@ -60,11 +60,13 @@ void admin_cache(const struct admin_req *rq, struct admin_resp *out)
         pt_cache_store_stats(s, &st);
         sb_printf(&out->body,
                   "{\"entries\":%llu,\"bytes\":%llu,\"max_bytes\":%llu,\"shards\":%llu,"
-                  "\"inserts\":%llu,\"evictions\":%llu,\"purged\":%llu}\n",
+                  "\"inserts\":%llu,\"evictions\":%llu,\"purged\":%llu,\"refreshes\":%llu,"
+                  "\"refresh_failures\":%llu}\n",
                   (unsigned long long)st.entries, (unsigned long long)st.bytes,
                   (unsigned long long)st.max_bytes, (unsigned long long)st.shards,
                   (unsigned long long)st.inserts, (unsigned long long)st.evictions,
-                  (unsigned long long)st.purged);
+                  (unsigned long long)st.purged, (unsigned long long)st.refreshes,
+                  (unsigned long long)st.refresh_failures);
         return;
     }
     if (rq->method != PT_METHOD_DELETE) {

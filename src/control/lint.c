@@ -28,6 +28,7 @@
 #define RULE_TIMEOUT "long-timeout-without-retries"
 #define RULE_AUTH "unauthenticated-sibling"
 #define RULE_TRANSFORMS "too-many-transforms"
+#define RULE_CACHE_OBJECT "cache-object-above-shard-budget"
 
 /* A route timeout above this, with no retries, is flagged. */
 #define LINT_LONG_TIMEOUT_MS 60000
@@ -48,6 +49,7 @@ static const char *const transform_ops[] = {
     "rename_body_fields", "remove_body_fields", "add_body_fields", NULL};
 
 struct lint {
+    const struct pt_ynode *root;
     const struct pt_ynode *defaults;  /* top-level `filters:` (a mapping) or NULL */
     const struct pt_ynode *routes;    /* `routes:` (a sequence) or NULL */
     const struct pt_ynode *upstreams; /* `upstreams:` (a mapping) or NULL */
@@ -504,6 +506,46 @@ static void rule_transforms(struct lint *l, const struct pt_ynode *route, const 
              name, n, list, LINT_MAX_TRANSFORMS);
 }
 
+/*
+ * cache-object-above-shard-budget: a route whose effective `cache` has a
+ * `max_object_bytes` (default 1MiB) above one shard's budget of
+ * `cache_store` (max_bytes / shards; defaults 256MiB / 64): a body between
+ * the two is fetched for storing and then never stored. At the
+ * `max_object_bytes` value when the route sets it, else at the route's
+ * name. A value the lint cannot read does not trigger.
+ */
+static void rule_cache_object(struct lint *l, const struct pt_ynode *route, const char *name)
+{
+    bool inherited;
+    const struct pt_ynode *conf = route_filter(l, route, "cache", &inherited);
+    if (!conf)
+        return;
+    const struct pt_ynode *mo = pt_ynode_get(conf, "max_object_bytes");
+    const struct pt_ynode *store = pt_ynode_get(l->root, "cache_store");
+    const struct pt_ynode *mb = pt_ynode_get(store, "max_bytes");
+    const struct pt_ynode *sh = pt_ynode_get(store, "shards");
+    uint64_t obj = 1u << 20, max = 256ull << 20, shards = 64;
+    if ((mo && (!scalar(mo) || pt_parse_size(scalar(mo), &obj) < 0)) ||
+        (mb && (!scalar(mb) || pt_parse_size(scalar(mb), &max) < 0)))
+        return;
+    if (sh) {
+        char *end = NULL;
+        shards = scalar(sh) ? strtoull(scalar(sh), &end, 10) : 0;
+        if (!end || *end || shards == 0)
+            return;
+    }
+    if (obj == 0)
+        obj = 1u << 20;
+    uint64_t budget = max / shards;
+    if (obj <= budget)
+        return;
+    warn(l, mo && !inherited ? mo : route_at(route), RULE_CACHE_OBJECT,
+         "route `%s`: cache `max_object_bytes` (%llu) is above one cache_store shard's budget "
+         "(max_bytes / shards = %llu): bodies between the two are never stored; raise "
+         "`cache_store.max_bytes` or lower `shards`",
+         name, (unsigned long long)obj, (unsigned long long)budget);
+}
+
 /* ---- entry points ---- */
 
 size_t pt_lint_tree(const char *file, const struct pt_ynode *root, struct pt_diag *out)
@@ -511,6 +553,7 @@ size_t pt_lint_tree(const char *file, const struct pt_ynode *root, struct pt_dia
     struct lint l = {0};
     if (!root || root->kind != PT_YMAP)
         return 0;
+    l.root = root;
     l.defaults = pt_ynode_get(root, "filters");
     l.routes = pt_ynode_get(root, "routes");
     l.upstreams = pt_ynode_get(root, "upstreams");
@@ -529,6 +572,7 @@ size_t pt_lint_tree(const char *file, const struct pt_ynode *root, struct pt_dia
         rule_timeout(&l, route, name);
         rule_auth(&l, i, route, name);
         rule_transforms(&l, route, name);
+        rule_cache_object(&l, route, name);
     }
     size_t before = out->n;
     pt_cfg_errors_flush(&l.out, file, out);

@@ -120,10 +120,10 @@ static int gen_prepare(struct runtime *rt, struct pt_generation *g)
     } else if (!g->rl_table && !(g->rl_table = pt_rl_table_new(g->rl_max_keys))) {
         return -ENOMEM;
     }
-    /* the running cache while cache_store keeps its size and shards, so
-     * a reload keeps every stored answer */
+    /* the running cache while cache_store keeps its shards, so a reload
+     * keeps every stored answer; a new max_bytes resizes it once the
+     * generation is published (adopt_cache_store) */
     if (!g->cache_store && rt->cache_store &&
-        pt_cache_store_max_bytes(rt->cache_store) == g->cache_max_bytes &&
         pt_cache_store_shards(rt->cache_store) == g->cache_shards) {
         pt_cache_store_ref(rt->cache_store);
         g->cache_store = rt->cache_store;
@@ -157,13 +157,21 @@ static void adopt_rl_table(struct runtime *rt, const struct pt_generation *g)
     rt->rl_table = g->rl_table;
 }
 
-/* Once g is published: its cache becomes the runtime's. A resized store
- * starts empty (entries are not moved: a resize is rare and a cold cache
- * is only slower). */
+/* Once g is published: its cache becomes the runtime's. A new max_bytes
+ * resizes the running store in place (shrinking evicts its least recently
+ * used entries); new shards start an empty one (entries are not moved: a
+ * rare change, and a cold cache is only slower). */
 static void adopt_cache_store(struct runtime *rt, const struct pt_generation *g)
 {
-    if (g->cache_store == rt->cache_store)
+    if (g->cache_store == rt->cache_store) {
+        uint64_t was = pt_cache_store_max_bytes(rt->cache_store);
+        if (was != g->cache_max_bytes) {
+            pt_cache_store_resize(rt->cache_store, g->cache_max_bytes);
+            pt_info("cache_store: max_bytes %llu → %llu, entries kept", (unsigned long long)was,
+                    (unsigned long long)g->cache_max_bytes);
+        }
         return;
+    }
     if (rt->cache_store)
         pt_info("cache_store: %llu bytes in %u shards → %llu in %u: a new, empty response cache",
                 (unsigned long long)pt_cache_store_max_bytes(rt->cache_store),

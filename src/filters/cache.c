@@ -8,7 +8,7 @@
  *     vary_headers: []            # request fields added to the key
  *     per_consumer: false         # the consumer is part of the key
  *     lock_timeout: 5s            # how long a miss waits for another's fetch
- *     stale_while_revalidate: 0s  # serve stale while one request refreshes
+ *     stale_while_revalidate: 0s  # serve stale while one background refresh runs
  *     stale_if_error: 0s          # serve stale when the upstream fails / 5xx
  *     max_object_bytes: 1MiB      # bigger bodies are not stored
  *
@@ -18,9 +18,12 @@
  * bypass; `no-cache` skips the stored answer (the fetch then refreshes it).
  * A fresh entry answers (X-Cache: HIT, Age), a conditional request that
  * matches it gets a 304. A miss claims the key's flight (one fetch per key
- * across all workers) or waits for the flight, polling the store every
- * POLL_MS, up to lock_timeout, then goes upstream itself. A HEAD miss goes
- * upstream without a flight (its answer has no body to store).
+ * across all workers) or waits for the flight, parked (svc->park) until
+ * the flight's end wakes its worker (svc->unpark), up to lock_timeout,
+ * then goes upstream itself. A HEAD miss goes upstream without a flight
+ * (its answer has no body to store). A stale entry within
+ * stale_while_revalidate answers at once (STALE) while the request that
+ * claimed the flight hands it to a background refresh (cache_refresh.c).
  *
  * Response phase: the fetching request decides cacheability (status 200,
  * 203, 204, 301, 404, 410; no no-store/private/no-cache, no Set-Cookie,
@@ -45,20 +48,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#define POLL_MS 5
 #define DEFAULT_LOCK_TIMEOUT_MS 5000
 #define DEFAULT_MAX_OBJECT (1u << 20)
-
-struct cache_conf {
-    uint64_t ttl_ms;
-    bool override_ttl;
-    struct pt_strlist vary_headers;
-    bool per_consumer;
-    uint64_t lock_timeout_ms;
-    uint64_t swr_ms;
-    uint64_t sie_ms;
-    uint64_t max_object_bytes;
-};
 
 static const struct pt_field cache_fields[] = {
     {"ttl", PT_F_DURATION, offsetof(struct cache_conf, ttl_ms), NULL},
@@ -85,6 +76,7 @@ struct cache_state {
     bool lead;       /* holds the key's flight (seq) */
     bool collecting; /* the answer is being stored */
     bool no_cache;   /* the client asked for a fresh answer */
+    bool validated;  /* the fetch carries the entry's validators: a 304 is for us */
     const char *xcache;
     pt_slice key;
     pt_slice inm, ims; /* the client's If-None-Match / If-Modified-Since */
@@ -92,6 +84,7 @@ struct cache_state {
     struct pt_cache_entry *entry; /* served, or stale and being revalidated */
     /* the answer being stored */
     struct pt_cache_put put;
+    struct pt_cache_put_slots *slots;
     pt_slice *chunks;
     uint32_t nchunks, capchunks;
 };
@@ -130,11 +123,15 @@ static void drop_entry(struct cache_state *st)
     }
 }
 
+/* Ends the flight this request holds and wakes the workers with requests
+ * parked on it. */
 static void end_flight(struct pt_filter_ctx *ctx, struct cache_state *st, bool pass)
 {
     if (st->lead) {
         st->lead = false;
-        pt_cache_flight_end(st->store, st->hash, st->key, st->seq, pass, now_ms(ctx));
+        uint64_t w = pt_cache_flight_end(st->store, st->hash, st->key, st->seq, pass, now_ms(ctx));
+        if (w)
+            ctx->svc->unpark(w);
     }
 }
 
@@ -253,11 +250,15 @@ static int fetch(struct pt_filter_ctx *ctx, struct cache_state *st)
     pt_headers_remove(ctx->req_headers, PT_SLICE("If-None-Match"));
     pt_headers_remove(ctx->req_headers, PT_SLICE("If-Modified-Since"));
     const struct pt_cache_entry *e = st->entry;
-    if (e && e->etag.len)
+    if (e && e->etag.len) {
         pt_headers_set(ctx->req_headers, ctx->arena, PT_SLICE("If-None-Match"), e->etag);
-    else if (e && e->last_modified.len)
+        st->validated = true;
+    }
+    if (e && e->last_modified.len) {
         pt_headers_set(ctx->req_headers, ctx->arena, PT_SLICE("If-Modified-Since"),
                        e->last_modified);
+        st->validated = true;
+    }
     if (!st->xcache)
         note(ctx, st, "miss", "MISS");
     return PT_FILTER_CONTINUE;
@@ -275,17 +276,23 @@ static int decide(struct pt_filter_ctx *ctx, struct cache_state *st)
     uint64_t seq = st->mode == M_WAIT ? st->seq : 0;
     drop_entry(st);
     st->entry = pt_cache_lookup(st->store, st->hash, st->key, req_field, ctx, now, !head,
-                                conf->lock_timeout_ms, &fl, &seq);
+                                conf->lock_timeout_ms, &fl, &seq, ctx->svc->worker_bit(ctx));
     struct pt_cache_entry *e = st->entry;
     if (e && !st->no_cache && pt_cache_entry_fresh(e, now)) {
-        if (fl == PT_CACHE_LEAD) /* fresh after all (no claim is made then) */
-            pt_cache_flight_end(st->store, st->hash, st->key, seq, false, now);
         st->mode = M_OFF;
         return serve(ctx, st, "hit", "HIT");
     }
     if (fl == PT_CACHE_LEAD) {
         st->lead = true;
         st->seq = seq;
+        /* Stale within stale_while_revalidate: answered from the entry at
+         * once, refreshed in the background (the flight goes with it). */
+        if (e && !st->no_cache && stale_usable(e, e->swr_ms, now) &&
+            pt_cache_refresh_start(ctx, conf, st->store, e, st->key, st->hash, seq) == 0) {
+            st->lead = false;
+            st->mode = M_OFF;
+            return serve(ctx, st, "stale", "STALE");
+        }
         return fetch(ctx, st);
     }
     /* Another request refreshes this stale entry: answer from it. */
@@ -299,7 +306,7 @@ static int decide(struct pt_filter_ctx *ctx, struct cache_state *st)
             st->mode = M_WAIT;
             st->seq = seq;
         }
-        if (ctx->svc->timer(ctx, POLL_MS, cache_poll) == 0)
+        if (ctx->svc->park(ctx, st->wait_until - now, cache_poll) == 0)
             return PT_FILTER_SUSPEND;
     }
     /* The flight ended without an entry (uncacheable, failed), a PASS mark,
@@ -351,161 +358,19 @@ static void cache_poll(struct pt_filter_ctx *ctx, void *state)
         ctx->resume(ctx, r);
 }
 
-static bool status_cacheable(int s)
-{
-    return s == 200 || s == 203 || s == 204 || s == 301 || s == 404 || s == 410;
-}
-
-/* A response field that is not stored (per-hop, per-request or ours). */
-static bool field_skipped(const struct pt_hfield *f)
-{
-    if (f->dead || (pt_token_flags[f->token] & PT_TF_HOP))
-        return true;
-    switch (f->token) {
-    case PT_TOK_CONTENT_LENGTH:
-    case PT_TOK_CONTENT_TYPE:
-    case PT_TOK_X_REQUEST_ID:
-    case PT_TOK_SET_COOKIE:
-        return true;
-    default:
-        break;
-    }
-    static const char *const other[] = {"age", "x-cache", "server-timing"};
-    for (size_t i = 0; i < PT_ARRAY_LEN(other); i++)
-        if (pt_slice_ieq_cstr(f->name, other[i]))
-            return true;
-    return false;
-}
-
-/* The response's Vary: names into st->put (false: `Vary: *` or too many). */
-static bool collect_vary(struct pt_filter_ctx *ctx, struct cache_state *st)
-{
-    pt_slice *names = pt_arena_alloc(ctx->arena, sizeof(pt_slice) * PT_CACHE_MAX_VARY * 2);
-    if (!names)
-        return false;
-    pt_slice *values = names + PT_CACHE_MAX_VARY;
-    uint32_t n = 0;
-    struct pt_headers *h = ctx->resp_headers;
-    for (uint32_t i = 0; i < h->n; i++) {
-        const struct pt_hfield *f = &h->f[i];
-        if (f->dead || f->token != PT_TOK_VARY)
-            continue;
-        const char *p = f->value.p, *end = p + f->value.len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-                p++;
-            const char *s = p;
-            while (p < end && *p != ',' && *p != ' ' && *p != '\t')
-                p++;
-            if (p == s)
-                continue;
-            pt_slice name = {s, (size_t)(p - s)};
-            if (pt_slice_eq(name, PT_SLICE("*")) || n == PT_CACHE_MAX_VARY)
-                return false;
-            names[n] = name;
-            values[n] = req_field(ctx, name);
-            n++;
-        }
-    }
-    st->put.vary_names = names;
-    st->put.vary_values = values;
-    st->put.nvary = n;
-    return true;
-}
-
-/* The stored fields of the response, into st->put. */
-static bool collect_fields(struct pt_filter_ctx *ctx, struct cache_state *st)
-{
-    struct pt_headers *h = ctx->resp_headers;
-    pt_slice *names = pt_arena_alloc(ctx->arena, sizeof(pt_slice) * PT_CACHE_MAX_FIELDS * 2);
-    if (!names)
-        return false;
-    pt_slice *values = names + PT_CACHE_MAX_FIELDS;
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < h->n; i++) {
-        const struct pt_hfield *f = &h->f[i];
-        if (field_skipped(f))
-            continue;
-        if (n == PT_CACHE_MAX_FIELDS)
-            return false;
-        names[n] = f->name;
-        values[n] = f->value;
-        n++;
-    }
-    st->put.names = names;
-    st->put.values = values;
-    st->put.nfields = n;
-    struct pt_hfield *ct = pt_headers_find_token(h, PT_TOK_CONTENT_TYPE);
-    st->put.ctype = ct ? ct->value : (pt_slice){"", 0};
-    struct pt_hfield *et = pt_headers_find_token(h, PT_TOK_ETAG);
-    st->put.etag = et ? et->value : (pt_slice){"", 0};
-    struct pt_hfield *lm = pt_headers_find_token(h, PT_TOK_LAST_MODIFIED);
-    st->put.last_modified = lm ? lm->value : (pt_slice){"", 0};
-    return true;
-}
-
-static uint64_t age_field(struct pt_headers *h)
-{
-    struct pt_hfield *f = pt_headers_find(h, PT_SLICE("Age"));
-    uint64_t a = 0;
-    for (size_t i = 0; f && i < f->value.len && f->value.p[i] >= '0' && f->value.p[i] <= '9'; i++)
-        a = a > 1000000000ull ? a : a * 10 + (uint64_t)(f->value.p[i] - '0');
-    return a;
-}
-
-/* Freshness of the response, or 0 when it must not be stored. */
-static uint64_t response_freshness(struct pt_filter_ctx *ctx, const struct cache_conf *conf,
-                                   struct pt_cc *cc)
-{
-    struct pt_headers *h = ctx->resp_headers;
-    pt_cc_parse(h, cc);
-    if (cc->no_store || cc->private_ || cc->no_cache)
-        return 0;
-    if (pt_headers_find_token(h, PT_TOK_SET_COOKIE))
-        return 0;
-    bool explicit_;
-    uint64_t f = pt_cache_freshness_ms(h, cc, &explicit_);
-    if (conf->override_ttl || !explicit_)
-        f = conf->ttl_ms;
-    return f;
-}
-
 /* The upstream said 304 to our revalidation: the stored answer is fresh
- * again, with the new head's freshness (RFC 9111 §4.3.4, simplified: the
- * stored fields stay, freshness comes from the 304's fields). */
+ * again, its fields updated by the 304's (RFC 9111 §4.3.4). */
 static int revalidated(struct pt_filter_ctx *ctx, struct cache_state *st)
 {
-    const struct cache_conf *conf = st->conf;
-    const struct pt_cache_entry *e = st->entry;
-    struct pt_cc cc;
-    uint64_t fresh = response_freshness(ctx, conf, &cc);
-    if (fresh == 0)
-        fresh = e->fresh_ms;
-    pt_slice body = e->body;
-    struct pt_cache_put p = {
-        .key = e->key,
-        .route = e->route,
-        .path = e->path,
-        .status = e->status,
-        .nfields = e->nfields,
-        .names = e->names,
-        .values = e->values,
-        .ctype = e->ctype,
-        .body = &body,
-        .nbody = 1,
-        .body_len = body.len,
-        .etag = e->etag,
-        .last_modified = e->last_modified,
-        .nvary = e->nvary,
-        .vary_names = e->vary_names,
-        .vary_values = e->vary_values,
-        .now_ms = now_ms(ctx),
-        .age0_s = age_field(ctx->resp_headers),
-        .fresh_ms = fresh,
-        .swr_ms = cc.must_revalidate ? 0 : conf->swr_ms,
-        .sie_ms = cc.must_revalidate ? 0 : conf->sie_ms,
-    };
-    pt_cache_insert(st->store, st->hash, &p);
+    struct pt_cache_put_slots *slots = pt_arena_alloc(ctx->arena, sizeof(*slots));
+    if (slots) {
+        struct pt_cache_put p;
+        pt_slice body;
+        pt_cache_put_revalidated(&p, slots, &body, st->entry, ctx->resp_headers, st->conf,
+                                 now_ms(ctx));
+        if (p.fresh_ms)
+            pt_cache_insert(st->store, st->hash, &p);
+    }
     end_flight(ctx, st, false);
     st->mode = M_OFF;
     /* the upstream's 304 fields are replaced by the entry's */
@@ -520,13 +385,17 @@ static int cache_on_response_head(struct pt_filter_ctx *ctx, const void *conf_, 
 {
     const struct cache_conf *conf = conf_;
     struct cache_state *st = state_;
+    /* The body is only read (to store it), never changed: the upstream's
+     * framing stays (a Content-Length is kept), and a response that is
+     * not stored streams with no copy at all (filter.h, enum pt_body_use). */
+    ctx->body_use = PT_BODY_SKIP;
     if (st->xcache)
         pt_headers_set(ctx->resp_headers, ctx->arena, PT_SLICE("X-Cache"), cstr(st->xcache));
     if (st->mode != M_FETCH)
         return PT_FILTER_CONTINUE;
     uint64_t now = now_ms(ctx);
-    if (ctx->status == 304 && st->entry && st->lead)
-        return revalidated(ctx, st);
+    if (ctx->status == 304 && st->entry && st->validated)
+        return revalidated(ctx, st); /* leader or not: a 304 the client did not ask for */
     if (ctx->status >= 500 && st->entry && stale_usable(st->entry, st->entry->sie_ms, now)) {
         end_flight(ctx, st, false);
         st->mode = M_OFF;
@@ -535,10 +404,13 @@ static int cache_on_response_head(struct pt_filter_ctx *ctx, const void *conf_, 
         return serve(ctx, st, "stale", "STALE");
     }
     struct pt_cc cc;
-    uint64_t fresh = status_cacheable(ctx->status) && ctx->method_id == PT_METHOD_GET
-                         ? response_freshness(ctx, conf, &cc)
+    uint64_t fresh = pt_cache_status_cacheable(ctx->status) && ctx->method_id == PT_METHOD_GET
+                         ? pt_cache_response_freshness(ctx->resp_headers, conf, &cc)
                          : 0;
-    if (fresh == 0 || !collect_vary(ctx, st) || !collect_fields(ctx, st)) {
+    if (fresh && !st->slots)
+        st->slots = pt_arena_alloc(ctx->arena, sizeof(*st->slots));
+    if (fresh == 0 || !st->slots ||
+        !pt_cache_put_head(&st->put, st->slots, ctx->resp_headers, req_field, ctx)) {
         /* uncacheable: waiters go upstream at once; a 5xx is no verdict on
          * the key, so it leaves no pass mark */
         end_flight(ctx, st, ctx->status < 500);
@@ -549,10 +421,11 @@ static int cache_on_response_head(struct pt_filter_ctx *ctx, const void *conf_, 
     st->put.path = ctx->path;
     st->put.status = ctx->status;
     st->put.fresh_ms = fresh;
-    st->put.age0_s = age_field(ctx->resp_headers);
+    st->put.age0_s = pt_cache_age_field(ctx->resp_headers);
     st->put.swr_ms = cc.must_revalidate ? 0 : conf->swr_ms;
     st->put.sie_ms = cc.must_revalidate ? 0 : conf->sie_ms;
     st->collecting = true;
+    ctx->body_use = PT_BODY_OBSERVE;
     return PT_FILTER_CONTINUE;
 }
 

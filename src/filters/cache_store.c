@@ -18,6 +18,7 @@ struct flight {
     uint64_t hash;
     uint64_t seq;
     uint64_t until_ms; /* LOADING: taken over after; PASS: forgotten after */
+    uint64_t waiters;  /* worker bits of the requests parked on it */
     bool pass;
     size_t klen;
     char key[]; /* klen bytes */
@@ -38,8 +39,9 @@ struct shard {
 struct pt_cache_store {
     _Atomic uint32_t refs;
     uint32_t nshards;
-    uint64_t max_bytes;
+    _Atomic uint64_t max_bytes;
     _Atomic uint64_t seq;
+    _Atomic uint64_t refreshes, refresh_failures;
     uint8_t hkey[16];
     struct shard *shards;
 };
@@ -59,9 +61,11 @@ struct pt_cache_store *pt_cache_store_new(uint64_t max_bytes, uint32_t nshards)
     }
     s->shards = sh;
     s->nshards = nshards;
-    s->max_bytes = max_bytes;
+    atomic_init(&s->max_bytes, max_bytes);
     atomic_init(&s->refs, 1);
     atomic_init(&s->seq, 1);
+    atomic_init(&s->refreshes, 0);
+    atomic_init(&s->refresh_failures, 0);
     uint64_t r0 = pt_mix64((uint64_t)(uintptr_t)s ^ pt_now_ns());
     uint64_t r1 = pt_mix64(r0 ^ 0x9e3779b97f4a7c15ull);
     memcpy(s->hkey, &r0, 8);
@@ -118,19 +122,17 @@ void pt_cache_store_unref(struct pt_cache_store *s)
     free(s);
 }
 
-uint64_t pt_cache_store_max_bytes(const struct pt_cache_store *s)
+uint64_t pt_cache_store_max_bytes(struct pt_cache_store *s)
 {
-    return s->max_bytes;
-}
-
-uint32_t pt_cache_store_shards(const struct pt_cache_store *s)
-{
-    return s->nshards;
+    return atomic_load(&s->max_bytes);
 }
 
 void pt_cache_store_stats(struct pt_cache_store *s, struct pt_cache_stats *out)
 {
-    *out = (struct pt_cache_stats){.max_bytes = s->max_bytes, .shards = s->nshards};
+    *out = (struct pt_cache_stats){.max_bytes = atomic_load(&s->max_bytes),
+                                   .shards = s->nshards,
+                                   .refreshes = atomic_load(&s->refreshes),
+                                   .refresh_failures = atomic_load(&s->refresh_failures)};
     for (uint32_t i = 0; i < s->nshards; i++) {
         struct shard *sh = &s->shards[i];
         pthread_mutex_lock(&sh->mu);
@@ -143,9 +145,20 @@ void pt_cache_store_stats(struct pt_cache_store *s, struct pt_cache_stats *out)
     }
 }
 
+void pt_cache_store_count_refresh(struct pt_cache_store *s, bool failed)
+{
+    atomic_fetch_add_explicit(failed ? &s->refresh_failures : &s->refreshes, 1,
+                              memory_order_relaxed);
+}
+
 uint64_t pt_cache_hash(const struct pt_cache_store *s, pt_slice key)
 {
     return pt_siphash24(s->hkey, key.p, key.len);
+}
+
+void pt_cache_entry_ref(struct pt_cache_entry *e)
+{
+    atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
 }
 
 void pt_cache_entry_unref(struct pt_cache_store *s, struct pt_cache_entry *e)
@@ -220,6 +233,43 @@ static struct pt_cache_entry *unlink_entry(struct shard *sh, struct pt_cache_ent
     return NULL;
 }
 
+/* Evicts from the LRU tail until the shard fits its budget (under the
+ * lock); the entries whose last reference went are chained on hnext. */
+static struct pt_cache_entry *shrink(struct shard *sh, size_t need)
+{
+    struct pt_cache_entry *dead = NULL;
+    while (sh->bytes + need > sh->budget && sh->lru_tail) {
+        struct pt_cache_entry *d = unlink_entry(sh, sh->lru_tail);
+        sh->evictions++;
+        if (d) {
+            d->hnext = dead;
+            dead = d;
+        }
+    }
+    return dead;
+}
+
+void pt_cache_store_resize(struct pt_cache_store *s, uint64_t max_bytes)
+{
+    atomic_store(&s->max_bytes, max_bytes);
+    for (uint32_t i = 0; i < s->nshards; i++) {
+        struct shard *sh = &s->shards[i];
+        pthread_mutex_lock(&sh->mu);
+        sh->budget = (size_t)(max_bytes / s->nshards);
+        struct pt_cache_entry *dead = shrink(sh, 0);
+        pthread_mutex_unlock(&sh->mu);
+        for (struct pt_cache_entry *n; dead; dead = n) {
+            n = dead->hnext;
+            entry_free(dead);
+        }
+    }
+}
+
+uint32_t pt_cache_store_shards(const struct pt_cache_store *s)
+{
+    return s->nshards;
+}
+
 static bool vary_match(const struct pt_cache_entry *e, pt_cache_field_fn field, void *ud)
 {
     for (uint32_t i = 0; i < e->nvary; i++) {
@@ -247,7 +297,7 @@ static struct flight *find_flight(struct shard *sh, uint64_t hash, pt_slice key,
 
 static enum pt_cache_flight claim_flight(struct pt_cache_store *s, struct shard *sh, uint64_t hash,
                                          pt_slice key, uint64_t now_ms, uint64_t lock_timeout_ms,
-                                         uint64_t *seq)
+                                         uint64_t *seq, uint64_t wait_bit)
 {
     struct flight **where = NULL;
     struct flight *f = find_flight(sh, hash, key, &where);
@@ -263,6 +313,7 @@ static enum pt_cache_flight claim_flight(struct pt_cache_store *s, struct shard 
         if (*seq && *seq != f->seq)
             return PT_CACHE_NONE; /* the flight we waited on ended; a new one runs */
         *seq = f->seq;
+        f->waiters |= wait_bit;
         return PT_CACHE_WAIT;
     }
     if (*seq)
@@ -273,6 +324,7 @@ static enum pt_cache_flight claim_flight(struct pt_cache_store *s, struct shard 
     f->hash = hash;
     f->seq = atomic_fetch_add_explicit(&s->seq, 1, memory_order_relaxed);
     f->until_ms = now_ms + lock_timeout_ms;
+    f->waiters = 0;
     f->pass = false;
     f->klen = key.len;
     memcpy(f->key, key.p, key.len);
@@ -285,7 +337,8 @@ static enum pt_cache_flight claim_flight(struct pt_cache_store *s, struct shard 
 struct pt_cache_entry *pt_cache_lookup(struct pt_cache_store *s, uint64_t hash, pt_slice key,
                                        pt_cache_field_fn field, void *ud, uint64_t now_ms,
                                        bool claim, uint64_t lock_timeout_ms,
-                                       enum pt_cache_flight *flight, uint64_t *seq)
+                                       enum pt_cache_flight *flight, uint64_t *seq,
+                                       uint64_t wait_bit)
 {
     struct shard *sh = shard_of(s, hash);
     struct pt_cache_entry *found = NULL;
@@ -303,19 +356,22 @@ struct pt_cache_entry *pt_cache_lookup(struct pt_cache_store *s, uint64_t hash, 
         lru_front(sh, found);
     }
     if (claim && (!found || !pt_cache_entry_fresh(found, now_ms)))
-        *flight = claim_flight(s, sh, hash, key, now_ms, lock_timeout_ms, seq);
+        *flight = claim_flight(s, sh, hash, key, now_ms, lock_timeout_ms, seq, wait_bit);
     pthread_mutex_unlock(&sh->mu);
     return found;
 }
 
-void pt_cache_flight_end(struct pt_cache_store *s, uint64_t hash, pt_slice key, uint64_t seq,
-                         bool pass, uint64_t now_ms)
+uint64_t pt_cache_flight_end(struct pt_cache_store *s, uint64_t hash, pt_slice key, uint64_t seq,
+                             bool pass, uint64_t now_ms)
 {
     struct shard *sh = shard_of(s, hash);
+    uint64_t waiters = 0;
     pthread_mutex_lock(&sh->mu);
     struct flight **where = NULL;
     struct flight *f = find_flight(sh, hash, key, &where);
     if (f && f->seq == seq) {
+        waiters = f->waiters;
+        f->waiters = 0;
         if (pass) {
             f->pass = true;
             f->until_ms = now_ms + PT_CACHE_PASS_MS;
@@ -325,6 +381,7 @@ void pt_cache_flight_end(struct pt_cache_store *s, uint64_t hash, pt_slice key, 
         }
     }
     pthread_mutex_unlock(&sh->mu);
+    return waiters;
 }
 
 /* ---- building an entry ---- */
@@ -402,7 +459,7 @@ static bool same_variant(const struct pt_cache_entry *a, const struct pt_cache_e
     if (a->nvary != b->nvary)
         return false;
     for (uint32_t i = 0; i < a->nvary; i++)
-        if (!pt_slice_eq(a->vary_names[i], b->vary_names[i]) ||
+        if (!pt_slice_ieq(a->vary_names[i], b->vary_names[i]) ||
             !pt_slice_eq(a->vary_values[i], b->vary_values[i]))
             return false;
     return true;
@@ -412,7 +469,10 @@ int pt_cache_insert(struct pt_cache_store *s, uint64_t hash, const struct pt_cac
 {
     struct shard *sh = shard_of(s, hash);
     size_t size = put_size(p);
-    if (size + ENTRY_OVERHEAD > sh->budget)
+    pthread_mutex_lock(&sh->mu);
+    size_t budget = sh->budget; /* a reload may resize it */
+    pthread_mutex_unlock(&sh->mu);
+    if (size + ENTRY_OVERHEAD > budget)
         return -E2BIG;
     /* the copy happens before the lock */
     struct pt_cache_entry *e = entry_build(p, hash, size);
@@ -435,12 +495,11 @@ int pt_cache_insert(struct pt_cache_store *s, uint64_t hash, const struct pt_cac
             }
         }
     }
-    while (sh->bytes + e->size > sh->budget && sh->lru_tail) {
-        struct pt_cache_entry *d = unlink_entry(sh, sh->lru_tail);
-        sh->evictions++;
-        if (d && ndead < PT_ARRAY_LEN(dead))
+    for (struct pt_cache_entry *d = shrink(sh, e->size), *n; d; d = n) {
+        n = d->hnext;
+        if (ndead < PT_ARRAY_LEN(dead))
             dead[ndead++] = d;
-        else if (d) {
+        else {
             d->hnext = overflow;
             overflow = d;
         }

@@ -25,8 +25,10 @@
  *
  * Flights (request coalescing): per shard, a short list of the keys being
  * fetched. The first miss for a key claims it (LEAD) and must end the
- * flight with pt_cache_flight_end; others WAIT and poll
- * pt_cache_lookup until an entry appears or the flight is gone. A flight
+ * flight with pt_cache_flight_end; others WAIT: their lookup registers
+ * their worker's bit on the flight, they park (filter.h svc->park), and
+ * pt_cache_flight_end hands the bits back so the caller wakes those
+ * workers (svc->unpark); a woken waiter looks again. A flight
  * ended as uncacheable leaves a short PASS mark so that later misses for
  * that key go upstream at once, unserialised.
  *
@@ -109,17 +111,25 @@ enum pt_cache_flight {
 struct pt_cache_stats {
     uint64_t entries, bytes, max_bytes, shards;
     uint64_t inserts, evictions, purged;
+    /* background refreshes (cache_refresh.c): started, and of those ended
+     * without a new answer (failed, 5xx, timed out, cancelled) */
+    uint64_t refreshes, refresh_failures;
 };
 
 struct pt_cache_store *pt_cache_store_new(uint64_t max_bytes, uint32_t shards);
 void pt_cache_store_ref(struct pt_cache_store *s);
 /* Drops a reference; the last one frees every entry (NULL: no-op). */
 void pt_cache_store_unref(struct pt_cache_store *s);
-uint64_t pt_cache_store_max_bytes(const struct pt_cache_store *s);
+uint64_t pt_cache_store_max_bytes(struct pt_cache_store *s);
+/* A reload's new max_bytes (same shards): every shard's budget changes,
+ * and shards over it evict from their LRU tail at once. */
+void pt_cache_store_resize(struct pt_cache_store *s, uint64_t max_bytes);
 uint32_t pt_cache_store_shards(const struct pt_cache_store *s);
 void pt_cache_store_stats(struct pt_cache_store *s, struct pt_cache_stats *out);
 
 uint64_t pt_cache_hash(const struct pt_cache_store *s, pt_slice key);
+/* Counts a background refresh started / one that got no new answer. */
+void pt_cache_store_count_refresh(struct pt_cache_store *s, bool failed);
 
 /*
  * The entry for key whose Vary values match the request (a new reference,
@@ -128,25 +138,29 @@ uint64_t pt_cache_hash(const struct pt_cache_store *s, pt_slice key);
  * and no flight, the caller becomes the LEAD (*seq its flight); a flight
  * older than lock_timeout_ms is taken over. *seq in: the flight the caller
  * waits on (0: none); with it set, WAIT means that flight still runs and
- * NONE that it ended.
+ * NONE that it ended. On WAIT, wait_bit (the caller's worker bit) is added
+ * to the flight's waiters.
  */
 struct pt_cache_entry *pt_cache_lookup(struct pt_cache_store *s, uint64_t hash, pt_slice key,
                                        pt_cache_field_fn field, void *ud, uint64_t now_ms,
                                        bool claim, uint64_t lock_timeout_ms,
-                                       enum pt_cache_flight *flight, uint64_t *seq);
+                                       enum pt_cache_flight *flight, uint64_t *seq,
+                                       uint64_t wait_bit);
 /* Stores a response, replacing an entry with the same key and Vary values;
  * evicts least recently used entries of its shard to fit. 0, -E2BIG
  * (bigger than a shard's budget), -ENOMEM. */
 int pt_cache_insert(struct pt_cache_store *s, uint64_t hash, const struct pt_cache_put *p);
 /* Ends the caller's flight; `pass`: the answer was uncacheable, later
- * misses skip coalescing for PT_CACHE_PASS_MS. */
-void pt_cache_flight_end(struct pt_cache_store *s, uint64_t hash, pt_slice key, uint64_t seq,
-                         bool pass, uint64_t now_ms);
+ * misses skip coalescing for PT_CACHE_PASS_MS. Returns the waiters'
+ * worker bits (0: nobody waits), for the caller to wake. */
+uint64_t pt_cache_flight_end(struct pt_cache_store *s, uint64_t hash, pt_slice key, uint64_t seq,
+                             bool pass, uint64_t now_ms);
 /* Unlinks every entry (route NULL and prefix NULL), or those of route,
  * or those whose path starts with prefix (both: both must hold). Returns
  * how many. */
 uint64_t pt_cache_purge(struct pt_cache_store *s, const char *route, const char *prefix);
 
+void pt_cache_entry_ref(struct pt_cache_entry *e); /* one more reference: the caller has one */
 void pt_cache_entry_unref(struct pt_cache_store *s, struct pt_cache_entry *e);
 /* Fresh at now_ms; age in seconds (RFC 9111 §4.2.3, simplified: the
  * stored Age plus the time resident). */

@@ -210,6 +210,7 @@ enum pt_call_error {
     PT_CALL_ERR_PROTOCOL,  /* an answer that is not valid HTTP/1.1 */
     PT_CALL_ERR_NO_TARGET, /* no healthy target, or no such upstream */
     PT_CALL_ERR_RESOURCES, /* the gateway's own limits (fds, memory) */
+    PT_CALL_ERR_CANCELLED, /* a detached call stopped by the worker's shutdown */
 };
 
 struct pt_filter_call_res {
@@ -234,6 +235,14 @@ typedef void (*pt_filter_call_cb)(struct pt_filter_ctx *ctx, void *state,
  * gave when it started that call. */
 typedef void (*pt_filter_fan_cb)(struct pt_filter_ctx *ctx, void *state, uint32_t tag,
                                  const struct pt_filter_call_res *res);
+
+/* A detached call's completion (svc->call_detached): on the worker that
+ * started it, exactly once, with the result (its slices live until the
+ * callback returns) and the loop clock; res->error is
+ * PT_CALL_ERR_CANCELLED when the worker stops first. No request context:
+ * the call outlives the request that started it. */
+typedef void (*pt_filter_detached_cb)(void *arg, const struct pt_filter_call_res *res,
+                                      uint64_t now_ms);
 
 /* A script on the shared store (`cluster.redis`): the request and result
  * types are proxy/redis.h's. */
@@ -268,7 +277,29 @@ struct pt_filter_services {
      * script is pending (and those return -EBUSY while a fan call is). */
     int (*fan_call)(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *req, uint32_t tag,
                     pt_filter_fan_cb cb);
+    /* A call that is not the request's pending work and outlives it (the
+     * cache's background refresh): req as for `call`, except that with
+     * neither `upstream` nor `url` it goes to the request's own upstream
+     * (its balancer, pool, TLS and retries), and req->headers are copied
+     * at the start. The request goes on at once (no suspension). It is
+     * owned by the worker, bounded by req->timeout_ms (0: the upstream's
+     * read timeout) and by PT_FILTER_DETACHED_MAX per worker, and keeps
+     * the request's generation (so the filter's config) alive until cb
+     * returns. 0, or -errno (cb never runs). */
+    int (*call_detached)(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *req,
+                         pt_filter_detached_cb cb, void *arg);
+    /* Suspends the request until `unpark` names this worker, or for at
+     * most timeout_ms; cb then runs (and resumes, or parks again). A wake
+     * may be for another parked request of the worker: cb checks. */
+    int (*park)(struct pt_filter_ctx *ctx, uint64_t timeout_ms, pt_filter_timer_cb cb);
+    /* This worker's bit in an unpark mask: 1 << (worker id % 64). */
+    uint64_t (*worker_bit)(struct pt_filter_ctx *ctx);
+    /* Any thread: wakes the parked requests of every worker in the mask
+     * (an atomic flag and the worker's eventfd; no allocation). */
+    void (*unpark)(uint64_t workers);
 };
+
+#define PT_FILTER_DETACHED_MAX 256
 
 struct pt_filter_ctx {
     struct pt_arena *arena;          /* request arena: freed when the request ends */

@@ -124,8 +124,10 @@ struct pt_exchange {
     bool suspended;                    /* waiting on a filter's async work */
     bool filters_begun;                /* fctx and states set up: log filters may run */
     const struct pt_filter_inst *susp; /* the filter that suspended */
-    struct pt_timer ftimer;            /* a filter's timer (svc->timer) */
+    struct pt_timer ftimer;            /* a filter's timer (svc->timer, svc->park's timeout) */
     pt_filter_timer_cb ftimer_cb;
+    /* svc->park: linked on the worker's parked (or parked_run) list */
+    struct pt_exchange *park_next, **park_pprev;
     struct pt_timer deadline; /* the suspension's deadline */
     struct pt_fetch *ffetch;  /* a filter's call (svc->call) */
     pt_filter_call_cb ffetch_cb;

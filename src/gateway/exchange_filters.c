@@ -44,6 +44,7 @@ static void ftimer_fired(struct pt_loop *loop, struct pt_timer *t)
     struct pt_exchange *ex = pt_container_of(t, struct pt_exchange, ftimer);
     pt_filter_timer_cb cb = ex->ftimer_cb;
     ex->ftimer_cb = NULL;
+    pt_exchange_unpark_one(ex); /* a park's timeout */
     if (cb)
         cb(&ex->fctx, susp_state(ex)); /* ends in ctx->resume */
 }
@@ -58,7 +59,7 @@ static int svc_timer(struct pt_filter_ctx *ctx, uint64_t delay_ms, pt_filter_tim
     return 0;
 }
 
-static enum pt_call_error call_error_of(enum pt_call_fail f)
+enum pt_call_error pt_exchange_call_error(enum pt_call_fail f)
 {
     switch (f) {
     case PT_CALL_FAIL_NONE:
@@ -113,15 +114,14 @@ static const struct pt_upstream *find_url_upstream(const struct pt_generation *g
     return NULL;
 }
 
-/* Fills the client's request for a filter's call (`path` keeps the
- * slices alive); 0, -ENOMEM, -EINVAL (a bad URL) or -ENOENT (no such
- * upstream). */
-static int prepare_call(struct pt_exchange *ex, const struct pt_filter_call_req *r,
-                        struct pt_call_req *req)
+int pt_exchange_call_req(struct pt_exchange *ex, const struct pt_filter_call_req *r,
+                         struct pt_arena *a, struct pt_call_req *out)
 {
     pt_slice path = r->path;
     const struct pt_target *fixed = NULL;
     const struct pt_upstream *up = r->upstream ? find_upstream(ex->gen, r->upstream) : NULL;
+    if (!r->upstream && !r->url)
+        up = ex->up; /* the request's own (a split side's too): detached calls */
     bool url_up = false;
     if (!r->upstream && r->url) {
         char host[256];
@@ -136,13 +136,13 @@ static int prepare_call(struct pt_exchange *ex, const struct pt_filter_call_req 
         url_up = up != NULL;
         if (!up && !https) {
             /* An IP literal: a one-target upstream of its own, in the
-             * request arena; its pooled connections are shared by address
-             * as any others. */
-            struct pt_upstream *u = pt_arena_zalloc(ex->arena, sizeof(*u));
-            struct pt_target *t = pt_arena_zalloc(ex->arena, sizeof(*t));
+             * arena; its pooled connections are shared by address as any
+             * others. */
+            struct pt_upstream *u = pt_arena_zalloc(a, sizeof(*u));
+            struct pt_target *t = pt_arena_zalloc(a, sizeof(*t));
             if (!u || !t)
                 return -ENOMEM;
-            if (pt_fetch_parse_url(r->url, ex->arena, t, &path, &q) < 0)
+            if (pt_fetch_parse_url(r->url, a, t, &path, &q) < 0)
                 return -EINVAL;
             if (q.len)
                 path.len += q.len + 1;
@@ -162,7 +162,7 @@ static int prepare_call(struct pt_exchange *ex, const struct pt_filter_call_req 
     if (!up)
         return -ENOENT;
     uint64_t to = r->timeout_ms ? r->timeout_ms : up->read_timeout_ms;
-    *req = (struct pt_call_req){
+    *out = (struct pt_call_req){
         .up = up,
         .rr = url_up ? NULL : pt_worker_rr(ex->w, ex->gen, up), /* URL upstreams: random */
         .rand = pt_worker_random(ex->w),
@@ -175,14 +175,14 @@ static int prepare_call(struct pt_exchange *ex, const struct pt_filter_call_req 
             !r->headers || !pt_headers_find_token((struct pt_headers *)r->headers, PT_TOK_HOST),
         .read_timeout_ms = to,
         .pool_idle_ms = ex->gen->limits.idle_timeout_ms,
-        .arena = ex->arena,
+        .arena = a,
         .max_headers = (uint32_t)ex->gen->limits.max_headers,
     };
     /* The path may carry a query: split it for the request line. */
     const char *q = path.p ? memchr(path.p, '?', path.len) : NULL;
     if (q) {
-        req->path.len = (size_t)(q - path.p);
-        req->query = (pt_slice){q + 1, path.len - req->path.len - 1};
+        out->path.len = (size_t)(q - path.p);
+        out->query = (pt_slice){q + 1, path.len - out->path.len - 1};
     }
     return 0;
 }
@@ -197,7 +197,7 @@ static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *
     if (!f)
         return -ENOMEM;
     struct pt_call_req req;
-    int e = prepare_call(ex, r, &req);
+    int e = pt_exchange_call_req(ex, r, ex->arena, &req);
     if (e < 0)
         return e;
     req.trace = pt_exchange_trace_filter_call(ex, ex->fctx.running);
@@ -215,7 +215,7 @@ static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *
 /* The result of a finished fetch, its head's fields in the request arena. */
 static struct pt_filter_call_res fetch_result(struct pt_exchange *ex, const struct pt_fetch *f)
 {
-    struct pt_filter_call_res res = {.error = call_error_of(f->fail),
+    struct pt_filter_call_res res = {.error = pt_exchange_call_error(f->fail),
                                      .error_text = f->fail_text,
                                      .status = f->status,
                                      .body = {f->rbody, f->rlen},
@@ -253,7 +253,7 @@ static int svc_fan_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_r
     if (!fc)
         return -ENOMEM;
     struct pt_call_req req;
-    int e = prepare_call(ex, r, &req);
+    int e = pt_exchange_call_req(ex, r, ex->arena, &req);
     if (e < 0)
         return e;
     fc->ex = ex;
@@ -342,8 +342,18 @@ static int svc_eval(struct pt_filter_ctx *ctx, const struct pt_redis_eval_req *r
     return 0;
 }
 
-static const struct pt_filter_services services = {svc_timer,  svc_call, svc_now_ms,
-                                                   svc_random, svc_eval, svc_fan_call};
+static const struct pt_filter_services services = {
+    .timer = svc_timer,
+    .call = svc_call,
+    .now_ms = svc_now_ms,
+    .random = svc_random,
+    .eval = svc_eval,
+    .fan_call = svc_fan_call,
+    .call_detached = pt_exchange_svc_call_detached,
+    .park = pt_exchange_svc_park,
+    .worker_bit = pt_exchange_svc_worker_bit,
+    .unpark = pt_worker_unpark,
+};
 
 /* ---- suspension ---- */
 
@@ -366,6 +376,7 @@ static void stop_pending(struct pt_exchange *ex, bool notify)
     pt_timer_cancel(&ex->w->loop, &ex->ftimer);
     pt_timer_cancel(&ex->w->loop, &ex->deadline);
     ex->ftimer_cb = NULL;
+    pt_exchange_unpark_one(ex);
     if (ex->ffetch) {
         pt_fetch_cancel(ex->ffetch);
         ex->ffetch = NULL;

@@ -84,4 +84,22 @@ int pt_exchange_filters_whole_pump(struct pt_exchange *ex);
 /* Cancels a pending suspension (timer, call, deadline) with on_cancel. */
 void pt_exchange_filters_cancel(struct pt_exchange *ex);
 
+/* exchange_filters.c: a filter's call request (filter.h) as the outbound
+ * client's, upstream picked and path split; IP-literal URL upstreams are
+ * made in `a`; neither upstream nor url: the request's own upstream. 0, -EINVAL (a bad URL) or
+ * -ENOENT (no such upstream). */
+int pt_exchange_call_req(struct pt_exchange *ex, const struct pt_filter_call_req *r,
+                         struct pt_arena *a, struct pt_call_req *out);
+enum pt_call_error pt_exchange_call_error(enum pt_call_fail f);
+
+/* exchange_detached.c: the services that let filter work outlive or wait
+ * beyond the request's own pending work (filter.h call_detached, park,
+ * worker_bit; unpark is pt_worker_unpark). pt_exchange_unpark_one takes a
+ * parked exchange off its worker's lists (no-op when not parked). */
+int pt_exchange_svc_call_detached(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *r,
+                                  pt_filter_detached_cb cb, void *arg);
+int pt_exchange_svc_park(struct pt_filter_ctx *ctx, uint64_t timeout_ms, pt_filter_timer_cb cb);
+uint64_t pt_exchange_svc_worker_bit(struct pt_filter_ctx *ctx);
+void pt_exchange_unpark_one(struct pt_exchange *ex);
+
 #endif

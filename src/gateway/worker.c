@@ -361,6 +361,8 @@ static void on_wake(struct pt_loop *loop, struct pt_io *io, uint32_t events)
     /* After the read: a message pushed after the take writes the eventfd
      * again (the push found the queue empty), so none is left behind. */
     run_messages(w, pt_mpsc_take(&w->inbox));
+    if (atomic_exchange_explicit(&w->unpark, false, memory_order_acq_rel))
+        pt_worker_run_parked(w);
     (void)loop;
     (void)events;
 }
@@ -370,6 +372,25 @@ void pt_worker_wake(struct pt_worker *w)
     uint64_t one = 1;
     ssize_t r = write(w->wake_io.fd, &one, sizeof(one));
     (void)r;
+}
+
+/* Running workers by id, for pt_worker_unpark (set at start, cleared as
+ * the thread ends). */
+#define MAX_WORKERS 1024
+static _Atomic(struct pt_worker *) workers_by_id[MAX_WORKERS];
+
+void pt_worker_unpark(uint64_t workers)
+{
+    for (unsigned i = 0; workers && i < MAX_WORKERS; i++) {
+        if (!(workers & (1ull << (i % 64))))
+            continue;
+        struct pt_worker *w = atomic_load_explicit(&workers_by_id[i], memory_order_acquire);
+        if (!w)
+            continue;
+        /* the flag first: the wake it reads after its eventfd sees it */
+        if (!atomic_exchange_explicit(&w->unpark, true, memory_order_acq_rel))
+            pt_worker_wake(w);
+    }
 }
 
 int pt_worker_post(struct pt_worker *w, struct pt_wmsg *m)
@@ -469,6 +490,9 @@ static void *worker_main(void *arg)
     }
     close_listeners(w);
     pt_conn_reap(w); /* connections closed by the last drain pass */
+    if ((unsigned)w->id < MAX_WORKERS)
+        atomic_store(&workers_by_id[w->id], NULL);
+    pt_worker_detached_cancel_all(w); /* before the pool and the pin go */
     inbox_close(w);
     pt_conn_cache_free(w);
     pt_arena_pool_destroy(&w->arena_pool);
@@ -509,8 +533,12 @@ int pt_worker_start(struct pt_worker *w, int id)
         if (w->listeners[i].io.fd < 0)
             return -EADDRINUSE;
     atomic_store(&w->seen_gen, w->gen->id);
-    if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+    if ((unsigned)id < MAX_WORKERS)
+        atomic_store(&workers_by_id[id], w);
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        atomic_store(&workers_by_id[id], NULL);
         return -errno;
+    }
     return 0;
 }
 

@@ -140,6 +140,14 @@ struct pt_worker {
      * pt_h2s_flush_turn after pt_loop_run_once dispatched the turn's
      * events. NULL: nothing to do (one pointer test per turn). */
     struct pt_h2s *h2_flush;
+    /* Requests parked by a filter (filter.h svc->park, exchange_detached.c)
+     * and those being woken this turn; `unpark` is set by any thread
+     * (pt_worker_unpark) before it writes wake_io. */
+    struct pt_exchange *parked, *parked_run;
+    _Atomic bool unpark;
+    /* Detached calls (svc->call_detached) this worker owns. */
+    struct pt_detached *detached;
+    uint32_t ndetached;
 };
 
 /* Process-wide state shared by workers and the control thread. */
@@ -180,6 +188,14 @@ struct pt_rr_state *pt_worker_rr(struct pt_worker *w, const struct pt_generation
  * made here), or NULL: g has none, out of memory, or PT_WORKER_MAX_REDIS
  * configs in use at once. */
 struct pt_redis *pt_worker_redis(struct pt_worker *w, const struct pt_generation *g);
+
+/* Any thread: wakes the parked requests (svc->park) of every worker whose
+ * id % 64 is set in `workers`. */
+void pt_worker_unpark(uint64_t workers);
+/* exchange_detached.c, on the worker: runs every parked request's
+ * callback once; cancels the worker's detached calls (it stops). */
+void pt_worker_run_parked(struct pt_worker *w);
+void pt_worker_detached_cancel_all(struct pt_worker *w);
 
 /* Resumes accepting on listeners paused by max_connections or EMFILE. */
 void pt_worker_resume_accept(struct pt_worker *w);

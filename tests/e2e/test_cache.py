@@ -5,13 +5,16 @@ eviction, HEAD, metrics and the access log field."""
 import concurrent.futures
 import http.server
 import json
+import subprocess
 import threading
 import time
 
+import pytest
 import requests
 
 from conftest import (access_log_lines, backend, free_port, make_config, scaled, upstream,
                       wait_until)
+from tls_certs import tls_certs  # noqa: F401  (the session fixture)
 
 
 def cfg_for(port, up_port, cache=None, admin_port=None, workers=2, extra_routes=(),
@@ -109,6 +112,15 @@ def test_per_consumer_with_key_auth(gateway):
         assert rb.headers["X-Cache"] == "MISS"  # bob never gets alice's entry
         ra2 = requests.get(gw.u("/mine"), headers={"X-API-Key": "ka", "Authorization": "x"})
         assert ra2.headers["X-Cache"] == "HIT" and ra2.json() == ra.json()
+
+
+def test_per_consumer_without_an_auth_filter_still_bypasses_authorization(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port, cache={"ttl": "60s", "per_consumer": True}))
+        for who in ("alice", "bob"):
+            r = requests.get(gw.u("/acct"), headers={"Authorization": "Bearer " + who})
+            assert r.headers["X-Cache"] == "BYPASS" and ("Bearer " + who) in json.dumps(r.json())
+        assert count(b) == 2
 
 
 def test_vary_headers_and_response_vary(gateway):
@@ -221,22 +233,141 @@ def test_revalidation_with_etag_refreshes_on_304(gateway):
         srv.shutdown()
 
 
-def test_stale_while_revalidate_serves_stale_and_refreshes_once(gateway):
-    with backend(threads=4) as b:
-        gw = gateway(cfg_for(free_port(), b.port,
+class _Gated(http.server.BaseHTTPRequestHandler):
+    """An origin whose answers say `v<N>` (N: the request's number, 1 on)
+    with max-age=1; from the second request on it answers only once
+    `release` is set. Records the request heads it got."""
+    protocol_version = "HTTP/1.1"
+    heads = []
+    release = threading.Event()
+    etag = None
+
+    def do_GET(self):
+        _Gated.heads.append(dict(self.headers))
+        n = len(_Gated.heads)
+        if n > 1:
+            _Gated.release.wait(30)
+        if _Gated.etag and self.headers.get("If-None-Match") == _Gated.etag:
+            self.send_response(304)
+            self.send_header("ETag", _Gated.etag)
+            self.send_header("Cache-Control", "max-age=60")
+            self.send_header("X-Revalidated", "yes")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b"v%d" % n
+        self.send_response(200)
+        self.send_header("Cache-Control", "max-age=1")
+        if _Gated.etag:
+            self.send_header("ETag", _Gated.etag)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def _gated(etag=None):
+    _Gated.heads = []
+    _Gated.release = threading.Event()
+    _Gated.etag = etag
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Gated)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def test_stale_while_revalidate_answers_at_once_while_one_background_refresh_runs(gateway):
+    srv = _gated()
+    try:
+        admin = free_port()
+        gw = gateway(cfg_for(free_port(), srv.server_port, admin_port=admin,
                              cache={"ttl": "1s", "stale_while_revalidate": "30s"}))
-        requests.get(gw.u("/swr"))
+        assert requests.get(gw.u("/swr")).text == "v1"
         time.sleep(1.2)
-        b.reset()
-        slow = {"X-Demo-Delay": "500"}
+        # The origin holds every refresh until released: each of these is
+        # answered from the stale entry while the one refresh is pending,
+        # the first (which started it) included, on both workers.
         with concurrent.futures.ThreadPoolExecutor(20) as pool:
-            first = pool.submit(requests.get, gw.u("/swr"), headers=slow)
-            time.sleep(0.1)
-            rest = list(pool.map(lambda _: requests.get(gw.u("/swr"), headers=slow), range(19)))
-            first.result()
-        assert all(r.headers["X-Cache"] == "STALE" for r in rest)
-        assert count(b) == 1
-        assert requests.get(gw.u("/swr")).headers["X-Cache"] == "HIT"
+            rs = list(pool.map(lambda _: requests.get(gw.u("/swr"), timeout=scaled(10)),
+                               range(20)))
+        assert all(r.headers["X-Cache"] == "STALE" and r.text == "v1" for r in rs)
+        wait_until(lambda: len(_Gated.heads) == 2, scaled(5), what="the refresh to reach the origin")
+        assert not _Gated.release.is_set()  # every answer above came before the refresh's
+        _Gated.release.set()
+        wait_until(lambda: requests.get(gw.u("/swr")).headers["X-Cache"] == "HIT", scaled(5),
+                   what="the refreshed entry")
+        r = requests.get(gw.u("/swr"))
+        assert r.text == "v2" and r.headers["X-Cache"] == "HIT"
+        assert len(_Gated.heads) == 2  # one refresh for 20 stale answers
+        st = requests.get("http://127.0.0.1:%d/cache" % admin).json()
+        assert st["refreshes"] == 1 and st["refresh_failures"] == 0
+    finally:
+        _Gated.release.set()
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_background_refresh_revalidates_with_the_entry_validator(gateway):
+    srv = _gated(etag='"e7"')
+    _Gated.release.set()
+    try:
+        gw = gateway(cfg_for(free_port(), srv.server_port,
+                             cache={"ttl": "1s", "stale_while_revalidate": "30s"}))
+        assert requests.get(gw.u("/reval?x=1")).text == "v1"
+        time.sleep(1.2)
+        # the client's own validator is not what the refresh sends
+        r = requests.get(gw.u("/reval?x=1"), headers={"If-None-Match": '"other"'})
+        assert r.status_code == 200 and r.headers["X-Cache"] == "STALE" and r.text == "v1"
+        wait_until(lambda: requests.get(gw.u("/reval?x=1")).headers["X-Cache"] == "HIT",
+                   scaled(5), what="the revalidated entry")
+        assert len(_Gated.heads) == 2
+        assert _Gated.heads[1].get("If-None-Match") == '"e7"'
+        r = requests.get(gw.u("/reval?x=1"))
+        # the stored body, with the 304's fields merged in (RFC 9111 §4.3.4)
+        assert r.text == "v1" and r.headers["X-Revalidated"] == "yes"
+        assert "max-age=60" in r.headers["Cache-Control"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_failed_background_refresh_keeps_the_stale_entry(gateway):
+    with backend() as b:
+        admin = free_port()
+        gw = gateway(cfg_for(free_port(), b.port, admin_port=admin,
+                             cache={"ttl": "1s", "stale_while_revalidate": "30s"}))
+        first = requests.get(gw.u("/keep")).json()
+        time.sleep(1.2)
+        # the refresh goes with the request's fields: this one gets a 503
+        fail = {"X-Demo-Status": "503"}
+        r = requests.get(gw.u("/keep"), headers=fail)
+        assert r.status_code == 200 and r.headers["X-Cache"] == "STALE" and r.json() == first
+        stats = "http://127.0.0.1:%d/cache" % admin
+        wait_until(lambda: requests.get(stats).json()["refresh_failures"] == 1, scaled(5),
+                   what="the failed refresh")
+        r = requests.get(gw.u("/keep"))
+        assert r.headers["X-Cache"] == "STALE" and r.json() == first  # still there
+        wait_until(lambda: requests.get(gw.u("/keep")).headers["X-Cache"] == "HIT", scaled(5),
+                   what="the second refresh")
+        assert requests.get(stats).json()["refreshes"] == 2
+
+
+def test_background_refresh_ends_cleanly_when_the_gateway_stops(gateway):
+    srv = _gated()
+    try:
+        gw = gateway(cfg_for(free_port(), srv.server_port,
+                             cache={"ttl": "1s", "stale_while_revalidate": "30s"}))
+        requests.get(gw.u("/stop"))
+        time.sleep(1.2)
+        assert requests.get(gw.u("/stop")).headers["X-Cache"] == "STALE"
+        wait_until(lambda: len(_Gated.heads) == 2, scaled(5), what="the refresh to start")
+        gw.stop()  # the refresh is still held by the origin: cancelled, no leak (ASan build)
+    finally:
+        _Gated.release.set()
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_stale_if_error_during_an_outage(gateway):
@@ -347,3 +478,249 @@ def test_cors_route_hit_carries_one_decoration_per_origin(gateway):
                 assert raw.getlist("Access-Control-Allow-Credentials") == ["true"]
                 assert raw.getlist("Vary") == ["Origin"]
         assert count(b) == 2
+
+
+def test_five_xx_and_truncated_answers_are_never_stored(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port))
+        r = requests.get(gw.u("/e5"), headers={"X-Demo-Status": "503"})
+        assert r.status_code == 503
+        r = requests.get(gw.u("/e5"))
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+        with pytest.raises(requests.exceptions.RequestException):
+            requests.get(gw.u("/short"), headers={"X-Demo-Break": "short"})
+        b.reset()
+        r = requests.get(gw.u("/short"))
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS" and count(b) == 1
+
+
+def test_must_revalidate_turns_off_stale_if_error(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port, cache={"ttl": "60s", "stale_if_error": "60s"}))
+        requests.get(gw.u("/mr"), headers=demo_header("Cache-Control: max-age=1, must-revalidate"))
+        requests.get(gw.u("/plain"), headers=demo_header("Cache-Control: max-age=1"))
+        time.sleep(1.2)
+        fail = {"X-Demo-Status": "500"}
+        r = requests.get(gw.u("/plain"), headers=fail)
+        assert r.status_code == 200 and r.headers["X-Cache"] == "STALE"
+        r = requests.get(gw.u("/mr"), headers=fail)
+        assert r.status_code == 500 and r.headers["X-Cache"] == "MISS"
+
+
+def test_vary_on_several_fields_with_odd_spacing_and_case(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port))
+        # every answer of the origin says the same Vary
+        vary = demo_header("Vary: x-a ,  X-B,accept-LANGUAGE")
+        base = {"X-A": "1", "X-B": "2", "Accept-Language": "en", **vary}
+        assert requests.get(gw.u("/mv"), headers=base).headers["X-Cache"] == "MISS"
+        assert requests.get(gw.u("/mv"), headers=base).headers["X-Cache"] == "HIT"
+        assert requests.get(gw.u("/mv"), headers={"x-a": "1", "x-b": "2", "accept-language": "en",
+                                                  **vary}).headers["X-Cache"] == "HIT"
+        for name in ("X-A", "X-B", "Accept-Language"):
+            other = {**base, name: "other"}
+            assert requests.get(gw.u("/mv"), headers=other).headers["X-Cache"] == "MISS", name
+        missing = {k: v for k, v in base.items() if k != "X-B"}
+        assert requests.get(gw.u("/mv"), headers=missing).headers["X-Cache"] == "MISS"
+
+
+def test_age_counts_the_upstreams_age_and_the_time_stored(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port))
+        h = {"X-Demo-Header": "Age: 100"}
+        requests.get(gw.u("/aged"), headers={**h, "X-Demo-Delay": "0"},
+                     ).raise_for_status()
+        requests.get(gw.u("/aged2"), headers=demo_header("Cache-Control: max-age=1000, public"))
+        time.sleep(1.1)
+        r = requests.get(gw.u("/aged2"))
+        assert r.headers["X-Cache"] == "HIT" and int(r.headers["Age"]) >= 1
+        # an upstream Age beyond the lifetime: stored already stale, not a hit
+        assert requests.get(gw.u("/aged")).headers["X-Cache"] == "MISS"
+        requests.get(gw.u("/aged3"), headers={"X-Demo-Header": "Cache-Control: max-age=1000"})
+        r = requests.get(gw.u("/aged3"))
+        assert r.headers["X-Cache"] == "HIT"
+
+
+def test_purge_while_a_large_hit_is_being_sent(gateway):
+    with backend() as b:
+        admin = free_port()
+        gw = gateway(cfg_for(free_port(), b.port, admin_port=admin,
+                             cache={"ttl": "60s", "max_object_bytes": "4MiB"},
+                             store={"max_bytes": "64MiB", "shards": 4}))
+        whole = requests.get(gw.u("/bytes/3000000")).content
+        assert len(whole) == 3000000
+        r = requests.get(gw.u("/bytes/3000000"), stream=True)
+        assert r.headers["X-Cache"] == "HIT"
+        first = r.raw.read(1000)
+        assert requests.delete("http://127.0.0.1:%d/cache" % admin).json()["purged"] == 1
+        rest = r.raw.read()
+        assert first + rest == whole  # the entry lives until the answer is sent
+        assert requests.get(gw.u("/bytes/3000000")).headers["X-Cache"] == "MISS"
+
+
+def test_reload_with_a_new_max_bytes_keeps_entries_and_shrinks_in_place(gateway):
+    with backend() as b:
+        admin = free_port()
+        port = free_port()
+        cfg = cfg_for(port, b.port, admin_port=admin, store={"max_bytes": "2MiB", "shards": 1})
+        gw = gateway(cfg)
+        stats = "http://127.0.0.1:%d/cache" % admin
+        for i in range(10):
+            requests.get(gw.u("/bytes/40000?i=%d" % i))
+        assert requests.get(stats).json()["entries"] == 10
+        cfg["cache_store"] = {"max_bytes": "128KiB", "shards": 1}
+        gw.reload(cfg)
+        st = requests.get(stats).json()
+        assert st["max_bytes"] == 128 * 1024 and st["bytes"] <= 128 * 1024
+        assert 0 < st["entries"] < 10 and st["evictions"] >= 1
+        assert requests.get(gw.u("/bytes/40000?i=9")).headers["X-Cache"] == "HIT"  # newest kept
+        assert requests.get(gw.u("/bytes/40000?i=0")).headers["X-Cache"] == "MISS"  # oldest gone
+        cfg["cache_store"] = {"max_bytes": "4MiB", "shards": 1}
+        gw.reload(cfg)
+        assert requests.get(gw.u("/bytes/40000?i=9")).headers["X-Cache"] == "HIT"
+        cfg["cache_store"] = {"max_bytes": "4MiB", "shards": 2}  # new shards: a new, empty store
+        gw.reload(cfg)
+        assert requests.get(gw.u("/bytes/40000?i=9")).headers["X-Cache"] == "MISS"
+
+
+def _curl(args, timeout=20):
+    out = subprocess.run(["curl", "-sS", "--max-time", str(scaled(10)), "-D", "-", "-o",
+                          "/dev/null", "-w", "%{http_version}"] + args,
+                         capture_output=True, text=True, timeout=scaled(timeout))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    fields = {}
+    for l in lines[1:-1]:
+        if ":" in l:
+            k, _, v = l.partition(":")
+            fields[k.strip().lower()] = v.strip()
+    return lines[0].split()[1], fields, lines[-1]
+
+
+def test_hits_and_304s_over_tls_with_http2_and_http1(gateway, tls_certs):
+    name = "cache.test"
+    with backend() as b:
+        cert, key = tls_certs.server("cachetls", [name], kind="ec")
+        cfg = cfg_for(free_port(), b.port)
+        cfg["listeners"][0]["tls"] = {"certificates": [{"cert": cert, "key": key}]}
+        cfg["listeners"][0]["http2"] = True
+        gw = gateway(cfg)
+        base = ["--resolve", "%s:%d:127.0.0.1" % (name, gw.port), "--cacert", tls_certs.ca]
+        url = "https://%s:%d/tls-item" % (name, gw.port)
+        etag = ["-H", 'X-Demo-Header: ETag: "t1"']
+        st, f, ver = _curl(["--http2"] + base + etag + [url])
+        assert (st, f["x-cache"], ver) == ("200", "MISS", "2")
+        st, f, ver = _curl(["--http2"] + base + [url])
+        assert (st, f["x-cache"], ver) == ("200", "HIT", "2")
+        st, f, ver = _curl(["--http1.1"] + base + [url])
+        assert (st, f["x-cache"], ver) == ("200", "HIT", "1.1")
+        assert int(f["content-length"]) > 0 and "age" in f
+        for v in ("--http2", "--http1.1"):
+            st, f, _ = _curl([v] + base + ["-H", 'If-None-Match: "t1"', url])
+            # a 304 from the cache: the entry's validator, no framing or
+            # JSON type of its own (RFC 9110 15.4.5)
+            assert (st, f["x-cache"], f["etag"]) == ("304", "HIT", '"t1"'), v
+            assert "content-length" not in f and "application/json" not in f.get(
+                "content-type", ""), (v, f)
+        assert b.stats()["requests"] == 1
+
+
+def test_hit_over_cleartext_http2(gateway):
+    with backend() as b:
+        cfg = cfg_for(free_port(), b.port)
+        cfg["listeners"][0]["http2"] = True
+        gw = gateway(cfg)
+        url = gw.u("/h2c-item")
+        assert _curl(["--http2-prior-knowledge", url])[1]["x-cache"] == "MISS"
+        st, f, ver = _curl(["--http2-prior-knowledge", url])
+        assert (st, f["x-cache"], ver) == ("200", "HIT", "2")
+
+
+class _Scripted(http.server.BaseHTTPRequestHandler):
+    """Answers request N (0 on) as plan[N]: (delay s, status); 200s carry
+    ETag "s1" and max-age=1, a 304 only the ETag. Records If-None-Match."""
+    protocol_version = "HTTP/1.1"
+    plan = []
+    seen = []
+    lock = threading.Lock()
+
+    def do_GET(self):
+        with _Scripted.lock:
+            n = len(_Scripted.seen)
+            _Scripted.seen.append(self.headers.get("If-None-Match"))
+        delay, st = _Scripted.plan[min(n, len(_Scripted.plan) - 1)]
+        time.sleep(delay)
+        body = b"" if st == 304 else b"scripted %d" % n
+        self.send_response(st)
+        self.send_header("ETag", '"s1"')
+        if st == 200:
+            self.send_header("Cache-Control", "max-age=1")
+            self.send_header("Content-Type", "text/plain")
+        if st != 304:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_a_waiter_whose_fetch_revalidates_gets_the_stored_answer_not_a_bare_304(gateway):
+    _Scripted.plan = [(0, 200), (0.5, 500), (0, 304)]
+    _Scripted.seen = []
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Scripted)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        gw = gateway(cfg_for(free_port(), srv.server_port))
+        assert requests.get(gw.u("/s")).text == "scripted 0"
+        time.sleep(1.2)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            lead = pool.submit(requests.get, gw.u("/s"))
+            wait_until(lambda: len(_Scripted.seen) == 2, scaled(5), what="the leader's fetch")
+            waiter = pool.submit(requests.get, gw.u("/s"))  # parks on the leader's flight
+            assert lead.result().status_code == 500
+            r = waiter.result()
+        # the leader's 500 ended the flight: the waiter fetched itself with
+        # the entry's validator and got the stored answer back, fresh again
+        assert _Scripted.seen == [None, '"s1"', '"s1"']
+        assert r.status_code == 200 and r.text == "scripted 0"
+        assert requests.get(gw.u("/s")).headers["X-Cache"] == "HIT"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_concurrent_http2_streams_on_a_cold_key_make_one_fetch(gateway):
+    from test_http2 import H2Client
+    with backend(threads=4) as b:
+        cfg = cfg_for(free_port(), b.port)
+        cfg["listeners"][0]["http2"] = True
+        gw = gateway(cfg)
+        b.reset()
+        # 30 streams on one connection (one worker): 29 park on the flight
+        # and are woken together when the one fetch stores its answer
+        c = H2Client(gw.port)
+        try:
+            sids = [c.request("GET", "/h2cold", headers=[("x-demo-delay", "300")])
+                    for _ in range(30)]
+            res = c.wait(sids)
+        finally:
+            c.close()
+        heads = [dict(r["headers"]) for r in res]
+        assert all(h[b":status"] == b"200" for h in heads)
+        assert sorted(h[b"x-cache"] for h in heads) == [b"HIT"] * 29 + [b"MISS"]
+        assert len({bytes(r["data"]) for r in res}) == 1
+        assert count(b) == 1
+
+
+def test_a_miss_keeps_the_upstream_framing(gateway):
+    """Storing only reads the body: a miss keeps the upstream's
+    Content-Length (no switch to chunked), as the hit that follows has."""
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port))
+        for want in ("MISS", "HIT"):
+            r = requests.get(gw.u("/framing"), stream=True)
+            assert r.headers["X-Cache"] == want
+            assert "Transfer-Encoding" not in r.headers
+            body = r.raw.read()
+            assert int(r.headers["Content-Length"]) == len(body) > 0

@@ -47,7 +47,7 @@ static struct pt_cache_entry *get(struct pt_cache_store *s, const char *key, pt_
     enum pt_cache_flight fl;
     uint64_t seq = 0;
     pt_slice k = {key, strlen(key)};
-    return pt_cache_lookup(s, pt_cache_hash(s, k), k, f, NULL, 100, false, 0, &fl, &seq);
+    return pt_cache_lookup(s, pt_cache_hash(s, k), k, f, NULL, 100, false, 0, &fl, &seq, 0);
 }
 
 static void test_insert_lookup_variants_and_replace(void)
@@ -112,25 +112,30 @@ static void test_flights(void)
     pt_slice k = PT_SLICE("f");
     uint64_t h = pt_cache_hash(s, k), s1 = 0, s2 = 0, s3 = 0;
     enum pt_cache_flight fl;
-    CHECK(!pt_cache_lookup(s, h, k, NULL, NULL, 100, true, 5000, &fl, &s1));
+    CHECK(!pt_cache_lookup(s, h, k, NULL, NULL, 100, true, 5000, &fl, &s1, 0));
     CHECK_EQ_INT(fl, PT_CACHE_LEAD);
-    pt_cache_lookup(s, h, k, NULL, NULL, 101, true, 5000, &fl, &s2);
+    pt_cache_lookup(s, h, k, NULL, NULL, 101, true, 5000, &fl, &s2, 1u << 3);
     CHECK(fl == PT_CACHE_WAIT && s2 == s1);
-    pt_cache_flight_end(s, h, k, s1, false, 150);
-    pt_cache_lookup(s, h, k, NULL, NULL, 151, true, 5000, &fl, &s2);
+    uint64_t s2b = 0; /* a second waiter, on another worker */
+    pt_cache_lookup(s, h, k, NULL, NULL, 102, true, 5000, &fl, &s2b, 1u << 5);
+    CHECK(fl == PT_CACHE_WAIT && s2b == s1);
+    /* the waiters' workers are handed to whoever ends the flight */
+    CHECK(pt_cache_flight_end(s, h, k, s1, false, 150) == ((1u << 3) | (1u << 5)));
+    CHECK(pt_cache_flight_end(s, h, k, s1, false, 150) == 0); /* ended already */
+    pt_cache_lookup(s, h, k, NULL, NULL, 151, true, 5000, &fl, &s2, 0);
     CHECK_EQ_INT(fl, PT_CACHE_NONE); /* the awaited flight ended, no entry */
     /* a new leader; ended as uncacheable → PASS for later misses */
-    pt_cache_lookup(s, h, k, NULL, NULL, 200, true, 5000, &fl, &s3);
+    pt_cache_lookup(s, h, k, NULL, NULL, 200, true, 5000, &fl, &s3, 0);
     CHECK_EQ_INT(fl, PT_CACHE_LEAD);
     pt_cache_flight_end(s, h, k, s3, true, 210);
     uint64_t s4 = 0;
-    pt_cache_lookup(s, h, k, NULL, NULL, 300, true, 5000, &fl, &s4);
+    pt_cache_lookup(s, h, k, NULL, NULL, 300, true, 5000, &fl, &s4, 0);
     CHECK_EQ_INT(fl, PT_CACHE_PASS);
     s4 = 0;
-    pt_cache_lookup(s, h, k, NULL, NULL, 210 + PT_CACHE_PASS_MS, true, 5000, &fl, &s4);
+    pt_cache_lookup(s, h, k, NULL, NULL, 210 + PT_CACHE_PASS_MS, true, 5000, &fl, &s4, 0);
     CHECK_EQ_INT(fl, PT_CACHE_LEAD); /* the mark expired */
     uint64_t s5 = 0;                 /* a lost leader is taken over after lock_timeout */
-    pt_cache_lookup(s, h, k, NULL, NULL, 210 + PT_CACHE_PASS_MS + 5000, true, 5000, &fl, &s5);
+    pt_cache_lookup(s, h, k, NULL, NULL, 210 + PT_CACHE_PASS_MS + 5000, true, 5000, &fl, &s5, 0);
     CHECK(fl == PT_CACHE_LEAD && s5 != s4);
     pt_cache_store_unref(s); /* frees the open flight too */
 }

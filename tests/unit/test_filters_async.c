@@ -82,8 +82,8 @@ static void fake_resume(struct pt_filter_ctx *ctx, enum pt_filter_result r)
     fake.resumed = r;
 }
 
-static const struct pt_filter_services fake_svc = {fake_timer,  fake_call, fake_now,
-                                                   fake_random, NULL,      NULL};
+static const struct pt_filter_services fake_svc = {
+    .timer = fake_timer, .call = fake_call, .now_ms = fake_now, .random = fake_random};
 
 static void fake_reset(void)
 {

@@ -104,8 +104,43 @@ static void test_body_rules_count_as_transforms(void)
     pt_diag_free(&d);
 }
 
+/* A cache object limit above max_bytes / shards: flagged at its value;
+ * at or below it, or a route without cache: nothing. */
+static void test_cache_object_above_shard_budget(void)
+{
+    struct pt_diag d;
+    size_t n =
+        lint_text(UPSTREAMS "cache_store: { max_bytes: 1MiB, shards: 4 }\n"
+                            "routes:\n"
+                            "  - name: big\n"
+                            "    match: { path_prefix: /v1/a }\n"
+                            "    upstream: users\n"
+                            "    filters: { cache: { ttl: 1s, max_object_bytes: 512KiB } }\n"
+                            "  - name: fits\n"
+                            "    match: { path_prefix: /v1/b }\n"
+                            "    upstream: users\n"
+                            "    filters: { cache: { ttl: 1s, max_object_bytes: 256KiB } }\n",
+                  &d);
+    CHECK_EQ_INT(n, 1);
+    if (n == 1)
+        CHECK_MSG(strstr(d.lines[0], "warning: route `big`: cache `max_object_bytes` (524288)") &&
+                      strstr(d.lines[0], "[cache-object-above-shard-budget]"),
+                  "%s", d.lines[0]);
+    pt_diag_free(&d);
+    /* the defaults (1MiB objects, 256MiB / 64 shards) fit */
+    n = lint_text(UPSTREAMS "routes:\n"
+                            "  - name: dflt\n"
+                            "    match: { path_prefix: /v1/c }\n"
+                            "    upstream: users\n"
+                            "    filters: { cache: { ttl: 1s } }\n",
+                  &d);
+    CHECK_EQ_INT(n, 0);
+    pt_diag_free(&d);
+}
+
 int main(void)
 {
+    test_cache_object_above_shard_budget();
     test_body_rule_without_max_body_bytes();
     test_inherited_body_rule();
     test_body_rules_count_as_transforms();
