@@ -112,6 +112,17 @@ class Origin(BaseHTTPRequestHandler):
 
     do_PUT = do_POST
 
+    def do_HEAD(self):
+        # GET's head, no body (RFC 9110 9.3.2)
+        raw = json.dumps(DOC).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if self.path == "/chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+
 
 @pytest.fixture(scope="module")
 def origin():
@@ -333,3 +344,28 @@ def test_http2_client_both_directions(gw):
     m = re.search(rb"content-length: (\d+)", head)
     assert m and int(m.group(1)) == len(body)
     check_edited(json.loads(body), None, "GET")
+
+
+@pytest.mark.parametrize("path", ["/r/json", "/r/chunked"])
+def test_head_on_a_route_with_response_body_rules(gw, path):
+    # HEAD has no body to edit: the head comes at once, the upstream's
+    # length stands, and the connection carries the next request.
+    c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=scaled(5))
+    c.request("HEAD", path)
+    r = c.getresponse()
+    assert r.status == 200
+    assert r.read() == b""
+    if path == "/r/json":
+        assert r.getheader("Content-Length") == str(len(json.dumps(DOC).encode()))
+    c.request("GET", "/r/json")
+    r = c.getresponse()
+    assert r.status == 200
+    body = r.read()
+    check_edited(json.loads(body), None, "GET")
+    assert r.getheader("Content-Length") == str(len(body))
+    c.close()
+    out = subprocess.run(["curl", "-sS", "-I", "--http2-prior-knowledge",
+                          "http://127.0.0.1:%d%s" % (h2c_port(gw), path)],
+                         capture_output=True, timeout=scaled(10))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(b"HTTP/2 200")
