@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from conftest import (Gateway, free_port, make_config, scaled, to_yaml, upstream,
-                      wait_until, with_backend)
+                      validate_errors, wait_until, with_backend)
 
 DOC = {"id": 7, "user_name": "ann", "secret": "s3",
        "user": {"address": {"zip": "12345", "city": "Oslo"}, "tags": [1, 2]},
@@ -369,3 +369,22 @@ def test_head_on_a_route_with_response_body_rules(gw, path):
                          capture_output=True, timeout=scaled(10))
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(b"HTTP/2 200")
+
+
+@pytest.mark.parametrize("rule", ["{ user: user.address.inner }", "{ user.address: user.address.zip }"])
+def test_rename_into_its_own_subtree_is_refused(tmp_path, rule):
+    # Moving a member inside itself would make the document hold itself:
+    # a reference cycle that leaked every request's tree. Refused at load.
+    text = ("listeners: [{name: public, address: \"127.0.0.1:%d\"}]\n"
+            "upstreams:\n"
+            "  o: {targets: [{address: \"127.0.0.1:9\"}]}\n"
+            "routes:\n"
+            "  - name: r\n"
+            "    match: {path_prefix: /}\n"
+            "    upstream: o\n"
+            "    filters:\n"
+            "      response_transform:\n"
+            "        rename_body_fields: %s\n" % (free_port(), rule))
+    rc, out = validate_errors(tmp_path, text, "rt.yaml")
+    assert rc != 0
+    assert "rt.yaml:10:" in out and "inside itself" in out, out
