@@ -481,3 +481,15 @@ def test_http2_client_hang_up_cancels_every_outstanding_call(gateway, raw_upstre
     wait_until(lambda: all(h.closed == 1 for h in hs), scaled(3),
                what="the gateway to close every call")
     gw.stop()  # an ASan build reports any leak here
+
+
+def test_config_error_path_with_too_many_pieces(tmp_path):
+    # 33 variables with literal text between: 66 pieces. Accepted before,
+    # it then failed every request as "out of memory" (a 502).
+    path = "/x" + "-{id}" * 33
+    r = validate(tmp_path, base('          - { name: x, upstream: a, path: "%s" }\n' % path))
+    assert r.returncode != 0
+    assert "agg.yaml:10:" in r.stderr and "more than 64" in r.stderr, r.stderr
+    ok = validate(tmp_path, base('          - { name: x, upstream: a, path: "%s" }\n'
+                                 % ("/x" + "-{id}" * 32)))
+    assert ok.returncode == 0, ok.stderr
