@@ -13,7 +13,8 @@
 #include "filters/filter.h"
 #include "filters/template.h"
 
-#define AGG_MAX_CALLS 32 /* a call's dependencies are a 32-bit mask */
+#define AGG_MAX_CALLS 32      /* a call's dependencies are a 32-bit mask */
+#define AGG_MAX_PATH_PARTS 64 /* literals and variables in one call's path */
 
 /* ---- path templates (aggregate_path.c) ---- */
 

@@ -121,6 +121,12 @@ int agg_path_compile(struct agg_path *out, const char *src, struct pt_arena *a, 
     }
     if (used > lit)
         parts[n++] = (struct agg_tpart){AGG_V_LITERAL, {buf + lit, used - lit}, 0, {0}};
+    if (n > AGG_MAX_PATH_PARTS) {
+        snprintf(err, errlen,
+                 "a call's path has %u pieces (literal text and variables), more than %d", n,
+                 AGG_MAX_PATH_PARTS);
+        return -1;
+    }
     out->parts = parts;
     out->nparts = n;
     return 0;
@@ -235,7 +241,7 @@ static pt_slice var_value(const struct agg_tpart *p, const struct pt_filter_ctx 
 pt_slice agg_path_render(const struct agg_path *p, const struct pt_filter_ctx *ctx,
                          const struct agg_part *parts, const char **missing)
 {
-    pt_slice vals[64];
+    pt_slice vals[AGG_MAX_PATH_PARTS];
     size_t total = 0;
     *missing = NULL;
     if (p->nparts > PT_ARRAY_LEN(vals))

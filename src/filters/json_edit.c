@@ -158,6 +158,18 @@ static int path_error(struct pt_filter_errs *errs, const char *field, const char
                             entry);
 }
 
+/* Whether path `p` lies strictly below `of`: a member moved there would
+ * hold itself (a reference cycle jansson never frees). */
+static bool inside(const struct json_path *p, const struct json_path *of)
+{
+    if (p->n <= of->n)
+        return false;
+    for (uint32_t i = 0; i < of->n; i++)
+        if (strcmp(p->seg[i], of->seg[i]) != 0)
+            return false;
+    return true;
+}
+
 int pt_json_edits_compile(struct pt_json_edits *out, const struct pt_strlist *remove,
                           const struct pt_strmap *rename, const struct pt_jsonmap *add,
                           struct pt_arena *a, struct pt_filter_errs *errs)
@@ -200,6 +212,10 @@ int pt_json_edits_compile(struct pt_json_edits *out, const struct pt_strlist *re
             seg[to.n - 1] = op->to.seg[0];
             op->to = (struct json_path){seg, to.n};
         }
+        if (inside(&op->to, &op->path))
+            bad |= pt_filter_errorf(errs, "rename_body_fields", rename->keys[i], true,
+                                    "`%s` cannot move inside itself (`%s`)", rename->keys[i],
+                                    rename->values[i]);
     }
     for (uint32_t i = 0; i < add->n; i++, k++) {
         struct pt_json_op *op = &ops[k];

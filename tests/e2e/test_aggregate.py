@@ -11,6 +11,7 @@ connections) and, for exact nested JSON, a small Python server.
 import http.server
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -419,3 +420,76 @@ def test_config_error_too_many_parts(tmp_path):
 def test_aggregate_route_without_upstream_validates(tmp_path):
     r = validate(tmp_path, base('          - { name: x, upstream: a, path: "/x/{id}" }\n'))
     assert r.returncode == 0, r.stderr
+
+
+def h2c_gateway(gateway, ups, routes):
+    cfg = make_config(free_port(), ups, routes)
+    h2 = free_port()
+    cfg["listeners"].append({"name": "h2c", "address": "127.0.0.1:%d" % h2, "http2": True})
+    return gateway(cfg), h2
+
+
+def test_http2_client_gets_the_merged_answer(gateway, backends):
+    b = backends("svc")
+    calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
+             {"name": "orders", "upstream": "a", "path": "/orders?user={id}", "optional": True},
+             {"name": "gone", "upstream": "a", "path": "/users/999", "optional": True}]
+    gw, h2 = h2c_gateway(gateway, {"a": upstream(b.port)}, [agg_route(calls)])
+    # two streams at once on one connection, each its own fan-out
+    out = subprocess.run(
+        ["nghttp", "-v", "http://127.0.0.1:%d/p/1" % h2, "http://127.0.0.1:%d/p/2" % h2],
+        capture_output=True, timeout=scaled(10))
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.decode()
+    streams = sorted(set(re.findall(r"recv \(stream_id=(\d+)\) :status: 200", text)), key=int)
+    assert len(streams) == 2, text
+    for sid in streams:
+        m = re.search(r"recv \(stream_id=%s\) content-length: (\d+)" % sid, text)
+        assert m, text
+        assert re.search(r"recv \(stream_id=%s\) x-partial-response: true" % sid, text)
+    docs = [json.loads(d) for d in re.findall(r'(\{"user".*?\]\})\[', text)]
+    assert sorted(d["user"]["name"] for d in docs) == ["Ada Lovelace", "Alan Turing"]
+    for d in docs:
+        assert d["_errors"][0]["part"] == "gone"
+    # curl, one stream: the DATA length is the content-length
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-D", "-",
+                          "http://127.0.0.1:%d/p/1" % h2], capture_output=True,
+                         timeout=scaled(10))
+    assert out.returncode == 0, out.stderr
+    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/2 200")
+    m = re.search(rb"content-length: (\d+)", head)
+    assert m and int(m.group(1)) == len(body)
+    assert json.loads(body)["user"]["name"] == "Ada Lovelace"
+
+
+def test_http2_client_hang_up_cancels_every_outstanding_call(gateway, raw_upstream):
+    hs = [_Holder(raw_upstream) for _ in range(3)]
+    ups = {"u%d" % i: upstream(h.up.port) for i, h in enumerate(hs)}
+    calls = [{"name": "c%d" % i, "upstream": "u%d" % i, "path": "/hang", "timeout": "20s"}
+             for i in range(3)]
+    gw, h2 = h2c_gateway(gateway, ups, [agg_route(calls)])
+    p = subprocess.Popen(["curl", "-sS", "--http2-prior-knowledge",
+                          "http://127.0.0.1:%d/p/1" % h2],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: all(h.started == 1 for h in hs), scaled(5),
+                   what="every call to reach its backend")
+    finally:
+        p.kill()
+        p.wait()
+    wait_until(lambda: all(h.closed == 1 for h in hs), scaled(3),
+               what="the gateway to close every call")
+    gw.stop()  # an ASan build reports any leak here
+
+
+def test_config_error_path_with_too_many_pieces(tmp_path):
+    # 33 variables with literal text between: 66 pieces. Accepted before,
+    # it then failed every request as "out of memory" (a 502).
+    path = "/x" + "-{id}" * 33
+    r = validate(tmp_path, base('          - { name: x, upstream: a, path: "%s" }\n' % path))
+    assert r.returncode != 0
+    assert "agg.yaml:10:" in r.stderr and "more than 64" in r.stderr, r.stderr
+    ok = validate(tmp_path, base('          - { name: x, upstream: a, path: "%s" }\n'
+                                 % ("/x" + "-{id}" * 32)))
+    assert ok.returncode == 0, ok.stderr

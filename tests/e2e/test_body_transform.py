@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from conftest import (Gateway, free_port, make_config, scaled, to_yaml, upstream,
-                      wait_until, with_backend)
+                      validate_errors, wait_until, with_backend)
 
 DOC = {"id": 7, "user_name": "ann", "secret": "s3",
        "user": {"address": {"zip": "12345", "city": "Oslo"}, "tags": [1, 2]},
@@ -111,6 +111,17 @@ class Origin(BaseHTTPRequestHandler):
         self._echo()
 
     do_PUT = do_POST
+
+    def do_HEAD(self):
+        # GET's head, no body (RFC 9110 9.3.2)
+        raw = json.dumps(DOC).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if self.path == "/chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
 
 
 @pytest.fixture(scope="module")
@@ -333,3 +344,47 @@ def test_http2_client_both_directions(gw):
     m = re.search(rb"content-length: (\d+)", head)
     assert m and int(m.group(1)) == len(body)
     check_edited(json.loads(body), None, "GET")
+
+
+@pytest.mark.parametrize("path", ["/r/json", "/r/chunked"])
+def test_head_on_a_route_with_response_body_rules(gw, path):
+    # HEAD has no body to edit: the head comes at once, the upstream's
+    # length stands, and the connection carries the next request.
+    c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=scaled(5))
+    c.request("HEAD", path)
+    r = c.getresponse()
+    assert r.status == 200
+    assert r.read() == b""
+    if path == "/r/json":
+        assert r.getheader("Content-Length") == str(len(json.dumps(DOC).encode()))
+    c.request("GET", "/r/json")
+    r = c.getresponse()
+    assert r.status == 200
+    body = r.read()
+    check_edited(json.loads(body), None, "GET")
+    assert r.getheader("Content-Length") == str(len(body))
+    c.close()
+    out = subprocess.run(["curl", "-sS", "-I", "--http2-prior-knowledge",
+                          "http://127.0.0.1:%d%s" % (h2c_port(gw), path)],
+                         capture_output=True, timeout=scaled(10))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(b"HTTP/2 200")
+
+
+@pytest.mark.parametrize("rule", ["{ user: user.address.inner }", "{ user.address: user.address.zip }"])
+def test_rename_into_its_own_subtree_is_refused(tmp_path, rule):
+    # Moving a member inside itself would make the document hold itself:
+    # a reference cycle that leaked every request's tree. Refused at load.
+    text = ("listeners: [{name: public, address: \"127.0.0.1:%d\"}]\n"
+            "upstreams:\n"
+            "  o: {targets: [{address: \"127.0.0.1:9\"}]}\n"
+            "routes:\n"
+            "  - name: r\n"
+            "    match: {path_prefix: /}\n"
+            "    upstream: o\n"
+            "    filters:\n"
+            "      response_transform:\n"
+            "        rename_body_fields: %s\n" % (free_port(), rule))
+    rc, out = validate_errors(tmp_path, text, "rt.yaml")
+    assert rc != 0
+    assert "rt.yaml:10:" in out and "inside itself" in out, out
