@@ -531,6 +531,11 @@ class Bystander:
         c.close()
 
     def finish(self):
+        # A flood can end (GOAWAY) before this client's first answer came:
+        # let it show it is served before stopping it.
+        deadline = time.monotonic() + scaled(10)
+        while self.ok == 0 and not self.bad and time.monotonic() < deadline:
+            time.sleep(0.01)
         self.stop = True
         self.t.join(scaled(20))
         assert not self.bad, self.bad
