@@ -1,7 +1,7 @@
 /*
  * test_mtls_auth.c — the mtls_auth filter run directly on a request built
  * here, over a TLS session whose certificate facts are set by the test
- * (the e2e suite test_mtls.py makes real handshakes): which name becomes
+ * (the e2e suite test_mtls_auth.py makes real handshakes): which name becomes
  * the consumer, the groups of its consumers entry, every refusal, the
  * forwarded subject / fingerprint / XFCC fields and the removal of
  * client-sent copies; the consumers' name index; config errors.

@@ -61,9 +61,11 @@ static void test_switch_valid(void)
     struct pt_h1_header prefix[] = {F("Upgrade", "websocketx"),
                                     F("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")};
     CHECK(!pt_ws_switch_valid(prefix, 2, key));
+    /* Two Accept fields, the right one and another: refused (a proxy
+     * must not pick one). */
     struct pt_h1_header twice[] = {F("Upgrade", "websocket"),
                                    F("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-                                   F("Sec-WebSocket-Accept", "xxxxLMBiTxaQ9kYGzzhZRbK+xOo=")};
+                                   F("Sec-WebSocket-Accept", "AAAAAAAAAAAAAAAAAAAAAAAAAAA=")};
     CHECK(!pt_ws_switch_valid(twice, 3, key));
     struct pt_h1_header truncated[] = {F("Upgrade", "websocket"),
                                        F("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xO")};
