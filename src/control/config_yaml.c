@@ -482,11 +482,13 @@ out:
     free(drop);
 }
 
-/* Names that a filter's header template resolves per request (template.h):
- * `${request_id}`, `${remote_addr}`, `${method}`, `${path}` and any
- * dotted name such as `${path.id}`. They are left in place for the filter;
- * every other `${NAME}` is an environment variable. */
-static const char *const request_variables[] = {"request_id", "remote_addr", "method", "path"};
+/* Names that a filter's template resolves per request (filters/template.c,
+ * aggregate paths): `${request_id}`, `${remote_addr}`, `${method}`,
+ * `${path}`, `${consumer}` and any dotted name such as `${path.id}` or
+ * `${jwt.sub}`. They are left in place for the filter; every other
+ * `${NAME}` is an environment variable. */
+static const char *const request_variables[] = {"request_id", "remote_addr", "method", "path",
+                                                "consumer"};
 
 static bool is_request_variable(const char *name, size_t len)
 {

@@ -468,8 +468,8 @@ void pt_conn_close_idle(struct pt_worker *w)
         struct pt_conn *next = c->next;
         if (c->h2)
             pt_h2s_drain(c); /* GOAWAY; in-flight streams finish */
-        else if (!c->txn && !c->head_started)
-            pt_h1s_close(c);
+        else if (!c->txn && !c->head_started && !c->lingering)
+            pt_h1s_close(c); /* (a lingering one ends on its own, soon) */
         c = next;
     }
 }

@@ -893,7 +893,9 @@ static bool txn_finished(struct h1_txn *t)
  * the kernel send a reset for the unread bytes, and a reset can destroy the
  * response before the client has read it. So shut the write side (the
  * client sees the end of the response), discard whatever still arrives for
- * up to PT_LINGER_MS (and PT_LINGER_MAX_BYTES), then close.
+ * up to PT_LINGER_MS (and PT_LINGER_MAX_BYTES), then close. Every TLS
+ * connection closes this way: its write side ends with close_notify, sent
+ * behind any records still waiting for room.
  */
 #define PT_LINGER_MS 2000
 #define PT_LINGER_MAX_BYTES (8u << 20)
@@ -951,7 +953,11 @@ static void txn_finish(struct h1_txn *t)
     bool unread_body = !t->req_done;
     pt_h1s_txn_end(t, true);
     if (close_conn) {
-        if (unread_body)
+        /* Over TLS the last records may still sit in the side buffer (the
+         * socket took no more), and the client is owed a close_notify: a
+         * close-delimited body is complete only with it. Lingering sends
+         * it behind those records and closes at the client's EOF. */
+        if (unread_body || c->tls)
             conn_linger(c);
         else
             pt_h1s_close(c);

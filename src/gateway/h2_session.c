@@ -372,7 +372,7 @@ void pt_h2s_run(struct pt_conn *c)
     h->in_run = false;
     if (c->closed)
         return;
-    bool flushed = !c->rbuf && h->out_len == 0;
+    bool flushed = !c->rbuf && h->out_len == 0 && !(c->tls && pt_tls_write_pending(c->tls));
     if (flushed && ((!nghttp2_session_want_read(h->s) && !nghttp2_session_want_write(h->s)) ||
                     (h->goaway && h->nstreams == 0))) {
         close_now(c);

@@ -333,6 +333,48 @@ def test_a_dot_segment_value_has_its_dots_encoded(gateway, backends):
     assert r.json()["e"]["target"] == "/items/v1.2/detail"
 
 
+
+def hs256_token(claims, secret):
+    import base64
+    import hashlib
+    import hmac
+
+    def b64u(raw):
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    head = b64u(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64u(json.dumps(claims).encode())
+    sig = hmac.new(secret, ("%s.%s" % (head, body)).encode(), hashlib.sha256).digest()
+    return "%s.%s.%s" % (head, body, b64u(sig))
+
+
+def test_consumer_and_jwt_claims_fill_paths_percent_encoded(gateway, backends):
+    """`${consumer}` and `${jwt.<claim>}` come from the route's verified
+    token (the jwt filter runs first); a claim holding `/`, `?` or `..`
+    stays inside its segment, a missing claim renders empty, and without a
+    valid token the jwt filter answers before any call is made."""
+    secret = b"bff-test-secret-0123456789abcdef"
+    b = backends("svc")
+    calls = [{"name": "me", "upstream": "a", "path": "/who/${consumer}/t/${jwt.tenant}"},
+             {"name": "odd", "upstream": "a", "path": "/x/${jwt.path}?n=${jwt.nothing}"}]
+    route = agg_route(calls)
+    route["filters"] = {"jwt": {"secret": secret.decode()}, "aggregate": route["filters"]["aggregate"]}
+    gw = start(gateway, {"a": upstream(b.port)}, [route])
+    now = int(time.time())
+    tok = hs256_token({"sub": "alice@example.com", "tenant": "acme/eu", "path": "../a?b=c",
+                       "exp": now + 300}, secret)
+    r = requests.get(gw.u("/p/1"), headers={"Authorization": "Bearer " + tok}, timeout=scaled(10))
+    assert r.status_code == 200, r.text
+    assert r.json()["me"]["target"] == "/who/alice%40example.com/t/acme%2Feu"
+    assert r.json()["odd"]["target"] == "/x/..%2Fa%3Fb%3Dc?n="
+    before = b.stats()["requests"]
+    r = requests.get(gw.u("/p/1"), timeout=scaled(10))
+    assert r.status_code == 401
+    bad = hs256_token({"sub": "mallory", "exp": now + 300}, b"another-secret-0123456789abcdef")
+    r = requests.get(gw.u("/p/1"), headers={"Authorization": "Bearer " + bad}, timeout=scaled(10))
+    assert r.status_code == 401
+    assert b.stats()["requests"] == before
+
+
 def test_identity_and_tracing_headers_are_forwarded_by_default(gateway, backends):
     b = backends("svc")
     calls = [{"name": "d", "upstream": "a", "path": "/d"},

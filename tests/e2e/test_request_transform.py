@@ -3,6 +3,8 @@ with ${request_id}, ${remote_addr}, ${path.<param>}, ${method}, ${path}
 templates; runs only on routes that name it. Environment values are
 literal: only the file's own text is a template."""
 
+import json
+
 import requests
 
 from conftest import Gateway, backend, echo_headers, one_route, scaled
@@ -58,5 +60,31 @@ def test_environment_values_in_header_templates_are_literal(tmp_path):
             doc = requests.get(gw.u("/echo"), timeout=scaled(5)).json()
             assert echo_headers(doc, "Authorization") == ["Bearer s3cr$$t${method}"]
             assert echo_headers(doc, "X-Both") == ["GET:s3cr$$t${method}:${x}"]
+        finally:
+            gw.stop()
+
+
+def test_consumer_template_names_the_authenticated_caller(tmp_path):
+    """`${consumer}` in a header value and in a JSON body field is the
+    consumer the route's auth filter identified (empty when anonymous), not
+    an environment variable."""
+    with backend("who") as b:
+        cfg = one_route(b.port)
+        cfg["consumers"] = [{"name": "alice", "api_keys": ["k-alice"]}]
+        cfg["routes"][0]["filters"] = {
+            "key_auth": {"optional": True},
+            "request_transform": {"set_headers": {"X-Who": "[${consumer}]"},
+                                  "add_body_fields": {"consumer": "${consumer}"}}}
+        gw = Gateway(cfg, tmp_path)
+        try:
+            r = requests.post(gw.u("/echo"), json={"a": 1}, headers={"X-API-Key": "k-alice"},
+                              timeout=scaled(5))
+            assert r.status_code == 200, r.text
+            doc = r.json()
+            assert echo_headers(doc, "X-Who") == ["[alice]"]
+            assert json.loads(doc["body"]) == {"a": 1, "consumer": "alice"}
+            doc = requests.post(gw.u("/echo"), json={"a": 1}, timeout=scaled(5)).json()
+            assert echo_headers(doc, "X-Who") == ["[]"]
+            assert json.loads(doc["body"]) == {"a": 1, "consumer": ""}
         finally:
             gw.stop()

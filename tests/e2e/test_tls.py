@@ -317,7 +317,10 @@ def test_proxy_v1_header_then_tls(tls_certs, echo, tmp_path):
                 data = b""
                 while True:
                     try:
-                        data += obj.read(65536)
+                        d = obj.read(65536)
+                        if not d:
+                            break  # close_notify
+                        data += d
                         continue
                     except ssl.SSLWantReadError:
                         pass
@@ -508,5 +511,27 @@ def test_client_ca_listener_never_resumes_a_ticket_under_another_name(tls_certs,
                          data=req.replace(b"a.test", b"b.test"))
         assert "Reused, " not in other and "New, " in other, other
         assert "CN = b.test" in other
+    finally:
+        gw.stop()
+
+
+def test_connection_close_answers_arrive_whole_and_end_with_close_notify(tls_certs, echo,
+                                                                         tmp_path):
+    """A response the gateway answers itself (no route: 404) goes out in
+    the turn its request came in, on TLS 1.3 right behind the session
+    tickets; with Connection: close the gateway then ends the connection.
+    Every answer must arrive, followed by close_notify (a bare FIN is a
+    truncation to a TLS client: openssl reports "unexpected eof")."""
+    port = free_port()
+    cfg = tls_config(port, echo, [tls_certs.server("close", ["api.test"], kind="ec")])
+    cfg["routes"][0]["match"]["path_prefix"] = "/echo"
+    gw = Gateway(cfg, tmp_path)
+    try:
+        for path, status in [("/nowhere", 404)] * 30 + [("/echo", 200)] * 5:
+            req = b"GET %s HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n" % \
+                path.encode()
+            out = s_client(port, "-tls1_3", "-servername", "api.test", data=req)
+            assert "HTTP/1.1 %d" % status in out, out
+            assert "unexpected eof" not in out, out
     finally:
         gw.stop()
