@@ -468,8 +468,9 @@ void pt_conn_close_idle(struct pt_worker *w)
         struct pt_conn *next = c->next;
         if (c->h2)
             pt_h2s_drain(c); /* GOAWAY; in-flight streams finish */
-        else if (!c->txn && !c->head_started && !c->lingering)
-            pt_h1s_close(c); /* (a lingering one ends on its own, soon) */
+        else if (!c->txn && !c->head_started && !c->lingering && !pt_conn_tls_owes(c))
+            pt_h1s_close(c); /* (a lingering one ends on its own, soon; one
+                                whose last records wait for room, next turn) */
         c = next;
     }
 }
@@ -486,7 +487,8 @@ bool pt_conn_close_longest_idle(struct pt_worker *w)
          * connection gives way the same: served, no stream open. */
         if (c->h2 ? !pt_h2s_idle(c) : c->requests == 0 || c->txn || c->head_started || c->lingering)
             continue;
-        if (c->readable || pt_conn_has_input(c) || !pt_timer_armed(&c->timer))
+        if (c->readable || pt_conn_has_input(c) || !pt_timer_armed(&c->timer) ||
+            pt_conn_tls_owes(c))
             continue;
         if (!oldest || c->idle_since <= oldest->idle_since) /* ties: older */
             oldest = c;

@@ -139,6 +139,13 @@ static inline bool pt_conn_has_input(struct pt_conn *c)
     return pt_io_has_input(&c->w->loop, &c->io) || (c->tls && pt_tls_has_buffered(c->tls));
 }
 
+/* TLS records the client is owed still wait for room in the socket (the
+ * side buffer): closing now would cut the last response short. */
+static inline bool pt_conn_tls_owes(const struct pt_conn *c)
+{
+    return c->tls && pt_tls_write_pending(c->tls);
+}
+
 /* h1_server.c */
 void pt_h1s_close(struct pt_conn *c);
 void pt_h1s_cut(struct h1_txn *t, const char *why);

@@ -372,7 +372,7 @@ void pt_h2s_run(struct pt_conn *c)
     h->in_run = false;
     if (c->closed)
         return;
-    bool flushed = !c->rbuf && h->out_len == 0 && !(c->tls && pt_tls_write_pending(c->tls));
+    bool flushed = !c->rbuf && h->out_len == 0 && !pt_conn_tls_owes(c);
     if (flushed && ((!nghttp2_session_want_read(h->s) && !nghttp2_session_want_write(h->s)) ||
                     (h->goaway && h->nstreams == 0))) {
         close_now(c);
@@ -501,7 +501,7 @@ bool pt_h2s_idle(const struct pt_conn *c)
 {
     const struct pt_h2s *h = c->h2;
     return h->s && h->had_req && h->nstreams == 0 && !h->goaway && !h->out_block && !c->rbuf &&
-           h->out_len == 0;
+           h->out_len == 0 && !pt_conn_tls_owes(c);
 }
 
 void pt_h2s_evict(struct pt_conn *c)
