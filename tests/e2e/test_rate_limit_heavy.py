@@ -151,6 +151,21 @@ def admitted_bound(rows):
     return LIMIT + int(LIMIT * span) + 1, span
 
 
+# h2load -D logs the requests that completed in the run; one still in
+# flight when it stops (at most one per connection: --h1, no pipelining)
+# reached the gateway, and may have reached the upstream, unlogged.
+UNLOGGED_MAX = 3 * CONNS
+
+
+def upstream_saw_only_admitted(be, ok):
+    """The upstream saw the admitted requests and nothing the limit
+    refused: exactly `ok`, plus at most the requests h2load stopped waiting
+    for (a refused request reaching it would show as thousands)."""
+    seen = be.stats()["requests"]
+    assert ok <= seen <= ok + UNLOGGED_MAX, (
+        "the upstream saw %d requests; %d were admitted" % (seen, ok))
+
+
 def count(rows, pred, t_from=0.0, t_to=float("inf")):
     return sum(1 for t, s in rows if t_from <= t < t_to and pred(s))
 
@@ -185,7 +200,7 @@ def check_exact(cluster, redis, tmp_path, seconds, tag, be):
     assert ok <= bound, "admitted %d > %d: the limit let extra requests through" % (ok, bound)
     assert ok >= 0.95 * (LIMIT + LIMIT * span), (
         "admitted %d < 95%% of what %d/s allows over %.2f s" % (ok, LIMIT, span))
-    assert be.stats()["requests"] == ok, "the upstream saw requests the limit refused"
+    upstream_saw_only_admitted(be, ok)
     return rows
 
 
@@ -219,8 +234,9 @@ def test_cluster_limit_is_exact_across_three_gateways(tmp_path, redis_server):
             # it by a few tens of ms, each worth a token), plus one request
             # of rounding: admitted_bound.
             assert 0.95 * (LIMIT * 10 + LIMIT) <= ok <= bound, (ok, bound, span)
-            assert be.stats()["requests"] == ok
-            assert calls == len(rows), "%d scripts for %d requests" % (calls, len(rows))
+            upstream_saw_only_admitted(be, ok)
+            assert len(rows) <= calls <= len(rows) + UNLOGGED_MAX, (
+                "%d scripts for %d requests" % (calls, len(rows)))
         finally:
             cluster.stop()
 
