@@ -18,7 +18,7 @@ import requests
 from conftest import (Gateway, free_port, make_config, scaled, to_yaml, upstream,
                       validate_errors, wait_until, with_backend)
 
-DOC = {"id": 7, "user_name": "ann", "secret": "s3",
+DOC = {"id": 7, "user_name": "ann", "secret": "s3", "secret2": "s4",
        "user": {"address": {"zip": "12345", "city": "Oslo"}, "tags": [1, 2]},
        "price": 19.99, "items": [{"user_name": "x"}]}
 
@@ -135,9 +135,12 @@ def origin():
 
 BODY_RULES = {
     "rename_body_fields": {"user_name": "username", "user.address.zip": "postcode",
-                           "user.address.city": "user.town"},
+                           "user.address.city": "user.town", "secret2": "moved.secret2",
+                           "nope": "never.made"},
     "remove_body_fields": ["secret", "user.tags", "missing.deep.field", "items.user_name"],
-    "add_body_fields": {"gw.request_id": "${request_id}", "served_by": "portico",
+    "add_body_fields": {"gw.request_id": "${request_id}", "gw.version": 2,
+                        "user.address.country": "NO", "id.sub": "skipped",
+                        "items.extra": "skipped", "served_by": "portico",
                         "version": 2, "ratio": 0.5, "flag": True, "nothing": None,
                         "quoted": "2", "method": "${method}"},
 }
@@ -185,11 +188,18 @@ def h2c_port(g):
 def check_edited(d, rid, method):
     assert "user_name" not in d and d["username"] == "ann"
     assert "secret" not in d
-    assert d["user"]["address"] == {"postcode": "12345"}
+    assert d["user"]["address"] == {"postcode": "12345", "country": "NO"}
     assert d["user"]["town"] == "Oslo"
     assert "tags" not in d["user"]
     assert d["items"] == [{"user_name": "x"}]  # arrays are not traversed
-    assert "gw" not in d  # the intermediate `gw` is missing: skipped
+    # add and rename create missing parents as objects ...
+    assert d["gw"]["version"] == 2 and d["gw"]["request_id"]
+    if rid is not None:
+        assert d["gw"]["request_id"] == rid
+    assert "secret2" not in d and d["moved"] == {"secret2": "s4"}
+    # ... but never replace a member that is not an object, and a rename
+    # without a source creates nothing
+    assert d["id"] == 7 and "never" not in d
     assert d["served_by"] == "portico" and d["method"] == method
     assert d["version"] == 2 and isinstance(d["version"], int)
     assert d["ratio"] == 0.5 and d["flag"] is True and d["nothing"] is None
