@@ -1,8 +1,10 @@
 """JSON body transforms: request_transform / response_transform with
 rename_body_fields, remove_body_fields and add_body_fields. Which bodies
 are edited (JSON, not encoded, within max_transform_bytes), which pass
-through byte for byte, how they are framed (Content-Length recomputed,
-chunked stays chunked), invalid JSON counted, HTTP/2 clients, retries."""
+through byte for byte, how they are framed (a response's Content-Length
+recomputed, a chunked response stays chunked; a request body the rules
+take goes upstream with a Content-Length even when it came chunked),
+invalid JSON counted, HTTP/2 clients, retries."""
 
 import gzip
 import http.client
@@ -300,6 +302,30 @@ def test_request_chunked_sent_with_length(gw):
     assert seen["framing"] != "chunked"
     assert "transfer-encoding" not in seen["headers"]
     check_edited(json.loads(seen["body"]), None, "POST")
+
+
+def chunked_post(g, path, data, ctype):
+    def gen():
+        yield data[:10]
+        yield data[10:]
+    r = requests.post(g.u(path), data=gen(), timeout=scaled(5), headers={"Content-Type": ctype})
+    assert r.status_code == 200
+    return r.json()
+
+
+def test_request_chunked_framing_upstream(gw):
+    # A chunked request body the rules take (JSON within the limit) is
+    # gathered and goes upstream with a Content-Length, edited or not;
+    # one they do not take streams on chunked, as it came.
+    data = json.dumps([{"secret": 1}, 2]).encode()  # valid JSON no rule changes
+    seen = chunked_post(gw, "/q/echo", data, "application/json")
+    assert seen["body"] == data.decode() and seen["framing"] == len(data)
+    assert seen["headers"]["content-length"] == str(len(data))
+    seen = chunked_post(gw, "/q/echo", data, "text/plain")
+    assert seen["body"] == data.decode() and seen["framing"] == "chunked"
+    big = json.dumps({"user_name": "ann", "pad": "z" * 70000}).encode()
+    seen = chunked_post(gw, "/q/echo", big, "application/json")
+    assert seen["body"] == big.decode() and seen["framing"] == "chunked"
 
 
 def test_request_non_json_and_invalid_untouched(gw):
