@@ -251,6 +251,30 @@ static json_t *parent_of(json_t *root, const struct json_path *p)
     return o;
 }
 
+/* The object that is to hold the path's last member, creating the
+ * missing intermediates as empty objects. *skip set (and NULL) when an
+ * intermediate exists but is not an object: nothing is created then,
+ * since everything below the first missing member is new. NULL without
+ * *skip: out of memory. */
+static json_t *make_parent(json_t *root, const struct json_path *p, bool *skip)
+{
+    json_t *o = root;
+    *skip = false;
+    for (uint32_t i = 0; i + 1 < p->n; i++) {
+        json_t *next = json_object_get(o, p->seg[i]);
+        if (!next) {
+            next = json_object();
+            if (json_object_set_new(o, p->seg[i], next) != 0)
+                return NULL;
+        } else if (!json_is_object(next)) {
+            *skip = true;
+            return NULL;
+        }
+        o = next;
+    }
+    return o;
+}
+
 static json_t *make_value(const struct pt_json_op *op, const struct pt_filter_ctx *ctx)
 {
     switch (op->vkind) {
@@ -277,19 +301,24 @@ static json_t *make_value(const struct pt_json_op *op, const struct pt_filter_ct
 /* 1 when the op changed the document, 0 when it was skipped, -1 out of memory. */
 static int apply_one(const struct pt_json_op *op, json_t *root, const struct pt_filter_ctx *ctx)
 {
-    json_t *parent = parent_of(root, &op->path);
-    if (!parent)
-        return 0;
     const char *last = op->path.seg[op->path.n - 1];
+    bool skip;
     switch (op->kind) {
-    case OP_REMOVE:
-        return json_object_del(parent, last) == 0;
+    case OP_REMOVE: {
+        json_t *parent = parent_of(root, &op->path);
+        return parent && json_object_del(parent, last) == 0;
+    }
     case OP_RENAME: {
-        json_t *v = json_object_get(parent, last);
-        json_t *dst = parent_of(root, &op->to);
-        if (!v || !dst)
-            return 0;
+        json_t *parent = parent_of(root, &op->path);
+        json_t *v = parent ? json_object_get(parent, last) : NULL;
+        if (!v)
+            return 0; /* nothing to move: no parent created either */
         const char *to = op->to.seg[op->to.n - 1];
+        /* `to` is never inside `path` (refused at load), so creating its
+         * parents never touches the member being moved. */
+        json_t *dst = make_parent(root, &op->to, &skip);
+        if (!dst)
+            return skip ? 0 : -1;
         if (dst == parent && strcmp(to, last) == 0)
             return 0;
         json_incref(v);
@@ -297,9 +326,16 @@ static int apply_one(const struct pt_json_op *op, json_t *root, const struct pt_
         return json_object_set_new(dst, to, v) == 0 ? 1 : -1;
     }
     case OP_ADD: {
+        /* The value first: a template that renders no string skips the
+         * rule before any parent is created. */
         json_t *v = make_value(op, ctx);
         if (!v)
             return op->vkind == V_TEMPLATE ? 0 : -1;
+        json_t *parent = make_parent(root, &op->path, &skip);
+        if (!parent) {
+            json_decref(v);
+            return skip ? 0 : -1;
+        }
         return json_object_set_new(parent, last, v) == 0 ? 1 : -1;
     }
     }

@@ -5,21 +5,26 @@
  * whole pipeline from body bytes to edited body bytes.
  *
  * A field is named by a path: `zip` (top level) or `user.address.zip`
- * (each segment an object member). Walking a path stops, and the edit is
- * skipped, when an intermediate member is missing or is not an object;
- * arrays are never traversed (a segment never indexes one). A key that
- * itself contains a dot cannot be named. Edits apply in the order remove,
- * rename, add, each list in the order the config gives it (remove before
- * rename so that a rename never resurrects a removed field; add last so
- * its value is what the client or upstream gets, whatever came in):
+ * (each segment an object member). Arrays are never traversed (a segment
+ * never indexes one). A key that itself contains a dot cannot be named.
+ * Reading a path (remove, and rename's source) stops, and the edit is
+ * skipped, when an intermediate member is missing or is not an object.
+ * Writing one (add, and rename's destination) creates the missing
+ * intermediates as empty objects, and skips the edit, creating nothing,
+ * when an intermediate exists but is not an object (a client's
+ * `"meta": 5` is neither replaced nor an error). Edits apply in the
+ * order remove, rename, add, each list in the order the config gives it
+ * (remove before rename so that a rename never resurrects a removed
+ * field; add last so its value is what the client or upstream gets,
+ * whatever came in):
  *   - remove: the member goes; a missing one is no error;
  *   - rename old → new: `new` without a dot is the new key in the same
- *     object; with dots, a path from the root (its parent must exist);
+ *     object; with dots, a path from the root (missing parents created);
  *     an existing member of that name is replaced; a missing `old` does
- *     nothing;
- *   - add field → value: sets the member (replacing one already there:
- *     a client cannot pre-set a field the gateway adds), when its parent
- *     object exists. A value YAML wrote plain that reads as a JSON number,
+ *     nothing (and creates nothing);
+ *   - add field → value: sets the member, creating missing parents
+ *     (replacing one already there: a client cannot pre-set a field the
+ *     gateway adds). A value YAML wrote plain that reads as a JSON number,
  *     true/false or null is that JSON value; anything else is a string
  *     template (template.h: ${request_id}, ${consumer}, ...).
  *

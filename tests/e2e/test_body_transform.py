@@ -1,8 +1,10 @@
 """JSON body transforms: request_transform / response_transform with
 rename_body_fields, remove_body_fields and add_body_fields. Which bodies
 are edited (JSON, not encoded, within max_transform_bytes), which pass
-through byte for byte, how they are framed (Content-Length recomputed,
-chunked stays chunked), invalid JSON counted, HTTP/2 clients, retries."""
+through byte for byte, how they are framed (a response's Content-Length
+recomputed, a chunked response stays chunked; a request body the rules
+take goes upstream with a Content-Length even when it came chunked),
+invalid JSON counted, HTTP/2 clients, retries."""
 
 import gzip
 import http.client
@@ -18,7 +20,7 @@ import requests
 from conftest import (Gateway, free_port, make_config, scaled, to_yaml, upstream,
                       validate_errors, wait_until, with_backend)
 
-DOC = {"id": 7, "user_name": "ann", "secret": "s3",
+DOC = {"id": 7, "user_name": "ann", "secret": "s3", "secret2": "s4",
        "user": {"address": {"zip": "12345", "city": "Oslo"}, "tags": [1, 2]},
        "price": 19.99, "items": [{"user_name": "x"}]}
 
@@ -135,9 +137,12 @@ def origin():
 
 BODY_RULES = {
     "rename_body_fields": {"user_name": "username", "user.address.zip": "postcode",
-                           "user.address.city": "user.town"},
+                           "user.address.city": "user.town", "secret2": "moved.secret2",
+                           "nope": "never.made"},
     "remove_body_fields": ["secret", "user.tags", "missing.deep.field", "items.user_name"],
-    "add_body_fields": {"gw.request_id": "${request_id}", "served_by": "portico",
+    "add_body_fields": {"gw.request_id": "${request_id}", "gw.version": 2,
+                        "user.address.country": "NO", "id.sub": "skipped",
+                        "items.extra": "skipped", "served_by": "portico",
                         "version": 2, "ratio": 0.5, "flag": True, "nothing": None,
                         "quoted": "2", "method": "${method}"},
 }
@@ -185,11 +190,18 @@ def h2c_port(g):
 def check_edited(d, rid, method):
     assert "user_name" not in d and d["username"] == "ann"
     assert "secret" not in d
-    assert d["user"]["address"] == {"postcode": "12345"}
+    assert d["user"]["address"] == {"postcode": "12345", "country": "NO"}
     assert d["user"]["town"] == "Oslo"
     assert "tags" not in d["user"]
     assert d["items"] == [{"user_name": "x"}]  # arrays are not traversed
-    assert "gw" not in d  # the intermediate `gw` is missing: skipped
+    # add and rename create missing parents as objects ...
+    assert d["gw"]["version"] == 2 and d["gw"]["request_id"]
+    if rid is not None:
+        assert d["gw"]["request_id"] == rid
+    assert "secret2" not in d and d["moved"] == {"secret2": "s4"}
+    # ... but never replace a member that is not an object, and a rename
+    # without a source creates nothing
+    assert d["id"] == 7 and "never" not in d
     assert d["served_by"] == "portico" and d["method"] == method
     assert d["version"] == 2 and isinstance(d["version"], int)
     assert d["ratio"] == 0.5 and d["flag"] is True and d["nothing"] is None
@@ -290,6 +302,30 @@ def test_request_chunked_sent_with_length(gw):
     assert seen["framing"] != "chunked"
     assert "transfer-encoding" not in seen["headers"]
     check_edited(json.loads(seen["body"]), None, "POST")
+
+
+def chunked_post(g, path, data, ctype):
+    def gen():
+        yield data[:10]
+        yield data[10:]
+    r = requests.post(g.u(path), data=gen(), timeout=scaled(5), headers={"Content-Type": ctype})
+    assert r.status_code == 200
+    return r.json()
+
+
+def test_request_chunked_framing_upstream(gw):
+    # A chunked request body the rules take (JSON within the limit) is
+    # gathered and goes upstream with a Content-Length, edited or not;
+    # one they do not take streams on chunked, as it came.
+    data = json.dumps([{"secret": 1}, 2]).encode()  # valid JSON no rule changes
+    seen = chunked_post(gw, "/q/echo", data, "application/json")
+    assert seen["body"] == data.decode() and seen["framing"] == len(data)
+    assert seen["headers"]["content-length"] == str(len(data))
+    seen = chunked_post(gw, "/q/echo", data, "text/plain")
+    assert seen["body"] == data.decode() and seen["framing"] == "chunked"
+    big = json.dumps({"user_name": "ann", "pad": "z" * 70000}).encode()
+    seen = chunked_post(gw, "/q/echo", big, "application/json")
+    assert seen["body"] == big.decode() and seen["framing"] == "chunked"
 
 
 def test_request_non_json_and_invalid_untouched(gw):

@@ -1,6 +1,7 @@
 /*
  * test_json_edit.c — the JSON body edits (filters/json_edit.c): dotted
  * paths, what is skipped (missing or non-object intermediates, arrays),
+ * the parents add and rename create (and when they create nothing),
  * the order remove → rename → add, typed and templated add values, the
  * serialisation (compact, member order kept, reals as written), invalid
  * input, a body in several parts; and the content-type test of
@@ -54,6 +55,9 @@ static int compile(struct pt_json_edits *e, const struct rules *r, struct pt_are
     return pt_json_edits_compile(e, &rm, &rn, &ad, a, &er->e);
 }
 
+/* ${path} as check() renders it (a test may set bytes that are not UTF-8). */
+static pt_slice check_path = {"/v1/x", 5};
+
 /* Edits `in` with the rules; checks the result kind and the output. */
 static void check(const struct rules *r, const char *in, enum pt_json_result want_res,
                   const char *want)
@@ -68,6 +72,7 @@ static void check(const struct rules *r, const char *in, enum pt_json_result wan
     struct pt_filter_ctx ctx = {.arena = &req,
                                 .method = PT_SLICE("POST"),
                                 .request_id = PT_SLICE("rid-1"),
+                                .path = check_path,
                                 .identity = &id};
     /* the body in three parts, as a chunked response arrives */
     size_t n = strlen(in), a = n / 3, b = 2 * n / 3;
@@ -124,21 +129,63 @@ static void test_order_and_values(void)
                 {"s", "2"},
                 {"who", "${consumer}/${request_id}"},
                 {"a", "replaced"},
-                {"deep.x", "skipped: no `deep`"}},
+                {"deep.x", "created"}},
         .add_plain = {true, true, true, true, false, false, false, false},
     };
     check(&r, "{\"a\": 1, \"b\": 2, \"p\": 1.1, \"e\": 1e300}", PT_JSON_EDITED,
           "{\"p\":1.1,\"e\":1e300,\"b\":1,\"n\":2,\"f\":0.5,\"t\":true,"
-          "\"z\":null,\"s\":\"2\",\"who\":\"mobile-app/rid-1\",\"a\":\"replaced\"}");
+          "\"z\":null,\"s\":\"2\",\"who\":\"mobile-app/rid-1\",\"a\":\"replaced\","
+          "\"deep\":{\"x\":\"created\"}}");
     /* one precision for every real, enough for the one that needs most:
      * never a different double */
     check(&r, "{\"p\": 1.5, \"q\": 0.30000000000000004}", PT_JSON_EDITED,
           "{\"p\":1.5,\"q\":0.30000000000000004,\"n\":2,\"f\":0.5,\"t\":true,"
-          "\"z\":null,\"s\":\"2\",\"who\":\"mobile-app/rid-1\",\"a\":\"replaced\"}");
+          "\"z\":null,\"s\":\"2\",\"who\":\"mobile-app/rid-1\",\"a\":\"replaced\","
+          "\"deep\":{\"x\":\"created\"}}");
     /* unicode and escapes survive the round trip */
     struct rules r2 = {.remove = {"x"}};
     check(&r2, "{\"x\":1,\"name\":\"Zo\\u00eb \\\"q\\\" \\/ \xe2\x82\xac\"}", PT_JSON_EDITED,
           "{\"name\":\"Zo\xc3\xab \\\"q\\\" / \xe2\x82\xac\"}");
+}
+
+/* add and rename write through missing parents (created as empty
+ * objects); a parent that exists but is not an object skips the rule and
+ * creates nothing; rename's missing source creates nothing. */
+static void test_created_parents(void)
+{
+    struct rules add = {
+        .add = {{"meta.request_id", "${request_id}"}, {"meta.version", "2"}, {"a.b.c", "x"}},
+        .add_plain = {false, true, false},
+    };
+    check(&add, "{\"a\": 1}", PT_JSON_EDITED,
+          "{\"a\":1,\"meta\":{\"request_id\":\"rid-1\",\"version\":2}}");
+    check(&add, "{\"a\": {}}", PT_JSON_EDITED,
+          "{\"a\":{\"b\":{\"c\":\"x\"}},\"meta\":{\"request_id\":\"rid-1\",\"version\":2}}");
+    /* an existing object is added to, not replaced */
+    check(&add, "{\"meta\": {\"k\": 1}, \"a\": {\"b\": {\"d\": 0}}}", PT_JSON_EDITED,
+          "{\"meta\":{\"k\":1,\"request_id\":\"rid-1\",\"version\":2},"
+          "\"a\":{\"b\":{\"d\":0,\"c\":\"x\"}}}");
+    /* not objects: left as they are, nothing created below or beside */
+    check(&add, "{\"meta\": \"s\", \"a\": [1]}", PT_JSON_UNCHANGED, NULL);
+    check(&add, "{\"meta\": null, \"a\": {\"b\": 3}}", PT_JSON_UNCHANGED, NULL);
+    /* the top level stays the only kind of document edited */
+    check(&add, "[]", PT_JSON_UNCHANGED, NULL);
+
+    struct rules ren = {.rename = {{"id", "ids.primary"}, {"nope", "made.up"}, {"x.y", "s.t"}}};
+    check(&ren, "{\"id\": 7, \"x\": {\"y\": 1}}", PT_JSON_EDITED,
+          "{\"x\":{},\"ids\":{\"primary\":7},\"s\":{\"t\":1}}");
+    /* a missing source: no destination parent appears */
+    check(&ren, "{\"k\": 1}", PT_JSON_UNCHANGED, NULL);
+    /* a destination parent that is not an object: the source stays */
+    check(&ren, "{\"id\": 7, \"ids\": 3}", PT_JSON_UNCHANGED, NULL);
+
+    /* a value that renders no JSON string (not UTF-8) skips its rule
+     * before any parent is created */
+    struct rules bad = {.add = {{"made.p", "${path}"}, {"k", "1"}}, .add_plain = {false, true}};
+    check_path = (pt_slice){"/\xff", 2};
+    check(&bad, "{}", PT_JSON_EDITED, "{\"k\":1}");
+    check_path = PT_SLICE("/v1/x");
+    check(&bad, "{}", PT_JSON_EDITED, "{\"made\":{\"p\":\"/v1/x\"},\"k\":1}");
 }
 
 static void test_compile_errors(void)
@@ -193,6 +240,7 @@ int main(void)
 {
     test_paths();
     test_order_and_values();
+    test_created_parents();
     test_compile_errors();
     test_content_types();
     return unit_report("json_edit");
