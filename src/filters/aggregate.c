@@ -98,10 +98,17 @@ static int compile_call(struct agg_conf *cf, struct agg_call *c, uint32_t i, str
     if (!c->name || !valid_name(c->name))
         bad |= pt_filter_errorf(errs, "calls", at, false,
                                 "every call has a `name` (letters, digits, `_`, `-`)");
+    const struct agg_call *prev = cf->calls.v;
     for (uint32_t j = 0; c->name && j < i; j++)
-        if (cf->c && ((struct agg_call *)cf->calls.v)[j].name &&
-            strcmp(((struct agg_call *)cf->calls.v)[j].name, c->name) == 0)
-            bad |= pt_filter_errorf(errs, "calls", at, false, "duplicate call name `%s`", c->name);
+        if (prev[j].name && strcmp(prev[j].name, c->name) == 0) {
+            char nat[64];
+            snprintf(nat, sizeof(nat), "#%u.name", i + 1);
+            bad |= pt_filter_errorf(errs, "calls", nat, true,
+                                    "duplicate call name `%s` (call #%u has it too): parts are "
+                                    "named by their calls",
+                                    c->name, j + 1);
+            break;
+        }
     if (!c->upstream)
         bad |= pt_filter_errorf(errs, "calls", at, false, "call has no `upstream`");
     snprintf(at, sizeof(at), "#%u.path", i + 1);
