@@ -453,6 +453,48 @@ def test_config_error_unknown_upstream_and_both_upstream_and_aggregate(tmp_path)
     assert r.returncode != 0 and "agg.yaml:7:" in r.stderr and "aggregate" in r.stderr, r.stderr
 
 
+def test_config_error_duplicate_call_name(tmp_path):
+    # Parts are named by their calls: two of one name would overwrite each
+    # other in the answer and in ${call.<name>...}.
+    r = validate(tmp_path, base(
+        '          - { name: x, upstream: a, path: "/x" }\n'
+        '          - { name: x, upstream: a, path: "/y" }\n'))
+    assert r.returncode != 0
+    assert "agg.yaml:11:21:" in r.stderr and "duplicate call name `x`" in r.stderr, r.stderr
+
+
+def test_config_error_call_path_parameter_the_route_does_not_define(tmp_path):
+    # `{idd}` would render empty: /users/ calls the list endpoint.
+    r = validate(tmp_path, base(
+        '          - { name: x, upstream: a, path: "/users/{idd}?q=${query.q}&u={id}" }\n'))
+    assert r.returncode != 0
+    assert "agg.yaml:10:" in r.stderr, r.stderr
+    assert "`{idd}`, which the path_template does not define (did you mean `{id}`?)" in r.stderr
+    assert "`{id}`" not in r.stderr.replace("did you mean `{id}`", "")
+    # a route without parameters: every {param} is unknown
+    r = validate(tmp_path, base('          - { name: x, upstream: a, path: "/u/{id}" }\n')
+                 .replace('path_template: "/p/{id}"', 'path: "/p"'))
+    assert r.returncode != 0
+    assert "agg.yaml:10:" in r.stderr and "defines no parameters" in r.stderr, r.stderr
+    # the same filter in the top-level defaults is checked against each route
+    text = """\
+listeners: [{name: public, address: "127.0.0.1:%d"}]
+upstreams:
+  a: {targets: [{address: "127.0.0.1:9"}]}
+filters:
+  aggregate:
+    calls:
+      - { name: x, upstream: a, path: "/u/{user}" }
+routes:
+  - { name: good, match: { path_template: "/g/{user}" } }
+  - { name: bad, match: { path_template: "/b/{uid}" } }
+""" % free_port()
+    r = validate(tmp_path, text)
+    assert r.returncode != 0
+    assert "agg.yaml:7:" in r.stderr and "`{user}`, which the path_template" in r.stderr, r.stderr
+    assert r.stderr.count("does not define") == 1, r.stderr
+
+
 def test_config_error_too_many_parts(tmp_path):
     calls = "".join('          - { name: c%d, upstream: a, path: "/x" }\n' % i for i in range(3))
     r = validate(tmp_path, base(calls).replace("        calls:", "        max_parts: 2\n        calls:"))
