@@ -259,6 +259,32 @@ static void note_error(json_t *errs, const char *name, const struct agg_part *p)
     json_array_append_new(errs, e);
 }
 
+/* Deep mode: an object part merged key by key into root, any other
+ * value under the call's name; a key root already has is the collision
+ * policy's (`error` answers 502 naming the part and the key). Takes v;
+ * false after answering. */
+static bool put_deep(struct pt_filter_ctx *ctx, const struct agg_conf *conf,
+                     const struct agg_call *c, json_t *root, json_t *v)
+{
+    const char *at = NULL;
+    bool ok = true;
+    if (json_is_object(v)) {
+        ok = deep_merge(root, v, conf->conflict, &at);
+    } else if (!json_object_get(root, c->name) || conf->conflict == AGG_CONFLICT_LAST) {
+        json_object_set(root, c->name, v);
+    } else if (conf->conflict == AGG_CONFLICT_ERROR) {
+        at = c->name;
+        ok = false;
+    }
+    if (!ok) {
+        char d[192];
+        snprintf(d, sizeof(d), "parts collide at key `%s`", at ? at : "?");
+        fail(ctx, 502, "bad gateway", c->name, d);
+    }
+    json_decref(v);
+    return ok;
+}
+
 /* Parses and shapes every finished part into root; false after answering
  * with an error (a required part that is not JSON, a collision). */
 static bool merge_parts(struct pt_filter_ctx *ctx, const struct agg_conf *conf,
@@ -285,20 +311,10 @@ static bool merge_parts(struct pt_filter_ctx *ctx, const struct agg_conf *conf,
             continue;
         }
         v = shape(v, c);
-        if (conf->merge_mode == AGG_MERGE_DEEP && json_is_object(v)) {
-            const char *at = NULL;
-            bool ok = deep_merge(root, v, conf->conflict, &at);
-            if (!ok) {
-                char d[192];
-                snprintf(d, sizeof(d), "parts collide at key `%s`", at ? at : "?");
-                json_decref(v);
-                fail(ctx, 502, "bad gateway", c->name, d);
-                return false;
-            }
-            json_decref(v);
-        } else {
+        if (conf->merge_mode == AGG_MERGE_DEEP && !put_deep(ctx, conf, c, root, v))
+            return false;
+        if (conf->merge_mode != AGG_MERGE_DEEP)
             json_object_set_new(root, c->name, v);
-        }
     }
     return true;
 }

@@ -307,6 +307,31 @@ def test_top_level_fields_map_and_deep_merge(gateway, json_server):
     assert r.json()["part"] == "second" and "`x`" in r.json()["detail"]
 
 
+def test_deep_merge_applies_the_collision_policy_to_a_part_that_is_not_an_object(
+        gateway, json_server):
+    # An array part goes under its call's name; an object part that merged
+    # first may already hold that key.
+    obj = json_server({"id": 1, "tags": "from-obj"})
+    arr = json_server([1, 2])
+    ups = {"o": upstream(obj.port), "t": upstream(arr.port)}
+    calls = [{"name": "obj", "upstream": "o", "path": "/o"},
+             {"name": "tags", "upstream": "t", "path": "/t"}]
+    gw = start(gateway, ups, [
+        agg_route(calls, name="last", path="/last/{id}", merge="deep"),
+        agg_route(calls, name="first", path="/first/{id}", merge="deep", on_conflict="first"),
+        agg_route(calls, name="err", path="/err/{id}", merge="deep", on_conflict="error"),
+        agg_route(calls[::-1], name="rev", path="/rev/{id}", merge="deep", on_conflict="error")])
+    r = requests.get(gw.u("/last/1"), timeout=scaled(10))
+    assert r.status_code == 200 and r.json() == {"id": 1, "tags": [1, 2]}, r.text
+    r = requests.get(gw.u("/first/1"), timeout=scaled(10))
+    assert r.status_code == 200 and r.json() == {"id": 1, "tags": "from-obj"}, r.text
+    for route in ("err", "rev"):
+        r = requests.get(gw.u("/%s/1" % route), timeout=scaled(10))
+        assert r.status_code == 502, r.text
+        assert r.json()["part"] == ("tags" if route == "err" else "obj")
+        assert "`tags`" in r.json()["detail"]
+
+
 @pytest.mark.parametrize("value,segment", [
     ("..%2F..%2Fadmin", "..%2F..%2Fadmin"),
     ("a%3Fb=c", "a%3Fb%3Dc"),
