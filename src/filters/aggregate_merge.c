@@ -236,6 +236,8 @@ static bool required_failed(struct pt_filter_ctx *ctx, const struct agg_conf *co
         struct agg_part *p = &parts[i];
         if (c->optional || p->outcome == AGG_OK || p->outcome == AGG_PENDING)
             continue;
+        for (uint32_t k = 0; p->outcome == AGG_CLIENT && k < p->pass.n; k++)
+            pt_headers_add(ctx->resp_headers, ctx->arena, p->pass.f[k].name, p->pass.f[k].value);
         if (p->outcome == AGG_CLIENT && is_json(p->body)) {
             ctx->respond_status = p->status; /* its own JSON body, as it is */
             ctx->respond_body = p->body;
@@ -254,7 +256,9 @@ static bool required_failed(struct pt_filter_ctx *ctx, const struct agg_conf *co
 static void note_error(json_t *errs, const char *name, const struct agg_part *p)
 {
     json_t *e = json_pack("{s:s, s:s}", "part", name, "error", p->why ? p->why : "failed");
-    if (e && p->status)
+    /* the upstream's status when that was the failure; a 2xx that is not
+     * JSON or too large is told by `error` alone */
+    if (e && p->status && (p->status < 200 || p->status > 299))
         json_object_set_new(e, "status", json_integer(p->status));
     json_array_append_new(errs, e);
 }

@@ -181,6 +181,45 @@ def test_non_json_required_part_is_its_failure(gateway, backends):
     assert "JSON" in r.json()["detail"]
 
 
+def test_optional_part_that_is_not_json_is_named_by_its_reason(gateway, backends):
+    # the part's upstream answered 200: `status` would say nothing went wrong
+    b = backends("svc")
+    calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
+             {"name": "blob", "upstream": "a", "path": "/bytes/10", "optional": True}]
+    gw = start(gateway, {"a": upstream(b.port)}, [agg_route(calls)])
+    r = requests.get(gw.u("/p/1"), timeout=scaled(10))
+    assert r.status_code == 200 and r.headers["X-Partial-Response"] == "true"
+    assert r.json()["_errors"] == [{"part": "blob", "error": "the answer is not JSON"}]
+
+
+def test_required_client_error_keeps_its_authenticate_and_retry_after_fields(
+        gateway, json_server):
+    auth = json_server({"error": "unauthorized"}, 401,
+                       [("WWW-Authenticate", 'Bearer realm="api"'),
+                        ("WWW-Authenticate", 'Basic realm="api"'), ("X-Internal", "secret")])
+    busy = json_server({"error": "slow down"}, 429, [("Retry-After", "7")])
+    ok = json_server({"id": 1})
+    ups = {"auth": upstream(auth.port), "busy": upstream(busy.port), "ok": upstream(ok.port)}
+    gw = start(gateway, ups, [
+        agg_route([{"name": "me", "upstream": "auth", "path": "/me"},
+                   {"name": "x", "upstream": "ok", "path": "/x"}], name="a", path="/a/{id}"),
+        agg_route([{"name": "q", "upstream": "busy", "path": "/q"}], name="b", path="/b/{id}"),
+        agg_route([{"name": "x", "upstream": "ok", "path": "/x"},
+                   {"name": "q", "upstream": "busy", "path": "/q", "optional": True}],
+                  name="c", path="/c/{id}")])
+    r = requests.get(gw.u("/a/1"), timeout=scaled(10))
+    assert r.status_code == 401 and r.json() == {"error": "unauthorized"}
+    assert r.raw.headers.getlist("WWW-Authenticate") == ['Bearer realm="api"', 'Basic realm="api"']
+    assert "X-Internal" not in r.headers
+    r = requests.get(gw.u("/b/1"), timeout=scaled(10))
+    assert r.status_code == 429 and r.headers["Retry-After"] == "7", r.headers
+    # an optional part's 429 is its failure only: the client is not told to wait
+    r = requests.get(gw.u("/c/1"), timeout=scaled(10))
+    assert r.status_code == 200 and "Retry-After" not in r.headers
+    assert r.json()["_errors"] == [{"part": "q", "error": "the upstream refused the request",
+                                    "status": 429}]
+
+
 class _Holder:
     """An upstream that reads a request and never answers: it counts the
     requests that started and the connections the gateway closed."""
@@ -219,9 +258,10 @@ def test_client_hang_up_cancels_every_outstanding_call(gateway, raw_upstream):
 
 
 class _JSONServer:
-    """Answers every GET with a fixed JSON document; records the targets."""
+    """Answers every GET with a fixed JSON document (and status and extra
+    fields); records the targets."""
 
-    def __init__(self, doc):
+    def __init__(self, doc, status=200, fields=()):
         self.targets = []
         outer = self
 
@@ -231,7 +271,9 @@ class _JSONServer:
             def do_GET(self):
                 outer.targets.append(self.path)
                 b = json.dumps(doc).encode()
-                self.send_response(200)
+                self.send_response(status)
+                for k, v in fields:
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(b)))
                 self.end_headers()
@@ -253,8 +295,8 @@ class _JSONServer:
 def json_server():
     made = []
 
-    def make(doc):
-        s = _JSONServer(doc)
+    def make(doc, status=200, fields=()):
+        s = _JSONServer(doc, status, fields)
         made.append(s)
         return s
     yield make
@@ -524,6 +566,18 @@ def test_config_error_too_many_parts(tmp_path):
     calls = "".join('          - { name: c%d, upstream: a, path: "/x" }\n' % i for i in range(3))
     r = validate(tmp_path, base(calls).replace("        calls:", "        max_parts: 2\n        calls:"))
     assert r.returncode != 0 and "max_parts" in r.stderr, r.stderr
+
+
+def test_config_error_max_parts_zero(tmp_path):
+    # 0 is not "the default": it is refused like any other number outside 1-32
+    calls = '          - { name: c, upstream: a, path: "/x" }\n'
+    for bad in ("0", "33", "two"):
+        r = validate(tmp_path, base(calls).replace("        calls:",
+                                                   "        max_parts: %s\n        calls:" % bad))
+        assert r.returncode != 0 and "agg.yaml:9:20:" in r.stderr, r.stderr
+        assert "`max_parts` is 1 to 32 (got `%s`)" % bad in r.stderr, r.stderr
+    r = validate(tmp_path, base(calls).replace("        calls:", "        max_parts: 1\n        calls:"))
+    assert r.returncode == 0, r.stderr
 
 
 def test_aggregate_route_without_upstream_validates(tmp_path):
