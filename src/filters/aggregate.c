@@ -443,7 +443,7 @@ static bool decided(const struct agg_conf *cf, const struct agg_state *st)
 
 /* The fields of a 4xx answer that go to the client with its status: how
  * to authenticate (401, or 403 with a Bearer error) and when to come
- * back (429). Copied: the answer's head goes with its call. */
+ * back (429). The answer's head is in the request arena (filter.h). */
 static void keep_client_fields(struct pt_arena *a, struct agg_part *p,
                                const struct pt_filter_call_res *res)
 {
@@ -453,9 +453,7 @@ static void keep_client_fields(struct pt_arena *a, struct agg_part *p,
         for (size_t k = 0; !f->dead && k < PT_ARRAY_LEN(names); k++) {
             if (f->name.len != names[k].len || strncasecmp(f->name.p, names[k].p, f->name.len))
                 continue;
-            char *v = pt_arena_strndup(a, f->value.p, f->value.len);
-            if (v)
-                pt_headers_add(&p->pass, a, names[k], (pt_slice){v, f->value.len});
+            pt_headers_add(&p->pass, a, names[k], f->value);
         }
     }
 }

@@ -123,7 +123,7 @@ struct agg_part {
     pt_slice body;   /* request arena */
     const char *why; /* the failure, for the error body and _errors */
     /* AGG_CLIENT: the answer's fields the client gets with its status
-     * (WWW-Authenticate, Retry-After), copied into the request arena */
+     * (WWW-Authenticate, Retry-After); request arena */
     struct pt_headers pass;
 };
 
