@@ -374,17 +374,25 @@ def test_deep_merge_applies_the_collision_policy_to_a_part_that_is_not_an_object
         assert "`tags`" in r.json()["detail"]
 
 
+@pytest.mark.parametrize("slashes", ["reject", "keep"])
 @pytest.mark.parametrize("value,segment", [
     ("..%2F..%2Fadmin", "..%2F..%2Fadmin"),
     ("a%3Fb=c", "a%3Fb%3Dc"),
     ("x&y", "x%26y"),
 ])
-def test_injection_stays_percent_encoded_inside_its_segment(gateway, backends, value, segment):
+def test_injection_stays_percent_encoded_inside_its_segment(gateway, backends, value, segment,
+                                                            slashes):
     b = backends("svc")
     calls = [{"name": "e", "upstream": "a", "path": "/items/{id}/detail?q=${query.q}"}]
+    # reject is the default: left out of the config
     gw = start(gateway, {"a": upstream(b.port)}, [agg_route(calls)],
-               limits={"escaped_slashes": "keep"})
+               limits={"escaped_slashes": "keep"} if slashes == "keep" else None)
     r = requests.get(gw.u("/p/" + value) + "?q=" + value.replace("&", "%26"), timeout=scaled(10))
+    if slashes == "reject" and "%2F" in value:
+        # an escaped slash in the path is refused before any call is made
+        assert r.status_code == 400, r.text
+        assert b.stats()["requests"] == 0
+        return
     assert r.status_code == 200, r.text
     assert r.json()["e"]["target"] == "/items/%s/detail?q=%s" % (segment, segment)
     assert r.json()["e"]["path"] == "/items/%s/detail" % segment
@@ -456,6 +464,29 @@ def test_identity_and_tracing_headers_are_forwarded_by_default(gateway, backends
     assert "cookie" not in names and "authorization" not in names
     bare = {k.lower() for k, _ in r.json()["none"]["headers"]}
     assert "x-request-id" not in bare and "x-forwarded-for" not in bare
+
+
+def test_fields_an_auth_filter_adds_go_only_where_listed(gateway, backends):
+    # jwt's claims_to_headers (like ext_auth's copy_headers) adds fields of
+    # the route's choosing: the default forward_headers cannot know them.
+    secret = b"bff-test-secret-0123456789abcdef"
+    b = backends("svc")
+    calls = [{"name": "d", "upstream": "a", "path": "/d"},
+             {"name": "listed", "upstream": "a", "path": "/l",
+              "forward_headers": ["X-Tenant", "X-Request-ID"]}]
+    route = agg_route(calls)
+    route["filters"] = {"jwt": {"secret": secret.decode(), "claims_to_headers": {"tenant": "X-Tenant"}},
+                        "aggregate": route["filters"]["aggregate"]}
+    gw = start(gateway, {"a": upstream(b.port)}, [route])
+    tok = hs256_token({"sub": "alice", "tenant": "acme", "exp": int(time.time()) + 300}, secret)
+    r = requests.get(gw.u("/p/1"), timeout=scaled(10),
+                     headers={"Authorization": "Bearer " + tok, "X-Request-ID": "rid-7"})
+    assert r.status_code == 200, r.text
+    d = {k.lower(): v for k, v in r.json()["d"]["headers"]}
+    listed = {k.lower(): v for k, v in r.json()["listed"]["headers"]}
+    assert "x-tenant" not in d and d["x-consumer-name"] == "alice"
+    assert listed["x-tenant"] == "acme" and listed["x-request-id"] == "rid-7"
+    assert "x-consumer-name" not in listed
 
 
 def test_merged_and_part_body_caps(gateway, backends):
