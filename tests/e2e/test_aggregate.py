@@ -20,7 +20,7 @@ import time
 import pytest
 import requests
 
-from conftest import (PORTICO, SAN, free_port, make_config, read_head, scaled, upstream,
+from conftest import (PORTICO, ROOT, SAN, free_port, make_config, read_head, scaled, upstream,
                       wait_until)
 
 
@@ -687,3 +687,30 @@ def test_config_error_path_with_too_many_pieces(tmp_path):
     ok = validate(tmp_path, base('          - { name: x, upstream: a, path: "%s" }\n'
                                  % ("/x" + "-{id}" * 32)))
     assert ok.returncode == 0, ok.stderr
+
+
+def _bound_ports(example):
+    import yaml
+    with open(os.path.join(ROOT, "examples", example)) as f:
+        doc = yaml.safe_load(f)
+    addrs = [l["address"] for l in doc.get("listeners", [])]
+    addrs.append(doc.get("admin", {}).get("address", "127.0.0.1:9901"))
+    return {int(str(a).rsplit(":", 1)[1]) for a in addrs}
+
+
+def test_bff_example_runs_next_to_make_run():
+    # examples/bff.yaml runs against `make run`'s demo backends while make
+    # run's two gateways (quickstart, edge) hold their ports
+    with open(os.path.join(ROOT, "scripts", "run-demo.sh")) as f:
+        run = f.read()
+    started = re.findall(r"portico\" -c examples/(\S+\.yaml)", run)
+    assert "bff.yaml" not in started and started, run
+    bff = _bound_ports("bff.yaml")
+    for ex in started:
+        assert not bff & _bound_ports(ex), (ex, bff & _bound_ports(ex))
+    backends = {int(p) for p in re.findall(r"--listen 127\.0\.0\.1:(\d+)", run)}
+    assert not bff & backends
+    with open(os.path.join(ROOT, "examples", "bff.yaml")) as f:
+        text = f.read()
+    listen = sorted(_bound_ports("bff.yaml") - {9903})
+    assert set(re.findall(r"http://127\.0\.0\.1:(\d+)/", text)) == {str(p) for p in listen}
