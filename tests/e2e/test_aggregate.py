@@ -475,8 +475,8 @@ def test_fields_an_auth_filter_adds_go_only_where_listed(gateway, backends):
              {"name": "listed", "upstream": "a", "path": "/l",
               "forward_headers": ["X-Tenant", "X-Request-ID"]}]
     route = agg_route(calls)
-    route["filters"] = {"jwt": {"secret": secret.decode(), "claims_to_headers": {"tenant": "X-Tenant"}},
-                        "aggregate": route["filters"]["aggregate"]}
+    jwt = {"secret": secret.decode(), "claims_to_headers": {"tenant": "X-Tenant"}}
+    route["filters"] = {"jwt": jwt, "aggregate": route["filters"]["aggregate"]}
     gw = start(gateway, {"a": upstream(b.port)}, [route])
     tok = hs256_token({"sub": "alice", "tenant": "acme", "exp": int(time.time()) + 300}, secret)
     r = requests.get(gw.u("/p/1"), timeout=scaled(10),
@@ -607,7 +607,8 @@ def test_config_error_max_parts_zero(tmp_path):
                                                    "        max_parts: %s\n        calls:" % bad))
         assert r.returncode != 0 and "agg.yaml:9:20:" in r.stderr, r.stderr
         assert "`max_parts` is 1 to 32 (got `%s`)" % bad in r.stderr, r.stderr
-    r = validate(tmp_path, base(calls).replace("        calls:", "        max_parts: 1\n        calls:"))
+    r = validate(tmp_path,
+                 base(calls).replace("        calls:", "        max_parts: 1\n        calls:"))
     assert r.returncode == 0, r.stderr
 
 
