@@ -553,8 +553,10 @@ static void walk_root(struct cfg *c, const struct pt_ynode *root)
      * the file: routes refer to both. */
     if (v[K_UPSTREAMS])
         pt_cfg_walk_upstreams(c, v[K_UPSTREAMS]);
-    if (v[K_FILTERS])
+    if (v[K_FILTERS]) {
+        c->defaults_at = v[K_FILTERS];
         pt_cfg_walk_filter_block(c, v[K_FILTERS], false, &c->defaults);
+    }
     if (v[K_ROUTES])
         pt_cfg_walk_routes(c, v[K_ROUTES]);
 }

@@ -45,6 +45,7 @@ struct cfg {
     struct pt_generation *g;
     struct pt_arena *a;                  /* &g->arena */
     struct filter_set defaults;          /* top-level `filters:` */
+    const struct pt_ynode *defaults_at;  /* its node (NULL: none) */
     struct strtab upstreams;             /* name → struct pt_upstream * */
     const struct pt_ynode **listener_at; /* address node of g->listeners[i] */
     const struct pt_resolver *dns;       /* answers for host names; NULL: none */

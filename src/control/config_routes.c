@@ -629,6 +629,76 @@ static void walk_match(struct cfg *c, const struct pt_ynode *n, struct pt_route 
         walk_kv(c, v[M_QUERY], false, &m->query, &m->nquery);
 }
 
+/* Whether the route's path defines parameter `name` (`number`: a regex
+ * group number); if not, an error at n that `what` uses it, with a
+ * did-you-mean among the route's parameters. */
+static bool param_defined(struct cfg *c, const struct pt_ynode *n, const char *what,
+                          const char *name, bool number, const struct params *ps)
+{
+    for (uint32_t i = 0; i < ps->n; i++)
+        if (strcmp(ps->names[i], name) == 0)
+            return true;
+    if (!ps->source) {
+        err_at(c, n,
+               "%s uses `{%s}`, but the route's path defines no parameters (use a "
+               "path_template such as `/users/{%s}`)",
+               what, name, name);
+        return false;
+    }
+    /* Group numbers are not names anyone misspells: suggest only among
+     * real names. */
+    char hint[160];
+    const char *s = number ? NULL : pt_cfg_suggest(name, ps->names, ps->n);
+    if (s)
+        snprintf(hint, sizeof(hint), " (did you mean `{%s}`?)", s);
+    else
+        hint[0] = 0;
+    err_at(c, n, "%s uses `{%s}`, which the %s does not define%s", what, name, ps->source, hint);
+    return false;
+}
+
+/* The `{param}`s of each `aggregate` call's path (`agg`: the filter's
+ * settings), like `rewrite`'s: only parameters the route's path defines.
+ * An unknown one would render empty and call another endpoint
+ * (`/users/{idd}` → `/users/`). `${...}` variables and malformed braces
+ * are the filter's own to check. */
+static void check_aggregate_params(struct cfg *c, const struct pt_ynode *agg,
+                                   const struct params *ps)
+{
+    const struct pt_ynode *calls = agg && agg->kind == PT_YMAP ? pt_ynode_get(agg, "calls") : NULL;
+    for (uint32_t i = 0; calls && calls->kind == PT_YSEQ && i < calls->n; i++) {
+        const struct pt_ynode *it = calls->items[i];
+        const struct pt_ynode *pn = it->kind == PT_YMAP ? pt_ynode_get(it, "path") : NULL;
+        if (!pn || pn->kind != PT_YSCALAR || pn->is_null)
+            continue;
+        const struct pt_ynode *nn = pt_ynode_get(it, "name");
+        char what[160];
+        snprintf(what, sizeof(what), "filter `aggregate`: call `%s`'s path",
+                 nn && nn->kind == PT_YSCALAR ? nn->str : "?");
+        for (const char *p = pn->str; *p; p++) {
+            if (p[0] == '$' && (p[1] == '$' || p[1] == '{')) {
+                const char *end = p[1] == '{' ? strchr(p + 2, '}') : p + 1;
+                if (!end)
+                    break;
+                p = end;
+                continue;
+            }
+            if (*p != '{')
+                continue;
+            const char *end = strchr(p + 1, '}');
+            if (!end)
+                break;
+            size_t len = (size_t)(end - p - 1);
+            bool number = len > 0 && strspn(p + 1, "0123456789") >= len;
+            char name[128];
+            snprintf(name, sizeof(name), "%.*s", (int)len, p + 1);
+            if (len && len < sizeof(name))
+                param_defined(c, pn, what, name, number, ps);
+            p = end;
+        }
+    }
+}
+
 /* `rewrite` may use only the parameters the route's path defines. */
 static void check_rewrite(struct cfg *c, const struct pt_ynode *n, const char *rw,
                           const struct params *ps)
@@ -668,29 +738,9 @@ static void check_rewrite(struct cfg *c, const struct pt_ynode *n, const char *r
             err_at(c, n, "rewrite `%s`: `%.*s` is not a parameter name", rw, (int)(len + 2), p);
             return;
         }
-        bool found = false;
-        for (uint32_t i = 0; i < ps->n && !found; i++)
-            found = strlen(ps->names[i]) == len && memcmp(ps->names[i], p + 1, len) == 0;
-        if (!found) {
-            char name[128], hint[160];
-            snprintf(name, sizeof(name), "%.*s", (int)len, p + 1);
-            if (!ps->source) {
-                err_at(c, n,
-                       "rewrite uses `{%s}`, but the route's path defines no parameters (use a "
-                       "path_template such as `/users/{%s}`)",
-                       name, name);
-            } else {
-                /* Group numbers are not names anyone misspells: suggest
-                 * only among real names. */
-                const char *s = number ? NULL : pt_cfg_suggest(name, ps->names, ps->n);
-                if (s)
-                    snprintf(hint, sizeof(hint), " (did you mean `{%s}`?)", s);
-                else
-                    hint[0] = 0;
-                err_at(c, n, "rewrite uses `{%s}`, which the %s does not define%s", name,
-                       ps->source, hint);
-            }
-        }
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)len, p + 1);
+        param_defined(c, n, "rewrite", name, number, ps);
         p = end;
     }
     /* Its literal text must survive path normalisation, or every request
@@ -939,9 +989,17 @@ static void walk_route(struct cfg *c, const struct pt_ynode *n, struct pt_route 
 
     /* the filter's key counts even when its settings were refused: one
      * error about them, not a second about the route */
+    const struct pt_ynode *own_agg = v[R_FILTERS] && v[R_FILTERS]->kind == PT_YMAP
+                                         ? pt_ynode_get(v[R_FILTERS], "aggregate")
+                                         : NULL;
     bool aggregates =
         chain_has(&r->chain, "aggregate") ||
-        (v[R_FILTERS] && v[R_FILTERS]->kind == PT_YMAP && pt_ynode_get(v[R_FILTERS], "aggregate"));
+        (own_agg && !(own_agg->kind == PT_YSCALAR && strcmp(own_agg->str, "off") == 0));
+    /* its calls' {param}s, wherever its settings are written */
+    if (own_agg)
+        check_aggregate_params(c, own_agg, &ps);
+    else if (aggregates && c->defaults_at && c->defaults_at->kind == PT_YMAP)
+        check_aggregate_params(c, pt_ynode_get(c->defaults_at, "aggregate"), &ps);
     if (aggregates && (v[R_UPSTREAM] || v[R_SPLIT])) {
         const struct pt_ynode *at = v[R_UPSTREAM] ? k[R_UPSTREAM] : k[R_SPLIT];
         err_at(c, at,

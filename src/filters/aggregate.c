@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <strings.h>
 
 struct agg_state {
@@ -52,7 +53,7 @@ static const struct pt_field agg_fields[] = {
     {"fields", PT_F_STRLIST_MAP, offsetof(struct agg_conf, fields), NULL},
     {"rename", PT_F_STRMAP_MAP, offsetof(struct agg_conf, rename), NULL},
     {"errors_field", PT_F_STRING, offsetof(struct agg_conf, errors_field), NULL},
-    {"max_parts", PT_F_INT, offsetof(struct agg_conf, max_parts), NULL},
+    {"max_parts", PT_F_STRING, offsetof(struct agg_conf, max_parts_s), NULL},
     {"max_part_body", PT_F_SIZE, offsetof(struct agg_conf, max_part_body), NULL},
     {"max_body", PT_F_SIZE, offsetof(struct agg_conf, max_body), NULL},
     {NULL, 0, 0, NULL},
@@ -98,10 +99,17 @@ static int compile_call(struct agg_conf *cf, struct agg_call *c, uint32_t i, str
     if (!c->name || !valid_name(c->name))
         bad |= pt_filter_errorf(errs, "calls", at, false,
                                 "every call has a `name` (letters, digits, `_`, `-`)");
+    const struct agg_call *prev = cf->calls.v;
     for (uint32_t j = 0; c->name && j < i; j++)
-        if (cf->c && ((struct agg_call *)cf->calls.v)[j].name &&
-            strcmp(((struct agg_call *)cf->calls.v)[j].name, c->name) == 0)
-            bad |= pt_filter_errorf(errs, "calls", at, false, "duplicate call name `%s`", c->name);
+        if (prev[j].name && strcmp(prev[j].name, c->name) == 0) {
+            char nat[64];
+            snprintf(nat, sizeof(nat), "#%u.name", i + 1);
+            bad |= pt_filter_errorf(errs, "calls", nat, true,
+                                    "duplicate call name `%s` (call #%u has it too): parts are "
+                                    "named by their calls",
+                                    c->name, j + 1);
+            break;
+        }
     if (!c->upstream)
         bad |= pt_filter_errorf(errs, "calls", at, false, "call has no `upstream`");
     snprintf(at, sizeof(at), "#%u.path", i + 1);
@@ -241,11 +249,17 @@ static int agg_compile(void *conf, struct pt_arena *a, struct pt_filter_errs *er
 {
     struct agg_conf *cf = conf;
     int bad = 0;
-    if (!cf->max_parts)
-        cf->max_parts = AGG_DEFAULT_MAX_PARTS;
-    if (cf->max_parts < 1 || cf->max_parts > AGG_MAX_CALLS)
-        bad |= pt_filter_errorf(errs, "max_parts", NULL, false, "`max_parts` is 1 to %d",
-                                AGG_MAX_CALLS);
+    cf->max_parts = AGG_DEFAULT_MAX_PARTS;
+    if (cf->max_parts_s) {
+        char *end;
+        errno = 0;
+        cf->max_parts = strtoll(cf->max_parts_s, &end, 10);
+        if (errno || end == cf->max_parts_s || *end || cf->max_parts < 1 ||
+            cf->max_parts > AGG_MAX_CALLS)
+            bad |= pt_filter_errorf(errs, "max_parts", NULL, false,
+                                    "`max_parts` is 1 to %d (got `%s`)", AGG_MAX_CALLS,
+                                    cf->max_parts_s);
+    }
     if (!cf->max_part_body)
         cf->max_part_body = AGG_DEFAULT_PART_BODY;
     if (!cf->max_body)
@@ -427,7 +441,24 @@ static bool decided(const struct agg_conf *cf, const struct agg_state *st)
     return false;
 }
 
-static void record(struct agg_part *p, const struct agg_conf *cf,
+/* The fields of a 4xx answer that go to the client with its status: how
+ * to authenticate (401, or 403 with a Bearer error) and when to come
+ * back (429). The answer's head is in the request arena (filter.h). */
+static void keep_client_fields(struct pt_arena *a, struct agg_part *p,
+                               const struct pt_filter_call_res *res)
+{
+    static const pt_slice names[] = {PT_SLICE("WWW-Authenticate"), PT_SLICE("Retry-After")};
+    for (uint32_t i = 0; i < res->headers.n; i++) {
+        const struct pt_hfield *f = &res->headers.f[i];
+        for (size_t k = 0; !f->dead && k < PT_ARRAY_LEN(names); k++) {
+            if (f->name.len != names[k].len || strncasecmp(f->name.p, names[k].p, f->name.len))
+                continue;
+            pt_headers_add(&p->pass, a, names[k], f->value);
+        }
+    }
+}
+
+static void record(struct pt_arena *a, struct agg_part *p, const struct agg_conf *cf,
                    const struct pt_filter_call_res *res)
 {
     p->status = res->error == PT_CALL_OK ? res->status : 0;
@@ -447,6 +478,7 @@ static void record(struct agg_part *p, const struct agg_conf *cf,
         p->outcome = AGG_CLIENT;
         p->body = res->body;
         p->why = "the upstream refused the request";
+        keep_client_fields(a, p, res);
     } else {
         p->outcome = AGG_FAILED;
         p->why = res->status >= 500 ? "the upstream failed" : "unexpected status";
@@ -459,7 +491,7 @@ static void fan_done(struct pt_filter_ctx *ctx, void *state, uint32_t tag,
     struct agg_state *st = state;
     const struct agg_conf *cf = st->cf;
     st->out--;
-    record(&st->parts[tag], cf, res);
+    record(ctx->arena, &st->parts[tag], cf, res);
     advance(ctx, cf, st);
     if (!decided(cf, st))
         return; /* more are out */

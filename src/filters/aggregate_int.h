@@ -94,10 +94,11 @@ struct agg_conf {
     struct pt_strlistmap fields;
     struct pt_strmapmap rename;
     const char *errors_field;
-    int64_t max_parts;
+    const char *max_parts_s; /* as written: absent (the default) is not `0` */
     uint64_t max_part_body;
     uint64_t max_body;
     /* compiled */
+    int64_t max_parts;
     const struct agg_call *c;
     uint32_t n;
     enum agg_merge merge_mode;
@@ -121,6 +122,9 @@ struct agg_part {
     int status;      /* the upstream's, when it answered */
     pt_slice body;   /* request arena */
     const char *why; /* the failure, for the error body and _errors */
+    /* AGG_CLIENT: the answer's fields the client gets with its status
+     * (WWW-Authenticate, Retry-After); request arena */
+    struct pt_headers pass;
 };
 
 /* ---- the merge (aggregate_merge.c) ---- */

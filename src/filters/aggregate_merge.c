@@ -236,6 +236,8 @@ static bool required_failed(struct pt_filter_ctx *ctx, const struct agg_conf *co
         struct agg_part *p = &parts[i];
         if (c->optional || p->outcome == AGG_OK || p->outcome == AGG_PENDING)
             continue;
+        for (uint32_t k = 0; p->outcome == AGG_CLIENT && k < p->pass.n; k++)
+            pt_headers_add(ctx->resp_headers, ctx->arena, p->pass.f[k].name, p->pass.f[k].value);
         if (p->outcome == AGG_CLIENT && is_json(p->body)) {
             ctx->respond_status = p->status; /* its own JSON body, as it is */
             ctx->respond_body = p->body;
@@ -254,9 +256,37 @@ static bool required_failed(struct pt_filter_ctx *ctx, const struct agg_conf *co
 static void note_error(json_t *errs, const char *name, const struct agg_part *p)
 {
     json_t *e = json_pack("{s:s, s:s}", "part", name, "error", p->why ? p->why : "failed");
-    if (e && p->status)
+    /* the upstream's status when that was the failure; a 2xx that is not
+     * JSON or too large is told by `error` alone */
+    if (e && p->status && (p->status < 200 || p->status > 299))
         json_object_set_new(e, "status", json_integer(p->status));
     json_array_append_new(errs, e);
+}
+
+/* Deep mode: an object part merged key by key into root, any other
+ * value under the call's name; a key root already has is the collision
+ * policy's (`error` answers 502 naming the part and the key). Takes v;
+ * false after answering. */
+static bool put_deep(struct pt_filter_ctx *ctx, const struct agg_conf *conf,
+                     const struct agg_call *c, json_t *root, json_t *v)
+{
+    const char *at = NULL;
+    bool ok = true;
+    if (json_is_object(v)) {
+        ok = deep_merge(root, v, conf->conflict, &at);
+    } else if (!json_object_get(root, c->name) || conf->conflict == AGG_CONFLICT_LAST) {
+        json_object_set(root, c->name, v);
+    } else if (conf->conflict == AGG_CONFLICT_ERROR) {
+        at = c->name;
+        ok = false;
+    }
+    if (!ok) {
+        char d[192];
+        snprintf(d, sizeof(d), "parts collide at key `%s`", at ? at : "?");
+        fail(ctx, 502, "bad gateway", c->name, d);
+    }
+    json_decref(v);
+    return ok;
 }
 
 /* Parses and shapes every finished part into root; false after answering
@@ -285,20 +315,10 @@ static bool merge_parts(struct pt_filter_ctx *ctx, const struct agg_conf *conf,
             continue;
         }
         v = shape(v, c);
-        if (conf->merge_mode == AGG_MERGE_DEEP && json_is_object(v)) {
-            const char *at = NULL;
-            bool ok = deep_merge(root, v, conf->conflict, &at);
-            if (!ok) {
-                char d[192];
-                snprintf(d, sizeof(d), "parts collide at key `%s`", at ? at : "?");
-                json_decref(v);
-                fail(ctx, 502, "bad gateway", c->name, d);
-                return false;
-            }
-            json_decref(v);
-        } else {
+        if (conf->merge_mode == AGG_MERGE_DEEP && !put_deep(ctx, conf, c, root, v))
+            return false;
+        if (conf->merge_mode != AGG_MERGE_DEEP)
             json_object_set_new(root, c->name, v);
-        }
     }
     return true;
 }

@@ -20,7 +20,7 @@ import time
 import pytest
 import requests
 
-from conftest import (PORTICO, SAN, free_port, make_config, read_head, scaled, upstream,
+from conftest import (PORTICO, ROOT, SAN, free_port, make_config, read_head, scaled, upstream,
                       wait_until)
 
 
@@ -181,6 +181,45 @@ def test_non_json_required_part_is_its_failure(gateway, backends):
     assert "JSON" in r.json()["detail"]
 
 
+def test_optional_part_that_is_not_json_is_named_by_its_reason(gateway, backends):
+    # the part's upstream answered 200: `status` would say nothing went wrong
+    b = backends("svc")
+    calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
+             {"name": "blob", "upstream": "a", "path": "/bytes/10", "optional": True}]
+    gw = start(gateway, {"a": upstream(b.port)}, [agg_route(calls)])
+    r = requests.get(gw.u("/p/1"), timeout=scaled(10))
+    assert r.status_code == 200 and r.headers["X-Partial-Response"] == "true"
+    assert r.json()["_errors"] == [{"part": "blob", "error": "the answer is not JSON"}]
+
+
+def test_required_client_error_keeps_its_authenticate_and_retry_after_fields(
+        gateway, json_server):
+    auth = json_server({"error": "unauthorized"}, 401,
+                       [("WWW-Authenticate", 'Bearer realm="api"'),
+                        ("WWW-Authenticate", 'Basic realm="api"'), ("X-Internal", "secret")])
+    busy = json_server({"error": "slow down"}, 429, [("Retry-After", "7")])
+    ok = json_server({"id": 1})
+    ups = {"auth": upstream(auth.port), "busy": upstream(busy.port), "ok": upstream(ok.port)}
+    gw = start(gateway, ups, [
+        agg_route([{"name": "me", "upstream": "auth", "path": "/me"},
+                   {"name": "x", "upstream": "ok", "path": "/x"}], name="a", path="/a/{id}"),
+        agg_route([{"name": "q", "upstream": "busy", "path": "/q"}], name="b", path="/b/{id}"),
+        agg_route([{"name": "x", "upstream": "ok", "path": "/x"},
+                   {"name": "q", "upstream": "busy", "path": "/q", "optional": True}],
+                  name="c", path="/c/{id}")])
+    r = requests.get(gw.u("/a/1"), timeout=scaled(10))
+    assert r.status_code == 401 and r.json() == {"error": "unauthorized"}
+    assert r.raw.headers.getlist("WWW-Authenticate") == ['Bearer realm="api"', 'Basic realm="api"']
+    assert "X-Internal" not in r.headers
+    r = requests.get(gw.u("/b/1"), timeout=scaled(10))
+    assert r.status_code == 429 and r.headers["Retry-After"] == "7", r.headers
+    # an optional part's 429 is its failure only: the client is not told to wait
+    r = requests.get(gw.u("/c/1"), timeout=scaled(10))
+    assert r.status_code == 200 and "Retry-After" not in r.headers
+    assert r.json()["_errors"] == [{"part": "q", "error": "the upstream refused the request",
+                                    "status": 429}]
+
+
 class _Holder:
     """An upstream that reads a request and never answers: it counts the
     requests that started and the connections the gateway closed."""
@@ -219,9 +258,10 @@ def test_client_hang_up_cancels_every_outstanding_call(gateway, raw_upstream):
 
 
 class _JSONServer:
-    """Answers every GET with a fixed JSON document; records the targets."""
+    """Answers every GET with a fixed JSON document (and status and extra
+    fields); records the targets."""
 
-    def __init__(self, doc):
+    def __init__(self, doc, status=200, fields=()):
         self.targets = []
         outer = self
 
@@ -231,7 +271,9 @@ class _JSONServer:
             def do_GET(self):
                 outer.targets.append(self.path)
                 b = json.dumps(doc).encode()
-                self.send_response(200)
+                self.send_response(status)
+                for k, v in fields:
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(b)))
                 self.end_headers()
@@ -253,8 +295,8 @@ class _JSONServer:
 def json_server():
     made = []
 
-    def make(doc):
-        s = _JSONServer(doc)
+    def make(doc, status=200, fields=()):
+        s = _JSONServer(doc, status, fields)
         made.append(s)
         return s
     yield make
@@ -307,17 +349,50 @@ def test_top_level_fields_map_and_deep_merge(gateway, json_server):
     assert r.json()["part"] == "second" and "`x`" in r.json()["detail"]
 
 
+def test_deep_merge_applies_the_collision_policy_to_a_part_that_is_not_an_object(
+        gateway, json_server):
+    # An array part goes under its call's name; an object part that merged
+    # first may already hold that key.
+    obj = json_server({"id": 1, "tags": "from-obj"})
+    arr = json_server([1, 2])
+    ups = {"o": upstream(obj.port), "t": upstream(arr.port)}
+    calls = [{"name": "obj", "upstream": "o", "path": "/o"},
+             {"name": "tags", "upstream": "t", "path": "/t"}]
+    gw = start(gateway, ups, [
+        agg_route(calls, name="last", path="/last/{id}", merge="deep"),
+        agg_route(calls, name="first", path="/first/{id}", merge="deep", on_conflict="first"),
+        agg_route(calls, name="err", path="/err/{id}", merge="deep", on_conflict="error"),
+        agg_route(calls[::-1], name="rev", path="/rev/{id}", merge="deep", on_conflict="error")])
+    r = requests.get(gw.u("/last/1"), timeout=scaled(10))
+    assert r.status_code == 200 and r.json() == {"id": 1, "tags": [1, 2]}, r.text
+    r = requests.get(gw.u("/first/1"), timeout=scaled(10))
+    assert r.status_code == 200 and r.json() == {"id": 1, "tags": "from-obj"}, r.text
+    for route in ("err", "rev"):
+        r = requests.get(gw.u("/%s/1" % route), timeout=scaled(10))
+        assert r.status_code == 502, r.text
+        assert r.json()["part"] == ("tags" if route == "err" else "obj")
+        assert "`tags`" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("slashes", ["reject", "keep"])
 @pytest.mark.parametrize("value,segment", [
     ("..%2F..%2Fadmin", "..%2F..%2Fadmin"),
     ("a%3Fb=c", "a%3Fb%3Dc"),
     ("x&y", "x%26y"),
 ])
-def test_injection_stays_percent_encoded_inside_its_segment(gateway, backends, value, segment):
+def test_injection_stays_percent_encoded_inside_its_segment(gateway, backends, value, segment,
+                                                            slashes):
     b = backends("svc")
     calls = [{"name": "e", "upstream": "a", "path": "/items/{id}/detail?q=${query.q}"}]
+    # reject is the default: left out of the config
     gw = start(gateway, {"a": upstream(b.port)}, [agg_route(calls)],
-               limits={"escaped_slashes": "keep"})
+               limits={"escaped_slashes": "keep"} if slashes == "keep" else None)
     r = requests.get(gw.u("/p/" + value) + "?q=" + value.replace("&", "%26"), timeout=scaled(10))
+    if slashes == "reject" and "%2F" in value:
+        # an escaped slash in the path is refused before any call is made
+        assert r.status_code == 400, r.text
+        assert b.stats()["requests"] == 0
+        return
     assert r.status_code == 200, r.text
     assert r.json()["e"]["target"] == "/items/%s/detail?q=%s" % (segment, segment)
     assert r.json()["e"]["path"] == "/items/%s/detail" % segment
@@ -391,6 +466,29 @@ def test_identity_and_tracing_headers_are_forwarded_by_default(gateway, backends
     assert "x-request-id" not in bare and "x-forwarded-for" not in bare
 
 
+def test_fields_an_auth_filter_adds_go_only_where_listed(gateway, backends):
+    # jwt's claims_to_headers (like ext_auth's copy_headers) adds fields of
+    # the route's choosing: the default forward_headers cannot know them.
+    secret = b"bff-test-secret-0123456789abcdef"
+    b = backends("svc")
+    calls = [{"name": "d", "upstream": "a", "path": "/d"},
+             {"name": "listed", "upstream": "a", "path": "/l",
+              "forward_headers": ["X-Tenant", "X-Request-ID"]}]
+    route = agg_route(calls)
+    jwt = {"secret": secret.decode(), "claims_to_headers": {"tenant": "X-Tenant"}}
+    route["filters"] = {"jwt": jwt, "aggregate": route["filters"]["aggregate"]}
+    gw = start(gateway, {"a": upstream(b.port)}, [route])
+    tok = hs256_token({"sub": "alice", "tenant": "acme", "exp": int(time.time()) + 300}, secret)
+    r = requests.get(gw.u("/p/1"), timeout=scaled(10),
+                     headers={"Authorization": "Bearer " + tok, "X-Request-ID": "rid-7"})
+    assert r.status_code == 200, r.text
+    d = {k.lower(): v for k, v in r.json()["d"]["headers"]}
+    listed = {k.lower(): v for k, v in r.json()["listed"]["headers"]}
+    assert "x-tenant" not in d and d["x-consumer-name"] == "alice"
+    assert listed["x-tenant"] == "acme" and listed["x-request-id"] == "rid-7"
+    assert "x-consumer-name" not in listed
+
+
 def test_merged_and_part_body_caps(gateway, backends):
     b = backends("svc")
     calls = [{"name": "big", "upstream": "a", "path": "/users"}]
@@ -453,10 +551,65 @@ def test_config_error_unknown_upstream_and_both_upstream_and_aggregate(tmp_path)
     assert r.returncode != 0 and "agg.yaml:7:" in r.stderr and "aggregate" in r.stderr, r.stderr
 
 
+def test_config_error_duplicate_call_name(tmp_path):
+    # Parts are named by their calls: two of one name would overwrite each
+    # other in the answer and in ${call.<name>...}.
+    r = validate(tmp_path, base(
+        '          - { name: x, upstream: a, path: "/x" }\n'
+        '          - { name: x, upstream: a, path: "/y" }\n'))
+    assert r.returncode != 0
+    assert "agg.yaml:11:21:" in r.stderr and "duplicate call name `x`" in r.stderr, r.stderr
+
+
+def test_config_error_call_path_parameter_the_route_does_not_define(tmp_path):
+    # `{idd}` would render empty: /users/ calls the list endpoint.
+    r = validate(tmp_path, base(
+        '          - { name: x, upstream: a, path: "/users/{idd}?q=${query.q}&u={id}" }\n'))
+    assert r.returncode != 0
+    assert "agg.yaml:10:" in r.stderr, r.stderr
+    assert "`{idd}`, which the path_template does not define (did you mean `{id}`?)" in r.stderr
+    assert "`{id}`" not in r.stderr.replace("did you mean `{id}`", "")
+    # a route without parameters: every {param} is unknown
+    r = validate(tmp_path, base('          - { name: x, upstream: a, path: "/u/{id}" }\n')
+                 .replace('path_template: "/p/{id}"', 'path: "/p"'))
+    assert r.returncode != 0
+    assert "agg.yaml:10:" in r.stderr and "defines no parameters" in r.stderr, r.stderr
+    # the same filter in the top-level defaults is checked against each route
+    text = """\
+listeners: [{name: public, address: "127.0.0.1:%d"}]
+upstreams:
+  a: {targets: [{address: "127.0.0.1:9"}]}
+filters:
+  aggregate:
+    calls:
+      - { name: x, upstream: a, path: "/u/{user}" }
+routes:
+  - { name: good, match: { path_template: "/g/{user}" } }
+  - { name: bad, match: { path_template: "/b/{uid}" } }
+""" % free_port()
+    r = validate(tmp_path, text)
+    assert r.returncode != 0
+    assert "agg.yaml:7:" in r.stderr and "`{user}`, which the path_template" in r.stderr, r.stderr
+    assert r.stderr.count("does not define") == 1, r.stderr
+
+
 def test_config_error_too_many_parts(tmp_path):
     calls = "".join('          - { name: c%d, upstream: a, path: "/x" }\n' % i for i in range(3))
     r = validate(tmp_path, base(calls).replace("        calls:", "        max_parts: 2\n        calls:"))
     assert r.returncode != 0 and "max_parts" in r.stderr, r.stderr
+
+
+def test_config_error_max_parts_zero(tmp_path):
+    # 0 is not "the default": it is refused like any other number outside 1-32
+    calls = '          - { name: c, upstream: a, path: "/x" }\n'
+    for bad in ("0", "33", "two"):
+        r = validate(tmp_path, base(calls).replace("        calls:",
+                                                   "        max_parts: %s\n        calls:" % bad))
+        assert r.returncode != 0 and "agg.yaml:9:20:" in r.stderr, r.stderr
+        assert "`max_parts` is 1 to 32 (got `%s`)" % bad in r.stderr, r.stderr
+    r = validate(tmp_path,
+                 base(calls).replace("        calls:", "        max_parts: 1\n        calls:"))
+    assert r.returncode == 0, r.stderr
 
 
 def test_aggregate_route_without_upstream_validates(tmp_path):
@@ -535,3 +688,30 @@ def test_config_error_path_with_too_many_pieces(tmp_path):
     ok = validate(tmp_path, base('          - { name: x, upstream: a, path: "%s" }\n'
                                  % ("/x" + "-{id}" * 32)))
     assert ok.returncode == 0, ok.stderr
+
+
+def _bound_ports(example):
+    import yaml
+    with open(os.path.join(ROOT, "examples", example)) as f:
+        doc = yaml.safe_load(f)
+    addrs = [l["address"] for l in doc.get("listeners", [])]
+    addrs.append(doc.get("admin", {}).get("address", "127.0.0.1:9901"))
+    return {int(str(a).rsplit(":", 1)[1]) for a in addrs}
+
+
+def test_bff_example_runs_next_to_make_run():
+    # examples/bff.yaml runs against `make run`'s demo backends while make
+    # run's two gateways (quickstart, edge) hold their ports
+    with open(os.path.join(ROOT, "scripts", "run-demo.sh")) as f:
+        run = f.read()
+    started = re.findall(r"portico\" -c examples/(\S+\.yaml)", run)
+    assert "bff.yaml" not in started and started, run
+    bff = _bound_ports("bff.yaml")
+    for ex in started:
+        assert not bff & _bound_ports(ex), (ex, bff & _bound_ports(ex))
+    backends = {int(p) for p in re.findall(r"--listen 127\.0\.0\.1:(\d+)", run)}
+    assert not bff & backends
+    with open(os.path.join(ROOT, "examples", "bff.yaml")) as f:
+        text = f.read()
+    listen = sorted(_bound_ports("bff.yaml") - {9903})
+    assert set(re.findall(r"http://127\.0\.0\.1:(\d+)/", text)) == {str(p) for p in listen}
