@@ -317,6 +317,15 @@ int pt_chain_run_request_body(const struct pt_chain *c, struct pt_filter_ctx *ct
     return PT_FILTER_CONTINUE;
 }
 
+void pt_chain_request_body_too_large(const struct pt_chain *c, struct pt_filter_ctx *ctx)
+{
+    for (uint32_t i = 0; i < c->n_request_body; i++) {
+        const struct pt_filter_inst *inst = c->request_body[i];
+        if (inst->state_index < 64 && (ctx->request_body_want >> inst->state_index & 1))
+            pt_filter_note(ctx, inst->def->name, "too_large");
+    }
+}
+
 void pt_chain_run_log(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states)
 {
     uint64_t t = hook_clock(ctx);

@@ -523,6 +523,9 @@ int pt_chain_run_response_body(const struct pt_chain *c, struct pt_filter_ctx *c
  * over the gathered body; stops at the first result that is not CONTINUE. */
 int pt_chain_run_request_body(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states,
                               pt_slice *body);
+/* The request body outgrew request_body_max while it was gathered: it goes
+ * upstream unchanged, and each filter that wanted it notes `too_large`. */
+void pt_chain_request_body_too_large(const struct pt_chain *c, struct pt_filter_ctx *ctx);
 void pt_chain_run_log(const struct pt_chain *c, struct pt_filter_ctx *ctx, void **states);
 /* Whether some response filter of the chain hides this field of a 1xx head. */
 bool pt_chain_hides_interim_field(const struct pt_chain *c, pt_slice name);

@@ -137,6 +137,7 @@ static void gathered(struct pt_exchange *ex)
  * then the codec's rest, in the client's framing. */
 static void overflowed(struct pt_exchange *ex)
 {
+    pt_chain_request_body_too_large(&ex->route->chain, &ex->fctx);
     pt_exchange_gather_stop(ex);
     ex->rb_sending = true;
     ex->rb_eos = false;

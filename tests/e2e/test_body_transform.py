@@ -353,6 +353,25 @@ def test_request_oversized_untouched(gw):
     assert r.json()["body"] == data
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_request_oversized_is_counted_too_large(gw, chunked):
+    """Judged by its Content-Length, or found too long while a chunked
+    body was being gathered: either way passed on unchanged and counted."""
+    big = json.dumps({"user_name": "ann", "pad": "x" * 70000}).encode()
+
+    def too_large():
+        return metric_value(gw, "portico_filter_notes_total", route="req",
+                            filter="request_transform", result="too_large")
+    before = too_large()
+    if chunked:
+        seen = chunked_post(gw, "/q/echo", big, "application/json")
+    else:
+        seen = requests.post(gw.u("/q/echo"), data=big, timeout=scaled(5),
+                             headers={"Content-Type": "application/json"}).json()
+    assert seen["body"] == big.decode()
+    wait_until(lambda: too_large() == before + 1, scaled(5), what="the too_large note counted")
+
+
 def test_retry_replays_transformed_body(gw):
     key = "/flaky/%d" % free_port()
     # PUT: idempotent, so a 503 after the body went out is retried
