@@ -204,8 +204,8 @@ struct pt_filter_call_req {
 
 enum pt_call_error {
     PT_CALL_OK = 0,
-    PT_CALL_ERR_CONNECT,   /* refused / unreachable / connect timeout */
-    PT_CALL_ERR_TIMEOUT,   /* no (complete) answer in time */
+    PT_CALL_ERR_CONNECT,   /* refused / unreachable */
+    PT_CALL_ERR_TIMEOUT,   /* no (complete) answer in time, or no connection in connect_timeout */
     PT_CALL_ERR_RESET,     /* closed or reset before a complete answer */
     PT_CALL_ERR_PROTOCOL,  /* an answer that is not valid HTTP/1.1 */
     PT_CALL_ERR_NO_TARGET, /* no healthy target, or no such upstream */

@@ -65,8 +65,8 @@ enum pt_call_error pt_exchange_call_error(enum pt_call_fail f)
     case PT_CALL_FAIL_NONE:
         return PT_CALL_OK;
     case PT_CALL_FAIL_CONNECT:
-    case PT_CALL_FAIL_CONNECT_TO:
         return PT_CALL_ERR_CONNECT;
+    case PT_CALL_FAIL_CONNECT_TO: /* a timeout, as the proxied request's 504 */
     case PT_CALL_FAIL_TIMEOUT:
     case PT_CALL_FAIL_BODY_STALL:
         return PT_CALL_ERR_TIMEOUT;

@@ -191,6 +191,31 @@ def test_non_json_required_part_is_its_failure(gateway, backends):
     assert "JSON" in r.json()["detail"]
 
 
+def test_required_connect_timeout_gives_504_naming_the_part(gateway, backends):
+    """A target whose accept queue is full (connects to it hang) behind a
+    300 ms connect_timeout: the part timed out (504, as a proxied request
+    and `connect_timeout` say), not a connection failure (502)."""
+    b = backends("svc")
+    hang = socket.socket()
+    fill = socket.socket()
+    try:
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(0)
+        fill.connect(hang.getsockname())  # the one queued connection
+        ups = {"a": upstream(b.port),
+               "hole": upstream(hang.getsockname()[1], connect_timeout="300ms")}
+        calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
+                 {"name": "far", "upstream": "hole", "path": "/x"}]
+        gw = start(gateway, ups, [agg_route(calls)])
+        r = requests.get(gw.u("/p/1"), timeout=scaled(10))
+        assert r.status_code == 504, r.text
+        assert r.json()["part"] == "far"
+        assert r.json()["error"] == "gateway timeout"
+    finally:
+        fill.close()
+        hang.close()
+
+
 def test_route_timeout_is_each_calls_default_timeout(gateway, backends):
     """On an aggregating route the route's `timeout` bounds a call without
     its own (not the upstream's 30 s read timeout), and the part that
