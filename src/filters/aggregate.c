@@ -199,23 +199,6 @@ static int compile_deps(struct agg_conf *cf, struct agg_call *calls, struct pt_f
     return bad;
 }
 
-/* The longest chain of timeouts, for the suspension's deadline; 0 when
- * some call waits on its upstream's own timeout. */
-static uint64_t chain_ms(const struct agg_call *calls, uint32_t n, uint32_t i, int depth)
-{
-    if (!calls[i].timeout_ms || depth > AGG_MAX_CALLS)
-        return 0;
-    uint64_t worst = 0;
-    for (uint32_t j = 0; j < n; j++)
-        if (calls[i].deps & (1u << j)) {
-            uint64_t d = chain_ms(calls, n, j, depth + 1);
-            if (!d)
-                return 0;
-            worst = PT_MAX(worst, d);
-        }
-    return worst + calls[i].timeout_ms;
-}
-
 /* The top-level `fields` / `rename` maps go to their calls. */
 static int per_part_maps(struct agg_conf *cf, struct agg_call *calls, struct pt_filter_errs *errs)
 {
@@ -305,17 +288,6 @@ static int agg_compile(void *conf, struct pt_arena *a, struct pt_filter_errs *er
         return -1;
     cf->c = calls;
     cf->n = cf->calls.n;
-    uint64_t worst = 0;
-    for (uint32_t i = 0; i < cf->n; i++) {
-        uint64_t d = chain_ms(calls, cf->n, i, 0);
-        if (!d) {
-            worst = 0;
-            break;
-        }
-        worst = PT_MAX(worst, d);
-    }
-    /* a second's margin over the calls' own deadlines: they answer first */
-    cf->deadline_ms = worst ? worst + 1000 : 0;
     return 0;
 }
 
@@ -393,6 +365,9 @@ static void start(struct pt_filter_ctx *ctx, const struct agg_conf *cf, struct a
         .max_body = cf->max_part_body + 1, /* one more: a body past the cap shows */
     };
     int e = ctx->svc->fan_call(ctx, &req, i, fan_done);
+    if (e == -EAGAIN || e == -EUSERS) /* refused at the upstream's gate: never contacted */
+        return fail_part(p, AGG_UNAVAILABLE,
+                         e == -EAGAIN ? "circuit breaker open" : "upstream concurrency limit");
     if (e < 0)
         return fail_part(p, AGG_FAILED,
                          e == -ENOENT ? "no such upstream" : "the call could not start");
@@ -465,6 +440,9 @@ static void record(struct pt_arena *a, struct agg_part *p, const struct agg_conf
     if (res->error == PT_CALL_ERR_TIMEOUT) {
         p->outcome = AGG_TIMEOUT;
         p->why = "timed out";
+    } else if (res->error == PT_CALL_ERR_NO_TARGET) {
+        p->outcome = AGG_UNAVAILABLE; /* as a proxied request's 503 */
+        p->why = res->error_text ? res->error_text : "no healthy target";
     } else if (res->error != PT_CALL_OK) {
         p->outcome = AGG_FAILED;
         p->why = res->error_text ? res->error_text : "the call failed";
@@ -512,8 +490,7 @@ static int agg_request(struct pt_filter_ctx *ctx, const void *conf, void *state)
         agg_build(ctx, cf, st->parts); /* the gateway cancels anything still out */
         return PT_FILTER_RESPOND;
     }
-    ctx->suspend_deadline_ms = cf->deadline_ms;
-    return PT_FILTER_SUSPEND;
+    return PT_FILTER_SUSPEND; /* bounded by the calls' own deadlines (filter.h fan_call) */
 }
 
 const struct pt_filter_def pt_filter_aggregate = {

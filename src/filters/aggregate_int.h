@@ -70,7 +70,8 @@ struct agg_call {
     const char *path;
     struct pt_strlist forward_headers; /* v == NULL: the default set */
     struct pt_strmap headers;          /* name → value template, set on the call */
-    uint64_t timeout_ms;               /* 0: the upstream's read timeout */
+    uint64_t timeout_ms;               /* 0: the route's `timeout`, else the upstream's
+                                        * read timeout */
     bool optional;
     struct pt_strlist fields; /* this part's keep-list (or the top-level map's) */
     struct pt_strmap rename;  /* this part's renames (or the top-level map's) */
@@ -103,17 +104,17 @@ struct agg_conf {
     uint32_t n;
     enum agg_merge merge_mode;
     enum agg_conflict conflict;
-    uint64_t deadline_ms; /* the suspension's bound: the longest chain of timeouts */
 };
 
 /* ---- one request's parts ---- */
 
 enum agg_outcome {
     AGG_PENDING = 0,
-    AGG_OK,      /* 2xx */
-    AGG_CLIENT,  /* 4xx: passed through when required */
-    AGG_FAILED,  /* 5xx, other statuses, connection failure, too big, not JSON → 502 */
-    AGG_TIMEOUT, /* → 504 */
+    AGG_OK,          /* 2xx */
+    AGG_CLIENT,      /* 4xx: passed through when required */
+    AGG_FAILED,      /* 5xx, other statuses, connection failure, too big, not JSON → 502 */
+    AGG_TIMEOUT,     /* → 504 */
+    AGG_UNAVAILABLE, /* refused before contact (breaker open, max_concurrent), no target → 503 */
 };
 
 struct agg_part {

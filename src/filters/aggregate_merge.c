@@ -245,6 +245,8 @@ static bool required_failed(struct pt_filter_ctx *ctx, const struct agg_conf *co
             fail(ctx, p->status, "client error", c->name, p->why);
         } else if (p->outcome == AGG_TIMEOUT) {
             fail(ctx, 504, "gateway timeout", c->name, p->why);
+        } else if (p->outcome == AGG_UNAVAILABLE) {
+            fail(ctx, 503, "service unavailable", c->name, p->why);
         } else {
             fail(ctx, 502, "bad gateway", c->name, p->why);
         }

@@ -204,8 +204,8 @@ struct pt_filter_call_req {
 
 enum pt_call_error {
     PT_CALL_OK = 0,
-    PT_CALL_ERR_CONNECT,   /* refused / unreachable / connect timeout */
-    PT_CALL_ERR_TIMEOUT,   /* no (complete) answer in time */
+    PT_CALL_ERR_CONNECT,   /* refused / unreachable */
+    PT_CALL_ERR_TIMEOUT,   /* no (complete) answer in time, or no connection in connect_timeout */
     PT_CALL_ERR_RESET,     /* closed or reset before a complete answer */
     PT_CALL_ERR_PROTOCOL,  /* an answer that is not valid HTTP/1.1 */
     PT_CALL_ERR_NO_TARGET, /* no healthy target, or no such upstream */
@@ -274,7 +274,16 @@ struct pt_filter_services {
      * are out), starts further fan calls (a dependent call) and returns,
      * or ends the wait with ctx->resume, which cancels every fan call
      * still out, as the request's end does. -EBUSY while a timer, call or
-     * script is pending (and those return -EBUSY while a fan call is). */
+     * script is pending (and those return -EBUSY while a fan call is).
+     * Unlike `call`, a fan call is a request of the upstream's like a
+     * proxied one: it passes the upstream's gate first (-EAGAIN: its
+     * circuit breaker is open; -EUSERS: its max_concurrent requests are
+     * in flight; either way it was not contacted), its outcome counts for
+     * the breaker, its time and retries go to the upstream's metrics, and
+     * the time any is out is not the gateway's overhead. req->timeout_ms
+     * 0 is the route's `timeout`, else the upstream's read timeout. While
+     * any is out the suspension lasts past the latest one's own deadline
+     * (suspend_deadline_ms is a floor), so each ends on its own timeout. */
     int (*fan_call)(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *req, uint32_t tag,
                     pt_filter_fan_cb cb);
     /* A call that is not the request's pending work and outlives it (the

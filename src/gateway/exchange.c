@@ -113,10 +113,7 @@ void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *er
     pt_exchange_server_timing(ex);
 }
 
-/* ---- circuit breaker and max_concurrent ----
- * The breaker counts requests (one final outcome each), where passive
- * health counts attempts per target (the client's report()). An upstream
- * without a circuit_breaker section costs one branch. */
+/* ---- circuit breaker and max_concurrent (proxy/admission.h) ---- */
 
 static uint64_t now_ms(const struct pt_exchange *ex)
 {
@@ -125,9 +122,9 @@ static uint64_t now_ms(const struct pt_exchange *ex)
 
 /* Refused before the upstream was contacted: 503 JSON, with Retry-After
  * when the breaker knows when to ask again. */
-static void refuse(struct pt_exchange *ex, const char *why, uint32_t retry_after_s)
+static void refuse(struct pt_exchange *ex, enum pt_admit why, uint32_t retry_after_s)
 {
-    pt_exchange_respond(ex, 503, why, false);
+    pt_exchange_respond(ex, 503, pt_admit_text(why), false);
     char *v = retry_after_s ? pt_arena_alloc(ex->arena, 12) : NULL;
     if (v) {
         int n = snprintf(v, 12, "%u", retry_after_s);
@@ -135,67 +132,29 @@ static void refuse(struct pt_exchange *ex, const char *why, uint32_t retry_after
     }
 }
 
-static void release_slot(struct pt_exchange *ex)
-{
-    if (ex->up_slot) {
-        ex->up_slot = false;
-        atomic_fetch_sub_explicit(&ex->up->state->active, 1, memory_order_relaxed);
-    }
-}
-
 /* max_concurrent, then the breaker. False when refused (answered). */
 static bool admit(struct pt_exchange *ex)
 {
-    const struct pt_upstream *u = ex->up;
-    struct pt_upstream_state *us = u->state;
-    if (pt_likely(!u->breaker.enabled) || !us)
+    uint32_t retry_after;
+    enum pt_admit r = pt_admit(ex->up, &ex->up_adm, now_ms(ex), &retry_after);
+    if (pt_likely(r == PT_ADMIT_OK))
         return true;
-    if (u->breaker.max_concurrent) {
-        uint32_t n = atomic_fetch_add_explicit(&us->active, 1, memory_order_relaxed) + 1;
-        if (n > u->breaker.max_concurrent) {
-            atomic_fetch_sub_explicit(&us->active, 1, memory_order_relaxed);
-            atomic_fetch_add_explicit(&us->overflows, 1, memory_order_relaxed);
-            refuse(ex, "upstream concurrency limit", 0);
-            return false;
-        }
-        ex->up_slot = true;
-    }
-    uint32_t retry_after = 1;
-    enum pt_breaker_verdict v =
-        pt_breaker_admit(&us->breaker, &u->breaker, u->name, now_ms(ex), &retry_after);
-    if (v == PT_BREAKER_REFUSE) {
-        release_slot(ex);
-        refuse(ex, "circuit breaker open", retry_after);
-        return false;
-    }
-    ex->breaker_owed = v == PT_BREAKER_PROBE ? 2 : 1;
-    return true;
+    refuse(ex, r, retry_after);
+    return false;
 }
 
-/* The request's final outcome for the breaker, once: 1 the upstream
- * answered well, 0 it failed (a status in failure_statuses, connect
- * error, reset, timeout), -1 nothing the upstream did (client gone, no
- * target, the gateway's own limits): a probe's slot goes back. */
+/* The request's final outcome for the breaker, once. */
 static void breaker_outcome(struct pt_exchange *ex, int result)
 {
-    uint8_t owed = ex->breaker_owed;
-    if (pt_likely(!owed))
-        return;
-    ex->breaker_owed = 0;
-    struct pt_breaker_state *b = &ex->up->state->breaker;
-    if (result < 0) {
-        if (owed == 2)
-            pt_breaker_release_probe(b);
-        return;
-    }
-    pt_breaker_record(b, &ex->up->breaker, ex->up->name, now_ms(ex), result > 0, owed == 2);
+    if (pt_unlikely(ex->up_adm.breaker_owed))
+        pt_admission_outcome(ex->up, &ex->up_adm, now_ms(ex), result);
 }
 
 /* The upstream call is over (or never started): settle what admit took. */
 static void call_over(struct pt_exchange *ex)
 {
-    breaker_outcome(ex, -1);
-    release_slot(ex);
+    if (pt_unlikely(ex->up_adm.breaker_owed || ex->up_adm.slot))
+        pt_admission_end(ex->up, &ex->up_adm, now_ms(ex));
 }
 
 /* An upstream failure: an error response while nothing went out, else
@@ -203,9 +162,7 @@ static void call_over(struct pt_exchange *ex)
 static void upstream_failed(struct pt_exchange *ex)
 {
     const struct pt_call *c = ex->call;
-    bool theirs = c->fail != PT_CALL_FAIL_NO_TARGET && c->fail != PT_CALL_FAIL_RESOURCES &&
-                  c->fail != PT_CALL_FAIL_BODY_STALL;
-    breaker_outcome(ex, theirs ? 0 : -1);
+    breaker_outcome(ex, pt_admission_result(ex->up, c->fail, 0));
     int status = 502;
     bool close = false;
     switch (c->fail) {
@@ -602,7 +559,7 @@ static void body_framing(struct pt_exchange *ex)
 static void response_head(struct pt_exchange *ex)
 {
     const struct pt_call_head *h = pt_call_head(ex->call);
-    breaker_outcome(ex, !pt_status_in(&ex->up->failure_statuses, h->status));
+    breaker_outcome(ex, pt_admission_result(ex->up, PT_CALL_FAIL_NONE, h->status));
     ex->t_up_head = ex->call->t_head_ns;
     ex->status = h->status;
     ex->reason = h->reason;

@@ -34,6 +34,7 @@
 #include "gateway/router.h"
 #include "gateway/trace.h"
 #include "gateway/worker.h"
+#include "proxy/admission.h"
 #include "proxy/client.h"
 #include "proxy/fetch.h"
 
@@ -135,6 +136,11 @@ struct pt_exchange {
      * first, in the request arena; nfan of them are still out */
     struct pt_fan_call *fan;
     uint32_t nfan;
+    /* ... and their times (loop clock): since when one has been out, how
+     * long some were out in all (upstream time, not the gateway's, for
+     * the overhead metric), and the latest of their own deadlines, which
+     * the suspension's deadline outlasts. */
+    uint64_t fan_since_ns, fan_ns, fan_until_ms;
     struct pt_redis_cmd *feval; /* a filter's script (svc->eval), on feval_redis */
     struct pt_redis *feval_redis;
     pt_filter_eval_cb feval_cb;
@@ -153,11 +159,9 @@ struct pt_exchange {
     bool calling;         /* call started and not ended */
     bool dispatched;      /* the request went (or goes) upstream */
     bool want_continue;   /* the codec may answer 100 Continue */
-    /* upstreams.*.circuit_breaker (exchange.c admit()): the outcome owed
-     * to the breaker (0: none, 1: a request's, 2: a probe's), and whether
-     * the request holds one of the upstream's max_concurrent slots. */
-    uint8_t breaker_owed;
-    bool up_slot;
+    /* upstreams.*.circuit_breaker (exchange.c admit(), proxy/admission.h):
+     * the outcome owed to the breaker and the max_concurrent slot held. */
+    struct pt_admission up_adm;
 
     /* The request body gathered for whole-body filters (exchange_body.c;
      * request arena): parts while a chunked body comes in, then one

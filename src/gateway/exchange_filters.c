@@ -65,8 +65,8 @@ enum pt_call_error pt_exchange_call_error(enum pt_call_fail f)
     case PT_CALL_FAIL_NONE:
         return PT_CALL_OK;
     case PT_CALL_FAIL_CONNECT:
-    case PT_CALL_FAIL_CONNECT_TO:
         return PT_CALL_ERR_CONNECT;
+    case PT_CALL_FAIL_CONNECT_TO: /* a timeout, as the proxied request's 504 */
     case PT_CALL_FAIL_TIMEOUT:
     case PT_CALL_FAIL_BODY_STALL:
         return PT_CALL_ERR_TIMEOUT;
@@ -233,14 +233,59 @@ static struct pt_filter_call_res fetch_result(struct pt_exchange *ex, const stru
     return res;
 }
 
+/* ---- fan-out calls ---- */
+
+/* How long the suspension outlasts the latest fan call's own deadline:
+ * the call's timer fires first, so its part's timeout is what answers. */
+#define FAN_DEADLINE_MARGIN_MS 1000
+
+static void deadline_passed(struct pt_loop *loop, struct pt_timer *t);
+
+/* A fan call goes out / is over: the time some were out is upstream time
+ * (exchange_metrics.c keeps it out of the overhead). */
+static void fan_out_add(struct pt_exchange *ex)
+{
+    if (ex->nfan++ == 0)
+        ex->fan_since_ns = pt_loop_now_ns(&ex->w->loop);
+}
+
+/* A fan call is over (answered, failed, or cancelled: result -1): its
+ * outcome for the breaker (proxy/admission.h), its max_concurrent slot
+ * back, its time and retries on its upstream's metrics. */
+static void fan_settle(struct pt_exchange *ex, struct pt_fan_call *fc, int result)
+{
+    uint64_t now = pt_loop_now(&ex->w->loop);
+    fc->out = false;
+    if (--ex->nfan == 0)
+        ex->fan_ns += pt_loop_now_ns(&ex->w->loop) - ex->fan_since_ns;
+    pt_admission_outcome(fc->up, &fc->adm, now, result);
+    pt_admission_end(fc->up, &fc->adm, now);
+    pt_exchange_call_metrics(ex, fc->up, fc->t_start_ns, &fc->fetch.call);
+}
+
 static void fan_done(struct pt_fetch *f, void *user)
 {
     struct pt_fan_call *fc = user;
     struct pt_exchange *ex = fc->ex;
-    fc->out = false;
-    ex->nfan--;
+    fan_settle(ex, fc, pt_admission_result(fc->up, f->fail, f->status));
     struct pt_filter_call_res res = fetch_result(ex, f);
     fc->cb(&ex->fctx, susp_state(ex), fc->tag, &res); /* may resume, or start more */
+}
+
+/* The suspension lasts until the latest fan call's own deadline has
+ * passed (plus the margin): a dependent call started by a completion
+ * pushes it out, so a chain's timeouts add up. */
+static void fan_deadline(struct pt_exchange *ex, uint64_t timeout_ms)
+{
+    if (!timeout_ms)
+        return; /* unbounded: the suspension's own deadline stands */
+    uint64_t now = pt_loop_now(&ex->w->loop);
+    uint64_t until = now + timeout_ms + FAN_DEADLINE_MARGIN_MS;
+    if (until <= ex->fan_until_ms)
+        return;
+    ex->fan_until_ms = until;
+    if (ex->suspended && until > ex->deadline.expires_ms)
+        pt_timer_arm(&ex->w->loop, &ex->deadline, until - now, deadline_passed);
 }
 
 static int svc_fan_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *r, uint32_t tag,
@@ -252,24 +297,37 @@ static int svc_fan_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_r
     struct pt_fan_call *fc = pt_arena_zalloc(ex->arena, sizeof(*fc));
     if (!fc)
         return -ENOMEM;
+    /* The route's `timeout` is a call's default (an aggregating route has
+     * no upstream of its own to apply it to). */
+    struct pt_filter_call_req rq = *r;
+    if (!rq.timeout_ms)
+        rq.timeout_ms = ex->route->timeout_ms;
     struct pt_call_req req;
-    int e = pt_exchange_call_req(ex, r, ex->arena, &req);
+    int e = pt_exchange_call_req(ex, &rq, ex->arena, &req);
     if (e < 0)
         return e;
+    /* The upstream's gate, as for a proxied request: refused here, the
+     * upstream is never contacted. */
+    uint32_t retry_after;
+    enum pt_admit adm = pt_admit(req.up, &fc->adm, pt_loop_now(&ex->w->loop), &retry_after);
+    if (adm != PT_ADMIT_OK)
+        return adm == PT_ADMIT_BREAKER ? -EAGAIN : -EUSERS;
     fc->ex = ex;
     fc->cb = cb;
     fc->tag = tag;
+    fc->up = req.up;
     req.trace = pt_exchange_trace_fan_call(ex, fc);
     fc->out = true;
     fc->next = ex->fan;
     ex->fan = fc;
-    ex->nfan++;
+    fan_out_add(ex);
+    fc->t_start_ns = pt_loop_now_ns(&ex->w->loop);
     if (pt_fetch_start(&fc->fetch, &ex->w->ob, &req, r->body, r->max_body, fan_done, fc) != 0) {
-        fc->out = false;
         ex->fan = fc->next;
-        ex->nfan--;
+        fan_settle(ex, fc, pt_admission_result(fc->up, fc->fetch.fail, 0));
         return -EIO;
     }
+    fan_deadline(ex, req.read_timeout_ms);
     return 0;
 }
 
@@ -357,16 +415,16 @@ static const struct pt_filter_services services = {
 
 /* ---- suspension ---- */
 
-/* Cancels every fan call still out. */
+/* Cancels every fan call still out: no outcome of the upstream's. */
 static void stop_fan(struct pt_exchange *ex)
 {
     for (struct pt_fan_call *fc = ex->fan; fc; fc = fc->next)
         if (fc->out) {
-            fc->out = false;
             pt_fetch_cancel(&fc->fetch);
+            fan_settle(ex, fc, -1);
         }
     ex->fan = NULL;
-    ex->nfan = 0;
+    ex->fan_until_ms = 0;
 }
 
 /* Stops the pending work; with `notify`, the suspended filter's on_cancel
@@ -480,6 +538,9 @@ static void run_request(struct pt_exchange *ex)
         }
         uint64_t d = ex->fctx.suspend_deadline_ms ? ex->fctx.suspend_deadline_ms
                                                   : PT_FILTER_SUSPEND_DEFAULT_MS;
+        uint64_t now = pt_loop_now(&ex->w->loop);
+        if (ex->nfan && ex->fan_until_ms > now + d)
+            d = ex->fan_until_ms - now; /* the fan calls' own deadlines come first */
         ex->t_susp = pt_loop_now_ns(&ex->w->loop);
         pt_timer_arm(&ex->w->loop, &ex->deadline, d, deadline_passed);
         return;

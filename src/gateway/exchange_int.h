@@ -16,6 +16,10 @@ struct pt_fan_call {
     pt_filter_fan_cb cb;
     uint32_t tag;
     bool out; /* started and neither done nor cancelled */
+    /* its upstream's admission (breaker, max_concurrent) and metrics */
+    const struct pt_upstream *up;
+    struct pt_admission adm;
+    uint64_t t_start_ns;
     struct pt_fan_call *next;
     struct pt_call_trace trace;
     uint8_t span[8];
@@ -57,6 +61,11 @@ size_t pt_exchange_trace_log(const struct pt_exchange *ex, char out[80]);
 /* exchange_metrics.c: records the request into its generation's metric
  * block for this worker (nothing with metrics off). At the log phase. */
 void pt_exchange_metrics(struct pt_exchange *ex);
+/* A filter's call to `up` (started at t_start_ns, loop clock) is over:
+ * its time to the head (or to now) and its retries go to the upstream's
+ * metrics, as the proxied request's do at the end. */
+void pt_exchange_call_metrics(struct pt_exchange *ex, const struct pt_upstream *up,
+                              uint64_t t_start_ns, const struct pt_call *c);
 /* The outcome a responding filter's status means (metrics.h). */
 uint8_t pt_exchange_filter_outcome(int status);
 

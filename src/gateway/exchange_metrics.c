@@ -2,7 +2,8 @@
  * exchange_metrics.c — what one request adds to the metrics, at its log
  * phase (gateway/metrics.h): its route's status table and histograms, its
  * upstream's time and retries, each filter's time and outcome, and the
- * filters' notes.
+ * filters' notes. A filter's fan call records its upstream's time and
+ * retries when it is over (pt_exchange_call_metrics).
  *
  * Cost here: one clock read (the request's end; the chain runners read
  * the clock around each hook), a handful of relaxed
@@ -23,15 +24,43 @@ uint8_t pt_exchange_filter_outcome(int status)
     return PT_FOUT_RESPOND;
 }
 
-/* Index + 1 of ex->up among the generation's upstreams; 0: none, or the
- * request never went upstream (a filter or the gateway answered it). */
+/* Index + 1 of `up` among the generation's upstreams; 0: none (a URL
+ * upstream of a filter's call). */
+static uint32_t index_plus1(const struct pt_generation *g, const struct pt_upstream *up)
+{
+    if (!up || up < g->upstreams || up >= g->upstreams + g->nupstreams)
+        return 0;
+    return (uint32_t)(up - g->upstreams) + 1;
+}
+
+/* Index + 1 of ex->up; 0: none, or the request never went upstream (a
+ * filter or the gateway answered it). */
 static uint32_t upstream_plus1(const struct pt_exchange *ex)
 {
-    const struct pt_generation *g = ex->gen;
-    if (!ex->up || !ex->dispatched || ex->up < g->upstreams ||
-        ex->up >= g->upstreams + g->nupstreams)
-        return 0;
-    return (uint32_t)(ex->up - g->upstreams) + 1;
+    return ex->dispatched ? index_plus1(ex->gen, ex->up) : 0;
+}
+
+/* One call's upstream time and retries into this worker's block. */
+static void record_upstream(struct pt_worker_mx *wm, uint32_t u1, uint64_t ns,
+                            const struct pt_call *c)
+{
+    struct pt_upstream_mx *um = &wm->upstreams[u1 - 1];
+    pt_hist_observe(&um->time, ns);
+    if (c && c->attempts > 1)
+        pt_ctr_add(&um->retries, c->attempts - 1);
+    if (c && c->budget_refused)
+        pt_ctr_add(&um->budget_exhausted, 1);
+}
+
+void pt_exchange_call_metrics(struct pt_exchange *ex, const struct pt_upstream *up,
+                              uint64_t t_start_ns, const struct pt_call *c)
+{
+    struct pt_gen_metrics *m = ex->gen->metrics;
+    uint32_t u1 = index_plus1(ex->gen, up);
+    if (!m || !u1 || (uint32_t)ex->w->id >= m->nworkers)
+        return;
+    uint64_t end = c->t_head_ns ? c->t_head_ns : pt_loop_now_ns(&ex->w->loop);
+    record_upstream(&m->w[ex->w->id], u1, end > t_start_ns ? end - t_start_ns : 0, c);
 }
 
 /* Filter times and the request phase's outcomes. */
@@ -77,15 +106,12 @@ void pt_exchange_metrics(struct pt_exchange *ex)
     if (ex->t_up_start) {
         uint64_t end = ex->t_up_head ? ex->t_up_head : pt_loop_now_ns(&ex->w->loop);
         up = end > ex->t_up_start ? end - ex->t_up_start : 0;
-        if (u1) {
-            struct pt_upstream_mx *um = &wm->upstreams[u1 - 1];
-            pt_hist_observe(&um->time, up);
-            if (ex->call && ex->call->attempts > 1)
-                pt_ctr_add(&um->retries, ex->call->attempts - 1);
-            if (ex->call && ex->call->budget_refused)
-                pt_ctr_add(&um->budget_exhausted, 1);
-        }
+        if (u1)
+            record_upstream(wm, u1, up, ex->call);
     }
+    /* A fan-out's calls (aggregate) are upstream time too: while any was
+     * out the request waited on upstreams, not on the gateway. */
+    up += ex->fan_ns;
     pt_mx_count_code(rm, u1, ex->status);
     pt_hist_observe(&rm->request, total);
     pt_hist_observe(&rm->overhead, total > up ? total - up : 0);

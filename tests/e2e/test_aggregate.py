@@ -41,6 +41,16 @@ def start(gateway, ups, routes, limits=None, workers=1):
     return gateway(make_config(free_port(), ups, routes, workers=workers, limits=limits))
 
 
+def metric_value(gw, name, **labels):
+    """The sum of a /metrics family's samples with these labels."""
+    text = requests.get("http://127.0.0.1:%d/metrics" % gw.admin_port, timeout=scaled(5)).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all('%s="%s"' % kv in line for kv in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def timed_get(url, **kw):
     t = time.monotonic()
     r = requests.get(url, timeout=scaled(10), **kw)
@@ -218,6 +228,158 @@ def test_required_client_error_keeps_its_authenticate_and_retry_after_fields(
     assert r.status_code == 200 and "Retry-After" not in r.headers
     assert r.json()["_errors"] == [{"part": "q", "error": "the upstream refused the request",
                                     "status": 429}]
+
+
+def test_required_connect_timeout_gives_504_naming_the_part(gateway, backends):
+    """A target whose accept queue is full (connects to it hang) behind a
+    300 ms connect_timeout: the part timed out (504, as a proxied request
+    and `connect_timeout` say), not a connection failure (502)."""
+    b = backends("svc")
+    hang = socket.socket()
+    fill = socket.socket()
+    try:
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(0)
+        fill.connect(hang.getsockname())  # the one queued connection
+        ups = {"a": upstream(b.port),
+               "hole": upstream(hang.getsockname()[1], connect_timeout="300ms")}
+        calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
+                 {"name": "far", "upstream": "hole", "path": "/x"}]
+        gw = start(gateway, ups, [agg_route(calls)])
+        r = requests.get(gw.u("/p/1"), timeout=scaled(10))
+        assert r.status_code == 504, r.text
+        assert r.json()["part"] == "far"
+        assert r.json()["error"] == "gateway timeout"
+    finally:
+        fill.close()
+        hang.close()
+
+
+def test_route_timeout_is_each_calls_default_timeout(gateway, backends):
+    """On an aggregating route the route's `timeout` bounds a call without
+    its own (not the upstream's 30 s read timeout), and the part that
+    passes it is the 504's `part`; a call's own `timeout` still wins."""
+    b = backends("svc")
+    slow = {"name": "slow", "upstream": "a", "path": "/slow", "headers": {"X-Demo-Delay": "3000"}}
+    ok = {"name": "ok", "upstream": "a", "path": "/ok", "headers": {"X-Demo-Delay": "500"},
+          "timeout": "2s"}
+    r1 = agg_route([{"name": "user", "upstream": "a", "path": "/users/{id}"}, slow])
+    r1["timeout"] = "300ms"
+    r2 = agg_route([ok], name="own", path="/own/{id}")
+    r2["timeout"] = "300ms"
+    gw = start(gateway, {"a": upstream(b.port)}, [r1, r2])
+    r, took = timed_get(gw.u("/p/1"))
+    assert r.status_code == 504, r.text
+    assert r.json()["part"] == "slow"
+    assert took >= 0.3
+    r = requests.get(gw.u("/own/1"), timeout=scaled(10))
+    assert r.status_code == 200, r.text
+    assert r.json()["ok"]["path"] == "/ok"
+
+
+@pytest.mark.heavy
+def test_a_dependent_chain_past_30s_still_names_the_part_that_timed_out(gateway, backends):
+    """The fan-out's suspension lasts as long as its calls' own deadlines
+    add up (here 15.5 s + 16 s), past the gateway's generic 30 s bound for
+    a suspended filter, so the call that timed out is the 504's `part`."""
+    b = backends("svc")
+    first = {"name": "first", "upstream": "a", "path": "/first",
+             "headers": {"X-Demo-Delay": "15500"}}
+    then = {"name": "then", "upstream": "a", "path": "/then/${call.first.path}",
+            "headers": {"X-Demo-Delay": "20000"}}
+    rt = agg_route([first, then])
+    rt["timeout"] = "16s"
+    gw = start(gateway, {"a": upstream(b.port, read_timeout="60s")}, [rt])
+    r, took = timed_get_long(gw.u("/p/1"))
+    assert r.status_code == 504, r.text
+    assert r.json()["part"] == "then"
+    assert took >= 31.5
+
+
+def timed_get_long(url):
+    t = time.monotonic()
+    r = requests.get(url, timeout=scaled(60))
+    return r, time.monotonic() - t
+
+
+def test_every_call_counts_on_its_upstreams_metrics(gateway, backends):
+    """Each call is an upstream request in the metrics: its upstream's
+    duration histogram and retries count it, and the time the calls were
+    out is upstream time, not the route's gateway overhead."""
+    b = backends("svc")
+    ups = {"a": upstream(b.port), "b": upstream(b.port),
+           "r": upstream(b.port, retries={"attempts": 2, "on": [503]})}
+    calls = [delayed("one", 300), delayed("two", 300), delayed("three", 300, up="b"),
+             {"name": "flaky", "upstream": "r", "path": "/flaky", "optional": True,
+              "headers": {"X-Demo-Status": "503"}}]
+    gw = start(gateway, ups, [agg_route(calls)])
+    n = 3
+    for i in range(n):
+        r = requests.get(gw.u("/p/%d" % i), timeout=scaled(10))
+        assert r.status_code == 200, r.text
+        assert r.json()["_errors"][0]["part"] == "flaky"
+
+    def counts():
+        return [metric_value(gw, "portico_upstream_duration_seconds_count", upstream=u)
+                for u in ("a", "b", "r")]
+    wait_until(lambda: counts() == [2 * n, n, n], scaled(5),
+               what="every call on its upstream's histogram: %r" % (counts(),))
+    assert metric_value(gw, "portico_upstream_retries_total", upstream="r") == n
+    total = metric_value(gw, "portico_request_duration_seconds_sum", route="bff")
+    overhead = metric_value(gw, "portico_overhead_seconds_sum", route="bff")
+    # every request waited ≥ 300 ms on its calls: none of it is overhead
+    assert overhead <= total - 0.3 * n, (overhead, total)
+
+
+BREAKER = {"error_rate": 0.5, "min_requests": 5, "window": "10s", "open_for": "30s"}
+
+
+def test_failing_calls_open_the_breaker_and_then_are_not_made(gateway, backends):
+    """A call's failures count for its upstream's circuit breaker as a
+    proxied request's do; once open, the part fails at once (503 naming
+    it) without its upstream being contacted, and the state shows in the
+    admin API and /metrics as for a proxied route."""
+    b = backends("svc")
+    flaky = backends("flaky")
+    ups = {"a": upstream(b.port), "f": upstream(flaky.port, circuit_breaker=BREAKER)}
+    calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
+             {"name": "billing", "upstream": "f", "path": "/billing/{id}",
+              "headers": {"X-Demo-Status": "503"}}]
+    gw = start(gateway, ups, [agg_route(calls)])
+    for _ in range(5):  # min_requests failures: the fifth opens it
+        r = requests.get(gw.u("/p/1"), timeout=scaled(10))
+        assert r.status_code == 502 and r.json()["part"] == "billing", r.text
+    doc = requests.get("http://127.0.0.1:%d/upstreams" % gw.admin_port, timeout=scaled(5)).json()
+    st = [u for u in doc["upstreams"] if u["name"] == "f"][0]["circuit_breaker"]
+    assert st["state"] == "open" and st["window"]["failures"] == 5, st
+    assert metric_value(gw, "portico_circuit_open", upstream="f") == 1
+    flaky.reset()
+    for _ in range(3):
+        r = requests.get(gw.u("/p/1"), timeout=scaled(10))
+        assert r.status_code == 503, r.text
+        assert r.json()["part"] == "billing"
+        assert r.json()["detail"] == "circuit breaker open"
+    assert flaky.stats()["requests"] == 0
+
+
+def test_max_concurrent_refuses_the_call_past_the_cap(gateway, backends):
+    """max_concurrent counts a fan-out's calls as proxied requests: with a
+    cap of 1, the second of two parallel calls to one upstream is refused
+    before contact (503 naming it) and counted as an overflow."""
+    b = backends("svc")
+    capped = dict(BREAKER, max_concurrent=1)
+    ups = {"c": upstream(b.port, circuit_breaker=capped)}
+    calls = [delayed("one", 200, up="c"), delayed("two", 200, up="c", optional=True)]
+    gw = start(gateway, ups, [agg_route(calls)])
+    r = requests.get(gw.u("/p/1"), timeout=scaled(10))
+    assert r.status_code == 200, r.text
+    assert r.json()["one"]["path"] == "/echo/one/1"
+    assert r.json()["_errors"] == [{"part": "two", "error": "upstream concurrency limit"}]
+    assert b.stats()["requests"] == 1
+    assert metric_value(gw, "portico_upstream_overflow_total", upstream="c") == 1
+    # the slot came back with the call: the next fan-out gets it again
+    r = requests.get(gw.u("/p/2"), timeout=scaled(10))
+    assert r.json()["one"]["path"] == "/echo/one/2"
 
 
 class _Holder:
