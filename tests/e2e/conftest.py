@@ -87,6 +87,23 @@ def free_port():
     raise RuntimeError("no free port")
 
 
+@contextlib.contextmanager
+def unaccepting_port():
+    """A loopback port whose accept queue is full (backlog 0, one queued
+    connection that is never accepted): a connect to it hangs until its
+    timeout. Yields the port number."""
+    hang = socket.socket()
+    fill = socket.socket()
+    try:
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(0)
+        fill.connect(hang.getsockname())  # the one queued connection
+        yield hang.getsockname()[1]
+    finally:
+        fill.close()
+        hang.close()
+
+
 def port_open(port, host="127.0.0.1", timeout=0.2):
     try:
         with socket.create_connection((host, port), timeout=timeout):

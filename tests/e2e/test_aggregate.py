@@ -20,8 +20,8 @@ import time
 import pytest
 import requests
 
-from conftest import (PORTICO, ROOT, SAN, free_port, make_config, read_head, scaled, upstream,
-                      wait_until)
+from conftest import (PORTICO, ROOT, SAN, free_port, make_config, read_head, scaled,
+                      unaccepting_port, upstream, wait_until)
 
 
 def agg_route(calls, name="bff", path="/p/{id}", **extra):
@@ -235,14 +235,8 @@ def test_required_connect_timeout_gives_504_naming_the_part(gateway, backends):
     300 ms connect_timeout: the part timed out (504, as a proxied request
     and `connect_timeout` say), not a connection failure (502)."""
     b = backends("svc")
-    hang = socket.socket()
-    fill = socket.socket()
-    try:
-        hang.bind(("127.0.0.1", 0))
-        hang.listen(0)
-        fill.connect(hang.getsockname())  # the one queued connection
-        ups = {"a": upstream(b.port),
-               "hole": upstream(hang.getsockname()[1], connect_timeout="300ms")}
+    with unaccepting_port() as port:
+        ups = {"a": upstream(b.port), "hole": upstream(port, connect_timeout="300ms")}
         calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
                  {"name": "far", "upstream": "hole", "path": "/x"}]
         gw = start(gateway, ups, [agg_route(calls)])
@@ -250,9 +244,6 @@ def test_required_connect_timeout_gives_504_naming_the_part(gateway, backends):
         assert r.status_code == 504, r.text
         assert r.json()["part"] == "far"
         assert r.json()["error"] == "gateway timeout"
-    finally:
-        fill.close()
-        hang.close()
 
 
 def test_route_timeout_is_each_calls_default_timeout(gateway, backends):

@@ -19,7 +19,8 @@ import requests
 
 from conftest import (Backend, Gateway, access_log_lines, assert_error_resp,
                       assert_error_response, backend, backend_of, crc32_hex, free_port, http_conn,
-                      make_config, read_responses, scaled, upstream, wait_until)
+                      make_config, read_responses, scaled, unaccepting_port, upstream,
+                      wait_until)
 
 
 def retry_config(ports, retries, access_log=None, workers=2, **extra):
@@ -190,15 +191,10 @@ def test_per_try_timeout_while_connecting_is_retried_as_a_connect_failure(tmp_pa
     connect_timeout longer than per_try_timeout: the per-try deadline
     ends each attempt while connecting, which is a connect failure,
     retried under `connect_failure` alone."""
-    hang = socket.socket()
-    fill = socket.socket()
-    try:
-        hang.bind(("127.0.0.1", 0))
-        hang.listen(0)
-        fill.connect(hang.getsockname())  # the one queued connection
+    with unaccepting_port() as port:
         log = log_path(tmp_path)
         retries = {"attempts": 2, "on": ["connect_failure"], "per_try_timeout": "300ms"}
-        gw = Gateway(retry_config([hang.getsockname()[1]], retries, access_log={"path": log},
+        gw = Gateway(retry_config([port], retries, access_log={"path": log},
                                   connect_timeout="30s"), tmp_path)
         try:
             r = requests.get(gw.u("/hang"), timeout=scaled(20))
@@ -207,9 +203,6 @@ def test_per_try_timeout_while_connecting_is_retried_as_a_connect_failure(tmp_pa
             assert access_log_lines(log, 1)[0].get("retries") == 1
         finally:
             gw.stop()
-    finally:
-        fill.close()
-        hang.close()
 
 
 def test_read_timeout_without_timeout_listed_is_a_504_not_retried(tmp_path):
