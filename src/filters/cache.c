@@ -135,13 +135,16 @@ static void end_flight(struct pt_filter_ctx *ctx, struct cache_state *st, bool p
     }
 }
 
-/* The primary key: method class, host, path, query, the configured vary
- * fields' values and the consumer, '\n'-separated (none of them can hold
- * a raw LF). */
+/* The primary key: method class, route, host, the client's path (as it
+ * asked for it: two routes that rewrite to one upstream path never share
+ * an entry, nor do routes told apart by match.headers), query, the
+ * configured vary fields' values and the consumer, '\n'-separated (none
+ * of them can hold a raw LF). */
 static bool build_key(struct pt_filter_ctx *ctx, const struct cache_conf *conf,
                       struct cache_state *st)
 {
-    size_t n = 8 + ctx->authority.len + ctx->path.len + ctx->query.len;
+    pt_slice route = cstr(ctx->route_name ? ctx->route_name : "");
+    size_t n = 8 + route.len + ctx->authority.len + ctx->client_path.len + ctx->query.len;
     for (uint32_t i = 0; i < conf->vary_headers.n; i++)
         n += req_field(ctx, cstr(conf->vary_headers.v[i])).len + 1;
     pt_slice consumer = ctx->identity ? ctx->identity->consumer : (pt_slice){0};
@@ -153,13 +156,18 @@ static bool build_key(struct pt_filter_ctx *ctx, const struct cache_conf *conf,
     size_t o = 0;
     k[o++] = 'G';
     k[o++] = '\n';
+    if (route.len)
+        memcpy(k + o, route.p, route.len);
+    o += route.len;
+    k[o++] = '\n';
     for (size_t i = 0; i < ctx->authority.len; i++) {
         char c = ctx->authority.p[i];
         k[o++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
     }
     k[o++] = '\n';
-    memcpy(k + o, ctx->path.p, ctx->path.len);
-    o += ctx->path.len;
+    if (ctx->client_path.len)
+        memcpy(k + o, ctx->client_path.p, ctx->client_path.len);
+    o += ctx->client_path.len;
     k[o++] = '?';
     if (ctx->query.len)
         memcpy(k + o, ctx->query.p, ctx->query.len);
@@ -418,7 +426,7 @@ static int cache_on_response_head(struct pt_filter_ctx *ctx, const void *conf_, 
     }
     st->put.key = st->key;
     st->put.route = cstr(ctx->route_name ? ctx->route_name : "");
-    st->put.path = ctx->path;
+    st->put.path = ctx->client_path; /* purge by prefix: what clients asked for */
     st->put.status = ctx->status;
     st->put.fresh_ms = fresh;
     st->put.age0_s = pt_cache_age_field(ctx->resp_headers);

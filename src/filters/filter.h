@@ -311,7 +311,10 @@ struct pt_filter_ctx {
      * may replace it (with bytes in the request arena), e.g. to hide a
      * credential sent as a query parameter. */
     pt_slice query;
-    pt_slice uri;       /* the request target as the client sent it */
+    pt_slice uri; /* the request target as the client sent it */
+    /* The request path as the client sent it, normalised as routing saw
+     * it (before strip_prefix / rewrite): what the client asked for. */
+    pt_slice client_path;
     pt_slice scheme;    /* "http" / "https": the listener's */
     pt_slice authority; /* the routed host (Host or absolute-form) */
     pt_slice request_id;

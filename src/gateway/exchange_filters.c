@@ -525,6 +525,7 @@ void pt_exchange_filters_begin(struct pt_exchange *ex)
     f->method_id = ex->req.method_id;
     f->method = ex->req.method;
     f->path = ex->path;
+    f->client_path = ex->req.path;
     f->query = ex->req.query;
     f->uri = ex->req.target;
     f->scheme = ex->req.scheme;

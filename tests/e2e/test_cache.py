@@ -732,3 +732,47 @@ def test_a_miss_keeps_the_upstream_framing(gateway):
             assert "Transfer-Encoding" not in r.headers
             body = r.raw.read()
             assert int(r.headers["Content-Length"]) == len(body) > 0
+
+
+def test_routes_that_rewrite_to_one_path_never_share_an_entry(gateway):
+    with backend("one") as b1, backend("two") as b2:
+        admin = free_port()
+        port = free_port()
+        routes = [{"name": "v1", "match": {"path_prefix": "/v1/"}, "strip_prefix": "/v1",
+                   "upstream": "one", "filters": {"cache": {"ttl": "60s"}}},
+                  {"name": "v2", "match": {"path_prefix": "/v2/"}, "strip_prefix": "/v2",
+                   "upstream": "two", "filters": {"cache": {"ttl": "60s"}}}]
+        gw = gateway(make_config(port, {"one": upstream(b1.port), "two": upstream(b2.port)},
+                                 routes, admin_port=admin))
+        r1 = requests.get(gw.u("/v1/items/2"))
+        assert r1.headers["X-Cache"] == "MISS" and r1.json()["path"] == "/items/2"
+        r2 = requests.get(gw.u("/v2/items/2"))
+        assert r2.headers["X-Cache"] == "MISS"
+        assert r2.headers["X-Backend"].startswith("two:")
+        assert requests.get(gw.u("/v1/items/2")).headers["X-Backend"].startswith("one:")
+        h2 = requests.get(gw.u("/v2/items/2"))
+        assert h2.headers["X-Cache"] == "HIT" and h2.headers["X-Backend"].startswith("two:")
+        assert count(b1) == 1 and count(b2) == 1
+        # the purge prefix is on the path clients asked for
+        a = "http://127.0.0.1:%d/cache" % admin
+        assert requests.delete(a + "?prefix=/items/").json() == {"purged": 0}
+        assert requests.delete(a + "?prefix=/v1/").json() == {"purged": 1}
+        assert requests.get(gw.u("/v1/items/2")).headers["X-Cache"] == "MISS"
+        assert requests.get(gw.u("/v2/items/2")).headers["X-Cache"] == "HIT"
+
+
+def test_routes_told_apart_by_match_headers_never_share_an_entry(gateway):
+    with backend("mobile") as b1, backend("web") as b2:
+        routes = [{"name": "mobile", "match": {"path_prefix": "/", "headers": {"X-Client": "mobile"}},
+                   "upstream": "mobile", "filters": {"cache": {"ttl": "60s"}}},
+                  {"name": "web", "match": {"path_prefix": "/"},
+                   "upstream": "web", "filters": {"cache": {"ttl": "60s"}}}]
+        gw = gateway(make_config(free_port(), {"mobile": upstream(b1.port),
+                                               "web": upstream(b2.port)}, routes))
+        m = {"X-Client": "mobile"}
+        assert requests.get(gw.u("/home"), headers=m).headers["X-Cache"] == "MISS"
+        r = requests.get(gw.u("/home"))
+        assert r.headers["X-Cache"] == "MISS" and r.headers["X-Backend"].startswith("web:")
+        r = requests.get(gw.u("/home"), headers=m)
+        assert r.headers["X-Cache"] == "HIT" and r.headers["X-Backend"].startswith("mobile:")
+        assert count(b1) == 1 and count(b2) == 1
