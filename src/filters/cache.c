@@ -13,8 +13,9 @@
  *     max_object_bytes: 1MiB      # bigger bodies are not stored
  *
  * Request phase (priority 500, after auth, limits and transforms): GET and
- * HEAD only; a request with Authorization only when an auth filter named
- * the consumer and per_consumer is on; Range and `Cache-Control: no-store`
+ * HEAD only; a request the client sent with Authorization (whether or not
+ * a filter hid it since) only when an auth filter named the consumer and
+ * per_consumer is on; Range and `Cache-Control: no-store`
  * bypass; `no-cache` skips the stored answer (the fetch then refreshes it).
  * A fresh entry answers (X-Cache: HIT, Age), a conditional request that
  * matches it gets a 304. A miss claims the key's flight (one fetch per key
@@ -324,6 +325,19 @@ static int decide(struct pt_filter_ctx *ctx, struct cache_state *st)
     return fetch(ctx, st);
 }
 
+/* Whether the client sent Authorization, live or since hidden by a
+ * filter (jwt's hide_credentials, request_transform's remove_headers):
+ * the answer to such a request is never shared (RFC 9111 §3.5). */
+static bool client_sent_authorization(const struct pt_filter_ctx *ctx)
+{
+    const struct pt_headers *h = ctx->req_headers;
+    uint32_t n = ctx->req_fields_sent < h->n ? ctx->req_fields_sent : h->n;
+    for (uint32_t i = 0; i < n; i++)
+        if (h->f[i].token == PT_TOK_AUTHORIZATION)
+            return true;
+    return false;
+}
+
 /* ---- hooks ---- */
 
 static int cache_on_request(struct pt_filter_ctx *ctx, const void *conf_, void *state_)
@@ -337,7 +351,7 @@ static int cache_on_request(struct pt_filter_ctx *ctx, const void *conf_, void *
     bool cacheable_method = ctx->method_id == PT_METHOD_GET || ctx->method_id == PT_METHOD_HEAD;
     struct pt_cc cc;
     pt_cc_parse(ctx->req_headers, &cc);
-    bool auth_ok = !pt_headers_find_token(ctx->req_headers, PT_TOK_AUTHORIZATION) ||
+    bool auth_ok = !client_sent_authorization(ctx) ||
                    (conf->per_consumer && ctx->identity && ctx->identity->consumer.len);
     if (!cacheable_method || !auth_ok || cc.no_store ||
         pt_headers_find(ctx->req_headers, PT_SLICE("Range"))) {

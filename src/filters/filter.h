@@ -302,8 +302,14 @@ struct pt_filter_services {
 #define PT_FILTER_DETACHED_MAX 256
 
 struct pt_filter_ctx {
-    struct pt_arena *arena;          /* request arena: freed when the request ends */
-    struct pt_headers *req_headers;  /* forwarded upstream; editable in on_request */
+    struct pt_arena *arena;         /* request arena: freed when the request ends */
+    struct pt_headers *req_headers; /* forwarded upstream; editable in on_request */
+    /* req_headers->f[0..req_fields_sent) are the fields the request
+     * arrived with (and the gateway's forwarding fields), recorded before
+     * the first filter ran: a field a filter hid stays there, dead, and
+     * fields filters add come after. What the client sent, whatever
+     * filters did since (the cache's Authorization rule). */
+    uint32_t req_fields_sent;
     struct pt_headers *resp_headers; /* sent to the client; editable in on_response_head */
     int method_id;                   /* enum pt_method */
     pt_slice method, path;           /* path after routing rewrites */

@@ -522,6 +522,7 @@ void pt_exchange_filters_begin(struct pt_exchange *ex)
     f->arena = ex->arena;
     f->req_headers = &ex->reqh;
     f->resp_headers = &ex->resph;
+    f->req_fields_sent = ex->reqh.n;
     f->method_id = ex->req.method_id;
     f->method = ex->req.method;
     f->path = ex->path;

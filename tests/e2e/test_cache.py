@@ -776,3 +776,51 @@ def test_routes_told_apart_by_match_headers_never_share_an_entry(gateway):
         r = requests.get(gw.u("/home"), headers=m)
         assert r.headers["X-Cache"] == "HIT" and r.headers["X-Backend"].startswith("mobile:")
         assert count(b1) == 1 and count(b2) == 1
+
+
+JWT_SECRET = "cache-secret-cache-secret-0123456789"
+
+
+def _hs256(sub):
+    import base64
+    import hashlib
+    import hmac
+
+    def b64u(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    now = int(time.time())
+    si = (b64u(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." +
+          b64u(json.dumps({"sub": sub, "iat": now, "exp": now + 300}).encode()))
+    return si + "." + b64u(hmac.new(JWT_SECRET.encode(), si.encode(), hashlib.sha256).digest())
+
+
+@pytest.mark.parametrize("hide", ["jwt", "request_transform"])
+def test_authorization_hidden_by_a_filter_is_still_never_shared(gateway, hide):
+    with backend() as b:
+        if hide == "jwt":
+            f = {"jwt": {"secret": JWT_SECRET, "hide_credentials": True}}
+        else:
+            f = {"jwt": {"secret": JWT_SECRET},
+                 "request_transform": {"remove_headers": ["Authorization"]}}
+        gw = gateway(cfg_for(free_port(), b.port, route_filters=f))
+        for who in ("alice", "bob", "alice"):
+            r = requests.get(gw.u("/me"), headers={"Authorization": "Bearer " + _hs256(who)})
+            assert r.status_code == 200 and r.headers["X-Cache"] == "BYPASS", who
+            assert "Bearer" not in json.dumps(r.json())  # hidden from the upstream
+        assert count(b) == 3
+
+
+def test_authorization_hidden_by_jwt_is_cached_per_consumer(gateway):
+    with backend() as b:
+        f = {"jwt": {"secret": JWT_SECRET, "hide_credentials": True}}
+        gw = gateway(cfg_for(free_port(), b.port, cache={"ttl": "60s", "per_consumer": True},
+                             route_filters=f))
+
+        def get(who):
+            return requests.get(gw.u("/me"), headers={"Authorization": "Bearer " + _hs256(who)})
+        ra = get("alice")
+        assert ra.headers["X-Cache"] == "MISS"
+        assert get("bob").headers["X-Cache"] == "MISS"  # never alice's entry
+        ra2 = get("alice")
+        assert ra2.headers["X-Cache"] == "HIT" and ra2.json() == ra.json()
+        assert count(b) == 2
