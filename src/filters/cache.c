@@ -273,6 +273,19 @@ static int fetch(struct pt_filter_ctx *ctx, struct cache_state *st)
     return PT_FILTER_CONTINUE;
 }
 
+/* Whether a filter of the route edits the response before the cache
+ * stores it (run order: cors, rate_limit's fields, response_transform).
+ * A background refresh gets the upstream's bare answer, with none of
+ * their hooks (they need their request's state): on such a route the
+ * request that claims the refresh fetches in the foreground instead, so
+ * the entry is what a miss stores, and the others get STALE meanwhile. */
+static bool response_filtered(const struct pt_filter_ctx *ctx, const void *conf)
+{
+    const struct pt_chain *c = ctx->chain; /* phases in run order; the cache is in both */
+    return c && ((c->n_response_head && c->response_head[0]->conf != conf) ||
+                 (c->n_response_body && c->response_body[0]->conf != conf));
+}
+
 static void cache_poll(struct pt_filter_ctx *ctx, void *state);
 
 /* What a lookup (or a poll) found: answer, wait or fetch. */
@@ -297,6 +310,7 @@ static int decide(struct pt_filter_ctx *ctx, struct cache_state *st)
         /* Stale within stale_while_revalidate: answered from the entry at
          * once, refreshed in the background (the flight goes with it). */
         if (e && !st->no_cache && stale_usable(e, e->swr_ms, now) &&
+            !response_filtered(ctx, conf) &&
             pt_cache_refresh_start(ctx, conf, st->store, e, st->key, st->hash, seq) == 0) {
             st->lead = false;
             st->mode = M_OFF;

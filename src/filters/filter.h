@@ -176,6 +176,7 @@ enum pt_body_use {
 };
 
 struct pt_filter_ctx;
+struct pt_chain;
 struct pt_consumers;
 struct pt_rl_table;
 struct pt_cache_store;
@@ -339,6 +340,10 @@ struct pt_filter_ctx {
     /* The matched route's name (generation memory), for state keyed by
      * route (rate_limit). */
     const char *route_name;
+    /* The route's filter chain (generation memory, read-only): which
+     * filters run around this one (the cache's refresh checks whether a
+     * response filter runs before it). */
+    const struct pt_chain *chain;
     /* The filter whose request hook runs or last ran (its def->name): a
      * call it makes is traced under its name. */
     const char *running;

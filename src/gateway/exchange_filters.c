@@ -541,6 +541,7 @@ void pt_exchange_filters_begin(struct pt_exchange *ex)
     f->identity = &ex->identity;
     f->consumers = &ex->gen->consumers;
     f->route_name = ex->route->name;
+    f->chain = &ex->route->chain;
     f->rl_table = ex->gen->rl_table;
     f->cache_store = ex->gen->cache_store;
     f->tls = ex->tls;

@@ -824,3 +824,31 @@ def test_authorization_hidden_by_jwt_is_cached_per_consumer(gateway):
         ra2 = get("alice")
         assert ra2.headers["X-Cache"] == "HIT" and ra2.json() == ra.json()
         assert count(b) == 2
+
+
+def test_refresh_on_a_transformed_route_stores_what_a_miss_stores(gateway):
+    with backend(threads=4) as b:
+        rt = {"response_transform": {"remove_headers": ["X-Backend"],
+                                     "remove_body_fields": ["headers"]}}
+        gw = gateway(cfg_for(free_port(), b.port, route_filters=rt,
+                             cache={"ttl": "1s", "stale_while_revalidate": "30s"}))
+
+        def bare(r):
+            return "X-Backend" not in r.headers and "headers" not in r.json()
+        r = requests.get(gw.u("/swr-t"))
+        assert r.headers["X-Cache"] == "MISS" and bare(r)
+        assert requests.get(gw.u("/swr-t")).headers["X-Cache"] == "HIT"
+        time.sleep(1.2)
+        slow = {"X-Demo-Delay": "800"}
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            refresh = pool.submit(requests.get, gw.u("/swr-t"), headers=slow, timeout=scaled(10))
+            time.sleep(0.3)
+            other = requests.get(gw.u("/swr-t"))  # while the refresh runs
+            r = refresh.result()
+        assert other.headers["X-Cache"] == "STALE" and bare(other)
+        assert r.status_code == 200 and bare(r)
+        wait_until(lambda: requests.get(gw.u("/swr-t")).headers["X-Cache"] == "HIT", scaled(5),
+                   what="the refreshed entry")
+        hit = requests.get(gw.u("/swr-t"))
+        assert hit.headers["X-Cache"] == "HIT" and bare(hit)
+        assert count(b) == 2
