@@ -242,6 +242,7 @@ static int serve(struct pt_filter_ctx *ctx, struct cache_state *st, const char *
     if (nm)
         ctx->respond_body = (pt_slice){0};
     ctx->respond_content_type = e->ctype;
+    ctx->respond_raw = true; /* an empty stored body, no stored type: as stored */
     return PT_FILTER_RESPOND;
 }
 
@@ -460,6 +461,12 @@ static int cache_on_response_head(struct pt_filter_ctx *ctx, const void *conf_, 
     st->put.age0_s = pt_cache_age_field(ctx->resp_headers);
     st->put.swr_ms = cc.must_revalidate ? 0 : conf->swr_ms;
     st->put.sie_ms = cc.must_revalidate ? 0 : conf->sie_ms;
+    if (ctx->status == 204) {
+        /* no content (RFC 9110 §15.3.5): no body phase follows to end it */
+        st->put.now_ms = now;
+        end_flight(ctx, st, pt_cache_insert(st->store, st->hash, &st->put) == -E2BIG);
+        return PT_FILTER_CONTINUE;
+    }
     st->collecting = true;
     ctx->body_use = PT_BODY_OBSERVE;
     return PT_FILTER_CONTINUE;
@@ -514,13 +521,6 @@ static int cache_on_response_body(struct pt_filter_ctx *ctx, const void *conf_, 
         st->put.body = st->chunks;
         st->put.nbody = st->nchunks;
         st->put.now_ms = now_ms(ctx);
-        /* A filter response with an empty body renders the gateway's JSON
-         * error body (filter.h respond_body): an empty non-204 answer is
-         * not stored until that contract can say "empty". */
-        if (st->put.body_len == 0 && st->put.status != 204) {
-            end_flight(ctx, st, true);
-            return PT_FILTER_CONTINUE;
-        }
         int e = pt_cache_insert(st->store, st->hash, &st->put);
         end_flight(ctx, st, e == -E2BIG);
     }

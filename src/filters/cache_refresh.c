@@ -70,8 +70,7 @@ static bool refresh_store(struct refresh *r, const struct pt_filter_call_res *re
     struct pt_cc cc;
     uint64_t fresh =
         pt_cache_status_cacheable(res->status) ? pt_cache_response_freshness(h, r->conf, &cc) : 0;
-    if (!fresh || res->truncated || (res->body.len == 0 && res->status != 204) ||
-        !pt_cache_put_head(&p, &slots, h, req_value, r))
+    if (!fresh || res->truncated || !pt_cache_put_head(&p, &slots, h, req_value, r))
         return true;
     pt_slice body = res->body;
     p.key = r->key;

@@ -363,6 +363,10 @@ struct pt_filter_ctx {
     const char *respond_error;     /* the standard JSON body's `error` (NULL: the status's) */
     pt_slice respond_body;         /* empty → the standard JSON error body */
     pt_slice respond_content_type; /* empty → application/json */
+    /* respond_body and respond_content_type are the answer as they are (a
+     * relayed one: the cache's): an empty body stays empty (no JSON error
+     * body), an empty content type sends no Content-Type. */
+    bool respond_raw;
     /* A filter returning SUSPEND may set this: ms until the gateway gives
      * up on it (cancels the work, calls on_cancel, answers 504). 0: the
      * default, PT_FILTER_SUSPEND_DEFAULT_MS. Reset before each hook. */

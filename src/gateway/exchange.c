@@ -108,6 +108,7 @@ void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *er
     ex->error = error ? error : status >= 400 ? pt_error_text(status) : NULL;
     ex->gw_body = body;
     ex->gw_ctype = ctype;
+    ex->gw_raw = false;
     ex->close_after |= close;
     ex->bf_have = false;
     pt_exchange_server_timing(ex);

@@ -438,6 +438,11 @@ static void filter_respond(struct pt_exchange *ex)
     int st = ctx->respond_status ? ctx->respond_status : 403;
     pt_exchange_respond_body(ex, st, ctx->respond_error, ctx->respond_body,
                              ctx->respond_content_type, false);
+    /* A relayed answer (a cached 404) is no error of the gateway's. */
+    if (ctx->respond_raw && ex->resp == PT_RESP_GATEWAY) {
+        ex->gw_raw = true;
+        ex->error = NULL;
+    }
 }
 
 /* The request-phase filter at the cursor answered: noted for metrics. */
@@ -607,6 +612,7 @@ bool pt_exchange_filters_upstream_failed(struct pt_exchange *ex, int status)
         ex->fctx.status = status;
         ex->fctx.respond_status = 0;
         ex->fctx.respond_error = NULL;
+        ex->fctx.respond_raw = false;
         if (in->def->on_upstream_failure(&ex->fctx, in->conf, ex->states[in->state_index]) ==
             PT_FILTER_RESPOND) {
             filter_respond(ex);

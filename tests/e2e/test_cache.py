@@ -852,3 +852,53 @@ def test_refresh_on_a_transformed_route_stores_what_a_miss_stores(gateway):
         hit = requests.get(gw.u("/swr-t"))
         assert hit.headers["X-Cache"] == "HIT" and bare(hit)
         assert count(b) == 2
+
+
+class _Empty(http.server.BaseHTTPRequestHandler):
+    """Answers /s/<status> with an empty body and no Content-Type."""
+    protocol_version = "HTTP/1.1"
+    hits = 0
+
+    def do_GET(self):
+        _Empty.hits += 1
+        status = int(self.path.split("/")[2])
+        self.send_response(status)
+        if status == 301:
+            self.send_header("Location", "/moved")
+        if status != 204:
+            self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.mark.parametrize("status,stored", [(200, True), (203, True), (204, True), (301, True),
+                                           (404, True), (410, True), (302, False),
+                                           (500, False)])
+def test_empty_answers_of_cacheable_statuses_are_stored_and_served_empty(gateway, status,
+                                                                           stored):
+    _Empty.hits = 0
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Empty)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        gw = gateway(cfg_for(free_port(), srv.server_port))
+        path = gw.u("/s/%d" % status)
+        r1 = requests.get(path, allow_redirects=False)
+        assert r1.status_code == status and r1.content == b""
+        assert r1.headers["X-Cache"] == "MISS"
+        r2 = requests.get(path, allow_redirects=False)
+        assert r2.status_code == status and r2.content == b""  # not a JSON error body
+        assert r2.headers["X-Cache"] == ("HIT" if stored else "MISS")
+        assert _Empty.hits == (1 if stored else 2)
+        if stored:
+            assert "Content-Type" not in r2.headers  # none was stored
+            if status == 301:
+                assert r2.headers["Location"] == "/moved"
+            if status != 204:
+                assert r2.headers["Content-Length"] == "0"
+            h = requests.head(path, allow_redirects=False)
+            assert h.status_code == status and h.headers["X-Cache"] == "HIT"
+    finally:
+        srv.shutdown()
+        srv.server_close()
