@@ -902,3 +902,39 @@ def test_empty_answers_of_cacheable_statuses_are_stored_and_served_empty(gateway
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_override_ttl_stores_no_cache_and_max_age_0_but_never_no_store(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port, cache={"ttl": "60s", "override_ttl": True}))
+        for path, hv, stored in (("/nc", "Cache-Control: no-cache", True),
+                                 ("/m0", "Cache-Control: max-age=0", True),
+                                 ("/m1", "Cache-Control: max-age=1", True),
+                                 ("/ns", "Cache-Control: no-store", False),
+                                 ("/pv", "Cache-Control: private", False),
+                                 ("/sc", "Set-Cookie: sid=alice", False)):
+            assert requests.get(gw.u(path), headers=demo_header(hv)).headers["X-Cache"] == "MISS"
+            r = requests.get(gw.u(path), headers=demo_header(hv))
+            assert r.headers["X-Cache"] == ("HIT" if stored else "MISS"), path
+        time.sleep(1.3)  # past max-age=1: ttl (60s) is what counts
+        assert requests.get(gw.u("/m1")).headers["X-Cache"] == "HIT"
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port, cache={"ttl": "60s"}))
+        h = demo_header("Cache-Control: no-cache")
+        requests.get(gw.u("/nc"), headers=h)
+        assert requests.get(gw.u("/nc"), headers=h).headers["X-Cache"] == "MISS"  # without it
+
+
+def test_expires_alone_gives_the_freshness(gateway):
+    import email.utils
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port, cache={"ttl": "0s"}))  # no ttl to fall back on
+        later = demo_header("Expires: " + email.utils.formatdate(time.time() + 60, usegmt=True))
+        past = demo_header("Expires: " + email.utils.formatdate(time.time() - 60, usegmt=True))
+        assert requests.get(gw.u("/later"), headers=later).headers["X-Cache"] == "MISS"
+        r = requests.get(gw.u("/later"))
+        assert r.headers["X-Cache"] == "HIT" and "Expires" in r.headers
+        requests.get(gw.u("/past"), headers=past)
+        assert requests.get(gw.u("/past"), headers=past).headers["X-Cache"] == "MISS"
+        requests.get(gw.u("/bad"), headers=demo_header("Expires: 0"))  # invalid: expired
+        assert requests.get(gw.u("/bad")).headers["X-Cache"] == "MISS"
