@@ -478,10 +478,11 @@ struct pt_filter_def {
     bool (*uses_body)(const void *conf);
     void (*on_log)(struct pt_filter_ctx *ctx, const void *conf, void *state);
     /* Optional: the upstream call failed before a response head (connect
-     * error, timeout, reset; ctx->status holds the 502/503/504 the gateway
-     * is about to answer). PT_FILTER_RESPOND answers with ctx->respond_*
-     * instead (the cache's stale_if_error); anything else lets the error
-     * stand. Runs only on that failure path. */
+     * error, timeout, reset), or was refused before it started (the
+     * circuit breaker is open, max_concurrent is reached); ctx->status
+     * holds the 502/503/504 the gateway is about to answer. PT_FILTER_RESPOND answers with
+     * ctx->respond_* instead (the cache's stale_if_error); anything else lets the error stand. Runs
+     * only on that failure path. */
     int (*on_upstream_failure)(struct pt_filter_ctx *ctx, const void *conf, void *state);
     /* Optional: the request ends while this filter's work is pending
      * (client gone, drain, reload drain, suspend deadline). The gateway has

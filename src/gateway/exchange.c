@@ -125,9 +125,13 @@ static uint64_t now_ms(const struct pt_exchange *ex)
 }
 
 /* Refused before the upstream was contacted: 503 JSON, with Retry-After
- * when the breaker knows when to ask again. */
+ * when the breaker knows when to ask again; unless a filter answers for
+ * the failed upstream first, as on the failed-call path (the cache's
+ * stale_if_error while the breaker is open). */
 static void refuse(struct pt_exchange *ex, const char *why, uint32_t retry_after_s)
 {
+    if (ex->route && pt_exchange_filters_upstream_failed(ex, 503))
+        return;
     pt_exchange_respond(ex, 503, why, false);
     char *v = retry_after_s ? pt_arena_alloc(ex->arena, 12) : NULL;
     if (v) {

@@ -938,3 +938,29 @@ def test_expires_alone_gives_the_freshness(gateway):
         assert requests.get(gw.u("/past"), headers=past).headers["X-Cache"] == "MISS"
         requests.get(gw.u("/bad"), headers=demo_header("Expires: 0"))  # invalid: expired
         assert requests.get(gw.u("/bad")).headers["X-Cache"] == "MISS"
+
+
+def test_stale_if_error_while_the_circuit_breaker_is_open(gateway):
+    with backend() as b:
+        breaker = {"error_rate": 0.5, "min_requests": 3, "window": "10s", "open_for": "30s"}
+        routes = [{"name": "cached", "match": {"path_prefix": "/"}, "upstream": "app",
+                   "filters": {"cache": {"ttl": "1s", "stale_if_error": "60s"}}}]
+        gw = gateway(make_config(free_port(), {"app": upstream(b.port, circuit_breaker=breaker)},
+                                 routes))
+        first = requests.get(gw.u("/sie-cb"))
+        assert first.headers["X-Cache"] == "MISS"
+        time.sleep(1.2)  # stale now
+        fail = {"X-Demo-Status": "503"}
+        for i in range(20):
+            r = requests.get(gw.u("/fail?n=%d" % i), headers=fail)
+            if r.headers.get("X-Backend") is None:
+                assert r.status_code == 503 and r.json()["error"] == "circuit breaker open"
+                break
+        else:
+            raise AssertionError("the breaker never opened")
+        served = count(b)
+        r = requests.get(gw.u("/sie-cb"))
+        assert r.status_code == 200 and r.headers["X-Cache"] == "STALE"
+        assert r.json() == first.json()
+        assert count(b) == served  # the upstream was not contacted
+        assert requests.get(gw.u("/cold-cb")).status_code == 503  # nothing stored to fall back on
