@@ -1,9 +1,9 @@
 /*
  * admin_cache.c — DELETE /cache[?route=NAME][&prefix=/path]: purges the
  * shared response cache (filters/cache_store.h) — everything, or the
- * entries a route stored, or those whose request path starts with the
- * prefix (both: both must hold). Answers {"purged": N}. GET /cache shows
- * the store's size and counters.
+ * entries a route stored, or those whose path as the client sent it
+ * (before strip_prefix / rewrite) starts with the prefix (both: both must hold). Answers {"purged":
+ * N}. GET /cache shows the store's size and counters.
  *
  * Runs on the control thread; the store's shard locks are taken one at a
  * time, each for one walk of its LRU list.

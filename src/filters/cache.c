@@ -13,8 +13,9 @@
  *     max_object_bytes: 1MiB      # bigger bodies are not stored
  *
  * Request phase (priority 500, after auth, limits and transforms): GET and
- * HEAD only; a request with Authorization only when an auth filter named
- * the consumer and per_consumer is on; Range and `Cache-Control: no-store`
+ * HEAD only; a request the client sent with Authorization (whether or not
+ * a filter hid it since) only when an auth filter named the consumer and
+ * per_consumer is on; Range and `Cache-Control: no-store`
  * bypass; `no-cache` skips the stored answer (the fetch then refreshes it).
  * A fresh entry answers (X-Cache: HIT, Age), a conditional request that
  * matches it gets a 304. A miss claims the key's flight (one fetch per key
@@ -135,13 +136,16 @@ static void end_flight(struct pt_filter_ctx *ctx, struct cache_state *st, bool p
     }
 }
 
-/* The primary key: method class, host, path, query, the configured vary
- * fields' values and the consumer, '\n'-separated (none of them can hold
- * a raw LF). */
+/* The primary key: method class, route, host, the client's path (as it
+ * asked for it: two routes that rewrite to one upstream path never share
+ * an entry, nor do routes told apart by match.headers), query, the
+ * configured vary fields' values and the consumer, '\n'-separated (none
+ * of them can hold a raw LF). */
 static bool build_key(struct pt_filter_ctx *ctx, const struct cache_conf *conf,
                       struct cache_state *st)
 {
-    size_t n = 8 + ctx->authority.len + ctx->path.len + ctx->query.len;
+    pt_slice route = cstr(ctx->route_name ? ctx->route_name : "");
+    size_t n = 8 + route.len + ctx->authority.len + ctx->client_path.len + ctx->query.len;
     for (uint32_t i = 0; i < conf->vary_headers.n; i++)
         n += req_field(ctx, cstr(conf->vary_headers.v[i])).len + 1;
     pt_slice consumer = ctx->identity ? ctx->identity->consumer : (pt_slice){0};
@@ -153,13 +157,18 @@ static bool build_key(struct pt_filter_ctx *ctx, const struct cache_conf *conf,
     size_t o = 0;
     k[o++] = 'G';
     k[o++] = '\n';
+    if (route.len)
+        memcpy(k + o, route.p, route.len);
+    o += route.len;
+    k[o++] = '\n';
     for (size_t i = 0; i < ctx->authority.len; i++) {
         char c = ctx->authority.p[i];
         k[o++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
     }
     k[o++] = '\n';
-    memcpy(k + o, ctx->path.p, ctx->path.len);
-    o += ctx->path.len;
+    if (ctx->client_path.len)
+        memcpy(k + o, ctx->client_path.p, ctx->client_path.len);
+    o += ctx->client_path.len;
     k[o++] = '?';
     if (ctx->query.len)
         memcpy(k + o, ctx->query.p, ctx->query.len);
@@ -233,6 +242,7 @@ static int serve(struct pt_filter_ctx *ctx, struct cache_state *st, const char *
     if (nm)
         ctx->respond_body = (pt_slice){0};
     ctx->respond_content_type = e->ctype;
+    ctx->respond_raw = true; /* an empty stored body, no stored type: as stored */
     return PT_FILTER_RESPOND;
 }
 
@@ -264,6 +274,19 @@ static int fetch(struct pt_filter_ctx *ctx, struct cache_state *st)
     return PT_FILTER_CONTINUE;
 }
 
+/* Whether a filter of the route edits the response before the cache
+ * stores it (run order: cors, rate_limit's fields, response_transform).
+ * A background refresh gets the upstream's bare answer, with none of
+ * their hooks (they need their request's state): on such a route the
+ * request that claims the refresh fetches in the foreground instead, so
+ * the entry is what a miss stores, and the others get STALE meanwhile. */
+static bool response_filtered(const struct pt_filter_ctx *ctx, const void *conf)
+{
+    const struct pt_chain *c = ctx->chain; /* phases in run order; the cache is in both */
+    return c && ((c->n_response_head && c->response_head[0]->conf != conf) ||
+                 (c->n_response_body && c->response_body[0]->conf != conf));
+}
+
 static void cache_poll(struct pt_filter_ctx *ctx, void *state);
 
 /* What a lookup (or a poll) found: answer, wait or fetch. */
@@ -288,6 +311,7 @@ static int decide(struct pt_filter_ctx *ctx, struct cache_state *st)
         /* Stale within stale_while_revalidate: answered from the entry at
          * once, refreshed in the background (the flight goes with it). */
         if (e && !st->no_cache && stale_usable(e, e->swr_ms, now) &&
+            !response_filtered(ctx, conf) &&
             pt_cache_refresh_start(ctx, conf, st->store, e, st->key, st->hash, seq) == 0) {
             st->lead = false;
             st->mode = M_OFF;
@@ -316,6 +340,19 @@ static int decide(struct pt_filter_ctx *ctx, struct cache_state *st)
     return fetch(ctx, st);
 }
 
+/* Whether the client sent Authorization, live or since hidden by a
+ * filter (jwt's hide_credentials, request_transform's remove_headers):
+ * the answer to such a request is never shared (RFC 9111 §3.5). */
+static bool client_sent_authorization(const struct pt_filter_ctx *ctx)
+{
+    const struct pt_headers *h = ctx->req_headers;
+    uint32_t n = ctx->req_fields_sent < h->n ? ctx->req_fields_sent : h->n;
+    for (uint32_t i = 0; i < n; i++)
+        if (h->f[i].token == PT_TOK_AUTHORIZATION)
+            return true;
+    return false;
+}
+
 /* ---- hooks ---- */
 
 static int cache_on_request(struct pt_filter_ctx *ctx, const void *conf_, void *state_)
@@ -329,7 +366,7 @@ static int cache_on_request(struct pt_filter_ctx *ctx, const void *conf_, void *
     bool cacheable_method = ctx->method_id == PT_METHOD_GET || ctx->method_id == PT_METHOD_HEAD;
     struct pt_cc cc;
     pt_cc_parse(ctx->req_headers, &cc);
-    bool auth_ok = !pt_headers_find_token(ctx->req_headers, PT_TOK_AUTHORIZATION) ||
+    bool auth_ok = !client_sent_authorization(ctx) ||
                    (conf->per_consumer && ctx->identity && ctx->identity->consumer.len);
     if (!cacheable_method || !auth_ok || cc.no_store ||
         pt_headers_find(ctx->req_headers, PT_SLICE("Range"))) {
@@ -418,12 +455,18 @@ static int cache_on_response_head(struct pt_filter_ctx *ctx, const void *conf_, 
     }
     st->put.key = st->key;
     st->put.route = cstr(ctx->route_name ? ctx->route_name : "");
-    st->put.path = ctx->path;
+    st->put.path = ctx->client_path; /* purge by prefix: what clients asked for */
     st->put.status = ctx->status;
     st->put.fresh_ms = fresh;
     st->put.age0_s = pt_cache_age_field(ctx->resp_headers);
     st->put.swr_ms = cc.must_revalidate ? 0 : conf->swr_ms;
     st->put.sie_ms = cc.must_revalidate ? 0 : conf->sie_ms;
+    if (ctx->status == 204) {
+        /* no content (RFC 9110 §15.3.5): no body phase follows to end it */
+        st->put.now_ms = now;
+        end_flight(ctx, st, pt_cache_insert(st->store, st->hash, &st->put) == -E2BIG);
+        return PT_FILTER_CONTINUE;
+    }
     st->collecting = true;
     ctx->body_use = PT_BODY_OBSERVE;
     return PT_FILTER_CONTINUE;
@@ -478,13 +521,6 @@ static int cache_on_response_body(struct pt_filter_ctx *ctx, const void *conf_, 
         st->put.body = st->chunks;
         st->put.nbody = st->nchunks;
         st->put.now_ms = now_ms(ctx);
-        /* A filter response with an empty body renders the gateway's JSON
-         * error body (filter.h respond_body): an empty non-204 answer is
-         * not stored until that contract can say "empty". */
-        if (st->put.body_len == 0 && st->put.status != 204) {
-            end_flight(ctx, st, true);
-            return PT_FILTER_CONTINUE;
-        }
         int e = pt_cache_insert(st->store, st->hash, &st->put);
         end_flight(ctx, st, e == -E2BIG);
     }

@@ -59,8 +59,8 @@ bool pt_cache_status_cacheable(int status);
 /* The response's Age field in seconds (0: none or not a number). */
 uint64_t pt_cache_age_field(struct pt_headers *h);
 /* The response's freshness lifetime under conf (ms), or 0 when it must not
- * be stored: no-store, private, no-cache, Set-Cookie, or nothing to go by
- * and no ttl. */
+ * be stored: no-store, private, no-cache (unless override_ttl), Set-Cookie,
+ * or nothing to go by and no ttl. */
 uint64_t pt_cache_response_freshness(struct pt_headers *h, const struct cache_conf *conf,
                                      struct pt_cc *cc);
 /* The stored fields, Content-Type, validators and Vary (the request's

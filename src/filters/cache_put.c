@@ -49,7 +49,9 @@ uint64_t pt_cache_response_freshness(struct pt_headers *h, const struct cache_co
                                      struct pt_cc *cc)
 {
     pt_cc_parse(h, cc);
-    if (cc->no_store || cc->private_ || cc->no_cache)
+    /* override_ttl stores what must be revalidated (no-cache, max-age=0)
+     * for ttl; what must not be stored or shared never is */
+    if (cc->no_store || cc->private_ || (cc->no_cache && !conf->override_ttl))
         return 0;
     if (pt_headers_find_token(h, PT_TOK_SET_COOKIE))
         return 0;

@@ -36,7 +36,7 @@ struct refresh {
     struct pt_cache_store *store;
     struct pt_cache_entry *entry;
     uint64_t hash, seq;
-    pt_slice key, route, path;
+    pt_slice key, route, client_path; /* the entry's (the target is the request's) */
     uint32_t nreq;
     pt_slice *req_names, *req_values;
     char data[]; /* the slices' bytes */
@@ -70,13 +70,12 @@ static bool refresh_store(struct refresh *r, const struct pt_filter_call_res *re
     struct pt_cc cc;
     uint64_t fresh =
         pt_cache_status_cacheable(res->status) ? pt_cache_response_freshness(h, r->conf, &cc) : 0;
-    if (!fresh || res->truncated || (res->body.len == 0 && res->status != 204) ||
-        !pt_cache_put_head(&p, &slots, h, req_value, r))
+    if (!fresh || res->truncated || !pt_cache_put_head(&p, &slots, h, req_value, r))
         return true;
     pt_slice body = res->body;
     p.key = r->key;
     p.route = r->route;
-    p.path = r->path;
+    p.path = r->client_path;
     p.status = res->status;
     p.body = &body;
     p.nbody = 1;
@@ -128,7 +127,7 @@ static bool conditional(const struct pt_hfield *f)
 static struct refresh *refresh_new(struct pt_filter_ctx *ctx, pt_slice key)
 {
     struct pt_headers *h = ctx->req_headers;
-    size_t n = key.len + ctx->path.len + (ctx->route_name ? strlen(ctx->route_name) : 0);
+    size_t n = key.len + ctx->client_path.len + (ctx->route_name ? strlen(ctx->route_name) : 0);
     uint32_t nf = 0;
     for (uint32_t i = 0; i < h->n; i++)
         if (!h->f[i].dead) {
@@ -144,7 +143,7 @@ static struct refresh *refresh_new(struct pt_filter_ctx *ctx, pt_slice key)
     r->req_values = r->req_names + nf;
     char *at = (char *)(r->req_values + nf);
     r->key = put(&at, key);
-    r->path = put(&at, ctx->path);
+    r->client_path = put(&at, ctx->client_path);
     r->route = put(&at, (pt_slice){ctx->route_name ? ctx->route_name : "",
                                    ctx->route_name ? strlen(ctx->route_name) : 0});
     for (uint32_t i = 0; i < h->n; i++)

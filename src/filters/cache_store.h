@@ -11,14 +11,15 @@
  * Entries are immutable once inserted: one malloc'd blob holding the
  * status, the stored header fields, the body, the validators, the
  * response's Vary field names with the request's values for them, the
- * route name (purge by route) and the request path (purge by prefix).
+ * route name (purge by route) and the client's request path, before
+ * strip_prefix / rewrite (purge by prefix).
  * They are reference-counted: the table holds one reference while the
  * entry is linked; a lookup hands out another, which the caller drops
  * with pt_cache_entry_unref once it has copied what it needs. Eviction
  * and purge unlink; the last reference frees.
  *
  * Variants: several entries may share one primary key (the request's
- * method class, host, path, query, the configured vary_headers and the
+ * method class, route, host, client path, query, the configured vary_headers and the
  * consumer); they differ by the request values of the response's own Vary
  * fields. A lookup walks the chain and takes the first entry whose key and
  * Vary values match.
@@ -66,7 +67,7 @@ struct pt_cache_entry {
     /* ---- immutable ---- */
     pt_slice key;   /* primary key bytes */
     pt_slice route; /* the route that stored it */
-    pt_slice path;  /* the request path */
+    pt_slice path;  /* the client's request path (before rewrites) */
     int status;
     uint32_t nfields;
     const pt_slice *names, *values; /* stored response fields */

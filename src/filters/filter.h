@@ -176,6 +176,7 @@ enum pt_body_use {
 };
 
 struct pt_filter_ctx;
+struct pt_chain;
 struct pt_consumers;
 struct pt_rl_table;
 struct pt_cache_store;
@@ -311,8 +312,14 @@ struct pt_filter_services {
 #define PT_FILTER_DETACHED_MAX 256
 
 struct pt_filter_ctx {
-    struct pt_arena *arena;          /* request arena: freed when the request ends */
-    struct pt_headers *req_headers;  /* forwarded upstream; editable in on_request */
+    struct pt_arena *arena;         /* request arena: freed when the request ends */
+    struct pt_headers *req_headers; /* forwarded upstream; editable in on_request */
+    /* req_headers->f[0..req_fields_sent) are the fields the request
+     * arrived with (and the gateway's forwarding fields), recorded before
+     * the first filter ran: a field a filter hid stays there, dead, and
+     * fields filters add come after. What the client sent, whatever
+     * filters did since (the cache's Authorization rule). */
+    uint32_t req_fields_sent;
     struct pt_headers *resp_headers; /* sent to the client; editable in on_response_head */
     int method_id;                   /* enum pt_method */
     pt_slice method, path;           /* path after routing rewrites */
@@ -320,7 +327,10 @@ struct pt_filter_ctx {
      * may replace it (with bytes in the request arena), e.g. to hide a
      * credential sent as a query parameter. */
     pt_slice query;
-    pt_slice uri;       /* the request target as the client sent it */
+    pt_slice uri; /* the request target as the client sent it */
+    /* The request path as the client sent it, normalised as routing saw
+     * it (before strip_prefix / rewrite): what the client asked for. */
+    pt_slice client_path;
     pt_slice scheme;    /* "http" / "https": the listener's */
     pt_slice authority; /* the routed host (Host or absolute-form) */
     pt_slice request_id;
@@ -339,6 +349,10 @@ struct pt_filter_ctx {
     /* The matched route's name (generation memory), for state keyed by
      * route (rate_limit). */
     const char *route_name;
+    /* The route's filter chain (generation memory, read-only): which
+     * filters run around this one (the cache's refresh checks whether a
+     * response filter runs before it). */
+    const struct pt_chain *chain;
     /* The filter whose request hook runs or last ran (its def->name): a
      * call it makes is traced under its name. */
     const char *running;
@@ -358,6 +372,10 @@ struct pt_filter_ctx {
     const char *respond_error;     /* the standard JSON body's `error` (NULL: the status's) */
     pt_slice respond_body;         /* empty → the standard JSON error body */
     pt_slice respond_content_type; /* empty → application/json */
+    /* respond_body and respond_content_type are the answer as they are (a
+     * relayed one: the cache's): an empty body stays empty (no JSON error
+     * body), an empty content type sends no Content-Type. */
+    bool respond_raw;
     /* A filter returning SUSPEND may set this: ms until the gateway gives
      * up on it (cancels the work, calls on_cancel, answers 504). 0: the
      * default, PT_FILTER_SUSPEND_DEFAULT_MS. Reset before each hook. */
@@ -469,10 +487,11 @@ struct pt_filter_def {
     bool (*uses_body)(const void *conf);
     void (*on_log)(struct pt_filter_ctx *ctx, const void *conf, void *state);
     /* Optional: the upstream call failed before a response head (connect
-     * error, timeout, reset; ctx->status holds the 502/503/504 the gateway
-     * is about to answer). PT_FILTER_RESPOND answers with ctx->respond_*
-     * instead (the cache's stale_if_error); anything else lets the error
-     * stand. Runs only on that failure path. */
+     * error, timeout, reset), or was refused before it started (the
+     * circuit breaker is open, max_concurrent is reached); ctx->status
+     * holds the 502/503/504 the gateway is about to answer. PT_FILTER_RESPOND answers with
+     * ctx->respond_* instead (the cache's stale_if_error); anything else lets the error stand. Runs
+     * only on that failure path. */
     int (*on_upstream_failure)(struct pt_filter_ctx *ctx, const void *conf, void *state);
     /* Optional: the request ends while this filter's work is pending
      * (client gone, drain, reload drain, suspend deadline). The gateway has

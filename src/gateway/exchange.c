@@ -108,6 +108,7 @@ void pt_exchange_respond_body(struct pt_exchange *ex, int status, const char *er
     ex->error = error ? error : status >= 400 ? pt_error_text(status) : NULL;
     ex->gw_body = body;
     ex->gw_ctype = ctype;
+    ex->gw_raw = false;
     ex->close_after |= close;
     ex->bf_have = false;
     pt_exchange_server_timing(ex);
@@ -121,9 +122,13 @@ static uint64_t now_ms(const struct pt_exchange *ex)
 }
 
 /* Refused before the upstream was contacted: 503 JSON, with Retry-After
- * when the breaker knows when to ask again. */
+ * when the breaker knows when to ask again; unless a filter answers for
+ * the failed upstream first, as on the failed-call path (the cache's
+ * stale_if_error while the breaker is open). */
 static void refuse(struct pt_exchange *ex, enum pt_admit why, uint32_t retry_after_s)
 {
+    if (ex->route && pt_exchange_filters_upstream_failed(ex, 503))
+        return;
     pt_exchange_respond(ex, 503, pt_admit_text(why), false);
     char *v = retry_after_s ? pt_arena_alloc(ex->arena, 12) : NULL;
     if (v) {

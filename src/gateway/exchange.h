@@ -184,6 +184,7 @@ struct pt_exchange {
     /* gateway-made */
     const char *gw_error;
     pt_slice gw_body, gw_ctype;
+    bool gw_raw; /* gw_body and gw_ctype as they are (filter.h respond_raw) */
     /* response body filters' output (routes with on_response_body only) */
     pt_slice bf_out;
     bool bf_eos, bf_have;

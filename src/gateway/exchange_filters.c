@@ -496,6 +496,11 @@ static void filter_respond(struct pt_exchange *ex)
     int st = ctx->respond_status ? ctx->respond_status : 403;
     pt_exchange_respond_body(ex, st, ctx->respond_error, ctx->respond_body,
                              ctx->respond_content_type, false);
+    /* A relayed answer (a cached 404) is no error of the gateway's. */
+    if (ctx->respond_raw && ex->resp == PT_RESP_GATEWAY) {
+        ex->gw_raw = true;
+        ex->error = NULL;
+    }
 }
 
 /* The request-phase filter at the cursor answered: noted for metrics. */
@@ -583,9 +588,11 @@ void pt_exchange_filters_begin(struct pt_exchange *ex)
     f->arena = ex->arena;
     f->req_headers = &ex->reqh;
     f->resp_headers = &ex->resph;
+    f->req_fields_sent = ex->reqh.n;
     f->method_id = ex->req.method_id;
     f->method = ex->req.method;
     f->path = ex->path;
+    f->client_path = ex->req.path;
     f->query = ex->req.query;
     f->uri = ex->req.target;
     f->scheme = ex->req.scheme;
@@ -600,6 +607,7 @@ void pt_exchange_filters_begin(struct pt_exchange *ex)
     f->identity = &ex->identity;
     f->consumers = &ex->gen->consumers;
     f->route_name = ex->route->name;
+    f->chain = &ex->route->chain;
     f->rl_table = ex->gen->rl_table;
     f->cache_store = ex->gen->cache_store;
     f->tls = ex->tls;
@@ -665,6 +673,7 @@ bool pt_exchange_filters_upstream_failed(struct pt_exchange *ex, int status)
         ex->fctx.status = status;
         ex->fctx.respond_status = 0;
         ex->fctx.respond_error = NULL;
+        ex->fctx.respond_raw = false;
         if (in->def->on_upstream_failure(&ex->fctx, in->conf, ex->states[in->state_index]) ==
             PT_FILTER_RESPOND) {
             filter_respond(ex);

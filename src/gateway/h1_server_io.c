@@ -641,7 +641,7 @@ static void build_gateway_response(struct h1_txn *t)
     const char *extra = gateway_extra(t);
     t->chead = pt_respond_build(&c->arena, ex->status, ex->gw_error, ex->reqid, extra, ex->gw_body,
                                 ex->gw_ctype, t->close_after,
-                                t->head_only || ex->status == 204 || ex->status == 304);
+                                t->head_only || ex->status == 204 || ex->status == 304, ex->gw_raw);
     if (!t->chead.p) {
         t->close_after = true;
         t->chead = (pt_slice){"", 0};

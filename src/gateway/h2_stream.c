@@ -610,16 +610,18 @@ static int submit_response(struct pt_h2s *h, struct h2_stream *st)
     bool body = !st->head_only && ex->status != 204 && ex->status != 304;
     st->gateway = gw;
     if (gw) {
-        pt_slice ctype =
-            ex->gw_ctype.len && ex->gw_body.len ? ex->gw_ctype : PT_SLICE("application/json");
-        st->gw = ex->gw_body.len
+        /* as pt_respond_build: a raw answer (the cache's) as it is */
+        pt_slice ctype = ex->gw_ctype;
+        if (!ex->gw_raw && !(ex->gw_ctype.len && ex->gw_body.len))
+            ctype = PT_SLICE("application/json");
+        st->gw = ex->gw_raw || ex->gw_body.len
                      ? ex->gw_body
                      : pt_respond_error_body(&st->arena, ex->status, ex->gw_error, ex->reqid);
         /* A 204 carries no Content-Length (RFC 9110 §8.6; nghttp2 clients
          * reset the stream otherwise), a 304 none of its own. */
         bool bodiless = ex->status == 204 || ex->status == 304;
         clen = bodiless ? -1 : (int64_t)st->gw.len;
-        if (!bodiless)
+        if (!bodiless && ctype.len)
             nva[n++] = NV("content-type", 12, ctype.p, ctype.len);
         nva[n++] = NV("x-request-id", 12, ex->reqid.p, ex->reqid.len);
         body = body && st->gw.len;

@@ -162,15 +162,18 @@ pt_slice pt_respond_error_body(struct pt_arena *a, int status, const char *error
 
 pt_slice pt_respond_build(struct pt_arena *a, int status, const char *error, pt_slice request_id,
                           const char *extra, pt_slice body, pt_slice content_type, bool close,
-                          bool head_only)
+                          bool head_only, bool raw)
 {
     char jbody[512];
-    bool custom = body.len > 0;
-    if (body.len == 0)
+    bool custom = raw || body.len > 0;
+    if (!custom)
         body = error_body(jbody, status, error, request_id);
     const char *ex = extra ? extra : "";
-    /* A body of our own is JSON; one a filter relays keeps its type. */
-    pt_slice ctype = content_type.len && custom ? content_type : PT_SLICE("application/json");
+    /* A body of our own is JSON; one a filter relays keeps its type (a raw
+     * one none when it has none). */
+    pt_slice ctype = content_type;
+    if (!raw && !(content_type.len && custom))
+        ctype = PT_SLICE("application/json");
     size_t cap = 256 + strlen(ex) + request_id.len + body.len + ctype.len;
     char *out = pt_arena_alloc(a, cap);
     if (!out)
@@ -184,12 +187,13 @@ pt_slice pt_respond_build(struct pt_arena *a, int status, const char *error, pt_
         return (pt_slice){out, (size_t)n};
     }
     int n = snprintf(out, cap,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %.*s\r\nContent-Length: %zu\r\n"
+                     "HTTP/1.1 %d %s\r\n%s%.*s%sContent-Length: %zu\r\n"
                      "X-Request-ID: %.*s\r\n%s%s\r\n",
-                     status, pt_reason_phrase(status), (int)ctype.len, ctype.p, body.len,
+                     status, pt_reason_phrase(status), ctype.len ? "Content-Type: " : "",
+                     (int)ctype.len, ctype.p ? ctype.p : "", ctype.len ? "\r\n" : "", body.len,
                      (int)request_id.len, request_id.p, ex, close ? "Connection: close\r\n" : "");
     size_t len = (size_t)n;
-    if (!head_only) {
+    if (!head_only && body.len) {
         memcpy(out + len, body.p, body.len);
         len += body.len;
     }

@@ -18,7 +18,10 @@ size_t pt_json_escape(char *out, const char *s, size_t len);
  * Builds a complete response into the arena: status line, Content-Type,
  * Content-Length, X-Request-ID, `extra` header lines (each ending CRLF, may
  * be NULL), Connection: close when `close`, then the body — `body` when
- * non-empty, else {"error":..., "status":..., "request_id":...}.
+ * non-empty, else {"error":..., "status":..., "request_id":...}. With
+ * `raw` (a relayed answer, e.g. the cache's) `body` and `content_type` are
+ * the answer as they are: an empty body stays empty, and there is no
+ * Content-Type when content_type is empty.
  */
 /* The JSON error body alone ({"error":..., "status":..., "request_id":...}),
  * in the arena: what HTTP/2 sends after its own HEADERS. */
@@ -26,6 +29,6 @@ pt_slice pt_respond_error_body(struct pt_arena *a, int status, const char *error
                                pt_slice request_id);
 pt_slice pt_respond_build(struct pt_arena *a, int status, const char *error, pt_slice request_id,
                           const char *extra, pt_slice body, pt_slice content_type, bool close,
-                          bool head_only);
+                          bool head_only, bool raw);
 
 #endif

@@ -732,3 +732,235 @@ def test_a_miss_keeps_the_upstream_framing(gateway):
             assert "Transfer-Encoding" not in r.headers
             body = r.raw.read()
             assert int(r.headers["Content-Length"]) == len(body) > 0
+
+
+def test_routes_that_rewrite_to_one_path_never_share_an_entry(gateway):
+    with backend("one") as b1, backend("two") as b2:
+        admin = free_port()
+        port = free_port()
+        routes = [{"name": "v1", "match": {"path_prefix": "/v1/"}, "strip_prefix": "/v1",
+                   "upstream": "one", "filters": {"cache": {"ttl": "60s"}}},
+                  {"name": "v2", "match": {"path_prefix": "/v2/"}, "strip_prefix": "/v2",
+                   "upstream": "two", "filters": {"cache": {"ttl": "60s"}}}]
+        gw = gateway(make_config(port, {"one": upstream(b1.port), "two": upstream(b2.port)},
+                                 routes, admin_port=admin))
+        r1 = requests.get(gw.u("/v1/items/2"))
+        assert r1.headers["X-Cache"] == "MISS" and r1.json()["path"] == "/items/2"
+        r2 = requests.get(gw.u("/v2/items/2"))
+        assert r2.headers["X-Cache"] == "MISS"
+        assert r2.headers["X-Backend"].startswith("two:")
+        assert requests.get(gw.u("/v1/items/2")).headers["X-Backend"].startswith("one:")
+        h2 = requests.get(gw.u("/v2/items/2"))
+        assert h2.headers["X-Cache"] == "HIT" and h2.headers["X-Backend"].startswith("two:")
+        assert count(b1) == 1 and count(b2) == 1
+        # the purge prefix is on the path clients asked for
+        a = "http://127.0.0.1:%d/cache" % admin
+        assert requests.delete(a + "?prefix=/items/").json() == {"purged": 0}
+        assert requests.delete(a + "?prefix=/v1/").json() == {"purged": 1}
+        assert requests.get(gw.u("/v1/items/2")).headers["X-Cache"] == "MISS"
+        assert requests.get(gw.u("/v2/items/2")).headers["X-Cache"] == "HIT"
+
+
+def test_routes_told_apart_by_match_headers_never_share_an_entry(gateway):
+    with backend("mobile") as b1, backend("web") as b2:
+        routes = [{"name": "mobile", "match": {"path_prefix": "/", "headers": {"X-Client": "mobile"}},
+                   "upstream": "mobile", "filters": {"cache": {"ttl": "60s"}}},
+                  {"name": "web", "match": {"path_prefix": "/"},
+                   "upstream": "web", "filters": {"cache": {"ttl": "60s"}}}]
+        gw = gateway(make_config(free_port(), {"mobile": upstream(b1.port),
+                                               "web": upstream(b2.port)}, routes))
+        m = {"X-Client": "mobile"}
+        assert requests.get(gw.u("/home"), headers=m).headers["X-Cache"] == "MISS"
+        r = requests.get(gw.u("/home"))
+        assert r.headers["X-Cache"] == "MISS" and r.headers["X-Backend"].startswith("web:")
+        r = requests.get(gw.u("/home"), headers=m)
+        assert r.headers["X-Cache"] == "HIT" and r.headers["X-Backend"].startswith("mobile:")
+        assert count(b1) == 1 and count(b2) == 1
+
+
+JWT_SECRET = "cache-secret-cache-secret-0123456789"
+
+
+def _hs256(sub):
+    import base64
+    import hashlib
+    import hmac
+
+    def b64u(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    now = int(time.time())
+    si = (b64u(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." +
+          b64u(json.dumps({"sub": sub, "iat": now, "exp": now + 300}).encode()))
+    return si + "." + b64u(hmac.new(JWT_SECRET.encode(), si.encode(), hashlib.sha256).digest())
+
+
+@pytest.mark.parametrize("hide", ["jwt", "request_transform"])
+def test_authorization_hidden_by_a_filter_is_still_never_shared(gateway, hide):
+    with backend() as b:
+        if hide == "jwt":
+            f = {"jwt": {"secret": JWT_SECRET, "hide_credentials": True}}
+        else:
+            f = {"jwt": {"secret": JWT_SECRET},
+                 "request_transform": {"remove_headers": ["Authorization"]}}
+        gw = gateway(cfg_for(free_port(), b.port, route_filters=f))
+        for who in ("alice", "bob", "alice"):
+            r = requests.get(gw.u("/me"), headers={"Authorization": "Bearer " + _hs256(who)})
+            assert r.status_code == 200 and r.headers["X-Cache"] == "BYPASS", who
+            assert "Bearer" not in json.dumps(r.json())  # hidden from the upstream
+        assert count(b) == 3
+
+
+def test_authorization_hidden_by_jwt_is_cached_per_consumer(gateway):
+    with backend() as b:
+        f = {"jwt": {"secret": JWT_SECRET, "hide_credentials": True}}
+        gw = gateway(cfg_for(free_port(), b.port, cache={"ttl": "60s", "per_consumer": True},
+                             route_filters=f))
+
+        def get(who):
+            return requests.get(gw.u("/me"), headers={"Authorization": "Bearer " + _hs256(who)})
+        ra = get("alice")
+        assert ra.headers["X-Cache"] == "MISS"
+        assert get("bob").headers["X-Cache"] == "MISS"  # never alice's entry
+        ra2 = get("alice")
+        assert ra2.headers["X-Cache"] == "HIT" and ra2.json() == ra.json()
+        assert count(b) == 2
+
+
+def test_refresh_on_a_transformed_route_stores_what_a_miss_stores(gateway):
+    with backend(threads=4) as b:
+        rt = {"response_transform": {"remove_headers": ["X-Backend"],
+                                     "remove_body_fields": ["headers"]}}
+        gw = gateway(cfg_for(free_port(), b.port, route_filters=rt,
+                             cache={"ttl": "1s", "stale_while_revalidate": "30s"}))
+
+        def bare(r):
+            return "X-Backend" not in r.headers and "headers" not in r.json()
+        r = requests.get(gw.u("/swr-t"))
+        assert r.headers["X-Cache"] == "MISS" and bare(r)
+        assert requests.get(gw.u("/swr-t")).headers["X-Cache"] == "HIT"
+        time.sleep(1.2)
+        slow = {"X-Demo-Delay": "800"}
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            refresh = pool.submit(requests.get, gw.u("/swr-t"), headers=slow, timeout=scaled(10))
+            time.sleep(0.3)
+            other = requests.get(gw.u("/swr-t"))  # while the refresh runs
+            r = refresh.result()
+        assert other.headers["X-Cache"] == "STALE" and bare(other)
+        assert r.status_code == 200 and bare(r)
+        wait_until(lambda: requests.get(gw.u("/swr-t")).headers["X-Cache"] == "HIT", scaled(5),
+                   what="the refreshed entry")
+        hit = requests.get(gw.u("/swr-t"))
+        assert hit.headers["X-Cache"] == "HIT" and bare(hit)
+        assert count(b) == 2
+
+
+class _Empty(http.server.BaseHTTPRequestHandler):
+    """Answers /s/<status> with an empty body and no Content-Type."""
+    protocol_version = "HTTP/1.1"
+    hits = 0
+
+    def do_GET(self):
+        _Empty.hits += 1
+        status = int(self.path.split("/")[2])
+        self.send_response(status)
+        if status == 301:
+            self.send_header("Location", "/moved")
+        if status != 204:
+            self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.mark.parametrize("status,stored", [(200, True), (203, True), (204, True), (301, True),
+                                           (404, True), (410, True), (302, False),
+                                           (500, False)])
+def test_empty_answers_of_cacheable_statuses_are_stored_and_served_empty(gateway, status,
+                                                                           stored):
+    _Empty.hits = 0
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Empty)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        gw = gateway(cfg_for(free_port(), srv.server_port))
+        path = gw.u("/s/%d" % status)
+        r1 = requests.get(path, allow_redirects=False)
+        assert r1.status_code == status and r1.content == b""
+        assert r1.headers["X-Cache"] == "MISS"
+        r2 = requests.get(path, allow_redirects=False)
+        assert r2.status_code == status and r2.content == b""  # not a JSON error body
+        assert r2.headers["X-Cache"] == ("HIT" if stored else "MISS")
+        assert _Empty.hits == (1 if stored else 2)
+        if stored:
+            assert "Content-Type" not in r2.headers  # none was stored
+            if status == 301:
+                assert r2.headers["Location"] == "/moved"
+            if status != 204:
+                assert r2.headers["Content-Length"] == "0"
+            h = requests.head(path, allow_redirects=False)
+            assert h.status_code == status and h.headers["X-Cache"] == "HIT"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_override_ttl_stores_no_cache_and_max_age_0_but_never_no_store(gateway):
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port, cache={"ttl": "60s", "override_ttl": True}))
+        for path, hv, stored in (("/nc", "Cache-Control: no-cache", True),
+                                 ("/m0", "Cache-Control: max-age=0", True),
+                                 ("/m1", "Cache-Control: max-age=1", True),
+                                 ("/ns", "Cache-Control: no-store", False),
+                                 ("/pv", "Cache-Control: private", False),
+                                 ("/sc", "Set-Cookie: sid=alice", False)):
+            assert requests.get(gw.u(path), headers=demo_header(hv)).headers["X-Cache"] == "MISS"
+            r = requests.get(gw.u(path), headers=demo_header(hv))
+            assert r.headers["X-Cache"] == ("HIT" if stored else "MISS"), path
+        time.sleep(1.3)  # past max-age=1: ttl (60s) is what counts
+        assert requests.get(gw.u("/m1")).headers["X-Cache"] == "HIT"
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port, cache={"ttl": "60s"}))
+        h = demo_header("Cache-Control: no-cache")
+        requests.get(gw.u("/nc"), headers=h)
+        assert requests.get(gw.u("/nc"), headers=h).headers["X-Cache"] == "MISS"  # without it
+
+
+def test_expires_alone_gives_the_freshness(gateway):
+    import email.utils
+    with backend() as b:
+        gw = gateway(cfg_for(free_port(), b.port, cache={"ttl": "0s"}))  # no ttl to fall back on
+        later = demo_header("Expires: " + email.utils.formatdate(time.time() + 60, usegmt=True))
+        past = demo_header("Expires: " + email.utils.formatdate(time.time() - 60, usegmt=True))
+        assert requests.get(gw.u("/later"), headers=later).headers["X-Cache"] == "MISS"
+        r = requests.get(gw.u("/later"))
+        assert r.headers["X-Cache"] == "HIT" and "Expires" in r.headers
+        requests.get(gw.u("/past"), headers=past)
+        assert requests.get(gw.u("/past"), headers=past).headers["X-Cache"] == "MISS"
+        requests.get(gw.u("/bad"), headers=demo_header("Expires: 0"))  # invalid: expired
+        assert requests.get(gw.u("/bad")).headers["X-Cache"] == "MISS"
+
+
+def test_stale_if_error_while_the_circuit_breaker_is_open(gateway):
+    with backend() as b:
+        breaker = {"error_rate": 0.5, "min_requests": 3, "window": "10s", "open_for": "30s"}
+        routes = [{"name": "cached", "match": {"path_prefix": "/"}, "upstream": "app",
+                   "filters": {"cache": {"ttl": "1s", "stale_if_error": "60s"}}}]
+        gw = gateway(make_config(free_port(), {"app": upstream(b.port, circuit_breaker=breaker)},
+                                 routes))
+        first = requests.get(gw.u("/sie-cb"))
+        assert first.headers["X-Cache"] == "MISS"
+        time.sleep(1.2)  # stale now
+        fail = {"X-Demo-Status": "503"}
+        for i in range(20):
+            r = requests.get(gw.u("/fail?n=%d" % i), headers=fail)
+            if r.headers.get("X-Backend") is None:
+                assert r.status_code == 503 and r.json()["error"] == "circuit breaker open"
+                break
+        else:
+            raise AssertionError("the breaker never opened")
+        served = count(b)
+        r = requests.get(gw.u("/sie-cb"))
+        assert r.status_code == 200 and r.headers["X-Cache"] == "STALE"
+        assert r.json() == first.json()
+        assert count(b) == served  # the upstream was not contacted
+        assert requests.get(gw.u("/cold-cb")).status_code == 503  # nothing stored to fall back on
