@@ -53,17 +53,18 @@ struct h2_stream {
     /* request head, from the header callbacks */
     pt_slice method, path, scheme, authority, host, cookie, protocol;
     int64_t content_length; /* -1: none */
-    uint32_t nfields;
-    uint64_t hbytes;     /* decoded bytes, 32 per field added (RFC 7541 §4.1) */
-    uint64_t hblock;     /* header block bytes on the wire */
-    int hfail;           /* a status to answer instead (400 / 431), 0: fine */
-    const char *hwhy;    /* and why */
-    bool started;        /* pt_exchange_start ran */
-    bool ended;          /* pt_exchange_end ran */
-    bool req_eos;        /* END_STREAM received */
-    bool discard;        /* request DATA is dropped (the exchange won't read it) */
-    bool head_only;      /* HEAD */
-    bool nghttp2_closed; /* the stream is gone from the session */
+    uint32_t nfields;       /* regular fields of the current section (head, trailers) */
+    uint64_t hbytes;        /* decoded bytes, 32 per field added (RFC 7541 §4.1) */
+    uint64_t hblock;        /* header block bytes on the wire */
+    int hfail;              /* a status to answer instead (400 / 431), 0: fine */
+    const char *hwhy;       /* and why */
+    bool tfail;             /* the trailers are over the caps: reset the stream */
+    bool started;           /* pt_exchange_start ran */
+    bool ended;             /* pt_exchange_end ran */
+    bool req_eos;           /* END_STREAM received */
+    bool discard;           /* request DATA is dropped (the exchange won't read it) */
+    bool head_only;         /* HEAD */
+    bool nghttp2_closed;    /* the stream is gone from the session */
     /* RFC 8441 WebSocket (h2_tunnel.c): an extended CONNECT mapped onto
      * the exchange's tunnel; open once the upstream's 101 was checked
      * (from then on the stream's DATA are tunnel bytes both ways). */

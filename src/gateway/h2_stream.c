@@ -131,8 +131,17 @@ static struct h2_stream *stream_of(nghttp2_session *s, int32_t id)
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void *ud)
 {
     struct pt_h2s *h = ud;
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    if (frame->hd.type != NGHTTP2_HEADERS)
         return 0;
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        /* Trailers: a field section of their own, under the same caps. */
+        struct h2_stream *st = stream_of(s, frame->hd.stream_id);
+        if (st) {
+            st->nfields = 0;
+            st->hbytes = 0;
+        }
+        return 0;
+    }
     if (h->goaway)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* refused: after our GOAWAY */
     struct h2_stream *st = stream_new(h, frame->hd.stream_id);
@@ -192,21 +201,29 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     struct pt_h2s *h = ud;
     (void)flags;
     struct h2_stream *st = stream_of(s, frame->hd.stream_id);
-    if (!st || st->started)
-        return 0; /* trailers: not forwarded */
+    if (!st)
+        return 0;
     const struct pt_limits *lim = &h->c->w->gen->limits;
-    st->nfields++;
+    /* The byte cap counts every field as SETTINGS_MAX_HEADER_LIST_SIZE
+     * does (pseudo-headers too, 32 bytes each added); the count cap counts
+     * the regular fields only, as HTTP/1.1 counts its header lines (the
+     * pseudo-headers stand for its request line). */
+    if (!namelen || name[0] != ':')
+        st->nfields++;
     st->hbytes += namelen + valuelen + 32;
     if (st->hbytes > lim->max_header_bytes || st->nfields > lim->max_headers) {
-        head_fail(st, 431, "request header fields too large");
+        if (st->started)
+            st->tfail = true; /* trailers: the stream is reset once they end */
+        else
+            head_fail(st, 431, "request header fields too large");
         /* Far beyond the cap is no client's mistake: an HPACK bomb
          * expands a few bytes into many fields. */
         if (st->hbytes > PT_H2_HEADER_BLOCK_FACTOR * 4 * lim->max_header_bytes)
             h->calm = true;
         return 0;
     }
-    if (st->hfail)
-        return 0;
+    if (st->hfail || st->started)
+        return 0; /* trailers: counted, not forwarded */
     char *copy = pt_arena_alloc(&st->arena, namelen + valuelen + 2);
     if (!copy)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -424,6 +441,18 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
     case NGHTTP2_HEADERS:
         if (st && !st->started && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
             start_request(h, st, eos);
+            return 0;
+        }
+        if (st && st->tfail && !st->discard) {
+            /* Trailers over the caps: the request was forwarded and a 431
+             * can no longer replace its answer, so the stream is reset
+             * (the upstream call goes with it); far over, the HPACK-bomb
+             * guard already has the GOAWAY due. (A stream already answered
+             * by the gateway drops them with its body.) */
+            if (!st->ex.error)
+                st->ex.error = "request trailer fields too large";
+            st->rst_sent = true;
+            nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_ENHANCE_YOUR_CALM);
             return 0;
         }
         break;

@@ -346,20 +346,21 @@ static bool readable(const char *path, struct pt_tls_build_error *e, enum pt_tls
     return true;
 }
 
-/* SHA-256 over the listener's name, client_auth, client_ca path and the
- * client_ca file's bytes. False when the file cannot be read. */
-static bool sid_context(const struct pt_tls_listener *tl, const char *name, unsigned char *md,
-                        unsigned int *mdlen)
+/* SHA-256 over what decides trust in a resumed session: client_auth and
+ * the client_ca file's bytes (not its path, nor the listener's name, so
+ * instances in other directories or naming their listeners otherwise
+ * resume each other's sessions with a shared ticket_key_file). False when
+ * the file cannot be read. */
+static bool sid_context(const struct pt_tls_listener *tl, unsigned char *md, unsigned int *mdlen)
 {
     EVP_MD_CTX *d = EVP_MD_CTX_new();
     char head[64];
-    int n = snprintf(head, sizeof(head), "portico|%d|", (int)tl->client_auth);
+    int n =
+        snprintf(head, sizeof(head), "portico|%d|%d|", (int)tl->client_auth, tl->client_ca != NULL);
     bool ok = d && EVP_DigestInit_ex(d, EVP_sha256(), NULL) == 1 &&
-              EVP_DigestUpdate(d, head, (size_t)n) == 1 &&
-              EVP_DigestUpdate(d, name, strlen(name) + 1) == 1;
+              EVP_DigestUpdate(d, head, (size_t)n) == 1;
     if (ok && tl->client_ca) {
-        ok = EVP_DigestUpdate(d, tl->client_ca, strlen(tl->client_ca) + 1) == 1;
-        FILE *f = ok ? fopen(tl->client_ca, "rb") : NULL;
+        FILE *f = fopen(tl->client_ca, "rb");
         ok = f != NULL;
         char buf[4096];
         size_t got;
@@ -375,8 +376,7 @@ static bool sid_context(const struct pt_tls_listener *tl, const char *name, unsi
     return ok;
 }
 
-static SSL_CTX *ctx_new(const struct pt_tls_listener *tl, const char *name,
-                        struct pt_tls_build_error *e)
+static SSL_CTX *ctx_new(const struct pt_tls_listener *tl, struct pt_tls_build_error *e)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
@@ -398,15 +398,16 @@ static SSL_CTX *ctx_new(const struct pt_tls_listener *tl, const char *name,
         SSL_CTX_free(ctx);
         return NULL;
     }
-    /* Sessions resume only on this listener with this client-auth set-up:
-     * the context id names both, and the CAs themselves (a reload that
-     * drops a CA from the same file must not resume sessions it
-     * verified). */
+    /* Sessions resume only under the same client-auth set-up: the context
+     * id names the mode and the CAs themselves (a reload that drops a CA
+     * from the same file must not resume sessions it verified; a listener
+     * without client_ca never hands its sessions to one with it). Across
+     * SNI names on a client_ca listener, ticket_dec_cb refuses them. */
     unsigned char md[32];
     unsigned int mdlen = 0;
     if (tl->client_ca && !readable(tl->client_ca, e, PT_TLS_ERR_CLIENT_CA, 0))
         goto bad;
-    if (!sid_context(tl, name, md, &mdlen)) {
+    if (!sid_context(tl, md, &mdlen)) {
         fail(e, PT_TLS_ERR_CLIENT_CA, 0, "cannot read `%s`", tl->client_ca);
         goto bad;
     }
@@ -575,7 +576,7 @@ static bool load_cert(const struct pt_tls_listener *tl, const char *name, uint32
     if (!g) {
         g = &gs[*ngs];
         memset(g, 0, sizeof(*g));
-        g->ctx = ctx_new(tl, name, e);
+        g->ctx = ctx_new(tl, e);
         if (!g->ctx)
             goto out;
         g->names = names;

@@ -430,13 +430,102 @@ def test_concurrent_streams_are_capped_at_100(gw):
 def test_oversized_header_list_gets_431(gw, demo):
     demo.reset()
     c = H2Client(gw.port, validate=False)
-    # 200 fields of ~40 bytes: under 16 KiB raw, over it with 32 per field... and over 100 fields
+    # 150 small fields: over the 100-field count cap (~7 KiB counted, far under the byte cap)
     st = c.get("/big", headers=[("x-f%d" % i, "v" * 8) for i in range(150)])
     assert status(st) == 431
     big = c.get("/big2", headers=[("x-big", "v" * 17000)])
     assert status(big) == 431
     assert demo.stats()["requests"] == 0
     assert status(c.get("/fine")) == 200
+
+
+def _counted(path, fields):
+    """The header list's size as SETTINGS_MAX_HEADER_LIST_SIZE counts it:
+    name + value + 32 per field, pseudo-headers included."""
+    pseudo = [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "gw.test")]
+    return sum(len(n) + len(v) + 32 for n, v in pseudo + fields)
+
+
+def test_header_list_cap_counts_32_bytes_per_field(gw, demo):
+    """90 fields of a 10-byte name and a 150-byte value are under 16 KiB
+    raw and under the 100-field cap, but over 16 KiB with 32 bytes per
+    field counted: 431. 84 such fields stay under the counted cap: 200."""
+    demo.reset()
+    c = H2Client(gw.port, validate=False)
+    over = [("x-field-%02d" % i, "v" * 150) for i in range(90)]
+    assert sum(len(n) + len(v) for n, v in over) + 40 < 16 * 1024 < _counted("/over", over)
+    assert status(c.get("/over", headers=over)) == 431
+    under = over[:84]
+    assert 16 * 1024 - 200 < _counted("/under", under) <= 16 * 1024
+    st = c.get("/under", headers=under)
+    assert status(st) == 200
+    echoed = {h[0].lower() for h in json.loads(st["data"])["headers"]}
+    assert "x-field-83" in echoed
+    assert demo.stats()["requests"] == 1
+    c.close()
+
+
+def _h1_status(port, nfields):
+    """An HTTP/1.1 GET with `nfields` header lines (Host one of them)."""
+    head = "GET /count HTTP/1.1\r\nHost: gw.test\r\n"
+    head += "".join("x-c%d: 1\r\n" % i for i in range(nfields - 1))
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    s.sendall((head + "\r\n").encode())
+    buf = b""
+    while b"\r\n" not in buf:
+        d = s.recv(4096)
+        if not d:
+            break
+        buf += d
+    s.close()
+    return int(buf.split(b" ", 2)[1])
+
+
+def test_field_count_cap_is_the_same_on_both_codecs(gw, demo):
+    """limits.max_headers (100) counts regular fields on HTTP/1.1 and on
+    HTTP/2 alike: the four pseudo-headers stand for the request line and
+    are not counted, so 100 fields pass on both and 101 get a 431."""
+    assert _h1_status(gw.port, 100) == 200
+    assert _h1_status(gw.port, 101) == 431
+    c = H2Client(gw.port, validate=False)
+    st = c.get("/count", headers=[("x-c%d" % i, "1") for i in range(100)])
+    assert status(st) == 200
+    assert status(c.get("/count", headers=[("x-c%d" % i, "1") for i in range(101)])) == 431
+    c.close()
+
+
+def test_trailers_count_against_the_header_caps(gw, demo):
+    """Request trailers are a field section under the same caps as the
+    head. The request was already forwarded, so a 431 cannot answer it:
+    over the caps the stream is reset (ENHANCE_YOUR_CALM) and the
+    connection carries on; far over (an HPACK bomb) it ends in GOAWAY."""
+    c = H2Client(gw.port, validate=False)
+    c.pump()
+
+    def post(path, trailers):
+        sid = c.conn.get_next_available_stream_id()
+        c.conn.send_headers(sid, [(":method", "POST"), (":path", path), (":scheme", "http"),
+                                  (":authority", "gw.test")])
+        c.streams[sid] = {"headers": None, "data": bytearray(), "ended": False, "reset": None}
+        c.conn.send_data(sid, b"body")
+        c.conn.send_headers(sid, trailers, end_stream=True)
+        c.flush()
+        return sid
+
+    ok = c.wait([post("/small-trailers", [("x-t", "1")])])[0]
+    assert status(ok) == 200
+    for trailers in ([("x-t", "v" * 3000)] * 6,  # 18 KiB counted
+                     [("x-t%d" % i, "1") for i in range(101)]):  # 101 fields
+        st = c.wait([post("/big-trailers", trailers)])[0]
+        assert st["reset"] == ENHANCE_YOUR_CALM, st
+    assert c.goaway is None
+    assert status(c.get("/still-up")) == 200
+    sid = post("/bomb-trailers", [("x-bomb", "v" * 3000)] * 100)
+    while c.goaway is None and not c.closed:
+        c.pump()
+    assert c.goaway is not None and c.goaway.error_code == ENHANCE_YOUR_CALM
+    assert c.streams[sid]["headers"] is None
+    c.close()
 
 
 def test_goaway_on_sigterm_lets_inflight_streams_finish(tmp_path):

@@ -376,3 +376,40 @@ def test_reload_that_changes_the_client_ca_file_never_resumes_its_old_sessions(c
             assert status_of(out) == 401, out   # alice's CA is no longer trusted
         finally:
             g.stop()
+
+
+def test_client_auth_sessions_resume_across_instances_with_the_same_ca_bytes(certs, tmp_path):
+    """Two instances sharing ticket_key_file, each with its own copy of the
+    client CA file (other directories, the same bytes) and another listener
+    name: a session verified by one resumes on the other and keeps its
+    certificate; a third instance whose CA file holds other CAs does not
+    resume it."""
+    keyfile = tmp_path / "tickets.key"
+    keyfile.write_bytes(os.urandom(80))
+    gws = []
+    with backend("app") as b:
+        try:
+            for i, ca_name in enumerate(("client-ca.pem", "client-ca.pem", "rogue-ca.pem")):
+                d = tmp_path / ("gw%d" % i)
+                d.mkdir()
+                ca = d / "clients.pem"
+                ca.write_bytes(open(certs.path(ca_name), "rb").read())
+                port = free_port()
+                cfg = make_config(port, {"app": upstream(b.port)}, ROUTES)
+                lst = tls_listener("edge-%d" % i, port, certs, "optional")
+                lst["tls"]["client_ca"] = str(ca)
+                lst["tls"]["ticket_key_file"] = str(keyfile)
+                cfg["listeners"] = [lst]
+                gws.append(Gateway(cfg, d))
+            sess = str(tmp_path / "alice.sess")
+            out = s_client(certs, gws[0].port, NAME, sess_out=sess, cert="alice")
+            assert status_of(out) == 200, out
+            out = s_client(certs, gws[1].port, NAME, sess_in=sess)
+            assert "Reused, TLSv1.3" in out, out
+            assert status_of(out) == 200, out  # alice's certificate came with the session
+            out = s_client(certs, gws[2].port, NAME, sess_in=sess)
+            assert "Reused" not in out, out
+            assert status_of(out) == 401, out
+        finally:
+            for g in gws:
+                g.stop()

@@ -239,6 +239,28 @@ def test_resumption_across_instances_sharing_ticket_key_file(tls_certs, echo, tm
             g.stop()
 
 
+def test_resumption_across_instances_with_other_listener_names(tls_certs, echo, tmp_path):
+    """The session id context holds what decides trust, not the listener's
+    name: instances that name their listeners differently still resume."""
+    api = tls_certs.server("api-ec", ["api.test"], kind="ec")
+    keyfile = tmp_path / "tickets.key"
+    keyfile.write_bytes(os.urandom(80))
+    gws = []
+    try:
+        for i in range(2):
+            d = tmp_path / ("gw%d" % i)
+            d.mkdir()
+            cfg = tls_config(free_port(), echo, [api], ticket_key_file=str(keyfile))
+            cfg["listeners"][0]["name"] = "edge-%s" % "ab"[i]
+            gws.append(Gateway(cfg, d))
+        for proto in ("-tls1_3", "-tls1_2"):
+            out = resume_pair(gws[0].port, tmp_path, gws[1].port, proto)
+            assert "Reused, " in out, out
+    finally:
+        for g in gws:
+            g.stop()
+
+
 def test_no_resumption_across_instances_without_shared_keys(tls_certs, echo, tmp_path):
     api = tls_certs.server("api-ec", ["api.test"], kind="ec")
     gws = []
