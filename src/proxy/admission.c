@@ -11,13 +11,11 @@ static void release_slot(const struct pt_upstream *u, struct pt_admission *a)
     }
 }
 
-enum pt_admit pt_admit(const struct pt_upstream *u, struct pt_admission *a, uint64_t now_ms,
-                       uint32_t *retry_after_s)
+enum pt_admit pt_admit_gate(const struct pt_upstream *u, struct pt_admission *a, uint64_t now_ms,
+                            uint32_t *retry_after_s)
 {
     struct pt_upstream_state *us = u->state;
     *retry_after_s = 0;
-    if (pt_likely(!u->breaker.enabled) || !us)
-        return PT_ADMIT_OK;
     if (u->breaker.max_concurrent) {
         uint32_t n = atomic_fetch_add_explicit(&us->active, 1, memory_order_relaxed) + 1;
         if (n > u->breaker.max_concurrent) {
