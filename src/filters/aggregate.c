@@ -368,6 +368,8 @@ static void start(struct pt_filter_ctx *ctx, const struct agg_conf *cf, struct a
     if (e == -EAGAIN || e == -EUSERS) /* refused at the upstream's gate: never contacted */
         return fail_part(p, AGG_UNAVAILABLE,
                          e == -EAGAIN ? "circuit breaker open" : "upstream concurrency limit");
+    if (e == -EHOSTUNREACH) /* as a proxied request's 503 */
+        return fail_part(p, AGG_UNAVAILABLE, "no healthy upstream target");
     if (e < 0)
         return fail_part(p, AGG_FAILED,
                          e == -ENOENT ? "no such upstream" : "the call could not start");

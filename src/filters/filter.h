@@ -279,7 +279,8 @@ struct pt_filter_services {
      * Unlike `call`, a fan call is a request of the upstream's like a
      * proxied one: it passes the upstream's gate first (-EAGAIN: its
      * circuit breaker is open; -EUSERS: its max_concurrent requests are
-     * in flight; either way it was not contacted), its outcome counts for
+     * in flight; -EHOSTUNREACH: it has no healthy target; in each case it
+     * was not contacted), its outcome counts for
      * the breaker, its time and retries go to the upstream's metrics, and
      * the time any is out is not the gateway's overhead. req->timeout_ms
      * 0 is the route's `timeout`, else the upstream's read timeout. While

@@ -482,7 +482,8 @@ int pt_header_edit_apply(const struct pt_header_edit_conf *conf, struct pt_filte
             pt_headers_remove(h, op->name);
             break;
         case OP_RENAME:
-            pt_headers_rename(h, ctx->arena, op->name, op->to);
+            if (pt_headers_rename(h, ctx->arena, op->name, op->to) < 0)
+                return PT_FILTER_ERROR;
             break;
         case OP_SET:
         case OP_ADD: {

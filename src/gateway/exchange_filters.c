@@ -325,7 +325,7 @@ static int svc_fan_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_r
     if (pt_fetch_start(&fc->fetch, &ex->w->ob, &req, r->body, r->max_body, fan_done, fc) != 0) {
         ex->fan = fc->next;
         fan_settle(ex, fc, pt_admission_result(fc->up, fc->fetch.fail, 0));
-        return -EIO;
+        return fc->fetch.fail == PT_CALL_FAIL_NO_TARGET ? -EHOSTUNREACH : -EIO;
     }
     fan_deadline(ex, req.read_timeout_ms);
     return 0;

@@ -207,8 +207,10 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
     /* The byte cap counts every field as SETTINGS_MAX_HEADER_LIST_SIZE
      * does (pseudo-headers too, 32 bytes each added); the count cap counts
      * the regular fields only, as HTTP/1.1 counts its header lines (the
-     * pseudo-headers stand for its request line). */
-    if (!namelen || name[0] != ':')
+     * pseudo-headers stand for its request line), and cookie crumbs
+     * (RFC 9113 §8.2.3) as the one Cookie line they are joined into. */
+    bool crumb = !st->started && st->cookie.len && namelen == 6 && memcmp(name, "cookie", 6) == 0;
+    if ((!namelen || name[0] != ':') && !crumb)
         st->nfields++;
     st->hbytes += namelen + valuelen + 32;
     if (st->hbytes > lim->max_header_bytes || st->nfields > lim->max_headers) {
@@ -489,8 +491,13 @@ static int on_begin_frame(nghttp2_session *s, const nghttp2_frame_hd *hd, void *
     if (!st)
         return 0;
     /* Our own cap on the header block across CONTINUATIONs (besides
-     * nghttp2's count of them): a block this large is an attack. */
-    st->hblock += hd->length;
+     * nghttp2's count of them): a block this large is an attack. A
+     * trailer block (HEADERS on a started stream) is counted on its own,
+     * as its fields are. */
+    if (hd->type == NGHTTP2_HEADERS && st->started)
+        st->hblock = hd->length;
+    else
+        st->hblock += hd->length;
     if (st->hblock > PT_H2_HEADER_BLOCK_FACTOR * h->c->w->gen->limits.max_header_bytes) {
         h->calm = true;
         return NGHTTP2_ERR_CALLBACK_FAILURE;

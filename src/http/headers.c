@@ -125,15 +125,16 @@ int pt_headers_remove_prefix(struct pt_headers *h, pt_slice prefix)
 int pt_headers_rename(struct pt_headers *h, struct pt_arena *a, pt_slice from, pt_slice to)
 {
     int tok = pt_token_lookup(from.p, from.len);
-    int ntok = pt_token_lookup(to.p, to.len);
     int renamed = 0;
-    (void)a;
-    for (uint32_t i = 0; i < h->n; i++) {
-        if (field_is(&h->f[i], from, tok)) {
-            h->f[i].name = to;
-            h->f[i].token = ntok;
-            renamed++;
-        }
+    uint32_t n = h->n; /* the copies appended below are not looked at */
+    for (uint32_t i = 0; i < n; i++) {
+        if (!field_is(&h->f[i], from, tok))
+            continue;
+        pt_slice value = h->f[i].value;
+        if (pt_headers_add(h, a, to, value) < 0)
+            return -ENOMEM;
+        h->f[i].dead = true; /* (h->f may have moved: index again) */
+        renamed++;
     }
     return renamed;
 }

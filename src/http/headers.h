@@ -43,7 +43,10 @@ int pt_headers_remove(struct pt_headers *h, pt_slice name);
  * `-` and `_` alike: `X_Consumer_Name` is `X-Consumer-Name` to a server
  * that maps fields to CGI variables); returns how many. */
 int pt_headers_remove_prefix(struct pt_headers *h, pt_slice prefix);
-/* Renames every field `from` to `to`. */
+/* Renames every field `from` to `to`: each is retired (dead, as a removal
+ * leaves it) and a copy under the new name appended, so the fields as they
+ * arrived stay readable (a filter that asks what the client sent, e.g. the
+ * cache's Authorization rule). Returns how many, or -ENOMEM. */
 int pt_headers_rename(struct pt_headers *h, struct pt_arena *a, pt_slice from, pt_slice to);
 
 #endif

@@ -353,6 +353,30 @@ def test_failing_calls_open_the_breaker_and_then_are_not_made(gateway, backends)
     assert flaky.stats()["requests"] == 0
 
 
+
+def test_part_whose_upstream_has_no_healthy_target_is_503_naming_it(gateway, backends):
+    """Every target of a call's upstream down (active checks against a
+    closed port): the part fails as a proxied request would, 503, naming
+    the part, and the rest of the answer is not sent."""
+    b = backends("svc")
+    check = {"active": {"path": "/healthz", "interval": "100ms", "timeout": "500ms",
+                        "healthy": 1, "unhealthy": 1}}
+    ups = {"a": upstream(b.port), "down": upstream(free_port(), health_check=check)}
+    calls = [{"name": "user", "upstream": "a", "path": "/users/{id}"},
+             {"name": "gone", "upstream": "down", "path": "/x"}]
+    gw = start(gateway, ups, [agg_route(calls)])
+
+    def down_unhealthy():
+        doc = requests.get("http://127.0.0.1:%d/upstreams" % gw.admin_port,
+                           timeout=scaled(5)).json()
+        targets = [u for u in doc["upstreams"] if u["name"] == "down"][0]["targets"]
+        return not any(t["healthy"] for t in targets)
+    wait_until(down_unhealthy, scaled(5), what="the target marked unhealthy")
+    r = requests.get(gw.u("/p/1"), timeout=scaled(10))
+    assert r.status_code == 503, r.text
+    assert r.json()["part"] == "gone"
+    assert "healthy" in r.json()["detail"]
+
 def test_max_concurrent_refuses_the_call_past_the_cap(gateway, backends):
     """max_concurrent counts a fan-out's calls as proxied requests: with a
     cap of 1, the second of two parallel calls to one upstream is refused
