@@ -125,14 +125,6 @@ void admin_diag_json(struct sbuf *b, const struct pt_diag *d)
     sb_printf(b, "]}\n");
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = (char)(c | 0x20);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 int admin_pct_decode(const char *s, size_t n, bool plus_space, char **out, size_t *len)
 {
     char *o = malloc(n + 1);
@@ -142,9 +134,9 @@ int admin_pct_decode(const char *s, size_t n, bool plus_space, char **out, size_
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (c == '%') {
-            if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
+            if (i + 2 >= n || pt_hexval(s[i + 1]) < 0 || pt_hexval(s[i + 2]) < 0)
                 goto bad;
-            c = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+            c = (char)(pt_hexval(s[i + 1]) * 16 + pt_hexval(s[i + 2]));
             i += 2;
         } else if (c == '+' && plus_space) {
             c = ' ';

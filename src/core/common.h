@@ -27,8 +27,6 @@ typedef struct pt_slice {
 #define PT_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PT_MAX(a, b) ((a) > (b) ? (a) : (b))
 
-/* xorshift64*: a fast PRNG for ids, jitter and sampling (unique, not
- * unpredictable). *state must start non-zero. */
 /* The value of one hex digit, or -1. */
 static inline int pt_hexval(char ch)
 {
@@ -54,6 +52,8 @@ static inline uint64_t pt_mix64(uint64_t x)
     return x;
 }
 
+/* xorshift64*: a fast PRNG for ids, jitter and sampling (unique, not
+ * unpredictable). *state must start non-zero. */
 static inline uint64_t pt_xorshift64s(uint64_t *state)
 {
     uint64_t x = *state;

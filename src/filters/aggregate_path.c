@@ -132,25 +132,14 @@ int agg_path_compile(struct agg_path *out, const char *src, struct pt_arena *a, 
     return 0;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes %XX (and with `plus`, `+` as a space) into o; returns the length. */
 static size_t pct_decode(char *o, pt_slice v, bool plus)
 {
     size_t n = 0;
     for (size_t i = 0; i < v.len; i++) {
         int hi, lo;
-        if (v.p[i] == '%' && i + 2 < v.len && (hi = hexval(v.p[i + 1])) >= 0 &&
-            (lo = hexval(v.p[i + 2])) >= 0) {
+        if (v.p[i] == '%' && i + 2 < v.len && (hi = pt_hexval(v.p[i + 1])) >= 0 &&
+            (lo = pt_hexval(v.p[i + 2])) >= 0) {
             o[n++] = (char)(hi * 16 + lo);
             i += 2;
         } else {

@@ -56,21 +56,7 @@ static void detached_free(struct pt_detached *d)
 static void detached_done(struct pt_fetch *f, void *user)
 {
     struct pt_detached *d = user;
-    struct pt_filter_call_res res = {.error = pt_exchange_call_error(f->fail),
-                                     .error_text = f->fail_text,
-                                     .status = f->status,
-                                     .body = {f->rbody, f->rlen},
-                                     .truncated = f->truncated};
-    if (res.error == PT_CALL_OK && f->head) {
-        struct pt_hfield *store =
-            pt_arena_alloc(&d->arena, sizeof(*store) * (f->head->nfields + 1));
-        if (store)
-            pt_headers_from_h1(&res.headers, store, (uint32_t)f->head->nfields + 1, f->head->fields,
-                               f->head->nfields);
-        else
-            res = (struct pt_filter_call_res){.error = PT_CALL_ERR_RESOURCES,
-                                              .error_text = "out of memory"};
-    }
+    struct pt_filter_call_res res = pt_exchange_fetch_result(&d->arena, f);
     d->cb(d->arg, &res, pt_loop_now(&d->w->loop));
     detached_free(d);
 }

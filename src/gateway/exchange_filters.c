@@ -83,15 +83,13 @@ enum pt_call_error pt_exchange_call_error(enum pt_call_fail f)
     return PT_CALL_ERR_PROTOCOL;
 }
 
-static struct pt_filter_call_res fetch_result(struct pt_exchange *ex, const struct pt_fetch *f);
-
 static void ffetch_done(struct pt_fetch *f, void *user)
 {
     struct pt_exchange *ex = user;
     pt_filter_call_cb cb = ex->ffetch_cb;
     ex->ffetch = NULL;
     ex->ffetch_cb = NULL;
-    struct pt_filter_call_res res = fetch_result(ex, f);
+    struct pt_filter_call_res res = pt_exchange_fetch_result(ex->arena, f);
     cb(&ex->fctx, susp_state(ex), &res); /* ends in ctx->resume */
 }
 
@@ -212,8 +210,7 @@ static int svc_call(struct pt_filter_ctx *ctx, const struct pt_filter_call_req *
     return 0;
 }
 
-/* The result of a finished fetch, its head's fields in the request arena. */
-static struct pt_filter_call_res fetch_result(struct pt_exchange *ex, const struct pt_fetch *f)
+struct pt_filter_call_res pt_exchange_fetch_result(struct pt_arena *a, const struct pt_fetch *f)
 {
     struct pt_filter_call_res res = {.error = pt_exchange_call_error(f->fail),
                                      .error_text = f->fail_text,
@@ -221,8 +218,7 @@ static struct pt_filter_call_res fetch_result(struct pt_exchange *ex, const stru
                                      .body = {f->rbody, f->rlen},
                                      .truncated = f->truncated};
     if (res.error == PT_CALL_OK && f->head) {
-        struct pt_hfield *store =
-            pt_arena_alloc(ex->arena, sizeof(*store) * (f->head->nfields + 1));
+        struct pt_hfield *store = pt_arena_alloc(a, sizeof(*store) * (f->head->nfields + 1));
         if (store)
             pt_headers_from_h1(&res.headers, store, (uint32_t)f->head->nfields + 1, f->head->fields,
                                f->head->nfields);
@@ -268,7 +264,7 @@ static void fan_done(struct pt_fetch *f, void *user)
     struct pt_fan_call *fc = user;
     struct pt_exchange *ex = fc->ex;
     fan_settle(ex, fc, pt_admission_result(fc->up, f->fail, f->status));
-    struct pt_filter_call_res res = fetch_result(ex, f);
+    struct pt_filter_call_res res = pt_exchange_fetch_result(ex->arena, f);
     fc->cb(&ex->fctx, susp_state(ex), fc->tag, &res); /* may resume, or start more */
 }
 

@@ -100,6 +100,9 @@ void pt_exchange_filters_cancel(struct pt_exchange *ex);
 int pt_exchange_call_req(struct pt_exchange *ex, const struct pt_filter_call_req *r,
                          struct pt_arena *a, struct pt_call_req *out);
 enum pt_call_error pt_exchange_call_error(enum pt_call_fail f);
+/* A finished fetch as a filter sees it; its head's fields are copied into
+ * `a` (the request's arena, or a detached call's own). */
+struct pt_filter_call_res pt_exchange_fetch_result(struct pt_arena *a, const struct pt_fetch *f);
 
 /* exchange_detached.c: the services that let filter work outlive or wait
  * beyond the request's own pending work (filter.h call_detached, park,

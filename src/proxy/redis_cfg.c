@@ -28,17 +28,6 @@ void pt_redis_script_init(struct pt_redis_script *s)
     s->sha1[40] = '\0';
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes [p, p+n) into out (at least n + 1 bytes). -1 on a bad
  * escape or an encoded NUL. */
 static int pct_decode(const char *p, size_t n, char *out)
@@ -51,7 +40,7 @@ static int pct_decode(const char *p, size_t n, char *out)
         }
         if (i + 2 >= n)
             return -1;
-        int hi = hexval(p[i + 1]), lo = hexval(p[i + 2]);
+        int hi = pt_hexval(p[i + 1]), lo = pt_hexval(p[i + 2]);
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
             return -1;
         out[k++] = (char)(hi * 16 + lo);
